@@ -1,0 +1,40 @@
+/*
+ * main.c - the segforge program: dispatches to one command per file.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+
+static const struct {
+  const char *name;
+  cli_cmd_fn fn;
+  const char *help;
+} commands[] = {
+    {"gen", cli_cmd_gen, "generate clustered vectors, queries and ground truth"},
+
+
+
+
+
+};
+
+static void usage(FILE *f) {
+  fprintf(f, "usage: segforge <command> [options]   (segforge <command> --help)\n\ncommands:\n");
+  for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+    fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].help);
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+    usage(argc < 2 ? stderr : stdout);
+    return argc < 2 ? 2 : 0;
+  }
+  for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+    if (!strcmp(argv[1], commands[i].name)) return commands[i].fn(argc - 1, argv + 1);
+  fprintf(stderr, "segforge: unknown command '%s'\n", argv[1]);
+  usage(stderr);
+  return 2;
+}

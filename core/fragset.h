@@ -1,0 +1,39 @@
+/*
+ * fragset.h - fragment sets: CRoaring bitmaps of uint32 fragment ids, and
+ * the two outside forms they travel in: CRoaring's portable serialization
+ * (events, shard and segment files, catalog) and range lists such as
+ * "0-63,70" (flags and JSON for people).
+ *
+ * Bytes from outside are read only with roaring_bitmap_portable_deserialize_safe
+ * after checking the size the header claims against what was given.
+ */
+#ifndef SF_FRAGSET_H
+#define SF_FRAGSET_H
+
+#include <roaring/roaring.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+
+/* Deserialises exactly `len` bytes of portable roaring (trailing bytes or a
+ * short buffer are errors). `what` names the source in messages. The bitmap
+ * is freed with roaring_bitmap_free. */
+sf_code sf_fragset_decode(const void *buf, size_t len, const char *what,
+                          roaring_bitmap_t **out, sf_err *err);
+
+/* Serialises into a malloc'd buffer (caller frees); *len receives its size. */
+sf_code sf_fragset_encode(const roaring_bitmap_t *b, uint8_t **out, size_t *len, sf_err *err);
+
+/* Parses a range list ("0-63,70"; whitespace not allowed; empty list is an
+ * error) into a new bitmap. `what` names the flag or field in messages. */
+sf_code sf_fragset_parse(const char *s, const char *what, roaring_bitmap_t **out, sf_err *err);
+
+/* Formats as a range list into a malloc'd string (caller frees); "" for the
+ * empty set. */
+char *sf_fragset_format(const roaring_bitmap_t *b);
+
+/* Formats at most `max_items` ranges, then "…(+N more)"; for error messages. */
+char *sf_fragset_format_short(const roaring_bitmap_t *b, size_t max_items);
+
+#endif

@@ -1,0 +1,170 @@
+/* fsutil.c - see fsutil.h. */
+#include "fsutil.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+sf_code sf_fs_mkdirs(const char *path, sf_err *err) {
+  char *p = strdup(path);
+  if (!p) return sf_err_set(err, SF_ENOMEM, "out of memory");
+  for (char *s = p + 1; *s; s++) {
+    if (*s != '/') continue;
+    *s = '\0';
+    if (mkdir(p, 0755) && errno != EEXIST) {
+      int e = errno;
+      sf_err_errno(err, SF_EIO, e, "cannot create directory %s", p);
+      free(p);
+      return SF_EIO;
+    }
+    *s = '/';
+  }
+  int rc = mkdir(p, 0755);
+  int e = errno;
+  free(p);
+  if (rc && e != EEXIST) return sf_err_errno(err, SF_EIO, e, "cannot create directory %s", path);
+  return SF_OK;
+}
+
+sf_code sf_fs_fsync_dir(const char *dir, sf_err *err) {
+  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return sf_err_errno(err, SF_EIO, errno, "cannot open directory %s", dir);
+  int rc = fsync(fd), e = errno;
+  close(fd);
+  if (rc) return sf_err_errno(err, SF_EIO, e, "cannot fsync directory %s", dir);
+  return SF_OK;
+}
+
+char *sf_fs_dirname(const char *path) {
+  const char *s = strrchr(path, '/');
+  if (!s) return strdup(".");
+  if (s == path) return strdup("/");
+  return strndup(path, (size_t)(s - path));
+}
+
+char *sf_fs_join(const char *a, const char *b) {
+  size_t la = strlen(a), lb = strlen(b);
+  char *r = malloc(la + lb + 2);
+  if (!r) return NULL;
+  memcpy(r, a, la);
+  r[la] = '/';
+  memcpy(r + la + 1, b, lb + 1);
+  return r;
+}
+
+sf_code sf_fs_write_all(int fd, const void *buf, size_t len, const char *what, sf_err *err) {
+  const uint8_t *p = buf;
+  while (len) {
+    ssize_t n = write(fd, p, len);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return sf_err_errno(err, SF_EIO, errno, "cannot write %s", what);
+    }
+    p += n;
+    len -= (size_t)n;
+  }
+  return SF_OK;
+}
+
+sf_code sf_fs_tmpfile_open(sf_fs_tmpfile *t, const char *path, sf_err *err) {
+  static atomic_uint counter;
+  t->fd = -1;
+  t->path = strdup(path);
+  size_t n = strlen(path) + 64;
+  t->tmp_path = malloc(n);
+  if (!t->path || !t->tmp_path) {
+    sf_fs_tmpfile_abort(t);
+    return sf_err_set(err, SF_ENOMEM, "out of memory");
+  }
+  snprintf(t->tmp_path, n, "%s.tmp.%ld.%u", path, (long)getpid(),
+           atomic_fetch_add(&counter, 1));
+  t->fd = open(t->tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (t->fd < 0) {
+    sf_err_errno(err, SF_EIO, errno, "cannot create %s", t->tmp_path);
+    sf_fs_tmpfile_abort(t);
+    return SF_EIO;
+  }
+  return SF_OK;
+}
+
+sf_code sf_fs_tmpfile_commit(sf_fs_tmpfile *t, sf_err *err) {
+  sf_code rc = SF_OK;
+  if (fsync(t->fd)) rc = sf_err_errno(err, SF_EIO, errno, "cannot fsync %s", t->tmp_path);
+  if (close(t->fd) && !rc) rc = sf_err_errno(err, SF_EIO, errno, "cannot close %s", t->tmp_path);
+  t->fd = -1;
+  if (!rc && rename(t->tmp_path, t->path))
+    rc = sf_err_errno(err, SF_EIO, errno, "cannot rename %s to %s", t->tmp_path, t->path);
+  if (!rc) {
+    char *dir = sf_fs_dirname(t->path);
+    rc = dir ? sf_fs_fsync_dir(dir, err) : sf_err_set(err, SF_ENOMEM, "out of memory");
+    free(dir);
+    free(t->tmp_path); /* renamed: nothing to unlink */
+    t->tmp_path = NULL;
+  }
+  sf_fs_tmpfile_abort(t);
+  return rc;
+}
+
+void sf_fs_tmpfile_abort(sf_fs_tmpfile *t) {
+  if (t->fd >= 0) close(t->fd);
+  if (t->tmp_path) unlink(t->tmp_path);
+  free(t->tmp_path);
+  free(t->path);
+  t->fd = -1;
+  t->tmp_path = t->path = NULL;
+}
+
+sf_code sf_fs_write_atomic(const char *path, const void *buf, size_t len, sf_err *err) {
+  sf_fs_tmpfile t;
+  sf_code rc = sf_fs_tmpfile_open(&t, path, err);
+  if (rc) return rc;
+  rc = sf_fs_write_all(t.fd, buf, len, t.tmp_path, err);
+  if (rc) {
+    sf_fs_tmpfile_abort(&t);
+    return rc;
+  }
+  return sf_fs_tmpfile_commit(&t, err);
+}
+
+sf_code sf_fs_map_open(const char *path, sf_fs_map *m, sf_err *err) {
+  m->data = NULL;
+  m->size = 0;
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return sf_err_errno(err, errno == ENOENT ? SF_ENOTFOUND : SF_EIO, errno,
+                        "cannot open %s", path);
+  struct stat st;
+  if (fstat(fd, &st)) {
+    int e = errno;
+    close(fd);
+    return sf_err_errno(err, SF_EIO, e, "cannot stat %s", path);
+  }
+  if (!S_ISREG(st.st_mode)) {
+    close(fd);
+    return sf_err_set(err, SF_EINVAL, "%s is not a regular file", path);
+  }
+  if (st.st_size > 0) {
+    void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) {
+      int e = errno;
+      close(fd);
+      return sf_err_errno(err, SF_EIO, e, "cannot map %s", path);
+    }
+    m->data = p;
+    m->size = (size_t)st.st_size;
+  }
+  close(fd);
+  return SF_OK;
+}
+
+void sf_fs_map_close(sf_fs_map *m) {
+  if (m->data) munmap((void *)m->data, m->size);
+  m->data = NULL;
+  m->size = 0;
+}

@@ -1,0 +1,54 @@
+/*
+ * fsutil.h - the few file-system operations whose order makes segforge crash
+ * safe (after LMDB: data first, fsync, then the single step that makes it
+ * visible), plus read-only mapping of files.
+ */
+#ifndef SF_FSUTIL_H
+#define SF_FSUTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+
+/* mkdir -p. */
+sf_code sf_fs_mkdirs(const char *path, sf_err *err);
+
+/* fsyncs a directory so that a rename or link inside it is durable. */
+sf_code sf_fs_fsync_dir(const char *dir, sf_err *err);
+
+/* Writes buf to `path` atomically: a temporary file in the same directory,
+ * fsync, rename over path, fsync of the directory. */
+sf_code sf_fs_write_atomic(const char *path, const void *buf, size_t len, sf_err *err);
+
+/* A writer that publishes its file only on commit: open creates
+ * "<path>.tmp.<pid>.<n>"; commit fsyncs, renames to path and fsyncs the
+ * directory; abort (or free without commit) unlinks the temporary. */
+typedef struct sf_fs_tmpfile {
+  int fd;
+  char *path;     /* final name */
+  char *tmp_path; /* temporary name */
+} sf_fs_tmpfile;
+
+sf_code sf_fs_tmpfile_open(sf_fs_tmpfile *t, const char *path, sf_err *err);
+/* Writes all of buf (retrying short writes). */
+sf_code sf_fs_write_all(int fd, const void *buf, size_t len, const char *what, sf_err *err);
+sf_code sf_fs_tmpfile_commit(sf_fs_tmpfile *t, sf_err *err);
+void sf_fs_tmpfile_abort(sf_fs_tmpfile *t);
+
+/* A read-only mapping of a whole file. An empty file maps to data == NULL,
+ * size == 0. */
+typedef struct sf_fs_map {
+  const uint8_t *data;
+  size_t size;
+} sf_fs_map;
+
+sf_code sf_fs_map_open(const char *path, sf_fs_map *m, sf_err *err);
+void sf_fs_map_close(sf_fs_map *m);
+
+/* The directory part of path in a malloc'd string ("." if none). */
+char *sf_fs_dirname(const char *path);
+/* "<a>/<b>" in a malloc'd string; NULL on allocation failure. */
+char *sf_fs_join(const char *a, const char *b);
+
+#endif

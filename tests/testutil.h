@@ -1,0 +1,29 @@
+/*
+ * testutil.h - helpers shared by the unit tests: a fresh scratch directory
+ * per test, and file-mangling helpers for corruption tests.
+ * cmocka is included by each test file itself.
+ */
+#ifndef SF_TESTUTIL_H
+#define SF_TESTUTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Creates and returns a new empty directory under $SF_TEST_TMP (or /tmp),
+ * named after `tag`; the string is static storage overwritten per call...
+ * so copy it. Aborts the test on failure. */
+const char *tu_tmpdir(const char *tag);
+
+/* Joins dir and name into a static buffer (one of 8 rotating slots). */
+const char *tu_path(const char *dir, const char *name);
+
+/* Reads a whole file into a malloc'd buffer (caller frees); *len its size. */
+uint8_t *tu_read_file(const char *path, size_t *len);
+/* Writes buf to path, replacing it. */
+void tu_write_file(const char *path, const void *buf, size_t len);
+/* XORs the byte at offset with mask. */
+void tu_flip_byte(const char *path, size_t offset, uint8_t mask);
+/* Cuts the file to len bytes. */
+void tu_truncate(const char *path, size_t len);
+
+#endif
