@@ -31,10 +31,4 @@ int cli_usage(const char *cmd, const char *fmt, ...) __attribute__((format(print
  * (powers of 1024) when `sizes` is set. On failure fills err naming the flag. */
 sf_code cli_parse_u64(const char *flag, const char *val, uint64_t min, uint64_t max,
                       int sizes, uint64_t *out, sf_err *err);
-/* Parse a range list such as "0-63,70" into a sorted list of uint32 values
- * (malloc'd into *out, caller frees); *n receives the count. At most `limit`
- * values. */
-sf_code cli_parse_ranges(const char *flag, const char *val, uint64_t limit, uint32_t **out,
-                         uint64_t *n, sf_err *err);
-
 #endif

@@ -51,7 +51,14 @@ sf_code sf_err_prefix(sf_err *err, const char *fmt, ...) {
   vsnprintf(head, sizeof head, fmt, ap);
   va_end(ap);
   memcpy(old, err->msg, sizeof old);
-  snprintf(err->msg, sizeof err->msg, "%s: %s", head, old);
+  /* Built piecewise: the combined message is cut at SF_ERR_MSG_MAX. */
+  size_t n = strnlen(head, sizeof head - 3);
+  memcpy(err->msg, head, n);
+  memcpy(err->msg + n, ": ", 3);
+  size_t room = sizeof err->msg - n - 3;
+  size_t m = strnlen(old, room);
+  memcpy(err->msg + n + 2, old, m);
+  err->msg[n + 2 + m] = '\0';
   return err->code;
 }
 
