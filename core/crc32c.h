@@ -1,0 +1,30 @@
+/*
+ * crc32c.h - CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), the
+ * checksum of every block of shard and segment files.
+ *
+ * Why CRC-32C rather than xxhash: it is what storage formats (iSCSI, ext4,
+ * RocksDB, Kafka's record batches) use for corruption detection, it detects
+ * all burst errors up to 32 bits, and x86 computes it in hardware (SSE4.2),
+ * so verifying every block as a merge copies it costs little next to the disk.
+ * No Debian C library ships it, hence this small module.
+ *
+ * The convention is zlib's: pass 0 to start, feed the previous result to
+ * continue, so crc(a||b) == sf_crc32c(sf_crc32c(0, a, la), b, lb).
+ * sf_crc32c(0, "123456789", 9) == 0xE3069283 (the standard check value).
+ */
+#ifndef SF_CRC32C_H
+#define SF_CRC32C_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* The fastest implementation this CPU supports. Thread-safe. */
+uint32_t sf_crc32c(uint32_t crc, const void *buf, size_t len);
+
+/* The two implementations, exposed so that tests can check they agree.
+ * sf_crc32c_hw may only be called when sf_crc32c_hw_available() is true. */
+uint32_t sf_crc32c_sw(uint32_t crc, const void *buf, size_t len);
+uint32_t sf_crc32c_hw(uint32_t crc, const void *buf, size_t len);
+int sf_crc32c_hw_available(void);
+
+#endif

@@ -1,0 +1,84 @@
+/* test_crc32c.c - the CRC-32C of shard and segment blocks: standard check
+ * values, incremental use, and agreement of the hardware and table paths. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "core/crc32c.h"
+
+static void test_check_value_of_123456789_is_e3069283(void **state) {
+  assert_int_equal(sf_crc32c(0, "123456789", 9), 0xE3069283u);
+  assert_int_equal(sf_crc32c_sw(0, "123456789", 9), 0xE3069283u);
+  if (sf_crc32c_hw_available()) assert_int_equal(sf_crc32c_hw(0, "123456789", 9), 0xE3069283u);
+}
+
+/* Vectors from RFC 3720 (iSCSI), appendix B.4. */
+static void test_rfc3720_vectors_match(void **state) {
+  uint8_t buf[32];
+  memset(buf, 0, sizeof buf);
+  assert_int_equal(sf_crc32c(0, buf, 32), 0x8A9136AAu);
+  memset(buf, 0xff, sizeof buf);
+  assert_int_equal(sf_crc32c(0, buf, 32), 0x62A8AB43u);
+  for (int i = 0; i < 32; i++) buf[i] = (uint8_t)i;
+  assert_int_equal(sf_crc32c(0, buf, 32), 0x46DD794Eu);
+  for (int i = 0; i < 32; i++) buf[i] = (uint8_t)(31 - i);
+  assert_int_equal(sf_crc32c(0, buf, 32), 0x113FDB5Cu);
+}
+
+static void test_empty_input_leaves_the_crc_unchanged(void **state) {
+  assert_int_equal(sf_crc32c(0, NULL, 0), 0u);
+  assert_int_equal(sf_crc32c(0x12345678u, "", 0), 0x12345678u);
+}
+
+static void fill(uint8_t *b, size_t n, uint64_t seed) {
+  uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
+  for (size_t i = 0; i < n; i++) {
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    b[i] = (uint8_t)x;
+  }
+}
+
+static void test_feeding_pieces_equals_one_call_at_every_split(void **state) {
+  uint8_t b[300];
+  fill(b, sizeof b, 7);
+  uint32_t whole = sf_crc32c(0, b, sizeof b);
+  for (size_t cut = 0; cut <= sizeof b; cut++) {
+    assert_int_equal(sf_crc32c(sf_crc32c(0, b, cut), b + cut, sizeof b - cut), whole);
+    assert_int_equal(sf_crc32c_sw(sf_crc32c_sw(0, b, cut), b + cut, sizeof b - cut), whole);
+  }
+}
+
+static void test_hardware_and_table_paths_agree_on_random_buffers(void **state) {
+  if (!sf_crc32c_hw_available()) {
+    skip();
+    return;
+  }
+  enum { N = 1 << 16 };
+  uint8_t *b = malloc(N);
+  assert_non_null(b);
+  fill(b, N, 42);
+  uint64_t x = 99;
+  for (int i = 0; i < 2000; i++) {
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    size_t off = x % 64, len = (x >> 8) % (i < 1000 ? 100 : N - 64);
+    uint32_t seed = (uint32_t)(x >> 32);
+    assert_int_equal(sf_crc32c_hw(seed, b + off, len), sf_crc32c_sw(seed, b + off, len));
+  }
+  free(b);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_check_value_of_123456789_is_e3069283),
+      cmocka_unit_test(test_rfc3720_vectors_match),
+      cmocka_unit_test(test_empty_input_leaves_the_crc_unchanged),
+      cmocka_unit_test(test_feeding_pieces_equals_one_call_at_every_split),
+      cmocka_unit_test(test_hardware_and_table_paths_agree_on_random_buffers),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
