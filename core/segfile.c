@@ -1,0 +1,517 @@
+/*
+ * segfile.c - the shard/segment file format; see segfile.h for the API and
+ * docs/format.md for the bytes.
+ *
+ *   header (64) | chunks, partition by partition | fragment bitmap |
+ *   directory | footer (64)
+ *
+ * A chunk is [codes][row-id block][zero padding to 64]: codes first so that
+ * they start on a 64-byte boundary with one pad per chunk. Every chunk starts
+ * on a multiple of 64, so a byte range of whole chunks keeps the alignment of
+ * its codes wherever a merge places it (at another multiple of 64).
+ *
+ * The reader trusts nothing: sf_seg_open checks every number in the footer
+ * and directory against the file size and the format limits before it
+ * allocates anything (its only allocations are O(nlist), after nlist has
+ * been checked against SF_MAX_NLIST and the directory's real size). Chunk
+ * entries are read from the mapping on demand rather than copied.
+ */
+#include "segfile.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zstd.h>
+
+#include "crc32c.h"
+#include "fragset.h"
+#include "fsutil.h"
+#include "segfile_internal.h"
+
+/* ---- shared helpers (also used by the writer in segwrite.c) ------------ */
+
+const char *sf_seg_kind_name(sf_seg_kind k) {
+  return k == SF_SEG_KIND_SHARD ? "shard" : k == SF_SEG_KIND_SEGMENT ? "segment" : "unknown";
+}
+
+uint32_t sf_seg_code_size(sf_index_type type, uint32_t dim, uint32_t pq_m) {
+  switch (type) {
+    case SF_IVF_FLAT: return dim <= SF_MAX_DIM ? 4 * dim : 0;
+    case SF_IVF_SQ: return dim;
+    case SF_IVF_PQ: return pq_m;
+  }
+  return 0;
+}
+
+sf_code sf_seg_params_check(const sf_seg_params *p, sf_err *err) {
+  if (p->kind != SF_SEG_KIND_SHARD && p->kind != SF_SEG_KIND_SEGMENT)
+    return sf_err_set(err, SF_EINVAL, "file kind %d is neither shard (1) nor segment (2)",
+                      (int)p->kind);
+  if ((unsigned)p->type > SF_IVF_PQ)
+    return sf_err_set(err, SF_EINVAL, "index type %d is not IVF_FLAT, IVF_SQ or IVF_PQ",
+                      (int)p->type);
+  if ((unsigned)p->metric > SF_DOT)
+    return sf_err_set(err, SF_EINVAL, "metric %d is not L2, COSINE or DOT", (int)p->metric);
+  if (p->dim < 1 || p->dim > SF_MAX_DIM)
+    return sf_err_set(err, SF_EINVAL, "dim %u is outside 1..%u", p->dim, SF_MAX_DIM);
+  if (p->nlist < 1 || p->nlist > SF_MAX_NLIST)
+    return sf_err_set(err, SF_EINVAL, "nlist %u is outside 1..%u", p->nlist, SF_MAX_NLIST);
+  if (p->type == SF_IVF_PQ) {
+    if (p->pq_m < 1 || p->pq_m > SF_MAX_PQ_M || p->dim % p->pq_m)
+      return sf_err_set(err, SF_EINVAL, "pq_m %u must be in 1..%u and divide dim %u",
+                        p->pq_m, SF_MAX_PQ_M, p->dim);
+  } else if (p->pq_m) {
+    return sf_err_set(err, SF_EINVAL, "pq_m is %u but must be 0 for %s", p->pq_m,
+                      sf_index_type_name(p->type));
+  }
+  uint32_t want = sf_seg_code_size(p->type, p->dim, p->pq_m);
+  if (p->code_size != want)
+    return sf_err_set(err, SF_EINVAL, "code_size %u does not match %s with dim %u (%u)",
+                      p->code_size, sf_index_type_name(p->type), p->dim, want);
+  return SF_OK;
+}
+
+void sf_seg_header_put(uint8_t h[SEG_HDR_SIZE], const sf_seg_params *p, uint64_t rows) {
+  memset(h, 0, SEG_HDR_SIZE);
+  memcpy(h, SF_SEG_MAGIC, SF_SEG_MAGIC_LEN);
+  seg_put16(h + 8, SF_SEG_VERSION_MAJOR);
+  seg_put16(h + 10, SF_SEG_VERSION_MINOR);
+  seg_put32(h + 12, 0); /* flags */
+  h[16] = (uint8_t)p->kind;
+  h[17] = (uint8_t)p->type;
+  h[18] = (uint8_t)p->metric;
+  seg_put32(h + 20, p->dim);
+  seg_put32(h + 24, p->nlist);
+  seg_put32(h + 28, p->code_size);
+  seg_put32(h + 32, p->pq_m);
+  seg_put64(h + 40, p->quantizer_checksum);
+  seg_put64(h + 48, rows);
+  seg_put32(h + 60, sf_crc32c(0, h, 60));
+}
+
+/* "<path>: <what> (file corrupt; <remedy>)": one sentence a person can act
+ * on, with the remedy that fits the kind of file. */
+sf_code sf_seg_corrupt(sf_err *err, const char *path, sf_seg_kind kind, const char *fmt, ...) {
+  char what[SF_ERR_MSG_MAX];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(what, sizeof what, fmt, ap);
+  va_end(ap);
+  const char *fix = kind == SF_SEG_KIND_SHARD     ? "re-stage the shard"
+                    : kind == SF_SEG_KIND_SEGMENT ? "rebuild the segment from its shards"
+                                                  : "re-create it";
+  return sf_err_set(err, SF_ECORRUPT, "%s: %s (file corrupt; %s)", path, what, fix);
+}
+
+/* ---- reader ------------------------------------------------------------- */
+
+struct sf_seg_reader {
+  char *path;
+  int fd; /* kept for copy_file_range by writers that copy from us */
+  sf_fs_map map;
+  sf_seg_params params;
+  uint16_t vmajor, vminor;
+  uint64_t num_rows;
+  roaring_bitmap_t *frags;
+  const uint8_t *chunk_tab; /* num_chunks entries of SEG_CHUNK_ENTRY bytes, in the map */
+  uint64_t num_chunks;
+  uint64_t bitmap_off; /* the data region is [SEG_HDR_SIZE, bitmap_off) */
+  uint64_t *first;     /* nlist + 1: partition p owns chunks [first[p], first[p+1]) */
+  uint64_t *rows;      /* nlist */
+  uint32_t max_chunk_rows;
+};
+
+struct sf_seg_scratch {
+  ZSTD_DCtx *dctx;
+  uint8_t *raw; /* decompressed varints */
+  size_t raw_cap;
+  sf_rowid *ids;
+  size_t ids_cap;
+};
+
+#define CORRUPT(r, ...) sf_seg_corrupt(err, (r)->path, (r)->params.kind, __VA_ARGS__)
+
+static sf_code check_header(sf_seg_reader *r, sf_err *err) {
+  const uint8_t *h = r->map.data;
+  if (r->map.size < SF_SEG_MAGIC_LEN || memcmp(h, SF_SEG_MAGIC, SF_SEG_MAGIC_LEN))
+    return sf_err_set(err, SF_EFORMAT, "%s: not a segforge shard or segment file (%s)",
+                      r->path, r->map.size ? "wrong magic bytes" : "file is empty");
+  if (r->map.size < SEG_HDR_SIZE + SEG_FTR_SIZE)
+    return CORRUPT(r, "file is %zu bytes, shorter than the smallest valid file (%d)",
+                   r->map.size, SEG_HDR_SIZE + SEG_FTR_SIZE);
+  r->vmajor = seg_get16(h + 8);
+  r->vminor = seg_get16(h + 10);
+  /* A newer major version may lay the header out differently, CRC included,
+   * so a version we do not know is reported as such, CRC or not. */
+  if (r->vmajor != SF_SEG_VERSION_MAJOR)
+    return sf_err_set(err, SF_EFORMAT,
+                      "%s: format version %u.%u is not supported by this reader (%d.x)%s",
+                      r->path, r->vmajor, r->vminor, SF_SEG_VERSION_MAJOR,
+                      seg_get32(h + 60) == sf_crc32c(0, h, 60) ? ""
+                                                               : ", or the header is corrupt");
+  if (seg_get32(h + 60) != sf_crc32c(0, h, 60)) return CORRUPT(r, "header CRC32C mismatch");
+  uint32_t flags = seg_get32(h + 12);
+  if (flags)
+    return sf_err_set(err, SF_EFORMAT,
+                      "%s: uses format features this reader lacks (flags 0x%x); upgrade segforge",
+                      r->path, flags);
+  sf_seg_params *p = &r->params;
+  p->kind = (sf_seg_kind)h[16];
+  p->type = (sf_index_type)h[17];
+  p->metric = (sf_metric)h[18];
+  p->dim = seg_get32(h + 20);
+  p->nlist = seg_get32(h + 24);
+  p->code_size = seg_get32(h + 28);
+  p->pq_m = seg_get32(h + 32);
+  p->quantizer_checksum = seg_get64(h + 40);
+  r->num_rows = seg_get64(h + 48);
+  sf_err e;
+  if (sf_seg_params_check(p, &e)) return CORRUPT(r, "header: %s", e.msg);
+  return SF_OK;
+}
+
+/* Checks the footer and that the bitmap, directory and footer tile the tail
+ * of the file exactly; leaves where the directory is in dir_off and dir_len. */
+static sf_code check_footer(sf_seg_reader *r, uint64_t *dir_off, uint64_t *dir_len,
+                            sf_err *err) {
+  const uint64_t size = r->map.size;
+  const uint8_t *f = r->map.data + size - SEG_FTR_SIZE;
+  if (memcmp(f + 56, SEG_FTR_MAGIC, 4))
+    return CORRUPT(r, "footer magic missing (file truncated or appended to)");
+  if (seg_get32(f + 60) != sf_crc32c(0, f, 60)) return CORRUPT(r, "footer CRC32C mismatch");
+  uint64_t boff = seg_get64(f), blen = seg_get64(f + 8);
+  uint64_t doff = seg_get64(f + 16), dlen = seg_get64(f + 24);
+  uint64_t rows = seg_get64(f + 32), fsize = seg_get64(f + 40);
+  if (fsize != size)
+    return CORRUPT(r, "file is %llu bytes but its footer says %llu (truncated or appended to)",
+                   (unsigned long long)size, (unsigned long long)fsize);
+  if (rows != r->num_rows)
+    return CORRUPT(r, "footer says %llu rows, header %llu", (unsigned long long)rows,
+                   (unsigned long long)r->num_rows);
+  const uint64_t tail = size - SEG_FTR_SIZE; /* end of the directory */
+  /* Overflow-safe: each length is compared with the room left, never added. */
+  if (boff < SEG_HDR_SIZE || boff > tail || blen > tail - boff || doff != boff + blen ||
+      dlen != tail - doff)
+    return CORRUPT(r,
+                   "footer places the bitmap at %llu+%llu and the directory at %llu+%llu, "
+                   "which do not fit a %llu-byte file",
+                   (unsigned long long)boff, (unsigned long long)blen,
+                   (unsigned long long)doff, (unsigned long long)dlen,
+                   (unsigned long long)size);
+  const uint8_t *m = r->map.data;
+  if (seg_get32(f + 48) != sf_crc32c(0, m + boff, blen))
+    return CORRUPT(r, "fragment bitmap CRC32C mismatch");
+  if (seg_get32(f + 52) != sf_crc32c(0, m + doff, dlen))
+    return CORRUPT(r, "directory CRC32C mismatch");
+  r->bitmap_off = boff;
+  *dir_off = doff;
+  *dir_len = dlen;
+  char what[SF_ERR_MSG_MAX];
+  snprintf(what, sizeof what, "%s: fragment bitmap", r->path);
+  return sf_fragset_decode(m + boff, blen, what, &r->frags, err);
+}
+
+/* Checks the directory's counts against its real size, then every chunk
+ * entry against the data region, and fills first[]/rows[]. */
+static sf_code check_directory(sf_seg_reader *r, uint64_t doff, uint64_t dlen, sf_err *err) {
+  const uint8_t *d = r->map.data + doff;
+  const uint32_t nlist = r->params.nlist;
+  if (dlen < SEG_DIR_HEAD) return CORRUPT(r, "directory is %llu bytes", (unsigned long long)dlen);
+  if (seg_get32(d) != nlist)
+    return CORRUPT(r, "directory lists %u partitions, header %u", seg_get32(d), nlist);
+  const uint64_t nchunks = seg_get64(d + 8);
+  const uint64_t parts_len = (uint64_t)nlist * SEG_PART_ENTRY;
+  if (parts_len > dlen - SEG_DIR_HEAD ||
+      (dlen - SEG_DIR_HEAD - parts_len) / SEG_CHUNK_ENTRY != nchunks ||
+      (dlen - SEG_DIR_HEAD - parts_len) % SEG_CHUNK_ENTRY)
+    return CORRUPT(r, "directory of %llu bytes cannot hold %u partitions and %llu chunks",
+                   (unsigned long long)dlen, nlist, (unsigned long long)nchunks);
+  /* nlist <= SF_MAX_NLIST and 4*nlist bytes exist: the arrays are bounded. */
+  r->first = malloc(((size_t)nlist + 1) * sizeof *r->first);
+  r->rows = calloc(nlist, sizeof *r->rows);
+  if (!r->first || !r->rows)
+    return sf_err_set(err, SF_ENOMEM, "%s: out of memory for %u partitions", r->path, nlist);
+  r->chunk_tab = d + SEG_DIR_HEAD + parts_len;
+  r->num_chunks = nchunks;
+  uint64_t ci = 0, prev_end = SEG_HDR_SIZE, total = 0;
+  for (uint32_t p = 0; p < nlist; p++) {
+    const uint32_t cnt = seg_get32(d + SEG_DIR_HEAD + (uint64_t)p * SEG_PART_ENTRY);
+    if (cnt > nchunks - ci)
+      return CORRUPT(r, "partition %u claims %u chunks, more than the directory holds", p, cnt);
+    r->first[p] = ci;
+    for (uint32_t c = 0; c < cnt; c++, ci++) {
+      seg_chunk e = seg_chunk_get(r->chunk_tab + ci * SEG_CHUNK_ENTRY);
+      if (e.nrows < 1 || e.nrows > SF_SEG_MAX_CHUNK_ROWS)
+        return CORRUPT(r, "partition %u chunk %u has %u rows (must be 1..%u)", p, c, e.nrows,
+                       SF_SEG_MAX_CHUNK_ROWS);
+      const uint64_t codes_len = (uint64_t)e.nrows * r->params.code_size;
+      if (e.off % SEG_ALIGN || e.off < prev_end || e.off > r->bitmap_off ||
+          codes_len > r->bitmap_off - e.off || e.ids_len < 1 ||
+          e.ids_len > r->bitmap_off - e.off - codes_len)
+        return CORRUPT(r,
+                       "partition %u chunk %u at offset %llu (%u rows, %llu code bytes, "
+                       "%u id bytes) overlaps its neighbours, is misaligned or runs past the "
+                       "data region",
+                       p, c, (unsigned long long)e.off, e.nrows,
+                       (unsigned long long)codes_len, e.ids_len);
+      prev_end = e.off + codes_len + e.ids_len;
+      r->rows[p] += e.nrows;
+      if (e.nrows > r->max_chunk_rows) r->max_chunk_rows = e.nrows;
+    }
+    total += r->rows[p];
+  }
+  r->first[nlist] = ci;
+  if (ci != nchunks)
+    return CORRUPT(r, "partitions list %llu chunks, directory %llu", (unsigned long long)ci,
+                   (unsigned long long)nchunks);
+  if (total != r->num_rows)
+    return CORRUPT(r, "chunks hold %llu rows, header says %llu", (unsigned long long)total,
+                   (unsigned long long)r->num_rows);
+  return SF_OK;
+}
+
+sf_code sf_seg_open(const char *path, sf_seg_reader **out, sf_err *err) {
+  *out = NULL;
+  sf_seg_reader *r = calloc(1, sizeof *r);
+  if (!r || !(r->path = strdup(path))) {
+    free(r);
+    return sf_err_set(err, SF_ENOMEM, "out of memory opening %s", path);
+  }
+  /* The fd serves copy_file_range; the mapping serves everything else. Both
+   * must be the same file: compare the inode before and after mapping. */
+  struct stat a, b;
+  sf_code rc;
+  r->fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (r->fd < 0) {
+    rc = sf_err_errno(err, errno == ENOENT ? SF_ENOTFOUND : SF_EIO, errno, "cannot open %s",
+                      path);
+    goto fail;
+  }
+  if (fstat(r->fd, &a)) {
+    rc = sf_err_errno(err, SF_EIO, errno, "cannot stat %s", path);
+    goto fail;
+  }
+  if ((rc = sf_fs_map_open(path, &r->map, err))) goto fail;
+  if (stat(path, &b) || a.st_ino != b.st_ino || a.st_dev != b.st_dev ||
+      (uint64_t)a.st_size != r->map.size) {
+    rc = sf_err_set(err, SF_EIO, "%s was replaced while being opened; retry", path);
+    goto fail;
+  }
+  uint64_t doff = 0, dlen = 0;
+  if ((rc = check_header(r, err)) || (rc = check_footer(r, &doff, &dlen, err)) ||
+      (rc = check_directory(r, doff, dlen, err)))
+    goto fail;
+  *out = r;
+  return SF_OK;
+fail:
+  sf_seg_close(r);
+  return rc;
+}
+
+void sf_seg_close(sf_seg_reader *r) {
+  if (!r) return;
+  sf_fs_map_close(&r->map);
+  if (r->fd >= 0) close(r->fd);
+  if (r->frags) roaring_bitmap_free(r->frags); /* CRoaring 0.2 crashes on NULL */
+  free(r->first);
+  free(r->rows);
+  free(r->path);
+  free(r);
+}
+
+const char *sf_seg_path(const sf_seg_reader *r) { return r->path; }
+const sf_seg_params *sf_seg_get_params(const sf_seg_reader *r) { return &r->params; }
+uint64_t sf_seg_num_rows(const sf_seg_reader *r) { return r->num_rows; }
+uint64_t sf_seg_file_bytes(const sf_seg_reader *r) { return r->map.size; }
+const roaring_bitmap_t *sf_seg_fragments(const sf_seg_reader *r) { return r->frags; }
+uint32_t sf_seg_max_chunk_rows(const sf_seg_reader *r) { return r->max_chunk_rows; }
+
+void sf_seg_version(const sf_seg_reader *r, uint32_t *major, uint32_t *minor) {
+  *major = r->vmajor;
+  *minor = r->vminor;
+}
+
+uint64_t sf_seg_partition_rows(const sf_seg_reader *r, uint32_t p) {
+  return p < r->params.nlist ? r->rows[p] : 0;
+}
+
+uint32_t sf_seg_partition_num_chunks(const sf_seg_reader *r, uint32_t p) {
+  return p < r->params.nlist ? (uint32_t)(r->first[p + 1] - r->first[p]) : 0;
+}
+
+seg_chunk sf_seg_chunk_entry(const sf_seg_reader *r, uint64_t i) {
+  return seg_chunk_get(r->chunk_tab + i * SEG_CHUNK_ENTRY);
+}
+
+uint64_t sf_seg_chunk_end(const sf_seg_reader *r, const seg_chunk *e) {
+  return e->off + (uint64_t)e->nrows * r->params.code_size + e->ids_len;
+}
+
+uint64_t sf_seg_partition_bytes(const sf_seg_reader *r, uint32_t p) {
+  if (p >= r->params.nlist || r->first[p] == r->first[p + 1]) return 0;
+  seg_chunk a = sf_seg_chunk_entry(r, r->first[p]), z = sf_seg_chunk_entry(r, r->first[p + 1] - 1);
+  return sf_seg_chunk_end(r, &z) - a.off;
+}
+
+/* Reader internals the writer needs to copy from a source. */
+int sf_seg_reader_fd(const sf_seg_reader *r) { return r->fd; }
+const uint8_t *sf_seg_reader_data(const sf_seg_reader *r) { return r->map.data; }
+uint64_t sf_seg_partition_first_chunk(const sf_seg_reader *r, uint32_t p) { return r->first[p]; }
+
+sf_code sf_seg_check_chunk_crcs(const sf_seg_reader *r, uint32_t p, uint32_t c,
+                                const seg_chunk *e, sf_err *err) {
+  const uint8_t *codes = r->map.data + e->off;
+  const uint64_t codes_len = (uint64_t)e->nrows * r->params.code_size;
+  if (sf_crc32c(0, codes, codes_len) != e->codes_crc)
+    return CORRUPT(r, "partition %u chunk %u code block CRC32C mismatch", p, c);
+  if (sf_crc32c(0, codes + codes_len, e->ids_len) != e->ids_crc)
+    return CORRUPT(r, "partition %u chunk %u row-id block CRC32C mismatch", p, c);
+  return SF_OK;
+}
+
+/* ---- reading chunks ------------------------------------------------------ */
+
+sf_seg_scratch *sf_seg_scratch_new(void) {
+  sf_seg_scratch *s = calloc(1, sizeof *s);
+  if (!s) return NULL;
+  if (!(s->dctx = ZSTD_createDCtx())) {
+    free(s);
+    return NULL;
+  }
+  return s;
+}
+
+void sf_seg_scratch_free(sf_seg_scratch *s) {
+  if (!s) return;
+  ZSTD_freeDCtx(s->dctx);
+  free(s->raw);
+  free(s->ids);
+  free(s);
+}
+
+/* Grows s for a chunk of n rows (n <= SF_SEG_MAX_CHUNK_ROWS, so bounded). */
+static int scratch_reserve(sf_seg_scratch *s, uint32_t n) {
+  if (s->ids_cap < n) {
+    sf_rowid *ids = realloc(s->ids, (size_t)n * sizeof *ids);
+    if (!ids) return -1;
+    s->ids = ids;
+    s->ids_cap = n;
+  }
+  if (s->raw_cap < (size_t)n * SEG_VARINT_MAX) {
+    uint8_t *raw = realloc(s->raw, (size_t)n * SEG_VARINT_MAX);
+    if (!raw) return -1;
+    s->raw = raw;
+    s->raw_cap = (size_t)n * SEG_VARINT_MAX;
+  }
+  return 0;
+}
+
+/* Decodes a row-id block: one zstd frame whose declared size is checked
+ * against what n varints can take before anything is decompressed, into a
+ * buffer of exactly that size. Then n LEB128 varints: the first id, then
+ * gaps of at least 1 (ids strictly ascending), using every byte. */
+static sf_code decode_ids(const sf_seg_reader *r, uint32_t p, uint32_t c, const uint8_t *blk,
+                          uint32_t len, uint32_t n, sf_seg_scratch *s, sf_err *err) {
+  unsigned long long size = ZSTD_getFrameContentSize(blk, len);
+  if (size == ZSTD_CONTENTSIZE_UNKNOWN || size == ZSTD_CONTENTSIZE_ERROR)
+    return CORRUPT(r, "partition %u chunk %u row-id block is not a zstd frame with a size",
+                   p, c);
+  if (size < n || size > (unsigned long long)n * SEG_VARINT_MAX)
+    return CORRUPT(r, "partition %u chunk %u row-id block declares %llu bytes for %u rows",
+                   p, c, size, n);
+  if (ZSTD_findFrameCompressedSize(blk, len) != len)
+    return CORRUPT(r, "partition %u chunk %u row-id block is not exactly one zstd frame", p, c);
+  if (scratch_reserve(s, n))
+    return sf_err_set(err, SF_ENOMEM, "%s: out of memory decoding %u row ids", r->path, n);
+  size_t got = ZSTD_decompressDCtx(s->dctx, s->raw, (size_t)size, blk, len);
+  if (ZSTD_isError(got) || got != size)
+    return CORRUPT(r, "partition %u chunk %u row-id block does not decompress (%s)", p, c,
+                   ZSTD_isError(got) ? ZSTD_getErrorName(got) : "short");
+  const uint8_t *q = s->raw, *end = s->raw + size;
+  uint64_t prev = 0;
+  for (uint32_t i = 0; i < n; i++) {
+    uint64_t v = 0;
+    int shift = 0;
+    for (;;) {
+      if (q == end || shift > 63 || (shift == 63 && *q > 1))
+        return CORRUPT(r, "partition %u chunk %u row id %u is a bad varint", p, c, i);
+      v |= (uint64_t)(*q & 0x7f) << shift;
+      shift += 7;
+      if (!(*q++ & 0x80)) break;
+    }
+    if (i && (v == 0 || v > UINT64_MAX - prev))
+      return CORRUPT(r, "partition %u chunk %u row ids are not strictly ascending at %u", p, c,
+                     i);
+    prev = i ? prev + v : v;
+    s->ids[i] = prev;
+  }
+  if (q != end)
+    return CORRUPT(r, "partition %u chunk %u row-id block has %td trailing bytes", p, c,
+                   end - q);
+  return SF_OK;
+}
+
+sf_code sf_seg_read_chunk(const sf_seg_reader *r, uint32_t p, uint32_t c, sf_seg_scratch *s,
+                          sf_seg_chunk *out, sf_err *err) {
+  if (p >= r->params.nlist || c >= sf_seg_partition_num_chunks(r, p))
+    return sf_err_set(err, SF_EINVAL, "%s: no chunk %u in partition %u", r->path, c, p);
+  seg_chunk e = sf_seg_chunk_entry(r, r->first[p] + c);
+  sf_code rc = sf_seg_check_chunk_crcs(r, p, c, &e, err);
+  if (rc) return rc;
+  const uint8_t *codes = r->map.data + e.off;
+  const uint64_t codes_len = (uint64_t)e.nrows * r->params.code_size;
+  if ((rc = decode_ids(r, p, c, codes + codes_len, e.ids_len, e.nrows, s, err))) return rc;
+  out->nrows = e.nrows;
+  out->ids = s->ids;
+  out->codes = codes;
+  return SF_OK;
+}
+
+static int all_zero(const uint8_t *b, uint64_t n) {
+  for (uint64_t i = 0; i < n; i++)
+    if (b[i]) return 0;
+  return 1;
+}
+
+sf_code sf_seg_verify(const sf_seg_reader *r, sf_err *err) {
+  /* Padding first: with it, every byte of the file is either covered by a
+   * CRC or known to be zero, so no flipped bit goes unnoticed. */
+  uint64_t prev_end = SEG_HDR_SIZE;
+  for (uint64_t i = 0; i < r->num_chunks; i++) {
+    seg_chunk e = sf_seg_chunk_entry(r, i);
+    if (!all_zero(r->map.data + prev_end, e.off - prev_end))
+      return CORRUPT(r, "non-zero padding before offset %llu", (unsigned long long)e.off);
+    prev_end = sf_seg_chunk_end(r, &e);
+  }
+  if (!all_zero(r->map.data + prev_end, r->bitmap_off - prev_end))
+    return CORRUPT(r, "non-zero padding before the fragment bitmap");
+  sf_seg_scratch *s = sf_seg_scratch_new();
+  if (!s) return sf_err_set(err, SF_ENOMEM, "%s: out of memory verifying", r->path);
+  sf_code rc = SF_OK;
+  for (uint32_t p = 0; p < r->params.nlist && !rc; p++) {
+    const uint32_t nc = sf_seg_partition_num_chunks(r, p);
+    for (uint32_t c = 0; c < nc && !rc; c++) {
+      sf_seg_chunk ch;
+      if ((rc = sf_seg_read_chunk(r, p, c, s, &ch, err))) break;
+      uint32_t last = UINT32_MAX; /* ids are sorted: check each fragment once */
+      for (uint32_t i = 0; i < ch.nrows; i++) {
+        uint32_t f = SF_ROWID_FRAG(ch.ids[i]);
+        if (f == last) continue;
+        if (!roaring_bitmap_contains(r->frags, f)) {
+          rc = CORRUPT(r, "partition %u chunk %u holds row %u of fragment %u, which the "
+                          "file's fragment bitmap does not list",
+                       p, c, SF_ROWID_OFF(ch.ids[i]), f);
+          break;
+        }
+        last = f;
+      }
+    }
+  }
+  sf_seg_scratch_free(s);
+  return rc;
+}
