@@ -1,0 +1,198 @@
+/*
+ * cmd_search.c - `segforge search`: k-NN over shard/segment files, with
+ * recall@k against a ground-truth file and the single-thread query rate.
+ */
+#include <getopt.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli/cli.h"
+#include "core/fsutil.h"
+#include "core/quantizer.h"
+#include "core/search.h"
+#include "core/vecio.h"
+
+static void help(void) {
+  printf(
+      "usage: segforge search --queries FILE [--k K] [--nprobe N] [--quantizer FILE]\n"
+      "                       [--groundtruth GT.ivecs --rows-per-fragment R]\n"
+      "                       [--verify] [--json] FILE...\n\n"
+      "Searches the shard/segment FILEs (one logical index: same quantizer, disjoint\n"
+      "fragments) for the K nearest rows of each query, probing the N nearest\n"
+      "partitions (defaults: K 10, N 8). The quantizer defaults to the file\n"
+      "'quantizer' beside the first FILE (its staging root).\n"
+      "--groundtruth prints recall@K: GT row i lists base-row numbers, mapped to\n"
+      "row ids with R rows per fragment. --verify checks every block once first.\n"
+      "--json prints the results and figures as one JSON object.\n");
+}
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Reads the ground truth: nq rows of at least k ids. */
+static sf_code load_gt(const char *path, uint64_t nq, uint32_t k, int32_t **out,
+                       uint32_t *gdim, sf_err *err) {
+  sf_vecreader *r;
+  sf_code rc = sf_vecreader_open(path, &r, err);
+  if (rc) return rc;
+  *gdim = sf_vecreader_dim(r);
+  if (sf_vecreader_kind(r) != SF_VEC_IVECS)
+    rc = sf_err_set(err, SF_EINVAL, "%s: ground truth must be an .ivecs file", path);
+  else if (sf_vecreader_rows(r) < nq)
+    rc = sf_err_set(err, SF_EINVAL, "%s has %llu rows but there are %llu queries", path,
+                    (unsigned long long)sf_vecreader_rows(r), (unsigned long long)nq);
+  else if (*gdim < k)
+    rc = sf_err_set(err, SF_EINVAL,
+                    "%s lists %u neighbours per query; recall@%u needs at least %u", path,
+                    *gdim, k, k);
+  if (!rc) {
+    *out = malloc(sizeof(int32_t) * nq * *gdim);
+    size_t got;
+    if (!*out) rc = sf_err_set(err, SF_ENOMEM, "out of memory");
+    else rc = sf_vecreader_read_i32(r, *out, nq, &got, err);
+  }
+  sf_vecreader_free(r);
+  return rc;
+}
+
+int cli_cmd_search(int argc, char **argv) {
+  static const struct option opts[] = {
+      {"queries", required_argument, 0, 'q'},   {"k", required_argument, 0, 'k'},
+      {"nprobe", required_argument, 0, 'n'},    {"quantizer", required_argument, 0, 'Q'},
+      {"groundtruth", required_argument, 0, 'g'}, {"rows-per-fragment", required_argument, 0, 'r'},
+      {"verify", no_argument, 0, 'V'},          {"json", no_argument, 0, 'j'},
+      {"help", no_argument, 0, 'h'},            {0, 0, 0, 0}};
+  const char *qfile = NULL, *quant = NULL, *gtfile = NULL;
+  uint64_t k = 10, nprobe = 8, rpf = 0;
+  int json = 0, verify = 0, c;
+  sf_err err = {0};
+  optind = 1;
+  while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    sf_code rc = SF_OK;
+    switch (c) {
+      case 'q': qfile = optarg; break;
+      case 'Q': quant = optarg; break;
+      case 'g': gtfile = optarg; break;
+      case 'k': rc = cli_parse_u64("--k", optarg, 1, 4096, 0, &k, &err); break;
+      case 'n': rc = cli_parse_u64("--nprobe", optarg, 1, SF_MAX_NLIST, 0, &nprobe, &err); break;
+      case 'r':
+        rc = cli_parse_u64("--rows-per-fragment", optarg, 1, UINT32_MAX, 0, &rpf, &err);
+        break;
+      case 'V': verify = 1; break;
+      case 'j': json = 1; break;
+      case 'h': help(); return 0;
+      default: return cli_usage("search", "unknown option");
+    }
+    if (rc) return cli_usage("search", "%s", err.msg);
+  }
+  if (!qfile) return cli_usage("search", "--queries FILE is required");
+  if (optind >= argc) return cli_usage("search", "name at least one shard or segment file");
+  if (gtfile && !rpf)
+    return cli_usage("search", "--groundtruth needs --rows-per-fragment to map rows to ids");
+
+  char *qdefault = NULL;
+  sf_quant *q = NULL;
+  sf_search *s = NULL;
+  float *queries = NULL, *scores = NULL;
+  sf_rowid *ids = NULL;
+  int32_t *gt = NULL;
+  json_t *results = NULL;
+  uint64_t nq = 0;
+  uint32_t qdim = 0, gdim = 0;
+  int status = 1;
+  if (!quant) {
+    char *dir = sf_fs_dirname(argv[optind]);
+    qdefault = dir ? sf_fs_join(dir, "quantizer") : NULL;
+    free(dir);
+    quant = qdefault;
+  }
+  if (!quant) {
+    sf_err_set(&err, SF_ENOMEM, "out of memory");
+    goto out;
+  }
+  if (sf_quant_load(quant, &q, &err)) goto out;
+  if (sf_vec_load_f32(qfile, 0, UINT64_MAX, (size_t)4 << 30, &queries, &nq, &qdim, &err))
+    goto out;
+  if (qdim != sf_quant_dim(q)) {
+    sf_err_set(&err, SF_EMISMATCH, "%s has dimension %u but the index has %u", qfile, qdim,
+               sf_quant_dim(q));
+    goto out;
+  }
+  if (gtfile && load_gt(gtfile, nq, (uint32_t)k, &gt, &gdim, &err)) goto out;
+  if (sf_search_open(q, (const char *const *)argv + optind, (size_t)(argc - optind), &s, &err))
+    goto out;
+  if (verify && sf_search_verify(s, &err)) goto out;
+  ids = malloc(sizeof *ids * k);
+  scores = malloc(sizeof *scores * k);
+  if (json) results = json_array();
+  if (!ids || !scores || (json && !results)) {
+    sf_err_set(&err, SF_ENOMEM, "out of memory");
+    goto out;
+  }
+  double hits = 0, scanned = 0, t0 = now_s(), busy = 0;
+  for (uint64_t i = 0; i < nq; i++) {
+    uint32_t got;
+    double a = now_s();
+    if (sf_search_query(s, queries + i * qdim, (uint32_t)k, (uint32_t)nprobe, ids, scores, &got,
+                        &err))
+      goto out;
+    busy += now_s() - a;
+    scanned += (double)sf_search_last_scanned(s);
+    if (gt) {
+      const int32_t *g = gt + i * gdim;
+      for (uint32_t r = 0; r < got; r++)
+        for (uint32_t j = 0; j < k; j++)
+          if (g[j] >= 0 && ids[r] == SF_ROWID((uint64_t)g[j] / rpf, (uint64_t)g[j] % rpf)) {
+            hits++;
+            break;
+          }
+    }
+    if (json) {
+      json_t *ji = json_array(), *js = json_array();
+      for (uint32_t r = 0; r < got; r++) {
+        json_array_append_new(ji, json_integer((json_int_t)ids[r]));
+        json_array_append_new(js, json_real(scores[r]));
+      }
+      json_array_append_new(results, json_pack("{s:I, s:o, s:o}", "query", (json_int_t)i,
+                                               "ids", ji, "scores", js));
+    }
+  }
+  double wall = now_s() - t0, qps = busy > 0 ? nq / busy : 0;
+  double recall = gt && nq ? hits / ((double)nq * k) : -1;
+  if (json) {
+    json_t *o = json_pack("{s:I, s:I, s:I, s:I, s:f, s:f, s:o}", "queries", (json_int_t)nq,
+                          "k", (json_int_t)k, "nprobe", (json_int_t)nprobe, "rows",
+                          (json_int_t)sf_search_rows(s), "qps", qps, "seconds", wall,
+                          "results", results);
+    results = NULL;
+    if (o && recall >= 0) json_object_set_new(o, "recall", json_real(recall));
+    if (o) json_dumpf(o, stdout, JSON_COMPACT);
+    printf("\n");
+    json_decref(o);
+  } else {
+    printf("searched %llu queries over %llu rows in %d file%s: k=%llu nprobe=%llu, "
+           "%.0f rows scanned per query, %.0f queries/s (one thread)\n",
+           (unsigned long long)nq, (unsigned long long)sf_search_rows(s), argc - optind,
+           argc - optind == 1 ? "" : "s", (unsigned long long)k, (unsigned long long)nprobe,
+           nq ? scanned / nq : 0, qps);
+    if (recall >= 0) printf("recall@%llu = %.4f\n", (unsigned long long)k, recall);
+  }
+  status = 0;
+out:
+  if (status) cli_fail("search", &err);
+  json_decref(results);
+  sf_search_free(s);
+  sf_quant_free(q);
+  free(qdefault);
+  free(queries);
+  free(scores);
+  free(ids);
+  free(gt);
+  return status;
+}
