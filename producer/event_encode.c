@@ -1,0 +1,302 @@
+/* event_encode.c - see event_encode.h. */
+#include "event_encode.h"
+
+#include <avro.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/fragset.h"
+
+struct sf_event_encoder {
+  const sf_schema_set *set;
+  sf_framing framing;
+  unsigned flags;
+  avro_value_iface_t *iface[SF_EVENT_TYPE_COUNT];
+  avro_value_t value[SF_EVENT_TYPE_COUNT];
+  avro_writer_t writer;
+};
+
+void sf_event_encoder_free(sf_event_encoder *enc) {
+  if (!enc) return;
+  for (unsigned t = 0; t < SF_EVENT_TYPE_COUNT; t++) {
+    if (enc->value[t].self) avro_value_decref(&enc->value[t]);
+    if (enc->iface[t]) avro_value_iface_decref(enc->iface[t]);
+  }
+  if (enc->writer) avro_writer_free(enc->writer);
+  free(enc);
+}
+
+sf_code sf_event_encoder_new(const sf_schema_set *set, sf_framing framing, unsigned flags,
+                             sf_event_encoder **out, sf_err *err) {
+  *out = NULL;
+  sf_event_encoder *enc = calloc(1, sizeof *enc);
+  if (!enc) return sf_err_set(err, SF_ENOMEM, "out of memory creating an event encoder");
+  enc->set = set;
+  enc->framing = framing;
+  enc->flags = flags;
+  static char dummy;
+  enc->writer = avro_writer_memory(&dummy, 0);
+  if (!enc->writer) goto oom;
+  for (unsigned t = 0; t < SF_EVENT_TYPE_COUNT; t++) {
+    const sf_schema *s = sf_schema_current(set, (sf_event_type)t);
+    enc->iface[t] = avro_generic_class_from_schema(s->avro);
+    if (!enc->iface[t] || avro_generic_value_new(enc->iface[t], &enc->value[t])) goto oom;
+  }
+  *out = enc;
+  return SF_OK;
+oom:
+  sf_event_encoder_free(enc);
+  return sf_err_set(err, SF_ENOMEM, "cannot create an event encoder: %s", avro_strerror());
+}
+
+/* ---- filling generic values ------------------------------------------------
+ * Every setter names the field it failed on; a failure here means the code
+ * and the current schema disagree (a field renamed in the .avsc), which the
+ * round-trip tests catch. */
+
+typedef struct {
+  avro_value_t *rec;
+  const char *ev;
+  sf_err *err;
+  int failed;
+} filler;
+
+static avro_value_t *field(filler *f, const char *name, avro_value_t *tmp) {
+  if (f->failed) return NULL;
+  if (avro_value_get_by_name(f->rec, name, tmp, NULL)) {
+    f->failed = 1;
+    sf_err_set(f->err, SF_EINVAL, "the current %s schema has no field '%s'", f->ev, name);
+    return NULL;
+  }
+  return tmp;
+}
+
+static void failed(filler *f, const char *name) {
+  if (f->failed) return;
+  f->failed = 1;
+  sf_err_set(f->err, SF_ENOMEM, "cannot set %s.%s: %s", f->ev, name, avro_strerror());
+}
+
+static void set_str(filler *f, const char *name, const char *s) {
+  avro_value_t v;
+  if (field(f, name, &v) && avro_value_set_string(&v, s ? s : "")) failed(f, name);
+}
+
+static void set_long(filler *f, const char *name, int64_t x) {
+  avro_value_t v;
+  if (field(f, name, &v) && avro_value_set_long(&v, x)) failed(f, name);
+}
+
+static void set_int(filler *f, const char *name, int32_t x) {
+  avro_value_t v;
+  if (field(f, name, &v) && avro_value_set_int(&v, x)) failed(f, name);
+}
+
+static void set_enum(filler *f, const char *name, int x) {
+  avro_value_t v;
+  if (field(f, name, &v) && avro_value_set_enum(&v, x)) failed(f, name);
+}
+
+static void set_bytes(filler *f, const char *name, const void *buf, size_t n) {
+  static const char empty;
+  avro_value_t v;
+  if (field(f, name, &v) && avro_value_set_bytes(&v, (void *)(buf ? buf : &empty), n))
+    failed(f, name);
+}
+
+static void set_bitmap(filler *f, avro_value_t *v, const char *name,
+                       const roaring_bitmap_t *b) {
+  if (f->failed) return;
+  uint8_t *buf = NULL;
+  size_t n = 0;
+  if (b && sf_fragset_encode(b, &buf, &n, f->err) != SF_OK) {
+    f->failed = 1;
+    return;
+  }
+  if (avro_value_set_bytes(v, buf ? (void *)buf : (void *)"", n)) failed(f, name);
+  free(buf);
+}
+
+static void set_bitmap_field(filler *f, const char *name, const roaring_bitmap_t *b) {
+  avro_value_t v;
+  if (field(f, name, &v)) set_bitmap(f, &v, name, b);
+}
+
+/* A ["null", X] union: branch 0 is null, branch 1 the value. */
+static avro_value_t *set_optional(filler *f, const char *name, int present,
+                                  avro_value_t *branch) {
+  avro_value_t v;
+  if (!field(f, name, &v)) return NULL;
+  if (avro_value_set_branch(&v, present ? 1 : 0, branch) ||
+      (!present && avro_value_set_null(branch))) {
+    failed(f, name);
+    return NULL;
+  }
+  return present ? branch : NULL;
+}
+
+static void fill_staged(filler *f, const sf_shard_staged *e) {
+  set_str(f, "event_id", e->event_id);
+  set_str(f, "dataset_uri", e->dataset_uri);
+  set_str(f, "index_name", e->index_name);
+  set_str(f, "column", e->column);
+  set_str(f, "staging_id", e->staging_id);
+  set_str(f, "shard_id", e->shard_id);
+  set_str(f, "shard_path", e->shard_path);
+  set_long(f, "shard_bytes", e->shard_bytes);
+  set_long(f, "num_rows", e->num_rows);
+  set_bitmap_field(f, "fragments", e->fragments);
+  set_bitmap_field(f, "expected_fragments", e->expected_fragments);
+  set_enum(f, "index_type", (int)e->index_type);
+  set_enum(f, "metric", (int)e->metric);
+  set_int(f, "dim", e->dim);
+  set_int(f, "num_partitions", e->num_partitions);
+  set_long(f, "quantizer_checksum", (int64_t)e->quantizer_checksum);
+  avro_value_t b;
+  if (set_optional(f, "target_segment_bytes", e->has_target_segment_bytes, &b) &&
+      avro_value_set_long(&b, e->target_segment_bytes))
+    failed(f, "target_segment_bytes");
+  set_long(f, "staged_at_ms", e->staged_at_ms);
+}
+
+static void fill_committed(filler *f, const sf_segments_committed *e) {
+  set_str(f, "event_id", e->event_id);
+  set_str(f, "dataset_uri", e->dataset_uri);
+  set_str(f, "index_name", e->index_name);
+  set_str(f, "staging_id", e->staging_id);
+  set_long(f, "catalog_version", e->catalog_version);
+  avro_value_t arr;
+  if (field(f, "segments", &arr)) {
+    for (size_t i = 0; i < e->num_segments && !f->failed; i++) {
+      const sf_segment_info *s = &e->segments[i];
+      avro_value_t item, ids;
+      if (avro_value_append(&arr, &item, NULL)) {
+        failed(f, "segments");
+        break;
+      }
+      filler g = {&item, "SegmentInfo", f->err, 0};
+      set_str(&g, "segment_id", s->segment_id);
+      set_str(&g, "path", s->path);
+      set_long(&g, "bytes", s->bytes);
+      set_long(&g, "num_rows", s->num_rows);
+      set_bitmap_field(&g, "fragments", s->fragments);
+      if (field(&g, "shard_ids", &ids))
+        for (size_t j = 0; j < s->num_shard_ids && !g.failed; j++) {
+          avro_value_t sid;
+          if (avro_value_append(&ids, &sid, NULL) ||
+              avro_value_set_string(&sid, s->shard_ids[j] ? s->shard_ids[j] : ""))
+            failed(&g, "shard_ids");
+        }
+      f->failed = g.failed;
+    }
+  }
+  set_long(f, "total_rows", e->total_rows);
+  set_int(f, "num_shards", e->num_shards);
+  set_long(f, "first_staged_at_ms", e->first_staged_at_ms);
+  set_long(f, "committed_at_ms", e->committed_at_ms);
+}
+
+static void fill_rejected(filler *f, const sf_shard_rejected *e) {
+  set_str(f, "reason", e->reason);
+  set_str(f, "message", e->message);
+  avro_value_t b;
+  if (set_optional(f, "staging_id", e->staging_id != NULL, &b) &&
+      avro_value_set_string(&b, e->staging_id))
+    failed(f, "staging_id");
+  if (set_optional(f, "shard_id", e->shard_id != NULL, &b) &&
+      avro_value_set_string(&b, e->shard_id))
+    failed(f, "shard_id");
+  set_str(f, "source_topic", e->source_topic);
+  set_int(f, "source_partition", e->source_partition);
+  set_long(f, "source_offset", e->source_offset);
+  set_bytes(f, "original_value", e->original_value, e->original_value_len);
+  set_long(f, "rejected_at_ms", e->rejected_at_ms);
+}
+
+/* Frames and writes enc->value[type]. */
+static sf_code emit(sf_event_encoder *enc, sf_event_type type, uint8_t **out, size_t *len,
+                    sf_err *err) {
+  const sf_schema *s = sf_schema_current(enc->set, type);
+  uint32_t id = 0;
+  bool has_id = sf_schema_id_of(enc->set, s, &id);
+  sf_framing framing = enc->framing;
+  if (framing == SF_FRAMING_AUTO) framing = has_id ? SF_FRAMING_CONFLUENT : SF_FRAMING_SINGLE;
+  if (framing == SF_FRAMING_CONFLUENT && !has_id)
+    return sf_err_set(err, SF_EINVAL,
+                      "the Confluent framing needs a schema id for %s: configure one "
+                      "(e.g. --schema-id %s=<id>)",
+                      sf_event_type_name(type), sf_event_type_name(type));
+  size_t hdr = framing == SF_FRAMING_CONFLUENT ? SF_CONFLUENT_HEADER : SF_SINGLE_OBJECT_HEADER;
+  size_t size = 0;
+  if (avro_value_sizeof(&enc->value[type], &size))
+    return sf_err_set(err, SF_EINVAL, "cannot size the %s datum: %s",
+                      sf_event_type_name(type), avro_strerror());
+  uint8_t *buf = malloc(hdr + size);
+  if (!buf) return sf_err_set(err, SF_ENOMEM, "out of memory encoding a %s event",
+                              sf_event_type_name(type));
+  if (framing == SF_FRAMING_CONFLUENT) {
+    buf[0] = 0;
+    for (int i = 0; i < 4; i++) buf[1 + i] = (uint8_t)(id >> (24 - 8 * i));
+  } else {
+    buf[0] = 0xC3;
+    buf[1] = 0x01;
+    for (int i = 0; i < 8; i++) buf[2 + i] = (uint8_t)(s->fingerprint >> (8 * i));
+  }
+  avro_writer_memory_set_dest(enc->writer, (const char *)buf + hdr, (int64_t)size);
+  if (avro_value_write(enc->writer, &enc->value[type])) {
+    free(buf);
+    return sf_err_set(err, SF_EINVAL, "cannot write the %s datum: %s",
+                      sf_event_type_name(type), avro_strerror());
+  }
+  *out = buf;
+  *len = hdr + size;
+  return SF_OK;
+}
+
+static sf_code encode(sf_event_encoder *enc, const sf_event *ev, uint8_t **out, size_t *len,
+                      sf_err *err) {
+  *out = NULL;
+  *len = 0;
+  if (!(enc->flags & SF_ENCODE_NO_VALIDATE)) {
+    sf_code rc = sf_event_validate(ev, NULL, err);
+    if (rc != SF_OK) return rc;
+  }
+  avro_value_t *v = &enc->value[ev->type];
+  avro_value_reset(v); /* empties the arrays of the previous event */
+  filler f = {v, sf_event_type_name(ev->type), err, 0};
+  switch (ev->type) {
+    case SF_EVENT_SHARD_STAGED: fill_staged(&f, &ev->u.staged); break;
+    case SF_EVENT_SEGMENTS_COMMITTED: fill_committed(&f, &ev->u.committed); break;
+    case SF_EVENT_SHARD_REJECTED: fill_rejected(&f, &ev->u.rejected); break;
+  }
+  if (f.failed) return err ? err->code : SF_EINVAL;
+  return emit(enc, ev->type, out, len, err);
+}
+
+/* The typed entry points wrap the struct in an sf_event by value: a shallow
+ * copy whose pointers stay the caller's. */
+sf_code sf_event_encode_shard_staged(sf_event_encoder *enc, const sf_shard_staged *e,
+                                     uint8_t **out, size_t *len, sf_err *err) {
+  sf_event ev = {.type = SF_EVENT_SHARD_STAGED, .u.staged = *e};
+  return encode(enc, &ev, out, len, err);
+}
+
+sf_code sf_event_encode_segments_committed(sf_event_encoder *enc,
+                                           const sf_segments_committed *e, uint8_t **out,
+                                           size_t *len, sf_err *err) {
+  sf_event ev = {.type = SF_EVENT_SEGMENTS_COMMITTED, .u.committed = *e};
+  return encode(enc, &ev, out, len, err);
+}
+
+sf_code sf_event_encode_shard_rejected(sf_event_encoder *enc, const sf_shard_rejected *e,
+                                       uint8_t **out, size_t *len, sf_err *err) {
+  sf_event ev = {.type = SF_EVENT_SHARD_REJECTED, .u.rejected = *e};
+  return encode(enc, &ev, out, len, err);
+}
+
+sf_code sf_event_encode(sf_event_encoder *enc, const sf_event *e, uint8_t **out, size_t *len,
+                        sf_err *err) {
+  if ((unsigned)e->type >= SF_EVENT_TYPE_COUNT)
+    return sf_err_set(err, SF_EINVAL, "unknown event type %d", (int)e->type);
+  return encode(enc, e, out, len, err);
+}

@@ -1,0 +1,172 @@
+/*
+ * event.h - the three events of the design as plain C structs, the stable
+ * reason codes of rejections, and the field rules every event must keep.
+ *
+ * The structs are what both directions of the codec speak: the consumer's
+ * decoder (consumer/event_decode.h) fills them from bytes, the producer's
+ * encoder (producer/event_encode.h) writes them as bytes. Strings are owned,
+ * NUL-terminated, valid UTF-8; fragment sets are CRoaring bitmaps owned by
+ * the struct. A struct is caller storage: `_clear` frees what it owns and
+ * zeroes it (NULL-safe, idempotent), `_copy` makes a deep copy.
+ *
+ * Validation (`sf_*_validate`) is shared by both directions so that the
+ * producer cannot emit an event the consumer would reject. It returns
+ * SF_EDECODE with a reason (INVALID_FIELD or PATH_ESCAPE) and a message that
+ * names the field, the bad value and the rule.
+ */
+#ifndef SF_EVENT_H
+#define SF_EVENT_H
+
+#include <roaring/roaring.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/error.h"
+#include "core/types.h"
+
+typedef enum sf_event_type {
+  SF_EVENT_SHARD_STAGED = 0,
+  SF_EVENT_SEGMENTS_COMMITTED = 1,
+  SF_EVENT_SHARD_REJECTED = 2,
+} sf_event_type;
+#define SF_EVENT_TYPE_COUNT 3
+
+/* The record name ("ShardStaged", ...); its Avro full name is
+ * "segforge.events." + that. */
+const char *sf_event_type_name(sf_event_type t);
+/* Parses a record name (case-insensitive, with or without the namespace). */
+sf_code sf_event_type_parse(const char *s, sf_event_type *out, sf_err *err);
+
+/* Why an event was rejected: the stable codes of the dead-letter topic.
+ * SF_REASON_NONE means the failure is not the event's fault (e.g. out of
+ * memory): the caller should retry rather than dead-letter it. */
+typedef enum sf_event_reason {
+  SF_REASON_NONE = 0,
+  SF_REASON_DECODE_ERROR,     /* bad framing, truncated, trailing bytes, bad Avro */
+  SF_REASON_UNKNOWN_SCHEMA,   /* fingerprint or schema id not registered here */
+  SF_REASON_INVALID_FIELD,    /* a field breaks its rule (range, format, bitmap) */
+  SF_REASON_PATH_ESCAPE,      /* shard_path is absolute or climbs out with ".." */
+  SF_REASON_MISSING_FILE,     /* the shard file named by the event is absent */
+  SF_REASON_CORRUPT_FILE,     /* the shard file's bytes break its format */
+  SF_REASON_CHECKSUM_MISMATCH, /* the shard's quantizer is not the job's */
+  SF_REASON_PARAM_MISMATCH,   /* type, metric, dim or nlist differ from the job's */
+  SF_REASON_FRAGMENT_OVERLAP, /* a fragment is in two shards of the job */
+  SF_REASON_DUPLICATE_CONFLICT, /* same shard_id, other content */
+  SF_REASON_JOB_TIMEOUT,      /* the job was not complete within the timeout */
+  SF_REASON_JOB_FAILED,       /* another event of the job failed it */
+  SF_REASON_COMMIT_CONFLICT,  /* the commit lost to an incompatible one */
+  SF_REASON_COUNT
+} sf_event_reason;
+
+/* "DECODE_ERROR", "UNKNOWN_SCHEMA", ...; "NONE" for SF_REASON_NONE. */
+const char *sf_event_reason_name(sf_event_reason r);
+/* The reason named s, or SF_REASON_NONE when s names none. */
+sf_event_reason sf_event_reason_parse(const char *s);
+
+/* Limits of the field rules. */
+#define SF_EVENT_ID_MAX 256    /* bytes of an id (event, staging, shard, ...) */
+#define SF_EVENT_TEXT_MAX 4096 /* bytes of a URI, path or column name */
+
+typedef struct sf_shard_staged {
+  char *event_id;
+  char *dataset_uri;
+  char *index_name;
+  char *column;
+  char *staging_id;
+  char *shard_id;
+  char *shard_path; /* relative to the staging root */
+  int64_t shard_bytes;
+  int64_t num_rows;
+  roaring_bitmap_t *fragments;
+  roaring_bitmap_t *expected_fragments;
+  sf_index_type index_type;
+  sf_metric metric;
+  int32_t dim;
+  int32_t num_partitions;
+  uint64_t quantizer_checksum; /* an Avro long carrying the bits of a uint64 */
+  bool has_target_segment_bytes; /* false: the union's null branch */
+  int64_t target_segment_bytes;
+  int64_t staged_at_ms;
+} sf_shard_staged;
+
+typedef struct sf_segment_info {
+  char *segment_id;
+  char *path;
+  int64_t bytes;
+  int64_t num_rows;
+  roaring_bitmap_t *fragments;
+  char **shard_ids; /* num_shard_ids owned strings */
+  size_t num_shard_ids;
+} sf_segment_info;
+
+typedef struct sf_segments_committed {
+  char *event_id; /* <staging_id>@<catalog_version> */
+  char *dataset_uri;
+  char *index_name;
+  char *staging_id;
+  int64_t catalog_version;
+  sf_segment_info *segments; /* num_segments owned entries */
+  size_t num_segments;
+  int64_t total_rows;
+  int32_t num_shards;
+  int64_t first_staged_at_ms;
+  int64_t committed_at_ms;
+} sf_segments_committed;
+
+typedef struct sf_shard_rejected {
+  char *reason; /* a stable code, see sf_event_reason_name */
+  char *message;
+  char *staging_id; /* NULL: the union's null branch */
+  char *shard_id;   /* NULL: the union's null branch */
+  char *source_topic;
+  int32_t source_partition; /* -1 when not from Kafka */
+  int64_t source_offset;    /* -1 when not from Kafka */
+  uint8_t *original_value;  /* original_value_len owned bytes (may be NULL if 0) */
+  size_t original_value_len;
+  int64_t rejected_at_ms;
+} sf_shard_rejected;
+
+/* Any one event, as returned by the type-agnostic decoder. */
+typedef struct sf_event {
+  sf_event_type type;
+  union {
+    sf_shard_staged staged;
+    sf_segments_committed committed;
+    sf_shard_rejected rejected;
+  } u;
+} sf_event;
+
+void sf_shard_staged_clear(sf_shard_staged *e);
+void sf_segment_info_clear(sf_segment_info *s);
+void sf_segments_committed_clear(sf_segments_committed *e);
+void sf_shard_rejected_clear(sf_shard_rejected *e);
+void sf_event_clear(sf_event *e);
+
+/* Deep copies into *dst (which is overwritten, not cleared first); on
+ * failure *dst is left cleared. The caller clears dst. */
+sf_code sf_shard_staged_copy(sf_shard_staged *dst, const sf_shard_staged *src, sf_err *err);
+
+/* True when every field is equal (bitmaps by content). A redelivered event
+ * equals the first delivery; the same shard_id with other content does not. */
+bool sf_shard_staged_equal(const sf_shard_staged *a, const sf_shard_staged *b);
+bool sf_segments_committed_equal(const sf_segments_committed *a,
+                                 const sf_segments_committed *b);
+bool sf_shard_rejected_equal(const sf_shard_rejected *a, const sf_shard_rejected *b);
+
+/* The field rules (see docs/events.md). On a breach: SF_EDECODE, *reason
+ * (if not NULL) set to INVALID_FIELD or PATH_ESCAPE, and err names the field. */
+sf_code sf_shard_staged_validate(const sf_shard_staged *e, sf_event_reason *reason,
+                                 sf_err *err);
+sf_code sf_segments_committed_validate(const sf_segments_committed *e,
+                                       sf_event_reason *reason, sf_err *err);
+sf_code sf_shard_rejected_validate(const sf_shard_rejected *e, sf_event_reason *reason,
+                                   sf_err *err);
+sf_code sf_event_validate(const sf_event *e, sf_event_reason *reason, sf_err *err);
+
+/* The path rule alone (relative, no "..", no empty or "." components), for
+ * callers that build paths: SF_OK, or SF_EDECODE with the reason. */
+sf_code sf_event_check_relpath(const char *field, const char *path, sf_event_reason *reason,
+                               sf_err *err);
+
+#endif
