@@ -14,6 +14,7 @@ static const struct {
   const char *help;
 } commands[] = {
     {"gen", cli_cmd_gen, "generate clustered vectors, queries and ground truth"},
+    {"events", cli_cmd_events, "encode and decode events (Avro <-> JSON)"},
 
 
 
