@@ -1,0 +1,626 @@
+/* test_catalog.c - the catalog and its commit: versions, no-op recommits,
+ * refusals that name what is wrong, --replace, damaged files, concurrent
+ * committers and crashes at every step that matters. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <dirent.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "core/catalog.h"
+#include "core/catalog_impl.h"
+#include "core/fragset.h"
+#include "core/fsutil.h"
+#include "core/quantizer.h"
+#include "tests/testutil.h"
+
+/* A dataset with a trained quantizer (dim 4, nlist 2, IVF_FLAT, L2) kept at
+ * <ds>/q and in the staging root of job "job0". */
+typedef struct fx {
+  char ds[4096];
+  char qpath[4200];
+  uint64_t cs;
+} fx;
+
+static uint64_t train_quantizer(const char *path, uint32_t dim, uint64_t seed) {
+  sf_quant_params p = {.type = SF_IVF_FLAT, .metric = SF_L2, .dim = dim, .nlist = 2, .seed = seed};
+  float x[64 * 8];
+  for (int i = 0; i < 64 * 8; i++) x[i] = (float)((i * 7919 + (int)seed) % 101) / 10.0f;
+  sf_quant *q;
+  sf_err err = {0};
+  assert_int_equal(sf_quant_train(&p, x, 64, &q, &err), SF_OK);
+  assert_int_equal(sf_quant_save(q, path, &err), SF_OK);
+  uint64_t cs = sf_quant_checksum(q);
+  sf_quant_free(q);
+  return cs;
+}
+
+static void fx_init(fx *f, const char *tag) {
+  snprintf(f->ds, sizeof f->ds, "%s", tu_tmpdir(tag));
+  snprintf(f->qpath, sizeof f->qpath, "%s/q", f->ds);
+  f->cs = train_quantizer(f->qpath, 4, 1);
+  char dir[4300];
+  snprintf(dir, sizeof dir, "%s/_indices/segments", f->ds);
+  assert_int_equal(sf_fs_mkdirs(dir, NULL), SF_OK);
+}
+
+/* A segment description of fragments `frags` and a dummy file of `bytes`
+ * bytes at <ds>/_indices/segments/<id>.sfseg. */
+static void make_seg(const fx *f, sf_seginfo *s, const char *id, const char *frags,
+                     size_t bytes) {
+  memset(s, 0, sizeof *s);
+  char rel[512], path[4800];
+  snprintf(rel, sizeof rel, "segments/%s.sfseg", id);
+  snprintf(path, sizeof path, "%s/_indices/%s", f->ds, rel);
+  uint8_t *buf = calloc(1, bytes + 1);
+  tu_write_file(path, buf, bytes);
+  free(buf);
+  s->segment_id = strdup(id);
+  s->path = strdup(rel);
+  s->bytes = bytes;
+  s->num_rows = bytes / 4;
+  assert_int_equal(sf_fragset_parse(frags, "frags", &s->fragments, NULL), SF_OK);
+  s->shard_ids = calloc(2, sizeof(char *));
+  s->shard_ids[0] = strdup("shard-a");
+  s->shard_ids[1] = strdup("shard-b");
+  s->num_shards = 2;
+  s->index_type = SF_IVF_FLAT;
+  s->metric = SF_L2;
+  s->dim = 4;
+  s->nlist = 2;
+  s->quantizer_checksum = f->cs;
+}
+
+static sf_code commit_n(const fx *f, const char *index, const char *job, sf_seginfo *segs,
+                        size_t n, int replace, sf_catalog_commit_result *res, sf_err *err) {
+  sf_catalog_commit_req r = {.dataset = f->ds, .index_name = index, .column = "embedding",
+                             .staging_id = job, .segs = segs, .nsegs = n,
+                             .quantizer_path = f->qpath, .replace = replace};
+  return sf_catalog_commit(&r, res, err);
+}
+
+/* Commits one segment with fragments `frags` as job `job`; returns the code. */
+static sf_code commit1(const fx *f, const char *index, const char *job, const char *seg,
+                       const char *frags, sf_err *err) {
+  sf_seginfo s;
+  make_seg(f, &s, seg, frags, 64);
+  sf_catalog_commit_result res;
+  sf_code rc = commit_n(f, index, job, &s, 1, 0, &res, err);
+  sf_seginfo_clear(&s);
+  return rc;
+}
+
+static uint64_t latest_version(const fx *f) {
+  sf_catalog *c;
+  sf_err err = {0};
+  sf_code rc = sf_catalog_open_latest(f->ds, &c, &err);
+  if (rc == SF_ENOTFOUND) return 0;
+  assert_int_equal(rc, SF_OK);
+  uint64_t v = sf_catalog_version(c);
+  sf_catalog_free(c);
+  return v;
+}
+
+static const char *catalog_file(const fx *f, uint64_t v) {
+  static char path[4400];
+  char name[32];
+  sf_catalog_version_name(v, name, sizeof name);
+  snprintf(path, sizeof path, "%s/%s/%s", f->ds, SF_CATALOG_DIR, name);
+  return path;
+}
+
+static void test_a_commit_creates_version_one_with_every_field_and_keeps_the_quantizer(
+    void **state) {
+  (void)state;
+  fx f;
+  fx_init(&f, "cat-basic");
+  sf_err err = {0};
+  assert_int_equal(latest_version(&f), 0);
+  sf_seginfo s[2];
+  make_seg(&f, &s[0], "seg-a", "0-9", 100);
+  make_seg(&f, &s[1], "seg-b", "10-19,30", 200);
+  sf_catalog_commit_result res;
+  assert_int_equal(commit_n(&f, "idx", "job0", s, 2, 0, &res, &err), SF_OK);
+  assert_int_equal(res.version, 1);
+  assert_int_equal(res.already, 0);
+  assert_int_equal(res.attempts, 1);
+
+  sf_catalog *c;
+  assert_int_equal(sf_catalog_open_latest(f.ds, &c, &err), SF_OK);
+  assert_int_equal(sf_catalog_version(c), 1);
+  assert_int_equal(sf_catalog_num_indexes(c), 1);
+  const sf_catalog_index *ix = sf_catalog_find_index(c, "idx");
+  assert_non_null(ix);
+  assert_null(sf_catalog_find_index(c, "nope"));
+  assert_string_equal(ix->column, "embedding");
+  assert_int_equal(ix->index_type, SF_IVF_FLAT);
+  assert_int_equal(ix->metric, SF_L2);
+  assert_int_equal(ix->dim, 4);
+  assert_int_equal(ix->nlist, 2);
+  assert_true(ix->quantizer_checksum == f.cs);
+  assert_int_equal(ix->nsegs, 2);
+  const sf_catalog_segment *b = &ix->segs[1];
+  assert_string_equal(b->info.segment_id, "seg-b");
+  assert_string_equal(b->info.path, "segments/seg-b.sfseg");
+  assert_int_equal(b->info.bytes, 200);
+  assert_int_equal(b->info.num_rows, 50);
+  assert_true(roaring_bitmap_equals(b->info.fragments, s[1].fragments));
+  assert_int_equal(b->info.num_shards, 2);
+  assert_string_equal(b->info.shard_ids[1], "shard-b");
+  assert_string_equal(b->staging_id, "job0");
+  assert_int_equal(b->added_in, 1);
+  const sf_catalog_job *j = sf_catalog_find_job(c, "job0");
+  assert_non_null(j);
+  assert_int_equal(j->version, 1);
+  assert_int_equal(j->nsegment_ids, 2);
+  assert_string_equal(j->segment_ids[0], "seg-a");
+
+  /* Paths for search: absolute, and the quantizer really is there. */
+  char **paths;
+  size_t n;
+  assert_int_equal(sf_catalog_segment_paths(c, ix, &paths, &n, &err), SF_OK);
+  assert_int_equal(n, 2);
+  assert_true(paths[0][0] == '/');
+  struct stat st;
+  assert_int_equal(stat(paths[1], &st), 0);
+  assert_int_equal(st.st_size, 200);
+  sf_catalog_paths_free(paths, n);
+  char *qp = sf_catalog_quantizer_path(c, ix);
+  uint64_t got;
+  assert_int_equal(sf_quant_checksum_of_file(qp, &got, &err), SF_OK);
+  assert_true(got == f.cs);
+  free(qp);
+
+  json_t *js = sf_catalog_describe_json(c, NULL);
+  assert_non_null(js);
+  json_t *seg = json_array_get(json_object_get(json_array_get(json_object_get(js, "indexes"), 0),
+                                               "segments"), 1);
+  assert_string_equal(json_string_value(json_object_get(seg, "fragments")), "10-19,30");
+  json_decref(js);
+  sf_catalog_free(c);
+  sf_seginfo_clear(&s[0]);
+  sf_seginfo_clear(&s[1]);
+}
+
+static void test_committing_the_same_job_twice_yields_one_version(void **state) {
+  (void)state;
+  fx f;
+  fx_init(&f, "cat-twice");
+  sf_err err = {0};
+  sf_seginfo s;
+  make_seg(&f, &s, "seg-a", "0-9", 64);
+  sf_catalog_commit_result res;
+  assert_int_equal(commit_n(&f, "idx", "job0", &s, 1, 0, &res, &err), SF_OK);
+  assert_int_equal(commit1(&f, "idx", "job1", "seg-b", "20-29", &err), SF_OK);
+  assert_int_equal(commit_n(&f, "idx", "job0", &s, 1, 0, &res, &err), SF_OK);
+  assert_int_equal(res.already, 1);
+  assert_int_equal(res.version, 1);
+  assert_int_equal(latest_version(&f), 2);
+  /* A no-op needs no quantizer: the staging root may be gone by then. */
+  sf_catalog_commit_req r = {.dataset = f.ds, .index_name = "idx", .column = "embedding",
+                             .staging_id = "job0", .segs = &s, .nsegs = 1,
+                             .quantizer_path = "/nonexistent/q"};
+  assert_int_equal(sf_catalog_commit(&r, &res, &err), SF_OK);
+  assert_int_equal(res.already, 1);
+  sf_seginfo_clear(&s);
+  /* The same staging id with other segments is a conflict, not a no-op. */
+  assert_int_equal(commit1(&f, "idx", "job0", "seg-z", "50", &err), SF_ECONFLICT);
+  assert_non_null(strstr(err.msg, "job0"));
+  assert_int_equal(latest_version(&f), 2);
+}
+
+static void test_an_overlapping_commit_is_refused_naming_the_segment_and_fragments(
+    void **state) {
+  (void)state;
+  fx f;
+  fx_init(&f, "cat-overlap");
+  sf_err err = {0};
+  assert_int_equal(commit1(&f, "idx", "job0", "seg-a", "0-9", &err), SF_OK);
+  assert_int_equal(commit1(&f, "idx", "job1", "seg-b", "5-6,9-12", &err), SF_EOVERLAP);
+  assert_non_null(strstr(err.msg, "seg-a"));
+  assert_non_null(strstr(err.msg, "seg-b"));
+  assert_non_null(strstr(err.msg, "5-6,9"));
+  assert_int_equal(latest_version(&f), 1);
+  /* Other indexes are independent: the same fragments are fine there. */
+  assert_int_equal(commit1(&f, "other", "job2", "seg-c", "0-9", &err), SF_OK);
+  /* A segment id already in the catalog is refused, even without overlap. */
+  sf_code rc = commit1(&f, "idx", "job3", "seg-a", "100", &err);
+  if (rc != SF_EEXIST) fprintf(stderr, "%s\n", err.msg);
+  assert_int_equal(rc, SF_EEXIST);
+  assert_non_null(strstr(err.msg, "seg-a"));
+  /* New segments of one job must be disjoint too. */
+  sf_seginfo s[2];
+  make_seg(&f, &s[0], "seg-x", "200-210", 64);
+  make_seg(&f, &s[1], "seg-y", "210-220", 64);
+  sf_catalog_commit_result res;
+  assert_int_equal(commit_n(&f, "idx", "job4", s, 2, 0, &res, &err), SF_EOVERLAP);
+  assert_non_null(strstr(err.msg, "210"));
+  sf_seginfo_clear(&s[0]);
+  sf_seginfo_clear(&s[1]);
+  assert_int_equal(latest_version(&f), 2);
+}
+
+static void expect_mismatch(const fx *f, void (*edit)(sf_seginfo *), const char *field) {
+  sf_seginfo s;
+  sf_err err = {0};
+  make_seg(f, &s, "seg-m", "500", 64);
+  edit(&s);
+  sf_catalog_commit_result res;
+  assert_int_equal(commit_n(f, "idx", "job-m", &s, 1, 0, &res, &err), SF_EMISMATCH);
+  assert_non_null(strstr(err.msg, field));
+  sf_seginfo_clear(&s);
+}
+static void edit_metric(sf_seginfo *s) { s->metric = SF_COSINE; }
+static void edit_dim(sf_seginfo *s) { s->dim = 8; }
+static void edit_type(sf_seginfo *s) { s->index_type = SF_IVF_SQ; }
+static void edit_nlist(sf_seginfo *s) { s->nlist = 3; }
+static void edit_quantizer(sf_seginfo *s) { s->quantizer_checksum ^= 1; }
+
+static void test_a_parameter_mismatch_is_refused_naming_the_field(void **state) {
+  (void)state;
+  fx f;
+  fx_init(&f, "cat-params");
+  sf_err err = {0};
+  assert_int_equal(commit1(&f, "idx", "job0", "seg-a", "0-9", &err), SF_OK);
+  expect_mismatch(&f, edit_metric, "metric");
+  expect_mismatch(&f, edit_dim, "dim");
+  expect_mismatch(&f, edit_type, "index type");
+  expect_mismatch(&f, edit_nlist, "nlist");
+  expect_mismatch(&f, edit_quantizer, "quantizer");
+  sf_seginfo s;
+  make_seg(&f, &s, "seg-c", "600", 64);
+  sf_catalog_commit_req r = {.dataset = f.ds, .index_name = "idx", .column = "other_col",
+                             .staging_id = "job-c", .segs = &s, .nsegs = 1,
+                             .quantizer_path = f.qpath};
+  sf_catalog_commit_result res;
+  assert_int_equal(sf_catalog_commit(&r, &res, &err), SF_EMISMATCH);
+  assert_non_null(strstr(err.msg, "column"));
+  sf_seginfo_clear(&s);
+  assert_int_equal(latest_version(&f), 1);
+}
+
+static void test_replace_swaps_covered_segments_and_refuses_partial_cover(void **state) {
+  (void)state;
+  fx f;
+  fx_init(&f, "cat-replace");
+  sf_err err = {0};
+  assert_int_equal(commit1(&f, "idx", "job0", "seg-a", "0-9", &err), SF_OK);
+  assert_int_equal(commit1(&f, "idx", "job1", "seg-b", "10-19", &err), SF_OK);
+  assert_int_equal(commit1(&f, "idx", "job2", "seg-c", "20-29", &err), SF_OK);
+  sf_seginfo s;
+  sf_catalog_commit_result res;
+  /* Covers seg-a whole but seg-b only in part: refused, naming seg-b. */
+  make_seg(&f, &s, "seg-n", "0-14", 64);
+  assert_int_equal(commit_n(&f, "idx", "job3", &s, 1, 1, &res, &err), SF_EOVERLAP);
+  assert_non_null(strstr(err.msg, "seg-b"));
+  assert_non_null(strstr(err.msg, "partly"));
+  assert_non_null(strstr(err.msg, "15-19"));
+  sf_seginfo_clear(&s);
+  /* Covers seg-a and seg-b whole (and new fragments): both swapped out. */
+  make_seg(&f, &s, "seg-n", "0-19,40", 64);
+  assert_int_equal(commit_n(&f, "idx", "job3", &s, 1, 1, &res, &err), SF_OK);
+  assert_int_equal(res.nreplaced, 2);
+  assert_int_equal(res.version, 4);
+  sf_seginfo_clear(&s);
+  sf_catalog *c;
+  assert_int_equal(sf_catalog_open_latest(f.ds, &c, &err), SF_OK);
+  const sf_catalog_index *ix = sf_catalog_find_index(c, "idx");
+  assert_int_equal(ix->nsegs, 2);
+  assert_string_equal(ix->segs[0].info.segment_id, "seg-c");
+  assert_string_equal(ix->segs[1].info.segment_id, "seg-n");
+  /* The replaced jobs stay recorded, so re-committing them is still a no-op. */
+  assert_int_equal(sf_catalog_num_jobs(c), 4);
+  sf_catalog_free(c);
+  assert_int_equal(commit1(&f, "idx", "job0", "seg-a", "0-9", &err), SF_OK);
+  assert_int_equal(latest_version(&f), 4);
+}
+
+static void test_bad_requests_are_refused_before_anything_is_written(void **state) {
+  (void)state;
+  fx f;
+  fx_init(&f, "cat-badreq");
+  sf_err err = {0};
+  sf_seginfo s;
+  sf_catalog_commit_result res;
+  make_seg(&f, &s, "seg-a", "0-9", 64);
+  assert_int_equal(commit_n(&f, "idx", "a/b", &s, 1, 0, &res, &err), SF_EINVAL);
+  assert_non_null(strstr(err.msg, "staging id"));
+  assert_int_equal(commit_n(&f, "..", "job", &s, 1, 0, &res, &err), SF_EINVAL);
+  free(s.path);
+  s.path = strdup("../../etc/passwd");
+  assert_int_equal(commit_n(&f, "idx", "job", &s, 1, 0, &res, &err), SF_EINVAL);
+  assert_non_null(strstr(err.msg, "segments/"));
+  free(s.path);
+  s.path = strdup("segments/missing.sfseg");
+  assert_int_equal(commit_n(&f, "idx", "job", &s, 1, 0, &res, &err), SF_ENOTFOUND);
+  assert_non_null(strstr(err.msg, "missing.sfseg"));
+  free(s.path);
+  s.path = strdup("segments/seg-a.sfseg");
+  s.bytes = 65;
+  assert_int_equal(commit_n(&f, "idx", "job", &s, 1, 0, &res, &err), SF_EMISMATCH);
+  assert_non_null(strstr(err.msg, "65"));
+  s.bytes = 64;
+  /* The quantizer must exist and be the one the segments were built with. */
+  char other[4300];
+  snprintf(other, sizeof other, "%s/q2", f.ds);
+  train_quantizer(other, 4, 2);
+  sf_catalog_commit_req r = {.dataset = f.ds, .index_name = "idx", .column = "c",
+                             .staging_id = "job", .segs = &s, .nsegs = 1,
+                             .quantizer_path = other};
+  assert_int_equal(sf_catalog_commit(&r, &res, &err), SF_ECHECKSUM);
+  r.quantizer_path = NULL; /* the staging root's, which does not exist */
+  assert_int_equal(sf_catalog_commit(&r, &res, &err), SF_ENOTFOUND);
+  assert_non_null(strstr(err.msg, "_staging/job/quantizer"));
+  assert_int_equal(latest_version(&f), 0);
+  /* From the staging root it works. */
+  char dir[4400];
+  snprintf(dir, sizeof dir, "%s/_indices/_staging/job", f.ds);
+  assert_int_equal(sf_fs_mkdirs(dir, NULL), SF_OK);
+  size_t n;
+  uint8_t *q = tu_read_file(f.qpath, &n);
+  tu_write_file(tu_path(dir, "quantizer"), q, n);
+  free(q);
+  assert_int_equal(sf_catalog_commit(&r, &res, &err), SF_OK);
+  sf_seginfo_clear(&s);
+}
+
+static void test_a_damaged_or_truncated_version_gives_a_clear_error(void **state) {
+  (void)state;
+  fx f;
+  fx_init(&f, "cat-corrupt");
+  sf_err err = {0};
+  assert_int_equal(commit1(&f, "idx", "job0", "seg-a", "0-9", &err), SF_OK);
+  assert_int_equal(commit1(&f, "idx", "job1", "seg-b", "10-19", &err), SF_OK);
+  const char *p2 = catalog_file(&f, 2);
+  size_t n;
+  uint8_t *orig = tu_read_file(p2, &n);
+  sf_catalog *c;
+  tu_flip_byte(p2, n - 40, 0x10); /* inside the record */
+  assert_int_equal(sf_catalog_open_latest(f.ds, &c, &err), SF_ECORRUPT);
+  assert_non_null(strstr(err.msg, "checksum"));
+  assert_non_null(strstr(err.msg, "v00000000000000000002.avro"));
+  /* A commit on top of a damaged newest version refuses rather than build
+   * on an older one. */
+  assert_int_equal(commit1(&f, "idx", "job2", "seg-c", "20", &err), SF_ECORRUPT);
+  tu_write_file(p2, orig, n);
+  tu_truncate(p2, n - 20);
+  assert_int_equal(sf_catalog_open_latest(f.ds, &c, &err), SF_ECORRUPT);
+  assert_non_null(strstr(err.msg, "truncated"));
+  tu_write_file(p2, "not avro at all", 15);
+  assert_int_equal(sf_catalog_open_latest(f.ds, &c, &err), SF_EFORMAT);
+  tu_write_file(p2, orig, n);
+  assert_int_equal(sf_catalog_open_latest(f.ds, &c, &err), SF_OK);
+  sf_catalog_free(c);
+  free(orig);
+}
+
+static void test_every_truncation_and_byte_flip_is_an_error_or_the_same_version(void **state) {
+  (void)state;
+  fx f;
+  fx_init(&f, "cat-flip");
+  sf_err err = {0};
+  assert_int_equal(commit1(&f, "idx", "job0", "seg-a", "0-9,70000", &err), SF_OK);
+  size_t n;
+  uint8_t *orig = tu_read_file(catalog_file(&f, 1), &n);
+  sf_catalog ref = {0}, c;
+  assert_int_equal(sf_catalog_decode(orig, n, "v1", &ref, &err), SF_OK);
+  ref.dataset = strdup("/d");
+  json_t *want = sf_catalog_describe_json(&ref, NULL);
+  for (size_t len = 0; len < n; len++) {
+    memset(&c, 0, sizeof c);
+    assert_int_not_equal(sf_catalog_decode(orig, len, "cut", &c, &err), SF_OK);
+  }
+  size_t survived = 0;
+  for (size_t i = 0; i < n; i++) {
+    for (int bit = 0; bit < 8; bit += 3) {
+      orig[i] ^= (uint8_t)(1u << bit);
+      memset(&c, 0, sizeof c);
+      if (sf_catalog_decode(orig, n, "flip", &c, &err) == SF_OK) {
+        /* Only bytes no reader relies on (schema docs, the sync marker
+         * value) may change without an error, and then nothing else did. */
+        c.dataset = strdup("/d");
+        json_t *got = sf_catalog_describe_json(&c, NULL);
+        if (!json_equal(want, got)) {
+          char *a = json_dumps(want, 0), *b = json_dumps(got, 0);
+          fprintf(stderr, "flip at %zu bit %d:\n%s\n%s\n", i, bit, a, b);
+          free(a); free(b);
+        }
+        assert_true(json_equal(want, got));
+        json_decref(got);
+        sf_catalog_clear(&c);
+        survived++;
+      }
+      orig[i] ^= (uint8_t)(1u << bit);
+    }
+  }
+  assert_true(survived < n); /* the record itself is always covered */
+  json_decref(want);
+  sf_catalog_clear(&ref);
+  free(orig);
+}
+
+static size_t count_temps(const fx *f) {
+  char dir[4400];
+  snprintf(dir, sizeof dir, "%s/%s", f->ds, SF_CATALOG_DIR);
+  DIR *d = opendir(dir);
+  assert_non_null(d);
+  size_t n = 0;
+  struct dirent *e;
+  while ((e = readdir(d)))
+    if (strstr(e->d_name, ".tmp.")) n++;
+  closedir(d);
+  return n;
+}
+
+/* Runs commit1 in a child with SF_FAULT=point; returns its exit status. */
+static int commit_with_fault(const fx *f, const char *point, const char *job, const char *seg,
+                             const char *frags) {
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    setenv("SF_FAULT", point, 1);
+    sf_err err = {0};
+    sf_code rc = commit1(f, "idx", job, seg, frags, &err);
+    if (rc) fprintf(stderr, "child: %s\n", err.msg);
+    _exit(rc ? 1 : 0);
+  }
+  int st;
+  assert_int_equal(waitpid(pid, &st, 0), pid);
+  assert_true(WIFEXITED(st));
+  return WEXITSTATUS(st);
+}
+
+static void test_a_crash_before_the_link_leaves_the_previous_version_intact(void **state) {
+  (void)state;
+  fx f;
+  fx_init(&f, "cat-fault");
+  sf_err err = {0};
+  assert_int_equal(commit1(&f, "idx", "job0", "seg-a", "0-9", &err), SF_OK);
+  assert_int_equal(commit_with_fault(&f, "catalog.before_link", "job1", "seg-b", "10"), 99);
+  assert_int_equal(latest_version(&f), 1);
+  assert_int_equal(count_temps(&f), 1);
+  /* A torn temporary file (a crash mid-write) is not a version either. */
+  assert_int_equal(commit_with_fault(&f, "catalog.torn_temp", "job1", "seg-b", "10"), 99);
+  assert_int_equal(latest_version(&f), 1);
+  assert_int_equal(count_temps(&f), 2);
+  uint64_t *v;
+  size_t nv;
+  assert_int_equal(sf_catalog_list_versions(f.ds, &v, &nv, &err), SF_OK);
+  assert_int_equal(nv, 1);
+  free(v);
+  /* The job was not committed, so committing it again works. */
+  assert_int_equal(commit1(&f, "idx", "job1", "seg-b", "10", &err), SF_OK);
+  assert_int_equal(latest_version(&f), 2);
+  /* A crash right after the link: the version is complete and holds the job. */
+  assert_int_equal(commit_with_fault(&f, "catalog.after_link", "job2", "seg-c", "11"), 99);
+  assert_int_equal(latest_version(&f), 3);
+  sf_catalog *c;
+  assert_int_equal(sf_catalog_open_latest(f.ds, &c, &err), SF_OK);
+  assert_non_null(sf_catalog_find_job(c, "job2"));
+  sf_catalog_free(c);
+  /* A crash while keeping the quantizer leaves no version behind. */
+  char qdir[4400];
+  snprintf(qdir, sizeof qdir, "%s/%s/%016" PRIx64, f.ds, SF_CATALOG_QUANTIZERS_DIR, f.cs);
+  assert_int_equal(unlink(qdir), 0);
+  assert_int_equal(commit_with_fault(&f, "catalog.before_quantizer_rename", "job3", "seg-d", "12"),
+                   99);
+  assert_int_equal(latest_version(&f), 3);
+  assert_int_equal(commit1(&f, "idx", "job3", "seg-d", "12", &err), SF_OK);
+  assert_int_equal(latest_version(&f), 4);
+}
+
+#define RACERS 4
+#define JOBS_EACH 4
+
+static void test_concurrent_committers_all_succeed_in_distinct_versions(void **state) {
+  (void)state;
+  fx f;
+  fx_init(&f, "cat-race");
+  int gate[2];
+  assert_int_equal(pipe(gate), 0);
+  pid_t pids[RACERS];
+  for (int i = 0; i < RACERS; i++) {
+    pids[i] = fork();
+    assert_true(pids[i] >= 0);
+    if (pids[i] == 0) {
+      char b;
+      close(gate[1]);
+      if (read(gate[0], &b, 1) < 0) _exit(2); /* returns 0 when the parent opens the gate */
+      for (int j = 0; j < JOBS_EACH; j++) {
+        char job[32], seg[32], frags[32];
+        snprintf(job, sizeof job, "p%d-j%d", i, j);
+        snprintf(seg, sizeof seg, "seg-%d-%d", i, j);
+        snprintf(frags, sizeof frags, "%d-%d", i * 100 + j * 10, i * 100 + j * 10 + 5);
+        sf_err err = {0};
+        if (commit1(&f, "idx", job, seg, frags, &err)) {
+          fprintf(stderr, "racer %d: %s\n", i, err.msg);
+          _exit(1);
+        }
+      }
+      _exit(0);
+    }
+  }
+  close(gate[0]);
+  close(gate[1]); /* every racer starts now */
+  for (int i = 0; i < RACERS; i++) {
+    int st;
+    assert_int_equal(waitpid(pids[i], &st, 0), pids[i]);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  }
+  uint64_t *v;
+  size_t nv;
+  sf_err err = {0};
+  assert_int_equal(sf_catalog_list_versions(f.ds, &v, &nv, &err), SF_OK);
+  assert_int_equal(nv, RACERS * JOBS_EACH);
+  for (size_t i = 0; i < nv; i++) assert_int_equal(v[i], i + 1);
+  free(v);
+  sf_catalog *c;
+  assert_int_equal(sf_catalog_open_latest(f.ds, &c, &err), SF_OK);
+  assert_int_equal(sf_catalog_num_jobs(c), RACERS * JOBS_EACH);
+  assert_int_equal(sf_catalog_find_index(c, "idx")->nsegs, RACERS * JOBS_EACH);
+  /* Every version holds exactly its predecessor's jobs plus one. */
+  for (uint64_t k = 1; k <= RACERS * JOBS_EACH; k++) {
+    sf_catalog *ck;
+    assert_int_equal(sf_catalog_open_version(f.ds, k, &ck, &err), SF_OK);
+    assert_int_equal(sf_catalog_num_jobs(ck), k);
+    sf_catalog_free(ck);
+  }
+  sf_catalog_free(c);
+  assert_int_equal(count_temps(&f), 0);
+}
+
+static void test_version_names_parse_only_exactly(void **state) {
+  (void)state;
+  uint64_t v;
+  char name[32];
+  sf_catalog_version_name(42, name, sizeof name);
+  assert_string_equal(name, "v00000000000000000042.avro");
+  assert_int_equal(sf_catalog_parse_version_name(name, &v), 1);
+  assert_int_equal(v, 42);
+  assert_int_equal(sf_catalog_parse_version_name("v00000000000000000042.avro.tmp.1.2", &v), 0);
+  assert_int_equal(sf_catalog_parse_version_name("v00000000000000000000.avro", &v), 0);
+  assert_int_equal(sf_catalog_parse_version_name("v0000000000000000004x.avro", &v), 0);
+  assert_int_equal(sf_catalog_parse_version_name("LOCK", &v), 0);
+}
+
+static void test_a_file_uri_names_the_same_dataset(void **state) {
+  (void)state;
+  fx f;
+  fx_init(&f, "cat-uri");
+  sf_err err = {0};
+  assert_int_equal(commit1(&f, "idx", "job0", "seg-a", "0", &err), SF_OK);
+  char uri[4200];
+  snprintf(uri, sizeof uri, "file://%s", f.ds);
+  sf_catalog *c;
+  assert_int_equal(sf_catalog_open_latest(uri, &c, &err), SF_OK);
+  assert_int_equal(sf_catalog_version(c), 1);
+  sf_catalog_free(c);
+  assert_int_equal(sf_catalog_open_latest("s3://bucket/ds", &c, &err), SF_EINVAL);
+  assert_int_equal(sf_catalog_open_latest("file://relative", &c, &err), SF_EINVAL);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_a_commit_creates_version_one_with_every_field_and_keeps_the_quantizer),
+      cmocka_unit_test(test_committing_the_same_job_twice_yields_one_version),
+      cmocka_unit_test(test_an_overlapping_commit_is_refused_naming_the_segment_and_fragments),
+      cmocka_unit_test(test_a_parameter_mismatch_is_refused_naming_the_field),
+      cmocka_unit_test(test_replace_swaps_covered_segments_and_refuses_partial_cover),
+      cmocka_unit_test(test_bad_requests_are_refused_before_anything_is_written),
+      cmocka_unit_test(test_a_damaged_or_truncated_version_gives_a_clear_error),
+      cmocka_unit_test(test_every_truncation_and_byte_flip_is_an_error_or_the_same_version),
+      cmocka_unit_test(test_a_crash_before_the_link_leaves_the_previous_version_intact),
+      cmocka_unit_test(test_concurrent_committers_all_succeed_in_distinct_versions),
+      cmocka_unit_test(test_version_names_parse_only_exactly),
+      cmocka_unit_test(test_a_file_uri_names_the_same_dataset),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
