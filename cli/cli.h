@@ -21,6 +21,8 @@ int cli_cmd_inspect(int argc, char **argv);
 int cli_cmd_gen(int argc, char **argv);
 int cli_cmd_demo(int argc, char **argv);
 int cli_cmd_events(int argc, char **argv);
+int cli_cmd_plan(int argc, char **argv);
+int cli_cmd_build(int argc, char **argv);
 
 /* Prints "segforge <cmd>: <code>: <msg>" to stderr and returns 1. */
 int cli_fail(const char *cmd, const sf_err *err);

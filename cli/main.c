@@ -15,6 +15,8 @@ static const struct {
 } commands[] = {
     {"gen", cli_cmd_gen, "generate clustered vectors, queries and ground truth"},
     {"events", cli_cmd_events, "encode and decode events (Avro <-> JSON)"},
+    {"plan", cli_cmd_plan, "validate a staging root and print its segment plan"},
+    {"build", cli_cmd_build, "merge planned shards into segments, bounded and crash safe"},
 
 
 
