@@ -17,6 +17,7 @@ static const struct {
     {"events", cli_cmd_events, "encode and decode events (Avro <-> JSON)"},
     {"plan", cli_cmd_plan, "validate a staging root and print its segment plan"},
     {"build", cli_cmd_build, "merge planned shards into segments, bounded and crash safe"},
+    {"inspect", cli_cmd_inspect, "describe a shard, segment or quantizer file"},
 
 
 

@@ -482,12 +482,14 @@ sf_code sf_seg_verify(const sf_seg_reader *r, sf_err *err) {
   /* Padding first: with it, every byte of the file is either covered by a
    * CRC or known to be zero, so no flipped bit goes unnoticed. */
   uint64_t prev_end = SEG_HDR_SIZE;
-  for (uint64_t i = 0; i < r->num_chunks; i++) {
-    seg_chunk e = sf_seg_chunk_entry(r, i);
-    if (!all_zero(r->map.data + prev_end, e.off - prev_end))
-      return CORRUPT(r, "non-zero padding before offset %llu", (unsigned long long)e.off);
-    prev_end = sf_seg_chunk_end(r, &e);
-  }
+  for (uint32_t p = 0; p < r->params.nlist; p++)
+    for (uint64_t i = r->first[p]; i < r->first[p + 1]; i++) {
+      seg_chunk e = sf_seg_chunk_entry(r, i);
+      if (!all_zero(r->map.data + prev_end, e.off - prev_end))
+        return CORRUPT(r, "non-zero padding before partition %u chunk %llu (offset %llu)", p,
+                       (unsigned long long)(i - r->first[p]), (unsigned long long)e.off);
+      prev_end = sf_seg_chunk_end(r, &e);
+    }
   if (!all_zero(r->map.data + prev_end, r->bitmap_off - prev_end))
     return CORRUPT(r, "non-zero padding before the fragment bitmap");
   sf_seg_scratch *s = sf_seg_scratch_new();
