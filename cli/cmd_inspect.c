@@ -36,7 +36,8 @@ static int cmp_u64(const void *a, const void *b) {
   return x < y ? -1 : x > y;
 }
 
-static void print_seg_text(const sf_seg_reader *r, const char *frags, const sf_err *verr) {
+static void print_seg_text(const sf_seg_reader *r, const char *frags,
+                           const sf_err *verr) {
   const sf_seg_params *p = sf_seg_get_params(r);
   uint32_t major, minor;
   sf_seg_version(r, &major, &minor);
@@ -51,25 +52,28 @@ static void print_seg_text(const sf_seg_reader *r, const char *frags, const sf_e
     if (rows) rows[i] = n;
   }
   printf("file        %s\n", sf_seg_path(r));
-  printf("kind        %s (format %u.%u), %" PRIu64 " bytes\n", sf_seg_kind_name(p->kind), major,
-         minor, sf_seg_file_bytes(r));
-  printf("index       %s  metric %s  dim %u  nlist %u  code_size %u", sf_index_type_name(p->type),
-         sf_metric_name(p->metric), p->dim, p->nlist, p->code_size);
+  printf("kind        %s (format %u.%u), %" PRIu64 " bytes\n", sf_seg_kind_name(p->kind),
+         major, minor, sf_seg_file_bytes(r));
+  printf("index       %s  metric %s  dim %u  nlist %u  code_size %u",
+         sf_index_type_name(p->type), sf_metric_name(p->metric), p->dim, p->nlist,
+         p->code_size);
   if (p->type == SF_IVF_PQ) printf("  pq_m %u", p->pq_m);
   printf("\nquantizer   %016" PRIx64 "\n", p->quantizer_checksum);
-  printf("rows        %" PRIu64 " in %" PRIu64 " chunks (largest %u rows)\n", sf_seg_num_rows(r),
-         chunks, sf_seg_max_chunk_rows(r));
+  printf("rows        %" PRIu64 " in %" PRIu64 " chunks (largest %u rows)\n",
+         sf_seg_num_rows(r), chunks, sf_seg_max_chunk_rows(r));
   printf("fragments   %s (%" PRIu64 ")\n", frags[0] ? frags : "none",
          roaring_bitmap_get_cardinality(sf_seg_fragments(r)));
   printf("partitions  %u, %" PRIu64 " non-empty", p->nlist, nonempty);
   if (rows) {
     qsort(rows, p->nlist, sizeof *rows, cmp_u64);
-    printf("; rows per partition min %" PRIu64 " / median %" PRIu64 " / max %" PRIu64, min,
-           rows[p->nlist / 2], max);
+    printf("; rows per partition min %" PRIu64 " / median %" PRIu64 " / max %" PRIu64,
+           min, rows[p->nlist / 2], max);
   }
   printf("\n");
-  if (verr) printf("checksums   FAILED: %s\n", verr->msg);
-  else printf("checksums   OK (every block verified)\n");
+  if (verr)
+    printf("checksums   FAILED: %s\n", verr->msg);
+  else
+    printf("checksums   OK (every block verified)\n");
   free(rows);
 }
 
@@ -83,21 +87,24 @@ static int print_seg_json(const sf_seg_reader *r, const char *frags, const sf_er
   snprintf(qsum, sizeof qsum, "%016" PRIx64, p->quantizer_checksum);
   json_t *parts = json_array();
   for (uint32_t i = 0; parts && i < p->nlist; i++)
-    json_array_append_new(parts, json_pack("{s:I, s:I, s:I}", "rows",
-                                           (json_int_t)sf_seg_partition_rows(r, i), "chunks",
-                                           (json_int_t)sf_seg_partition_num_chunks(r, i),
-                                           "bytes", (json_int_t)sf_seg_partition_bytes(r, i)));
+    json_array_append_new(
+        parts,
+        json_pack("{s:I, s:I, s:I}", "rows", (json_int_t)sf_seg_partition_rows(r, i),
+                  "chunks", (json_int_t)sf_seg_partition_num_chunks(r, i), "bytes",
+                  (json_int_t)sf_seg_partition_bytes(r, i)));
   json_t *o = json_pack(
-      "{s:s, s:s, s:s, s:I, s:s, s:s, s:I, s:I, s:I, s:I, s:s, s:I, s:I, s:s, s:I, s:o, s:b, "
+      "{s:s, s:s, s:s, s:I, s:s, s:s, s:I, s:I, s:I, s:I, s:s, s:I, s:I, s:s, s:I, s:o, "
+      "s:b, "
       "s:s?}",
-      "file", sf_seg_path(r), "kind", sf_seg_kind_name(p->kind), "format_version", ver, "bytes",
-      (json_int_t)sf_seg_file_bytes(r), "index_type", sf_index_type_name(p->type), "metric",
-      sf_metric_name(p->metric), "dim", (json_int_t)p->dim, "nlist", (json_int_t)p->nlist,
-      "code_size", (json_int_t)p->code_size, "pq_m", (json_int_t)p->pq_m,
-      "quantizer_checksum", qsum, "num_rows", (json_int_t)sf_seg_num_rows(r),
-      "max_chunk_rows", (json_int_t)sf_seg_max_chunk_rows(r), "fragments", frags,
-      "num_fragments", (json_int_t)roaring_bitmap_get_cardinality(sf_seg_fragments(r)),
-      "partitions", parts, "verified", verr == NULL, "error", verr ? verr->msg : NULL);
+      "file", sf_seg_path(r), "kind", sf_seg_kind_name(p->kind), "format_version", ver,
+      "bytes", (json_int_t)sf_seg_file_bytes(r), "index_type",
+      sf_index_type_name(p->type), "metric", sf_metric_name(p->metric), "dim",
+      (json_int_t)p->dim, "nlist", (json_int_t)p->nlist, "code_size",
+      (json_int_t)p->code_size, "pq_m", (json_int_t)p->pq_m, "quantizer_checksum", qsum,
+      "num_rows", (json_int_t)sf_seg_num_rows(r), "max_chunk_rows",
+      (json_int_t)sf_seg_max_chunk_rows(r), "fragments", frags, "num_fragments",
+      (json_int_t)roaring_bitmap_get_cardinality(sf_seg_fragments(r)), "partitions",
+      parts, "verified", verr == NULL, "error", verr ? verr->msg : NULL);
   if (!o || json_dumpf(o, stdout, JSON_INDENT(2)) < 0) {
     json_decref(o);
     fprintf(stderr, "segforge inspect: out of memory formatting JSON\n");
@@ -159,8 +166,8 @@ static int inspect_file(const char *path, int json) {
   for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
     if (got >= kinds[i].len && !memcmp(head, kinds[i].magic, kinds[i].len))
       return kinds[i].inspect(path, json);
-  sf_err_set(&err, SF_EFORMAT, "%s: not a shard, segment or quantizer file (unknown magic)",
-             path);
+  sf_err_set(&err, SF_EFORMAT,
+             "%s: not a shard, segment or quantizer file (unknown magic)", path);
   return cli_fail("inspect", &err);
 }
 
@@ -170,7 +177,8 @@ int cli_cmd_inspect(int argc, char **argv) {
   int json = 0, c;
   optind = 1;
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-    if (c == 'j') json = 1;
+    if (c == 'j')
+      json = 1;
     else if (c == 'h') {
       help();
       return 0;

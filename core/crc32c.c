@@ -69,7 +69,7 @@ uint32_t sf_crc32c_sw(uint32_t crc, const void *buf, size_t len) {
 
 #ifdef SF_CRC32C_X86
 __attribute__((target("sse4.2"))) uint32_t sf_crc32c_hw(uint32_t crc, const void *buf,
-                                                         size_t len) {
+                                                        size_t len) {
   const uint8_t *p = buf;
   uint64_t c = ~crc;
   while (len && ((uintptr_t)p & 7)) {

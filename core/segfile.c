@@ -36,14 +36,19 @@
 /* ---- shared helpers (also used by the writer in segwrite.c) ------------ */
 
 const char *sf_seg_kind_name(sf_seg_kind k) {
-  return k == SF_SEG_KIND_SHARD ? "shard" : k == SF_SEG_KIND_SEGMENT ? "segment" : "unknown";
+  return k == SF_SEG_KIND_SHARD     ? "shard"
+         : k == SF_SEG_KIND_SEGMENT ? "segment"
+                                    : "unknown";
 }
 
 uint32_t sf_seg_code_size(sf_index_type type, uint32_t dim, uint32_t pq_m) {
   switch (type) {
-    case SF_IVF_FLAT: return dim <= SF_MAX_DIM ? 4 * dim : 0;
-    case SF_IVF_SQ: return dim;
-    case SF_IVF_PQ: return pq_m;
+    case SF_IVF_FLAT:
+      return dim <= SF_MAX_DIM ? 4 * dim : 0;
+    case SF_IVF_SQ:
+      return dim;
+    case SF_IVF_PQ:
+      return pq_m;
   }
   return 0;
 }
@@ -56,11 +61,13 @@ sf_code sf_seg_params_check(const sf_seg_params *p, sf_err *err) {
     return sf_err_set(err, SF_EINVAL, "index type %d is not IVF_FLAT, IVF_SQ or IVF_PQ",
                       (int)p->type);
   if ((unsigned)p->metric > SF_DOT)
-    return sf_err_set(err, SF_EINVAL, "metric %d is not L2, COSINE or DOT", (int)p->metric);
+    return sf_err_set(err, SF_EINVAL, "metric %d is not L2, COSINE or DOT",
+                      (int)p->metric);
   if (p->dim < 1 || p->dim > SF_MAX_DIM)
     return sf_err_set(err, SF_EINVAL, "dim %u is outside 1..%u", p->dim, SF_MAX_DIM);
   if (p->nlist < 1 || p->nlist > SF_MAX_NLIST)
-    return sf_err_set(err, SF_EINVAL, "nlist %u is outside 1..%u", p->nlist, SF_MAX_NLIST);
+    return sf_err_set(err, SF_EINVAL, "nlist %u is outside 1..%u", p->nlist,
+                      SF_MAX_NLIST);
   if (p->type == SF_IVF_PQ) {
     if (p->pq_m < 1 || p->pq_m > SF_MAX_PQ_M || p->dim % p->pq_m)
       return sf_err_set(err, SF_EINVAL, "pq_m %u must be in 1..%u and divide dim %u",
@@ -96,7 +103,8 @@ void sf_seg_header_put(uint8_t h[SEG_HDR_SIZE], const sf_seg_params *p, uint64_t
 
 /* "<path>: <what> (file corrupt; <remedy>)": one sentence a person can act
  * on, with the remedy that fits the kind of file. */
-sf_code sf_seg_corrupt(sf_err *err, const char *path, sf_seg_kind kind, const char *fmt, ...) {
+sf_code sf_seg_corrupt(sf_err *err, const char *path, sf_seg_kind kind, const char *fmt,
+                       ...) {
   char what[SF_ERR_MSG_MAX];
   va_list ap;
   va_start(ap, fmt);
@@ -149,17 +157,19 @@ static sf_code check_header(sf_seg_reader *r, sf_err *err) {
   /* A newer major version may lay the header out differently, CRC included,
    * so a version we do not know is reported as such, CRC or not. */
   if (r->vmajor != SF_SEG_VERSION_MAJOR)
-    return sf_err_set(err, SF_EFORMAT,
-                      "%s: format version %u.%u is not supported by this reader (%d.x)%s",
-                      r->path, r->vmajor, r->vminor, SF_SEG_VERSION_MAJOR,
-                      seg_get32(h + 60) == sf_crc32c(0, h, 60) ? ""
-                                                               : ", or the header is corrupt");
-  if (seg_get32(h + 60) != sf_crc32c(0, h, 60)) return CORRUPT(r, "header CRC32C mismatch");
+    return sf_err_set(
+        err, SF_EFORMAT,
+        "%s: format version %u.%u is not supported by this reader (%d.x)%s", r->path,
+        r->vmajor, r->vminor, SF_SEG_VERSION_MAJOR,
+        seg_get32(h + 60) == sf_crc32c(0, h, 60) ? "" : ", or the header is corrupt");
+  if (seg_get32(h + 60) != sf_crc32c(0, h, 60))
+    return CORRUPT(r, "header CRC32C mismatch");
   uint32_t flags = seg_get32(h + 12);
   if (flags)
-    return sf_err_set(err, SF_EFORMAT,
-                      "%s: uses format features this reader lacks (flags 0x%x); upgrade segforge",
-                      r->path, flags);
+    return sf_err_set(
+        err, SF_EFORMAT,
+        "%s: uses format features this reader lacks (flags 0x%x); upgrade segforge",
+        r->path, flags);
   sf_seg_params *p = &r->params;
   p->kind = (sf_seg_kind)h[16];
   p->type = (sf_index_type)h[17];
@@ -183,13 +193,15 @@ static sf_code check_footer(sf_seg_reader *r, uint64_t *dir_off, uint64_t *dir_l
   const uint8_t *f = r->map.data + size - SEG_FTR_SIZE;
   if (memcmp(f + 56, SEG_FTR_MAGIC, 4))
     return CORRUPT(r, "footer magic missing (file truncated or appended to)");
-  if (seg_get32(f + 60) != sf_crc32c(0, f, 60)) return CORRUPT(r, "footer CRC32C mismatch");
+  if (seg_get32(f + 60) != sf_crc32c(0, f, 60))
+    return CORRUPT(r, "footer CRC32C mismatch");
   uint64_t boff = seg_get64(f), blen = seg_get64(f + 8);
   uint64_t doff = seg_get64(f + 16), dlen = seg_get64(f + 24);
   uint64_t rows = seg_get64(f + 32), fsize = seg_get64(f + 40);
   if (fsize != size)
-    return CORRUPT(r, "file is %llu bytes but its footer says %llu (truncated or appended to)",
-                   (unsigned long long)size, (unsigned long long)fsize);
+    return CORRUPT(
+        r, "file is %llu bytes but its footer says %llu (truncated or appended to)",
+        (unsigned long long)size, (unsigned long long)fsize);
   if (rows != r->num_rows)
     return CORRUPT(r, "footer says %llu rows, header %llu", (unsigned long long)rows,
                    (unsigned long long)r->num_rows);
@@ -197,12 +209,12 @@ static sf_code check_footer(sf_seg_reader *r, uint64_t *dir_off, uint64_t *dir_l
   /* Overflow-safe: each length is compared with the room left, never added. */
   if (boff < SEG_HDR_SIZE || boff > tail || blen > tail - boff || doff != boff + blen ||
       dlen != tail - doff)
-    return CORRUPT(r,
-                   "footer places the bitmap at %llu+%llu and the directory at %llu+%llu, "
-                   "which do not fit a %llu-byte file",
-                   (unsigned long long)boff, (unsigned long long)blen,
-                   (unsigned long long)doff, (unsigned long long)dlen,
-                   (unsigned long long)size);
+    return CORRUPT(
+        r,
+        "footer places the bitmap at %llu+%llu and the directory at %llu+%llu, "
+        "which do not fit a %llu-byte file",
+        (unsigned long long)boff, (unsigned long long)blen, (unsigned long long)doff,
+        (unsigned long long)dlen, (unsigned long long)size);
   const uint8_t *m = r->map.data;
   if (seg_get32(f + 48) != sf_crc32c(0, m + boff, blen))
     return CORRUPT(r, "fragment bitmap CRC32C mismatch");
@@ -218,10 +230,12 @@ static sf_code check_footer(sf_seg_reader *r, uint64_t *dir_off, uint64_t *dir_l
 
 /* Checks the directory's counts against its real size, then every chunk
  * entry against the data region, and fills first[]/rows[]. */
-static sf_code check_directory(sf_seg_reader *r, uint64_t doff, uint64_t dlen, sf_err *err) {
+static sf_code check_directory(sf_seg_reader *r, uint64_t doff, uint64_t dlen,
+                               sf_err *err) {
   const uint8_t *d = r->map.data + doff;
   const uint32_t nlist = r->params.nlist;
-  if (dlen < SEG_DIR_HEAD) return CORRUPT(r, "directory is %llu bytes", (unsigned long long)dlen);
+  if (dlen < SEG_DIR_HEAD)
+    return CORRUPT(r, "directory is %llu bytes", (unsigned long long)dlen);
   if (seg_get32(d) != nlist)
     return CORRUPT(r, "directory lists %u partitions, header %u", seg_get32(d), nlist);
   const uint64_t nchunks = seg_get64(d + 8);
@@ -235,30 +249,33 @@ static sf_code check_directory(sf_seg_reader *r, uint64_t doff, uint64_t dlen, s
   r->first = malloc(((size_t)nlist + 1) * sizeof *r->first);
   r->rows = calloc(nlist, sizeof *r->rows);
   if (!r->first || !r->rows)
-    return sf_err_set(err, SF_ENOMEM, "%s: out of memory for %u partitions", r->path, nlist);
+    return sf_err_set(err, SF_ENOMEM, "%s: out of memory for %u partitions", r->path,
+                      nlist);
   r->chunk_tab = d + SEG_DIR_HEAD + parts_len;
   r->num_chunks = nchunks;
   uint64_t ci = 0, prev_end = SEG_HDR_SIZE, total = 0;
   for (uint32_t p = 0; p < nlist; p++) {
     const uint32_t cnt = seg_get32(d + SEG_DIR_HEAD + (uint64_t)p * SEG_PART_ENTRY);
     if (cnt > nchunks - ci)
-      return CORRUPT(r, "partition %u claims %u chunks, more than the directory holds", p, cnt);
+      return CORRUPT(r, "partition %u claims %u chunks, more than the directory holds", p,
+                     cnt);
     r->first[p] = ci;
     for (uint32_t c = 0; c < cnt; c++, ci++) {
       seg_chunk e = seg_chunk_get(r->chunk_tab + ci * SEG_CHUNK_ENTRY);
       if (e.nrows < 1 || e.nrows > SF_SEG_MAX_CHUNK_ROWS)
-        return CORRUPT(r, "partition %u chunk %u has %u rows (must be 1..%u)", p, c, e.nrows,
-                       SF_SEG_MAX_CHUNK_ROWS);
+        return CORRUPT(r, "partition %u chunk %u has %u rows (must be 1..%u)", p, c,
+                       e.nrows, SF_SEG_MAX_CHUNK_ROWS);
       const uint64_t codes_len = (uint64_t)e.nrows * r->params.code_size;
       if (e.off % SEG_ALIGN || e.off < prev_end || e.off > r->bitmap_off ||
           codes_len > r->bitmap_off - e.off || e.ids_len < 1 ||
           e.ids_len > r->bitmap_off - e.off - codes_len)
-        return CORRUPT(r,
-                       "partition %u chunk %u at offset %llu (%u rows, %llu code bytes, "
-                       "%u id bytes) overlaps its neighbours, is misaligned or runs past the "
-                       "data region",
-                       p, c, (unsigned long long)e.off, e.nrows,
-                       (unsigned long long)codes_len, e.ids_len);
+        return CORRUPT(
+            r,
+            "partition %u chunk %u at offset %llu (%u rows, %llu code bytes, "
+            "%u id bytes) overlaps its neighbours, is misaligned or runs past the "
+            "data region",
+            p, c, (unsigned long long)e.off, e.nrows, (unsigned long long)codes_len,
+            e.ids_len);
       prev_end = e.off + codes_len + e.ids_len;
       r->rows[p] += e.nrows;
       if (e.nrows > r->max_chunk_rows) r->max_chunk_rows = e.nrows;
@@ -267,11 +284,11 @@ static sf_code check_directory(sf_seg_reader *r, uint64_t doff, uint64_t dlen, s
   }
   r->first[nlist] = ci;
   if (ci != nchunks)
-    return CORRUPT(r, "partitions list %llu chunks, directory %llu", (unsigned long long)ci,
-                   (unsigned long long)nchunks);
+    return CORRUPT(r, "partitions list %llu chunks, directory %llu",
+                   (unsigned long long)ci, (unsigned long long)nchunks);
   if (total != r->num_rows)
-    return CORRUPT(r, "chunks hold %llu rows, header says %llu", (unsigned long long)total,
-                   (unsigned long long)r->num_rows);
+    return CORRUPT(r, "chunks hold %llu rows, header says %llu",
+                   (unsigned long long)total, (unsigned long long)r->num_rows);
   return SF_OK;
 }
 
@@ -288,8 +305,8 @@ sf_code sf_seg_open(const char *path, sf_seg_reader **out, sf_err *err) {
   sf_code rc;
   r->fd = open(path, O_RDONLY | O_CLOEXEC);
   if (r->fd < 0) {
-    rc = sf_err_errno(err, errno == ENOENT ? SF_ENOTFOUND : SF_EIO, errno, "cannot open %s",
-                      path);
+    rc = sf_err_errno(err, errno == ENOENT ? SF_ENOTFOUND : SF_EIO, errno,
+                      "cannot open %s", path);
     goto fail;
   }
   if (fstat(r->fd, &a)) {
@@ -324,12 +341,24 @@ void sf_seg_close(sf_seg_reader *r) {
   free(r);
 }
 
-const char *sf_seg_path(const sf_seg_reader *r) { return r->path; }
-const sf_seg_params *sf_seg_get_params(const sf_seg_reader *r) { return &r->params; }
-uint64_t sf_seg_num_rows(const sf_seg_reader *r) { return r->num_rows; }
-uint64_t sf_seg_file_bytes(const sf_seg_reader *r) { return r->map.size; }
-const roaring_bitmap_t *sf_seg_fragments(const sf_seg_reader *r) { return r->frags; }
-uint32_t sf_seg_max_chunk_rows(const sf_seg_reader *r) { return r->max_chunk_rows; }
+const char *sf_seg_path(const sf_seg_reader *r) {
+  return r->path;
+}
+const sf_seg_params *sf_seg_get_params(const sf_seg_reader *r) {
+  return &r->params;
+}
+uint64_t sf_seg_num_rows(const sf_seg_reader *r) {
+  return r->num_rows;
+}
+uint64_t sf_seg_file_bytes(const sf_seg_reader *r) {
+  return r->map.size;
+}
+const roaring_bitmap_t *sf_seg_fragments(const sf_seg_reader *r) {
+  return r->frags;
+}
+uint32_t sf_seg_max_chunk_rows(const sf_seg_reader *r) {
+  return r->max_chunk_rows;
+}
 
 void sf_seg_version(const sf_seg_reader *r, uint32_t *major, uint32_t *minor) {
   *major = r->vmajor;
@@ -354,14 +383,21 @@ uint64_t sf_seg_chunk_end(const sf_seg_reader *r, const seg_chunk *e) {
 
 uint64_t sf_seg_partition_bytes(const sf_seg_reader *r, uint32_t p) {
   if (p >= r->params.nlist || r->first[p] == r->first[p + 1]) return 0;
-  seg_chunk a = sf_seg_chunk_entry(r, r->first[p]), z = sf_seg_chunk_entry(r, r->first[p + 1] - 1);
+  seg_chunk a = sf_seg_chunk_entry(r, r->first[p]),
+            z = sf_seg_chunk_entry(r, r->first[p + 1] - 1);
   return sf_seg_chunk_end(r, &z) - a.off;
 }
 
 /* Reader internals the writer needs to copy from a source. */
-int sf_seg_reader_fd(const sf_seg_reader *r) { return r->fd; }
-const uint8_t *sf_seg_reader_data(const sf_seg_reader *r) { return r->map.data; }
-uint64_t sf_seg_partition_first_chunk(const sf_seg_reader *r, uint32_t p) { return r->first[p]; }
+int sf_seg_reader_fd(const sf_seg_reader *r) {
+  return r->fd;
+}
+const uint8_t *sf_seg_reader_data(const sf_seg_reader *r) {
+  return r->map.data;
+}
+uint64_t sf_seg_partition_first_chunk(const sf_seg_reader *r, uint32_t p) {
+  return r->first[p];
+}
 
 sf_code sf_seg_check_chunk_crcs(const sf_seg_reader *r, uint32_t p, uint32_t c,
                                 const seg_chunk *e, sf_err *err) {
@@ -415,19 +451,23 @@ static int scratch_reserve(sf_seg_scratch *s, uint32_t n) {
  * against what n varints can take before anything is decompressed, into a
  * buffer of exactly that size. Then n LEB128 varints: the first id, then
  * gaps of at least 1 (ids strictly ascending), using every byte. */
-static sf_code decode_ids(const sf_seg_reader *r, uint32_t p, uint32_t c, const uint8_t *blk,
-                          uint32_t len, uint32_t n, sf_seg_scratch *s, sf_err *err) {
+static sf_code decode_ids(const sf_seg_reader *r, uint32_t p, uint32_t c,
+                          const uint8_t *blk, uint32_t len, uint32_t n, sf_seg_scratch *s,
+                          sf_err *err) {
   unsigned long long size = ZSTD_getFrameContentSize(blk, len);
   if (size == ZSTD_CONTENTSIZE_UNKNOWN || size == ZSTD_CONTENTSIZE_ERROR)
-    return CORRUPT(r, "partition %u chunk %u row-id block is not a zstd frame with a size",
-                   p, c);
+    return CORRUPT(
+        r, "partition %u chunk %u row-id block is not a zstd frame with a size", p, c);
   if (size < n || size > (unsigned long long)n * SEG_VARINT_MAX)
-    return CORRUPT(r, "partition %u chunk %u row-id block declares %llu bytes for %u rows",
+    return CORRUPT(r,
+                   "partition %u chunk %u row-id block declares %llu bytes for %u rows",
                    p, c, size, n);
   if (ZSTD_findFrameCompressedSize(blk, len) != len)
-    return CORRUPT(r, "partition %u chunk %u row-id block is not exactly one zstd frame", p, c);
+    return CORRUPT(r, "partition %u chunk %u row-id block is not exactly one zstd frame",
+                   p, c);
   if (scratch_reserve(s, n))
-    return sf_err_set(err, SF_ENOMEM, "%s: out of memory decoding %u row ids", r->path, n);
+    return sf_err_set(err, SF_ENOMEM, "%s: out of memory decoding %u row ids", r->path,
+                      n);
   size_t got = ZSTD_decompressDCtx(s->dctx, s->raw, (size_t)size, blk, len);
   if (ZSTD_isError(got) || got != size)
     return CORRUPT(r, "partition %u chunk %u row-id block does not decompress (%s)", p, c,
@@ -445,8 +485,8 @@ static sf_code decode_ids(const sf_seg_reader *r, uint32_t p, uint32_t c, const 
       if (!(*q++ & 0x80)) break;
     }
     if (i && (v == 0 || v > UINT64_MAX - prev))
-      return CORRUPT(r, "partition %u chunk %u row ids are not strictly ascending at %u", p, c,
-                     i);
+      return CORRUPT(r, "partition %u chunk %u row ids are not strictly ascending at %u",
+                     p, c, i);
     prev = i ? prev + v : v;
     s->ids[i] = prev;
   }
@@ -456,8 +496,8 @@ static sf_code decode_ids(const sf_seg_reader *r, uint32_t p, uint32_t c, const 
   return SF_OK;
 }
 
-sf_code sf_seg_read_chunk(const sf_seg_reader *r, uint32_t p, uint32_t c, sf_seg_scratch *s,
-                          sf_seg_chunk *out, sf_err *err) {
+sf_code sf_seg_read_chunk(const sf_seg_reader *r, uint32_t p, uint32_t c,
+                          sf_seg_scratch *s, sf_seg_chunk *out, sf_err *err) {
   if (p >= r->params.nlist || c >= sf_seg_partition_num_chunks(r, p))
     return sf_err_set(err, SF_EINVAL, "%s: no chunk %u in partition %u", r->path, c, p);
   seg_chunk e = sf_seg_chunk_entry(r, r->first[p] + c);
@@ -465,7 +505,8 @@ sf_code sf_seg_read_chunk(const sf_seg_reader *r, uint32_t p, uint32_t c, sf_seg
   if (rc) return rc;
   const uint8_t *codes = r->map.data + e.off;
   const uint64_t codes_len = (uint64_t)e.nrows * r->params.code_size;
-  if ((rc = decode_ids(r, p, c, codes + codes_len, e.ids_len, e.nrows, s, err))) return rc;
+  if ((rc = decode_ids(r, p, c, codes + codes_len, e.ids_len, e.nrows, s, err)))
+    return rc;
   out->nrows = e.nrows;
   out->ids = s->ids;
   out->codes = codes;
@@ -486,8 +527,9 @@ sf_code sf_seg_verify(const sf_seg_reader *r, sf_err *err) {
     for (uint64_t i = r->first[p]; i < r->first[p + 1]; i++) {
       seg_chunk e = sf_seg_chunk_entry(r, i);
       if (!all_zero(r->map.data + prev_end, e.off - prev_end))
-        return CORRUPT(r, "non-zero padding before partition %u chunk %llu (offset %llu)", p,
-                       (unsigned long long)(i - r->first[p]), (unsigned long long)e.off);
+        return CORRUPT(r, "non-zero padding before partition %u chunk %llu (offset %llu)",
+                       p, (unsigned long long)(i - r->first[p]),
+                       (unsigned long long)e.off);
       prev_end = sf_seg_chunk_end(r, &e);
     }
   if (!all_zero(r->map.data + prev_end, r->bitmap_off - prev_end))
@@ -505,8 +547,9 @@ sf_code sf_seg_verify(const sf_seg_reader *r, sf_err *err) {
         uint32_t f = SF_ROWID_FRAG(ch.ids[i]);
         if (f == last) continue;
         if (!roaring_bitmap_contains(r->frags, f)) {
-          rc = CORRUPT(r, "partition %u chunk %u holds row %u of fragment %u, which the "
-                          "file's fragment bitmap does not list",
+          rc = CORRUPT(r,
+                       "partition %u chunk %u holds row %u of fragment %u, which the "
+                       "file's fragment bitmap does not list",
                        p, c, SF_ROWID_OFF(ch.ids[i]), f);
           break;
         }

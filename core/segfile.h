@@ -91,7 +91,8 @@ sf_code sf_seg_writer_copy_partition(sf_seg_writer *w, const sf_seg_reader *src,
 /* Writes the fragment bitmap (required, owned by the caller), directory,
  * footer and header, then fsyncs and renames into place. Frees w whether it
  * succeeds or not; on failure nothing is left under the final name. */
-sf_code sf_seg_writer_finish(sf_seg_writer *w, const roaring_bitmap_t *fragments, sf_err *err);
+sf_code sf_seg_writer_finish(sf_seg_writer *w, const roaring_bitmap_t *fragments,
+                             sf_err *err);
 
 /* Discards the file and frees w; accepts NULL. */
 void sf_seg_writer_abort(sf_seg_writer *w);
@@ -149,8 +150,8 @@ typedef struct sf_seg_chunk {
 
 /* Reads chunk c of partition p: verifies both block CRCs and decodes the
  * row ids into s. */
-sf_code sf_seg_read_chunk(const sf_seg_reader *r, uint32_t p, uint32_t c, sf_seg_scratch *s,
-                          sf_seg_chunk *out, sf_err *err);
+sf_code sf_seg_read_chunk(const sf_seg_reader *r, uint32_t p, uint32_t c,
+                          sf_seg_scratch *s, sf_seg_chunk *out, sf_err *err);
 
 /* Verifies the whole file: every block CRC, every row-id block decodes,
  * padding is zero, and every row id's fragment is in the file's bitmap.

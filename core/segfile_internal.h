@@ -13,9 +13,10 @@
 enum {
   SEG_HDR_SIZE = 64,
   SEG_FTR_SIZE = 64,
-  SEG_DIR_HEAD = 16,   /* u32 nlist, u32 reserved, u64 num_chunks */
-  SEG_PART_ENTRY = 4,  /* u32 chunk count */
-  SEG_CHUNK_ENTRY = 24, /* u64 offset, u32 rows, u32 ids_len, u32 codes_crc, u32 ids_crc */
+  SEG_DIR_HEAD = 16,  /* u32 nlist, u32 reserved, u64 num_chunks */
+  SEG_PART_ENTRY = 4, /* u32 chunk count */
+  SEG_CHUNK_ENTRY =
+      24,              /* u64 offset, u32 rows, u32 ids_len, u32 codes_crc, u32 ids_crc */
   SEG_ALIGN = 64,      /* every chunk (and so its codes) starts on a multiple of this */
   SEG_VARINT_MAX = 10, /* bytes of the longest LEB128 encoding of a uint64 */
 };
@@ -35,7 +36,8 @@ static inline uint16_t seg_get16(const uint8_t *p) {
   return (uint16_t)(p[0] | p[1] << 8);
 }
 static inline uint32_t seg_get32(const uint8_t *p) {
-  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+         (uint32_t)p[3] << 24;
 }
 static inline uint64_t seg_get64(const uint8_t *p) {
   return (uint64_t)seg_get32(p) | (uint64_t)seg_get32(p + 4) << 32;
@@ -65,8 +67,8 @@ static inline seg_chunk seg_chunk_get(const uint8_t *b) {
 void sf_seg_header_put(uint8_t h[SEG_HDR_SIZE], const sf_seg_params *p, uint64_t rows);
 
 /* Fills err with SF_ECORRUPT: "<path>: <what> (file corrupt; <remedy>)". */
-sf_code sf_seg_corrupt(sf_err *err, const char *path, sf_seg_kind kind, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
+sf_code sf_seg_corrupt(sf_err *err, const char *path, sf_seg_kind kind, const char *fmt,
+                       ...) __attribute__((format(printf, 4, 5)));
 
 /* Reader internals for the writer's verbatim copy. */
 int sf_seg_reader_fd(const sf_seg_reader *r);

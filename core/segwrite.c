@@ -32,11 +32,11 @@
 struct sf_seg_writer {
   sf_fs_tmpfile tmp;
   sf_seg_params p;
-  uint64_t off;  /* bytes written so far == current end of file */
-  uint64_t rows; /* rows written so far */
-  uint32_t part; /* the partition last written to (order is non-decreasing) */
-  int broken;    /* an I/O error left the file in an unknown state */
-  int no_cfr;    /* copy_file_range is unavailable for this destination */
+  uint64_t off;          /* bytes written so far == current end of file */
+  uint64_t rows;         /* rows written so far */
+  uint32_t part;         /* the partition last written to (order is non-decreasing) */
+  int broken;            /* an I/O error left the file in an unknown state */
+  int no_cfr;            /* copy_file_range is unavailable for this destination */
   uint32_t *part_chunks; /* nlist counts */
   uint8_t *chunks;       /* encoded directory entries, SEG_CHUNK_ENTRY each */
   uint64_t nchunks, chunks_cap;
@@ -48,8 +48,12 @@ struct sf_seg_writer {
 
 static const uint8_t zeros[SEG_ALIGN];
 
-uint64_t sf_seg_writer_rows(const sf_seg_writer *w) { return w->rows; }
-uint64_t sf_seg_writer_bytes(const sf_seg_writer *w) { return w->off; }
+uint64_t sf_seg_writer_rows(const sf_seg_writer *w) {
+  return w->rows;
+}
+uint64_t sf_seg_writer_bytes(const sf_seg_writer *w) {
+  return w->off;
+}
 
 static void writer_free(sf_seg_writer *w) {
   sf_fs_tmpfile_abort(&w->tmp); /* no-op after a commit */
@@ -100,8 +104,10 @@ sf_code sf_seg_writer_open(const char *path, const sf_seg_params *p, sf_seg_writ
 /* Appends bytes at the end; any failure breaks the writer. */
 static sf_code out(sf_seg_writer *w, const void *buf, uint64_t len, sf_err *err) {
   sf_code rc = sf_fs_write_all(w->tmp.fd, buf, (size_t)len, w->tmp.tmp_path, err);
-  if (rc) w->broken = 1;
-  else w->off += len;
+  if (rc)
+    w->broken = 1;
+  else
+    w->off += len;
   return rc;
 }
 
@@ -115,7 +121,8 @@ static sf_code reserve_chunks(sf_seg_writer *w, uint64_t more, sf_err *err) {
   uint64_t cap = w->chunks_cap ? w->chunks_cap : 64;
   while (cap < w->nchunks + more) cap *= 2;
   uint8_t *c = realloc(w->chunks, (size_t)cap * SEG_CHUNK_ENTRY);
-  if (!c) return sf_err_set(err, SF_ENOMEM, "%s: out of memory for the directory", w->tmp.path);
+  if (!c)
+    return sf_err_set(err, SF_ENOMEM, "%s: out of memory for the directory", w->tmp.path);
   w->chunks = c;
   w->chunks_cap = cap;
   return SF_OK;
@@ -128,8 +135,8 @@ static sf_code check_append(sf_seg_writer *w, uint32_t partition, sf_err *err) {
     return sf_err_set(err, SF_EIO, "%s: an earlier write failed; abort this writer",
                       w->tmp.path);
   if (partition >= w->p.nlist)
-    return sf_err_set(err, SF_EINVAL, "%s: partition %u out of range (nlist %u)", w->tmp.path,
-                      partition, w->p.nlist);
+    return sf_err_set(err, SF_EINVAL, "%s: partition %u out of range (nlist %u)",
+                      w->tmp.path, partition, w->p.nlist);
   if (partition < w->part)
     return sf_err_set(err, SF_EINVAL,
                       "%s: partition %u written after partition %u (must not decrease)",
@@ -148,7 +155,8 @@ static sf_code write_chunk(sf_seg_writer *w, uint32_t partition, const sf_rowid 
     }
     w->raw[rawlen++] = (uint8_t)v;
   }
-  size_t zlen = ZSTD_compressCCtx(w->cctx, w->zbuf, w->zcap, w->raw, rawlen, ID_ZSTD_LEVEL);
+  size_t zlen =
+      ZSTD_compressCCtx(w->cctx, w->zbuf, w->zcap, w->raw, rawlen, ID_ZSTD_LEVEL);
   if (ZSTD_isError(zlen))
     return sf_err_set(err, SF_EIO, "%s: cannot compress row ids: %s", w->tmp.path,
                       ZSTD_getErrorName(zlen));
@@ -157,7 +165,8 @@ static sf_code write_chunk(sf_seg_writer *w, uint32_t partition, const sf_rowid 
   if ((rc = reserve_chunks(w, 1, err)) || (rc = pad_to_align(w, err))) return rc;
   seg_chunk e = {w->off, n, (uint32_t)zlen, sf_crc32c(0, codes, codes_len),
                  sf_crc32c(0, w->zbuf, zlen)};
-  if ((rc = out(w, codes, codes_len, err)) || (rc = out(w, w->zbuf, zlen, err))) return rc;
+  if ((rc = out(w, codes, codes_len, err)) || (rc = out(w, w->zbuf, zlen, err)))
+    return rc;
   seg_chunk_put(w->chunks + w->nchunks++ * SEG_CHUNK_ENTRY, &e);
   w->part_chunks[partition]++;
   w->part = partition;
@@ -169,7 +178,8 @@ sf_code sf_seg_writer_add_chunk(sf_seg_writer *w, uint32_t partition, const sf_r
                                 const uint8_t *codes, uint32_t n, sf_err *err) {
   sf_code rc = check_append(w, partition, err);
   if (rc || n == 0) return rc;
-  if (!ids || !codes) return sf_err_set(err, SF_EINVAL, "%s: NULL ids or codes", w->tmp.path);
+  if (!ids || !codes)
+    return sf_err_set(err, SF_EINVAL, "%s: NULL ids or codes", w->tmp.path);
   for (uint32_t i = 1; i < n; i++)
     if (ids[i] <= ids[i - 1])
       return sf_err_set(err, SF_EINVAL,
@@ -177,7 +187,8 @@ sf_code sf_seg_writer_add_chunk(sf_seg_writer *w, uint32_t partition, const sf_r
                         w->tmp.path, partition, i);
   for (uint32_t i = 0; i < n; i += SF_SEG_MAX_CHUNK_ROWS) {
     uint32_t m = n - i < SF_SEG_MAX_CHUNK_ROWS ? n - i : SF_SEG_MAX_CHUNK_ROWS;
-    if ((rc = write_chunk(w, partition, ids + i, codes + (uint64_t)i * w->p.code_size, m, err)))
+    if ((rc = write_chunk(w, partition, ids + i, codes + (uint64_t)i * w->p.code_size, m,
+                          err)))
       return rc;
   }
   return SF_OK;
@@ -225,7 +236,8 @@ static sf_code copy_range(sf_seg_writer *w, const sf_seg_reader *src, uint64_t o
   if (!w->no_cfr && getenv("SF_FAULT_NO_COPY_FILE_RANGE")) w->no_cfr = 1;
   loff_t in = (loff_t)off;
   while (len && !w->no_cfr) {
-    ssize_t n = copy_file_range(sf_seg_reader_fd(src), &in, w->tmp.fd, NULL, (size_t)len, 0);
+    ssize_t n =
+        copy_file_range(sf_seg_reader_fd(src), &in, w->tmp.fd, NULL, (size_t)len, 0);
     if (n > 0) {
       len -= (uint64_t)n;
       w->off += (uint64_t)n;
@@ -263,7 +275,8 @@ sf_code sf_seg_writer_copy_partition(sf_seg_writer *w, const sf_seg_reader *src,
     for (uint64_t i = end; i < e.off; i++)
       if (data[i])
         return sf_seg_corrupt(err, sf_seg_path(src), sf_seg_get_params(src)->kind,
-                              "partition %u non-zero padding before chunk %u", partition, c);
+                              "partition %u non-zero padding before chunk %u", partition,
+                              c);
     if ((rc = sf_seg_check_chunk_crcs(src, partition, c, &e, err))) return rc;
     end = sf_seg_chunk_end(src, &e);
   }
@@ -282,14 +295,15 @@ sf_code sf_seg_writer_copy_partition(sf_seg_writer *w, const sf_seg_reader *src,
 }
 
 /* Writes bitmap, directory and footer after the data, then the header. */
-static sf_code write_tail(sf_seg_writer *w, const roaring_bitmap_t *fragments, sf_err *err) {
+static sf_code write_tail(sf_seg_writer *w, const roaring_bitmap_t *fragments,
+                          sf_err *err) {
   uint8_t *bm = NULL, *dir = NULL;
   size_t bmlen = 0;
   sf_code rc = sf_fragset_encode(fragments, &bm, &bmlen, err);
   if (rc) return sf_err_prefix(err, "%s", w->tmp.path);
   const uint64_t boff = w->off;
-  const uint64_t dlen = SEG_DIR_HEAD + (uint64_t)w->p.nlist * SEG_PART_ENTRY +
-                        w->nchunks * SEG_CHUNK_ENTRY;
+  const uint64_t dlen =
+      SEG_DIR_HEAD + (uint64_t)w->p.nlist * SEG_PART_ENTRY + w->nchunks * SEG_CHUNK_ENTRY;
   uint32_t dcrc = 0;
   if ((dir = malloc(SEG_DIR_HEAD + (size_t)w->p.nlist * SEG_PART_ENTRY)) == NULL) {
     rc = sf_err_set(err, SF_ENOMEM, "%s: out of memory for the directory", w->tmp.path);
@@ -323,7 +337,8 @@ static sf_code write_tail(sf_seg_writer *w, const roaring_bitmap_t *fragments, s
   sf_seg_header_put(h, &w->p, w->rows);
   if (pwrite(w->tmp.fd, h, sizeof h, 0) != (ssize_t)sizeof h) {
     w->broken = 1;
-    rc = sf_err_errno(err, SF_EIO, errno, "cannot write the header of %s", w->tmp.tmp_path);
+    rc = sf_err_errno(err, SF_EIO, errno, "cannot write the header of %s",
+                      w->tmp.tmp_path);
   }
 done:
   free(bm);

@@ -1,20 +1,24 @@
 /* test_crc32c.c - the CRC-32C of shard and segment blocks: standard check
  * values, incremental use, and agreement of the hardware and table paths. */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+/* cmocka.h needs these before it */
+/* clang-format off */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
 #include <cmocka.h>
+/* clang-format on */
 
 #include "core/crc32c.h"
 
 static void test_check_value_of_123456789_is_e3069283(void **state) {
   assert_int_equal(sf_crc32c(0, "123456789", 9), 0xE3069283u);
   assert_int_equal(sf_crc32c_sw(0, "123456789", 9), 0xE3069283u);
-  if (sf_crc32c_hw_available()) assert_int_equal(sf_crc32c_hw(0, "123456789", 9), 0xE3069283u);
+  if (sf_crc32c_hw_available())
+    assert_int_equal(sf_crc32c_hw(0, "123456789", 9), 0xE3069283u);
 }
 
 /* Vectors from RFC 3720 (iSCSI), appendix B.4. */
@@ -49,7 +53,8 @@ static void test_feeding_pieces_equals_one_call_at_every_split(void **state) {
   uint32_t whole = sf_crc32c(0, b, sizeof b);
   for (size_t cut = 0; cut <= sizeof b; cut++) {
     assert_int_equal(sf_crc32c(sf_crc32c(0, b, cut), b + cut, sizeof b - cut), whole);
-    assert_int_equal(sf_crc32c_sw(sf_crc32c_sw(0, b, cut), b + cut, sizeof b - cut), whole);
+    assert_int_equal(sf_crc32c_sw(sf_crc32c_sw(0, b, cut), b + cut, sizeof b - cut),
+                     whole);
   }
 }
 

@@ -1,18 +1,21 @@
 /* test_segfile.c - the shard/segment file format: what a writer writes a
  * reader reads back, a merge by verbatim copy yields the union of its
  * sources, and no damaged file is ever read silently or crashes the reader. */
+#include <dirent.h>
 #include <pthread.h>
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <dirent.h>
 
+/* cmocka.h needs these before it */
+/* clang-format off */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
 #include <cmocka.h>
+/* clang-format on */
 
 #include "core/crc32c.h"
 #include "core/segfile.h"
@@ -48,16 +51,17 @@ static int cmp_pair(const void *a, const void *b) {
 }
 
 static sf_seg_params params(sf_index_type t, uint32_t dim, uint32_t nlist, uint32_t m) {
-  sf_seg_params p = {SF_SEG_KIND_SHARD, t, SF_L2, dim, nlist,
-                     sf_seg_code_size(t, dim, m), m, 0x1234abcd5678ef01ull};
+  sf_seg_params p = {
+      SF_SEG_KIND_SHARD,    t, SF_L2, dim, nlist, sf_seg_code_size(t, dim, m), m,
+      0x1234abcd5678ef01ull};
   return p;
 }
 
 /* Writes a shard over fragments [f0, f1) of `rows` rows each; each
  * partition's rows go out in up to three add_chunk calls. Appends the
  * written pairs to *exp (if not NULL). */
-static void write_shard(const char *path, const sf_seg_params *sp, uint32_t f0, uint32_t f1,
-                        uint32_t rows, pair **exp, size_t *nexp) {
+static void write_shard(const char *path, const sf_seg_params *sp, uint32_t f0,
+                        uint32_t f1, uint32_t rows, pair **exp, size_t *nexp) {
   const uint32_t nlist = sp->nlist, cs = sp->code_size;
   size_t total = (size_t)(f1 - f0) * rows;
   sf_rowid *ids = malloc((total ? total : 1) * sizeof *ids);
@@ -76,7 +80,8 @@ static void write_shard(const char *path, const sf_seg_params *sp, uint32_t f0, 
     for (uint32_t k = 0; k < pieces; k++) {
       uint32_t m = k + 1 == pieces ? n - done : n / pieces;
       assert_int_equal(
-          sf_seg_writer_add_chunk(w, p, ids + done, codes + (size_t)done * cs, m, &err), SF_OK);
+          sf_seg_writer_add_chunk(w, p, ids + done, codes + (size_t)done * cs, m, &err),
+          SF_OK);
       done += m;
     }
     if (exp) {
@@ -85,7 +90,8 @@ static void write_shard(const char *path, const sf_seg_params *sp, uint32_t f0, 
     }
   }
   /* (this CRoaring returns NULL for an empty range) */
-  roaring_bitmap_t *b = f0 < f1 ? roaring_bitmap_from_range(f0, f1, 1) : roaring_bitmap_create();
+  roaring_bitmap_t *b =
+      f0 < f1 ? roaring_bitmap_from_range(f0, f1, 1) : roaring_bitmap_create();
   assert_int_equal(sf_seg_writer_finish(w, b, &err), SF_OK);
   roaring_bitmap_free(b);
   free(ids);
@@ -108,7 +114,8 @@ static pair *read_all(const sf_seg_reader *r, size_t *n) {
       assert_true(ch.nrows <= sf_seg_max_chunk_rows(r));
       for (uint32_t i = 0; i < ch.nrows; i++) {
         for (uint32_t j = 0; j < sp->code_size; j++)
-          assert_int_equal(ch.codes[(size_t)i * sp->code_size + j], code_byte(ch.ids[i], j));
+          assert_int_equal(ch.codes[(size_t)i * sp->code_size + j],
+                           code_byte(ch.ids[i], j));
         v[k++] = (pair){p, ch.ids[i]};
       }
       prow += ch.nrows;
@@ -145,8 +152,9 @@ static void test_roundtrip_preserves_ids_and_codes_in_every_partition(void **sta
   assert_int_equal(sf_seg_open(path, &r, &err), SF_OK);
   const sf_seg_params *gp = sf_seg_get_params(r);
   assert_true(gp->kind == sp.kind && gp->type == sp.type && gp->metric == sp.metric &&
-              gp->dim == sp.dim && gp->nlist == sp.nlist && gp->code_size == sp.code_size &&
-              gp->pq_m == sp.pq_m && gp->quantizer_checksum == sp.quantizer_checksum);
+              gp->dim == sp.dim && gp->nlist == sp.nlist &&
+              gp->code_size == sp.code_size && gp->pq_m == sp.pq_m &&
+              gp->quantizer_checksum == sp.quantizer_checksum);
   assert_int_equal(sf_seg_num_rows(r), 6 * 200);
   uint32_t major, minor, empty = 0;
   sf_seg_version(r, &major, &minor);
@@ -230,7 +238,10 @@ static void merge_three(const char *tag) {
   sf_seg_reader *src[3];
   sf_err err;
   for (int i = 0; i < 3; i++) {
-    snprintf(paths[i], sizeof paths[i], "%s", tu_path(dir, i == 0 ? "s0" : i == 1 ? "s1" : "s2"));
+    snprintf(paths[i], sizeof paths[i], "%s",
+             tu_path(dir, i == 0   ? "s0"
+                          : i == 1 ? "s1"
+                                   : "s2"));
     write_shard(paths[i], &sp, frag[i], frag[i + 1], 150 + 40 * i, &exp, &nexp);
     assert_int_equal(sf_seg_open(paths[i], &src[i], &err), SF_OK);
   }
@@ -273,7 +284,8 @@ static void test_copy_partition_of_three_shards_yields_their_union(void **state)
   merge_three("seg_merge");
 }
 
-static void test_copy_partition_without_copy_file_range_yields_the_same_union(void **state) {
+static void test_copy_partition_without_copy_file_range_yields_the_same_union(
+    void **state) {
   setenv("SF_FAULT_NO_COPY_FILE_RANGE", "1", 1);
   merge_three("seg_merge_pwrite");
   unsetenv("SF_FAULT_NO_COPY_FILE_RANGE");
@@ -317,7 +329,8 @@ static size_t count_entries(const char *dir) {
   return n;
 }
 
-static void test_writer_rejects_bad_order_and_unsorted_ids_but_stays_usable(void **state) {
+static void test_writer_rejects_bad_order_and_unsorted_ids_but_stays_usable(
+    void **state) {
   const char *dir = tu_tmpdir("seg_order"), *path = tu_path(dir, "o.sfs");
   sf_seg_params sp = params(SF_IVF_SQ, 4, 4, 0);
   sf_seg_writer *w;
@@ -364,8 +377,8 @@ static void test_writer_refuses_inconsistent_parameters(void **state) {
   const char *dir = tu_tmpdir("seg_params");
   sf_seg_params bad[5];
   for (int i = 0; i < 5; i++) bad[i] = params(SF_IVF_PQ, 16, 4, 4);
-  bad[0].code_size = 5;           /* PQ code size is m */
-  bad[1].pq_m = 3;                /* does not divide dim */
+  bad[0].code_size = 5; /* PQ code size is m */
+  bad[1].pq_m = 3;      /* does not divide dim */
   bad[2].nlist = SF_MAX_NLIST + 1;
   bad[3].dim = 0;
   bad[4].kind = (sf_seg_kind)7;
@@ -427,7 +440,8 @@ static void test_threads_share_one_reader_with_their_own_scratch(void **state) {
  * huge behind a recomputed CRC must be stopped by its bound. */
 
 static uint32_t g32(const uint8_t *p) {
-  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+         (uint32_t)p[3] << 24;
 }
 static uint64_t g64(const uint8_t *p) {
   return g32(p) | (uint64_t)g32(p + 4) << 32;
@@ -486,7 +500,8 @@ static sf_code open_and_verify(const char *path, sf_err *err, int *at_open) {
   return rc;
 }
 
-static void test_a_flipped_byte_at_every_offset_is_caught_and_names_the_file(void **state) {
+static void test_a_flipped_byte_at_every_offset_is_caught_and_names_the_file(
+    void **state) {
   const char *path = small_file("seg_flip");
   size_t n;
   uint8_t *orig = tu_read_file(path, &n), *b = malloc(n);
@@ -503,7 +518,8 @@ static void test_a_flipped_byte_at_every_offset_is_caught_and_names_the_file(voi
       if (rc == SF_OK) fail_msg("flipping byte %zu (of %zu) went unnoticed", off, n);
       if (rc != SF_ECORRUPT && rc != SF_EFORMAT)
         fail_msg("byte %zu: unexpected %s: %s", off, sf_code_name(rc), err.msg);
-      if (!strstr(err.msg, "small.sfs")) fail_msg("byte %zu: message '%s' lacks the file", off, err.msg);
+      if (!strstr(err.msg, "small.sfs"))
+        fail_msg("byte %zu: message '%s' lacks the file", off, err.msg);
       if (failed_at_open) {
         at_open++;
       } else {
@@ -585,14 +601,17 @@ static void test_a_huge_count_behind_a_valid_crc_is_stopped_by_its_bound(void **
                   : e->where == 2 ? l.dir_off
                   : e->where == 3 ? l.dir_off + 16
                                   : l.chunk_tab;
-    if (e->width == 4) p32(b + base + e->at, (uint32_t)e->value);
-    else p64(b + base + e->at, e->value);
+    if (e->width == 4)
+      p32(b + base + e->at, (uint32_t)e->value);
+    else
+      p64(b + base + e->at, e->value);
     recrc(b, n);
     tu_write_file(path, b, n);
     sf_seg_reader *r = NULL;
     sf_err err;
     sf_code rc = sf_seg_open(path, &r, &err);
-    if (rc != SF_ECORRUPT) fail_msg("%s: got %s (%s)", e->name, sf_code_name(rc), err.msg);
+    if (rc != SF_ECORRUPT)
+      fail_msg("%s: got %s (%s)", e->name, sf_code_name(rc), err.msg);
     if (!strstr(err.msg, e->expect) || !strstr(err.msg, "small.sfs"))
       fail_msg("%s: message '%s' lacks '%s'", e->name, err.msg, e->expect);
     assert_null(r);
@@ -682,7 +701,6 @@ static void test_verify_reports_a_row_whose_fragment_the_bitmap_lacks(void **sta
   assert_non_null(strstr(err.msg, "row 5 of fragment 2"));
   sf_seg_close(r);
 }
-
 
 int main(void) {
   const struct CMUnitTest tests[] = {

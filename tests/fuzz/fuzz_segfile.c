@@ -23,7 +23,8 @@
 #include "core/segfile.h"
 
 static uint32_t g32(const uint8_t *p) {
-  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+         (uint32_t)p[3] << 24;
 }
 static uint64_t g64(const uint8_t *p) {
   return g32(p) | (uint64_t)g32(p + 4) << 32;
@@ -72,7 +73,8 @@ static void read_everything(const char *path) {
       sf_seg_chunk ch;
       if (sf_seg_read_chunk(r, part, c, s, &ch, &err)) continue;
       for (uint32_t i = 0; i < ch.nrows; i++) fuzz_sink += ch.ids[i];
-      for (uint64_t i = 0; i < (uint64_t)ch.nrows * p->code_size; i++) fuzz_sink += ch.codes[i];
+      for (uint64_t i = 0; i < (uint64_t)ch.nrows * p->code_size; i++)
+        fuzz_sink += ch.codes[i];
     }
   }
   sf_seg_scratch_free(s);
@@ -109,7 +111,8 @@ static void write_seeds(const char *dir) {
     for (uint32_t p = 0; p < ps[k].nlist; p += 1 + (k == 2)) {
       uint32_t n = 3 + 5 * p + (uint32_t)k;
       for (uint32_t i = 0; i < n * ps[k].code_size; i++) codes[i] = (uint8_t)(i * 31 + p);
-      for (uint32_t i = 0; i < n; i++) /* ascending: fragment i / 8, offsets step 3 */ ids[i] = ((uint64_t)(i / 8) << 32) | (i % 8 * 3 + p);
+      for (uint32_t i = 0; i < n; i++) /* ascending: fragment i / 8, offsets step 3 */
+        ids[i] = ((uint64_t)(i / 8) << 32) | (i % 8 * 3 + p);
       sf_seg_writer_add_chunk(w, p, ids, codes, n, &err);
       sf_seg_writer_add_chunk(w, p, ids, codes, 2, &err); /* a second chunk */
     }
