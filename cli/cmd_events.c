@@ -28,18 +28,23 @@
 static void help(void) {
   printf(
       "usage: segforge events encode --type TYPE [--framing single|confluent]\n"
-      "                              [--schema-id TYPE=ID]... [--no-validate] < JSON > AVRO\n"
+      "                              [--schema-id TYPE=ID]... [--no-validate] < JSON > "
+      "AVRO\n"
       "       segforge events decode [--framing auto|single|confluent] [--type TYPE]\n"
       "                              [--schema-id TYPE=ID]... [--writer-schema FILE]...\n"
-      "                              [--envelope] [--compact] [--no-validate] < AVRO > JSON\n"
+      "                              [--envelope] [--compact] [--no-validate] < AVRO > "
+      "JSON\n"
       "       segforge events schema --type TYPE [--canonical | --fingerprint]\n\n"
       "TYPE is ShardStaged, SegmentsCommitted or ShardRejected. One event per run.\n"
-      "encode writes the single-object encoding (C3 01 + CRC-64-AVRO fingerprint), or the\n"
+      "encode writes the single-object encoding (C3 01 + CRC-64-AVRO fingerprint), or "
+      "the\n"
       "Confluent wire format (00 + schema id) when --schema-id gives an id for TYPE.\n"
-      "decode accepts both (--framing restricts it), resolves events written with an older\n"
+      "decode accepts both (--framing restricts it), resolves events written with an "
+      "older\n"
       "registered schema (or one given with --writer-schema) into the current version,\n"
       "and prints JSON: fragment sets as range lists such as \"0-63,70\". --type makes\n"
-      "decode refuse other event types, as a consumer of one topic would; --envelope wraps\n"
+      "decode refuse other event types, as a consumer of one topic would; --envelope "
+      "wraps\n"
       "the fields with the type and writer schema. A rejected event exits 1 with its\n"
       "reason code (DECODE_ERROR, UNKNOWN_SCHEMA, INVALID_FIELD, PATH_ESCAPE).\n");
 }
@@ -53,7 +58,8 @@ static sf_code slurp(FILE *f, const char *what, uint8_t **out, size_t *len, sf_e
     if (n == cap) {
       if (cap >= MAX_INPUT) {
         free(buf);
-        return sf_err_set(err, SF_ELIMIT, "%s is larger than %u MiB", what, MAX_INPUT >> 20);
+        return sf_err_set(err, SF_ELIMIT, "%s is larger than %u MiB", what,
+                          MAX_INPUT >> 20);
       }
       uint8_t *nb = realloc(buf, cap *= 2);
       if (!nb) {
@@ -153,9 +159,9 @@ static int do_decode(opts *o) {
     const sf_schema *s = sf_event_decoder_last_schema(dec);
     char fp[20];
     snprintf(fp, sizeof fp, "%016" PRIx64, s->fingerprint);
-    json_t *w = json_pack("{s:s, s:s, s:s, s:b, s:o}", "type", sf_event_type_name(ev.type),
-                          "writer_schema", s->origin, "fingerprint", fp, "current",
-                          s->current, "event", j);
+    json_t *w = json_pack("{s:s, s:s, s:s, s:b, s:o}", "type",
+                          sf_event_type_name(ev.type), "writer_schema", s->origin,
+                          "fingerprint", fp, "current", s->current, "event", j);
     j = w;
   }
   if (!j) {
@@ -180,8 +186,10 @@ done:
 static int do_schema(opts *o) {
   if (!o->have_type) return cli_usage("events schema", "--type TYPE is required");
   const sf_schema *s = sf_schema_current(o->set, o->type);
-  if (o->fingerprint) printf("%016" PRIx64 "\n", s->fingerprint);
-  else printf("%s\n", o->canonical ? s->canonical : s->json);
+  if (o->fingerprint)
+    printf("%016" PRIx64 "\n", s->fingerprint);
+  else
+    printf("%s\n", o->canonical ? s->canonical : s->json);
   return fflush(stdout) ? 1 : 0;
 }
 
@@ -200,20 +208,25 @@ static sf_code add_writer_schema(sf_schema_set *set, const char *path, sf_err *e
 }
 
 int cli_cmd_events(int argc, char **argv) {
-  static const struct option longopts[] = {
-      {"type", required_argument, 0, 't'},      {"framing", required_argument, 0, 'f'},
-      {"schema-id", required_argument, 0, 'i'}, {"writer-schema", required_argument, 0, 'w'},
-      {"no-validate", no_argument, 0, 'n'},     {"envelope", no_argument, 0, 'e'},
-      {"compact", no_argument, 0, 'c'},         {"canonical", no_argument, 0, 'C'},
-      {"fingerprint", no_argument, 0, 'F'},     {"help", no_argument, 0, 'h'},
-      {0, 0, 0, 0}};
+  static const struct option longopts[] = {{"type", required_argument, 0, 't'},
+                                           {"framing", required_argument, 0, 'f'},
+                                           {"schema-id", required_argument, 0, 'i'},
+                                           {"writer-schema", required_argument, 0, 'w'},
+                                           {"no-validate", no_argument, 0, 'n'},
+                                           {"envelope", no_argument, 0, 'e'},
+                                           {"compact", no_argument, 0, 'c'},
+                                           {"canonical", no_argument, 0, 'C'},
+                                           {"fingerprint", no_argument, 0, 'F'},
+                                           {"help", no_argument, 0, 'h'},
+                                           {0, 0, 0, 0}};
   if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
     help();
     return argc < 2 ? 2 : 0;
   }
   opts o = {.sub = argv[1]};
   if (strcmp(o.sub, "encode") && strcmp(o.sub, "decode") && strcmp(o.sub, "schema"))
-    return cli_usage("events", "unknown subcommand '%s': use encode, decode or schema", o.sub);
+    return cli_usage("events", "unknown subcommand '%s': use encode, decode or schema",
+                     o.sub);
   sf_err err = {0};
   if (sf_schema_set_new(&o.set, &err)) return cli_fail("events", &err);
   int status = -1, c;
@@ -222,19 +235,43 @@ int cli_cmd_events(int argc, char **argv) {
   while (status < 0 && (c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
     sf_code rc = SF_OK;
     switch (c) {
-      case 't': rc = sf_event_type_parse(optarg, &o.type, &err), o.have_type = true; break;
-      case 'f': rc = sf_framing_parse(optarg, &o.framing, &err); break;
-      case 'i': rc = sf_schema_set_parse_id(o.set, optarg, &err); break;
-      case 'w': rc = add_writer_schema(o.set, optarg, &err); break;
-      case 'n': o.no_validate = true; break;
-      case 'e': o.envelope = true; break;
-      case 'c': o.compact = true; break;
-      case 'C': o.canonical = true; break;
-      case 'F': o.fingerprint = true; break;
-      case 'h': help(); status = 0; break;
-      default: status = cli_usage("events", "unknown option (see segforge events --help)");
+      case 't':
+        rc = sf_event_type_parse(optarg, &o.type, &err), o.have_type = true;
+        break;
+      case 'f':
+        rc = sf_framing_parse(optarg, &o.framing, &err);
+        break;
+      case 'i':
+        rc = sf_schema_set_parse_id(o.set, optarg, &err);
+        break;
+      case 'w':
+        rc = add_writer_schema(o.set, optarg, &err);
+        break;
+      case 'n':
+        o.no_validate = true;
+        break;
+      case 'e':
+        o.envelope = true;
+        break;
+      case 'c':
+        o.compact = true;
+        break;
+      case 'C':
+        o.canonical = true;
+        break;
+      case 'F':
+        o.fingerprint = true;
+        break;
+      case 'h':
+        help();
+        status = 0;
+        break;
+      default:
+        status = cli_usage("events", "unknown option (see segforge events --help)");
     }
-    if (rc) status = rc == SF_EIO ? cli_fail("events", &err) : cli_usage("events", "%s", err.msg);
+    if (rc)
+      status =
+          rc == SF_EIO ? cli_fail("events", &err) : cli_usage("events", "%s", err.msg);
   }
   if (status < 0 && optind < argc)
     status = cli_usage("events", "unexpected argument '%s'", argv[optind]);
@@ -242,8 +279,10 @@ int cli_cmd_events(int argc, char **argv) {
     if (!strcmp(o.sub, "encode"))
       status = o.have_type ? do_encode(&o)
                            : cli_usage("events encode", "--type TYPE is required");
-    else if (!strcmp(o.sub, "decode")) status = do_decode(&o);
-    else status = do_schema(&o);
+    else if (!strcmp(o.sub, "decode"))
+      status = do_decode(&o);
+    else
+      status = do_schema(&o);
   }
   sf_schema_set_free(o.set);
   return status;

@@ -10,19 +10,22 @@
 #include "event_decode.h"
 
 #include <avro.h>
+#include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/fragset.h"
+#include "consumer/event_fields.h"
 #include "schemas/avrobin.h"
 
 /* avro-c state for one writer schema, created on first use and reused. */
 typedef struct {
   bool ready;
-  avro_value_iface_t *resolver; /* older versions: writer -> current */
-  avro_value_t resolved;        /* read into this; it fills reader[type] */
+  avro_value_iface_t *cls;      /* the current schema minus fields the writer lacks */
+  avro_value_t value;           /* ... an instance: the getters read this */
+  avro_value_iface_t *resolver; /* writer -> that schema */
+  avro_value_t resolved;        /* read into this; it fills `value` */
 } writer_state;
 
 struct sf_event_decoder {
@@ -34,30 +37,10 @@ struct sf_event_decoder {
   avro_reader_t reader;
   avro_value_iface_t *reader_iface[SF_EVENT_TYPE_COUNT];
   avro_value_t reader_value[SF_EVENT_TYPE_COUNT]; /* current-schema values */
+  json_t *current_json[SF_EVENT_TYPE_COUNT];      /* for the fields' defaults */
   writer_state *writers;                          /* one per schema of the set */
   size_t nwriters;
 };
-
-static sf_code reject(sf_event_reason *reason, sf_event_reason r, sf_err *err,
-                      const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-
-static sf_code reject(sf_event_reason *reason, sf_event_reason r, sf_err *err,
-                      const char *fmt, ...) {
-  if (reason) *reason = r;
-  if (err) {
-    va_list ap;
-    va_start(ap, fmt);
-    err->code = SF_EDECODE;
-    vsnprintf(err->msg, sizeof err->msg, fmt, ap);
-    va_end(ap);
-  }
-  return SF_EDECODE;
-}
-
-static sf_code oom(sf_event_reason *reason, sf_err *err, const char *what) {
-  if (reason) *reason = SF_REASON_NONE;
-  return sf_err_set(err, SF_ENOMEM, "out of memory decoding %s", what);
-}
 
 /* ---- framing ---------------------------------------------------------------- */
 
@@ -67,53 +50,61 @@ sf_code sf_event_decode_header(const sf_schema_set *set, sf_framing framing,
   const uint8_t *b = buf;
   *schema = NULL;
   if (len == 0)
-    return reject(reason, SF_REASON_DECODE_ERROR, err, "the event is empty (0 bytes)");
+    return sf_evfield_reject(reason, SF_REASON_DECODE_ERROR, err,
+                             "the event is empty (0 bytes)");
   bool single = len >= 2 && b[0] == 0xC3 && b[1] == 0x01, confluent = b[0] == 0x00;
   if (framing == SF_FRAMING_SINGLE && !single)
-    return reject(reason, SF_REASON_DECODE_ERROR, err,
-                  "the event does not start with the single-object marker C3 01 (first "
-                  "byte 0x%02x)%s",
-                  b[0], confluent ? "; it looks Confluent-framed: use --framing confluent" : "");
+    return sf_evfield_reject(
+        reason, SF_REASON_DECODE_ERROR, err,
+        "the event does not start with the single-object marker C3 01 (first "
+        "byte 0x%02x)%s",
+        b[0], confluent ? "; it looks Confluent-framed: use --framing confluent" : "");
   if (framing == SF_FRAMING_CONFLUENT && !confluent)
-    return reject(reason, SF_REASON_DECODE_ERROR, err,
-                  "the event does not start with the Confluent magic byte 00 (first byte "
-                  "0x%02x)%s",
-                  b[0], single ? "; it looks single-object encoded: use --framing single" : "");
+    return sf_evfield_reject(
+        reason, SF_REASON_DECODE_ERROR, err,
+        "the event does not start with the Confluent magic byte 00 (first byte "
+        "0x%02x)%s",
+        b[0], single ? "; it looks single-object encoded: use --framing single" : "");
   if (single) {
     if (len < SF_SINGLE_OBJECT_HEADER)
-      return reject(reason, SF_REASON_DECODE_ERROR, err,
-                    "the event is %zu bytes, shorter than the 10-byte single-object header",
-                    len);
+      return sf_evfield_reject(
+          reason, SF_REASON_DECODE_ERROR, err,
+          "the event is %zu bytes, shorter than the 10-byte single-object header", len);
     uint64_t fp = 0;
     for (int i = 0; i < 8; i++) fp |= (uint64_t)b[2 + i] << (8 * i);
     *schema = sf_schema_by_fingerprint(set, fp);
     if (!*schema)
-      return reject(reason, SF_REASON_UNKNOWN_SCHEMA, err,
-                    "no registered schema has fingerprint %016llx: the writer used a schema "
-                    "this program does not know (register it as an older version, or "
-                    "upgrade)",
-                    (unsigned long long)fp);
+      return sf_evfield_reject(
+          reason, SF_REASON_UNKNOWN_SCHEMA, err,
+          "no registered schema has fingerprint %016llx: the writer used a schema "
+          "this program does not know (register it as an older version, or "
+          "upgrade)",
+          (unsigned long long)fp);
     *header_len = SF_SINGLE_OBJECT_HEADER;
     return SF_OK;
   }
   if (confluent) {
     if (len < SF_CONFLUENT_HEADER)
-      return reject(reason, SF_REASON_DECODE_ERROR, err,
-                    "the event is %zu bytes, shorter than the 5-byte Confluent header", len);
-    uint32_t id = (uint32_t)b[1] << 24 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 8 | b[4];
+      return sf_evfield_reject(
+          reason, SF_REASON_DECODE_ERROR, err,
+          "the event is %zu bytes, shorter than the 5-byte Confluent header", len);
+    uint32_t id =
+        (uint32_t)b[1] << 24 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 8 | b[4];
     *schema = sf_schema_by_id(set, id);
     if (!*schema)
-      return reject(reason, SF_REASON_UNKNOWN_SCHEMA, err,
-                    "schema id %u is not configured: map it to an event type (e.g. "
-                    "--schema-id ShardStaged=%u)",
-                    id, id);
+      return sf_evfield_reject(
+          reason, SF_REASON_UNKNOWN_SCHEMA, err,
+          "schema id %u is not configured: map it to an event type (e.g. "
+          "--schema-id ShardStaged=%u)",
+          id, id);
     *header_len = SF_CONFLUENT_HEADER;
     return SF_OK;
   }
-  return reject(reason, SF_REASON_DECODE_ERROR, err,
-                "the event starts with 0x%02x%s: it is neither single-object encoded (C3 01) "
-                "nor Confluent-framed (00)",
-                b[0], len > 1 ? "" : " and has no more bytes");
+  return sf_evfield_reject(
+      reason, SF_REASON_DECODE_ERROR, err,
+      "the event starts with 0x%02x%s: it is neither single-object encoded (C3 01) "
+      "nor Confluent-framed (00)",
+      b[0], len > 1 ? "" : " and has no more bytes");
 }
 
 /* ---- the decoder ------------------------------------------------------------ */
@@ -123,15 +114,24 @@ static const struct {
   const char *name;
   avro_type_t type;
 } staged_layout[] = {
-    {"event_id", AVRO_STRING},       {"dataset_uri", AVRO_STRING},
-    {"index_name", AVRO_STRING},     {"column", AVRO_STRING},
-    {"staging_id", AVRO_STRING},     {"shard_id", AVRO_STRING},
-    {"shard_path", AVRO_STRING},     {"shard_bytes", AVRO_INT64},
-    {"num_rows", AVRO_INT64},        {"fragments", AVRO_BYTES},
-    {"expected_fragments", AVRO_BYTES}, {"index_type", AVRO_ENUM},
-    {"metric", AVRO_ENUM},           {"dim", AVRO_INT32},
-    {"num_partitions", AVRO_INT32},  {"quantizer_checksum", AVRO_INT64},
-    {"target_segment_bytes", AVRO_UNION}, {"staged_at_ms", AVRO_INT64},
+    {"event_id", AVRO_STRING},
+    {"dataset_uri", AVRO_STRING},
+    {"index_name", AVRO_STRING},
+    {"column", AVRO_STRING},
+    {"staging_id", AVRO_STRING},
+    {"shard_id", AVRO_STRING},
+    {"shard_path", AVRO_STRING},
+    {"shard_bytes", AVRO_INT64},
+    {"num_rows", AVRO_INT64},
+    {"fragments", AVRO_BYTES},
+    {"expected_fragments", AVRO_BYTES},
+    {"index_type", AVRO_ENUM},
+    {"metric", AVRO_ENUM},
+    {"dim", AVRO_INT32},
+    {"num_partitions", AVRO_INT32},
+    {"quantizer_checksum", AVRO_INT64},
+    {"target_segment_bytes", AVRO_UNION},
+    {"staged_at_ms", AVRO_INT64},
 };
 #define STAGED_NFIELDS (sizeof staged_layout / sizeof staged_layout[0])
 
@@ -141,8 +141,12 @@ static bool enum_matches(avro_schema_t s, const char *(*name)(int), int n) {
     if (strcmp(avro_schema_enum_get(s, i), name(i))) return false;
   return true;
 }
-static const char *type_sym(int i) { return sf_index_type_name((sf_index_type)i); }
-static const char *metric_sym(int i) { return sf_metric_name((sf_metric)i); }
+static const char *type_sym(int i) {
+  return sf_index_type_name((sf_index_type)i);
+}
+static const char *metric_sym(int i) {
+  return sf_metric_name((sf_metric)i);
+}
 
 static bool fast_layout_ok(avro_schema_t s) {
   if (avro_schema_record_size(s) != STAGED_NFIELDS) return false;
@@ -165,11 +169,14 @@ void sf_event_decoder_free(sf_event_decoder *dec) {
     writer_state *w = &dec->writers[i];
     if (w->resolved.self) avro_value_decref(&w->resolved);
     if (w->resolver) avro_value_iface_decref(w->resolver);
+    if (w->value.self) avro_value_decref(&w->value);
+    if (w->cls) avro_value_iface_decref(w->cls);
   }
   free(dec->writers);
   for (unsigned t = 0; t < SF_EVENT_TYPE_COUNT; t++) {
     if (dec->reader_value[t].self) avro_value_decref(&dec->reader_value[t]);
     if (dec->reader_iface[t]) avro_value_iface_decref(dec->reader_iface[t]);
+    json_decref(dec->current_json[t]);
   }
   if (dec->reader) avro_reader_free(dec->reader);
   free(dec);
@@ -191,7 +198,8 @@ sf_code sf_event_decoder_new(const sf_schema_set *set, sf_framing framing, unsig
   for (unsigned t = 0; t < SF_EVENT_TYPE_COUNT; t++) {
     const sf_schema *s = sf_schema_current(set, (sf_event_type)t);
     dec->reader_iface[t] = avro_generic_class_from_schema(s->avro);
-    if (!dec->reader_iface[t] ||
+    dec->current_json[t] = json_loads(s->json, 0, NULL);
+    if (!dec->reader_iface[t] || !dec->current_json[t] ||
         avro_generic_value_new(dec->reader_iface[t], &dec->reader_value[t]))
       goto fail;
   }
@@ -201,45 +209,16 @@ sf_code sf_event_decoder_new(const sf_schema_set *set, sf_framing framing, unsig
   return SF_OK;
 fail:
   sf_event_decoder_free(dec);
-  return sf_err_set(err, SF_ENOMEM, "cannot create an event decoder: %s", avro_strerror());
+  return sf_err_set(err, SF_ENOMEM, "cannot create an event decoder: %s",
+                    avro_strerror());
 }
 
 const sf_schema *sf_event_decoder_last_schema(const sf_event_decoder *dec) {
   return dec->last;
 }
 
-bool sf_event_decoder_has_fast_path(const sf_event_decoder *dec) { return dec->fast; }
-
-/* ---- field conversion, shared by both readers -------------------------------- */
-
-typedef struct {
-  const char *ev; /* record name for messages */
-  sf_event_reason *reason;
-  sf_err *err;
-} conv;
-
-static sf_code conv_str(conv *c, const char *field, const char *s, size_t n, char **out) {
-  if (memchr(s, 0, n))
-    return reject(c->reason, SF_REASON_INVALID_FIELD, c->err,
-                  "%s.%s contains a NUL byte at %zu", c->ev, field,
-                  (size_t)((const char *)memchr(s, 0, n) - s));
-  char *d = malloc(n + 1);
-  if (!d) return oom(c->reason, c->err, field);
-  memcpy(d, s, n);
-  d[n] = 0;
-  *out = d;
-  return SF_OK;
-}
-
-static sf_code conv_bitmap(conv *c, const char *field, const void *b, size_t n,
-                           roaring_bitmap_t **out) {
-  char what[96];
-  snprintf(what, sizeof what, "%s.%s", c->ev, field);
-  if (sf_fragset_decode(b, n, what, out, c->err) == SF_OK) return SF_OK;
-  if (c->err && c->err->code == SF_ENOMEM) return oom(c->reason, c->err, field);
-  if (c->reason) *c->reason = SF_REASON_INVALID_FIELD;
-  if (c->err) c->err->code = SF_EDECODE;
-  return SF_EDECODE;
+bool sf_event_decoder_has_fast_path(const sf_event_decoder *dec) {
+  return dec->fast;
 }
 
 #define TRY(x)                    \
@@ -274,7 +253,8 @@ static sf_code fast_staged(const uint8_t *buf, size_t len, sf_shard_staged *e,
   if (itype < 0 || itype > 2) goto bad_index;
   if (++k, sf_avrobin_int(&r, &metric)) goto truncated;
   if (metric < 0 || metric > 2) goto bad_index;
-  if ((++k, sf_avrobin_int(&r, &e->dim)) || (++k, sf_avrobin_int(&r, &e->num_partitions)) ||
+  if ((++k, sf_avrobin_int(&r, &e->dim)) ||
+      (++k, sf_avrobin_int(&r, &e->num_partitions)) ||
       (++k, sf_avrobin_long(&r, (int64_t *)&e->quantizer_checksum)) ||
       (++k, sf_avrobin_long(&r, &branch)))
     goto truncated;
@@ -283,240 +263,93 @@ static sf_code fast_staged(const uint8_t *buf, size_t len, sf_shard_staged *e,
   if (branch == 1 && sf_avrobin_long(&r, &e->target_segment_bytes)) goto truncated;
   if (++k, sf_avrobin_long(&r, &e->staged_at_ms)) goto truncated;
   if (r.p != r.end)
-    return reject(reason, SF_REASON_DECODE_ERROR, err,
-                  "ShardStaged has %zu trailing bytes after the datum (%zu bytes)",
-                  (size_t)(r.end - r.p), (size_t)(r.p - r.start));
+    return sf_evfield_reject(
+        reason, SF_REASON_DECODE_ERROR, err,
+        "ShardStaged has %zu trailing bytes after the datum (%zu bytes)",
+        (size_t)(r.end - r.p), (size_t)(r.p - r.start));
   e->index_type = (sf_index_type)itype;
   e->metric = (sf_metric)metric;
   /* Pass 2: conversion, in schema order. */
-  conv c = {"ShardStaged", reason, err};
-  char **strs[7] = {&e->event_id, &e->dataset_uri, &e->index_name, &e->column,
-                    &e->staging_id, &e->shard_id, &e->shard_path};
-  for (k = 0; k < 7; k++) TRY(conv_str(&c, staged_layout[k].name, (const char *)s[k].p, s[k].n, strs[k]));
-  TRY(conv_bitmap(&c, "fragments", frag.p, frag.n, &e->fragments));
-  TRY(conv_bitmap(&c, "expected_fragments", expect.p, expect.n, &e->expected_fragments));
+  sf_evfield_conv c = {"ShardStaged", reason, err};
+  char **strs[7] = {&e->event_id,   &e->dataset_uri, &e->index_name, &e->column,
+                    &e->staging_id, &e->shard_id,    &e->shard_path};
+  for (k = 0; k < 7; k++)
+    TRY(sf_evfield_str(&c, staged_layout[k].name, (const char *)s[k].p, s[k].n, strs[k]));
+  TRY(sf_evfield_bitmap(&c, "fragments", frag.p, frag.n, &e->fragments));
+  TRY(sf_evfield_bitmap(&c, "expected_fragments", expect.p, expect.n,
+                        &e->expected_fragments));
   return SF_OK;
 truncated:
-  return reject(reason, SF_REASON_DECODE_ERROR, err,
-                "ShardStaged datum is truncated or malformed in field '%s' at datum byte %zu "
-                "of %zu",
-                staged_layout[k].name, (size_t)(r.p - r.start), len);
+  return sf_evfield_reject(
+      reason, SF_REASON_DECODE_ERROR, err,
+      "ShardStaged datum is truncated or malformed in field '%s' at datum byte %zu "
+      "of %zu",
+      staged_layout[k].name, (size_t)(r.p - r.start), len);
 bad_index:
-  return reject(reason, SF_REASON_DECODE_ERROR, err,
-                "ShardStaged datum has an enum or union index out of range in field '%s' at "
-                "datum byte %zu of %zu",
-                staged_layout[k].name, (size_t)(r.p - r.start), len);
+  return sf_evfield_reject(
+      reason, SF_REASON_DECODE_ERROR, err,
+      "ShardStaged datum has an enum or union index out of range in field '%s' at "
+      "datum byte %zu of %zu",
+      staged_layout[k].name, (size_t)(r.p - r.start), len);
 }
 
-/* ---- the avro-c reader ------------------------------------------------------- */
-
-typedef struct {
-  conv c;
-  avro_value_t *rec;
-} getter;
-
-static avro_value_t *fld(getter *g, const char *name, avro_value_t *tmp) {
-  return avro_value_get_by_name(g->rec, name, tmp, NULL) ? NULL : tmp;
-}
-
-/* A field the current schema lacks: the code and the .avsc disagree. */
-static sf_code missing(getter *g, const char *name) {
-  return reject(g->c.reason, SF_REASON_DECODE_ERROR, g->c.err,
-                "%s.%s cannot be read: %s", g->c.ev, name, avro_strerror());
-}
-
-static sf_code get_str(getter *g, const char *name, char **out) {
-  avro_value_t v;
-  const char *s;
-  size_t n;
-  if (!fld(g, name, &v) || avro_value_get_string(&v, &s, &n)) return missing(g, name);
-  return conv_str(&g->c, name, s, n ? n - 1 : 0, out); /* n counts avro-c's NUL */
-}
-
-static sf_code get_long(getter *g, const char *name, int64_t *out) {
-  avro_value_t v;
-  return fld(g, name, &v) && !avro_value_get_long(&v, out) ? SF_OK : missing(g, name);
-}
-
-static sf_code get_int(getter *g, const char *name, int32_t *out) {
-  avro_value_t v;
-  return fld(g, name, &v) && !avro_value_get_int(&v, out) ? SF_OK : missing(g, name);
-}
-
-static sf_code get_blob(getter *g, const char *name, const void **b, size_t *n) {
-  avro_value_t v;
-  return fld(g, name, &v) && !avro_value_get_bytes(&v, b, n) ? SF_OK : missing(g, name);
-}
-
-static sf_code get_bitmap(getter *g, const char *name, roaring_bitmap_t **out) {
-  const void *b;
-  size_t n;
-  TRY(get_blob(g, name, &b, &n));
-  return conv_bitmap(&g->c, name, b, n, out);
-}
-
-static sf_code get_symbol(getter *g, const char *name, const char **sym) {
-  avro_value_t v;
-  int i;
-  if (!fld(g, name, &v) || avro_value_get_enum(&v, &i)) return missing(g, name);
-  *sym = avro_schema_enum_get(avro_value_get_schema(&v), i);
-  return *sym ? SF_OK : missing(g, name);
-}
-
-/* An optional (union with null) field: *present says which branch. */
-static sf_code get_optional(getter *g, const char *name, bool *present, avro_value_t *branch) {
-  avro_value_t v;
-  if (!fld(g, name, &v) || avro_value_get_current_branch(&v, branch)) return missing(g, name);
-  *present = avro_value_get_type(branch) != AVRO_NULL;
-  return SF_OK;
-}
-
-static sf_code read_staged(getter *g, sf_shard_staged *e) {
-  const char *sym;
-  TRY(get_str(g, "event_id", &e->event_id));
-  TRY(get_str(g, "dataset_uri", &e->dataset_uri));
-  TRY(get_str(g, "index_name", &e->index_name));
-  TRY(get_str(g, "column", &e->column));
-  TRY(get_str(g, "staging_id", &e->staging_id));
-  TRY(get_str(g, "shard_id", &e->shard_id));
-  TRY(get_str(g, "shard_path", &e->shard_path));
-  TRY(get_long(g, "shard_bytes", &e->shard_bytes));
-  TRY(get_long(g, "num_rows", &e->num_rows));
-  TRY(get_bitmap(g, "fragments", &e->fragments));
-  TRY(get_bitmap(g, "expected_fragments", &e->expected_fragments));
-  TRY(get_symbol(g, "index_type", &sym));
-  if (sf_index_type_parse(sym, &e->index_type, NULL)) return missing(g, "index_type");
-  TRY(get_symbol(g, "metric", &sym));
-  if (sf_metric_parse(sym, &e->metric, NULL)) return missing(g, "metric");
-  TRY(get_int(g, "dim", &e->dim));
-  TRY(get_int(g, "num_partitions", &e->num_partitions));
-  TRY(get_long(g, "quantizer_checksum", (int64_t *)&e->quantizer_checksum));
-  avro_value_t b;
-  TRY(get_optional(g, "target_segment_bytes", &e->has_target_segment_bytes, &b));
-  if (e->has_target_segment_bytes && avro_value_get_long(&b, &e->target_segment_bytes))
-    return missing(g, "target_segment_bytes");
-  return get_long(g, "staged_at_ms", &e->staged_at_ms);
-}
-
-static sf_code read_segment(getter *g, sf_segment_info *s) {
-  TRY(get_str(g, "segment_id", &s->segment_id));
-  TRY(get_str(g, "path", &s->path));
-  TRY(get_long(g, "bytes", &s->bytes));
-  TRY(get_long(g, "num_rows", &s->num_rows));
-  TRY(get_bitmap(g, "fragments", &s->fragments));
-  avro_value_t ids, item;
-  size_t n;
-  if (!fld(g, "shard_ids", &ids) || avro_value_get_size(&ids, &n)) return missing(g, "shard_ids");
-  if (n && !(s->shard_ids = calloc(n, sizeof *s->shard_ids)))
-    return oom(g->c.reason, g->c.err, "shard_ids");
-  for (size_t i = 0; i < n; i++) {
-    if (avro_value_get_by_index(&ids, i, &item, NULL)) return missing(g, "shard_ids");
-    getter one = {g->c, &item};
-    const char *str;
-    size_t len;
-    if (avro_value_get_string(&item, &str, &len)) return missing(&one, "shard_ids");
-    TRY(conv_str(&g->c, "shard_ids[]", str, len ? len - 1 : 0, &s->shard_ids[i]));
-    s->num_shard_ids = i + 1;
-  }
-  return SF_OK;
-}
-
-static sf_code read_committed(getter *g, sf_segments_committed *e) {
-  TRY(get_str(g, "event_id", &e->event_id));
-  TRY(get_str(g, "dataset_uri", &e->dataset_uri));
-  TRY(get_str(g, "index_name", &e->index_name));
-  TRY(get_str(g, "staging_id", &e->staging_id));
-  TRY(get_long(g, "catalog_version", &e->catalog_version));
-  avro_value_t arr, item;
-  size_t n;
-  if (!fld(g, "segments", &arr) || avro_value_get_size(&arr, &n)) return missing(g, "segments");
-  if (n && !(e->segments = calloc(n, sizeof *e->segments)))
-    return oom(g->c.reason, g->c.err, "segments");
-  for (size_t i = 0; i < n; i++) {
-    if (avro_value_get_by_index(&arr, i, &item, NULL)) return missing(g, "segments");
-    getter one = {{"SegmentsCommitted.segments[]", g->c.reason, g->c.err}, &item};
-    e->num_segments = i + 1;
-    TRY(read_segment(&one, &e->segments[i]));
-  }
-  TRY(get_long(g, "total_rows", &e->total_rows));
-  TRY(get_int(g, "num_shards", &e->num_shards));
-  TRY(get_long(g, "first_staged_at_ms", &e->first_staged_at_ms));
-  return get_long(g, "committed_at_ms", &e->committed_at_ms);
-}
-
-static sf_code get_optional_str(getter *g, const char *name, char **out) {
-  bool present;
-  avro_value_t b;
-  const char *s;
-  size_t n;
-  TRY(get_optional(g, name, &present, &b));
-  if (!present) return SF_OK;
-  if (avro_value_get_string(&b, &s, &n)) return missing(g, name);
-  return conv_str(&g->c, name, s, n ? n - 1 : 0, out);
-}
-
-static sf_code read_rejected(getter *g, sf_shard_rejected *e) {
-  TRY(get_str(g, "reason", &e->reason));
-  TRY(get_str(g, "message", &e->message));
-  TRY(get_optional_str(g, "staging_id", &e->staging_id));
-  TRY(get_optional_str(g, "shard_id", &e->shard_id));
-  TRY(get_str(g, "source_topic", &e->source_topic));
-  TRY(get_int(g, "source_partition", &e->source_partition));
-  TRY(get_long(g, "source_offset", &e->source_offset));
-  const void *b;
-  size_t n;
-  TRY(get_blob(g, "original_value", &b, &n));
-  if (n) {
-    if (!(e->original_value = malloc(n))) return oom(g->c.reason, g->c.err, "original_value");
-    memcpy(e->original_value, b, n);
-  }
-  e->original_value_len = n;
-  return get_long(g, "rejected_at_ms", &e->rejected_at_ms);
-}
-
-/* Reads the datum with avro-c into dec->reader_value[type]: directly for the
- * current schema, through a resolved writer for an older one. */
+/* Reads the datum with avro-c; *value receives the record to take the fields
+ * from: dec->reader_value[type] for the current schema, or for an older one
+ * the value a resolved writer filled (see sf_schema_reader_for). */
 static sf_code read_with_avro(sf_event_decoder *dec, const sf_schema *s, const uint8_t *d,
-                         size_t n, sf_event_reason *reason, sf_err *err) {
+                              size_t n, avro_value_t **value, sf_event_reason *reason,
+                              sf_err *err) {
   sf_event_type t = s->type;
   avro_value_t *target = &dec->reader_value[t];
+  *value = target;
   if (s->index >= dec->nwriters)
     return sf_err_set(err, SF_EINVAL, "schema %s was added after the decoder was created",
                       s->origin);
   if (!s->current) {
     writer_state *w = &dec->writers[s->index];
     if (!w->ready) {
-      w->resolver = avro_resolved_writer_new(s->avro, sf_schema_current(dec->set, t)->avro);
+      avro_schema_t rs;
+      sf_err why;
+      if (sf_schema_reader_for(dec->set, s, &rs, &why) != SF_OK)
+        return sf_evfield_reject(reason, SF_REASON_UNKNOWN_SCHEMA, err, "%s", why.msg);
+      w->cls = avro_generic_class_from_schema(rs);
+      w->resolver = w->cls ? avro_resolved_writer_new(s->avro, rs) : NULL;
+      avro_schema_decref(rs);
       if (!w->resolver)
-        return reject(reason, SF_REASON_UNKNOWN_SCHEMA, err,
-                      "%s schema %s cannot be read as the current version: %s",
-                      sf_event_type_name(t), s->origin, avro_strerror());
-      if (avro_resolved_writer_new_value(w->resolver, &w->resolved))
-        return oom(reason, err, "a resolved value");
+        return sf_evfield_reject(reason, SF_REASON_UNKNOWN_SCHEMA, err,
+                                 "%s schema %s cannot be read as the current version: %s",
+                                 sf_event_type_name(t), s->origin, avro_strerror());
+      if (avro_generic_value_new(w->cls, &w->value) ||
+          avro_resolved_writer_new_value(w->resolver, &w->resolved))
+        return sf_evfield_oom(reason, err, "a resolved value");
+      avro_resolved_writer_set_dest(&w->resolved, &w->value);
       w->ready = true;
     }
-    avro_resolved_writer_set_dest(&w->resolved, target);
+    *value = &w->value;
     target = &w->resolved;
   }
-  avro_value_reset(&dec->reader_value[t]);
+  avro_value_reset(*value);
   avro_reader_memory_set_source(dec->reader, (const char *)d, (int64_t)n);
   if (avro_value_read(dec->reader, target))
-    return reject(reason, SF_REASON_DECODE_ERROR, err, "%s datum (schema %s) does not read: %s",
-                  sf_event_type_name(t), s->origin, avro_strerror());
+    return sf_evfield_reject(reason, SF_REASON_DECODE_ERROR, err,
+                             "%s datum (schema %s) does not read: %s",
+                             sf_event_type_name(t), s->origin, avro_strerror());
   return SF_OK;
 }
 
-static sf_code decode(sf_event_decoder *dec, const void *buf, size_t len, bool staged_only,
-                      sf_event *out, sf_event_reason *reason, sf_err *err) {
+static sf_code decode(sf_event_decoder *dec, const void *buf, size_t len,
+                      bool staged_only, sf_event *out, sf_event_reason *reason,
+                      sf_err *err) {
   const sf_schema *s;
   size_t hdr, used;
   dec->last = NULL;
   TRY(sf_event_decode_header(dec->set, dec->framing, buf, len, &s, &hdr, reason, err));
   dec->last = s;
   if (staged_only && s->type != SF_EVENT_SHARD_STAGED)
-    return reject(reason, SF_REASON_UNKNOWN_SCHEMA, err,
-                  "the event is a %s (schema %s); this topic carries ShardStaged events",
-                  sf_event_type_name(s->type), s->origin);
+    return sf_evfield_reject(
+        reason, SF_REASON_UNKNOWN_SCHEMA, err,
+        "the event is a %s (schema %s); this topic carries ShardStaged events",
+        sf_event_type_name(s->type), s->origin);
   const uint8_t *d = (const uint8_t *)buf + hdr;
   size_t n = len - hdr;
   out->type = s->type;
@@ -526,19 +359,17 @@ static sf_code decode(sf_event_decoder *dec, const void *buf, size_t len, bool s
   } else {
     sf_err scan_err;
     if (sf_avrobin_scan(s->avro, d, n, &used, &scan_err) != SF_OK)
-      return reject(reason, SF_REASON_DECODE_ERROR, err, "%s datum is truncated or malformed: %s",
-                    sf_event_type_name(s->type), scan_err.msg);
+      return sf_evfield_reject(reason, SF_REASON_DECODE_ERROR, err,
+                               "%s datum is truncated or malformed: %s",
+                               sf_event_type_name(s->type), scan_err.msg);
     if (used != n)
-      return reject(reason, SF_REASON_DECODE_ERROR, err,
-                    "%s has %zu trailing bytes after the datum (%zu bytes)",
-                    sf_event_type_name(s->type), n - used, used);
-    TRY(read_with_avro(dec, s, d, n, reason, err));
-    getter g = {{sf_event_type_name(s->type), reason, err}, &dec->reader_value[s->type]};
-    switch (s->type) {
-      case SF_EVENT_SHARD_STAGED: rc = read_staged(&g, &out->u.staged); break;
-      case SF_EVENT_SEGMENTS_COMMITTED: rc = read_committed(&g, &out->u.committed); break;
-      default: rc = read_rejected(&g, &out->u.rejected); break;
-    }
+      return sf_evfield_reject(reason, SF_REASON_DECODE_ERROR, err,
+                               "%s has %zu trailing bytes after the datum (%zu bytes)",
+                               sf_event_type_name(s->type), n - used, used);
+    avro_value_t *rec;
+    TRY(read_with_avro(dec, s, d, n, &rec, reason, err));
+    sf_evfield_conv c = {sf_event_type_name(s->type), reason, err};
+    rc = sf_evfield_read(s->type, c, rec, dec->current_json[s->type], out);
   }
   if (rc != SF_OK || (dec->flags & SF_DECODE_NO_VALIDATE)) return rc;
   return sf_event_validate(out, reason, err);

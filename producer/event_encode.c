@@ -46,7 +46,8 @@ sf_code sf_event_encoder_new(const sf_schema_set *set, sf_framing framing, unsig
   return SF_OK;
 oom:
   sf_event_encoder_free(enc);
-  return sf_err_set(err, SF_ENOMEM, "cannot create an event encoder: %s", avro_strerror());
+  return sf_err_set(err, SF_ENOMEM, "cannot create an event encoder: %s",
+                    avro_strerror());
 }
 
 /* ---- filling generic values ------------------------------------------------
@@ -220,20 +221,23 @@ static sf_code emit(sf_event_encoder *enc, sf_event_type type, uint8_t **out, si
   uint32_t id = 0;
   bool has_id = sf_schema_id_of(enc->set, s, &id);
   sf_framing framing = enc->framing;
-  if (framing == SF_FRAMING_AUTO) framing = has_id ? SF_FRAMING_CONFLUENT : SF_FRAMING_SINGLE;
+  if (framing == SF_FRAMING_AUTO)
+    framing = has_id ? SF_FRAMING_CONFLUENT : SF_FRAMING_SINGLE;
   if (framing == SF_FRAMING_CONFLUENT && !has_id)
     return sf_err_set(err, SF_EINVAL,
                       "the Confluent framing needs a schema id for %s: configure one "
                       "(e.g. --schema-id %s=<id>)",
                       sf_event_type_name(type), sf_event_type_name(type));
-  size_t hdr = framing == SF_FRAMING_CONFLUENT ? SF_CONFLUENT_HEADER : SF_SINGLE_OBJECT_HEADER;
+  size_t hdr =
+      framing == SF_FRAMING_CONFLUENT ? SF_CONFLUENT_HEADER : SF_SINGLE_OBJECT_HEADER;
   size_t size = 0;
   if (avro_value_sizeof(&enc->value[type], &size))
     return sf_err_set(err, SF_EINVAL, "cannot size the %s datum: %s",
                       sf_event_type_name(type), avro_strerror());
   uint8_t *buf = malloc(hdr + size);
-  if (!buf) return sf_err_set(err, SF_ENOMEM, "out of memory encoding a %s event",
-                              sf_event_type_name(type));
+  if (!buf)
+    return sf_err_set(err, SF_ENOMEM, "out of memory encoding a %s event",
+                      sf_event_type_name(type));
   if (framing == SF_FRAMING_CONFLUENT) {
     buf[0] = 0;
     for (int i = 0; i < 4; i++) buf[1 + i] = (uint8_t)(id >> (24 - 8 * i));
@@ -253,8 +257,8 @@ static sf_code emit(sf_event_encoder *enc, sf_event_type type, uint8_t **out, si
   return SF_OK;
 }
 
-static sf_code encode(sf_event_encoder *enc, const sf_event *ev, uint8_t **out, size_t *len,
-                      sf_err *err) {
+static sf_code encode(sf_event_encoder *enc, const sf_event *ev, uint8_t **out,
+                      size_t *len, sf_err *err) {
   *out = NULL;
   *len = 0;
   if (!(enc->flags & SF_ENCODE_NO_VALIDATE)) {
@@ -265,9 +269,15 @@ static sf_code encode(sf_event_encoder *enc, const sf_event *ev, uint8_t **out, 
   avro_value_reset(v); /* empties the arrays of the previous event */
   filler f = {v, sf_event_type_name(ev->type), err, 0};
   switch (ev->type) {
-    case SF_EVENT_SHARD_STAGED: fill_staged(&f, &ev->u.staged); break;
-    case SF_EVENT_SEGMENTS_COMMITTED: fill_committed(&f, &ev->u.committed); break;
-    case SF_EVENT_SHARD_REJECTED: fill_rejected(&f, &ev->u.rejected); break;
+    case SF_EVENT_SHARD_STAGED:
+      fill_staged(&f, &ev->u.staged);
+      break;
+    case SF_EVENT_SEGMENTS_COMMITTED:
+      fill_committed(&f, &ev->u.committed);
+      break;
+    case SF_EVENT_SHARD_REJECTED:
+      fill_rejected(&f, &ev->u.rejected);
+      break;
   }
   if (f.failed) return err ? err->code : SF_EINVAL;
   return emit(enc, ev->type, out, len, err);
@@ -294,8 +304,8 @@ sf_code sf_event_encode_shard_rejected(sf_event_encoder *enc, const sf_shard_rej
   return encode(enc, &ev, out, len, err);
 }
 
-sf_code sf_event_encode(sf_event_encoder *enc, const sf_event *e, uint8_t **out, size_t *len,
-                        sf_err *err) {
+sf_code sf_event_encode(sf_event_encoder *enc, const sf_event *e, uint8_t **out,
+                        size_t *len, sf_err *err) {
   if ((unsigned)e->type >= SF_EVENT_TYPE_COUNT)
     return sf_err_set(err, SF_EINVAL, "unknown event type %d", (int)e->type);
   return encode(enc, e, out, len, err);

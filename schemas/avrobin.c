@@ -32,7 +32,8 @@ int sf_avrobin_int(sf_avrobin *r, int32_t *out) {
 
 int sf_avrobin_blob(sf_avrobin *r, const uint8_t **data, size_t *len) {
   int64_t n;
-  if (sf_avrobin_long(r, &n) || n < 0 || (uint64_t)n > (uint64_t)(r->end - r->p)) return -1;
+  if (sf_avrobin_long(r, &n) || n < 0 || (uint64_t)n > (uint64_t)(r->end - r->p))
+    return -1;
   *data = r->p;
   *len = (size_t)n;
   r->p += n;
@@ -61,7 +62,8 @@ static sf_code scan(scan_ctx *c, avro_schema_t s, int depth) {
   const uint8_t *d;
   size_t n;
   switch (avro_typeof(s)) {
-    case AVRO_NULL: return SF_OK;
+    case AVRO_NULL:
+      return SF_OK;
     case AVRO_BOOLEAN:
       if (c->r.p == c->r.end) return fail(c, "datum ends inside a boolean");
       if (*c->r.p > 1) return fail(c, "boolean byte is neither 0 nor 1");
@@ -95,7 +97,8 @@ static sf_code scan(scan_ctx *c, avro_schema_t s, int depth) {
         return fail(c, "enum index is not a symbol of the schema");
       return SF_OK;
     case AVRO_UNION:
-      if (sf_avrobin_long(&c->r, &l)) return fail(c, "truncated or malformed union index");
+      if (sf_avrobin_long(&c->r, &l))
+        return fail(c, "truncated or malformed union index");
       if (l < 0 || (uint64_t)l >= avro_schema_union_size(s))
         return fail(c, "union index is not a branch of the schema");
       return scan(c, avro_schema_union_branch(s, (int)l), depth + 1);
@@ -119,7 +122,8 @@ static sf_code scan(scan_ctx *c, avro_schema_t s, int depth) {
        * bounds the loop even for arrays of null. */
       uint64_t total = 0, cap = (uint64_t)(c->r.end - c->r.start);
       for (;;) {
-        if (sf_avrobin_long(&c->r, &l)) return fail(c, "truncated or malformed block count");
+        if (sf_avrobin_long(&c->r, &l))
+          return fail(c, "truncated or malformed block count");
         if (l == 0) return SF_OK;
         if (l < 0) { /* a negative count is followed by the block's byte size */
           int64_t bytes;
@@ -137,8 +141,10 @@ static sf_code scan(scan_ctx *c, avro_schema_t s, int depth) {
         }
       }
     }
-    case AVRO_LINK: return scan(c, avro_schema_link_target(s), depth + 1);
-    default: return fail(c, "unsupported schema type");
+    case AVRO_LINK:
+      return scan(c, avro_schema_link_target(s), depth + 1);
+    default:
+      return fail(c, "unsupported schema type");
   }
 }
 

@@ -113,9 +113,15 @@ void sf_shard_rejected_clear(sf_shard_rejected *e) {
 void sf_event_clear(sf_event *e) {
   if (!e) return;
   switch (e->type) {
-    case SF_EVENT_SHARD_STAGED: sf_shard_staged_clear(&e->u.staged); break;
-    case SF_EVENT_SEGMENTS_COMMITTED: sf_segments_committed_clear(&e->u.committed); break;
-    case SF_EVENT_SHARD_REJECTED: sf_shard_rejected_clear(&e->u.rejected); break;
+    case SF_EVENT_SHARD_STAGED:
+      sf_shard_staged_clear(&e->u.staged);
+      break;
+    case SF_EVENT_SEGMENTS_COMMITTED:
+      sf_segments_committed_clear(&e->u.committed);
+      break;
+    case SF_EVENT_SHARD_REJECTED:
+      sf_shard_rejected_clear(&e->u.rejected);
+      break;
   }
 }
 
@@ -126,14 +132,17 @@ static int dup_str(char **dst, const char *src) {
   return *dst ? 0 : -1;
 }
 
-sf_code sf_shard_staged_copy(sf_shard_staged *dst, const sf_shard_staged *src, sf_err *err) {
+sf_code sf_shard_staged_copy(sf_shard_staged *dst, const sf_shard_staged *src,
+                             sf_err *err) {
   *dst = *src;
   dst->event_id = dst->dataset_uri = dst->index_name = dst->column = NULL;
   dst->staging_id = dst->shard_id = dst->shard_path = NULL;
   dst->fragments = dst->expected_fragments = NULL;
-  if (dup_str(&dst->event_id, src->event_id) || dup_str(&dst->dataset_uri, src->dataset_uri) ||
+  if (dup_str(&dst->event_id, src->event_id) ||
+      dup_str(&dst->dataset_uri, src->dataset_uri) ||
       dup_str(&dst->index_name, src->index_name) || dup_str(&dst->column, src->column) ||
-      dup_str(&dst->staging_id, src->staging_id) || dup_str(&dst->shard_id, src->shard_id) ||
+      dup_str(&dst->staging_id, src->staging_id) ||
+      dup_str(&dst->shard_id, src->shard_id) ||
       dup_str(&dst->shard_path, src->shard_path) ||
       (src->fragments && !(dst->fragments = roaring_bitmap_copy(src->fragments))) ||
       (src->expected_fragments &&
@@ -206,11 +215,11 @@ bool sf_shard_rejected_equal(const sf_shard_rejected *a, const sf_shard_rejected
 
 /* ---- validation ---------------------------------------------------------- */
 
-static sf_code bad(sf_event_reason *reason, sf_event_reason r, sf_err *err, const char *fmt,
-                   ...) __attribute__((format(printf, 4, 5)));
+static sf_code bad(sf_event_reason *reason, sf_event_reason r, sf_err *err,
+                   const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
-static sf_code bad(sf_event_reason *reason, sf_event_reason r, sf_err *err, const char *fmt,
-                   ...) {
+static sf_code bad(sf_event_reason *reason, sf_event_reason r, sf_err *err,
+                   const char *fmt, ...) {
   if (reason) *reason = r;
   if (err) {
     va_list ap;
@@ -234,15 +243,24 @@ static bool utf8_ok(const unsigned char *s, size_t n) {
     }
     size_t k;
     unsigned lo = 0x80, hi = 0xBF;
-    if (c >= 0xC2 && c <= 0xDF) k = 1;
-    else if (c == 0xE0) k = 2, lo = 0xA0;
-    else if (c >= 0xE1 && c <= 0xEC) k = 2;
-    else if (c == 0xED) k = 2, hi = 0x9F;
-    else if (c >= 0xEE && c <= 0xEF) k = 2;
-    else if (c == 0xF0) k = 3, lo = 0x90;
-    else if (c >= 0xF1 && c <= 0xF3) k = 3;
-    else if (c == 0xF4) k = 3, hi = 0x8F;
-    else return false;
+    if (c >= 0xC2 && c <= 0xDF)
+      k = 1;
+    else if (c == 0xE0)
+      k = 2, lo = 0xA0;
+    else if (c >= 0xE1 && c <= 0xEC)
+      k = 2;
+    else if (c == 0xED)
+      k = 2, hi = 0x9F;
+    else if (c >= 0xEE && c <= 0xEF)
+      k = 2;
+    else if (c == 0xF0)
+      k = 3, lo = 0x90;
+    else if (c >= 0xF1 && c <= 0xF3)
+      k = 3;
+    else if (c == 0xF4)
+      k = 3, hi = 0x8F;
+    else
+      return false;
     if (n - i - 1 < k) return false;
     if (s[i + 1] < lo || s[i + 1] > hi) return false;
     for (size_t j = 2; j <= k; j++)
@@ -265,7 +283,8 @@ static sf_code check_text(const char *ev, const char *field, const char *s, size
     return bad(reason, SF_REASON_INVALID_FIELD, err,
                "%s.%s is %zu bytes long; at most %zu are allowed", ev, field, n, max);
   if (!utf8_ok((const unsigned char *)s, n))
-    return bad(reason, SF_REASON_INVALID_FIELD, err, "%s.%s is not valid UTF-8", ev, field);
+    return bad(reason, SF_REASON_INVALID_FIELD, err, "%s.%s is not valid UTF-8", ev,
+               field);
   for (size_t i = 0; i < n; i++)
     if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
       return bad(reason, SF_REASON_INVALID_FIELD, err,
@@ -299,7 +318,8 @@ static sf_code check_id(const char *ev, const char *field, const char *s, bool n
                  s, c);
   }
   if (name && (!strcmp(s, ".") || !strcmp(s, "..")))
-    return bad(reason, SF_REASON_INVALID_FIELD, err, "%s.%s may not be '%s'", ev, field, s);
+    return bad(reason, SF_REASON_INVALID_FIELD, err, "%s.%s may not be '%s'", ev, field,
+               s);
   return SF_OK;
 }
 
@@ -313,8 +333,8 @@ static sf_code check_range(const char *ev, const char *field, int64_t v, int64_t
              ev, field, (long long)v, (long long)lo, (long long)hi);
 }
 
-sf_code sf_event_check_relpath(const char *field, const char *path, sf_event_reason *reason,
-                               sf_err *err) {
+sf_code sf_event_check_relpath(const char *field, const char *path,
+                               sf_event_reason *reason, sf_err *err) {
   if (path[0] == '/')
     return bad(reason, SF_REASON_PATH_ESCAPE, err,
                "%s '%.200s' is absolute; it must be relative to the staging root", field,
@@ -333,7 +353,8 @@ sf_code sf_event_check_relpath(const char *field, const char *path, sf_event_rea
                  path);
     if (n == 1 && p[0] == '.')
       return bad(reason, SF_REASON_INVALID_FIELD, err,
-                 "%s '%.200s' has a '.' component; write the path without it", field, path);
+                 "%s '%.200s' has a '.' component; write the path without it", field,
+                 path);
     if (!slash) return SF_OK;
     p = slash + 1;
   }
@@ -358,7 +379,8 @@ sf_code sf_shard_staged_validate(const sf_shard_staged *e, sf_event_reason *reas
                                  sf_err *err) {
   const char *ev = "ShardStaged";
   TRY(check_id(ev, "event_id", e->event_id, false, reason, err));
-  TRY(check_text(ev, "dataset_uri", e->dataset_uri, SF_EVENT_TEXT_MAX, false, reason, err));
+  TRY(check_text(ev, "dataset_uri", e->dataset_uri, SF_EVENT_TEXT_MAX, false, reason,
+                 err));
   TRY(check_id(ev, "index_name", e->index_name, true, reason, err));
   TRY(check_text(ev, "column", e->column, SF_EVENT_ID_MAX, false, reason, err));
   TRY(check_id(ev, "staging_id", e->staging_id, true, reason, err));
@@ -381,8 +403,8 @@ sf_code sf_shard_staged_validate(const sf_shard_staged *e, sf_event_reason *reas
     return rc;
   }
   if ((unsigned)e->index_type > SF_IVF_PQ)
-    return bad(reason, SF_REASON_INVALID_FIELD, err, "ShardStaged.index_type %d is unknown",
-               (int)e->index_type);
+    return bad(reason, SF_REASON_INVALID_FIELD, err,
+               "ShardStaged.index_type %d is unknown", (int)e->index_type);
   if ((unsigned)e->metric > SF_DOT)
     return bad(reason, SF_REASON_INVALID_FIELD, err, "ShardStaged.metric %d is unknown",
                (int)e->metric);
@@ -399,7 +421,8 @@ sf_code sf_segments_committed_validate(const sf_segments_committed *e,
                                        sf_event_reason *reason, sf_err *err) {
   const char *ev = "SegmentsCommitted";
   TRY(check_id(ev, "event_id", e->event_id, false, reason, err));
-  TRY(check_text(ev, "dataset_uri", e->dataset_uri, SF_EVENT_TEXT_MAX, false, reason, err));
+  TRY(check_text(ev, "dataset_uri", e->dataset_uri, SF_EVENT_TEXT_MAX, false, reason,
+                 err));
   TRY(check_id(ev, "index_name", e->index_name, true, reason, err));
   TRY(check_id(ev, "staging_id", e->staging_id, true, reason, err));
   TRY(check_range(ev, "catalog_version", e->catalog_version, 0, INT64_MAX, reason, err));
@@ -445,14 +468,17 @@ sf_code sf_shard_rejected_validate(const sf_shard_rejected *e, sf_event_reason *
                "ShardRejected.message is missing or not valid UTF-8");
   /* staging_id and shard_id are copied from an event that may itself be bad,
    * so they are only held to the UTF-8 rule. */
-  if (e->staging_id && !utf8_ok((const unsigned char *)e->staging_id, strlen(e->staging_id)))
+  if (e->staging_id &&
+      !utf8_ok((const unsigned char *)e->staging_id, strlen(e->staging_id)))
     return bad(reason, SF_REASON_INVALID_FIELD, err,
                "ShardRejected.staging_id is not valid UTF-8");
   if (e->shard_id && !utf8_ok((const unsigned char *)e->shard_id, strlen(e->shard_id)))
     return bad(reason, SF_REASON_INVALID_FIELD, err,
                "ShardRejected.shard_id is not valid UTF-8");
-  TRY(check_text(ev, "source_topic", e->source_topic, SF_EVENT_ID_MAX, false, reason, err));
-  TRY(check_range(ev, "source_partition", e->source_partition, -1, INT32_MAX, reason, err));
+  TRY(check_text(ev, "source_topic", e->source_topic, SF_EVENT_ID_MAX, false, reason,
+                 err));
+  TRY(check_range(ev, "source_partition", e->source_partition, -1, INT32_MAX, reason,
+                  err));
   TRY(check_range(ev, "source_offset", e->source_offset, -1, INT64_MAX, reason, err));
   TRY(check_range(ev, "rejected_at_ms", e->rejected_at_ms, 0, INT64_MAX, reason, err));
   return SF_OK;
@@ -460,7 +486,8 @@ sf_code sf_shard_rejected_validate(const sf_shard_rejected *e, sf_event_reason *
 
 sf_code sf_event_validate(const sf_event *e, sf_event_reason *reason, sf_err *err) {
   switch (e->type) {
-    case SF_EVENT_SHARD_STAGED: return sf_shard_staged_validate(&e->u.staged, reason, err);
+    case SF_EVENT_SHARD_STAGED:
+      return sf_shard_staged_validate(&e->u.staged, reason, err);
     case SF_EVENT_SEGMENTS_COMMITTED:
       return sf_segments_committed_validate(&e->u.committed, reason, err);
     case SF_EVENT_SHARD_REJECTED:

@@ -43,19 +43,19 @@ sf_code sf_event_type_parse(const char *s, sf_event_type *out, sf_err *err);
  * memory): the caller should retry rather than dead-letter it. */
 typedef enum sf_event_reason {
   SF_REASON_NONE = 0,
-  SF_REASON_DECODE_ERROR,     /* bad framing, truncated, trailing bytes, bad Avro */
-  SF_REASON_UNKNOWN_SCHEMA,   /* fingerprint or schema id not registered here */
-  SF_REASON_INVALID_FIELD,    /* a field breaks its rule (range, format, bitmap) */
-  SF_REASON_PATH_ESCAPE,      /* shard_path is absolute or climbs out with ".." */
-  SF_REASON_MISSING_FILE,     /* the shard file named by the event is absent */
-  SF_REASON_CORRUPT_FILE,     /* the shard file's bytes break its format */
-  SF_REASON_CHECKSUM_MISMATCH, /* the shard's quantizer is not the job's */
-  SF_REASON_PARAM_MISMATCH,   /* type, metric, dim or nlist differ from the job's */
-  SF_REASON_FRAGMENT_OVERLAP, /* a fragment is in two shards of the job */
+  SF_REASON_DECODE_ERROR,       /* bad framing, truncated, trailing bytes, bad Avro */
+  SF_REASON_UNKNOWN_SCHEMA,     /* fingerprint or schema id not registered here */
+  SF_REASON_INVALID_FIELD,      /* a field breaks its rule (range, format, bitmap) */
+  SF_REASON_PATH_ESCAPE,        /* shard_path is absolute or climbs out with ".." */
+  SF_REASON_MISSING_FILE,       /* the shard file named by the event is absent */
+  SF_REASON_CORRUPT_FILE,       /* the shard file's bytes break its format */
+  SF_REASON_CHECKSUM_MISMATCH,  /* the shard's quantizer is not the job's */
+  SF_REASON_PARAM_MISMATCH,     /* type, metric, dim or nlist differ from the job's */
+  SF_REASON_FRAGMENT_OVERLAP,   /* a fragment is in two shards of the job */
   SF_REASON_DUPLICATE_CONFLICT, /* same shard_id, other content */
-  SF_REASON_JOB_TIMEOUT,      /* the job was not complete within the timeout */
-  SF_REASON_JOB_FAILED,       /* another event of the job failed it */
-  SF_REASON_COMMIT_CONFLICT,  /* the commit lost to an incompatible one */
+  SF_REASON_JOB_TIMEOUT,        /* the job was not complete within the timeout */
+  SF_REASON_JOB_FAILED,         /* another event of the job failed it */
+  SF_REASON_COMMIT_CONFLICT,    /* the commit lost to an incompatible one */
   SF_REASON_COUNT
 } sf_event_reason;
 
@@ -84,7 +84,7 @@ typedef struct sf_shard_staged {
   sf_metric metric;
   int32_t dim;
   int32_t num_partitions;
-  uint64_t quantizer_checksum; /* an Avro long carrying the bits of a uint64 */
+  uint64_t quantizer_checksum;   /* an Avro long carrying the bits of a uint64 */
   bool has_target_segment_bytes; /* false: the union's null branch */
   int64_t target_segment_bytes;
   int64_t staged_at_ms;
@@ -145,7 +145,8 @@ void sf_event_clear(sf_event *e);
 
 /* Deep copies into *dst (which is overwritten, not cleared first); on
  * failure *dst is left cleared. The caller clears dst. */
-sf_code sf_shard_staged_copy(sf_shard_staged *dst, const sf_shard_staged *src, sf_err *err);
+sf_code sf_shard_staged_copy(sf_shard_staged *dst, const sf_shard_staged *src,
+                             sf_err *err);
 
 /* True when every field is equal (bitmaps by content). A redelivered event
  * equals the first delivery; the same shard_id with other content does not. */
@@ -166,7 +167,7 @@ sf_code sf_event_validate(const sf_event *e, sf_event_reason *reason, sf_err *er
 
 /* The path rule alone (relative, no "..", no empty or "." components), for
  * callers that build paths: SF_OK, or SF_EDECODE with the reason. */
-sf_code sf_event_check_relpath(const char *field, const char *path, sf_event_reason *reason,
-                               sf_err *err);
+sf_code sf_event_check_relpath(const char *field, const char *path,
+                               sf_event_reason *reason, sf_err *err);
 
 #endif

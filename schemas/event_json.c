@@ -11,9 +11,13 @@
 
 /* ---- to JSON ---------------------------------------------------------------- */
 
-static int add(json_t *o, const char *k, json_t *v) { return json_object_set_new(o, k, v); }
+static int add(json_t *o, const char *k, json_t *v) {
+  return json_object_set_new(o, k, v);
+}
 
-static json_t *str_or_null(const char *s) { return s ? json_string(s) : json_null(); }
+static json_t *str_or_null(const char *s) {
+  return s ? json_string(s) : json_null();
+}
 
 static json_t *bitmap_json(const roaring_bitmap_t *b) {
   if (!b) return json_null();
@@ -53,9 +57,9 @@ static json_t *staged_json(const sf_shard_staged *e) {
             add(o, "dim", json_integer(e->dim)) ||
             add(o, "num_partitions", json_integer(e->num_partitions)) ||
             add(o, "quantizer_checksum", json_string(sum)) ||
-            add(o, "target_segment_bytes", e->has_target_segment_bytes
-                                               ? json_integer(e->target_segment_bytes)
-                                               : json_null()) ||
+            add(o, "target_segment_bytes",
+                e->has_target_segment_bytes ? json_integer(e->target_segment_bytes)
+                                            : json_null()) ||
             add(o, "staged_at_ms", json_integer(e->staged_at_ms));
   if (bad) json_decref(o);
   return bad ? NULL : o;
@@ -69,7 +73,8 @@ static json_t *segment_json(const sf_segment_info *s) {
   bad = bad || add(o, "segment_id", str_or_null(s->segment_id)) ||
         add(o, "path", str_or_null(s->path)) || add(o, "bytes", json_integer(s->bytes)) ||
         add(o, "num_rows", json_integer(s->num_rows)) ||
-        add(o, "fragments", bitmap_json(s->fragments)) || add(o, "shard_ids", json_incref(ids));
+        add(o, "fragments", bitmap_json(s->fragments)) ||
+        add(o, "shard_ids", json_incref(ids));
   json_decref(ids);
   if (bad) json_decref(o);
   return bad ? NULL : o;
@@ -97,24 +102,28 @@ static json_t *committed_json(const sf_segments_committed *e) {
 
 static json_t *rejected_json(const sf_shard_rejected *e) {
   json_t *o = json_object();
-  int bad = !o || add(o, "reason", str_or_null(e->reason)) ||
-            add(o, "message", str_or_null(e->message)) ||
-            add(o, "staging_id", str_or_null(e->staging_id)) ||
-            add(o, "shard_id", str_or_null(e->shard_id)) ||
-            add(o, "source_topic", str_or_null(e->source_topic)) ||
-            add(o, "source_partition", json_integer(e->source_partition)) ||
-            add(o, "source_offset", json_integer(e->source_offset)) ||
-            add(o, "original_value", hex_json(e->original_value, e->original_value_len)) ||
-            add(o, "rejected_at_ms", json_integer(e->rejected_at_ms));
+  int bad =
+      !o || add(o, "reason", str_or_null(e->reason)) ||
+      add(o, "message", str_or_null(e->message)) ||
+      add(o, "staging_id", str_or_null(e->staging_id)) ||
+      add(o, "shard_id", str_or_null(e->shard_id)) ||
+      add(o, "source_topic", str_or_null(e->source_topic)) ||
+      add(o, "source_partition", json_integer(e->source_partition)) ||
+      add(o, "source_offset", json_integer(e->source_offset)) ||
+      add(o, "original_value", hex_json(e->original_value, e->original_value_len)) ||
+      add(o, "rejected_at_ms", json_integer(e->rejected_at_ms));
   if (bad) json_decref(o);
   return bad ? NULL : o;
 }
 
 json_t *sf_event_to_json(const sf_event *e) {
   switch (e->type) {
-    case SF_EVENT_SHARD_STAGED: return staged_json(&e->u.staged);
-    case SF_EVENT_SEGMENTS_COMMITTED: return committed_json(&e->u.committed);
-    case SF_EVENT_SHARD_REJECTED: return rejected_json(&e->u.rejected);
+    case SF_EVENT_SHARD_STAGED:
+      return staged_json(&e->u.staged);
+    case SF_EVENT_SEGMENTS_COMMITTED:
+      return committed_json(&e->u.committed);
+    case SF_EVENT_SHARD_REJECTED:
+      return rejected_json(&e->u.rejected);
   }
   return NULL;
 }
@@ -138,11 +147,13 @@ static const json_t *need(reader *r, const char *k, bool optional) {
 
 static void wrong(reader *r, const char *k, const char *expected) {
   if (!r->rc)
-    r->rc = sf_err_set(r->err, SF_EINVAL, "%s: field '%s' must be %s", r->ev, k, expected);
+    r->rc =
+        sf_err_set(r->err, SF_EINVAL, "%s: field '%s' must be %s", r->ev, k, expected);
 }
 
 static void oom(reader *r) {
-  if (!r->rc) r->rc = sf_err_set(r->err, SF_ENOMEM, "out of memory reading %s JSON", r->ev);
+  if (!r->rc)
+    r->rc = sf_err_set(r->err, SF_ENOMEM, "out of memory reading %s JSON", r->ev);
 }
 
 static char *rd_str(reader *r, const char *k, bool nullable) {
@@ -255,11 +266,25 @@ static void no_unknown(reader *r, const char *const *allowed) {
 }
 
 static void staged_from(reader *r, sf_shard_staged *e) {
-  static const char *const fields[] = {
-      "event_id", "dataset_uri", "index_name", "column", "staging_id", "shard_id",
-      "shard_path", "shard_bytes", "num_rows", "fragments", "expected_fragments",
-      "index_type", "metric", "dim", "num_partitions", "quantizer_checksum",
-      "target_segment_bytes", "staged_at_ms", NULL};
+  static const char *const fields[] = {"event_id",
+                                       "dataset_uri",
+                                       "index_name",
+                                       "column",
+                                       "staging_id",
+                                       "shard_id",
+                                       "shard_path",
+                                       "shard_bytes",
+                                       "num_rows",
+                                       "fragments",
+                                       "expected_fragments",
+                                       "index_type",
+                                       "metric",
+                                       "dim",
+                                       "num_partitions",
+                                       "quantizer_checksum",
+                                       "target_segment_bytes",
+                                       "staged_at_ms",
+                                       NULL};
   e->event_id = rd_str(r, "event_id", false);
   e->dataset_uri = rd_str(r, "dataset_uri", false);
   e->index_name = rd_str(r, "index_name", false);
@@ -272,7 +297,8 @@ static void staged_from(reader *r, sf_shard_staged *e) {
   e->fragments = rd_bitmap(r, "fragments");
   e->expected_fragments = rd_bitmap(r, "expected_fragments");
   const json_t *t = need(r, "index_type", false), *m = need(r, "metric", false);
-  if (t && !r->rc) r->rc = sf_index_type_parse(json_string_value(t), &e->index_type, r->err);
+  if (t && !r->rc)
+    r->rc = sf_index_type_parse(json_string_value(t), &e->index_type, r->err);
   if (m && !r->rc) r->rc = sf_metric_parse(json_string_value(m), &e->metric, r->err);
   e->dim = (int32_t)rd_long(r, "dim", INT32_MIN, INT32_MAX);
   e->num_partitions = (int32_t)rd_long(r, "num_partitions", INT32_MIN, INT32_MAX);
@@ -313,8 +339,9 @@ static void segment_from(reader *r, sf_segment_info *s) {
 
 static void committed_from(reader *r, sf_segments_committed *e) {
   static const char *const fields[] = {
-      "event_id", "dataset_uri", "index_name", "staging_id", "catalog_version", "segments",
-      "total_rows", "num_shards", "first_staged_at_ms", "committed_at_ms", NULL};
+      "event_id",           "dataset_uri",     "index_name", "staging_id",
+      "catalog_version",    "segments",        "total_rows", "num_shards",
+      "first_staged_at_ms", "committed_at_ms", NULL};
   e->event_id = rd_str(r, "event_id", false);
   e->dataset_uri = rd_str(r, "dataset_uri", false);
   e->index_name = rd_str(r, "index_name", false);
@@ -343,9 +370,11 @@ static void committed_from(reader *r, sf_segments_committed *e) {
 }
 
 static void rejected_from(reader *r, sf_shard_rejected *e) {
-  static const char *const fields[] = {
-      "reason", "message", "staging_id", "shard_id", "source_topic", "source_partition",
-      "source_offset", "original_value", "rejected_at_ms", NULL};
+  static const char *const fields[] = {"reason",         "message",
+                                       "staging_id",     "shard_id",
+                                       "source_topic",   "source_partition",
+                                       "source_offset",  "original_value",
+                                       "rejected_at_ms", NULL};
   e->reason = rd_str(r, "reason", false);
   e->message = rd_str(r, "message", false);
   e->staging_id = rd_str(r, "staging_id", true);
@@ -368,9 +397,15 @@ sf_code sf_event_from_json(sf_event_type type, const json_t *obj, sf_event *out,
   if (!json_is_object(obj))
     return sf_err_set(err, SF_EINVAL, "%s: the JSON must be an object of fields", r.ev);
   switch (type) {
-    case SF_EVENT_SHARD_STAGED: staged_from(&r, &out->u.staged); break;
-    case SF_EVENT_SEGMENTS_COMMITTED: committed_from(&r, &out->u.committed); break;
-    case SF_EVENT_SHARD_REJECTED: rejected_from(&r, &out->u.rejected); break;
+    case SF_EVENT_SHARD_STAGED:
+      staged_from(&r, &out->u.staged);
+      break;
+    case SF_EVENT_SEGMENTS_COMMITTED:
+      committed_from(&r, &out->u.committed);
+      break;
+    case SF_EVENT_SHARD_REJECTED:
+      rejected_from(&r, &out->u.rejected);
+      break;
   }
   if (r.rc) sf_event_clear(out);
   return r.rc;

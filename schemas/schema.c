@@ -1,13 +1,6 @@
 /*
- * schema.c - see schema.h.
- *
- * Three JSON walks over jansson trees, each in document order (the order in
- * which an Avro parser meets names, which is what decides whether a name is
- * a definition or a reference):
- *   inline_refs  replaces the first reference to a record defined in another
- *                embedded file by a copy of that definition;
- *   canon        writes the Parsing Canonical Form;
- *   record_name  finds the full name of the top-level record.
+ * schema.c - see schema.h. The JSON algorithms (inlining, canonical form,
+ * fingerprint) are in canonical.c.
  */
 #include "schema.h"
 
@@ -15,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "canonical.h"
 
 struct sf_schema_set {
   sf_schema *items[SF_SCHEMA_SET_MAX];
@@ -29,302 +24,6 @@ struct sf_schema_set {
    * for inlining named references (owned JSON). */
   json_t *library;
 };
-
-/* ---- CRC-64-AVRO ---------------------------------------------------------- */
-
-/* The specification's algorithm, bit by bit instead of with its 256-entry
- * table: fingerprints are computed once per schema at start-up, and a table
- * would be either 2 KB of magic numbers or global mutable state. */
-uint64_t sf_schema_crc64_avro(const void *buf, size_t len) {
-  const uint64_t empty = 0xc15d213aa4d7a795ULL;
-  const unsigned char *p = buf;
-  uint64_t fp = empty;
-  for (size_t i = 0; i < len; i++) {
-    fp ^= p[i];
-    for (int k = 0; k < 8; k++) fp = (fp >> 1) ^ (empty & (0 - (fp & 1)));
-  }
-  return fp;
-}
-
-/* ---- names ---------------------------------------------------------------- */
-
-static bool is_primitive(const char *t) {
-  static const char *const prims[] = {"null", "boolean", "int",    "long",
-                                      "float", "double", "bytes", "string"};
-  for (size_t i = 0; i < sizeof prims / sizeof prims[0]; i++)
-    if (!strcmp(t, prims[i])) return true;
-  return false;
-}
-
-static bool is_named(const char *t) {
-  return !strcmp(t, "record") || !strcmp(t, "error") || !strcmp(t, "enum") ||
-         !strcmp(t, "fixed");
-}
-
-/* Full name of a reference or definition `name` in namespace `ns` (spec:
- * a name containing a dot is already full). Writes into out[256]. */
-static void full_name(const char *name, const char *ns, char out[256]) {
-  if (strchr(name, '.') || !ns || !*ns) snprintf(out, 256, "%s", name);
-  else snprintf(out, 256, "%s.%s", ns, name);
-}
-
-/* Full name and namespace of a named type's definition object. */
-static void def_names(json_t *obj, const char *enclosing_ns, char full[256], char ns[256]) {
-  const char *name = json_string_value(json_object_get(obj, "name"));
-  json_t *jns = json_object_get(obj, "namespace");
-  if (!name) name = "";
-  if (strchr(name, '.')) {
-    snprintf(full, 256, "%s", name);
-  } else if (json_is_string(jns)) {
-    full_name(name, json_string_value(jns), full);
-  } else {
-    full_name(name, enclosing_ns, full);
-  }
-  snprintf(ns, 256, "%s", full);
-  char *dot = strrchr(ns, '.');
-  if (dot) *dot = 0;
-  else ns[0] = 0;
-}
-
-/* A set of names met so far in one walk (a schema has few named types). */
-typedef struct {
-  char names[32][256];
-  size_t n;
-} nameset;
-
-static bool nameset_has(const nameset *s, const char *name) {
-  for (size_t i = 0; i < s->n; i++)
-    if (!strcmp(s->names[i], name)) return true;
-  return false;
-}
-
-static int nameset_add(nameset *s, const char *name) {
-  if (nameset_has(s, name)) return 0;
-  if (s->n == sizeof s->names / sizeof s->names[0]) return -1;
-  snprintf(s->names[s->n++], 256, "%s", name);
-  return 0;
-}
-
-/* ---- inlining named references -------------------------------------------- */
-
-/* Returns the node to use in place of `node` (a new reference, or NULL when a
- * referenced name is unknown or the schema is too deep). */
-static json_t *inline_refs(json_t *node, const char *ns, json_t *library, nameset *seen,
-                           int depth) {
-  if (depth > 64) return NULL;
-  if (json_is_string(node)) {
-    const char *t = json_string_value(node);
-    char full[256];
-    if (is_primitive(t)) return json_incref(node);
-    full_name(t, ns, full);
-    if (nameset_has(seen, full)) return json_incref(node);
-    json_t *def = json_object_get(library, full);
-    if (!def) return json_incref(node); /* let the Avro parser name the error */
-    json_t *copy = json_deep_copy(def);
-    if (!copy) return NULL;
-    json_t *res = inline_refs(copy, ns, library, seen, depth + 1);
-    json_decref(copy);
-    return res;
-  }
-  if (json_is_array(node)) {
-    for (size_t i = 0; i < json_array_size(node); i++) {
-      json_t *r = inline_refs(json_array_get(node, i), ns, library, seen, depth + 1);
-      if (!r) return NULL;
-      json_array_set_new(node, i, r);
-    }
-    return json_incref(node);
-  }
-  if (!json_is_object(node)) return json_incref(node);
-  json_t *type = json_object_get(node, "type");
-  const char *t = json_string_value(type);
-  if (t && is_named(t)) {
-    char full[256], inner_ns[256];
-    def_names(node, ns, full, inner_ns);
-    if (nameset_add(seen, full)) return NULL;
-    json_t *fields = json_object_get(node, "fields");
-    for (size_t i = 0; json_is_array(fields) && i < json_array_size(fields); i++) {
-      json_t *f = json_array_get(fields, i);
-      json_t *ft = json_object_get(f, "type");
-      if (!ft) continue;
-      json_t *r = inline_refs(ft, inner_ns, library, seen, depth + 1);
-      if (!r) return NULL;
-      json_object_set_new(f, "type", r);
-    }
-    return json_incref(node);
-  }
-  const char *key = t && !strcmp(t, "array") ? "items" : t && !strcmp(t, "map") ? "values"
-                                                                                 : "type";
-  json_t *child = json_object_get(node, key);
-  if (child) {
-    json_t *r = inline_refs(child, ns, library, seen, depth + 1);
-    if (!r) return NULL;
-    json_object_set_new(node, key, r);
-  }
-  return json_incref(node);
-}
-
-/* ---- Parsing Canonical Form ------------------------------------------------ */
-
-typedef struct {
-  char *buf;
-  size_t len, cap;
-  int failed;
-} sbuf;
-
-static void put(sbuf *b, const char *s) {
-  size_t n = strlen(s);
-  if (b->failed) return;
-  if (b->len + n + 1 > b->cap) {
-    size_t cap = (b->len + n + 1) * 2;
-    char *nb = realloc(b->buf, cap);
-    if (!nb) {
-      b->failed = 1;
-      return;
-    }
-    b->buf = nb;
-    b->cap = cap;
-  }
-  memcpy(b->buf + b->len, s, n + 1);
-  b->len += n;
-}
-
-/* [STRINGS]: a JSON string with only the escapes JSON requires; non-ASCII
- * UTF-8 is written as is. Avro names are [A-Za-z0-9_.] anyway. */
-static void put_str(sbuf *b, const char *s) {
-  put(b, "\"");
-  for (const char *p = s; *p; p++) {
-    char tmp[8];
-    unsigned char c = (unsigned char)*p;
-    if (c == '"' || c == '\\') snprintf(tmp, sizeof tmp, "\\%c", c);
-    else if (c < 0x20) snprintf(tmp, sizeof tmp, "\\u%04x", c);
-    else tmp[0] = (char)c, tmp[1] = 0;
-    put(b, tmp);
-  }
-  put(b, "\"");
-}
-
-/* Writes the canonical form of `node`; returns -1 on a malformed schema. The
- * attribute order is the specification's: name, type, fields, symbols,
- * items, values, size; everything else (doc, default, aliases, namespace,
- * logicalType, order, ...) is stripped, and names become full names. */
-static int canon(sbuf *b, json_t *node, const char *ns, nameset *seen, int depth) {
-  if (depth > 64) return -1;
-  if (json_is_string(node)) {
-    const char *t = json_string_value(node);
-    char full[256];
-    if (is_primitive(t)) {
-      put_str(b, t);
-    } else {
-      full_name(t, ns, full);
-      put_str(b, full);
-    }
-    return 0;
-  }
-  if (json_is_array(node)) {
-    put(b, "[");
-    for (size_t i = 0; i < json_array_size(node); i++) {
-      if (i) put(b, ",");
-      if (canon(b, json_array_get(node, i), ns, seen, depth + 1)) return -1;
-    }
-    put(b, "]");
-    return 0;
-  }
-  if (!json_is_object(node)) return -1;
-  json_t *type = json_object_get(node, "type");
-  const char *t = json_string_value(type);
-  if (!t) return canon(b, type, ns, seen, depth + 1); /* {"type": {...}} or [...] */
-  if (is_primitive(t)) {                               /* [PRIMITIVES] */
-    put_str(b, t);
-    return 0;
-  }
-  if (is_named(t)) {
-    char full[256], inner_ns[256];
-    def_names(node, ns, full, inner_ns);
-    if (nameset_has(seen, full)) { /* a second definition: not a valid schema */
-      return -1;
-    }
-    if (nameset_add(seen, full)) return -1;
-    put(b, "{\"name\":");
-    put_str(b, full);
-    put(b, ",\"type\":");
-    put_str(b, t);
-    if (!strcmp(t, "enum")) {
-      json_t *syms = json_object_get(node, "symbols");
-      if (!json_is_array(syms)) return -1;
-      put(b, ",\"symbols\":[");
-      for (size_t i = 0; i < json_array_size(syms); i++) {
-        const char *s = json_string_value(json_array_get(syms, i));
-        if (!s) return -1;
-        if (i) put(b, ",");
-        put_str(b, s);
-      }
-      put(b, "]");
-    } else if (!strcmp(t, "fixed")) {
-      json_t *size = json_object_get(node, "size");
-      if (!json_is_integer(size)) return -1;
-      char tmp[32]; /* [INTEGERS] */
-      snprintf(tmp, sizeof tmp, ",\"size\":%lld", (long long)json_integer_value(size));
-      put(b, tmp);
-    } else {
-      json_t *fields = json_object_get(node, "fields");
-      if (!json_is_array(fields)) return -1;
-      put(b, ",\"fields\":[");
-      for (size_t i = 0; i < json_array_size(fields); i++) {
-        json_t *f = json_array_get(fields, i);
-        const char *fname = json_string_value(json_object_get(f, "name"));
-        json_t *ft = json_object_get(f, "type");
-        if (!fname || !ft) return -1;
-        if (i) put(b, ",");
-        put(b, "{\"name\":");
-        put_str(b, fname);
-        put(b, ",\"type\":");
-        if (canon(b, ft, inner_ns, seen, depth + 1)) return -1;
-        put(b, "}");
-      }
-      put(b, "]");
-    }
-    put(b, "}");
-    return 0;
-  }
-  if (!strcmp(t, "array") || !strcmp(t, "map")) {
-    bool arr = !strcmp(t, "array");
-    json_t *child = json_object_get(node, arr ? "items" : "values");
-    if (!child) return -1;
-    put(b, arr ? "{\"type\":\"array\",\"items\":" : "{\"type\":\"map\",\"values\":");
-    if (canon(b, child, ns, seen, depth + 1)) return -1;
-    put(b, "}");
-    return 0;
-  }
-  /* {"type": "SomeName"}: a reference in object form. */
-  return canon(b, type, ns, seen, depth + 1);
-}
-
-static sf_code canonical_of(json_t *root, char **out, sf_err *err) {
-  sbuf b = {0};
-  nameset *seen = calloc(1, sizeof *seen);
-  if (!seen) return sf_err_set(err, SF_ENOMEM, "out of memory canonicalising a schema");
-  int rc = canon(&b, root, "", seen, 0);
-  free(seen);
-  if (rc || b.failed || !b.buf) {
-    free(b.buf);
-    return b.failed ? sf_err_set(err, SF_ENOMEM, "out of memory canonicalising a schema")
-                    : sf_err_set(err, SF_EINVAL,
-                                 "the schema is malformed (a named type without name, "
-                                 "fields or symbols, or defined twice)");
-  }
-  *out = b.buf;
-  return SF_OK;
-}
-
-sf_code sf_schema_canonical(const char *json, size_t len, char **out, sf_err *err) {
-  json_error_t je;
-  json_t *root = json_loadb(json, len, JSON_DECODE_ANY, &je);
-  if (!root)
-    return sf_err_set(err, SF_EINVAL, "schema is not JSON: line %d: %s", je.line, je.text);
-  sf_code rc = canonical_of(root, out, err);
-  json_decref(root);
-  return rc;
-}
 
 /* ---- the set ------------------------------------------------------------- */
 
@@ -343,7 +42,9 @@ void sf_schema_set_free(sf_schema_set *set) {
   free(set);
 }
 
-size_t sf_schema_set_count(const sf_schema_set *set) { return set->n; }
+size_t sf_schema_set_count(const sf_schema_set *set) {
+  return set->n;
+}
 
 const sf_schema *sf_schema_set_at(const sf_schema_set *set, size_t i) {
   return i < set->n ? set->items[i] : NULL;
@@ -353,7 +54,8 @@ const sf_schema *sf_schema_current(const sf_schema_set *set, sf_event_type type)
   return (unsigned)type < SF_EVENT_TYPE_COUNT ? set->current[type] : NULL;
 }
 
-const sf_schema *sf_schema_by_fingerprint(const sf_schema_set *set, uint64_t fingerprint) {
+const sf_schema *sf_schema_by_fingerprint(const sf_schema_set *set,
+                                          uint64_t fingerprint) {
   for (size_t i = 0; i < set->n; i++)
     if (set->items[i]->fingerprint == fingerprint) return set->items[i];
   return NULL;
@@ -376,32 +78,32 @@ bool sf_schema_id_of(const sf_schema_set *set, const sf_schema *s, uint32_t *id)
 
 /* Parses, inlines, canonicalises and fingerprints one schema text into a new
  * sf_schema (caller frees with schema_free). */
-static sf_code load_one(sf_schema_set *set, const char *json, size_t len, const char *origin,
-                        sf_schema **out, sf_err *err) {
+static sf_code load_one(sf_schema_set *set, const char *json, size_t len,
+                        const char *origin, sf_schema **out, sf_err *err) {
   json_error_t je;
   json_t *root = json_loadb(json, len, 0, &je);
   if (!root)
-    return sf_err_set(err, SF_EINVAL, "schema %s is not a JSON object: line %d: %s", origin,
-                      je.line, je.text);
+    return sf_err_set(err, SF_EINVAL, "schema %s is not a JSON object: line %d: %s",
+                      origin, je.line, je.text);
   sf_code rc = SF_OK;
   sf_schema *s = calloc(1, sizeof *s);
-  nameset *seen = calloc(1, sizeof *seen);
   json_t *resolved = NULL;
-  if (!s || !seen) {
+  if (!s) {
     rc = sf_err_set(err, SF_ENOMEM, "out of memory loading schema %s", origin);
     goto done;
   }
   snprintf(s->origin, sizeof s->origin, "%s", origin);
   char full[256], ns[256];
-  def_names(root, "", full, ns);
-  if (sf_event_type_parse(full, &s->type, NULL) != SF_OK || strncmp(full, "segforge.events.", 16)) {
+  sf_canonical_names(root, "", full, ns);
+  if (sf_event_type_parse(full, &s->type, NULL) != SF_OK ||
+      strncmp(full, "segforge.events.", 16)) {
     rc = sf_err_set(err, SF_EINVAL,
                     "schema %s defines '%s'; an event schema is one of the records "
                     "segforge.events.ShardStaged, SegmentsCommitted or ShardRejected",
                     origin, full);
     goto done;
   }
-  resolved = inline_refs(root, "", set->library, seen, 0);
+  resolved = sf_canonical_inline(root, set->library);
   if (!resolved) {
     rc = sf_err_set(err, SF_EINVAL, "schema %s nests too deep or defines too many names",
                     origin);
@@ -418,17 +120,18 @@ static sf_code load_one(sf_schema_set *set, const char *json, size_t len, const 
                     avro_strerror());
     goto done;
   }
-  if ((rc = canonical_of(resolved, &s->canonical, err)) != SF_OK) {
+  if ((rc = sf_canonical_form(resolved, &s->canonical, err)) != SF_OK) {
     sf_err_prefix(err, "schema %s", origin);
     goto done;
   }
-  s->fingerprint = sf_schema_crc64_avro(s->canonical, strlen(s->canonical));
+  s->fingerprint = sf_canonical_crc64(s->canonical, strlen(s->canonical));
 done:
-  free(seen);
   json_decref(resolved);
   json_decref(root);
-  if (rc != SF_OK) schema_free(s);
-  else *out = s;
+  if (rc != SF_OK)
+    schema_free(s);
+  else
+    *out = s;
   return rc;
 }
 
@@ -459,7 +162,7 @@ static bool is_event_source(const sf_schema_source *src) {
   sf_event_type t;
   bool yes = false;
   if (json_is_object(root)) {
-    def_names(root, "", full, ns);
+    sf_canonical_names(root, "", full, ns);
     yes = !strcmp(ns, "segforge.events") && sf_event_type_parse(full, &t, NULL) == SF_OK;
   }
   json_decref(root);
@@ -482,11 +185,12 @@ sf_code sf_schema_set_new(sf_schema_set **out, sf_err *err) {
     json_t *root = json_loadb((const char *)src->text, src->len, 0, &je);
     if (!json_is_object(root)) {
       json_decref(root);
-      rc = sf_err_set(err, SF_EINVAL, "embedded schema %s is not a JSON object", src->name);
+      rc = sf_err_set(err, SF_EINVAL, "embedded schema %s is not a JSON object",
+                      src->name);
       goto fail;
     }
     char full[256], ns[256];
-    def_names(root, "", full, ns);
+    sf_canonical_names(root, "", full, ns);
     json_object_set_new(set->library, full, root);
   }
   /* Pass 2: the event schemas, current and older versions. */
@@ -494,7 +198,8 @@ sf_code sf_schema_set_new(sf_schema_set **out, sf_err *err) {
     const sf_schema_source *src = &sf_schema_sources[i];
     if (!is_event_source(src)) continue; /* nested records, the catalog, ... */
     sf_schema *s;
-    if ((rc = load_one(set, (const char *)src->text, src->len, src->name, &s, err)) != SF_OK)
+    if ((rc = load_one(set, (const char *)src->text, src->len, src->name, &s, err)) !=
+        SF_OK)
       goto fail;
     s->current = is_current_file(src->name);
     if (s->current) set->current[s->type] = s;
@@ -527,8 +232,13 @@ sf_code sf_schema_set_add(sf_schema_set *set, const char *json, size_t len,
   }
   /* Refuse now, with the resolver's reason, a version that the current one
    * cannot read, rather than at the first event written with it. */
-  const sf_schema *cur = set->current[s->type];
-  avro_value_iface_t *probe = avro_resolved_writer_new(s->avro, cur->avro);
+  avro_schema_t reader;
+  if ((rc = sf_schema_reader_for(set, s, &reader, err)) != SF_OK) {
+    schema_free(s);
+    return rc;
+  }
+  avro_value_iface_t *probe = avro_resolved_writer_new(s->avro, reader);
+  avro_schema_decref(reader);
   if (!probe) {
     rc = sf_err_set(err, SF_EMISMATCH,
                     "schema %s cannot be read as the current %s: %s (a new field needs a "
@@ -543,6 +253,70 @@ sf_code sf_schema_set_add(sf_schema_set *set, const char *json, size_t len,
   return SF_OK;
 }
 
+/* Drops from the reader record the fields the writer record lacks, in
+ * records nested through fields, arrays and maps. */
+static sf_code prune(json_t *rd, json_t *wr, const char *where, sf_err *err, int depth) {
+  if (depth > 64 || !json_is_object(rd) || !json_is_object(wr)) return SF_OK;
+  const char *rt = json_string_value(json_object_get(rd, "type"));
+  const char *wt = json_string_value(json_object_get(wr, "type"));
+  if (!rt || !wt || strcmp(rt, wt)) return SF_OK; /* avro-c judges the rest */
+  if (!strcmp(rt, "array") || !strcmp(rt, "map")) {
+    const char *k = rt[0] == 'a' ? "items" : "values";
+    return prune(json_object_get(rd, k), json_object_get(wr, k), where, err, depth + 1);
+  }
+  if (strcmp(rt, "record")) return SF_OK;
+  json_t *rf = json_object_get(rd, "fields"), *wf = json_object_get(wr, "fields");
+  for (size_t i = 0; i < json_array_size(rf);) {
+    json_t *f = json_array_get(rf, i), *match = NULL;
+    const char *name = json_string_value(json_object_get(f, "name"));
+    for (size_t j = 0; name && j < json_array_size(wf); j++) {
+      const char *wname =
+          json_string_value(json_object_get(json_array_get(wf, j), "name"));
+      if (wname && !strcmp(name, wname)) match = json_array_get(wf, j);
+    }
+    if (match) {
+      sf_code rc = prune(json_object_get(f, "type"), json_object_get(match, "type"),
+                         where, err, depth + 1);
+      if (rc != SF_OK) return rc;
+      i++;
+    } else if (json_object_get(f, "default")) {
+      json_array_remove(rf, i);
+    } else {
+      return sf_err_set(err, SF_EMISMATCH,
+                        "schema %s cannot be read as the current version: it lacks field "
+                        "'%s', which has no default (a new field needs a default; see "
+                        "docs/events.md)",
+                        where, name ? name : "?");
+    }
+  }
+  return SF_OK;
+}
+
+sf_code sf_schema_reader_for(const sf_schema_set *set, const sf_schema *writer,
+                             avro_schema_t *out, sf_err *err) {
+  const sf_schema *cur = set->current[writer->type];
+  json_t *rd = json_loads(cur->json, 0, NULL), *wr = json_loads(writer->json, 0, NULL);
+  char *text = NULL;
+  sf_code rc = SF_OK;
+  if (!rd || !wr) {
+    rc = sf_err_set(err, SF_ENOMEM, "out of memory resolving schema %s", writer->origin);
+    goto done;
+  }
+  if ((rc = prune(rd, wr, writer->origin, err, 0)) != SF_OK) goto done;
+  if (!(text = json_dumps(rd, JSON_COMPACT))) {
+    rc = sf_err_set(err, SF_ENOMEM, "out of memory resolving schema %s", writer->origin);
+    goto done;
+  }
+  if (avro_schema_from_json_length(text, strlen(text), out))
+    rc = sf_err_set(err, SF_EINVAL, "schema %s: the reader schema does not parse: %s",
+                    writer->origin, avro_strerror());
+done:
+  free(text);
+  json_decref(rd);
+  json_decref(wr);
+  return rc;
+}
+
 sf_code sf_schema_set_map_id(sf_schema_set *set, uint32_t id, const sf_schema *s,
                              sf_err *err) {
   const sf_schema *have = sf_schema_by_id(set, id);
@@ -551,7 +325,8 @@ sf_code sf_schema_set_map_id(sf_schema_set *set, uint32_t id, const sf_schema *s
     return sf_err_set(err, SF_EEXIST, "schema id %u is already mapped to %s (%s)", id,
                       sf_event_type_name(have->type), have->origin);
   if (set->nids == SF_SCHEMA_SET_MAX)
-    return sf_err_set(err, SF_ELIMIT, "more than %d schema ids configured", SF_SCHEMA_SET_MAX);
+    return sf_err_set(err, SF_ELIMIT, "more than %d schema ids configured",
+                      SF_SCHEMA_SET_MAX);
   set->ids[set->nids].id = id;
   set->ids[set->nids].schema = s;
   set->nids++;
@@ -563,7 +338,8 @@ sf_code sf_schema_set_parse_id(sf_schema_set *set, const char *spec, sf_err *err
   char type[64];
   if (!eq || (size_t)(eq - spec) >= sizeof type)
     return sf_err_set(err, SF_EINVAL,
-                      "schema id '%s' must be TYPE=ID, e.g. ShardStaged=17", spec ? spec : "");
+                      "schema id '%s' must be TYPE=ID, e.g. ShardStaged=17",
+                      spec ? spec : "");
   memcpy(type, spec, (size_t)(eq - spec));
   type[eq - spec] = 0;
   sf_event_type t;

@@ -15,9 +15,7 @@
  * SegmentsCommitted) is inlined where it is first used, because avro-c
  * parses one self-contained JSON schema at a time.
  *
- * avro-c 1.11 has no canonical-form or fingerprint API, so both are written
- * here from the specification ("Parsing Canonical Form for Schemas" and
- * "Schema Fingerprints") and checked against Python's avro in the tests.
+ * avro-c 1.11 has no canonical-form or fingerprint API: see canonical.h.
  *
  * A set is built before decoders and encoders are created from it and is
  * read-only afterwards, so it can be shared by threads.
@@ -82,6 +80,15 @@ bool sf_schema_id_of(const sf_schema_set *set, const sf_schema *s, uint32_t *id)
 sf_code sf_schema_set_add(sf_schema_set *set, const char *json, size_t len,
                           const char *origin, const sf_schema **out, sf_err *err);
 
+/* The schema avro-c must resolve `writer` into: the current schema of its
+ * type without the fields that the writer lacks and that have a default.
+ * avro-c 1.11's resolver does not fill in defaults, so decoders read into
+ * this schema and take the missing fields' defaults from the current one.
+ * SF_EMISMATCH names a field that the writer lacks and that has no default.
+ * The caller decrefs *out. */
+sf_code sf_schema_reader_for(const sf_schema_set *set, const sf_schema *writer,
+                             avro_schema_t *out, sf_err *err);
+
 /* Maps a Confluent schema id to a registered schema. Mapping the current
  * version of a type makes encoders use the Confluent framing for it. */
 sf_code sf_schema_set_map_id(sf_schema_set *set, uint32_t id, const sf_schema *s,
@@ -102,14 +109,5 @@ typedef enum sf_framing {
 
 /* "auto", "single" or "confluent". */
 sf_code sf_framing_parse(const char *s, sf_framing *out, sf_err *err);
-
-/* The algorithms, exposed for tests and tools. */
-
-/* CRC-64-AVRO (the Rabin fingerprint of the specification) of len bytes. */
-uint64_t sf_schema_crc64_avro(const void *buf, size_t len);
-
-/* The Parsing Canonical Form of one self-contained schema text, as a
- * malloc'd string (caller frees). SF_EINVAL if the text is not a schema. */
-sf_code sf_schema_canonical(const char *json, size_t len, char **out, sf_err *err);
 
 #endif
