@@ -23,6 +23,9 @@ int cli_cmd_demo(int argc, char **argv);
 int cli_cmd_events(int argc, char **argv);
 int cli_cmd_plan(int argc, char **argv);
 int cli_cmd_build(int argc, char **argv);
+int cli_cmd_commit(int argc, char **argv);
+int cli_cmd_gc(int argc, char **argv);
+int cli_inspect_dataset(int argc, char **argv);
 
 /* Prints "segforge <cmd>: <code>: <msg>" to stderr and returns 1. */
 int cli_fail(const char *cmd, const sf_err *err);

@@ -18,6 +18,8 @@ static const struct {
     {"plan", cli_cmd_plan, "validate a staging root and print its segment plan"},
     {"build", cli_cmd_build, "merge planned shards into segments, bounded and crash safe"},
     {"inspect", cli_cmd_inspect, "describe a shard, segment or quantizer file"},
+    {"commit", cli_cmd_commit, "record built segments as a new catalog version"},
+    {"gc", cli_cmd_gc, "remove what no kept catalog version needs"},
 
 
 

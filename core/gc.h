@@ -1,0 +1,79 @@
+/*
+ * gc.h - removes what no kept catalog version needs (docs/catalog.md, "gc").
+ *
+ * The newest K versions are kept, and with them everything they reference:
+ * their segment files and quantizers. What goes:
+ *   - versions older than the newest K (never the newest one);
+ *   - staging roots (_indices/_staging/<id>/) of jobs a kept version lists
+ *     as committed: their shards were merged and their quantizer was copied
+ *     to _indices/quantizers/ at commit;
+ *   - segment files in _indices/segments/ and quantizers in
+ *     _indices/quantizers/ that no kept version references, when a dropped
+ *     version referenced them (swapped out by --replace, or their index
+ *     history aged out), or when they are older than the grace period (the
+ *     leftovers of builds that never committed; younger ones may belong to
+ *     a build about to commit);
+ *   - temporary files ("*.tmp.*") of writers in those directories and in
+ *     _indices/_catalog/, older than an hour.
+ *
+ * Order: version files first (then the directory is fsynced), data files
+ * after, so a crash in the middle never leaves a kept version that names a
+ * missing file. gc holds an exclusive flock on _catalog/LOCK (commits hold
+ * it shared), so no commit runs while it decides and deletes; readers take
+ * no lock, which is why K > 1 is wise when queries may still be loading an
+ * older version.
+ */
+#ifndef SF_GC_H
+#define SF_GC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+
+#define SF_GC_DEFAULT_KEEP 10u
+#define SF_GC_DEFAULT_GRACE_MS (3600u * 1000u)
+#define SF_GC_TEMP_AGE_MS (3600u * 1000u)
+
+typedef enum sf_gc_kind {
+  SF_GC_VERSION = 0, /* an old catalog version file */
+  SF_GC_STAGING,     /* a committed job's staging root (a directory) */
+  SF_GC_SEGMENT,     /* a segment file no kept version references */
+  SF_GC_QUANTIZER,   /* a kept quantizer no kept version references */
+  SF_GC_TEMP,        /* a writer's temporary file older than an hour */
+  SF_GC_KIND_COUNT
+} sf_gc_kind;
+
+/* "version", "staging", "segment", "quantizer", "temp". */
+const char *sf_gc_kind_name(sf_gc_kind k);
+
+typedef struct sf_gc_opts {
+  uint32_t keep_versions; /* the newest K versions are kept; 0 = SF_GC_DEFAULT_KEEP */
+  int dry_run;            /* decide and report, delete nothing */
+  /* Unreferenced segments and quantizers younger than this stay unless a
+   * dropped version referenced them; < 0 = SF_GC_DEFAULT_GRACE_MS. */
+  int64_t grace_ms;
+  /* Temporary files younger than this stay; < 0 = SF_GC_TEMP_AGE_MS. */
+  int64_t temp_age_ms;
+} sf_gc_opts;
+
+/* Called once per path removed (or, with dry_run, that would be), in the
+ * order of removal. bytes: the file's size (a staging root's total). */
+typedef void (*sf_gc_fn)(void *ctx, sf_gc_kind kind, const char *path, uint64_t bytes);
+
+typedef struct sf_gc_stats {
+  size_t removed[SF_GC_KIND_COUNT]; /* per kind */
+  uint64_t bytes;                   /* total size of what was removed */
+  uint64_t newest;                  /* newest version (0 if none) */
+  uint64_t oldest_kept;             /* oldest kept version (0 if none) */
+} sf_gc_stats;
+
+/* Runs gc on the dataset (a directory or file:// URI). fn may be NULL;
+ * stats may be NULL. A kept version that does not read (damaged) stops gc
+ * before anything is deleted: what it references is unknown. A file that
+ * cannot be removed is an error (SF_EIO naming it) after which gc stops;
+ * running it again continues. */
+sf_code sf_gc_run(const char *dataset, const sf_gc_opts *o, sf_gc_fn fn, void *ctx,
+                  sf_gc_stats *stats, sf_err *err);
+
+#endif

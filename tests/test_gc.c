@@ -1,0 +1,265 @@
+/* test_gc.c - gc removes exactly what no kept catalog version needs. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "core/catalog.h"
+#include "core/fragset.h"
+#include "core/fsutil.h"
+#include "core/gc.h"
+#include "core/quantizer.h"
+#include "tests/testutil.h"
+
+typedef struct fx {
+  char ds[4096];
+  char qpath[4200];
+  uint64_t cs;
+} fx;
+
+static const char *P(const fx *f, const char *rel) {
+  static char b[4][4700];
+  static int k;
+  char *p = b[k++ & 3];
+  snprintf(p, 4700, "%s/%s", f->ds, rel);
+  return p;
+}
+
+static int exists(const char *p) {
+  struct stat st;
+  return stat(p, &st) == 0;
+}
+
+static void touch(const char *p, size_t bytes, int hours_old) {
+  char *dir = sf_fs_dirname(p);
+  assert_int_equal(sf_fs_mkdirs(dir, NULL), SF_OK);
+  free(dir);
+  uint8_t buf[256] = {0};
+  tu_write_file(p, buf, bytes < sizeof buf ? bytes : sizeof buf);
+  if (hours_old) {
+    struct timeval tv[2];
+    gettimeofday(&tv[0], NULL);
+    tv[0].tv_sec -= hours_old * 3600;
+    tv[1] = tv[0];
+    assert_int_equal(utimes(p, tv), 0);
+  }
+}
+
+static void fx_init(fx *f, const char *tag) {
+  snprintf(f->ds, sizeof f->ds, "%s", tu_tmpdir(tag));
+  snprintf(f->qpath, sizeof f->qpath, "%s/q", f->ds);
+  sf_quant_params p = {.type = SF_IVF_FLAT, .metric = SF_L2, .dim = 4, .nlist = 2, .seed = 1};
+  float x[64 * 4];
+  for (int i = 0; i < 64 * 4; i++) x[i] = (float)(i % 13);
+  sf_quant *q;
+  assert_int_equal(sf_quant_train(&p, x, 64, &q, NULL), SF_OK);
+  assert_int_equal(sf_quant_save(q, f->qpath, NULL), SF_OK);
+  f->cs = sf_quant_checksum(q);
+  sf_quant_free(q);
+}
+
+/* Commits segment `seg` (a 64-byte dummy file) over `frags` as job `job`,
+ * with a staging root holding the quantizer and a shard. */
+static void commit(const fx *f, const char *job, const char *seg, const char *frags, int replace) {
+  char rel[512];
+  snprintf(rel, sizeof rel, "_indices/_staging/%s/shard-0.sfshard", job);
+  touch(P(f, rel), 100, 0);
+  snprintf(rel, sizeof rel, "_indices/_staging/%s/quantizer", job);
+  size_t n;
+  uint8_t *q = tu_read_file(f->qpath, &n);
+  tu_write_file(P(f, rel), q, n);
+  free(q);
+  snprintf(rel, sizeof rel, "_indices/segments/%s.sfseg", seg);
+  touch(P(f, rel), 64, 0);
+  sf_seginfo s = {.bytes = 64, .num_rows = 16, .index_type = SF_IVF_FLAT, .metric = SF_L2,
+                  .dim = 4, .nlist = 2, .quantizer_checksum = f->cs};
+  char path[512];
+  snprintf(path, sizeof path, "segments/%s.sfseg", seg);
+  s.segment_id = (char *)seg;
+  s.path = path;
+  assert_int_equal(sf_fragset_parse(frags, "frags", &s.fragments, NULL), SF_OK);
+  sf_catalog_commit_req r = {.dataset = f->ds, .index_name = "idx", .column = "emb",
+                             .staging_id = job, .segs = &s, .nsegs = 1, .replace = replace};
+  sf_catalog_commit_result res;
+  sf_err err = {0};
+  sf_code rc = sf_catalog_commit(&r, &res, &err);
+  if (rc) fprintf(stderr, "%s\n", err.msg);
+  assert_int_equal(rc, SF_OK);
+  roaring_bitmap_free(s.fragments);
+}
+
+/* Three versions: seg-a, + seg-b, then seg-n replacing both; plus the
+ * leftovers gc must judge. */
+static void scene(fx *f, const char *tag) {
+  fx_init(f, tag);
+  commit(f, "job0", "seg-a", "0-9", 0);
+  commit(f, "job1", "seg-b", "10-19", 0);
+  commit(f, "job2", "seg-n", "0-19", 1);
+  touch(P(f, "_indices/_staging/pending/shard-0.sfshard"), 100, 5);
+  touch(P(f, "_indices/segments/fresh-orphan.sfseg"), 10, 0);
+  touch(P(f, "_indices/segments/old-orphan.sfseg"), 10, 2);
+  touch(P(f, "_indices/segments/x.sfseg.tmp.1.2"), 10, 2);
+  touch(P(f, "_indices/segments/y.sfseg.tmp.1.3"), 10, 0);
+  touch(P(f, "_indices/quantizers/00000000deadbeef"), 10, 2);
+  touch(P(f, "_indices/_catalog/v00000000000000000009.avro.tmp.7.1"), 10, 2);
+}
+
+typedef struct seen {
+  char lines[64][600];
+  size_t n;
+} seen;
+
+static void record(void *ctx, sf_gc_kind kind, const char *path, uint64_t bytes) {
+  seen *s = ctx;
+  (void)bytes;
+  if (s->n < 64) snprintf(s->lines[s->n++], 600, "%s %s", sf_gc_kind_name(kind), path);
+}
+
+static void test_gc_keeps_what_kept_versions_need_and_removes_the_rest(void **state) {
+  (void)state;
+  fx f;
+  scene(&f, "gc-keep1");
+  char qname[64];
+  snprintf(qname, sizeof qname, "_indices/quantizers/%016" PRIx64, f.cs);
+  sf_gc_opts o = {.keep_versions = 1, .grace_ms = -1, .temp_age_ms = -1};
+  sf_gc_stats st;
+  seen s = {0};
+  sf_err err = {0};
+  assert_int_equal(sf_gc_run(f.ds, &o, record, &s, &st, &err), SF_OK);
+  assert_int_equal(st.newest, 3);
+  assert_int_equal(st.oldest_kept, 3);
+  assert_int_equal(st.removed[SF_GC_VERSION], 2);
+  assert_int_equal(st.removed[SF_GC_STAGING], 3);
+  assert_int_equal(st.removed[SF_GC_SEGMENT], 3); /* seg-a, seg-b, old-orphan */
+  assert_int_equal(st.removed[SF_GC_QUANTIZER], 1);
+  assert_int_equal(st.removed[SF_GC_TEMP], 2);
+  /* Versions go first, oldest first. */
+  assert_non_null(strstr(s.lines[0], "version"));
+  assert_non_null(strstr(s.lines[0], "v00000000000000000001.avro"));
+  /* What the kept version needs is all there, and it still opens. */
+  assert_true(exists(P(&f, "_indices/segments/seg-n.sfseg")));
+  assert_true(exists(P(&f, qname)));
+  assert_true(exists(P(&f, "_indices/_catalog/v00000000000000000003.avro")));
+  assert_true(exists(P(&f, "_indices/_catalog/LOCK")));
+  sf_catalog *c;
+  assert_int_equal(sf_catalog_open_latest(f.ds, &c, &err), SF_OK);
+  sf_catalog_free(c);
+  /* Removed: old versions, committed staging roots, swapped-out and stale
+   * segments, the unreferenced quantizer, old temporaries. */
+  assert_false(exists(P(&f, "_indices/_catalog/v00000000000000000001.avro")));
+  assert_false(exists(P(&f, "_indices/_staging/job0")));
+  assert_false(exists(P(&f, "_indices/segments/seg-a.sfseg")));
+  assert_false(exists(P(&f, "_indices/segments/seg-b.sfseg")));
+  assert_false(exists(P(&f, "_indices/segments/old-orphan.sfseg")));
+  assert_false(exists(P(&f, "_indices/quantizers/00000000deadbeef")));
+  assert_false(exists(P(&f, "_indices/segments/x.sfseg.tmp.1.2")));
+  assert_false(exists(P(&f, "_indices/_catalog/v00000000000000000009.avro.tmp.7.1")));
+  /* Kept: a job not committed, a fresh orphan (a build about to commit?),
+   * a fresh temporary (a writer at work). */
+  assert_true(exists(P(&f, "_indices/_staging/pending/shard-0.sfshard")));
+  assert_true(exists(P(&f, "_indices/segments/fresh-orphan.sfseg")));
+  assert_true(exists(P(&f, "_indices/segments/y.sfseg.tmp.1.3")));
+  /* A second run finds nothing more. */
+  assert_int_equal(sf_gc_run(f.ds, &o, NULL, NULL, &st, &err), SF_OK);
+  assert_int_equal(st.bytes, 0);
+}
+
+static void test_a_dry_run_reports_the_same_and_deletes_nothing(void **state) {
+  (void)state;
+  fx f;
+  scene(&f, "gc-dry");
+  sf_gc_opts o = {.keep_versions = 1, .dry_run = 1, .grace_ms = -1, .temp_age_ms = -1};
+  sf_gc_stats dry, real;
+  seen a = {0}, b = {0};
+  sf_err err = {0};
+  assert_int_equal(sf_gc_run(f.ds, &o, record, &a, &dry, &err), SF_OK);
+  assert_true(exists(P(&f, "_indices/_catalog/v00000000000000000001.avro")));
+  assert_true(exists(P(&f, "_indices/_staging/job0/shard-0.sfshard")));
+  assert_true(exists(P(&f, "_indices/segments/seg-a.sfseg")));
+  o.dry_run = 0;
+  assert_int_equal(sf_gc_run(f.ds, &o, record, &b, &real, &err), SF_OK);
+  assert_int_equal(a.n, b.n);
+  for (size_t i = 0; i < a.n; i++) assert_string_equal(a.lines[i], b.lines[i]);
+  assert_true(dry.bytes == real.bytes && real.bytes > 0);
+}
+
+static void test_keeping_more_versions_keeps_their_segments(void **state) {
+  (void)state;
+  fx f;
+  scene(&f, "gc-keep2");
+  sf_gc_opts o = {.keep_versions = 2, .grace_ms = 0, .temp_age_ms = -1};
+  sf_gc_stats st;
+  sf_err err = {0};
+  assert_int_equal(sf_gc_run(f.ds, &o, NULL, NULL, &st, &err), SF_OK);
+  assert_int_equal(st.oldest_kept, 2);
+  assert_int_equal(st.removed[SF_GC_VERSION], 1);
+  /* Version 2 lists seg-a and seg-b: both stay, and version 2 still opens. */
+  assert_true(exists(P(&f, "_indices/segments/seg-a.sfseg")));
+  assert_true(exists(P(&f, "_indices/segments/seg-b.sfseg")));
+  sf_catalog *c;
+  assert_int_equal(sf_catalog_open_version(f.ds, 2, &c, &err), SF_OK);
+  sf_catalog_free(c);
+  /* With no grace, every unreferenced file goes, fresh or not. */
+  assert_false(exists(P(&f, "_indices/segments/fresh-orphan.sfseg")));
+}
+
+static void test_the_newest_version_is_never_deleted(void **state) {
+  (void)state;
+  fx f;
+  fx_init(&f, "gc-newest");
+  commit(&f, "job0", "seg-a", "0-9", 0);
+  sf_gc_opts o = {.keep_versions = 0, .grace_ms = 0, .temp_age_ms = 0};
+  sf_gc_stats st;
+  sf_err err = {0};
+  assert_int_equal(sf_gc_run(f.ds, &o, NULL, NULL, &st, &err), SF_OK);
+  assert_int_equal(st.removed[SF_GC_VERSION], 0);
+  assert_int_equal(st.removed[SF_GC_SEGMENT], 0);
+  assert_true(exists(P(&f, "_indices/_catalog/v00000000000000000001.avro")));
+  assert_true(exists(P(&f, "_indices/segments/seg-a.sfseg")));
+}
+
+static void test_a_damaged_kept_version_stops_gc_before_it_deletes_anything(void **state) {
+  (void)state;
+  fx f;
+  scene(&f, "gc-damaged");
+  tu_truncate(P(&f, "_indices/_catalog/v00000000000000000003.avro"), 100);
+  sf_gc_opts o = {.keep_versions = 1, .grace_ms = 0, .temp_age_ms = 0};
+  sf_gc_stats st;
+  sf_err err = {0};
+  assert_int_equal(sf_gc_run(f.ds, &o, NULL, NULL, &st, &err), SF_ECORRUPT);
+  assert_non_null(strstr(err.msg, "version 3"));
+  assert_int_equal(st.bytes, 0);
+  assert_true(exists(P(&f, "_indices/_catalog/v00000000000000000001.avro")));
+  assert_true(exists(P(&f, "_indices/segments/old-orphan.sfseg")));
+}
+
+static void test_a_dataset_without_indices_is_fine(void **state) {
+  (void)state;
+  const char *ds = tu_tmpdir("gc-empty");
+  sf_gc_opts o = {.grace_ms = -1, .temp_age_ms = -1};
+  sf_gc_stats st;
+  sf_err err = {0};
+  assert_int_equal(sf_gc_run(ds, &o, NULL, NULL, &st, &err), SF_OK);
+  assert_int_equal(st.newest, 0);
+  assert_int_equal(sf_gc_run("/nonexistent/dataset", &o, NULL, NULL, &st, &err), SF_ENOTFOUND);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_gc_keeps_what_kept_versions_need_and_removes_the_rest),
+      cmocka_unit_test(test_a_dry_run_reports_the_same_and_deletes_nothing),
+      cmocka_unit_test(test_keeping_more_versions_keeps_their_segments),
+      cmocka_unit_test(test_the_newest_version_is_never_deleted),
+      cmocka_unit_test(test_a_damaged_kept_version_stops_gc_before_it_deletes_anything),
+      cmocka_unit_test(test_a_dataset_without_indices_is_fine),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
