@@ -174,6 +174,13 @@ static void test_roundtrip_preserves_ids_and_codes_in_every_partition(void **sta
   pair *got = read_all(r, &n);
   assert_same_pairs(got, n, exp, nexp);
   assert_int_equal(sf_seg_verify(r, &err), SF_OK);
+  /* asking for a chunk that does not exist is an argument error */
+  sf_seg_scratch *s = sf_seg_scratch_new();
+  sf_seg_chunk ch;
+  assert_int_equal(sf_seg_read_chunk(r, sp.nlist, 0, s, &ch, &err), SF_EINVAL);
+  assert_int_equal(sf_seg_read_chunk(r, 3, 0, s, &ch, &err), SF_EINVAL); /* empty */
+  assert_int_equal(sf_seg_partition_rows(r, sp.nlist), 0);
+  sf_seg_scratch_free(s);
   sf_seg_close(r);
   free(got);
   free(exp);
