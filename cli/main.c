@@ -15,6 +15,9 @@ static const struct {
 } commands[] = {
     {"gen", cli_cmd_gen, "generate clustered vectors, queries and ground truth"},
     {"events", cli_cmd_events, "encode and decode events (Avro <-> JSON)"},
+    {"stage", cli_cmd_stage, "write a shard for a set of fragments"},
+    {"search", cli_cmd_search, "k-NN search over shards or segments; recall vs ground truth"},
+    {"demo", cli_cmd_demo, "the whole path on generated data"},
     {"plan", cli_cmd_plan, "validate a staging root and print its segment plan"},
     {"build", cli_cmd_build, "merge planned shards into segments, bounded and crash safe"},
     {"inspect", cli_cmd_inspect, "describe a shard, segment or quantizer file"},

@@ -1,0 +1,73 @@
+#!/usr/bin/python3
+"""The FAISS side of bench_search.sh: the same data, nlist and nprobe.
+
+Builds IndexIVFFlat / IndexIVFScalarQuantizer(QT_8bit) / IndexIVFPQ(m, 8)
+with FAISS's own k-means, searches all queries in one batch on one thread
+(FAISS's fastest single-thread mode), and prints one JSON line per run with
+recall@k against the same ground truth and queries per second (median of
+--repeat timed searches).
+"""
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import faiss
+import numpy as np
+
+
+def read_vecs(path, dtype):
+    raw = np.fromfile(path, dtype=np.int32)
+    d = int(raw[0])
+    rows = raw.reshape(-1, d + 1)
+    if not (rows[:, 0] == d).all():
+        sys.exit(f"{path}: inconsistent dimensions")
+    return rows[:, 1:].copy().view(dtype) if dtype == np.float32 else rows[:, 1:].copy()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--type", default="IVF_FLAT", choices=["IVF_FLAT", "IVF_SQ", "IVF_PQ"])
+    ap.add_argument("--metric", default="L2", choices=["L2", "COSINE", "DOT"])
+    ap.add_argument("--nlist", type=int, default=256)
+    ap.add_argument("--nprobe", type=int, default=8)
+    ap.add_argument("--pq-m", type=int, default=16)
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--repeat", type=int, default=3)
+    a = ap.parse_args()
+    faiss.omp_set_num_threads(1)
+    xb = read_vecs(f"{a.data}/base.fvecs", np.float32)
+    xq = read_vecs(f"{a.data}/query.fvecs", np.float32)
+    gt = read_vecs(f"{a.data}/gt.ivecs", np.int32)[:, : a.k]
+    d = xb.shape[1]
+    metric = faiss.METRIC_L2 if a.metric == "L2" else faiss.METRIC_INNER_PRODUCT
+    if a.metric == "COSINE":
+        faiss.normalize_L2(xb)
+        faiss.normalize_L2(xq)
+    coarse = faiss.IndexFlatL2(d) if metric == faiss.METRIC_L2 else faiss.IndexFlatIP(d)
+    if a.type == "IVF_FLAT":
+        index = faiss.IndexIVFFlat(coarse, d, a.nlist, metric)
+    elif a.type == "IVF_SQ":
+        index = faiss.IndexIVFScalarQuantizer(coarse, d, a.nlist, faiss.ScalarQuantizer.QT_8bit, metric)
+    else:
+        index = faiss.IndexIVFPQ(coarse, d, a.nlist, a.pq_m, 8, metric)
+    t0 = time.perf_counter()
+    index.train(xb)
+    index.add(xb)
+    build = time.perf_counter() - t0
+    index.nprobe = a.nprobe
+    times = []
+    for _ in range(a.repeat):
+        t0 = time.perf_counter()
+        _, ids = index.search(xq, a.k)
+        times.append(time.perf_counter() - t0)
+    hits = sum(len(set(ids[i]) & set(gt[i])) for i in range(len(xq)))
+    print(json.dumps({"engine": "faiss", "type": a.type, "metric": a.metric, "nlist": a.nlist,
+                      "nprobe": a.nprobe, "recall": hits / (len(xq) * a.k),
+                      "qps": len(xq) / statistics.median(times), "train_add_s": build}))
+
+
+if __name__ == "__main__":
+    main()
