@@ -41,8 +41,8 @@ typedef struct {
 static void on_progress(void *ctx, const sf_build_progress *p) {
   progress_state *st = ctx;
   char line[256], extra[96];
-  snprintf(extra, sizeof extra, "segments %zu/%zu (%zu reused), %u running", p->segments_done,
-           p->segments_total, p->segments_reused, p->running);
+  snprintf(extra, sizeof extra, "segments %zu/%zu (%zu reused), %u running",
+           p->segments_done, p->segments_total, p->segments_reused, p->running);
   if (!st->tty || !sf_progress_line(&st->clock, sf_progress_now(), p->bytes_done,
                                     p->bytes_total, extra, 0, line, sizeof line))
     return;
@@ -66,7 +66,8 @@ static int print_json(const sf_seginfo *s, size_t n) {
         json_object_set_new(o, "num_rows", json_integer((json_int_t)s[i].num_rows)) ||
         json_object_set_new(o, "fragments", json_string(frags)) ||
         json_object_set_new(o, "shard_ids", ids) ||
-        json_object_set_new(o, "index_type", json_string(sf_index_type_name(s[i].index_type))) ||
+        json_object_set_new(o, "index_type",
+                            json_string(sf_index_type_name(s[i].index_type))) ||
         json_object_set_new(o, "metric", json_string(sf_metric_name(s[i].metric))) ||
         json_object_set_new(o, "dim", json_integer(s[i].dim)) ||
         json_object_set_new(o, "nlist", json_integer(s[i].nlist)) ||
@@ -108,24 +109,39 @@ int cli_cmd_build(int argc, char **argv) {
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
     sf_code rc = SF_OK;
     switch (c) {
-      case 's': staging = optarg; break;
-      case 'd': dataset = optarg; break;
+      case 's':
+        staging = optarg;
+        break;
+      case 'd':
+        dataset = optarg;
+        break;
       case 'b':
         rc = cli_parse_u64("--target-segment-bytes", optarg, 0, UINT64_MAX / 2, 1,
                            &po.target_segment_bytes, &err);
         break;
-      case 'm': rc = cli_parse_u64("--max-merges", optarg, 1, 1024, 0, &merges, &err); break;
-      case 'e': expected = optarg; break;
+      case 'm':
+        rc = cli_parse_u64("--max-merges", optarg, 1, 1024, 0, &merges, &err);
+        break;
+      case 'e':
+        expected = optarg;
+        break;
       case 't': {
         sf_index_type t;
         rc = sf_index_type_parse(optarg, &t, &err);
         po.index_type = (int)t;
         break;
       }
-      case 'i': po.staging_id = optarg; break;
-      case 'j': json = 1; break;
-      case 'h': help(); return 0;
-      default: return cli_usage("build", "unknown option");
+      case 'i':
+        po.staging_id = optarg;
+        break;
+      case 'j':
+        json = 1;
+        break;
+      case 'h':
+        help();
+        return 0;
+      default:
+        return cli_usage("build", "unknown option");
     }
     if (rc) return cli_usage("build", "%s", err.msg);
   }
@@ -145,8 +161,8 @@ int cli_cmd_build(int argc, char **argv) {
   progress_state st = {.tty = isatty(STDERR_FILENO)};
   double t0 = sf_progress_now();
   sf_progress_init(&st.clock, t0, 0.25);
-  sf_build_opts bo = {.max_merges = (unsigned)merges, .progress = on_progress,
-                      .progress_ctx = &st};
+  sf_build_opts bo = {
+      .max_merges = (unsigned)merges, .progress = on_progress, .progress_ctx = &st};
   sf_seginfo *segs;
   size_t n;
   sf_build_stats stats;
@@ -161,7 +177,8 @@ int cli_cmd_build(int argc, char **argv) {
   sf_progress_bytes(plan->total_bytes, total, sizeof total);
   sf_progress_bytes(secs > 0 ? (uint64_t)((double)stats.bytes_copied / secs) : 0, rate,
                     sizeof rate);
-  fprintf(stderr, "build: %zu segments (%zu built, %zu reused) from %zu shards, %s in %.2f s "
+  fprintf(stderr,
+          "build: %zu segments (%zu built, %zu reused) from %zu shards, %s in %.2f s "
           "(%s/s copied), at most %u at once\n",
           n, stats.built, stats.reused, plan->num_shards, total, secs, rate,
           stats.peak_running);

@@ -37,8 +37,8 @@ static void print_plan(const sf_plan *p) {
          p->num_shards, tb, p->total_rows, frags ? frags : "?");
   free(frags);
   printf("index %s %s dim %u nlist %u quantizer %016" PRIx64 "\n",
-         sf_index_type_name(p->params.type), sf_metric_name(p->params.metric), p->params.dim,
-         p->params.nlist, p->params.quantizer_checksum);
+         sf_index_type_name(p->params.type), sf_metric_name(p->params.metric),
+         p->params.dim, p->params.nlist, p->params.quantizer_checksum);
   if (p->target_segment_bytes) sf_progress_bytes(p->target_segment_bytes, bb, sizeof bb);
   printf("%zu segments (budget %s)\n", p->num_segments,
          p->target_segment_bytes ? bb : "none: one segment per shard");
@@ -46,8 +46,8 @@ static void print_plan(const sf_plan *p) {
     const sf_plan_segment *s = &p->segments[g];
     sf_progress_bytes(s->bytes, tb, sizeof tb);
     frags = sf_fragset_format_short(s->fragments, 8);
-    printf("  %s  %s  %" PRIu64 " rows  fragments %s  shards:", s->segment_id, tb, s->num_rows,
-           frags ? frags : "?");
+    printf("  %s  %s  %" PRIu64 " rows  fragments %s  shards:", s->segment_id, tb,
+           s->num_rows, frags ? frags : "?");
     free(frags);
     for (size_t k = 0; k < s->count; k++) printf(" %s", p->shards[s->first + k].shard_id);
     printf("\n");
@@ -73,22 +73,33 @@ int cli_cmd_plan(int argc, char **argv) {
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
     sf_code rc = SF_OK;
     switch (c) {
-      case 's': staging = optarg; break;
+      case 's':
+        staging = optarg;
+        break;
       case 'b':
         rc = cli_parse_u64("--target-segment-bytes", optarg, 0, UINT64_MAX / 2, 1,
                            &po.target_segment_bytes, &err);
         break;
-      case 'e': expected = optarg; break;
+      case 'e':
+        expected = optarg;
+        break;
       case 't': {
         sf_index_type t;
         rc = sf_index_type_parse(optarg, &t, &err);
         po.index_type = (int)t;
         break;
       }
-      case 'i': po.staging_id = optarg; break;
-      case 'j': json = 1; break;
-      case 'h': help(); return 0;
-      default: return cli_usage("plan", "unknown option");
+      case 'i':
+        po.staging_id = optarg;
+        break;
+      case 'j':
+        json = 1;
+        break;
+      case 'h':
+        help();
+        return 0;
+      default:
+        return cli_usage("plan", "unknown option");
     }
     if (rc) return cli_usage("plan", "%s", err.msg);
   }

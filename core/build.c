@@ -93,7 +93,9 @@ char *sf_build_segment_path(const char *dataset, const char *segment_id) {
   size_t n = strlen(dataset) + strlen(SF_PLAN_SEGMENTS_DIR) + strlen(segment_id) +
              strlen(SF_PLAN_SEGMENT_EXT) + 3;
   char *p = malloc(n);
-  if (p) snprintf(p, n, "%s/%s/%s%s", dataset, SF_PLAN_SEGMENTS_DIR, segment_id, SF_PLAN_SEGMENT_EXT);
+  if (p)
+    snprintf(p, n, "%s/%s/%s%s", dataset, SF_PLAN_SEGMENTS_DIR, segment_id,
+             SF_PLAN_SEGMENT_EXT);
   return p;
 }
 
@@ -103,7 +105,7 @@ typedef struct job {
   run *r;
   const sf_plan_segment *seg;
   char *path;
-  sf_seg_reader **src; /* seg->count readers */
+  sf_seg_reader **src;  /* seg->count readers */
   sf_seg_params params; /* the segment's: the first shard's, kind SEGMENT */
 } job;
 
@@ -132,11 +134,15 @@ static sf_code open_shards(job *j, sf_err *err) {
     const char *field = params_differ(fp, &p->params);
     if (fp->kind != SF_SEG_KIND_SHARD) field = "kind";
     if (field)
-      return sf_err_set(err, SF_EMISMATCH, "shard '%s' (%s): its %s differs from the plan's; "
-                        "the file changed after planning, plan again", s->shard_id, s->path, field);
+      return sf_err_set(err, SF_EMISMATCH,
+                        "shard '%s' (%s): its %s differs from the plan's; "
+                        "the file changed after planning, plan again",
+                        s->shard_id, s->path, field);
     if (!roaring_bitmap_equals(sf_seg_fragments(j->src[k]), s->fragments))
-      return sf_err_set(err, SF_EMISMATCH, "shard '%s' (%s): its fragments differ from the "
-                        "plan's; the file changed after planning, plan again", s->shard_id, s->path);
+      return sf_err_set(err, SF_EMISMATCH,
+                        "shard '%s' (%s): its fragments differ from the "
+                        "plan's; the file changed after planning, plan again",
+                        s->shard_id, s->path);
   }
   j->params = *sf_seg_get_params(j->src[0]);
   j->params.kind = SF_SEG_KIND_SEGMENT;
@@ -171,8 +177,10 @@ static sf_code remap_shards(job *j, sf_err *err) {
     sf_seg_close(old);
     j->src[k] = fresh;
     if (!same)
-      return sf_err_set(err, SF_EMISMATCH, "shard '%s' (%s) was replaced while being copied; "
-                        "shard files must not change once staged", s->shard_id, s->path);
+      return sf_err_set(err, SF_EMISMATCH,
+                        "shard '%s' (%s) was replaced while being copied; "
+                        "shard files must not change once staged",
+                        s->shard_id, s->path);
   }
   return SF_OK;
 }
@@ -191,7 +199,8 @@ static int reusable(const job *j, const sf_seg_reader *have) {
   if (sf_seg_num_rows(have) != rows) return 0;
   for (uint32_t p = 0; p < j->params.nlist; p++) {
     uint64_t want = 0;
-    for (size_t k = 0; k < j->seg->count; k++) want += sf_seg_partition_rows(j->src[k], p);
+    for (size_t k = 0; k < j->seg->count; k++)
+      want += sf_seg_partition_rows(j->src[k], p);
     if (sf_seg_partition_rows(have, p) != want) return 0;
   }
   return 1;
@@ -201,7 +210,8 @@ static sf_code describe(const job *j, uint64_t bytes, uint64_t rows, sf_seginfo 
                         sf_err *err) {
   const sf_plan *p = j->r->plan;
   memset(si, 0, sizeof *si);
-  size_t n = strlen("segments/") + strlen(j->seg->segment_id) + strlen(SF_PLAN_SEGMENT_EXT) + 1;
+  size_t n =
+      strlen("segments/") + strlen(j->seg->segment_id) + strlen(SF_PLAN_SEGMENT_EXT) + 1;
   si->segment_id = strdup(j->seg->segment_id);
   si->path = malloc(n);
   si->fragments = roaring_bitmap_copy(j->seg->fragments);
@@ -222,7 +232,8 @@ static sf_code describe(const job *j, uint64_t bytes, uint64_t rows, sf_seginfo 
   return SF_OK;
 oom:
   sf_seginfo_clear(si);
-  return sf_err_set(err, SF_ENOMEM, "out of memory describing segment %s", j->seg->segment_id);
+  return sf_err_set(err, SF_ENOMEM, "out of memory describing segment %s",
+                    j->seg->segment_id);
 }
 
 /* Streams every partition of every shard into a new segment file. */
@@ -244,7 +255,8 @@ static sf_code write_segment(job *j, uint64_t *rows, sf_err *err) {
       if (rc) {
         sf_seg_writer_abort(w);
         return sf_err_prefix(err, "segment %s, shard '%s', partition %" PRIu32,
-                             j->seg->segment_id, r->plan->shards[j->seg->first + k].shard_id, p);
+                             j->seg->segment_id,
+                             r->plan->shards[j->seg->first + k].shard_id, p);
       }
       bytes += sf_seg_partition_bytes(j->src[k], p);
     }
@@ -397,7 +409,10 @@ sf_code sf_build_run(const sf_plan *plan, const char *dataset, const sf_build_op
   free(dir);
   if (rc) return rc;
 
-  run r = {.plan = plan, .dataset = dataset, .opts = o, .faults = read_faults(),
+  run r = {.plan = plan,
+           .dataset = dataset,
+           .opts = o,
+           .faults = read_faults(),
            .remap_bytes = o->remap_bytes ? o->remap_bytes : REMAP_BYTES_DEFAULT};
   r.out = calloc(plan->num_segments ? plan->num_segments : 1, sizeof *r.out);
   if (!r.out) return sf_err_set(err, SF_ENOMEM, "out of memory");

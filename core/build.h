@@ -68,10 +68,10 @@ typedef struct sf_build_opts {
 } sf_build_opts;
 
 typedef struct sf_build_stats {
-  size_t built, reused;  /* segments written by this run / found finished */
-  unsigned threads;      /* threads started */
-  unsigned peak_running; /* most builds observed running at once */
-  uint64_t bytes_copied; /* partition bytes copied by this run */
+  size_t built, reused;       /* segments written by this run / found finished */
+  unsigned threads;           /* threads started */
+  unsigned peak_running;      /* most builds observed running at once */
+  uint64_t bytes_copied;      /* partition bytes copied by this run */
   size_t temporaries_removed; /* left by crashed runs of these segments */
 } sf_build_stats;
 

@@ -22,7 +22,9 @@
 /* Fragment lists in messages stop after this many ranges. */
 #define MSG_RANGES 16
 
-static sf_code oom(sf_err *err) { return sf_err_set(err, SF_ENOMEM, "out of memory while planning"); }
+static sf_code oom(sf_err *err) {
+  return sf_err_set(err, SF_ENOMEM, "out of memory while planning");
+}
 
 void sf_plan_params_from_quant(const sf_quant *q, sf_seg_params *out) {
   memset(out, 0, sizeof *out);
@@ -110,27 +112,28 @@ static int cmp_id(const void *a, const void *b) {
 /* Compares one field; fills err naming shard, field and both values. */
 static sf_code field_mismatch(const sf_plan_shard *s, const char *field, const char *have,
                               const char *want, const char *ref, sf_err *err) {
-  return sf_err_set(err, SF_EMISMATCH,
-                    "shard '%s' (%s): %s is %s but %s has %s; every shard of a job must be "
-                    "encoded with the same quantizer",
-                    s->shard_id, s->path, field, have, ref, want);
+  return sf_err_set(
+      err, SF_EMISMATCH,
+      "shard '%s' (%s): %s is %s but %s has %s; every shard of a job must be "
+      "encoded with the same quantizer",
+      s->shard_id, s->path, field, have, ref, want);
 }
 
-static sf_code check_params(const sf_plan_shard *s, const sf_seg_params *want, const char *ref,
-                            sf_err *err) {
+static sf_code check_params(const sf_plan_shard *s, const sf_seg_params *want,
+                            const char *ref, sf_err *err) {
   const sf_seg_params *p = &s->params;
   char a[32], b[32];
   if (p->type != want->type)
     return field_mismatch(s, "index type", sf_index_type_name(p->type),
                           sf_index_type_name(want->type), ref, err);
   if (p->metric != want->metric)
-    return field_mismatch(s, "metric", sf_metric_name(p->metric), sf_metric_name(want->metric),
-                          ref, err);
-#define NUM_FIELD(f, name)                               \
-  if (p->f != want->f) {                                 \
-    snprintf(a, sizeof a, "%" PRIu64, (uint64_t)p->f);   \
+    return field_mismatch(s, "metric", sf_metric_name(p->metric),
+                          sf_metric_name(want->metric), ref, err);
+#define NUM_FIELD(f, name)                                \
+  if (p->f != want->f) {                                  \
+    snprintf(a, sizeof a, "%" PRIu64, (uint64_t)p->f);    \
     snprintf(b, sizeof b, "%" PRIu64, (uint64_t)want->f); \
-    return field_mismatch(s, name, a, b, ref, err);      \
+    return field_mismatch(s, name, a, b, ref, err);       \
   }
   NUM_FIELD(dim, "dim")
   NUM_FIELD(nlist, "nlist")
@@ -147,8 +150,8 @@ static sf_code check_params(const sf_plan_shard *s, const sf_seg_params *want, c
 
 /* Names the shard before `upto` (in plan order) that shares fragments with
  * shards[ord[upto]], and the shared fragments. */
-static sf_code overlap_error(const sf_plan_shard *shards, const order_key *ord, size_t upto,
-                             sf_err *err) {
+static sf_code overlap_error(const sf_plan_shard *shards, const order_key *ord,
+                             size_t upto, sf_err *err) {
   const sf_plan_shard *s = &shards[ord[upto].idx];
   for (size_t j = 0; j < upto; j++) {
     const sf_plan_shard *t = &shards[ord[j].idx];
@@ -173,12 +176,13 @@ static sf_code check_coverage(const sf_plan_shard *shards, const order_key *ord,
   if (!missing) return oom(err);
   if (!roaring_bitmap_is_empty(missing)) {
     char *list = sf_fragset_format_short(missing, MSG_RANGES);
-    sf_err_set(err, SF_EINCOMPLETE,
-               "the shards cover %" PRIu64 " of %" PRIu64
-               " expected fragments; missing: %s (stage shards for them, or narrow "
-               "--expected-fragments)",
-               roaring_bitmap_get_cardinality(want) - roaring_bitmap_get_cardinality(missing),
-               roaring_bitmap_get_cardinality(want), list ? list : "?");
+    sf_err_set(
+        err, SF_EINCOMPLETE,
+        "the shards cover %" PRIu64 " of %" PRIu64
+        " expected fragments; missing: %s (stage shards for them, or narrow "
+        "--expected-fragments)",
+        roaring_bitmap_get_cardinality(want) - roaring_bitmap_get_cardinality(missing),
+        roaring_bitmap_get_cardinality(want), list ? list : "?");
     free(list);
     roaring_bitmap_free(missing);
     return SF_EINCOMPLETE;
@@ -221,14 +225,16 @@ static sf_code validate(const sf_plan_shard *shards, size_t n, const sf_plan_opt
   qsort(ord, n, sizeof *ord, cmp_id);
   for (size_t i = 1; i < n; i++)
     if (!strcmp(ord[i - 1].id, ord[i].id))
-      return sf_err_set(err, SF_EINVAL, "shard id '%s' is given twice (%s and %s)", ord[i].id,
-                        shards[ord[i - 1].idx].path, shards[ord[i].idx].path);
+      return sf_err_set(err, SF_EINVAL, "shard id '%s' is given twice (%s and %s)",
+                        ord[i].id, shards[ord[i - 1].idx].path, shards[ord[i].idx].path);
   qsort(ord, n, sizeof *ord, cmp_order);
 
   const sf_seg_params *want = o->quantizer ? o->quantizer : &shards[ord[0].idx].params;
   char ref[300];
-  if (o->quantizer) snprintf(ref, sizeof ref, "the quantizer");
-  else snprintf(ref, sizeof ref, "shard '%s'", shards[ord[0].idx].shard_id);
+  if (o->quantizer)
+    snprintf(ref, sizeof ref, "the quantizer");
+  else
+    snprintf(ref, sizeof ref, "shard '%s'", shards[ord[0].idx].shard_id);
   for (size_t i = 0; i < n; i++) {
     sf_code rc = check_params(&shards[ord[i].idx], want, ref, err);
     if (rc) return rc;
@@ -236,7 +242,8 @@ static sf_code validate(const sf_plan_shard *shards, size_t n, const sf_plan_opt
 
   for (size_t i = 0; i < n; i++) {
     const sf_plan_shard *s = &shards[ord[i].idx];
-    if (roaring_bitmap_intersect(all, s->fragments)) return overlap_error(shards, ord, i, err);
+    if (roaring_bitmap_intersect(all, s->fragments))
+      return overlap_error(shards, ord, i, err);
     roaring_bitmap_or_inplace(all, s->fragments);
   }
   if (o->expected_fragments) {
@@ -244,12 +251,12 @@ static sf_code validate(const sf_plan_shard *shards, size_t n, const sf_plan_opt
     if (rc) return rc;
   }
   if (o->index_type >= 0 && (sf_index_type)o->index_type != want->type)
-    return sf_err_set(err, SF_EMISMATCH,
-                      "index type %s was requested but the shards are %s: a merge copies "
-                      "codes verbatim and cannot change the type (re-stage the shards as %s)",
-                      sf_index_type_name((sf_index_type)o->index_type),
-                      sf_index_type_name(want->type),
-                      sf_index_type_name((sf_index_type)o->index_type));
+    return sf_err_set(
+        err, SF_EMISMATCH,
+        "index type %s was requested but the shards are %s: a merge copies "
+        "codes verbatim and cannot change the type (re-stage the shards as %s)",
+        sf_index_type_name((sf_index_type)o->index_type), sf_index_type_name(want->type),
+        sf_index_type_name((sf_index_type)o->index_type));
   return SF_OK;
 }
 
@@ -292,7 +299,8 @@ static sf_code group(sf_plan *p, sf_err *err) {
     sf_plan_segment *seg = &p->segments[g];
     roaring_bitmap_run_optimize(seg->fragments);
     for (size_t k = 0; k < seg->count; k++) ids[k] = p->shards[seg->first + k].shard_id;
-    sf_code rc = sf_plan_segment_id(p->staging_id, ids, seg->count, &seg->segment_id, err);
+    sf_code rc =
+        sf_plan_segment_id(p->staging_id, ids, seg->count, &seg->segment_id, err);
     if (rc) {
       free(ids);
       return rc;
@@ -382,7 +390,8 @@ static sf_code list_shards(const char *root, char ***names, size_t *n, sf_err *e
   *names = NULL;
   *n = 0;
   DIR *d = opendir(root);
-  if (!d) return sf_err_errno(err, SF_ENOTFOUND, errno, "cannot open staging root %s", root);
+  if (!d)
+    return sf_err_errno(err, SF_ENOTFOUND, errno, "cannot open staging root %s", root);
   size_t cap = 0;
   sf_code rc = SF_OK;
   struct dirent *e;
@@ -408,7 +417,8 @@ static sf_code list_shards(const char *root, char ***names, size_t *n, sf_err *e
   return rc;
 }
 
-static sf_code read_shard(const char *root, const char *name, sf_plan_shard *s, sf_err *err) {
+static sf_code read_shard(const char *root, const char *name, sf_plan_shard *s,
+                          sf_err *err) {
   memset(s, 0, sizeof *s);
   s->path = sf_fs_join(root, name);
   s->shard_id = strndup(name, strlen(name) - strlen(SF_PLAN_SHARD_EXT));
@@ -418,8 +428,10 @@ static sf_code read_shard(const char *root, const char *name, sf_plan_shard *s, 
   if (rc) return rc;
   s->params = *sf_seg_get_params(r);
   if (s->params.kind != SF_SEG_KIND_SHARD) {
-    rc = sf_err_set(err, SF_EFORMAT, "%s is a %s file, not a shard; only shards belong in a "
-                    "staging root", s->path, sf_seg_kind_name(s->params.kind));
+    rc = sf_err_set(err, SF_EFORMAT,
+                    "%s is a %s file, not a shard; only shards belong in a "
+                    "staging root",
+                    s->path, sf_seg_kind_name(s->params.kind));
   } else {
     s->bytes = sf_seg_file_bytes(r);
     s->num_rows = sf_seg_num_rows(r);
@@ -447,8 +459,8 @@ sf_code sf_plan_scan_staging(const char *root, sf_plan_shard **shards, size_t *n
   size_t count;
   if ((rc = list_shards(root, &names, &count, err))) goto done;
   if (count == 0) {
-    rc = sf_err_set(err, SF_ENOTFOUND, "no *%s files in staging root %s", SF_PLAN_SHARD_EXT,
-                    root);
+    rc = sf_err_set(err, SF_ENOTFOUND, "no *%s files in staging root %s",
+                    SF_PLAN_SHARD_EXT, root);
     goto done;
   }
   *shards = calloc(count, sizeof **shards);
@@ -471,7 +483,8 @@ done:
   return rc;
 }
 
-sf_code sf_plan_staging(const char *root, const sf_plan_opts *o, sf_plan **out, sf_err *err) {
+sf_code sf_plan_staging(const char *root, const sf_plan_opts *o, sf_plan **out,
+                        sf_err *err) {
   *out = NULL;
   sf_plan_shard *shards;
   size_t n;
@@ -502,7 +515,9 @@ sf_code sf_plan_staging(const char *root, const sf_plan_opts *o, sf_plan **out, 
 
 /* ---- JSON ---------------------------------------------------------------- */
 
-static int set_new(json_t *o, const char *k, json_t *v) { return json_object_set_new(o, k, v); }
+static int set_new(json_t *o, const char *k, json_t *v) {
+  return json_object_set_new(o, k, v);
+}
 
 static json_t *fragments_json(const roaring_bitmap_t *b) {
   char *s = sf_fragset_format(b);
@@ -549,7 +564,8 @@ json_t *sf_plan_to_json(const sf_plan *p) {
   snprintf(hex, sizeof hex, "%016" PRIx64, p->params.quantizer_checksum);
   json_t *o = json_object(), *arr = json_array();
   if (!o || !arr || set_new(o, "staging_id", json_string(p->staging_id)) ||
-      set_new(o, "target_segment_bytes", json_integer((json_int_t)p->target_segment_bytes)) ||
+      set_new(o, "target_segment_bytes",
+              json_integer((json_int_t)p->target_segment_bytes)) ||
       set_new(o, "index_type", json_string(sf_index_type_name(p->params.type))) ||
       set_new(o, "metric", json_string(sf_metric_name(p->params.metric))) ||
       set_new(o, "dim", json_integer(p->params.dim)) ||

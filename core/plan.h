@@ -77,8 +77,8 @@ typedef struct sf_plan_opts {
 typedef struct sf_plan_segment {
   char *segment_id;
   size_t first, count;
-  uint64_t bytes;    /* sum of its shards' bytes */
-  uint64_t num_rows; /* sum of its shards' rows */
+  uint64_t bytes;              /* sum of its shards' bytes */
+  uint64_t num_rows;           /* sum of its shards' rows */
   roaring_bitmap_t *fragments; /* union of its shards' fragments */
 } sf_plan_segment;
 
@@ -124,7 +124,8 @@ sf_code sf_plan_scan_staging(const char *root, sf_plan_shard **shards, size_t *n
 /* sf_plan_scan_staging, then sf_plan_make with the root's quantizer as the
  * reference. A NULL o->staging_id means the root's last path component
  * (roots are <dataset>/_indices/_staging/<staging_id>/). */
-sf_code sf_plan_staging(const char *root, const sf_plan_opts *o, sf_plan **out, sf_err *err);
+sf_code sf_plan_staging(const char *root, const sf_plan_opts *o, sf_plan **out,
+                        sf_err *err);
 
 /* Frees an owned array of n shards; accepts NULL. */
 void sf_plan_shards_free(sf_plan_shard *shards, size_t n);

@@ -24,8 +24,10 @@ void sf_progress_bytes(uint64_t bytes, char *buf, size_t len) {
     v /= 1024;
     u++;
   }
-  if (u == 0) snprintf(buf, len, "%llu B", (unsigned long long)bytes);
-  else snprintf(buf, len, "%.1f %s", v, units[u]);
+  if (u == 0)
+    snprintf(buf, len, "%llu B", (unsigned long long)bytes);
+  else
+    snprintf(buf, len, "%.1f %s", v, units[u]);
 }
 
 int sf_progress_line(sf_progress *p, double now, uint64_t done, uint64_t total,
@@ -46,7 +48,8 @@ int sf_progress_line(sf_progress *p, double now, uint64_t done, uint64_t total,
       if (left >= 3600)
         snprintf(eta, sizeof eta, "ETA %llu:%02llu:%02llu", left / 3600, left / 60 % 60,
                  left % 60);
-      else snprintf(eta, sizeof eta, "ETA %llu:%02llu", left / 60, left % 60);
+      else
+        snprintf(eta, sizeof eta, "ETA %llu:%02llu", left / 60, left % 60);
     } else {
       snprintf(eta, sizeof eta, "%.1f s", secs);
     }

@@ -1,14 +1,18 @@
 /* test_plan.c - the planner: every validation rule, the greedy grouping and
  * deterministic segment ids. Shards are given as data, except where the
  * staging-directory scan itself is under test. */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
 #include <stdint.h>
-#include <cmocka.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* cmocka.h needs these before it */
+/* clang-format off */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+/* clang-format on */
 
 #include "core/fragset.h"
 #include "core/fsutil.h"
@@ -27,8 +31,13 @@ typedef struct {
 } job;
 
 static sf_seg_params params(void) {
-  sf_seg_params p = {.kind = SF_SEG_KIND_SHARD, .type = SF_IVF_SQ, .metric = SF_L2, .dim = 8,
-                     .nlist = 16, .code_size = 8, .quantizer_checksum = 0x5eedULL};
+  sf_seg_params p = {.kind = SF_SEG_KIND_SHARD,
+                     .type = SF_IVF_SQ,
+                     .metric = SF_L2,
+                     .dim = 8,
+                     .nlist = 16,
+                     .code_size = 8,
+                     .quantizer_checksum = 0x5eedULL};
   return p;
 }
 
@@ -56,7 +65,8 @@ static void job_free(job *j) {
 }
 
 static sf_plan *plan_ok(job *j, uint64_t budget) {
-  sf_plan_opts o = {.staging_id = "build-7", .target_segment_bytes = budget, .index_type = -1};
+  sf_plan_opts o = {
+      .staging_id = "build-7", .target_segment_bytes = budget, .index_type = -1};
   sf_plan *p = NULL;
   sf_err err = {0};
   sf_code rc = sf_plan_make(j->s, j->n, &o, &p, &err);
@@ -77,7 +87,8 @@ static void expect_groups(const sf_plan *p, const char *want) {
   assert_string_equal(got, want);
 }
 
-static void test_a_budget_packs_shards_greedily_in_order_of_lowest_fragment(void **state) {
+static void test_a_budget_packs_shards_greedily_in_order_of_lowest_fragment(
+    void **state) {
   (void)state;
   job j = {0};
   /* Given out of order: the plan order is by lowest fragment. */
@@ -142,7 +153,8 @@ static void test_no_budget_means_one_segment_per_shard(void **state) {
   job_free(&j);
 }
 
-static void test_segment_ids_are_deterministic_readable_and_order_independent(void **state) {
+static void test_segment_ids_are_deterministic_readable_and_order_independent(
+    void **state) {
   (void)state;
   job j = {0}, k = {0};
   add(&j, "a", 10, "0");
@@ -161,7 +173,8 @@ static void test_segment_ids_are_deterministic_readable_and_order_independent(vo
   assert_int_equal(strlen(p->segments[0].segment_id), 8 + 16);
 
   /* The id is a function of the set of shard ids, and of the staging id. */
-  const char *ab[] = {"a", "b"}, *ba[] = {"b", "a"}, *abc[] = {"ab", "c"}, *a_bc[] = {"a", "bc"};
+  const char *ab[] = {"a", "b"}, *ba[] = {"b", "a"}, *abc[] = {"ab", "c"},
+             *a_bc[] = {"a", "bc"};
   char *x, *y;
   sf_err err = {0};
   assert_int_equal(sf_plan_segment_id("build-7", ab, 2, &x, &err), SF_OK);
@@ -194,8 +207,9 @@ static void test_segment_ids_are_safe_file_names_whatever_the_staging_id(void **
   assert_null(strchr(x, ' '));
   assert_int_not_equal(x[0], '.');
   free(x);
-  assert_int_equal(sf_plan_segment_id("0123456789012345678901234567890123456789-and-more", ids,
-                                      1, &x, &err), SF_OK);
+  assert_int_equal(sf_plan_segment_id("0123456789012345678901234567890123456789-and-more",
+                                      ids, 1, &x, &err),
+                   SF_OK);
   assert_int_equal(strlen(x), 40 + 1 + 16);
   free(x);
 }
@@ -207,7 +221,8 @@ static sf_code plan_err(job *j, const sf_plan_opts *o, sf_err *err) {
   return rc;
 }
 
-static void test_overlapping_fragments_are_refused_naming_the_shards_and_fragments(void **state) {
+static void test_overlapping_fragments_are_refused_naming_the_shards_and_fragments(
+    void **state) {
   (void)state;
   job j = {0};
   add(&j, "w1", 10, "0-9");
@@ -270,7 +285,8 @@ static void test_missing_expected_fragments_are_listed_by_number(void **state) {
   job_free(&j);
 }
 
-static void test_fragments_outside_the_expected_set_are_refused_naming_the_shard(void **state) {
+static void test_fragments_outside_the_expected_set_are_refused_naming_the_shard(
+    void **state) {
   (void)state;
   job j = {0};
   add(&j, "w1", 10, "0-9");
@@ -286,7 +302,8 @@ static void test_fragments_outside_the_expected_set_are_refused_naming_the_shard
   job_free(&j);
 }
 
-static void test_a_parameter_mismatch_is_refused_naming_the_shard_and_the_field(void **state) {
+static void test_a_parameter_mismatch_is_refused_naming_the_shard_and_the_field(
+    void **state) {
   (void)state;
   sf_seg_params q = params();
   q.kind = 0;
@@ -300,11 +317,21 @@ static void test_a_parameter_mismatch_is_refused_naming_the_shard_and_the_field(
     add(&j, "w2", 10, "1");
     sf_seg_params *p = &j.s[1].params;
     switch (f) {
-      case 0: p->dim = 16, p->code_size = 16; break;
-      case 1: p->nlist = 32; break;
-      case 2: p->metric = SF_DOT; break;
-      case 3: p->type = SF_IVF_FLAT, p->code_size = 32; break;
-      case 4: p->quantizer_checksum = 0xbad; break;
+      case 0:
+        p->dim = 16, p->code_size = 16;
+        break;
+      case 1:
+        p->nlist = 32;
+        break;
+      case 2:
+        p->metric = SF_DOT;
+        break;
+      case 3:
+        p->type = SF_IVF_FLAT, p->code_size = 32;
+        break;
+      case 4:
+        p->quantizer_checksum = 0xbad;
+        break;
     }
     assert_int_equal(plan_err(&j, &o, &err), SF_EMISMATCH);
     assert_non_null(strstr(err.msg, "shard 'w2'"));
@@ -320,7 +347,8 @@ static void test_a_parameter_mismatch_is_refused_naming_the_shard_and_the_field(
   }
 }
 
-static void test_a_requested_index_type_the_shards_cannot_become_is_refused(void **state) {
+static void test_a_requested_index_type_the_shards_cannot_become_is_refused(
+    void **state) {
   (void)state;
   job j = {0};
   add(&j, "w1", 10, "0");
@@ -352,7 +380,8 @@ static void test_the_plan_as_json_lists_segments_and_their_shards(void **state) 
   assert_int_equal(json_array_size(segs), 1);
   json_t *sh = json_object_get(json_array_get(segs, 0), "shards");
   assert_int_equal(json_array_size(sh), 2);
-  assert_string_equal(json_string_value(json_object_get(json_array_get(sh, 1), "shard_id")), "b");
+  assert_string_equal(
+      json_string_value(json_object_get(json_array_get(sh, 1), "shard_id")), "b");
   json_decref(o);
   sf_plan_free(p);
   job_free(&j);
@@ -382,7 +411,8 @@ static void test_a_staging_root_is_read_and_planned_against_its_quantizer(void *
   assert_int_equal(sf_fs_mkdirs(dir, &err), SF_OK);
   float x[64 * 8];
   for (int i = 0; i < 64 * 8; i++) x[i] = (float)((i * 7919) % 101) / 101.0f;
-  sf_quant_params qp = {.type = SF_IVF_SQ, .metric = SF_L2, .dim = 8, .nlist = 4, .seed = 1};
+  sf_quant_params qp = {
+      .type = SF_IVF_SQ, .metric = SF_L2, .dim = 8, .nlist = 4, .seed = 1};
   sf_quant *q;
   assert_int_equal(sf_quant_train(&qp, x, 64, &q, &err), SF_OK);
   assert_int_equal(sf_quant_save(q, tu_path(dir, "quantizer"), &err), SF_OK);
@@ -426,11 +456,14 @@ int main(void) {
       cmocka_unit_test(test_no_budget_means_one_segment_per_shard),
       cmocka_unit_test(test_segment_ids_are_deterministic_readable_and_order_independent),
       cmocka_unit_test(test_segment_ids_are_safe_file_names_whatever_the_staging_id),
-      cmocka_unit_test(test_overlapping_fragments_are_refused_naming_the_shards_and_fragments),
+      cmocka_unit_test(
+          test_overlapping_fragments_are_refused_naming_the_shards_and_fragments),
       cmocka_unit_test(test_duplicate_or_empty_shards_and_empty_jobs_are_refused),
       cmocka_unit_test(test_missing_expected_fragments_are_listed_by_number),
-      cmocka_unit_test(test_fragments_outside_the_expected_set_are_refused_naming_the_shard),
-      cmocka_unit_test(test_a_parameter_mismatch_is_refused_naming_the_shard_and_the_field),
+      cmocka_unit_test(
+          test_fragments_outside_the_expected_set_are_refused_naming_the_shard),
+      cmocka_unit_test(
+          test_a_parameter_mismatch_is_refused_naming_the_shard_and_the_field),
       cmocka_unit_test(test_a_requested_index_type_the_shards_cannot_become_is_refused),
       cmocka_unit_test(test_the_plan_as_json_lists_segments_and_their_shards),
       cmocka_unit_test(test_a_staging_root_is_read_and_planned_against_its_quantizer),
