@@ -73,7 +73,10 @@ sf_code sf_seg_writer_open(const char *path, const sf_seg_params *p, sf_seg_writ
                            sf_err *err) {
   *out = NULL;
   sf_code rc = sf_seg_params_check(p, err);
-  if (rc) return sf_err_prefix(err, "%s", path);
+  if (rc) {
+    sf_err_prefix(err, "%s", path); /* returns SF_OK when err is NULL */
+    return rc;
+  }
   sf_seg_writer *w = calloc(1, sizeof *w);
   if (!w) return sf_err_set(err, SF_ENOMEM, "out of memory creating %s", path);
   w->tmp.fd = -1;
@@ -300,7 +303,10 @@ static sf_code write_tail(sf_seg_writer *w, const roaring_bitmap_t *fragments,
   uint8_t *bm = NULL, *dir = NULL;
   size_t bmlen = 0;
   sf_code rc = sf_fragset_encode(fragments, &bm, &bmlen, err);
-  if (rc) return sf_err_prefix(err, "%s", w->tmp.path);
+  if (rc) {
+    sf_err_prefix(err, "%s", w->tmp.path);
+    return rc;
+  }
   const uint64_t boff = w->off;
   const uint64_t dlen =
       SEG_DIR_HEAD + (uint64_t)w->p.nlist * SEG_PART_ENTRY + w->nchunks * SEG_CHUNK_ENTRY;
