@@ -14,6 +14,7 @@ static const struct {
   const char *help;
 } commands[] = {
     {"gen", cli_cmd_gen, "generate clustered vectors, queries and ground truth"},
+    {"train", cli_cmd_train, "train the quantizer (IVF centroids, PQ/SQ) from vectors"},
     {"events", cli_cmd_events, "encode and decode events (Avro <-> JSON)"},
     {"stage", cli_cmd_stage, "write a shard for a set of fragments"},
     {"search", cli_cmd_search, "k-NN search over shards or segments; recall vs ground truth"},
