@@ -36,18 +36,24 @@ typedef struct {
   sf_progress clock;
   int tty;
   int shown;
+  sf_build_progress last; /* for the final line, which is never throttled */
 } progress_state;
 
-static void on_progress(void *ctx, const sf_build_progress *p) {
-  progress_state *st = ctx;
+static void show(progress_state *st, const sf_build_progress *p, int final) {
   char line[256], extra[96];
   snprintf(extra, sizeof extra, "segments %zu/%zu (%zu reused), %u running",
            p->segments_done, p->segments_total, p->segments_reused, p->running);
-  if (!st->tty || !sf_progress_line(&st->clock, sf_progress_now(), p->bytes_done,
-                                    p->bytes_total, extra, 0, line, sizeof line))
+  if (!sf_progress_line(&st->clock, sf_progress_now(), p->bytes_done, p->bytes_total,
+                        extra, final, line, sizeof line))
     return;
   fprintf(stderr, "\r%s\033[K", line);
   st->shown = 1;
+}
+
+static void on_progress(void *ctx, const sf_build_progress *p) {
+  progress_state *st = ctx;
+  st->last = *p;
+  if (st->tty) show(st, p, 0);
 }
 
 static int print_json(const sf_seginfo *s, size_t n) {
@@ -167,7 +173,10 @@ int cli_cmd_build(int argc, char **argv) {
   size_t n;
   sf_build_stats stats;
   rc = sf_build_run(plan, dataset, &bo, &segs, &n, &stats, &err);
-  if (st.shown) fprintf(stderr, "\n");
+  if (st.shown) {
+    show(&st, &st.last, 1);
+    fprintf(stderr, "\n");
+  }
   if (rc) {
     sf_plan_free(plan);
     return cli_fail("build", &err);
