@@ -60,12 +60,15 @@ static void inputs_free(inputs *in) {
  * JSON, whose bytes, rows and fragments must match the file. */
 static sf_code add_file(inputs *in, const char *ds, const char *path, json_t *want, int verify,
                         sf_err *err) {
-  char *real = realpath(path, NULL), *segdir = sf_fs_join(ds, SF_CATALOG_SEGMENTS_DIR);
+  char *real = realpath(path, NULL);
+  int real_errno = errno;
+  char *segdir = sf_fs_join(ds, SF_CATALOG_SEGMENTS_DIR);
   char *dir = real ? sf_fs_dirname(real) : NULL, *segreal = segdir ? realpath(segdir, NULL) : NULL;
   sf_seg_reader *r = NULL;
   sf_code rc = SF_OK;
   if (!real)
-    rc = sf_err_errno(err, SF_ENOTFOUND, errno, "segment file %s", path);
+    rc = sf_err_errno(err, real_errno == ENOENT ? SF_ENOTFOUND : SF_EIO, real_errno,
+                      "segment file %s", path);
   else if (!dir || !segreal || strcmp(dir, segreal))
     rc = sf_err_set(err, SF_EINVAL, "%s is not in %s/: commit records segments where "
                     "'segforge build' writes them", path, segdir ? segdir : "?");
