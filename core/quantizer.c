@@ -333,7 +333,8 @@ void sf_quant_assign_batch(const sf_quant *q, const float *prepared, size_t n,
 static void encode_sq(const sf_quant *q, const float *x, const float *c, uint8_t *code) {
   for (uint32_t j = 0; j < q->p.dim; j++) {
     float v = (x[j] - c[j] - q->sq_vmin[j]) * q->sq_inv[j];
-    code[j] = v <= 0 ? 0 : v >= 255 ? 255 : (uint8_t)v; /* floor, NaN -> 0 */
+    /* floor, clamped; NaN (from a hostile range) goes to 0, not to UB */
+    code[j] = !(v > 0) ? 0 : v >= 255 ? 255 : (uint8_t)v;
   }
 }
 

@@ -1,0 +1,206 @@
+/*
+ * cmd_train.c - `segforge train`: a quantizer (IVF centroids, plus SQ ranges
+ * or PQ codebooks) from a vector file, written atomically where every worker
+ * of a build can read it.
+ *
+ * Only the training sample is read: when the file holds more rows than the
+ * sample cap, a deterministic sample (from --seed) is read row by row in
+ * file order, so a billion-row file costs the sample's memory, not the
+ * file's.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "cli/cli.h"
+#include "core/fsutil.h"
+#include "core/kmeans.h"
+#include "core/quantizer.h"
+#include "core/vecio.h"
+
+static void help(void) {
+  printf(
+      "usage: segforge train --vectors FILE --out DIR_OR_FILE --index-type TYPE\n"
+      "                      --metric METRIC --nlist N [--pq-m M] [--seed S]\n"
+      "                      [--max-train-rows N] [--iters N]\n\n"
+      "Trains the quantizer every shard of a build is encoded against.\n"
+      "  --vectors FILE        .fvecs, .bvecs or .ivecs training vectors\n"
+      "  --out DIR_OR_FILE     a directory (e.g. a staging root) gets DIR/quantizer;\n"
+      "                        anything else is the file name\n"
+      "  --index-type TYPE     IVF_FLAT, IVF_SQ (8-bit) or IVF_PQ (8-bit codes)\n"
+      "  --metric METRIC       L2, COSINE or DOT\n"
+      "  --nlist N             coarse lists (1..%u; about rows/256 to rows/32 is usual)\n"
+      "  --pq-m M              IVF_PQ sub-quantizers; must divide the dimension\n"
+      "  --seed S              training seed (default 1): same seed, same quantizer\n"
+      "  --max-train-rows N    sample cap (default 256 x nlist, at least 65536 for PQ)\n"
+      "  --iters N             k-means iterations (default %u)\n",
+      SF_MAX_NLIST, SF_QUANT_DEFAULT_ITERS);
+}
+
+static double now_s(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+/* Reads the training rows: all of them, or a sorted deterministic sample of
+ * `cap` when the file is larger. *x is malloc'd (caller frees). */
+static sf_code read_sample(const char *path, uint64_t cap, uint64_t seed, float **x,
+                           size_t *n, uint64_t *total, uint32_t *dim, sf_err *err) {
+  sf_vecreader *r;
+  sf_code rc = sf_vecreader_open(path, &r, err);
+  if (rc) return rc;
+  *dim = sf_vecreader_dim(r);
+  *total = sf_vecreader_rows(r);
+  size_t m = (size_t)(*total < cap ? *total : cap);
+  size_t *idx = NULL;
+  float *buf = NULL;
+  if ((double)m * *dim * sizeof(float) > (double)SIZE_MAX / 2) {
+    rc = sf_err_set(err, SF_ELIMIT, "%s: a sample of %zu rows of dim %u is too large; lower "
+                    "--max-train-rows", path, m, *dim);
+    goto done;
+  }
+  buf = malloc(sizeof(float) * (m ? m : 1) * *dim);
+  if (!buf) {
+    rc = sf_err_set(err, SF_ENOMEM, "out of memory for %zu training rows of dim %u; lower "
+                    "--max-train-rows", m, *dim);
+    goto done;
+  }
+  size_t got = 0;
+  if (m == *total) {
+    while (got < m && !rc) {
+      size_t nr = 0;
+      rc = sf_vecreader_read_f32(r, buf + got * *dim, m - got, &nr, err);
+      if (!rc && nr == 0)
+        rc = sf_err_set(err, SF_ECORRUPT, "%s: ended after %zu of %zu rows", path, got, m);
+      got += nr;
+    }
+  } else {
+    idx = malloc(sizeof(size_t) * m);
+    if (!idx) {
+      rc = sf_err_set(err, SF_ENOMEM, "out of memory sampling %zu rows", m);
+      goto done;
+    }
+    sf_kmeans_sample(seed, (size_t)*total, m, idx);
+    for (; got < m && !rc; got++) {
+      size_t nr = 0;
+      rc = sf_vecreader_seek(r, idx[got], err);
+      if (!rc) rc = sf_vecreader_read_f32(r, buf + got * *dim, 1, &nr, err);
+      if (!rc && nr != 1)
+        rc = sf_err_set(err, SF_ECORRUPT, "%s: row %zu could not be read", path, idx[got]);
+    }
+  }
+done:
+  sf_vecreader_free(r);
+  free(idx);
+  if (rc) {
+    free(buf);
+    return rc;
+  }
+  *x = buf;
+  *n = m;
+  return SF_OK;
+}
+
+int cli_cmd_train(int argc, char **argv) {
+  static const struct option opts[] = {
+      {"vectors", required_argument, 0, 'v'},        {"out", required_argument, 0, 'o'},
+      {"index-type", required_argument, 0, 't'},     {"metric", required_argument, 0, 'm'},
+      {"nlist", required_argument, 0, 'n'},          {"pq-m", required_argument, 0, 'p'},
+      {"seed", required_argument, 0, 's'},           {"max-train-rows", required_argument, 0, 'r'},
+      {"iters", required_argument, 0, 'i'},          {"help", no_argument, 0, 'h'},
+      {0, 0, 0, 0}};
+  const char *vectors = NULL, *out = NULL;
+  int have_type = 0, have_metric = 0;
+  uint64_t nlist = 0, pq_m = 0, seed = 1, max_rows = 0, iters = SF_QUANT_DEFAULT_ITERS;
+  sf_quant_params p = {0};
+  sf_err err = {0};
+  int c;
+  optind = 1;
+  while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    sf_code rc = SF_OK;
+    switch (c) {
+      case 'v': vectors = optarg; break;
+      case 'o': out = optarg; break;
+      case 't': rc = sf_index_type_parse(optarg, &p.type, &err); have_type = 1; break;
+      case 'm': rc = sf_metric_parse(optarg, &p.metric, &err); have_metric = 1; break;
+      case 'n': rc = cli_parse_u64("--nlist", optarg, 1, SF_MAX_NLIST, 0, &nlist, &err); break;
+      case 'p': rc = cli_parse_u64("--pq-m", optarg, 1, SF_MAX_PQ_M, 0, &pq_m, &err); break;
+      case 's': rc = cli_parse_u64("--seed", optarg, 0, UINT64_MAX, 0, &seed, &err); break;
+      case 'r':
+        rc = cli_parse_u64("--max-train-rows", optarg, 1, 1ULL << 40, 1, &max_rows, &err);
+        break;
+      case 'i': rc = cli_parse_u64("--iters", optarg, 1, 1000, 0, &iters, &err); break;
+      case 'h': help(); return 0;
+      default: return cli_usage("train", "unknown option");
+    }
+    if (rc) return cli_usage("train", "%s", err.msg);
+  }
+  if (optind < argc) return cli_usage("train", "unexpected argument '%s'", argv[optind]);
+  if (!vectors) return cli_usage("train", "--vectors FILE is required");
+  if (!out) return cli_usage("train", "--out DIR_OR_FILE is required");
+  if (!have_type) return cli_usage("train", "--index-type is required (IVF_FLAT, IVF_SQ, IVF_PQ)");
+  if (!have_metric) return cli_usage("train", "--metric is required (L2, COSINE, DOT)");
+  if (!nlist) return cli_usage("train", "--nlist is required");
+  if (p.type == SF_IVF_PQ && !pq_m)
+    return cli_usage("train", "--pq-m is required for IVF_PQ (a divisor of the dimension)");
+  if (p.type != SF_IVF_PQ && pq_m)
+    return cli_usage("train", "--pq-m applies to IVF_PQ only");
+  p.nlist = (uint32_t)nlist;
+  p.pq_m = (uint32_t)pq_m;
+  p.seed = seed;
+  p.kmeans_iters = (uint32_t)iters;
+
+  /* The sample cap the library would use; the CLI applies it while reading. */
+  uint64_t cap = max_rows ? max_rows : nlist * SF_KMEANS_DEFAULT_MAX_PPC;
+  if (!max_rows && p.type == SF_IVF_PQ && cap < 65536) cap = 65536;
+  if (cap < nlist)
+    return cli_usage("train", "--max-train-rows (%llu) must be at least --nlist (%llu)",
+                     (unsigned long long)cap, (unsigned long long)nlist);
+
+  char *path = NULL;
+  struct stat st;
+  path = (stat(out, &st) == 0 && S_ISDIR(st.st_mode)) ? sf_fs_join(out, "quantizer")
+                                                       : strdup(out);
+  if (!path) {
+    sf_err_set(&err, SF_ENOMEM, "out of memory");
+    return cli_fail("train", &err);
+  }
+  double t0 = now_s();
+  float *x = NULL;
+  size_t n = 0;
+  uint64_t total = 0;
+  uint32_t dim = 0;
+  sf_quant *q = NULL;
+  if (read_sample(vectors, cap, seed, &x, &n, &total, &dim, &err)) goto fail;
+  p.dim = dim;
+  /* Already sampled: train on all of it (with too few rows, leave the cap
+   * unset so that the library's message about the row count shows). */
+  int enough = n >= nlist && (p.type != SF_IVF_PQ || n >= SF_QUANT_PQ_KSUB);
+  p.max_train_rows = enough ? n : 0;
+  if (sf_quant_params_check(&p, &err)) goto fail;
+  if (sf_quant_train(&p, x, n, &q, &err)) {
+    sf_err_prefix(&err, "%s", vectors);
+    goto fail;
+  }
+  if (sf_quant_save(q, path, &err)) goto fail;
+  char pq[24] = "";
+  if (p.type == SF_IVF_PQ) snprintf(pq, sizeof pq, " pq_m %u", p.pq_m);
+  printf("train: %s %s dim %u nlist %u%s from %zu of %llu rows: checksum %016llx, %.2f s -> "
+         "%s\n",
+         sf_index_type_name(p.type), sf_metric_name(p.metric), dim, p.nlist, pq, n,
+         (unsigned long long)total, (unsigned long long)sf_quant_checksum(q), now_s() - t0,
+         path);
+  sf_quant_free(q);
+  free(x);
+  free(path);
+  return 0;
+fail:
+  sf_quant_free(q);
+  free(x);
+  free(path);
+  return cli_fail("train", &err);
+}
