@@ -28,7 +28,7 @@ static void help(void) {
       "Generates clustered vectors with exact ground truth, trains a quantizer,\n"
       "stages S shards in parallel worker processes, and searches them, printing\n"
       "recall@10 against brute force. Defaults: a fresh temporary DIR, --rows\n"
-      "100000 --dim 64 --shards 4 --index-type IVF_PQ --metric L2 --nlist 256\n"
+      "100000 --dim 64 --shards 4 --index-type IVF_SQ --metric L2 --nlist 256\n"
       "--nprobe 16.\n");
 }
 
@@ -71,7 +71,7 @@ int cli_cmd_demo(int argc, char **argv) {
       {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
   char dirbuf[4096] = "", *dir = NULL;
   uint64_t rows = 100000, dim = 64, shards = 4, nlist = 256, nprobe = 16;
-  const char *type = "IVF_PQ", *metric = "L2";
+  const char *type = "IVF_SQ", *metric = "L2";
   sf_err err = {0};
   int c;
   optind = 1;

@@ -27,6 +27,7 @@ struct sf_search {
   uint32_t *lists;
   float *prepared, *scores;
   uint32_t max_chunk;
+  unsigned read_flags; /* SF_SEG_READ_NO_CRC once every file is verified */
   sf_topk top;
   int top_ready;
 };
@@ -139,6 +140,7 @@ sf_code sf_search_verify(sf_search *s, sf_err *err) {
     sf_code rc = sf_seg_verify(s->files[i], err);
     if (rc) return rc;
   }
+  s->read_flags = SF_SEG_READ_NO_CRC;
   return SF_OK;
 }
 
@@ -165,11 +167,19 @@ sf_code sf_search_query(sf_search *s, const float *query, uint32_t k, uint32_t n
       uint32_t nc = sf_seg_partition_num_chunks(s->files[f], list);
       for (uint32_t c = 0; c < nc; c++) {
         sf_seg_chunk ch;
-        sf_code rc = sf_seg_read_chunk(s->files[f], list, c, s->scratch, &ch, err);
+        sf_code rc = sf_seg_read_chunk_ex(s->files[f], list, c, s->scratch,
+                                          s->read_flags | SF_SEG_READ_NO_IDS, &ch, err);
         if (rc) return rc;
         sf_quant_scanner_scan(s->scanner, ch.codes, ch.nrows, s->scores);
         s->scanned += ch.nrows;
-        for (uint32_t i = 0; i < ch.nrows; i++)
+        float bound = sf_topk_bound(&s->top);
+        uint32_t i = 0;
+        while (i < ch.nrows && s->scores[i] > bound) i++;
+        if (i == ch.nrows) continue; /* nothing here beats the k-th: ids not needed */
+        /* The CRCs were checked above (or by verify); decode the ids only. */
+        rc = sf_seg_read_chunk_ex(s->files[f], list, c, s->scratch, SF_SEG_READ_NO_CRC, &ch, err);
+        if (rc) return rc;
+        for (; i < ch.nrows; i++)
           if (s->scores[i] <= sf_topk_bound(&s->top)) sf_topk_push(&s->top, s->scores[i], ch.ids[i]);
       }
     }

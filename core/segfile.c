@@ -496,21 +496,30 @@ static sf_code decode_ids(const sf_seg_reader *r, uint32_t p, uint32_t c,
   return SF_OK;
 }
 
-sf_code sf_seg_read_chunk(const sf_seg_reader *r, uint32_t p, uint32_t c,
-                          sf_seg_scratch *s, sf_seg_chunk *out, sf_err *err) {
+sf_code sf_seg_read_chunk_ex(const sf_seg_reader *r, uint32_t p, uint32_t c,
+                             sf_seg_scratch *s, unsigned flags, sf_seg_chunk *out,
+                             sf_err *err) {
   if (p >= r->params.nlist || c >= sf_seg_partition_num_chunks(r, p))
     return sf_err_set(err, SF_EINVAL, "%s: no chunk %u in partition %u", r->path, c, p);
   seg_chunk e = sf_seg_chunk_entry(r, r->first[p] + c);
-  sf_code rc = sf_seg_check_chunk_crcs(r, p, c, &e, err);
-  if (rc) return rc;
+  sf_code rc;
+  if (!(flags & SF_SEG_READ_NO_CRC) && (rc = sf_seg_check_chunk_crcs(r, p, c, &e, err)))
+    return rc;
   const uint8_t *codes = r->map.data + e.off;
   const uint64_t codes_len = (uint64_t)e.nrows * r->params.code_size;
+  out->nrows = e.nrows;
+  out->codes = codes;
+  out->ids = NULL;
+  if (flags & SF_SEG_READ_NO_IDS) return SF_OK;
   if ((rc = decode_ids(r, p, c, codes + codes_len, e.ids_len, e.nrows, s, err)))
     return rc;
-  out->nrows = e.nrows;
   out->ids = s->ids;
-  out->codes = codes;
   return SF_OK;
+}
+
+sf_code sf_seg_read_chunk(const sf_seg_reader *r, uint32_t p, uint32_t c,
+                          sf_seg_scratch *s, sf_seg_chunk *out, sf_err *err) {
+  return sf_seg_read_chunk_ex(r, p, c, s, 0, out, err);
 }
 
 static int all_zero(const uint8_t *b, uint64_t n) {

@@ -153,6 +153,17 @@ typedef struct sf_seg_chunk {
 sf_code sf_seg_read_chunk(const sf_seg_reader *r, uint32_t p, uint32_t c,
                           sf_seg_scratch *s, sf_seg_chunk *out, sf_err *err);
 
+/* sf_seg_read_chunk with flags, for the search hot path:
+ * SF_SEG_READ_NO_IDS leaves out->ids NULL and skips decoding them (a scan
+ * scores the codes first and decodes ids only for chunks that hold a
+ * candidate); SF_SEG_READ_NO_CRC skips the block CRCs, which is safe only
+ * after sf_seg_verify succeeded on this reader: the file is immutable and
+ * mapped, so verified bytes stay verified. Bounds are checked always. */
+#define SF_SEG_READ_NO_IDS 1u
+#define SF_SEG_READ_NO_CRC 2u
+sf_code sf_seg_read_chunk_ex(const sf_seg_reader *r, uint32_t p, uint32_t c, sf_seg_scratch *s,
+                             unsigned flags, sf_seg_chunk *out, sf_err *err);
+
 /* Verifies the whole file: every block CRC, every row-id block decodes,
  * padding is zero, and every row id's fragment is in the file's bitmap.
  * Allocates its own scratch. */
