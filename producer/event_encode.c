@@ -279,8 +279,12 @@ static sf_code encode(sf_event_encoder *enc, const sf_event *ev, uint8_t **out,
       fill_rejected(&f, &ev->u.rejected);
       break;
   }
-  if (f.failed) return err ? err->code : SF_EINVAL;
-  return emit(enc, ev->type, out, len, err);
+  sf_code rc =
+      f.failed ? (err ? err->code : SF_EINVAL) : emit(enc, ev->type, out, len, err);
+  /* Release the copies of this event's strings and bitmaps now: avro-c keeps
+   * them where leak checkers cannot see them, and nothing reuses them. */
+  avro_value_reset(v);
+  return rc;
 }
 
 /* The typed entry points wrap the struct in an sf_event by value: a shallow
