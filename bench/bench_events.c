@@ -112,21 +112,26 @@ int main(int argc, char **argv) {
     total += len[i];
     sf_shard_staged_clear(&e);
   }
-  printf("ShardStaged decode + validate, one core: %d distinct events of %zu bytes on "
-         "average, %d runs of %.1f s\n",
-         n, total / (size_t)n, runs, secs);
+  printf(
+      "ShardStaged decode + validate, one core: %d distinct events of %zu bytes on "
+      "average, %d runs of %.1f s\n",
+      n, total / (size_t)n, runs, secs);
   double f[99], s[99];
   for (int r = 0; r < runs; r++) {
     f[r] = run(fast, msg, len, n, secs);
     s[r] = run(slow, msg, len, n, secs);
-    printf("  run %d: hand-written reader %9.0f events/s   avro-c generic reader %9.0f events/s\n",
-           r + 1, f[r], s[r]);
+    printf(
+        "  run %d: hand-written reader %9.0f events/s   avro-c generic reader %9.0f "
+        "events/s\n",
+        r + 1, f[r], s[r]);
   }
   qsort(f, (size_t)runs, sizeof f[0], cmp);
   qsort(s, (size_t)runs, sizeof s[0], cmp);
-  printf("median:   hand-written reader %9.0f events/s   avro-c generic reader %9.0f events/s"
-         "   (target >= 200000)\n",
-         f[runs / 2], s[runs / 2]);
+  printf(
+      "median:   hand-written reader %9.0f events/s   avro-c generic reader %9.0f "
+      "events/s"
+      "   (target >= 200000)\n",
+      f[runs / 2], s[runs / 2]);
   for (int i = 0; i < n; i++) free(msg[i]);
   free(msg);
   free(len);
