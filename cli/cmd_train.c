@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "core/fsutil.h"
@@ -25,7 +26,7 @@ static void help(void) {
   printf(
       "usage: segforge train --vectors FILE --out DIR_OR_FILE --index-type TYPE\n"
       "                      --metric METRIC --nlist N [--pq-m M] [--seed S]\n"
-      "                      [--max-train-rows N] [--iters N]\n\n"
+      "                      [--max-train-rows N] [--iters N] [--threads N]\n\n"
       "Trains the quantizer every shard of a build is encoded against.\n"
       "  --vectors FILE        .fvecs, .bvecs or .ivecs training vectors\n"
       "  --out DIR_OR_FILE     a directory (e.g. a staging root) gets DIR/quantizer;\n"
@@ -36,7 +37,9 @@ static void help(void) {
       "  --pq-m M              IVF_PQ sub-quantizers; must divide the dimension\n"
       "  --seed S              training seed (default 1): same seed, same quantizer\n"
       "  --max-train-rows N    sample cap (default 256 x nlist, at least 65536 for PQ)\n"
-      "  --iters N             k-means iterations (default %u)\n",
+      "  --iters N             k-means iterations (default %u)\n"
+      "  --threads N           training threads (default: the online CPUs); the\n"
+      "                        quantizer is the same for any count\n",
       SF_MAX_NLIST, SF_QUANT_DEFAULT_ITERS);
 }
 
@@ -111,11 +114,14 @@ int cli_cmd_train(int argc, char **argv) {
       {"index-type", required_argument, 0, 't'},     {"metric", required_argument, 0, 'm'},
       {"nlist", required_argument, 0, 'n'},          {"pq-m", required_argument, 0, 'p'},
       {"seed", required_argument, 0, 's'},           {"max-train-rows", required_argument, 0, 'r'},
-      {"iters", required_argument, 0, 'i'},          {"help", no_argument, 0, 'h'},
+      {"iters", required_argument, 0, 'i'},          {"threads", required_argument, 0, 'T'},
+      {"help", no_argument, 0, 'h'},
       {0, 0, 0, 0}};
   const char *vectors = NULL, *out = NULL;
   int have_type = 0, have_metric = 0;
   uint64_t nlist = 0, pq_m = 0, seed = 1, max_rows = 0, iters = SF_QUANT_DEFAULT_ITERS;
+  long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+  uint64_t threads = ncpu > 0 ? (uint64_t)ncpu : 1;
   sf_quant_params p = {0};
   sf_err err = {0};
   int c;
@@ -134,6 +140,7 @@ int cli_cmd_train(int argc, char **argv) {
         rc = cli_parse_u64("--max-train-rows", optarg, 1, 1ULL << 40, 1, &max_rows, &err);
         break;
       case 'i': rc = cli_parse_u64("--iters", optarg, 1, 1000, 0, &iters, &err); break;
+      case 'T': rc = cli_parse_u64("--threads", optarg, 1, 256, 0, &threads, &err); break;
       case 'h': help(); return 0;
       default: return cli_usage("train", "unknown option");
     }
@@ -153,6 +160,7 @@ int cli_cmd_train(int argc, char **argv) {
   p.pq_m = (uint32_t)pq_m;
   p.seed = seed;
   p.kmeans_iters = (uint32_t)iters;
+  p.nthreads = (uint32_t)threads;
 
   /* The sample cap the library would use; the CLI applies it while reading. */
   uint64_t cap = max_rows ? max_rows : nlist * SF_KMEANS_DEFAULT_MAX_PPC;

@@ -13,6 +13,7 @@
 #include "kmeans.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -247,6 +248,46 @@ void sf_kmeans_panel_assign(const sf_kmeans_panel *p, const float *x, size_t n,
   }
 }
 
+typedef struct assign_job {
+  const sf_kmeans_panel *p;
+  const float *x;
+  size_t n;
+  uint32_t *label;
+  float *score;
+} assign_job;
+
+static void *assign_thread(void *arg) {
+  assign_job *j = arg;
+  sf_kmeans_panel_assign(j->p, j->x, j->n, j->label, j->score);
+  return NULL;
+}
+
+#define MT_MAX_THREADS 256
+#define MT_MIN_ROWS 256 /* fewer rows per thread is not worth a thread */
+
+void sf_kmeans_panel_assign_mt(const sf_kmeans_panel *p, const float *x, size_t n,
+                               uint32_t *label, float *score, uint32_t nthreads) {
+  size_t t = nthreads > MT_MAX_THREADS ? MT_MAX_THREADS : nthreads;
+  if (t > n / MT_MIN_ROWS) t = n / MT_MIN_ROWS;
+  if (t <= 1) {
+    sf_kmeans_panel_assign(p, x, n, label, score);
+    return;
+  }
+  pthread_t tid[MT_MAX_THREADS];
+  assign_job job[MT_MAX_THREADS];
+  size_t started = 0, per = (n + t - 1) / t;
+  for (size_t i = 0; i < t; i++) {
+    size_t a = i * per, b = a + per < n ? a + per : n;
+    job[i] = (assign_job){p, x + a * p->dim, b - a, label + a, score ? score + a : NULL};
+    /* The last part runs here; a thread that fails to start runs here too. */
+    if (i + 1 == t || pthread_create(&tid[started], NULL, assign_thread, &job[i]))
+      assign_thread(&job[i]);
+    else
+      started++;
+  }
+  for (size_t i = 0; i < started; i++) pthread_join(tid[i], NULL);
+}
+
 /* One row against one block: out[16] = dot products. */
 static void dots1_portable(const float *x, const float *pb, uint32_t dim, float *out) {
   float a[BLK] = {0};
@@ -309,6 +350,18 @@ static void normalize(float *v, uint32_t dim) {
     for (uint32_t j = 0; j < dim; j++) v[j] /= nrm;
 }
 
+/* PQ sub-vectors have 1..8 dimensions, where the call through the kernel
+ * pointer costs more than the arithmetic; k-means++ does k*n of these. */
+static inline float l2_any(const float *a, const float *b, uint32_t dim) {
+  if (dim >= 16) return sf_dist_l2sq(a, b, dim);
+  float s = 0;
+  for (uint32_t j = 0; j < dim; j++) {
+    float t = a[j] - b[j];
+    s += t * t;
+  }
+  return s;
+}
+
 /* k-means++ (Arthur & Vassilvitskii): each next seed is a row drawn with
  * probability proportional to its squared distance to the nearest seed so
  * far, which spreads the seeds over the clusters. Needs n >= k. */
@@ -319,7 +372,7 @@ static sf_code seed_kmeanspp(sf_rng *r, const float *x, size_t n, uint32_t dim, 
   size_t first = sf_rng_below(r, n);
   memcpy(c, x + first * dim, sizeof(float) * dim);
   double total = 0;
-  for (size_t i = 0; i < n; i++) total += d2[i] = sf_dist_l2sq(x + i * dim, c, dim);
+  for (size_t i = 0; i < n; i++) total += d2[i] = l2_any(x + i * dim, c, dim);
   for (uint32_t s = 1; s < k; s++) {
     size_t pick = 0;
     if (total > 0) {
@@ -337,7 +390,7 @@ static sf_code seed_kmeanspp(sf_rng *r, const float *x, size_t n, uint32_t dim, 
     memcpy(cs, x + pick * dim, sizeof(float) * dim);
     total = 0;
     for (size_t i = 0; i < n; i++) {
-      double v = sf_dist_l2sq(x + i * dim, cs, dim);
+      double v = l2_any(x + i * dim, cs, dim);
       if (v < d2[i]) d2[i] = v;
       total += d2[i];
     }
@@ -421,7 +474,7 @@ static sf_code lloyd(const sf_kmeans_params *p, const float *xs, size_t n, uint3
     rc = sf_err_set(err, SF_ENOMEM, "out of memory training k-means (k=%u, %zu rows)", k, n);
     goto done;
   }
-  sf_kmeans_panel_assign(&panel, xs, n, label, score);
+  sf_kmeans_panel_assign_mt(&panel, xs, n, label, score, p->nthreads);
   st->obj_init = st->obj_final = objective(score, n);
   for (uint32_t it = 0; it < p->iters; it++) {
     memset(sum, 0, sizeof(double) * k * dim);
@@ -441,7 +494,7 @@ static sf_code lloyd(const sf_kmeans_params *p, const float *xs, size_t n, uint3
     st->repairs += repair_empty(c, count, k, dim, p->spherical);
     panel_fill(&panel, c);
     memcpy(prev, label, sizeof(uint32_t) * n);
-    sf_kmeans_panel_assign(&panel, xs, n, label, score);
+    sf_kmeans_panel_assign_mt(&panel, xs, n, label, score, p->nthreads);
     st->obj_final = objective(score, n);
     st->iters_run = it + 1;
     if (!memcmp(prev, label, sizeof(uint32_t) * n)) break; /* a fixpoint */

@@ -6,7 +6,9 @@
  * max_rows rows (default 256 per centroid), k-means++ seeding on a subsample
  * (or random distinct rows when k is too large for k-means++ to be cheap),
  * then Lloyd iterations with empty-cluster repair by splitting the largest
- * cluster. Single-threaded, so a seed gives bit-identical centroids.
+ * cluster. A seed gives bit-identical centroids: the only threads (the
+ * caller's choice, nthreads) split the rows of the assignment step, whose
+ * result does not depend on the split; the update sums in one thread.
  *
  * Spherical mode ranks by inner product and renormalises the centroids after
  * every update: the right clustering for unit vectors (COSINE) and for
@@ -34,6 +36,8 @@ typedef struct sf_kmeans_params {
   uint64_t seed;     /* seeds the sample, the init and the repairs */
   uint64_t max_rows; /* training-sample cap; 0 = k * SF_KMEANS_DEFAULT_MAX_PPC */
   int spherical;     /* rank by inner product and keep centroids unit length */
+  uint32_t nthreads; /* assignment threads (0 or 1: the caller's thread only);
+                        results are identical for any count */
 } sf_kmeans_params;
 
 typedef struct sf_kmeans_stats {
@@ -72,6 +76,12 @@ void sf_kmeans_panel_free(sf_kmeans_panel *p);
  * (clamped at 0) or negated inner product. Allocates nothing. */
 void sf_kmeans_panel_assign(const sf_kmeans_panel *p, const float *x, size_t n,
                             uint32_t *label, float *score);
+
+/* The same, split over nthreads threads (created and joined inside the
+ * call; 0 or 1 runs on the caller's thread). Labels and scores are the same
+ * whatever the count. Falls back to one thread if threads cannot start. */
+void sf_kmeans_panel_assign_mt(const sf_kmeans_panel *p, const float *x, size_t n,
+                               uint32_t *label, float *score, uint32_t nthreads);
 
 /* out[c] for every centroid c < k: the score of one row, up to a per-row
  * constant (for L2 it omits ||x||^2, which does not change the order). */

@@ -172,7 +172,8 @@ static sf_code train_pq(sf_quant *q, const float *res, size_t n, sf_err *err) {
     sf_kmeans_params kp = {.k = SF_QUANT_PQ_KSUB,
                            .iters = q->p.kmeans_iters,
                            .seed = q->p.seed + 1000003u * (j + 1),
-                           .max_rows = PQ_MAX_TRAIN};
+                           .max_rows = PQ_MAX_TRAIN,
+                           .nthreads = q->p.nthreads};
     rc = sf_kmeans_train(&kp, sub, n, ds, q->pq_cb + (size_t)j * SF_QUANT_PQ_KSUB * ds, NULL,
                          err);
     if (rc) sf_err_prefix(err, "PQ codebook %u", j);
@@ -252,7 +253,8 @@ sf_code sf_quant_train(const sf_quant_params *params, const float *x, size_t n,
                          .iters = q->p.kmeans_iters,
                          .seed = q->p.seed,
                          .max_rows = m,
-                         .spherical = q->p.metric != SF_L2};
+                         .spherical = q->p.metric != SF_L2,
+                         .nthreads = q->p.nthreads};
   if ((rc = sf_kmeans_train(&kp, xs, m, d, q->centroids, NULL, err))) {
     sf_err_prefix(err, "coarse quantizer");
     goto done;
@@ -262,7 +264,7 @@ sf_code sf_quant_train(const sf_quant_params *params, const float *x, size_t n,
     if ((rc = sf_kmeans_panel_init(&panel, q->centroids, q->p.nlist, d, q->p.metric != SF_L2,
                                    err)))
       goto done;
-    sf_kmeans_panel_assign(&panel, xs, m, label, NULL);
+    sf_kmeans_panel_assign_mt(&panel, xs, m, label, NULL, q->p.nthreads);
     sf_kmeans_panel_free(&panel);
   }
   if (q->p.metric != SF_L2 && (rc = centroids_to_means(q, xs, m, label, err))) goto done;

@@ -52,6 +52,8 @@ typedef struct sf_quant_params {
   uint64_t seed;           /* training is deterministic for a seed */
   uint64_t max_train_rows; /* sample cap; 0 = max(256 * nlist, 65536 for PQ) */
   uint32_t kmeans_iters;   /* Lloyd iterations; 0 = 20 */
+  uint32_t nthreads;       /* training threads (0 or 1: the caller's only); the
+                              result is identical for any count */
 } sf_quant_params;
 
 #define SF_QUANT_DEFAULT_ITERS 20u

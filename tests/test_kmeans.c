@@ -87,7 +87,7 @@ static void test_training_improves_on_its_seeding_in_both_modes(void **state) {
   free(x);
 }
 
-static void test_training_is_bit_identical_for_a_seed_and_differs_for_another(void **state) {
+static void test_training_is_bit_identical_for_a_seed_at_any_thread_count(void **state) {
   (void)state;
   float *x = gen(4000, 10, 30, 4);
   float *a = malloc(sizeof(float) * 50 * 10), *b = malloc(sizeof(float) * 50 * 10);
@@ -95,6 +95,10 @@ static void test_training_is_bit_identical_for_a_seed_and_differs_for_another(vo
   assert_int_equal(sf_kmeans_train(&p, x, 4000, 10, a, NULL, NULL), SF_OK);
   assert_int_equal(sf_kmeans_train(&p, x, 4000, 10, b, NULL, NULL), SF_OK);
   assert_memory_equal(a, b, sizeof(float) * 50 * 10);
+  p.nthreads = 3; /* threads split the assignment only: same bits */
+  assert_int_equal(sf_kmeans_train(&p, x, 4000, 10, b, NULL, NULL), SF_OK);
+  assert_memory_equal(a, b, sizeof(float) * 50 * 10);
+  p.nthreads = 0;
   p.seed = 100;
   assert_int_equal(sf_kmeans_train(&p, x, 4000, 10, b, NULL, NULL), SF_OK);
   assert_memory_not_equal(a, b, sizeof(float) * 50 * 10);
@@ -178,7 +182,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_panel_assignment_equals_brute_force_for_every_shape),
       cmocka_unit_test(test_training_improves_on_its_seeding_in_both_modes),
-      cmocka_unit_test(test_training_is_bit_identical_for_a_seed_and_differs_for_another),
+      cmocka_unit_test(test_training_is_bit_identical_for_a_seed_at_any_thread_count),
       cmocka_unit_test(test_the_training_sample_is_capped_at_max_rows_or_256_per_centroid),
       cmocka_unit_test(test_sampling_is_deterministic_sorted_and_distinct),
       cmocka_unit_test(test_no_cluster_is_left_empty_when_rows_are_clumped),

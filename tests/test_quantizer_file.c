@@ -104,12 +104,18 @@ static void test_accessors_report_the_parameters_and_code_sizes(void **state) {
   free(x);
 }
 
-static void test_training_is_deterministic_for_a_seed_and_the_checksum_names_it(void **state) {
+static void test_training_is_deterministic_for_a_seed_and_thread_count_and_the_checksum_names_it(void **state) {
   (void)state;
   float *x = data(1);
   for (int t = SF_IVF_FLAT; t <= SF_IVF_PQ; t++) {
     sf_quant *a = train((sf_index_type)t, SF_L2, x), *b = train((sf_index_type)t, SF_L2, x);
     assert_true(sf_quant_checksum(a) == sf_quant_checksum(b));
+    sf_quant_params pt = params((sf_index_type)t, SF_L2);
+    pt.nthreads = 4; /* any thread count trains the same quantizer */
+    sf_quant *mt;
+    assert_int_equal(sf_quant_train(&pt, x, N, &mt, NULL), SF_OK);
+    assert_true(sf_quant_checksum(a) == sf_quant_checksum(mt));
+    sf_quant_free(mt);
     assert_memory_equal(sf_quant_centroids(a), sf_quant_centroids(b), sizeof(float) * 16 * DIM);
     sf_quant_params p = params((sf_index_type)t, SF_L2);
     p.seed = 4;
@@ -331,7 +337,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_bad_parameters_are_refused_with_a_message_naming_the_fix),
       cmocka_unit_test(test_accessors_report_the_parameters_and_code_sizes),
-      cmocka_unit_test(test_training_is_deterministic_for_a_seed_and_the_checksum_names_it),
+      cmocka_unit_test(test_training_is_deterministic_for_a_seed_and_thread_count_and_the_checksum_names_it),
       cmocka_unit_test(test_describe_json_gives_type_metric_sizes_and_checksum_in_hex),
       cmocka_unit_test(test_save_then_load_keeps_the_checksum_and_the_scores),
       cmocka_unit_test(test_a_flipped_byte_anywhere_is_refused_naming_the_file),
