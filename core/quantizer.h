@@ -40,6 +40,10 @@
 
 #include "types.h"
 
+/* The first 8 bytes of every quantizer file, for sniffing. */
+#define SF_QUANT_MAGIC "SFQUANT1"
+#define SF_QUANT_MAGIC_LEN 8
+
 typedef struct sf_quant sf_quant;
 typedef struct sf_quant_scanner sf_quant_scanner;
 

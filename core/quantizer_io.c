@@ -34,7 +34,7 @@
 #error "quantizer_io.c and IVF_FLAT codes assume a little-endian host"
 #endif
 
-#define MAGIC "SFQUANT1"
+#define MAGIC SF_QUANT_MAGIC
 #define VERSION 1u
 #define HEADER_BYTES 64u
 #define TRAILER_BYTES 8u
