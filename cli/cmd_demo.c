@@ -151,8 +151,8 @@ int cli_cmd_demo(int argc, char **argv) {
 
   char *search[8 + 64 + 12] = {"segforge", "search", "--queries", query, "--groundtruth", gt,
                                "--rows-per-fragment", s_rpf, "--k", "10", "--nprobe",
-                               s_nprobe, "--verify"};
-  int n = 13;
+                               s_nprobe};
+  int n = 12;
   for (uint64_t i = 0; i < shards; i++) search[n++] = shard_paths[i];
   search[n] = NULL;
   if (!run("search", search)) return 1;

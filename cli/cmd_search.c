@@ -19,13 +19,15 @@ static void help(void) {
   printf(
       "usage: segforge search --queries FILE [--k K] [--nprobe N] [--quantizer FILE]\n"
       "                       [--groundtruth GT.ivecs --rows-per-fragment R]\n"
-      "                       [--verify] [--json] FILE...\n\n"
+      "                       [--no-verify] [--json] FILE...\n\n"
       "Searches the shard/segment FILEs (one logical index: same quantizer, disjoint\n"
       "fragments) for the K nearest rows of each query, probing the N nearest\n"
       "partitions (defaults: K 10, N 8). The quantizer defaults to the file\n"
       "'quantizer' beside the first FILE (its staging root).\n"
       "--groundtruth prints recall@K: GT row i lists base-row numbers, mapped to\n"
-      "row ids with R rows per fragment. --verify checks every block once first.\n"
+      "row ids with R rows per fragment. Every block's CRC is checked once when the\n"
+      "files are opened, as a query service does when it loads an index;\n"
+      "--no-verify skips that and checks each block every time it is scanned.\n"
       "--json prints the results and figures as one JSON object.\n");
 }
 
@@ -66,11 +68,11 @@ int cli_cmd_search(int argc, char **argv) {
       {"queries", required_argument, 0, 'q'},   {"k", required_argument, 0, 'k'},
       {"nprobe", required_argument, 0, 'n'},    {"quantizer", required_argument, 0, 'Q'},
       {"groundtruth", required_argument, 0, 'g'}, {"rows-per-fragment", required_argument, 0, 'r'},
-      {"verify", no_argument, 0, 'V'},          {"json", no_argument, 0, 'j'},
+      {"no-verify", no_argument, 0, 'V'},          {"json", no_argument, 0, 'j'},
       {"help", no_argument, 0, 'h'},            {0, 0, 0, 0}};
   const char *qfile = NULL, *quant = NULL, *gtfile = NULL;
   uint64_t k = 10, nprobe = 8, rpf = 0;
-  int json = 0, verify = 0, c;
+  int json = 0, verify = 1, c;
   sf_err err = {0};
   optind = 1;
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -84,7 +86,7 @@ int cli_cmd_search(int argc, char **argv) {
       case 'r':
         rc = cli_parse_u64("--rows-per-fragment", optarg, 1, UINT32_MAX, 0, &rpf, &err);
         break;
-      case 'V': verify = 1; break;
+      case 'V': verify = 0; break;
       case 'j': json = 1; break;
       case 'h': help(); return 0;
       default: return cli_usage("search", "unknown option");
