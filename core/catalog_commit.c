@@ -152,8 +152,9 @@ static sf_code check_request(const sf_catalog_commit_req *r, sf_err *err) {
                         "the new segments differ: %s has %s %s but %s has %s %s",
                         s->segment_id, field, av, r->segs[0].segment_id, field, bv);
     for (size_t k = 0; k < i; k++) {
-      if (!strcmp(r->segs[k].segment_id, s->segment_id))
-        return sf_err_set(err, SF_EINVAL, "segment id %s appears twice", s->segment_id);
+      if (!strcmp(r->segs[k].segment_id, s->segment_id) || !strcmp(r->segs[k].path, s->path))
+        return sf_err_set(err, SF_EINVAL, "segment %s (%s) appears twice", s->segment_id,
+                          s->path);
       if (roaring_bitmap_intersect(r->segs[k].fragments, s->fragments)) {
         roaring_bitmap_t *x = roaring_bitmap_and(r->segs[k].fragments, s->fragments);
         char *l = x ? sf_fragset_format_short(x, FRAG_LIST_MAX) : NULL;
@@ -193,6 +194,13 @@ static sf_code check_files(const char *ds, const sf_catalog_commit_req *r, sf_er
 }
 
 /* ---- step 3: the quantizer ------------------------------------------------ */
+
+static sf_code fsync_parent(const char *dir, sf_err *err) {
+  char *parent = sf_fs_dirname(dir);
+  sf_code rc = parent ? sf_fs_fsync_dir(parent, err) : sf_err_set(err, SF_ENOMEM, "out of memory");
+  free(parent);
+  return rc;
+}
 
 static sf_code copy_file(const char *src, const char *dst, sf_err *err) {
   int in = open(src, O_RDONLY | O_CLOEXEC);
@@ -248,7 +256,7 @@ static sf_code keep_quantizer(const char *ds, const sf_catalog_commit_req *r, ui
                     "quantizer %s has checksum %016" PRIx64
                     " but the segments were built with quantizer %016" PRIx64,
                     src, got, cs);
-  } else if (!(rc = sf_fs_mkdirs(qdir, err))) {
+  } else if (!(rc = sf_fs_mkdirs(qdir, err)) && !(rc = fsync_parent(qdir, err))) {
     rc = copy_file(src, dst, err);
   }
   free(dst);
@@ -552,7 +560,9 @@ sf_code sf_catalog_commit(const sf_catalog_commit_req *r, sf_catalog_commit_resu
     rc = sf_err_set(err, SF_ENOMEM, "out of memory");
     goto out;
   }
-  if ((rc = sf_fs_mkdirs(catdir, err))) goto out;
+  /* A new _catalog/ (first commit) must survive a crash like the version
+   * linked into it: fsync _indices/, where its name lives. */
+  if ((rc = sf_fs_mkdirs(catdir, err)) || (rc = fsync_parent(catdir, err))) goto out;
   int lock = lock_shared(ds);
   if (lock < 0) {
     rc = sf_err_errno(err, SF_EIO, errno, "cannot lock %s/%s", catdir, SF_CATALOG_LOCK_NAME);

@@ -8,8 +8,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "core/catalog.h"
@@ -252,6 +255,31 @@ static void test_a_dataset_without_indices_is_fine(void **state) {
   assert_int_equal(sf_gc_run("/nonexistent/dataset", &o, NULL, NULL, &st, &err), SF_ENOTFOUND);
 }
 
+static void test_gc_waits_for_a_commit_in_progress(void **state) {
+  (void)state;
+  fx f;
+  scene(&f, "gc-lock");
+  /* Hold the lock as a committer does. */
+  int fd = open(P(&f, "_indices/_catalog/LOCK"), O_RDWR | O_CLOEXEC);
+  assert_true(fd >= 0);
+  assert_int_equal(flock(fd, LOCK_SH), 0);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    close(fd); /* the parent's copy alone holds the lock */
+    sf_gc_opts o = {.keep_versions = 1, .grace_ms = 0, .temp_age_ms = 0};
+    _exit(sf_gc_run(f.ds, &o, NULL, NULL, NULL, NULL) == SF_OK ? 0 : 1);
+  }
+  usleep(200 * 1000);
+  int st;
+  assert_int_equal(waitpid(pid, &st, WNOHANG), 0); /* still waiting */
+  assert_true(exists(P(&f, "_indices/_catalog/v00000000000000000001.avro")));
+  close(fd); /* the commit is done */
+  assert_int_equal(waitpid(pid, &st, 0), pid);
+  assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  assert_false(exists(P(&f, "_indices/_catalog/v00000000000000000001.avro")));
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_gc_keeps_what_kept_versions_need_and_removes_the_rest),
@@ -260,6 +288,7 @@ int main(void) {
       cmocka_unit_test(test_the_newest_version_is_never_deleted),
       cmocka_unit_test(test_a_damaged_kept_version_stops_gc_before_it_deletes_anything),
       cmocka_unit_test(test_a_dataset_without_indices_is_fine),
+      cmocka_unit_test(test_gc_waits_for_a_commit_in_progress),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
