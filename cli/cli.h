@@ -21,6 +21,7 @@ int cli_cmd_inspect(int argc, char **argv);
 int cli_cmd_gen(int argc, char **argv);
 int cli_cmd_demo(int argc, char **argv);
 int cli_cmd_events(int argc, char **argv);
+int cli_cmd_finalize(int argc, char **argv);
 int cli_cmd_plan(int argc, char **argv);
 int cli_cmd_build(int argc, char **argv);
 int cli_cmd_commit(int argc, char **argv);

@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "cli/cli.h"
+#include "core/catalog.h"
 #include "core/fsutil.h"
 #include "core/quantizer.h"
 #include "core/search.h"
@@ -19,11 +20,13 @@ static void help(void) {
   printf(
       "usage: segforge search --queries FILE [--k K] [--nprobe N] [--quantizer FILE]\n"
       "                       [--groundtruth GT.ivecs --rows-per-fragment R]\n"
-      "                       [--no-verify] [--json] FILE...\n\n"
+      "                       [--no-verify] [--json] FILE...\n"
+      "       segforge search --dataset D --index NAME --queries FILE [options]\n\n"
       "Searches the shard/segment FILEs (one logical index: same quantizer, disjoint\n"
       "fragments) for the K nearest rows of each query, probing the N nearest\n"
       "partitions (defaults: K 10, N 8). The quantizer defaults to the file\n"
-      "'quantizer' beside the first FILE (its staging root).\n"
+      "'quantizer' beside the first FILE (its staging root). With --dataset, the\n"
+      "segments and quantizer of index NAME in the newest catalog version.\n"
       "--groundtruth prints recall@K: GT row i lists base-row numbers, mapped to\n"
       "row ids with R rows per fragment. Every block's CRC is checked once when the\n"
       "files are opened, as a query service does when it loads an index;\n"
@@ -69,8 +72,9 @@ int cli_cmd_search(int argc, char **argv) {
       {"nprobe", required_argument, 0, 'n'},    {"quantizer", required_argument, 0, 'Q'},
       {"groundtruth", required_argument, 0, 'g'}, {"rows-per-fragment", required_argument, 0, 'r'},
       {"no-verify", no_argument, 0, 'V'},          {"json", no_argument, 0, 'j'},
+      {"dataset", required_argument, 0, 'D'},   {"index", required_argument, 0, 'I'},
       {"help", no_argument, 0, 'h'},            {0, 0, 0, 0}};
-  const char *qfile = NULL, *quant = NULL, *gtfile = NULL;
+  const char *qfile = NULL, *quant = NULL, *gtfile = NULL, *dataset = NULL, *index = NULL;
   uint64_t k = 10, nprobe = 8, rpf = 0;
   int json = 0, verify = 1, c;
   sf_err err = {0};
@@ -87,6 +91,8 @@ int cli_cmd_search(int argc, char **argv) {
         rc = cli_parse_u64("--rows-per-fragment", optarg, 1, UINT32_MAX, 0, &rpf, &err);
         break;
       case 'V': verify = 0; break;
+      case 'D': dataset = optarg; break;
+      case 'I': index = optarg; break;
       case 'j': json = 1; break;
       case 'h': help(); return 0;
       default: return cli_usage("search", "unknown option");
@@ -94,11 +100,17 @@ int cli_cmd_search(int argc, char **argv) {
     if (rc) return cli_usage("search", "%s", err.msg);
   }
   if (!qfile) return cli_usage("search", "--queries FILE is required");
-  if (optind >= argc) return cli_usage("search", "name at least one shard or segment file");
+  if (!dataset != !index) return cli_usage("search", "--dataset and --index go together");
+  if (dataset && optind < argc)
+    return cli_usage("search", "give either --dataset and --index or files, not both");
+  if (!dataset && optind >= argc)
+    return cli_usage("search", "name at least one shard or segment file, or --dataset and --index");
   if (gtfile && !rpf)
     return cli_usage("search", "--groundtruth needs --rows-per-fragment to map rows to ids");
 
-  char *qdefault = NULL;
+  char *qdefault = NULL, **paths = NULL;
+  size_t npaths = 0;
+  sf_catalog *cat = NULL;
   sf_quant *q = NULL;
   sf_search *s = NULL;
   float *queries = NULL, *scores = NULL;
@@ -108,6 +120,17 @@ int cli_cmd_search(int argc, char **argv) {
   uint64_t nq = 0;
   uint32_t qdim = 0, gdim = 0;
   int status = 1;
+  if (dataset) {
+    if (sf_catalog_open_latest(dataset, &cat, &err)) goto out;
+    const sf_catalog_index *ix = sf_catalog_find_index(cat, index);
+    if (!ix) {
+      sf_err_set(&err, SF_ENOTFOUND, "catalog version %llu of %s has no index '%s'",
+                 (unsigned long long)sf_catalog_version(cat), dataset, index);
+      goto out;
+    }
+    if (sf_catalog_segment_paths(cat, ix, &paths, &npaths, &err)) goto out;
+    if (!quant) quant = qdefault = sf_catalog_quantizer_path(cat, ix);
+  }
   if (!quant) {
     char *dir = sf_fs_dirname(argv[optind]);
     qdefault = dir ? sf_fs_join(dir, "quantizer") : NULL;
@@ -127,8 +150,11 @@ int cli_cmd_search(int argc, char **argv) {
     goto out;
   }
   if (gtfile && load_gt(gtfile, nq, (uint32_t)k, &gt, &gdim, &err)) goto out;
-  if (sf_search_open(q, (const char *const *)argv + optind, (size_t)(argc - optind), &s, &err))
-    goto out;
+  if (!dataset) {
+    paths = argv + optind;
+    npaths = (size_t)(argc - optind);
+  }
+  if (sf_search_open(q, (const char *const *)paths, npaths, &s, &err)) goto out;
   if (verify && sf_search_verify(s, &err)) goto out;
   ids = malloc(sizeof *ids * k);
   scores = malloc(sizeof *scores * k);
@@ -180,8 +206,8 @@ int cli_cmd_search(int argc, char **argv) {
   } else {
     printf("searched %llu queries over %llu rows in %d file%s: k=%llu nprobe=%llu, "
            "%.0f rows scanned per query, %.0f queries/s (one thread)\n",
-           (unsigned long long)nq, (unsigned long long)sf_search_rows(s), argc - optind,
-           argc - optind == 1 ? "" : "s", (unsigned long long)k, (unsigned long long)nprobe,
+           (unsigned long long)nq, (unsigned long long)sf_search_rows(s), (int)npaths,
+           npaths == 1 ? "" : "s", (unsigned long long)k, (unsigned long long)nprobe,
            nq ? scanned / nq : 0, qps);
     if (recall >= 0) printf("recall@%llu = %.4f\n", (unsigned long long)k, recall);
   }
@@ -192,6 +218,10 @@ out:
   sf_search_free(s);
   sf_quant_free(q);
   free(qdefault);
+  if (cat) {
+    sf_catalog_paths_free(paths, npaths);
+    sf_catalog_free(cat);
+  }
   free(queries);
   free(scores);
   free(ids);

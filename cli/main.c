@@ -19,6 +19,7 @@ static const struct {
     {"stage", cli_cmd_stage, "write a shard for a set of fragments"},
     {"search", cli_cmd_search, "k-NN search over shards or segments; recall vs ground truth"},
     {"demo", cli_cmd_demo, "the whole path on generated data"},
+    {"finalize", cli_cmd_finalize, "plan + build + commit one job, without a broker"},
     {"plan", cli_cmd_plan, "validate a staging root and print its segment plan"},
     {"build", cli_cmd_build, "merge planned shards into segments, bounded and crash safe"},
     {"inspect", cli_cmd_inspect, "describe a shard, segment or quantizer file"},

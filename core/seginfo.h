@@ -27,6 +27,10 @@ typedef struct sf_seginfo {
   uint64_t quantizer_checksum;
 } sf_seginfo;
 
+/* Deep-copies src into dst (whose previous contents are not freed); on
+ * SF_ENOMEM dst is left zeroed. Free with sf_seginfo_clear. */
+sf_code sf_seginfo_copy(sf_seginfo *dst, const sf_seginfo *src, sf_err *err);
+
 /* Frees the members of s (not s itself); accepts NULL and zeroed structs. */
 void sf_seginfo_clear(sf_seginfo *s);
 

@@ -1,0 +1,116 @@
+/*
+ * finalize.c - see finalize.h.
+ *
+ * The order is the crash-safety argument: the catalog is consulted first
+ * (a finished job returns at once), segments are built under deterministic
+ * names (a re-run finds and reuses what a crashed run completed), and the
+ * commit is the single put-if-absent that makes the job visible. A failure
+ * anywhere before the commit leaves the previous catalog as it was.
+ */
+#include "finalize.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "catalog.h"
+#include "fsutil.h"
+#include "quantizer.h"
+
+void sf_finalize_result_clear(sf_finalize_result *res) {
+  if (!res) return;
+  for (size_t i = 0; i < res->nsegs; i++) sf_seginfo_clear(&res->segs[i]);
+  free(res->segs);
+  memset(res, 0, sizeof *res);
+}
+
+/* If the catalog already holds the job, fills res from it and returns 1. */
+static int from_catalog(const char *dataset, const char *staging_id, sf_finalize_result *res,
+                        sf_code *rc, sf_err *err) {
+  sf_catalog *c = NULL;
+  sf_err cerr = {0};
+  *rc = SF_OK;
+  if (sf_catalog_open_latest(dataset, &c, &cerr)) {
+    if (cerr.code == SF_ENOTFOUND) return 0; /* no catalog yet */
+    *rc = sf_err_set(err, cerr.code, "%s", cerr.msg);
+    return 1;
+  }
+  const sf_catalog_job *job = sf_catalog_find_job(c, staging_id);
+  if (!job) {
+    sf_catalog_free(c);
+    return 0;
+  }
+  res->version = job->version;
+  res->already = 1;
+  const sf_catalog_index *ix = sf_catalog_find_index(c, job->index_name);
+  res->segs = calloc(job->nsegment_ids ? job->nsegment_ids : 1, sizeof *res->segs);
+  if (!res->segs) *rc = sf_err_set(err, SF_ENOMEM, "out of memory");
+  /* The job's segments that the newest version still lists (a later
+   * --replace may have swapped some out). */
+  for (size_t i = 0; ix && !*rc && i < job->nsegment_ids; i++)
+    for (size_t j = 0; j < ix->nsegs; j++) {
+      const sf_seginfo *s = &ix->segs[j].info;
+      if (strcmp(s->segment_id, job->segment_ids[i])) continue;
+      if ((*rc = sf_seginfo_copy(&res->segs[res->nsegs], s, err))) break;
+      res->total_rows += s->num_rows;
+      res->num_shards += s->num_shards;
+      res->nsegs++;
+      break;
+    }
+  sf_catalog_free(c);
+  return 1;
+}
+
+sf_code sf_finalize(const sf_finalize_req *req, sf_finalize_result *res, sf_err *err) {
+  memset(res, 0, sizeof *res);
+  if (!req->dataset || !req->index_name || !req->column || !req->staging_id)
+    return sf_err_set(err, SF_EINVAL, "finalize needs a dataset, index name, column and staging id");
+  char *dir = NULL, *staging = NULL, *root = NULL, *qpath = NULL;
+  sf_quant *q = NULL;
+  sf_plan *plan = NULL;
+  sf_code rc = sf_catalog_resolve_dataset(req->dataset, &dir, err);
+  if (rc) return rc;
+  if (from_catalog(dir, req->staging_id, res, &rc, err)) goto out;
+
+  if (!(staging = sf_fs_join(dir, SF_CATALOG_STAGING_DIR)) ||
+      !(root = sf_fs_join(staging, req->staging_id)) ||
+      !(qpath = sf_fs_join(root, SF_PLAN_QUANTIZER_NAME))) {
+    rc = sf_err_set(err, SF_ENOMEM, "out of memory");
+    goto out;
+  }
+  if ((rc = sf_quant_load(qpath, &q, err))) goto out;
+  sf_seg_params qp;
+  sf_plan_params_from_quant(q, &qp);
+  sf_plan_opts po = {.staging_id = req->staging_id,
+                     .target_segment_bytes = req->target_segment_bytes,
+                     .expected_fragments = req->expected_fragments,
+                     .quantizer = &qp,
+                     .index_type = req->index_type};
+  rc = req->shards ? sf_plan_make(req->shards, req->nshards, &po, &plan, err)
+                   : sf_plan_staging(root, &po, &plan, err);
+  if (rc) goto out;
+  if ((rc = sf_build_run(plan, dir, &req->build, &res->segs, &res->nsegs, &res->build, err)))
+    goto out;
+  sf_catalog_commit_req cr = {.dataset = dir,
+                              .index_name = req->index_name,
+                              .column = req->column,
+                              .staging_id = req->staging_id,
+                              .segs = res->segs,
+                              .nsegs = res->nsegs,
+                              .quantizer_path = qpath,
+                              .replace = req->replace};
+  sf_catalog_commit_result cres;
+  if ((rc = sf_catalog_commit(&cr, &cres, err))) goto out;
+  res->version = cres.version;
+  res->already = cres.already;
+  res->num_shards = plan->num_shards;
+  res->total_rows = plan->total_rows;
+out:
+  if (rc) sf_finalize_result_clear(res);
+  sf_plan_free(plan);
+  sf_quant_free(q);
+  free(dir);
+  free(staging);
+  free(root);
+  free(qpath);
+  return rc;
+}
