@@ -26,8 +26,11 @@ printf '%-9s %-8s %8s %10s %12s\n' type engine recall@10 "queries/s" "train+buil
 for t in $types; do
   root="$work/$t"
   t0=$(date +%s.%N)
+  pqflag=()
+  [ "$t" = IVF_PQ ] && pqflag=(--pq-m "$pqm")
+  mkdir -p "$root"
   $sf train --vectors "$work/data/base.fvecs" --out "$root" --index-type "$t" --metric $metric \
-      --nlist "$nlist" --pq-m "$pqm" >/dev/null
+      --nlist "$nlist" "${pqflag[@]}" >/dev/null
   for s in $(seq 0 $((shards - 1))); do
     $sf stage --vectors "$work/data/base.fvecs" --staging "$root" --rows-per-fragment "$rpf" \
         --fragments "$s" --shard-id "s$s" >/dev/null &
