@@ -1,0 +1,66 @@
+/*
+ * worker.h - the C API of a build worker that writes its own shard and
+ * announces it: fill a ShardStaged from the shard file plus what the worker
+ * knows, check it, publish it.
+ *
+ * What comes from where, so that an announcement cannot disagree with the
+ * file it announces:
+ *  - from the shard file (opened and checked with sf_seg_open): index type,
+ *    metric, dim, number of partitions, quantizer checksum, fragments, rows,
+ *    and its size in bytes;
+ *  - from the worker: dataset, index name, column, staging id, shard id,
+ *    the job's expected fragments, an optional per-job segment budget;
+ *  - derived: shard_path, the file's path relative to the staging root
+ *    <dataset>/_indices/_staging/<staging_id>/ (both resolved with
+ *    realpath, so a symlink cannot lead outside it); event_id, by default
+ *    deterministic from the staging id, shard id and the shard's content,
+ *    so a worker that retries an announcement sends the same id.
+ *
+ * See examples/worker_publish.c for a complete program and docs/worker.md.
+ * The functions are reentrant; sf_worker_publish is as thread-safe as the
+ * publisher (see publisher.h).
+ */
+#ifndef SF_WORKER_H
+#define SF_WORKER_H
+
+#include <roaring/roaring.h>
+#include <stdint.h>
+
+#include "core/error.h"
+#include "producer/publisher.h"
+#include "schemas/event.h"
+
+typedef struct sf_worker_info {
+  const char *dataset_uri;  /* a directory or file:// URI (required, must exist) */
+  const char *index_name;   /* e.g. "embedding_idx" (required) */
+  const char *column;       /* the vector column (required) */
+  const char *staging_id;   /* the build (required) */
+  const char *shard_id;     /* unique within the build (required) */
+  const roaring_bitmap_t *expected_fragments; /* the whole build's (required) */
+  int64_t target_segment_bytes; /* > 0: per-job budget; 0: none */
+  const char *event_id;     /* NULL: derived (see above) */
+  int64_t staged_at_ms;     /* 0: now */
+} sf_worker_info;
+
+/* Fills *out (caller storage; the caller clears it with
+ * sf_shard_staged_clear, and on failure it is left cleared) for the shard
+ * file at shard_file. The file must lie inside the staging root of
+ * info->dataset_uri and info->staging_id (SF_EINVAL naming both paths
+ * otherwise) and be a shard, not a segment (SF_EFORMAT). The result is
+ * validated with sf_shard_staged_validate (SF_EDECODE naming the field; e.g.
+ * fragments not inside the expected fragments). Errors of the file:
+ * SF_ENOTFOUND, SF_EIO, SF_EFORMAT, SF_ECORRUPT, naming it. */
+sf_code sf_worker_fill_staged(const sf_worker_info *info, const char *shard_file,
+                              sf_shard_staged *out, sf_err *err);
+
+/* The default event_id of an event (its staging_id, shard_id and content)
+ * into buf (size >= SF_EVENT_ID_MAX + 1): "<staging_id>/<shard_id>@<16 hex>",
+ * or "sf-<32 hex>" when that would be too long. */
+void sf_worker_event_id(const sf_shard_staged *e, char *buf, size_t size);
+
+/* Validates ev and publishes it on topic (NULL: the publisher's staged
+ * topic), waiting for the delivery report (see sf_publish_staged). */
+sf_code sf_worker_publish(sf_publisher *p, const char *topic, const sf_shard_staged *ev,
+                          int timeout_ms, sf_delivery *dr, sf_err *err);
+
+#endif
