@@ -15,6 +15,8 @@
  * checked against the bytes that remain, the record's trailing XXH3-64 is
  * verified, the writer schema must equal ours, and only then does avro-c
  * decode the datum from memory (its memory reader is bounded by the block).
+ * Before that, sf_avrobin_scan (schemas/avrobin.h) walks the datum with
+ * every length bounded, because avro-c allocates whatever a string claims.
  * Every count and string it returns is checked again against our limits,
  * and the decoded version must keep the catalog's invariants
  * (sf_catalog_validate). A torn or bit-flipped file is thus reported as
@@ -27,6 +29,7 @@
 
 #include "catalog_impl.h"
 #include "fragset.h"
+#include "schemas/avrobin.h"
 #include "schemas/schema.h"
 
 #define CHECKSUM_BYTES 8
@@ -263,13 +266,15 @@ static sf_code parse_container(const uint8_t *buf, size_t len, const char *what,
   for (;;) {
     if (rd_long(&r, &count)) goto truncated;
     if (count == 0) break;
+    /* Bounded before negating: -INT64_MIN does not exist. */
+    if (count < -MAX_META_ENTRIES || count > MAX_META_ENTRIES ||
+        (entries += (size_t)(count < 0 ? -count : count)) > MAX_META_ENTRIES)
+      return sf_err_set(err, SF_ECORRUPT, "%s: more than %d metadata entries", what,
+                        MAX_META_ENTRIES);
     if (count < 0) { /* a negative count is followed by the block's size */
       count = -count;
       if (rd_long(&r, &bsize) || bsize < 0) goto truncated;
     }
-    if (count > MAX_META_ENTRIES || (entries += (size_t)count) > MAX_META_ENTRIES)
-      return sf_err_set(err, SF_ECORRUPT, "%s: more than %d metadata entries", what,
-                        MAX_META_ENTRIES);
     for (int64_t i = 0; i < count; i++) {
       if (rd_bytes(&r, &k, &kn) || rd_bytes(&r, &v, &vn)) goto truncated;
       if (is(k, kn, "avro.schema")) {
@@ -523,10 +528,19 @@ static sf_code decode_datum(const uint8_t *datum, size_t dlen, const uint8_t *ws
                       "version of segforge?)");
   }
   avro_schema_decref(theirs);
+  /* avro-c allocates whatever length a string claims before it checks the
+   * bytes are there: walk the datum with every length bounded first. */
+  size_t used = 0;
+  if ((rc = sf_avrobin_scan(mine, datum, dlen, &used, err)) || used != dlen) {
+    avro_schema_decref(mine);
+    if (!rc) return sf_err_set(err, SF_ECORRUPT, "the record does not fill its block");
+    if (err) err->code = SF_ECORRUPT; /* the scanner says EDECODE, meant for events */
+    sf_err_prefix(err, "the record does not decode");
+    return SF_ECORRUPT;
+  }
   avro_value_iface_t *iface = avro_generic_class_from_schema(mine);
   avro_reader_t r = avro_reader_memory((const char *)datum, (int64_t)dlen);
   avro_value_t v;
-  size_t used = 0; /* avro-c's memory reader cannot tell its position */
   int have_v = 0;
   if (!iface || !r || avro_generic_value_new(iface, &v)) {
     rc = sf_err_set(err, SF_ENOMEM, "cannot decode: %s", avro_strerror());
@@ -534,8 +548,6 @@ static sf_code decode_datum(const uint8_t *datum, size_t dlen, const uint8_t *ws
     have_v = 1;
     if (avro_value_read(r, &v))
       rc = sf_err_set(err, SF_ECORRUPT, "the record does not decode: %s", avro_strerror());
-    else if (avro_value_sizeof(&v, &used) || used != dlen)
-      rc = sf_err_set(err, SF_ECORRUPT, "the record does not fill its block");
     else
       rc = dec_record(&v, c, err);
   }

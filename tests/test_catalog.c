@@ -454,6 +454,25 @@ static void test_every_truncation_and_byte_flip_is_an_error_or_the_same_version(
   free(orig);
 }
 
+static void test_absurd_counts_and_lengths_in_the_framing_are_corrupt(void **state) {
+  (void)state;
+  sf_catalog c = {0};
+  sf_err err = {0};
+  /* Metadata count INT64_MIN, whose negation does not exist. */
+  const uint8_t min[] = {'O', 'b', 'j', 1, 0xff, 0xff, 0xff, 0xff, 0xff,
+                         0xff, 0xff, 0xff, 0xff, 0x01};
+  assert_int_equal(sf_catalog_decode(min, sizeof min, "m", &c, &err), SF_ECORRUPT);
+  /* A key claiming 2^62 bytes. */
+  const uint8_t big[] = {'O', 'b', 'j', 1, 2, 0x80, 0x80, 0x80, 0x80, 0x80,
+                         0x80, 0x80, 0x80, 0x80, 0x01};
+  assert_int_equal(sf_catalog_decode(big, sizeof big, "b", &c, &err), SF_ECORRUPT);
+  /* A varint that never ends. */
+  uint8_t run[40];
+  memset(run, 0xff, sizeof run);
+  memcpy(run, "Obj\x01", 4);
+  assert_int_equal(sf_catalog_decode(run, sizeof run, "r", &c, &err), SF_ECORRUPT);
+}
+
 static size_t count_temps(const fx *f) {
   char dir[4400];
   snprintf(dir, sizeof dir, "%s/%s", f->ds, SF_CATALOG_DIR);
@@ -629,6 +648,7 @@ int main(void) {
       cmocka_unit_test(test_bad_requests_are_refused_before_anything_is_written),
       cmocka_unit_test(test_a_damaged_or_truncated_version_gives_a_clear_error),
       cmocka_unit_test(test_every_truncation_and_byte_flip_is_an_error_or_the_same_version),
+      cmocka_unit_test(test_absurd_counts_and_lengths_in_the_framing_are_corrupt),
       cmocka_unit_test(test_a_crash_before_the_link_leaves_the_previous_version_intact),
       cmocka_unit_test(test_concurrent_committers_all_succeed_in_distinct_versions),
       cmocka_unit_test(test_version_names_parse_only_exactly),
