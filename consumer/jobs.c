@@ -1,0 +1,623 @@
+/*
+ * jobs.c - the job table (see jobs.h for the rules).
+ *
+ * Data structures, chosen so that the poll loop does O(1) work per event
+ * apart from the bitmap operations the rules need:
+ *  - one open-addressing hash table (linear probing, backward-shift
+ *    deletion, XXH3 of the staging id) maps a staging id to its job, live or
+ *    terminal;
+ *  - each job indexes its shards by shard_id in a small open-addressing
+ *    array of slot numbers, so a redelivery is found without a scan;
+ *  - open jobs sit on a list in arrival order: since every job gets the same
+ *    timeout, that is deadline order, and expiry looks only at the head;
+ *  - terminal records sit on a FIFO and the oldest is dropped beyond
+ *    max_terminal.
+ */
+#include "consumer/jobs.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#include "core/fragset.h"
+
+typedef struct slot {
+  uint64_t h;
+  sf_job *j; /* NULL: empty */
+} slot;
+
+struct sf_jobs {
+  sf_jobs_opts o;
+  slot *tab;
+  size_t cap, count;
+  sf_job open;  /* sentinel of the open list (arrival order) */
+  sf_job term;  /* sentinel of the terminal FIFO (oldest first) */
+  size_t nopen, nready, nfailed, nterm, nevents;
+};
+
+static const char *const outcome_names[] = {"NEW",    "COMPLETE", "DUPLICATE", "REJECTED",
+                                            "FAILED", "LATE",     "ERROR"};
+
+const char *sf_jobs_outcome_name(sf_jobs_outcome o) {
+  return (unsigned)o <= SF_JOBS_ERROR ? outcome_names[o] : "UNKNOWN";
+}
+
+/* ---- lists -------------------------------------------------------------- */
+
+static void list_init(sf_job *s) { s->prev = s->next = s; }
+static void list_unlink(sf_job *j) {
+  if (!j->next) return;
+  j->prev->next = j->next;
+  j->next->prev = j->prev;
+  j->prev = j->next = NULL;
+}
+static void list_append(sf_job *s, sf_job *j) {
+  j->prev = s->prev;
+  j->next = s;
+  s->prev->next = j;
+  s->prev = j;
+}
+
+/* ---- the staging-id map --------------------------------------------------- */
+
+static uint64_t hash_str(const char *s) { return XXH3_64bits(s, strlen(s)); }
+
+static size_t map_find_slot(const sf_jobs *t, const char *id, uint64_t h) {
+  size_t m = t->cap - 1;
+  for (size_t i = h & m;; i = (i + 1) & m) {
+    if (!t->tab[i].j) return i;
+    if (t->tab[i].h == h && !strcmp(t->tab[i].j->staging_id, id)) return i;
+  }
+}
+
+static sf_code map_grow(sf_jobs *t, sf_err *err) {
+  size_t ncap = t->cap ? t->cap * 2 : 64;
+  slot *n = calloc(ncap, sizeof *n);
+  if (!n) return sf_err_set(err, SF_ENOMEM, "out of memory growing the job table");
+  for (size_t i = 0; i < t->cap; i++) {
+    if (!t->tab[i].j) continue;
+    size_t k = t->tab[i].h & (ncap - 1);
+    while (n[k].j) k = (k + 1) & (ncap - 1);
+    n[k] = t->tab[i];
+  }
+  free(t->tab);
+  t->tab = n;
+  t->cap = ncap;
+  return SF_OK;
+}
+
+static sf_code map_put(sf_jobs *t, sf_job *j, sf_err *err) {
+  if ((t->count + 1) * 4 > t->cap * 3 && map_grow(t, err)) return SF_ENOMEM;
+  uint64_t h = hash_str(j->staging_id);
+  size_t i = map_find_slot(t, j->staging_id, h);
+  t->tab[i].h = h;
+  t->tab[i].j = j;
+  t->count++;
+  return SF_OK;
+}
+
+/* Backward-shift deletion keeps probe chains intact without tombstones. */
+static void map_del(sf_jobs *t, const sf_job *j) {
+  size_t m = t->cap - 1, i = map_find_slot(t, j->staging_id, hash_str(j->staging_id));
+  if (t->tab[i].j != j) return;
+  t->tab[i].j = NULL;
+  t->count--;
+  for (size_t k = (i + 1) & m; t->tab[k].j; k = (k + 1) & m) {
+    size_t home = t->tab[k].h & m;
+    /* Move k back into the hole unless its home lies cyclically in (i, k]. */
+    if (i <= k ? (home <= i || home > k) : (home <= i && home > k)) {
+      t->tab[i] = t->tab[k];
+      t->tab[k].j = NULL;
+      i = k;
+    }
+  }
+}
+
+sf_job *sf_jobs_find(const sf_jobs *t, const char *staging_id) {
+  if (!t->cap) return NULL;
+  return t->tab[map_find_slot(t, staging_id, hash_str(staging_id))].j;
+}
+
+/* ---- jobs ----------------------------------------------------------------- */
+
+static void shard_clear(sf_jobs_shard *s) {
+  sf_shard_staged_clear(&s->ev);
+  free(s->raw);
+  free(s->path);
+  memset(s, 0, sizeof *s);
+}
+
+/* Frees what a live job holds, keeping the staging id (a terminal record). */
+static void job_release(sf_job *j) {
+  for (size_t i = 0; i < j->nshards; i++) shard_clear(&j->shards[i]);
+  free(j->shards);
+  j->shards = NULL;
+  j->nshards = 0;
+  if (j->trigger) shard_clear(j->trigger);
+  free(j->trigger);
+  j->trigger = NULL;
+  free(j->refs);
+  j->refs = NULL;
+  j->nrefs = j->refs_cap = 0;
+  free(j->index);
+  j->index = NULL;
+  j->index_cap = 0;
+  if (j->covered) roaring_bitmap_free(j->covered); /* CRoaring's free rejects NULL */
+  j->covered = NULL;
+  free(j->dataset);
+  j->dataset = NULL;
+  free(j->message);
+  j->message = NULL;
+}
+
+void sf_jobs_job_free(sf_job *j) {
+  if (!j) return;
+  job_release(j);
+  free(j->staging_id);
+  free(j);
+}
+
+static sf_code add_ref(sf_jobs *t, sf_job *j, sf_jobs_ref ref, sf_err *err) {
+  if (j->nrefs == j->refs_cap) {
+    size_t ncap = j->refs_cap ? j->refs_cap * 2 : 4;
+    sf_jobs_ref *n = realloc(j->refs, ncap * sizeof *n);
+    if (!n) return sf_err_set(err, SF_ENOMEM, "out of memory");
+    j->refs = n;
+    j->refs_cap = ncap;
+  }
+  j->refs[j->nrefs++] = ref;
+  t->nevents++;
+  return SF_OK;
+}
+
+/* The shard slot of shard_id, or -1. */
+static long shard_find(const sf_job *j, const char *shard_id) {
+  if (!j->index_cap) return -1;
+  size_t m = j->index_cap - 1;
+  for (size_t i = hash_str(shard_id) & m; j->index[i]; i = (i + 1) & m)
+    if (!strcmp(j->shards[j->index[i] - 1].ev.shard_id, shard_id)) return (long)j->index[i] - 1;
+  return -1;
+}
+
+static void index_insert(sf_job *j, size_t slot_no) {
+  size_t m = j->index_cap - 1, i = hash_str(j->shards[slot_no].ev.shard_id) & m;
+  while (j->index[i]) i = (i + 1) & m;
+  j->index[i] = (uint32_t)slot_no + 1;
+}
+
+/* Room for one more shard in the array and in the index (kept at most half
+ * full). */
+static sf_code shard_reserve(sf_job *j, sf_err *err) {
+  size_t n = j->nshards + 1;
+  if ((n & (n - 1)) == 0 || j->nshards == 0) { /* grow at powers of two */
+    sf_jobs_shard *s = realloc(j->shards, 2 * n * sizeof *s);
+    if (!s) return sf_err_set(err, SF_ENOMEM, "out of memory");
+    j->shards = s;
+  }
+  if (n * 2 > j->index_cap) {
+    size_t ncap = j->index_cap ? j->index_cap * 2 : 8;
+    uint32_t *ix = calloc(ncap, sizeof *ix);
+    if (!ix) return sf_err_set(err, SF_ENOMEM, "out of memory");
+    free(j->index);
+    j->index = ix;
+    j->index_cap = ncap;
+    for (size_t i = 0; i < j->nshards; i++) index_insert(j, i);
+  }
+  return SF_OK;
+}
+
+static int str_eq(const char *a, const char *b) { return a == b || (a && b && !strcmp(a, b)); }
+
+/* The same shard, whatever its event id and time (see jobs.h). */
+static int same_content(const sf_shard_staged *a, const sf_shard_staged *b) {
+  sf_shard_staged x = *a;
+  x.event_id = b->event_id;
+  x.staged_at_ms = b->staged_at_ms;
+  return sf_shard_staged_equal(&x, b);
+}
+
+/* The job-level parameters of ev against the job's first shard: SF_OK, or
+ * the reason and a message naming the field and both values. */
+static sf_event_reason param_mismatch(const sf_job *j, const sf_shard_staged *ev, sf_err *err) {
+  const sf_shard_staged *r = &j->shards[0].ev;
+  const char *f = NULL;
+  char a[64] = "", b[64] = "";
+  const char *as = a, *bs = b;
+  if (!str_eq(r->dataset_uri, ev->dataset_uri))
+    f = "dataset_uri", as = r->dataset_uri, bs = ev->dataset_uri;
+  else if (!str_eq(r->index_name, ev->index_name))
+    f = "index_name", as = r->index_name, bs = ev->index_name;
+  else if (!str_eq(r->column, ev->column))
+    f = "column", as = r->column, bs = ev->column;
+  else if (r->index_type != ev->index_type)
+    f = "index_type", as = sf_index_type_name(r->index_type),
+    bs = sf_index_type_name(ev->index_type);
+  else if (r->metric != ev->metric)
+    f = "metric", as = sf_metric_name(r->metric), bs = sf_metric_name(ev->metric);
+  else if (r->dim != ev->dim)
+    f = "dim", snprintf(a, sizeof a, "%d", r->dim), snprintf(b, sizeof b, "%d", ev->dim);
+  else if (r->num_partitions != ev->num_partitions)
+    f = "num_partitions", snprintf(a, sizeof a, "%d", r->num_partitions),
+    snprintf(b, sizeof b, "%d", ev->num_partitions);
+  else if (r->has_target_segment_bytes != ev->has_target_segment_bytes ||
+           (r->has_target_segment_bytes &&
+            r->target_segment_bytes != ev->target_segment_bytes)) {
+    f = "target_segment_bytes";
+    if (r->has_target_segment_bytes)
+      snprintf(a, sizeof a, "%lld", (long long)r->target_segment_bytes);
+    else
+      snprintf(a, sizeof a, "null");
+    if (ev->has_target_segment_bytes)
+      snprintf(b, sizeof b, "%lld", (long long)ev->target_segment_bytes);
+    else
+      snprintf(b, sizeof b, "null");
+  } else if (!roaring_bitmap_equals(r->expected_fragments, ev->expected_fragments))
+    f = "expected_fragments", as = "another set", bs = "this one";
+  if (f) {
+    sf_err_set(err, SF_EMISMATCH,
+               "shard '%s' of job '%s' has %s %s but the job's first shard '%s' has %s", ev->shard_id,
+               j->staging_id, f, bs, r->shard_id, as);
+    return SF_REASON_PARAM_MISMATCH;
+  }
+  if (r->quantizer_checksum != ev->quantizer_checksum) {
+    sf_err_set(err, SF_ECHECKSUM,
+               "shard '%s' of job '%s' was encoded with quantizer %016llx but the job's "
+               "first shard '%s' with %016llx: restage it with the job's quantizer",
+               ev->shard_id, j->staging_id, (unsigned long long)ev->quantizer_checksum,
+               r->shard_id, (unsigned long long)r->quantizer_checksum);
+    return SF_REASON_CHECKSUM_MISMATCH;
+  }
+  return SF_REASON_NONE;
+}
+
+/* Moves *ev into the shard slot s (the caller reserved room) with a copy of
+ * raw. On failure nothing was moved: *ev is still the caller's. */
+static sf_code shard_take(sf_jobs *t, sf_job *j, sf_jobs_shard *s, sf_shard_staged *ev,
+                          const uint8_t *raw, size_t len, sf_jobs_ref ref, sf_err *err) {
+  uint8_t *copy = NULL;
+  if (len && !(copy = malloc(len))) return sf_err_set(err, SF_ENOMEM, "out of memory");
+  if (add_ref(t, j, ref, err)) {
+    free(copy);
+    return SF_ENOMEM;
+  }
+  if (len) memcpy(copy, raw, len);
+  memset(s, 0, sizeof *s);
+  s->raw = copy;
+  s->raw_len = len;
+  s->ref = ref;
+  s->ev = *ev;
+  memset(ev, 0, sizeof *ev);
+  return SF_OK;
+}
+
+/* ---- the table ---------------------------------------------------------- */
+
+sf_code sf_jobs_new(const sf_jobs_opts *o, sf_jobs **out, sf_err *err) {
+  sf_jobs *t = calloc(1, sizeof *t);
+  if (!t) return sf_err_set(err, SF_ENOMEM, "out of memory");
+  t->o = *o;
+  if (!t->o.max_terminal) t->o.max_terminal = 65536;
+  list_init(&t->open);
+  list_init(&t->term);
+  if (map_grow(t, err)) {
+    free(t);
+    return SF_ENOMEM;
+  }
+  *out = t;
+  return SF_OK;
+}
+
+void sf_jobs_free(sf_jobs *t) {
+  if (!t) return;
+  for (size_t i = 0; i < t->cap; i++)
+    if (t->tab[i].j) sf_jobs_job_free(t->tab[i].j);
+  free(t->tab);
+  free(t);
+}
+
+static void count_state(sf_jobs *t, sf_job_state s, int d) {
+  switch (s) {
+    case SF_JOB_OPEN: t->nopen += d; break;
+    case SF_JOB_READY: t->nready += d; break;
+    case SF_JOB_FAILED: t->nfailed += d; break;
+    case SF_JOB_COMMITTED:
+    case SF_JOB_DEAD: t->nterm += d; break;
+    case SF_JOB_DROPPED: break;
+  }
+}
+
+static void set_state(sf_jobs *t, sf_job *j, sf_job_state s) {
+  count_state(t, j->state, -1);
+  j->state = s;
+  count_state(t, s, +1);
+}
+
+/* Makes j a terminal record (its live parts freed) at the FIFO's tail, and
+ * drops the oldest records beyond max_terminal. */
+static void make_terminal(sf_jobs *t, sf_job *j, sf_job_state s) {
+  list_unlink(j);
+  t->nevents -= j->nrefs;
+  job_release(j);
+  set_state(t, j, s);
+  list_append(&t->term, j);
+  while (t->nterm > t->o.max_terminal) {
+    sf_job *old = t->term.next;
+    list_unlink(old);
+    map_del(t, old);
+    count_state(t, old->state, -1);
+    sf_jobs_job_free(old);
+  }
+}
+
+/* A new job for ev's staging id: a terminal DEAD record when the open hook
+ * says it failed before (reason JOB_FAILED), otherwise an open job whose
+ * first shard is ev. */
+static sf_jobs_outcome job_open(sf_jobs *t, sf_shard_staged *ev, const uint8_t *raw,
+                                size_t len, sf_jobs_ref ref, int64_t now_ms, sf_job **out,
+                                sf_event_reason *reason, sf_err *err) {
+  char *dataset = NULL, *path = NULL;
+  const sf_jobs_hooks *h = &t->o.hooks;
+  sf_code rc = h->open ? h->open(h->ctx, ev, &dataset, reason, err) : SF_OK;
+  if (!rc && !h->open && !(dataset = strdup(ev->dataset_uri)))
+    rc = sf_err_set(err, SF_ENOMEM, "out of memory");
+  if (rc && *reason == SF_REASON_JOB_FAILED) {
+    /* Remember it, so the next events of this staging id cost no I/O. */
+    sf_job *j = calloc(1, sizeof *j);
+    if (j && (j->staging_id = strdup(ev->staging_id)) && !map_put(t, j, NULL)) {
+      j->state = SF_JOB_OPEN;
+      count_state(t, SF_JOB_OPEN, +1);
+      j->reason = SF_REASON_JOB_FAILED;
+      make_terminal(t, j, SF_JOB_DEAD);
+      *out = j;
+    } else if (j) {
+      free(j->staging_id);
+      free(j);
+    }
+    return SF_JOBS_REJECTED;
+  }
+  if (rc) return *reason ? SF_JOBS_REJECTED : SF_JOBS_ERROR;
+  rc = h->check ? h->check(h->ctx, dataset, ev, &path, reason, err) : SF_OK;
+  if (!rc && !h->check && !(path = strdup(ev->shard_path)))
+    rc = sf_err_set(err, SF_ENOMEM, "out of memory");
+  if (rc) {
+    free(dataset);
+    return *reason ? SF_JOBS_REJECTED : SF_JOBS_ERROR;
+  }
+  sf_job *j = calloc(1, sizeof *j);
+  int in_map = 0;
+  if (!j || !(j->staging_id = strdup(ev->staging_id)) ||
+      !(j->covered = roaring_bitmap_copy(ev->fragments)))
+    rc = sf_err_set(err, SF_ENOMEM, "out of memory");
+  if (!rc) rc = shard_reserve(j, err);
+  if (!rc && !(rc = map_put(t, j, err))) in_map = 1;
+  if (!rc) rc = shard_take(t, j, &j->shards[0], ev, raw, len, ref, err);
+  if (rc) { /* ev was not moved in */
+    if (in_map) map_del(t, j);
+    free(dataset);
+    free(path);
+    sf_jobs_job_free(j);
+    return SF_JOBS_ERROR;
+  }
+  j->dataset = dataset;
+  j->shards[0].path = path;
+  j->nshards = 1;
+  index_insert(j, 0);
+  j->first_staged_at_ms = j->shards[0].ev.staged_at_ms;
+  j->first_seen_ms = now_ms;
+  j->deadline_ms = t->o.timeout_ms > 0 ? now_ms + t->o.timeout_ms : INT64_MAX;
+  j->state = SF_JOB_OPEN;
+  count_state(t, SF_JOB_OPEN, +1);
+  list_append(&t->open, j);
+  *out = j;
+  if (roaring_bitmap_equals(j->covered, j->shards[0].ev.expected_fragments)) {
+    list_unlink(j);
+    set_state(t, j, SF_JOB_READY);
+    return SF_JOBS_COMPLETE;
+  }
+  return SF_JOBS_NEW;
+}
+
+/* ev fails the open job j: ev becomes its trigger. */
+static sf_jobs_outcome job_fail_by(sf_jobs *t, sf_job *j, sf_shard_staged *ev,
+                                   const uint8_t *raw, size_t len, sf_jobs_ref ref,
+                                   sf_event_reason reason, sf_err *err) {
+  sf_jobs_shard *s = calloc(1, sizeof *s);
+  sf_err e2 = {0};
+  if (!s || shard_take(t, j, s, ev, raw, len, ref, &e2)) {
+    free(s);
+    sf_err_set(err, SF_ENOMEM, "out of memory");
+    return SF_JOBS_ERROR;
+  }
+  j->trigger = s;
+  j->reason = reason;
+  free(j->message);
+  j->message = strdup(err->msg); /* NULL when out of memory: the reason remains */
+  list_unlink(j);
+  set_state(t, j, SF_JOB_FAILED);
+  return SF_JOBS_FAILED;
+}
+
+sf_jobs_outcome sf_jobs_add(sf_jobs *t, sf_shard_staged *ev, const uint8_t *raw, size_t len,
+                            sf_jobs_ref ref, int64_t now_ms, sf_job **job,
+                            sf_event_reason *reason, sf_err *err) {
+  sf_job *dummy;
+  sf_event_reason rdummy;
+  sf_err edummy;
+  if (!job) job = &dummy;
+  if (!reason) reason = &rdummy;
+  if (!err) err = &edummy;
+  *job = NULL;
+  *reason = SF_REASON_NONE;
+  sf_err_clear(err);
+
+  sf_job *j = sf_jobs_find(t, ev->staging_id);
+  if (!j) return job_open(t, ev, raw, len, ref, now_ms, job, reason, err);
+  *job = j;
+  switch (j->state) {
+    case SF_JOB_COMMITTED: return SF_JOBS_LATE;
+    case SF_JOB_DEAD:
+    case SF_JOB_FAILED:
+      *reason = SF_REASON_JOB_FAILED;
+      sf_err_set(err, SF_ECANCELED, "job '%s' failed earlier (%s); it stays failed: stage it "
+                 "again under a new staging id", j->staging_id, sf_event_reason_name(j->reason));
+      return SF_JOBS_REJECTED;
+    default: break;
+  }
+  int open = j->state == SF_JOB_OPEN;
+  long k = shard_find(j, ev->shard_id);
+  sf_event_reason why = SF_REASON_NONE;
+  if (k >= 0) {
+    if (same_content(&j->shards[k].ev, ev))
+      return add_ref(t, j, ref, err) ? SF_JOBS_ERROR : SF_JOBS_DUPLICATE;
+    why = SF_REASON_DUPLICATE_CONFLICT;
+    sf_err_set(err, SF_ECONFLICT,
+               "shard '%s' of job '%s' was announced twice with different content (event "
+               "'%s' and event '%s'): a shard id names one file",
+               ev->shard_id, j->staging_id, j->shards[k].ev.event_id, ev->event_id);
+  } else if (!(why = param_mismatch(j, ev, err)) &&
+             roaring_bitmap_intersect(j->covered, ev->fragments)) {
+    roaring_bitmap_t *both = roaring_bitmap_and(j->covered, ev->fragments);
+    char *list = both ? sf_fragset_format_short(both, 8) : NULL;
+    why = SF_REASON_FRAGMENT_OVERLAP;
+    sf_err_set(err, SF_EOVERLAP, "shard '%s' of job '%s' holds fragments %s that %s",
+               ev->shard_id, j->staging_id, list ? list : "?",
+               open ? "another shard of the job already holds"
+                    : "the complete job already holds (the job is being committed)");
+    free(list);
+    if (both) roaring_bitmap_free(both);
+  }
+  if (why) {
+    *reason = why;
+    return open ? job_fail_by(t, j, ev, raw, len, ref, why, err) : SF_JOBS_REJECTED;
+  }
+  if (!open) { /* cannot happen: a fragment-free shard is invalid */
+    *reason = SF_REASON_FRAGMENT_OVERLAP;
+    sf_err_set(err, SF_EOVERLAP, "job '%s' is complete; shard '%s' is not part of it",
+               j->staging_id, ev->shard_id);
+    return SF_JOBS_REJECTED;
+  }
+  const sf_jobs_hooks *h = &t->o.hooks;
+  char *path = NULL;
+  sf_code rc = h->check ? h->check(h->ctx, j->dataset, ev, &path, reason, err) : SF_OK;
+  if (!rc && !h->check && !(path = strdup(ev->shard_path)))
+    rc = sf_err_set(err, SF_ENOMEM, "out of memory");
+  if (rc) return *reason ? SF_JOBS_REJECTED : SF_JOBS_ERROR;
+  sf_jobs_shard *s = NULL;
+  if (!shard_reserve(j, err)) s = &j->shards[j->nshards];
+  if (!s || shard_take(t, j, s, ev, raw, len, ref, err)) {
+    free(path);
+    return SF_JOBS_ERROR;
+  }
+  roaring_bitmap_or_inplace(j->covered, s->ev.fragments);
+  s->path = path;
+  index_insert(j, j->nshards);
+  j->nshards++;
+  if (s->ev.staged_at_ms < j->first_staged_at_ms) j->first_staged_at_ms = s->ev.staged_at_ms;
+  if (roaring_bitmap_equals(j->covered, s->ev.expected_fragments)) {
+    list_unlink(j);
+    set_state(t, j, SF_JOB_READY);
+    return SF_JOBS_COMPLETE;
+  }
+  return SF_JOBS_NEW;
+}
+
+sf_job *sf_jobs_expire(sf_jobs *t, int64_t now_ms) {
+  sf_job *j = t->open.next;
+  if (j == &t->open || j->deadline_ms > now_ms) return NULL;
+  char *missing = NULL;
+  roaring_bitmap_t *m = roaring_bitmap_andnot(j->shards[0].ev.expected_fragments, j->covered);
+  if (m) missing = sf_fragset_format_short(m, 8);
+  if (m) roaring_bitmap_free(m);
+  char msg[SF_ERR_MSG_MAX];
+  snprintf(msg, sizeof msg,
+           "job '%s' was not complete within the staging timeout (%lld ms): %zu shard(s) "
+           "arrived, fragments %s are missing",
+           j->staging_id, (long long)t->o.timeout_ms, j->nshards, missing ? missing : "?");
+  free(missing);
+  sf_jobs_fail(t, j, SF_REASON_JOB_TIMEOUT, msg);
+  return j;
+}
+
+int64_t sf_jobs_next_deadline(const sf_jobs *t) {
+  return t->open.next == &t->open ? INT64_MAX : t->open.next->deadline_ms;
+}
+
+void sf_jobs_fail(sf_jobs *t, sf_job *j, sf_event_reason reason, const char *message) {
+  if (j->state != SF_JOB_OPEN && j->state != SF_JOB_READY) return;
+  list_unlink(j);
+  j->reason = reason;
+  free(j->message);
+  j->message = strdup(message ? message : "");
+  set_state(t, j, SF_JOB_FAILED);
+}
+
+void sf_jobs_finish(sf_jobs *t, sf_job *j, int committed) {
+  if (j->state != SF_JOB_READY && j->state != SF_JOB_FAILED) return;
+  make_terminal(t, j, committed && j->state == SF_JOB_READY ? SF_JOB_COMMITTED : SF_JOB_DEAD);
+}
+
+sf_job *sf_jobs_drop(sf_jobs *t, sf_job *j) {
+  if (j->state == SF_JOB_DROPPED) return j;
+  map_del(t, j);
+  list_unlink(j);
+  t->nevents -= j->nrefs;
+  count_state(t, j->state, -1);
+  if (j->state == SF_JOB_READY) {
+    j->state = SF_JOB_DROPPED;
+    return j;
+  }
+  sf_jobs_job_free(j);
+  return NULL;
+}
+
+void sf_jobs_foreach_on_partition(sf_jobs *t, int32_t partition,
+                                  void (*fn)(void *ctx, sf_job *j), void *ctx) {
+  /* Collect first: fn may drop jobs, which reshuffles the table. */
+  size_t n = 0, cap = 0;
+  sf_job **list = NULL;
+  for (size_t i = 0; i < t->cap; i++) {
+    sf_job *j = t->tab[i].j;
+    if (!j || j->state > SF_JOB_FAILED) continue;
+    for (size_t r = 0; r < j->nrefs; r++)
+      if (j->refs[r].partition == partition) {
+        if (n == cap) {
+          size_t ncap = cap ? cap * 2 : 16;
+          sf_job **nl = realloc(list, ncap * sizeof *nl);
+          if (!nl) break; /* out of memory: visit what we have */
+          list = nl;
+          cap = ncap;
+        }
+        list[n++] = j;
+        break;
+      }
+  }
+  for (size_t i = 0; i < n; i++) fn(ctx, list[i]);
+  free(list);
+}
+
+void sf_jobs_get_stats(const sf_jobs *t, sf_jobs_stats *s) {
+  s->open = t->nopen;
+  s->ready = t->nready;
+  s->failed = t->nfailed;
+  s->terminal = t->nterm;
+  s->events = t->nevents;
+}
+
+void sf_jobs_plan_shards(const sf_job *j, sf_plan_shard *out) {
+  for (size_t i = 0; i < j->nshards; i++) {
+    const sf_shard_staged *e = &j->shards[i].ev;
+    memset(&out[i], 0, sizeof out[i]);
+    out[i].shard_id = e->shard_id;
+    out[i].path = j->shards[i].path;
+    out[i].bytes = (uint64_t)e->shard_bytes;
+    out[i].num_rows = (uint64_t)e->num_rows;
+    out[i].params.kind = SF_SEG_KIND_SHARD;
+    out[i].params.type = e->index_type;
+    out[i].params.metric = e->metric;
+    out[i].params.dim = (uint32_t)e->dim;
+    out[i].params.nlist = (uint32_t)e->num_partitions;
+    out[i].params.quantizer_checksum = e->quantizer_checksum;
+    out[i].fragments = e->fragments;
+  }
+}

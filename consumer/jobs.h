@@ -1,0 +1,227 @@
+/*
+ * jobs.h - the job table of the stream processor: ShardStaged events grouped
+ * by staging id, with the design's job rules, completion by fragment
+ * coverage, and staging timeouts. No Kafka and no threads here: the table is
+ * fed one event at a time by the processor's poll loop (consumer/processor.h)
+ * and says what that event means, so every rule can be tested as data.
+ *
+ * One call, sf_jobs_add, classifies an event against its job:
+ *
+ *   NEW        a shard the open job did not have; the job is still incomplete
+ *   COMPLETE   that shard made the union of the job's fragments equal to its
+ *              expected_fragments: the job is now READY for finalize
+ *   DUPLICATE  a redelivery (same shard_id, same content): nothing changed;
+ *              the event's position is attached to the job so its offset
+ *              moves only when the job ends
+ *   REJECTED   this event alone is refused (its file is missing, corrupt or
+ *              does not match it; or its job failed before, JOB_FAILED; or
+ *              it conflicts with a job already handed to finalize): the job,
+ *              if any, is unchanged and the event goes to the dead letters
+ *   FAILED     the event failed its open job: same shard_id with other
+ *              content (DUPLICATE_CONFLICT), a fragment already in another
+ *              shard (FRAGMENT_OVERLAP), job parameters that differ
+ *              (PARAM_MISMATCH, or CHECKSUM_MISMATCH for the quantizer). The
+ *              job is FAILED; every event of it goes to the dead letters
+ *   LATE       the staging id was committed: nothing to do
+ *   ERROR      a failure that is not the event's fault (out of memory, an
+ *              I/O error of the hooks): err says what; the caller retries
+ *
+ * "Same content" means every field except event_id and staged_at_ms: a
+ * worker that re-announces the same shard file after a restart (new event
+ * id, new time) is a redelivery, not a conflict.
+ *
+ * Once a job is READY (handed to finalize) it is consistent and complete; a
+ * later event that contradicts it is REJECTED alone, never fails the job
+ * retroactively, because its commit may already be durable.
+ *
+ * Outside checks are hooks (sf_jobs_hooks), so the table stays pure: when a
+ * staging id is seen first (`open`: is it marked failed on disk? where is
+ * its dataset?) and when a new shard is about to join a job (`check`: does
+ * its file exist inside the staging root, open as a valid shard and match
+ * the event?). Redeliveries and events that fail a job never reach `check`,
+ * so no file is opened twice for the same shard.
+ *
+ * Timeouts: a job's deadline is the arrival time of its first event plus
+ * the staging timeout. Arrival (not staged_at_ms) is used so that a restart
+ * after a long outage re-reads old events without failing every job at
+ * once. Open jobs are kept in arrival order, so expiry is O(1) per job.
+ *
+ * Memory: an open job owns its decoded events and their original bytes (a
+ * dead letter carries them); a finished job keeps only a small terminal
+ * record (its staging id and state) so late redeliveries are recognised
+ * without I/O. At most `max_terminal` such records are kept, oldest dropped
+ * first; a staging id whose record was dropped is recognised again from the
+ * catalog or its failed marker by the processor.
+ *
+ * Not thread-safe: one thread (the poll loop) owns the table. A READY job is
+ * read (never written) by one finalize worker while the poll loop may still
+ * append positions to its `refs`: the worker must read only the fields
+ * documented as immutable once READY.
+ */
+#ifndef SF_JOBS_H
+#define SF_JOBS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/error.h"
+#include "core/plan.h"
+#include "schemas/event.h"
+
+/* Where an event was read: partition, offset, and the generation of the
+ * partition's assignment (consumer/offsets.h) so a stale position is ignored. */
+typedef struct sf_jobs_ref {
+  int32_t partition;
+  uint32_t gen;
+  int64_t offset;
+} sf_jobs_ref;
+
+typedef enum sf_jobs_outcome {
+  SF_JOBS_NEW = 0,
+  SF_JOBS_COMPLETE,
+  SF_JOBS_DUPLICATE,
+  SF_JOBS_REJECTED,
+  SF_JOBS_FAILED,
+  SF_JOBS_LATE,
+  SF_JOBS_ERROR,
+} sf_jobs_outcome;
+
+/* "NEW", "COMPLETE", ... */
+const char *sf_jobs_outcome_name(sf_jobs_outcome o);
+
+typedef enum sf_job_state {
+  SF_JOB_OPEN = 0,  /* collecting shards */
+  SF_JOB_READY,     /* complete; handed to finalize (immutable but refs) */
+  SF_JOB_FAILED,    /* failed; its events await the dead letters */
+  SF_JOB_COMMITTED, /* terminal record */
+  SF_JOB_DEAD,      /* terminal record of a failed job */
+  SF_JOB_DROPPED,   /* taken out of the table (revoked); freed by its holder */
+} sf_job_state;
+
+/* One shard of a job: its event (owned), original bytes (owned) and where
+ * it was first read. */
+typedef struct sf_jobs_shard {
+  sf_shard_staged ev;
+  uint8_t *raw;
+  size_t raw_len;
+  sf_jobs_ref ref;
+  char *path; /* the shard file, absolute (from the check hook); owned */
+} sf_jobs_shard;
+
+/* A job. Read-only for callers. Fields marked (R) are immutable once READY. */
+typedef struct sf_job {
+  char *staging_id;    /* (R) owned */
+  char *dataset;       /* (R) the dataset directory (from the open hook); owned */
+  sf_job_state state;
+  sf_event_reason reason;   /* why it failed (FAILED, DEAD) */
+  char *message;            /* what a person needs to fix it (FAILED); owned */
+  sf_jobs_shard *shards;    /* (R) nshards, in arrival order */
+  size_t nshards;
+  roaring_bitmap_t *covered; /* (R) union of the shards' fragments */
+  int64_t first_staged_at_ms; /* (R) smallest staged_at_ms of its shards */
+  int64_t first_seen_ms;      /* arrival of the first event (caller's clock) */
+  int64_t deadline_ms;        /* first_seen_ms + timeout */
+  /* Every position read for the job (shards, redeliveries, and the event
+   * that failed it): all are released together when the job ends. The poll
+   * loop may append to it while the job is READY. */
+  sf_jobs_ref *refs;
+  size_t nrefs, refs_cap;
+  /* The event that failed the job (FAILED by an event), owned; its reason is
+   * `reason`, the others are dead-lettered as JOB_FAILED. */
+  sf_jobs_shard *trigger;
+  void *user; /* the caller's (the processor's in-flight state) */
+  /* Table internals. */
+  struct sf_job *prev, *next; /* open list (arrival order) or terminal FIFO */
+  uint32_t *index;            /* shard_id -> shards[] slot, open addressing */
+  size_t index_cap;
+} sf_job;
+
+/* The outside checks (see the top of this file). Each returns SF_OK, or a
+ * failure with *reason set to the event's fault (the event is REJECTED with
+ * that reason and err's message) or left SF_REASON_NONE (an ERROR: not the
+ * event's fault). */
+typedef struct sf_jobs_hooks {
+  /* A staging id with no job: may it open one, and where is its dataset?
+   * On success *dataset is a malloc'd directory path the job takes over.
+   * A staging id marked failed gives reason JOB_FAILED. NULL: the dataset
+   * is the event's dataset_uri as given. */
+  sf_code (*open)(void *ctx, const sf_shard_staged *ev, char **dataset,
+                  sf_event_reason *reason, sf_err *err);
+  /* A new shard about to join the job (whose dataset is `dataset`): on
+   * success *path is the malloc'd absolute path of its file. NULL: accept
+   * every shard, its path the event's shard_path. */
+  sf_code (*check)(void *ctx, const char *dataset, const sf_shard_staged *ev, char **path,
+                   sf_event_reason *reason, sf_err *err);
+  void *ctx;
+} sf_jobs_hooks;
+
+typedef struct sf_jobs_opts {
+  int64_t timeout_ms;  /* staging timeout; <= 0: never */
+  size_t max_terminal; /* terminal records kept; 0 = 65536 */
+  sf_jobs_hooks hooks;
+} sf_jobs_opts;
+
+typedef struct sf_jobs sf_jobs;
+
+/* A new empty table (o copied); freed by sf_jobs_free. */
+sf_code sf_jobs_new(const sf_jobs_opts *o, sf_jobs **out, sf_err *err);
+/* Frees the table and every job it holds (not DROPPED jobs: their holder
+ * frees them with sf_jobs_job_free). Accepts NULL. */
+void sf_jobs_free(sf_jobs *t);
+
+/* Classifies *ev, read at `ref`, its original bytes raw[len], arriving at
+ * now_ms (see the top of this file). On NEW, COMPLETE and FAILED the table
+ * takes over *ev (which is left zeroed) and copies raw; otherwise *ev stays
+ * the caller's to clear. *job (may be NULL) is the job concerned, or NULL
+ * when there is none (REJECTED before a job exists, LATE). On REJECTED and
+ * FAILED, *reason and err say why; on ERROR, err. */
+sf_jobs_outcome sf_jobs_add(sf_jobs *t, sf_shard_staged *ev, const uint8_t *raw, size_t len,
+                            sf_jobs_ref ref, int64_t now_ms, sf_job **job,
+                            sf_event_reason *reason, sf_err *err);
+
+/* The open job with the earliest deadline if it is at or before now_ms, now
+ * FAILED with JOB_TIMEOUT; NULL when none has expired. Call until NULL. */
+sf_job *sf_jobs_expire(sf_jobs *t, int64_t now_ms);
+
+/* The earliest deadline of the open jobs, or INT64_MAX (the poll loop's
+ * sleep bound). */
+int64_t sf_jobs_next_deadline(const sf_jobs *t);
+
+/* Fails an open or READY job (finalize refused it): state FAILED with
+ * reason and message. */
+void sf_jobs_fail(sf_jobs *t, sf_job *j, sf_event_reason reason, const char *message);
+
+/* Ends a READY or FAILED job: its events and shards are freed and a terminal
+ * record (COMMITTED, or DEAD for a FAILED job) remains, so later events of
+ * the staging id are LATE or REJECTED (JOB_FAILED). `refs` stay valid until
+ * this call: read them first. With committed == 0 a READY job becomes DEAD. */
+void sf_jobs_finish(sf_jobs *t, sf_job *j, int committed);
+
+/* Forgets a job that another consumer now owns (its partition was revoked):
+ * it leaves the table with no terminal record. An OPEN or FAILED job is
+ * freed now (returns NULL); a READY job is marked DROPPED and returned: a
+ * finalize worker still reads it, and its holder frees it with
+ * sf_jobs_job_free when the worker is done. */
+sf_job *sf_jobs_drop(sf_jobs *t, sf_job *j);
+/* Frees a DROPPED job. Accepts NULL. */
+void sf_jobs_job_free(sf_job *j);
+
+/* Calls fn for every OPEN, READY or FAILED job with a position on
+ * `partition` (a rebalance uses it to drop them); fn may drop the job. */
+void sf_jobs_foreach_on_partition(sf_jobs *t, int32_t partition,
+                                  void (*fn)(void *ctx, sf_job *j), void *ctx);
+
+/* The job of a staging id in any state but DROPPED, or NULL. */
+sf_job *sf_jobs_find(const sf_jobs *t, const char *staging_id);
+
+typedef struct sf_jobs_stats {
+  size_t open, ready, failed, terminal; /* jobs by state */
+  size_t events;                        /* positions held by live jobs */
+} sf_jobs_stats;
+void sf_jobs_get_stats(const sf_jobs *t, sf_jobs_stats *s);
+
+/* The job's shards as the planner sees them, borrowed from j (valid while j
+ * is): out[j->nshards] is caller storage. params.kind/code_size/pq_m are 0. */
+void sf_jobs_plan_shards(const sf_job *j, sf_plan_shard *out);
+
+#endif

@@ -1,0 +1,674 @@
+/* test_jobs.c - the job table: what every ShardStaged event means for its
+ * job (DESIGN "Behaviour/Jobs"), timeouts, terminal records, rebalances.
+ * Events are built as data; the outside checks are fake hooks. */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* clang-format off */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+/* clang-format on */
+
+#include "consumer/jobs.h"
+#include "core/fragset.h"
+
+/* ---- events as data ------------------------------------------------------- */
+
+static sf_shard_staged ev(const char *staging, const char *shard, const char *frags,
+                          const char *expected) {
+  sf_shard_staged e;
+  memset(&e, 0, sizeof e);
+  char buf[300];
+  snprintf(buf, sizeof buf, "%s/%s#1", staging, shard);
+  e.event_id = strdup(buf);
+  e.dataset_uri = strdup("/data/ds");
+  e.index_name = strdup("embedding_idx");
+  e.column = strdup("embedding");
+  e.staging_id = strdup(staging);
+  e.shard_id = strdup(shard);
+  snprintf(buf, sizeof buf, "%s.sfshard", shard);
+  e.shard_path = strdup(buf);
+  e.shard_bytes = 1000;
+  e.num_rows = 100;
+  sf_err err = {0};
+  assert_int_equal(sf_fragset_parse(frags, "fragments", &e.fragments, &err), SF_OK);
+  assert_int_equal(sf_fragset_parse(expected, "expected", &e.expected_fragments, &err), SF_OK);
+  e.index_type = SF_IVF_SQ;
+  e.metric = SF_L2;
+  e.dim = 64;
+  e.num_partitions = 256;
+  e.quantizer_checksum = 0xabcdef0123456789ULL;
+  e.staged_at_ms = 1000;
+  return e;
+}
+
+/* ---- fake hooks ------------------------------------------------------------ */
+
+typedef struct hooks {
+  const char *failed_staging;   /* open: this staging id is marked failed */
+  const char *missing_dataset;  /* open: this dataset does not exist */
+  const char *bad_shard;        /* check: reject this shard id ... */
+  sf_event_reason bad_reason;   /* ... with this reason (NONE: an I/O error) */
+  int opens, checks;            /* calls seen */
+} hooks;
+
+static sf_code h_open(void *ctx, const sf_shard_staged *e, char **dataset,
+                      sf_event_reason *reason, sf_err *err) {
+  hooks *h = ctx;
+  h->opens++;
+  if (h->failed_staging && !strcmp(e->staging_id, h->failed_staging)) {
+    *reason = SF_REASON_JOB_FAILED;
+    return sf_err_set(err, SF_ECANCELED, "marked failed");
+  }
+  if (h->missing_dataset && !strcmp(e->dataset_uri, h->missing_dataset)) {
+    *reason = SF_REASON_MISSING_FILE;
+    return sf_err_set(err, SF_ENOTFOUND, "no dataset");
+  }
+  *dataset = strdup(e->dataset_uri);
+  return SF_OK;
+}
+
+static sf_code h_check(void *ctx, const char *dataset, const sf_shard_staged *e, char **path,
+                       sf_event_reason *reason, sf_err *err) {
+  hooks *h = ctx;
+  h->checks++;
+  if (h->bad_shard && !strcmp(e->shard_id, h->bad_shard)) {
+    *reason = h->bad_reason;
+    return sf_err_set(err, h->bad_reason ? SF_ECORRUPT : SF_EIO, "bad shard file");
+  }
+  char buf[600];
+  snprintf(buf, sizeof buf, "%s/_indices/_staging/%s/%s", dataset, e->staging_id,
+           e->shard_path);
+  *path = strdup(buf);
+  return SF_OK;
+}
+
+typedef struct fx {
+  sf_jobs *t;
+  hooks h;
+  int64_t now;
+  int64_t next_offset;
+} fx;
+
+static fx *fx_new(int64_t timeout_ms, size_t max_terminal) {
+  fx *f = calloc(1, sizeof *f);
+  sf_jobs_opts o = {.timeout_ms = timeout_ms, .max_terminal = max_terminal,
+                    .hooks = {.open = h_open, .check = h_check, .ctx = &f->h}};
+  sf_err err = {0};
+  assert_int_equal(sf_jobs_new(&o, &f->t, &err), SF_OK);
+  f->now = 5000;
+  return f;
+}
+
+static void fx_free(fx *f) {
+  sf_jobs_free(f->t);
+  free(f);
+}
+
+/* Adds e (cleared afterwards whatever happened), read at partition p. */
+static sf_jobs_outcome add_on(fx *f, int32_t p, sf_shard_staged e, sf_job **job,
+                              sf_event_reason *reason) {
+  sf_err err = {0};
+  uint8_t raw[4] = {0xC3, 0x01, 0xAA, (uint8_t)f->next_offset};
+  sf_jobs_ref ref = {.partition = p, .gen = 1, .offset = f->next_offset++};
+  sf_jobs_outcome o = sf_jobs_add(f->t, &e, raw, sizeof raw, ref, f->now, job, reason, &err);
+  if (o == SF_JOBS_REJECTED || o == SF_JOBS_FAILED || o == SF_JOBS_ERROR)
+    assert_true(err.msg[0] != '\0');
+  sf_shard_staged_clear(&e);
+  return o;
+}
+
+static sf_jobs_outcome add(fx *f, sf_shard_staged e, sf_job **job, sf_event_reason *reason) {
+  return add_on(f, 0, e, job, reason);
+}
+
+#define EXPECT(f, e, outcome) assert_string_equal(sf_jobs_outcome_name(add(f, e, NULL, NULL)), \
+                                                  sf_jobs_outcome_name(outcome))
+
+/* ---- completion ------------------------------------------------------------ */
+
+static void a_job_of_one_shard_covering_its_fragments_is_complete_at_once(void **state) {
+  fx *f = fx_new(0, 0);
+  sf_job *j;
+  assert_int_equal(add(f, ev("job-1", "w0", "0-9", "0-9"), &j, NULL), SF_JOBS_COMPLETE);
+  assert_int_equal(j->state, SF_JOB_READY);
+  assert_int_equal(j->nshards, 1);
+  assert_string_equal(j->dataset, "/data/ds");
+  assert_string_equal(j->shards[0].path, "/data/ds/_indices/_staging/job-1/w0.sfshard");
+  assert_int_equal(j->shards[0].raw_len, 4);
+  assert_int_equal(j->nrefs, 1);
+  fx_free(f);
+}
+
+static void shards_out_of_order_complete_the_job_with_the_last_fragment(void **state) {
+  fx *f = fx_new(0, 0);
+  EXPECT(f, ev("job-1", "w2", "20-29", "0-29"), SF_JOBS_NEW);
+  EXPECT(f, ev("job-1", "w0", "0-9", "0-29"), SF_JOBS_NEW);
+  sf_job *j;
+  assert_int_equal(add(f, ev("job-1", "w1", "10-19", "0-29"), &j, NULL), SF_JOBS_COMPLETE);
+  assert_int_equal(j->nshards, 3);
+  assert_string_equal(j->shards[0].ev.shard_id, "w2"); /* arrival order */
+  sf_plan_shard ps[3];
+  sf_jobs_plan_shards(j, ps);
+  assert_string_equal(ps[1].shard_id, "w0");
+  assert_int_equal(ps[1].bytes, 1000);
+  assert_int_equal(ps[1].num_rows, 100);
+  assert_int_equal(ps[1].params.type, SF_IVF_SQ);
+  assert_int_equal(ps[1].params.nlist, 256);
+  assert_int_equal(ps[1].params.dim, 64);
+  assert_true(ps[1].params.quantizer_checksum == 0xabcdef0123456789ULL);
+  assert_true(roaring_bitmap_contains(ps[1].fragments, 9));
+  fx_free(f);
+}
+
+static void a_job_is_not_complete_while_a_fragment_is_missing(void **state) {
+  fx *f = fx_new(0, 0);
+  EXPECT(f, ev("job-1", "w0", "0-4", "0-9"), SF_JOBS_NEW);
+  EXPECT(f, ev("job-1", "w1", "5-8", "0-9"), SF_JOBS_NEW); /* 9 missing */
+  EXPECT(f, ev("job-1", "w2", "9", "0-9"), SF_JOBS_COMPLETE);
+  fx_free(f);
+}
+
+static void the_first_staged_time_is_the_smallest_of_the_shards(void **state) {
+  fx *f = fx_new(0, 0);
+  sf_shard_staged a = ev("job-1", "w0", "0", "0-1"), b = ev("job-1", "w1", "1", "0-1");
+  a.staged_at_ms = 700;
+  b.staged_at_ms = 300;
+  sf_job *j;
+  add(f, a, &j, NULL);
+  assert_int_equal(j->first_staged_at_ms, 700);
+  add(f, b, &j, NULL);
+  assert_int_equal(j->first_staged_at_ms, 300);
+  fx_free(f);
+}
+
+/* ---- redeliveries and conflicts ------------------------------------------- */
+
+static void a_redelivered_event_changes_nothing(void **state) {
+  fx *f = fx_new(0, 0);
+  EXPECT(f, ev("job-1", "w0", "0-4", "0-9"), SF_JOBS_NEW);
+  int checks = f->h.checks;
+  sf_job *j;
+  assert_int_equal(add(f, ev("job-1", "w0", "0-4", "0-9"), &j, NULL), SF_JOBS_DUPLICATE);
+  assert_int_equal(f->h.checks, checks); /* no file opened twice */
+  assert_int_equal(j->nshards, 1);
+  assert_int_equal(j->nrefs, 2); /* its offset waits for the job */
+  assert_int_equal(j->state, SF_JOB_OPEN);
+  EXPECT(f, ev("job-1", "w1", "5-9", "0-9"), SF_JOBS_COMPLETE);
+  fx_free(f);
+}
+
+static void a_reannounced_shard_with_a_new_event_id_and_time_is_a_redelivery(void **state) {
+  fx *f = fx_new(0, 0);
+  EXPECT(f, ev("job-1", "w0", "0-4", "0-9"), SF_JOBS_NEW);
+  sf_shard_staged e = ev("job-1", "w0", "0-4", "0-9");
+  free(e.event_id);
+  e.event_id = strdup("worker-restarted-7");
+  e.staged_at_ms = 99999;
+  EXPECT(f, e, SF_JOBS_DUPLICATE);
+  fx_free(f);
+}
+
+static void the_same_shard_id_with_other_content_fails_the_job(void **state) {
+  fx *f = fx_new(0, 0);
+  EXPECT(f, ev("job-1", "w0", "0-4", "0-9"), SF_JOBS_NEW);
+  EXPECT(f, ev("job-1", "w1", "5-6", "0-9"), SF_JOBS_NEW);
+  sf_shard_staged e = ev("job-1", "w0", "0-4", "0-9");
+  e.shard_bytes = 1001;
+  sf_job *j;
+  sf_event_reason r;
+  assert_int_equal(add(f, e, &j, &r), SF_JOBS_FAILED);
+  assert_int_equal(r, SF_REASON_DUPLICATE_CONFLICT);
+  assert_int_equal(j->state, SF_JOB_FAILED);
+  assert_int_equal(j->reason, SF_REASON_DUPLICATE_CONFLICT);
+  assert_non_null(j->trigger);
+  assert_int_equal(j->trigger->ev.shard_bytes, 1001);
+  assert_int_equal(j->nrefs, 3); /* both shards and the trigger */
+  assert_non_null(strstr(j->message, "w0"));
+  fx_free(f);
+}
+
+static void a_fragment_in_two_shards_fails_the_job(void **state) {
+  fx *f = fx_new(0, 0);
+  EXPECT(f, ev("job-1", "w0", "0-4", "0-9"), SF_JOBS_NEW);
+  sf_job *j;
+  sf_event_reason r;
+  assert_int_equal(add(f, ev("job-1", "w1", "4-9", "0-9"), &j, &r), SF_JOBS_FAILED);
+  assert_int_equal(r, SF_REASON_FRAGMENT_OVERLAP);
+  assert_non_null(strstr(j->message, "4"));
+  fx_free(f);
+}
+
+/* Each job-level field, changed in the second shard, fails the job. */
+static void every_job_parameter_that_differs_fails_the_job(void **state) {
+  for (int field = 0; field < 10; field++) {
+    fx *f = fx_new(0, 0);
+    EXPECT(f, ev("job-1", "w0", "0-4", "0-9"), SF_JOBS_NEW);
+    sf_shard_staged e = ev("job-1", "w1", "5-9", "0-9");
+    sf_event_reason want = SF_REASON_PARAM_MISMATCH;
+    switch (field) {
+      case 0: free(e.dataset_uri), e.dataset_uri = strdup("/data/other"); break;
+      case 1: free(e.index_name), e.index_name = strdup("other_idx"); break;
+      case 2: free(e.column), e.column = strdup("other"); break;
+      case 3: e.index_type = SF_IVF_PQ; break;
+      case 4: e.metric = SF_DOT; break;
+      case 5: e.dim = 32; break;
+      case 6: e.num_partitions = 128; break;
+      case 7: e.has_target_segment_bytes = true, e.target_segment_bytes = 1 << 20; break;
+      case 8:
+        roaring_bitmap_add(e.expected_fragments, 10);
+        break;
+      case 9: e.quantizer_checksum ^= 1, want = SF_REASON_CHECKSUM_MISMATCH; break;
+    }
+    sf_job *j;
+    sf_event_reason r;
+    assert_int_equal(add(f, e, &j, &r), SF_JOBS_FAILED);
+    assert_int_equal(r, want);
+    assert_int_equal(j->state, SF_JOB_FAILED);
+    fx_free(f);
+  }
+}
+
+static void a_failed_job_stays_failed_and_rejects_its_later_events(void **state) {
+  fx *f = fx_new(0, 0);
+  EXPECT(f, ev("job-1", "w0", "0-4", "0-9"), SF_JOBS_NEW);
+  EXPECT(f, ev("job-1", "w1", "3-9", "0-9"), SF_JOBS_FAILED);
+  sf_event_reason r;
+  sf_job *j;
+  /* While its dead letters are on their way ... */
+  assert_int_equal(add(f, ev("job-1", "w2", "5-9", "0-9"), &j, &r), SF_JOBS_REJECTED);
+  assert_int_equal(r, SF_REASON_JOB_FAILED);
+  sf_jobs_finish(f->t, j, 0);
+  assert_int_equal(j->state, SF_JOB_DEAD);
+  assert_null(j->shards);
+  /* ... and after: even a shard that would complete it. */
+  assert_int_equal(add(f, ev("job-1", "w0", "0-4", "0-9"), NULL, &r), SF_JOBS_REJECTED);
+  assert_int_equal(r, SF_REASON_JOB_FAILED);
+  fx_free(f);
+}
+
+static void a_committed_job_reports_its_later_events_as_late(void **state) {
+  fx *f = fx_new(0, 0);
+  sf_job *j;
+  assert_int_equal(add(f, ev("job-1", "w0", "0-9", "0-9"), &j, NULL), SF_JOBS_COMPLETE);
+  sf_jobs_finish(f->t, j, 1);
+  assert_int_equal(j->state, SF_JOB_COMMITTED);
+  int opens = f->h.opens;
+  EXPECT(f, ev("job-1", "w0", "0-9", "0-9"), SF_JOBS_LATE);
+  EXPECT(f, ev("job-1", "w9", "0-9", "0-9"), SF_JOBS_LATE);
+  assert_int_equal(f->h.opens, opens); /* recognised without I/O */
+  fx_free(f);
+}
+
+/* ---- a job being committed ------------------------------------------------ */
+
+static void an_event_contradicting_a_job_being_committed_is_rejected_alone(void **state) {
+  fx *f = fx_new(0, 0);
+  EXPECT(f, ev("job-1", "w0", "0-4", "0-9"), SF_JOBS_NEW);
+  sf_job *j;
+  assert_int_equal(add(f, ev("job-1", "w1", "5-9", "0-9"), &j, NULL), SF_JOBS_COMPLETE);
+  sf_event_reason r;
+  sf_shard_staged other = ev("job-1", "w1", "5-9", "0-9");
+  other.num_rows = 5;
+  assert_int_equal(add(f, other, NULL, &r), SF_JOBS_REJECTED);
+  assert_int_equal(r, SF_REASON_DUPLICATE_CONFLICT);
+  assert_int_equal(add(f, ev("job-1", "w2", "9", "0-9"), NULL, &r), SF_JOBS_REJECTED);
+  assert_int_equal(r, SF_REASON_FRAGMENT_OVERLAP);
+  sf_shard_staged pm = ev("job-1", "w3", "9", "0-9");
+  pm.dim = 8;
+  assert_int_equal(add(f, pm, NULL, &r), SF_JOBS_REJECTED);
+  assert_int_equal(r, SF_REASON_PARAM_MISMATCH);
+  assert_int_equal(j->state, SF_JOB_READY); /* untouched */
+  assert_int_equal(j->nshards, 2);
+  assert_int_equal(j->nrefs, 2);
+  fx_free(f);
+}
+
+static void a_redelivery_to_a_job_being_committed_waits_for_the_job(void **state) {
+  fx *f = fx_new(0, 0);
+  sf_job *j;
+  assert_int_equal(add(f, ev("job-1", "w0", "0-9", "0-9"), &j, NULL), SF_JOBS_COMPLETE);
+  EXPECT(f, ev("job-1", "w0", "0-9", "0-9"), SF_JOBS_DUPLICATE);
+  assert_int_equal(j->nrefs, 2);
+  assert_int_equal(j->refs[1].offset, 1);
+  fx_free(f);
+}
+
+static void a_job_refused_by_finalize_fails_and_stays_failed(void **state) {
+  fx *f = fx_new(0, 0);
+  sf_job *j;
+  assert_int_equal(add(f, ev("job-1", "w0", "0-9", "0-9"), &j, NULL), SF_JOBS_COMPLETE);
+  sf_jobs_fail(f->t, j, SF_REASON_COMMIT_CONFLICT, "overlaps a committed segment");
+  assert_int_equal(j->state, SF_JOB_FAILED);
+  assert_string_equal(j->message, "overlaps a committed segment");
+  assert_int_equal(j->nshards, 1); /* events kept for the dead letters */
+  sf_jobs_finish(f->t, j, 1);      /* a failed job never becomes committed */
+  assert_int_equal(j->state, SF_JOB_DEAD);
+  sf_event_reason r;
+  assert_int_equal(add(f, ev("job-1", "w0", "0-9", "0-9"), NULL, &r), SF_JOBS_REJECTED);
+  assert_int_equal(r, SF_REASON_JOB_FAILED);
+  fx_free(f);
+}
+
+/* ---- intake checks --------------------------------------------------------- */
+
+static void an_event_whose_file_fails_its_check_is_rejected_alone(void **state) {
+  fx *f = fx_new(0, 0);
+  f->h.bad_shard = "w1";
+  f->h.bad_reason = SF_REASON_CORRUPT_FILE;
+  EXPECT(f, ev("job-1", "w0", "0-4", "0-9"), SF_JOBS_NEW);
+  sf_event_reason r;
+  sf_job *j;
+  assert_int_equal(add(f, ev("job-1", "w1", "5-9", "0-9"), &j, &r), SF_JOBS_REJECTED);
+  assert_int_equal(r, SF_REASON_CORRUPT_FILE);
+  assert_int_equal(j->state, SF_JOB_OPEN);
+  assert_int_equal(j->nshards, 1);
+  assert_int_equal(j->nrefs, 1);
+  /* The worker fixes its file and announces it again: the job goes on. */
+  f->h.bad_shard = NULL;
+  EXPECT(f, ev("job-1", "w1", "5-9", "0-9"), SF_JOBS_COMPLETE);
+  fx_free(f);
+}
+
+static void a_first_event_whose_file_fails_opens_no_job(void **state) {
+  fx *f = fx_new(0, 0);
+  f->h.bad_shard = "w0";
+  f->h.bad_reason = SF_REASON_MISSING_FILE;
+  sf_event_reason r;
+  sf_job *j;
+  assert_int_equal(add(f, ev("job-1", "w0", "0-4", "0-9"), &j, &r), SF_JOBS_REJECTED);
+  assert_int_equal(r, SF_REASON_MISSING_FILE);
+  assert_null(j);
+  assert_null(sf_jobs_find(f->t, "job-1"));
+  sf_jobs_stats s;
+  sf_jobs_get_stats(f->t, &s);
+  assert_int_equal(s.open + s.events, 0);
+  fx_free(f);
+}
+
+static void a_check_that_fails_not_by_the_events_fault_is_an_error(void **state) {
+  fx *f = fx_new(0, 0);
+  f->h.bad_shard = "w1";
+  f->h.bad_reason = SF_REASON_NONE;
+  EXPECT(f, ev("job-1", "w0", "0-4", "0-9"), SF_JOBS_NEW);
+  sf_job *j;
+  assert_int_equal(add(f, ev("job-1", "w1", "5-9", "0-9"), &j, NULL), SF_JOBS_ERROR);
+  assert_int_equal(j->nshards, 1);
+  f->h.bad_shard = "w9";
+  assert_int_equal(add(f, ev("job-2", "w9", "0", "0"), &j, NULL), SF_JOBS_ERROR);
+  assert_null(sf_jobs_find(f->t, "job-2"));
+  fx_free(f);
+}
+
+static void a_staging_id_marked_failed_on_disk_is_rejected_without_more_io(void **state) {
+  fx *f = fx_new(0, 0);
+  f->h.failed_staging = "job-1";
+  sf_event_reason r;
+  assert_int_equal(add(f, ev("job-1", "w0", "0-4", "0-9"), NULL, &r), SF_JOBS_REJECTED);
+  assert_int_equal(r, SF_REASON_JOB_FAILED);
+  assert_int_equal(f->h.opens, 1);
+  assert_int_equal(add(f, ev("job-1", "w1", "5-9", "0-9"), NULL, &r), SF_JOBS_REJECTED);
+  assert_int_equal(r, SF_REASON_JOB_FAILED);
+  assert_int_equal(f->h.opens, 1);
+  assert_int_equal(f->h.checks, 0);
+  fx_free(f);
+}
+
+static void an_event_for_a_missing_dataset_is_rejected(void **state) {
+  fx *f = fx_new(0, 0);
+  f->h.missing_dataset = "/data/ds";
+  sf_event_reason r;
+  assert_int_equal(add(f, ev("job-1", "w0", "0-4", "0-9"), NULL, &r), SF_JOBS_REJECTED);
+  assert_int_equal(r, SF_REASON_MISSING_FILE);
+  assert_null(sf_jobs_find(f->t, "job-1"));
+  fx_free(f);
+}
+
+/* ---- interleaving ----------------------------------------------------------- */
+
+static void interleaved_jobs_do_not_disturb_each_other(void **state) {
+  fx *f = fx_new(0, 0);
+  EXPECT(f, ev("job-a", "w0", "0-4", "0-9"), SF_JOBS_NEW);
+  EXPECT(f, ev("job-b", "w0", "0-4", "0-14"), SF_JOBS_NEW); /* same shard id, other job */
+  EXPECT(f, ev("job-b", "w1", "5-9", "0-14"), SF_JOBS_NEW);
+  EXPECT(f, ev("job-a", "w1", "5-9", "0-9"), SF_JOBS_COMPLETE);
+  EXPECT(f, ev("job-b", "w2", "10-14", "0-14"), SF_JOBS_COMPLETE);
+  assert_int_equal(sf_jobs_find(f->t, "job-a")->nshards, 2);
+  assert_int_equal(sf_jobs_find(f->t, "job-b")->nshards, 3);
+  fx_free(f);
+}
+
+/* ---- timeouts ------------------------------------------------------------- */
+
+static void a_job_not_complete_within_the_timeout_fails_with_job_timeout(void **state) {
+  fx *f = fx_new(1000, 0);
+  EXPECT(f, ev("job-1", "w0", "0-4", "0-9"), SF_JOBS_NEW);
+  f->now += 400;
+  EXPECT(f, ev("job-2", "w0", "0-4", "0-9"), SF_JOBS_NEW);
+  EXPECT(f, ev("job-1", "w1", "5-7", "0-9"), SF_JOBS_NEW); /* no extension */
+  assert_int_equal(sf_jobs_next_deadline(f->t), 6000);
+  assert_null(sf_jobs_expire(f->t, 5999));
+  sf_job *j = sf_jobs_expire(f->t, 6000);
+  assert_non_null(j);
+  assert_string_equal(j->staging_id, "job-1");
+  assert_int_equal(j->state, SF_JOB_FAILED);
+  assert_int_equal(j->reason, SF_REASON_JOB_TIMEOUT);
+  assert_non_null(strstr(j->message, "8-9")); /* names what is missing */
+  assert_null(sf_jobs_expire(f->t, 6000));
+  assert_int_equal(sf_jobs_next_deadline(f->t), 6400);
+  sf_jobs_finish(f->t, j, 0);
+  assert_string_equal(sf_jobs_expire(f->t, 7000)->staging_id, "job-2");
+  assert_true(sf_jobs_next_deadline(f->t) == INT64_MAX);
+  fx_free(f);
+}
+
+static void a_complete_job_never_times_out(void **state) {
+  fx *f = fx_new(1000, 0);
+  EXPECT(f, ev("job-1", "w0", "0-9", "0-9"), SF_JOBS_COMPLETE);
+  assert_null(sf_jobs_expire(f->t, 1000000));
+  fx_free(f);
+}
+
+static void without_a_timeout_jobs_wait_forever(void **state) {
+  fx *f = fx_new(0, 0);
+  EXPECT(f, ev("job-1", "w0", "0-4", "0-9"), SF_JOBS_NEW);
+  assert_null(sf_jobs_expire(f->t, INT64_MAX - 1));
+  fx_free(f);
+}
+
+/* ---- rebalances ----------------------------------------------------------- */
+
+static void dropping_an_open_job_lets_a_new_owner_rebuild_it(void **state) {
+  fx *f = fx_new(0, 0);
+  EXPECT(f, ev("job-1", "w0", "0-4", "0-9"), SF_JOBS_NEW);
+  sf_job *j = sf_jobs_find(f->t, "job-1");
+  assert_null(sf_jobs_drop(f->t, j));
+  assert_null(sf_jobs_find(f->t, "job-1"));
+  /* The partition comes back: the job is rebuilt from its events. */
+  EXPECT(f, ev("job-1", "w0", "0-4", "0-9"), SF_JOBS_NEW);
+  EXPECT(f, ev("job-1", "w1", "5-9", "0-9"), SF_JOBS_COMPLETE);
+  fx_free(f);
+}
+
+static void dropping_a_job_being_committed_hands_it_to_its_holder(void **state) {
+  fx *f = fx_new(0, 0);
+  sf_job *j;
+  assert_int_equal(add(f, ev("job-1", "w0", "0-9", "0-9"), &j, NULL), SF_JOBS_COMPLETE);
+  assert_ptr_equal(sf_jobs_drop(f->t, j), j);
+  assert_int_equal(j->state, SF_JOB_DROPPED);
+  assert_null(sf_jobs_find(f->t, "job-1"));
+  EXPECT(f, ev("job-1", "w0", "0-9", "0-9"), SF_JOBS_COMPLETE); /* a fresh job */
+  sf_jobs_job_free(j); /* the worker is done with it */
+  fx_free(f);
+}
+
+typedef struct visit {
+  sf_jobs *t;
+  int n;
+} visit;
+
+static void visit_drop(void *ctx, sf_job *j) {
+  visit *v = ctx;
+  v->n++;
+  sf_jobs_job_free(sf_jobs_drop(v->t, j));
+}
+
+static void a_revoked_partition_drops_exactly_the_jobs_read_from_it(void **state) {
+  fx *f = fx_new(0, 0);
+  assert_int_equal(add_on(f, 0, ev("job-a", "w0", "0-4", "0-9"), NULL, NULL), SF_JOBS_NEW);
+  assert_int_equal(add_on(f, 1, ev("job-b", "w0", "0-4", "0-9"), NULL, NULL), SF_JOBS_NEW);
+  assert_int_equal(add_on(f, 1, ev("job-c", "w0", "0-9", "0-9"), NULL, NULL),
+                   SF_JOBS_COMPLETE);
+  assert_int_equal(add_on(f, 0, ev("job-d", "w0", "0-4", "0-9"), NULL, NULL), SF_JOBS_NEW);
+  /* A job read from two partitions (a producer that keyed it badly). */
+  assert_int_equal(add_on(f, 1, ev("job-d", "w1", "5-6", "0-9"), NULL, NULL), SF_JOBS_NEW);
+  visit v = {f->t, 0};
+  sf_jobs_foreach_on_partition(f->t, 1, visit_drop, &v);
+  assert_int_equal(v.n, 3);
+  assert_non_null(sf_jobs_find(f->t, "job-a"));
+  assert_null(sf_jobs_find(f->t, "job-b"));
+  assert_null(sf_jobs_find(f->t, "job-c"));
+  assert_null(sf_jobs_find(f->t, "job-d"));
+  sf_jobs_stats s;
+  sf_jobs_get_stats(f->t, &s);
+  assert_int_equal(s.open, 1);
+  assert_int_equal(s.ready, 0);
+  assert_int_equal(s.events, 1);
+  fx_free(f);
+}
+
+/* ---- memory bounds --------------------------------------------------------- */
+
+static void terminal_records_beyond_the_limit_are_forgotten_oldest_first(void **state) {
+  fx *f = fx_new(0, 3);
+  char id[32];
+  for (int i = 0; i < 5; i++) {
+    sf_job *j;
+    snprintf(id, sizeof id, "job-%d", i);
+    assert_int_equal(add(f, ev(id, "w0", "0", "0"), &j, NULL), SF_JOBS_COMPLETE);
+    sf_jobs_finish(f->t, j, 1);
+  }
+  assert_null(sf_jobs_find(f->t, "job-0"));
+  assert_null(sf_jobs_find(f->t, "job-1"));
+  for (int i = 2; i < 5; i++) {
+    snprintf(id, sizeof id, "job-%d", i);
+    assert_non_null(sf_jobs_find(f->t, id));
+  }
+  sf_jobs_stats s;
+  sf_jobs_get_stats(f->t, &s);
+  assert_int_equal(s.terminal, 3);
+  fx_free(f);
+}
+
+/* Thousands of jobs, shards interleaved pseudo-randomly, some delivered
+ * twice: every job completes exactly once and the counts stay exact. */
+static void many_interleaved_jobs_each_complete_exactly_once(void **state) {
+  fx *f = fx_new(0, 0);
+  enum { JOBS = 2000, SHARDS = 8 };
+  static unsigned char want[JOBS][SHARDS], got[JOBS][SHARDS];
+  uint64_t rng = 12345;
+  int completed = 0, remaining = 0;
+  for (int jn = 0; jn < JOBS; jn++)
+    for (int sn = 0; sn < SHARDS; sn++) {
+      rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+      want[jn][sn] = 1 + (rng & 1);
+      got[jn][sn] = 0;
+      remaining += want[jn][sn];
+    }
+  char id[32], sh[32], fr[32];
+  while (remaining) {
+    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+    int jn = (int)(rng % JOBS), sn = (int)((rng >> 20) % SHARDS);
+    if (got[jn][sn] == want[jn][sn]) continue;
+    snprintf(id, sizeof id, "job-%d", jn);
+    snprintf(sh, sizeof sh, "w%d", sn);
+    snprintf(fr, sizeof fr, "%d-%d", sn * 4, sn * 4 + 3);
+    sf_job *j;
+    sf_jobs_outcome o = add(f, ev(id, sh, fr, "0-31"), &j, NULL);
+    if (got[jn][sn]++) {
+      assert_true(o == SF_JOBS_DUPLICATE || o == SF_JOBS_LATE);
+    } else if (o == SF_JOBS_COMPLETE) {
+      completed++;
+      sf_jobs_finish(f->t, j, 1);
+    } else {
+      assert_int_equal(o, SF_JOBS_NEW);
+    }
+    remaining--;
+  }
+  assert_int_equal(completed, JOBS);
+  sf_jobs_stats s;
+  sf_jobs_get_stats(f->t, &s);
+  assert_int_equal(s.open + s.ready + s.failed, 0);
+  assert_int_equal(s.events, 0);
+  assert_int_equal(s.terminal, JOBS);
+  fx_free(f);
+}
+
+/* Many removals from the staging-id map in random order: every job left is
+ * still found and every job removed is gone. */
+static void jobs_stay_findable_through_many_removals(void **state) {
+  fx *f = fx_new(0, 0);
+  enum { N = 5000 };
+  static unsigned char gone[N];
+  memset(gone, 0, sizeof gone);
+  char id[32];
+  for (int i = 0; i < N; i++) {
+    snprintf(id, sizeof id, "s%d", i * 7919);
+    assert_int_equal(add(f, ev(id, "w0", "0", "0-1"), NULL, NULL), SF_JOBS_NEW);
+  }
+  uint64_t rng = 99;
+  for (int k = 0; k < N / 2; k++) {
+    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+    int i = (int)(rng % N);
+    if (gone[i]) continue;
+    snprintf(id, sizeof id, "s%d", i * 7919);
+    assert_null(sf_jobs_drop(f->t, sf_jobs_find(f->t, id)));
+    gone[i] = 1;
+  }
+  for (int i = 0; i < N; i++) {
+    snprintf(id, sizeof id, "s%d", i * 7919);
+    sf_job *j = sf_jobs_find(f->t, id);
+    if (gone[i]) assert_null(j);
+    else assert_string_equal(j->staging_id, id);
+  }
+  fx_free(f);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(a_job_of_one_shard_covering_its_fragments_is_complete_at_once),
+      cmocka_unit_test(shards_out_of_order_complete_the_job_with_the_last_fragment),
+      cmocka_unit_test(a_job_is_not_complete_while_a_fragment_is_missing),
+      cmocka_unit_test(the_first_staged_time_is_the_smallest_of_the_shards),
+      cmocka_unit_test(a_redelivered_event_changes_nothing),
+      cmocka_unit_test(a_reannounced_shard_with_a_new_event_id_and_time_is_a_redelivery),
+      cmocka_unit_test(the_same_shard_id_with_other_content_fails_the_job),
+      cmocka_unit_test(a_fragment_in_two_shards_fails_the_job),
+      cmocka_unit_test(every_job_parameter_that_differs_fails_the_job),
+      cmocka_unit_test(a_failed_job_stays_failed_and_rejects_its_later_events),
+      cmocka_unit_test(a_committed_job_reports_its_later_events_as_late),
+      cmocka_unit_test(an_event_contradicting_a_job_being_committed_is_rejected_alone),
+      cmocka_unit_test(a_redelivery_to_a_job_being_committed_waits_for_the_job),
+      cmocka_unit_test(a_job_refused_by_finalize_fails_and_stays_failed),
+      cmocka_unit_test(an_event_whose_file_fails_its_check_is_rejected_alone),
+      cmocka_unit_test(a_first_event_whose_file_fails_opens_no_job),
+      cmocka_unit_test(a_check_that_fails_not_by_the_events_fault_is_an_error),
+      cmocka_unit_test(a_staging_id_marked_failed_on_disk_is_rejected_without_more_io),
+      cmocka_unit_test(an_event_for_a_missing_dataset_is_rejected),
+      cmocka_unit_test(interleaved_jobs_do_not_disturb_each_other),
+      cmocka_unit_test(a_job_not_complete_within_the_timeout_fails_with_job_timeout),
+      cmocka_unit_test(a_complete_job_never_times_out),
+      cmocka_unit_test(without_a_timeout_jobs_wait_forever),
+      cmocka_unit_test(dropping_an_open_job_lets_a_new_owner_rebuild_it),
+      cmocka_unit_test(dropping_a_job_being_committed_hands_it_to_its_holder),
+      cmocka_unit_test(a_revoked_partition_drops_exactly_the_jobs_read_from_it),
+      cmocka_unit_test(terminal_records_beyond_the_limit_are_forgotten_oldest_first),
+      cmocka_unit_test(many_interleaved_jobs_each_complete_exactly_once),
+      cmocka_unit_test(jobs_stay_findable_through_many_removals),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
