@@ -14,6 +14,12 @@
  * rd_kafka_t handle that owns it). They start in sf_broker_start and are
  * joined by sf_broker_stop; no other thread is created.
  *
+ * Consumer groups work (joins, rebalances, committed offsets), with the
+ * mock's timing: the first member of an empty group waits 3 s, and after
+ * the last member leaves, a new one waits session.timeout.ms - 1 s (44 s
+ * with librdkafka's default), so consumers of the embedded broker should
+ * set session.timeout.ms=6000 (the smallest a real broker allows).
+ *
  * An sf_broker may be used from any thread; start and stop must not race
  * with other calls on the same broker.
  */
@@ -55,6 +61,13 @@ sf_code sf_broker_create_topic(sf_broker *b, const char *topic, unsigned partiti
 
 /* The bootstrap servers, "127.0.0.1:PORT[,127.0.0.1:PORT...]"; owned by b. */
 const char *sf_broker_bootstraps(const sf_broker *b);
+
+/* The mock cluster itself, for tests that inject faults with
+ * rdkafka_mock.h (rd_kafka_mock_push_request_errors, broker_set_down,
+ * ...); owned by b. An experimental librdkafka API: production code does
+ * not call it. */
+struct rd_kafka_mock_cluster_s;
+struct rd_kafka_mock_cluster_s *sf_broker_mock(sf_broker *b);
 
 /* Stops the cluster (clients connected to it see their connections close)
  * and frees b; accepts NULL. */
