@@ -1,0 +1,224 @@
+/*
+ * test_metrics.c - the Prometheus exposition of the processor's metrics:
+ * the text parses line by line (HELP and TYPE before every family, sample
+ * syntax, cumulative buckets whose +Inf equals _count), values follow the
+ * struct, and the HTTP server answers /metrics, 404 and 405 on an
+ * ephemeral port and reports bad or busy addresses.
+ */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <regex.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+/* clang-format off */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+/* clang-format on */
+
+#include "producer/metrics.h"
+
+/* The value of the sample named exactly `name` (with labels, if any). */
+static double sample(const char *text, const char *name) {
+  size_t n = strlen(name);
+  for (const char *p = text; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
+    if (!strncmp(p, name, n) && p[n] == ' ') return strtod(p + n + 1, NULL);
+  fail_msg("no sample %s", name);
+  return -1;
+}
+
+/* Checks the exposition format line by line; returns the number of
+ * samples. */
+static int check_exposition(const char *text) {
+  regex_t help, type, smp;
+  assert_int_equal(regcomp(&help, "^# HELP (segforge_[a-z_]+) [^\n]+$", REG_EXTENDED), 0);
+  assert_int_equal(
+      regcomp(&type, "^# TYPE (segforge_[a-z_]+) (counter|gauge|histogram)$", REG_EXTENDED), 0);
+  assert_int_equal(regcomp(&smp,
+                           "^(segforge_[a-z_]+)(\\{[a-z]+=\"[^\"]*\"(,[a-z]+=\"[^\"]*\")*\\})? "
+                           "(-?[0-9]+(\\.[0-9]+)?([eE][-+]?[0-9]+)?)$",
+                           REG_EXTENDED),
+                   0);
+  char family[128] = "", ftype[16] = "", helped[128] = "";
+  int samples = 0;
+  double last_bucket = -1, inf_bucket = -1;
+  char *copy = strdup(text), *save = NULL;
+  assert_int_equal(text[strlen(text) - 1], '\n');
+  for (char *line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+    regmatch_t m[8];
+    if (!regexec(&help, line, 2, m, 0)) {
+      snprintf(helped, sizeof helped, "%.*s", (int)(m[1].rm_eo - m[1].rm_so), line + m[1].rm_so);
+      continue;
+    }
+    if (!regexec(&type, line, 3, m, 0)) {
+      snprintf(family, sizeof family, "%.*s", (int)(m[1].rm_eo - m[1].rm_so), line + m[1].rm_so);
+      snprintf(ftype, sizeof ftype, "%.*s", (int)(m[2].rm_eo - m[2].rm_so), line + m[2].rm_so);
+      assert_string_equal(family, helped); /* HELP then TYPE, same name */
+      last_bucket = inf_bucket = -1;
+      continue;
+    }
+    if (regexec(&smp, line, 8, m, 0)) fail_msg("not an exposition line: '%s'", line);
+    char name[128];
+    snprintf(name, sizeof name, "%.*s", (int)(m[1].rm_eo - m[1].rm_so), line + m[1].rm_so);
+    double v = strtod(line + m[4].rm_so, NULL);
+    size_t fl = strlen(family);
+    if (!strcmp(ftype, "histogram")) {
+      assert_true(!strncmp(name, family, fl));
+      const char *suffix = name + fl;
+      if (!strcmp(suffix, "_bucket")) {
+        assert_true(v >= last_bucket); /* cumulative */
+        last_bucket = v;
+        if (strstr(line, "le=\"+Inf\"")) inf_bucket = v;
+      } else if (!strcmp(suffix, "_count")) {
+        assert_true(inf_bucket >= 0);
+        assert_true(v == inf_bucket);
+      } else
+        assert_string_equal(suffix, "_sum");
+    } else {
+      assert_string_equal(name, family);
+      if (!strcmp(ftype, "counter")) {
+        assert_true(v >= 0);
+        assert_true(strlen(name) > 6 && !strcmp(name + strlen(name) - 6, "_total"));
+      }
+    }
+    samples++;
+  }
+  free(copy);
+  regfree(&help);
+  regfree(&type);
+  regfree(&smp);
+  return samples;
+}
+
+static void rendering_parses_and_follows_the_struct(void **state) {
+  sf_metrics m;
+  sf_metrics_init(&m);
+  atomic_store(&m.jobs_pending, 3);
+  atomic_fetch_add(&m.jobs_committed, 2);
+  atomic_fetch_add(&m.events_received, 17);
+  atomic_fetch_add(&m.bytes_built, 1ULL << 40);
+  atomic_store(&m.paused, 1);
+  sf_metrics_reject(&m, SF_REASON_PATH_ESCAPE);
+  sf_metrics_reject(&m, SF_REASON_PATH_ESCAPE);
+  sf_metrics_reject(&m, (sf_event_reason)999); /* out of range: NONE */
+  sf_metrics_observe(&m.build_seconds, 0.3);
+  sf_metrics_observe(&m.build_seconds, 0.3);
+  sf_metrics_observe(&m.build_seconds, 1e9); /* +Inf only */
+  sf_metrics_observe(&m.build_seconds, -1);  /* counts as 0 */
+  sf_metrics_observe(&m.e2e_seconds, 7);
+  size_t len = 0;
+  char *t = sf_metrics_render(&m, &len);
+  assert_non_null(t);
+  assert_int_equal(strlen(t), len);
+  assert_true(check_exposition(t) > 40);
+  assert_true(sample(t, "segforge_jobs_pending") == 3);
+  assert_true(sample(t, "segforge_jobs_committed_total") == 2);
+  assert_true(sample(t, "segforge_events_received_total") == 17);
+  assert_true(sample(t, "segforge_bytes_built_total") == 1099511627776.0);
+  assert_true(sample(t, "segforge_consumer_paused") == 1);
+  assert_true(sample(t, "segforge_events_rejected_total{reason=\"PATH_ESCAPE\"}") == 2);
+  assert_true(sample(t, "segforge_events_rejected_total{reason=\"NONE\"}") == 1);
+  assert_true(sample(t, "segforge_events_rejected_total{reason=\"DECODE_ERROR\"}") == 0);
+  assert_true(sample(t, "segforge_build_duration_seconds_bucket{le=\"0.01\"}") == 1);
+  assert_true(sample(t, "segforge_build_duration_seconds_bucket{le=\"0.25\"}") == 1);
+  assert_true(sample(t, "segforge_build_duration_seconds_bucket{le=\"0.5\"}") == 3);
+  assert_true(sample(t, "segforge_build_duration_seconds_bucket{le=\"600\"}") == 3);
+  assert_true(sample(t, "segforge_build_duration_seconds_bucket{le=\"+Inf\"}") == 4);
+  assert_true(sample(t, "segforge_build_duration_seconds_count") == 4);
+  double sum = sample(t, "segforge_build_duration_seconds_sum");
+  assert_true(sum > 1e9 && sum < 1e9 + 1);
+  assert_true(sample(t, "segforge_end_to_end_seconds_bucket{le=\"5\"}") == 0);
+  assert_true(sample(t, "segforge_end_to_end_seconds_bucket{le=\"10\"}") == 1);
+  free(t);
+}
+
+/* A whole HTTP/1.0 exchange with the server; returns the malloc'd reply. */
+static char *http(unsigned port, const char *request) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  assert_true(fd >= 0);
+  struct timeval tv = {.tv_sec = 5};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+  assert_int_equal(write(fd, request, strlen(request)), (ssize_t)strlen(request));
+  size_t cap = 1 << 16, n = 0;
+  char *buf = malloc(cap);
+  ssize_t got;
+  while ((got = read(fd, buf + n, cap - n - 1)) > 0) n += (size_t)got;
+  assert_true(got == 0); /* closed by the server, not timed out */
+  buf[n] = '\0';
+  close(fd);
+  return buf;
+}
+
+static void the_server_answers_metrics_on_an_ephemeral_port(void **state) {
+  sf_metrics m;
+  sf_metrics_init(&m);
+  atomic_fetch_add(&m.jobs_failed, 5);
+  sf_metrics_server *s = NULL;
+  sf_err err = {0};
+  assert_int_equal(sf_metrics_serve(&m, "127.0.0.1:0", &s, &err), SF_OK);
+  unsigned port = sf_metrics_server_port(s);
+  assert_true(port > 0);
+
+  char *r = http(port, "GET /metrics HTTP/1.0\r\n\r\n");
+  assert_true(!strncmp(r, "HTTP/1.0 200", 12) || !strncmp(r, "HTTP/1.1 200", 12));
+  assert_non_null(strstr(r, "text/plain; version=0.0.4"));
+  char *body = strstr(r, "\r\n\r\n");
+  assert_non_null(body);
+  assert_true(check_exposition(body + 4) > 40);
+  assert_true(sample(body + 4, "segforge_jobs_failed_total") == 5);
+  free(r);
+
+  atomic_fetch_add(&m.jobs_failed, 1); /* every scrape renders afresh */
+  r = http(port, "GET /metrics HTTP/1.0\r\n\r\n");
+  assert_true(sample(strstr(r, "\r\n\r\n") + 4, "segforge_jobs_failed_total") == 6);
+  free(r);
+
+  r = http(port, "GET /nothing HTTP/1.0\r\n\r\n");
+  assert_non_null(strstr(r, " 404 "));
+  free(r);
+  r = http(port, "POST /metrics HTTP/1.0\r\nContent-Length: 0\r\n\r\n");
+  assert_non_null(strstr(r, " 405 "));
+  free(r);
+
+  /* The port is taken now: a second server says so. */
+  char addr[32];
+  snprintf(addr, sizeof addr, "127.0.0.1:%u", port);
+  sf_metrics_server *s2 = NULL;
+  assert_int_equal(sf_metrics_serve(&m, addr, &s2, &err), SF_EIO);
+  assert_non_null(strstr(err.msg, "in use"));
+  assert_null(s2);
+  sf_metrics_server_stop(s);
+  sf_metrics_server_stop(NULL);
+}
+
+static void bad_addresses_are_refused_with_the_expected_form(void **state) {
+  sf_metrics m;
+  sf_metrics_init(&m);
+  sf_metrics_server *s = NULL;
+  sf_err err = {0};
+  const char *bad[] = {"", "9464", "127.0.0.1:", "127.0.0.1:99999", ":9464",
+                       "127.0.0.1:94a", "[::1]9464", "no.such.host.invalid:9464"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    assert_int_equal(sf_metrics_serve(&m, bad[i], &s, &err), SF_EINVAL);
+    assert_null(s);
+    assert_non_null(strstr(err.msg, "metrics address"));
+  }
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(rendering_parses_and_follows_the_struct),
+      cmocka_unit_test(the_server_answers_metrics_on_an_ephemeral_port),
+      cmocka_unit_test(bad_addresses_are_refused_with_the_expected_form),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
