@@ -554,7 +554,7 @@ void sf_jobs_fail(sf_jobs *t, sf_job *j, sf_event_reason reason, const char *mes
 
 void sf_jobs_finish(sf_jobs *t, sf_job *j, int committed) {
   if (j->state != SF_JOB_READY && j->state != SF_JOB_FAILED) return;
-  make_terminal(t, j, committed && j->state == SF_JOB_READY ? SF_JOB_COMMITTED : SF_JOB_DEAD);
+  make_terminal(t, j, committed ? SF_JOB_COMMITTED : SF_JOB_DEAD);
 }
 
 sf_job *sf_jobs_drop(sf_jobs *t, sf_job *j) {
@@ -563,7 +563,7 @@ sf_job *sf_jobs_drop(sf_jobs *t, sf_job *j) {
   list_unlink(j);
   t->nevents -= j->nrefs;
   count_state(t, j->state, -1);
-  if (j->state == SF_JOB_READY) {
+  if (j->state == SF_JOB_READY || j->state == SF_JOB_FAILED) {
     j->state = SF_JOB_DROPPED;
     return j;
   }

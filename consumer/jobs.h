@@ -192,16 +192,18 @@ int64_t sf_jobs_next_deadline(const sf_jobs *t);
 void sf_jobs_fail(sf_jobs *t, sf_job *j, sf_event_reason reason, const char *message);
 
 /* Ends a READY or FAILED job: its events and shards are freed and a terminal
- * record (COMMITTED, or DEAD for a FAILED job) remains, so later events of
- * the staging id are LATE or REJECTED (JOB_FAILED). `refs` stay valid until
- * this call: read them first. With committed == 0 a READY job becomes DEAD. */
+ * record remains, so later events of the staging id are LATE (COMMITTED) or
+ * REJECTED with JOB_FAILED (DEAD). `refs` stay valid until this call: read
+ * them first. committed != 0 records COMMITTED, also for a FAILED job (a
+ * timed-out job that the catalog turns out to hold: late redeliveries of a
+ * job committed before a restart); committed == 0 records DEAD. */
 void sf_jobs_finish(sf_jobs *t, sf_job *j, int committed);
 
 /* Forgets a job that another consumer now owns (its partition was revoked):
- * it leaves the table with no terminal record. An OPEN or FAILED job is
- * freed now (returns NULL); a READY job is marked DROPPED and returned: a
- * finalize worker still reads it, and its holder frees it with
- * sf_jobs_job_free when the worker is done. */
+ * it leaves the table with no terminal record. An OPEN job is freed now
+ * (returns NULL); a READY or FAILED job is marked DROPPED and returned: a
+ * worker (finalize, dead letters) may still read it, and its holder frees it
+ * with sf_jobs_job_free when the worker is done. */
 sf_job *sf_jobs_drop(sf_jobs *t, sf_job *j);
 /* Frees a DROPPED job. Accepts NULL. */
 void sf_jobs_job_free(sf_job *j);

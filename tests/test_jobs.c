@@ -346,7 +346,7 @@ static void a_job_refused_by_finalize_fails_and_stays_failed(void **state) {
   assert_int_equal(j->state, SF_JOB_FAILED);
   assert_string_equal(j->message, "overlaps a committed segment");
   assert_int_equal(j->nshards, 1); /* events kept for the dead letters */
-  sf_jobs_finish(f->t, j, 1);      /* a failed job never becomes committed */
+  sf_jobs_finish(f->t, j, 0);
   assert_int_equal(j->state, SF_JOB_DEAD);
   sf_event_reason r;
   assert_int_equal(add(f, ev("job-1", "w0", "0-9", "0-9"), NULL, &r), SF_JOBS_REJECTED);
@@ -463,6 +463,29 @@ static void a_job_not_complete_within_the_timeout_fails_with_job_timeout(void **
   sf_jobs_finish(f->t, j, 0);
   assert_string_equal(sf_jobs_expire(f->t, 7000)->staging_id, "job-2");
   assert_true(sf_jobs_next_deadline(f->t) == INT64_MAX);
+  fx_free(f);
+}
+
+static void a_timed_out_job_the_catalog_holds_ends_committed(void **state) {
+  fx *f = fx_new(1000, 0);
+  EXPECT(f, ev("job-1", "w0", "0-4", "0-9"), SF_JOBS_NEW);
+  sf_job *j = sf_jobs_expire(f->t, 10000);
+  assert_non_null(j);
+  sf_jobs_finish(f->t, j, 1);
+  assert_int_equal(j->state, SF_JOB_COMMITTED);
+  EXPECT(f, ev("job-1", "w0", "0-4", "0-9"), SF_JOBS_LATE);
+  fx_free(f);
+}
+
+static void a_failed_job_being_dead_lettered_is_handed_over_when_dropped(void **state) {
+  fx *f = fx_new(0, 0);
+  EXPECT(f, ev("job-1", "w0", "0-4", "0-9"), SF_JOBS_NEW);
+  sf_job *j;
+  assert_int_equal(add(f, ev("job-1", "w1", "4-9", "0-9"), &j, NULL), SF_JOBS_FAILED);
+  assert_ptr_equal(sf_jobs_drop(f->t, j), j);
+  assert_int_equal(j->state, SF_JOB_DROPPED);
+  assert_null(sf_jobs_find(f->t, "job-1"));
+  sf_jobs_job_free(j);
   fx_free(f);
 }
 
@@ -661,6 +684,8 @@ int main(void) {
       cmocka_unit_test(an_event_for_a_missing_dataset_is_rejected),
       cmocka_unit_test(interleaved_jobs_do_not_disturb_each_other),
       cmocka_unit_test(a_job_not_complete_within_the_timeout_fails_with_job_timeout),
+      cmocka_unit_test(a_timed_out_job_the_catalog_holds_ends_committed),
+      cmocka_unit_test(a_failed_job_being_dead_lettered_is_handed_over_when_dropped),
       cmocka_unit_test(a_complete_job_never_times_out),
       cmocka_unit_test(without_a_timeout_jobs_wait_forever),
       cmocka_unit_test(dropping_an_open_job_lets_a_new_owner_rebuild_it),
