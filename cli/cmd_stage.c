@@ -1,8 +1,10 @@
 /*
  * cmd_stage.c - `segforge stage`: one worker writes its shard.
  */
+#include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,10 +12,13 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "consumer/kconf.h"
 #include "core/fragset.h"
 #include "core/fsutil.h"
 #include "core/quantizer.h"
 #include "core/stage.h"
+#include "producer/publisher.h"
+#include "producer/worker.h"
 
 static void help(void) {
   printf(
@@ -24,7 +29,110 @@ static void help(void) {
       "Row i of FILE is fragment i / R, offset i %% R; its row id is\n"
       "(fragment << 32) | offset. Workers may stage into one DIR at once.\n"
       "--memory bounds the codes held at once (default 256M); larger shards take\n"
-      "several passes over their rows.\n");
+      "several passes over their rows.\n\n"
+      "Announcing the shard (ShardStaged on Kafka, after it is written):\n"
+      "  --publish --brokers B [-X key=value ...] [--config FILE] [--topic T]\n"
+      "  --dataset-uri D --index-name N --column C --staging-id S\n"
+      "  --expected-fragments LIST [--target-segment-bytes SIZE] [--timeout MS]\n"
+      "DIR must be D/_indices/_staging/S. -X passes any librdkafka property (as in\n"
+      "kcat; later ones win, after --config FILE's key=value lines). The command\n"
+      "returns once the broker acknowledged the event and prints its event_id.\n");
+}
+
+/* librdkafka's log lines (errors, warnings, and everything when -X debug=...
+ * is set) go to stderr: this is the program, which may print. */
+static void kafka_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
+  fprintf(stderr, "segforge stage: kafka %s: %s\n", fac, buf);
+}
+
+/* What --publish needs, gathered from the flags. */
+typedef struct publish_opts {
+  int on;
+  sf_kconf *conf;
+  const char *brokers, *config, *topic;
+  sf_worker_info info;
+  const char *expected;
+  uint64_t target, timeout_ms;
+  char *dataset_abs; /* a relative --dataset-uri made absolute (freed by the caller) */
+} publish_opts;
+
+/* Checked before the shard is staged, so a typo costs nothing. */
+static int check_publish(publish_opts *po, sf_err *err) {
+  if (!po->on) {
+    if (po->brokers || po->config || po->topic || po->expected || po->info.dataset_uri ||
+        po->info.staging_id || sf_kconf_count(po->conf))
+      return cli_usage("stage", "the Kafka flags are for --publish"), 2;
+    return 0;
+  }
+  if (!po->brokers && !sf_kconf_has(po->conf, "bootstrap.servers") && !po->config)
+    return cli_usage("stage", "--publish needs --brokers (or bootstrap.servers in --config/-X)"),
+           2;
+  if (!po->info.dataset_uri || !po->info.index_name || !po->info.column ||
+      !po->info.staging_id || !po->expected)
+    return cli_usage("stage",
+                     "--publish needs --dataset-uri, --index-name, --column, --staging-id "
+                     "and --expected-fragments"),
+           2;
+  /* --config first, then -X (already in po->conf) over it, then --brokers. */
+  if (po->config) {
+    sf_kconf *file = sf_kconf_new();
+    if (!file) return sf_err_set(err, SF_ENOMEM, "out of memory"), 1;
+    sf_code rc = sf_kconf_load_file(file, po->config, err);
+    for (size_t i = 0; !rc && i < sf_kconf_count(po->conf); i++) {
+      const char *k, *v;
+      sf_kconf_at(po->conf, i, &k, &v);
+      rc = sf_kconf_set(file, k, v, err);
+    }
+    if (rc) {
+      sf_kconf_free(file);
+      return cli_usage("stage", "%s", err->msg), 2;
+    }
+    sf_kconf_free(po->conf);
+    po->conf = file;
+  }
+  if (po->brokers && sf_kconf_set(po->conf, "bootstrap.servers", po->brokers, err))
+    return cli_usage("stage", "--brokers: %s", err->msg), 2;
+  if (!sf_kconf_has(po->conf, "bootstrap.servers"))
+    return cli_usage("stage", "--publish needs --brokers (or bootstrap.servers in --config/-X)"),
+           2;
+  if (po->topic && sf_kconf_set(po->conf, SF_KCONF_TOPIC_STAGED, po->topic, err))
+    return cli_usage("stage", "--topic: %s", err->msg), 2;
+  sf_kconf_set_logger(po->conf, kafka_log);
+  /* The event goes to another process, perhaps in another directory: a
+   * relative path would name another dataset there. */
+  const char *ds = po->info.dataset_uri;
+  if (ds[0] != '/' && !strstr(ds, "://")) {
+    if (!(po->dataset_abs = realpath(ds, NULL)))
+      return sf_err_errno(err, SF_ENOTFOUND, errno, "--dataset-uri %s", ds), 1;
+    po->info.dataset_uri = po->dataset_abs;
+  }
+  return 0;
+}
+
+/* Fills, publishes and prints the ShardStaged of the shard at path. */
+static sf_code publish(publish_opts *po, const char *path, char **event_id, char *where,
+                       size_t wsize, sf_err *err) {
+  roaring_bitmap_t *exp = NULL;
+  sf_publisher *pub = NULL;
+  sf_shard_staged ev = {0};
+  sf_code rc = sf_fragset_parse(po->expected, "--expected-fragments", &exp, err);
+  if (rc) return rc;
+  po->info.expected_fragments = exp;
+  po->info.target_segment_bytes = (int64_t)po->target;
+  if ((rc = sf_worker_fill_staged(&po->info, path, &ev, err))) goto out;
+  if ((rc = sf_publisher_new(po->conf, SF_FRAMING_AUTO, &pub, err))) goto out;
+  sf_delivery dr;
+  if ((rc = sf_worker_publish(pub, NULL, &ev, (int)po->timeout_ms, &dr, err))) goto out;
+  snprintf(where, wsize, "%s [%d] at offset %lld", sf_publisher_topic(pub, SF_EVENT_SHARD_STAGED),
+           (int)dr.partition, (long long)dr.offset);
+  *event_id = ev.event_id;
+  ev.event_id = NULL;
+out:
+  if (rc) sf_err_prefix(err, "shard %s was staged, but not announced", path);
+  sf_shard_staged_clear(&ev);
+  sf_publisher_free(pub, 2000);
+  roaring_bitmap_free(exp);
+  return rc;
 }
 
 static void progress(void *arg, uint64_t done, uint64_t total) {
@@ -45,13 +153,22 @@ int cli_cmd_stage(int argc, char **argv) {
       {"fragments", required_argument, 0, 'f'}, {"rows-per-fragment", required_argument, 0, 'r'},
       {"shard-id", required_argument, 0, 'i'}, {"memory", required_argument, 0, 'm'},
       {"json", no_argument, 0, 'j'},           {"help", no_argument, 0, 'h'},
+      {"publish", no_argument, 0, 'P'},        {"brokers", required_argument, 0, 'b'},
+      {"config", required_argument, 0, 'C'},   {"topic", required_argument, 0, 't'},
+      {"dataset-uri", required_argument, 0, 'D'}, {"index-name", required_argument, 0, 'N'},
+      {"column", required_argument, 0, 'c'},   {"staging-id", required_argument, 0, 'S'},
+      {"expected-fragments", required_argument, 0, 'e'},
+      {"target-segment-bytes", required_argument, 0, 'T'},
+      {"timeout", required_argument, 0, 'o'},  {"event-id", required_argument, 0, 'E'},
       {0, 0, 0, 0}};
   const char *vectors = NULL, *staging = NULL, *frags = NULL, *shard_id = NULL;
   uint64_t rpf = 0, memory = 256ULL << 20;
   int json = 0, c;
   sf_err err = {0};
+  publish_opts po = {.conf = sf_kconf_new(), .timeout_ms = 30000};
+  if (!po.conf) return cli_fail("stage", &(sf_err){SF_ENOMEM, "out of memory"});
   optind = 1;
-  while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, "X:", opts, NULL)) != -1) {
     sf_code rc = SF_OK;
     switch (c) {
       case 'v': vectors = optarg; break;
@@ -63,22 +180,51 @@ int cli_cmd_stage(int argc, char **argv) {
         break;
       case 'm': rc = cli_parse_u64("--memory", optarg, 1 << 20, 1ULL << 40, 1, &memory, &err); break;
       case 'j': json = 1; break;
-      case 'h': help(); return 0;
-      default: return cli_usage("stage", "unknown option");
+      case 'P': po.on = 1; break;
+      case 'b': po.brokers = optarg; break;
+      case 'C': po.config = optarg; break;
+      case 't': po.topic = optarg; break;
+      case 'D': po.info.dataset_uri = optarg; break;
+      case 'N': po.info.index_name = optarg; break;
+      case 'c': po.info.column = optarg; break;
+      case 'S': po.info.staging_id = optarg; break;
+      case 'E': po.info.event_id = optarg; break;
+      case 'e': po.expected = optarg; break;
+      case 'T':
+        rc = cli_parse_u64("--target-segment-bytes", optarg, 1, INT64_MAX, 1, &po.target, &err);
+        break;
+      case 'o': rc = cli_parse_u64("--timeout", optarg, 1, INT32_MAX, 0, &po.timeout_ms, &err); break;
+      case 'X': rc = sf_kconf_parse_arg(po.conf, optarg, &err); break;
+      case 'h': sf_kconf_free(po.conf); help(); return 0;
+      default: sf_kconf_free(po.conf); return cli_usage("stage", "unknown option");
     }
-    if (rc) return cli_usage("stage", "%s", err.msg);
+    if (rc) {
+      sf_kconf_free(po.conf);
+      return cli_usage("stage", "%s", err.msg);
+    }
   }
+  int bad = 0;
   if (!vectors || !staging || !frags || !shard_id || !rpf)
-    return cli_usage("stage",
-                     "--vectors, --staging, --fragments, --rows-per-fragment and --shard-id "
-                     "are required");
-  if (optind < argc) return cli_usage("stage", "unexpected argument '%s'", argv[optind]);
+    bad = cli_usage("stage",
+                    "--vectors, --staging, --fragments, --rows-per-fragment and --shard-id "
+                    "are required");
+  else if (optind < argc)
+    bad = cli_usage("stage", "unexpected argument '%s'", argv[optind]);
   roaring_bitmap_t *fr = NULL;
-  if (sf_fragset_parse(frags, "--fragments", &fr, &err)) return cli_usage("stage", "%s", err.msg);
-  if (sf_stage_check_id("--shard-id", shard_id, &err)) {
+  if (!bad && sf_fragset_parse(frags, "--fragments", &fr, &err))
+    bad = cli_usage("stage", "%s", err.msg);
+  if (!bad && sf_stage_check_id("--shard-id", shard_id, &err))
+    bad = cli_usage("stage", "%s", err.msg);
+  po.info.shard_id = shard_id;
+  if (!bad) bad = check_publish(&po, &err);
+  if (bad) {
+    if (bad == 1) cli_fail("stage", &err);
     roaring_bitmap_free(fr);
-    return cli_usage("stage", "%s", err.msg);
+    sf_kconf_free(po.conf);
+    free(po.dataset_abs);
+    return bad;
   }
+  char *event_id = NULL, where[512] = "";
 
   char *qpath = sf_fs_join(staging, "quantizer");
   sf_quant *q = NULL;
@@ -106,6 +252,10 @@ int cli_cmd_stage(int argc, char **argv) {
                      .progress_arg = &last};
   sf_stage_result res;
   if (sf_stage_shard(&o, q, &res, &err)) goto out;
+  if (po.on && publish(&po, res.path, &event_id, where, sizeof where, &err)) {
+    free(res.path);
+    goto out;
+  }
   clock_gettime(CLOCK_MONOTONIC, &t1);
   double secs = (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9;
   char *list = sf_fragset_format(fr);
@@ -116,6 +266,7 @@ int cli_cmd_stage(int argc, char **argv) {
                           res.path, "rows", (json_int_t)res.rows, "bytes",
                           (json_int_t)res.bytes, "fragments", list ? list : "",
                           "quantizer_checksum", sum, "seconds", secs);
+    if (j && event_id) json_object_set_new(j, "event_id", json_string(event_id));
     if (j) json_dumpf(j, stdout, JSON_COMPACT);
     printf("\n");
     json_decref(j);
@@ -123,6 +274,7 @@ int cli_cmd_stage(int argc, char **argv) {
     printf("staged %s: %llu rows of fragments %s, %llu bytes, %u pass%s, %.2f s\n", res.path,
            (unsigned long long)res.rows, list ? list : "?", (unsigned long long)res.bytes,
            res.passes, res.passes == 1 ? "" : "es", secs);
+  if (event_id && !json) printf("published ShardStaged %s to %s\n", event_id, where);
   free(list);
   free(res.path);
   status = 0;
@@ -130,6 +282,9 @@ out:
   if (status) cli_fail("stage", &err);
   sf_quant_free(q);
   free(qpath);
+  free(event_id);
   roaring_bitmap_free(fr);
+  sf_kconf_free(po.conf);
+  free(po.dataset_abs);
   return status;
 }

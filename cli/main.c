@@ -25,6 +25,7 @@ static const struct {
     {"inspect", cli_cmd_inspect, "describe a shard, segment or quantizer file"},
     {"commit", cli_cmd_commit, "record built segments as a new catalog version"},
     {"gc", cli_cmd_gc, "remove what no kept catalog version needs"},
+    {"broker", cli_cmd_broker, "an embedded Kafka broker on loopback, for development"},
 
 
 
