@@ -26,7 +26,7 @@ static const struct {
     {"commit", cli_cmd_commit, "record built segments as a new catalog version"},
     {"gc", cli_cmd_gc, "remove what no kept catalog version needs"},
     {"broker", cli_cmd_broker, "an embedded Kafka broker on loopback, for development"},
-
+    {"serve", cli_cmd_serve, "the stream processor: consume ShardStaged, commit, announce"},
 
 
 

@@ -31,8 +31,8 @@ struct sf_jobs {
   sf_jobs_opts o;
   slot *tab;
   size_t cap, count;
-  sf_job open;  /* sentinel of the open list (arrival order) */
-  sf_job term;  /* sentinel of the terminal FIFO (oldest first) */
+  sf_job open; /* sentinel of the open list (arrival order) */
+  sf_job term; /* sentinel of the terminal FIFO (oldest first) */
   size_t nopen, nready, nfailed, nterm, nevents;
 };
 
@@ -45,7 +45,9 @@ const char *sf_jobs_outcome_name(sf_jobs_outcome o) {
 
 /* ---- lists -------------------------------------------------------------- */
 
-static void list_init(sf_job *s) { s->prev = s->next = s; }
+static void list_init(sf_job *s) {
+  s->prev = s->next = s;
+}
 static void list_unlink(sf_job *j) {
   if (!j->next) return;
   j->prev->next = j->next;
@@ -61,7 +63,9 @@ static void list_append(sf_job *s, sf_job *j) {
 
 /* ---- the staging-id map --------------------------------------------------- */
 
-static uint64_t hash_str(const char *s) { return XXH3_64bits(s, strlen(s)); }
+static uint64_t hash_str(const char *s) {
+  return XXH3_64bits(s, strlen(s));
+}
 
 static size_t map_find_slot(const sf_jobs *t, const char *id, uint64_t h) {
   size_t m = t->cap - 1;
@@ -176,7 +180,8 @@ static long shard_find(const sf_job *j, const char *shard_id) {
   if (!j->index_cap) return -1;
   size_t m = j->index_cap - 1;
   for (size_t i = hash_str(shard_id) & m; j->index[i]; i = (i + 1) & m)
-    if (!strcmp(j->shards[j->index[i] - 1].ev.shard_id, shard_id)) return (long)j->index[i] - 1;
+    if (!strcmp(j->shards[j->index[i] - 1].ev.shard_id, shard_id))
+      return (long)j->index[i] - 1;
   return -1;
 }
 
@@ -207,7 +212,9 @@ static sf_code shard_reserve(sf_job *j, sf_err *err) {
   return SF_OK;
 }
 
-static int str_eq(const char *a, const char *b) { return a == b || (a && b && !strcmp(a, b)); }
+static int str_eq(const char *a, const char *b) {
+  return a == b || (a && b && !strcmp(a, b));
+}
 
 /* The same shard, whatever its event id and time (see jobs.h). */
 static int same_content(const sf_shard_staged *a, const sf_shard_staged *b) {
@@ -219,7 +226,8 @@ static int same_content(const sf_shard_staged *a, const sf_shard_staged *b) {
 
 /* The job-level parameters of ev against the job's first shard: SF_OK, or
  * the reason and a message naming the field and both values. */
-static sf_event_reason param_mismatch(const sf_job *j, const sf_shard_staged *ev, sf_err *err) {
+static sf_event_reason param_mismatch(const sf_job *j, const sf_shard_staged *ev,
+                                      sf_err *err) {
   const sf_shard_staged *r = &j->shards[0].ev;
   const char *f = NULL;
   char a[64] = "", b[64] = "";
@@ -256,8 +264,8 @@ static sf_event_reason param_mismatch(const sf_job *j, const sf_shard_staged *ev
     f = "expected_fragments", as = "another set", bs = "this one";
   if (f) {
     sf_err_set(err, SF_EMISMATCH,
-               "shard '%s' of job '%s' has %s %s but the job's first shard '%s' has %s", ev->shard_id,
-               j->staging_id, f, bs, r->shard_id, as);
+               "shard '%s' of job '%s' has %s %s but the job's first shard '%s' has %s",
+               ev->shard_id, j->staging_id, f, bs, r->shard_id, as);
     return SF_REASON_PARAM_MISMATCH;
   }
   if (r->quantizer_checksum != ev->quantizer_checksum) {
@@ -318,12 +326,21 @@ void sf_jobs_free(sf_jobs *t) {
 
 static void count_state(sf_jobs *t, sf_job_state s, int d) {
   switch (s) {
-    case SF_JOB_OPEN: t->nopen += d; break;
-    case SF_JOB_READY: t->nready += d; break;
-    case SF_JOB_FAILED: t->nfailed += d; break;
+    case SF_JOB_OPEN:
+      t->nopen += d;
+      break;
+    case SF_JOB_READY:
+      t->nready += d;
+      break;
+    case SF_JOB_FAILED:
+      t->nfailed += d;
+      break;
     case SF_JOB_COMMITTED:
-    case SF_JOB_DEAD: t->nterm += d; break;
-    case SF_JOB_DROPPED: break;
+    case SF_JOB_DEAD:
+      t->nterm += d;
+      break;
+    case SF_JOB_DROPPED:
+      break;
   }
 }
 
@@ -438,8 +455,8 @@ static sf_jobs_outcome job_fail_by(sf_jobs *t, sf_job *j, sf_shard_staged *ev,
   return SF_JOBS_FAILED;
 }
 
-sf_jobs_outcome sf_jobs_add(sf_jobs *t, sf_shard_staged *ev, const uint8_t *raw, size_t len,
-                            sf_jobs_ref ref, int64_t now_ms, sf_job **job,
+sf_jobs_outcome sf_jobs_add(sf_jobs *t, sf_shard_staged *ev, const uint8_t *raw,
+                            size_t len, sf_jobs_ref ref, int64_t now_ms, sf_job **job,
                             sf_event_reason *reason, sf_err *err) {
   sf_job *dummy;
   sf_event_reason rdummy;
@@ -455,14 +472,18 @@ sf_jobs_outcome sf_jobs_add(sf_jobs *t, sf_shard_staged *ev, const uint8_t *raw,
   if (!j) return job_open(t, ev, raw, len, ref, now_ms, job, reason, err);
   *job = j;
   switch (j->state) {
-    case SF_JOB_COMMITTED: return SF_JOBS_LATE;
+    case SF_JOB_COMMITTED:
+      return SF_JOBS_LATE;
     case SF_JOB_DEAD:
     case SF_JOB_FAILED:
       *reason = SF_REASON_JOB_FAILED;
-      sf_err_set(err, SF_ECANCELED, "job '%s' failed earlier (%s); it stays failed: stage it "
-                 "again under a new staging id", j->staging_id, sf_event_reason_name(j->reason));
+      sf_err_set(err, SF_ECANCELED,
+                 "job '%s' failed earlier (%s); it stays failed: stage it "
+                 "again under a new staging id",
+                 j->staging_id, sf_event_reason_name(j->reason));
       return SF_JOBS_REJECTED;
-    default: break;
+    default:
+      break;
   }
   int open = j->state == SF_JOB_OPEN;
   long k = shard_find(j, ev->shard_id);
@@ -513,7 +534,8 @@ sf_jobs_outcome sf_jobs_add(sf_jobs *t, sf_shard_staged *ev, const uint8_t *raw,
   s->path = path;
   index_insert(j, j->nshards);
   j->nshards++;
-  if (s->ev.staged_at_ms < j->first_staged_at_ms) j->first_staged_at_ms = s->ev.staged_at_ms;
+  if (s->ev.staged_at_ms < j->first_staged_at_ms)
+    j->first_staged_at_ms = s->ev.staged_at_ms;
   if (roaring_bitmap_equals(j->covered, s->ev.expected_fragments)) {
     list_unlink(j);
     set_state(t, j, SF_JOB_READY);
@@ -526,14 +548,16 @@ sf_job *sf_jobs_expire(sf_jobs *t, int64_t now_ms) {
   sf_job *j = t->open.next;
   if (j == &t->open || j->deadline_ms > now_ms) return NULL;
   char *missing = NULL;
-  roaring_bitmap_t *m = roaring_bitmap_andnot(j->shards[0].ev.expected_fragments, j->covered);
+  roaring_bitmap_t *m =
+      roaring_bitmap_andnot(j->shards[0].ev.expected_fragments, j->covered);
   if (m) missing = sf_fragset_format_short(m, 8);
   if (m) roaring_bitmap_free(m);
   char msg[SF_ERR_MSG_MAX];
   snprintf(msg, sizeof msg,
            "job '%s' was not complete within the staging timeout (%lld ms): %zu shard(s) "
            "arrived, fragments %s are missing",
-           j->staging_id, (long long)t->o.timeout_ms, j->nshards, missing ? missing : "?");
+           j->staging_id, (long long)t->o.timeout_ms, j->nshards,
+           missing ? missing : "?");
   free(missing);
   sf_jobs_fail(t, j, SF_REASON_JOB_TIMEOUT, msg);
   return j;

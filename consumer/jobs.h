@@ -110,14 +110,14 @@ typedef struct sf_jobs_shard {
 
 /* A job. Read-only for callers. Fields marked (R) are immutable once READY. */
 typedef struct sf_job {
-  char *staging_id;    /* (R) owned */
-  char *dataset;       /* (R) the dataset directory (from the open hook); owned */
+  char *staging_id; /* (R) owned */
+  char *dataset;    /* (R) the dataset directory (from the open hook); owned */
   sf_job_state state;
-  sf_event_reason reason;   /* why it failed (FAILED, DEAD) */
-  char *message;            /* what a person needs to fix it (FAILED); owned */
-  sf_jobs_shard *shards;    /* (R) nshards, in arrival order */
+  sf_event_reason reason; /* why it failed (FAILED, DEAD) */
+  char *message;          /* what a person needs to fix it (FAILED); owned */
+  sf_jobs_shard *shards;  /* (R) nshards, in arrival order */
   size_t nshards;
-  roaring_bitmap_t *covered; /* (R) union of the shards' fragments */
+  roaring_bitmap_t *covered;  /* (R) union of the shards' fragments */
   int64_t first_staged_at_ms; /* (R) smallest staged_at_ms of its shards */
   int64_t first_seen_ms;      /* arrival of the first event (caller's clock) */
   int64_t deadline_ms;        /* first_seen_ms + timeout */
@@ -175,8 +175,8 @@ void sf_jobs_free(sf_jobs *t);
  * the caller's to clear. *job (may be NULL) is the job concerned, or NULL
  * when there is none (REJECTED before a job exists, LATE). On REJECTED and
  * FAILED, *reason and err say why; on ERROR, err. */
-sf_jobs_outcome sf_jobs_add(sf_jobs *t, sf_shard_staged *ev, const uint8_t *raw, size_t len,
-                            sf_jobs_ref ref, int64_t now_ms, sf_job **job,
+sf_jobs_outcome sf_jobs_add(sf_jobs *t, sf_shard_staged *ev, const uint8_t *raw,
+                            size_t len, sf_jobs_ref ref, int64_t now_ms, sf_job **job,
                             sf_event_reason *reason, sf_err *err);
 
 /* The open job with the earliest deadline if it is at or before now_ms, now

@@ -14,8 +14,8 @@
 #include <string.h>
 
 typedef struct part {
-  uint32_t gen;      /* 0: not assigned */
-  int64_t *q;        /* pending offsets, ascending by magnitude; ~x = done */
+  uint32_t gen; /* 0: not assigned */
+  int64_t *q;   /* pending offsets, ascending by magnitude; ~x = done */
   size_t head, len, cap;
   size_t live;       /* entries in [head, len) that are not tombstones */
   int64_t last;      /* newest offset read, -1 = none */
@@ -29,7 +29,9 @@ struct sf_offsets {
   size_t pending;
 };
 
-static int64_t mag(int64_t v) { return v < 0 ? ~v : v; }
+static int64_t mag(int64_t v) {
+  return v < 0 ? ~v : v;
+}
 
 sf_code sf_offsets_new(sf_offsets **out, sf_err *err) {
   *out = calloc(1, sizeof **out);
@@ -94,7 +96,8 @@ static void compact(part *t) {
 sf_code sf_offsets_track(sf_offsets *o, int32_t p, int64_t offset, sf_err *err) {
   part *t = get(o, p);
   if (!t) return sf_err_set(err, SF_EINVAL, "partition %d is not assigned", (int)p);
-  if (offset < 0) return sf_err_set(err, SF_EINVAL, "offset %lld is negative", (long long)offset);
+  if (offset < 0)
+    return sf_err_set(err, SF_EINVAL, "offset %lld is negative", (long long)offset);
   if (t->len == t->cap) {
     if (t->head > 0 && t->len - t->head <= t->cap / 2) {
       compact(t); /* reuse the space in front */
@@ -113,8 +116,10 @@ sf_code sf_offsets_track(sf_offsets *o, int32_t p, int64_t offset, sf_err *err) 
     size_t lo = t->head, hi = t->len;
     while (lo < hi) {
       size_t mid = lo + (hi - lo) / 2;
-      if (mag(t->q[mid]) < offset) lo = mid + 1;
-      else hi = mid;
+      if (mag(t->q[mid]) < offset)
+        lo = mid + 1;
+      else
+        hi = mid;
     }
     if (lo < t->len && mag(t->q[lo]) == offset) {
       if (t->q[lo] >= 0) return SF_OK; /* already pending */
@@ -139,16 +144,20 @@ int sf_offsets_done(sf_offsets *o, int32_t p, uint32_t gen, int64_t offset) {
   size_t lo = t->head, hi = t->len;
   while (lo < hi) {
     size_t mid = lo + (hi - lo) / 2;
-    if (mag(t->q[mid]) < offset) lo = mid + 1;
-    else hi = mid;
+    if (mag(t->q[mid]) < offset)
+      lo = mid + 1;
+    else
+      hi = mid;
   }
   if (lo == t->len || t->q[lo] != offset) return 0; /* absent or already done */
   t->q[lo] = ~offset;
   t->live--;
   o->pending--;
   while (t->head < t->len && t->q[t->head] < 0) t->head++;
-  if (t->head == t->len) t->head = t->len = 0;
-  else if (t->len - t->head > 64 && t->len - t->head - t->live > t->live) compact(t);
+  if (t->head == t->len)
+    t->head = t->len = 0;
+  else if (t->len - t->head > 64 && t->len - t->head - t->live > t->live)
+    compact(t);
   return 1;
 }
 
@@ -159,7 +168,8 @@ int64_t sf_offsets_watermark(sf_offsets *o, int32_t p) {
   return t->last < 0 ? -1 : t->last + 1;
 }
 
-size_t sf_offsets_uncommitted(sf_offsets *o, int32_t *parts, int64_t *offsets, size_t max) {
+size_t sf_offsets_uncommitted(sf_offsets *o, int32_t *parts, int64_t *offsets,
+                              size_t max) {
   size_t n = 0;
   for (size_t i = 0; i < o->nparts && n < max; i++) {
     if (!o->parts[i].gen) continue;
@@ -176,7 +186,9 @@ void sf_offsets_committed(sf_offsets *o, int32_t p, int64_t offset) {
   if (t) t->committed = offset;
 }
 
-size_t sf_offsets_pending(const sf_offsets *o) { return o->pending; }
+size_t sf_offsets_pending(const sf_offsets *o) {
+  return o->pending;
+}
 
 size_t sf_offsets_pending_on(const sf_offsets *o, int32_t p) {
   part *t = get(o, p);

@@ -70,7 +70,8 @@ int64_t sf_offsets_watermark(sf_offsets *o, int32_t p);
 /* The assigned partitions whose watermark moved past what was last
  * recorded with sf_offsets_committed: up to max pairs into parts/offsets;
  * returns how many. */
-size_t sf_offsets_uncommitted(sf_offsets *o, int32_t *parts, int64_t *offsets, size_t max);
+size_t sf_offsets_uncommitted(sf_offsets *o, int32_t *parts, int64_t *offsets,
+                              size_t max);
 /* Records that p's offset `offset` was committed. */
 void sf_offsets_committed(sf_offsets *o, int32_t p, int64_t offset);
 

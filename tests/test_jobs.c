@@ -36,7 +36,8 @@ static sf_shard_staged ev(const char *staging, const char *shard, const char *fr
   e.num_rows = 100;
   sf_err err = {0};
   assert_int_equal(sf_fragset_parse(frags, "fragments", &e.fragments, &err), SF_OK);
-  assert_int_equal(sf_fragset_parse(expected, "expected", &e.expected_fragments, &err), SF_OK);
+  assert_int_equal(sf_fragset_parse(expected, "expected", &e.expected_fragments, &err),
+                   SF_OK);
   e.index_type = SF_IVF_SQ;
   e.metric = SF_L2;
   e.dim = 64;
@@ -49,11 +50,11 @@ static sf_shard_staged ev(const char *staging, const char *shard, const char *fr
 /* ---- fake hooks ------------------------------------------------------------ */
 
 typedef struct hooks {
-  const char *failed_staging;   /* open: this staging id is marked failed */
-  const char *missing_dataset;  /* open: this dataset does not exist */
-  const char *bad_shard;        /* check: reject this shard id ... */
-  sf_event_reason bad_reason;   /* ... with this reason (NONE: an I/O error) */
-  int opens, checks;            /* calls seen */
+  const char *failed_staging;  /* open: this staging id is marked failed */
+  const char *missing_dataset; /* open: this dataset does not exist */
+  const char *bad_shard;       /* check: reject this shard id ... */
+  sf_event_reason bad_reason;  /* ... with this reason (NONE: an I/O error) */
+  int opens, checks;           /* calls seen */
 } hooks;
 
 static sf_code h_open(void *ctx, const sf_shard_staged *e, char **dataset,
@@ -72,8 +73,8 @@ static sf_code h_open(void *ctx, const sf_shard_staged *e, char **dataset,
   return SF_OK;
 }
 
-static sf_code h_check(void *ctx, const char *dataset, const sf_shard_staged *e, char **path,
-                       sf_event_reason *reason, sf_err *err) {
+static sf_code h_check(void *ctx, const char *dataset, const sf_shard_staged *e,
+                       char **path, sf_event_reason *reason, sf_err *err) {
   hooks *h = ctx;
   h->checks++;
   if (h->bad_shard && !strcmp(e->shard_id, h->bad_shard)) {
@@ -96,7 +97,8 @@ typedef struct fx {
 
 static fx *fx_new(int64_t timeout_ms, size_t max_terminal) {
   fx *f = calloc(1, sizeof *f);
-  sf_jobs_opts o = {.timeout_ms = timeout_ms, .max_terminal = max_terminal,
+  sf_jobs_opts o = {.timeout_ms = timeout_ms,
+                    .max_terminal = max_terminal,
                     .hooks = {.open = h_open, .check = h_check, .ctx = &f->h}};
   sf_err err = {0};
   assert_int_equal(sf_jobs_new(&o, &f->t, &err), SF_OK);
@@ -115,19 +117,22 @@ static sf_jobs_outcome add_on(fx *f, int32_t p, sf_shard_staged e, sf_job **job,
   sf_err err = {0};
   uint8_t raw[4] = {0xC3, 0x01, 0xAA, (uint8_t)f->next_offset};
   sf_jobs_ref ref = {.partition = p, .gen = 1, .offset = f->next_offset++};
-  sf_jobs_outcome o = sf_jobs_add(f->t, &e, raw, sizeof raw, ref, f->now, job, reason, &err);
+  sf_jobs_outcome o =
+      sf_jobs_add(f->t, &e, raw, sizeof raw, ref, f->now, job, reason, &err);
   if (o == SF_JOBS_REJECTED || o == SF_JOBS_FAILED || o == SF_JOBS_ERROR)
     assert_true(err.msg[0] != '\0');
   sf_shard_staged_clear(&e);
   return o;
 }
 
-static sf_jobs_outcome add(fx *f, sf_shard_staged e, sf_job **job, sf_event_reason *reason) {
+static sf_jobs_outcome add(fx *f, sf_shard_staged e, sf_job **job,
+                           sf_event_reason *reason) {
   return add_on(f, 0, e, job, reason);
 }
 
-#define EXPECT(f, e, outcome) assert_string_equal(sf_jobs_outcome_name(add(f, e, NULL, NULL)), \
-                                                  sf_jobs_outcome_name(outcome))
+#define EXPECT(f, e, outcome)                                      \
+  assert_string_equal(sf_jobs_outcome_name(add(f, e, NULL, NULL)), \
+                      sf_jobs_outcome_name(outcome))
 
 /* ---- completion ------------------------------------------------------------ */
 
@@ -149,7 +154,8 @@ static void shards_out_of_order_complete_the_job_with_the_last_fragment(void **s
   EXPECT(f, ev("job-1", "w2", "20-29", "0-29"), SF_JOBS_NEW);
   EXPECT(f, ev("job-1", "w0", "0-9", "0-29"), SF_JOBS_NEW);
   sf_job *j;
-  assert_int_equal(add(f, ev("job-1", "w1", "10-19", "0-29"), &j, NULL), SF_JOBS_COMPLETE);
+  assert_int_equal(add(f, ev("job-1", "w1", "10-19", "0-29"), &j, NULL),
+                   SF_JOBS_COMPLETE);
   assert_int_equal(j->nshards, 3);
   assert_string_equal(j->shards[0].ev.shard_id, "w2"); /* arrival order */
   sf_plan_shard ps[3];
@@ -202,7 +208,8 @@ static void a_redelivered_event_changes_nothing(void **state) {
   fx_free(f);
 }
 
-static void a_reannounced_shard_with_a_new_event_id_and_time_is_a_redelivery(void **state) {
+static void a_reannounced_shard_with_a_new_event_id_and_time_is_a_redelivery(
+    void **state) {
   fx *f = fx_new(0, 0);
   EXPECT(f, ev("job-1", "w0", "0-4", "0-9"), SF_JOBS_NEW);
   sf_shard_staged e = ev("job-1", "w0", "0-4", "0-9");
@@ -251,18 +258,36 @@ static void every_job_parameter_that_differs_fails_the_job(void **state) {
     sf_shard_staged e = ev("job-1", "w1", "5-9", "0-9");
     sf_event_reason want = SF_REASON_PARAM_MISMATCH;
     switch (field) {
-      case 0: free(e.dataset_uri), e.dataset_uri = strdup("/data/other"); break;
-      case 1: free(e.index_name), e.index_name = strdup("other_idx"); break;
-      case 2: free(e.column), e.column = strdup("other"); break;
-      case 3: e.index_type = SF_IVF_PQ; break;
-      case 4: e.metric = SF_DOT; break;
-      case 5: e.dim = 32; break;
-      case 6: e.num_partitions = 128; break;
-      case 7: e.has_target_segment_bytes = true, e.target_segment_bytes = 1 << 20; break;
+      case 0:
+        free(e.dataset_uri), e.dataset_uri = strdup("/data/other");
+        break;
+      case 1:
+        free(e.index_name), e.index_name = strdup("other_idx");
+        break;
+      case 2:
+        free(e.column), e.column = strdup("other");
+        break;
+      case 3:
+        e.index_type = SF_IVF_PQ;
+        break;
+      case 4:
+        e.metric = SF_DOT;
+        break;
+      case 5:
+        e.dim = 32;
+        break;
+      case 6:
+        e.num_partitions = 128;
+        break;
+      case 7:
+        e.has_target_segment_bytes = true, e.target_segment_bytes = 1 << 20;
+        break;
       case 8:
         roaring_bitmap_add(e.expected_fragments, 10);
         break;
-      case 9: e.quantizer_checksum ^= 1, want = SF_REASON_CHECKSUM_MISMATCH; break;
+      case 9:
+        e.quantizer_checksum ^= 1, want = SF_REASON_CHECKSUM_MISMATCH;
+        break;
     }
     sf_job *j;
     sf_event_reason r;
@@ -542,13 +567,17 @@ static void visit_drop(void *ctx, sf_job *j) {
 
 static void a_revoked_partition_drops_exactly_the_jobs_read_from_it(void **state) {
   fx *f = fx_new(0, 0);
-  assert_int_equal(add_on(f, 0, ev("job-a", "w0", "0-4", "0-9"), NULL, NULL), SF_JOBS_NEW);
-  assert_int_equal(add_on(f, 1, ev("job-b", "w0", "0-4", "0-9"), NULL, NULL), SF_JOBS_NEW);
+  assert_int_equal(add_on(f, 0, ev("job-a", "w0", "0-4", "0-9"), NULL, NULL),
+                   SF_JOBS_NEW);
+  assert_int_equal(add_on(f, 1, ev("job-b", "w0", "0-4", "0-9"), NULL, NULL),
+                   SF_JOBS_NEW);
   assert_int_equal(add_on(f, 1, ev("job-c", "w0", "0-9", "0-9"), NULL, NULL),
                    SF_JOBS_COMPLETE);
-  assert_int_equal(add_on(f, 0, ev("job-d", "w0", "0-4", "0-9"), NULL, NULL), SF_JOBS_NEW);
+  assert_int_equal(add_on(f, 0, ev("job-d", "w0", "0-4", "0-9"), NULL, NULL),
+                   SF_JOBS_NEW);
   /* A job read from two partitions (a producer that keyed it badly). */
-  assert_int_equal(add_on(f, 1, ev("job-d", "w1", "5-6", "0-9"), NULL, NULL), SF_JOBS_NEW);
+  assert_int_equal(add_on(f, 1, ev("job-d", "w1", "5-6", "0-9"), NULL, NULL),
+                   SF_JOBS_NEW);
   visit v = {f->t, 0};
   sf_jobs_foreach_on_partition(f->t, 1, visit_drop, &v);
   assert_int_equal(v.n, 3);
@@ -655,8 +684,10 @@ static void jobs_stay_findable_through_many_removals(void **state) {
   for (int i = 0; i < N; i++) {
     snprintf(id, sizeof id, "s%d", i * 7919);
     sf_job *j = sf_jobs_find(f->t, id);
-    if (gone[i]) assert_null(j);
-    else assert_string_equal(j->staging_id, id);
+    if (gone[i])
+      assert_null(j);
+    else
+      assert_string_equal(j->staging_id, id);
   }
   fx_free(f);
 }

@@ -112,7 +112,8 @@ static void tracking_an_unassigned_partition_is_refused(void **state) {
   assert_int_equal(sf_offsets_track(o, 1, 5, &err), SF_EINVAL);
   assert_int_equal(sf_offsets_track(o, 0, -3, &err), SF_EINVAL);
   assert_int_equal(sf_offsets_assign(o, -1, &g, &err), SF_EINVAL);
-  assert_int_equal(sf_offsets_assign(o, SF_OFFSETS_MAX_PARTITION + 1, &g, &err), SF_EINVAL);
+  assert_int_equal(sf_offsets_assign(o, SF_OFFSETS_MAX_PARTITION + 1, &g, &err),
+                   SF_EINVAL);
   sf_offsets_free(o);
 }
 

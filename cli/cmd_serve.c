@@ -1,0 +1,254 @@
+/*
+ * cmd_serve.c - `segforge serve`: the stream processor (consumer/processor.h)
+ * on the command line. Flags become Kafka properties in the order given,
+ * as in kcat; without --brokers it starts the embedded broker in-process.
+ * Logs are one key=value line per event on stderr; the bootstrap address
+ * of an embedded broker is printed on stdout, so a script can read it.
+ */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "cli/cli.h"
+#include "consumer/broker.h"
+#include "consumer/kconf.h"
+#include "consumer/processor.h"
+#include "producer/metrics.h"
+
+static void help(void) {
+  printf(
+      "usage: segforge serve [--brokers LIST] [--group G] [-X key=value]... [--config "
+      "FILE]\n"
+      "                      [--target-segment-bytes N] [--max-merges N] [--workers N]\n"
+      "                      [--staging-timeout DUR] [--topic-staged T] "
+      "[--topic-committed T]\n"
+      "                      [--topic-rejected T] [--partitions N] [--metrics-addr "
+      "HOST:PORT]\n"
+      "                      [--log-level error|warn|info|debug]\n\n"
+      "Consumes ShardStaged events in the consumer group G (default %s), finalizes\n"
+      "each job once its shards cover its expected fragments (plan, build with at most\n"
+      "--max-merges segment builds at once, commit), and publishes SegmentsCommitted;\n"
+      "rejected events and failed jobs go to the dead-letter topic. Offsets move only\n"
+      "past finished work, so a crash loses nothing. SIGTERM or SIGINT drains the jobs\n"
+      "in flight and exits 0.\n\n"
+      "Without --brokers (and no bootstrap.servers from -X/--config) an embedded broker\n"
+      "starts in this process with --partitions partitions per topic (default 4); its\n"
+      "address is printed as 'bootstrap.servers=HOST:PORT' on stdout.\n\n"
+      "  -X key=value       any librdkafka property, or segforge.topic.*, "
+      "segforge.framing,\n"
+      "                     segforge.schema.ids (see docs/serve.md); applied in order\n"
+      "  --config FILE      the same, one key=value a line\n"
+      "  --target-segment-bytes N  segment budget (K/M/G) for jobs whose events set "
+      "none;\n"
+      "                     default 0: one segment per shard\n"
+      "  --max-merges N     segment builds at once, all jobs together (default 2)\n"
+      "  --workers N        jobs finalized at once (default: --max-merges)\n"
+      "  --staging-timeout DUR  a job must be complete within DUR of its first event\n"
+      "                     (e.g. 90s, 10m, 500ms; default 10m)\n"
+      "  --metrics-addr A   serve Prometheus metrics on http://A/metrics\n",
+      SF_PROC_DEFAULT_GROUP);
+}
+
+static int g_level = SF_PROC_LOG_INFO;
+static sf_proc *volatile g_proc;
+
+static void on_signal(int sig) {
+  (void)sig;
+  if (g_proc) sf_proc_stop(g_proc);
+}
+
+/* One line per event: ts=... level=... <the processor's key=value pairs>. */
+static void log_line(void *ctx, int level, const char *line) {
+  if (level > g_level) return;
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  struct tm tm;
+  gmtime_r(&ts.tv_sec, &tm);
+  const char *name = level <= SF_PROC_LOG_ERR       ? "error"
+                     : level <= SF_PROC_LOG_WARNING ? "warn"
+                     : level <= SF_PROC_LOG_INFO    ? "info"
+                                                    : "debug";
+  fprintf(stderr, "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ level=%s %s\n",
+          tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+          ts.tv_nsec / 1000000, name, line);
+}
+
+/* "90s", "10m", "500ms", "1h"; a bare number is seconds. */
+static sf_code parse_duration(const char *flag, const char *s, int64_t *ms, sf_err *err) {
+  char *end;
+  double v = strtod(s, &end);
+  double mul = 1000;
+  if (end == s || v < 0) goto bad;
+  if (!strcmp(end, "ms"))
+    mul = 1;
+  else if (!strcmp(end, "s") || !*end)
+    mul = 1000;
+  else if (!strcmp(end, "m"))
+    mul = 60000;
+  else if (!strcmp(end, "h"))
+    mul = 3600000;
+  else
+    goto bad;
+  if (v * mul < 1 || v * mul > 365.0 * 86400000) goto bad;
+  *ms = (int64_t)(v * mul);
+  return SF_OK;
+bad:
+  return sf_err_set(err, SF_EINVAL,
+                    "%s: '%s' is not a duration such as 500ms, 90s or 10m", flag, s);
+}
+
+int cli_cmd_serve(int argc, char **argv) {
+  static const struct option opts[] = {
+      {"brokers", required_argument, 0, 'b'},
+      {"group", required_argument, 0, 'g'},
+      {"config", required_argument, 0, 'c'},
+      {"target-segment-bytes", required_argument, 0, 'B'},
+      {"max-merges", required_argument, 0, 'M'},
+      {"workers", required_argument, 0, 'W'},
+      {"staging-timeout", required_argument, 0, 'T'},
+      {"topic-staged", required_argument, 0, 's'},
+      {"topic-committed", required_argument, 0, 'C'},
+      {"topic-rejected", required_argument, 0, 'R'},
+      {"partitions", required_argument, 0, 'P'},
+      {"metrics-addr", required_argument, 0, 'm'},
+      {"log-level", required_argument, 0, 'L'},
+      {"help", no_argument, 0, 'h'},
+      {0, 0, 0, 0}};
+  sf_err err = {0};
+  sf_kconf *k = sf_kconf_new();
+  if (!k) return cli_fail("serve", &(sf_err){SF_ENOMEM, "out of memory"});
+  sf_proc_opts po = {.log = log_line};
+  uint64_t v, partitions = 4;
+  const char *metrics_addr = NULL;
+  int c, rc = 0;
+  optind = 1;
+  while ((c = getopt_long(argc, argv, "X:", opts, NULL)) != -1) {
+    sf_code e = SF_OK;
+    switch (c) {
+      case 'X':
+        e = sf_kconf_parse_arg(k, optarg, &err);
+        break;
+      case 'c':
+        e = sf_kconf_load_file(k, optarg, &err);
+        break;
+      case 'b':
+        e = sf_kconf_set(k, "bootstrap.servers", optarg, &err);
+        break;
+      case 'g':
+        e = sf_kconf_set(k, "group.id", optarg, &err);
+        break;
+      case 's':
+        e = sf_kconf_set(k, SF_KCONF_TOPIC_STAGED, optarg, &err);
+        break;
+      case 'C':
+        e = sf_kconf_set(k, SF_KCONF_TOPIC_COMMITTED, optarg, &err);
+        break;
+      case 'R':
+        e = sf_kconf_set(k, SF_KCONF_TOPIC_REJECTED, optarg, &err);
+        break;
+      case 'B':
+        e = cli_parse_u64("--target-segment-bytes", optarg, 0, 1ULL << 50, 1,
+                          &po.target_segment_bytes, &err);
+        break;
+      case 'M':
+        if (!(e = cli_parse_u64("--max-merges", optarg, 1, 256, 0, &v, &err)))
+          po.max_merges = v;
+        break;
+      case 'W':
+        if (!(e = cli_parse_u64("--workers", optarg, 1, 256, 0, &v, &err)))
+          po.workers = v;
+        break;
+      case 'T':
+        e = parse_duration("--staging-timeout", optarg, &po.staging_timeout_ms, &err);
+        break;
+      case 'P':
+        e = cli_parse_u64("--partitions", optarg, 1, 1024, 0, &partitions, &err);
+        break;
+      case 'm':
+        metrics_addr = optarg;
+        break;
+      case 'L':
+        if (!strcasecmp(optarg, "error"))
+          g_level = SF_PROC_LOG_ERR;
+        else if (!strcasecmp(optarg, "warn"))
+          g_level = SF_PROC_LOG_WARNING;
+        else if (!strcasecmp(optarg, "info"))
+          g_level = SF_PROC_LOG_INFO;
+        else if (!strcasecmp(optarg, "debug"))
+          g_level = SF_PROC_LOG_DEBUG;
+        else
+          e = sf_err_set(&err, SF_EINVAL, "--log-level: use error, warn, info or debug");
+        break;
+      case 'h':
+        help();
+        sf_kconf_free(k);
+        return 0;
+      default:
+        sf_kconf_free(k);
+        return cli_usage("serve", "unknown option");
+    }
+    if (e) {
+      sf_kconf_free(k);
+      return cli_usage("serve", "%s", err.msg);
+    }
+  }
+  if (optind < argc) {
+    sf_kconf_free(k);
+    return cli_usage("serve", "unexpected argument '%s'", argv[optind]);
+  }
+
+  sf_broker *broker = NULL;
+  sf_metrics metrics;
+  sf_metrics_server *msrv = NULL;
+  sf_proc *p = NULL;
+  sf_metrics_init(&metrics);
+  if (!sf_kconf_has(k, "bootstrap.servers")) {
+    if (sf_broker_start((unsigned)partitions, &broker, &err)) goto fail;
+    /* The embedded (mock) broker holds an empty fetch for fetch.wait.max.ms
+     * instead of answering when data arrives: keep that wait short. */
+    if (sf_kconf_set(k, "bootstrap.servers", sf_broker_bootstraps(broker), &err) ||
+        (!sf_kconf_has(k, "fetch.wait.max.ms") &&
+         sf_kconf_set(k, "fetch.wait.max.ms", "5", &err)))
+      goto fail;
+    printf("bootstrap.servers=%s\n", sf_broker_bootstraps(broker));
+    fflush(stdout);
+    char line[300];
+    snprintf(line, sizeof line,
+             "event=embedded_broker bootstrap_servers=%s partitions=%llu",
+             sf_broker_bootstraps(broker), (unsigned long long)partitions);
+    log_line(NULL, SF_PROC_LOG_INFO, line);
+  }
+  if (metrics_addr) {
+    if (sf_metrics_serve(&metrics, metrics_addr, &msrv, &err)) goto fail;
+    char line[300];
+    snprintf(line, sizeof line, "event=metrics_serving addr=%s port=%u", metrics_addr,
+             sf_metrics_server_port(msrv));
+    log_line(NULL, SF_PROC_LOG_INFO, line);
+  }
+  po.kconf = k;
+  po.metrics = &metrics;
+  if (sf_proc_new(&po, &p, &err)) goto fail;
+  g_proc = p;
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGTERM, &sa, NULL);
+  sigaction(SIGINT, &sa, NULL);
+  signal(SIGPIPE, SIG_IGN);
+  if (sf_proc_run(p, &err)) goto fail;
+  goto out;
+fail:
+  rc = cli_fail("serve", &err);
+out:
+  g_proc = NULL;
+  sf_proc_free(p);
+  sf_metrics_server_stop(msrv);
+  sf_broker_stop(broker);
+  sf_kconf_free(k);
+  return rc;
+}

@@ -1,0 +1,202 @@
+/* intake.c - see intake.h. */
+#include "consumer/intake.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "core/catalog.h"
+#include "core/fragset.h"
+#include "core/fsutil.h"
+#include "core/segfile.h"
+
+static sf_code refuse(sf_event_reason *reason, sf_event_reason r, sf_err *err,
+                      sf_code code, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static sf_code refuse(sf_event_reason *reason, sf_event_reason r, sf_err *err,
+                      sf_code code, const char *fmt, ...) {
+  va_list ap;
+  char msg[SF_ERR_MSG_MAX];
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  *reason = r;
+  return sf_err_set(err, code, "%s", msg);
+}
+
+static char *marker_path(const char *dataset, const char *staging_id) {
+  char *dir = sf_fs_join(dataset, SF_INTAKE_FAILED_DIR);
+  char *p = dir ? sf_fs_join(dir, staging_id) : NULL;
+  free(dir);
+  return p;
+}
+
+int sf_intake_is_failed(const char *dataset, const char *staging_id) {
+  char *p = marker_path(dataset, staging_id);
+  struct stat st;
+  int r = p && stat(p, &st) == 0;
+  free(p);
+  return r;
+}
+
+sf_code sf_intake_open(void *ctx, const sf_shard_staged *ev, char **dataset,
+                       sf_event_reason *reason, sf_err *err) {
+  sf_err e = {0};
+  char *dir = NULL;
+  sf_code rc = sf_catalog_resolve_dataset(ev->dataset_uri, &dir, &e);
+  if (rc == SF_ENOTFOUND)
+    return refuse(reason, SF_REASON_MISSING_FILE, err, rc, "dataset of job '%s': %s",
+                  ev->staging_id, e.msg);
+  if (rc == SF_EINVAL)
+    return refuse(reason, SF_REASON_INVALID_FIELD, err, rc, "dataset_uri of job '%s': %s",
+                  ev->staging_id, e.msg);
+  if (rc) return sf_err_set(err, rc, "%s", e.msg);
+  if (sf_intake_is_failed(dir, ev->staging_id)) {
+    free(dir);
+    return refuse(
+        reason, SF_REASON_JOB_FAILED, err, SF_ECANCELED,
+        "job '%s' failed earlier (marker %s/%s exists); it stays failed: stage it "
+        "again under a new staging id",
+        ev->staging_id, SF_INTAKE_FAILED_DIR, ev->staging_id);
+  }
+  *dataset = dir;
+  return SF_OK;
+}
+
+/* Compares the file's header with the event. */
+static sf_code match(const sf_seg_reader *r, const char *path, const sf_shard_staged *ev,
+                     sf_event_reason *reason, sf_err *err) {
+  const sf_seg_params *fp = sf_seg_get_params(r);
+  const char *sid = ev->shard_id;
+  if (fp->kind != SF_SEG_KIND_SHARD)
+    return refuse(reason, SF_REASON_CORRUPT_FILE, err, SF_EFORMAT,
+                  "%s is a %s file, not a shard (shard '%s')", path,
+                  sf_seg_kind_name(fp->kind), sid);
+  if (fp->type != ev->index_type || fp->metric != ev->metric)
+    return refuse(reason, SF_REASON_PARAM_MISMATCH, err, SF_EMISMATCH,
+                  "shard '%s': the event says %s/%s but %s is %s/%s", sid,
+                  sf_index_type_name(ev->index_type), sf_metric_name(ev->metric), path,
+                  sf_index_type_name(fp->type), sf_metric_name(fp->metric));
+  if (fp->dim != (uint32_t)ev->dim || fp->nlist != (uint32_t)ev->num_partitions)
+    return refuse(
+        reason, SF_REASON_PARAM_MISMATCH, err, SF_EMISMATCH,
+        "shard '%s': the event says dim %d, %d partitions but %s has dim %u, %u "
+        "partitions",
+        sid, ev->dim, ev->num_partitions, path, fp->dim, fp->nlist);
+  if (fp->quantizer_checksum != ev->quantizer_checksum)
+    return refuse(reason, SF_REASON_CHECKSUM_MISMATCH, err, SF_ECHECKSUM,
+                  "shard '%s': the event says quantizer %016llx but %s was encoded with "
+                  "%016llx",
+                  sid, (unsigned long long)ev->quantizer_checksum, path,
+                  (unsigned long long)fp->quantizer_checksum);
+  if (!roaring_bitmap_equals(sf_seg_fragments(r), ev->fragments)) {
+    char *a = sf_fragset_format_short(ev->fragments, 6);
+    char *b = sf_fragset_format_short(sf_seg_fragments(r), 6);
+    sf_code rc = refuse(reason, SF_REASON_INVALID_FIELD, err, SF_EMISMATCH,
+                        "shard '%s': the event says fragments %s but %s holds %s", sid,
+                        a ? a : "?", path, b ? b : "?");
+    free(a);
+    free(b);
+    return rc;
+  }
+  if (sf_seg_num_rows(r) != (uint64_t)ev->num_rows ||
+      sf_seg_file_bytes(r) != (uint64_t)ev->shard_bytes)
+    return refuse(
+        reason, SF_REASON_INVALID_FIELD, err, SF_EMISMATCH,
+        "shard '%s': the event says %lld rows, %lld bytes but %s has %llu rows, "
+        "%llu bytes",
+        sid, (long long)ev->num_rows, (long long)ev->shard_bytes, path,
+        (unsigned long long)sf_seg_num_rows(r), (unsigned long long)sf_seg_file_bytes(r));
+  return SF_OK;
+}
+
+sf_code sf_intake_check(void *ctx, const char *dataset, const sf_shard_staged *ev,
+                        char **path, sf_event_reason *reason, sf_err *err) {
+  char *staging = sf_fs_join(dataset, SF_CATALOG_STAGING_DIR);
+  char *root = staging ? sf_fs_join(staging, ev->staging_id) : NULL;
+  char *file = root ? sf_fs_join(root, ev->shard_path) : NULL;
+  char *rroot = NULL, *rfile = NULL;
+  sf_seg_reader *r = NULL;
+  sf_code rc = SF_OK;
+  free(staging);
+  if (!file) {
+    rc = sf_err_set(err, SF_ENOMEM, "out of memory");
+    goto out;
+  }
+  /* Both resolved, so that a symlink cannot lead outside the root. */
+  if (!(rfile = realpath(file, NULL)) || !(rroot = realpath(root, NULL))) {
+    int e = errno;
+    if (e == ENOENT || e == ENOTDIR)
+      rc = refuse(reason, SF_REASON_MISSING_FILE, err, SF_ENOTFOUND,
+                  "shard '%s' of job '%s': %s does not exist", ev->shard_id,
+                  ev->staging_id, file);
+    else
+      rc = sf_err_errno(err, e == ENOMEM ? SF_ENOMEM : SF_EIO, e, "resolving %s", file);
+    goto out;
+  }
+  size_t n = strlen(rroot);
+  if (strncmp(rfile, rroot, n) || rfile[n] != '/') {
+    rc = refuse(reason, SF_REASON_PATH_ESCAPE, err, SF_EINVAL,
+                "shard '%s' of job '%s': %s resolves to %s, outside the staging root %s",
+                ev->shard_id, ev->staging_id, file, rfile, rroot);
+    goto out;
+  }
+  sf_err e = {0};
+  rc = sf_seg_open(rfile, &r, &e);
+  if (rc == SF_ENOTFOUND)
+    rc = refuse(reason, SF_REASON_MISSING_FILE, err, rc, "shard '%s': %s", ev->shard_id,
+                e.msg);
+  else if (rc == SF_ECORRUPT || rc == SF_EFORMAT)
+    rc = refuse(reason, SF_REASON_CORRUPT_FILE, err, rc, "shard '%s': %s", ev->shard_id,
+                e.msg);
+  else if (rc)
+    rc = sf_err_set(err, rc, "%s", e.msg);
+  else
+    rc = match(r, rfile, ev, reason, err);
+  if (!rc) {
+    *path = rfile;
+    rfile = NULL;
+  }
+out:
+  sf_seg_close(r);
+  free(root);
+  free(file);
+  free(rroot);
+  free(rfile);
+  return rc;
+}
+
+sf_code sf_intake_mark_failed(const char *dataset, const char *staging_id,
+                              sf_event_reason reason, const char *message, int64_t now_ms,
+                              sf_err *err) {
+  char *dir = sf_fs_join(dataset, SF_INTAKE_FAILED_DIR);
+  char *path = dir ? sf_fs_join(dir, staging_id) : NULL;
+  json_t *o = json_pack("{s:s, s:s, s:s, s:I}", "staging_id", staging_id, "reason",
+                        sf_event_reason_name(reason), "message", message ? message : "",
+                        "failed_at_ms", (json_int_t)now_ms);
+  char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+  sf_code rc;
+  if (!path || !text)
+    rc = sf_err_set(err, SF_ENOMEM, "out of memory");
+  else if (!(rc = sf_fs_mkdirs(dir, err))) {
+    /* The directory may be new: make its entry in _indices/ durable too. */
+    char *indices = sf_fs_dirname(dir);
+    rc = indices ? sf_fs_fsync_dir(indices, err)
+                 : sf_err_set(err, SF_ENOMEM, "out of memory");
+    free(indices);
+  }
+  if (!rc) {
+    size_t len = strlen(text);
+    text[len] = '\n'; /* json_dumps leaves room only for the NUL: write len+1 bytes */
+    rc = sf_fs_write_atomic(path, text, len + 1, err);
+  }
+  json_decref(o);
+  free(text);
+  free(dir);
+  free(path);
+  return rc;
+}

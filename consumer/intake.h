@@ -1,0 +1,58 @@
+/*
+ * intake.h - what the stream processor checks on disk when a ShardStaged
+ * event arrives, and the failed marker that keeps a failed staging id
+ * failed across restarts. These are the job table's hooks
+ * (consumer/jobs.h: sf_jobs_hooks) and the dead-letter thread's marker.
+ *
+ * Intake (each a stable reason code for the dead-letter topic):
+ *  - the dataset of the event exists (MISSING_FILE) and is a directory or a
+ *    file:// URI (INVALID_FIELD);
+ *  - the staging id has no failed marker (JOB_FAILED);
+ *  - the shard file exists (MISSING_FILE) and, with symlinks resolved, lies
+ *    inside the staging root <dataset>/_indices/_staging/<staging_id>/
+ *    (PATH_ESCAPE: the decoder already refused ".." and absolute paths);
+ *  - it opens as a valid shard (CORRUPT_FILE: sf_seg_open checks header,
+ *    footer, directory and bitmap CRCs; a segment is not a shard);
+ *  - it matches the event: type, metric, dim and partitions (PARAM_MISMATCH),
+ *    quantizer checksum (CHECKSUM_MISMATCH), fragments, rows and size
+ *    (INVALID_FIELD: the event misdescribes its file).
+ * The data blocks are not read here: the build verifies every block's CRC
+ * as it copies it, so reading them twice would only double the I/O.
+ *
+ * The failed marker: <dataset>/_indices/_failed/<staging_id>, a small JSON
+ * object {"staging_id", "reason", "message", "failed_at_ms"} written
+ * atomically (temporary file, fsync, rename, fsync of the directory) before
+ * any dead letter of the job is published. Its presence alone is what
+ * counts; `segforge gc` leaves it, and an operator who wants to retry a
+ * staging id deletes it.
+ */
+#ifndef SF_INTAKE_H
+#define SF_INTAKE_H
+
+#include <stdint.h>
+
+#include "core/error.h"
+#include "schemas/event.h"
+
+#define SF_INTAKE_FAILED_DIR "_indices/_failed"
+
+/* The open hook: resolves ev->dataset_uri into *dataset (malloc'd absolute
+ * directory, caller frees) and refuses a staging id marked failed. ctx is
+ * unused. On refusal *reason is set; on an I/O error it stays NONE. */
+sf_code sf_intake_open(void *ctx, const sf_shard_staged *ev, char **dataset,
+                       sf_event_reason *reason, sf_err *err);
+
+/* The check hook: checks the shard file of ev in `dataset` (as resolved by
+ * sf_intake_open); *path is its malloc'd absolute path (caller frees). */
+sf_code sf_intake_check(void *ctx, const char *dataset, const sf_shard_staged *ev,
+                        char **path, sf_event_reason *reason, sf_err *err);
+
+/* Whether <dataset>/_indices/_failed/<staging_id> exists (dataset resolved). */
+int sf_intake_is_failed(const char *dataset, const char *staging_id);
+
+/* Writes the failed marker durably. */
+sf_code sf_intake_mark_failed(const char *dataset, const char *staging_id,
+                              sf_event_reason reason, const char *message, int64_t now_ms,
+                              sf_err *err);
+
+#endif

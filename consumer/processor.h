@@ -1,0 +1,128 @@
+/*
+ * processor.h - the stream processor behind `segforge serve`: a consumer in
+ * a consumer group reading ShardStaged, the job table, finalize workers, and
+ * the publisher writing SegmentsCommitted and dead letters (docs/serve.md).
+ *
+ * Threads, all started by sf_proc_run and joined before it returns:
+ *  - the poll loop: the calling thread. It alone touches the consumer, the
+ *    job table (consumer/jobs.h) and the offsets (consumer/offsets.h); it
+ *    decodes each message, classifies it, commits offsets, pauses and
+ *    resumes partitions, and handles rebalances (librdkafka calls the
+ *    rebalance callback from inside its poll);
+ *  - `workers` finalize threads: each takes a complete job, runs
+ *    sf_finalize (plan + build + commit; core/finalize.h) with
+ *    max_merges / workers segment builds of its own, then publishes the
+ *    job's SegmentsCommitted and waits for its delivery report. So at most
+ *    `workers` jobs and `max_merges` segment builds run at once;
+ *  - one dead-letter thread: writes the failed marker of a failed job and
+ *    publishes ShardRejected events, waiting for each delivery report.
+ * Workers hand results back through a queue and wake the poll loop; librdkafka
+ * and the publisher run their own internal threads.
+ *
+ * Ordering, which is what makes a crash at any point safe:
+ *   catalog version durable (sf_finalize) -> SegmentsCommitted delivered ->
+ *   the job's offsets released -> offsets committed (every commit_interval_ms).
+ *   failed marker durable -> every ShardRejected of the job delivered ->
+ *   offsets released.
+ * A restart re-reads every event whose work was not finished; sf_finalize
+ * recognises a committed job (`already`) and the announcement is published
+ * again with the same event_id, "<staging_id>@<catalog_version>".
+ *
+ * Back-pressure: when `workers + queue_depth` jobs are waiting or running, or
+ * more than max_pending_events messages are pending, the consumer pauses its
+ * partitions (rd_kafka_pause_partitions) and resumes them once the
+ * finalize queue is empty again and the pending count is under 90 % of its
+ * bound; nothing is buffered without bound.
+ *
+ * Fault injection (crash tests): SF_FAULT, a comma-separated list, kills the
+ * process with SIGKILL at
+ *   serve.after_consume  - the first ShardStaged has joined the job table
+ *   serve.after_commit   - sf_finalize returned (the catalog version is
+ *                          durable), before SegmentsCommitted is published
+ *   serve.after_publish  - SegmentsCommitted was delivered, before the
+ *                          job's offsets are released and committed
+ * and, inside sf_finalize, build.mid_segment / build.after_segment and the
+ * catalog.* points (core/build.h, core/catalog.h).
+ */
+#ifndef SF_PROCESSOR_H
+#define SF_PROCESSOR_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "consumer/kconf.h"
+#include "core/error.h"
+#include "producer/metrics.h"
+
+/* Log levels, as syslog's (librdkafka uses the same numbers). */
+#define SF_PROC_LOG_ERR 3
+#define SF_PROC_LOG_WARNING 4
+#define SF_PROC_LOG_INFO 6
+#define SF_PROC_LOG_DEBUG 7
+
+/* One structured log line, "event=<name> key=value ...", without a newline
+ * and without time or level (the callback adds what it wants). Called from
+ * any of the processor's threads, one line per call; it must be
+ * thread-safe and quick. */
+typedef void (*sf_proc_log_fn)(void *ctx, int level, const char *line);
+
+/* The consumer group used when the configuration sets no group.id. */
+#define SF_PROC_DEFAULT_GROUP "segforge-finalizer"
+
+typedef struct sf_proc_opts {
+  /* Kafka: bootstrap.servers (required), group.id, any librdkafka property,
+   * and segforge.topic.* / segforge.framing / segforge.schema.ids. Copied.
+   * enable.auto.commit and enable.auto.offset.store must be unset or false:
+   * the processor commits offsets itself. */
+  const sf_kconf *kconf;
+  /* The segment budget of jobs whose events carry none; 0 = one segment
+   * per shard. */
+  uint64_t target_segment_bytes;
+  unsigned max_merges;        /* segment builds at once, all jobs together; 0 = 2 */
+  unsigned workers;           /* finalize threads (jobs at once); 0 = max_merges */
+  unsigned queue_depth;       /* complete jobs waiting for a worker before the
+                                 consumer pauses; 0 = workers */
+  size_t max_pending_events;  /* messages pending before a pause; 0 = 1000000 */
+  int64_t staging_timeout_ms; /* a job must be complete within; 0 = 600000 */
+  int commit_interval_ms;     /* offset commits at most this often; 0 = 100 */
+  int delivery_timeout_ms;    /* wait for a delivery report; 0 = the kconf's */
+  int drain_timeout_ms;       /* on stop, wait this long for jobs in flight; 0 = 60000 */
+  sf_proc_log_fn log;         /* may be NULL */
+  void *log_ctx;
+  sf_metrics *metrics; /* may be NULL; must outlive the processor */
+} sf_proc_opts;
+
+typedef struct sf_proc sf_proc;
+
+/* Checks the options and builds the consumer and the publisher (their
+ * librdkafka threads start here). *out is freed by sf_proc_free. Errors:
+ * SF_EINVAL naming the option or property, SF_ENOMEM. */
+sf_code sf_proc_new(const sf_proc_opts *o, sf_proc **out, sf_err *err);
+
+/* Subscribes and runs the poll loop in the calling thread until sf_proc_stop;
+ * then drains (jobs in flight finish and are announced, offsets committed,
+ * the group left) and returns SF_OK. Returns an error only for what a
+ * restart must retry: a failure that is not an event's fault (out of
+ * memory, an I/O error reading a shard, a fatal consumer error). Call once. */
+sf_code sf_proc_run(sf_proc *p, sf_err *err);
+
+/* Asks the loop to stop. Async-signal-safe (it sets a flag the loop checks
+ * at least every 100 ms), so a SIGTERM handler may call it. */
+void sf_proc_stop(sf_proc *p);
+
+/* Accepts NULL. Must not be called while sf_proc_run runs. */
+void sf_proc_free(sf_proc *p);
+
+typedef struct sf_proc_stats {
+  uint64_t events;         /* ShardStaged messages read */
+  uint64_t rejected;       /* dead letters delivered (events and failed jobs' events) */
+  uint64_t jobs_committed; /* announced (including re-announcements) */
+  uint64_t jobs_failed;
+  uint64_t pauses; /* times the consumer paused */
+  size_t jobs_open, jobs_inflight, pending_events;
+} sf_proc_stats;
+
+/* A snapshot; may be called from any thread while the loop runs. */
+void sf_proc_get_stats(sf_proc *p, sf_proc_stats *s);
+
+#endif

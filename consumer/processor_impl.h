@@ -1,0 +1,126 @@
+/*
+ * processor_impl.h - the processor's internals, shared by processor.c (the
+ * poll loop, rebalances, life cycle) and processor_tasks.c (the finalize
+ * workers, the dead-letter thread, and the hand-offs between them and the
+ * loop). Not a public header: see processor.h.
+ */
+#ifndef SF_PROCESSOR_IMPL_H
+#define SF_PROCESSOR_IMPL_H
+
+#include <librdkafka/rdkafka.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "consumer/event_decode.h"
+#include "consumer/jobs.h"
+#include "consumer/offsets.h"
+#include "consumer/processor.h"
+#include "producer/publisher.h"
+
+#define FAULT_AFTER_CONSUME 1
+#define FAULT_AFTER_COMMIT 2
+#define FAULT_AFTER_PUBLISH 4
+
+/* What a thread is asked to do. */
+enum { T_FINALIZE, T_DEAD_JOB, T_DEAD_EVENT };
+
+typedef struct task {
+  struct task *next;
+  int kind;
+  sf_job *job;       /* T_FINALIZE, T_DEAD_JOB */
+  atomic_int cancel; /* set by a revoke; sf_finalize checks it */
+  /* T_DEAD_EVENT: the rejection (owned fields) and where the event was. */
+  sf_shard_rejected rej;
+  sf_jobs_ref ref;
+  /* Results. */
+  sf_code rc;
+  sf_err err;
+  int in_catalog; /* T_DEAD_JOB of a timeout: the catalog holds the job */
+  int already;
+  uint64_t version, rows, bytes_built;
+  size_t nsegs;
+  double finalize_ms, publish_ms;
+  int64_t committed_at_ms;
+} task;
+
+typedef struct tqueue {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  task *head, *tail;
+  size_t n;
+  int quit; /* no more tasks will come: consumers exit when empty */
+} tqueue;
+
+struct sf_proc {
+  sf_proc_opts o;
+  sf_kconf *kconf; /* consumer's */
+  rd_kafka_t *rk;
+  rd_kafka_queue_t *cq;
+  int cooperative;
+  sf_publisher *pub;
+  sf_schema_set *schemas;
+  sf_event_decoder *dec;
+  sf_jobs *jobs;
+  sf_offsets *offs;
+  const char *topic; /* ShardStaged; owned by kconf */
+  unsigned per_job_merges;
+  int faults;
+
+  pthread_t *workers;
+  unsigned nworkers_started;
+  pthread_t dead_thread;
+  int dead_started;
+  tqueue work, dead, done;
+  atomic_size_t ndone; /* tasks in `done`: lets the loop skip the lock */
+  volatile sig_atomic_t stop;
+  atomic_int quit; /* drain over: threads give up retrying */
+
+  size_t inflight_finalize, inflight_dead;
+  int paused;
+  int64_t last_commit_ms;
+  sf_code fatal;
+  sf_err fatal_err;
+
+  atomic_uint_least64_t n_events, n_rejected, n_committed, n_failed, n_pauses;
+  atomic_size_t s_open, s_inflight, s_pending;
+};
+
+/* ---- processor_tasks.c ------------------------------------------------------ */
+
+int64_t proc_mono_ms(void);
+int64_t proc_wall_ms(void);
+double proc_mono_s(void);
+/* One structured log line through the user's callback. */
+void proc_plog(sf_proc *p, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* s made safe inside key="..." of a log line, into buf (returned). */
+const char *proc_quoted(char *buf, size_t n, const char *s);
+/* SIGKILL at a fault point named in SF_FAULT. */
+void proc_crash_if(sf_proc *p, int point);
+
+void proc_q_init(tqueue *q);
+void proc_q_push(tqueue *q, task *t);
+/* The next task, waiting for one when `wait`; NULL when quit and empty (or
+ * empty, without wait). */
+task *proc_q_pop(tqueue *q, int wait);
+void proc_q_quit(tqueue *q);
+void proc_q_destroy(tqueue *q);
+void proc_task_free(task *t);
+
+/* Thread bodies (arg: the sf_proc). */
+void *proc_worker_main(void *arg);
+void *proc_dead_main(void *arg);
+
+/* The loop's side of the hand-offs. */
+void proc_set_fatal(sf_proc *p, const sf_err *e);
+void proc_dispatch(sf_proc *p, sf_job *j);
+void proc_send_dead_job(sf_proc *p, sf_job *j, task *reuse);
+void proc_send_dead_event(sf_proc *p, const rd_kafka_message_t *m, uint32_t gen,
+                          sf_event_reason reason, const char *msg,
+                          const sf_shard_staged *ev);
+/* Takes back every finished task and acts on its result. */
+void proc_drain_done(sf_proc *p);
+
+#endif

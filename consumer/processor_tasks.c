@@ -1,0 +1,574 @@
+/*
+ * processor_tasks.c - the threads of the processor besides the poll loop,
+ * and the hand-offs between them and the loop (see processor.h).
+ *
+ * A task is one unit of work handed to a thread and handed back with its
+ * result through the `done` queue: finalize a job (workers), dead-letter a
+ * failed job or a single event (the dead-letter thread). A job handed out
+ * is marked by job->user = its task, so a rebalance can cancel it; a
+ * dropped job is freed when its task comes back, never while a thread
+ * reads it. Threads never touch the job table or the offsets: the loop
+ * acts on results in proc_drain_done.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "consumer/intake.h"
+#include "consumer/processor_impl.h"
+#include "core/catalog.h"
+#include "core/finalize.h"
+
+/* ---- small helpers ---------------------------------------------------------- */
+
+int64_t proc_mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t proc_wall_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+double proc_mono_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+void proc_plog(sf_proc *p, int level, const char *fmt, ...) {
+  if (!p->o.log) return;
+  char line[2048];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(line, sizeof line, fmt, ap);
+  va_end(ap);
+  p->o.log(p->o.log_ctx, level, line);
+}
+
+/* A crash, as close to a power cut as a process can make it. */
+void proc_crash_if(sf_proc *p, int point) {
+  if (p->faults & point) {
+    raise(SIGKILL);
+    _exit(137);
+  }
+}
+
+void proc_q_init(tqueue *q) {
+  pthread_mutex_init(&q->mu, NULL);
+  pthread_cond_init(&q->cv, NULL);
+  q->head = q->tail = NULL;
+  q->n = 0;
+  q->quit = 0;
+}
+
+void proc_q_push(tqueue *q, task *t) {
+  pthread_mutex_lock(&q->mu);
+  t->next = NULL;
+  if (q->tail)
+    q->tail->next = t;
+  else
+    q->head = t;
+  q->tail = t;
+  q->n++;
+  pthread_cond_signal(&q->cv);
+  pthread_mutex_unlock(&q->mu);
+}
+
+/* Waits for a task; NULL when the queue is quit and empty. */
+task *proc_q_pop(tqueue *q, int wait) {
+  pthread_mutex_lock(&q->mu);
+  while (wait && !q->head && !q->quit) pthread_cond_wait(&q->cv, &q->mu);
+  task *t = q->head;
+  if (t) {
+    q->head = t->next;
+    if (!q->head) q->tail = NULL;
+    q->n--;
+  }
+  pthread_mutex_unlock(&q->mu);
+  return t;
+}
+
+void proc_q_quit(tqueue *q) {
+  pthread_mutex_lock(&q->mu);
+  q->quit = 1;
+  pthread_cond_broadcast(&q->cv);
+  pthread_mutex_unlock(&q->mu);
+}
+
+void proc_q_destroy(tqueue *q) {
+  pthread_mutex_destroy(&q->mu);
+  pthread_cond_destroy(&q->cv);
+}
+
+void proc_task_free(task *t) {
+  if (!t) return;
+  sf_shard_rejected_clear(&t->rej);
+  free(t);
+}
+
+/* A thread hands a task back and wakes the poll loop. */
+void proc_hand_back(sf_proc *p, task *t) {
+  proc_q_push(&p->done, t);
+  atomic_fetch_add(&p->ndone, 1);
+  rd_kafka_queue_yield(p->cq);
+}
+
+/* Sleeps up to ms, waking early when the drain is over. */
+void proc_backoff(sf_proc *p, int ms) {
+  for (int slept = 0; slept < ms && !atomic_load(&p->quit); slept += 20) usleep(20000);
+}
+
+/* key="value" safe for one log line: quotes and backslashes become ', and
+ * control characters spaces. */
+const char *proc_quoted(char *buf, size_t n, const char *s) {
+  size_t w = 0;
+  for (; s && *s && w + 1 < n; s++) {
+    unsigned char c = (unsigned char)*s;
+    buf[w++] = c == '"' || c == '\\' ? '\'' : c < 0x20 ? ' ' : (char)c;
+  }
+  buf[w] = '\0';
+  return buf;
+}
+
+/* ---- the finalize workers ----------------------------------------------------- */
+
+/* The dead-letter reason of a finalize failure; NONE for a failure that is
+ * not the job's fault (I/O, memory, canceled), which a restart retries. */
+static sf_event_reason finalize_reason(sf_code c) {
+  switch (c) {
+    case SF_ECORRUPT:
+    case SF_EFORMAT:
+      return SF_REASON_CORRUPT_FILE;
+    case SF_ECHECKSUM:
+      return SF_REASON_CHECKSUM_MISMATCH;
+    case SF_ENOTFOUND:
+      return SF_REASON_MISSING_FILE;
+    case SF_EMISMATCH:
+      return SF_REASON_PARAM_MISMATCH;
+    case SF_EOVERLAP:
+    case SF_ECONFLICT:
+    case SF_EEXIST:
+      return SF_REASON_COMMIT_CONFLICT;
+    case SF_EIO:
+    case SF_ENOMEM:
+    case SF_ECANCELED:
+      return SF_REASON_NONE;
+    default:
+      return SF_REASON_JOB_FAILED;
+  }
+}
+
+/* Publishing retries until delivered, while the service runs: a broker
+ * outage must not turn into lost announcements. An event that cannot be
+ * encoded (SF_EDECODE, SF_EINVAL) is not retried. */
+static int retry_publish(sf_proc *p, sf_code rc, int attempt, const char *what,
+                         const char *staging_id, const sf_err *err) {
+  if (!rc || rc == SF_EDECODE || rc == SF_EINVAL || atomic_load(&p->quit)) return 0;
+  char m[600];
+  proc_plog(p, SF_PROC_LOG_WARNING,
+            "event=publish_retry what=%s staging_id=%s attempt=%d error=\"%s\"", what,
+            staging_id ? staging_id : "-", attempt, proc_quoted(m, sizeof m, err->msg));
+  proc_backoff(p, attempt < 25 ? 200 * attempt : 5000);
+  return 1;
+}
+
+/* When the catalog recorded the job (so a re-announcement carries the
+ * same time as the first); now when it cannot be read. */
+static int64_t committed_at(const char *dataset, uint64_t version,
+                            const char *staging_id) {
+  sf_catalog *c = NULL;
+  int64_t at = proc_wall_ms();
+  if (!sf_catalog_open_version(dataset, version, &c, NULL)) {
+    const sf_catalog_job *cj = sf_catalog_find_job(c, staging_id);
+    if (cj) at = (int64_t)cj->committed_at_ms;
+  }
+  sf_catalog_free(c);
+  return at;
+}
+
+/* Publishes the job's SegmentsCommitted and waits for its delivery. */
+static sf_code announce(sf_proc *p, task *t, const sf_finalize_result *res, sf_err *err) {
+  const sf_job *j = t->job;
+  const sf_shard_staged *e0 = &j->shards[0].ev;
+  sf_segment_info *segs = calloc(res->nsegs ? res->nsegs : 1, sizeof *segs);
+  if (!segs) return sf_err_set(err, SF_ENOMEM, "out of memory");
+  for (size_t i = 0; i < res->nsegs; i++) { /* borrowed from res: never cleared */
+    const sf_seginfo *s = &res->segs[i];
+    segs[i] = (sf_segment_info){.segment_id = s->segment_id,
+                                .path = s->path,
+                                .bytes = (int64_t)s->bytes,
+                                .num_rows = (int64_t)s->num_rows,
+                                .fragments = s->fragments,
+                                .shard_ids = s->shard_ids,
+                                .num_shard_ids = s->num_shards};
+  }
+  char id[2 * SF_EVENT_ID_MAX];
+  snprintf(id, sizeof id, "%s@%llu", j->staging_id, (unsigned long long)res->version);
+  t->committed_at_ms = committed_at(j->dataset, res->version, j->staging_id);
+  sf_segments_committed ev = {.event_id = id,
+                              .dataset_uri = e0->dataset_uri,
+                              .index_name = e0->index_name,
+                              .staging_id = j->staging_id,
+                              .catalog_version = (int64_t)res->version,
+                              .segments = segs,
+                              .num_segments = res->nsegs,
+                              .total_rows = (int64_t)res->total_rows,
+                              .num_shards = (int32_t)j->nshards,
+                              .first_staged_at_ms = j->first_staged_at_ms,
+                              .committed_at_ms = t->committed_at_ms};
+  sf_code rc;
+  for (int attempt = 1;; attempt++) {
+    rc = sf_publish_committed(p->pub, NULL, &ev, p->o.delivery_timeout_ms, NULL, err);
+    if (!retry_publish(p, rc, attempt, "SegmentsCommitted", j->staging_id, err)) break;
+  }
+  free(segs);
+  return rc;
+}
+
+static void run_finalize(sf_proc *p, task *t) {
+  sf_job *j = t->job;
+  const sf_shard_staged *e0 = &j->shards[0].ev;
+  sf_plan_shard *ps = calloc(j->nshards, sizeof *ps);
+  if (!ps) {
+    t->rc = sf_err_set(&t->err, SF_ENOMEM, "out of memory");
+    return;
+  }
+  sf_jobs_plan_shards(j, ps);
+  sf_finalize_req req = {
+      .dataset = j->dataset,
+      .index_name = e0->index_name,
+      .column = e0->column,
+      .staging_id = j->staging_id,
+      .shards = ps,
+      .nshards = j->nshards,
+      .expected_fragments = e0->expected_fragments,
+      .target_segment_bytes = e0->has_target_segment_bytes
+                                  ? (uint64_t)e0->target_segment_bytes
+                                  : p->o.target_segment_bytes,
+      .index_type = -1,
+      .build = {.max_merges = p->per_job_merges, .cancel = &t->cancel},
+  };
+  sf_finalize_result res;
+  double t0 = proc_mono_s();
+  for (int attempt = 1;; attempt++) {
+    t->rc = sf_finalize(&req, &res, &t->err);
+    if (!t->rc || finalize_reason(t->rc) != SF_REASON_NONE || t->rc == SF_ECANCELED ||
+        atomic_load(&t->cancel) || attempt == 3 || atomic_load(&p->quit))
+      break;
+    char m[600];
+    proc_plog(p, SF_PROC_LOG_WARNING,
+              "event=finalize_retry staging_id=%s attempt=%d error=\"%s\"", j->staging_id,
+              attempt, proc_quoted(m, sizeof m, t->err.msg));
+    proc_backoff(p, 500 * attempt);
+  }
+  free(ps);
+  t->finalize_ms = (proc_mono_s() - t0) * 1e3;
+  if (t->rc) return;
+  proc_crash_if(p, FAULT_AFTER_COMMIT);
+  t->already = res.already;
+  t->version = res.version;
+  t->nsegs = res.nsegs;
+  t->rows = res.total_rows;
+  t->bytes_built = res.build.bytes_copied;
+  double t1 = proc_mono_s();
+  sf_err aerr = {0};
+  sf_code rc = announce(p, t, &res, &aerr);
+  t->publish_ms = (proc_mono_s() - t1) * 1e3;
+  sf_finalize_result_clear(&res);
+  if (rc == SF_EDECODE || rc == SF_EINVAL) {
+    /* Committed, but the announcement can never be encoded: say so loudly
+     * and move on rather than block the partition forever. */
+    char m[600];
+    proc_plog(p, SF_PROC_LOG_ERR, "event=announce_impossible staging_id=%s error=\"%s\"",
+              j->staging_id, proc_quoted(m, sizeof m, aerr.msg));
+  } else if (rc) {
+    t->rc = rc; /* not delivered (shutting down): the offsets stay */
+    t->err = aerr;
+    return;
+  }
+  proc_crash_if(p, FAULT_AFTER_PUBLISH);
+}
+
+void *proc_worker_main(void *arg) {
+  sf_proc *p = arg;
+  task *t;
+  while ((t = proc_q_pop(&p->work, 1))) {
+    if (atomic_load(&t->cancel))
+      t->rc = sf_err_set(&t->err, SF_ECANCELED, "canceled");
+    else
+      run_finalize(p, t);
+    proc_hand_back(p, t);
+  }
+  return NULL;
+}
+
+/* ---- the dead-letter thread ------------------------------------------------------ */
+
+static sf_code publish_rejected(sf_proc *p, const sf_shard_rejected *r, sf_err *err) {
+  sf_code rc;
+  for (int attempt = 1;; attempt++) {
+    rc = sf_publish_rejected(p->pub, NULL, r, p->o.delivery_timeout_ms, NULL, err);
+    if (!retry_publish(p, rc, attempt, "ShardRejected", r->staging_id, err)) break;
+  }
+  if (!rc) {
+    atomic_fetch_add(&p->n_rejected, 1);
+    if (p->o.metrics) sf_metrics_reject(p->o.metrics, sf_event_reason_parse(r->reason));
+  }
+  return rc;
+}
+
+static int catalog_holds(const char *dataset, const char *staging_id) {
+  sf_catalog *c = NULL;
+  int held =
+      !sf_catalog_open_latest(dataset, &c, NULL) && sf_catalog_find_job(c, staging_id);
+  sf_catalog_free(c);
+  return held;
+}
+
+/* Marks the job failed on disk, then dead-letters every event of it: the
+ * event that failed it with its reason, the others as JOB_FAILED (or all
+ * with the job's reason when no single event failed it). */
+static void run_dead_job(sf_proc *p, task *t) {
+  sf_job *j = t->job;
+  if (j->reason == SF_REASON_JOB_TIMEOUT && catalog_holds(j->dataset, j->staging_id)) {
+    t->in_catalog = 1; /* late redeliveries of a job committed before a restart */
+    return;
+  }
+  const char *jm = j->message ? j->message : "";
+  sf_err e = {0};
+  if (sf_intake_mark_failed(j->dataset, j->staging_id, j->reason, jm, proc_wall_ms(),
+                            &e)) {
+    char m[600];
+    proc_plog(p, SF_PROC_LOG_ERR, "event=failed_marker_error staging_id=%s error=\"%s\"",
+              j->staging_id, proc_quoted(m, sizeof m, e.msg));
+  }
+  char others[SF_ERR_MSG_MAX + 128];
+  snprintf(others, sizeof others, "job '%s' failed (%s): %s", j->staging_id,
+           sf_event_reason_name(j->reason), jm);
+  for (size_t i = 0; i <= j->nshards; i++) {
+    const sf_jobs_shard *s = i < j->nshards ? &j->shards[i] : j->trigger;
+    if (!s) break;
+    int is_trigger = s == j->trigger;
+    sf_event_reason why = j->trigger && !is_trigger ? SF_REASON_JOB_FAILED : j->reason;
+    sf_shard_rejected r = {.reason = (char *)sf_event_reason_name(why),
+                           .message = (char *)(j->trigger && !is_trigger ? others : jm),
+                           .staging_id = j->staging_id,
+                           .shard_id = s->ev.shard_id,
+                           .source_topic = (char *)p->topic,
+                           .source_partition = s->ref.partition,
+                           .source_offset = s->ref.offset,
+                           .original_value = s->raw,
+                           .original_value_len = s->raw_len,
+                           .rejected_at_ms = proc_wall_ms()};
+    if ((t->rc = publish_rejected(p, &r, &t->err))) return; /* borrowed: not cleared */
+  }
+}
+
+void *proc_dead_main(void *arg) {
+  sf_proc *p = arg;
+  task *t;
+  while ((t = proc_q_pop(&p->dead, 1))) {
+    if (t->kind == T_DEAD_EVENT)
+      t->rc = publish_rejected(p, &t->rej, &t->err);
+    else
+      run_dead_job(p, t);
+    proc_hand_back(p, t);
+  }
+  return NULL;
+}
+
+/* ---- the poll loop: hand-offs ---------------------------------------------------- */
+
+void proc_set_fatal(sf_proc *p, const sf_err *e) {
+  if (p->fatal) return;
+  p->fatal = e->code ? e->code : SF_EIO;
+  p->fatal_err = *e;
+  p->stop = 1;
+  char m[600];
+  proc_plog(p, SF_PROC_LOG_ERR, "event=fatal error=\"%s\"",
+            proc_quoted(m, sizeof m, e->msg));
+}
+
+static void release_refs(sf_proc *p, const sf_job *j) {
+  for (size_t i = 0; i < j->nrefs; i++)
+    sf_offsets_done(p->offs, j->refs[i].partition, j->refs[i].gen, j->refs[i].offset);
+}
+
+static task *task_new(sf_proc *p, int kind, sf_job *j) {
+  task *t = calloc(1, sizeof *t);
+  if (!t) {
+    sf_err e = {SF_ENOMEM, "out of memory"};
+    proc_set_fatal(p, &e);
+    return NULL;
+  }
+  t->kind = kind;
+  t->job = j;
+  if (j) j->user = t;
+  return t;
+}
+
+void proc_dispatch(sf_proc *p, sf_job *j) {
+  task *t = task_new(p, T_FINALIZE, j);
+  if (!t) return;
+  p->inflight_finalize++;
+  proc_q_push(&p->work, t);
+}
+
+void proc_send_dead_job(sf_proc *p, sf_job *j, task *reuse) {
+  char m[600];
+  proc_plog(p, SF_PROC_LOG_WARNING,
+            "event=job_failed staging_id=%s reason=%s shards=%zu message=\"%s\"",
+            j->staging_id, sf_event_reason_name(j->reason), j->nshards,
+            proc_quoted(m, sizeof m, j->message ? j->message : ""));
+  task *t = reuse;
+  if (t) {
+    memset(&t->err, 0, sizeof t->err);
+    t->kind = T_DEAD_JOB;
+    t->rc = SF_OK;
+    j->user = t;
+  } else if (!(t = task_new(p, T_DEAD_JOB, j))) {
+    return;
+  }
+  p->inflight_dead++;
+  proc_q_push(&p->dead, t);
+}
+
+/* One rejected message: copies what the dead letter needs. */
+void proc_send_dead_event(sf_proc *p, const rd_kafka_message_t *m, uint32_t gen,
+                          sf_event_reason reason, const char *msg,
+                          const sf_shard_staged *ev) {
+  char q[600];
+  proc_plog(
+      p, SF_PROC_LOG_WARNING,
+      "event=event_rejected reason=%s staging_id=%s shard_id=%s partition=%d offset=%lld "
+      "message=\"%s\"",
+      sf_event_reason_name(reason), ev && ev->staging_id ? ev->staging_id : "-",
+      ev && ev->shard_id ? ev->shard_id : "-", (int)m->partition, (long long)m->offset,
+      proc_quoted(q, sizeof q, msg));
+  task *t = task_new(p, T_DEAD_EVENT, NULL);
+  if (!t) return;
+  sf_shard_rejected *r = &t->rej;
+  r->reason = strdup(sf_event_reason_name(reason));
+  r->message = strdup(msg);
+  r->staging_id = ev && ev->staging_id ? strdup(ev->staging_id) : NULL;
+  r->shard_id = ev && ev->shard_id ? strdup(ev->shard_id) : NULL;
+  r->source_topic = strdup(p->topic);
+  r->source_partition = m->partition;
+  r->source_offset = m->offset;
+  r->original_value = m->len ? malloc(m->len) : NULL;
+  r->original_value_len = m->len;
+  r->rejected_at_ms = proc_wall_ms();
+  if (!r->reason || !r->message || !r->source_topic || (m->len && !r->original_value) ||
+      (ev && ev->staging_id && !r->staging_id) || (ev && ev->shard_id && !r->shard_id)) {
+    proc_task_free(t);
+    sf_err e = {SF_ENOMEM, "out of memory"};
+    proc_set_fatal(p, &e);
+    return;
+  }
+  if (m->len) memcpy(r->original_value, m->payload, m->len);
+  t->ref = (sf_jobs_ref){.partition = m->partition, .gen = gen, .offset = m->offset};
+  p->inflight_dead++;
+  proc_q_push(&p->dead, t);
+}
+
+/* ---- the poll loop: results -------------------------------------------------------- */
+
+static void finalize_done(sf_proc *p, task *t) {
+  sf_job *j = t->job;
+  p->inflight_finalize--;
+  j->user = NULL;
+  if (j->state == SF_JOB_DROPPED) {
+    proc_plog(p, SF_PROC_LOG_INFO, "event=job_dropped staging_id=%s", j->staging_id);
+    sf_jobs_job_free(j);
+    proc_task_free(t);
+    return;
+  }
+  char m[600];
+  if (!t->rc) {
+    release_refs(p, j);
+    atomic_fetch_add(&p->n_committed, 1);
+    int64_t e2e = t->committed_at_ms - j->first_staged_at_ms;
+    if (p->o.metrics) {
+      sf_metrics *mx = p->o.metrics;
+      atomic_fetch_add(&mx->jobs_committed, 1);
+      atomic_fetch_add(&mx->bytes_built, t->bytes_built);
+      sf_metrics_observe(&mx->build_seconds, t->finalize_ms / 1e3);
+      if (!t->already) sf_metrics_observe(&mx->e2e_seconds, e2e / 1e3);
+    }
+    proc_plog(p, SF_PROC_LOG_INFO,
+              "event=job_committed staging_id=%s version=%llu already=%d segments=%zu "
+              "shards=%zu "
+              "rows=%llu finalize_ms=%.2f publish_ms=%.2f wait_ms=%lld e2e_ms=%lld",
+              j->staging_id, (unsigned long long)t->version, t->already, t->nsegs,
+              j->nshards, (unsigned long long)t->rows, t->finalize_ms, t->publish_ms,
+              (long long)(proc_mono_ms() - j->first_seen_ms), (long long)e2e);
+    sf_jobs_finish(p->jobs, j, 1);
+    proc_task_free(t);
+    return;
+  }
+  sf_event_reason r = finalize_reason(t->rc);
+  if (r == SF_REASON_NONE) {
+    /* Not the job's fault: it stays pending, so its offsets hold, and the
+     * service stops so that a restart retries (unless it is stopping). */
+    proc_plog(p, SF_PROC_LOG_ERR, "event=job_not_finished staging_id=%s error=\"%s\"",
+              j->staging_id, proc_quoted(m, sizeof m, t->err.msg));
+    if (!p->stop) proc_set_fatal(p, &t->err);
+    proc_task_free(t);
+    return;
+  }
+  sf_jobs_fail(p->jobs, j, r, t->err.msg);
+  proc_send_dead_job(p, j, t);
+}
+
+static void dead_job_done(sf_proc *p, task *t) {
+  sf_job *j = t->job;
+  p->inflight_dead--;
+  j->user = NULL;
+  if (j->state == SF_JOB_DROPPED) {
+    sf_jobs_job_free(j);
+  } else if (t->in_catalog) {
+    proc_plog(p, SF_PROC_LOG_INFO,
+              "event=late_events_of_committed_job staging_id=%s events=%zu",
+              j->staging_id, j->nrefs);
+    release_refs(p, j);
+    sf_jobs_finish(p->jobs, j, 1);
+  } else if (!t->rc) {
+    proc_plog(p, SF_PROC_LOG_WARNING,
+              "event=job_dead_lettered staging_id=%s reason=%s events=%zu", j->staging_id,
+              sf_event_reason_name(j->reason), j->nshards + (j->trigger != NULL));
+    atomic_fetch_add(&p->n_failed, 1);
+    if (p->o.metrics) atomic_fetch_add(&p->o.metrics->jobs_failed, 1);
+    release_refs(p, j);
+    sf_jobs_finish(p->jobs, j, 0);
+  } else {
+    char m[600];
+    proc_plog(p, SF_PROC_LOG_ERR,
+              "event=dead_letter_not_delivered staging_id=%s error=\"%s\"", j->staging_id,
+              proc_quoted(m, sizeof m, t->err.msg));
+  }
+  proc_task_free(t);
+}
+
+void proc_drain_done(sf_proc *p) {
+  if (!atomic_load(&p->ndone)) return;
+  task *t;
+  while ((t = proc_q_pop(&p->done, 0))) {
+    atomic_fetch_sub(&p->ndone, 1);
+    if (t->kind == T_FINALIZE) {
+      finalize_done(p, t);
+    } else if (t->kind == T_DEAD_JOB) {
+      dead_job_done(p, t);
+    } else {
+      p->inflight_dead--;
+      if (!t->rc) sf_offsets_done(p->offs, t->ref.partition, t->ref.gen, t->ref.offset);
+      proc_task_free(t);
+    }
+  }
+}
