@@ -22,6 +22,7 @@
 #include <librdkafka/rdkafka_mock.h>
 
 #include "consumer/broker.h"
+#include "consumer/event_decode.h"
 #include "consumer/kconf.h"
 #include "producer/publisher.h"
 
@@ -345,6 +346,93 @@ static void concurrent_senders_all_get_their_own_confirmation(void **state) {
   sf_broker_stop(b);
 }
 
+/* The first message of topic, decoded as any event, with its key. */
+static void read_event(const sf_broker *b, const char *topic, sf_event *ev, char *key,
+                       size_t ksize) {
+  rd_kafka_t *c = consumer_for(b, topic);
+  subscribe(c, topic);
+  rd_kafka_message_t *m = NULL;
+  for (int i = 0; i < 150 && !m; i++) {
+    m = rd_kafka_consumer_poll(c, 100);
+    if (m && m->err) {
+      rd_kafka_message_destroy(m);
+      m = NULL;
+    }
+  }
+  assert_non_null(m);
+  snprintf(key, ksize, "%.*s", (int)m->key_len, m->key ? (const char *)m->key : "");
+  sf_schema_set *set = NULL;
+  sf_event_decoder *dec = NULL;
+  sf_err err = {0};
+  assert_int_equal(sf_schema_set_new(&set, &err), SF_OK);
+  assert_int_equal(sf_event_decoder_new(set, SF_FRAMING_AUTO, 0, &dec, &err), SF_OK);
+  assert_int_equal(sf_event_decode(dec, m->payload, m->len, ev, NULL, &err), SF_OK);
+  sf_event_decoder_free(dec);
+  sf_schema_set_free(set);
+  rd_kafka_message_destroy(m);
+  rd_kafka_consumer_close(c);
+  rd_kafka_destroy(c);
+}
+
+static void typed_helpers_encode_key_and_route_each_event_type(void **state) {
+  sf_broker *b = NULL;
+  sf_err err = {0};
+  assert_int_equal(sf_broker_start(2, &b, &err), SF_OK);
+  sf_publisher *p = publisher_for(b);
+  assert_string_equal(sf_publisher_topic(p, SF_EVENT_SEGMENTS_COMMITTED),
+                      "segforge.segments.committed");
+
+  roaring_bitmap_t *frags = roaring_bitmap_from_range(0, 10, 1);
+  char *shard_ids[] = {"w0", "w1"};
+  sf_segment_info seg = {.segment_id = "job-9-s0", .path = "segments/job-9-s0.sfseg",
+                         .bytes = 4096, .num_rows = 1000, .fragments = frags,
+                         .shard_ids = shard_ids, .num_shard_ids = 2};
+  sf_segments_committed sc = {.event_id = "job-9@3", .dataset_uri = "/data/ds",
+                              .index_name = "idx", .staging_id = "job-9",
+                              .catalog_version = 3, .segments = &seg, .num_segments = 1,
+                              .total_rows = 1000, .num_shards = 2,
+                              .first_staged_at_ms = 1, .committed_at_ms = 2};
+  sf_delivery dr;
+  assert_int_equal(sf_publish_committed(p, NULL, &sc, 10000, &dr, &err), SF_OK);
+  assert_int_equal(dr.offset, 0);
+  sf_event ev = {0};
+  char key[64];
+  read_event(b, "segforge.segments.committed", &ev, key, sizeof key);
+  assert_int_equal(ev.type, SF_EVENT_SEGMENTS_COMMITTED);
+  assert_true(sf_segments_committed_equal(&ev.u.committed, &sc));
+  assert_string_equal(key, "job-9");
+  sf_event_clear(&ev);
+
+  uint8_t orig[] = {0xde, 0xad};
+  sf_shard_rejected rj = {.reason = "DECODE_ERROR", .message = "truncated datum",
+                          .source_topic = "segforge.shards.staged", .source_partition = 1,
+                          .source_offset = 7, .original_value = orig,
+                          .original_value_len = sizeof orig, .rejected_at_ms = 3};
+  assert_int_equal(sf_publish_rejected(p, NULL, &rj, 10000, NULL, &err), SF_OK);
+  read_event(b, "segforge.shards.rejected", &ev, key, sizeof key);
+  assert_int_equal(ev.type, SF_EVENT_SHARD_REJECTED);
+  assert_true(sf_shard_rejected_equal(&ev.u.rejected, &rj));
+  assert_string_equal(key, ""); /* no staging id: an empty key */
+  sf_event_clear(&ev);
+
+  /* An event that breaks a field rule is refused, and nothing is sent. */
+  sc.index_name = "a/b";
+  assert_int_equal(sf_publish_committed(p, NULL, &sc, 10000, &dr, &err), SF_EDECODE);
+  assert_non_null(strstr(err.msg, "index_name"));
+  int64_t lo, hi, total = 0;
+  for (int part = 0; part < 2; part++) {
+    assert_int_equal(rd_kafka_query_watermark_offsets(sf_publisher_handle(p),
+                                                      "segforge.segments.committed", part,
+                                                      &lo, &hi, 5000),
+                     0);
+    total += hi;
+  }
+  assert_int_equal(total, 1);
+  roaring_bitmap_free(frags);
+  assert_int_equal(sf_publisher_free(p, 1000), 0);
+  sf_broker_stop(b);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(broker_starts_with_the_default_topics_on_loopback),
@@ -356,6 +444,7 @@ int main(void) {
       cmocka_unit_test(send_gives_up_at_its_timeout_when_the_broker_is_down),
       cmocka_unit_test(a_publisher_needs_brokers_and_reports_bad_properties),
       cmocka_unit_test(concurrent_senders_all_get_their_own_confirmation),
+      cmocka_unit_test(typed_helpers_encode_key_and_route_each_event_type),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
