@@ -42,25 +42,30 @@ int cli_cmd_broker(int argc, char **argv) {
     sf_code rc = SF_OK;
     switch (c) {
       case 'p':
-        rc = cli_parse_u64("--partitions", optarg, 1, SF_BROKER_MAX_PARTITIONS, 0, &partitions,
-                           &err);
+        rc = cli_parse_u64("--partitions", optarg, 1, SF_BROKER_MAX_PARTITIONS, 0,
+                           &partitions, &err);
         break;
-      case 'n': rc = cli_parse_u64("--nodes", optarg, 1, 16, 0, &nodes, &err); break;
+      case 'n':
+        rc = cli_parse_u64("--nodes", optarg, 1, 16, 0, &nodes, &err);
+        break;
       case 't':
         if (nextra + 3 >= SF_BROKER_MAX_TOPICS)
           return cli_usage("broker", "at most %u topics", SF_BROKER_MAX_TOPICS - 3);
         extra[nextra++] = optarg;
         break;
-      case 'h': help(); return 0;
-      default: return cli_usage("broker", "unknown option");
+      case 'h':
+        help();
+        return 0;
+      default:
+        return cli_usage("broker", "unknown option");
     }
     if (rc) return cli_usage("broker", "%s", err.msg);
   }
   if (optind < argc) return cli_usage("broker", "unexpected argument '%s'", argv[optind]);
 
   const char *topics[SF_BROKER_MAX_TOPICS] = {"segforge.shards.staged",
-                                             "segforge.segments.committed",
-                                             "segforge.shards.rejected"};
+                                              "segforge.segments.committed",
+                                              "segforge.shards.rejected"};
   size_t nt = 3;
   for (size_t i = 0; i < nextra; i++) {
     size_t j = 0;
@@ -84,13 +89,15 @@ int cli_cmd_broker(int argc, char **argv) {
   if (sf_broker_start_ex(&o, &b, &err)) return cli_fail("broker", &err);
   printf("%s\n", sf_broker_bootstraps(b));
   fflush(stdout);
-  fprintf(stderr,
-          "segforge broker: embedded Kafka on %s (%zu topics x %u partitions, in memory); "
-          "Ctrl-C stops it\n",
-          sf_broker_bootstraps(b), nt, (unsigned)partitions);
+  fprintf(
+      stderr,
+      "segforge broker: embedded Kafka on %s (%zu topics x %u partitions, in memory); "
+      "Ctrl-C stops it\n",
+      sf_broker_bootstraps(b), nt, (unsigned)partitions);
   int sig = 0;
   sigwait(&stop, &sig);
   sf_broker_stop(b);
-  fprintf(stderr, "segforge broker: stopped (%s)\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+  fprintf(stderr, "segforge broker: stopped (%s)\n",
+          sig == SIGINT ? "SIGINT" : "SIGTERM");
   return 0;
 }

@@ -23,7 +23,8 @@
 static void help(void) {
   printf(
       "usage: segforge stage --vectors FILE --staging DIR --fragments LIST\n"
-      "                      --rows-per-fragment R --shard-id ID [--memory SIZE] [--json]\n\n"
+      "                      --rows-per-fragment R --shard-id ID [--memory SIZE] "
+      "[--json]\n\n"
       "Encodes the rows of the fragments in LIST (a range list such as 0-63,70) of\n"
       "FILE (.fvecs or .bvecs) with DIR/quantizer and writes DIR/ID.sfshard.\n"
       "Row i of FILE is fragment i / R, offset i %% R; its row id is\n"
@@ -65,13 +66,15 @@ static int check_publish(publish_opts *po, sf_err *err) {
     return 0;
   }
   if (!po->brokers && !sf_kconf_has(po->conf, "bootstrap.servers") && !po->config)
-    return cli_usage("stage", "--publish needs --brokers (or bootstrap.servers in --config/-X)"),
+    return cli_usage("stage",
+                     "--publish needs --brokers (or bootstrap.servers in --config/-X)"),
            2;
   if (!po->info.dataset_uri || !po->info.index_name || !po->info.column ||
       !po->info.staging_id || !po->expected)
-    return cli_usage("stage",
-                     "--publish needs --dataset-uri, --index-name, --column, --staging-id "
-                     "and --expected-fragments"),
+    return cli_usage(
+               "stage",
+               "--publish needs --dataset-uri, --index-name, --column, --staging-id "
+               "and --expected-fragments"),
            2;
   /* --config first, then -X (already in po->conf) over it, then --brokers. */
   if (po->config) {
@@ -93,7 +96,8 @@ static int check_publish(publish_opts *po, sf_err *err) {
   if (po->brokers && sf_kconf_set(po->conf, "bootstrap.servers", po->brokers, err))
     return cli_usage("stage", "--brokers: %s", err->msg), 2;
   if (!sf_kconf_has(po->conf, "bootstrap.servers"))
-    return cli_usage("stage", "--publish needs --brokers (or bootstrap.servers in --config/-X)"),
+    return cli_usage("stage",
+                     "--publish needs --brokers (or bootstrap.servers in --config/-X)"),
            2;
   if (po->topic && sf_kconf_set(po->conf, SF_KCONF_TOPIC_STAGED, po->topic, err))
     return cli_usage("stage", "--topic: %s", err->msg), 2;
@@ -123,8 +127,9 @@ static sf_code publish(publish_opts *po, const char *path, char **event_id, char
   if ((rc = sf_publisher_new(po->conf, SF_FRAMING_AUTO, &pub, err))) goto out;
   sf_delivery dr;
   if ((rc = sf_worker_publish(pub, NULL, &ev, (int)po->timeout_ms, &dr, err))) goto out;
-  snprintf(where, wsize, "%s [%d] at offset %lld", sf_publisher_topic(pub, SF_EVENT_SHARD_STAGED),
-           (int)dr.partition, (long long)dr.offset);
+  snprintf(where, wsize, "%s [%d] at offset %lld",
+           sf_publisher_topic(pub, SF_EVENT_SHARD_STAGED), (int)dr.partition,
+           (long long)dr.offset);
   *event_id = ev.event_id;
   ev.event_id = NULL;
 out:
@@ -149,17 +154,26 @@ static void progress(void *arg, uint64_t done, uint64_t total) {
 
 int cli_cmd_stage(int argc, char **argv) {
   static const struct option opts[] = {
-      {"vectors", required_argument, 0, 'v'},  {"staging", required_argument, 0, 's'},
-      {"fragments", required_argument, 0, 'f'}, {"rows-per-fragment", required_argument, 0, 'r'},
-      {"shard-id", required_argument, 0, 'i'}, {"memory", required_argument, 0, 'm'},
-      {"json", no_argument, 0, 'j'},           {"help", no_argument, 0, 'h'},
-      {"publish", no_argument, 0, 'P'},        {"brokers", required_argument, 0, 'b'},
-      {"config", required_argument, 0, 'C'},   {"topic", required_argument, 0, 't'},
-      {"dataset-uri", required_argument, 0, 'D'}, {"index-name", required_argument, 0, 'N'},
-      {"column", required_argument, 0, 'c'},   {"staging-id", required_argument, 0, 'S'},
+      {"vectors", required_argument, 0, 'v'},
+      {"staging", required_argument, 0, 's'},
+      {"fragments", required_argument, 0, 'f'},
+      {"rows-per-fragment", required_argument, 0, 'r'},
+      {"shard-id", required_argument, 0, 'i'},
+      {"memory", required_argument, 0, 'm'},
+      {"json", no_argument, 0, 'j'},
+      {"help", no_argument, 0, 'h'},
+      {"publish", no_argument, 0, 'P'},
+      {"brokers", required_argument, 0, 'b'},
+      {"config", required_argument, 0, 'C'},
+      {"topic", required_argument, 0, 't'},
+      {"dataset-uri", required_argument, 0, 'D'},
+      {"index-name", required_argument, 0, 'N'},
+      {"column", required_argument, 0, 'c'},
+      {"staging-id", required_argument, 0, 'S'},
       {"expected-fragments", required_argument, 0, 'e'},
       {"target-segment-bytes", required_argument, 0, 'T'},
-      {"timeout", required_argument, 0, 'o'},  {"event-id", required_argument, 0, 'E'},
+      {"timeout", required_argument, 0, 'o'},
+      {"event-id", required_argument, 0, 'E'},
       {0, 0, 0, 0}};
   const char *vectors = NULL, *staging = NULL, *frags = NULL, *shard_id = NULL;
   uint64_t rpf = 0, memory = 256ULL << 20;
@@ -171,32 +185,74 @@ int cli_cmd_stage(int argc, char **argv) {
   while ((c = getopt_long(argc, argv, "X:", opts, NULL)) != -1) {
     sf_code rc = SF_OK;
     switch (c) {
-      case 'v': vectors = optarg; break;
-      case 's': staging = optarg; break;
-      case 'f': frags = optarg; break;
-      case 'i': shard_id = optarg; break;
+      case 'v':
+        vectors = optarg;
+        break;
+      case 's':
+        staging = optarg;
+        break;
+      case 'f':
+        frags = optarg;
+        break;
+      case 'i':
+        shard_id = optarg;
+        break;
       case 'r':
         rc = cli_parse_u64("--rows-per-fragment", optarg, 1, UINT32_MAX, 0, &rpf, &err);
         break;
-      case 'm': rc = cli_parse_u64("--memory", optarg, 1 << 20, 1ULL << 40, 1, &memory, &err); break;
-      case 'j': json = 1; break;
-      case 'P': po.on = 1; break;
-      case 'b': po.brokers = optarg; break;
-      case 'C': po.config = optarg; break;
-      case 't': po.topic = optarg; break;
-      case 'D': po.info.dataset_uri = optarg; break;
-      case 'N': po.info.index_name = optarg; break;
-      case 'c': po.info.column = optarg; break;
-      case 'S': po.info.staging_id = optarg; break;
-      case 'E': po.info.event_id = optarg; break;
-      case 'e': po.expected = optarg; break;
-      case 'T':
-        rc = cli_parse_u64("--target-segment-bytes", optarg, 1, INT64_MAX, 1, &po.target, &err);
+      case 'm':
+        rc = cli_parse_u64("--memory", optarg, 1 << 20, 1ULL << 40, 1, &memory, &err);
         break;
-      case 'o': rc = cli_parse_u64("--timeout", optarg, 1, INT32_MAX, 0, &po.timeout_ms, &err); break;
-      case 'X': rc = sf_kconf_parse_arg(po.conf, optarg, &err); break;
-      case 'h': sf_kconf_free(po.conf); help(); return 0;
-      default: sf_kconf_free(po.conf); return cli_usage("stage", "unknown option");
+      case 'j':
+        json = 1;
+        break;
+      case 'P':
+        po.on = 1;
+        break;
+      case 'b':
+        po.brokers = optarg;
+        break;
+      case 'C':
+        po.config = optarg;
+        break;
+      case 't':
+        po.topic = optarg;
+        break;
+      case 'D':
+        po.info.dataset_uri = optarg;
+        break;
+      case 'N':
+        po.info.index_name = optarg;
+        break;
+      case 'c':
+        po.info.column = optarg;
+        break;
+      case 'S':
+        po.info.staging_id = optarg;
+        break;
+      case 'E':
+        po.info.event_id = optarg;
+        break;
+      case 'e':
+        po.expected = optarg;
+        break;
+      case 'T':
+        rc = cli_parse_u64("--target-segment-bytes", optarg, 1, INT64_MAX, 1, &po.target,
+                           &err);
+        break;
+      case 'o':
+        rc = cli_parse_u64("--timeout", optarg, 1, INT32_MAX, 0, &po.timeout_ms, &err);
+        break;
+      case 'X':
+        rc = sf_kconf_parse_arg(po.conf, optarg, &err);
+        break;
+      case 'h':
+        sf_kconf_free(po.conf);
+        help();
+        return 0;
+      default:
+        sf_kconf_free(po.conf);
+        return cli_usage("stage", "unknown option");
     }
     if (rc) {
       sf_kconf_free(po.conf);
@@ -205,9 +261,10 @@ int cli_cmd_stage(int argc, char **argv) {
   }
   int bad = 0;
   if (!vectors || !staging || !frags || !shard_id || !rpf)
-    bad = cli_usage("stage",
-                    "--vectors, --staging, --fragments, --rows-per-fragment and --shard-id "
-                    "are required");
+    bad =
+        cli_usage("stage",
+                  "--vectors, --staging, --fragments, --rows-per-fragment and --shard-id "
+                  "are required");
   else if (optind < argc)
     bad = cli_usage("stage", "unexpected argument '%s'", argv[optind]);
   roaring_bitmap_t *fr = NULL;
@@ -237,8 +294,10 @@ int cli_cmd_stage(int argc, char **argv) {
   }
   if (sf_quant_load(qpath, &q, &err)) {
     if (err.code == SF_ENOTFOUND)
-      sf_err_prefix(&err, "no quantizer in the staging root (run 'segforge train --out %s' "
-                          "first)", staging);
+      sf_err_prefix(&err,
+                    "no quantizer in the staging root (run 'segforge train --out %s' "
+                    "first)",
+                    staging);
     goto out;
   }
   double last = 0;
@@ -262,8 +321,8 @@ int cli_cmd_stage(int argc, char **argv) {
   if (json) {
     char sum[17];
     snprintf(sum, sizeof sum, "%016llx", (unsigned long long)sf_quant_checksum(q));
-    json_t *j = json_pack("{s:s, s:s, s:I, s:I, s:s, s:s, s:f}", "shard_id", shard_id, "path",
-                          res.path, "rows", (json_int_t)res.rows, "bytes",
+    json_t *j = json_pack("{s:s, s:s, s:I, s:I, s:s, s:s, s:f}", "shard_id", shard_id,
+                          "path", res.path, "rows", (json_int_t)res.rows, "bytes",
                           (json_int_t)res.bytes, "fragments", list ? list : "",
                           "quantizer_checksum", sum, "seconds", secs);
     if (j && event_id) json_object_set_new(j, "event_id", json_string(event_id));
@@ -271,9 +330,9 @@ int cli_cmd_stage(int argc, char **argv) {
     printf("\n");
     json_decref(j);
   } else
-    printf("staged %s: %llu rows of fragments %s, %llu bytes, %u pass%s, %.2f s\n", res.path,
-           (unsigned long long)res.rows, list ? list : "?", (unsigned long long)res.bytes,
-           res.passes, res.passes == 1 ? "" : "es", secs);
+    printf("staged %s: %llu rows of fragments %s, %llu bytes, %u pass%s, %.2f s\n",
+           res.path, (unsigned long long)res.rows, list ? list : "?",
+           (unsigned long long)res.bytes, res.passes, res.passes == 1 ? "" : "es", secs);
   if (event_id && !json) printf("published ShardStaged %s to %s\n", event_id, where);
   free(list);
   free(res.path);

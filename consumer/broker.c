@@ -43,13 +43,14 @@ static int valid_topic(const char *t) {
 sf_code sf_broker_create_topic(sf_broker *b, const char *topic, unsigned partitions,
                                sf_err *err) {
   if (!topic || !valid_topic(topic))
-    return sf_err_set(err, SF_EINVAL,
-                      "'%s' is not a Kafka topic name (1..249 of letters, digits, '.', '_', "
-                      "'-')",
-                      topic ? topic : "");
+    return sf_err_set(
+        err, SF_EINVAL,
+        "'%s' is not a Kafka topic name (1..249 of letters, digits, '.', '_', "
+        "'-')",
+        topic ? topic : "");
   if (partitions < 1 || partitions > SF_BROKER_MAX_PARTITIONS)
-    return sf_err_set(err, SF_EINVAL, "topic %s: %u partitions (1..%u)", topic, partitions,
-                      SF_BROKER_MAX_PARTITIONS);
+    return sf_err_set(err, SF_EINVAL, "topic %s: %u partitions (1..%u)", topic,
+                      partitions, SF_BROKER_MAX_PARTITIONS);
   for (size_t i = 0; i < b->ntopics; i++)
     if (!strcmp(b->topics[i], topic))
       return sf_err_set(err, SF_EEXIST, "topic %s already exists", topic);
@@ -68,8 +69,9 @@ sf_code sf_broker_create_topic(sf_broker *b, const char *topic, unsigned partiti
       rd_kafka_mock_topic_create(b->mc, topic, (int)partitions, (int)b->nbrokers);
   if (e) {
     free(name);
-    return sf_err_set(err, e == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS ? SF_EEXIST : SF_EIO,
-                      "creating topic %s on the embedded broker: %s", topic, rd_kafka_err2str(e));
+    return sf_err_set(
+        err, e == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS ? SF_EEXIST : SF_EIO,
+        "creating topic %s on the embedded broker: %s", topic, rd_kafka_err2str(e));
   }
   b->topics[b->ntopics++] = name;
   return SF_OK;
@@ -81,7 +83,8 @@ sf_code sf_broker_start_ex(const sf_broker_opts *o, sf_broker **out, sf_err *err
   unsigned np = o->partitions ? o->partitions : 1;
   if (nb > 16) return sf_err_set(err, SF_EINVAL, "%u brokers (1..16)", nb);
   if (np > SF_BROKER_MAX_PARTITIONS)
-    return sf_err_set(err, SF_EINVAL, "%u partitions (1..%u)", np, SF_BROKER_MAX_PARTITIONS);
+    return sf_err_set(err, SF_EINVAL, "%u partitions (1..%u)", np,
+                      SF_BROKER_MAX_PARTITIONS);
   if (o->ntopics > SF_BROKER_MAX_TOPICS)
     return sf_err_set(err, SF_EINVAL, "%zu topics (at most %u)", o->ntopics,
                       SF_BROKER_MAX_TOPICS);
@@ -104,14 +107,16 @@ sf_code sf_broker_start_ex(const sf_broker_opts *o, sf_broker **out, sf_err *err
   if (!b->rk) {
     rd_kafka_conf_destroy(conf);
     free(b);
-    return sf_err_set(err, SF_EIO, "embedded broker: cannot create the client handle: %s", es);
+    return sf_err_set(err, SF_EIO, "embedded broker: cannot create the client handle: %s",
+                      es);
   }
   b->mc = rd_kafka_mock_cluster_new(b->rk, (int)nb);
   if (!b->mc) {
     sf_broker_stop(b);
-    return sf_err_set(err, SF_EIO,
-                      "embedded broker: librdkafka could not start the mock cluster (no free "
-                      "loopback port?)");
+    return sf_err_set(
+        err, SF_EIO,
+        "embedded broker: librdkafka could not start the mock cluster (no free "
+        "loopback port?)");
   }
   const char *const *topics = o->topics ? o->topics : default_topics;
   size_t nt = o->topics ? o->ntopics : sizeof default_topics / sizeof default_topics[0];
@@ -140,7 +145,9 @@ const char *sf_broker_bootstraps(const sf_broker *b) {
   return rd_kafka_mock_cluster_bootstraps(b->mc);
 }
 
-rd_kafka_mock_cluster_t *sf_broker_mock(sf_broker *b) { return b->mc; }
+rd_kafka_mock_cluster_t *sf_broker_mock(sf_broker *b) {
+  return b->mc;
+}
 
 void sf_broker_stop(sf_broker *b) {
   if (!b) return;

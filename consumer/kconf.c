@@ -53,7 +53,9 @@ void sf_kconf_free(sf_kconf *k) {
   free(k);
 }
 
-static bool is_own_key(const char *key) { return !strncmp(key, SF_PREFIX, strlen(SF_PREFIX)); }
+static bool is_own_key(const char *key) {
+  return !strncmp(key, SF_PREFIX, strlen(SF_PREFIX));
+}
 
 static ssize_t find(const sf_kconf *k, const char *key) {
   for (size_t i = 0; i < k->n; i++)
@@ -112,15 +114,16 @@ fail:
 static sf_code check_topic(const char *key, const char *v, sf_err *err) {
   size_t n = strlen(v);
   if (n > 249 || !strcmp(v, ".") || !strcmp(v, ".."))
-    return sf_err_set(err, SF_EINVAL,
-                      "%s: '%s' is not a Kafka topic name (1..249 characters, not . or ..)",
-                      key, v);
+    return sf_err_set(
+        err, SF_EINVAL,
+        "%s: '%s' is not a Kafka topic name (1..249 characters, not . or ..)", key, v);
   for (size_t i = 0; i < n; i++)
     if (!isalnum((unsigned char)v[i]) && !strchr("._-", v[i]))
-      return sf_err_set(err, SF_EINVAL,
-                        "%s: topic name '%s' has '%c'; Kafka allows only letters, digits, "
-                        "'.', '_' and '-'",
-                        key, v, v[i]);
+      return sf_err_set(
+          err, SF_EINVAL,
+          "%s: topic name '%s' has '%c'; Kafka allows only letters, digits, "
+          "'.', '_' and '-'",
+          key, v, v[i]);
   return SF_OK;
 }
 
@@ -129,8 +132,8 @@ static sf_code parse_ms(const char *key, const char *v, long *out, sf_err *err) 
   errno = 0;
   long ms = strtol(v, &end, 10);
   if (errno || end == v || *end || ms < 1 || ms > INT_MAX)
-    return sf_err_set(err, SF_EINVAL, "%s: '%s' is not a number of milliseconds (1..%d)", key,
-                      v, INT_MAX);
+    return sf_err_set(err, SF_EINVAL, "%s: '%s' is not a number of milliseconds (1..%d)",
+                      key, v, INT_MAX);
   if (out) *out = ms;
   return SF_OK;
 }
@@ -144,13 +147,14 @@ static sf_code check_schema_ids(const char *key, const char *v, sf_err *err) {
     size_t len = comma ? (size_t)(comma - p) : strlen(p);
     char item[128];
     if (len == 0 || len >= sizeof item)
-      return sf_err_set(err, SF_EINVAL, "%s: expected Type=id[,Type=id...], got '%s'", key, v);
+      return sf_err_set(err, SF_EINVAL, "%s: expected Type=id[,Type=id...], got '%s'",
+                        key, v);
     memcpy(item, p, len);
     item[len] = '\0';
     char *eq = strchr(item, '=');
     if (!eq)
-      return sf_err_set(err, SF_EINVAL, "%s: '%s' has no '=' (expected e.g. ShardStaged=17)",
-                        key, item);
+      return sf_err_set(err, SF_EINVAL,
+                        "%s: '%s' has no '=' (expected e.g. ShardStaged=17)", key, item);
     *eq = '\0';
     sf_event_type t;
     sf_err e2 = {0};
@@ -160,8 +164,8 @@ static sf_code check_schema_ids(const char *key, const char *v, sf_err *err) {
     errno = 0;
     long long id = strtoll(eq + 1, &end, 10);
     if (errno || end == eq + 1 || *end || id < 0 || id > INT32_MAX)
-      return sf_err_set(err, SF_EINVAL, "%s: schema id '%s' is not a number in 0..%d", key,
-                        eq + 1, INT32_MAX);
+      return sf_err_set(err, SF_EINVAL, "%s: schema id '%s' is not a number in 0..%d",
+                        key, eq + 1, INT32_MAX);
     if (!comma) return SF_OK;
     p = comma + 1;
   }
@@ -174,15 +178,16 @@ static sf_code check_own(const char *key, const char *v, sf_err *err) {
   if (!strcmp(key, SF_KCONF_FRAMING)) {
     sf_framing f;
     sf_err e2 = {0};
-    if (sf_framing_parse(v, &f, &e2)) return sf_err_set(err, SF_EINVAL, "%s: %s", key, e2.msg);
+    if (sf_framing_parse(v, &f, &e2))
+      return sf_err_set(err, SF_EINVAL, "%s: %s", key, e2.msg);
     return SF_OK;
   }
   if (!strcmp(key, SF_KCONF_SCHEMA_IDS)) return check_schema_ids(key, v, err);
   if (!strcmp(key, SF_KCONF_DELIVERY_TIMEOUT_MS)) return parse_ms(key, v, NULL, err);
-  return sf_err_set(err, SF_EINVAL,
-                    "unknown segforge property '%s' (known: %s, %s, %s, %s, %s, %s)", key,
-                    SF_KCONF_TOPIC_STAGED, SF_KCONF_TOPIC_COMMITTED, SF_KCONF_TOPIC_REJECTED,
-                    SF_KCONF_FRAMING, SF_KCONF_SCHEMA_IDS, SF_KCONF_DELIVERY_TIMEOUT_MS);
+  return sf_err_set(
+      err, SF_EINVAL, "unknown segforge property '%s' (known: %s, %s, %s, %s, %s, %s)",
+      key, SF_KCONF_TOPIC_STAGED, SF_KCONF_TOPIC_COMMITTED, SF_KCONF_TOPIC_REJECTED,
+      SF_KCONF_FRAMING, SF_KCONF_SCHEMA_IDS, SF_KCONF_DELIVERY_TIMEOUT_MS);
 }
 
 sf_code sf_kconf_set(sf_kconf *k, const char *key, const char *value, sf_err *err) {
@@ -196,13 +201,15 @@ sf_code sf_kconf_set(sf_kconf *k, const char *key, const char *value, sf_err *er
    * general "No such configuration property". */
   for (size_t i = 0; i < kl; i++)
     if (!isalnum((unsigned char)key[i]) && !strchr("._-", key[i]))
-      return sf_err_set(err, SF_EINVAL,
-                        "property name '%.64s' has '%c'; names are letters, digits, '.', '_' "
-                        "and '-'",
-                        key, isprint((unsigned char)key[i]) ? key[i] : '?');
+      return sf_err_set(
+          err, SF_EINVAL,
+          "property name '%.64s' has '%c'; names are letters, digits, '.', '_' "
+          "and '-'",
+          key, isprint((unsigned char)key[i]) ? key[i] : '?');
   if (!value || !*value)
     return sf_err_set(err, SF_EINVAL,
-                      "%s: empty value (leave the property out to keep its default)", key);
+                      "%s: empty value (leave the property out to keep its default)",
+                      key);
   size_t vl = strlen(value);
   if (vl > SF_KCONF_VALUE_MAX)
     return sf_err_set(err, SF_EINVAL, "%s: value of %zu bytes (at most %d)", key, vl,
@@ -213,8 +220,7 @@ sf_code sf_kconf_set(sf_kconf *k, const char *key, const char *value, sf_err *er
   } else {
     char es[512];
     rd_kafka_conf_res_t r = rd_kafka_conf_set(k->check, key, value, es, sizeof es);
-    if (r != RD_KAFKA_CONF_OK)
-      return sf_err_set(err, SF_EINVAL, "%s: %s", key, es);
+    if (r != RD_KAFKA_CONF_OK) return sf_err_set(err, SF_EINVAL, "%s: %s", key, es);
   }
   return store(k, key, value, err);
 }
@@ -222,12 +228,13 @@ sf_code sf_kconf_set(sf_kconf *k, const char *key, const char *value, sf_err *er
 sf_code sf_kconf_parse_arg(sf_kconf *k, const char *arg, sf_err *err) {
   const char *eq = arg ? strchr(arg, '=') : NULL;
   if (!eq)
-    return sf_err_set(err, SF_EINVAL, "-X '%.128s': expected key=value (e.g. -X acks=all)",
+    return sf_err_set(err, SF_EINVAL,
+                      "-X '%.128s': expected key=value (e.g. -X acks=all)",
                       arg ? arg : "");
   size_t kl = (size_t)(eq - arg);
   if (kl == 0 || kl > SF_KCONF_KEY_MAX)
-    return sf_err_set(err, SF_EINVAL, "-X '%.128s': expected key=value (e.g. -X acks=all)",
-                      arg);
+    return sf_err_set(err, SF_EINVAL,
+                      "-X '%.128s': expected key=value (e.g. -X acks=all)", arg);
   char key[SF_KCONF_KEY_MAX + 1];
   memcpy(key, arg, kl);
   key[kl] = '\0';
@@ -239,7 +246,8 @@ sf_code sf_kconf_parse_arg(sf_kconf *k, const char *arg, sf_err *err) {
 static char *trim(char *s) {
   while (*s == ' ' || *s == '\t') s++;
   size_t n = strlen(s);
-  while (n && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r' || s[n - 1] == '\n'))
+  while (n &&
+         (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r' || s[n - 1] == '\n'))
     s[--n] = '\0';
   return s;
 }
@@ -258,20 +266,21 @@ sf_code sf_kconf_load_file(sf_kconf *k, const char *path, sf_err *err) {
   while ((got = getline(&line, &cap, f)) != -1) {
     lineno++;
     if (got > SF_KCONF_LINE_MAX) {
-      rc = sf_err_set(err, SF_EINVAL, "%s:%lu: line of %zd bytes (at most %d)", path, lineno,
-                      got, SF_KCONF_LINE_MAX);
+      rc = sf_err_set(err, SF_EINVAL, "%s:%lu: line of %zd bytes (at most %d)", path,
+                      lineno, got, SF_KCONF_LINE_MAX);
       break;
     }
     if (memchr(line, '\0', (size_t)got)) {
-      rc = sf_err_set(err, SF_EINVAL, "%s:%lu: NUL byte (is this a text file?)", path, lineno);
+      rc = sf_err_set(err, SF_EINVAL, "%s:%lu: NUL byte (is this a text file?)", path,
+                      lineno);
       break;
     }
     char *s = trim(line);
     if (!*s || *s == '#') continue;
     char *eq = strchr(s, '=');
     if (!eq) {
-      rc = sf_err_set(err, SF_EINVAL, "%s:%lu: expected key=value, got '%.80s'", path, lineno,
-                      s);
+      rc = sf_err_set(err, SF_EINVAL, "%s:%lu: expected key=value, got '%.80s'", path,
+                      lineno, s);
       break;
     }
     *eq = '\0';
@@ -304,16 +313,22 @@ const char *sf_kconf_get_or(const sf_kconf *k, const char *key, const char *def)
   return v ? v : def;
 }
 
-bool sf_kconf_has(const sf_kconf *k, const char *key) { return find(k, key) >= 0; }
+bool sf_kconf_has(const sf_kconf *k, const char *key) {
+  return find(k, key) >= 0;
+}
 
-size_t sf_kconf_count(const sf_kconf *k) { return k->n; }
+size_t sf_kconf_count(const sf_kconf *k) {
+  return k->n;
+}
 
 void sf_kconf_at(const sf_kconf *k, size_t i, const char **key, const char **value) {
   if (key) *key = i < k->n ? k->keys[i] : NULL;
   if (value) *value = i < k->n ? k->vals[i] : NULL;
 }
 
-void sf_kconf_set_logger(sf_kconf *k, sf_kconf_log_fn fn) { k->log = fn; }
+void sf_kconf_set_logger(sf_kconf *k, sf_kconf_log_fn fn) {
+  k->log = fn;
+}
 
 int sf_kconf_get_ms(const sf_kconf *k, const char *key, int def) {
   const char *v = sf_kconf_get(k, key);

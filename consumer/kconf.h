@@ -36,9 +36,10 @@
 #include "core/error.h"
 
 /* segforge's own keys (the values shown are the defaults). */
-#define SF_KCONF_TOPIC_STAGED "segforge.topic.staged"       /* segforge.shards.staged */
-#define SF_KCONF_TOPIC_COMMITTED "segforge.topic.committed" /* segforge.segments.committed */
-#define SF_KCONF_TOPIC_REJECTED "segforge.topic.rejected"   /* segforge.shards.rejected */
+#define SF_KCONF_TOPIC_STAGED "segforge.topic.staged" /* segforge.shards.staged */
+#define SF_KCONF_TOPIC_COMMITTED \
+  "segforge.topic.committed" /* segforge.segments.committed */
+#define SF_KCONF_TOPIC_REJECTED "segforge.topic.rejected" /* segforge.shards.rejected */
 /* auto | single | confluent (schemas/schema.h, sf_framing_parse) */
 #define SF_KCONF_FRAMING "segforge.framing"
 /* Confluent schema ids, comma-separated "Type=id" (e.g. "ShardStaged=17,

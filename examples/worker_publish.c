@@ -26,9 +26,10 @@
 
 int main(int argc, char **argv) {
   if (argc != 7) {
-    fprintf(stderr,
-            "usage: %s BROKERS DATASET STAGING_ID SHARD_FILE SHARD_ID EXPECTED_FRAGMENTS\n",
-            argv[0]);
+    fprintf(
+        stderr,
+        "usage: %s BROKERS DATASET STAGING_ID SHARD_FILE SHARD_ID EXPECTED_FRAGMENTS\n",
+        argv[0]);
     return 2;
   }
   sf_err err = {0};

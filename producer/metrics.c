@@ -73,7 +73,8 @@ static void counter(FILE *f, const char *name, const char *help, unsigned long l
   fprintf(f, "segforge_%s %llu\n", name, v);
 }
 
-static void histogram(FILE *f, const char *name, const char *help, const sf_histogram *h) {
+static void histogram(FILE *f, const char *name, const char *help,
+                      const sf_histogram *h) {
   header(f, name, "histogram", help);
   /* Cumulative counts, and _count from the same reads, so that _count
    * always equals the +Inf bucket. */
@@ -113,7 +114,8 @@ char *sf_metrics_render(const sf_metrics *m, size_t *len) {
             (unsigned long long)LOAD(m->events_rejected[r]));
   counter(f, "bytes_built_total", "Bytes of segment files written.",
           (unsigned long long)LOAD(m->bytes_built));
-  gauge(f, "consumer_paused", "1 while the consumer's partitions are paused (back-pressure).",
+  gauge(f, "consumer_paused",
+        "1 while the consumer's partitions are paused (back-pressure).",
         LOAD(m->paused) ? 1 : 0);
   histogram(f, "build_duration_seconds", "Time to plan, build and commit one job.",
             &m->build_seconds);
@@ -141,7 +143,8 @@ static enum MHD_Result reply(struct MHD_Connection *c, unsigned status, const ch
     return MHD_NO;
   }
   MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
-  if (status == MHD_HTTP_METHOD_NOT_ALLOWED) MHD_add_response_header(r, "Allow", "GET, HEAD");
+  if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
+    MHD_add_response_header(r, "Allow", "GET, HEAD");
   enum MHD_Result ret = MHD_queue_response(c, status, r);
   MHD_destroy_response(r);
   return ret;
@@ -194,8 +197,8 @@ static sf_code split_addr(const char *addr, char *host, size_t hn, char *port, s
     hl = (size_t)(colon - addr);
   }
   const char *p = colon + 1;
-  if (hl == 0 || hl >= hn || !*p || strlen(p) >= pn || strspn(p, "0123456789") != strlen(p) ||
-      atol(p) > 65535)
+  if (hl == 0 || hl >= hn || !*p || strlen(p) >= pn ||
+      strspn(p, "0123456789") != strlen(p) || atol(p) > 65535)
     goto bad;
   memcpy(host, h, hl);
   host[hl] = '\0';
@@ -212,7 +215,8 @@ bad:
 static int listen_on(const char *addr, unsigned *port_out, int *family, sf_err *err) {
   char host[256], port[8];
   if (split_addr(addr, host, sizeof host, port, sizeof port, err)) return -1;
-  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+  struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                           .ai_socktype = SOCK_STREAM,
                            .ai_flags = AI_NUMERICSERV | AI_PASSIVE},
                   *res = NULL;
   int gai = getaddrinfo(host, port, &hints, &res);
@@ -272,7 +276,9 @@ sf_code sf_metrics_serve(sf_metrics *m, const char *addr, sf_metrics_server **ou
   return SF_OK;
 }
 
-unsigned sf_metrics_server_port(const sf_metrics_server *s) { return s->port; }
+unsigned sf_metrics_server_port(const sf_metrics_server *s) {
+  return s->port;
+}
 
 void sf_metrics_server_stop(sf_metrics_server *s) {
   if (!s) return;

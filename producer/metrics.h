@@ -39,15 +39,15 @@
 
 /* Upper bounds (seconds) of the fixed histogram buckets; +Inf is implied. */
 #define SF_METRICS_BUILD_BUCKETS \
-  {0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600}
+  { 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600 }
 #define SF_METRICS_E2E_BUCKETS \
-  {0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800}
+  { 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800 }
 #define SF_METRICS_NBUCKETS 14
 
 typedef struct sf_histogram {
-  double bounds[SF_METRICS_NBUCKETS];          /* set by sf_metrics_init */
+  double bounds[SF_METRICS_NBUCKETS];                    /* set by sf_metrics_init */
   atomic_uint_least64_t bucket[SF_METRICS_NBUCKETS + 1]; /* not cumulative; last: +Inf */
-  atomic_uint_least64_t sum_us;                /* sum of observations, microseconds */
+  atomic_uint_least64_t sum_us; /* sum of observations, microseconds */
 } sf_histogram;
 
 typedef struct sf_metrics {

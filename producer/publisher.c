@@ -53,8 +53,10 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
   if (!s) return;
   pthread_mutex_lock(&p->mu);
   if (s->abandoned) {
-    if (s->prev) s->prev->next = s->next;
-    else p->abandoned = s->next;
+    if (s->prev)
+      s->prev->next = s->next;
+    else
+      p->abandoned = s->next;
     if (s->next) s->next->prev = s->prev;
     free(s);
   } else {
@@ -151,7 +153,8 @@ sf_code sf_publisher_new(const sf_kconf *k, sf_framing framing, sf_publisher **o
 
   /* An explicit framing argument wins; AUTO defers to segforge.framing. */
   const char *fr = sf_kconf_get(k, SF_KCONF_FRAMING);
-  if (framing == SF_FRAMING_AUTO && fr && (rc = sf_framing_parse(fr, &framing, err))) goto fail;
+  if (framing == SF_FRAMING_AUTO && fr && (rc = sf_framing_parse(fr, &framing, err)))
+    goto fail;
   if ((rc = sf_schema_set_new(&p->set, err))) goto fail;
   const char *ids = sf_kconf_get(k, SF_KCONF_SCHEMA_IDS);
   if (ids && (rc = apply_schema_ids(p->set, ids, err))) goto fail;
@@ -256,13 +259,16 @@ static sf_code delivery_error(sf_publisher *p, const char *topic, rd_kafka_resp_
   if (e == RD_KAFKA_RESP_ERR__FATAL) {
     char why[256];
     rd_kafka_resp_err_t fe = rd_kafka_fatal_error(p->rk, why, sizeof why);
-    return sf_err_set(err, SF_EIO,
-                      "publishing to %s: the producer hit a fatal error (%s: %s) and must be "
-                      "recreated",
-                      topic, rd_kafka_err2name(fe), why);
+    return sf_err_set(
+        err, SF_EIO,
+        "publishing to %s: the producer hit a fatal error (%s: %s) and must be "
+        "recreated",
+        topic, rd_kafka_err2name(fe), why);
   }
-  if (e == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE || e == RD_KAFKA_RESP_ERR__MSG_TIMED_OUT ||
-      e == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART || e == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC) {
+  if (e == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE ||
+      e == RD_KAFKA_RESP_ERR__MSG_TIMED_OUT ||
+      e == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
+      e == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC) {
     char last[256];
     pthread_mutex_lock(&p->mu);
     snprintf(last, sizeof last, "%s", p->last_error);
@@ -321,11 +327,11 @@ sf_code sf_publisher_send_dr(sf_publisher *p, const char *topic, const void *key
   if (!done) {
     /* s now belongs to the callback (or to sf_publisher_free). */
     if (dr) dr->timed_out = true;
-    return sf_err_set(err, SF_EIO,
-                      "publishing to %s: no delivery report within %d ms; outcome unknown, "
-                      "the message may still be delivered%s%s",
-                      topic, timeout_ms, *last ? " (last client error: " : "",
-                      *last ? last : "");
+    return sf_err_set(
+        err, SF_EIO,
+        "publishing to %s: no delivery report within %d ms; outcome unknown, "
+        "the message may still be delivered%s%s",
+        topic, timeout_ms, *last ? " (last client error: " : "", *last ? last : "");
   }
   free(s);
   if (dr) *dr = got;
@@ -333,8 +339,9 @@ sf_code sf_publisher_send_dr(sf_publisher *p, const char *topic, const void *key
   return SF_OK;
 }
 
-sf_code sf_publisher_send(sf_publisher *p, const char *topic, const void *key, size_t key_len,
-                          const uint8_t *value, size_t len, int timeout_ms, sf_err *err) {
+sf_code sf_publisher_send(sf_publisher *p, const char *topic, const void *key,
+                          size_t key_len, const uint8_t *value, size_t len,
+                          int timeout_ms, sf_err *err) {
   return sf_publisher_send_dr(p, topic, key, key_len, value, len, timeout_ms, NULL, err);
 }
 
@@ -342,11 +349,14 @@ const char *sf_publisher_topic(const sf_publisher *p, sf_event_type type) {
   return (unsigned)type < SF_EVENT_TYPE_COUNT ? p->topic[type] : NULL;
 }
 
-rd_kafka_t *sf_publisher_handle(sf_publisher *p) { return p->rk; }
+rd_kafka_t *sf_publisher_handle(sf_publisher *p) {
+  return p->rk;
+}
 
 /* Encodes ev under the encoder lock, then sends with no lock held. */
 static sf_code publish_event(sf_publisher *p, const char *topic, const sf_event *ev,
-                             const char *key, int timeout_ms, sf_delivery *dr, sf_err *err) {
+                             const char *key, int timeout_ms, sf_delivery *dr,
+                             sf_err *err) {
   if (dr) *dr = (sf_delivery){.partition = -1, .offset = -1};
   uint8_t *buf = NULL;
   size_t len = 0;
@@ -355,8 +365,8 @@ static sf_code publish_event(sf_publisher *p, const char *topic, const sf_event 
   pthread_mutex_unlock(&p->enc_mu);
   if (rc) return rc;
   if (!topic) topic = p->topic[ev->type];
-  rc = sf_publisher_send_dr(p, topic, key, key ? strlen(key) : 0, buf, len, timeout_ms, dr,
-                            err);
+  rc = sf_publisher_send_dr(p, topic, key, key ? strlen(key) : 0, buf, len, timeout_ms,
+                            dr, err);
   free(buf);
   return rc;
 }
@@ -364,14 +374,15 @@ static sf_code publish_event(sf_publisher *p, const char *topic, const sf_event 
 /* sf_event is a tagged union of the structs; the typed helpers wrap their
  * event in one by a shallow copy (nothing is freed through it). */
 sf_code sf_publish_committed(sf_publisher *p, const char *topic,
-                             const sf_segments_committed *ev, int timeout_ms, sf_delivery *dr,
-                             sf_err *err) {
+                             const sf_segments_committed *ev, int timeout_ms,
+                             sf_delivery *dr, sf_err *err) {
   sf_event e = {.type = SF_EVENT_SEGMENTS_COMMITTED, .u.committed = *ev};
   return publish_event(p, topic, &e, ev->staging_id, timeout_ms, dr, err);
 }
 
-sf_code sf_publish_rejected(sf_publisher *p, const char *topic, const sf_shard_rejected *ev,
-                            int timeout_ms, sf_delivery *dr, sf_err *err) {
+sf_code sf_publish_rejected(sf_publisher *p, const char *topic,
+                            const sf_shard_rejected *ev, int timeout_ms, sf_delivery *dr,
+                            sf_err *err) {
   sf_event e = {.type = SF_EVENT_SHARD_REJECTED, .u.rejected = *ev};
   return publish_event(p, topic, &e, ev->staging_id ? ev->staging_id : "", timeout_ms, dr,
                        err);

@@ -83,8 +83,9 @@ int sf_publisher_free(sf_publisher *p, int timeout_ms);
  *    still be delivered; resending is safe for consumers that de-duplicate
  *    on event_id, as the design requires), or the producer hit a fatal
  *    error (e.g. an idempotence sequence gap) and must be recreated. */
-sf_code sf_publisher_send(sf_publisher *p, const char *topic, const void *key, size_t key_len,
-                          const uint8_t *value, size_t len, int timeout_ms, sf_err *err);
+sf_code sf_publisher_send(sf_publisher *p, const char *topic, const void *key,
+                          size_t key_len, const uint8_t *value, size_t len,
+                          int timeout_ms, sf_err *err);
 
 /* sf_publisher_send that also reports where the message went (or the
  * librdkafka error) in *dr (may be NULL). */
@@ -98,10 +99,11 @@ sf_code sf_publisher_send_dr(sf_publisher *p, const char *topic, const void *key
  * dr may be NULL. An event that breaks a field rule gives SF_EDECODE naming
  * the field, and nothing is sent. */
 sf_code sf_publish_committed(sf_publisher *p, const char *topic,
-                             const sf_segments_committed *ev, int timeout_ms, sf_delivery *dr,
-                             sf_err *err);
-sf_code sf_publish_rejected(sf_publisher *p, const char *topic, const sf_shard_rejected *ev,
-                            int timeout_ms, sf_delivery *dr, sf_err *err);
+                             const sf_segments_committed *ev, int timeout_ms,
+                             sf_delivery *dr, sf_err *err);
+sf_code sf_publish_rejected(sf_publisher *p, const char *topic,
+                            const sf_shard_rejected *ev, int timeout_ms, sf_delivery *dr,
+                            sf_err *err);
 sf_code sf_publish_staged(sf_publisher *p, const char *topic, const sf_shard_staged *ev,
                           int timeout_ms, sf_delivery *dr, sf_err *err);
 

@@ -35,8 +35,8 @@ static sf_code resolve(const char *path, const char *what, char **out, sf_err *e
   *out = realpath(path, NULL);
   if (*out) return SF_OK;
   int e = errno;
-  return sf_err_errno(err, e == ENOENT || e == ENOTDIR ? SF_ENOTFOUND : SF_EIO, e, "%s %s",
-                      what, path);
+  return sf_err_errno(err, e == ENOENT || e == ENOTDIR ? SF_ENOTFOUND : SF_EIO, e,
+                      "%s %s", what, path);
 }
 
 /* <dataset>/_indices/_staging/<staging_id>, canonical. */
@@ -45,7 +45,8 @@ static sf_code staging_root(const sf_worker_info *info, char **out, sf_err *err)
   const char *sid = info->staging_id;
   if (!*sid || strchr(sid, '/') || !strcmp(sid, ".") || !strcmp(sid, ".."))
     return sf_err_set(err, SF_EINVAL,
-                      "staging_id '%s' cannot name a directory (no '/', not '.' or '..')", sid);
+                      "staging_id '%s' cannot name a directory (no '/', not '.' or '..')",
+                      sid);
   char *ds = NULL;
   sf_code rc = sf_catalog_resolve_dataset(info->dataset_uri, &ds, err);
   if (rc) return rc;
@@ -68,10 +69,11 @@ static sf_code relative_to(const char *root, const char *file, const char *given
                            char **out, sf_err *err) {
   size_t rl = strlen(root);
   if (strncmp(file, root, rl) || file[rl] != '/' || !file[rl + 1])
-    return sf_err_set(err, SF_EINVAL,
-                      "shard file %s (%s) is not inside the staging root %s of its dataset "
-                      "and staging id; stage it there, or fix --dataset-uri/--staging-id",
-                      given, file, root);
+    return sf_err_set(
+        err, SF_EINVAL,
+        "shard file %s (%s) is not inside the staging root %s of its dataset "
+        "and staging id; stage it there, or fix --dataset-uri/--staging-id",
+        given, file, root);
   if (!(*out = strdup(file + rl + 1))) return sf_err_set(err, SF_ENOMEM, "out of memory");
   return SF_OK;
 }
@@ -86,10 +88,10 @@ void sf_worker_event_id(const sf_shard_staged *e, char *buf, size_t size) {
   if (f) {
     fprintf(f, "%s\n%s\n%s\n%s\n%s\n%s\n%s\n%lld %lld %d %d %d %d %016llx %d %lld\n",
             e->dataset_uri, e->index_name, e->column, e->staging_id, e->shard_id,
-            e->shard_path, "", (long long)e->shard_bytes,
-            (long long)e->num_rows, (int)e->index_type, (int)e->metric, e->dim,
-            e->num_partitions, (unsigned long long)e->quantizer_checksum,
-            e->has_target_segment_bytes, (long long)e->target_segment_bytes);
+            e->shard_path, "", (long long)e->shard_bytes, (long long)e->num_rows,
+            (int)e->index_type, (int)e->metric, e->dim, e->num_partitions,
+            (unsigned long long)e->quantizer_checksum, e->has_target_segment_bytes,
+            (long long)e->target_segment_bytes);
     const roaring_bitmap_t *sets[2] = {e->fragments, e->expected_fragments};
     for (int i = 0; i < 2; i++) {
       uint8_t *b = NULL;
@@ -107,7 +109,8 @@ void sf_worker_event_id(const sf_shard_staged *e, char *buf, size_t size) {
   int n = snprintf(buf, size, "%s/%s@%016llx", e->staging_id, e->shard_id,
                    (unsigned long long)h2);
   if (n < 0 || (size_t)n >= size || n > SF_EVENT_ID_MAX)
-    snprintf(buf, size, "sf-%016llx%016llx", (unsigned long long)h1, (unsigned long long)h2);
+    snprintf(buf, size, "sf-%016llx%016llx", (unsigned long long)h1,
+             (unsigned long long)h2);
 }
 
 static sf_code dup_str(char **dst, const char *src, sf_err *err) {
@@ -123,8 +126,10 @@ static sf_code check_quantizer(const char *root, uint64_t sum, sf_err *err) {
   uint64_t want = 0;
   sf_err e2 = {0};
   sf_code rc = sf_quant_checksum_of_file(q, &want, &e2);
-  if (rc == SF_ENOTFOUND) rc = SF_OK; /* nothing to compare with; the processor decides */
-  else if (rc) sf_err_set(err, rc, "%s", e2.msg);
+  if (rc == SF_ENOTFOUND)
+    rc = SF_OK; /* nothing to compare with; the processor decides */
+  else if (rc)
+    sf_err_set(err, rc, "%s", e2.msg);
   else if (want != sum)
     rc = sf_err_set(err, SF_ECHECKSUM,
                     "the shard was encoded with quantizer %016llx, but %s is %016llx; "

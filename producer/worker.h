@@ -31,15 +31,15 @@
 #include "schemas/event.h"
 
 typedef struct sf_worker_info {
-  const char *dataset_uri;  /* a directory or file:// URI (required, must exist) */
-  const char *index_name;   /* e.g. "embedding_idx" (required) */
-  const char *column;       /* the vector column (required) */
-  const char *staging_id;   /* the build (required) */
-  const char *shard_id;     /* unique within the build (required) */
+  const char *dataset_uri; /* a directory or file:// URI (required, must exist) */
+  const char *index_name;  /* e.g. "embedding_idx" (required) */
+  const char *column;      /* the vector column (required) */
+  const char *staging_id;  /* the build (required) */
+  const char *shard_id;    /* unique within the build (required) */
   const roaring_bitmap_t *expected_fragments; /* the whole build's (required) */
-  int64_t target_segment_bytes; /* > 0: per-job budget; 0: none */
-  const char *event_id;     /* NULL: derived (see above) */
-  int64_t staged_at_ms;     /* 0: now */
+  int64_t target_segment_bytes;               /* > 0: per-job budget; 0: none */
+  const char *event_id;                       /* NULL: derived (see above) */
+  int64_t staged_at_ms;                       /* 0: now */
 } sf_worker_info;
 
 /* Fills *out (caller storage; the caller clears it with

@@ -32,7 +32,8 @@ static sf_kconf *conf_for(const sf_broker *b) {
   sf_kconf *k = sf_kconf_new();
   assert_non_null(k);
   sf_err err = {0};
-  assert_int_equal(sf_kconf_set(k, "bootstrap.servers", sf_broker_bootstraps(b), &err), SF_OK);
+  assert_int_equal(sf_kconf_set(k, "bootstrap.servers", sf_broker_bootstraps(b), &err),
+                   SF_OK);
   return k;
 }
 
@@ -102,8 +103,8 @@ static int consume(rd_kafka_t *rk, int n, int ms, int *got) {
 
 static void send_int(sf_publisher *p, const char *key, int v) {
   sf_err err = {0};
-  assert_int_equal(sf_publisher_send(p, STAGED, key, strlen(key), (const uint8_t *)&v, sizeof v,
-                                     10000, &err),
+  assert_int_equal(sf_publisher_send(p, STAGED, key, strlen(key), (const uint8_t *)&v,
+                                     sizeof v, 10000, &err),
                    SF_OK);
 }
 
@@ -144,8 +145,8 @@ static void send_returns_after_delivery_with_partition_and_offset(void **state) 
   for (int i = 0; i < 5; i++) {
     sf_delivery dr;
     int v = i;
-    assert_int_equal(sf_publisher_send_dr(p, STAGED, "job-1", 5, (const uint8_t *)&v, sizeof v,
-                                          10000, &dr, &err),
+    assert_int_equal(sf_publisher_send_dr(p, STAGED, "job-1", 5, (const uint8_t *)&v,
+                                          sizeof v, 10000, &dr, &err),
                      SF_OK);
     assert_int_equal(dr.err, 0);
     assert_false(dr.timed_out);
@@ -252,11 +253,11 @@ static void a_partition_keeps_only_about_5_mib_of_the_newest_messages(void **sta
     assert_int_equal(sf_publisher_send(p, STAGED, "big", 3, v, n, 10000, &err), SF_OK);
   free(v);
   int64_t lo = -1, hi = -1;
-  assert_int_equal(rd_kafka_query_watermark_offsets(sf_publisher_handle(p), STAGED, 0, &lo, &hi,
-                                                    5000),
-                   0);
+  assert_int_equal(
+      rd_kafka_query_watermark_offsets(sf_publisher_handle(p), STAGED, 0, &lo, &hi, 5000),
+      0);
   assert_int_equal(hi, 64);
-  assert_true(lo > 0);       /* the oldest were dropped ... */
+  assert_true(lo > 0);        /* the oldest were dropped ... */
   assert_true(hi - lo <= 52); /* ... down to <= 5 MiB of 100 KiB messages */
   assert_int_equal(sf_publisher_free(p, 1000), 0);
   sf_broker_stop(b);
@@ -271,8 +272,8 @@ static void send_gives_up_at_its_timeout_when_the_broker_is_down(void **state) {
   rd_kafka_mock_broker_set_down(sf_broker_mock(b), 1);
   int v = 2;
   sf_delivery dr;
-  assert_int_equal(sf_publisher_send_dr(p, STAGED, "k", 1, (const uint8_t *)&v, sizeof v, 500,
-                                        &dr, &err),
+  assert_int_equal(sf_publisher_send_dr(p, STAGED, "k", 1, (const uint8_t *)&v, sizeof v,
+                                        500, &dr, &err),
                    SF_EIO);
   assert_true(dr.timed_out);
   assert_non_null(strstr(err.msg, "outcome unknown"));
@@ -315,8 +316,8 @@ static void *sender(void *a) {
   for (int i = 0; i < 40; i++) {
     int v = s->id * 1000 + i;
     sf_delivery dr;
-    if (sf_publisher_send_dr(s->p, STAGED, key, strlen(key), (const uint8_t *)&v, sizeof v,
-                             10000, &dr, NULL) == SF_OK)
+    if (sf_publisher_send_dr(s->p, STAGED, key, strlen(key), (const uint8_t *)&v,
+                             sizeof v, 10000, &dr, NULL) == SF_OK)
       s->ok++;
   }
   return NULL;
@@ -384,14 +385,24 @@ static void typed_helpers_encode_key_and_route_each_event_type(void **state) {
 
   roaring_bitmap_t *frags = roaring_bitmap_from_range(0, 10, 1);
   char *shard_ids[] = {"w0", "w1"};
-  sf_segment_info seg = {.segment_id = "job-9-s0", .path = "segments/job-9-s0.sfseg",
-                         .bytes = 4096, .num_rows = 1000, .fragments = frags,
-                         .shard_ids = shard_ids, .num_shard_ids = 2};
-  sf_segments_committed sc = {.event_id = "job-9@3", .dataset_uri = "/data/ds",
-                              .index_name = "idx", .staging_id = "job-9",
-                              .catalog_version = 3, .segments = &seg, .num_segments = 1,
-                              .total_rows = 1000, .num_shards = 2,
-                              .first_staged_at_ms = 1, .committed_at_ms = 2};
+  sf_segment_info seg = {.segment_id = "job-9-s0",
+                         .path = "segments/job-9-s0.sfseg",
+                         .bytes = 4096,
+                         .num_rows = 1000,
+                         .fragments = frags,
+                         .shard_ids = shard_ids,
+                         .num_shard_ids = 2};
+  sf_segments_committed sc = {.event_id = "job-9@3",
+                              .dataset_uri = "/data/ds",
+                              .index_name = "idx",
+                              .staging_id = "job-9",
+                              .catalog_version = 3,
+                              .segments = &seg,
+                              .num_segments = 1,
+                              .total_rows = 1000,
+                              .num_shards = 2,
+                              .first_staged_at_ms = 1,
+                              .committed_at_ms = 2};
   sf_delivery dr;
   assert_int_equal(sf_publish_committed(p, NULL, &sc, 10000, &dr, &err), SF_OK);
   assert_int_equal(dr.offset, 0);
@@ -404,10 +415,14 @@ static void typed_helpers_encode_key_and_route_each_event_type(void **state) {
   sf_event_clear(&ev);
 
   uint8_t orig[] = {0xde, 0xad};
-  sf_shard_rejected rj = {.reason = "DECODE_ERROR", .message = "truncated datum",
-                          .source_topic = "segforge.shards.staged", .source_partition = 1,
-                          .source_offset = 7, .original_value = orig,
-                          .original_value_len = sizeof orig, .rejected_at_ms = 3};
+  sf_shard_rejected rj = {.reason = "DECODE_ERROR",
+                          .message = "truncated datum",
+                          .source_topic = "segforge.shards.staged",
+                          .source_partition = 1,
+                          .source_offset = 7,
+                          .original_value = orig,
+                          .original_value_len = sizeof orig,
+                          .rejected_at_ms = 3};
   assert_int_equal(sf_publish_rejected(p, NULL, &rj, 10000, NULL, &err), SF_OK);
   read_event(b, "segforge.shards.rejected", &ev, key, sizeof key);
   assert_int_equal(ev.type, SF_EVENT_SHARD_REJECTED);
@@ -421,10 +436,10 @@ static void typed_helpers_encode_key_and_route_each_event_type(void **state) {
   assert_non_null(strstr(err.msg, "index_name"));
   int64_t lo, hi, total = 0;
   for (int part = 0; part < 2; part++) {
-    assert_int_equal(rd_kafka_query_watermark_offsets(sf_publisher_handle(p),
-                                                      "segforge.segments.committed", part,
-                                                      &lo, &hi, 5000),
-                     0);
+    assert_int_equal(
+        rd_kafka_query_watermark_offsets(
+            sf_publisher_handle(p), "segforge.segments.committed", part, &lo, &hi, 5000),
+        0);
     total += hi;
   }
   assert_int_equal(total, 1);

@@ -75,18 +75,22 @@ static void segforge_keys_are_checked_by_segforge(void **state) {
   sf_kconf *k = sf_kconf_new();
   sf_err err = {0};
   assert_int_equal(sf_kconf_set(k, SF_KCONF_TOPIC_STAGED, "my.staged-1", &err), SF_OK);
-  assert_int_equal(sf_kconf_set(k, SF_KCONF_TOPIC_COMMITTED, "bad topic", &err), SF_EINVAL);
+  assert_int_equal(sf_kconf_set(k, SF_KCONF_TOPIC_COMMITTED, "bad topic", &err),
+                   SF_EINVAL);
   assert_non_null(strstr(err.msg, SF_KCONF_TOPIC_COMMITTED));
   assert_int_equal(sf_kconf_set(k, SF_KCONF_TOPIC_REJECTED, "..", &err), SF_EINVAL);
   assert_int_equal(sf_kconf_set(k, SF_KCONF_FRAMING, "confluent", &err), SF_OK);
   assert_int_equal(sf_kconf_set(k, SF_KCONF_FRAMING, "xml", &err), SF_EINVAL);
   assert_string_equal(sf_kconf_get(k, SF_KCONF_FRAMING), "confluent");
   assert_int_equal(
-      sf_kconf_set(k, SF_KCONF_SCHEMA_IDS, "ShardStaged=17,SegmentsCommitted=18", &err), SF_OK);
+      sf_kconf_set(k, SF_KCONF_SCHEMA_IDS, "ShardStaged=17,SegmentsCommitted=18", &err),
+      SF_OK);
   assert_int_equal(sf_kconf_set(k, SF_KCONF_SCHEMA_IDS, "ShardStaged", &err), SF_EINVAL);
   assert_int_equal(sf_kconf_set(k, SF_KCONF_SCHEMA_IDS, "Nope=1", &err), SF_EINVAL);
-  assert_int_equal(sf_kconf_set(k, SF_KCONF_SCHEMA_IDS, "ShardStaged=-1", &err), SF_EINVAL);
-  assert_int_equal(sf_kconf_set(k, SF_KCONF_SCHEMA_IDS, "ShardStaged=1,", &err), SF_EINVAL);
+  assert_int_equal(sf_kconf_set(k, SF_KCONF_SCHEMA_IDS, "ShardStaged=-1", &err),
+                   SF_EINVAL);
+  assert_int_equal(sf_kconf_set(k, SF_KCONF_SCHEMA_IDS, "ShardStaged=1,", &err),
+                   SF_EINVAL);
   assert_int_equal(sf_kconf_set(k, SF_KCONF_DELIVERY_TIMEOUT_MS, "2500", &err), SF_OK);
   assert_int_equal(sf_kconf_get_ms(k, SF_KCONF_DELIVERY_TIMEOUT_MS, 1), 2500);
   assert_int_equal(sf_kconf_set(k, SF_KCONF_DELIVERY_TIMEOUT_MS, "0", &err), SF_EINVAL);
@@ -112,20 +116,22 @@ static void x_arguments_split_at_the_first_equals_sign(void **state) {
 }
 
 static void a_file_takes_comments_blanks_and_spaces_around_keys(void **state) {
-  const char *path = write_conf("ok.conf",
-                                "# a comment\n"
-                                "\n"
-                                "   bootstrap.servers = 127.0.0.1:9092  \r\n"
-                                "\t# indented comment\n"
-                                "client.id=segforge # not a comment: values are verbatim\n"
-                                "segforge.topic.staged=staged.v2\n"
-                                "linger.ms=7"); /* no final newline */
+  const char *path =
+      write_conf("ok.conf",
+                 "# a comment\n"
+                 "\n"
+                 "   bootstrap.servers = 127.0.0.1:9092  \r\n"
+                 "\t# indented comment\n"
+                 "client.id=segforge # not a comment: values are verbatim\n"
+                 "segforge.topic.staged=staged.v2\n"
+                 "linger.ms=7"); /* no final newline */
   sf_kconf *k = sf_kconf_new();
   sf_err err = {0};
   assert_int_equal(sf_kconf_load_file(k, path, &err), SF_OK);
   assert_int_equal(sf_kconf_count(k), 4);
   assert_string_equal(sf_kconf_get(k, "bootstrap.servers"), "127.0.0.1:9092");
-  assert_string_equal(sf_kconf_get(k, "client.id"), "segforge # not a comment: values are verbatim");
+  assert_string_equal(sf_kconf_get(k, "client.id"),
+                      "segforge # not a comment: values are verbatim");
   assert_string_equal(sf_kconf_get(k, "linger.ms"), "7");
   sf_kconf_free(k);
 }
@@ -160,7 +166,8 @@ static void file_errors_name_the_file_and_the_line(void **state) {
   free(line);
   assert_int_equal(sf_kconf_load_file(k, p, &err), SF_EINVAL);
   assert_non_null(strstr(err.msg, "long.conf:1: line of"));
-  assert_int_equal(sf_kconf_load_file(k, "/nonexistent/segforge.conf", &err), SF_ENOTFOUND);
+  assert_int_equal(sf_kconf_load_file(k, "/nonexistent/segforge.conf", &err),
+                   SF_ENOTFOUND);
   assert_non_null(strstr(err.msg, "/nonexistent/segforge.conf"));
   sf_kconf_free(k);
 }
@@ -179,7 +186,8 @@ static void the_built_conf_has_librdkafkas_keys_only(void **state) {
   assert_int_equal(rd_kafka_conf_get(c, "client.id", v, &n), RD_KAFKA_CONF_OK);
   assert_string_equal(v, "c2");
   n = sizeof v;
-  assert_int_equal(rd_kafka_conf_get(c, SF_KCONF_TOPIC_STAGED, v, &n), RD_KAFKA_CONF_UNKNOWN);
+  assert_int_equal(rd_kafka_conf_get(c, SF_KCONF_TOPIC_STAGED, v, &n),
+                   RD_KAFKA_CONF_UNKNOWN);
   rd_kafka_conf_destroy(c);
   assert_int_equal(sf_kconf_build_err(k, &c, &err), SF_OK);
   rd_kafka_conf_destroy(c);

@@ -38,34 +38,41 @@ static double sample(const char *text, const char *name) {
 static int check_exposition(const char *text) {
   regex_t help, type, smp;
   assert_int_equal(regcomp(&help, "^# HELP (segforge_[a-z_]+) [^\n]+$", REG_EXTENDED), 0);
-  assert_int_equal(
-      regcomp(&type, "^# TYPE (segforge_[a-z_]+) (counter|gauge|histogram)$", REG_EXTENDED), 0);
-  assert_int_equal(regcomp(&smp,
-                           "^(segforge_[a-z_]+)(\\{[a-z]+=\"[^\"]*\"(,[a-z]+=\"[^\"]*\")*\\})? "
-                           "(-?[0-9]+(\\.[0-9]+)?([eE][-+]?[0-9]+)?)$",
+  assert_int_equal(regcomp(&type, "^# TYPE (segforge_[a-z_]+) (counter|gauge|histogram)$",
                            REG_EXTENDED),
                    0);
+  assert_int_equal(
+      regcomp(&smp,
+              "^(segforge_[a-z_]+)(\\{[a-z]+=\"[^\"]*\"(,[a-z]+=\"[^\"]*\")*\\})? "
+              "(-?[0-9]+(\\.[0-9]+)?([eE][-+]?[0-9]+)?)$",
+              REG_EXTENDED),
+      0);
   char family[128] = "", ftype[16] = "", helped[128] = "";
   int samples = 0;
   double last_bucket = -1, inf_bucket = -1;
   char *copy = strdup(text), *save = NULL;
   assert_int_equal(text[strlen(text) - 1], '\n');
-  for (char *line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+  for (char *line = strtok_r(copy, "\n", &save); line;
+       line = strtok_r(NULL, "\n", &save)) {
     regmatch_t m[8];
     if (!regexec(&help, line, 2, m, 0)) {
-      snprintf(helped, sizeof helped, "%.*s", (int)(m[1].rm_eo - m[1].rm_so), line + m[1].rm_so);
+      snprintf(helped, sizeof helped, "%.*s", (int)(m[1].rm_eo - m[1].rm_so),
+               line + m[1].rm_so);
       continue;
     }
     if (!regexec(&type, line, 3, m, 0)) {
-      snprintf(family, sizeof family, "%.*s", (int)(m[1].rm_eo - m[1].rm_so), line + m[1].rm_so);
-      snprintf(ftype, sizeof ftype, "%.*s", (int)(m[2].rm_eo - m[2].rm_so), line + m[2].rm_so);
+      snprintf(family, sizeof family, "%.*s", (int)(m[1].rm_eo - m[1].rm_so),
+               line + m[1].rm_so);
+      snprintf(ftype, sizeof ftype, "%.*s", (int)(m[2].rm_eo - m[2].rm_so),
+               line + m[2].rm_so);
       assert_string_equal(family, helped); /* HELP then TYPE, same name */
       last_bucket = inf_bucket = -1;
       continue;
     }
     if (regexec(&smp, line, 8, m, 0)) fail_msg("not an exposition line: '%s'", line);
     char name[128];
-    snprintf(name, sizeof name, "%.*s", (int)(m[1].rm_eo - m[1].rm_so), line + m[1].rm_so);
+    snprintf(name, sizeof name, "%.*s", (int)(m[1].rm_eo - m[1].rm_so),
+             line + m[1].rm_so);
     double v = strtod(line + m[4].rm_so, NULL);
     size_t fl = strlen(family);
     if (!strcmp(ftype, "histogram")) {
@@ -205,8 +212,9 @@ static void bad_addresses_are_refused_with_the_expected_form(void **state) {
   sf_metrics_init(&m);
   sf_metrics_server *s = NULL;
   sf_err err = {0};
-  const char *bad[] = {"", "9464", "127.0.0.1:", "127.0.0.1:99999", ":9464",
-                       "127.0.0.1:94a", "[::1]9464", "no.such.host.invalid:9464"};
+  const char *bad[] = {
+      "",      "9464",          "127.0.0.1:", "127.0.0.1:99999",
+      ":9464", "127.0.0.1:94a", "[::1]9464",  "no.such.host.invalid:9464"};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     assert_int_equal(sf_metrics_serve(&m, bad[i], &s, &err), SF_EINVAL);
     assert_null(s);
