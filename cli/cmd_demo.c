@@ -1,11 +1,19 @@
 /*
- * cmd_demo.c - `segforge demo`: the whole path on generated data, as the
- * README's first command. Each step runs this same program as a child
- * process with the arguments a user would type, so the demo exercises the
- * real command line; the shard workers run in parallel, as independent
- * workers of a distributed build would.
+ * cmd_demo.c - `segforge demo`: the whole mission on generated data, as the
+ * README's first command. It starts the embedded Kafka broker and the
+ * stream processor in this process (a thread runs sf_proc_run), then plays
+ * the distributed build: generate data, train the shared quantizer, and
+ * stage the shards in parallel worker processes that announce them
+ * (`segforge stage --publish`). It waits for SegmentsCommitted on the topic,
+ * prints it as JSON, stops the processor (drain), and searches the
+ * committed index (`segforge search --dataset --index`), printing recall.
+ * Every step but the processor runs this same program as a child process,
+ * with the arguments a user would type.
  */
 #include <getopt.h>
+#include <jansson.h>
+#include <librdkafka/rdkafka.h>
+#include <pthread.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,18 +24,30 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "consumer/broker.h"
+#include "consumer/event_decode.h"
+#include "consumer/kconf.h"
+#include "consumer/processor.h"
 #include "core/fsutil.h"
 #include "core/types.h"
+#include "schemas/event_json.h"
 
 extern char **environ;
+
+#define DEMO_INDEX "embedding_idx"
+#define DEMO_JOB "demo-job-1"
+#define DEMO_PARTITIONS 4
 
 static void help(void) {
   printf(
       "usage: segforge demo [--dir DIR] [--rows N] [--dim D] [--shards S]\n"
       "                     [--index-type T] [--metric M] [--nlist L] [--nprobe P]\n\n"
-      "Generates clustered vectors with exact ground truth, trains a quantizer,\n"
-      "stages S shards in parallel worker processes, and searches them, printing\n"
-      "recall@10 against brute force. Defaults: a fresh temporary DIR, --rows\n"
+      "The whole path on generated data: starts an embedded Kafka broker and the\n"
+      "stream processor (as `segforge serve` would), generates clustered vectors with\n"
+      "exact ground truth, trains a quantizer, stages S shards in parallel worker\n"
+      "processes that announce them on Kafka, waits for the processor's\n"
+      "SegmentsCommitted and prints it as JSON, then searches the committed index and\n"
+      "prints recall@10 against brute force. Defaults: a fresh temporary DIR, --rows\n"
       "100000 --dim 64 --shards 4 --index-type IVF_SQ --metric L2 --nlist 256\n"
       "--nprobe 16.\n");
 }
@@ -55,45 +75,154 @@ static int wait_ok(pid_t pid, const char *step) {
   return 1;
 }
 
-static int run(const char *step, char *const *args) {
+static void show(char *const *args) {
   fprintf(stderr, "demo: segforge");
   for (int i = 1; args[i]; i++) fprintf(stderr, " %s", args[i]);
   fprintf(stderr, "\n");
+}
+
+static int run(const char *step, char *const *args) {
+  show(args);
   return wait_ok(spawn(args), step);
 }
 
+/* The processor's log: what a person watching the demo wants to see. */
+static void demo_log(void *ctx, int level, const char *line) {
+  if (level <= SF_PROC_LOG_INFO && !strstr(line, "event=librdkafka"))
+    fprintf(stderr, "demo: serve: %s\n", line);
+}
+
+static void *serve_thread(void *arg) {
+  sf_proc *p = arg;
+  sf_err err = {0};
+  if (sf_proc_run(p, &err)) cli_fail("demo", &err);
+  return NULL;
+}
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Reads the committed topic from the beginning, as a query service would,
+ * until the announcement of staging_id arrives; prints it as JSON. */
+static sf_code await_committed(const char *brokers, const char *staging_id, int timeout_s,
+                               sf_err *err) {
+  char errstr[512];
+  rd_kafka_conf_t *conf = rd_kafka_conf_new();
+  if (rd_kafka_conf_set(conf, "bootstrap.servers", brokers, errstr, sizeof errstr) ||
+      rd_kafka_conf_set(conf, "group.id", "segforge-demo-reader", errstr,
+                        sizeof errstr) ||
+      rd_kafka_conf_set(conf, "fetch.wait.max.ms", "5", errstr, sizeof errstr)) {
+    rd_kafka_conf_destroy(conf);
+    return sf_err_set(err, SF_EINVAL, "%s", errstr);
+  }
+  rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
+  if (!rk) {
+    rd_kafka_conf_destroy(conf);
+    return sf_err_set(err, SF_EIO, "cannot create a consumer: %s", errstr);
+  }
+  rd_kafka_poll_set_consumer(rk);
+  rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(DEMO_PARTITIONS);
+  for (int i = 0; i < DEMO_PARTITIONS; i++)
+    rd_kafka_topic_partition_list_add(l, SF_TOPIC_COMMITTED_DEFAULT, i)->offset =
+        RD_KAFKA_OFFSET_BEGINNING;
+  rd_kafka_assign(rk, l);
+  rd_kafka_topic_partition_list_destroy(l);
+  sf_schema_set *set = NULL;
+  sf_event_decoder *dec = NULL;
+  sf_code rc = sf_schema_set_new(&set, err);
+  if (!rc) rc = sf_event_decoder_new(set, SF_FRAMING_AUTO, 0, &dec, err);
+  int found = 0;
+  for (double end = now_s() + timeout_s; !rc && !found && now_s() < end;) {
+    rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
+    if (!m) continue;
+    sf_event ev;
+    memset(&ev, 0, sizeof ev);
+    if (!m->err && !sf_event_decode(dec, m->payload, m->len, &ev, NULL, NULL) &&
+        ev.type == SF_EVENT_SEGMENTS_COMMITTED &&
+        !strcmp(ev.u.committed.staging_id, staging_id)) {
+      json_t *j = sf_event_to_json(&ev);
+      char *text = j ? json_dumps(j, JSON_INDENT(2)) : NULL;
+      fprintf(stderr, "demo: SegmentsCommitted received from %s:\n",
+              SF_TOPIC_COMMITTED_DEFAULT);
+      printf("%s\n", text ? text : "{}");
+      fflush(stdout);
+      free(text);
+      json_decref(j);
+      found = 1;
+    }
+    sf_event_clear(&ev);
+    rd_kafka_message_destroy(m);
+  }
+  if (!rc && !found)
+    rc = sf_err_set(err, SF_EIO, "no SegmentsCommitted for %s within %d s", staging_id,
+                    timeout_s);
+  sf_event_decoder_free(dec);
+  sf_schema_set_free(set);
+  rd_kafka_consumer_close(rk);
+  rd_kafka_destroy(rk);
+  return rc;
+}
+
 int cli_cmd_demo(int argc, char **argv) {
-  static const struct option opts[] = {
-      {"dir", required_argument, 0, 'd'},    {"rows", required_argument, 0, 'n'},
-      {"dim", required_argument, 0, 'D'},    {"shards", required_argument, 0, 's'},
-      {"index-type", required_argument, 0, 't'}, {"metric", required_argument, 0, 'm'},
-      {"nlist", required_argument, 0, 'l'},  {"nprobe", required_argument, 0, 'p'},
-      {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
+  static const struct option opts[] = {{"dir", required_argument, 0, 'd'},
+                                       {"rows", required_argument, 0, 'n'},
+                                       {"dim", required_argument, 0, 'D'},
+                                       {"shards", required_argument, 0, 's'},
+                                       {"index-type", required_argument, 0, 't'},
+                                       {"metric", required_argument, 0, 'm'},
+                                       {"nlist", required_argument, 0, 'l'},
+                                       {"nprobe", required_argument, 0, 'p'},
+                                       {"help", no_argument, 0, 'h'},
+                                       {0, 0, 0, 0}};
   char dirbuf[4096] = "", *dir = NULL;
   uint64_t rows = 100000, dim = 64, shards = 4, nlist = 256, nprobe = 16;
   const char *type = "IVF_SQ", *metric = "L2";
+  sf_index_type itype = SF_IVF_SQ;
   sf_err err = {0};
   int c;
   optind = 1;
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
     sf_code rc = SF_OK;
-    sf_index_type t;
     sf_metric m;
     switch (c) {
-      case 'd': dir = optarg; break;
-      case 'n': rc = cli_parse_u64("--rows", optarg, 1000, 1ULL << 28, 1, &rows, &err); break;
-      case 'D': rc = cli_parse_u64("--dim", optarg, 8, 4096, 0, &dim, &err); break;
-      case 's': rc = cli_parse_u64("--shards", optarg, 1, 64, 0, &shards, &err); break;
-      case 'l': rc = cli_parse_u64("--nlist", optarg, 1, 65536, 0, &nlist, &err); break;
-      case 'p': rc = cli_parse_u64("--nprobe", optarg, 1, 65536, 0, &nprobe, &err); break;
-      case 't': rc = sf_index_type_parse(optarg, &t, &err), type = optarg; break;
-      case 'm': rc = sf_metric_parse(optarg, &m, &err), metric = optarg; break;
-      case 'h': help(); return 0;
-      default: return cli_usage("demo", "unknown option");
+      case 'd':
+        dir = optarg;
+        break;
+      case 'n':
+        rc = cli_parse_u64("--rows", optarg, 1000, 1ULL << 28, 1, &rows, &err);
+        break;
+      case 'D':
+        rc = cli_parse_u64("--dim", optarg, 8, 4096, 0, &dim, &err);
+        break;
+      case 's':
+        rc = cli_parse_u64("--shards", optarg, 1, 64, 0, &shards, &err);
+        break;
+      case 'l':
+        rc = cli_parse_u64("--nlist", optarg, 1, 65536, 0, &nlist, &err);
+        break;
+      case 'p':
+        rc = cli_parse_u64("--nprobe", optarg, 1, 65536, 0, &nprobe, &err);
+        break;
+      case 't':
+        rc = sf_index_type_parse(optarg, &itype, &err), type = optarg;
+        break;
+      case 'm':
+        rc = sf_metric_parse(optarg, &m, &err), metric = optarg;
+        break;
+      case 'h':
+        help();
+        return 0;
+      default:
+        return cli_usage("demo", "unknown option");
     }
     if (rc) return cli_usage("demo", "%s", err.msg);
   }
-  if (dim % 8) return cli_usage("demo", "--dim must be a multiple of 8 (PQ uses dim/8 sub-quantizers)");
+  if (dim % 8)
+    return cli_usage("demo",
+                     "--dim must be a multiple of 8 (PQ uses dim/8 sub-quantizers)");
   if (!dir) {
     snprintf(dirbuf, sizeof dirbuf, "%s/segforge-demo.XXXXXX",
              getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
@@ -103,10 +232,12 @@ int cli_cmd_demo(int argc, char **argv) {
     }
     dir = dirbuf;
   }
-  char data[4096], staging[4200], base[4200], query[4200], gt[4200];
-  char s_rows[32], s_dim[32], s_nlist[32], s_nprobe[32], s_rpf[32], s_pqm[32];
+  double t0 = now_s();
+  char data[4096], dataset[4200], staging[4300], base[4200], query[4200], gt[4200];
+  char s_rows[32], s_dim[32], s_nlist[32], s_nprobe[32], s_rpf[32], s_pqm[32], s_exp[32];
   snprintf(data, sizeof data, "%s/data", dir);
-  snprintf(staging, sizeof staging, "%s/dataset/_indices/_staging/demo-job-1", dir);
+  snprintf(dataset, sizeof dataset, "%s/dataset", dir);
+  snprintf(staging, sizeof staging, "%s/_indices/_staging/%s", dataset, DEMO_JOB);
   snprintf(base, sizeof base, "%s/base.fvecs", data);
   snprintf(query, sizeof query, "%s/query.fvecs", data);
   snprintf(gt, sizeof gt, "%s/gt.ivecs", data);
@@ -117,44 +248,126 @@ int cli_cmd_demo(int argc, char **argv) {
   snprintf(s_nprobe, sizeof s_nprobe, "%llu", (unsigned long long)nprobe);
   snprintf(s_rpf, sizeof s_rpf, "%llu", (unsigned long long)rpf);
   snprintf(s_pqm, sizeof s_pqm, "%llu", (unsigned long long)(dim / 8));
+  snprintf(s_exp, sizeof s_exp, "0-%llu", (unsigned long long)(4 * shards - 1));
   fprintf(stderr, "demo: working in %s\n", dir);
 
-  char *gen[] = {"segforge", "gen", "--out", data, "--rows", s_rows, "--dim", s_dim,
-                 "--queries", "1000", "--clusters", "500", "--metric", (char *)metric,
-                 "--k", "10", NULL};
-  if (!run("gen", gen)) return 1;
-  char *train[] = {"segforge", "train", "--vectors", base, "--out", staging,
-                   "--index-type", (char *)type, "--metric", (char *)metric,
-                   "--nlist", s_nlist, "--pq-m", s_pqm, NULL};
-  if (strcasecmp(type, "IVF_PQ")) train[12] = NULL; /* --pq-m only for IVF_PQ */
-  if (sf_fs_mkdirs(staging, &err)) return cli_fail("demo", &err);
-  if (!run("train", train)) return 1;
+  /* The platform: an embedded broker and the stream processor. */
+  sf_broker *broker = NULL;
+  sf_kconf *k = sf_kconf_new();
+  sf_proc *proc = NULL;
+  pthread_t th;
+  int started = 0, ok = 0;
+  if (!k) return cli_fail("demo", &(sf_err){SF_ENOMEM, "out of memory"});
+  if (sf_broker_start(DEMO_PARTITIONS, &broker, &err)) goto fail;
+  const char *B = sf_broker_bootstraps(broker);
+  fprintf(stderr, "demo: embedded Kafka broker at %s\n", B);
+  /* The budget: about half of the index's codes per segment, so the plan
+   * merges the shards into two segments. */
+  uint64_t code = itype == SF_IVF_FLAT ? 4 * dim : itype == SF_IVF_SQ ? dim : dim / 8;
+  sf_proc_opts po = {.kconf = k,
+                     .target_segment_bytes = rows * (code + 2) * 6 / 10,
+                     .max_merges = 2,
+                     .staging_timeout_ms = 120000,
+                     .log = demo_log};
+  if (sf_kconf_set(k, "bootstrap.servers", B, &err) ||
+      sf_kconf_set(k, "fetch.wait.max.ms", "5", &err) || sf_proc_new(&po, &proc, &err))
+    goto fail;
+  if (pthread_create(&th, NULL, serve_thread, proc)) {
+    sf_err_set(&err, SF_ENOMEM, "cannot start the processor's thread");
+    goto fail;
+  }
+  started = 1;
 
-  /* The workers: shard i holds fragments 4i..4i+3. */
+  char *gen[] = {"segforge", "gen",          "--out",     data,   "--rows",     s_rows,
+                 "--dim",    s_dim,          "--queries", "1000", "--clusters", "500",
+                 "--metric", (char *)metric, "--k",       "10",   NULL};
+  if (!run("gen", gen)) goto out;
+  char *train[] = {"segforge", "train",        "--vectors",  base,       "--out",
+                   staging,    "--index-type", (char *)type, "--metric", (char *)metric,
+                   "--nlist",  s_nlist,        "--pq-m",     s_pqm,      NULL};
+  if (itype != SF_IVF_PQ) train[12] = NULL; /* --pq-m only for IVF_PQ */
+  if (sf_fs_mkdirs(staging, &err)) goto fail;
+  if (!run("train", train)) goto out;
+
+  /* The workers: shard i holds fragments 4i..4i+3 and announces itself. */
   pid_t pids[64];
-  char frag[64][32], sid[64][32], shard_paths[64][4300];
-  fprintf(stderr, "demo: staging %llu shards in parallel worker processes\n",
+  char frag[64][32], sid[64][32];
+  fprintf(stderr,
+          "demo: staging %llu shards in parallel worker processes that publish "
+          "ShardStaged\n",
           (unsigned long long)shards);
   for (uint64_t i = 0; i < shards; i++) {
     snprintf(frag[i], sizeof frag[i], "%llu-%llu", (unsigned long long)(4 * i),
              (unsigned long long)(4 * i + 3));
     snprintf(sid[i], sizeof sid[i], "worker-%llu", (unsigned long long)i);
-    snprintf(shard_paths[i], sizeof shard_paths[i], "%s/%s.sfshard", staging, sid[i]);
-    char *stage[] = {"segforge", "stage", "--vectors", base, "--staging", staging,
-                     "--fragments", frag[i], "--rows-per-fragment", s_rpf,
-                     "--shard-id", sid[i], NULL};
+    char *stage[] = {"segforge",
+                     "stage",
+                     "--vectors",
+                     base,
+                     "--staging",
+                     staging,
+                     "--fragments",
+                     frag[i],
+                     "--rows-per-fragment",
+                     s_rpf,
+                     "--shard-id",
+                     sid[i],
+                     "--publish",
+                     "--brokers",
+                     (char *)B,
+                     "--dataset-uri",
+                     dataset,
+                     "--index-name",
+                     DEMO_INDEX,
+                     "--column",
+                     "embedding",
+                     "--staging-id",
+                     DEMO_JOB,
+                     "--expected-fragments",
+                     s_exp,
+                     NULL};
+    if (i == 0) show(stage);
     pids[i] = spawn(stage);
   }
-  int ok = 1;
-  for (uint64_t i = 0; i < shards; i++) ok &= wait_ok(pids[i], "stage");
-  if (!ok) return 1;
+  int staged = 1;
+  for (uint64_t i = 0; i < shards; i++) staged &= wait_ok(pids[i], "stage --publish");
+  if (!staged) goto out;
 
-  char *search[8 + 64 + 12] = {"segforge", "search", "--queries", query, "--groundtruth", gt,
-                               "--rows-per-fragment", s_rpf, "--k", "10", "--nprobe",
-                               s_nprobe};
-  int n = 12;
-  for (uint64_t i = 0; i < shards; i++) search[n++] = shard_paths[i];
-  search[n] = NULL;
-  if (!run("search", search)) return 1;
-  return 0;
+  if (await_committed(B, DEMO_JOB, 60, &err)) goto fail;
+  sf_proc_stop(proc);
+  pthread_join(th, NULL);
+  started = 0;
+
+  char *search[] = {"segforge",
+                    "search",
+                    "--dataset",
+                    dataset,
+                    "--index",
+                    DEMO_INDEX,
+                    "--queries",
+                    query,
+                    "--groundtruth",
+                    gt,
+                    "--rows-per-fragment",
+                    s_rpf,
+                    "--k",
+                    "10",
+                    "--nprobe",
+                    s_nprobe,
+                    NULL};
+  if (!run("search", search)) goto out;
+  fprintf(stderr, "demo: done in %.1f s; the dataset is in %s\n", now_s() - t0, dataset);
+  ok = 1;
+  goto out;
+fail:
+  cli_fail("demo", &err);
+out:
+  if (started) {
+    sf_proc_stop(proc);
+    pthread_join(th, NULL);
+  }
+  sf_proc_free(proc);
+  sf_broker_stop(broker);
+  sf_kconf_free(k);
+  return ok ? 0 : 1;
 }
