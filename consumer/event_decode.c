@@ -50,31 +50,31 @@ sf_code sf_event_decode_header(const sf_schema_set *set, sf_framing framing,
   const uint8_t *b = buf;
   *schema = NULL;
   if (len == 0)
-    return sf_evfield_reject(reason, SF_REASON_DECODE_ERROR, err,
-                             "the event is empty (0 bytes)");
+    return sf_event_reject(reason, SF_REASON_DECODE_ERROR, err,
+                           "the event is empty (0 bytes)");
   bool single = len >= 2 && b[0] == 0xC3 && b[1] == 0x01, confluent = b[0] == 0x00;
   if (framing == SF_FRAMING_SINGLE && !single)
-    return sf_evfield_reject(
+    return sf_event_reject(
         reason, SF_REASON_DECODE_ERROR, err,
         "the event does not start with the single-object marker C3 01 (first "
         "byte 0x%02x)%s",
         b[0], confluent ? "; it looks Confluent-framed: use --framing confluent" : "");
   if (framing == SF_FRAMING_CONFLUENT && !confluent)
-    return sf_evfield_reject(
+    return sf_event_reject(
         reason, SF_REASON_DECODE_ERROR, err,
         "the event does not start with the Confluent magic byte 00 (first byte "
         "0x%02x)%s",
         b[0], single ? "; it looks single-object encoded: use --framing single" : "");
   if (single) {
     if (len < SF_SINGLE_OBJECT_HEADER)
-      return sf_evfield_reject(
+      return sf_event_reject(
           reason, SF_REASON_DECODE_ERROR, err,
           "the event is %zu bytes, shorter than the 10-byte single-object header", len);
     uint64_t fp = 0;
     for (int i = 0; i < 8; i++) fp |= (uint64_t)b[2 + i] << (8 * i);
     *schema = sf_schema_by_fingerprint(set, fp);
     if (!*schema)
-      return sf_evfield_reject(
+      return sf_event_reject(
           reason, SF_REASON_UNKNOWN_SCHEMA, err,
           "no registered schema has fingerprint %016llx: the writer used a schema "
           "this program does not know (register it as an older version, or "
@@ -85,14 +85,14 @@ sf_code sf_event_decode_header(const sf_schema_set *set, sf_framing framing,
   }
   if (confluent) {
     if (len < SF_CONFLUENT_HEADER)
-      return sf_evfield_reject(
+      return sf_event_reject(
           reason, SF_REASON_DECODE_ERROR, err,
           "the event is %zu bytes, shorter than the 5-byte Confluent header", len);
     uint32_t id =
         (uint32_t)b[1] << 24 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 8 | b[4];
     *schema = sf_schema_by_id(set, id);
     if (!*schema)
-      return sf_evfield_reject(
+      return sf_event_reject(
           reason, SF_REASON_UNKNOWN_SCHEMA, err,
           "schema id %u is not configured: map it to an event type (e.g. "
           "--schema-id ShardStaged=%u)",
@@ -100,7 +100,7 @@ sf_code sf_event_decode_header(const sf_schema_set *set, sf_framing framing,
     *header_len = SF_CONFLUENT_HEADER;
     return SF_OK;
   }
-  return sf_evfield_reject(
+  return sf_event_reject(
       reason, SF_REASON_DECODE_ERROR, err,
       "the event starts with 0x%02x%s: it is neither single-object encoded (C3 01) "
       "nor Confluent-framed (00)",
@@ -263,7 +263,7 @@ static sf_code fast_staged(const uint8_t *buf, size_t len, sf_shard_staged *e,
   if (branch == 1 && sf_avrobin_long(&r, &e->target_segment_bytes)) goto truncated;
   if (++k, sf_avrobin_long(&r, &e->staged_at_ms)) goto truncated;
   if (r.p != r.end)
-    return sf_evfield_reject(
+    return sf_event_reject(
         reason, SF_REASON_DECODE_ERROR, err,
         "ShardStaged has %zu trailing bytes after the datum (%zu bytes)",
         (size_t)(r.end - r.p), (size_t)(r.p - r.start));
@@ -280,13 +280,13 @@ static sf_code fast_staged(const uint8_t *buf, size_t len, sf_shard_staged *e,
                         &e->expected_fragments));
   return SF_OK;
 truncated:
-  return sf_evfield_reject(
+  return sf_event_reject(
       reason, SF_REASON_DECODE_ERROR, err,
       "ShardStaged datum is truncated or malformed in field '%s' at datum byte %zu "
       "of %zu",
       staged_layout[k].name, (size_t)(r.p - r.start), len);
 bad_index:
-  return sf_evfield_reject(
+  return sf_event_reject(
       reason, SF_REASON_DECODE_ERROR, err,
       "ShardStaged datum has an enum or union index out of range in field '%s' at "
       "datum byte %zu of %zu",
@@ -311,14 +311,14 @@ static sf_code read_with_avro(sf_event_decoder *dec, const sf_schema *s, const u
       avro_schema_t rs;
       sf_err why;
       if (sf_schema_reader_for(dec->set, s, &rs, &why) != SF_OK)
-        return sf_evfield_reject(reason, SF_REASON_UNKNOWN_SCHEMA, err, "%s", why.msg);
+        return sf_event_reject(reason, SF_REASON_UNKNOWN_SCHEMA, err, "%s", why.msg);
       w->cls = avro_generic_class_from_schema(rs);
       w->resolver = w->cls ? avro_resolved_writer_new(s->avro, rs) : NULL;
       avro_schema_decref(rs);
       if (!w->resolver)
-        return sf_evfield_reject(reason, SF_REASON_UNKNOWN_SCHEMA, err,
-                                 "%s schema %s cannot be read as the current version: %s",
-                                 sf_event_type_name(t), s->origin, avro_strerror());
+        return sf_event_reject(reason, SF_REASON_UNKNOWN_SCHEMA, err,
+                               "%s schema %s cannot be read as the current version: %s",
+                               sf_event_type_name(t), s->origin, avro_strerror());
       if (avro_generic_value_new(w->cls, &w->value) ||
           avro_resolved_writer_new_value(w->resolver, &w->resolved))
         return sf_evfield_oom(reason, err, "a resolved value");
@@ -331,9 +331,9 @@ static sf_code read_with_avro(sf_event_decoder *dec, const sf_schema *s, const u
   avro_value_reset(*value);
   avro_reader_memory_set_source(dec->reader, (const char *)d, (int64_t)n);
   if (avro_value_read(dec->reader, target))
-    return sf_evfield_reject(reason, SF_REASON_DECODE_ERROR, err,
-                             "%s datum (schema %s) does not read: %s",
-                             sf_event_type_name(t), s->origin, avro_strerror());
+    return sf_event_reject(reason, SF_REASON_DECODE_ERROR, err,
+                           "%s datum (schema %s) does not read: %s",
+                           sf_event_type_name(t), s->origin, avro_strerror());
   return SF_OK;
 }
 
@@ -346,7 +346,7 @@ static sf_code decode(sf_event_decoder *dec, const void *buf, size_t len,
   TRY(sf_event_decode_header(dec->set, dec->framing, buf, len, &s, &hdr, reason, err));
   dec->last = s;
   if (staged_only && s->type != SF_EVENT_SHARD_STAGED)
-    return sf_evfield_reject(
+    return sf_event_reject(
         reason, SF_REASON_UNKNOWN_SCHEMA, err,
         "the event is a %s (schema %s); this topic carries ShardStaged events",
         sf_event_type_name(s->type), s->origin);
@@ -359,13 +359,13 @@ static sf_code decode(sf_event_decoder *dec, const void *buf, size_t len,
   } else {
     sf_err scan_err;
     if (sf_avrobin_scan(s->avro, d, n, &used, &scan_err) != SF_OK)
-      return sf_evfield_reject(reason, SF_REASON_DECODE_ERROR, err,
-                               "%s datum is truncated or malformed: %s",
-                               sf_event_type_name(s->type), scan_err.msg);
+      return sf_event_reject(reason, SF_REASON_DECODE_ERROR, err,
+                             "%s datum is truncated or malformed: %s",
+                             sf_event_type_name(s->type), scan_err.msg);
     if (used != n)
-      return sf_evfield_reject(reason, SF_REASON_DECODE_ERROR, err,
-                               "%s has %zu trailing bytes after the datum (%zu bytes)",
-                               sf_event_type_name(s->type), n - used, used);
+      return sf_event_reject(reason, SF_REASON_DECODE_ERROR, err,
+                             "%s has %zu trailing bytes after the datum (%zu bytes)",
+                             sf_event_type_name(s->type), n - used, used);
     avro_value_t *rec;
     TRY(read_with_avro(dec, s, d, n, &rec, reason, err));
     sf_evfield_conv c = {sf_event_type_name(s->type), reason, err};

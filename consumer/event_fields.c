@@ -10,19 +10,6 @@
 
 #include "core/fragset.h"
 
-sf_code sf_evfield_reject(sf_event_reason *reason, sf_event_reason r, sf_err *err,
-                          const char *fmt, ...) {
-  if (reason) *reason = r;
-  if (err) {
-    va_list ap;
-    va_start(ap, fmt);
-    err->code = SF_EDECODE;
-    vsnprintf(err->msg, sizeof err->msg, fmt, ap);
-    va_end(ap);
-  }
-  return SF_EDECODE;
-}
-
 sf_code sf_evfield_oom(sf_event_reason *reason, sf_err *err, const char *what) {
   if (reason) *reason = SF_REASON_NONE;
   return sf_err_set(err, SF_ENOMEM, "out of memory decoding %s", what);
@@ -39,9 +26,9 @@ typedef struct {
 sf_code sf_evfield_str(sf_evfield_conv *c, const char *field, const char *s, size_t n,
                        char **out) {
   if (memchr(s, 0, n))
-    return sf_evfield_reject(c->reason, SF_REASON_INVALID_FIELD, c->err,
-                             "%s.%s contains a NUL byte at %zu", c->ev, field,
-                             (size_t)((const char *)memchr(s, 0, n) - s));
+    return sf_event_reject(c->reason, SF_REASON_INVALID_FIELD, c->err,
+                           "%s.%s contains a NUL byte at %zu", c->ev, field,
+                           (size_t)((const char *)memchr(s, 0, n) - s));
   char *d = malloc(n + 1);
   if (!d) return sf_evfield_oom(c->reason, c->err, field);
   memcpy(d, s, n);
@@ -110,8 +97,8 @@ static const json_t *nested_json(getter *g, const char *name) {
 
 /* A field the current schema lacks: the code and the .avsc disagree. */
 static sf_code missing(getter *g, const char *name) {
-  return sf_evfield_reject(g->c.reason, SF_REASON_DECODE_ERROR, g->c.err,
-                           "%s.%s cannot be read: %s", g->c.ev, name, avro_strerror());
+  return sf_event_reject(g->c.reason, SF_REASON_DECODE_ERROR, g->c.err,
+                         "%s.%s cannot be read: %s", g->c.ev, name, avro_strerror());
 }
 
 static sf_code get_str(getter *g, const char *name, char **out) {

@@ -20,9 +20,6 @@ typedef struct {
   sf_err *err;
 } sf_evfield_conv;
 
-/* Sets *reason (if not NULL) and err to SF_EDECODE with the message. */
-sf_code sf_evfield_reject(sf_event_reason *reason, sf_event_reason r, sf_err *err,
-                          const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 /* SF_ENOMEM with reason NONE: not the event's fault. */
 sf_code sf_evfield_oom(sf_event_reason *reason, sf_err *err, const char *what);
 

@@ -215,11 +215,8 @@ bool sf_shard_rejected_equal(const sf_shard_rejected *a, const sf_shard_rejected
 
 /* ---- validation ---------------------------------------------------------- */
 
-static sf_code bad(sf_event_reason *reason, sf_event_reason r, sf_err *err,
-                   const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-
-static sf_code bad(sf_event_reason *reason, sf_event_reason r, sf_err *err,
-                   const char *fmt, ...) {
+sf_code sf_event_reject(sf_event_reason *reason, sf_event_reason r, sf_err *err,
+                        const char *fmt, ...) {
   if (reason) *reason = r;
   if (err) {
     va_list ap;
@@ -274,22 +271,25 @@ static bool utf8_ok(const unsigned char *s, size_t n) {
  * control characters that would garble logs and terminals. */
 static sf_code check_text(const char *ev, const char *field, const char *s, size_t max,
                           bool allow_empty, sf_event_reason *reason, sf_err *err) {
-  if (!s) return bad(reason, SF_REASON_INVALID_FIELD, err, "%s.%s is missing", ev, field);
+  if (!s)
+    return sf_event_reject(reason, SF_REASON_INVALID_FIELD, err, "%s.%s is missing", ev,
+                           field);
   size_t n = strlen(s);
   if (n == 0 && !allow_empty)
-    return bad(reason, SF_REASON_INVALID_FIELD, err, "%s.%s is empty; it must be set", ev,
-               field);
+    return sf_event_reject(reason, SF_REASON_INVALID_FIELD, err,
+                           "%s.%s is empty; it must be set", ev, field);
   if (n > max)
-    return bad(reason, SF_REASON_INVALID_FIELD, err,
-               "%s.%s is %zu bytes long; at most %zu are allowed", ev, field, n, max);
+    return sf_event_reject(reason, SF_REASON_INVALID_FIELD, err,
+                           "%s.%s is %zu bytes long; at most %zu are allowed", ev, field,
+                           n, max);
   if (!utf8_ok((const unsigned char *)s, n))
-    return bad(reason, SF_REASON_INVALID_FIELD, err, "%s.%s is not valid UTF-8", ev,
-               field);
+    return sf_event_reject(reason, SF_REASON_INVALID_FIELD, err,
+                           "%s.%s is not valid UTF-8", ev, field);
   for (size_t i = 0; i < n; i++)
     if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
-      return bad(reason, SF_REASON_INVALID_FIELD, err,
-                 "%s.%s contains control character 0x%02x at byte %zu", ev, field,
-                 (unsigned char)s[i], i);
+      return sf_event_reject(reason, SF_REASON_INVALID_FIELD, err,
+                             "%s.%s contains control character 0x%02x at byte %zu", ev,
+                             field, (unsigned char)s[i], i);
   return SF_OK;
 }
 
@@ -298,28 +298,29 @@ static sf_code check_text(const char *ev, const char *field, const char *s, size
 static sf_code check_id(const char *ev, const char *field, const char *s, bool name,
                         sf_event_reason *reason, sf_err *err) {
   if (!s || !*s)
-    return bad(reason, SF_REASON_INVALID_FIELD, err, "%s.%s is empty; it must be set", ev,
-               field);
+    return sf_event_reject(reason, SF_REASON_INVALID_FIELD, err,
+                           "%s.%s is empty; it must be set", ev, field);
   size_t n = strlen(s);
   if (n > SF_EVENT_ID_MAX)
-    return bad(reason, SF_REASON_INVALID_FIELD, err,
-               "%s.%s is %zu bytes long; ids are at most %d bytes", ev, field, n,
-               SF_EVENT_ID_MAX);
+    return sf_event_reject(reason, SF_REASON_INVALID_FIELD, err,
+                           "%s.%s is %zu bytes long; ids are at most %d bytes", ev, field,
+                           n, SF_EVENT_ID_MAX);
   for (size_t i = 0; i < n; i++) {
     unsigned char c = (unsigned char)s[i];
     if (c <= 0x20 || c >= 0x7f)
-      return bad(reason, SF_REASON_INVALID_FIELD, err,
-                 "%s.%s '%.64s' has byte 0x%02x at %zu; ids are printable ASCII without "
-                 "spaces",
-                 ev, field, s, c, i);
+      return sf_event_reject(
+          reason, SF_REASON_INVALID_FIELD, err,
+          "%s.%s '%.64s' has byte 0x%02x at %zu; ids are printable ASCII without "
+          "spaces",
+          ev, field, s, c, i);
     if (name && (c == '/' || c == '\\'))
-      return bad(reason, SF_REASON_INVALID_FIELD, err,
-                 "%s.%s '%.64s' contains '%c'; it names a file, so it may not", ev, field,
-                 s, c);
+      return sf_event_reject(
+          reason, SF_REASON_INVALID_FIELD, err,
+          "%s.%s '%.64s' contains '%c'; it names a file, so it may not", ev, field, s, c);
   }
   if (name && (!strcmp(s, ".") || !strcmp(s, "..")))
-    return bad(reason, SF_REASON_INVALID_FIELD, err, "%s.%s may not be '%s'", ev, field,
-               s);
+    return sf_event_reject(reason, SF_REASON_INVALID_FIELD, err, "%s.%s may not be '%s'",
+                           ev, field, s);
   return SF_OK;
 }
 
@@ -327,34 +328,37 @@ static sf_code check_range(const char *ev, const char *field, int64_t v, int64_t
                            int64_t hi, sf_event_reason *reason, sf_err *err) {
   if (v >= lo && v <= hi) return SF_OK;
   if (hi == INT64_MAX)
-    return bad(reason, SF_REASON_INVALID_FIELD, err, "%s.%s is %lld; it must be >= %lld",
-               ev, field, (long long)v, (long long)lo);
-  return bad(reason, SF_REASON_INVALID_FIELD, err, "%s.%s is %lld; it must be %lld..%lld",
-             ev, field, (long long)v, (long long)lo, (long long)hi);
+    return sf_event_reject(reason, SF_REASON_INVALID_FIELD, err,
+                           "%s.%s is %lld; it must be >= %lld", ev, field, (long long)v,
+                           (long long)lo);
+  return sf_event_reject(reason, SF_REASON_INVALID_FIELD, err,
+                         "%s.%s is %lld; it must be %lld..%lld", ev, field, (long long)v,
+                         (long long)lo, (long long)hi);
 }
 
 sf_code sf_event_check_relpath(const char *field, const char *path,
                                sf_event_reason *reason, sf_err *err) {
   if (path[0] == '/')
-    return bad(reason, SF_REASON_PATH_ESCAPE, err,
-               "%s '%.200s' is absolute; it must be relative to the staging root", field,
-               path);
+    return sf_event_reject(
+        reason, SF_REASON_PATH_ESCAPE, err,
+        "%s '%.200s' is absolute; it must be relative to the staging root", field, path);
   const char *p = path;
   for (;;) {
     const char *slash = strchr(p, '/');
     size_t n = slash ? (size_t)(slash - p) : strlen(p);
     if (n == 2 && p[0] == '.' && p[1] == '.')
-      return bad(reason, SF_REASON_PATH_ESCAPE, err,
-                 "%s '%.200s' has a '..' component; it must stay inside the staging root",
-                 field, path);
+      return sf_event_reject(
+          reason, SF_REASON_PATH_ESCAPE, err,
+          "%s '%.200s' has a '..' component; it must stay inside the staging root", field,
+          path);
     if (n == 0)
-      return bad(reason, SF_REASON_INVALID_FIELD, err,
-                 "%s '%.200s' has an empty component (a doubled or trailing '/')", field,
-                 path);
+      return sf_event_reject(
+          reason, SF_REASON_INVALID_FIELD, err,
+          "%s '%.200s' has an empty component (a doubled or trailing '/')", field, path);
     if (n == 1 && p[0] == '.')
-      return bad(reason, SF_REASON_INVALID_FIELD, err,
-                 "%s '%.200s' has a '.' component; write the path without it", field,
-                 path);
+      return sf_event_reject(reason, SF_REASON_INVALID_FIELD, err,
+                             "%s '%.200s' has a '.' component; write the path without it",
+                             field, path);
     if (!slash) return SF_OK;
     p = slash + 1;
   }
@@ -369,9 +373,9 @@ sf_code sf_event_check_relpath(const char *field, const char *path,
 static sf_code check_bitmap(const char *ev, const char *field, const roaring_bitmap_t *b,
                             sf_event_reason *reason, sf_err *err) {
   if (!b || roaring_bitmap_is_empty(b))
-    return bad(reason, SF_REASON_INVALID_FIELD, err,
-               "%s.%s is an empty fragment set; it must name at least one fragment", ev,
-               field);
+    return sf_event_reject(
+        reason, SF_REASON_INVALID_FIELD, err,
+        "%s.%s is an empty fragment set; it must name at least one fragment", ev, field);
   return SF_OK;
 }
 
@@ -394,20 +398,21 @@ sf_code sf_shard_staged_validate(const sf_shard_staged *e, sf_event_reason *reas
   if (!roaring_bitmap_is_subset(e->fragments, e->expected_fragments)) {
     roaring_bitmap_t *extra = roaring_bitmap_andnot(e->fragments, e->expected_fragments);
     char *s = extra ? sf_fragset_format_short(extra, 8) : NULL;
-    sf_code rc = bad(reason, SF_REASON_INVALID_FIELD, err,
-                     "ShardStaged.fragments has fragments %s that are not in "
-                     "expected_fragments; a shard covers only fragments of its build",
-                     s ? s : "(?)");
+    sf_code rc =
+        sf_event_reject(reason, SF_REASON_INVALID_FIELD, err,
+                        "ShardStaged.fragments has fragments %s that are not in "
+                        "expected_fragments; a shard covers only fragments of its build",
+                        s ? s : "(?)");
     free(s);
     bm_free(extra);
     return rc;
   }
   if ((unsigned)e->index_type > SF_IVF_PQ)
-    return bad(reason, SF_REASON_INVALID_FIELD, err,
-               "ShardStaged.index_type %d is unknown", (int)e->index_type);
+    return sf_event_reject(reason, SF_REASON_INVALID_FIELD, err,
+                           "ShardStaged.index_type %d is unknown", (int)e->index_type);
   if ((unsigned)e->metric > SF_DOT)
-    return bad(reason, SF_REASON_INVALID_FIELD, err, "ShardStaged.metric %d is unknown",
-               (int)e->metric);
+    return sf_event_reject(reason, SF_REASON_INVALID_FIELD, err,
+                           "ShardStaged.metric %d is unknown", (int)e->metric);
   TRY(check_range(ev, "dim", e->dim, 1, SF_MAX_DIM, reason, err));
   TRY(check_range(ev, "num_partitions", e->num_partitions, 1, SF_MAX_NLIST, reason, err));
   if (e->has_target_segment_bytes)
@@ -427,8 +432,9 @@ sf_code sf_segments_committed_validate(const sf_segments_committed *e,
   TRY(check_id(ev, "staging_id", e->staging_id, true, reason, err));
   TRY(check_range(ev, "catalog_version", e->catalog_version, 0, INT64_MAX, reason, err));
   if (e->num_segments == 0)
-    return bad(reason, SF_REASON_INVALID_FIELD, err,
-               "SegmentsCommitted.segments is empty; a commit has at least one segment");
+    return sf_event_reject(
+        reason, SF_REASON_INVALID_FIELD, err,
+        "SegmentsCommitted.segments is empty; a commit has at least one segment");
   for (size_t i = 0; i < e->num_segments; i++) {
     const sf_segment_info *s = &e->segments[i];
     char where[64];
@@ -439,8 +445,9 @@ sf_code sf_segments_committed_validate(const sf_segments_committed *e,
     TRY(check_range(where, "num_rows", s->num_rows, 0, INT64_MAX, reason, err));
     TRY(check_bitmap(where, "fragments", s->fragments, reason, err));
     if (s->num_shard_ids == 0)
-      return bad(reason, SF_REASON_INVALID_FIELD, err,
-                 "%s.shard_ids is empty; a segment merges at least one shard", where);
+      return sf_event_reject(reason, SF_REASON_INVALID_FIELD, err,
+                             "%s.shard_ids is empty; a segment merges at least one shard",
+                             where);
     for (size_t j = 0; j < s->num_shard_ids; j++)
       TRY(check_id(where, "shard_ids[]", s->shard_ids[j], true, reason, err));
   }
@@ -458,23 +465,24 @@ sf_code sf_shard_rejected_validate(const sf_shard_rejected *e, sf_event_reason *
   /* Codes may be added over time, so any upper-case code is accepted. */
   if (!e->reason || !*e->reason || strlen(e->reason) > 64 ||
       strspn(e->reason, "ABCDEFGHIJKLMNOPQRSTUVWXYZ_") != strlen(e->reason))
-    return bad(reason, SF_REASON_INVALID_FIELD, err,
-               "ShardRejected.reason '%.64s' is not a code of upper-case letters and '_' "
-               "(e.g. DECODE_ERROR)",
-               e->reason ? e->reason : "");
+    return sf_event_reject(
+        reason, SF_REASON_INVALID_FIELD, err,
+        "ShardRejected.reason '%.64s' is not a code of upper-case letters and '_' "
+        "(e.g. DECODE_ERROR)",
+        e->reason ? e->reason : "");
   /* The message may quote bad bytes, hence only the UTF-8 rule, no control rule. */
   if (!e->message || !utf8_ok((const unsigned char *)e->message, strlen(e->message)))
-    return bad(reason, SF_REASON_INVALID_FIELD, err,
-               "ShardRejected.message is missing or not valid UTF-8");
+    return sf_event_reject(reason, SF_REASON_INVALID_FIELD, err,
+                           "ShardRejected.message is missing or not valid UTF-8");
   /* staging_id and shard_id are copied from an event that may itself be bad,
    * so they are only held to the UTF-8 rule. */
   if (e->staging_id &&
       !utf8_ok((const unsigned char *)e->staging_id, strlen(e->staging_id)))
-    return bad(reason, SF_REASON_INVALID_FIELD, err,
-               "ShardRejected.staging_id is not valid UTF-8");
+    return sf_event_reject(reason, SF_REASON_INVALID_FIELD, err,
+                           "ShardRejected.staging_id is not valid UTF-8");
   if (e->shard_id && !utf8_ok((const unsigned char *)e->shard_id, strlen(e->shard_id)))
-    return bad(reason, SF_REASON_INVALID_FIELD, err,
-               "ShardRejected.shard_id is not valid UTF-8");
+    return sf_event_reject(reason, SF_REASON_INVALID_FIELD, err,
+                           "ShardRejected.shard_id is not valid UTF-8");
   TRY(check_text(ev, "source_topic", e->source_topic, SF_EVENT_ID_MAX, false, reason,
                  err));
   TRY(check_range(ev, "source_partition", e->source_partition, -1, INT32_MAX, reason,
@@ -493,5 +501,6 @@ sf_code sf_event_validate(const sf_event *e, sf_event_reason *reason, sf_err *er
     case SF_EVENT_SHARD_REJECTED:
       return sf_shard_rejected_validate(&e->u.rejected, reason, err);
   }
-  return bad(reason, SF_REASON_INVALID_FIELD, err, "unknown event type %d", (int)e->type);
+  return sf_event_reject(reason, SF_REASON_INVALID_FIELD, err, "unknown event type %d",
+                         (int)e->type);
 }

@@ -165,6 +165,12 @@ sf_code sf_shard_rejected_validate(const sf_shard_rejected *e, sf_event_reason *
                                    sf_err *err);
 sf_code sf_event_validate(const sf_event *e, sf_event_reason *reason, sf_err *err);
 
+/* Sets *reason (if not NULL) to r and err (if not NULL) to SF_EDECODE with
+ * the message; returns SF_EDECODE. Every rejection of an event goes
+ * through here, so reason and code always travel together. */
+sf_code sf_event_reject(sf_event_reason *reason, sf_event_reason r, sf_err *err,
+                        const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
 /* The path rule alone (relative, no "..", no empty or "." components), for
  * callers that build paths: SF_OK, or SF_EDECODE with the reason. */
 sf_code sf_event_check_relpath(const char *field, const char *path,
