@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <xxhash.h>
 
 #include "core/catalog.h"
 #include "core/fragset.h"
@@ -26,6 +27,52 @@ static sf_code refuse(sf_event_reason *reason, sf_event_reason r, sf_err *err,
   va_end(ap);
   *reason = r;
   return sf_err_set(err, code, "%s", msg);
+}
+
+/* Direct-mapped: a job's events usually come together, and a miss costs
+ * only the realpath that the cache saves. */
+#define CACHE_SLOTS 64
+
+struct sf_intake {
+  struct {
+    char *root;     /* <dataset>/_indices/_staging/<staging_id> */
+    char *resolved; /* its realpath */
+  } slot[CACHE_SLOTS];
+};
+
+sf_code sf_intake_new(sf_intake **out, sf_err *err) {
+  *out = calloc(1, sizeof **out);
+  return *out ? SF_OK : sf_err_set(err, SF_ENOMEM, "out of memory");
+}
+
+void sf_intake_free(sf_intake *in) {
+  if (!in) return;
+  for (size_t i = 0; i < CACHE_SLOTS; i++) {
+    free(in->slot[i].root);
+    free(in->slot[i].resolved);
+  }
+  free(in);
+}
+
+/* realpath(root), through the cache; the result is owned by the cache (or,
+ * without one, by the caller through *owned). NULL with errno on failure. */
+static const char *resolve_root(sf_intake *in, const char *root, char **owned) {
+  *owned = NULL;
+  size_t k = in ? XXH3_64bits(root, strlen(root)) % CACHE_SLOTS : 0;
+  if (in && in->slot[k].root && !strcmp(in->slot[k].root, root))
+    return in->slot[k].resolved;
+  char *r = realpath(root, NULL);
+  if (!r) return NULL;
+  char *key = in ? strdup(root) : NULL;
+  if (!key) {
+    *owned = r; /* no cache (or no memory for it): the caller frees */
+    return r;
+  }
+  free(in->slot[k].root);
+  free(in->slot[k].resolved);
+  in->slot[k].root = key;
+  in->slot[k].resolved = r;
+  return r;
 }
 
 static char *marker_path(const char *dataset, const char *staging_id) {
@@ -118,32 +165,59 @@ sf_code sf_intake_check(void *ctx, const char *dataset, const sf_shard_staged *e
                         char **path, sf_event_reason *reason, sf_err *err) {
   char *staging = sf_fs_join(dataset, SF_CATALOG_STAGING_DIR);
   char *root = staging ? sf_fs_join(staging, ev->staging_id) : NULL;
-  char *file = root ? sf_fs_join(root, ev->shard_path) : NULL;
-  char *rroot = NULL, *rfile = NULL;
+  char *rfile = NULL, *owned = NULL;
   sf_seg_reader *r = NULL;
   sf_code rc = SF_OK;
   free(staging);
-  if (!file) {
+  if (!root) {
     rc = sf_err_set(err, SF_ENOMEM, "out of memory");
     goto out;
   }
-  /* Both resolved, so that a symlink cannot lead outside the root. */
-  if (!(rfile = realpath(file, NULL)) || !(rroot = realpath(root, NULL))) {
+  const char *rroot = resolve_root(ctx, root, &owned);
+  if (!rroot) {
     int e = errno;
     if (e == ENOENT || e == ENOTDIR)
       rc = refuse(reason, SF_REASON_MISSING_FILE, err, SF_ENOTFOUND,
-                  "shard '%s' of job '%s': %s does not exist", ev->shard_id,
-                  ev->staging_id, file);
+                  "shard '%s' of job '%s': the staging root %s does not exist",
+                  ev->shard_id, ev->staging_id, root);
     else
-      rc = sf_err_errno(err, e == ENOMEM ? SF_ENOMEM : SF_EIO, e, "resolving %s", file);
+      rc = sf_err_errno(err, e == ENOMEM ? SF_ENOMEM : SF_EIO, e, "resolving %s", root);
     goto out;
   }
-  size_t n = strlen(rroot);
-  if (strncmp(rfile, rroot, n) || rfile[n] != '/') {
-    rc = refuse(reason, SF_REASON_PATH_ESCAPE, err, SF_EINVAL,
-                "shard '%s' of job '%s': %s resolves to %s, outside the staging root %s",
-                ev->shard_id, ev->staging_id, file, rfile, rroot);
+  if (!(rfile = sf_fs_join(rroot, ev->shard_path))) {
+    rc = sf_err_set(err, SF_ENOMEM, "out of memory");
     goto out;
+  }
+  /* The file must be inside the root with every link resolved. The usual
+   * shard_path, one plain file name, needs no realpath: lstat says it is
+   * not a link. */
+  struct stat st;
+  int simple =
+      !strchr(ev->shard_path, '/') && lstat(rfile, &st) == 0 && S_ISREG(st.st_mode);
+  if (!simple) {
+    char *real = realpath(rfile, NULL);
+    if (!real) {
+      int e = errno;
+      if (e == ENOENT || e == ENOTDIR)
+        rc = refuse(reason, SF_REASON_MISSING_FILE, err, SF_ENOTFOUND,
+                    "shard '%s' of job '%s': %s does not exist", ev->shard_id,
+                    ev->staging_id, rfile);
+      else
+        rc =
+            sf_err_errno(err, e == ENOMEM ? SF_ENOMEM : SF_EIO, e, "resolving %s", rfile);
+      goto out;
+    }
+    size_t n = strlen(rroot);
+    if (strncmp(real, rroot, n) || real[n] != '/') {
+      rc =
+          refuse(reason, SF_REASON_PATH_ESCAPE, err, SF_EINVAL,
+                 "shard '%s' of job '%s': %s resolves to %s, outside the staging root %s",
+                 ev->shard_id, ev->staging_id, rfile, real, rroot);
+      free(real);
+      goto out;
+    }
+    free(rfile);
+    rfile = real;
   }
   sf_err e = {0};
   rc = sf_seg_open(rfile, &r, &e);
@@ -164,8 +238,7 @@ sf_code sf_intake_check(void *ctx, const char *dataset, const sf_shard_staged *e
 out:
   sf_seg_close(r);
   free(root);
-  free(file);
-  free(rroot);
+  free(owned);
   free(rfile);
   return rc;
 }

@@ -36,14 +36,26 @@
 
 #define SF_INTAKE_FAILED_DIR "_indices/_failed"
 
+/* The hooks' context: a small cache of resolved staging roots, so that the
+ * shards of one job cost one realpath(3) of their root rather than one
+ * each (resolving paths was most of the intake's time). Used by one thread
+ * at a time (the poll loop). Freed by sf_intake_free (accepts NULL). The
+ * hooks also accept ctx == NULL: no cache. */
+typedef struct sf_intake sf_intake;
+sf_code sf_intake_new(sf_intake **out, sf_err *err);
+void sf_intake_free(sf_intake *in);
+
 /* The open hook: resolves ev->dataset_uri into *dataset (malloc'd absolute
  * directory, caller frees) and refuses a staging id marked failed. ctx is
- * unused. On refusal *reason is set; on an I/O error it stays NONE. */
+ * an sf_intake or NULL. On refusal *reason is set; on an I/O error it stays NONE. */
 sf_code sf_intake_open(void *ctx, const sf_shard_staged *ev, char **dataset,
                        sf_event_reason *reason, sf_err *err);
 
 /* The check hook: checks the shard file of ev in `dataset` (as resolved by
- * sf_intake_open); *path is its malloc'd absolute path (caller frees). */
+ * sf_intake_open); *path is its malloc'd absolute path (caller frees).
+ * ctx is an sf_intake or NULL. A shard_path of one component that is a
+ * regular file (lstat, not a symlink) lies in the resolved root by
+ * construction; any other is resolved with realpath(3) and compared. */
 sf_code sf_intake_check(void *ctx, const char *dataset, const sf_shard_staged *ev,
                         char **path, sf_event_reason *reason, sf_err *err);
 

@@ -348,7 +348,10 @@ sf_code sf_proc_new(const sf_proc_opts *o, sf_proc **out, sf_err *err) {
       (rc = sf_schema_set_new(&p->schemas, err)) ||
       (rc = schema_ids(p->schemas, sf_kconf_get(p->kconf, SF_KCONF_SCHEMA_IDS), err)) ||
       (rc = sf_event_decoder_new(p->schemas, framing, 0, &p->dec, err)) ||
-      (rc = sf_jobs_new(&jo, &p->jobs, err)) || (rc = sf_offsets_new(&p->offs, err)))
+      (rc = sf_intake_new(&p->intake, err)))
+    goto out;
+  jo.hooks.ctx = p->intake;
+  if ((rc = sf_jobs_new(&jo, &p->jobs, err)) || (rc = sf_offsets_new(&p->offs, err)))
     goto out;
   /* Each announcement is sent alone and waited for: lingering only adds
    * latency, so the publisher sends at once unless the user says otherwise. */
@@ -496,6 +499,7 @@ void sf_proc_free(sf_proc *p) {
   }
   sf_jobs_free(p->jobs);
   sf_offsets_free(p->offs);
+  sf_intake_free(p->intake);
   sf_event_decoder_free(p->dec);
   sf_schema_set_free(p->schemas);
   sf_kconf_free(p->kconf);

@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "consumer/event_decode.h"
+#include "consumer/intake.h"
 #include "consumer/jobs.h"
 #include "consumer/offsets.h"
 #include "consumer/processor.h"
@@ -64,6 +65,7 @@ struct sf_proc {
   sf_event_decoder *dec;
   sf_jobs *jobs;
   sf_offsets *offs;
+  sf_intake *intake; /* the job table's hooks' cache */
   const char *topic; /* ShardStaged; owned by kconf */
   unsigned per_job_merges;
   int faults;
