@@ -90,7 +90,7 @@ class Serve:
 
     def __init__(self, args, log, env=None, embedded=False):
         self.log = log
-        self.logf = open(log, "ab")
+        self.logf = open(log, "wb")
         self.p = spawn([SEGFORGE, "serve"] + args, env=env, stderr=self.logf)
         self.bootstrap = None
         if embedded:
