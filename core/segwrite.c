@@ -14,6 +14,7 @@
  * destination. Only the chunk offsets in the directory change.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -29,6 +30,9 @@
  * them near their smallest while compressing at hundreds of MB/s. */
 #define ID_ZSTD_LEVEL 3
 
+/* Writeback is started every this many bytes (see start_writeback). */
+#define SEG_WRITEBACK_BYTES (8u << 20)
+
 struct sf_seg_writer {
   sf_fs_tmpfile tmp;
   sf_seg_params p;
@@ -37,6 +41,7 @@ struct sf_seg_writer {
   uint32_t part;         /* the partition last written to (order is non-decreasing) */
   int broken;            /* an I/O error left the file in an unknown state */
   int no_cfr;            /* copy_file_range is unavailable for this destination */
+  uint64_t queued;       /* bytes handed to writeback so far (start_writeback) */
   uint32_t *part_chunks; /* nlist counts */
   uint8_t *chunks;       /* encoded directory entries, SEG_CHUNK_ENTRY each */
   uint64_t nchunks, chunks_cap;
@@ -104,13 +109,28 @@ sf_code sf_seg_writer_open(const char *path, const sf_seg_params *p, sf_seg_writ
   return SF_OK;
 }
 
+/* Starts writeback of what was written since the last call, once that is
+ * SEG_WRITEBACK_BYTES, without waiting for it. Why: otherwise all of a
+ * file's dirty pages wait for the fsync in finish, and a merge stalls there
+ * while the disk sat idle during the copy; flushing as we go overlaps the
+ * two (a build then keeps pace with cp + sync). It is only a hint: errors
+ * surface at that fsync. */
+static void start_writeback(sf_seg_writer *w) {
+  if (w->off - w->queued < SEG_WRITEBACK_BYTES) return;
+  (void)sync_file_range(w->tmp.fd, (off_t)w->queued, (off_t)(w->off - w->queued),
+                        SYNC_FILE_RANGE_WRITE);
+  w->queued = w->off;
+}
+
 /* Appends bytes at the end; any failure breaks the writer. */
 static sf_code out(sf_seg_writer *w, const void *buf, uint64_t len, sf_err *err) {
   sf_code rc = sf_fs_write_all(w->tmp.fd, buf, (size_t)len, w->tmp.tmp_path, err);
-  if (rc)
+  if (rc) {
     w->broken = 1;
-  else
+  } else {
     w->off += len;
+    start_writeback(w);
+  }
   return rc;
 }
 
@@ -244,6 +264,7 @@ static sf_code copy_range(sf_seg_writer *w, const sf_seg_reader *src, uint64_t o
     if (n > 0) {
       len -= (uint64_t)n;
       w->off += (uint64_t)n;
+      start_writeback(w);
       continue;
     }
     if (n < 0 && errno == EINTR) continue;
