@@ -161,7 +161,7 @@ int cli_cmd_build(int argc, char **argv) {
 
   sf_plan *plan;
   sf_code rc = sf_plan_staging(staging, &po, &plan, &err);
-  if (want) roaring_bitmap_free(want);
+  if (want) sf_fragset_free(want);
   if (rc) return cli_fail("build", &err);
 
   progress_state st = {.tty = isatty(STDERR_FILENO)};

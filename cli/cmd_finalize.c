@@ -75,7 +75,7 @@ int cli_cmd_finalize(int argc, char **argv) {
         rc = cli_parse_u64("--target-segment-bytes", optarg, 1, INT64_MAX, 1, &budget, &err);
         break;
       case 'e':
-        if (expected) roaring_bitmap_free(expected);
+        if (expected) sf_fragset_free(expected);
         expected = NULL;
         rc = sf_fragset_parse(optarg, "--expected-fragments", &expected, &err);
         break;
@@ -156,6 +156,6 @@ int cli_cmd_finalize(int argc, char **argv) {
   sf_finalize_result_clear(&res);
   status = 0;
 out:
-  if (expected) roaring_bitmap_free(expected);
+  if (expected) sf_fragset_free(expected);
   return status;
 }

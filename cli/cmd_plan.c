@@ -112,7 +112,7 @@ int cli_cmd_plan(int argc, char **argv) {
 
   sf_plan *p;
   sf_code rc = sf_plan_staging(staging, &po, &p, &err);
-  if (want) roaring_bitmap_free(want);
+  if (want) sf_fragset_free(want);
   if (rc) return cli_fail("plan", &err);
   if (json) {
     json_t *j = sf_plan_to_json(p);

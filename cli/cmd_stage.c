@@ -136,7 +136,7 @@ out:
   if (rc) sf_err_prefix(err, "shard %s was staged, but not announced", path);
   sf_shard_staged_clear(&ev);
   sf_publisher_free(pub, 2000);
-  roaring_bitmap_free(exp);
+  sf_fragset_free(exp);
   return rc;
 }
 
@@ -276,7 +276,7 @@ int cli_cmd_stage(int argc, char **argv) {
   if (!bad) bad = check_publish(&po, &err);
   if (bad) {
     if (bad == 1) cli_fail("stage", &err);
-    roaring_bitmap_free(fr);
+    sf_fragset_free(fr);
     sf_kconf_free(po.conf);
     free(po.dataset_abs);
     return bad;
@@ -342,7 +342,7 @@ out:
   sf_quant_free(q);
   free(qpath);
   free(event_id);
-  roaring_bitmap_free(fr);
+  sf_fragset_free(fr);
   sf_kconf_free(po.conf);
   free(po.dataset_abs);
   return status;

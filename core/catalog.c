@@ -166,7 +166,7 @@ static sf_code check_index(const sf_catalog *c, const sf_catalog_index *ix, sf_e
       roaring_bitmap_or_inplace(seen, s->info.fragments);
     if (rc) sf_err_prefix(err, "segment %s", s->info.segment_id);
   }
-  roaring_bitmap_free(seen);
+  sf_fragset_free(seen);
   return rc;
 }
 

@@ -161,7 +161,7 @@ static sf_code check_request(const sf_catalog_commit_req *r, sf_err *err) {
         sf_err_set(err, SF_EOVERLAP, "new segments %s and %s share fragments %s",
                    r->segs[k].segment_id, s->segment_id, l ? l : "?");
         free(l);
-        roaring_bitmap_free(x);
+        sf_fragset_free(x);
         return SF_EOVERLAP;
       }
     }
@@ -285,7 +285,7 @@ static sf_code overlap_error(const sf_catalog_index *ix, const sf_catalog_segmen
                r->segs[i].segment_id, e->info.segment_id, ix->name, e->staging_id, e->added_in,
                l ? l : "?");
     free(l);
-    roaring_bitmap_free(x);
+    sf_fragset_free(x);
     break;
   }
   return SF_EOVERLAP;
@@ -303,8 +303,8 @@ static sf_code partial_error(const sf_catalog_index *ix, const sf_catalog_segmen
              e->info.segment_id, ix->name, li ? li : "?", lo ? lo : "?");
   free(li);
   free(lo);
-  roaring_bitmap_free(in);
-  roaring_bitmap_free(out);
+  sf_fragset_free(in);
+  sf_fragset_free(out);
   return SF_EOVERLAP;
 }
 
@@ -441,7 +441,7 @@ static sf_code apply(sf_catalog *c, const sf_catalog_commit_req *r, size_t *nrep
   c->version = v;
   c->created_at_ms = at;
 out:
-  roaring_bitmap_free(cover);
+  sf_fragset_free(cover);
   free(drop);
   return rc;
 }

@@ -7,6 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+void sf_fragset_free(roaring_bitmap_t *b) {
+  if (b) roaring_bitmap_free(b);
+}
+
 sf_code sf_fragset_decode(const void *buf, size_t len, const char *what,
                           roaring_bitmap_t **out, sf_err *err) {
   *out = NULL;
@@ -71,7 +75,7 @@ sf_code sf_fragset_parse(const char *s, const char *what, roaring_bitmap_t **out
   *out = b;
   return SF_OK;
 bad:
-  roaring_bitmap_free(b);
+  sf_fragset_free(b);
   return sf_err_set(err, SF_EINVAL,
                     "%s expects a range list of fragment numbers such as '0-63,70', got '%s'",
                     what, s ? s : "");

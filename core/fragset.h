@@ -16,9 +16,13 @@
 
 #include "error.h"
 
+/* Frees a bitmap; accepts NULL (the packaged CRoaring's roaring_bitmap_free
+ * does not, so every free in segforge goes through here). */
+void sf_fragset_free(roaring_bitmap_t *b);
+
 /* Deserialises exactly `len` bytes of portable roaring (trailing bytes or a
  * short buffer are errors). `what` names the source in messages. The bitmap
- * is freed with roaring_bitmap_free. */
+ * is freed with sf_fragset_free. */
 sf_code sf_fragset_decode(const void *buf, size_t len, const char *what,
                           roaring_bitmap_t **out, sf_err *err);
 

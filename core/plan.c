@@ -163,7 +163,7 @@ static sf_code overlap_error(const sf_plan_shard *shards, const order_key *ord,
                "must be indexed by exactly one shard",
                t->shard_id, t->path, s->shard_id, s->path, list ? list : "?");
     free(list);
-    roaring_bitmap_free(both);
+    sf_fragset_free(both);
     return SF_EOVERLAP;
   }
   return sf_err_set(err, SF_EOVERLAP, "shard '%s' overlaps another shard", s->shard_id);
@@ -184,10 +184,10 @@ static sf_code check_coverage(const sf_plan_shard *shards, const order_key *ord,
         roaring_bitmap_get_cardinality(want) - roaring_bitmap_get_cardinality(missing),
         roaring_bitmap_get_cardinality(want), list ? list : "?");
     free(list);
-    roaring_bitmap_free(missing);
+    sf_fragset_free(missing);
     return SF_EINCOMPLETE;
   }
-  roaring_bitmap_free(missing);
+  sf_fragset_free(missing);
   for (size_t i = 0; i < n; i++) {
     const sf_plan_shard *s = &shards[ord[i].idx];
     roaring_bitmap_t *extra = roaring_bitmap_andnot(s->fragments, want);
@@ -198,10 +198,10 @@ static sf_code check_coverage(const sf_plan_shard *shards, const order_key *ord,
                  "shard '%s' (%s) holds fragment(s) %s outside the expected fragments",
                  s->shard_id, s->path, list ? list : "?");
       free(list);
-      roaring_bitmap_free(extra);
+      sf_fragset_free(extra);
       return SF_EINVAL;
     }
-    roaring_bitmap_free(extra);
+    sf_fragset_free(extra);
   }
   return SF_OK;
 }
@@ -318,7 +318,7 @@ sf_code sf_plan_make(const sf_plan_shard *shards, size_t n, const sf_plan_opts *
   sf_plan *p = calloc(1, sizeof *p);
   if (!ord || !all || !p) {
     free(ord);
-    roaring_bitmap_free(all);
+    sf_fragset_free(all);
     free(p);
     return oom(err);
   }
@@ -357,7 +357,7 @@ void sf_plan_shards_free(sf_plan_shard *shards, size_t n) {
   for (size_t i = 0; i < n; i++) {
     free(shards[i].shard_id);
     free(shards[i].path);
-    if (shards[i].fragments) roaring_bitmap_free(shards[i].fragments);
+    if (shards[i].fragments) sf_fragset_free(shards[i].fragments);
   }
   free(shards);
 }
@@ -368,10 +368,10 @@ void sf_plan_free(sf_plan *p) {
   if (p->segments)
     for (size_t g = 0; g < p->num_segments; g++) {
       free(p->segments[g].segment_id);
-      if (p->segments[g].fragments) roaring_bitmap_free(p->segments[g].fragments);
+      if (p->segments[g].fragments) sf_fragset_free(p->segments[g].fragments);
     }
   free(p->segments);
-  if (p->fragments) roaring_bitmap_free(p->fragments);
+  if (p->fragments) sf_fragset_free(p->fragments);
   free(p->staging_id);
   free(p);
 }

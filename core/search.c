@@ -110,7 +110,7 @@ sf_code sf_search_open(const sf_quant *q, const char *const *paths, size_t n,
                       "fragment in one file only",
                       paths[i], list ? list : "?");
       free(list);
-      if (both) roaring_bitmap_free(both);
+      if (both) sf_fragset_free(both);
       break;
     }
     roaring_bitmap_or_inplace(seen, fr);
@@ -118,7 +118,7 @@ sf_code sf_search_open(const sf_quant *q, const char *const *paths, size_t n,
     uint32_t mc = sf_seg_max_chunk_rows(s->files[i]);
     if (mc > s->max_chunk) s->max_chunk = mc;
   }
-  roaring_bitmap_free(seen);
+  sf_fragset_free(seen);
   if (rc) goto fail;
   s->scores = malloc(sizeof(float) * (s->max_chunk ? s->max_chunk : 1));
   if (!s->scores) {

@@ -334,7 +334,7 @@ void sf_seg_close(sf_seg_reader *r) {
   if (!r) return;
   sf_fs_map_close(&r->map);
   if (r->fd >= 0) close(r->fd);
-  if (r->frags) roaring_bitmap_free(r->frags); /* CRoaring 0.2 crashes on NULL */
+  if (r->frags) sf_fragset_free(r->frags); /* CRoaring 0.2 crashes on NULL */
   free(r->first);
   free(r->rows);
   free(r->path);

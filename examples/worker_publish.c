@@ -77,7 +77,7 @@ fail:
   fprintf(stderr, "worker_publish: %s: %s\n", sf_code_name(err.code), err.msg);
 out:
   sf_shard_staged_clear(&ev);
-  roaring_bitmap_free(expected);
+  sf_fragset_free(expected);
   sf_publisher_free(pub, 5000);
   sf_kconf_free(conf);
   return status;

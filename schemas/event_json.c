@@ -200,7 +200,7 @@ static roaring_bitmap_t *rd_bitmap(reader *r, const char *k) {
       const json_t *x = json_array_get(v, i);
       if (!json_is_integer(x) || json_integer_value(x) < 0 ||
           json_integer_value(x) > UINT32_MAX) {
-        roaring_bitmap_free(b);
+        sf_fragset_free(b);
         wrong(r, k, "a range list such as \"0-63,70\" or an array of fragment numbers");
         return NULL;
       }

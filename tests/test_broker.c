@@ -25,6 +25,7 @@
 #include "consumer/event_decode.h"
 #include "consumer/kconf.h"
 #include "producer/publisher.h"
+#include "core/fragset.h"
 
 #define STAGED "segforge.shards.staged"
 
@@ -443,7 +444,7 @@ static void typed_helpers_encode_key_and_route_each_event_type(void **state) {
     total += hi;
   }
   assert_int_equal(total, 1);
-  roaring_bitmap_free(frags);
+  sf_fragset_free(frags);
   assert_int_equal(sf_publisher_free(p, 1000), 0);
   sf_broker_stop(b);
 }

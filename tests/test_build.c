@@ -107,7 +107,7 @@ static void setup(fixture *fx, size_t n, size_t per) {
   snprintf(fx->dir, sizeof fx->dir, "%s", tu_tmpdir("build"));
   snprintf(fx->dataset, sizeof fx->dataset, "%s", tu_path(fx->dir, "ds"));
   for (size_t i = 0; i < n; i++) {
-    char id[16];
+    char id[24];
     snprintf(id, sizeof id, "w%02zu", i);
     make_shard(fx->dir, id, (uint32_t)i * 4, (uint32_t)i * 4 + 3, &fx->s[i]);
   }
@@ -125,7 +125,7 @@ static void teardown(fixture *fx) {
   for (size_t i = 0; i < fx->n; i++) {
     free(fx->s[i].shard_id);
     free(fx->s[i].path);
-    roaring_bitmap_free(fx->s[i].fragments);
+    sf_fragset_free(fx->s[i].fragments);
   }
   sf_plan_free(fx->plan);
 }
@@ -350,7 +350,7 @@ static void test_a_shard_replaced_after_planning_is_refused(void **state) {
   assert_non_null(strstr(err.msg, "fragments"));
   free(again.shard_id);
   free(again.path);
-  roaring_bitmap_free(again.fragments);
+  sf_fragset_free(again.fragments);
   teardown(&fx);
 }
 

@@ -240,8 +240,8 @@ static void commits_and_dead_letters_round_trip(void **state) {
   assert_int_equal(sf_event_decode_shard_staged(dec, b, n, &st, &r, &err), SF_EDECODE);
   assert_int_equal(r, SF_REASON_UNKNOWN_SCHEMA);
   free(b);
-  roaring_bitmap_free(segs[0].fragments);
-  roaring_bitmap_free(segs[1].fragments);
+  sf_fragset_free(segs[0].fragments);
+  sf_fragset_free(segs[1].fragments);
   sf_event_encoder_free(enc);
   sf_event_decoder_free(dec);
 }

@@ -96,7 +96,7 @@ static void commit(const fx *f, const char *job, const char *seg, const char *fr
   sf_code rc = sf_catalog_commit(&r, &res, &err);
   if (rc) fprintf(stderr, "%s\n", err.msg);
   assert_int_equal(rc, SF_OK);
-  roaring_bitmap_free(s.fragments);
+  sf_fragset_free(s.fragments);
 }
 
 /* Three versions: seg-a, + seg-b, then seg-n replacing both; plus the

@@ -59,7 +59,7 @@ static void job_free(job *j) {
   for (size_t i = 0; i < j->n; i++) {
     free(j->s[i].shard_id);
     free(j->s[i].path);
-    roaring_bitmap_free(j->s[i].fragments);
+    sf_fragset_free(j->s[i].fragments);
   }
   j->n = 0;
 }
@@ -275,13 +275,13 @@ static void test_missing_expected_fragments_are_listed_by_number(void **state) {
   assert_non_null(strstr(err.msg, "missing: 10-11,61,70"));
   assert_non_null(strstr(err.msg, "61 of 65"));
   /* Covered exactly: plans. */
-  roaring_bitmap_free(want);
+  sf_fragset_free(want);
   assert_int_equal(sf_fragset_parse("0-9,12-60,62-63", "t", &want, &err), SF_OK);
   o.expected_fragments = want;
   sf_plan *p;
   assert_int_equal(sf_plan_make(j.s, j.n, &o, &p, &err), SF_OK);
   sf_plan_free(p);
-  roaring_bitmap_free(want);
+  sf_fragset_free(want);
   job_free(&j);
 }
 
@@ -298,7 +298,7 @@ static void test_fragments_outside_the_expected_set_are_refused_naming_the_shard
   assert_int_equal(plan_err(&j, &o, &err), SF_EINVAL);
   assert_non_null(strstr(err.msg, "'w2'"));
   assert_non_null(strstr(err.msg, "11-12"));
-  roaring_bitmap_free(want);
+  sf_fragset_free(want);
   job_free(&j);
 }
 
@@ -400,7 +400,7 @@ static void write_shard(const char *path, const sf_seg_params *p, const char *fr
   uint8_t codes[3 * 64] = {0};
   assert_int_equal(sf_seg_writer_add_chunk(w, 0, ids, codes, 3, &err), SF_OK);
   assert_int_equal(sf_seg_writer_finish(w, b, &err), SF_OK);
-  roaring_bitmap_free(b);
+  sf_fragset_free(b);
 }
 
 static void test_a_staging_root_is_read_and_planned_against_its_quantizer(void **state) {

@@ -74,7 +74,7 @@ static const char *stage(fixture *f, const char *id, uint32_t a, uint32_t b) {
   sf_code rc = sf_stage_shard(&o, f->q, &res, &err);
   if (rc) fail_msg("stage: %s", err.msg);
   last_passes = res.passes;
-  roaring_bitmap_free(fr);
+  sf_fragset_free(fr);
   static char paths[8][4096];
   static int next;
   char *p = paths[next++ & 7];
@@ -251,7 +251,7 @@ static void test_a_fragment_past_the_end_of_the_file_is_refused(void **st) {
   sf_err err = {0};
   assert_int_equal(sf_stage_shard(&o, f.q, &res, &err), SF_EINVAL);
   assert_non_null(strstr(err.msg, "fragment 12 starts at row 12000"));
-  roaring_bitmap_free(fr);
+  sf_fragset_free(fr);
   teardown_index(&f);
 }
 

@@ -20,6 +20,7 @@
 #include "core/crc32c.h"
 #include "core/segfile.h"
 #include "tests/testutil.h"
+#include "core/fragset.h"
 
 /* ---- a deterministic data model ------------------------------------------
  * Row (fragment f, offset o) lives in partition part_of(id) and has the code
@@ -93,7 +94,7 @@ static void write_shard(const char *path, const sf_seg_params *sp, uint32_t f0,
   roaring_bitmap_t *b =
       f0 < f1 ? roaring_bitmap_from_range(f0, f1, 1) : roaring_bitmap_create();
   assert_int_equal(sf_seg_writer_finish(w, b, &err), SF_OK);
-  roaring_bitmap_free(b);
+  sf_fragset_free(b);
   free(ids);
   free(codes);
 }
@@ -169,7 +170,7 @@ static void test_roundtrip_preserves_ids_and_codes_in_every_partition(void **sta
   assert_true(empty >= 5);
   roaring_bitmap_t *want = roaring_bitmap_from_range(3, 9, 1);
   assert_true(roaring_bitmap_equals(sf_seg_fragments(r), want));
-  roaring_bitmap_free(want);
+  sf_fragset_free(want);
   size_t n;
   pair *got = read_all(r, &n);
   assert_same_pairs(got, n, exp, nexp);
@@ -227,7 +228,7 @@ static void test_a_chunk_larger_than_the_limit_is_split_on_write(void **state) {
   for (uint32_t i = 0; i < n; i++) assert_true(got[i].id == ids[i]);
   assert_int_equal(sf_seg_verify(r, &err), SF_OK);
   sf_seg_close(r);
-  roaring_bitmap_free(b);
+  sf_fragset_free(b);
   free(got);
   free(ids);
   free(codes);
@@ -282,7 +283,7 @@ static void merge_three(const char *tag) {
   assert_int_equal(sf_seg_verify(r, &err), SF_OK);
   sf_seg_close(r);
   for (int i = 0; i < 3; i++) sf_seg_close(src[i]);
-  roaring_bitmap_free(all);
+  sf_fragset_free(all);
   free(got);
   free(exp);
 }
@@ -321,7 +322,7 @@ static void test_copy_partition_refuses_a_source_with_other_parameters(void **st
     /* the refusal changed nothing: the writer can still finish */
     roaring_bitmap_t *b = roaring_bitmap_create();
     assert_int_equal(sf_seg_writer_finish(w, b, &err), SF_OK);
-    roaring_bitmap_free(b);
+    sf_fragset_free(b);
   }
   sf_seg_close(src);
 }
@@ -354,7 +355,7 @@ static void test_writer_rejects_bad_order_and_unsorted_ids_but_stays_usable(
   assert_int_equal(sf_seg_writer_add_chunk(w, 3, ids, codes, 3, &err), SF_OK);
   roaring_bitmap_t *b = roaring_bitmap_from_range(0, 1, 1);
   assert_int_equal(sf_seg_writer_finish(w, b, &err), SF_OK);
-  roaring_bitmap_free(b);
+  sf_fragset_free(b);
   sf_seg_reader *r;
   assert_int_equal(sf_seg_open(path, &r, &err), SF_OK);
   assert_int_equal(sf_seg_num_rows(r), 6);
@@ -703,7 +704,7 @@ static void test_verify_reports_a_row_whose_fragment_the_bitmap_lacks(void **sta
   assert_int_equal(sf_seg_writer_add_chunk(w, 1, ids, codes, 2, &err), SF_OK);
   roaring_bitmap_t *b = roaring_bitmap_from_range(0, 2, 1); /* lacks 2 */
   assert_int_equal(sf_seg_writer_finish(w, b, &err), SF_OK);
-  roaring_bitmap_free(b);
+  sf_fragset_free(b);
   sf_seg_reader *r;
   assert_int_equal(sf_seg_open(path, &r, &err), SF_OK);
   assert_int_equal(sf_seg_verify(r, &err), SF_ECORRUPT);

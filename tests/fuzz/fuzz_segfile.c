@@ -21,6 +21,7 @@
 
 #include "core/crc32c.h"
 #include "core/segfile.h"
+#include "core/fragset.h"
 
 static uint32_t g32(const uint8_t *p) {
   return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
@@ -122,7 +123,7 @@ static void write_seeds(const char *dir) {
       fprintf(stderr, "%s\n", err.msg);
       exit(1);
     }
-    roaring_bitmap_free(b);
+    sf_fragset_free(b);
   }
 }
 
