@@ -336,9 +336,10 @@ done:
 /* A run killed mid-segment leaves "<id>.sfseg.tmp.<pid>.<n>" behind (the
  * writer's temporary name). Those of this plan's segments whose writer is
  * no longer alive are removed before building: nobody can finish them, and
- * the rebuild writes a new temporary. A live pid is left alone; pids are
- * this host's, so an instance on another host sharing the directory could
- * lose a temporary - its rename then fails, and the job is retried. */
+ * the rebuild writes a new temporary. A live pid is left alone, and so is
+ * a temporary of another pid namespace (another container sharing the
+ * dataset): its pid means nothing here, so it is left to gc, which removes
+ * temporaries older than an hour. */
 static size_t sweep_temporaries(const sf_plan *plan, const char *dir) {
   DIR *d = opendir(dir);
   if (!d) return 0;
@@ -350,7 +351,10 @@ static size_t sweep_temporaries(const sf_plan *plan, const char *dir) {
     size_t idlen = (size_t)(tmp - e->d_name);
     char *end;
     long pid = strtol(tmp + strlen(SF_PLAN_SEGMENT_EXT ".tmp."), &end, 10);
-    if (pid <= 0 || *end != '.' || (kill((pid_t)pid, 0) == 0 || errno != ESRCH)) continue;
+    if (pid <= 0 || *end != '.') continue;
+    unsigned long long ns = strtoull(end + 1, &end, 10);
+    if (*end != '.' || ns != sf_fs_pidns()) continue;
+    if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;
     for (size_t g = 0; g < plan->num_segments; g++) {
       const char *id = plan->segments[g].segment_id;
       if (strlen(id) == idlen && !memcmp(id, e->d_name, idlen)) {

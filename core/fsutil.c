@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -72,19 +73,39 @@ sf_code sf_fs_write_all(int fd, const void *buf, size_t len, const char *what, s
   return SF_OK;
 }
 
+uint64_t sf_fs_pidns(void) {
+  static _Atomic uint64_t cached; /* every thread computes the same value */
+  uint64_t v = atomic_load_explicit(&cached, memory_order_relaxed);
+  if (v) return v;
+  char link[64] = "";
+  ssize_t n = readlink("/proc/self/ns/pid", link, sizeof link - 1);
+  const char *p = n > 0 ? strchr(link, '[') : NULL;
+  v = p ? strtoull(p + 1, NULL, 10) : 0;
+  if (!v) v = 1; /* unknown: all writers look alike, as before */
+  atomic_store_explicit(&cached, v, memory_order_relaxed);
+  return v;
+}
+
 sf_code sf_fs_tmpfile_open(sf_fs_tmpfile *t, const char *path, sf_err *err) {
   static atomic_uint counter;
   t->fd = -1;
   t->path = strdup(path);
-  size_t n = strlen(path) + 64;
+  size_t n = strlen(path) + 96;
   t->tmp_path = malloc(n);
   if (!t->path || !t->tmp_path) {
     sf_fs_tmpfile_abort(t);
     return sf_err_set(err, SF_ENOMEM, "out of memory");
   }
-  snprintf(t->tmp_path, n, "%s.tmp.%ld.%u", path, (long)getpid(),
-           atomic_fetch_add(&counter, 1));
-  t->fd = open(t->tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  /* "<pid>.<pid namespace>." lead, so a sweep of a crashed run's leftovers
+   * can tell a dead writer of its own namespace from a live one in another
+   * container sharing the dataset; a counter and random bits follow, and
+   * O_EXCL makes any collision an error instead of two writers in one file. */
+  uint64_t r = 0;
+  if (getrandom(&r, sizeof r, 0) != (ssize_t)sizeof r) r ^= (uint64_t)(uintptr_t)t;
+  snprintf(t->tmp_path, n, "%s.tmp.%ld.%llu.%u.%016llx", path, (long)getpid(),
+           (unsigned long long)sf_fs_pidns(), atomic_fetch_add(&counter, 1),
+           (unsigned long long)r);
+  t->fd = open(t->tmp_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (t->fd < 0) {
     sf_err_errno(err, SF_EIO, errno, "cannot create %s", t->tmp_path);
     sf_fs_tmpfile_abort(t);
@@ -135,7 +156,9 @@ sf_code sf_fs_write_atomic(const char *path, const void *buf, size_t len, sf_err
 sf_code sf_fs_map_open(const char *path, sf_fs_map *m, sf_err *err) {
   m->data = NULL;
   m->size = 0;
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  /* O_NONBLOCK: a FIFO named where a file should be must fail the check
+   * below, not block the caller in open() until a writer appears. */
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
   if (fd < 0)
     return sf_err_errno(err, errno == ENOENT ? SF_ENOTFOUND : SF_EIO, errno,
                         "cannot open %s", path);

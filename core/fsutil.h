@@ -21,8 +21,12 @@ sf_code sf_fs_fsync_dir(const char *dir, sf_err *err);
  * fsync, rename over path, fsync of the directory. */
 sf_code sf_fs_write_atomic(const char *path, const void *buf, size_t len, sf_err *err);
 
+/* The inode number of this process's pid namespace (1 if unknown): with
+ * the pid it names a writer uniquely on a host shared by containers. */
+uint64_t sf_fs_pidns(void);
+
 /* A writer that publishes its file only on commit: open creates
- * "<path>.tmp.<pid>.<n>"; commit fsyncs, renames to path and fsyncs the
+ * "<path>.tmp.<pid>.<pidns>.<n>.<random>" with O_EXCL; commit fsyncs, renames to path and fsyncs the
  * directory; abort (or free without commit) unlinks the temporary. */
 typedef struct sf_fs_tmpfile {
   int fd;
