@@ -233,7 +233,7 @@ int cli_cmd_demo(int argc, char **argv) {
     dir = dirbuf;
   }
   double t0 = now_s();
-  char data[4096], dataset[4200], staging[4300], base[4200], query[4200], gt[4200];
+  char data[4200], dataset[4200], staging[4400], base[4400], query[4400], gt[4400];
   char s_rows[32], s_dim[32], s_nlist[32], s_nprobe[32], s_rpf[32], s_pqm[32], s_exp[32];
   snprintf(data, sizeof data, "%s/data", dir);
   snprintf(dataset, sizeof dataset, "%s/dataset", dir);

@@ -315,10 +315,15 @@ static sf_code read_with_avro(sf_event_decoder *dec, const sf_schema *s, const u
       w->cls = avro_generic_class_from_schema(rs);
       w->resolver = w->cls ? avro_resolved_writer_new(s->avro, rs) : NULL;
       avro_schema_decref(rs);
-      if (!w->resolver)
+      if (!w->resolver) {
+        /* Not ready: drop the class too, or every later event of this
+         * writer schema would leak one. */
+        if (w->cls) avro_value_iface_decref(w->cls);
+        w->cls = NULL;
         return sf_event_reject(reason, SF_REASON_UNKNOWN_SCHEMA, err,
                                "%s schema %s cannot be read as the current version: %s",
                                sf_event_type_name(t), s->origin, avro_strerror());
+      }
       if (avro_generic_value_new(w->cls, &w->value) ||
           avro_resolved_writer_new_value(w->resolver, &w->resolved))
         return sf_evfield_oom(reason, err, "a resolved value");
