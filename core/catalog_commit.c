@@ -190,7 +190,15 @@ static sf_code check_files(const char *ds, const sf_catalog_commit_req *r, sf_er
     free(p);
     if (rc) return rc;
   }
-  return SF_OK;
+  /* A segment renamed into place just before a crash, and reused by this
+   * run, may have a name that is not yet durable: make the directory
+   * durable before a version names what is in it. */
+  if (!r->nsegs) return SF_OK;
+  char *segdir = sf_fs_join(ds, SF_CATALOG_SEGMENTS_DIR);
+  if (!segdir) return sf_err_set(err, SF_ENOMEM, "out of memory");
+  sf_code rc = sf_fs_fsync_dir(segdir, err);
+  free(segdir);
+  return rc;
 }
 
 /* ---- step 3: the quantizer ------------------------------------------------ */
