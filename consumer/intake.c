@@ -2,12 +2,14 @@
 #include "consumer/intake.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <xxhash.h>
 
 #include "core/catalog.h"
@@ -27,6 +29,53 @@ static sf_code refuse(sf_event_reason *reason, sf_event_reason r, sf_err *err,
   va_end(ap);
   *reason = r;
   return sf_err_set(err, code, "%s", msg);
+}
+
+/* Whose fault an errno of resolving or opening an event-supplied path is.
+ * The path came from the event, so almost every failure is the event's: a
+ * name too long, a link loop, a component that is a file, a file the
+ * service may not read. Only a shortage of memory or descriptors and a real
+ * I/O error are the machine's (NONE): those stop the service so that a
+ * restart retries, while an event's fault must never stop it, or one bad
+ * event would crash-loop the service on every restart. */
+static sf_event_reason path_errno_reason(int e) {
+  switch (e) {
+    case ENOMEM:
+    case EMFILE:
+    case ENFILE:
+    case EIO:
+    case ENOBUFS:
+    case EINTR:
+    case EAGAIN:
+    case ESTALE:
+      return SF_REASON_NONE;
+    case ENAMETOOLONG:
+      return SF_REASON_INVALID_FIELD;
+    case ELOOP:
+      return SF_REASON_PATH_ESCAPE; /* links that never resolve */
+    case EISDIR:
+    case ENXIO:
+    case ENODEV:
+    case EOVERFLOW:
+    case EFBIG:
+      return SF_REASON_CORRUPT_FILE; /* not a readable regular file */
+    default:                         /* ENOENT, ENOTDIR, EACCES, EPERM, ... */
+      return SF_REASON_MISSING_FILE;
+  }
+}
+
+/* A failure to resolve or open `path` (errno e) for the event: refused with
+ * the reason of e, or an error the caller does not blame on the event. */
+static sf_code path_error(sf_event_reason *reason, sf_err *err, int e, const char *what,
+                          const char *path) {
+  sf_event_reason r = path_errno_reason(e);
+  if (r == SF_REASON_NONE)
+    return sf_err_errno(err, e == ENOMEM ? SF_ENOMEM : SF_EIO, e, "%s: resolving %s", what,
+                        path);
+  char why[160];
+  snprintf(why, sizeof why, "%s", strerror(e));
+  return refuse(reason, r, err, e == ENOENT || e == ENOTDIR ? SF_ENOTFOUND : SF_EINVAL,
+                "%s: %s cannot be used: %s", what, path, why);
 }
 
 /* Direct-mapped: a job's events usually come together, and a miss costs
@@ -101,6 +150,20 @@ sf_code sf_intake_open(void *ctx, const sf_shard_staged *ev, char **dataset,
   if (rc == SF_EINVAL)
     return refuse(reason, SF_REASON_INVALID_FIELD, err, rc, "dataset_uri of job '%s': %s",
                   ev->staging_id, e.msg);
+  if (rc == SF_EIO) {
+    /* The resolver keeps no errno: resolve again to learn whose fault it is
+     * (an error path only, so the second realpath costs nothing usual). */
+    const char *local = ev->dataset_uri;
+    if (!strncmp(local, "file://", 7)) local += 7;
+    char *again = realpath(local, NULL);
+    int eno = errno;
+    free(again);
+    if (!again) {
+      char what[SF_EVENT_ID_MAX + 32];
+      snprintf(what, sizeof what, "dataset of job '%s'", ev->staging_id);
+      return path_error(reason, err, eno, what, ev->dataset_uri);
+    }
+  }
   if (rc) return sf_err_set(err, rc, "%s", e.msg);
   if (sf_intake_is_failed(dir, ev->staging_id)) {
     free(dir);
@@ -161,6 +224,28 @@ static sf_code match(const sf_seg_reader *r, const char *path, const sf_shard_st
   return SF_OK;
 }
 
+/* sf_seg_open failed with SF_EIO, which keeps no errno: open the file once
+ * more to learn whether the event named something unreadable (its fault)
+ * or the machine failed (a real I/O error, no memory for the mapping). */
+static sf_code open_error(const char *path, const sf_shard_staged *ev, const sf_err *e,
+                          sf_event_reason *reason, sf_err *err) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+  if (fd < 0) {
+    int eno = errno;
+    if (path_errno_reason(eno) != SF_REASON_NONE)
+      return path_error(reason, err, eno, "shard_path", path);
+    return sf_err_set(err, SF_EIO, "%s", e->msg);
+  }
+  struct stat st;
+  int regular = fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+  close(fd);
+  if (!regular)
+    return refuse(reason, SF_REASON_CORRUPT_FILE, err, SF_EINVAL,
+                  "shard '%s' of job '%s': %s is not a regular file", ev->shard_id,
+                  ev->staging_id, path);
+  return sf_err_set(err, SF_EIO, "%s", e->msg);
+}
+
 sf_code sf_intake_check(void *ctx, const char *dataset, const sf_shard_staged *ev,
                         char **path, sf_event_reason *reason, sf_err *err) {
   char *staging = sf_fs_join(dataset, SF_CATALOG_STAGING_DIR);
@@ -181,7 +266,7 @@ sf_code sf_intake_check(void *ctx, const char *dataset, const sf_shard_staged *e
                   "shard '%s' of job '%s': the staging root %s does not exist",
                   ev->shard_id, ev->staging_id, root);
     else
-      rc = sf_err_errno(err, e == ENOMEM ? SF_ENOMEM : SF_EIO, e, "resolving %s", root);
+      rc = path_error(reason, err, e, "the staging root", root);
     goto out;
   }
   if (!(rfile = sf_fs_join(rroot, ev->shard_path))) {
@@ -203,8 +288,7 @@ sf_code sf_intake_check(void *ctx, const char *dataset, const sf_shard_staged *e
                     "shard '%s' of job '%s': %s does not exist", ev->shard_id,
                     ev->staging_id, rfile);
       else
-        rc =
-            sf_err_errno(err, e == ENOMEM ? SF_ENOMEM : SF_EIO, e, "resolving %s", rfile);
+        rc = path_error(reason, err, e, "shard_path", rfile);
       goto out;
     }
     size_t n = strlen(rroot);
@@ -218,15 +302,25 @@ sf_code sf_intake_check(void *ctx, const char *dataset, const sf_shard_staged *e
     }
     free(rfile);
     rfile = real;
+    /* A directory, FIFO or device is no shard; a FIFO must be refused
+     * before anything opens it, since opening one blocks. */
+    if (stat(rfile, &st) == 0 && !S_ISREG(st.st_mode)) {
+      rc = refuse(reason, SF_REASON_CORRUPT_FILE, err, SF_EINVAL,
+                  "shard '%s' of job '%s': %s is not a regular file", ev->shard_id,
+                  ev->staging_id, rfile);
+      goto out;
+    }
   }
   sf_err e = {0};
   rc = sf_seg_open(rfile, &r, &e);
   if (rc == SF_ENOTFOUND)
     rc = refuse(reason, SF_REASON_MISSING_FILE, err, rc, "shard '%s': %s", ev->shard_id,
                 e.msg);
-  else if (rc == SF_ECORRUPT || rc == SF_EFORMAT)
+  else if (rc == SF_ECORRUPT || rc == SF_EFORMAT || rc == SF_EINVAL || rc == SF_ELIMIT)
     rc = refuse(reason, SF_REASON_CORRUPT_FILE, err, rc, "shard '%s': %s", ev->shard_id,
                 e.msg);
+  else if (rc == SF_EIO)
+    rc = open_error(rfile, ev, &e, reason, err);
   else if (rc)
     rc = sf_err_set(err, rc, "%s", e.msg);
   else

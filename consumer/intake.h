@@ -16,6 +16,11 @@
  *  - it matches the event: type, metric, dim and partitions (PARAM_MISMATCH),
  *    quantizer checksum (CHECKSUM_MISMATCH), fragments, rows and size
  *    (INVALID_FIELD: the event misdescribes its file).
+ * Any other failure to resolve or open a path the event named is the
+ * event's fault too (a name too long: INVALID_FIELD; a link loop:
+ * PATH_ESCAPE; not a regular file: CORRUPT_FILE; not readable: MISSING_FILE);
+ * only a shortage of memory or descriptors and a real I/O error are not
+ * (the reason stays NONE and the service stops so that a restart retries).
  * The data blocks are not read here: the build verifies every block's CRC
  * as it copies it, so reading them twice would only double the I/O.
  *

@@ -65,7 +65,10 @@ const char *sf_event_reason_name(sf_event_reason r);
 sf_event_reason sf_event_reason_parse(const char *s);
 
 /* Limits of the field rules. */
-#define SF_EVENT_ID_MAX 256    /* bytes of an id (event, staging, shard, ...) */
+/* Ids name files (a staging id is a directory and a marker, a segment id a
+ * file), so they are held to NAME_MAX: a longer one would pass validation
+ * and then fail every open with ENAMETOOLONG. */
+#define SF_EVENT_ID_MAX 255    /* bytes of an id (event, staging, shard, ...) */
 #define SF_EVENT_TEXT_MAX 4096 /* bytes of a URI, path or column name */
 
 typedef struct sf_shard_staged {

@@ -51,7 +51,13 @@ singles = {
     "CORRUPT_FILE": variant(shard_id="corrupt", shard_path="corrupt.sfshard"),
     "CHECKSUM_MISMATCH": variant(shard_id="cks", quantizer_checksum="0x0123456789abcdef"),
     "PARAM_MISMATCH": variant(shard_id="pm", metric="DOT"),
+    # Paths that cannot be resolved are the event's fault, never a crash loop.
+    "NOT_A_DIR": variant(staging_id="nd", shard_id="nd", dataset_uri="/etc/passwd/x"),
+    "LONG_NAME": variant(shard_id="long", shard_path="sub/" + "s" * 300),
+    "A_DIRECTORY": variant(shard_id="dir", shard_path="adir"),
 }
+os.makedirs(os.path.join(d.staging("bad"), "adir"))
+os.makedirs(os.path.join(d.staging("bad"), "sub"))
 # Jobs that fail: their events are all dead-lettered.
 f0, f1 = d.stage("f", "f0", "0-3", "0-7", index="i-f"), d.stage("f", "f1", "3-7", "0-7", index="i-f")
 g0 = d.stage("g", "g0", "0-3", "0-7", index="i-g")
@@ -74,7 +80,7 @@ def send(key, raw, tag):
 
 send("ok", ok[0][1], "ok0")
 for reason, (ev, raw) in singles.items():
-    send("bad", raw, reason)
+    send(ev["staging_id"] if ev else "bad", raw, reason)
 send("ok", ok[1][1], "ok1")
 send("f", f0[1], "f0")
 send("f", f1[1], "f1")               # overlaps f0: FRAGMENT_OVERLAP, f0 JOB_FAILED
@@ -100,6 +106,9 @@ want = {  # tag -> (reason, staging_id, shard_id)
     "CORRUPT_FILE": ("CORRUPT_FILE", "bad", "corrupt"),
     "CHECKSUM_MISMATCH": ("CHECKSUM_MISMATCH", "bad", "cks"),
     "PARAM_MISMATCH": ("PARAM_MISMATCH", "bad", "pm"),
+    "NOT_A_DIR": ("MISSING_FILE", "nd", "nd"),
+    "LONG_NAME": ("INVALID_FIELD", "bad", "long"),
+    "A_DIRECTORY": ("CORRUPT_FILE", "bad", "dir"),
     "f1": ("FRAGMENT_OVERLAP", "f", "f1"),
     "f0": ("JOB_FAILED", "f", "f0"),
     "g0x": ("DUPLICATE_CONFLICT", "g", "g0"),

@@ -103,7 +103,7 @@ static void put_bitmap(obuf *o, const char *ranges) {
   assert_int_equal(sf_fragset_encode(b, &bytes, &n, NULL), SF_OK);
   put_blob(o, bytes, n);
   free(bytes);
-  roaring_bitmap_free(b);
+  sf_fragset_free(b);
 }
 
 /* Writes the good event with one field changed as the case says. */
@@ -212,6 +212,8 @@ static const bad_case cases[] = {
      "shard_id", F_SHARD_ID, STR, S("sh\0rd")},
     {"a shard id of 257 bytes is an invalid field", SF_REASON_INVALID_FIELD, "shard_id",
      F_SHARD_ID, STR, .n = 257 /* bytes of 'x' */},
+    {"a staging id of 256 bytes (longer than a file name) is an invalid field",
+     SF_REASON_INVALID_FIELD, "staging_id", F_STAGING_ID, STR, .n = 256},
     {"a shard id with a space is an invalid field", SF_REASON_INVALID_FIELD, "shard_id",
      F_SHARD_ID, STR, S("shard 3")},
     {"an index name of '..' is an invalid field", SF_REASON_INVALID_FIELD, "index_name",
@@ -341,7 +343,7 @@ static void bad_commits_and_dead_letters_are_invalid_fields(void **state) {
   assert_int_equal(r, SF_REASON_INVALID_FIELD);
   assert_non_null(strstr(err.msg, "shard_ids"));
   free(b);
-  roaring_bitmap_free(seg.fragments);
+  sf_fragset_free(seg.fragments);
   /* A dead letter whose reason is not a code. */
   sf_shard_rejected rej = {"bad reason",   "m", NULL, NULL, "t", 0, 1,
                            (uint8_t *)"x", 1,   7};

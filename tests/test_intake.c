@@ -1,0 +1,225 @@
+/* test_intake.c - the intake checks of `segforge serve` (consumer/intake.h):
+ * whatever an event names on disk, a path that cannot be resolved or opened
+ * is the event's fault (a reason for the dead-letter topic), never an error
+ * that stops the service, since a restart would read the same event again.
+ * Each case builds the bad path for real in a scratch directory. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* clang-format off */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+/* clang-format on */
+
+#include "consumer/intake.h"
+#include "testutil.h"
+
+typedef struct fx {
+  char ds[3900];   /* the dataset */
+  char root[4000]; /* its staging root of job "job" */
+  sf_intake *in;
+} fx;
+
+static fx *fx_new(void) {
+  fx *f = calloc(1, sizeof *f);
+  snprintf(f->ds, sizeof f->ds, "%s", tu_tmpdir("intake"));
+  snprintf(f->root, sizeof f->root, "%s/_indices", f->ds);
+  assert_int_equal(mkdir(f->root, 0755), 0);
+  snprintf(f->root, sizeof f->root, "%s/_indices/_staging", f->ds);
+  assert_int_equal(mkdir(f->root, 0755), 0);
+  snprintf(f->root, sizeof f->root, "%s/_indices/_staging/job", f->ds);
+  assert_int_equal(mkdir(f->root, 0755), 0);
+  sf_err err = {0};
+  assert_int_equal(sf_intake_new(&f->in, &err), SF_OK);
+  return f;
+}
+
+static void fx_free(fx *f) {
+  sf_intake_free(f->in);
+  free(f);
+}
+
+static sf_shard_staged event(const char *dataset, const char *staging, const char *path) {
+  sf_shard_staged e;
+  memset(&e, 0, sizeof e);
+  e.dataset_uri = (char *)dataset;
+  e.staging_id = (char *)staging;
+  e.shard_id = (char *)"s0";
+  e.shard_path = (char *)path;
+  return e;
+}
+
+/* The check hook on shard_path of job "job": its reason (NONE = not the
+ * event's fault). */
+static sf_event_reason check(fx *f, const char *shard_path) {
+  sf_shard_staged e = event(f->ds, "job", shard_path);
+  sf_event_reason reason = SF_REASON_NONE;
+  sf_err err = {0};
+  char *path = NULL;
+  sf_code rc = sf_intake_check(f->in, f->ds, &e, &path, &reason, &err);
+  free(path);
+  assert_int_not_equal(rc, SF_OK);
+  assert_true(err.msg[0] != '\0');
+  return reason;
+}
+
+static sf_event_reason open_dataset(const char *dataset) {
+  sf_shard_staged e = event(dataset, "job", "s0.sfshard");
+  sf_event_reason reason = SF_REASON_NONE;
+  sf_err err = {0};
+  char *dir = NULL;
+  sf_code rc = sf_intake_open(NULL, &e, &dir, &reason, &err);
+  free(dir);
+  assert_int_not_equal(rc, SF_OK);
+  assert_true(err.msg[0] != '\0');
+  return reason;
+}
+
+#define EXPECT_REASON(got, want) \
+  assert_string_equal(sf_event_reason_name(got), sf_event_reason_name(want))
+
+static void a_dataset_below_a_regular_file_is_missing(void **state) {
+  fx *f = fx_new();
+  char file[4200], bad[4300];
+  snprintf(file, sizeof file, "%s/plain", f->ds);
+  tu_write_file(file, "x", 1);
+  snprintf(bad, sizeof bad, "%s/x", file); /* realpath: ENOTDIR */
+  EXPECT_REASON(open_dataset(bad), SF_REASON_MISSING_FILE);
+  snprintf(bad, sizeof bad, "file://%s/x", file);
+  EXPECT_REASON(open_dataset(bad), SF_REASON_MISSING_FILE);
+  fx_free(f);
+}
+
+static void a_dataset_path_with_a_too_long_name_is_an_invalid_field(void **state) {
+  fx *f = fx_new();
+  char bad[4400];
+  int n = snprintf(bad, sizeof bad, "%s/", f->ds);
+  memset(bad + n, 'd', 300); /* one component longer than NAME_MAX */
+  bad[n + 300] = '\0';
+  EXPECT_REASON(open_dataset(bad), SF_REASON_INVALID_FIELD);
+  fx_free(f);
+}
+
+static void a_dataset_in_a_link_loop_is_refused(void **state) {
+  fx *f = fx_new();
+  char a[4200], b[4200], bad[4300];
+  snprintf(a, sizeof a, "%s/loop-a", f->ds);
+  snprintf(b, sizeof b, "%s/loop-b", f->ds);
+  assert_int_equal(symlink(b, a), 0);
+  assert_int_equal(symlink(a, b), 0);
+  snprintf(bad, sizeof bad, "%s/ds", a);
+  assert_int_not_equal(open_dataset(bad), SF_REASON_NONE);
+  fx_free(f);
+}
+
+static void a_staging_root_that_cannot_be_resolved_is_the_events_fault(void **state) {
+  fx *f = fx_new();
+  /* The root is a link loop: realpath of it fails with ELOOP. */
+  char a[4200], b[4200];
+  snprintf(a, sizeof a, "%s/_indices/_staging/looped", f->ds);
+  snprintf(b, sizeof b, "%s/_indices/_staging/looped2", f->ds);
+  assert_int_equal(symlink(b, a), 0);
+  assert_int_equal(symlink(a, b), 0);
+  sf_shard_staged e = event(f->ds, "looped", "s0.sfshard");
+  sf_event_reason reason = SF_REASON_NONE;
+  sf_err err = {0};
+  char *path = NULL;
+  assert_int_not_equal(sf_intake_check(f->in, f->ds, &e, &path, &reason, &err), SF_OK);
+  assert_int_not_equal(reason, SF_REASON_NONE);
+  fx_free(f);
+}
+
+static void a_shard_path_component_longer_than_a_file_name_is_an_invalid_field(
+    void **state) {
+  fx *f = fx_new();
+  char bad[400] = "sub/";
+  memset(bad + 4, 's', 300);
+  bad[304] = '\0';
+  char sub[4200];
+  snprintf(sub, sizeof sub, "%s/sub", f->root);
+  assert_int_equal(mkdir(sub, 0755), 0);
+  EXPECT_REASON(check(f, bad), SF_REASON_INVALID_FIELD);
+  EXPECT_REASON(check(f, bad + 4), SF_REASON_INVALID_FIELD); /* one plain name */
+  fx_free(f);
+}
+
+static void a_shard_path_naming_a_directory_is_a_corrupt_file(void **state) {
+  fx *f = fx_new();
+  char dir[4200];
+  snprintf(dir, sizeof dir, "%s/adir.sfshard", f->root);
+  assert_int_equal(mkdir(dir, 0755), 0);
+  EXPECT_REASON(check(f, "adir.sfshard"), SF_REASON_CORRUPT_FILE);
+  fx_free(f);
+}
+
+static void a_shard_path_naming_a_fifo_is_refused_without_blocking(void **state) {
+  fx *f = fx_new();
+  char fifo[4200];
+  snprintf(fifo, sizeof fifo, "%s/pipe.sfshard", f->root);
+  assert_int_equal(mkfifo(fifo, 0644), 0);
+  EXPECT_REASON(check(f, "pipe.sfshard"), SF_REASON_CORRUPT_FILE);
+  fx_free(f);
+}
+
+static void a_shard_path_in_a_link_loop_is_refused(void **state) {
+  fx *f = fx_new();
+  char a[4200], b[4200];
+  snprintf(a, sizeof a, "%s/la.sfshard", f->root);
+  snprintf(b, sizeof b, "%s/lb.sfshard", f->root);
+  assert_int_equal(symlink(b, a), 0);
+  assert_int_equal(symlink(a, b), 0);
+  assert_int_not_equal(check(f, "la.sfshard"), SF_REASON_NONE);
+  fx_free(f);
+}
+
+static void a_shard_path_below_a_regular_file_is_missing(void **state) {
+  fx *f = fx_new();
+  char file[4200];
+  snprintf(file, sizeof file, "%s/plain", f->root);
+  tu_write_file(file, "x", 1);
+  EXPECT_REASON(check(f, "plain/s0.sfshard"), SF_REASON_MISSING_FILE);
+  fx_free(f);
+}
+
+static void an_unreadable_shard_file_is_the_events_fault(void **state) {
+  if (geteuid() == 0) skip(); /* root reads everything */
+  fx *f = fx_new();
+  char file[4200];
+  snprintf(file, sizeof file, "%s/locked.sfshard", f->root);
+  tu_write_file(file, "x", 1);
+  assert_int_equal(chmod(file, 0), 0);
+  assert_int_not_equal(check(f, "locked.sfshard"), SF_REASON_NONE);
+  fx_free(f);
+}
+
+static void a_shard_file_that_is_not_a_shard_is_a_corrupt_file(void **state) {
+  fx *f = fx_new();
+  char file[4200];
+  snprintf(file, sizeof file, "%s/junk.sfshard", f->root);
+  tu_write_file(file, "not a shard at all", 18);
+  EXPECT_REASON(check(f, "junk.sfshard"), SF_REASON_CORRUPT_FILE);
+  fx_free(f);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(a_dataset_below_a_regular_file_is_missing),
+      cmocka_unit_test(a_dataset_path_with_a_too_long_name_is_an_invalid_field),
+      cmocka_unit_test(a_dataset_in_a_link_loop_is_refused),
+      cmocka_unit_test(a_staging_root_that_cannot_be_resolved_is_the_events_fault),
+      cmocka_unit_test(a_shard_path_component_longer_than_a_file_name_is_an_invalid_field),
+      cmocka_unit_test(a_shard_path_naming_a_directory_is_a_corrupt_file),
+      cmocka_unit_test(a_shard_path_naming_a_fifo_is_refused_without_blocking),
+      cmocka_unit_test(a_shard_path_in_a_link_loop_is_refused),
+      cmocka_unit_test(a_shard_path_below_a_regular_file_is_missing),
+      cmocka_unit_test(an_unreadable_shard_file_is_the_events_fault),
+      cmocka_unit_test(a_shard_file_that_is_not_a_shard_is_a_corrupt_file),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
