@@ -311,11 +311,58 @@ void *proc_worker_main(void *arg) {
 
 /* ---- the dead-letter thread ------------------------------------------------------ */
 
-static sf_code publish_rejected(sf_proc *p, const sf_shard_rejected *r, sf_err *err) {
+/* How much of the original bytes a cut-down dead letter keeps. */
+#define DEAD_LETTER_MIN_BYTES 1024
+
+static sf_code publish_rejected_once(sf_proc *p, const sf_shard_rejected *r, sf_err *err) {
   sf_code rc;
   for (int attempt = 1;; attempt++) {
     rc = sf_publish_rejected(p->pub, NULL, r, p->o.delivery_timeout_ms, NULL, err);
     if (!retry_publish(p, rc, attempt, "ShardRejected", r->staging_id, err)) break;
+  }
+  return rc;
+}
+
+/* Publishes a dead letter. One that can never be published as it is (too
+ * large for message.max.bytes, or not encodable) must not hold its
+ * partition's offset forever: it is sent again cut down (the original bytes
+ * truncated, the text made valid UTF-8, the message saying so), and if even
+ * that cannot be sent it is logged at error level and given up, so that
+ * the offset moves. Retryable failures (broker down) still retry. */
+static sf_code publish_rejected(sf_proc *p, const sf_shard_rejected *r, sf_err *err) {
+  sf_code rc = publish_rejected_once(p, r, err);
+  char q[600];
+  if (rc == SF_EDECODE || rc == SF_EINVAL) {
+    char why[SF_ERR_MSG_MAX], orig[SF_ERR_MSG_MAX], msg[3 * SF_ERR_MSG_MAX];
+    char sid[SF_EVENT_ID_MAX * 4 + 1], shid[SF_EVENT_ID_MAX * 4 + 1];
+    size_t keep = r->original_value_len < DEAD_LETTER_MIN_BYTES ? r->original_value_len
+                                                                : DEAD_LETTER_MIN_BYTES;
+    sf_event_escape_text(why, sizeof why, err->msg);
+    sf_event_escape_text(orig, sizeof orig, r->message);
+    snprintf(msg, sizeof msg,
+             "%s [dead letter cut down: original_value holds the first %zu of %zu "
+             "bytes, because the full dead letter could not be published: %s]",
+             orig, keep, r->original_value_len, why);
+    sf_shard_rejected m = *r; /* borrowed fields: never cleared */
+    m.message = msg;
+    m.original_value_len = keep;
+    m.staging_id = r->staging_id ? sf_event_escape_text(sid, sizeof sid, r->staging_id) : NULL;
+    m.shard_id = r->shard_id ? sf_event_escape_text(shid, sizeof shid, r->shard_id) : NULL;
+    proc_plog(p, SF_PROC_LOG_WARNING,
+              "event=dead_letter_cut_down staging_id=%s partition=%d offset=%lld "
+              "bytes=%zu error=\"%s\"",
+              m.staging_id ? m.staging_id : "-",
+              (int)r->source_partition, (long long)r->source_offset, r->original_value_len,
+              proc_quoted(q, sizeof q, why));
+    rc = publish_rejected_once(p, &m, err);
+    if (rc == SF_EDECODE || rc == SF_EINVAL) {
+      proc_plog(p, SF_PROC_LOG_ERR,
+                "event=dead_letter_impossible reason=%s partition=%d offset=%lld "
+                "error=\"%s\"",
+                r->reason ? r->reason : "-", (int)r->source_partition,
+                (long long)r->source_offset, proc_quoted(q, sizeof q, err->msg));
+      return SF_OK; /* given up loudly: the offset moves on */
+    }
   }
   if (!rc) {
     atomic_fetch_add(&p->n_rejected, 1);
@@ -341,7 +388,10 @@ static void run_dead_job(sf_proc *p, task *t) {
     t->in_catalog = 1; /* late redeliveries of a job committed before a restart */
     return;
   }
-  const char *jm = j->message ? j->message : "";
+  /* The job's message may quote what is on disk (a link's target): made
+   * valid UTF-8 so that the marker (JSON) and the dead letters take it. */
+  char jm_ok[SF_ERR_MSG_MAX];
+  const char *jm = sf_event_escape_text(jm_ok, sizeof jm_ok, j->message);
   sf_err e = {0};
   if (sf_intake_mark_failed(j->dataset, j->staging_id, j->reason, jm, proc_wall_ms(),
                             &e)) {
@@ -456,7 +506,8 @@ void proc_send_dead_event(sf_proc *p, const rd_kafka_message_t *m, uint32_t gen,
   if (!t) return;
   sf_shard_rejected *r = &t->rej;
   r->reason = strdup(sf_event_reason_name(reason));
-  r->message = strdup(msg);
+  char ok[SF_ERR_MSG_MAX];
+  r->message = strdup(sf_event_escape_text(ok, sizeof ok, msg));
   r->staging_id = ev && ev->staging_id ? strdup(ev->staging_id) : NULL;
   r->shard_id = ev && ev->shard_id ? strdup(ev->shard_id) : NULL;
   r->source_topic = strdup(p->topic);
@@ -567,7 +618,15 @@ void proc_drain_done(sf_proc *p) {
       dead_job_done(p, t);
     } else {
       p->inflight_dead--;
-      if (!t->rc) sf_offsets_done(p->offs, t->ref.partition, t->ref.gen, t->ref.offset);
+      if (!t->rc) {
+        sf_offsets_done(p->offs, t->ref.partition, t->ref.gen, t->ref.offset);
+      } else {
+        char m[600];
+        proc_plog(p, SF_PROC_LOG_ERR,
+                  "event=dead_letter_not_delivered partition=%d offset=%lld error=\"%s\"",
+                  (int)t->ref.partition, (long long)t->ref.offset,
+                  proc_quoted(m, sizeof m, t->err.msg));
+      }
       proc_task_free(t);
     }
   }

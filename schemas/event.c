@@ -215,56 +215,89 @@ bool sf_shard_rejected_equal(const sf_shard_rejected *a, const sf_shard_rejected
 
 /* ---- validation ---------------------------------------------------------- */
 
+/* The length of the strict UTF-8 sequence at s[i] (RFC 3629: no overlongs,
+ * no surrogates, <= U+10FFFF, as the Avro specification requires of
+ * strings), or 0 when the bytes there are not one. */
+static size_t utf8_seq(const unsigned char *s, size_t n, size_t i) {
+  unsigned c = s[i];
+  if (c < 0x80) return 1;
+  size_t k;
+  unsigned lo = 0x80, hi = 0xBF;
+  if (c >= 0xC2 && c <= 0xDF)
+    k = 1;
+  else if (c == 0xE0)
+    k = 2, lo = 0xA0;
+  else if (c >= 0xE1 && c <= 0xEC)
+    k = 2;
+  else if (c == 0xED)
+    k = 2, hi = 0x9F;
+  else if (c >= 0xEE && c <= 0xEF)
+    k = 2;
+  else if (c == 0xF0)
+    k = 3, lo = 0x90;
+  else if (c >= 0xF1 && c <= 0xF3)
+    k = 3;
+  else if (c == 0xF4)
+    k = 3, hi = 0x8F;
+  else
+    return 0;
+  if (n - i - 1 < k) return 0;
+  if (s[i + 1] < lo || s[i + 1] > hi) return 0;
+  for (size_t j = 2; j <= k; j++)
+    if ((s[i + j] & 0xC0) != 0x80) return 0;
+  return k + 1;
+}
+
+static bool utf8_ok(const unsigned char *s, size_t n) {
+  for (size_t i = 0, k; i < n; i += k)
+    if (!(k = utf8_seq(s, n, i))) return false;
+  return true;
+}
+
+bool sf_event_text_ok(const char *s) {
+  return s && utf8_ok((const unsigned char *)s, strlen(s));
+}
+
+char *sf_event_escape_text(char *dst, size_t size, const char *src) {
+  const unsigned char *s = (const unsigned char *)(src ? src : "");
+  size_t n = strlen((const char *)s), w = 0;
+  if (!size) return dst;
+  for (size_t i = 0, k; i < n; i += k) {
+    k = utf8_seq(s, n, i);
+    if (k == 1 && (s[i] < 0x20 || s[i] == 0x7f)) k = 0;
+    if (k) {
+      if (w + k >= size) break; /* never split a character */
+      memcpy(dst + w, s + i, k);
+      w += k;
+    } else {
+      if (w + 4 >= size) break;
+      snprintf(dst + w, 5, "\\x%02x", s[i]);
+      w += 4;
+      k = 1;
+    }
+  }
+  dst[w] = '\0';
+  return dst;
+}
+
+/* Messages quote the outside bytes that broke a rule ('%.64s' of a bad id,
+ * which may also cut a character in two). A ShardRejected must be valid
+ * UTF-8 or it cannot be published, and a dead letter that cannot be
+ * published used to hold its partition's offset forever: so the message is
+ * made valid here, where every rejection passes, with bad bytes as \xNN. */
 sf_code sf_event_reject(sf_event_reason *reason, sf_event_reason r, sf_err *err,
                         const char *fmt, ...) {
   if (reason) *reason = r;
   if (err) {
+    char raw[SF_ERR_MSG_MAX];
     va_list ap;
     va_start(ap, fmt);
-    err->code = SF_EDECODE;
-    vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+    vsnprintf(raw, sizeof raw, fmt, ap);
     va_end(ap);
+    err->code = SF_EDECODE;
+    sf_event_escape_text(err->msg, sizeof err->msg, raw);
   }
   return SF_EDECODE;
-}
-
-/* Strict UTF-8 (RFC 3629: no overlongs, no surrogates, <= U+10FFFF), as the
- * Avro specification requires of strings; other readers would reject it. */
-static bool utf8_ok(const unsigned char *s, size_t n) {
-  size_t i = 0;
-  while (i < n) {
-    unsigned c = s[i];
-    if (c < 0x80) {
-      i++;
-      continue;
-    }
-    size_t k;
-    unsigned lo = 0x80, hi = 0xBF;
-    if (c >= 0xC2 && c <= 0xDF)
-      k = 1;
-    else if (c == 0xE0)
-      k = 2, lo = 0xA0;
-    else if (c >= 0xE1 && c <= 0xEC)
-      k = 2;
-    else if (c == 0xED)
-      k = 2, hi = 0x9F;
-    else if (c >= 0xEE && c <= 0xEF)
-      k = 2;
-    else if (c == 0xF0)
-      k = 3, lo = 0x90;
-    else if (c >= 0xF1 && c <= 0xF3)
-      k = 3;
-    else if (c == 0xF4)
-      k = 3, hi = 0x8F;
-    else
-      return false;
-    if (n - i - 1 < k) return false;
-    if (s[i + 1] < lo || s[i + 1] > hi) return false;
-    for (size_t j = 2; j <= k; j++)
-      if ((s[i + j] & 0xC0) != 0x80) return false;
-    i += k + 1;
-  }
-  return true;
 }
 
 /* Free text (URIs, paths, messages): present, bounded, UTF-8, and free of

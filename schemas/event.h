@@ -174,6 +174,14 @@ sf_code sf_event_validate(const sf_event *e, sf_event_reason *reason, sf_err *er
 sf_code sf_event_reject(sf_event_reason *reason, sf_event_reason r, sf_err *err,
                         const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
+/* Whether s is valid UTF-8 (strict, as Avro strings must be). NULL: false. */
+bool sf_event_text_ok(const char *s);
+
+/* src made fit for a ShardRejected message or a log: valid UTF-8 with
+ * every invalid byte and control character written as \xNN; cut (never
+ * inside a character) to size - 1 bytes. Returns dst. */
+char *sf_event_escape_text(char *dst, size_t size, const char *src);
+
 /* The path rule alone (relative, no "..", no empty or "." components), for
  * callers that build paths: SF_OK, or SF_EDECODE with the reason. */
 sf_code sf_event_check_relpath(const char *field, const char *path,

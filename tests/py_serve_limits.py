@@ -1,0 +1,48 @@
+#!/usr/bin/python3
+"""`segforge serve` at the size limits of the broker (message.max.bytes set
+low with -X so that small events hit it): a dead letter too large to publish
+is cut down and delivered, never left to hold its partition's offset."""
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import serve_helpers as h  # noqa: E402
+from kafka import KafkaConsumer, TopicPartition  # noqa: E402
+
+check = h.check
+root = os.path.join(h.TMP, "py_serve_limits")
+d = h.Dataset(root, rows=8000, dim=16, rpf=500, nlist=16)
+MAX = 2000
+
+
+def committed_offsets(bootstrap):
+    cons = KafkaConsumer(bootstrap_servers=bootstrap, group_id="segforge-finalizer",
+                         enable_auto_commit=False, api_version_auto_timeout_ms=10000)
+    tps = [TopicPartition(h.STAGED, p) for p in cons.partitions_for_topic(h.STAGED)]
+    ends = cons.end_offsets(tps)
+    offs = {tp: cons.committed(tp) or 0 for tp in tps}
+    cons.close()
+    return offs, ends
+
+
+# ---- a dead letter larger than message.max.bytes ----------------------------------
+serve = h.Serve(["--partitions", "1", "-X", "message.max.bytes=%d" % MAX],
+                os.path.join(root, "serve.log"), embedded=True)
+prod = h.producer(serve.bootstrap)
+junk = b"\xc3\x01" + bytes((i * 7) & 0xFF for i in range(3 * MAX))  # UNKNOWN_SCHEMA
+md = prod.send(h.STAGED, key=b"junk", value=junk).get(timeout=30)
+got = h.read_topic(serve.bootstrap, h.REJECTED, "ShardRejected", until=lambda l: len(l) >= 1,
+                   timeout=30)
+if check(len(got) == 1, "the oversized dead letter is delivered cut down"):
+    r = got[0][3]
+    check(r["reason"] == "UNKNOWN_SCHEMA", "it keeps its reason (%s)" % r["reason"])
+    check(r["source_offset"] == md.offset, "it names where the event was read")
+    check(len(r["original_value"]) < len(junk) and junk.startswith(r["original_value"]),
+          "original_value holds the first %d of %d bytes" % (len(r["original_value"]), len(junk)))
+    check("cut down" in r["message"], "the message says it was cut down: %s" % r["message"][-160:])
+time.sleep(0.5)
+offs, ends = committed_offsets(serve.bootstrap)
+check(all(offs[tp] == ends[tp] for tp in offs), "the offset moved past the oversized event")
+check(serve.stop() == 0, "SIGTERM exits 0")
+h.finish()
