@@ -567,6 +567,13 @@ int64_t sf_jobs_next_deadline(const sf_jobs *t) {
   return t->open.next == &t->open ? INT64_MAX : t->open.next->deadline_ms;
 }
 
+void sf_jobs_extend_deadlines(sf_jobs *t, int64_t ms) {
+  if (ms <= 0) return;
+  for (sf_job *j = t->open.next; j != &t->open; j = j->next)
+    if (j->deadline_ms != INT64_MAX)
+      j->deadline_ms = j->deadline_ms > INT64_MAX - ms ? INT64_MAX : j->deadline_ms + ms;
+}
+
 void sf_jobs_fail(sf_jobs *t, sf_job *j, sf_event_reason reason, const char *message) {
   if (j->state != SF_JOB_OPEN && j->state != SF_JOB_READY) return;
   list_unlink(j);

@@ -42,9 +42,11 @@
  * so no file is opened twice for the same shard.
  *
  * Timeouts: a job's deadline is the arrival time of its first event plus
- * the staging timeout. Arrival (not staged_at_ms) is used so that a restart
- * after a long outage re-reads old events without failing every job at
- * once. Open jobs are kept in arrival order, so expiry is O(1) per job.
+ * the staging timeout, plus the time the processor kept its consumer paused
+ * since (sf_jobs_extend_deadlines). Arrival (not staged_at_ms) is used so
+ * that a restart after a long outage re-reads old events without failing
+ * every job at once. Open jobs are kept in arrival order, so expiry is O(1)
+ * per job.
  *
  * Memory: an open job owns its decoded events and their original bytes (a
  * dead letter carries them); a finished job keeps only a small terminal
@@ -120,7 +122,7 @@ typedef struct sf_job {
   roaring_bitmap_t *covered;  /* (R) union of the shards' fragments */
   int64_t first_staged_at_ms; /* (R) smallest staged_at_ms of its shards */
   int64_t first_seen_ms;      /* arrival of the first event (caller's clock) */
-  int64_t deadline_ms;        /* first_seen_ms + timeout */
+  int64_t deadline_ms;        /* first_seen_ms + timeout + time paused since */
   /* Every position read for the job (shards, redeliveries, and the event
    * that failed it): all are released together when the job ends. The poll
    * loop may append to it while the job is READY. */
@@ -186,6 +188,13 @@ sf_job *sf_jobs_expire(sf_jobs *t, int64_t now_ms);
 /* The earliest deadline of the open jobs, or INT64_MAX (the poll loop's
  * sleep bound). */
 int64_t sf_jobs_next_deadline(const sf_jobs *t);
+
+/* Moves the deadline of every open job ms later. The processor calls it
+ * when its consumer resumes after a pause of ms: while paused it held the
+ * jobs' remaining shards back itself, unread in their partitions, and that
+ * time must not count against the workers who staged them. O(open jobs),
+ * once per pause; the arrival order (= deadline order) is unchanged. */
+void sf_jobs_extend_deadlines(sf_jobs *t, int64_t ms);
 
 /* Fails an open or READY job (finalize refused it): state FAILED with
  * reason and message. */

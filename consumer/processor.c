@@ -148,6 +148,14 @@ static void set_paused(sf_proc *p, int on) {
       rd_kafka_resume_partitions(p->rk, a);
     rd_kafka_topic_partition_list_destroy(a);
   }
+  /* While paused the processor itself holds the open jobs' remaining
+   * shards back, unread: that time must not count against their staging
+   * timeout, so their deadlines move by it (and nothing expires meanwhile). */
+  int64_t now = proc_mono_ms();
+  if (on)
+    p->paused_since_ms = now;
+  else if (p->paused)
+    sf_jobs_extend_deadlines(p->jobs, now - p->paused_since_ms);
   p->paused = on;
   if (on) atomic_fetch_add(&p->n_pauses, 1);
   if (p->o.metrics) atomic_store(&p->o.metrics->paused, on);
@@ -421,7 +429,7 @@ static void turn(sf_proc *p, int timeout_ms) {
     rd_kafka_message_destroy(m);
   }
   proc_drain_done(p);
-  if (!p->stop) expire(p);
+  if (!p->stop && !p->paused) expire(p);
   backpressure(p);
   int64_t now = proc_mono_ms();
   if (now - p->last_commit_ms >= p->o.commit_interval_ms) {
@@ -448,7 +456,7 @@ sf_code sf_proc_run(sf_proc *p, sf_err *err) {
               p->topic, sf_kconf_get(p->kconf, "group.id"), p->o.workers, p->o.max_merges,
               (long long)p->o.staging_timeout_ms);
     while (!p->stop) {
-      int64_t until = sf_jobs_next_deadline(p->jobs) - proc_mono_ms();
+      int64_t until = p->paused ? 100 : sf_jobs_next_deadline(p->jobs) - proc_mono_ms();
       turn(p, until < 0 ? 0 : until < 100 ? (int)until : 100);
     }
   }

@@ -81,6 +81,7 @@ struct sf_proc {
 
   size_t inflight_finalize, inflight_dead;
   int paused;
+  int64_t paused_since_ms; /* when the consumer paused (while paused) */
   int64_t last_commit_ms;
   sf_code fatal;
   sf_err fatal_err;

@@ -491,6 +491,23 @@ static void a_job_not_complete_within_the_timeout_fails_with_job_timeout(void **
   fx_free(f);
 }
 
+static void time_the_consumer_was_paused_does_not_count_against_open_jobs(void **state) {
+  fx *f = fx_new(1000, 0);
+  EXPECT(f, ev("job-1", "w0", "0-4", "0-9"), SF_JOBS_NEW); /* deadline 6000 */
+  f->now += 200;
+  EXPECT(f, ev("job-2", "w0", "0-4", "0-9"), SF_JOBS_NEW); /* deadline 6200 */
+  sf_jobs_extend_deadlines(f->t, 5000); /* paused for 5 s */
+  assert_int_equal(sf_jobs_next_deadline(f->t), 11000);
+  assert_null(sf_jobs_expire(f->t, 10999));
+  f->now = 10500; /* a job opened after the pause gets the plain timeout */
+  EXPECT(f, ev("job-3", "w0", "0-4", "0-9"), SF_JOBS_NEW);
+  assert_string_equal(sf_jobs_expire(f->t, 11000)->staging_id, "job-1");
+  assert_null(sf_jobs_expire(f->t, 11199));
+  assert_string_equal(sf_jobs_expire(f->t, 11200)->staging_id, "job-2");
+  assert_string_equal(sf_jobs_expire(f->t, 11500)->staging_id, "job-3");
+  fx_free(f);
+}
+
 static void a_timed_out_job_the_catalog_holds_ends_committed(void **state) {
   fx *f = fx_new(1000, 0);
   EXPECT(f, ev("job-1", "w0", "0-4", "0-9"), SF_JOBS_NEW);
@@ -715,6 +732,7 @@ int main(void) {
       cmocka_unit_test(an_event_for_a_missing_dataset_is_rejected),
       cmocka_unit_test(interleaved_jobs_do_not_disturb_each_other),
       cmocka_unit_test(a_job_not_complete_within_the_timeout_fails_with_job_timeout),
+      cmocka_unit_test(time_the_consumer_was_paused_does_not_count_against_open_jobs),
       cmocka_unit_test(a_timed_out_job_the_catalog_holds_ends_committed),
       cmocka_unit_test(a_failed_job_being_dead_lettered_is_handed_over_when_dropped),
       cmocka_unit_test(a_complete_job_never_times_out),
