@@ -18,6 +18,7 @@
 #include "consumer/jobs.h"
 #include "consumer/offsets.h"
 #include "consumer/processor.h"
+#include "core/finalize.h"
 #include "producer/publisher.h"
 
 #define FAULT_AFTER_CONSUME 1
@@ -38,6 +39,7 @@ typedef struct task {
   /* Results. */
   sf_code rc;
   sf_err err;
+  sf_finalize_blame blame; /* T_FINALIZE: whose fault a failure was */
   int in_catalog; /* T_DEAD_JOB of a timeout: the catalog holds the job */
   int already;
   uint64_t version, rows, bytes_built;

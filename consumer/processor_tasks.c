@@ -140,8 +140,13 @@ const char *proc_quoted(char *buf, size_t n, const char *s) {
 /* ---- the finalize workers ----------------------------------------------------- */
 
 /* The dead-letter reason of a finalize failure; NONE for a failure that is
- * not the job's fault (I/O, memory, canceled), which a restart retries. */
-static sf_event_reason finalize_reason(sf_code c) {
+ * not the job's fault, which is retried and then stops the service so that a
+ * restart retries. sf_finalize says whose fault it was (an unreadable
+ * catalog version or a commit that lost every race is not the job's, though
+ * their codes look like a corrupt file or a conflict); the code then picks
+ * the reason. */
+static sf_event_reason finalize_reason(sf_code c, sf_finalize_blame blame) {
+  if (blame == SF_FINALIZE_RETRYABLE) return SF_REASON_NONE;
   switch (c) {
     case SF_ECORRUPT:
     case SF_EFORMAT:
@@ -259,7 +264,9 @@ static void run_finalize(sf_proc *p, task *t) {
   double t0 = proc_mono_s();
   for (int attempt = 1;; attempt++) {
     t->rc = sf_finalize(&req, &res, &t->err);
-    if (!t->rc || finalize_reason(t->rc) != SF_REASON_NONE || t->rc == SF_ECANCELED ||
+    t->blame = res.blame;
+    if (!t->rc || finalize_reason(t->rc, t->blame) != SF_REASON_NONE ||
+        t->rc == SF_ECANCELED ||
         atomic_load(&t->cancel) || attempt == 3 || atomic_load(&p->quit))
       break;
     char m[600];
@@ -384,8 +391,12 @@ static int catalog_holds(const char *dataset, const char *staging_id) {
  * with the job's reason when no single event failed it). */
 static void run_dead_job(sf_proc *p, task *t) {
   sf_job *j = t->job;
-  if (j->reason == SF_REASON_JOB_TIMEOUT && catalog_holds(j->dataset, j->staging_id)) {
-    t->in_catalog = 1; /* late redeliveries of a job committed before a restart */
+  /* Whatever failed it, a job the catalog holds is committed, not failed:
+   * late redeliveries of a job committed before a restart (a timeout), or a
+   * job another owner committed meanwhile after a rebalance (a conflict).
+   * A failed marker for it would refuse a committed staging id for good. */
+  if (catalog_holds(j->dataset, j->staging_id)) {
+    t->in_catalog = 1;
     return;
   }
   /* The job's message may quote what is on disk (a link's target): made
@@ -564,7 +575,7 @@ static void finalize_done(sf_proc *p, task *t) {
     proc_task_free(t);
     return;
   }
-  sf_event_reason r = finalize_reason(t->rc);
+  sf_event_reason r = finalize_reason(t->rc, t->blame);
   if (r == SF_REASON_NONE) {
     /* Not the job's fault: it stays pending, so its offsets hold, and the
      * service stops so that a restart retries (unless it is stopping). */

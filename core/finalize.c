@@ -60,16 +60,51 @@ static int from_catalog(const char *dataset, const char *staging_id, sf_finalize
   return 1;
 }
 
+/* Failures that no input of the job explains: worth a retry wherever they
+ * come from. */
+static int environmental(sf_code rc) {
+  return rc == SF_EIO || rc == SF_ENOMEM || rc == SF_ECANCELED;
+}
+
+/* Whose fault a failed commit is. The catalog's own state (unreadable
+ * versions, lost races, the segments just built gone) is not the job's;
+ * a refusal of the job's content (overlap, other parameters, a staging id
+ * committed with other segments) is. */
+static sf_finalize_blame commit_blame(sf_code rc) {
+  switch (rc) {
+    case SF_EOVERLAP:
+    case SF_EMISMATCH:
+    case SF_ECHECKSUM:
+    case SF_EEXIST:
+    case SF_ELIMIT:
+    case SF_EINVAL:
+      return SF_FINALIZE_JOB;
+    default: /* ECORRUPT/EFORMAT of a version, ECONFLICT, ENOTFOUND, EIO, ... */
+      return SF_FINALIZE_RETRYABLE;
+  }
+}
+
 sf_code sf_finalize(const sf_finalize_req *req, sf_finalize_result *res, sf_err *err) {
   memset(res, 0, sizeof *res);
-  if (!req->dataset || !req->index_name || !req->column || !req->staging_id)
+  if (!req->dataset || !req->index_name || !req->column || !req->staging_id) {
+    res->blame = SF_FINALIZE_JOB;
     return sf_err_set(err, SF_EINVAL, "finalize needs a dataset, index name, column and staging id");
+  }
   char *dir = NULL, *staging = NULL, *root = NULL, *qpath = NULL;
   sf_quant *q = NULL;
   sf_plan *plan = NULL;
+  sf_finalize_blame blame = SF_FINALIZE_JOB;
   sf_code rc = sf_catalog_resolve_dataset(req->dataset, &dir, err);
-  if (rc) return rc;
-  if (from_catalog(dir, req->staging_id, res, &rc, err)) goto out;
+  if (rc) {
+    res->blame = environmental(rc) ? SF_FINALIZE_RETRYABLE : SF_FINALIZE_JOB;
+    return rc;
+  }
+  /* A catalog that cannot be read is no fault of this job (and would fail
+   * every job of the dataset): retryable. */
+  if (from_catalog(dir, req->staging_id, res, &rc, err)) {
+    blame = SF_FINALIZE_RETRYABLE;
+    goto out;
+  }
 
   if (!(staging = sf_fs_join(dir, SF_CATALOG_STAGING_DIR)) ||
       !(root = sf_fs_join(staging, req->staging_id)) ||
@@ -99,13 +134,33 @@ sf_code sf_finalize(const sf_finalize_req *req, sf_finalize_result *res, sf_err 
                               .quantizer_path = qpath,
                               .replace = req->replace};
   sf_catalog_commit_result cres;
-  if ((rc = sf_catalog_commit(&cr, &cres, err))) goto out;
+  if ((rc = sf_catalog_commit(&cr, &cres, err))) {
+    blame = commit_blame(rc);
+    /* Another committer of the same job (a second owner after a rebalance)
+     * may have won: then the job is committed, which is all that counts. */
+    sf_finalize_result held;
+    sf_code hrc;
+    sf_err herr = {0};
+    memset(&held, 0, sizeof held);
+    if (from_catalog(dir, req->staging_id, &held, &hrc, &herr) && !hrc) {
+      sf_finalize_result_clear(res);
+      *res = held;
+      rc = SF_OK;
+      sf_err_clear(err);
+    } else {
+      sf_finalize_result_clear(&held);
+    }
+    goto out;
+  }
   res->version = cres.version;
   res->already = cres.already;
   res->num_shards = plan->num_shards;
   res->total_rows = plan->total_rows;
 out:
-  if (rc) sf_finalize_result_clear(res);
+  if (rc) {
+    sf_finalize_result_clear(res);
+    res->blame = environmental(rc) ? SF_FINALIZE_RETRYABLE : blame;
+  }
   sf_plan_free(plan);
   sf_quant_free(q);
   free(dir);

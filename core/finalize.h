@@ -39,6 +39,18 @@ typedef struct sf_finalize_req {
   sf_build_opts build;           /* max_merges, progress, cancel */
 } sf_finalize_req;
 
+/* Whose fault a failed sf_finalize is, so that a caller serving many jobs
+ * (the stream processor) fails a job only for what is the job's own: its
+ * shards, its quantizer, a commit the catalog refuses for the job's content.
+ * Everything else - the catalog cannot be read, the commit lost every race,
+ * an I/O or memory error, a cancel - is worth retrying and must not mark the
+ * job failed. */
+typedef enum sf_finalize_blame {
+  SF_FINALIZE_OK = 0,    /* no failure */
+  SF_FINALIZE_JOB,       /* the job's inputs: failing it is right */
+  SF_FINALIZE_RETRYABLE, /* the environment or a race: retry later */
+} sf_finalize_blame;
+
 typedef struct sf_finalize_result {
   uint64_t version;    /* the catalog version that holds the job */
   int already;         /* 1: committed before this call; nothing was built */
@@ -47,10 +59,14 @@ typedef struct sf_finalize_result {
   size_t num_shards;
   uint64_t total_rows;
   sf_build_stats build; /* zero when already */
+  sf_finalize_blame blame; /* set on failure too (the rest is cleared) */
 } sf_finalize_result;
 
 /* Plans, builds and commits the job. On failure nothing is committed and
- * no segment is left under a final name by this call. */
+ * no segment is left under a final name by this call, and res->blame says
+ * whose fault it was. A commit refused because another committer (a second
+ * owner after a rebalance) committed the same job meanwhile is no failure:
+ * the catalog is read again and the job returned as `already`. */
 sf_code sf_finalize(const sf_finalize_req *req, sf_finalize_result *res, sf_err *err);
 void sf_finalize_result_clear(sf_finalize_result *res);
 
