@@ -403,12 +403,15 @@ static void run_dead_job(sf_proc *p, task *t) {
    * valid UTF-8 so that the marker (JSON) and the dead letters take it. */
   char jm_ok[SF_ERR_MSG_MAX];
   const char *jm = sf_event_escape_text(jm_ok, sizeof jm_ok, j->message);
-  sf_err e = {0};
+  /* The marker first (processor.h's ordering): without it a restart would
+   * take the staging id afresh after its dead letters were published. So a
+   * marker that cannot be written holds the job's offsets and stops the
+   * service, like any I/O error. */
   if (sf_intake_mark_failed(j->dataset, j->staging_id, j->reason, jm, proc_wall_ms(),
-                            &e)) {
-    char m[600];
-    proc_plog(p, SF_PROC_LOG_ERR, "event=failed_marker_error staging_id=%s error=\"%s\"",
-              j->staging_id, proc_quoted(m, sizeof m, e.msg));
+                            &t->err)) {
+    t->rc = SF_EIO;
+    sf_err_prefix(&t->err, "writing the failed marker of job '%s'", j->staging_id);
+    return;
   }
   char others[SF_ERR_MSG_MAX + 128];
   snprintf(others, sizeof others, "job '%s' failed (%s): %s", j->staging_id,
@@ -429,6 +432,10 @@ static void run_dead_job(sf_proc *p, task *t) {
                            .original_value_len = s->raw_len,
                            .rejected_at_ms = proc_wall_ms()};
     if ((t->rc = publish_rejected(p, &r, &t->err))) return; /* borrowed: not cleared */
+    if (atomic_load(&t->cancel)) { /* revoked: the new owner dead-letters it */
+      t->rc = sf_err_set(&t->err, SF_ECANCELED, "canceled");
+      return;
+    }
   }
 }
 
@@ -436,7 +443,11 @@ void *proc_dead_main(void *arg) {
   sf_proc *p = arg;
   task *t;
   while ((t = proc_q_pop(&p->dead, 1))) {
-    if (t->kind == T_DEAD_EVENT)
+    /* A failed job dropped by a revoke belongs to the new owner now: this
+     * one must neither mark it nor dead-letter it. */
+    if (atomic_load(&t->cancel))
+      t->rc = sf_err_set(&t->err, SF_ECANCELED, "canceled");
+    else if (t->kind == T_DEAD_EVENT)
       t->rc = publish_rejected(p, &t->rej, &t->err);
     else
       run_dead_job(p, t);
@@ -610,10 +621,14 @@ static void dead_job_done(sf_proc *p, task *t) {
     release_refs(p, j);
     sf_jobs_finish(p->jobs, j, 0);
   } else {
+    /* Not dead-lettered (marker not written, or not delivered while
+     * stopping): the job stays FAILED holding its offsets, and unless the
+     * service is stopping anyway it stops, so that a restart retries. */
     char m[600];
     proc_plog(p, SF_PROC_LOG_ERR,
               "event=dead_letter_not_delivered staging_id=%s error=\"%s\"", j->staging_id,
               proc_quoted(m, sizeof m, t->err.msg));
+    if (!p->stop && t->rc != SF_ECANCELED) proc_set_fatal(p, &t->err);
   }
   proc_task_free(t);
 }
@@ -637,6 +652,7 @@ void proc_drain_done(sf_proc *p) {
                   "event=dead_letter_not_delivered partition=%d offset=%lld error=\"%s\"",
                   (int)t->ref.partition, (long long)t->ref.offset,
                   proc_quoted(m, sizeof m, t->err.msg));
+        if (!p->stop && t->rc != SF_ECANCELED) proc_set_fatal(p, &t->err);
       }
       proc_task_free(t);
     }

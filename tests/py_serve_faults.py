@@ -1,0 +1,65 @@
+#!/usr/bin/python3
+"""`segforge serve` when its own side fails: what must stop the service
+(exit status 1, offsets held, so that a supervisor's restart retries) and
+what must not hang it. The broker runs as its own process (`segforge
+broker`) so that the topics outlive the processor."""
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import serve_helpers as h  # noqa: E402
+from kafka import KafkaConsumer, TopicPartition  # noqa: E402
+
+check = h.check
+root = os.path.join(h.TMP, "py_serve_faults")
+d = h.Dataset(root, rows=8000, dim=16, rpf=500, nlist=16)
+FAST = ["-X", "fetch.wait.max.ms=5"]
+
+
+def committed_offsets(bootstrap, group):
+    cons = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
+                         api_version_auto_timeout_ms=10000)
+    tps = [TopicPartition(h.STAGED, p) for p in cons.partitions_for_topic(h.STAGED)]
+    offs = {tp.partition: cons.committed(tp) or 0 for tp in tps}
+    cons.close()
+    return offs
+
+
+def wait_exit(serve, timeout):
+    try:
+        return serve.p.wait(timeout)
+    except Exception:
+        return None
+
+
+def rejected_of(bootstrap, sid):
+    got = h.read_topic(bootstrap, h.REJECTED, "ShardRejected", timeout=5)
+    return [m for m in got if m[3]["staging_id"] == sid]
+
+
+# ---- a failed marker that cannot be written stops the service ---------------------
+broker, boot = h.start_broker(partitions=1)
+d.train("mk")
+f0 = d.stage("mk", "f0", "0-3", "0-7")
+f1 = d.stage("mk", "f1", "3-7", "0-7")  # overlaps f0: the job fails
+failed = os.path.join(d.ds, "_indices", "_failed")
+os.makedirs(os.path.dirname(failed), exist_ok=True)
+with open(failed, "w") as f:  # a file where the marker directory must be
+    f.write("in the way\n")
+serve = h.Serve(["--brokers", boot, "--group", "g-marker"] + FAST,
+                os.path.join(root, "marker.log"))
+prod = h.producer(boot)
+h.send(prod, "mk", f0[1])
+h.send(prod, "mk", f1[1])
+status = wait_exit(serve, 40)
+check(status == 1, "a failed marker that cannot be written stops serve with status 1 (got %s)"
+      % status)
+check(any("failed marker" in l and "fatal" in l for l in serve.lines()),
+      "the fatal error names the failed marker")
+check(rejected_of(boot, "mk") == [], "no dead letter is published before the marker")
+check(committed_offsets(boot, "g-marker").get(0, 0) == 0, "the job's offsets are held")
+os.unlink(failed)
+broker.kill()
+broker.wait()
+h.finish()
