@@ -339,6 +339,7 @@ sf_code sf_proc_new(const sf_proc_opts *o, sf_proc **out, sf_err *err) {
   if (f && strstr(f, "serve.after_consume")) p->faults |= FAULT_AFTER_CONSUME;
   if (f && strstr(f, "serve.after_commit")) p->faults |= FAULT_AFTER_COMMIT;
   if (f && strstr(f, "serve.after_publish")) p->faults |= FAULT_AFTER_PUBLISH;
+  if (f && strstr(f, "serve.producer_fatal")) p->faults |= FAULT_PRODUCER_FATAL;
 
   sf_code rc = SF_OK;
   sf_framing framing = SF_FRAMING_AUTO;
@@ -369,6 +370,10 @@ sf_code sf_proc_new(const sf_proc_opts *o, sf_proc **out, sf_err *err) {
   if ((rc = sf_publisher_new(pk, framing, &p->pub, err)) ||
       (rc = consumer_conf(p, err)) || (rc = sf_kconf_build_err(p->kconf, &conf, err)))
     goto out;
+  if (p->faults & FAULT_PRODUCER_FATAL) /* as an idempotence sequence gap would */
+    rd_kafka_test_fatal_error(sf_publisher_handle(p->pub),
+                              RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+                              "SF_FAULT=serve.producer_fatal");
   rd_kafka_conf_set_opaque(conf, p);
   rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
   rd_kafka_conf_set_offset_commit_cb(conf, offset_commit_cb);

@@ -24,6 +24,7 @@
 #define FAULT_AFTER_CONSUME 1
 #define FAULT_AFTER_COMMIT 2
 #define FAULT_AFTER_PUBLISH 4
+#define FAULT_PRODUCER_FATAL 8 /* not a crash: the producer's fatal error */
 
 /* What a thread is asked to do. */
 enum { T_FINALIZE, T_DEAD_JOB, T_DEAD_EVENT };

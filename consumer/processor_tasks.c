@@ -172,10 +172,15 @@ static sf_event_reason finalize_reason(sf_code c, sf_finalize_blame blame) {
 
 /* Publishing retries until delivered, while the service runs: a broker
  * outage must not turn into lost announcements. An event that cannot be
- * encoded (SF_EDECODE, SF_EINVAL) is not retried. */
+ * encoded (SF_EDECODE, SF_EINVAL) is not retried, nor is anything once the
+ * producer hit a fatal error. */
 static int retry_publish(sf_proc *p, sf_code rc, int attempt, const char *what,
-                         const char *staging_id, const sf_err *err) {
+                         const char *staging_id, sf_err *err) {
   if (!rc || rc == SF_EDECODE || rc == SF_EINVAL || atomic_load(&p->quit)) return 0;
+  /* A producer with a fatal error never sends again: retrying would spin
+   * forever. The failure goes back to the loop, which stops the service
+   * (exit 1) so that a supervisor restarts it with a new producer. */
+  if (sf_publisher_fatal(p->pub, err)) return 0;
   char m[600];
   proc_plog(p, SF_PROC_LOG_WARNING,
             "event=publish_retry what=%s staging_id=%s attempt=%d error=\"%s\"", what,

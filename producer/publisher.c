@@ -345,6 +345,17 @@ sf_code sf_publisher_send(sf_publisher *p, const char *topic, const void *key,
   return sf_publisher_send_dr(p, topic, key, key_len, value, len, timeout_ms, NULL, err);
 }
 
+bool sf_publisher_fatal(sf_publisher *p, sf_err *err) {
+  char why[256];
+  rd_kafka_resp_err_t fe = rd_kafka_fatal_error(p->rk, why, sizeof why);
+  if (!fe) return false;
+  sf_err_set(err, SF_EIO,
+             "the Kafka producer hit a fatal error (%s: %s); it cannot send again and "
+             "must be recreated",
+             rd_kafka_err2name(fe), why);
+  return true;
+}
+
 const char *sf_publisher_topic(const sf_publisher *p, sf_event_type type) {
   return (unsigned)type < SF_EVENT_TYPE_COUNT ? p->topic[type] : NULL;
 }

@@ -107,6 +107,13 @@ sf_code sf_publish_rejected(sf_publisher *p, const char *topic,
 sf_code sf_publish_staged(sf_publisher *p, const char *topic, const sf_shard_staged *ev,
                           int timeout_ms, sf_delivery *dr, sf_err *err);
 
+/* Whether the producer hit a fatal error (e.g. an idempotence sequence
+ * gap, librdkafka's RD_KAFKA_RESP_ERR__FATAL): no send can succeed on it
+ * again, so retrying is pointless; the owner must recreate the producer or
+ * exit so that a supervisor restarts it. When true, err (may be NULL) gets
+ * SF_EIO with librdkafka's reason. */
+bool sf_publisher_fatal(sf_publisher *p, sf_err *err);
+
 /* The topic a type goes to by default (segforge.topic.* or the default
  * name); owned by p. */
 const char *sf_publisher_topic(const sf_publisher *p, sf_event_type type);

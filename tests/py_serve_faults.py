@@ -62,4 +62,21 @@ check(committed_offsets(boot, "g-marker").get(0, 0) == 0, "the job's offsets are
 os.unlink(failed)
 broker.kill()
 broker.wait()
+
+# ---- a fatal producer error stops the service instead of retrying forever --------
+broker, boot = h.start_broker(partitions=1)
+serve = h.Serve(["--brokers", boot, "--group", "g-fatal"] + FAST,
+                os.path.join(root, "fatal.log"), env={"SF_FAULT": "serve.producer_fatal"})
+prod = h.producer(boot)
+h.send(prod, "junk", b"\xc3\x01garbage")  # its dead letter is the first publish
+t0 = time.time()
+status = wait_exit(serve, 40)
+check(status == 1, "a fatal producer error stops serve with status 1 (got %s after %.1f s)"
+      % (status, time.time() - t0))
+check(not any("publish_retry" in l for l in serve.lines()), "it is not retried")
+check(any("fatal" in l and "OUT_OF_ORDER_SEQUENCE" in l for l in serve.lines()),
+      "the log names the producer's fatal error")
+check(committed_offsets(boot, "g-fatal").get(0, 0) == 0, "the event's offset is held")
+broker.kill()
+broker.wait()
 h.finish()
