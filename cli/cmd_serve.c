@@ -7,6 +7,7 @@
  */
 #include <getopt.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,7 +29,8 @@ static void help(void) {
       "[--topic-committed T]\n"
       "                      [--topic-rejected T] [--partitions N] [--metrics-addr "
       "HOST:PORT]\n"
-      "                      [--log-level error|warn|info|debug]\n\n"
+      "                      [--drain-timeout DUR] [--max-pending-events N]\n"
+      "                      [--max-pending-bytes N] [--log-level error|warn|info|debug]\n\n"
       "Consumes ShardStaged events in the consumer group G (default %s), finalizes\n"
       "each job once its shards cover its expected fragments (plan, build with at most\n"
       "--max-merges segment builds at once, commit), and publishes SegmentsCommitted;\n"
@@ -49,6 +51,8 @@ static void help(void) {
       "  --workers N        jobs finalized at once (default: --max-merges)\n"
       "  --staging-timeout DUR  a job must be complete within DUR of its first event\n"
       "                     (e.g. 90s, 10m, 500ms; default 10m)\n"
+      "  --drain-timeout DUR  on SIGTERM, wait at most DUR for jobs and dead letters\n"
+      "                     in flight (default 60s); the rest is redone after a restart\n"
       "  --metrics-addr A   serve Prometheus metrics on http://A/metrics\n",
       SF_PROC_DEFAULT_GROUP);
 }
@@ -116,6 +120,7 @@ int cli_cmd_serve(int argc, char **argv) {
       {"partitions", required_argument, 0, 'P'},
       {"metrics-addr", required_argument, 0, 'm'},
       {"log-level", required_argument, 0, 'L'},
+      {"drain-timeout", required_argument, 0, 'D'},
       {"help", no_argument, 0, 'h'},
       {0, 0, 0, 0}};
   sf_err err = {0};
@@ -168,6 +173,12 @@ int cli_cmd_serve(int argc, char **argv) {
       case 'P':
         e = cli_parse_u64("--partitions", optarg, 1, 1024, 0, &partitions, &err);
         break;
+      case 'D': {
+        int64_t ms = 0;
+        if (!(e = parse_duration("--drain-timeout", optarg, &ms, &err)))
+          po.drain_timeout_ms = ms > INT32_MAX ? INT32_MAX : (int)ms;
+        break;
+      }
       case 'm':
         metrics_addr = optarg;
         break;

@@ -312,7 +312,9 @@ void *proc_worker_main(void *arg) {
   sf_proc *p = arg;
   task *t;
   while ((t = proc_q_pop(&p->work, 1))) {
-    if (atomic_load(&t->cancel))
+    /* After the drain (quit) a queued job is given back unbuilt: its
+     * offsets stay uncommitted and the next owner or a restart builds it. */
+    if (atomic_load(&t->cancel) || atomic_load(&p->quit))
       t->rc = sf_err_set(&t->err, SF_ECANCELED, "canceled");
     else
       run_finalize(p, t);
@@ -450,7 +452,11 @@ void *proc_dead_main(void *arg) {
   while ((t = proc_q_pop(&p->dead, 1))) {
     /* A failed job dropped by a revoke belongs to the new owner now: this
      * one must neither mark it nor dead-letter it. */
-    if (atomic_load(&t->cancel))
+    /* After the drain (quit) the queued dead letters are given back
+     * unpublished, their offsets uncommitted (a restart redoes them): one
+     * publish attempt each, up to the delivery timeout with the broker
+     * gone, could hold the exit for hours with thousands queued. */
+    if (atomic_load(&t->cancel) || atomic_load(&p->quit))
       t->rc = sf_err_set(&t->err, SF_ECANCELED, "canceled");
     else if (t->kind == T_DEAD_EVENT)
       t->rc = publish_rejected(p, &t->rej, &t->err);
@@ -630,7 +636,7 @@ static void dead_job_done(sf_proc *p, task *t) {
      * stopping): the job stays FAILED holding its offsets, and unless the
      * service is stopping anyway it stops, so that a restart retries. */
     char m[600];
-    proc_plog(p, SF_PROC_LOG_ERR,
+    proc_plog(p, t->rc == SF_ECANCELED ? SF_PROC_LOG_INFO : SF_PROC_LOG_ERR,
               "event=dead_letter_not_delivered staging_id=%s error=\"%s\"", j->staging_id,
               proc_quoted(m, sizeof m, t->err.msg));
     if (!p->stop && t->rc != SF_ECANCELED) proc_set_fatal(p, &t->err);
@@ -653,7 +659,7 @@ void proc_drain_done(sf_proc *p) {
         sf_offsets_done(p->offs, t->ref.partition, t->ref.gen, t->ref.offset);
       } else {
         char m[600];
-        proc_plog(p, SF_PROC_LOG_ERR,
+        proc_plog(p, t->rc == SF_ECANCELED ? SF_PROC_LOG_INFO : SF_PROC_LOG_ERR,
                   "event=dead_letter_not_delivered partition=%d offset=%lld error=\"%s\"",
                   (int)t->ref.partition, (long long)t->ref.offset,
                   proc_quoted(m, sizeof m, t->err.msg));

@@ -79,4 +79,29 @@ check(any("fatal" in l and "OUT_OF_ORDER_SEQUENCE" in l for l in serve.lines()),
 check(committed_offsets(boot, "g-fatal").get(0, 0) == 0, "the event's offset is held")
 broker.kill()
 broker.wait()
+
+# ---- SIGTERM with dead letters that cannot be delivered: bounded drain -----------
+# linger.ms keeps every produced message in the client's queue, so each
+# publish attempt lasts the whole delivery timeout, as with the broker gone.
+broker, boot = h.start_broker(partitions=1)
+N = 15
+serve = h.Serve(["--brokers", boot, "--group", "g-drain", "--drain-timeout", "2s",
+                 "-X", "linger.ms=600000", "-X", "message.timeout.ms=900000",
+                 "-X", "segforge.delivery.timeout.ms=1000"] + FAST,
+                os.path.join(root, "drain.log"))
+prod = h.producer(boot)
+for i in range(N):
+    h.send(prod, "junk%d" % i, b"\xc3\x01garbage%d" % i)
+check(serve.wait_log("publish_retry", timeout=30), "the dead letters are stuck")
+check(serve.wait_log("event=event_rejected", timeout=30, count=N), "all %d events were read" % N)
+t0 = time.time()
+status = serve.stop(timeout=60)
+took = time.time() - t0
+check(status == 0, "SIGTERM exits 0 (got %s)" % status)
+check(took < 2 + 1 + 5, "the drain ends soon after --drain-timeout: %.1f s with %d queued"
+      % (took, N))
+check(committed_offsets(boot, "g-drain").get(0, 0) == 0,
+      "the undelivered dead letters' offsets stay uncommitted")
+broker.kill()
+broker.wait()
 h.finish()
