@@ -295,11 +295,24 @@ static void run_finalize(sf_proc *p, task *t) {
   t->publish_ms = (proc_mono_s() - t1) * 1e3;
   sf_finalize_result_clear(&res);
   if (rc == SF_EDECODE || rc == SF_EINVAL) {
-    /* Committed, but the announcement can never be encoded: say so loudly
-     * and move on rather than block the partition forever. */
-    char m[600];
-    proc_plog(p, SF_PROC_LOG_ERR, "event=announce_impossible staging_id=%s error=\"%s\"",
-              j->staging_id, proc_quoted(m, sizeof m, aerr.msg));
+    /* Committed, but the announcement can never be sent (too large for the
+     * client or the broker, or not encodable): a configuration error that
+     * every job this large will hit. Query services must not silently miss
+     * a version, so the job's offsets hold and the service stops, saying
+     * which limits to change. */
+    t->rc = SF_EINVAL;
+    t->blame = SF_FINALIZE_RETRYABLE;
+    char budget[32] = "none";
+    if (p->o.target_segment_bytes)
+      snprintf(budget, sizeof budget, "%llu", (unsigned long long)p->o.target_segment_bytes);
+    sf_err_set(&t->err, SF_EINVAL,
+               "job '%s' is committed (version %llu) but its SegmentsCommitted of %zu "
+               "segments cannot be published: %s. Raise message.max.bytes (producer, "
+               "broker and the topic's max.message.bytes) or the segment budget "
+               "(--target-segment-bytes, now %s; or the job's target_segment_bytes) so "
+               "that jobs have fewer segments; offsets are held, a restart announces it",
+               j->staging_id, (unsigned long long)t->version, t->nsegs, aerr.msg, budget);
+    return;
   } else if (rc) {
     t->rc = rc; /* not delivered (shutting down): the offsets stay */
     t->err = aerr;

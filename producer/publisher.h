@@ -77,7 +77,8 @@ int sf_publisher_free(sf_publisher *p, int timeout_ms);
  * timeout_ms <= 0 uses the configured default. Returns SF_OK only when the
  * broker confirmed the message. Errors:
  *  - SF_EINVAL: empty topic name, or a message larger than the client's
- *    message.max.bytes (librdkafka's message quoted);
+ *    message.max.bytes, or one the broker refused as too large (never
+ *    worth a retry);
  *  - SF_EIO: librdkafka reported the delivery failed (its error named), or
  *    no report came within the timeout ("outcome unknown": the message may
  *    still be delivered; resending is safe for consumers that de-duplicate

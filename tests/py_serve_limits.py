@@ -1,7 +1,9 @@
 #!/usr/bin/python3
 """`segforge serve` at the size limits of the broker (message.max.bytes set
 low with -X so that small events hit it): a dead letter too large to publish
-is cut down and delivered, never left to hold its partition's offset."""
+is cut down and delivered, never left to hold its partition's offset; an
+announcement too large is a configuration error that stops the service
+loudly with the job's offsets held, never a silent skip."""
 import os
 import sys
 import time
@@ -16,8 +18,8 @@ d = h.Dataset(root, rows=8000, dim=16, rpf=500, nlist=16)
 MAX = 2000
 
 
-def committed_offsets(bootstrap):
-    cons = KafkaConsumer(bootstrap_servers=bootstrap, group_id="segforge-finalizer",
+def committed_offsets(bootstrap, group="segforge-finalizer"):
+    cons = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
                          enable_auto_commit=False, api_version_auto_timeout_ms=10000)
     tps = [TopicPartition(h.STAGED, p) for p in cons.partitions_for_topic(h.STAGED)]
     ends = cons.end_offsets(tps)
@@ -45,4 +47,28 @@ time.sleep(0.5)
 offs, ends = committed_offsets(serve.bootstrap)
 check(all(offs[tp] == ends[tp] for tp in offs), "the offset moved past the oversized event")
 check(serve.stop() == 0, "SIGTERM exits 0")
+
+# ---- a SegmentsCommitted larger than message.max.bytes: loud and fatal --------------
+# Sixteen shards and no budget make sixteen segments: more than 1000 bytes.
+broker, boot = h.start_broker(partitions=1)
+d.train("big")
+shards = [d.stage("big", "b%02d" % i, str(i), "0-15") for i in range(16)]
+serve = h.Serve(["--brokers", boot, "--group", "g-big", "-X", "fetch.wait.max.ms=5",
+                 "-X", "message.max.bytes=1000"], os.path.join(root, "big.log"))
+prod = h.producer(boot)
+for ev, raw in shards:
+    h.send(prod, "big", raw)
+try:
+    status = serve.p.wait(60)
+except Exception:
+    status = None
+check(status == 1, "an announcement too large to publish stops serve with status 1 (got %s)"
+      % status)
+fatal = [l for l in serve.lines() if "event=fatal" in l]
+check(fatal and "message.max.bytes" in fatal[0] and "--target-segment-bytes" in fatal[0],
+      "the error names message.max.bytes and the segment budget: %s" % (fatal[:1],))
+offs, ends = committed_offsets(boot, "g-big")
+check(all(o == 0 for o in offs.values()), "the job's offsets are held for a restart")
+broker.kill()
+broker.wait()
 h.finish()
