@@ -51,6 +51,10 @@ static void help(void) {
       "  --workers N        jobs finalized at once (default: --max-merges)\n"
       "  --staging-timeout DUR  a job must be complete within DUR of its first event\n"
       "                     (e.g. 90s, 10m, 500ms; default 10m)\n"
+      "  --max-pending-events N  messages read but not finished before the consumer\n"
+      "                     pauses (default 1000000)\n"
+      "  --max-pending-bytes N  original event bytes held in memory (K/M/G) before\n"
+      "                     the consumer pauses (default 256M)\n"
       "  --drain-timeout DUR  on SIGTERM, wait at most DUR for jobs and dead letters\n"
       "                     in flight (default 60s); the rest is redone after a restart\n"
       "  --metrics-addr A   serve Prometheus metrics on http://A/metrics\n",
@@ -121,6 +125,8 @@ int cli_cmd_serve(int argc, char **argv) {
       {"metrics-addr", required_argument, 0, 'm'},
       {"log-level", required_argument, 0, 'L'},
       {"drain-timeout", required_argument, 0, 'D'},
+      {"max-pending-events", required_argument, 0, 'E'},
+      {"max-pending-bytes", required_argument, 0, 'Y'},
       {"help", no_argument, 0, 'h'},
       {0, 0, 0, 0}};
   sf_err err = {0};
@@ -172,6 +178,14 @@ int cli_cmd_serve(int argc, char **argv) {
         break;
       case 'P':
         e = cli_parse_u64("--partitions", optarg, 1, 1024, 0, &partitions, &err);
+        break;
+      case 'E':
+        if (!(e = cli_parse_u64("--max-pending-events", optarg, 1, 1ULL << 40, 0, &v, &err)))
+          po.max_pending_events = (size_t)v;
+        break;
+      case 'Y':
+        if (!(e = cli_parse_u64("--max-pending-bytes", optarg, 1, 1ULL << 50, 1, &v, &err)))
+          po.max_pending_bytes = (size_t)v;
         break;
       case 'D': {
         int64_t ms = 0;

@@ -34,6 +34,7 @@ struct sf_jobs {
   sf_job open; /* sentinel of the open list (arrival order) */
   sf_job term; /* sentinel of the terminal FIFO (oldest first) */
   size_t nopen, nready, nfailed, nterm, nevents;
+  size_t nbytes; /* original bytes held by live jobs */
 };
 
 static const char *const outcome_names[] = {"NEW",    "COMPLETE", "DUPLICATE", "REJECTED",
@@ -290,6 +291,7 @@ static sf_code shard_take(sf_jobs *t, sf_job *j, sf_jobs_shard *s, sf_shard_stag
     return SF_ENOMEM;
   }
   if (len) memcpy(copy, raw, len);
+  t->nbytes += len;
   memset(s, 0, sizeof *s);
   s->raw = copy;
   s->raw_len = len;
@@ -297,6 +299,13 @@ static sf_code shard_take(sf_jobs *t, sf_job *j, sf_jobs_shard *s, sf_shard_stag
   s->ev = *ev;
   memset(ev, 0, sizeof *ev);
   return SF_OK;
+}
+
+/* The original bytes a live job holds (its shards' and its trigger's). */
+static size_t job_bytes(const sf_job *j) {
+  size_t n = j->trigger ? j->trigger->raw_len : 0;
+  for (size_t i = 0; i < j->nshards; i++) n += j->shards[i].raw_len;
+  return n;
 }
 
 /* ---- the table ---------------------------------------------------------- */
@@ -355,6 +364,7 @@ static void set_state(sf_jobs *t, sf_job *j, sf_job_state s) {
 static void make_terminal(sf_jobs *t, sf_job *j, sf_job_state s) {
   list_unlink(j);
   t->nevents -= j->nrefs;
+  t->nbytes -= job_bytes(j);
   job_release(j);
   set_state(t, j, s);
   list_append(&t->term, j);
@@ -593,6 +603,7 @@ sf_job *sf_jobs_drop(sf_jobs *t, sf_job *j) {
   map_del(t, j);
   list_unlink(j);
   t->nevents -= j->nrefs;
+  t->nbytes -= job_bytes(j);
   count_state(t, j->state, -1);
   if (j->state == SF_JOB_READY || j->state == SF_JOB_FAILED) {
     j->state = SF_JOB_DROPPED;
@@ -633,6 +644,7 @@ void sf_jobs_get_stats(const sf_jobs *t, sf_jobs_stats *s) {
   s->failed = t->nfailed;
   s->terminal = t->nterm;
   s->events = t->nevents;
+  s->bytes = t->nbytes;
 }
 
 void sf_jobs_plan_shards(const sf_job *j, sf_plan_shard *out) {

@@ -228,6 +228,7 @@ sf_job *sf_jobs_find(const sf_jobs *t, const char *staging_id);
 typedef struct sf_jobs_stats {
   size_t open, ready, failed, terminal; /* jobs by state */
   size_t events;                        /* positions held by live jobs */
+  size_t bytes; /* original event bytes held by live jobs (a memory bound) */
 } sf_jobs_stats;
 void sf_jobs_get_stats(const sf_jobs *t, sf_jobs_stats *s);
 

@@ -139,6 +139,13 @@ static void offset_commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     sf_offsets_committed(p->offs, offsets->elems[i].partition, -1);
 }
 
+/* Original event bytes held: by live jobs and by dead letters waiting. */
+static size_t held_bytes(sf_proc *p) {
+  sf_jobs_stats s;
+  sf_jobs_get_stats(p->jobs, &s);
+  return s.bytes + p->dead_bytes;
+}
+
 static void set_paused(sf_proc *p, int on) {
   rd_kafka_topic_partition_list_t *a = NULL;
   if (!rd_kafka_assignment(p->rk, &a)) {
@@ -148,35 +155,51 @@ static void set_paused(sf_proc *p, int on) {
       rd_kafka_resume_partitions(p->rk, a);
     rd_kafka_topic_partition_list_destroy(a);
   }
-  /* While paused the processor itself holds the open jobs' remaining
-   * shards back, unread: that time must not count against their staging
-   * timeout, so their deadlines move by it (and nothing expires meanwhile). */
-  int64_t now = proc_mono_ms();
-  if (on)
-    p->paused_since_ms = now;
-  else if (p->paused)
-    sf_jobs_extend_deadlines(p->jobs, now - p->paused_since_ms);
   p->paused = on;
   if (on) atomic_fetch_add(&p->n_pauses, 1);
   if (p->o.metrics) atomic_store(&p->o.metrics->paused, on);
-  proc_plog(p, SF_PROC_LOG_INFO, "event=%s building=%zu dead_letters=%zu pending=%zu",
+  proc_plog(p, SF_PROC_LOG_INFO,
+            "event=%s building=%zu dead_letters=%zu pending=%zu pending_bytes=%zu",
             on ? "consumer_paused" : "consumer_resumed", p->inflight_finalize,
-            p->inflight_dead, sf_offsets_pending(p->offs));
+            p->inflight_dead, sf_offsets_pending(p->offs), held_bytes(p));
 }
 
-/* Pauses when the pipeline is full, resumes when it has drained (with
- * hysteresis, so a steady stream does not flap). */
+/* Whether memory is over the bounds at which a paused consumer resumes. */
+static int memory_over(sf_proc *p) {
+  return sf_offsets_pending(p->offs) >= p->o.max_pending_events / 10 * 9 ||
+         held_bytes(p) >= p->o.max_pending_bytes / 10 * 9;
+}
+
+/* Pauses when the pipeline is full or memory is at its bounds, resumes when
+ * both have drained (with hysteresis, so a steady stream does not flap). */
 static void backpressure(sf_proc *p) {
   size_t full_at = p->o.workers + p->o.queue_depth, pending = sf_offsets_pending(p->offs);
-  size_t dead_max = 10000; /* bounds the memory of dead letters waiting for the broker */
+  size_t dead_max = 10000; /* bounds the count of dead letters waiting for the broker */
   if (!p->paused) {
     if (p->inflight_finalize >= full_at || pending >= p->o.max_pending_events ||
-        p->inflight_dead >= dead_max)
+        held_bytes(p) >= p->o.max_pending_bytes || p->inflight_dead >= dead_max)
       set_paused(p, 1);
-  } else if (!p->stop && p->inflight_finalize <= p->o.workers &&
-             pending < p->o.max_pending_events / 10 * 9 &&
+  } else if (!p->stop && p->inflight_finalize <= p->o.workers && !memory_over(p) &&
              p->inflight_dead < dead_max / 2) {
     set_paused(p, 0);
+  }
+}
+
+/* The staging timeout counts only time in which the job's shards could be
+ * read. While the consumer is paused by the pipeline alone (builds or dead
+ * letters in flight, which finish by themselves), the processor itself
+ * holds the shards back: the timeouts stand still, and when they run again
+ * every open job's deadline moves by the time they stood. While memory is
+ * over its bounds they keep running: the memory is held by open jobs, and
+ * without their timeouts nothing would ever free it. */
+static void timeout_clock(sf_proc *p) {
+  int freeze = p->paused && !p->stop && !memory_over(p);
+  int64_t now = proc_mono_ms();
+  if (freeze && !p->frozen_since_ms) {
+    p->frozen_since_ms = now > 0 ? now : 1;
+  } else if (!freeze && p->frozen_since_ms) {
+    sf_jobs_extend_deadlines(p->jobs, now - p->frozen_since_ms);
+    p->frozen_since_ms = 0;
   }
 }
 
@@ -328,6 +351,7 @@ sf_code sf_proc_new(const sf_proc_opts *o, sf_proc **out, sf_err *err) {
   if (p->o.workers > 256) p->o.workers = 256;
   if (!p->o.queue_depth) p->o.queue_depth = p->o.workers;
   if (!p->o.max_pending_events) p->o.max_pending_events = 1000000;
+  if (!p->o.max_pending_bytes) p->o.max_pending_bytes = (size_t)256 << 20;
   if (!p->o.staging_timeout_ms) p->o.staging_timeout_ms = 600000;
   if (!p->o.commit_interval_ms) p->o.commit_interval_ms = 100;
   if (!p->o.drain_timeout_ms) p->o.drain_timeout_ms = 60000;
@@ -434,8 +458,9 @@ static void turn(sf_proc *p, int timeout_ms) {
     rd_kafka_message_destroy(m);
   }
   proc_drain_done(p);
-  if (!p->stop && !p->paused) expire(p);
   backpressure(p);
+  timeout_clock(p);
+  if (!p->stop && !p->frozen_since_ms) expire(p);
   int64_t now = proc_mono_ms();
   if (now - p->last_commit_ms >= p->o.commit_interval_ms) {
     commit_offsets(p, NULL, 0);
@@ -461,7 +486,8 @@ sf_code sf_proc_run(sf_proc *p, sf_err *err) {
               p->topic, sf_kconf_get(p->kconf, "group.id"), p->o.workers, p->o.max_merges,
               (long long)p->o.staging_timeout_ms);
     while (!p->stop) {
-      int64_t until = p->paused ? 100 : sf_jobs_next_deadline(p->jobs) - proc_mono_ms();
+      int64_t until =
+          p->frozen_since_ms ? 100 : sf_jobs_next_deadline(p->jobs) - proc_mono_ms();
       turn(p, until < 0 ? 0 : until < 100 ? (int)until : 100);
     }
   }

@@ -29,10 +29,14 @@
  * again with the same event_id, "<staging_id>@<catalog_version>".
  *
  * Back-pressure: when `workers + queue_depth` jobs are waiting or running, or
- * more than max_pending_events messages are pending, the consumer pauses its
- * partitions (rd_kafka_pause_partitions) and resumes them once the
- * finalize queue is empty again and the pending count is under 90 % of its
- * bound; nothing is buffered without bound.
+ * more than max_pending_events messages are pending, or max_pending_bytes of
+ * original event bytes are held, the consumer pauses its partitions
+ * (rd_kafka_pause_partitions) and resumes them once the finalize queue is
+ * empty again and both memory bounds are under 90 %; nothing is buffered
+ * without bound. Staging timeouts stand still while the pause is due to the
+ * pipeline alone (it drains by itself, and the open jobs' shards wait unread
+ * meanwhile); while memory is over its bounds they run, since only they can
+ * free the memory that open jobs hold.
  *
  * Fault injection (crash tests): SF_FAULT, a comma-separated list, kills the
  * process with SIGKILL at
@@ -83,6 +87,8 @@ typedef struct sf_proc_opts {
   unsigned queue_depth;       /* complete jobs waiting for a worker before the
                                  consumer pauses; 0 = workers */
   size_t max_pending_events;  /* messages pending before a pause; 0 = 1000000 */
+  size_t max_pending_bytes;   /* original event bytes held (open jobs, failed jobs,
+                                 dead letters waiting) before a pause; 0 = 256 MiB */
   int64_t staging_timeout_ms; /* a job must be complete within; 0 = 600000 */
   int commit_interval_ms;     /* offset commits at most this often; 0 = 100 */
   int delivery_timeout_ms;    /* wait for a delivery report; 0 = the kconf's */

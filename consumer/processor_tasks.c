@@ -572,6 +572,7 @@ void proc_send_dead_event(sf_proc *p, const rd_kafka_message_t *m, uint32_t gen,
   if (m->len) memcpy(r->original_value, m->payload, m->len);
   t->ref = (sf_jobs_ref){.partition = m->partition, .gen = gen, .offset = m->offset};
   p->inflight_dead++;
+  p->dead_bytes += m->len;
   proc_q_push(&p->dead, t);
 }
 
@@ -668,6 +669,7 @@ void proc_drain_done(sf_proc *p) {
       dead_job_done(p, t);
     } else {
       p->inflight_dead--;
+      p->dead_bytes -= t->rej.original_value_len;
       if (!t->rc) {
         sf_offsets_done(p->offs, t->ref.partition, t->ref.gen, t->ref.offset);
       } else {

@@ -48,6 +48,26 @@ offs, ends = committed_offsets(serve.bootstrap)
 check(all(offs[tp] == ends[tp] for tp in offs), "the offset moved past the oversized event")
 check(serve.stop() == 0, "SIGTERM exits 0")
 
+# ---- --max-pending-bytes: held event bytes pause the consumer ----------------------
+# A job larger than the bound cannot complete: the consumer pauses with it
+# open, its staging timeout still runs (only it can free that memory), and
+# once it has failed the consumer resumes.
+d.train("mem")
+mem = [d.stage("mem", "m%d" % i, str(i), "0-7") for i in range(8)]
+serve = h.Serve(["--partitions", "1", "--max-pending-bytes", "1K", "--staging-timeout", "3s"],
+                os.path.join(root, "mem.log"), embedded=True)
+prod = h.producer(serve.bootstrap)
+for ev, raw in mem:
+    h.send(prod, "mem", raw)
+check(serve.wait_log("event=consumer_paused", timeout=30), "held bytes pause the consumer")
+paused = [l for l in serve.lines() if "event=consumer_paused" in l]
+held = int(paused[0].split("pending_bytes=")[1].split()[0]) if paused else 0
+check(held >= 1024, "it paused at the byte bound, not the count (%d bytes held)" % held)
+check(serve.wait_log("reason=JOB_TIMEOUT", timeout=30),
+      "the open job's timeout runs while memory is at its bound")
+check(serve.wait_log("event=consumer_resumed", timeout=30), "and the consumer resumes")
+check(serve.stop() == 0, "SIGTERM exits 0")
+
 # ---- a SegmentsCommitted larger than message.max.bytes: loud and fatal --------------
 # Sixteen shards and no budget make sixteen segments: more than 1000 bytes.
 broker, boot = h.start_broker(partitions=1)

@@ -508,6 +508,34 @@ static void time_the_consumer_was_paused_does_not_count_against_open_jobs(void *
   fx_free(f);
 }
 
+static size_t held_bytes(fx *f) {
+  sf_jobs_stats s;
+  sf_jobs_get_stats(f->t, &s);
+  return s.bytes;
+}
+
+/* Each event added by add_on carries 4 original bytes. */
+static void the_original_bytes_held_by_live_jobs_are_counted(void **state) {
+  fx *f = fx_new(0, 0);
+  EXPECT(f, ev("job-1", "w0", "0-4", "0-9"), SF_JOBS_NEW);
+  EXPECT(f, ev("job-1", "w0", "0-4", "0-9"), SF_JOBS_DUPLICATE); /* keeps no copy */
+  EXPECT(f, ev("job-2", "w0", "0-4", "0-9"), SF_JOBS_NEW);
+  assert_int_equal(held_bytes(f), 8);
+  sf_job *j;
+  assert_int_equal(add(f, ev("job-1", "w1", "5-9", "0-9"), &j, NULL), SF_JOBS_COMPLETE);
+  assert_int_equal(held_bytes(f), 12);
+  sf_jobs_finish(f->t, j, 1);
+  assert_int_equal(held_bytes(f), 4);
+  assert_int_equal(add(f, ev("job-2", "w1", "4-9", "0-9"), &j, NULL), SF_JOBS_FAILED);
+  assert_int_equal(held_bytes(f), 8); /* the trigger's bytes too */
+  sf_jobs_job_free(sf_jobs_drop(f->t, j));
+  assert_int_equal(held_bytes(f), 0);
+  EXPECT(f, ev("job-3", "w0", "0-4", "0-9"), SF_JOBS_NEW);
+  sf_jobs_drop(f->t, sf_jobs_find(f->t, "job-3"));
+  assert_int_equal(held_bytes(f), 0);
+  fx_free(f);
+}
+
 static void a_timed_out_job_the_catalog_holds_ends_committed(void **state) {
   fx *f = fx_new(1000, 0);
   EXPECT(f, ev("job-1", "w0", "0-4", "0-9"), SF_JOBS_NEW);
@@ -733,6 +761,7 @@ int main(void) {
       cmocka_unit_test(interleaved_jobs_do_not_disturb_each_other),
       cmocka_unit_test(a_job_not_complete_within_the_timeout_fails_with_job_timeout),
       cmocka_unit_test(time_the_consumer_was_paused_does_not_count_against_open_jobs),
+      cmocka_unit_test(the_original_bytes_held_by_live_jobs_are_counted),
       cmocka_unit_test(a_timed_out_job_the_catalog_holds_ends_committed),
       cmocka_unit_test(a_failed_job_being_dead_lettered_is_handed_over_when_dropped),
       cmocka_unit_test(a_complete_job_never_times_out),
