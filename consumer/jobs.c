@@ -498,7 +498,20 @@ sf_jobs_outcome sf_jobs_add(sf_jobs *t, sf_shard_staged *ev, const uint8_t *raw,
   int open = j->state == SF_JOB_OPEN;
   long k = shard_find(j, ev->shard_id);
   sf_event_reason why = SF_REASON_NONE;
-  if (k >= 0) {
+  if (ref.partition != j->shards[0].ref.partition) {
+    /* One owner per job relies on one partition per job: a job spread over
+     * two would be dropped whole when one of them is revoked, leaving the
+     * events on the other pending for good (and two owners could build
+     * it). Events are keyed by staging_id so this cannot happen unless a
+     * producer keys them otherwise (or the partition count changed). */
+    why = SF_REASON_INVALID_FIELD;
+    sf_err_set(err, SF_EINVAL,
+               "shard '%s' of job '%s' was read from partition %d but the job's first "
+               "shard '%s' from partition %d: all events of a staging_id must share a "
+               "partition (key them by staging_id)",
+               ev->shard_id, j->staging_id, (int)ref.partition, j->shards[0].ev.shard_id,
+               (int)j->shards[0].ref.partition);
+  } else if (k >= 0) {
     if (same_content(&j->shards[k].ev, ev))
       return add_ref(t, j, ref, err) ? SF_JOBS_ERROR : SF_JOBS_DUPLICATE;
     why = SF_REASON_DUPLICATE_CONFLICT;

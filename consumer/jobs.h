@@ -20,7 +20,9 @@
  *   FAILED     the event failed its open job: same shard_id with other
  *              content (DUPLICATE_CONFLICT), a fragment already in another
  *              shard (FRAGMENT_OVERLAP), job parameters that differ
- *              (PARAM_MISMATCH, or CHECKSUM_MISMATCH for the quantizer). The
+ *              (PARAM_MISMATCH, or CHECKSUM_MISMATCH for the quantizer), or
+ *              read from another partition than the job's first shard
+ *              (INVALID_FIELD: a job's events must share a partition). The
  *              job is FAILED; every event of it goes to the dead letters
  *   LATE       the staging id was committed: nothing to do
  *   ERROR      a failure that is not the event's fault (out of memory, an

@@ -610,6 +610,27 @@ static void visit_drop(void *ctx, sf_job *j) {
   sf_jobs_job_free(sf_jobs_drop(v->t, j));
 }
 
+static void a_job_whose_events_arrive_on_two_partitions_fails(void **state) {
+  fx *f = fx_new(0, 0);
+  assert_int_equal(add_on(f, 0, ev("job-1", "w0", "0-4", "0-9"), NULL, NULL),
+                   SF_JOBS_NEW);
+  sf_job *j;
+  sf_event_reason why;
+  /* Even a redelivery: its position on the other partition could not be
+   * held by the job's owner. */
+  assert_int_equal(add_on(f, 1, ev("job-1", "w0", "0-4", "0-9"), &j, &why),
+                   SF_JOBS_FAILED);
+  assert_int_equal(why, SF_REASON_INVALID_FIELD);
+  assert_non_null(strstr(j->message, "share a partition"));
+  /* A complete job is never failed afterwards: the event is rejected alone. */
+  assert_int_equal(add_on(f, 0, ev("job-2", "w0", "0-9", "0-9"), NULL, NULL),
+                   SF_JOBS_COMPLETE);
+  assert_int_equal(add_on(f, 1, ev("job-2", "w0", "0-9", "0-9"), NULL, &why),
+                   SF_JOBS_REJECTED);
+  assert_int_equal(why, SF_REASON_INVALID_FIELD);
+  fx_free(f);
+}
+
 static void a_revoked_partition_drops_exactly_the_jobs_read_from_it(void **state) {
   fx *f = fx_new(0, 0);
   assert_int_equal(add_on(f, 0, ev("job-a", "w0", "0-4", "0-9"), NULL, NULL),
@@ -620,9 +641,9 @@ static void a_revoked_partition_drops_exactly_the_jobs_read_from_it(void **state
                    SF_JOBS_COMPLETE);
   assert_int_equal(add_on(f, 0, ev("job-d", "w0", "0-4", "0-9"), NULL, NULL),
                    SF_JOBS_NEW);
-  /* A job read from two partitions (a producer that keyed it badly). */
+  /* A job read from two partitions (a producer that keyed it badly) fails. */
   assert_int_equal(add_on(f, 1, ev("job-d", "w1", "5-6", "0-9"), NULL, NULL),
-                   SF_JOBS_NEW);
+                   SF_JOBS_FAILED);
   visit v = {f->t, 0};
   sf_jobs_foreach_on_partition(f->t, 1, visit_drop, &v);
   assert_int_equal(v.n, 3);
@@ -768,6 +789,7 @@ int main(void) {
       cmocka_unit_test(without_a_timeout_jobs_wait_forever),
       cmocka_unit_test(dropping_an_open_job_lets_a_new_owner_rebuild_it),
       cmocka_unit_test(dropping_a_job_being_committed_hands_it_to_its_holder),
+      cmocka_unit_test(a_job_whose_events_arrive_on_two_partitions_fails),
       cmocka_unit_test(a_revoked_partition_drops_exactly_the_jobs_read_from_it),
       cmocka_unit_test(terminal_records_beyond_the_limit_are_forgotten_oldest_first),
       cmocka_unit_test(many_interleaved_jobs_each_complete_exactly_once),
