@@ -46,8 +46,10 @@ for t in $types; do
   done
   sq=$(printf '%s\n' "${qps[@]}" | median)
   printf '%-9s %-8s %8.4f %10.0f %11.1fs\n' "$t" segforge "$rec" "$sq" "$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')"
+  echo "segforge $t: qps runs ${qps[*]}" >&2
   fj=$(/usr/bin/python3 bench/faiss_search.py --data "$work/data" --type "$t" --metric $metric \
        --nlist "$nlist" --nprobe "$nprobe" --pq-m "$pqm" --k $k --repeat "$repeat")
+  echo "faiss $t: $fj" >&2
   fq=$(/usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["qps"])' <<<"$fj")
   fr=$(/usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["recall"])' <<<"$fj")
   fb=$(/usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["train_add_s"])' <<<"$fj")
