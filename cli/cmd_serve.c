@@ -30,7 +30,8 @@ static void help(void) {
       "                      [--topic-rejected T] [--partitions N] [--metrics-addr "
       "HOST:PORT]\n"
       "                      [--drain-timeout DUR] [--max-pending-events N]\n"
-      "                      [--max-pending-bytes N] [--log-level error|warn|info|debug]\n\n"
+      "                      [--max-pending-bytes N] [--log-level "
+      "error|warn|info|debug]\n\n"
       "Consumes ShardStaged events in the consumer group G (default %s), finalizes\n"
       "each job once its shards cover its expected fragments (plan, build with at most\n"
       "--max-merges segment builds at once, commit), and publishes SegmentsCommitted;\n"
@@ -180,11 +181,13 @@ int cli_cmd_serve(int argc, char **argv) {
         e = cli_parse_u64("--partitions", optarg, 1, 1024, 0, &partitions, &err);
         break;
       case 'E':
-        if (!(e = cli_parse_u64("--max-pending-events", optarg, 1, 1ULL << 40, 0, &v, &err)))
+        if (!(e = cli_parse_u64("--max-pending-events", optarg, 1, 1ULL << 40, 0, &v,
+                                &err)))
           po.max_pending_events = (size_t)v;
         break;
       case 'Y':
-        if (!(e = cli_parse_u64("--max-pending-bytes", optarg, 1, 1ULL << 50, 1, &v, &err)))
+        if (!(e = cli_parse_u64("--max-pending-bytes", optarg, 1, 1ULL << 50, 1, &v,
+                                &err)))
           po.max_pending_bytes = (size_t)v;
         break;
       case 'D': {

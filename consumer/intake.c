@@ -70,8 +70,8 @@ static sf_code path_error(sf_event_reason *reason, sf_err *err, int e, const cha
                           const char *path) {
   sf_event_reason r = path_errno_reason(e);
   if (r == SF_REASON_NONE)
-    return sf_err_errno(err, e == ENOMEM ? SF_ENOMEM : SF_EIO, e, "%s: resolving %s", what,
-                        path);
+    return sf_err_errno(err, e == ENOMEM ? SF_ENOMEM : SF_EIO, e, "%s: resolving %s",
+                        what, path);
   char why[160];
   snprintf(why, sizeof why, "%s", strerror(e));
   return refuse(reason, r, err, e == ENOENT || e == ENOTDIR ? SF_ENOTFOUND : SF_EINVAL,

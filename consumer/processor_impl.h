@@ -96,7 +96,7 @@ struct sf_proc {
   atomic_size_t s_open, s_inflight, s_pending;
 };
 
-/* ---- processor_tasks.c ------------------------------------------------------ */
+/* ---- processor_tasks.c and processor_dead.c ---------------------------------- */
 
 int64_t proc_mono_ms(void);
 int64_t proc_wall_ms(void);
@@ -117,6 +117,15 @@ task *proc_q_pop(tqueue *q, int wait);
 void proc_q_quit(tqueue *q);
 void proc_q_destroy(tqueue *q);
 void proc_task_free(task *t);
+/* A thread hands a task back to the loop and wakes it. */
+void proc_hand_back(sf_proc *p, task *t);
+/* Sleeps up to ms, waking early when the drain is over. */
+void proc_backoff(sf_proc *p, int ms);
+/* Whether a failed publish (attempt n) is worth another attempt; logs it
+ * and waits first when it is. Not for encoding errors, a fatal producer,
+ * or once the drain is over. */
+int proc_retry_publish(sf_proc *p, sf_code rc, int attempt, const char *what,
+                       const char *staging_id, sf_err *err);
 
 /* Thread bodies (arg: the sf_proc). */
 void *proc_worker_main(void *arg);

@@ -269,10 +269,11 @@ static sf_code delivery_error(sf_publisher *p, const char *topic, rd_kafka_resp_
    * max.message.bytes): as final as too large for the client, so the same
    * code as the local refusal, which callers do not retry. */
   if (e == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE)
-    return sf_err_set(err, SF_EINVAL,
-                      "publishing to %s: the broker refused the message as larger than its "
-                      "message.max.bytes (or the topic's max.message.bytes)",
-                      topic);
+    return sf_err_set(
+        err, SF_EINVAL,
+        "publishing to %s: the broker refused the message as larger than its "
+        "message.max.bytes (or the topic's max.message.bytes)",
+        topic);
   if (e == RD_KAFKA_RESP_ERR__MSG_TIMED_OUT ||
       e == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
       e == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC) {

@@ -47,7 +47,9 @@ static void assert_publishable(const char *msg) {
 static void an_id_with_a_byte_ff_gives_a_valid_utf8_message(void **state) {
   sf_shard_staged e = good();
   free(e.staging_id);
-  e.staging_id = strdup("job\xff" "x");
+  e.staging_id = strdup(
+      "job\xff"
+      "x");
   sf_event_reason reason = SF_REASON_NONE;
   sf_err err = {0};
   assert_int_equal(sf_shard_staged_validate(&e, &reason, &err), SF_EDECODE);

@@ -213,7 +213,8 @@ int main(void) {
       cmocka_unit_test(a_dataset_path_with_a_too_long_name_is_an_invalid_field),
       cmocka_unit_test(a_dataset_in_a_link_loop_is_refused),
       cmocka_unit_test(a_staging_root_that_cannot_be_resolved_is_the_events_fault),
-      cmocka_unit_test(a_shard_path_component_longer_than_a_file_name_is_an_invalid_field),
+      cmocka_unit_test(
+          a_shard_path_component_longer_than_a_file_name_is_an_invalid_field),
       cmocka_unit_test(a_shard_path_naming_a_directory_is_a_corrupt_file),
       cmocka_unit_test(a_shard_path_naming_a_fifo_is_refused_without_blocking),
       cmocka_unit_test(a_shard_path_in_a_link_loop_is_refused),
