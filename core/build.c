@@ -129,7 +129,10 @@ static sf_code open_shards(job *j, sf_err *err) {
   for (size_t k = 0; k < j->seg->count; k++) {
     const sf_plan_shard *s = &p->shards[j->seg->first + k];
     sf_code rc = sf_seg_open(s->path, &j->src[k], err);
-    if (rc) return sf_err_prefix(err, "shard '%s'", s->shard_id);
+    if (rc) {
+      sf_err_prefix(err, "shard '%s'", s->shard_id);
+      return rc;
+    }
     const sf_seg_params *fp = sf_seg_get_params(j->src[k]);
     const char *field = params_differ(fp, &p->params);
     if (fp->kind != SF_SEG_KIND_SHARD) field = "kind";
@@ -167,7 +170,10 @@ static sf_code remap_shards(job *j, sf_err *err) {
     const sf_plan_shard *s = &p->shards[j->seg->first + k];
     sf_seg_reader *old = j->src[k], *fresh;
     sf_code rc = sf_seg_open(s->path, &fresh, err);
-    if (rc) return sf_err_prefix(err, "shard '%s'", s->shard_id);
+    if (rc) {
+      sf_err_prefix(err, "shard '%s'", s->shard_id);
+      return rc;
+    }
     int same = sf_seg_file_bytes(fresh) == sf_seg_file_bytes(old) &&
                sf_seg_num_rows(fresh) == sf_seg_num_rows(old) &&
                !params_differ(sf_seg_get_params(fresh), sf_seg_get_params(old)) &&
@@ -254,9 +260,12 @@ static sf_code write_segment(job *j, uint64_t *rows, sf_err *err) {
       rc = sf_seg_writer_copy_partition(w, j->src[k], p, err);
       if (rc) {
         sf_seg_writer_abort(w);
-        return sf_err_prefix(err, "segment %s, shard '%s', partition %" PRIu32,
-                             j->seg->segment_id,
-                             r->plan->shards[j->seg->first + k].shard_id, p);
+        {
+          sf_err_prefix(err, "segment %s, shard '%s', partition %" PRIu32,
+                        j->seg->segment_id, r->plan->shards[j->seg->first + k].shard_id,
+                        p);
+          return rc;
+        }
       }
       bytes += sf_seg_partition_bytes(j->src[k], p);
     }
@@ -267,13 +276,19 @@ static sf_code write_segment(job *j, uint64_t *rows, sf_err *err) {
       since_remap = 0;
       if ((rc = remap_shards(j, err))) {
         sf_seg_writer_abort(w);
-        return sf_err_prefix(err, "segment %s", j->seg->segment_id);
+        {
+          sf_err_prefix(err, "segment %s", j->seg->segment_id);
+          return rc;
+        }
       }
     }
   }
   *rows = sf_seg_writer_rows(w);
   rc = sf_seg_writer_finish(w, j->seg->fragments, err);
-  if (rc) return sf_err_prefix(err, "segment %s", j->seg->segment_id);
+  if (rc) {
+    sf_err_prefix(err, "segment %s", j->seg->segment_id);
+    return rc;
+  }
   pthread_mutex_lock(&r->lock);
   r->stats.bytes_copied += counted;
   r->stats.built++;

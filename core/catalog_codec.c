@@ -88,10 +88,11 @@ static sf_code enc_segment(avro_value_t *rec, const sf_catalog_segment *s, sf_er
             put_long(rec, "num_rows", s->info.num_rows) || put(rec, "fragments", &f) ||
             avro_value_set_bytes(&f, frag, flen) ||
             put_strings(rec, "shard_ids", s->info.shard_ids, s->info.num_shards) ||
-            put_str(rec, "staging_id", s->staging_id) || put_long(rec, "added_in", s->added_in);
+            put_str(rec, "staging_id", s->staging_id) ||
+            put_long(rec, "added_in", s->added_in);
   free(frag);
-  return bad ? sf_err_set(err, SF_ENOMEM, "cannot encode segment %s: %s", s->info.segment_id,
-                          avro_strerror())
+  return bad ? sf_err_set(err, SF_ENOMEM, "cannot encode segment %s: %s",
+                          s->info.segment_id, avro_strerror())
              : SF_OK;
 }
 
@@ -104,7 +105,8 @@ static sf_code enc_index(avro_value_t *rec, const sf_catalog_index *ix, sf_err *
       put(rec, "nlist", &f) || avro_value_set_int(&f, (int32_t)ix->nlist) ||
       put_long(rec, "quantizer_checksum", ix->quantizer_checksum) ||
       put(rec, "segments", &arr))
-    return sf_err_set(err, SF_ENOMEM, "cannot encode index %s: %s", ix->name, avro_strerror());
+    return sf_err_set(err, SF_ENOMEM, "cannot encode index %s: %s", ix->name,
+                      avro_strerror());
   for (size_t i = 0; i < ix->nsegs; i++) {
     if (avro_value_append(&arr, &e, NULL))
       return sf_err_set(err, SF_ENOMEM, "cannot encode index %s: %s", ix->name,
@@ -119,9 +121,9 @@ static sf_code enc_record(avro_value_t *v, const sf_catalog *c, sf_err *err) {
   avro_value_t f, arr, e;
   uint8_t zero[CHECKSUM_BYTES] = {0};
   if (put(v, "format", &f) || avro_value_set_int(&f, SF_CATALOG_FORMAT) ||
-      put_long(v, "version", c->version) || put_long(v, "created_at_ms", c->created_at_ms) ||
-      put(v, "checksum", &f) || avro_value_set_fixed(&f, zero, sizeof zero) ||
-      put(v, "indexes", &arr))
+      put_long(v, "version", c->version) ||
+      put_long(v, "created_at_ms", c->created_at_ms) || put(v, "checksum", &f) ||
+      avro_value_set_fixed(&f, zero, sizeof zero) || put(v, "indexes", &arr))
     goto failed;
   for (size_t i = 0; i < c->nix; i++) {
     TRY_AVRO(avro_value_append(&arr, &e, NULL));
@@ -162,21 +164,25 @@ static sf_code encode_datum(avro_schema_t schema, const sf_catalog *c, uint8_t *
   avro_value_t v;
   if (!iface || avro_generic_value_new(iface, &v)) {
     avro_value_iface_decref(iface);
-    return sf_err_set(err, SF_ENOMEM, "cannot create a catalog record: %s", avro_strerror());
+    return sf_err_set(err, SF_ENOMEM, "cannot create a catalog record: %s",
+                      avro_strerror());
   }
   uint8_t *buf = NULL;
   size_t n = 0;
   sf_code rc = enc_record(&v, c, err);
   if (!rc && avro_value_sizeof(&v, &n))
-    rc = sf_err_set(err, SF_ENOMEM, "cannot size the catalog record: %s", avro_strerror());
+    rc =
+        sf_err_set(err, SF_ENOMEM, "cannot size the catalog record: %s", avro_strerror());
   if (!rc && (n < CHECKSUM_BYTES || n > SF_CATALOG_MAX_FILE_BYTES / 2))
-    rc = sf_err_set(err, SF_ELIMIT, "catalog version %llu would take %zu bytes (at most %llu)",
+    rc = sf_err_set(err, SF_ELIMIT,
+                    "catalog version %llu would take %zu bytes (at most %llu)",
                     (unsigned long long)c->version, n, SF_CATALOG_MAX_FILE_BYTES / 2);
   if (!rc && !(buf = malloc(n))) rc = sf_err_set(err, SF_ENOMEM, "out of memory");
   if (!rc) {
     avro_writer_t w = avro_writer_memory((const char *)buf, (int64_t)n);
     if (!w || avro_value_write(w, &v) || avro_writer_tell(w) != (int64_t)n)
-      rc = sf_err_set(err, SF_ENOMEM, "cannot encode the catalog record: %s", avro_strerror());
+      rc = sf_err_set(err, SF_ENOMEM, "cannot encode the catalog record: %s",
+                      avro_strerror());
     if (w) avro_writer_free(w);
   }
   avro_value_decref(&v);
@@ -193,7 +199,10 @@ static sf_code encode_datum(avro_schema_t schema, const sf_catalog *c, uint8_t *
 
 sf_code sf_catalog_write(const sf_catalog *c, FILE *fp, const char *what, sf_err *err) {
   sf_code rc = sf_catalog_validate(c, err);
-  if (rc) return sf_err_prefix(err, "refusing to write catalog %s", what);
+  if (rc) {
+    sf_err_prefix(err, "refusing to write catalog %s", what);
+    return rc;
+  }
   avro_schema_t schema;
   if ((rc = load_schema(&schema, err))) return rc;
   uint8_t *datum = NULL;
@@ -253,14 +262,15 @@ static int is(const uint8_t *s, size_t n, const char *lit) {
 /* Walks the container and returns the record's bytes and the writer schema
  * (both pointing into buf). */
 static sf_code parse_container(const uint8_t *buf, size_t len, const char *what,
-                               const uint8_t **datum, size_t *dlen, const uint8_t **schema,
-                               size_t *slen, sf_err *err) {
+                               const uint8_t **datum, size_t *dlen,
+                               const uint8_t **schema, size_t *slen, sf_err *err) {
   rd r = {buf, buf + len};
   const uint8_t *sync, *k, *v;
   size_t kn, vn, entries = 0;
   int64_t count, bsize;
   if (len < 4 || memcmp(buf, "Obj\x01", 4))
-    return sf_err_set(err, SF_EFORMAT, "%s is not an Avro container file (bad magic)", what);
+    return sf_err_set(err, SF_EFORMAT, "%s is not an Avro container file (bad magic)",
+                      what);
   r.p += 4;
   *schema = NULL;
   for (;;) {
@@ -286,7 +296,8 @@ static sf_code parse_container(const uint8_t *buf, size_t len, const char *what,
       }
     }
   }
-  if (!*schema) return sf_err_set(err, SF_ECORRUPT, "%s: no avro.schema in the header", what);
+  if (!*schema)
+    return sf_err_set(err, SF_ECORRUPT, "%s: no avro.schema in the header", what);
   if (r.end - r.p < 16) goto truncated;
   sync = r.p;
   r.p += 16;
@@ -297,23 +308,27 @@ static sf_code parse_container(const uint8_t *buf, size_t len, const char *what,
   if (count != 1)
     return sf_err_set(err, SF_ECORRUPT, "%s: a block of %lld records (a version is one)",
                       what, (long long)count);
-  if (bsize <= CHECKSUM_BYTES) return sf_err_set(err, SF_ECORRUPT, "%s: empty record", what);
-  if ((uint64_t)bsize > (uint64_t)(r.end - r.p) || r.end - r.p - bsize < 16) goto truncated;
+  if (bsize <= CHECKSUM_BYTES)
+    return sf_err_set(err, SF_ECORRUPT, "%s: empty record", what);
+  if ((uint64_t)bsize > (uint64_t)(r.end - r.p) || r.end - r.p - bsize < 16)
+    goto truncated;
   *datum = r.p;
   *dlen = (size_t)bsize;
   r.p += bsize;
   if (memcmp(r.p, sync, 16))
-    return sf_err_set(err, SF_ECORRUPT, "%s: the sync marker after the record is wrong", what);
+    return sf_err_set(err, SF_ECORRUPT, "%s: the sync marker after the record is wrong",
+                      what);
   r.p += 16;
   if (r.p != r.end)
     return sf_err_set(err, SF_ECORRUPT, "%s: %zu unexpected bytes after the record", what,
                       (size_t)(r.end - r.p));
   return SF_OK;
 truncated:
-  return sf_err_set(err, SF_ECORRUPT,
-                    "%s is truncated or damaged: a length at byte %zu runs past the end of "
-                    "the file (%zu bytes)",
-                    what, (size_t)(r.p - buf), len);
+  return sf_err_set(
+      err, SF_ECORRUPT,
+      "%s is truncated or damaged: a length at byte %zu runs past the end of "
+      "the file (%zu bytes)",
+      what, (size_t)(r.p - buf), len);
 }
 
 /* ---- decoding ------------------------------------------------------------ */
@@ -325,7 +340,8 @@ static sf_code get(avro_value_t *rec, const char *name, avro_value_t *f, sf_err 
 }
 
 /* A string of at most max bytes without NULs, into a malloc'd copy. */
-static sf_code dec_str(avro_value_t *f, const char *name, size_t max, char **out, sf_err *err) {
+static sf_code dec_str(avro_value_t *f, const char *name, size_t max, char **out,
+                       sf_err *err) {
   const char *s;
   size_t n; /* avro-c counts the terminating NUL */
   if (avro_value_get_string(f, &s, &n) || n == 0)
@@ -350,18 +366,20 @@ static sf_code get_long(avro_value_t *rec, const char *name, int64_t min, int64_
   avro_value_t f;
   sf_code rc = get(rec, name, &f, err);
   if (rc) return rc;
-  if (avro_value_get_long(&f, out)) return sf_err_set(err, SF_ECORRUPT, "%s: not a long", name);
+  if (avro_value_get_long(&f, out))
+    return sf_err_set(err, SF_ECORRUPT, "%s: not a long", name);
   if (*out < min || *out > max)
     return sf_err_set(err, SF_ECORRUPT, "%s: %lld is outside [%lld, %lld]", name,
                       (long long)*out, (long long)min, (long long)max);
   return SF_OK;
 }
 
-static sf_code get_array(avro_value_t *rec, const char *name, size_t max, avro_value_t *arr,
-                         size_t *n, sf_err *err) {
+static sf_code get_array(avro_value_t *rec, const char *name, size_t max,
+                         avro_value_t *arr, size_t *n, sf_err *err) {
   sf_code rc = get(rec, name, arr, err);
   if (rc) return rc;
-  if (avro_value_get_size(arr, n)) return sf_err_set(err, SF_ECORRUPT, "%s: not an array", name);
+  if (avro_value_get_size(arr, n))
+    return sf_err_set(err, SF_ECORRUPT, "%s: not an array", name);
   if (*n > max)
     return sf_err_set(err, SF_ELIMIT, "%s: %zu entries (at most %zu)", name, *n, max);
   return SF_OK;
@@ -369,8 +387,8 @@ static sf_code get_array(avro_value_t *rec, const char *name, size_t max, avro_v
 
 /* An array of ids into a malloc'd array of malloc'd strings; *n is set as
  * soon as the array exists so that a partial result is freed by its owner. */
-static sf_code get_ids(avro_value_t *rec, const char *name, size_t max, char ***out, size_t *n,
-                       sf_err *err) {
+static sf_code get_ids(avro_value_t *rec, const char *name, size_t max, char ***out,
+                       size_t *n, sf_err *err) {
   avro_value_t arr, e;
   size_t count;
   sf_code rc = get_array(rec, name, max, &arr, &count, err);
@@ -386,8 +404,8 @@ static sf_code get_ids(avro_value_t *rec, const char *name, size_t max, char ***
   return rc;
 }
 
-static sf_code dec_segment(avro_value_t *rec, const sf_catalog_index *ix, sf_catalog_segment *s,
-                           sf_err *err) {
+static sf_code dec_segment(avro_value_t *rec, const sf_catalog_index *ix,
+                           sf_catalog_segment *s, sf_err *err) {
   int64_t bytes, rows, added;
   avro_value_t f;
   const void *frag;
@@ -399,13 +417,15 @@ static sf_code dec_segment(avro_value_t *rec, const sf_catalog_index *ix, sf_cat
       (rc = get_long(rec, "num_rows", 0, INT64_MAX, &rows, err)) ||
       (rc = get_str(rec, "staging_id", SF_CATALOG_MAX_ID, &s->staging_id, err)) ||
       (rc = get_long(rec, "added_in", 1, INT64_MAX, &added, err)) ||
-      (rc = get_ids(rec, "shard_ids", SF_CATALOG_MAX_SHARDS, &s->info.shard_ids, &nshards, err)))
+      (rc = get_ids(rec, "shard_ids", SF_CATALOG_MAX_SHARDS, &s->info.shard_ids, &nshards,
+                    err)))
     return rc;
   s->info.num_shards = (uint32_t)nshards;
   if ((rc = get(rec, "fragments", &f, err))) return rc;
   if (avro_value_get_bytes(&f, &frag, &flen))
     return sf_err_set(err, SF_ECORRUPT, "fragments: not bytes");
-  if ((rc = sf_fragset_decode(frag, flen, "fragments", &s->info.fragments, err))) return rc;
+  if ((rc = sf_fragset_decode(frag, flen, "fragments", &s->info.fragments, err)))
+    return rc;
   s->info.bytes = (uint64_t)bytes;
   s->info.num_rows = (uint64_t)rows;
   s->added_in = (uint64_t)added;
@@ -428,35 +448,42 @@ static sf_code dec_index(avro_value_t *rec, sf_catalog_index *ix, sf_err *err) {
     return rc;
   if ((rc = get(rec, "index_type", &f, err))) return rc;
   if (avro_value_get_enum(&f, &type) || type < SF_IVF_FLAT || type > SF_IVF_PQ)
-    return sf_err_set(err, SF_ECORRUPT, "index_type: not one of IVF_FLAT, IVF_SQ, IVF_PQ");
+    return sf_err_set(err, SF_ECORRUPT,
+                      "index_type: not one of IVF_FLAT, IVF_SQ, IVF_PQ");
   if ((rc = get(rec, "metric", &f, err))) return rc;
   if (avro_value_get_enum(&f, &metric) || metric < SF_L2 || metric > SF_DOT)
     return sf_err_set(err, SF_ECORRUPT, "metric: not one of L2, COSINE, DOT");
   if ((rc = get(rec, "dim", &f, err))) return rc;
   int32_t i32;
-  if (avro_value_get_int(&f, &i32)) return sf_err_set(err, SF_ECORRUPT, "dim: not an int");
+  if (avro_value_get_int(&f, &i32))
+    return sf_err_set(err, SF_ECORRUPT, "dim: not an int");
   dim = i32;
   if ((rc = get(rec, "nlist", &f, err))) return rc;
-  if (avro_value_get_int(&f, &i32)) return sf_err_set(err, SF_ECORRUPT, "nlist: not an int");
+  if (avro_value_get_int(&f, &i32))
+    return sf_err_set(err, SF_ECORRUPT, "nlist: not an int");
   nlist = i32;
   if (dim < 1 || dim > SF_MAX_DIM || nlist < 1 || nlist > SF_MAX_NLIST)
-    return sf_err_set(err, SF_ECORRUPT, "dim %lld or nlist %lld out of range", (long long)dim,
-                      (long long)nlist);
-  if ((rc = get_long(rec, "quantizer_checksum", INT64_MIN, INT64_MAX, &cs, err))) return rc;
+    return sf_err_set(err, SF_ECORRUPT, "dim %lld or nlist %lld out of range",
+                      (long long)dim, (long long)nlist);
+  if ((rc = get_long(rec, "quantizer_checksum", INT64_MIN, INT64_MAX, &cs, err)))
+    return rc;
   ix->index_type = (sf_index_type)type;
   ix->metric = (sf_metric)metric;
   ix->dim = (uint32_t)dim;
   ix->nlist = (uint32_t)nlist;
   ix->quantizer_checksum = (uint64_t)cs;
-  if ((rc = get_array(rec, "segments", SF_CATALOG_MAX_SEGMENTS, &arr, &n, err))) return rc;
+  if ((rc = get_array(rec, "segments", SF_CATALOG_MAX_SEGMENTS, &arr, &n, err)))
+    return rc;
   if (n && !(ix->segs = calloc(n, sizeof *ix->segs)))
     return sf_err_set(err, SF_ENOMEM, "out of memory");
   ix->nsegs = n;
   for (size_t i = 0; i < n; i++) {
     if (avro_value_get_by_index(&arr, i, &e, NULL))
       return sf_err_set(err, SF_ECORRUPT, "segments[%zu]: missing", i);
-    if ((rc = dec_segment(&e, ix, &ix->segs[i], err)))
-      return sf_err_prefix(err, "segments[%zu]", i);
+    if ((rc = dec_segment(&e, ix, &ix->segs[i], err))) {
+      sf_err_prefix(err, "segments[%zu]", i);
+      return rc;
+    }
   }
   return SF_OK;
 }
@@ -483,31 +510,40 @@ static sf_code dec_record(avro_value_t *v, sf_catalog *c, sf_err *err) {
   size_t n;
   sf_code rc;
   if ((rc = get(v, "format", &f, err))) return rc;
-  if (avro_value_get_int(&f, &format)) return sf_err_set(err, SF_ECORRUPT, "format: not an int");
+  if (avro_value_get_int(&f, &format))
+    return sf_err_set(err, SF_ECORRUPT, "format: not an int");
   if (format != SF_CATALOG_FORMAT)
-    return sf_err_set(err, SF_EFORMAT, "catalog format %d (this segforge reads format %d)",
-                      (int)format, SF_CATALOG_FORMAT);
+    return sf_err_set(err, SF_EFORMAT,
+                      "catalog format %d (this segforge reads format %d)", (int)format,
+                      SF_CATALOG_FORMAT);
   if ((rc = get_long(v, "version", 1, INT64_MAX, &version, err)) ||
       (rc = get_long(v, "created_at_ms", 0, INT64_MAX, &at, err)))
     return rc;
   c->version = (uint64_t)version;
   c->created_at_ms = (uint64_t)at;
   if ((rc = get_array(v, "indexes", SF_CATALOG_MAX_INDEXES, &arr, &n, err))) return rc;
-  if (n && !(c->ix = calloc(n, sizeof *c->ix))) return sf_err_set(err, SF_ENOMEM, "out of memory");
+  if (n && !(c->ix = calloc(n, sizeof *c->ix)))
+    return sf_err_set(err, SF_ENOMEM, "out of memory");
   c->nix = n;
   for (size_t i = 0; i < n; i++) {
-    if (avro_value_get_by_index(&arr, i, &e, NULL) || (rc = dec_index(&e, &c->ix[i], err)))
-      return rc ? sf_err_prefix(err, "indexes[%zu]", i)
-                : sf_err_set(err, SF_ECORRUPT, "indexes[%zu]: missing", i);
+    if (avro_value_get_by_index(&arr, i, &e, NULL) ||
+        (rc = dec_index(&e, &c->ix[i], err))) {
+      if (!rc) return sf_err_set(err, SF_ECORRUPT, "indexes[%zu]: missing", i);
+      sf_err_prefix(err, "indexes[%zu]", i);
+      return rc;
+    }
   }
   if ((rc = get_array(v, "jobs", SF_CATALOG_MAX_JOBS, &arr, &n, err))) return rc;
   if (n && !(c->jobs = calloc(n, sizeof *c->jobs)))
     return sf_err_set(err, SF_ENOMEM, "out of memory");
   c->njobs = n;
   for (size_t i = 0; i < n; i++) {
-    if (avro_value_get_by_index(&arr, i, &e, NULL) || (rc = dec_job(&e, &c->jobs[i], err)))
-      return rc ? sf_err_prefix(err, "jobs[%zu]", i)
-                : sf_err_set(err, SF_ECORRUPT, "jobs[%zu]: missing", i);
+    if (avro_value_get_by_index(&arr, i, &e, NULL) ||
+        (rc = dec_job(&e, &c->jobs[i], err))) {
+      if (!rc) return sf_err_set(err, SF_ECORRUPT, "jobs[%zu]: missing", i);
+      sf_err_prefix(err, "jobs[%zu]", i);
+      return rc;
+    }
   }
   return SF_OK;
 }
@@ -547,7 +583,8 @@ static sf_code decode_datum(const uint8_t *datum, size_t dlen, const uint8_t *ws
   } else {
     have_v = 1;
     if (avro_value_read(r, &v))
-      rc = sf_err_set(err, SF_ECORRUPT, "the record does not decode: %s", avro_strerror());
+      rc =
+          sf_err_set(err, SF_ECORRUPT, "the record does not decode: %s", avro_strerror());
     else
       rc = dec_record(&v, c, err);
   }
@@ -563,22 +600,26 @@ sf_code sf_catalog_decode(const uint8_t *buf, size_t len, const char *what, sf_c
   const uint8_t *datum = NULL, *wschema = NULL;
   size_t dlen = 0, wslen = 0;
   if (len > SF_CATALOG_MAX_FILE_BYTES)
-    return sf_err_set(err, SF_ELIMIT, "%s: %zu bytes (a catalog file is at most %llu)", what,
-                      len, SF_CATALOG_MAX_FILE_BYTES);
+    return sf_err_set(err, SF_ELIMIT, "%s: %zu bytes (a catalog file is at most %llu)",
+                      what, len, SF_CATALOG_MAX_FILE_BYTES);
   sf_code rc = parse_container(buf, len, what, &datum, &dlen, &wschema, &wslen, err);
   if (rc) return rc;
   uint64_t want = get_le64(datum + dlen - CHECKSUM_BYTES);
   uint64_t got = XXH3_64bits(datum, dlen - CHECKSUM_BYTES);
   if (want != got)
-    return sf_err_set(err, SF_ECORRUPT,
-                      "%s: checksum mismatch (the record hashes to %016llx, the file says "
-                      "%016llx): the file is damaged",
-                      what, (unsigned long long)got, (unsigned long long)want);
+    return sf_err_set(
+        err, SF_ECORRUPT,
+        "%s: checksum mismatch (the record hashes to %016llx, the file says "
+        "%016llx): the file is damaged",
+        what, (unsigned long long)got, (unsigned long long)want);
   rc = decode_datum(datum, dlen, wschema, wslen, c, err);
   if (!rc) rc = sf_catalog_validate(c, err);
   if (rc) {
     sf_catalog_clear(c);
-    return sf_err_prefix(err, "%s", what);
+    {
+      sf_err_prefix(err, "%s", what);
+      return rc;
+    }
   }
   return SF_OK;
 }

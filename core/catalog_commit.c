@@ -143,8 +143,10 @@ static sf_code check_request(const sf_catalog_commit_req *r, sf_err *err) {
                       r->nsegs, SF_CATALOG_MAX_SEGMENTS);
   for (size_t i = 0; i < r->nsegs; i++) {
     const sf_seginfo *s = &r->segs[i];
-    if ((rc = check_segment(s, err)))
-      return sf_err_prefix(err, "segment %s", s->segment_id ? s->segment_id : "?");
+    if ((rc = check_segment(s, err))) {
+      sf_err_prefix(err, "segment %s", s->segment_id ? s->segment_id : "?");
+      return rc;
+    }
     char av[32], bv[32];
     const char *field = param_diff(s, &r->segs[0], av, bv);
     if (field)
@@ -152,7 +154,8 @@ static sf_code check_request(const sf_catalog_commit_req *r, sf_err *err) {
                         "the new segments differ: %s has %s %s but %s has %s %s",
                         s->segment_id, field, av, r->segs[0].segment_id, field, bv);
     for (size_t k = 0; k < i; k++) {
-      if (!strcmp(r->segs[k].segment_id, s->segment_id) || !strcmp(r->segs[k].path, s->path))
+      if (!strcmp(r->segs[k].segment_id, s->segment_id) ||
+          !strcmp(r->segs[k].path, s->path))
         return sf_err_set(err, SF_EINVAL, "segment %s (%s) appears twice", s->segment_id,
                           s->path);
       if (roaring_bitmap_intersect(r->segs[k].fragments, s->fragments)) {
@@ -179,13 +182,16 @@ static sf_code check_files(const char *ds, const sf_catalog_commit_req *r, sf_er
     struct stat st;
     sf_code rc = SF_OK;
     if (stat(p, &st))
-      rc = sf_err_errno(err, errno == ENOENT ? SF_ENOTFOUND : SF_EIO, errno,
-                        "segment %s: cannot find its file %s (build it before committing)",
-                        s->segment_id, p);
+      rc =
+          sf_err_errno(err, errno == ENOENT ? SF_ENOTFOUND : SF_EIO, errno,
+                       "segment %s: cannot find its file %s (build it before committing)",
+                       s->segment_id, p);
     else if (!S_ISREG(st.st_mode))
-      rc = sf_err_set(err, SF_EINVAL, "segment %s: %s is not a regular file", s->segment_id, p);
+      rc = sf_err_set(err, SF_EINVAL, "segment %s: %s is not a regular file",
+                      s->segment_id, p);
     else if ((uint64_t)st.st_size != s->bytes)
-      rc = sf_err_set(err, SF_EMISMATCH, "segment %s: %s has %lld bytes, its description says %" PRIu64,
+      rc = sf_err_set(err, SF_EMISMATCH,
+                      "segment %s: %s has %lld bytes, its description says %" PRIu64,
                       s->segment_id, p, (long long)st.st_size, s->bytes);
     free(p);
     if (rc) return rc;
@@ -205,7 +211,8 @@ static sf_code check_files(const char *ds, const sf_catalog_commit_req *r, sf_er
 
 static sf_code fsync_parent(const char *dir, sf_err *err) {
   char *parent = sf_fs_dirname(dir);
-  sf_code rc = parent ? sf_fs_fsync_dir(parent, err) : sf_err_set(err, SF_ENOMEM, "out of memory");
+  sf_code rc =
+      parent ? sf_fs_fsync_dir(parent, err) : sf_err_set(err, SF_ENOMEM, "out of memory");
   free(parent);
   return rc;
 }
@@ -290,8 +297,8 @@ static sf_code overlap_error(const sf_catalog_index *ix, const sf_catalog_segmen
     sf_err_set(err, SF_EOVERLAP,
                "new segment %s overlaps segment %s of index %s (committed by job %s in "
                "version %" PRIu64 ") on fragments %s; pass --replace to swap it out",
-               r->segs[i].segment_id, e->info.segment_id, ix->name, e->staging_id, e->added_in,
-               l ? l : "?");
+               r->segs[i].segment_id, e->info.segment_id, ix->name, e->staging_id,
+               e->added_in, l ? l : "?");
     free(l);
     sf_fragset_free(x);
     break;
@@ -305,10 +312,11 @@ static sf_code partial_error(const sf_catalog_index *ix, const sf_catalog_segmen
   roaring_bitmap_t *out = roaring_bitmap_andnot(e->info.fragments, cover);
   char *li = in ? sf_fragset_format_short(in, FRAG_LIST_MAX) : NULL;
   char *lo = out ? sf_fragset_format_short(out, FRAG_LIST_MAX) : NULL;
-  sf_err_set(err, SF_EOVERLAP,
-             "--replace would cover segment %s of index %s only partly: its fragments %s are "
-             "in the new segments but %s are not; a replacement must cover whole segments",
-             e->info.segment_id, ix->name, li ? li : "?", lo ? lo : "?");
+  sf_err_set(
+      err, SF_EOVERLAP,
+      "--replace would cover segment %s of index %s only partly: its fragments %s are "
+      "in the new segments but %s are not; a replacement must cover whole segments",
+      e->info.segment_id, ix->name, li ? li : "?", lo ? lo : "?");
   free(li);
   free(lo);
   sf_fragset_free(in);
@@ -325,15 +333,19 @@ static sf_code find_or_add_index(sf_catalog *c, const sf_catalog_commit_req *r,
     if (strcmp(ix->column, r->column))
       return sf_err_set(err, SF_EMISMATCH, "index %s is on column %s, not %s", ix->name,
                         ix->column, r->column);
-    sf_seginfo ref = {.index_type = ix->index_type, .metric = ix->metric, .dim = ix->dim,
-                      .nlist = ix->nlist, .quantizer_checksum = ix->quantizer_checksum};
+    sf_seginfo ref = {.index_type = ix->index_type,
+                      .metric = ix->metric,
+                      .dim = ix->dim,
+                      .nlist = ix->nlist,
+                      .quantizer_checksum = ix->quantizer_checksum};
     char av[32], bv[32];
     const char *field = param_diff(&ref, p, av, bv);
     if (field)
-      return sf_err_set(err, SF_EMISMATCH,
-                        "index %s has %s %s but the new segments have %s %s: all segments of "
-                        "an index share one type, metric, dim, nlist and quantizer",
-                        ix->name, field, av, field, bv);
+      return sf_err_set(
+          err, SF_EMISMATCH,
+          "index %s has %s %s but the new segments have %s %s: all segments of "
+          "an index share one type, metric, dim, nlist and quantizer",
+          ix->name, field, av, field, bv);
     *out = ix;
     return SF_OK;
   }
@@ -359,13 +371,15 @@ static sf_code find_or_add_index(sf_catalog *c, const sf_catalog_commit_req *r,
 /* A new segment's id or file must not be anywhere in the catalog, except in
  * a segment this commit swaps out (a rebuild under the same name). */
 static sf_code check_names(const sf_catalog *c, const sf_catalog_commit_req *r,
-                           const sf_catalog_index *target, const uint8_t *drop, sf_err *err) {
+                           const sf_catalog_index *target, const uint8_t *drop,
+                           sf_err *err) {
   for (size_t i = 0; i < c->nix; i++)
     for (size_t j = 0; j < c->ix[i].nsegs; j++) {
       const sf_seginfo *e = &c->ix[i].segs[j].info;
       if (&c->ix[i] == target && drop[j]) continue;
       for (size_t k = 0; k < r->nsegs; k++)
-        if (!strcmp(e->segment_id, r->segs[k].segment_id) || !strcmp(e->path, r->segs[k].path))
+        if (!strcmp(e->segment_id, r->segs[k].segment_id) ||
+            !strcmp(e->path, r->segs[k].path))
           return sf_err_set(err, SF_EEXIST,
                             "segment %s (%s) is already in the catalog, in index %s",
                             e->segment_id, e->path, c->ix[i].name);
@@ -409,7 +423,8 @@ static sf_code apply(sf_catalog *c, const sf_catalog_commit_req *r, size_t *nrep
     rc = sf_err_set(err, SF_ENOMEM, "out of memory");
     goto out;
   }
-  for (size_t k = 0; k < r->nsegs; k++) roaring_bitmap_or_inplace(cover, r->segs[k].fragments);
+  for (size_t k = 0; k < r->nsegs; k++)
+    roaring_bitmap_or_inplace(cover, r->segs[k].fragments);
   *nreplaced = 0;
   for (size_t j = 0; j < ix->nsegs && !rc; j++) {
     const sf_catalog_segment *e = &ix->segs[j];
@@ -432,8 +447,10 @@ static sf_code apply(sf_catalog *c, const sf_catalog_commit_req *r, size_t *nrep
     goto out;
   }
   for (size_t j = 0; j < ix->nsegs; j++) {
-    if (drop[j]) segment_drop(&ix->segs[j]);
-    else segs[n++] = ix->segs[j];
+    if (drop[j])
+      segment_drop(&ix->segs[j]);
+    else
+      segs[n++] = ix->segs[j];
   }
   free(ix->segs);
   ix->segs = segs;
@@ -443,7 +460,8 @@ static sf_code apply(sf_catalog *c, const sf_catalog_commit_req *r, size_t *nrep
     if ((rc = sf_catalog_seginfo_copy(&s->info, &r->segs[k], err))) break;
     ix->nsegs++;
     s->added_in = v;
-    if (!(s->staging_id = strdup(r->staging_id))) rc = sf_err_set(err, SF_ENOMEM, "out of memory");
+    if (!(s->staging_id = strdup(r->staging_id)))
+      rc = sf_err_set(err, SF_ENOMEM, "out of memory");
   }
   if (!rc) rc = add_job(c, r, v, at, err);
   c->version = v;
@@ -496,8 +514,10 @@ static sf_code publish(const char *ds, const sf_catalog *c, uint64_t *seed, int 
   fault_point("catalog.before_link");
   /* The put-if-absent: link(2) never replaces an existing name. */
   if (link(tmp, final)) {
-    if (errno == EEXIST) *lost = 1;
-    else rc = sf_err_errno(err, SF_EIO, errno, "cannot link %s to %s", tmp, final);
+    if (errno == EEXIST)
+      *lost = 1;
+    else
+      rc = sf_err_errno(err, SF_EIO, errno, "cannot link %s to %s", tmp, final);
     goto out_unlink;
   }
   fault_point("catalog.after_link");
@@ -530,7 +550,8 @@ static sf_code open_newest(const char *ds, sf_catalog **out, sf_err *err) {
 
 /* The job is already in the catalog: the same commit again is a no-op;
  * anything else under the same staging id is a conflict. */
-static sf_code same_job(const sf_catalog_job *j, const sf_catalog_commit_req *r, sf_err *err) {
+static sf_code same_job(const sf_catalog_job *j, const sf_catalog_commit_req *r,
+                        sf_err *err) {
   int same = !strcmp(j->index_name, r->index_name) && j->nsegment_ids == r->nsegs;
   for (size_t k = 0; same && k < r->nsegs; k++) {
     same = 0;
@@ -538,10 +559,11 @@ static sf_code same_job(const sf_catalog_job *j, const sf_catalog_commit_req *r,
       same = !strcmp(j->segment_ids[i], r->segs[k].segment_id);
   }
   if (same) return SF_OK;
-  return sf_err_set(err, SF_ECONFLICT,
-                    "job %s was committed in version %" PRIu64
-                    " to index %s with %zu other segments; a staging id is committed once",
-                    j->staging_id, j->version, j->index_name, j->nsegment_ids);
+  return sf_err_set(
+      err, SF_ECONFLICT,
+      "job %s was committed in version %" PRIu64
+      " to index %s with %zu other segments; a staging id is committed once",
+      j->staging_id, j->version, j->index_name, j->nsegment_ids);
 }
 
 static int lock_shared(const char *ds) {
@@ -573,7 +595,8 @@ sf_code sf_catalog_commit(const sf_catalog_commit_req *r, sf_catalog_commit_resu
   if ((rc = sf_fs_mkdirs(catdir, err)) || (rc = fsync_parent(catdir, err))) goto out;
   int lock = lock_shared(ds);
   if (lock < 0) {
-    rc = sf_err_errno(err, SF_EIO, errno, "cannot lock %s/%s", catdir, SF_CATALOG_LOCK_NAME);
+    rc = sf_err_errno(err, SF_EIO, errno, "cannot lock %s/%s", catdir,
+                      SF_CATALOG_LOCK_NAME);
     goto out;
   }
   struct timespec ts;

@@ -6,14 +6,22 @@
 #include <string.h>
 
 static const char *const names[SF_ECODE_MAX] = {
-    [SF_OK] = "OK",           [SF_EINVAL] = "INVALID",
-    [SF_EIO] = "IO",          [SF_ENOMEM] = "NOMEM",
-    [SF_ECORRUPT] = "CORRUPT", [SF_EFORMAT] = "FORMAT",
-    [SF_ECHECKSUM] = "CHECKSUM", [SF_EMISMATCH] = "MISMATCH",
-    [SF_ENOTFOUND] = "NOTFOUND", [SF_EEXIST] = "EXISTS",
-    [SF_EOVERLAP] = "OVERLAP", [SF_EINCOMPLETE] = "INCOMPLETE",
-    [SF_ECONFLICT] = "CONFLICT", [SF_ECANCELED] = "CANCELED",
-    [SF_EDECODE] = "DECODE",  [SF_ELIMIT] = "LIMIT",
+    [SF_OK] = "OK",
+    [SF_EINVAL] = "INVALID",
+    [SF_EIO] = "IO",
+    [SF_ENOMEM] = "NOMEM",
+    [SF_ECORRUPT] = "CORRUPT",
+    [SF_EFORMAT] = "FORMAT",
+    [SF_ECHECKSUM] = "CHECKSUM",
+    [SF_EMISMATCH] = "MISMATCH",
+    [SF_ENOTFOUND] = "NOTFOUND",
+    [SF_EEXIST] = "EXISTS",
+    [SF_EOVERLAP] = "OVERLAP",
+    [SF_EINCOMPLETE] = "INCOMPLETE",
+    [SF_ECONFLICT] = "CONFLICT",
+    [SF_ECANCELED] = "CANCELED",
+    [SF_EDECODE] = "DECODE",
+    [SF_ELIMIT] = "LIMIT",
 };
 
 const char *sf_code_name(sf_code code) {
@@ -43,8 +51,8 @@ sf_code sf_err_errno(sf_err *err, sf_code code, int errnum, const char *fmt, ...
   return code;
 }
 
-sf_code sf_err_prefix(sf_err *err, const char *fmt, ...) {
-  if (!err) return SF_OK;
+void sf_err_prefix(sf_err *err, const char *fmt, ...) {
+  if (!err) return;
   char head[SF_ERR_MSG_MAX], old[SF_ERR_MSG_MAX];
   va_list ap;
   va_start(ap, fmt);
@@ -59,7 +67,6 @@ sf_code sf_err_prefix(sf_err *err, const char *fmt, ...) {
   size_t m = strnlen(old, room);
   memcpy(err->msg + n + 2, old, m);
   err->msg[n + 2 + m] = '\0';
-  return err->code;
 }
 
 void sf_err_clear(sf_err *err) {

@@ -15,21 +15,21 @@
 
 typedef enum sf_code {
   SF_OK = 0,
-  SF_EINVAL,    /* a bad argument, flag or configuration value */
-  SF_EIO,       /* an operating-system I/O call failed */
-  SF_ENOMEM,    /* an allocation failed */
-  SF_ECORRUPT,  /* a file's bytes break its format (bad length, count, CRC) */
-  SF_EFORMAT,   /* a file of another kind or of an unsupported version */
-  SF_ECHECKSUM, /* a quantizer checksum does not match the expected one */
-  SF_EMISMATCH, /* parameters differ (type, metric, dim, nlist, quantizer) */
-  SF_ENOTFOUND, /* a file, index or version does not exist */
-  SF_EEXIST,    /* a name that must be new already exists */
-  SF_EOVERLAP,  /* fragments present in two shards or segments */
+  SF_EINVAL,      /* a bad argument, flag or configuration value */
+  SF_EIO,         /* an operating-system I/O call failed */
+  SF_ENOMEM,      /* an allocation failed */
+  SF_ECORRUPT,    /* a file's bytes break its format (bad length, count, CRC) */
+  SF_EFORMAT,     /* a file of another kind or of an unsupported version */
+  SF_ECHECKSUM,   /* a quantizer checksum does not match the expected one */
+  SF_EMISMATCH,   /* parameters differ (type, metric, dim, nlist, quantizer) */
+  SF_ENOTFOUND,   /* a file, index or version does not exist */
+  SF_EEXIST,      /* a name that must be new already exists */
+  SF_EOVERLAP,    /* fragments present in two shards or segments */
   SF_EINCOMPLETE, /* shards do not cover the expected fragments */
-  SF_ECONFLICT, /* a concurrent writer won a race that cannot be retried */
-  SF_ECANCELED, /* work stopped because another part failed */
-  SF_EDECODE,   /* an event could not be decoded */
-  SF_ELIMIT,    /* a size or count beyond a sane limit */
+  SF_ECONFLICT,   /* a concurrent writer won a race that cannot be retried */
+  SF_ECANCELED,   /* work stopped because another part failed */
+  SF_EDECODE,     /* an event could not be decoded */
+  SF_ELIMIT,      /* a size or count beyond a sane limit */
   SF_ECODE_MAX
 } sf_code;
 
@@ -50,8 +50,11 @@ sf_code sf_err_errno(sf_err *err, sf_code code, int errnum, const char *fmt, ...
     __attribute__((format(printf, 4, 5)));
 
 /* Prefixes the current message with "<prefix>: " (used to add context such as
- * a file name while an error travels up). Returns err->code. */
-sf_code sf_err_prefix(sf_err *err, const char *fmt, ...)
+ * a file name while an error travels up); does nothing when err is NULL.
+ * It returns nothing on purpose: with a NULL err it could only return SF_OK,
+ * and `return sf_err_prefix(...)` then turned failures into success. Callers
+ * return the code they already hold. */
+void sf_err_prefix(sf_err *err, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
 /* Resets err to SF_OK with an empty message. */

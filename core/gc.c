@@ -19,7 +19,8 @@
 #define MAX_TREE_DEPTH 32
 
 const char *sf_gc_kind_name(sf_gc_kind k) {
-  static const char *const names[] = {"version", "staging", "segment", "quantizer", "temp"};
+  static const char *const names[] = {"version", "staging", "segment", "quantizer",
+                                      "temp"};
   return (unsigned)k < SF_GC_KIND_COUNT ? names[k] : "unknown";
 }
 
@@ -72,7 +73,8 @@ static int collect(const sf_catalog *c, refs *r, int jobs) {
     char q[17];
     snprintf(q, sizeof q, "%016" PRIx64, ix->quantizer_checksum);
     if (set_add(&r->quants, q)) return -1;
-    for (size_t k = 0; k < ix->nsegs; k++) /* paths are "segments/<name>" (checked on read) */
+    for (size_t k = 0; k < ix->nsegs;
+         k++) /* paths are "segments/<name>" (checked on read) */
       if (set_add(&r->segs, strchr(ix->segs[k].info.path, '/') + 1)) return -1;
   }
   for (size_t i = 0; jobs && i < sf_catalog_num_jobs(c); i++)
@@ -111,7 +113,8 @@ static uint64_t wall_ms(void) {
 }
 
 static uint64_t age_ms(const gc *g, const struct stat *st) {
-  uint64_t m = (uint64_t)st->st_mtim.tv_sec * 1000u + (uint64_t)st->st_mtim.tv_nsec / 1000000u;
+  uint64_t m =
+      (uint64_t)st->st_mtim.tv_sec * 1000u + (uint64_t)st->st_mtim.tv_nsec / 1000000u;
   return g->now_ms > m ? g->now_ms - m : 0;
 }
 
@@ -122,7 +125,8 @@ static sf_code removed(gc *g, sf_gc_kind k, const char *path, uint64_t bytes) {
   return SF_OK;
 }
 
-static sf_code remove_file(gc *g, sf_gc_kind k, const char *path, uint64_t bytes, sf_err *err) {
+static sf_code remove_file(gc *g, sf_gc_kind k, const char *path, uint64_t bytes,
+                           sf_err *err) {
   if (!g->o->dry_run && unlink(path) && errno != ENOENT)
     return sf_err_errno(err, SF_EIO, errno, "cannot remove %s", path);
   return removed(g, k, path, bytes);
@@ -162,7 +166,9 @@ static sf_code tree(int parent, const char *name, int depth, int del, uint64_t *
   return rc;
 }
 
-static int is_temp(const char *name) { return strstr(name, ".tmp.") != NULL; }
+static int is_temp(const char *name) {
+  return strstr(name, ".tmp.") != NULL;
+}
 
 /* Sweeps a data directory (segments/ or quantizers/): temporaries by age,
  * other files unless a kept version needs them. kind SF_GC_TEMP sweeps
@@ -173,7 +179,8 @@ static sf_code sweep_dir(gc *g, const char *rel, sf_gc_kind kind, const strset *
   if (!dir) return sf_err_set(err, SF_ENOMEM, "out of memory");
   DIR *d = opendir(dir);
   if (!d) {
-    sf_code rc = errno == ENOENT ? SF_OK : sf_err_errno(err, SF_EIO, errno, "cannot list %s", dir);
+    sf_code rc =
+        errno == ENOENT ? SF_OK : sf_err_errno(err, SF_EIO, errno, "cannot list %s", dir);
     free(dir);
     return rc;
   }
@@ -181,7 +188,8 @@ static sf_code sweep_dir(gc *g, const char *rel, sf_gc_kind kind, const strset *
   struct dirent *e;
   while (!rc && (e = readdir(d))) {
     struct stat st;
-    if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) || !S_ISREG(st.st_mode)) continue;
+    if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) || !S_ISREG(st.st_mode))
+      continue;
     sf_gc_kind k = kind;
     if (is_temp(e->d_name)) {
       if (age_ms(g, &st) < g->temp_age_ms) continue;
@@ -207,7 +215,8 @@ static sf_code sweep_staging(gc *g, sf_err *err) {
   if (!dir) return sf_err_set(err, SF_ENOMEM, "out of memory");
   DIR *d = opendir(dir);
   if (!d) {
-    sf_code rc = errno == ENOENT ? SF_OK : sf_err_errno(err, SF_EIO, errno, "cannot list %s", dir);
+    sf_code rc =
+        errno == ENOENT ? SF_OK : sf_err_errno(err, SF_EIO, errno, "cannot list %s", dir);
     free(dir);
     return rc;
   }
@@ -227,7 +236,8 @@ static sf_code sweep_staging(gc *g, sf_err *err) {
     }
     /* Sum first, then remove, so that a dry run reports the same bytes. */
     rc = tree(dirfd(d), e->d_name, 0, 0, &bytes, p, err);
-    if (!rc && !g->o->dry_run) rc = tree(dirfd(d), e->d_name, 0, 1, &(uint64_t){0}, p, err);
+    if (!rc && !g->o->dry_run)
+      rc = tree(dirfd(d), e->d_name, 0, 1, &(uint64_t){0}, p, err);
     if (!rc) rc = removed(g, SF_GC_STAGING, p, bytes);
     free(p);
   }
@@ -238,15 +248,19 @@ static sf_code sweep_staging(gc *g, sf_err *err) {
 
 /* Reads the versions: the kept ones must all read; the dropped ones are
  * read when they can be, to know which files only they referenced. */
-static sf_code read_versions(gc *g, const uint64_t *v, size_t n, size_t first_kept, sf_err *err) {
+static sf_code read_versions(gc *g, const uint64_t *v, size_t n, size_t first_kept,
+                             sf_err *err) {
   for (size_t i = 0; i < n; i++) {
     sf_catalog *c;
     sf_err e2 = {0};
     sf_code rc = sf_catalog_open_version(g->ds, v[i], &c, i >= first_kept ? err : &e2);
-    if (rc && i >= first_kept)
-      return sf_err_prefix(err, "gc deletes nothing while kept version %" PRIu64
-                                " does not read (restore it, or keep fewer versions)",
-                           v[i]);
+    if (rc && i >= first_kept) {
+      sf_err_prefix(err,
+                    "gc deletes nothing while kept version %" PRIu64
+                    " does not read (restore it, or keep fewer versions)",
+                    v[i]);
+      return rc;
+    }
     if (rc) continue; /* a damaged old version: its files fall to the grace rule */
     int bad = collect(c, i >= first_kept ? &g->keep : &g->dropped, i >= first_kept);
     sf_catalog_free(c);
@@ -257,16 +271,16 @@ static sf_code read_versions(gc *g, const uint64_t *v, size_t n, size_t first_ke
   return SF_OK;
 }
 
-static sf_code drop_versions(gc *g, const char *catdir, const uint64_t *v, size_t first_kept,
-                             sf_err *err) {
+static sf_code drop_versions(gc *g, const char *catdir, const uint64_t *v,
+                             size_t first_kept, sf_err *err) {
   for (size_t i = 0; i < first_kept; i++) { /* oldest first */
     char name[32];
     sf_catalog_version_name(v[i], name, sizeof name);
     char *p = sf_fs_join(catdir, name);
     struct stat st;
     sf_code rc = !p ? sf_err_set(err, SF_ENOMEM, "out of memory")
-                    : remove_file(g, SF_GC_VERSION, p, stat(p, &st) ? 0 : (uint64_t)st.st_size,
-                                  err);
+                    : remove_file(g, SF_GC_VERSION, p,
+                                  stat(p, &st) ? 0 : (uint64_t)st.st_size, err);
     free(p);
     if (rc) return rc;
   }
@@ -277,7 +291,8 @@ static sf_code drop_versions(gc *g, const char *catdir, const uint64_t *v, size_
 sf_code sf_gc_run(const char *dataset, const sf_gc_opts *o, sf_gc_fn fn, void *ctx,
                   sf_gc_stats *stats, sf_err *err) {
   sf_gc_stats local;
-  gc g = {.o = o, .fn = fn, .ctx = ctx, .st = stats ? stats : &local, .now_ms = wall_ms()};
+  gc g = {
+      .o = o, .fn = fn, .ctx = ctx, .st = stats ? stats : &local, .now_ms = wall_ms()};
   memset(g.st, 0, sizeof *g.st);
   g.grace_ms = o->grace_ms < 0 ? SF_GC_DEFAULT_GRACE_MS : (uint64_t)o->grace_ms;
   g.temp_age_ms = o->temp_age_ms < 0 ? SF_GC_TEMP_AGE_MS : (uint64_t)o->temp_age_ms;
@@ -319,8 +334,8 @@ sf_code sf_gc_run(const char *dataset, const sf_gc_opts *o, sf_gc_fn fn, void *c
   if (!rc) rc = drop_versions(&g, catdir, v, first_kept, err);
   if (!rc) rc = sweep_staging(&g, err);
   if (!rc)
-    rc = sweep_dir(&g, SF_CATALOG_SEGMENTS_DIR, SF_GC_SEGMENT, &g.keep.segs, &g.dropped.segs,
-                   err);
+    rc = sweep_dir(&g, SF_CATALOG_SEGMENTS_DIR, SF_GC_SEGMENT, &g.keep.segs,
+                   &g.dropped.segs, err);
   if (!rc)
     rc = sweep_dir(&g, SF_CATALOG_QUANTIZERS_DIR, SF_GC_QUANTIZER, &g.keep.quants,
                    &g.dropped.quants, err);

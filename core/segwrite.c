@@ -79,7 +79,7 @@ sf_code sf_seg_writer_open(const char *path, const sf_seg_params *p, sf_seg_writ
   *out = NULL;
   sf_code rc = sf_seg_params_check(p, err);
   if (rc) {
-    sf_err_prefix(err, "%s", path); /* returns SF_OK when err is NULL */
+    sf_err_prefix(err, "%s", path);
     return rc;
   }
   sf_seg_writer *w = calloc(1, sizeof *w);
