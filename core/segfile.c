@@ -122,6 +122,9 @@ struct sf_seg_reader {
   char *path;
   int fd; /* kept for copy_file_range by writers that copy from us */
   sf_fs_map map;
+  uint64_t size;  /* the file's bytes */
+  uint8_t *meta;  /* sf_seg_open_meta: the bytes read (the tail holds the
+                     directory that chunk_tab points into); NULL when mapped */
   sf_seg_params params;
   uint16_t vmajor, vminor;
   uint64_t num_rows;
@@ -144,14 +147,14 @@ struct sf_seg_scratch {
 
 #define CORRUPT(r, ...) sf_seg_corrupt(err, (r)->path, (r)->params.kind, __VA_ARGS__)
 
-static sf_code check_header(sf_seg_reader *r, sf_err *err) {
-  const uint8_t *h = r->map.data;
-  if (r->map.size < SF_SEG_MAGIC_LEN || memcmp(h, SF_SEG_MAGIC, SF_SEG_MAGIC_LEN))
+/* h holds the first min(size, SEG_HDR_SIZE) bytes of the file. */
+static sf_code check_header(sf_seg_reader *r, const uint8_t *h, sf_err *err) {
+  if (r->size < SF_SEG_MAGIC_LEN || memcmp(h, SF_SEG_MAGIC, SF_SEG_MAGIC_LEN))
     return sf_err_set(err, SF_EFORMAT, "%s: not a segforge shard or segment file (%s)",
-                      r->path, r->map.size ? "wrong magic bytes" : "file is empty");
-  if (r->map.size < SEG_HDR_SIZE + SEG_FTR_SIZE)
-    return CORRUPT(r, "file is %zu bytes, shorter than the smallest valid file (%d)",
-                   r->map.size, SEG_HDR_SIZE + SEG_FTR_SIZE);
+                      r->path, r->size ? "wrong magic bytes" : "file is empty");
+  if (r->size < SEG_HDR_SIZE + SEG_FTR_SIZE)
+    return CORRUPT(r, "file is %llu bytes, shorter than the smallest valid file (%d)",
+                   (unsigned long long)r->size, SEG_HDR_SIZE + SEG_FTR_SIZE);
   r->vmajor = seg_get16(h + 8);
   r->vminor = seg_get16(h + 10);
   /* A newer major version may lay the header out differently, CRC included,
@@ -185,12 +188,16 @@ static sf_code check_header(sf_seg_reader *r, sf_err *err) {
   return SF_OK;
 }
 
-/* Checks the footer and that the bitmap, directory and footer tile the tail
- * of the file exactly; leaves where the directory is in dir_off and dir_len. */
-static sf_code check_footer(sf_seg_reader *r, uint64_t *dir_off, uint64_t *dir_len,
-                            sf_err *err) {
-  const uint64_t size = r->map.size;
-  const uint8_t *f = r->map.data + size - SEG_FTR_SIZE;
+/* Where the footer places the bitmap and the directory. */
+typedef struct seg_tail {
+  uint64_t boff, blen, doff, dlen;
+} seg_tail;
+
+/* Checks the footer f (the last SEG_FTR_SIZE bytes) and that the bitmap,
+ * directory and footer tile the tail of the file exactly; leaves where they
+ * are in *t. Reads nothing but f. */
+static sf_code check_footer(sf_seg_reader *r, const uint8_t *f, seg_tail *t, sf_err *err) {
+  const uint64_t size = r->size;
   if (memcmp(f + 56, SEG_FTR_MAGIC, 4))
     return CORRUPT(r, "footer magic missing (file truncated or appended to)");
   if (seg_get32(f + 60) != sf_crc32c(0, f, 60))
@@ -215,24 +222,29 @@ static sf_code check_footer(sf_seg_reader *r, uint64_t *dir_off, uint64_t *dir_l
         "which do not fit a %llu-byte file",
         (unsigned long long)boff, (unsigned long long)blen, (unsigned long long)doff,
         (unsigned long long)dlen, (unsigned long long)size);
-  const uint8_t *m = r->map.data;
-  if (seg_get32(f + 48) != sf_crc32c(0, m + boff, blen))
-    return CORRUPT(r, "fragment bitmap CRC32C mismatch");
-  if (seg_get32(f + 52) != sf_crc32c(0, m + doff, dlen))
-    return CORRUPT(r, "directory CRC32C mismatch");
   r->bitmap_off = boff;
-  *dir_off = doff;
-  *dir_len = dlen;
-  char what[SF_ERR_MSG_MAX];
-  snprintf(what, sizeof what, "%s: fragment bitmap", r->path);
-  return sf_fragset_decode(m + boff, blen, what, &r->frags, err);
+  *t = (seg_tail){boff, blen, doff, dlen};
+  return SF_OK;
 }
 
-/* Checks the directory's counts against its real size, then every chunk
- * entry against the data region, and fills first[]/rows[]. */
-static sf_code check_directory(sf_seg_reader *r, uint64_t doff, uint64_t dlen,
+/* Checks the CRCs of the bitmap and directory against the footer f and
+ * decodes the bitmap; tail holds the file's bytes [t->boff, size - footer). */
+static sf_code check_tail(sf_seg_reader *r, const uint8_t *f, const seg_tail *t,
+                          const uint8_t *tail, sf_err *err) {
+  if (seg_get32(f + 48) != sf_crc32c(0, tail, t->blen))
+    return CORRUPT(r, "fragment bitmap CRC32C mismatch");
+  if (seg_get32(f + 52) != sf_crc32c(0, tail + t->blen, t->dlen))
+    return CORRUPT(r, "directory CRC32C mismatch");
+  char what[SF_ERR_MSG_MAX];
+  snprintf(what, sizeof what, "%s: fragment bitmap", r->path);
+  return sf_fragset_decode(tail, t->blen, what, &r->frags, err);
+}
+
+/* Checks the directory d (dlen bytes) counts against its real size, then
+ * every chunk entry against the data region, and fills first[]/rows[];
+ * chunk_tab points into d from then on. */
+static sf_code check_directory(sf_seg_reader *r, const uint8_t *d, uint64_t dlen,
                                sf_err *err) {
-  const uint8_t *d = r->map.data + doff;
   const uint32_t nlist = r->params.nlist;
   if (dlen < SEG_DIR_HEAD)
     return CORRUPT(r, "directory is %llu bytes", (unsigned long long)dlen);
@@ -319,10 +331,117 @@ sf_code sf_seg_open(const char *path, sf_seg_reader **out, sf_err *err) {
     rc = sf_err_set(err, SF_EIO, "%s was replaced while being opened; retry", path);
     goto fail;
   }
-  uint64_t doff = 0, dlen = 0;
-  if ((rc = check_header(r, err)) || (rc = check_footer(r, &doff, &dlen, err)) ||
-      (rc = check_directory(r, doff, dlen, err)))
+  r->size = r->map.size;
+  const uint8_t *m = r->map.data;
+  seg_tail t;
+  if ((rc = check_header(r, m, err)) ||
+      (rc = check_footer(r, m + r->size - SEG_FTR_SIZE, &t, err)) ||
+      (rc = check_tail(r, m + r->size - SEG_FTR_SIZE, &t, m + t.boff, err)) ||
+      (rc = check_directory(r, m + t.doff, t.dlen, err)))
     goto fail;
+  *out = r;
+  return SF_OK;
+fail:
+  sf_seg_close(r);
+  return rc;
+}
+
+/* The most sf_seg_open_meta reads in one go from the end of the file: all
+ * of a small file, or the footer, directory and bitmap of most others. */
+#define SEG_META_WINDOW (64u << 10)
+/* The most bitmap and directory bytes it reads at all: a directory this big
+ * lists some ten million chunks, far beyond any real file. */
+#define SEG_META_MAX ((uint64_t)256 << 20)
+
+/* Reads len bytes at off of r's file: a file that ends first was cut while
+ * being read (a staged file must not change). */
+static sf_code read_at(sf_seg_reader *r, int fd, uint8_t *buf, size_t len, uint64_t off,
+                       sf_err *err) {
+  while (len) {
+    ssize_t n = pread(fd, buf, len, (off_t)off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return sf_err_errno(err, SF_EIO, errno, "cannot read %s", r->path);
+    if (n == 0)
+      return CORRUPT(r, "file ends at byte %llu, before its size of %llu when opened "
+                     "(truncated while being read)",
+                     (unsigned long long)off, (unsigned long long)r->size);
+    buf += n, len -= (size_t)n, off += (uint64_t)n;
+  }
+  return SF_OK;
+}
+
+sf_code sf_seg_open_meta(const char *path, sf_seg_reader **out, sf_err *err) {
+  *out = NULL;
+  sf_seg_reader *r = calloc(1, sizeof *r);
+  if (!r || !(r->path = strdup(path))) {
+    free(r);
+    return sf_err_set(err, SF_ENOMEM, "out of memory opening %s", path);
+  }
+  sf_code rc;
+  /* O_NONBLOCK: a FIFO fails the regular-file check instead of blocking. */
+  int fd = r->fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+  struct stat st;
+  if (fd < 0) {
+    rc = sf_err_errno(err, errno == ENOENT ? SF_ENOTFOUND : SF_EIO, errno,
+                      "cannot open %s", path);
+    goto fail;
+  }
+  if (fstat(fd, &st)) {
+    rc = sf_err_errno(err, SF_EIO, errno, "cannot stat %s", path);
+    goto fail;
+  }
+  if (!S_ISREG(st.st_mode)) {
+    rc = sf_err_set(err, SF_EINVAL, "%s is not a regular file", path);
+    goto fail;
+  }
+  r->size = (uint64_t)st.st_size;
+  /* One read from the end serves small files whole; otherwise the header
+   * comes from a second read. */
+  const size_t win = r->size < SEG_META_WINDOW ? (size_t)r->size : SEG_META_WINDOW;
+  const uint64_t win_off = r->size - win;
+  uint8_t head[SEG_HDR_SIZE];
+  if (!(r->meta = malloc(win ? win : 1))) {
+    rc = sf_err_set(err, SF_ENOMEM, "out of memory reading %s", path);
+    goto fail;
+  }
+  if ((rc = read_at(r, fd, r->meta, win, win_off, err))) goto fail;
+  if (win_off && (rc = read_at(r, fd, head, SEG_HDR_SIZE, 0, err))) goto fail;
+  seg_tail t;
+  const uint8_t *f = r->meta + win - SEG_FTR_SIZE;
+  if ((rc = check_header(r, win_off ? head : r->meta, err)) ||
+      (rc = check_footer(r, f, &t, err)))
+    goto fail;
+  if (t.boff < win_off) { /* the bitmap and directory start before the window */
+    const uint64_t need = r->size - t.boff;
+    if (need - SEG_FTR_SIZE > SEG_META_MAX) {
+      rc = sf_err_set(err, SF_ELIMIT,
+                      "%s: bitmap and directory of %llu bytes exceed the %llu-byte limit",
+                      path, (unsigned long long)(need - SEG_FTR_SIZE),
+                      (unsigned long long)SEG_META_MAX);
+      goto fail;
+    }
+    uint8_t *all = malloc((size_t)need);
+    if (!all) {
+      rc = sf_err_set(err, SF_ENOMEM, "out of memory reading %s", path);
+      goto fail;
+    }
+    uint8_t ftr[SEG_FTR_SIZE];
+    memcpy(ftr, f, SEG_FTR_SIZE);
+    free(r->meta);
+    r->meta = all;
+    if ((rc = read_at(r, fd, all, (size_t)need, t.boff, err))) goto fail;
+    f = all + need - SEG_FTR_SIZE;
+    if (memcmp(f, ftr, SEG_FTR_SIZE)) { /* the file changed between the reads */
+      rc = CORRUPT(r, "footer changed while being read (a staged file must not change)");
+      goto fail;
+    }
+  }
+  const uint8_t *tail = f + SEG_FTR_SIZE - (r->size - t.boff);
+  if ((rc = check_tail(r, f, &t, tail, err)) ||
+      (rc = check_directory(r, tail + t.blen, t.dlen, err)))
+    goto fail;
+  close(fd);
+  r->fd = -1;
   *out = r;
   return SF_OK;
 fail:
@@ -333,6 +452,7 @@ fail:
 void sf_seg_close(sf_seg_reader *r) {
   if (!r) return;
   sf_fs_map_close(&r->map);
+  free(r->meta);
   if (r->fd >= 0) close(r->fd);
   if (r->frags) sf_fragset_free(r->frags); /* CRoaring 0.2 crashes on NULL */
   free(r->first);
@@ -351,7 +471,7 @@ uint64_t sf_seg_num_rows(const sf_seg_reader *r) {
   return r->num_rows;
 }
 uint64_t sf_seg_file_bytes(const sf_seg_reader *r) {
-  return r->map.size;
+  return r->size;
 }
 const roaring_bitmap_t *sf_seg_fragments(const sf_seg_reader *r) {
   return r->frags;
@@ -401,6 +521,8 @@ uint64_t sf_seg_partition_first_chunk(const sf_seg_reader *r, uint32_t p) {
 
 sf_code sf_seg_check_chunk_crcs(const sf_seg_reader *r, uint32_t p, uint32_t c,
                                 const seg_chunk *e, sf_err *err) {
+  if (r->meta)
+    return sf_err_set(err, SF_EINVAL, "%s was opened for its metadata only", r->path);
   const uint8_t *codes = r->map.data + e->off;
   const uint64_t codes_len = (uint64_t)e->nrows * r->params.code_size;
   if (sf_crc32c(0, codes, codes_len) != e->codes_crc)
@@ -499,6 +621,8 @@ static sf_code decode_ids(const sf_seg_reader *r, uint32_t p, uint32_t c,
 sf_code sf_seg_read_chunk_ex(const sf_seg_reader *r, uint32_t p, uint32_t c,
                              sf_seg_scratch *s, unsigned flags, sf_seg_chunk *out,
                              sf_err *err) {
+  if (r->meta)
+    return sf_err_set(err, SF_EINVAL, "%s was opened for its metadata only", r->path);
   if (p >= r->params.nlist || c >= sf_seg_partition_num_chunks(r, p))
     return sf_err_set(err, SF_EINVAL, "%s: no chunk %u in partition %u", r->path, c, p);
   seg_chunk e = sf_seg_chunk_entry(r, r->first[p] + c);
@@ -529,6 +653,8 @@ static int all_zero(const uint8_t *b, uint64_t n) {
 }
 
 sf_code sf_seg_verify(const sf_seg_reader *r, sf_err *err) {
+  if (r->meta)
+    return sf_err_set(err, SF_EINVAL, "%s was opened for its metadata only", r->path);
   /* Padding first: with it, every byte of the file is either covered by a
    * CRC or known to be zero, so no flipped bit goes unnoticed. */
   uint64_t prev_end = SEG_HDR_SIZE;

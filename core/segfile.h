@@ -113,6 +113,16 @@ uint64_t sf_seg_writer_bytes(const sf_seg_writer *w);
 
 /* Opens path; *r is freed by sf_seg_close. */
 sf_code sf_seg_open(const char *path, sf_seg_reader **r, sf_err *err);
+/* Opens path for its metadata only: reads the header, footer, bitmap and
+ * directory with pread (one read from the end of the file, and one for the
+ * header when the file is over 64 KiB) and checks them as sf_seg_open does,
+ * without mapping the file or keeping it open. Every getter answers as for
+ * sf_seg_open; reading or verifying chunks returns SF_EINVAL, and
+ * sf_seg_reader_data is NULL. For a check of a file that is not read
+ * further (the stream processor's intake), where a mapping's set-up and
+ * teardown cost more than the checks. A bitmap and directory over 256 MiB
+ * are SF_ELIMIT. *r is freed by sf_seg_close. */
+sf_code sf_seg_open_meta(const char *path, sf_seg_reader **r, sf_err *err);
 /* Unmaps and frees; accepts NULL. Pointers obtained from r die with it. */
 void sf_seg_close(sf_seg_reader *r);
 

@@ -292,6 +292,9 @@ sf_code sf_seg_writer_copy_partition(sf_seg_writer *w, const sf_seg_reader *src,
   /* Verify before writing anything, so a corrupt source leaves w usable. */
   const uint64_t first = sf_seg_partition_first_chunk(src, partition);
   const uint8_t *data = sf_seg_reader_data(src);
+  if (!data)
+    return sf_err_set(err, SF_EINVAL, "%s was opened for its metadata only; cannot copy",
+                      sf_seg_path(src));
   const seg_chunk a = sf_seg_chunk_entry(src, first);
   uint64_t end = a.off;
   for (uint32_t c = 0; c < nc; c++) {

@@ -499,10 +499,30 @@ static const char *small_file(const char *tag) {
   return path;
 }
 
+/* sf_seg_open, after checking that sf_seg_open_meta (pread, no mapping)
+ * judges the file the same: the same code and the same message. */
+static sf_code open_both(const char *path, sf_seg_reader **r, sf_err *err) {
+  sf_seg_reader *m = NULL;
+  sf_err merr = {0};
+  sf_code mrc = sf_seg_open_meta(path, &m, &merr);
+  sf_code rc = sf_seg_open(path, r, err);
+  if (mrc != rc)
+    fail_msg("%s: sf_seg_open says %s (%s) but sf_seg_open_meta %s (%s)", path,
+             sf_code_name(rc), rc ? err->msg : "", sf_code_name(mrc), mrc ? merr.msg : "");
+  if (rc && strcmp(err->msg, merr.msg))
+    fail_msg("messages differ:\n  map:  %s\n  meta: %s", err->msg, merr.msg);
+  if (!rc) {
+    assert_int_equal(sf_seg_num_rows(m), sf_seg_num_rows(*r));
+    assert_true(roaring_bitmap_equals(sf_seg_fragments(m), sf_seg_fragments(*r)));
+  }
+  sf_seg_close(m);
+  return rc;
+}
+
 /* Opens, verifies and closes; *at_open tells where it failed. */
 static sf_code open_and_verify(const char *path, sf_err *err, int *at_open) {
   sf_seg_reader *r;
-  sf_code rc = sf_seg_open(path, &r, err);
+  sf_code rc = open_both(path, &r, err);
   *at_open = rc != SF_OK;
   if (rc) return rc;
   rc = sf_seg_verify(r, err);
@@ -554,7 +574,7 @@ static void test_a_truncated_or_extended_file_is_rejected_at_open(void **state) 
     tu_write_file(path, orig, len);
     sf_seg_reader *r = NULL;
     sf_err err;
-    sf_code rc = sf_seg_open(path, &r, &err);
+    sf_code rc = open_both(path, &r, &err);
     if (rc == SF_OK) fail_msg("a file cut to %zu of %zu bytes opened", len, n);
     assert_int_equal(rc, len < 8 ? SF_EFORMAT : SF_ECORRUPT);
     assert_non_null(strstr(err.msg, "small.sfs"));
@@ -566,7 +586,7 @@ static void test_a_truncated_or_extended_file_is_rejected_at_open(void **state) 
     tu_write_file(path, longer, n + extra);
     sf_seg_reader *r;
     sf_err err;
-    assert_int_equal(sf_seg_open(path, &r, &err), SF_ECORRUPT);
+    assert_int_equal(open_both(path, &r, &err), SF_ECORRUPT);
   }
   free(longer);
   free(orig);
@@ -619,7 +639,7 @@ static void test_a_huge_count_behind_a_valid_crc_is_stopped_by_its_bound(void **
     tu_write_file(path, b, n);
     sf_seg_reader *r = NULL;
     sf_err err;
-    sf_code rc = sf_seg_open(path, &r, &err);
+    sf_code rc = open_both(path, &r, &err);
     if (rc != SF_ECORRUPT)
       fail_msg("%s: got %s (%s)", e->name, sf_code_name(rc), err.msg);
     if (!strstr(err.msg, e->expect) || !strstr(err.msg, "small.sfs"))
@@ -671,22 +691,22 @@ static void test_another_kind_of_file_or_version_is_a_format_error(void **state)
   sf_seg_reader *r;
   sf_err err;
   tu_write_file(path, "{\"not\": \"a shard\"}\n", 19);
-  assert_int_equal(sf_seg_open(path, &r, &err), SF_EFORMAT);
+  assert_int_equal(open_both(path, &r, &err), SF_EFORMAT);
   assert_non_null(strstr(err.msg, "not a segforge shard or segment file"));
   memcpy(b, orig, n);
   b[8] = 2; /* major version 2, CRC recomputed */
   recrc(b, n);
   tu_write_file(path, b, n);
-  assert_int_equal(sf_seg_open(path, &r, &err), SF_EFORMAT);
+  assert_int_equal(open_both(path, &r, &err), SF_EFORMAT);
   assert_non_null(strstr(err.msg, "version 2.0 is not supported"));
   assert_null(strstr(err.msg, "corrupt"));
   memcpy(b, orig, n);
   b[12] = 1; /* a feature flag this reader does not know */
   recrc(b, n);
   tu_write_file(path, b, n);
-  assert_int_equal(sf_seg_open(path, &r, &err), SF_EFORMAT);
+  assert_int_equal(open_both(path, &r, &err), SF_EFORMAT);
   assert_non_null(strstr(err.msg, "flags 0x1"));
-  assert_int_equal(sf_seg_open(tu_path(tu_tmpdir("seg_none"), "missing.sfs"), &r, &err),
+  assert_int_equal(open_both(tu_path(tu_tmpdir("seg_none"), "missing.sfs"), &r, &err),
                    SF_ENOTFOUND);
   assert_non_null(strstr(err.msg, "missing.sfs"));
   free(orig);
@@ -712,9 +732,80 @@ static void test_verify_reports_a_row_whose_fragment_the_bitmap_lacks(void **sta
   sf_seg_close(r);
 }
 
+/* sf_seg_open_meta on files whose bitmap and directory lie inside its first
+ * read from the end, and on one where they start before it (so it reads
+ * them again, and the header on its own): every getter answers as for the
+ * mapped reader, chunk reads are refused, and a FIFO is refused at once. */
+static void test_open_meta_answers_like_open_without_mapping(void **state) {
+  const char *dir = tu_tmpdir("seg_meta");
+  struct {
+    const char *name;
+    uint32_t nlist, frags, rows;
+  } files[] = {
+      {"tiny.sfs", 4, 2, 6},          /* under the window: one read */
+      {"big-data.sfs", 8, 40, 200},   /* large data, small tail */
+      {"big-dir.sfs", 4096, 4, 1200}, /* ~100 KiB directory: a second read */
+  };
+  for (size_t k = 0; k < sizeof files / sizeof files[0]; k++) {
+    const char *path = tu_path(dir, files[k].name);
+    sf_seg_params sp = params(SF_IVF_FLAT, 16, files[k].nlist, 0);
+    write_shard(path, &sp, 0, files[k].frags, files[k].rows, NULL, NULL);
+    sf_seg_reader *a, *b;
+    sf_err err;
+    assert_int_equal(sf_seg_open(path, &a, &err), SF_OK);
+    assert_int_equal(sf_seg_open_meta(path, &b, &err), SF_OK);
+    assert_memory_equal(sf_seg_get_params(a), sf_seg_get_params(b), sizeof(sf_seg_params));
+    assert_int_equal(sf_seg_file_bytes(a), sf_seg_file_bytes(b));
+    assert_int_equal(sf_seg_num_rows(a), sf_seg_num_rows(b));
+    assert_int_equal(sf_seg_max_chunk_rows(a), sf_seg_max_chunk_rows(b));
+    assert_true(roaring_bitmap_equals(sf_seg_fragments(a), sf_seg_fragments(b)));
+    for (uint32_t p = 0; p < files[k].nlist; p++) {
+      assert_int_equal(sf_seg_partition_rows(a, p), sf_seg_partition_rows(b, p));
+      assert_int_equal(sf_seg_partition_num_chunks(a, p), sf_seg_partition_num_chunks(b, p));
+      assert_int_equal(sf_seg_partition_bytes(a, p), sf_seg_partition_bytes(b, p));
+    }
+    if (k == 2) assert_true(sf_seg_file_bytes(a) > 64 * 1024);
+    sf_seg_scratch *s = sf_seg_scratch_new();
+    sf_seg_chunk ch;
+    assert_int_equal(sf_seg_read_chunk(b, 0, 0, s, &ch, &err), SF_EINVAL);
+    assert_non_null(strstr(err.msg, "metadata only"));
+    assert_int_equal(sf_seg_verify(b, &err), SF_EINVAL);
+    assert_int_equal(sf_seg_verify(a, &err), SF_OK);
+    sf_seg_scratch_free(s);
+    sf_seg_close(a);
+    sf_seg_close(b);
+  }
+  /* Bytes flipped across the big-dir file's bitmap, directory and footer,
+   * before the window and inside it, are found the same way by both
+   * readers (open_both compares code and message). */
+  const char *path = tu_path(dir, "big-dir.sfs");
+  size_t n;
+  uint8_t *orig = tu_read_file(path, &n), *b = malloc(n);
+  const layout l = layout_of(orig, n);
+  assert_true(l.bitmap_off < n - 64 * 1024);
+  for (size_t off = l.bitmap_off; off < n; off += 997) {
+    memcpy(b, orig, n);
+    b[off] ^= 0x10;
+    tu_write_file(path, b, n);
+    sf_seg_reader *r = NULL;
+    sf_err err;
+    assert_int_equal(open_both(path, &r, &err), SF_ECORRUPT);
+  }
+  free(orig);
+  free(b);
+  const char *fifo = tu_path(dir, "fifo.sfs");
+  assert_int_equal(mkfifo(fifo, 0600), 0);
+  sf_seg_reader *r = NULL;
+  sf_err err;
+  assert_int_equal(sf_seg_open_meta(fifo, &r, &err), SF_EINVAL);
+  assert_non_null(strstr(err.msg, "not a regular file"));
+  assert_null(r);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_roundtrip_preserves_ids_and_codes_in_every_partition),
+      cmocka_unit_test(test_open_meta_answers_like_open_without_mapping),
       cmocka_unit_test(test_a_file_with_no_rows_roundtrips),
       cmocka_unit_test(test_a_chunk_larger_than_the_limit_is_split_on_write),
       cmocka_unit_test(test_copy_partition_of_three_shards_yields_their_union),

@@ -1,6 +1,8 @@
 /*
  * fuzz_segfile.c - libFuzzer target for the shard/segment reader: open,
- * verify, and read every chunk of whatever bytes the fuzzer makes up.
+ * verify, and read every chunk of whatever bytes the fuzzer makes up; and
+ * check that sf_seg_open_meta (pread, no mapping) judges every input exactly
+ * as sf_seg_open does.
  *
  * Each input runs twice: as given (which mostly exercises the CRC checks,
  * since nearly every mutation breaks one), and again after recomputing every
@@ -63,9 +65,23 @@ static void fix_crcs(uint8_t *b, size_t n) {
 volatile uint64_t fuzz_sink;
 
 static void read_everything(const char *path) {
-  sf_seg_reader *r;
-  sf_err err;
-  if (sf_seg_open(path, &r, &err)) return;
+  sf_seg_reader *r, *m;
+  sf_err err, merr;
+  /* The pread reader must judge every input as the mapped one does. */
+  sf_code mrc = sf_seg_open_meta(path, &m, &merr);
+  sf_code rc = sf_seg_open(path, &r, &err);
+  if (rc != mrc || (rc && strcmp(err.msg, merr.msg))) {
+    fprintf(stderr, "sf_seg_open: %s (%s)\nsf_seg_open_meta: %s (%s)\n", sf_code_name(rc),
+            rc ? err.msg : "", sf_code_name(mrc), mrc ? merr.msg : "");
+    abort();
+  }
+  if (!mrc) {
+    if (sf_seg_num_rows(m) != sf_seg_num_rows(r) ||
+        !roaring_bitmap_equals(sf_seg_fragments(m), sf_seg_fragments(r)))
+      abort();
+    sf_seg_close(m);
+  }
+  if (rc) return;
   (void)sf_seg_verify(r, &err);
   sf_seg_scratch *s = sf_seg_scratch_new();
   const sf_seg_params *p = sf_seg_get_params(r);
