@@ -15,7 +15,7 @@ bench/bench_e2e.sh; never part of the tests).
    the time from the assignment of the partitions (the processor's log) to
    the moment its own counter (segforge_events_received_total on
    --metrics-addr, sampled every few milliseconds) reaches them all. Measured twice: new shards (decode,
-   job table, file check of each shard: open, map, CRCs of header, footer,
+   job table, file check of each shard: open, pread, CRCs of header, footer,
    directory and bitmap) and half new, half redelivered (a redelivery costs a
    decode and a job-table lookup only). Target: >= 50k events/s.
 Figures are medians of RUNS runs.

@@ -224,9 +224,9 @@ static sf_code match(const sf_seg_reader *r, const char *path, const sf_shard_st
   return SF_OK;
 }
 
-/* sf_seg_open failed with SF_EIO, which keeps no errno: open the file once
+/* sf_seg_open_meta failed with SF_EIO, which keeps no errno: open the file once
  * more to learn whether the event named something unreadable (its fault)
- * or the machine failed (a real I/O error, no memory for the mapping). */
+ * or the machine failed (a real I/O error). */
 static sf_code open_error(const char *path, const sf_shard_staged *ev, const sf_err *e,
                           sf_event_reason *reason, sf_err *err) {
   int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
@@ -312,7 +312,7 @@ sf_code sf_intake_check(void *ctx, const char *dataset, const sf_shard_staged *e
     }
   }
   sf_err e = {0};
-  rc = sf_seg_open(rfile, &r, &e);
+  rc = sf_seg_open_meta(rfile, &r, &e);
   if (rc == SF_ENOTFOUND)
     rc = refuse(reason, SF_REASON_MISSING_FILE, err, rc, "shard '%s': %s", ev->shard_id,
                 e.msg);
