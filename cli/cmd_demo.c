@@ -264,10 +264,13 @@ int cli_cmd_demo(int argc, char **argv) {
   /* The budget: about half of the index's codes per segment, so the plan
    * merges the shards into two segments. */
   uint64_t code = itype == SF_IVF_FLAT ? 4 * dim : itype == SF_IVF_SQ ? dim : dim / 8;
+  const char *roots[1] = {dir}; /* the processor serves the demo's datasets only */
   sf_proc_opts po = {.kconf = k,
                      .target_segment_bytes = rows * (code + 2) * 6 / 10,
                      .max_merges = 2,
                      .staging_timeout_ms = 120000,
+                     .dataset_roots = roots,
+                     .n_dataset_roots = 1,
                      .log = demo_log};
   if (sf_kconf_set(k, "bootstrap.servers", B, &err) ||
       sf_kconf_set(k, "fetch.wait.max.ms", "5", &err) || sf_proc_new(&po, &proc, &err))

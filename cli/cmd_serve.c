@@ -30,8 +30,8 @@ static void help(void) {
       "                      [--topic-rejected T] [--partitions N] [--metrics-addr "
       "HOST:PORT]\n"
       "                      [--drain-timeout DUR] [--max-pending-events N]\n"
-      "                      [--max-pending-bytes N] [--log-level "
-      "error|warn|info|debug]\n\n"
+      "                      [--max-pending-bytes N] [--dataset-root DIR]...\n"
+      "                      [--log-level error|warn|info|debug]\n\n"
       "Consumes ShardStaged events in the consumer group G (default %s), finalizes\n"
       "each job once its shards cover its expected fragments (plan, build with at most\n"
       "--max-merges segment builds at once, commit), and publishes SegmentsCommitted;\n"
@@ -58,6 +58,9 @@ static void help(void) {
       "                     the consumer pauses (default 256M)\n"
       "  --drain-timeout DUR  on SIGTERM, wait at most DUR for jobs and dead letters\n"
       "                     in flight (default 60s); the rest is redone after a restart\n"
+      "  --dataset-root DIR  serve only datasets in DIR or below it (repeatable); an\n"
+      "                     event naming another is refused with PATH_ESCAPE. Without\n"
+      "                     it, any dataset this process can write is served\n"
       "  --metrics-addr A   serve Prometheus metrics on http://A/metrics\n",
       SF_PROC_DEFAULT_GROUP);
 }
@@ -128,8 +131,12 @@ int cli_cmd_serve(int argc, char **argv) {
       {"drain-timeout", required_argument, 0, 'D'},
       {"max-pending-events", required_argument, 0, 'E'},
       {"max-pending-bytes", required_argument, 0, 'Y'},
+      {"dataset-root", required_argument, 0, 'r'},
       {"help", no_argument, 0, 'h'},
       {0, 0, 0, 0}};
+  enum { MAX_ROOTS = 64 };
+  const char *roots[MAX_ROOTS];
+  size_t nroots = 0;
   sf_err err = {0};
   sf_kconf *k = sf_kconf_new();
   if (!k) return cli_fail("serve", &(sf_err){SF_ENOMEM, "out of memory"});
@@ -199,6 +206,13 @@ int cli_cmd_serve(int argc, char **argv) {
       case 'm':
         metrics_addr = optarg;
         break;
+      case 'r':
+        if (nroots == MAX_ROOTS)
+          e = sf_err_set(&err, SF_EINVAL, "--dataset-root: at most %d roots",
+                         (int)MAX_ROOTS);
+        else
+          roots[nroots++] = optarg;
+        break;
       case 'L':
         if (!strcasecmp(optarg, "error"))
           g_level = SF_PROC_LOG_ERR;
@@ -259,7 +273,13 @@ int cli_cmd_serve(int argc, char **argv) {
   }
   po.kconf = k;
   po.metrics = &metrics;
+  po.dataset_roots = roots;
+  po.n_dataset_roots = nroots;
   if (sf_proc_new(&po, &p, &err)) goto fail;
+  if (!nroots)
+    log_line(NULL, SF_PROC_LOG_WARNING,
+             "event=any_dataset hint=\"events may name any dataset this process can "
+             "write; restrict them with --dataset-root\"");
   g_proc = p;
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);

@@ -87,11 +87,33 @@ struct sf_intake {
     char *root;     /* <dataset>/_indices/_staging/<staging_id> */
     char *resolved; /* its realpath */
   } slot[CACHE_SLOTS];
+  char **roots; /* the dataset roots, resolved; none: any dataset */
+  size_t nroots;
 };
 
-sf_code sf_intake_new(sf_intake **out, sf_err *err) {
-  *out = calloc(1, sizeof **out);
-  return *out ? SF_OK : sf_err_set(err, SF_ENOMEM, "out of memory");
+sf_code sf_intake_new(sf_intake **out, const char *const *roots, size_t n, sf_err *err) {
+  sf_intake *in = *out = calloc(1, sizeof **out);
+  if (!in || (n && !(in->roots = calloc(n, sizeof *in->roots)))) {
+    sf_intake_free(in);
+    *out = NULL;
+    return sf_err_set(err, SF_ENOMEM, "out of memory");
+  }
+  for (size_t i = 0; i < n; i++) {
+    char *r = realpath(roots[i], NULL);
+    struct stat st;
+    if (!r || stat(r, &st) || !S_ISDIR(st.st_mode)) {
+      int e = r ? ENOTDIR : errno;
+      free(r);
+      sf_intake_free(in);
+      *out = NULL;
+      return sf_err_errno(err, SF_EINVAL, e,
+                          "dataset root '%s' is not a directory that exists: create it "
+                          "or fix the path",
+                          roots[i]);
+    }
+    in->roots[in->nroots++] = r;
+  }
+  return SF_OK;
 }
 
 void sf_intake_free(sf_intake *in) {
@@ -100,7 +122,20 @@ void sf_intake_free(sf_intake *in) {
     free(in->slot[i].root);
     free(in->slot[i].resolved);
   }
+  for (size_t i = 0; i < in->nroots; i++) free(in->roots[i]);
+  free(in->roots);
   free(in);
+}
+
+/* Whether the resolved directory dir is one of the roots or lies below one. */
+static int under_a_root(const sf_intake *in, const char *dir) {
+  for (size_t i = 0; i < in->nroots; i++) {
+    const char *r = in->roots[i];
+    size_t n = strlen(r);
+    if (n == 1 && r[0] == '/') return 1;
+    if (!strncmp(dir, r, n) && (dir[n] == '/' || !dir[n])) return 1;
+  }
+  return 0;
 }
 
 /* realpath(root), through the cache; the result is owned by the cache (or,
@@ -165,6 +200,20 @@ sf_code sf_intake_open(void *ctx, const sf_shard_staged *ev, char **dataset,
     }
   }
   if (rc) return sf_err_set(err, rc, "%s", e.msg);
+  const sf_intake *in = ctx;
+  if (in && in->nroots && !under_a_root(in, dir)) {
+    char roots[256] = "";
+    for (size_t i = 0, at = 0; i < in->nroots && at < sizeof roots; i++)
+      at += (size_t)snprintf(roots + at, sizeof roots - at, "%s%s", i ? ", " : "",
+                             in->roots[i]);
+    sf_code r = refuse(reason, SF_REASON_PATH_ESCAPE, err, SF_EINVAL,
+                       "dataset_uri of job '%s': %s is outside the dataset roots this "
+                       "service serves (%s); stage under one of them, or start the "
+                       "service with --dataset-root for it",
+                       ev->staging_id, dir, roots);
+    free(dir);
+    return r;
+  }
   if (sf_intake_is_failed(dir, ev->staging_id)) {
     free(dir);
     return refuse(

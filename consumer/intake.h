@@ -41,18 +41,25 @@
 
 #define SF_INTAKE_FAILED_DIR "_indices/_failed"
 
-/* The hooks' context: a small cache of resolved staging roots, so that the
- * shards of one job cost one realpath(3) of their root rather than one
- * each (resolving paths was most of the intake's time). Used by one thread
- * at a time (the poll loop). Freed by sf_intake_free (accepts NULL). The
- * hooks also accept ctx == NULL: no cache. */
+/* The hooks' context: the dataset roots, and a small cache of resolved
+ * staging roots, so that the shards of one job cost one realpath(3) of
+ * their root rather than one each (resolving paths was most of the
+ * intake's time). Used by one thread at a time (the poll loop). Freed by
+ * sf_intake_free (accepts NULL). The hooks also accept ctx == NULL: no
+ * cache, any dataset.
+ *
+ * roots[n] (copied; n == 0: any dataset) are the directories a dataset
+ * must lie in, itself or below, with links resolved: an event names the
+ * dataset the service writes into, so a deployment says which ones it
+ * serves. Each must exist (SF_EINVAL naming it). */
 typedef struct sf_intake sf_intake;
-sf_code sf_intake_new(sf_intake **out, sf_err *err);
+sf_code sf_intake_new(sf_intake **out, const char *const *roots, size_t n, sf_err *err);
 void sf_intake_free(sf_intake *in);
 
 /* The open hook: resolves ev->dataset_uri into *dataset (malloc'd absolute
- * directory, caller frees) and refuses a staging id marked failed. ctx is
- * an sf_intake or NULL. On refusal *reason is set; on an I/O error it stays NONE. */
+ * directory, caller frees), refuses one outside the dataset roots
+ * (PATH_ESCAPE) and a staging id marked failed. ctx is an sf_intake or
+ * NULL. On refusal *reason is set; on an I/O error it stays NONE. */
 sf_code sf_intake_open(void *ctx, const sf_shard_staged *ev, char **dataset,
                        sf_event_reason *reason, sf_err *err);
 

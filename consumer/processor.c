@@ -381,7 +381,7 @@ sf_code sf_proc_new(const sf_proc_opts *o, sf_proc **out, sf_err *err) {
       (rc = sf_schema_set_new(&p->schemas, err)) ||
       (rc = schema_ids(p->schemas, sf_kconf_get(p->kconf, SF_KCONF_SCHEMA_IDS), err)) ||
       (rc = sf_event_decoder_new(p->schemas, framing, 0, &p->dec, err)) ||
-      (rc = sf_intake_new(&p->intake, err)))
+      (rc = sf_intake_new(&p->intake, o->dataset_roots, o->n_dataset_roots, err)))
     goto out;
   jo.hooks.ctx = p->intake;
   if ((rc = sf_jobs_new(&jo, &p->jobs, err)) || (rc = sf_offsets_new(&p->offs, err)))

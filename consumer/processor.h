@@ -90,6 +90,12 @@ typedef struct sf_proc_opts {
   size_t max_pending_bytes;   /* original event bytes held (open jobs, failed jobs,
                                  dead letters waiting) before a pause; 0 = 256 MiB */
   int64_t staging_timeout_ms; /* a job must be complete within; 0 = 600000 */
+  /* The directories a job's dataset must lie in (itself or below, links
+   * resolved); an event naming another is refused with PATH_ESCAPE. Each
+   * must exist. Copied. None (n_dataset_roots == 0): any dataset the
+   * process can write. */
+  const char *const *dataset_roots;
+  size_t n_dataset_roots;
   int commit_interval_ms;     /* offset commits at most this often; 0 = 100 */
   int delivery_timeout_ms;    /* wait for a delivery report; 0 = the kconf's */
   int drain_timeout_ms;       /* on stop, wait this long for jobs in flight; 0 = 60000 */

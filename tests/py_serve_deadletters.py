@@ -36,6 +36,12 @@ with open(corrupt_path, "r+b") as f:  # a bit flip in the header: its CRC fails
 os.symlink("/etc/passwd", os.path.join(d.staging("bad"), "escape.sfshard"))
 
 
+outside = os.path.join(h.TMP, "py_serve_deadletters_outside")
+os.makedirs(outside, exist_ok=True)
+if not os.path.islink(os.path.join(root, "link-out")):
+    os.symlink(outside, os.path.join(root, "link-out"))
+
+
 def variant(**kw):
     ev = dict(good_bad)
     ev.update(kw)
@@ -55,6 +61,10 @@ singles = {
     "NOT_A_DIR": variant(staging_id="nd", shard_id="nd", dataset_uri="/etc/passwd/x"),
     "LONG_NAME": variant(shard_id="long", shard_path="sub/" + "s" * 300),
     "A_DIRECTORY": variant(shard_id="dir", shard_path="adir"),
+    # The processor serves the datasets under --dataset-root only: one
+    # elsewhere, and one reached through a link that leads out of the root.
+    "OUTSIDE_ROOT": variant(staging_id="out", shard_id="out", dataset_uri=outside),
+    "LINK_OUT": variant(staging_id="lo", shard_id="lo", dataset_uri=os.path.join(root, "link-out")),
 }
 os.makedirs(os.path.join(d.staging("bad"), "adir"))
 os.makedirs(os.path.join(d.staging("bad"), "sub"))
@@ -67,7 +77,7 @@ t0 = d.stage("t", "t0", "0-3", "0-7", index="i-t")
 # Fragments already committed by job "ok" in index "idx": the commit refuses.
 x0 = d.stage("x", "x0", "0-3", "0-3")
 
-serve = h.Serve(["--partitions", "2", "--staging-timeout", "4s"],
+serve = h.Serve(["--partitions", "2", "--staging-timeout", "4s", "--dataset-root", root],
                 os.path.join(root, "serve.log"), embedded=True)
 prod = h.producer(serve.bootstrap)
 sent = {}
@@ -109,6 +119,8 @@ want = {  # tag -> (reason, staging_id, shard_id)
     "NOT_A_DIR": ("MISSING_FILE", "nd", "nd"),
     "LONG_NAME": ("INVALID_FIELD", "bad", "long"),
     "A_DIRECTORY": ("CORRUPT_FILE", "bad", "dir"),
+    "OUTSIDE_ROOT": ("PATH_ESCAPE", "out", "out"),
+    "LINK_OUT": ("PATH_ESCAPE", "lo", "lo"),
     "f1": ("FRAGMENT_OVERLAP", "f", "f1"),
     "f0": ("JOB_FAILED", "f", "f0"),
     "g0x": ("DUPLICATE_CONFLICT", "g", "g0"),
@@ -133,6 +145,8 @@ for tag, (reason, sid, shid) in want.items():
     check(r["original_value"] == raw, "%s: the original bytes are kept" % tag)
     check(r["source_topic"] == h.STAGED, "%s: the source topic is named" % tag)
     check(len(r["message"]) > 10, "%s: a message says what to fix" % tag)
+    if tag in ("OUTSIDE_ROOT", "LINK_OUT"):
+        check("--dataset-root" in r["message"], "%s: the message names the flag: %s" % (tag, r["message"]))
     if sid:
         check(r["staging_id"] == sid and r["shard_id"] == shid, "%s: staging and shard ids" % tag)
 check(len(got) == len(want), "no other dead letter: %d for %d bad events" % (len(got), len(want)))

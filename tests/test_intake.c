@@ -36,7 +36,7 @@ static fx *fx_new(void) {
   snprintf(f->root, sizeof f->root, "%s/_indices/_staging/job", f->ds);
   assert_int_equal(mkdir(f->root, 0755), 0);
   sf_err err = {0};
-  assert_int_equal(sf_intake_new(&f->in, &err), SF_OK);
+  assert_int_equal(sf_intake_new(&f->in, NULL, 0, &err), SF_OK);
   return f;
 }
 
