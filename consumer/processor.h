@@ -96,10 +96,10 @@ typedef struct sf_proc_opts {
    * process can write. */
   const char *const *dataset_roots;
   size_t n_dataset_roots;
-  int commit_interval_ms;     /* offset commits at most this often; 0 = 100 */
-  int delivery_timeout_ms;    /* wait for a delivery report; 0 = the kconf's */
-  int drain_timeout_ms;       /* on stop, wait this long for jobs in flight; 0 = 60000 */
-  sf_proc_log_fn log;         /* may be NULL */
+  int commit_interval_ms;  /* offset commits at most this often; 0 = 100 */
+  int delivery_timeout_ms; /* wait for a delivery report; 0 = the kconf's */
+  int drain_timeout_ms;    /* on stop, wait this long for jobs in flight; 0 = 60000 */
+  sf_proc_log_fn log;      /* may be NULL */
   void *log_ctx;
   sf_metrics *metrics; /* may be NULL; must outlive the processor */
 } sf_proc_opts;

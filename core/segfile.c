@@ -15,6 +15,10 @@
  * allocates anything (its only allocations are O(nlist), after nlist has
  * been checked against SF_MAX_NLIST and the directory's real size). Chunk
  * entries are read from the mapping on demand rather than copied.
+ * sf_seg_open_meta makes the same checks on bytes read with pread.
+ *
+ * This file opens and checks a file; segread.c reads its chunks and
+ * segwrite.c writes one.
  */
 #include "segfile.h"
 
@@ -26,7 +30,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <zstd.h>
 
 #include "crc32c.h"
 #include "fragset.h"
@@ -118,33 +121,6 @@ sf_code sf_seg_corrupt(sf_err *err, const char *path, sf_seg_kind kind, const ch
 
 /* ---- reader ------------------------------------------------------------- */
 
-struct sf_seg_reader {
-  char *path;
-  int fd; /* kept for copy_file_range by writers that copy from us */
-  sf_fs_map map;
-  uint64_t size;  /* the file's bytes */
-  uint8_t *meta;  /* sf_seg_open_meta: the bytes read (the tail holds the
-                     directory that chunk_tab points into); NULL when mapped */
-  sf_seg_params params;
-  uint16_t vmajor, vminor;
-  uint64_t num_rows;
-  roaring_bitmap_t *frags;
-  const uint8_t *chunk_tab; /* num_chunks entries of SEG_CHUNK_ENTRY bytes, in the map */
-  uint64_t num_chunks;
-  uint64_t bitmap_off; /* the data region is [SEG_HDR_SIZE, bitmap_off) */
-  uint64_t *first;     /* nlist + 1: partition p owns chunks [first[p], first[p+1]) */
-  uint64_t *rows;      /* nlist */
-  uint32_t max_chunk_rows;
-};
-
-struct sf_seg_scratch {
-  ZSTD_DCtx *dctx;
-  uint8_t *raw; /* decompressed varints */
-  size_t raw_cap;
-  sf_rowid *ids;
-  size_t ids_cap;
-};
-
 #define CORRUPT(r, ...) sf_seg_corrupt(err, (r)->path, (r)->params.kind, __VA_ARGS__)
 
 /* h holds the first min(size, SEG_HDR_SIZE) bytes of the file. */
@@ -196,7 +172,8 @@ typedef struct seg_tail {
 /* Checks the footer f (the last SEG_FTR_SIZE bytes) and that the bitmap,
  * directory and footer tile the tail of the file exactly; leaves where they
  * are in *t. Reads nothing but f. */
-static sf_code check_footer(sf_seg_reader *r, const uint8_t *f, seg_tail *t, sf_err *err) {
+static sf_code check_footer(sf_seg_reader *r, const uint8_t *f, seg_tail *t,
+                            sf_err *err) {
   const uint64_t size = r->size;
   if (memcmp(f + 56, SEG_FTR_MAGIC, 4))
     return CORRUPT(r, "footer magic missing (file truncated or appended to)");
@@ -362,7 +339,8 @@ static sf_code read_at(sf_seg_reader *r, int fd, uint8_t *buf, size_t len, uint6
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return sf_err_errno(err, SF_EIO, errno, "cannot read %s", r->path);
     if (n == 0)
-      return CORRUPT(r, "file ends at byte %llu, before its size of %llu when opened "
+      return CORRUPT(r,
+                     "file ends at byte %llu, before its size of %llu when opened "
                      "(truncated while being read)",
                      (unsigned long long)off, (unsigned long long)r->size);
     buf += n, len -= (size_t)n, off += (uint64_t)n;
@@ -517,181 +495,4 @@ const uint8_t *sf_seg_reader_data(const sf_seg_reader *r) {
 }
 uint64_t sf_seg_partition_first_chunk(const sf_seg_reader *r, uint32_t p) {
   return r->first[p];
-}
-
-sf_code sf_seg_check_chunk_crcs(const sf_seg_reader *r, uint32_t p, uint32_t c,
-                                const seg_chunk *e, sf_err *err) {
-  if (r->meta)
-    return sf_err_set(err, SF_EINVAL, "%s was opened for its metadata only", r->path);
-  const uint8_t *codes = r->map.data + e->off;
-  const uint64_t codes_len = (uint64_t)e->nrows * r->params.code_size;
-  if (sf_crc32c(0, codes, codes_len) != e->codes_crc)
-    return CORRUPT(r, "partition %u chunk %u code block CRC32C mismatch", p, c);
-  if (sf_crc32c(0, codes + codes_len, e->ids_len) != e->ids_crc)
-    return CORRUPT(r, "partition %u chunk %u row-id block CRC32C mismatch", p, c);
-  return SF_OK;
-}
-
-/* ---- reading chunks ------------------------------------------------------ */
-
-sf_seg_scratch *sf_seg_scratch_new(void) {
-  sf_seg_scratch *s = calloc(1, sizeof *s);
-  if (!s) return NULL;
-  if (!(s->dctx = ZSTD_createDCtx())) {
-    free(s);
-    return NULL;
-  }
-  return s;
-}
-
-void sf_seg_scratch_free(sf_seg_scratch *s) {
-  if (!s) return;
-  ZSTD_freeDCtx(s->dctx);
-  free(s->raw);
-  free(s->ids);
-  free(s);
-}
-
-/* Grows s for a chunk of n rows (n <= SF_SEG_MAX_CHUNK_ROWS, so bounded). */
-static int scratch_reserve(sf_seg_scratch *s, uint32_t n) {
-  if (s->ids_cap < n) {
-    sf_rowid *ids = realloc(s->ids, (size_t)n * sizeof *ids);
-    if (!ids) return -1;
-    s->ids = ids;
-    s->ids_cap = n;
-  }
-  if (s->raw_cap < (size_t)n * SEG_VARINT_MAX) {
-    uint8_t *raw = realloc(s->raw, (size_t)n * SEG_VARINT_MAX);
-    if (!raw) return -1;
-    s->raw = raw;
-    s->raw_cap = (size_t)n * SEG_VARINT_MAX;
-  }
-  return 0;
-}
-
-/* Decodes a row-id block: one zstd frame whose declared size is checked
- * against what n varints can take before anything is decompressed, into a
- * buffer of exactly that size. Then n LEB128 varints: the first id, then
- * gaps of at least 1 (ids strictly ascending), using every byte. */
-static sf_code decode_ids(const sf_seg_reader *r, uint32_t p, uint32_t c,
-                          const uint8_t *blk, uint32_t len, uint32_t n, sf_seg_scratch *s,
-                          sf_err *err) {
-  unsigned long long size = ZSTD_getFrameContentSize(blk, len);
-  if (size == ZSTD_CONTENTSIZE_UNKNOWN || size == ZSTD_CONTENTSIZE_ERROR)
-    return CORRUPT(
-        r, "partition %u chunk %u row-id block is not a zstd frame with a size", p, c);
-  if (size < n || size > (unsigned long long)n * SEG_VARINT_MAX)
-    return CORRUPT(r,
-                   "partition %u chunk %u row-id block declares %llu bytes for %u rows",
-                   p, c, size, n);
-  if (ZSTD_findFrameCompressedSize(blk, len) != len)
-    return CORRUPT(r, "partition %u chunk %u row-id block is not exactly one zstd frame",
-                   p, c);
-  if (scratch_reserve(s, n))
-    return sf_err_set(err, SF_ENOMEM, "%s: out of memory decoding %u row ids", r->path,
-                      n);
-  size_t got = ZSTD_decompressDCtx(s->dctx, s->raw, (size_t)size, blk, len);
-  if (ZSTD_isError(got) || got != size)
-    return CORRUPT(r, "partition %u chunk %u row-id block does not decompress (%s)", p, c,
-                   ZSTD_isError(got) ? ZSTD_getErrorName(got) : "short");
-  const uint8_t *q = s->raw, *end = s->raw + size;
-  uint64_t prev = 0;
-  for (uint32_t i = 0; i < n; i++) {
-    uint64_t v = 0;
-    int shift = 0;
-    for (;;) {
-      if (q == end || shift > 63 || (shift == 63 && *q > 1))
-        return CORRUPT(r, "partition %u chunk %u row id %u is a bad varint", p, c, i);
-      v |= (uint64_t)(*q & 0x7f) << shift;
-      shift += 7;
-      if (!(*q++ & 0x80)) break;
-    }
-    if (i && (v == 0 || v > UINT64_MAX - prev))
-      return CORRUPT(r, "partition %u chunk %u row ids are not strictly ascending at %u",
-                     p, c, i);
-    prev = i ? prev + v : v;
-    s->ids[i] = prev;
-  }
-  if (q != end)
-    return CORRUPT(r, "partition %u chunk %u row-id block has %td trailing bytes", p, c,
-                   end - q);
-  return SF_OK;
-}
-
-sf_code sf_seg_read_chunk_ex(const sf_seg_reader *r, uint32_t p, uint32_t c,
-                             sf_seg_scratch *s, unsigned flags, sf_seg_chunk *out,
-                             sf_err *err) {
-  if (r->meta)
-    return sf_err_set(err, SF_EINVAL, "%s was opened for its metadata only", r->path);
-  if (p >= r->params.nlist || c >= sf_seg_partition_num_chunks(r, p))
-    return sf_err_set(err, SF_EINVAL, "%s: no chunk %u in partition %u", r->path, c, p);
-  seg_chunk e = sf_seg_chunk_entry(r, r->first[p] + c);
-  sf_code rc;
-  if (!(flags & SF_SEG_READ_NO_CRC) && (rc = sf_seg_check_chunk_crcs(r, p, c, &e, err)))
-    return rc;
-  const uint8_t *codes = r->map.data + e.off;
-  const uint64_t codes_len = (uint64_t)e.nrows * r->params.code_size;
-  out->nrows = e.nrows;
-  out->codes = codes;
-  out->ids = NULL;
-  if (flags & SF_SEG_READ_NO_IDS) return SF_OK;
-  if ((rc = decode_ids(r, p, c, codes + codes_len, e.ids_len, e.nrows, s, err)))
-    return rc;
-  out->ids = s->ids;
-  return SF_OK;
-}
-
-sf_code sf_seg_read_chunk(const sf_seg_reader *r, uint32_t p, uint32_t c,
-                          sf_seg_scratch *s, sf_seg_chunk *out, sf_err *err) {
-  return sf_seg_read_chunk_ex(r, p, c, s, 0, out, err);
-}
-
-static int all_zero(const uint8_t *b, uint64_t n) {
-  for (uint64_t i = 0; i < n; i++)
-    if (b[i]) return 0;
-  return 1;
-}
-
-sf_code sf_seg_verify(const sf_seg_reader *r, sf_err *err) {
-  if (r->meta)
-    return sf_err_set(err, SF_EINVAL, "%s was opened for its metadata only", r->path);
-  /* Padding first: with it, every byte of the file is either covered by a
-   * CRC or known to be zero, so no flipped bit goes unnoticed. */
-  uint64_t prev_end = SEG_HDR_SIZE;
-  for (uint32_t p = 0; p < r->params.nlist; p++)
-    for (uint64_t i = r->first[p]; i < r->first[p + 1]; i++) {
-      seg_chunk e = sf_seg_chunk_entry(r, i);
-      if (!all_zero(r->map.data + prev_end, e.off - prev_end))
-        return CORRUPT(r, "non-zero padding before partition %u chunk %llu (offset %llu)",
-                       p, (unsigned long long)(i - r->first[p]),
-                       (unsigned long long)e.off);
-      prev_end = sf_seg_chunk_end(r, &e);
-    }
-  if (!all_zero(r->map.data + prev_end, r->bitmap_off - prev_end))
-    return CORRUPT(r, "non-zero padding before the fragment bitmap");
-  sf_seg_scratch *s = sf_seg_scratch_new();
-  if (!s) return sf_err_set(err, SF_ENOMEM, "%s: out of memory verifying", r->path);
-  sf_code rc = SF_OK;
-  for (uint32_t p = 0; p < r->params.nlist && !rc; p++) {
-    const uint32_t nc = sf_seg_partition_num_chunks(r, p);
-    for (uint32_t c = 0; c < nc && !rc; c++) {
-      sf_seg_chunk ch;
-      if ((rc = sf_seg_read_chunk(r, p, c, s, &ch, err))) break;
-      uint32_t last = UINT32_MAX; /* ids are sorted: check each fragment once */
-      for (uint32_t i = 0; i < ch.nrows; i++) {
-        uint32_t f = SF_ROWID_FRAG(ch.ids[i]);
-        if (f == last) continue;
-        if (!roaring_bitmap_contains(r->frags, f)) {
-          rc = CORRUPT(r,
-                       "partition %u chunk %u holds row %u of fragment %u, which the "
-                       "file's fragment bitmap does not list",
-                       p, c, SF_ROWID_OFF(ch.ids[i]), f);
-          break;
-        }
-        last = f;
-      }
-    }
-  }
-  sf_seg_scratch_free(s);
-  return rc;
 }

@@ -171,8 +171,9 @@ sf_code sf_seg_read_chunk(const sf_seg_reader *r, uint32_t p, uint32_t c,
  * mapped, so verified bytes stay verified. Bounds are checked always. */
 #define SF_SEG_READ_NO_IDS 1u
 #define SF_SEG_READ_NO_CRC 2u
-sf_code sf_seg_read_chunk_ex(const sf_seg_reader *r, uint32_t p, uint32_t c, sf_seg_scratch *s,
-                             unsigned flags, sf_seg_chunk *out, sf_err *err);
+sf_code sf_seg_read_chunk_ex(const sf_seg_reader *r, uint32_t p, uint32_t c,
+                             sf_seg_scratch *s, unsigned flags, sf_seg_chunk *out,
+                             sf_err *err);
 
 /* Verifies the whole file: every block CRC, every row-id block decodes,
  * padding is zero, and every row id's fragment is in the file's bitmap.

@@ -8,6 +8,7 @@
 
 #include <stdint.h>
 
+#include "fsutil.h"
 #include "segfile.h"
 
 enum {
@@ -62,6 +63,26 @@ static inline seg_chunk seg_chunk_get(const uint8_t *b) {
                  seg_get32(b + 20)};
   return e;
 }
+
+/* An open file (segfile.c opens it; segread.c reads its chunks). */
+struct sf_seg_reader {
+  char *path;
+  int fd; /* kept for copy_file_range by writers that copy from us */
+  sf_fs_map map;
+  uint64_t size; /* the file's bytes */
+  uint8_t *meta; /* sf_seg_open_meta: the bytes read (the tail holds the
+                    directory that chunk_tab points into); NULL when mapped */
+  sf_seg_params params;
+  uint16_t vmajor, vminor;
+  uint64_t num_rows;
+  roaring_bitmap_t *frags;
+  const uint8_t *chunk_tab; /* num_chunks entries of SEG_CHUNK_ENTRY bytes, in the map */
+  uint64_t num_chunks;
+  uint64_t bitmap_off; /* the data region is [SEG_HDR_SIZE, bitmap_off) */
+  uint64_t *first;     /* nlist + 1: partition p owns chunks [first[p], first[p+1]) */
+  uint64_t *rows;      /* nlist */
+  uint32_t max_chunk_rows;
+};
 
 /* The header for params and a row count, CRC included. */
 void sf_seg_header_put(uint8_t h[SEG_HDR_SIZE], const sf_seg_params *p, uint64_t rows);

@@ -18,9 +18,9 @@
 /* clang-format on */
 
 #include "core/crc32c.h"
+#include "core/fragset.h"
 #include "core/segfile.h"
 #include "tests/testutil.h"
-#include "core/fragset.h"
 
 /* ---- a deterministic data model ------------------------------------------
  * Row (fragment f, offset o) lives in partition part_of(id) and has the code
@@ -508,7 +508,8 @@ static sf_code open_both(const char *path, sf_seg_reader **r, sf_err *err) {
   sf_code rc = sf_seg_open(path, r, err);
   if (mrc != rc)
     fail_msg("%s: sf_seg_open says %s (%s) but sf_seg_open_meta %s (%s)", path,
-             sf_code_name(rc), rc ? err->msg : "", sf_code_name(mrc), mrc ? merr.msg : "");
+             sf_code_name(rc), rc ? err->msg : "", sf_code_name(mrc),
+             mrc ? merr.msg : "");
   if (rc && strcmp(err->msg, merr.msg))
     fail_msg("messages differ:\n  map:  %s\n  meta: %s", err->msg, merr.msg);
   if (!rc) {
@@ -754,14 +755,16 @@ static void test_open_meta_answers_like_open_without_mapping(void **state) {
     sf_err err;
     assert_int_equal(sf_seg_open(path, &a, &err), SF_OK);
     assert_int_equal(sf_seg_open_meta(path, &b, &err), SF_OK);
-    assert_memory_equal(sf_seg_get_params(a), sf_seg_get_params(b), sizeof(sf_seg_params));
+    assert_memory_equal(sf_seg_get_params(a), sf_seg_get_params(b),
+                        sizeof(sf_seg_params));
     assert_int_equal(sf_seg_file_bytes(a), sf_seg_file_bytes(b));
     assert_int_equal(sf_seg_num_rows(a), sf_seg_num_rows(b));
     assert_int_equal(sf_seg_max_chunk_rows(a), sf_seg_max_chunk_rows(b));
     assert_true(roaring_bitmap_equals(sf_seg_fragments(a), sf_seg_fragments(b)));
     for (uint32_t p = 0; p < files[k].nlist; p++) {
       assert_int_equal(sf_seg_partition_rows(a, p), sf_seg_partition_rows(b, p));
-      assert_int_equal(sf_seg_partition_num_chunks(a, p), sf_seg_partition_num_chunks(b, p));
+      assert_int_equal(sf_seg_partition_num_chunks(a, p),
+                       sf_seg_partition_num_chunks(b, p));
       assert_int_equal(sf_seg_partition_bytes(a, p), sf_seg_partition_bytes(b, p));
     }
     if (k == 2) assert_true(sf_seg_file_bytes(a) > 64 * 1024);

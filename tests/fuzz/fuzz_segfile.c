@@ -22,8 +22,8 @@
 #include <unistd.h>
 
 #include "core/crc32c.h"
-#include "core/segfile.h"
 #include "core/fragset.h"
+#include "core/segfile.h"
 
 static uint32_t g32(const uint8_t *p) {
   return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
