@@ -384,11 +384,11 @@ sf_code sf_seg_open_meta(const char *path, sf_seg_reader **out, sf_err *err) {
   }
   if ((rc = read_at(r, fd, r->meta, win, win_off, err))) goto fail;
   if (win_off && (rc = read_at(r, fd, head, SEG_HDR_SIZE, 0, err))) goto fail;
-  seg_tail t;
+  if ((rc = check_header(r, win_off ? head : r->meta, err))) goto fail;
+  /* The header check made sure the file, and so the window, holds a footer. */
   const uint8_t *f = r->meta + win - SEG_FTR_SIZE;
-  if ((rc = check_header(r, win_off ? head : r->meta, err)) ||
-      (rc = check_footer(r, f, &t, err)))
-    goto fail;
+  seg_tail t;
+  if ((rc = check_footer(r, f, &t, err))) goto fail;
   if (t.boff < win_off) { /* the bitmap and directory start before the window */
     const uint64_t need = r->size - t.boff;
     if (need - SEG_FTR_SIZE > SEG_META_MAX) {
