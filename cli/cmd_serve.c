@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "cli/cli.h"
@@ -241,6 +242,18 @@ int cli_cmd_serve(int argc, char **argv) {
   if (optind < argc) {
     sf_kconf_free(k);
     return cli_usage("serve", "unexpected argument '%s'", argv[optind]);
+  }
+  /* Checked again (resolved) by the processor; here so that a typo fails
+   * before an embedded broker starts. */
+  for (size_t i = 0; i < nroots; i++) {
+    struct stat st;
+    if (stat(roots[i], &st) || !S_ISDIR(st.st_mode)) {
+      sf_kconf_free(k);
+      return cli_usage("serve",
+                       "--dataset-root: '%s' is not a directory that exists: create it "
+                       "or fix the path",
+                       roots[i]);
+    }
   }
 
   sf_broker *broker = NULL;

@@ -16,8 +16,8 @@ a_file = os.path.join(root, "a-file")
 open(a_file, "w").close()
 
 cases = [  # (args, phrases the message must hold)
-    (["--dataset-root", os.path.join(root, "missing")], ["dataset root", "missing", "create it"]),
-    (["--dataset-root", a_file], ["dataset root", "a-file"]),
+    (["--dataset-root", os.path.join(root, "missing")], ["--dataset-root", "missing", "create it"]),
+    (["--dataset-root", a_file], ["--dataset-root", "a-file"]),
     (["--max-merges", "0"], ["--max-merges"]),
     (["--workers", "many"], ["--workers"]),
     (["--staging-timeout", "soon"], ["--staging-timeout", "10m"]),
@@ -41,4 +41,6 @@ for args, phrases in cases:
     check(p.returncode != 0, "%s: exits non-zero (got %d)" % (" ".join(args), p.returncode))
     missing = [x for x in phrases if x not in err]
     check(not missing, "%s: the message names %s: %r" % (" ".join(args), phrases, err.strip()[-300:]))
+    if args[0].startswith("--"):  # a bad flag fails before an embedded broker starts
+        check("embedded_broker" not in err, "%s: refused before starting a broker" % args[0])
 h.finish()
