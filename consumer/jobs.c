@@ -213,60 +213,17 @@ static sf_code shard_reserve(sf_job *j, sf_err *err) {
   return SF_OK;
 }
 
-static int str_eq(const char *a, const char *b) {
-  return a == b || (a && b && !strcmp(a, b));
-}
-
-/* The same shard, whatever its event id and time (see jobs.h). */
-static int same_content(const sf_shard_staged *a, const sf_shard_staged *b) {
-  sf_shard_staged x = *a;
-  x.event_id = b->event_id;
-  x.staged_at_ms = b->staged_at_ms;
-  return sf_shard_staged_equal(&x, b);
-}
-
 /* The job-level parameters of ev against the job's first shard: SF_OK, or
  * the reason and a message naming the field and both values. */
 static sf_event_reason param_mismatch(const sf_job *j, const sf_shard_staged *ev,
                                       sf_err *err) {
   const sf_shard_staged *r = &j->shards[0].ev;
-  const char *f = NULL;
-  char a[64] = "", b[64] = "";
-  const char *as = a, *bs = b;
-  if (!str_eq(r->dataset_uri, ev->dataset_uri))
-    f = "dataset_uri", as = r->dataset_uri, bs = ev->dataset_uri;
-  else if (!str_eq(r->index_name, ev->index_name))
-    f = "index_name", as = r->index_name, bs = ev->index_name;
-  else if (!str_eq(r->column, ev->column))
-    f = "column", as = r->column, bs = ev->column;
-  else if (r->index_type != ev->index_type)
-    f = "index_type", as = sf_index_type_name(r->index_type),
-    bs = sf_index_type_name(ev->index_type);
-  else if (r->metric != ev->metric)
-    f = "metric", as = sf_metric_name(r->metric), bs = sf_metric_name(ev->metric);
-  else if (r->dim != ev->dim)
-    f = "dim", snprintf(a, sizeof a, "%d", r->dim), snprintf(b, sizeof b, "%d", ev->dim);
-  else if (r->num_partitions != ev->num_partitions)
-    f = "num_partitions", snprintf(a, sizeof a, "%d", r->num_partitions),
-    snprintf(b, sizeof b, "%d", ev->num_partitions);
-  else if (r->has_target_segment_bytes != ev->has_target_segment_bytes ||
-           (r->has_target_segment_bytes &&
-            r->target_segment_bytes != ev->target_segment_bytes)) {
-    f = "target_segment_bytes";
-    if (r->has_target_segment_bytes)
-      snprintf(a, sizeof a, "%lld", (long long)r->target_segment_bytes);
-    else
-      snprintf(a, sizeof a, "null");
-    if (ev->has_target_segment_bytes)
-      snprintf(b, sizeof b, "%lld", (long long)ev->target_segment_bytes);
-    else
-      snprintf(b, sizeof b, "null");
-  } else if (!roaring_bitmap_equals(r->expected_fragments, ev->expected_fragments))
-    f = "expected_fragments", as = "another set", bs = "this one";
+  char a[SF_EVENT_ID_MAX + 64], b[sizeof a];
+  const char *f = sf_shard_staged_job_diff(r, ev, a, b, sizeof a);
   if (f) {
     sf_err_set(err, SF_EMISMATCH,
                "shard '%s' of job '%s' has %s %s but the job's first shard '%s' has %s",
-               ev->shard_id, j->staging_id, f, bs, r->shard_id, as);
+               ev->shard_id, j->staging_id, f, b, r->shard_id, a);
     return SF_REASON_PARAM_MISMATCH;
   }
   if (r->quantizer_checksum != ev->quantizer_checksum) {
@@ -512,7 +469,7 @@ sf_jobs_outcome sf_jobs_add(sf_jobs *t, sf_shard_staged *ev, const uint8_t *raw,
                ev->shard_id, j->staging_id, (int)ref.partition, j->shards[0].ev.shard_id,
                (int)j->shards[0].ref.partition);
   } else if (k >= 0) {
-    if (same_content(&j->shards[k].ev, ev))
+    if (sf_shard_staged_same_shard(&j->shards[k].ev, ev))
       return add_ref(t, j, ref, err) ? SF_JOBS_ERROR : SF_JOBS_DUPLICATE;
     why = SF_REASON_DUPLICATE_CONFLICT;
     sf_err_set(err, SF_ECONFLICT,

@@ -177,6 +177,53 @@ bool sf_shard_staged_equal(const sf_shard_staged *a, const sf_shard_staged *b) {
          a->staged_at_ms == b->staged_at_ms;
 }
 
+const char *sf_shard_staged_job_diff(const sf_shard_staged *a, const sf_shard_staged *b,
+                                     char *av, char *bv, size_t n) {
+  const char *f = NULL;
+  const char *as = NULL, *bs = NULL; /* values that need no formatting */
+  if (n) av[0] = bv[0] = 0;
+  if (!str_eq(a->dataset_uri, b->dataset_uri))
+    f = "dataset_uri", as = a->dataset_uri, bs = b->dataset_uri;
+  else if (!str_eq(a->index_name, b->index_name))
+    f = "index_name", as = a->index_name, bs = b->index_name;
+  else if (!str_eq(a->column, b->column))
+    f = "column", as = a->column, bs = b->column;
+  else if (a->index_type != b->index_type)
+    f = "index_type", as = sf_index_type_name(a->index_type),
+    bs = sf_index_type_name(b->index_type);
+  else if (a->metric != b->metric)
+    f = "metric", as = sf_metric_name(a->metric), bs = sf_metric_name(b->metric);
+  else if (a->dim != b->dim)
+    f = "dim", snprintf(av, n, "%d", a->dim), snprintf(bv, n, "%d", b->dim);
+  else if (a->num_partitions != b->num_partitions)
+    f = "num_partitions", snprintf(av, n, "%d", a->num_partitions),
+    snprintf(bv, n, "%d", b->num_partitions);
+  else if (a->has_target_segment_bytes != b->has_target_segment_bytes ||
+           (a->has_target_segment_bytes &&
+            a->target_segment_bytes != b->target_segment_bytes)) {
+    f = "target_segment_bytes";
+    if (a->has_target_segment_bytes)
+      snprintf(av, n, "%lld", (long long)a->target_segment_bytes);
+    else
+      as = "null";
+    if (b->has_target_segment_bytes)
+      snprintf(bv, n, "%lld", (long long)b->target_segment_bytes);
+    else
+      bs = "null";
+  } else if (!bm_eq(a->expected_fragments, b->expected_fragments))
+    f = "expected_fragments", as = "another set", bs = "this one";
+  if (f && as) snprintf(av, n, "%s", as);
+  if (f && bs) snprintf(bv, n, "%s", bs);
+  return f;
+}
+
+bool sf_shard_staged_same_shard(const sf_shard_staged *a, const sf_shard_staged *b) {
+  sf_shard_staged x = *a; /* a shallow copy: only its two scalars change */
+  x.event_id = b->event_id;
+  x.staged_at_ms = b->staged_at_ms;
+  return sf_shard_staged_equal(&x, b);
+}
+
 static bool segment_eq(const sf_segment_info *a, const sf_segment_info *b) {
   if (!str_eq(a->segment_id, b->segment_id) || !str_eq(a->path, b->path) ||
       a->bytes != b->bytes || a->num_rows != b->num_rows ||

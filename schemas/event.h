@@ -154,6 +154,16 @@ sf_code sf_shard_staged_copy(sf_shard_staged *dst, const sf_shard_staged *src,
 /* True when every field is equal (bitmaps by content). A redelivered event
  * equals the first delivery; the same shard_id with other content does not. */
 bool sf_shard_staged_equal(const sf_shard_staged *a, const sf_shard_staged *b);
+/* Equal apart from event_id and staged_at_ms: the same shard announced
+ * again (a worker's retry makes a new event id). */
+bool sf_shard_staged_same_shard(const sf_shard_staged *a, const sf_shard_staged *b);
+/* The first job-level field (dataset_uri, index_name, column, index_type,
+ * metric, dim, num_partitions, target_segment_bytes, expected_fragments)
+ * in which a and b differ, with a's and b's values written into av and bv
+ * (n bytes each, truncated); NULL when they agree. The quantizer checksum
+ * is not among them: it has its own reason code. */
+const char *sf_shard_staged_job_diff(const sf_shard_staged *a, const sf_shard_staged *b,
+                                     char *av, char *bv, size_t n);
 bool sf_segments_committed_equal(const sf_segments_committed *a,
                                  const sf_segments_committed *b);
 bool sf_shard_rejected_equal(const sf_shard_rejected *a, const sf_shard_rejected *b);

@@ -466,6 +466,55 @@ static void json_round_trips_and_takes_fragments_as_range_lists_or_arrays(void *
   sf_event_clear(&ev);
 }
 
+/* Two shards of one job agree on every job-level field; the first that
+ * differs is named with both values, in the schema's field order. */
+static void job_diff_names_the_first_job_level_field_that_differs(void **state) {
+  sf_shard_staged a, b;
+  sf_err err;
+  rand_staged(&a);
+  assert_int_equal(sf_shard_staged_copy(&b, &a, &err), SF_OK);
+  char av[64], bv[64];
+  /* Another shard of the same job: shard fields, ids and times may differ. */
+  free(b.shard_id), b.shard_id = strdup("other-shard");
+  free(b.event_id), b.event_id = strdup("other-event");
+  b.num_rows++, b.staged_at_ms++, b.quantizer_checksum++;
+  assert_null(sf_shard_staged_job_diff(&a, &b, av, bv, sizeof av));
+  assert_false(sf_shard_staged_same_shard(&a, &b));
+  /* A redelivery under a new event id and time is the same shard. */
+  sf_shard_staged c;
+  assert_int_equal(sf_shard_staged_copy(&c, &a, &err), SF_OK);
+  free(c.event_id), c.event_id = strdup("retry");
+  c.staged_at_ms += 1000;
+  assert_true(sf_shard_staged_same_shard(&a, &c));
+  c.num_rows++;
+  assert_false(sf_shard_staged_same_shard(&a, &c));
+  sf_shard_staged_clear(&c);
+
+  b.has_target_segment_bytes = 1, b.target_segment_bytes = 12345;
+  a.has_target_segment_bytes = 0;
+  assert_string_equal(sf_shard_staged_job_diff(&a, &b, av, bv, sizeof av),
+                      "target_segment_bytes");
+  assert_string_equal(av, "null");
+  assert_string_equal(bv, "12345");
+  b.num_partitions = a.num_partitions + 1;
+  assert_string_equal(sf_shard_staged_job_diff(&a, &b, av, bv, sizeof av),
+                      "num_partitions");
+  b.dim = a.dim + 1;
+  assert_string_equal(sf_shard_staged_job_diff(&a, &b, av, bv, sizeof av), "dim");
+  b.metric = (sf_metric)((a.metric + 1) % 3);
+  assert_string_equal(sf_shard_staged_job_diff(&a, &b, av, bv, sizeof av), "metric");
+  assert_string_equal(av, sf_metric_name(a.metric));
+  assert_string_equal(bv, sf_metric_name(b.metric));
+  free(b.index_name), b.index_name = strdup("another-index");
+  assert_string_equal(sf_shard_staged_job_diff(&a, &b, av, bv, sizeof av), "index_name");
+  assert_string_equal(bv, "another-index");
+  free(b.dataset_uri), b.dataset_uri = strdup("/data/other");
+  assert_string_equal(sf_shard_staged_job_diff(&a, &b, av, bv, sizeof av), "dataset_uri");
+  assert_string_equal(bv, "/data/other");
+  sf_shard_staged_clear(&a);
+  sf_shard_staged_clear(&b);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(crc64_avro_matches_the_specification_on_the_empty_string),
@@ -480,6 +529,7 @@ int main(void) {
       cmocka_unit_test(events_of_an_older_version_resolve_into_the_current_one),
       cmocka_unit_test(a_version_the_current_schema_cannot_read_is_refused_when_added),
       cmocka_unit_test(json_round_trips_and_takes_fragments_as_range_lists_or_arrays),
+      cmocka_unit_test(job_diff_names_the_first_job_level_field_that_differs),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
