@@ -281,13 +281,21 @@ static sf_code check_directory(sf_seg_reader *r, const uint8_t *d, uint64_t dlen
   return SF_OK;
 }
 
-sf_code sf_seg_open(const char *path, sf_seg_reader **out, sf_err *err) {
-  *out = NULL;
+/* An empty reader of path (fd -1), or NULL without memory. */
+static sf_seg_reader *reader_new(const char *path) {
   sf_seg_reader *r = calloc(1, sizeof *r);
-  if (!r || !(r->path = strdup(path))) {
+  if (r && !(r->path = strdup(path))) {
     free(r);
-    return sf_err_set(err, SF_ENOMEM, "out of memory opening %s", path);
+    return NULL;
   }
+  if (r) r->fd = -1;
+  return r;
+}
+
+sf_code sf_seg_open(const char *path, sf_seg_reader **out, sf_err *err) {
+  sf_seg_reader *r = reader_new(path);
+  *out = NULL;
+  if (!r) return sf_err_set(err, SF_ENOMEM, "out of memory opening %s", path);
   /* The fd serves copy_file_range; the mapping serves everything else. Both
    * must be the same file: compare the inode before and after mapping. */
   struct stat a, b;
@@ -349,12 +357,9 @@ static sf_code read_at(sf_seg_reader *r, int fd, uint8_t *buf, size_t len, uint6
 }
 
 sf_code sf_seg_open_meta(const char *path, sf_seg_reader **out, sf_err *err) {
+  sf_seg_reader *r = reader_new(path);
   *out = NULL;
-  sf_seg_reader *r = calloc(1, sizeof *r);
-  if (!r || !(r->path = strdup(path))) {
-    free(r);
-    return sf_err_set(err, SF_ENOMEM, "out of memory opening %s", path);
-  }
+  if (!r) return sf_err_set(err, SF_ENOMEM, "out of memory opening %s", path);
   sf_code rc;
   /* O_NONBLOCK: a FIFO fails the regular-file check instead of blocking. */
   int fd = r->fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
