@@ -94,19 +94,17 @@ static int print_json(const sf_seginfo *s, size_t n) {
 }
 
 int cli_cmd_build(int argc, char **argv) {
-  static const struct option opts[] = {
-      {"staging", required_argument, 0, 's'},
-      {"dataset", required_argument, 0, 'd'},
-      {"target-segment-bytes", required_argument, 0, 'b'},
-      {"max-merges", required_argument, 0, 'm'},
-      {"expected-fragments", required_argument, 0, 'e'},
-      {"index-type", required_argument, 0, 't'},
-      {"staging-id", required_argument, 0, 'i'},
-      {"json", no_argument, 0, 'j'},
-      {"help", no_argument, 0, 'h'},
-      {0, 0, 0, 0}};
-  const char *staging = NULL, *dataset = NULL, *expected = NULL;
-  sf_plan_opts po = {.index_type = -1};
+  static const struct option opts[] = {{"staging", required_argument, 0, 's'},
+                                       {"dataset", required_argument, 0, 'd'},
+                                       CLI_PLAN_OPTIONS,
+                                       {"max-merges", required_argument, 0, 'm'},
+                                       {"staging-id", required_argument, 0, 'i'},
+                                       {"json", no_argument, 0, 'j'},
+                                       {"help", no_argument, 0, 'h'},
+                                       {0, 0, 0, 0}};
+  const char *staging = NULL, *dataset = NULL;
+  sf_plan_opts po = {0};
+  cli_plan_flags pf = CLI_PLAN_FLAGS_INIT;
   uint64_t merges = 0;
   int json = 0;
   sf_err err = {0};
@@ -114,29 +112,19 @@ int cli_cmd_build(int argc, char **argv) {
   optind = 1;
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
     sf_code rc = SF_OK;
+    if (cli_plan_flag(&pf, c, optarg, &rc, &err)) c = 0;
     switch (c) {
+      case 0:
+        break;
       case 's':
         staging = optarg;
         break;
       case 'd':
         dataset = optarg;
         break;
-      case 'b':
-        rc = cli_parse_u64("--target-segment-bytes", optarg, 0, UINT64_MAX / 2, 1,
-                           &po.target_segment_bytes, &err);
-        break;
       case 'm':
         rc = cli_parse_u64("--max-merges", optarg, 1, 1024, 0, &merges, &err);
         break;
-      case 'e':
-        expected = optarg;
-        break;
-      case 't': {
-        sf_index_type t;
-        rc = sf_index_type_parse(optarg, &t, &err);
-        po.index_type = (int)t;
-        break;
-      }
       case 'i':
         po.staging_id = optarg;
         break;
@@ -144,24 +132,29 @@ int cli_cmd_build(int argc, char **argv) {
         json = 1;
         break;
       case 'h':
+        cli_plan_flags_clear(&pf);
         help();
         return 0;
       default:
+        cli_plan_flags_clear(&pf);
         return cli_usage("build", "unknown option");
     }
-    if (rc) return cli_usage("build", "%s", err.msg);
+    if (rc) {
+      cli_plan_flags_clear(&pf);
+      return cli_usage("build", "%s", err.msg);
+    }
   }
+  if (!staging || !dataset || optind < argc) cli_plan_flags_clear(&pf);
   if (!staging) return cli_usage("build", "--staging DIR is required");
   if (!dataset) return cli_usage("build", "--dataset D is required");
   if (optind < argc) return cli_usage("build", "unexpected argument '%s'", argv[optind]);
-  roaring_bitmap_t *want = NULL;
-  if (expected && sf_fragset_parse(expected, "--expected-fragments", &want, &err))
-    return cli_usage("build", "%s", err.msg);
-  po.expected_fragments = want;
+  po.target_segment_bytes = pf.target_segment_bytes;
+  po.expected_fragments = pf.expected;
+  po.index_type = pf.index_type;
 
   sf_plan *plan;
   sf_code rc = sf_plan_staging(staging, &po, &plan, &err);
-  if (want) sf_fragset_free(want);
+  cli_plan_flags_clear(&pf);
   if (rc) return cli_fail("build", &err);
 
   progress_state st = {.tty = isatty(STDERR_FILENO)};

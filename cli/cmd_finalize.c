@@ -49,39 +49,27 @@ int cli_cmd_finalize(int argc, char **argv) {
       {"index", required_argument, 0, 'i'},
       {"column", required_argument, 0, 'c'},
       {"staging-id", required_argument, 0, 's'},
-      {"target-segment-bytes", required_argument, 0, 'b'},
-      {"expected-fragments", required_argument, 0, 'e'},
-      {"index-type", required_argument, 0, 't'},
+      CLI_PLAN_OPTIONS,
       {"max-merges", required_argument, 0, 'm'},
       {"replace", no_argument, 0, 'r'},
       {"json", no_argument, 0, 'j'},
       {"help", no_argument, 0, 'h'},
       {0, 0, 0, 0}};
-  sf_finalize_req req = {.index_type = -1};
-  roaring_bitmap_t *expected = NULL;
-  uint64_t budget = 0, merges = 0;
+  sf_finalize_req req = {0};
+  cli_plan_flags pf = CLI_PLAN_FLAGS_INIT;
+  uint64_t merges = 0;
   int json = 0, c, status = 2;
   sf_err err = {0};
   optind = 1;
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
     sf_code rc = SF_OK;
-    sf_index_type t;
+    if (cli_plan_flag(&pf, c, optarg, &rc, &err)) c = 0;
     switch (c) {
+      case 0: break;
       case 'd': req.dataset = optarg; break;
       case 'i': req.index_name = optarg; break;
       case 'c': req.column = optarg; break;
       case 's': req.staging_id = optarg; break;
-      case 'b':
-        rc = cli_parse_u64("--target-segment-bytes", optarg, 1, INT64_MAX, 1, &budget, &err);
-        break;
-      case 'e':
-        if (expected) sf_fragset_free(expected);
-        expected = NULL;
-        rc = sf_fragset_parse(optarg, "--expected-fragments", &expected, &err);
-        break;
-      case 't':
-        if (!(rc = sf_index_type_parse(optarg, &t, &err))) req.index_type = (int)t;
-        break;
       case 'm': rc = cli_parse_u64("--max-merges", optarg, 1, 1024, 0, &merges, &err); break;
       case 'r': req.replace = 1; break;
       case 'j': json = 1; break;
@@ -103,8 +91,9 @@ int cli_cmd_finalize(int argc, char **argv) {
   }
   progress_state st;
   sf_progress_init(&st.clock, sf_progress_now(), 0.25);
-  req.expected_fragments = expected;
-  req.target_segment_bytes = budget;
+  req.expected_fragments = pf.expected;
+  req.target_segment_bytes = pf.target_segment_bytes;
+  req.index_type = pf.index_type;
   req.build.max_merges = (unsigned)merges;
   if (isatty(STDERR_FILENO)) {
     req.build.progress = on_progress;
@@ -156,6 +145,6 @@ int cli_cmd_finalize(int argc, char **argv) {
   sf_finalize_result_clear(&res);
   status = 0;
 out:
-  if (expected) sf_fragset_free(expected);
+  cli_plan_flags_clear(&pf);
   return status;
 }

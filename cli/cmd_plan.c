@@ -55,40 +55,28 @@ static void print_plan(const sf_plan *p) {
 }
 
 int cli_cmd_plan(int argc, char **argv) {
-  static const struct option opts[] = {
-      {"staging", required_argument, 0, 's'},
-      {"target-segment-bytes", required_argument, 0, 'b'},
-      {"expected-fragments", required_argument, 0, 'e'},
-      {"index-type", required_argument, 0, 't'},
-      {"staging-id", required_argument, 0, 'i'},
-      {"json", no_argument, 0, 'j'},
-      {"help", no_argument, 0, 'h'},
-      {0, 0, 0, 0}};
-  const char *staging = NULL, *expected = NULL;
-  sf_plan_opts po = {.index_type = -1};
+  static const struct option opts[] = {{"staging", required_argument, 0, 's'},
+                                       CLI_PLAN_OPTIONS,
+                                       {"staging-id", required_argument, 0, 'i'},
+                                       {"json", no_argument, 0, 'j'},
+                                       {"help", no_argument, 0, 'h'},
+                                       {0, 0, 0, 0}};
+  const char *staging = NULL;
+  sf_plan_opts po = {0};
+  cli_plan_flags pf = CLI_PLAN_FLAGS_INIT;
   int json = 0;
   sf_err err = {0};
   int c;
   optind = 1;
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
     sf_code rc = SF_OK;
+    if (cli_plan_flag(&pf, c, optarg, &rc, &err)) c = 0;
     switch (c) {
+      case 0:
+        break;
       case 's':
         staging = optarg;
         break;
-      case 'b':
-        rc = cli_parse_u64("--target-segment-bytes", optarg, 0, UINT64_MAX / 2, 1,
-                           &po.target_segment_bytes, &err);
-        break;
-      case 'e':
-        expected = optarg;
-        break;
-      case 't': {
-        sf_index_type t;
-        rc = sf_index_type_parse(optarg, &t, &err);
-        po.index_type = (int)t;
-        break;
-      }
       case 'i':
         po.staging_id = optarg;
         break;
@@ -96,23 +84,28 @@ int cli_cmd_plan(int argc, char **argv) {
         json = 1;
         break;
       case 'h':
+        cli_plan_flags_clear(&pf);
         help();
         return 0;
       default:
+        cli_plan_flags_clear(&pf);
         return cli_usage("plan", "unknown option");
     }
-    if (rc) return cli_usage("plan", "%s", err.msg);
+    if (rc) {
+      cli_plan_flags_clear(&pf);
+      return cli_usage("plan", "%s", err.msg);
+    }
   }
+  if (!staging || optind < argc) cli_plan_flags_clear(&pf);
   if (!staging) return cli_usage("plan", "--staging DIR is required");
   if (optind < argc) return cli_usage("plan", "unexpected argument '%s'", argv[optind]);
-  roaring_bitmap_t *want = NULL;
-  if (expected && sf_fragset_parse(expected, "--expected-fragments", &want, &err))
-    return cli_usage("plan", "%s", err.msg);
-  po.expected_fragments = want;
+  po.target_segment_bytes = pf.target_segment_bytes;
+  po.expected_fragments = pf.expected;
+  po.index_type = pf.index_type;
 
   sf_plan *p;
   sf_code rc = sf_plan_staging(staging, &po, &p, &err);
-  if (want) sf_fragset_free(want);
+  cli_plan_flags_clear(&pf);
   if (rc) return cli_fail("plan", &err);
   if (json) {
     json_t *j = sf_plan_to_json(p);
