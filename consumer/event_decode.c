@@ -346,7 +346,7 @@ static sf_code decode(sf_event_decoder *dec, const void *buf, size_t len,
                       bool staged_only, sf_event *out, sf_event_reason *reason,
                       sf_err *err) {
   const sf_schema *s;
-  size_t hdr, used;
+  size_t hdr = 0, used; /* hdr is set on success; -O3 cannot tell */
   dec->last = NULL;
   TRY(sf_event_decode_header(dec->set, dec->framing, buf, len, &s, &hdr, reason, err));
   dec->last = s;

@@ -332,7 +332,7 @@ void sf_kconf_set_logger(sf_kconf *k, sf_kconf_log_fn fn) {
 
 int sf_kconf_get_ms(const sf_kconf *k, const char *key, int def) {
   const char *v = sf_kconf_get(k, key);
-  long ms;
+  long ms = def; /* set on success; -O3 cannot tell */
   if (!v || parse_ms(key, v, &ms, NULL)) return def;
   return (int)ms;
 }

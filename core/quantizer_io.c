@@ -101,8 +101,8 @@ sf_code sf_quant_serialize(const sf_quant *q, uint8_t **buf, size_t *len, sf_err
 }
 
 sf_code sf_quant_save(const sf_quant *q, const char *path, sf_err *err) {
-  uint8_t *b;
-  size_t len;
+  uint8_t *b = NULL; /* set on success; -O3 cannot tell */
+  size_t len = 0;
   sf_code rc = sf_quant_serialize(q, &b, &len, err);
   if (rc) return rc;
   rc = sf_fs_write_atomic(path, b, len, err);
@@ -187,7 +187,7 @@ sf_code sf_quant_load_mem(const uint8_t *buf, size_t len, const char *name, sf_q
   *out = NULL;
   if (!name) name = "quantizer";
   sf_quant_params p;
-  uint64_t rows, sum;
+  uint64_t rows = 0, sum = 0; /* set on success; -O3 cannot tell */
   sf_code rc = check_bytes(buf, len, name, &p, &rows, &sum, err);
   if (rc) return rc;
   sf_quant *q = calloc(1, sizeof *q);

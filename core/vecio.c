@@ -60,7 +60,7 @@ void sf_vecreader_free(sf_vecreader *r) {
 
 sf_code sf_vecreader_open(const char *path, sf_vecreader **out, sf_err *err) {
   *out = NULL;
-  sf_vec_kind kind;
+  sf_vec_kind kind = SF_VEC_FVECS; /* set by sf_vec_kind_of; -O3 cannot tell */
   sf_code rc = sf_vec_kind_of(path, &kind, err);
   if (rc) return rc;
   sf_vecreader *r = calloc(1, sizeof *r);
@@ -250,7 +250,7 @@ struct sf_vecwriter {
 
 sf_code sf_vecwriter_open(const char *path, uint32_t dim, sf_vecwriter **out, sf_err *err) {
   *out = NULL;
-  sf_vec_kind kind;
+  sf_vec_kind kind = SF_VEC_FVECS; /* set by sf_vec_kind_of; -O3 cannot tell */
   sf_code rc = sf_vec_kind_of(path, &kind, err);
   if (rc) return rc;
   if (dim == 0 || dim > SF_MAX_DIM)

@@ -2,7 +2,8 @@
 # The README's test command: installs what is missing, builds, and runs every
 # test three ways: a normal -Werror build, the same tests under
 # AddressSanitizer + UndefinedBehaviorSanitizer, and each libFuzzer target for
-# a short run (SF_FUZZ_SECONDS, default 20).
+# a short run (SF_FUZZ_SECONDS, default 20). It also checks that the -O3
+# (Release) build compiles with -Werror.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
@@ -14,6 +15,10 @@ cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j"$jobs"
 echo "== tests"
 (cd build && ctest --output-on-failure -j"$jobs" --timeout 900)
+
+echo "== build (gcc -O3, -Werror; compiles only: -O3 inlines more and so warns more)"
+cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build-release -j"$jobs"
 
 echo "== build (AddressSanitizer + UndefinedBehaviorSanitizer)"
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSF_SANITIZE=ON >/dev/null
