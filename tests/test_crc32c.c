@@ -77,12 +77,41 @@ static void test_hardware_and_table_paths_agree_on_random_buffers(void **state) 
   free(b);
 }
 
+/* The hardware path runs three interleaved streams over blocks of 8 KiB,
+ * then of 256 bytes, then one stream: every length around those edges, at
+ * every alignment of the start, gives the table path's answer. */
+static void test_interleaved_streams_agree_at_every_block_edge(void **state) {
+  if (!sf_crc32c_hw_available()) {
+    skip();
+    return;
+  }
+  enum { N = 3 * 8192 * 2 + 3 * 256 * 3 + 64 };
+  uint8_t *b = malloc(N + 8);
+  assert_non_null(b);
+  fill(b, N + 8, 5);
+  const size_t edges[] = {3 * 256, 3 * 8192, 2 * 3 * 8192, 3 * 8192 + 3 * 256,
+                          2 * 3 * 8192 + 2 * 3 * 256};
+  for (size_t e = 0; e < sizeof edges / sizeof edges[0]; e++)
+    for (size_t len = edges[e] - 17; len <= edges[e] + 17 && len <= N; len++)
+      for (size_t off = 0; off < 8; off++) {
+        uint32_t want = sf_crc32c_sw(0x1234567u, b + off, len);
+        if (sf_crc32c_hw(0x1234567u, b + off, len) != want)
+          fail_msg("length %zu at offset %zu", len, off);
+      }
+  /* Whole and in pieces cut inside a block agree too. */
+  uint32_t whole = sf_crc32c_hw(0, b, N);
+  for (size_t cut = 1; cut < N; cut += 1021)
+    assert_int_equal(sf_crc32c_hw(sf_crc32c_hw(0, b, cut), b + cut, N - cut), whole);
+  free(b);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_check_value_of_123456789_is_e3069283),
       cmocka_unit_test(test_rfc3720_vectors_match),
       cmocka_unit_test(test_empty_input_leaves_the_crc_unchanged),
       cmocka_unit_test(test_feeding_pieces_equals_one_call_at_every_split),
+      cmocka_unit_test(test_interleaved_streams_agree_at_every_block_edge),
       cmocka_unit_test(test_hardware_and_table_paths_agree_on_random_buffers),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
