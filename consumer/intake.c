@@ -138,6 +138,41 @@ static int under_a_root(const sf_intake *in, const char *dir) {
   return 0;
 }
 
+/* "a, b, c" of the roots, cut to fit buf. */
+static const char *roots_list(const sf_intake *in, char *buf, size_t size) {
+  buf[0] = 0;
+  for (size_t i = 0, at = 0; i < in->nroots && at < size; i++)
+    at += (size_t)snprintf(buf + at, size - at, "%s%s", i ? ", " : "", in->roots[i]);
+  return buf;
+}
+
+/* The directories of a dataset that the service writes into or reads
+ * shards from: each, if it exists, must resolve under a root too, or a link
+ * inside a served dataset would lead the service's writes out of it. */
+static const char *const dataset_dirs[] = {"_indices",
+                                           SF_CATALOG_DIR,
+                                           SF_CATALOG_QUANTIZERS_DIR,
+                                           SF_CATALOG_SEGMENTS_DIR,
+                                           SF_CATALOG_STAGING_DIR,
+                                           SF_INTAKE_FAILED_DIR};
+
+/* The first of dataset_dirs under the resolved dataset dir that resolves
+ * outside the roots, as a malloc'd resolved path (*rel names it); NULL if
+ * none does (one that does not exist yet is fine). */
+static char *dir_escaping(const sf_intake *in, const char *dir, const char **rel) {
+  for (size_t i = 0; i < sizeof dataset_dirs / sizeof dataset_dirs[0]; i++) {
+    char *p = sf_fs_join(dir, dataset_dirs[i]);
+    char *r = p ? realpath(p, NULL) : NULL;
+    free(p);
+    if (r && !under_a_root(in, r)) {
+      *rel = dataset_dirs[i];
+      return r;
+    }
+    free(r);
+  }
+  return NULL;
+}
+
 /* realpath(root), through the cache; the result is owned by the cache (or,
  * without one, by the caller through *owned). NULL with errno on failure. */
 static const char *resolve_root(sf_intake *in, const char *root, char **owned) {
@@ -201,16 +236,25 @@ sf_code sf_intake_open(void *ctx, const sf_shard_staged *ev, char **dataset,
   }
   if (rc) return sf_err_set(err, rc, "%s", e.msg);
   const sf_intake *in = ctx;
+  char roots[256];
   if (in && in->nroots && !under_a_root(in, dir)) {
-    char roots[256] = "";
-    for (size_t i = 0, at = 0; i < in->nroots && at < sizeof roots; i++)
-      at += (size_t)snprintf(roots + at, sizeof roots - at, "%s%s", i ? ", " : "",
-                             in->roots[i]);
     sf_code r = refuse(reason, SF_REASON_PATH_ESCAPE, err, SF_EINVAL,
                        "dataset_uri of job '%s': %s is outside the dataset roots this "
                        "service serves (%s); stage under one of them, or start the "
                        "service with --dataset-root for it",
-                       ev->staging_id, dir, roots);
+                       ev->staging_id, dir, roots_list(in, roots, sizeof roots));
+    free(dir);
+    return r;
+  }
+  const char *rel = NULL;
+  char *out = in && in->nroots ? dir_escaping(in, dir, &rel) : NULL;
+  if (out) {
+    sf_code r =
+        refuse(reason, SF_REASON_PATH_ESCAPE, err, SF_EINVAL,
+               "dataset of job '%s': %s/%s is a link to %s, outside the dataset "
+               "roots this service serves (%s); make it a real directory",
+               ev->staging_id, dir, rel, out, roots_list(in, roots, sizeof roots));
+    free(out);
     free(dir);
     return r;
   }
@@ -316,6 +360,16 @@ sf_code sf_intake_check(void *ctx, const char *dataset, const sf_shard_staged *e
                   ev->shard_id, ev->staging_id, root);
     else
       rc = path_error(reason, err, e, "the staging root", root);
+    goto out;
+  }
+  const sf_intake *in = ctx;
+  if (in && in->nroots && !under_a_root(in, rroot)) {
+    char roots[256];
+    rc = refuse(reason, SF_REASON_PATH_ESCAPE, err, SF_EINVAL,
+                "shard '%s' of job '%s': the staging root %s resolves to %s, outside the "
+                "dataset roots this service serves (%s)",
+                ev->shard_id, ev->staging_id, root, rroot,
+                roots_list(in, roots, sizeof roots));
     goto out;
   }
   if (!(rfile = sf_fs_join(rroot, ev->shard_path))) {

@@ -18,6 +18,7 @@
 /* clang-format on */
 
 #include "consumer/intake.h"
+#include "core/fsutil.h"
 #include "testutil.h"
 
 typedef struct fx {
@@ -207,6 +208,91 @@ static void a_shard_file_that_is_not_a_shard_is_a_corrupt_file(void **state) {
   fx_free(f);
 }
 
+/* The open hook with dataset roots: its reason, and its message in msg. */
+static sf_event_reason open_in_roots(sf_intake *in, const char *dataset, char *msg) {
+  sf_shard_staged e = event(dataset, "job", "s0.sfshard");
+  sf_event_reason reason = SF_REASON_NONE;
+  sf_err err = {0};
+  char *dir = NULL;
+  sf_code rc = sf_intake_open(in, &e, &dir, &reason, &err);
+  free(dir);
+  snprintf(msg, SF_ERR_MSG_MAX, "%s", rc ? err.msg : "");
+  return reason;
+}
+
+static void mkdirs(const char *base, const char *rel) {
+  char p[4300];
+  snprintf(p, sizeof p, "%s/%s", base, rel);
+  sf_err err;
+  assert_int_equal(sf_fs_mkdirs(p, &err), SF_OK);
+}
+
+static void linkto(const char *target, const char *base, const char *rel) {
+  char p[4300];
+  snprintf(p, sizeof p, "%s/%s", base, rel);
+  assert_int_equal(symlink(target, p), 0);
+}
+
+/* With --dataset-root, a dataset outside the roots is refused, and so is
+ * one inside whose _indices, staging or output directories are links that
+ * lead out: the service would write or read there. A real directory
+ * tree, and a root given as a prefix of another name, are told apart. */
+static void with_roots_a_link_out_of_a_served_dataset_is_a_path_escape(void **state) {
+  char base[3900], served[4000], outside[4000], ds[4100], msg[SF_ERR_MSG_MAX];
+  snprintf(base, sizeof base, "%s", tu_tmpdir("intake_roots"));
+  snprintf(served, sizeof served, "%s/served", base);
+  snprintf(outside, sizeof outside, "%s/outside", base);
+  mkdirs(base, "served");
+  mkdirs(base, "outside/job");
+  mkdirs(base, "outside/idx");
+  mkdirs(base, "served2/d/_indices/_staging/job");
+  const char *roots[] = {served};
+  sf_intake *in;
+  sf_err err;
+  assert_int_equal(sf_intake_new(&in, roots, 1, &err), SF_OK);
+
+  mkdirs(served, "ok/_indices/_staging/job"); /* all real: fine */
+  snprintf(ds, sizeof ds, "%s/ok", served);
+  EXPECT_REASON(open_in_roots(in, ds, msg), SF_REASON_NONE);
+
+  snprintf(ds, sizeof ds, "%s/served2/d", base); /* a prefix is not a parent */
+  EXPECT_REASON(open_in_roots(in, ds, msg), SF_REASON_PATH_ESCAPE);
+  assert_non_null(strstr(msg, "--dataset-root"));
+
+  linkto(outside, served, "lnk"); /* the dataset itself links out */
+  snprintf(ds, sizeof ds, "%s/lnk", served);
+  EXPECT_REASON(open_in_roots(in, ds, msg), SF_REASON_PATH_ESCAPE);
+
+  mkdirs(served, "a");
+  linkto(outside, served, "a/_indices"); /* _indices links out */
+  snprintf(ds, sizeof ds, "%s/a", served);
+  EXPECT_REASON(open_in_roots(in, ds, msg), SF_REASON_PATH_ESCAPE);
+  assert_non_null(strstr(msg, "_indices is a link"));
+
+  mkdirs(served, "b/_indices/_staging");
+  char idx[4100];
+  snprintf(idx, sizeof idx, "%s/idx", outside);
+  linkto(idx, served, "b/_indices/segments"); /* where segments are written */
+  snprintf(ds, sizeof ds, "%s/b", served);
+  EXPECT_REASON(open_in_roots(in, ds, msg), SF_REASON_PATH_ESCAPE);
+  assert_non_null(strstr(msg, "segments is a link"));
+
+  mkdirs(served, "c/_indices/_staging");
+  char job[4100];
+  snprintf(job, sizeof job, "%s/job", outside);
+  linkto(job, served, "c/_indices/_staging/job"); /* one job's staging root */
+  snprintf(ds, sizeof ds, "%s/c", served);
+  EXPECT_REASON(open_in_roots(in, ds, msg), SF_REASON_NONE);
+  sf_shard_staged e = event(ds, "job", "s0.sfshard");
+  sf_event_reason reason = SF_REASON_NONE;
+  char *path = NULL;
+  assert_int_not_equal(sf_intake_check(in, ds, &e, &path, &reason, &err), SF_OK);
+  EXPECT_REASON(reason, SF_REASON_PATH_ESCAPE);
+  assert_non_null(strstr(err.msg, "staging root"));
+  assert_null(path);
+  sf_intake_free(in);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(a_dataset_below_a_regular_file_is_missing),
@@ -221,6 +307,7 @@ int main(void) {
       cmocka_unit_test(a_shard_path_below_a_regular_file_is_missing),
       cmocka_unit_test(an_unreadable_shard_file_is_the_events_fault),
       cmocka_unit_test(a_shard_file_that_is_not_a_shard_is_a_corrupt_file),
+      cmocka_unit_test(with_roots_a_link_out_of_a_served_dataset_is_a_path_escape),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
