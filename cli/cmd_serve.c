@@ -62,7 +62,8 @@ static void help(void) {
       "  --dataset-root DIR  serve only datasets in DIR or below it (repeatable); an\n"
       "                     event naming another is refused with PATH_ESCAPE. Without\n"
       "                     it, any dataset this process can write is served\n"
-      "  --metrics-addr A   serve Prometheus metrics on http://A/metrics\n",
+      "  --metrics-addr A   serve Prometheus metrics on http://A/metrics and a liveness\n"
+      "                     probe on http://A/healthz\n",
       SF_PROC_DEFAULT_GROUP);
 }
 

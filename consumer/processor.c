@@ -452,6 +452,9 @@ static void publish_stats(sf_proc *p) {
 /* One turn of the loop: a message (or a wake-up), then the results, the
  * timeouts, back-pressure and the offset commit that are due. */
 static void turn(sf_proc *p, int timeout_ms) {
+  if (p->o.metrics)
+    atomic_store_explicit(&p->o.metrics->loop_turn_ms, proc_mono_ms(),
+                          memory_order_relaxed);
   rd_kafka_message_t *m = rd_kafka_consumer_poll(p->rk, timeout_ms);
   if (m) {
     on_message(p, m);
@@ -485,6 +488,7 @@ sf_code sf_proc_run(sf_proc *p, sf_err *err) {
               "staging_timeout_ms=%lld",
               p->topic, sf_kconf_get(p->kconf, "group.id"), p->o.workers, p->o.max_merges,
               (long long)p->o.staging_timeout_ms);
+    if (p->o.metrics) atomic_store(&p->o.metrics->phase, SF_METRICS_SERVING);
     while (!p->stop) {
       int64_t until =
           p->frozen_since_ms ? 100 : sf_jobs_next_deadline(p->jobs) - proc_mono_ms();
@@ -493,6 +497,7 @@ sf_code sf_proc_run(sf_proc *p, sf_err *err) {
   }
   /* Drain: no new work; what is in flight finishes and is announced. */
   p->stop = 1;
+  if (p->o.metrics) atomic_store(&p->o.metrics->phase, SF_METRICS_DRAINING);
   if (!p->paused) set_paused(p, 1);
   proc_plog(p, SF_PROC_LOG_INFO, "event=draining building=%zu dead_letters=%zu",
             p->inflight_finalize, p->inflight_dead);

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 static const double build_bounds[SF_METRICS_NBUCKETS] = SF_METRICS_BUILD_BUCKETS;
@@ -38,6 +39,8 @@ void sf_metrics_init(sf_metrics *m) {
   for (int i = 0; i < SF_REASON_COUNT; i++) atomic_init(&m->events_rejected[i], 0);
   atomic_init(&m->bytes_built, 0);
   atomic_init(&m->paused, 0);
+  atomic_init(&m->loop_turn_ms, 0);
+  atomic_init(&m->phase, SF_METRICS_STARTING);
   hist_init(&m->build_seconds, build_bounds);
   hist_init(&m->e2e_seconds, e2e_bounds);
 }
@@ -91,6 +94,25 @@ static void histogram(FILE *f, const char *name, const char *help,
   fprintf(f, "segforge_%s_count %llu\n", name, (unsigned long long)cum);
 }
 
+static int64_t mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int sf_metrics_health(const sf_metrics *m, int64_t now_ms, const char **why) {
+  int phase = LOAD(m->phase);
+  int64_t turn = LOAD(m->loop_turn_ms);
+  *why = "ok";
+  if (phase == SF_METRICS_STARTING)
+    *why = "starting: the poll loop has not run yet";
+  else if (phase == SF_METRICS_DRAINING)
+    *why = "draining: the processor is stopping";
+  else if (!turn || now_ms - turn > SF_METRICS_STUCK_MS)
+    *why = "stuck: the poll loop has not turned for over 30 s";
+  return !strcmp(*why, "ok");
+}
+
 char *sf_metrics_render(const sf_metrics *m, size_t *len) {
   char *buf = NULL;
   size_t n = 0;
@@ -121,6 +143,11 @@ char *sf_metrics_render(const sf_metrics *m, size_t *len) {
             &m->build_seconds);
   histogram(f, "end_to_end_seconds",
             "Time from a job's first staged_at_ms to its commit.", &m->e2e_seconds);
+  int64_t turn = LOAD(m->loop_turn_ms);
+  header(f, "poll_loop_age_seconds", "gauge",
+         "Seconds since the consumer's poll loop last turned (-1 before it runs).");
+  fprintf(f, "segforge_poll_loop_age_seconds %.3f\n",
+          turn ? (double)(mono_ms() - turn) / 1e3 : -1.0);
   if (fclose(f) != 0) {
     free(buf);
     return NULL;
@@ -172,11 +199,24 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     return reply(c, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8", body, len,
                  MHD_RESPMEM_MUST_FREE);
   }
+  if (!strcmp(url, "/healthz")) {
+    const char *why;
+    int ok = sf_metrics_health(s->m, mono_ms(), &why);
+    char *body = NULL;
+    int n = asprintf(&body, "%s\n", why);
+    if (n < 0) {
+      static char msg[] = "out of memory\n";
+      return reply(c, MHD_HTTP_INTERNAL_SERVER_ERROR, text, msg, sizeof msg - 1,
+                   MHD_RESPMEM_PERSISTENT);
+    }
+    return reply(c, ok ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE, text, body,
+                 (size_t)n, MHD_RESPMEM_MUST_FREE);
+  }
   if (!strcmp(url, "/")) {
-    static char msg[] = "segforge: metrics at /metrics\n";
+    static char msg[] = "segforge: metrics at /metrics, liveness at /healthz\n";
     return reply(c, MHD_HTTP_OK, text, msg, sizeof msg - 1, MHD_RESPMEM_PERSISTENT);
   }
-  static char msg[] = "not found: try /metrics\n";
+  static char msg[] = "not found: try /metrics or /healthz\n";
   return reply(c, MHD_HTTP_NOT_FOUND, text, msg, sizeof msg - 1, MHD_RESPMEM_PERSISTENT);
 }
 

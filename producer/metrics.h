@@ -21,11 +21,13 @@
  *   consumer_paused          gauge    1 while partitions are paused
  *   build_duration_seconds   histogram  one job's plan + build + commit
  *   end_to_end_seconds       histogram  first staged_at_ms -> committed
+ *   poll_loop_age_seconds    gauge    since the poll loop's last turn
  *
  * Serving: sf_metrics_serve starts libmicrohttpd with its own listening
  * thread (MHD_USE_INTERNAL_POLLING_THREAD): that thread, created there and
  * joined by sf_metrics_server_stop, is the only one. It answers GET
- * /metrics (and GET / with a pointer to it); anything else is 404/405.
+ * /metrics, GET /healthz (a liveness probe, see sf_metrics_health) and GET /
+ * with a pointer to both; anything else is 404/405.
  */
 #ifndef SF_METRICS_H
 #define SF_METRICS_H
@@ -59,9 +61,27 @@ typedef struct sf_metrics {
   atomic_uint_least64_t events_rejected[SF_REASON_COUNT]; /* by sf_event_reason */
   atomic_uint_least64_t bytes_built;
   atomic_int paused; /* 0 or 1 */
+  /* Liveness: the poll loop stores the CLOCK_MONOTONIC time of each turn
+   * (0 before the first) and its phase. */
+  atomic_int_least64_t loop_turn_ms;
+  atomic_int phase; /* sf_metrics_phase */
   sf_histogram build_seconds;
   sf_histogram e2e_seconds;
 } sf_metrics;
+
+typedef enum sf_metrics_phase {
+  SF_METRICS_STARTING = 0, /* before the poll loop runs */
+  SF_METRICS_SERVING,
+  SF_METRICS_DRAINING, /* stopping: no new work */
+} sf_metrics_phase;
+
+/* A poll loop that has not turned for this long is stuck: /healthz says 503.
+ * The loop turns at least every 100 ms when idle. */
+#define SF_METRICS_STUCK_MS 30000
+
+/* The liveness verdict at monotonic time now_ms: 1 when the loop serves and
+ * turned within SF_METRICS_STUCK_MS, else 0 with why (a static string). */
+int sf_metrics_health(const sf_metrics *m, int64_t now_ms, const char **why);
 
 /* Zeroes every value and sets the bucket bounds. The struct is caller
  * storage and needs no freeing. */

@@ -10,8 +10,11 @@ python3-avro from schemas/*.avsc (single-object header checked).
     end of the topic (nothing is left pending), and SIGTERM exits 0.
 """
 import os
+import re
 import sys
 import time
+import urllib.error
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import serve_helpers as h  # noqa: E402
@@ -26,7 +29,8 @@ a = [d.stage("job-a", "a%d" % i, "%d-%d" % (4 * i, 4 * i + 3), "0-15") for i in 
 b = [d.stage("job-b", "b%d" % i, "%d-%d" % (16 + 4 * i, 19 + 4 * i), "16-27") for i in range(3)]
 c = [d.stage("job-c", "c%d" % i, "%d-%d" % (28 + 4 * i, 31 + 4 * i), "28-39") for i in range(3)]
 
-serve = h.Serve(["--partitions", "4", "--target-segment-bytes", "300K", "--log-level", "debug"],
+serve = h.Serve(["--partitions", "4", "--target-segment-bytes", "300K", "--log-level", "debug",
+                 "--metrics-addr", "127.0.0.1:0"],
                 os.path.join(root, "serve.log"), embedded=True)
 prod = h.producer(serve.bootstrap)
 check = h.check
@@ -95,6 +99,36 @@ lines = serve.lines()
 check(sum("event=redelivery" in l for l in lines) == 3, "the three redeliveries were recognised")
 check(any("event=job_committed staging_id=job-a" in l and "finalize_ms=" in l for l in lines),
       "a structured log line reports each commit with its timings")
+
+# Metrics and liveness, scraped over HTTP as Prometheus would.
+serve.wait_log("event=metrics_serving", 10)
+port = int(re.search(r"port=(\d+)", [l for l in serve.lines() if "metrics_serving" in l][0]).group(1))
+
+
+def scrape(path):
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+status, text = scrape("/metrics")
+vals = {}
+for line in text.splitlines():
+    if line and not line.startswith("#"):
+        name, _, v = line.rpartition(" ")
+        vals[name] = float(v)
+sent = len(order) + 6
+check(status == 200 and vals.get("segforge_jobs_committed_total") == 3,
+      "/metrics counts the 3 committed jobs (%s)" % vals.get("segforge_jobs_committed_total"))
+check(vals.get("segforge_events_received_total") == sent,
+      "/metrics counts the %d events received (%s)" % (sent, vals.get("segforge_events_received_total")))
+check(vals.get("segforge_build_duration_seconds_count") == 3 and vals.get("segforge_jobs_pending") == 0,
+      "/metrics has one build observation per job and no job pending")
+check(0 <= vals.get("segforge_poll_loop_age_seconds", -1) < 5, "the poll loop turns")
+status, text = scrape("/healthz")
+check(status == 200 and text.strip() == "ok", "/healthz says ok while serving (%d %s)" % (status, text.strip()))
 
 # Offsets: everything is finished, so the group's offsets reach the end.
 time.sleep(0.5)

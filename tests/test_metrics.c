@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 /* clang-format off */
@@ -187,6 +188,37 @@ static void the_server_answers_metrics_on_an_ephemeral_port(void **state) {
   atomic_fetch_add(&m.jobs_failed, 1); /* every scrape renders afresh */
   r = http(port, "GET /metrics HTTP/1.0\r\n\r\n");
   assert_true(sample(strstr(r, "\r\n\r\n") + 4, "segforge_jobs_failed_total") == 6);
+  free(r);
+
+  /* /healthz: 503 until the loop serves, 200 while it turns, 503 once it
+   * has not turned for SF_METRICS_STUCK_MS or while it drains. */
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  const int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+  r = http(port, "GET /healthz HTTP/1.0\r\n\r\n");
+  assert_non_null(strstr(r, " 503 "));
+  assert_non_null(strstr(r, "starting"));
+  free(r);
+  atomic_store(&m.phase, SF_METRICS_SERVING);
+  atomic_store(&m.loop_turn_ms, now);
+  r = http(port, "GET /healthz HTTP/1.0\r\n\r\n");
+  assert_non_null(strstr(r, " 200 "));
+  assert_non_null(strstr(r, "\r\n\r\nok\n"));
+  free(r);
+  r = http(port, "GET /metrics HTTP/1.0\r\n\r\n");
+  double age = sample(strstr(r, "\r\n\r\n") + 4, "segforge_poll_loop_age_seconds");
+  assert_true(age >= 0 && age < 5);
+  free(r);
+  atomic_store(&m.loop_turn_ms, now - SF_METRICS_STUCK_MS - 1000);
+  r = http(port, "GET /healthz HTTP/1.0\r\n\r\n");
+  assert_non_null(strstr(r, " 503 "));
+  assert_non_null(strstr(r, "stuck"));
+  free(r);
+  atomic_store(&m.loop_turn_ms, now);
+  atomic_store(&m.phase, SF_METRICS_DRAINING);
+  r = http(port, "GET /healthz HTTP/1.0\r\n\r\n");
+  assert_non_null(strstr(r, " 503 "));
+  assert_non_null(strstr(r, "draining"));
   free(r);
 
   r = http(port, "GET /nothing HTTP/1.0\r\n\r\n");
