@@ -313,7 +313,7 @@ static sf_code build_one(run *r, size_t g, sf_err *err) {
   sf_seg_reader *have = NULL;
   sf_err ignored = {0};
   uint64_t rows = 0;
-  if (sf_seg_open(j.path, &have, &ignored) == SF_OK) {
+  if (sf_seg_open_meta(j.path, &have, &ignored) == SF_OK) {
     int same = reusable(&j, have);
     uint64_t bytes = sf_seg_file_bytes(have), have_rows = sf_seg_num_rows(have);
     sf_seg_close(have);

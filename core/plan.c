@@ -424,7 +424,7 @@ static sf_code read_shard(const char *root, const char *name, sf_plan_shard *s,
   s->shard_id = strndup(name, strlen(name) - strlen(SF_PLAN_SHARD_EXT));
   if (!s->path || !s->shard_id) return oom(err);
   sf_seg_reader *r;
-  sf_code rc = sf_seg_open(s->path, &r, err);
+  sf_code rc = sf_seg_open_meta(s->path, &r, err); /* metadata only: no mapping */
   if (rc) return rc;
   s->params = *sf_seg_get_params(r);
   if (s->params.kind != SF_SEG_KIND_SHARD) {

@@ -156,7 +156,7 @@ sf_code sf_worker_fill_staged(const sf_worker_info *info, const char *shard_file
   if ((rc = staging_root(info, &root, err))) goto out;
   if ((rc = resolve(shard_file, "shard file", &file, err))) goto out;
   if ((rc = relative_to(root, file, shard_file, &rel, err))) goto out;
-  if ((rc = sf_seg_open(file, &r, err))) goto out;
+  if ((rc = sf_seg_open_meta(file, &r, err))) goto out;
   const sf_seg_params *p = sf_seg_get_params(r);
   if (p->kind != SF_SEG_KIND_SHARD) {
     rc = sf_err_set(err, SF_EFORMAT, "%s is a %s file, not a shard", shard_file,
