@@ -244,16 +244,37 @@ int cli_cmd_serve(int argc, char **argv) {
     sf_kconf_free(k);
     return cli_usage("serve", "unexpected argument '%s'", argv[optind]);
   }
+  /* The roots of --config / -X segforge.dataset.roots, then the flags'. */
+  char *conf_roots = NULL;
+  const char *cr = sf_kconf_get(k, SF_KCONF_DATASET_ROOTS);
+  if (cr && !(conf_roots = strdup(cr))) {
+    sf_kconf_free(k);
+    return cli_fail("serve", &(sf_err){SF_ENOMEM, "out of memory"});
+  }
+  for (char *save = NULL, *t = conf_roots ? strtok_r(conf_roots, ",", &save) : NULL; t;
+       t = strtok_r(NULL, ",", &save)) {
+    if (nroots == MAX_ROOTS) {
+      free(conf_roots);
+      sf_kconf_free(k);
+      return cli_usage("serve", "%s: at most %d roots with --dataset-root",
+                       SF_KCONF_DATASET_ROOTS, (int)MAX_ROOTS);
+    }
+    memmove(roots + 1, roots, nroots * sizeof *roots); /* before the flags' */
+    roots[0] = t;
+    nroots++;
+  }
   /* Checked again (resolved) by the processor; here so that a typo fails
    * before an embedded broker starts. */
   for (size_t i = 0; i < nroots; i++) {
     struct stat st;
     if (stat(roots[i], &st) || !S_ISDIR(st.st_mode)) {
+      int status = cli_usage("serve",
+                             "--dataset-root (or segforge.dataset.roots): '%s' is not a "
+                             "directory that exists: create it or fix the path",
+                             roots[i]); /* roots[i] may point into conf_roots */
+      free(conf_roots);
       sf_kconf_free(k);
-      return cli_usage("serve",
-                       "--dataset-root: '%s' is not a directory that exists: create it "
-                       "or fix the path",
-                       roots[i]);
+      return status;
     }
   }
 
@@ -312,5 +333,6 @@ out:
   sf_metrics_server_stop(msrv);
   sf_broker_stop(broker);
   sf_kconf_free(k);
+  free(conf_roots);
   return rc;
 }

@@ -171,6 +171,21 @@ static sf_code check_schema_ids(const char *key, const char *v, sf_err *err) {
   }
 }
 
+/* "DIR[,DIR]...", each absolute and non-empty. */
+static sf_code check_roots(const char *key, const char *v, sf_err *err) {
+  for (const char *p = v;;) {
+    const char *comma = strchr(p, ',');
+    size_t n = comma ? (size_t)(comma - p) : strlen(p);
+    if (n == 0 || *p != '/')
+      return sf_err_set(err, SF_EINVAL,
+                        "%s: '%s' is not a comma-separated list of absolute directories "
+                        "(e.g. /data/a,/data/b)",
+                        key, v);
+    if (!comma) return SF_OK;
+    p = comma + 1;
+  }
+}
+
 static sf_code check_own(const char *key, const char *v, sf_err *err) {
   if (!strcmp(key, SF_KCONF_TOPIC_STAGED) || !strcmp(key, SF_KCONF_TOPIC_COMMITTED) ||
       !strcmp(key, SF_KCONF_TOPIC_REJECTED))
@@ -184,10 +199,12 @@ static sf_code check_own(const char *key, const char *v, sf_err *err) {
   }
   if (!strcmp(key, SF_KCONF_SCHEMA_IDS)) return check_schema_ids(key, v, err);
   if (!strcmp(key, SF_KCONF_DELIVERY_TIMEOUT_MS)) return parse_ms(key, v, NULL, err);
-  return sf_err_set(
-      err, SF_EINVAL, "unknown segforge property '%s' (known: %s, %s, %s, %s, %s, %s)",
-      key, SF_KCONF_TOPIC_STAGED, SF_KCONF_TOPIC_COMMITTED, SF_KCONF_TOPIC_REJECTED,
-      SF_KCONF_FRAMING, SF_KCONF_SCHEMA_IDS, SF_KCONF_DELIVERY_TIMEOUT_MS);
+  if (!strcmp(key, SF_KCONF_DATASET_ROOTS)) return check_roots(key, v, err);
+  return sf_err_set(err, SF_EINVAL,
+                    "unknown segforge property '%s' (known: %s, %s, %s, %s, %s, %s, %s)",
+                    key, SF_KCONF_TOPIC_STAGED, SF_KCONF_TOPIC_COMMITTED,
+                    SF_KCONF_TOPIC_REJECTED, SF_KCONF_FRAMING, SF_KCONF_SCHEMA_IDS,
+                    SF_KCONF_DELIVERY_TIMEOUT_MS, SF_KCONF_DATASET_ROOTS);
 }
 
 sf_code sf_kconf_set(sf_kconf *k, const char *key, const char *value, sf_err *err) {

@@ -47,6 +47,9 @@
 #define SF_KCONF_SCHEMA_IDS "segforge.schema.ids"
 /* Milliseconds a publisher waits for a delivery report by default. */
 #define SF_KCONF_DELIVERY_TIMEOUT_MS "segforge.delivery.timeout.ms" /* 30000 */
+/* serve's --dataset-root, as a comma-separated list of absolute directories
+ * (for --config files); the flag's roots are added to these. */
+#define SF_KCONF_DATASET_ROOTS "segforge.dataset.roots"
 
 #define SF_TOPIC_STAGED_DEFAULT "segforge.shards.staged"
 #define SF_TOPIC_COMMITTED_DEFAULT "segforge.segments.committed"

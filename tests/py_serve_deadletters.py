@@ -38,6 +38,12 @@ os.symlink("/etc/passwd", os.path.join(d.staging("bad"), "escape.sfshard"))
 
 outside = os.path.join(h.TMP, "py_serve_deadletters_outside")
 os.makedirs(outside, exist_ok=True)
+# A second root from a --config file (segforge.dataset.roots): a dataset
+# there passes the root check and fails only for its missing shard.
+cfgroot = os.path.join(h.TMP, "py_serve_deadletters_cfgroot")
+os.makedirs(os.path.join(cfgroot, "ds", "_indices", "_staging", "cf"), exist_ok=True)
+with open(os.path.join(root, "serve.conf"), "w") as f:
+    f.write("# a deployment's configuration file\nsegforge.dataset.roots=%s\n" % cfgroot)
 if not os.path.islink(os.path.join(root, "link-out")):
     os.symlink(outside, os.path.join(root, "link-out"))
 
@@ -65,6 +71,7 @@ singles = {
     # elsewhere, and one reached through a link that leads out of the root.
     "OUTSIDE_ROOT": variant(staging_id="out", shard_id="out", dataset_uri=outside),
     "LINK_OUT": variant(staging_id="lo", shard_id="lo", dataset_uri=os.path.join(root, "link-out")),
+    "CONFIG_ROOT": variant(staging_id="cf", shard_id="cf", dataset_uri=os.path.join(cfgroot, "ds")),
 }
 os.makedirs(os.path.join(d.staging("bad"), "adir"))
 os.makedirs(os.path.join(d.staging("bad"), "sub"))
@@ -77,7 +84,8 @@ t0 = d.stage("t", "t0", "0-3", "0-7", index="i-t")
 # Fragments already committed by job "ok" in index "idx": the commit refuses.
 x0 = d.stage("x", "x0", "0-3", "0-3")
 
-serve = h.Serve(["--partitions", "2", "--staging-timeout", "4s", "--dataset-root", root],
+serve = h.Serve(["--partitions", "2", "--staging-timeout", "4s", "--dataset-root", root,
+                 "--config", os.path.join(root, "serve.conf")],
                 os.path.join(root, "serve.log"), embedded=True)
 prod = h.producer(serve.bootstrap)
 sent = {}
@@ -121,6 +129,7 @@ want = {  # tag -> (reason, staging_id, shard_id)
     "A_DIRECTORY": ("CORRUPT_FILE", "bad", "dir"),
     "OUTSIDE_ROOT": ("PATH_ESCAPE", "out", "out"),
     "LINK_OUT": ("PATH_ESCAPE", "lo", "lo"),
+    "CONFIG_ROOT": ("MISSING_FILE", "cf", "cf"),
     "f1": ("FRAGMENT_OVERLAP", "f", "f1"),
     "f0": ("JOB_FAILED", "f", "f0"),
     "g0x": ("DUPLICATE_CONFLICT", "g", "g0"),

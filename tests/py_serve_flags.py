@@ -18,6 +18,9 @@ open(a_file, "w").close()
 cases = [  # (args, phrases the message must hold)
     (["--dataset-root", os.path.join(root, "missing")], ["--dataset-root", "missing", "create it"]),
     (["--dataset-root", a_file], ["--dataset-root", "a-file"]),
+    (["-X", "segforge.dataset.roots=%s" % root + "/missing"], ["segforge.dataset.roots", "missing"]),
+    (["-X", "segforge.dataset.roots=relative/dir"], ["segforge.dataset.roots", "absolute"]),
+    (["-X", "segforge.dataset.roots=/a,,/b"], ["segforge.dataset.roots"]),
     (["--max-merges", "0"], ["--max-merges"]),
     (["--workers", "many"], ["--workers"]),
     (["--staging-timeout", "soon"], ["--staging-timeout", "10m"]),
