@@ -156,21 +156,29 @@ static const char *const dataset_dirs[] = {"_indices",
                                            SF_CATALOG_STAGING_DIR,
                                            SF_INTAKE_FAILED_DIR};
 
-/* The first of dataset_dirs under the resolved dataset dir that resolves
- * outside the roots, as a malloc'd resolved path (*rel names it); NULL if
- * none does (one that does not exist yet is fine). */
-static char *dir_escaping(const sf_intake *in, const char *dir, const char **rel) {
+/* Whether one of dataset_dirs under the resolved dataset dir is a link
+ * that leads outside the roots, or to nowhere (the service would fail on
+ * it, or follow it once someone creates its target); one that does not
+ * exist yet is fine. If so, *rel names it and *target is its malloc'd
+ * resolved path (NULL for nowhere, or without memory). */
+static int dir_escaping(const sf_intake *in, const char *dir, const char **rel,
+                        char **target) {
+  *target = NULL;
   for (size_t i = 0; i < sizeof dataset_dirs / sizeof dataset_dirs[0]; i++) {
     char *p = sf_fs_join(dir, dataset_dirs[i]);
-    char *r = p ? realpath(p, NULL) : NULL;
+    if (!p) return *rel = dataset_dirs[i], 1; /* no memory: fail closed */
+    char *r = realpath(p, NULL);
+    struct stat st;
+    int nowhere = !r && errno == ENOENT && !lstat(p, &st) && S_ISLNK(st.st_mode);
     free(p);
-    if (r && !under_a_root(in, r)) {
+    if (nowhere || (r && !under_a_root(in, r))) {
       *rel = dataset_dirs[i];
-      return r;
+      *target = r;
+      return 1;
     }
     free(r);
   }
-  return NULL;
+  return 0;
 }
 
 /* realpath(root), through the cache; the result is owned by the cache (or,
@@ -247,13 +255,13 @@ sf_code sf_intake_open(void *ctx, const sf_shard_staged *ev, char **dataset,
     return r;
   }
   const char *rel = NULL;
-  char *out = in && in->nroots ? dir_escaping(in, dir, &rel) : NULL;
-  if (out) {
-    sf_code r =
-        refuse(reason, SF_REASON_PATH_ESCAPE, err, SF_EINVAL,
-               "dataset of job '%s': %s/%s is a link to %s, outside the dataset "
-               "roots this service serves (%s); make it a real directory",
-               ev->staging_id, dir, rel, out, roots_list(in, roots, sizeof roots));
+  char *out = NULL;
+  if (in && in->nroots && dir_escaping(in, dir, &rel, &out)) {
+    sf_code r = refuse(reason, SF_REASON_PATH_ESCAPE, err, SF_EINVAL,
+                       "dataset of job '%s': %s/%s is a link to %s, outside the dataset "
+                       "roots this service serves (%s); make it a real directory",
+                       ev->staging_id, dir, rel, out ? out : "a path that does not exist",
+                       roots_list(in, roots, sizeof roots));
     free(out);
     free(dir);
     return r;

@@ -277,6 +277,12 @@ static void with_roots_a_link_out_of_a_served_dataset_is_a_path_escape(void **st
   EXPECT_REASON(open_in_roots(in, ds, msg), SF_REASON_PATH_ESCAPE);
   assert_non_null(strstr(msg, "segments is a link"));
 
+  mkdirs(served, "dangling/_indices");
+  linkto("/nonexistent-target", served, "dangling/_indices/segments"); /* to nowhere */
+  snprintf(ds, sizeof ds, "%s/dangling", served);
+  EXPECT_REASON(open_in_roots(in, ds, msg), SF_REASON_PATH_ESCAPE);
+  assert_non_null(strstr(msg, "does not exist"));
+
   mkdirs(served, "c/_indices/_staging");
   char job[4100];
   snprintf(job, sizeof job, "%s/job", outside);
