@@ -275,6 +275,18 @@ sf_code sf_intake_open(void *ctx, const sf_shard_staged *ev, char **dataset,
         ev->staging_id, SF_INTAKE_FAILED_DIR, ev->staging_id);
   }
   *dataset = dir;
+  /* A staging id the catalog holds was committed earlier, and a restart is
+   * reading its events again from where the group's offsets stood, maybe
+   * the middle of the job: it needs no shard check (gc may have removed its
+   * staging root) nor its other shards, only its announcement again. An
+   * unreadable catalog is left for finalize to report. */
+  sf_catalog *c = NULL;
+  sf_err ce = {0};
+  if (!sf_catalog_open_latest(dir, &c, &ce)) {
+    int held = sf_catalog_find_job(c, ev->staging_id) != NULL;
+    sf_catalog_free(c);
+    if (held) return SF_EEXIST;
+  }
   return SF_OK;
 }
 

@@ -58,8 +58,10 @@ void sf_intake_free(sf_intake *in);
 
 /* The open hook: resolves ev->dataset_uri into *dataset (malloc'd absolute
  * directory, caller frees), refuses one outside the dataset roots
- * (PATH_ESCAPE) and a staging id marked failed. ctx is an sf_intake or
- * NULL. On refusal *reason is set; on an I/O error it stays NONE. */
+ * (PATH_ESCAPE) and a staging id marked failed. SF_EEXIST, with *dataset
+ * set, when the dataset's newest catalog version already holds the staging
+ * id (see sf_jobs_hooks). ctx is an sf_intake or NULL. On refusal *reason
+ * is set; on an I/O error it stays NONE. */
 sf_code sf_intake_open(void *ctx, const sf_shard_staged *ev, char **dataset,
                        sf_event_reason *reason, sf_err *err);
 

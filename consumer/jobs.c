@@ -360,9 +360,11 @@ static sf_jobs_outcome job_open(sf_jobs *t, sf_shard_staged *ev, const uint8_t *
     }
     return SF_JOBS_REJECTED;
   }
+  const int earlier = rc == SF_EEXIST;
+  if (earlier) rc = SF_OK;
   if (rc) return *reason ? SF_JOBS_REJECTED : SF_JOBS_ERROR;
-  rc = h->check ? h->check(h->ctx, dataset, ev, &path, reason, err) : SF_OK;
-  if (!rc && !h->check && !(path = strdup(ev->shard_path)))
+  rc = h->check && !earlier ? h->check(h->ctx, dataset, ev, &path, reason, err) : SF_OK;
+  if (!rc && (earlier || !h->check) && !(path = strdup(ev->shard_path)))
     rc = sf_err_set(err, SF_ENOMEM, "out of memory");
   if (rc) {
     free(dataset);
@@ -394,7 +396,8 @@ static sf_jobs_outcome job_open(sf_jobs *t, sf_shard_staged *ev, const uint8_t *
   count_state(t, SF_JOB_OPEN, +1);
   list_append(&t->open, j);
   *out = j;
-  if (roaring_bitmap_equals(j->covered, j->shards[0].ev.expected_fragments)) {
+  j->committed_earlier = earlier;
+  if (earlier || roaring_bitmap_equals(j->covered, j->shards[0].ev.expected_fragments)) {
     list_unlink(j);
     set_state(t, j, SF_JOB_READY);
     return SF_JOBS_COMPLETE;
@@ -452,6 +455,10 @@ sf_jobs_outcome sf_jobs_add(sf_jobs *t, sf_shard_staged *ev, const uint8_t *raw,
     default:
       break;
   }
+  /* Committed earlier and being announced again: whatever else of it the
+   * restart reads is part of what was committed. */
+  if (j->committed_earlier)
+    return add_ref(t, j, ref, err) ? SF_JOBS_ERROR : SF_JOBS_DUPLICATE;
   int open = j->state == SF_JOB_OPEN;
   long k = shard_find(j, ev->shard_id);
   sf_event_reason why = SF_REASON_NONE;

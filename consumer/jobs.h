@@ -123,8 +123,12 @@ typedef struct sf_job {
   size_t nshards;
   roaring_bitmap_t *covered;  /* (R) union of the shards' fragments */
   int64_t first_staged_at_ms; /* (R) smallest staged_at_ms of its shards */
-  int64_t first_seen_ms;      /* arrival of the first event (caller's clock) */
-  int64_t deadline_ms;        /* first_seen_ms + timeout + time paused since */
+  /* (R) the open hook found it committed already (SF_EEXIST): READY from
+   * its first event, whatever its shards; its later events join it as
+   * redeliveries until it ends, then are LATE. */
+  int committed_earlier;
+  int64_t first_seen_ms; /* arrival of the first event (caller's clock) */
+  int64_t deadline_ms;   /* first_seen_ms + timeout + time paused since */
   /* Every position read for the job (shards, redeliveries, and the event
    * that failed it): all are released together when the job ends. The poll
    * loop may append to it while the job is READY. */
@@ -147,7 +151,10 @@ typedef struct sf_job {
 typedef struct sf_jobs_hooks {
   /* A staging id with no job: may it open one, and where is its dataset?
    * On success *dataset is a malloc'd directory path the job takes over.
-   * A staging id marked failed gives reason JOB_FAILED. NULL: the dataset
+   * A staging id marked failed gives reason JOB_FAILED. SF_EEXIST (with
+   * *dataset set) says the job was committed earlier: a restart is reading
+   * its events again, maybe from the middle, so it skips the check hook and
+   * is READY at once for the caller to announce it again. NULL: the dataset
    * is the event's dataset_uri as given. */
   sf_code (*open)(void *ctx, const sf_shard_staged *ev, char **dataset,
                   sf_event_reason *reason, sf_err *err);

@@ -218,6 +218,11 @@ static sf_code announce(sf_proc *p, task *t, const sf_finalize_result *res, sf_e
                                 .shard_ids = s->shard_ids,
                                 .num_shard_ids = s->num_shards};
   }
+  /* A job committed earlier may be announced again from only part of its
+   * events (read again after a restart): its shard count is the catalog's. */
+  size_t nshards = 0;
+  for (size_t i = 0; i < res->nsegs; i++) nshards += res->segs[i].num_shards;
+  if (!res->already || !nshards) nshards = j->nshards;
   char id[2 * SF_EVENT_ID_MAX];
   snprintf(id, sizeof id, "%s@%llu", j->staging_id, (unsigned long long)res->version);
   t->committed_at_ms = committed_at(j->dataset, res->version, j->staging_id);
@@ -229,7 +234,7 @@ static sf_code announce(sf_proc *p, task *t, const sf_finalize_result *res, sf_e
                               .segments = segs,
                               .num_segments = res->nsegs,
                               .total_rows = (int64_t)res->total_rows,
-                              .num_shards = (int32_t)j->nshards,
+                              .num_shards = (int32_t)nshards,
                               .first_staged_at_ms = j->first_staged_at_ms,
                               .committed_at_ms = t->committed_at_ms};
   sf_code rc;
