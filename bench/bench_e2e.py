@@ -42,24 +42,6 @@ RUNS = int(os.environ.get("RUNS", "3"))
 root = os.path.join(h.TMP, "bench_e2e")
 
 
-def roaring_write(values):
-    """CRoaring's portable format, array containers (at most 4096 values each)."""
-    chunks = {}
-    for v in sorted(set(values)):
-        chunks.setdefault(v >> 16, []).append(v & 0xFFFF)
-    keys = sorted(chunks)
-    out = struct.pack("<II", 12346, len(keys))
-    for k in keys:
-        out += struct.pack("<HH", k, len(chunks[k]) - 1)
-    offset = len(out) + 4 * len(keys)
-    for k in keys:
-        out += struct.pack("<I", offset)
-        offset += 2 * len(chunks[k])
-    for k in keys:
-        out += struct.pack("<%dH" % len(chunks[k]), *chunks[k])
-    return out
-
-
 STAGED_SCHEMA = h.SCHEMAS["ShardStaged"]
 HEADER = b"\xc3\x01" + struct.pack("<Q", h.fingerprint(STAGED_SCHEMA))
 
@@ -75,8 +57,8 @@ def datum(ins, ds, job, shard, frag, expected):
     return {"event_id": "%s/%s" % (job, shard), "dataset_uri": ds, "index_name": "i-" + job,
             "column": "emb", "staging_id": job, "shard_id": shard,
             "shard_path": shard + ".sfshard", "shard_bytes": ins["bytes"],
-            "num_rows": ins["num_rows"], "fragments": roaring_write([frag]),
-            "expected_fragments": roaring_write(expected), "index_type": ins["index_type"],
+            "num_rows": ins["num_rows"], "fragments": h.roaring_write([frag]),
+            "expected_fragments": h.roaring_write(expected), "index_type": ins["index_type"],
             "metric": ins["metric"], "dim": ins["dim"], "num_partitions": ins["nlist"],
             "quantizer_checksum": cks - (1 << 64) if cks >= 1 << 63 else cks,
             "target_segment_bytes": None, "staged_at_ms": int(time.time() * 1000)}

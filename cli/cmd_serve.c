@@ -244,7 +244,7 @@ int cli_cmd_serve(int argc, char **argv) {
     sf_kconf_free(k);
     return cli_usage("serve", "unexpected argument '%s'", argv[optind]);
   }
-  /* The roots of --config / -X segforge.dataset.roots, then the flags'. */
+  /* The roots of --config / -X segforge.dataset.roots join the flags'. */
   char *conf_roots = NULL;
   const char *cr = sf_kconf_get(k, SF_KCONF_DATASET_ROOTS);
   if (cr && !(conf_roots = strdup(cr))) {
@@ -259,9 +259,7 @@ int cli_cmd_serve(int argc, char **argv) {
       return cli_usage("serve", "%s: at most %d roots with --dataset-root",
                        SF_KCONF_DATASET_ROOTS, (int)MAX_ROOTS);
     }
-    memmove(roots + 1, roots, nroots * sizeof *roots); /* before the flags' */
-    roots[0] = t;
-    nroots++;
+    roots[nroots++] = t;
   }
   /* Checked again (resolved) by the processor; here so that a typo fails
    * before an embedded broker starts. */

@@ -452,9 +452,6 @@ static void publish_stats(sf_proc *p) {
 /* One turn of the loop: a message (or a wake-up), then the results, the
  * timeouts, back-pressure and the offset commit that are due. */
 static void turn(sf_proc *p, int timeout_ms) {
-  if (p->o.metrics)
-    atomic_store_explicit(&p->o.metrics->loop_turn_ms, proc_mono_ms(),
-                          memory_order_relaxed);
   rd_kafka_message_t *m = rd_kafka_consumer_poll(p->rk, timeout_ms);
   if (m) {
     on_message(p, m);
@@ -465,6 +462,8 @@ static void turn(sf_proc *p, int timeout_ms) {
   timeout_clock(p);
   if (!p->stop && !p->frozen_since_ms) expire(p);
   int64_t now = proc_mono_ms();
+  if (p->o.metrics) /* the liveness stamp, from the clock read the turn needs anyway */
+    atomic_store_explicit(&p->o.metrics->loop_turn_ms, now, memory_order_relaxed);
   if (now - p->last_commit_ms >= p->o.commit_interval_ms) {
     commit_offsets(p, NULL, 0);
     publish_stats(p);

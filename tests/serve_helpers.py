@@ -130,6 +130,33 @@ class Serve:
 
 
 # ---- fragment sets (CRoaring portable format) -------------------------------------
+def roaring_write(values):
+    """CRoaring's portable format without runs: array containers up to 4096
+    values, bitmaps above (what bench/bench_e2e.py encodes events with)."""
+    chunks = {}
+    for v in sorted(set(values)):
+        chunks.setdefault(v >> 16, []).append(v & 0xFFFF)
+    keys = sorted(chunks)
+    out = struct.pack("<II", 12346, len(keys))
+    for k in keys:
+        out += struct.pack("<HH", k, len(chunks[k]) - 1)
+    bodies = []
+    for k in keys:
+        lows = chunks[k]
+        if len(lows) > 4096:
+            words = [0] * 1024
+            for x in lows:
+                words[x >> 6] |= 1 << (x & 63)
+            bodies.append(struct.pack("<1024Q", *words))
+        else:
+            bodies.append(struct.pack("<%dH" % len(lows), *lows))
+    offset = len(out) + 4 * len(keys)
+    for b in bodies:
+        out += struct.pack("<I", offset)
+        offset += len(b)
+    return out + b"".join(bodies)
+
+
 def roaring_read(b):
     cookie, = struct.unpack_from("<I", b, 0)
     pos = 4
