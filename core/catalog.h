@@ -194,7 +194,9 @@ typedef struct sf_catalog_commit_result {
  * version is written and fsynced under its temporary name),
  * catalog.after_link (published, temporary not yet removed),
  * catalog.torn_temp (the temporary file cut to half its size first),
- * catalog.before_quantizer_rename. */
+ * catalog.before_quantizer_rename. A pause point sleeps half a second
+ * instead, for tests of what runs concurrently: catalog.pause_before_lock
+ * (right before the shared lock is taken). */
 sf_code sf_catalog_commit(const sf_catalog_commit_req *req, sf_catalog_commit_result *res,
                           sf_err *err);
 

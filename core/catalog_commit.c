@@ -59,6 +59,16 @@ static void fault_point(const char *point) {
   if (fault_armed(point)) _exit(99);
 }
 
+/* A pause point instead: the commit sleeps there for half a second, so that
+ * tests can run gc (or another committer) inside a window that is
+ * otherwise microseconds wide. */
+static void fault_pause(const char *point) {
+  struct timespec ts = {0, 500 * 1000 * 1000};
+  if (!fault_armed(point)) return;
+  while (nanosleep(&ts, &ts) && errno == EINTR) {
+  }
+}
+
 static uint64_t now_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
@@ -593,6 +603,7 @@ sf_code sf_catalog_commit(const sf_catalog_commit_req *r, sf_catalog_commit_resu
   /* A new _catalog/ (first commit) must survive a crash like the version
    * linked into it: fsync _indices/, where its name lives. */
   if ((rc = sf_fs_mkdirs(catdir, err)) || (rc = fsync_parent(catdir, err))) goto out;
+  fault_pause("catalog.pause_before_lock");
   int lock = lock_shared(ds);
   if (lock < 0) {
     rc = sf_err_errno(err, SF_EIO, errno, "cannot lock %s/%s", catdir,
