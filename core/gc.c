@@ -308,7 +308,8 @@ static sf_code intent_stale(void *ctx, const char *file, uint64_t bytes, sf_err 
 static sf_code read_intents(gc *g, sf_err *err) {
   sf_code rc = sf_catalog_intents_scan(g->ds, intent_path, intent_stale, g, err);
   if (rc) {
-    sf_err_prefix(err, "gc deletes nothing while a build in progress is unknown");
+    sf_err_prefix(
+        err, "gc deletes nothing while what a build in progress will commit is unknown");
     return rc;
   }
   set_sort(&g->building);
