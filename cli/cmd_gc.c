@@ -16,9 +16,11 @@ static void help(void) {
       "Keeps the newest K catalog versions (default %u; never fewer than 1) and what\n"
       "they reference; removes older versions, the staging roots of committed jobs,\n"
       "segment files and quantizers no kept version references, and temporary files\n"
-      "older than an hour. An unreferenced segment or quantizer that no dropped version\n"
-      "referenced either (a build that has not committed yet?) stays until it is older\n"
-      "than --grace (default %u seconds). --dry-run prints what would go and keeps it.\n",
+      "older than an hour. Segments a running finalize or serve will commit are kept\n"
+      "whatever their age (they are declared in _indices/_intents/). Any other\n"
+      "unreferenced segment or quantizer that no dropped version referenced either\n"
+      "(built by 'segforge build' for a later commit?) stays until it is older than\n"
+      "--grace (default %u seconds). --dry-run prints what would go and keeps it.\n",
       SF_GC_DEFAULT_KEEP, SF_GC_DEFAULT_GRACE_MS / 1000u);
 }
 

@@ -14,6 +14,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
@@ -317,6 +318,9 @@ static sf_code build_one(run *r, size_t g, sf_err *err) {
     int same = reusable(&j, have);
     uint64_t bytes = sf_seg_file_bytes(have), have_rows = sf_seg_num_rows(have);
     sf_seg_close(have);
+    /* Reused work is fresh work to gc: its grace period counts from now,
+     * not from the crashed run that wrote the file. Gone meanwhile: build. */
+    if (same && utimensat(AT_FDCWD, j.path, NULL, 0) && errno == ENOENT) same = 0;
     if (same) {
       rc = describe(&j, bytes, have_rows, &r->out[g], err);
       if (!rc) {

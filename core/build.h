@@ -17,8 +17,10 @@
  * directory fsynced (the segfile writer's order). A segment that already
  * exists under its final name, has the plan's parameters and fragments and
  * the sum of its shards' rows in every partition is finished work from an
- * earlier run: it is reused, not rebuilt. A file under the final name that
- * does not pass is replaced.
+ * earlier run: it is reused, not rebuilt, and its mtime is set to now, so
+ * that gc's grace period for unreferenced segments counts from the reuse. A
+ * file under the final name that does not pass is replaced. (A build that
+ * will commit declares its segments to gc first: catalog.h, "intents".)
  *
  * Failure: the first failing build sets a cancel flag that every other
  * build checks between partitions; they discard their temporary files, so a

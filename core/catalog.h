@@ -17,6 +17,11 @@
  * point leaves either version N or N+1, never a torn file under a version
  * name (temporary names never parse as versions).
  *
+ * No published version names a file that is not there, and gc never
+ * removes a file a commit in progress will name: a commit checks its files
+ * under the catalog lock that gc holds exclusively, and a build declares
+ * the files it will commit to gc beforehand ("intents", at the end).
+ *
  * Readers (search, inspect) open the newest version without any lock. A
  * catalog object is immutable once opened, so threads may share one.
  */
@@ -39,8 +44,8 @@
 
 /* Sane limits checked on every catalog file read and every commit. */
 #define SF_CATALOG_MAX_FILE_BYTES (1ULL << 30)
-#define SF_CATALOG_MAX_ID 255u      /* bytes of an index name, staging/segment/shard id */
-#define SF_CATALOG_MAX_TEXT 4096u   /* bytes of a column name or a path */
+#define SF_CATALOG_MAX_ID 255u    /* bytes of an index name, staging/segment/shard id */
+#define SF_CATALOG_MAX_TEXT 4096u /* bytes of a column name or a path */
 #define SF_CATALOG_MAX_INDEXES 65536u
 #define SF_CATALOG_MAX_SEGMENTS (1u << 20) /* per index, and per job */
 #define SF_CATALOG_MAX_SHARDS (1u << 20)   /* shard ids per segment */
@@ -77,11 +82,20 @@ typedef struct sf_catalog_job {
   size_t nsegment_ids;
 } sf_catalog_job;
 
-/* Readers take no lock. Committers hold a shared flock(2) on
- * <dataset>/_indices/_catalog/LOCK and `segforge gc` an exclusive one, so gc
- * never deletes a file a commit in progress is about to reference, while
- * commits still run concurrently with each other. */
+/* Readers take no lock. Committers (and builders registering an intent,
+ * below) hold a shared flock(2) on <dataset>/_indices/_catalog/LOCK and
+ * `segforge gc` an exclusive one for the whole of its decide-and-delete, so
+ * gc and a commit never interleave, while commits still run concurrently
+ * with each other. */
 #define SF_CATALOG_LOCK_NAME "LOCK"
+
+/* Takes that lock on the dataset directory `dir` (absolute, as resolved by
+ * sf_catalog_resolve_dataset): shared, or exclusive (gc). Creates _catalog/
+ * and LOCK when missing, and waits as long as the other kind is held. The
+ * descriptor (close-on-exec, its own open file description, so two holders
+ * in one process exclude each other like two processes) goes to *fd; the
+ * caller closes it to release the lock. */
+sf_code sf_catalog_lock(const char *dir, int exclusive, int *fd, sf_err *err);
 
 /* ---- reading ------------------------------------------------------------ */
 
@@ -187,15 +201,89 @@ typedef struct sf_catalog_commit_result {
  *   SF_ECONFLICT - the staging id was committed with other segments, or
  *                  max_attempts races were lost;
  *   SF_EEXIST    - a segment id is already in the catalog;
- *   SF_ENOTFOUND, SF_EMISMATCH - a segment file is missing or has another size;
+ *   SF_ENOTFOUND, SF_EMISMATCH - a segment file is missing or has another size
+ *                  (checked under the lock, so no version names a missing file);
  *   SF_ECHECKSUM - the quantizer file's checksum is not the segments'.
  * Fault points (SF_FAULT, a comma-separated list of points, makes the
  * process _exit(99) there, as a crash would): catalog.before_link (the new
  * version is written and fsynced under its temporary name),
  * catalog.after_link (published, temporary not yet removed),
  * catalog.torn_temp (the temporary file cut to half its size first),
- * catalog.before_quantizer_rename. */
+ * catalog.before_quantizer_rename. A pause point sleeps half a second
+ * instead, for tests of what runs concurrently: catalog.pause_before_lock
+ * (right before the shared lock is taken). */
 sf_code sf_catalog_commit(const sf_catalog_commit_req *req, sf_catalog_commit_result *res,
                           sf_err *err);
+
+/* ---- intents: builds that will commit, visible to gc --------------------
+ *
+ * The invariant: no published version names a file that is not there, and
+ * gc never removes a file that a commit in progress will name. The commit
+ * alone gives the first half (it checks its files under the shared lock,
+ * where gc cannot run). The second needs gc to see builds before they
+ * commit: a segment may be finished, or found finished by an earlier run
+ * and reused, long before its commit, and nothing in segments/ says that a
+ * commit will name it (an old mtime says nothing either).
+ *
+ * So a builder (sf_finalize; any future writer of segments that it will
+ * commit, such as compaction) declares the segment files it will write or
+ * reuse before it looks at any of them: an intent is a file in
+ * <dataset>/_indices/_intents/ listing those paths, on which the builder
+ * holds an exclusive flock for as long as it lives. It is made under the
+ * shared catalog lock, written under a temporary name, locked, and renamed
+ * into place, so gc (which holds the lock exclusively while it decides and
+ * deletes) either ran entirely before it - and the builder then sees the
+ * files as gc left them, rebuilding what is gone - or sees it, complete and
+ * locked. gc keeps every path a live intent lists (and its writer's
+ * temporaries). An intent whose flock nobody holds was left by a builder
+ * that died (the kernel drops flocks with the process): gc removes it.
+ *
+ * A builder ends its intent after its commit (or after giving up): the
+ * commit made the files the catalog's, or they are orphans again and fall
+ * to gc's ordinary rules. A commit needs no intent to be safe (`segforge
+ * commit` of segments built earlier): its files are checked under the lock,
+ * so it fails rather than publishing a version that names a missing file.
+ *
+ * The flock belongs to the intent's own open file description: two
+ * builders in one process hold two intents that gc tells apart, and a
+ * child process that inherits the descriptor across fork() would keep the
+ * intent alive (it is close-on-exec). Like the catalog lock, intents rely
+ * on flock(2) being honoured by every process using the dataset: one host,
+ * or a file system that implements it across hosts. */
+#define SF_CATALOG_INTENTS_DIR "_indices/_intents"
+/* An intent file: a header line, an owner line, one path per line. */
+#define SF_CATALOG_MAX_INTENT_BYTES                                \
+  ((uint64_t)SF_CATALOG_MAX_SEGMENTS * (SF_CATALOG_MAX_ID + 16u) + \
+   2u * SF_CATALOG_MAX_TEXT)
+
+typedef struct sf_catalog_intent sf_catalog_intent;
+
+/* Declares that the caller will write or reuse, then commit, the segment
+ * files `paths` (n of them, relative to <dataset>/_indices/: "segments/<file
+ * name>", as sf_seginfo.path). owner (1..4096 bytes, no control characters)
+ * says who, for people reading _intents/ ("finalize job-7"). Waits while gc
+ * holds the catalog lock. *out is released by sf_catalog_intent_end. */
+sf_code sf_catalog_intent_begin(const char *dataset, const char *owner,
+                                const char *const *paths, size_t n,
+                                sf_catalog_intent **out, sf_err *err);
+/* Withdraws the intent: its file is removed and its flock released. Accepts
+ * NULL. */
+void sf_catalog_intent_end(sf_catalog_intent *in);
+
+/* Called for each path a live intent names. */
+typedef sf_code (*sf_catalog_intent_path_fn)(void *ctx, const char *path, sf_err *err);
+/* Called for each intent nobody holds (file: its absolute path). */
+typedef sf_code (*sf_catalog_intent_stale_fn)(void *ctx, const char *file, uint64_t bytes,
+                                              sf_err *err);
+
+/* Reads the intents of the dataset directory `dir` (absolute). For gc, which
+ * must hold the catalog lock (exclusively, unless it deletes nothing). A
+ * live intent that does not read (too large, not an intent, a path that is
+ * not "segments/<name>") is SF_ECORRUPT naming the file: what it protects is
+ * unknown. Temporary files ("*.tmp.*") of builders that are making one are
+ * skipped. The first error a callback returns stops the scan. */
+sf_code sf_catalog_intents_scan(const char *dir, sf_catalog_intent_path_fn path_fn,
+                                sf_catalog_intent_stale_fn stale_fn, void *ctx,
+                                sf_err *err);
 
 #endif

@@ -4,11 +4,13 @@
  *
  * Order of a commit (each step durable before the next makes it visible,
  * after LMDB):
- *   1. the request alone is checked (ids, paths, parameters, disjointness),
- *      and every segment file must exist with its declared size;
- *   2. under a shared flock on _catalog/LOCK (which keeps gc out, not other
- *      committers), the newest version N is read; a job it already holds
- *      ends the commit as a no-op returning that job's version;
+ *   1. the request alone is checked (ids, paths, parameters, disjointness);
+ *   2. a shared flock on _catalog/LOCK is taken (it keeps gc out, not other
+ *      committers) and held to the end; under it every segment file must
+ *      exist with its declared size (gc cannot remove one until the version
+ *      naming it is published, and then it is the catalog's), and the
+ *      newest version N is read; a job it already holds ends the commit as
+ *      a no-op returning that job's version;
  *   3. the quantizer is copied to _indices/quantizers/<checksum> (temporary
  *      file, fsync, rename) unless an intact copy is there;
  *   4. N is turned into N+1 in memory: checked against the index's
@@ -28,7 +30,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -57,6 +58,16 @@ static int fault_armed(const char *point) {
 
 static void fault_point(const char *point) {
   if (fault_armed(point)) _exit(99);
+}
+
+/* A pause point instead: the commit sleeps there for half a second, so that
+ * tests can run gc (or another committer) inside a window that is
+ * otherwise microseconds wide. */
+static void fault_pause(const char *point) {
+  struct timespec ts = {0, 500 * 1000 * 1000};
+  if (!fault_armed(point)) return;
+  while (nanosleep(&ts, &ts) && errno == EINTR) {
+  }
 }
 
 static uint64_t now_ms(void) {
@@ -566,26 +577,12 @@ static sf_code same_job(const sf_catalog_job *j, const sf_catalog_commit_req *r,
       j->staging_id, j->version, j->index_name, j->nsegment_ids);
 }
 
-static int lock_shared(const char *ds) {
-  char *p = sf_fs_join(ds, SF_CATALOG_DIR "/" SF_CATALOG_LOCK_NAME);
-  int fd = p ? open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0644) : -1;
-  free(p);
-  while (fd >= 0 && flock(fd, LOCK_SH)) {
-    if (errno != EINTR) {
-      close(fd);
-      return -1;
-    }
-  }
-  return fd;
-}
-
 sf_code sf_catalog_commit(const sf_catalog_commit_req *r, sf_catalog_commit_result *res,
                           sf_err *err) {
   memset(res, 0, sizeof *res);
   char *ds = NULL, *catdir = NULL;
   sf_code rc = check_request(r, err);
   if (rc || (rc = sf_catalog_resolve_dataset(r->dataset, &ds, err))) return rc;
-  if ((rc = check_files(ds, r, err))) goto out;
   if (!(catdir = sf_fs_join(ds, SF_CATALOG_DIR))) {
     rc = sf_err_set(err, SF_ENOMEM, "out of memory");
     goto out;
@@ -593,10 +590,14 @@ sf_code sf_catalog_commit(const sf_catalog_commit_req *r, sf_catalog_commit_resu
   /* A new _catalog/ (first commit) must survive a crash like the version
    * linked into it: fsync _indices/, where its name lives. */
   if ((rc = sf_fs_mkdirs(catdir, err)) || (rc = fsync_parent(catdir, err))) goto out;
-  int lock = lock_shared(ds);
-  if (lock < 0) {
-    rc = sf_err_errno(err, SF_EIO, errno, "cannot lock %s/%s", catdir,
-                      SF_CATALOG_LOCK_NAME);
+  fault_pause("catalog.pause_before_lock");
+  int lock;
+  if ((rc = sf_catalog_lock(ds, 0, &lock, err))) goto out;
+  /* The files are checked under the lock, where gc cannot run, and it is
+   * held until the version naming them is published: checked before it, a
+   * file could go between the check and the publication. */
+  if ((rc = check_files(ds, r, err))) {
+    close(lock);
     goto out;
   }
   struct timespec ts;

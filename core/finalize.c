@@ -6,9 +6,15 @@
  * names (a re-run finds and reuses what a crashed run completed), and the
  * commit is the single put-if-absent that makes the job visible. A failure
  * anywhere before the commit leaves the previous catalog as it was.
+ *
+ * Between the plan and the build, the segment files the plan names are
+ * declared in an intent (catalog.h), held until the commit is done, so that
+ * gc keeps them - fresh or reused, whatever their age - while they are
+ * built, checked and committed.
  */
 #include "finalize.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,8 +30,8 @@ void sf_finalize_result_clear(sf_finalize_result *res) {
 }
 
 /* If the catalog already holds the job, fills res from it and returns 1. */
-static int from_catalog(const char *dataset, const char *staging_id, sf_finalize_result *res,
-                        sf_code *rc, sf_err *err) {
+static int from_catalog(const char *dataset, const char *staging_id,
+                        sf_finalize_result *res, sf_code *rc, sf_err *err) {
   sf_catalog *c = NULL;
   sf_err cerr = {0};
   *rc = SF_OK;
@@ -60,6 +66,32 @@ static int from_catalog(const char *dataset, const char *staging_id, sf_finalize
   return 1;
 }
 
+/* Declares the plan's segment files as about to be committed (see the top
+ * of this file). *in is ended by the caller. */
+static sf_code declare(const char *dir, const sf_finalize_req *req, const sf_plan *plan,
+                       sf_catalog_intent **in, sf_err *err) {
+  size_t n = plan->num_segments;
+  char **paths = calloc(n ? n : 1, sizeof *paths);
+  char *owner = malloc(strlen(req->staging_id) + 32);
+  sf_code rc = paths && owner ? SF_OK : sf_err_set(err, SF_ENOMEM, "out of memory");
+  for (size_t i = 0; !rc && i < n; i++) {
+    const char *id = plan->segments[i].segment_id;
+    size_t len = strlen("segments/") + strlen(id) + strlen(SF_PLAN_SEGMENT_EXT) + 1;
+    if (!(paths[i] = malloc(len)))
+      rc = sf_err_set(err, SF_ENOMEM, "out of memory");
+    else
+      snprintf(paths[i], len, "segments/%s%s", id, SF_PLAN_SEGMENT_EXT);
+  }
+  if (!rc) {
+    sprintf(owner, "finalize %s", req->staging_id);
+    rc = sf_catalog_intent_begin(dir, owner, (const char *const *)paths, n, in, err);
+  }
+  for (size_t i = 0; paths && i < n; i++) free(paths[i]);
+  free(paths);
+  free(owner);
+  return rc;
+}
+
 /* Failures that no input of the job explains: worth a retry wherever they
  * come from. */
 static int environmental(sf_code rc) {
@@ -88,11 +120,13 @@ sf_code sf_finalize(const sf_finalize_req *req, sf_finalize_result *res, sf_err 
   memset(res, 0, sizeof *res);
   if (!req->dataset || !req->index_name || !req->column || !req->staging_id) {
     res->blame = SF_FINALIZE_JOB;
-    return sf_err_set(err, SF_EINVAL, "finalize needs a dataset, index name, column and staging id");
+    return sf_err_set(err, SF_EINVAL,
+                      "finalize needs a dataset, index name, column and staging id");
   }
   char *dir = NULL, *staging = NULL, *root = NULL, *qpath = NULL;
   sf_quant *q = NULL;
   sf_plan *plan = NULL;
+  sf_catalog_intent *intent = NULL;
   sf_finalize_blame blame = SF_FINALIZE_JOB;
   sf_code rc = sf_catalog_resolve_dataset(req->dataset, &dir, err);
   if (rc) {
@@ -123,7 +157,9 @@ sf_code sf_finalize(const sf_finalize_req *req, sf_finalize_result *res, sf_err 
   rc = req->shards ? sf_plan_make(req->shards, req->nshards, &po, &plan, err)
                    : sf_plan_staging(root, &po, &plan, err);
   if (rc) goto out;
-  if ((rc = sf_build_run(plan, dir, &req->build, &res->segs, &res->nsegs, &res->build, err)))
+  if ((rc = declare(dir, req, plan, &intent, err))) goto out; /* EIO: retryable */
+  if ((rc = sf_build_run(plan, dir, &req->build, &res->segs, &res->nsegs, &res->build,
+                         err)))
     goto out;
   sf_catalog_commit_req cr = {.dataset = dir,
                               .index_name = req->index_name,
@@ -157,6 +193,7 @@ sf_code sf_finalize(const sf_finalize_req *req, sf_finalize_result *res, sf_err 
   res->num_shards = plan->num_shards;
   res->total_rows = plan->total_rows;
 out:
+  sf_catalog_intent_end(intent); /* committed, or given up: gc's rules again */
   if (rc) {
     sf_finalize_result_clear(res);
     res->blame = environmental(rc) ? SF_FINALIZE_RETRYABLE : blame;

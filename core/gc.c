@@ -19,8 +19,8 @@
 #define MAX_TREE_DEPTH 32
 
 const char *sf_gc_kind_name(sf_gc_kind k) {
-  static const char *const names[] = {"version", "staging", "segment", "quantizer",
-                                      "temp"};
+  static const char *const names[] = {"version",   "staging", "segment",
+                                      "quantizer", "temp",    "intent"};
   return (unsigned)k < SF_GC_KIND_COUNT ? names[k] : "unknown";
 }
 
@@ -104,6 +104,8 @@ typedef struct gc {
   sf_gc_stats *st;
   uint64_t now_ms, grace_ms, temp_age_ms;
   refs keep, dropped;
+  strset building; /* segment file names that live intents list */
+  strset stale;    /* intent files nobody holds */
 } gc;
 
 static uint64_t wall_ms(void) {
@@ -170,11 +172,24 @@ static int is_temp(const char *name) {
   return strstr(name, ".tmp.") != NULL;
 }
 
+/* Whether a file is one a live intent names, or a temporary of its writer
+ * ("<name>.tmp.<...>"). */
+static int building(const strset *b, const char *name) {
+  if (!b || !b->n) return 0;
+  const char *t = strstr(name, ".tmp.");
+  if (!t) return set_has(b, name);
+  char *base = strndup(name, (size_t)(t - name));
+  int has = !base || set_has(b, base); /* out of memory: keep it */
+  free(base);
+  return has;
+}
+
 /* Sweeps a data directory (segments/ or quantizers/): temporaries by age,
- * other files unless a kept version needs them. kind SF_GC_TEMP sweeps
+ * other files unless a kept version needs them; never what a build in
+ * progress will commit (`building`, may be NULL). kind SF_GC_TEMP sweeps
  * temporaries only (keep and dropped unused). */
 static sf_code sweep_dir(gc *g, const char *rel, sf_gc_kind kind, const strset *keep,
-                         const strset *dropped, sf_err *err) {
+                         const strset *dropped, const strset *build, sf_err *err) {
   char *dir = sf_fs_join(g->ds, rel);
   if (!dir) return sf_err_set(err, SF_ENOMEM, "out of memory");
   DIR *d = opendir(dir);
@@ -191,6 +206,7 @@ static sf_code sweep_dir(gc *g, const char *rel, sf_gc_kind kind, const strset *
     if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) || !S_ISREG(st.st_mode))
       continue;
     sf_gc_kind k = kind;
+    if (building(build, e->d_name)) continue;
     if (is_temp(e->d_name)) {
       if (age_ms(g, &st) < g->temp_age_ms) continue;
       k = SF_GC_TEMP;
@@ -271,6 +287,48 @@ static sf_code read_versions(gc *g, const uint64_t *v, size_t n, size_t first_ke
   return SF_OK;
 }
 
+/* ---- intents: builds that will commit ------------------------------------ */
+
+static sf_code intent_path(void *ctx, const char *path, sf_err *err) {
+  gc *g = ctx; /* paths are "segments/<name>" (checked on read) */
+  if (set_add(&g->building, strchr(path, '/') + 1))
+    return sf_err_set(err, SF_ENOMEM, "out of memory");
+  return SF_OK;
+}
+
+static sf_code intent_stale(void *ctx, const char *file, uint64_t bytes, sf_err *err) {
+  gc *g = ctx;
+  (void)bytes;
+  if (set_add(&g->stale, file)) return sf_err_set(err, SF_ENOMEM, "out of memory");
+  return SF_OK;
+}
+
+/* Reads the live intents (before anything is deleted: one that does not
+ * read stops gc, as a kept version that does not read does). */
+static sf_code read_intents(gc *g, sf_err *err) {
+  sf_code rc = sf_catalog_intents_scan(g->ds, intent_path, intent_stale, g, err);
+  if (rc) {
+    sf_err_prefix(
+        err, "gc deletes nothing while what a build in progress will commit is unknown");
+    return rc;
+  }
+  set_sort(&g->building);
+  set_sort(&g->stale);
+  return SF_OK;
+}
+
+/* The intents of builders that died: nobody will commit what they name. */
+static sf_code drop_stale_intents(gc *g, sf_err *err) {
+  for (size_t i = 0; i < g->stale.n; i++) {
+    struct stat st;
+    const char *p = g->stale.s[i];
+    sf_code rc =
+        remove_file(g, SF_GC_INTENT, p, stat(p, &st) ? 0 : (uint64_t)st.st_size, err);
+    if (rc) return rc;
+  }
+  return SF_OK;
+}
+
 static sf_code drop_versions(gc *g, const char *catdir, const uint64_t *v,
                              size_t first_kept, sf_err *err) {
   for (size_t i = 0; i < first_kept; i++) { /* oldest first */
@@ -299,30 +357,27 @@ sf_code sf_gc_run(const char *dataset, const sf_gc_opts *o, sf_gc_fn fn, void *c
   size_t keep = o->keep_versions ? o->keep_versions : SF_GC_DEFAULT_KEEP;
   sf_code rc = sf_catalog_resolve_dataset(dataset, &g.ds, err);
   if (rc) return rc;
-  char *catdir = sf_fs_join(g.ds, SF_CATALOG_DIR), *lockp = NULL;
+  char *catdir = sf_fs_join(g.ds, SF_CATALOG_DIR),
+       *indices = sf_fs_join(g.ds, "_indices");
   uint64_t *v = NULL;
   size_t n = 0;
   int lock = -1;
   struct stat st;
-  if (!catdir || !(lockp = sf_fs_join(catdir, SF_CATALOG_LOCK_NAME))) {
+  if (!catdir || !indices) {
     rc = sf_err_set(err, SF_ENOMEM, "out of memory");
     goto out;
   }
-  if (stat(catdir, &st)) { /* no catalog: only temporaries and stale leftovers can go */
+  if (stat(indices, &st)) { /* nothing of segforge's here: nothing to remove */
+    if (errno != ENOENT) rc = sf_err_errno(err, SF_EIO, errno, "cannot stat %s", indices);
+    goto out;
+  }
+  /* Exclusive, even before the first commit (the lock and _catalog/ are
+   * created then): no commit and no intent is made while gc decides and
+   * deletes. A dry run deletes nothing and creates nothing; it only wants a
+   * stable view. */
+  if (o->dry_run && stat(catdir, &st)) {
     if (errno != ENOENT) rc = sf_err_errno(err, SF_EIO, errno, "cannot stat %s", catdir);
-  } else {
-    lock = open(lockp, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (lock < 0) {
-      rc = sf_err_errno(err, SF_EIO, errno, "cannot open %s", lockp);
-      goto out;
-    }
-    /* Exclusive: no commit runs while gc decides and deletes. A dry run only
-     * needs a stable view. */
-    while (flock(lock, o->dry_run ? LOCK_SH : LOCK_EX))
-      if (errno != EINTR) {
-        rc = sf_err_errno(err, SF_EIO, errno, "cannot lock %s", lockp);
-        goto out;
-      }
+  } else if (!(rc = sf_catalog_lock(g.ds, !o->dry_run, &lock, err))) {
     rc = sf_catalog_list_versions(g.ds, &v, &n, err);
   }
   size_t first_kept = n > keep ? n - keep : 0;
@@ -331,22 +386,27 @@ sf_code sf_gc_run(const char *dataset, const sf_gc_opts *o, sf_gc_fn fn, void *c
     g.st->oldest_kept = v[first_kept];
   }
   if (!rc) rc = read_versions(&g, v, n, first_kept, err);
+  if (!rc) rc = read_intents(&g, err);
   if (!rc) rc = drop_versions(&g, catdir, v, first_kept, err);
   if (!rc) rc = sweep_staging(&g, err);
   if (!rc)
     rc = sweep_dir(&g, SF_CATALOG_SEGMENTS_DIR, SF_GC_SEGMENT, &g.keep.segs,
-                   &g.dropped.segs, err);
+                   &g.dropped.segs, &g.building, err);
   if (!rc)
     rc = sweep_dir(&g, SF_CATALOG_QUANTIZERS_DIR, SF_GC_QUANTIZER, &g.keep.quants,
-                   &g.dropped.quants, err);
-  if (!rc) rc = sweep_dir(&g, SF_CATALOG_DIR, SF_GC_TEMP, NULL, NULL, err);
+                   &g.dropped.quants, NULL, err);
+  if (!rc) rc = sweep_dir(&g, SF_CATALOG_DIR, SF_GC_TEMP, NULL, NULL, NULL, err);
+  if (!rc) rc = sweep_dir(&g, SF_CATALOG_INTENTS_DIR, SF_GC_TEMP, NULL, NULL, NULL, err);
+  if (!rc) rc = drop_stale_intents(&g, err);
 out:
   if (lock >= 0) close(lock); /* releases the flock */
   refs_free(&g.keep);
   refs_free(&g.dropped);
+  set_free(&g.building);
+  set_free(&g.stale);
   free(v);
   free(catdir);
-  free(lockp);
+  free(indices);
   free(g.ds);
   return rc;
 }

@@ -2,26 +2,38 @@
  * gc.h - removes what no kept catalog version needs (docs/catalog.md, "gc").
  *
  * The newest K versions are kept, and with them everything they reference:
- * their segment files and quantizers. What goes:
+ * their segment files and quantizers. So is everything a build in progress
+ * will commit: the segment paths its live intent lists (catalog.h,
+ * "intents"), and the temporaries of their writers. What goes:
  *   - versions older than the newest K (never the newest one);
  *   - staging roots (_indices/_staging/<id>/) of jobs a kept version lists
  *     as committed: their shards were merged and their quantizer was copied
  *     to _indices/quantizers/ at commit;
  *   - segment files in _indices/segments/ and quantizers in
- *     _indices/quantizers/ that no kept version references, when a dropped
- *     version referenced them (swapped out by --replace, or their index
- *     history aged out), or when they are older than the grace period (the
- *     leftovers of builds that never committed; younger ones may belong to
- *     a build about to commit);
+ *     _indices/quantizers/ that no kept version references and no live
+ *     intent lists, when a dropped version referenced them (swapped out by
+ *     --replace, or their index history aged out), or when they are older
+ *     than the grace period (the leftovers of builds that never committed,
+ *     and segments built by `segforge build` for a later `segforge commit`,
+ *     which declares no intent);
  *   - temporary files ("*.tmp.*") of writers in those directories and in
- *     _indices/_catalog/, older than an hour.
+ *     _indices/_catalog/ and _indices/_intents/, older than an hour;
+ *   - stale intents: those whose builder died (nobody holds their flock).
  *
- * Order: version files first (then the directory is fsynced), data files
- * after, so a crash in the middle never leaves a kept version that names a
- * missing file. gc holds an exclusive flock on _catalog/LOCK (commits hold
- * it shared), so no commit runs while it decides and deletes; readers take
- * no lock, which is why K > 1 is wise when queries may still be loading an
- * older version.
+ * Order and locking: gc takes an exclusive flock on _catalog/LOCK (creating
+ * it if the dataset has _indices/ but no catalog yet) before it reads
+ * anything, and holds it until its last deletion. Commits check their files
+ * and publish under the shared lock, and builders declare their intents
+ * under it, so a commit never publishes a file gc removed, and a build
+ * either declared its segments before gc looked (then gc keeps them) or
+ * starts after gc finished (then it sees, and rebuilds, what gc removed).
+ * The kept versions and the live intents are all read before the first
+ * deletion; one that does not read stops gc with nothing deleted. Then
+ * version files go first (and the directory is fsynced), data files after,
+ * so a crash in the middle never leaves a kept version that names a
+ * missing file. Readers take no lock, which is why K > 1 is wise when
+ * queries may still be loading an older version. A dry run takes the lock
+ * shared and creates nothing.
  */
 #ifndef SF_GC_H
 #define SF_GC_H
@@ -41,10 +53,11 @@ typedef enum sf_gc_kind {
   SF_GC_SEGMENT,     /* a segment file no kept version references */
   SF_GC_QUANTIZER,   /* a kept quantizer no kept version references */
   SF_GC_TEMP,        /* a writer's temporary file older than an hour */
+  SF_GC_INTENT,      /* the intent of a build that died (catalog.h) */
   SF_GC_KIND_COUNT
 } sf_gc_kind;
 
-/* "version", "staging", "segment", "quantizer", "temp". */
+/* "version", "staging", "segment", "quantizer", "temp", "intent". */
 const char *sf_gc_kind_name(sf_gc_kind k);
 
 typedef struct sf_gc_opts {

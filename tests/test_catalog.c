@@ -7,10 +7,12 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -608,6 +610,44 @@ static void test_concurrent_committers_all_succeed_in_distinct_versions(void **s
   assert_int_equal(count_temps(&f), 0);
 }
 
+/* gc holds the catalog lock exclusively while it deletes; a commit waiting
+ * for the lock must look at its files after gc is done, not before: one
+ * deleted in between is refused, never published. */
+static void test_a_commit_checks_its_files_under_the_lock(void **state) {
+  (void)state;
+  fx f;
+  fx_init(&f, "cat-lockcheck");
+  sf_err err = {0};
+  assert_int_equal(commit1(&f, "idx", "job0", "seg-a", "0-9", &err), SF_OK);
+  char lockp[4400];
+  snprintf(lockp, sizeof lockp, "%s/%s/%s", f.ds, SF_CATALOG_DIR, SF_CATALOG_LOCK_NAME);
+  int fd = open(lockp, O_RDWR | O_CLOEXEC);
+  assert_true(fd >= 0);
+  assert_int_equal(flock(fd, LOCK_EX), 0); /* as gc holds it */
+  sf_seginfo s;
+  make_seg(&f, &s, "seg-b", "10-19", 64);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    close(fd); /* the parent's copy alone holds the lock */
+    sf_catalog_commit_result res;
+    sf_code rc = commit_n(&f, "idx", "job1", &s, 1, 0, &res, &err);
+    _exit(rc == SF_ENOTFOUND ? 0 : rc == SF_OK ? 1 : 2);
+  }
+  usleep(300 * 1000); /* the commit is waiting for the lock by now */
+  int st;
+  assert_int_equal(waitpid(pid, &st, WNOHANG), 0);
+  char path[4400];
+  snprintf(path, sizeof path, "%s/_indices/%s", f.ds, s.path);
+  assert_int_equal(unlink(path), 0); /* gc removes the unreferenced file */
+  close(fd);
+  assert_int_equal(waitpid(pid, &st, 0), pid);
+  assert_true(WIFEXITED(st));
+  assert_int_equal(WEXITSTATUS(st), 0); /* refused with NOTFOUND, not published */
+  assert_int_equal(latest_version(&f), 1);
+  sf_seginfo_clear(&s);
+}
+
 static void test_version_names_parse_only_exactly(void **state) {
   (void)state;
   uint64_t v;
@@ -651,6 +691,7 @@ int main(void) {
       cmocka_unit_test(test_absurd_counts_and_lengths_in_the_framing_are_corrupt),
       cmocka_unit_test(test_a_crash_before_the_link_leaves_the_previous_version_intact),
       cmocka_unit_test(test_concurrent_committers_all_succeed_in_distinct_versions),
+      cmocka_unit_test(test_a_commit_checks_its_files_under_the_lock),
       cmocka_unit_test(test_version_names_parse_only_exactly),
       cmocka_unit_test(test_a_file_uri_names_the_same_dataset),
   };

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -280,6 +281,158 @@ static void test_gc_waits_for_a_commit_in_progress(void **state) {
   assert_false(exists(P(&f, "_indices/_catalog/v00000000000000000001.avro")));
 }
 
+/* ---- intents --------------------------------------------------------------- */
+
+static size_t count_intents(const fx *f) {
+  DIR *d = opendir(P(f, SF_CATALOG_INTENTS_DIR));
+  if (!d) return 0;
+  size_t n = 0;
+  struct dirent *e;
+  while ((e = readdir(d)))
+    if (e->d_name[0] != '.') n++;
+  closedir(d);
+  return n;
+}
+
+static void test_gc_keeps_what_a_live_intent_names_until_it_ends(void **state) {
+  (void)state;
+  fx f;
+  scene(&f, "gc-intent");
+  /* A build in progress: one segment finished long ago (reused), one being
+   * written, and a second build in the same process. */
+  touch(P(&f, "_indices/segments/reused.sfseg"), 10, 5);
+  touch(P(&f, "_indices/segments/writing.sfseg.tmp.1.2.3.4"), 10, 5);
+  touch(P(&f, "_indices/segments/other.sfseg"), 10, 0);
+  const char *a[] = {"segments/reused.sfseg", "segments/writing.sfseg"};
+  const char *b[] = {"segments/other.sfseg"};
+  sf_catalog_intent *ia, *ib;
+  sf_err err = {0};
+  assert_int_equal(sf_catalog_intent_begin(f.ds, "finalize job-a", a, 2, &ia, &err), SF_OK);
+  assert_int_equal(sf_catalog_intent_begin(f.ds, "finalize job-b", b, 1, &ib, &err), SF_OK);
+  assert_int_equal(count_intents(&f), 2);
+  sf_gc_opts o = {.keep_versions = 1, .grace_ms = 0, .temp_age_ms = 0};
+  sf_gc_stats st;
+  assert_int_equal(sf_gc_run(f.ds, &o, NULL, NULL, &st, &err), SF_OK);
+  assert_int_equal(st.removed[SF_GC_INTENT], 0);
+  assert_true(exists(P(&f, "_indices/segments/reused.sfseg")));
+  assert_true(exists(P(&f, "_indices/segments/writing.sfseg.tmp.1.2.3.4")));
+  assert_true(exists(P(&f, "_indices/segments/other.sfseg")));
+  assert_false(exists(P(&f, "_indices/segments/fresh-orphan.sfseg"))); /* nobody's */
+  /* One build gives up: its file is an orphan again; the other's stays. */
+  sf_catalog_intent_end(ia);
+  assert_int_equal(count_intents(&f), 1);
+  assert_int_equal(sf_gc_run(f.ds, &o, NULL, NULL, &st, &err), SF_OK);
+  assert_false(exists(P(&f, "_indices/segments/reused.sfseg")));
+  assert_false(exists(P(&f, "_indices/segments/writing.sfseg.tmp.1.2.3.4")));
+  assert_true(exists(P(&f, "_indices/segments/other.sfseg")));
+  sf_catalog_intent_end(ib);
+  assert_int_equal(count_intents(&f), 0);
+  sf_catalog_intent_end(NULL);
+}
+
+static void test_the_intent_of_a_dead_builder_is_removed_and_protects_nothing(void **state) {
+  (void)state;
+  fx f;
+  scene(&f, "gc-intent-dead");
+  touch(P(&f, "_indices/segments/dead.sfseg"), 10, 0);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) { /* declares, then dies without ending it */
+    const char *a[] = {"segments/dead.sfseg"};
+    sf_catalog_intent *in;
+    _exit(sf_catalog_intent_begin(f.ds, "finalize dead", a, 1, &in, NULL) == SF_OK ? 0 : 1);
+  }
+  int wst;
+  assert_int_equal(waitpid(pid, &wst, 0), pid);
+  assert_true(WIFEXITED(wst) && WEXITSTATUS(wst) == 0);
+  assert_int_equal(count_intents(&f), 1);
+  /* A dry run reports it and keeps it. */
+  sf_gc_opts o = {.keep_versions = 1, .dry_run = 1, .grace_ms = 0, .temp_age_ms = -1};
+  sf_gc_stats st;
+  seen s = {0};
+  sf_err err = {0};
+  assert_int_equal(sf_gc_run(f.ds, &o, record, &s, &st, &err), SF_OK);
+  assert_int_equal(st.removed[SF_GC_INTENT], 1);
+  assert_non_null(strstr(s.lines[s.n - 1], "intent "));
+  assert_int_equal(count_intents(&f), 1);
+  o.dry_run = 0;
+  assert_int_equal(sf_gc_run(f.ds, &o, NULL, NULL, &st, &err), SF_OK);
+  assert_int_equal(st.removed[SF_GC_INTENT], 1);
+  assert_int_equal(count_intents(&f), 0);
+  assert_false(exists(P(&f, "_indices/segments/dead.sfseg")));
+}
+
+static void test_a_live_intent_that_does_not_read_stops_gc_before_it_deletes(void **state) {
+  (void)state;
+  fx f;
+  scene(&f, "gc-intent-bad");
+  const char *bad[] = {"not an intent\n",
+                       "segforge intent 1\nowner x\nsegments/../../etc\n",
+                       "segforge intent 1\nowner x\nsegments/cut-short"};
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    touch(P(&f, SF_CATALOG_INTENTS_DIR "/i.bad"), 0, 0);
+    tu_write_file(P(&f, SF_CATALOG_INTENTS_DIR "/i.bad"), bad[i], strlen(bad[i]));
+    int fd = open(P(&f, SF_CATALOG_INTENTS_DIR "/i.bad"), O_RDONLY | O_CLOEXEC);
+    assert_true(fd >= 0);
+    assert_int_equal(flock(fd, LOCK_EX), 0); /* a live holder */
+    sf_gc_opts o = {.keep_versions = 1, .grace_ms = 0, .temp_age_ms = 0};
+    sf_gc_stats st;
+    sf_err err = {0};
+    assert_int_equal(sf_gc_run(f.ds, &o, NULL, NULL, &st, &err), SF_ECORRUPT);
+    assert_non_null(strstr(err.msg, "i.bad"));
+    assert_int_equal(st.bytes, 0);
+    assert_true(exists(P(&f, "_indices/segments/old-orphan.sfseg")));
+    close(fd);
+  }
+  /* Nobody holds it any more: stale, removed like any other. */
+  sf_gc_opts o = {.keep_versions = 1, .grace_ms = 0, .temp_age_ms = 0};
+  sf_gc_stats st;
+  sf_err err = {0};
+  assert_int_equal(sf_gc_run(f.ds, &o, NULL, NULL, &st, &err), SF_OK);
+  assert_int_equal(st.removed[SF_GC_INTENT], 1);
+  assert_false(exists(P(&f, "_indices/segments/old-orphan.sfseg")));
+}
+
+static void test_an_intent_is_made_after_gc_is_done_never_during(void **state) {
+  (void)state;
+  fx f;
+  scene(&f, "gc-intent-order");
+  int fd = open(P(&f, "_indices/_catalog/LOCK"), O_RDWR | O_CLOEXEC);
+  assert_true(fd >= 0);
+  assert_int_equal(flock(fd, LOCK_EX), 0); /* as gc holds it */
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    close(fd);
+    const char *a[] = {"segments/x.sfseg"};
+    sf_catalog_intent *in;
+    if (sf_catalog_intent_begin(f.ds, "finalize order", a, 1, &in, NULL)) _exit(1);
+    sf_catalog_intent_end(in);
+    _exit(0);
+  }
+  usleep(200 * 1000);
+  int wst;
+  assert_int_equal(waitpid(pid, &wst, WNOHANG), 0); /* waiting for gc */
+  assert_int_equal(count_intents(&f), 0);
+  close(fd);
+  assert_int_equal(waitpid(pid, &wst, 0), pid);
+  assert_true(WIFEXITED(wst) && WEXITSTATUS(wst) == 0);
+}
+
+static void test_bad_intents_are_refused_when_made(void **state) {
+  (void)state;
+  fx f;
+  fx_init(&f, "gc-intent-refuse");
+  sf_catalog_intent *in = (sf_catalog_intent *)&f;
+  sf_err err = {0};
+  const char *p1[] = {"quantizers/x"};
+  assert_int_equal(sf_catalog_intent_begin(f.ds, "o", p1, 1, &in, &err), SF_EINVAL);
+  assert_null(in);
+  const char *p2[] = {"segments/a.sfseg"};
+  assert_int_equal(sf_catalog_intent_begin(f.ds, "two\nlines", p2, 1, &in, &err), SF_EINVAL);
+  assert_int_equal(count_intents(&f), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_gc_keeps_what_kept_versions_need_and_removes_the_rest),
@@ -289,6 +442,11 @@ int main(void) {
       cmocka_unit_test(test_a_damaged_kept_version_stops_gc_before_it_deletes_anything),
       cmocka_unit_test(test_a_dataset_without_indices_is_fine),
       cmocka_unit_test(test_gc_waits_for_a_commit_in_progress),
+      cmocka_unit_test(test_gc_keeps_what_a_live_intent_names_until_it_ends),
+      cmocka_unit_test(test_the_intent_of_a_dead_builder_is_removed_and_protects_nothing),
+      cmocka_unit_test(test_a_live_intent_that_does_not_read_stops_gc_before_it_deletes),
+      cmocka_unit_test(test_an_intent_is_made_after_gc_is_done_never_during),
+      cmocka_unit_test(test_bad_intents_are_refused_when_made),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
