@@ -458,7 +458,7 @@ static void held_report(sf_proc *p) {
     sf_metrics_set_degraded(mx, NULL);
     return;
   }
-  char buf[SF_METRICS_DEGRADED_MAX], m[600];
+  char buf[SF_METRICS_DEGRADED_MAX], m[600], d[600];
   size_t w = 0, n = 0;
   w += (size_t)snprintf(buf, sizeof buf,
                         "%zu job%s held: %s dataset fails, the job is retried with "
@@ -472,7 +472,8 @@ static void held_report(sf_proc *p) {
     }
     w += (size_t)snprintf(buf + w, sizeof buf - w,
                           "\nstaging_id=%s dataset=%s what=%s attempts=%d error=\"%s\"",
-                          t->job->staging_id, t->job->dataset, held_what(t), t->attempts,
+                          t->job->staging_id, proc_quoted(d, sizeof d, t->job->dataset),
+                          held_what(t), t->attempts,
                           proc_quoted(m, sizeof m, t->held_err.msg));
   }
   sf_metrics_set_degraded(mx, buf);

@@ -81,7 +81,13 @@ def scenario(name, workers, merges, jobs, shards, expect_peak):
     check(sorted(committed) == sorted(ids), "%s: every job is committed and announced" % what)
     check(all(len(ev["segments"]) == shards for ev in committed.values()),
           "%s: each job has its %d segments" % (what, shards))
+    # The gauges are published by the poll loop every 100 ms: wait for the
+    # one after the last build ended.
+    end = time.time() + 15
     vals = serve.metrics()
+    while vals.get("segforge_builds_running") != 0 and time.time() < end:
+        time.sleep(0.1)
+        vals = serve.metrics()
     peak = vals.get("segforge_builds_running_peak")
     check(peak == expect_peak,
           "%s: the process saw at most %d builds at once (segforge_builds_running_peak %s)"
