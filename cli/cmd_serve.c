@@ -32,7 +32,8 @@ static void help(void) {
       "HOST:PORT]\n"
       "                      [--drain-timeout DUR] [--max-pending-events N]\n"
       "                      [--max-pending-bytes N] [--dataset-root DIR]...\n"
-      "                      [--log-level error|warn|info|debug]\n\n"
+      "                      [--retry-max-backoff DUR] [--log-level "
+      "error|warn|info|debug]\n\n"
       "Consumes ShardStaged events in the consumer group G (default %s), finalizes\n"
       "each job once its shards cover its expected fragments (plan, build with at most\n"
       "--max-merges segment builds at once, commit), and publishes SegmentsCommitted;\n"
@@ -49,8 +50,14 @@ static void help(void) {
       "  --target-segment-bytes N  segment budget (K/M/G) for jobs whose events set "
       "none;\n"
       "                     default 0: one segment per shard\n"
-      "  --max-merges N     segment builds at once, all jobs together (default 2)\n"
-      "  --workers N        jobs finalized at once (default: --max-merges)\n"
+      "  --max-merges N     segment builds at once in the whole process, all jobs\n"
+      "                     together (default 2)\n"
+      "  --workers N        jobs finalized at once (default: --max-merges); their\n"
+      "                     builds share the --max-merges slots, and one job alone\n"
+      "                     may use them all\n"
+      "  --retry-max-backoff DUR  a job whose dataset fails (full, read-only, I/O\n"
+      "                     errors) is held and retried after 1s, 2s, 4s ... up to\n"
+      "                     DUR between attempts (default 5m); the service goes on\n"
       "  --staging-timeout DUR  a job must be complete within DUR of its first event\n"
       "                     (e.g. 90s, 10m, 500ms; default 10m)\n"
       "  --max-pending-events N  messages read but not finished before the consumer\n"
@@ -134,6 +141,7 @@ int cli_cmd_serve(int argc, char **argv) {
       {"max-pending-events", required_argument, 0, 'E'},
       {"max-pending-bytes", required_argument, 0, 'Y'},
       {"dataset-root", required_argument, 0, 'r'},
+      {"retry-max-backoff", required_argument, 0, 'K'},
       {"help", no_argument, 0, 'h'},
       {0, 0, 0, 0}};
   enum { MAX_ROOTS = 64 };
@@ -205,6 +213,9 @@ int cli_cmd_serve(int argc, char **argv) {
           po.drain_timeout_ms = ms > INT32_MAX ? INT32_MAX : (int)ms;
         break;
       }
+      case 'K':
+        e = parse_duration("--retry-max-backoff", optarg, &po.retry_max_ms, &err);
+        break;
       case 'm':
         metrics_addr = optarg;
         break;

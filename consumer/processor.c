@@ -206,6 +206,11 @@ static void timeout_clock(sf_proc *p) {
 static void drop_job(void *ctx, sf_job *j) {
   sf_proc *p = ctx;
   task *t = j->user;
+  if (t && t->waiting) { /* held, between two attempts: no thread has it */
+    j->user = NULL;
+    proc_unhold_free(p, t);
+    t = NULL;
+  }
   if (t) atomic_store(&t->cancel, 1); /* its build stops between partitions */
   sf_job *held = sf_jobs_drop(p->jobs, j);
   if (held && !t) sf_jobs_job_free(held);
@@ -355,7 +360,8 @@ sf_code sf_proc_new(const sf_proc_opts *o, sf_proc **out, sf_err *err) {
   if (!p->o.staging_timeout_ms) p->o.staging_timeout_ms = 600000;
   if (!p->o.commit_interval_ms) p->o.commit_interval_ms = 100;
   if (!p->o.drain_timeout_ms) p->o.drain_timeout_ms = 60000;
-  p->per_job_merges = p->o.max_merges / p->o.workers ? p->o.max_merges / p->o.workers : 1;
+  if (p->o.retry_max_ms <= 0) p->o.retry_max_ms = 300000;
+  p->next_retry_ms = INT64_MAX;
   proc_q_init(&p->work);
   proc_q_init(&p->dead);
   proc_q_init(&p->done);
@@ -371,6 +377,8 @@ sf_code sf_proc_new(const sf_proc_opts *o, sf_proc **out, sf_err *err) {
   rd_kafka_conf_t *conf = NULL;
   sf_jobs_opts jo = {.timeout_ms = p->o.staging_timeout_ms,
                      .hooks = {.open = sf_intake_open, .check = sf_intake_check}};
+  if ((rc = sf_build_budget_new(p->o.max_merges, &p->budget, err))) goto out;
+  if (p->o.metrics) atomic_store(&p->o.metrics->build_slots, p->o.max_merges);
   if (!(p->kconf = sf_kconf_dup(o->kconf)) || !(pk = sf_kconf_dup(o->kconf))) {
     rc = sf_err_set(err, SF_ENOMEM, "out of memory");
     goto out;
@@ -441,7 +449,12 @@ static void publish_stats(sf_proc *p) {
   atomic_store_explicit(&p->s_open, s.open, memory_order_relaxed);
   atomic_store_explicit(&p->s_inflight, p->inflight_finalize, memory_order_relaxed);
   atomic_store_explicit(&p->s_pending, sf_offsets_pending(p->offs), memory_order_relaxed);
+  atomic_store_explicit(&p->s_held, p->nheld, memory_order_relaxed);
   if (p->o.metrics) {
+    sf_build_budget_stats b;
+    sf_build_budget_get_stats(p->budget, &b);
+    atomic_store_explicit(&p->o.metrics->builds_running, b.running, memory_order_relaxed);
+    atomic_store_explicit(&p->o.metrics->builds_peak, b.peak, memory_order_relaxed);
     atomic_store_explicit(&p->o.metrics->jobs_pending, (int64_t)s.open,
                           memory_order_relaxed);
     atomic_store_explicit(&p->o.metrics->jobs_building, (int64_t)p->inflight_finalize,
@@ -458,6 +471,7 @@ static void turn(sf_proc *p, int timeout_ms) {
     rd_kafka_message_destroy(m);
   }
   proc_drain_done(p);
+  proc_retry_held(p);
   backpressure(p);
   timeout_clock(p);
   if (!p->stop && !p->frozen_since_ms) expire(p);
@@ -484,9 +498,9 @@ sf_code sf_proc_run(sf_proc *p, sf_err *err) {
   if (!rc) {
     proc_plog(p, SF_PROC_LOG_INFO,
               "event=serving topic=%s group=%s workers=%u max_merges=%u "
-              "staging_timeout_ms=%lld",
+              "staging_timeout_ms=%lld retry_max_ms=%lld",
               p->topic, sf_kconf_get(p->kconf, "group.id"), p->o.workers, p->o.max_merges,
-              (long long)p->o.staging_timeout_ms);
+              (long long)p->o.staging_timeout_ms, (long long)p->o.retry_max_ms);
     if (p->o.metrics) atomic_store(&p->o.metrics->phase, SF_METRICS_SERVING);
     while (!p->stop) {
       int64_t until =
@@ -534,11 +548,16 @@ void sf_proc_free(sf_proc *p) {
   task *t;
   while ((t = proc_q_pop(&p->work, 0))) {
     if (t->job && t->job->state == SF_JOB_DROPPED) sf_jobs_job_free(t->job);
-    proc_task_free(t);
+    proc_unhold_free(p, t);
   }
   while ((t = proc_q_pop(&p->dead, 0))) {
     if (t->job && t->job->state == SF_JOB_DROPPED) sf_jobs_job_free(t->job);
-    proc_task_free(t);
+    proc_unhold_free(p, t);
+  }
+  /* Held jobs between two attempts (their jobs are the table's). */
+  while ((t = p->held_head)) {
+    if (t->job) t->job->user = NULL;
+    proc_unhold_free(p, t);
   }
   sf_jobs_free(p->jobs);
   sf_offsets_free(p->offs);
@@ -546,6 +565,7 @@ void sf_proc_free(sf_proc *p) {
   sf_event_decoder_free(p->dec);
   sf_schema_set_free(p->schemas);
   sf_kconf_free(p->kconf);
+  sf_build_budget_free(p->budget);
   free(p->workers);
   proc_q_destroy(&p->work);
   proc_q_destroy(&p->dead);
@@ -562,4 +582,5 @@ void sf_proc_get_stats(sf_proc *p, sf_proc_stats *s) {
   s->jobs_open = atomic_load(&p->s_open);
   s->jobs_inflight = atomic_load(&p->s_inflight);
   s->pending_events = atomic_load(&p->s_pending);
+  s->jobs_held = atomic_load(&p->s_held);
 }

@@ -10,10 +10,12 @@
  *    resumes partitions, and handles rebalances (librdkafka calls the
  *    rebalance callback from inside its poll);
  *  - `workers` finalize threads: each takes a complete job, runs
- *    sf_finalize (plan + build + commit; core/finalize.h) with
- *    max_merges / workers segment builds of its own, then publishes the
- *    job's SegmentsCommitted and waits for its delivery report. So at most
- *    `workers` jobs and `max_merges` segment builds run at once;
+ *    sf_finalize (plan + build + commit; core/finalize.h), then publishes
+ *    the job's SegmentsCommitted and waits for its delivery report. So at
+ *    most `workers` jobs are finalized at once. Their segment builds share
+ *    one sf_build_budget of `max_merges` slots (core/build.h): at most
+ *    `max_merges` segment builds run in the whole process, however they
+ *    are spread over jobs (one job may use every slot when it is alone);
  *  - one dead-letter thread: writes the failed marker of a failed job and
  *    publishes ShardRejected events, waiting for each delivery report.
  * Workers hand results back through a queue and wake the poll loop; librdkafka
@@ -27,6 +29,20 @@
  * A restart re-reads every event whose work was not finished; sf_finalize
  * recognises a committed job (`already`) and the announcement is published
  * again with the same event_id, "<staging_id>@<catalog_version>".
+ *
+ * Held jobs: a failure that is its dataset's, not the job's nor the
+ * process's (finalize blames the environment: EIO, ENOSPC, EROFS, an
+ * unreadable catalog, a commit that lost every race; or a failed job's
+ * marker cannot be written), holds the job instead of stopping the
+ * service: it keeps its offsets (so its partition's committed offset stays
+ * at its oldest event), it is retried after 1 s, then twice as long each
+ * time up to retry_max_ms, and it is reported (a log line per failed
+ * attempt, the jobs_held gauge, the job_retries counter, /healthz
+ * "degraded" naming the dataset and the error) until it commits. Every
+ * other job goes on meanwhile. Only the process's own faults stop the
+ * service: out of memory in the poll loop, a fatal consumer or producer
+ * error, an announcement that can never be published (a configuration
+ * error), an I/O error of the intake checks.
  *
  * Back-pressure: when `workers + queue_depth` jobs are waiting or running, or
  * more than max_pending_events messages are pending, or max_pending_bytes of
@@ -46,7 +62,8 @@
  *   serve.after_publish  - SegmentsCommitted was delivered, before the
  *                          job's offsets are released and committed
  * and, inside sf_finalize, build.mid_segment / build.after_segment and the
- * catalog.* points (core/build.h, core/catalog.h).
+ * catalog.* points (core/build.h, core/catalog.h); build.slow_partition
+ * slows every segment build down instead (tests of the build bound).
  */
 #ifndef SF_PROCESSOR_H
 #define SF_PROCESSOR_H
@@ -99,7 +116,11 @@ typedef struct sf_proc_opts {
   int commit_interval_ms;  /* offset commits at most this often; 0 = 100 */
   int delivery_timeout_ms; /* wait for a delivery report; 0 = the kconf's */
   int drain_timeout_ms;    /* on stop, wait this long for jobs in flight; 0 = 60000 */
-  sf_proc_log_fn log;      /* may be NULL */
+  /* The longest wait between two attempts of a held job (its dataset
+   * fails; see the top of this file); the first wait is 1 s (or this, if
+   * shorter), doubled each time. 0 = 300000 (5 min). */
+  int64_t retry_max_ms;
+  sf_proc_log_fn log; /* may be NULL */
   void *log_ctx;
   sf_metrics *metrics; /* may be NULL; must outlive the processor */
 } sf_proc_opts;
@@ -115,7 +136,9 @@ sf_code sf_proc_new(const sf_proc_opts *o, sf_proc **out, sf_err *err);
  * then drains (jobs in flight finish and are announced, offsets committed,
  * the group left) and returns SF_OK. Returns an error only for what a
  * restart must retry: a failure that is not an event's fault (out of
- * memory, an I/O error reading a shard, a fatal consumer error). Call once. */
+ * memory in the loop, an I/O error of the intake checks, a fatal consumer or
+ * producer error; a job whose dataset fails is held instead, see above).
+ * Call once. */
 sf_code sf_proc_run(sf_proc *p, sf_err *err);
 
 /* Asks the loop to stop. Async-signal-safe (it sets a flag the loop checks
@@ -132,6 +155,7 @@ typedef struct sf_proc_stats {
   uint64_t jobs_failed;
   uint64_t pauses; /* times the consumer paused */
   size_t jobs_open, jobs_inflight, pending_events;
+  size_t jobs_held; /* held: their dataset fails, retried with backoff */
 } sf_proc_stats;
 
 /* A snapshot; may be called from any thread while the loop runs. */

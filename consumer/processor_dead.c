@@ -90,6 +90,7 @@ static int catalog_holds(const char *dataset, const char *staging_id) {
  * with the job's reason when no single event failed it). */
 static void run_dead_job(sf_proc *p, task *t) {
   sf_job *j = t->job;
+  t->dataset_fault = 0;
   /* Whatever failed it, a job the catalog holds is committed, not failed:
    * late redeliveries of a job committed before a restart (a timeout), or a
    * job another owner committed meanwhile after a rebalance (a conflict).
@@ -104,11 +105,12 @@ static void run_dead_job(sf_proc *p, task *t) {
   const char *jm = sf_event_escape_text(jm_ok, sizeof jm_ok, j->message);
   /* The marker first (processor.h's ordering): without it a restart would
    * take the staging id afresh after its dead letters were published. So a
-   * marker that cannot be written holds the job's offsets and stops the
-   * service, like any I/O error. */
+   * marker that cannot be written holds the job and its offsets, and the
+   * loop retries it with backoff (processor.h, held jobs). */
   if (sf_intake_mark_failed(j->dataset, j->staging_id, j->reason, jm, proc_wall_ms(),
                             &t->err)) {
     t->rc = SF_EIO;
+    t->dataset_fault = 1; /* the dataset's: the job is held, the service goes on */
     sf_err_prefix(&t->err, "writing the failed marker of job '%s'", j->staging_id);
     return;
   }

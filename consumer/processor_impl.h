@@ -41,12 +41,25 @@ typedef struct task {
   sf_code rc;
   sf_err err;
   sf_finalize_blame blame; /* T_FINALIZE: whose fault a failure was */
+  /* The failure is its dataset's (finalize blamed the environment: EIO,
+   * ENOSPC, EROFS, an unreadable catalog; or the failed marker could not be
+   * written): the job is held and retried, the service goes on. A failure
+   * with this unset and no reason of the job's is the process's own. */
+  int dataset_fault;
   int in_catalog; /* T_DEAD_JOB of a timeout: the catalog holds the job */
   int already;
   uint64_t version, rows, bytes_built;
   size_t nsegs;
   double finalize_ms, publish_ms;
   int64_t committed_at_ms;
+  /* Held (see processor.h): set from its first dataset fault until it
+   * commits, fails for its own reasons, or is dropped. */
+  int held;
+  int waiting;  /* held and waiting for retry_at_ms (not in a queue) */
+  int attempts; /* failed attempts so far */
+  int64_t held_since_ms, retry_at_ms;
+  sf_err held_err;            /* the last failure, for the health report */
+  struct task *hprev, *hnext; /* the processor's list of held tasks */
 } task;
 
 typedef struct tqueue {
@@ -70,7 +83,9 @@ struct sf_proc {
   sf_offsets *offs;
   sf_intake *intake; /* the job table's hooks' cache */
   const char *topic; /* ShardStaged; owned by kconf */
-  unsigned per_job_merges;
+  /* The one bound on segment builds of the whole process (--max-merges),
+   * shared by every job's sf_build_run. */
+  sf_build_budget *budget;
   int faults;
 
   pthread_t *workers;
@@ -88,12 +103,15 @@ struct sf_proc {
    * or 0 while they run. */
   int64_t frozen_since_ms;
   size_t dead_bytes; /* original bytes of T_DEAD_EVENT tasks in flight */
+  task *held_head;   /* held tasks, waiting or being retried */
+  size_t nheld;
+  int64_t next_retry_ms; /* earliest retry_at_ms of a waiting one; INT64_MAX: none */
   int64_t last_commit_ms;
   sf_code fatal;
   sf_err fatal_err;
 
   atomic_uint_least64_t n_events, n_rejected, n_committed, n_failed, n_pauses;
-  atomic_size_t s_open, s_inflight, s_pending;
+  atomic_size_t s_open, s_inflight, s_pending, s_held;
 };
 
 /* ---- processor_tasks.c and processor_dead.c ---------------------------------- */
@@ -140,5 +158,10 @@ void proc_send_dead_event(sf_proc *p, const rd_kafka_message_t *m, uint32_t gen,
                           const sf_shard_staged *ev);
 /* Takes back every finished task and acts on its result. */
 void proc_drain_done(sf_proc *p);
+/* Hands the held tasks whose retry is due back to their threads. */
+void proc_retry_held(sf_proc *p);
+/* Frees a task that no thread has, first taking it out of the held list
+ * if it is there (a held job revoked between two attempts, or shutdown). */
+void proc_unhold_free(sf_proc *p, task *t);
 
 #endif

@@ -139,8 +139,9 @@ const char *proc_quoted(char *buf, size_t n, const char *s) {
 /* ---- the finalize workers ----------------------------------------------------- */
 
 /* The dead-letter reason of a finalize failure; NONE for a failure that is
- * not the job's fault, which is retried and then stops the service so that a
- * restart retries. sf_finalize says whose fault it was (an unreadable
+ * not the job's fault, which holds the job (its dataset's fault, retried
+ * with backoff) or stops the service (the process's). sf_finalize says whose
+ * fault it was (an unreadable
  * catalog version or a commit that lost every race is not the job's, though
  * their codes look like a corrupt file or a conflict); the code then picks
  * the reason. */
@@ -268,23 +269,18 @@ static void run_finalize(sf_proc *p, task *t) {
                                   ? (uint64_t)e0->target_segment_bytes
                                   : p->o.target_segment_bytes,
       .index_type = -1,
-      .build = {.max_merges = p->per_job_merges, .cancel = &t->cancel},
+      /* As many threads as the process may build segments at once; every
+       * build takes a slot of the one budget that all jobs share. */
+      .build = {.max_merges = p->o.max_merges, .budget = p->budget, .cancel = &t->cancel},
   };
   sf_finalize_result res;
   double t0 = proc_mono_s();
-  for (int attempt = 1;; attempt++) {
-    t->rc = sf_finalize(&req, &res, &t->err);
-    t->blame = res.blame;
-    if (!t->rc || finalize_reason(t->rc, t->blame) != SF_REASON_NONE ||
-        t->rc == SF_ECANCELED || atomic_load(&t->cancel) || attempt == 3 ||
-        atomic_load(&p->quit))
-      break;
-    char m[600];
-    proc_plog(p, SF_PROC_LOG_WARNING,
-              "event=finalize_retry staging_id=%s attempt=%d error=\"%s\"", j->staging_id,
-              attempt, proc_quoted(m, sizeof m, t->err.msg));
-    proc_backoff(p, 500 * attempt);
-  }
+  /* One attempt: a failure that is not the job's is retried by the loop
+   * (the job held, with backoff), which frees this thread for other jobs. */
+  t->rc = sf_finalize(&req, &res, &t->err);
+  t->blame = res.blame;
+  t->dataset_fault = t->rc && t->rc != SF_ECANCELED && !atomic_load(&t->cancel) &&
+                     finalize_reason(t->rc, t->blame) == SF_REASON_NONE;
   free(ps);
   t->finalize_ms = (proc_mono_s() - t0) * 1e3;
   if (t->rc) return;
@@ -390,6 +386,7 @@ void proc_send_dead_job(sf_proc *p, sf_job *j, task *reuse) {
     memset(&t->err, 0, sizeof t->err);
     t->kind = T_DEAD_JOB;
     t->rc = SF_OK;
+    t->dataset_fault = 0;
     j->user = t;
   } else if (!(t = task_new(p, T_DEAD_JOB, j))) {
     return;
@@ -440,6 +437,145 @@ void proc_send_dead_event(sf_proc *p, const rd_kafka_message_t *m, uint32_t gen,
 
 /* ---- the poll loop: results -------------------------------------------------------- */
 
+/* ---- the poll loop: held jobs ----------------------------------------------------- */
+
+/* The first wait of a held job; each further one is twice the last, up to
+ * the processor's retry_max_ms. */
+#define HOLD_FIRST_MS 1000
+/* Held jobs named one by one in the /healthz report. */
+#define HOLD_REPORTED 8
+
+static const char *held_what(const task *t) {
+  return t->kind == T_FINALIZE ? "finalize" : "failed_marker";
+}
+
+/* The gauge and the /healthz report, after the held set changed. */
+static void held_report(sf_proc *p) {
+  sf_metrics *mx = p->o.metrics;
+  if (!mx) return;
+  atomic_store(&mx->jobs_held, (int64_t)p->nheld);
+  if (!p->nheld) {
+    sf_metrics_set_degraded(mx, NULL);
+    return;
+  }
+  char buf[SF_METRICS_DEGRADED_MAX], m[600], d[600];
+  size_t w = 0, n = 0;
+  w += (size_t)snprintf(buf, sizeof buf,
+                        "%zu job%s held: %s dataset fails, the job is retried with "
+                        "backoff and its partition's offset waits for it",
+                        p->nheld, p->nheld == 1 ? "" : "s",
+                        p->nheld == 1 ? "its" : "their");
+  for (const task *t = p->held_head; t && w < sizeof buf; t = t->hnext, n++) {
+    if (n == HOLD_REPORTED) {
+      w += (size_t)snprintf(buf + w, sizeof buf - w, "\n... and %zu more", p->nheld - n);
+      break;
+    }
+    w += (size_t)snprintf(buf + w, sizeof buf - w,
+                          "\nstaging_id=%s dataset=%s what=%s attempts=%d error=\"%s\"",
+                          t->job->staging_id, proc_quoted(d, sizeof d, t->job->dataset),
+                          held_what(t), t->attempts,
+                          proc_quoted(m, sizeof m, t->held_err.msg));
+  }
+  sf_metrics_set_degraded(mx, buf);
+}
+
+static void held_unlink(sf_proc *p, task *t) {
+  if (!t->held) return;
+  if (t->hprev)
+    t->hprev->hnext = t->hnext;
+  else
+    p->held_head = t->hnext;
+  if (t->hnext) t->hnext->hprev = t->hprev;
+  t->hprev = t->hnext = NULL;
+  t->held = t->waiting = t->attempts = 0;
+  p->nheld--;
+  held_report(p);
+}
+
+void proc_unhold_free(sf_proc *p, task *t) {
+  if (!t) return;
+  held_unlink(p, t);
+  proc_task_free(t);
+}
+
+/* The job of t failed for its dataset's sake: it keeps its offsets and
+ * waits for its next attempt; the service goes on. */
+static void hold(sf_proc *p, task *t) {
+  sf_job *j = t->job;
+  int64_t now = proc_mono_ms();
+  if (!t->held) {
+    t->held = 1;
+    t->held_since_ms = now;
+    t->attempts = 0;
+    t->hprev = NULL;
+    t->hnext = p->held_head;
+    if (p->held_head) p->held_head->hprev = t;
+    p->held_head = t;
+    p->nheld++;
+  }
+  t->attempts++;
+  t->held_err = t->err;
+  int64_t wait = HOLD_FIRST_MS < p->o.retry_max_ms ? HOLD_FIRST_MS : p->o.retry_max_ms;
+  for (int i = 1; i < t->attempts && wait < p->o.retry_max_ms; i++) wait *= 2;
+  if (wait > p->o.retry_max_ms) wait = p->o.retry_max_ms;
+  t->retry_at_ms = now + wait;
+  t->waiting = 1;
+  j->user = t;
+  if (t->retry_at_ms < p->next_retry_ms) p->next_retry_ms = t->retry_at_ms;
+  char m[600], d[600];
+  proc_plog(p, SF_PROC_LOG_WARNING,
+            "event=job_held staging_id=%s dataset=\"%s\" what=%s attempt=%d "
+            "retry_in_ms=%lld held_ms=%lld error=\"%s\"",
+            j->staging_id, proc_quoted(d, sizeof d, j->dataset), held_what(t),
+            t->attempts, (long long)wait, (long long)(now - t->held_since_ms),
+            proc_quoted(m, sizeof m, t->err.msg));
+  held_report(p);
+}
+
+/* A held job came through: logged, and no longer held. */
+static void unhold_recovered(sf_proc *p, task *t) {
+  if (!t->held) return;
+  char d[600];
+  proc_plog(p, SF_PROC_LOG_INFO,
+            "event=job_recovered staging_id=%s dataset=\"%s\" what=%s attempts=%d "
+            "held_ms=%lld",
+            t->job->staging_id, proc_quoted(d, sizeof d, t->job->dataset), held_what(t),
+            t->attempts + 1, (long long)(proc_mono_ms() - t->held_since_ms));
+  held_unlink(p, t);
+}
+
+void proc_retry_held(sf_proc *p) {
+  if (!p->nheld || p->stop) return;
+  int64_t now = proc_mono_ms();
+  if (now < p->next_retry_ms) return;
+  int64_t next = INT64_MAX;
+  for (task *t = p->held_head; t; t = t->hnext) {
+    if (!t->waiting) continue;
+    if (t->retry_at_ms > now) {
+      if (t->retry_at_ms < next) next = t->retry_at_ms;
+      continue;
+    }
+    t->waiting = 0;
+    t->rc = SF_OK;
+    t->blame = SF_FINALIZE_OK;
+    t->dataset_fault = 0;
+    memset(&t->err, 0, sizeof t->err);
+    if (p->o.metrics) atomic_fetch_add(&p->o.metrics->job_retries, 1);
+    proc_plog(p, SF_PROC_LOG_INFO, "event=job_retry staging_id=%s what=%s attempt=%d",
+              t->job->staging_id, held_what(t), t->attempts + 1);
+    if (t->kind == T_FINALIZE) {
+      p->inflight_finalize++;
+      proc_q_push(&p->work, t);
+    } else {
+      p->inflight_dead++;
+      proc_q_push(&p->dead, t);
+    }
+  }
+  p->next_retry_ms = next;
+}
+
+/* ---- the poll loop: results -------------------------------------------------------- */
+
 static void finalize_done(sf_proc *p, task *t) {
   sf_job *j = t->job;
   p->inflight_finalize--;
@@ -447,11 +583,12 @@ static void finalize_done(sf_proc *p, task *t) {
   if (j->state == SF_JOB_DROPPED) {
     proc_plog(p, SF_PROC_LOG_INFO, "event=job_dropped staging_id=%s", j->staging_id);
     sf_jobs_job_free(j);
-    proc_task_free(t);
+    proc_unhold_free(p, t);
     return;
   }
   char m[600];
   if (!t->rc) {
+    unhold_recovered(p, t);
     release_refs(p, j);
     atomic_fetch_add(&p->n_committed, 1);
     int64_t e2e = t->committed_at_ms - j->first_staged_at_ms;
@@ -475,14 +612,21 @@ static void finalize_done(sf_proc *p, task *t) {
   }
   sf_event_reason r = finalize_reason(t->rc, t->blame);
   if (r == SF_REASON_NONE) {
-    /* Not the job's fault: it stays pending, so its offsets hold, and the
-     * service stops so that a restart retries (unless it is stopping). */
+    /* Its dataset's fault: held and retried, the service goes on. */
+    if (t->dataset_fault && !p->stop) {
+      hold(p, t);
+      return;
+    }
+    /* Stopping (the job stays pending, its offsets held for the next
+     * owner), or the process's own fault, which stops the service so that a
+     * restart retries. */
     proc_plog(p, SF_PROC_LOG_ERR, "event=job_not_finished staging_id=%s error=\"%s\"",
               j->staging_id, proc_quoted(m, sizeof m, t->err.msg));
     if (!p->stop) proc_set_fatal(p, &t->err);
-    proc_task_free(t);
+    proc_unhold_free(p, t);
     return;
   }
+  held_unlink(p, t); /* a retry met the job's own fault: it fails now */
   sf_jobs_fail(p->jobs, j, r, t->err.msg);
   proc_send_dead_job(p, j, t);
 }
@@ -494,12 +638,14 @@ static void dead_job_done(sf_proc *p, task *t) {
   if (j->state == SF_JOB_DROPPED) {
     sf_jobs_job_free(j);
   } else if (t->in_catalog) {
+    unhold_recovered(p, t);
     proc_plog(p, SF_PROC_LOG_INFO,
               "event=late_events_of_committed_job staging_id=%s events=%zu",
               j->staging_id, j->nrefs);
     release_refs(p, j);
     sf_jobs_finish(p->jobs, j, 1);
   } else if (!t->rc) {
+    unhold_recovered(p, t);
     proc_plog(p, SF_PROC_LOG_WARNING,
               "event=job_dead_lettered staging_id=%s reason=%s events=%zu", j->staging_id,
               sf_event_reason_name(j->reason), j->nshards + (j->trigger != NULL));
@@ -507,17 +653,22 @@ static void dead_job_done(sf_proc *p, task *t) {
     if (p->o.metrics) atomic_fetch_add(&p->o.metrics->jobs_failed, 1);
     release_refs(p, j);
     sf_jobs_finish(p->jobs, j, 0);
+  } else if (t->dataset_fault && !p->stop) {
+    /* The marker cannot be written (its dataset is full or read-only): no
+     * dead letter may go before it, so the job is held, its offsets too. */
+    hold(p, t);
+    return;
   } else {
-    /* Not dead-lettered (marker not written, or not delivered while
-     * stopping): the job stays FAILED holding its offsets, and unless the
-     * service is stopping anyway it stops, so that a restart retries. */
+    /* Not dead-lettered (not delivered while stopping, or a fatal producer):
+     * the job stays FAILED holding its offsets, and unless the service is
+     * stopping anyway it stops, so that a restart retries. */
     char m[600];
     proc_plog(p, t->rc == SF_ECANCELED ? SF_PROC_LOG_INFO : SF_PROC_LOG_ERR,
               "event=dead_letter_not_delivered staging_id=%s error=\"%s\"", j->staging_id,
               proc_quoted(m, sizeof m, t->err.msg));
     if (!p->stop && t->rc != SF_ECANCELED) proc_set_fatal(p, &t->err);
   }
-  proc_task_free(t);
+  proc_unhold_free(p, t);
 }
 
 void proc_drain_done(sf_proc *p) {

@@ -22,11 +22,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fsutil.h"
 
-enum { FAULT_MID_SEGMENT = 1, FAULT_AFTER_SEGMENT = 2 };
+enum { FAULT_MID_SEGMENT = 1, FAULT_AFTER_SEGMENT = 2, FAULT_SLOW_PARTITION = 4 };
+
+/* The pause of build.slow_partition after each partition. */
+#define SLOW_PARTITION_NS 50000000L
 
 /* Bytes a build copies before it remaps its shards (see remap_shards). */
 #define REMAP_BYTES_DEFAULT (8u << 20)
@@ -56,6 +60,7 @@ static int read_faults(void) {
   if (!s) return 0;
   if (strstr(s, "build.mid_segment")) f |= FAULT_MID_SEGMENT;
   if (strstr(s, "build.after_segment")) f |= FAULT_AFTER_SEGMENT;
+  if (strstr(s, "build.slow_partition")) f |= FAULT_SLOW_PARTITION;
   return f;
 }
 
@@ -273,6 +278,8 @@ static sf_code write_segment(job *j, uint64_t *rows, sf_err *err) {
     counted += bytes;
     since_remap += bytes;
     report(r, bytes, 0, 0);
+    if (r->faults & FAULT_SLOW_PARTITION)
+      nanosleep(&(struct timespec){0, SLOW_PARTITION_NS}, NULL);
     if (since_remap >= r->remap_bytes && p + 1 < j->params.nlist) {
       since_remap = 0;
       if ((rc = remap_shards(j, err))) {
@@ -388,12 +395,22 @@ static size_t sweep_temporaries(const sf_plan *plan, const char *dir) {
 
 /* ---- the pool ------------------------------------------------------------ */
 
+static int stop_waiting(void *arg) {
+  return canceled(arg);
+}
+
+/* Each segment build holds one slot of the process's budget (if any). The
+ * segment is taken first, so that only a thread with work waits in the
+ * budget's queue (a thread that would find nothing left must not stand in
+ * line before another job's builds). */
 static void *worker(void *arg) {
   run *r = arg;
+  sf_build_budget *b = r->opts->budget;
   for (;;) {
     if (canceled(r)) break;
     size_t g = atomic_fetch_add(&r->next, 1);
     if (g >= r->plan->num_segments) break;
+    if (b && sf_build_budget_acquire(b, stop_waiting, r)) break; /* canceled */
     unsigned now = atomic_fetch_add(&r->running, 1) + 1;
     pthread_mutex_lock(&r->lock);
     if (now > r->stats.peak_running) r->stats.peak_running = now;
@@ -401,6 +418,7 @@ static void *worker(void *arg) {
     sf_err e = {0};
     sf_code rc = build_one(r, g, &e);
     atomic_fetch_sub(&r->running, 1);
+    if (b) sf_build_budget_release(b);
     if (rc) fail(r, &e);
   }
   return NULL;

@@ -28,10 +28,24 @@
  * were finished before the failure stay: they are complete, and the next run
  * reuses them). The first real error is returned.
  *
+ * One bound for the whole process: a caller that runs several builds at
+ * once (the stream processor finalizing several jobs; compaction beside
+ * them) shares one sf_build_budget between them, passed in sf_build_opts.
+ * Every segment build then holds one of its slots from before it opens its
+ * shards until its file is renamed in place (or discarded), so at most
+ * `slots` builds run in the whole process, whatever the number of calls
+ * and of their threads. A thread holds one slot at a time and waits for it
+ * holding nothing, so sharing a budget cannot deadlock; a waiting thread
+ * gives up when its run is canceled or failed. Without a budget a call is
+ * bounded by its own max_merges, as before.
+ *
  * Fault injection (crash tests): the environment variable SF_FAULT, a comma
  * separated list, read once per call, kills the process with SIGKILL at
  *   build.mid_segment    - after half the partitions of a segment are copied
  *   build.after_segment  - right after the first segment is renamed in place
+ * and slows builds down (no crash) at
+ *   build.slow_partition - sleeps 50 ms after each partition a build copies,
+ *                          so that tests can watch builds overlap
  */
 #ifndef SF_BUILD_H
 #define SF_BUILD_H
@@ -56,8 +70,45 @@ typedef struct sf_build_progress {
  * quick and must not call back into the build. */
 typedef void (*sf_build_progress_fn)(void *ctx, const sf_build_progress *p);
 
+/* A process-wide bound on segment builds at once, shared by every build
+ * that is given it (see the top of this file). Thread-safe. */
+typedef struct sf_build_budget sf_build_budget;
+
+/* A budget of `slots` (>= 1) builds at once; *out is freed by
+ * sf_build_budget_free. Errors: SF_EINVAL (no slots), SF_ENOMEM. */
+sf_code sf_build_budget_new(unsigned slots, sf_build_budget **out, sf_err *err);
+/* Accepts NULL. No slot may be held or awaited any more. */
+void sf_build_budget_free(sf_build_budget *b);
+
+/* Takes one slot, waiting for it first come, first served. While it waits
+ * it calls stop(ctx) (may be NULL) at least every 50 ms, under the budget's
+ * lock (it must be quick and must not use the budget), and gives up with
+ * SF_ECANCELED when that returns non-zero. SF_OK: the caller holds a slot
+ * and must give it back with sf_build_budget_release. A thread must not
+ * wait for a second slot while it holds one. */
+sf_code sf_build_budget_acquire(sf_build_budget *b, int (*stop)(void *ctx), void *ctx);
+/* Gives a slot back (to the oldest waiter, if any). */
+void sf_build_budget_release(sf_build_budget *b);
+
+typedef struct sf_build_budget_stats {
+  unsigned slots;    /* the bound */
+  unsigned running;  /* slots held now: builds running in the process */
+  unsigned peak;     /* most slots held at once since the budget was made */
+  size_t waiting;    /* threads waiting for a slot now */
+  uint64_t acquired; /* slots taken in total */
+} sf_build_budget_stats;
+
+/* A consistent snapshot, from any thread. */
+void sf_build_budget_get_stats(sf_build_budget *b, sf_build_budget_stats *s);
+
 typedef struct sf_build_opts {
-  unsigned max_merges; /* segment builds at once; 0 = the number of online cores */
+  /* Threads this call starts, each running one segment build at a time;
+   * 0 = the number of online cores. Without a budget this is the bound on
+   * the call's builds at once. */
+  unsigned max_merges;
+  /* Optional: the process-wide budget every build of this call takes a
+   * slot of (borrowed; must outlive the call). */
+  sf_build_budget *budget;
   sf_build_progress_fn progress; /* may be NULL */
   void *progress_ctx;
   /* Optional: set to non-zero by the caller (e.g. on shutdown) to stop the

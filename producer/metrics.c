@@ -33,6 +33,13 @@ static void hist_init(sf_histogram *h, const double *bounds) {
 void sf_metrics_init(sf_metrics *m) {
   atomic_init(&m->jobs_pending, 0);
   atomic_init(&m->jobs_building, 0);
+  atomic_init(&m->jobs_held, 0);
+  atomic_init(&m->job_retries, 0);
+  atomic_init(&m->builds_running, 0);
+  atomic_init(&m->builds_peak, 0);
+  atomic_init(&m->build_slots, 0);
+  atomic_flag_clear(&m->degraded_lock);
+  m->degraded[0] = '\0';
   atomic_init(&m->jobs_committed, 0);
   atomic_init(&m->jobs_failed, 0);
   atomic_init(&m->events_received, 0);
@@ -100,17 +107,42 @@ static int64_t mono_ms(void) {
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-int sf_metrics_health(const sf_metrics *m, int64_t now_ms, const char **why) {
+static void degraded_lock(sf_metrics *m) {
+  while (atomic_flag_test_and_set_explicit(&m->degraded_lock, memory_order_acquire)) {
+  }
+}
+
+static void degraded_unlock(sf_metrics *m) {
+  atomic_flag_clear_explicit(&m->degraded_lock, memory_order_release);
+}
+
+void sf_metrics_set_degraded(sf_metrics *m, const char *why) {
+  degraded_lock(m);
+  snprintf(m->degraded, sizeof m->degraded, "%s", why ? why : "");
+  degraded_unlock(m);
+}
+
+sf_metrics_health_state sf_metrics_health(sf_metrics *m, int64_t now_ms, char *why,
+                                          size_t n) {
   int phase = LOAD(m->phase);
   int64_t turn = LOAD(m->loop_turn_ms);
-  *why = "ok";
+  const char *down = NULL;
   if (phase == SF_METRICS_STARTING)
-    *why = "starting: the poll loop has not run yet";
+    down = "starting: the poll loop has not run yet";
   else if (phase == SF_METRICS_DRAINING)
-    *why = "draining: the processor is stopping";
+    down = "draining: the processor is stopping";
   else if (!turn || now_ms - turn > SF_METRICS_STUCK_MS)
-    *why = "stuck: the poll loop has not turned for over 30 s";
-  return !strcmp(*why, "ok");
+    down = "stuck: the poll loop has not turned for over 30 s";
+  if (down) {
+    snprintf(why, n, "%s", down);
+    return SF_HEALTH_DOWN;
+  }
+  degraded_lock(m);
+  int degraded = m->degraded[0] != '\0';
+  if (degraded) snprintf(why, n, "degraded: %s", m->degraded);
+  degraded_unlock(m);
+  if (!degraded) snprintf(why, n, "ok");
+  return degraded ? SF_HEALTH_DEGRADED : SF_HEALTH_OK;
 }
 
 char *sf_metrics_render(const sf_metrics *m, size_t *len) {
@@ -122,6 +154,18 @@ char *sf_metrics_render(const sf_metrics *m, size_t *len) {
         (long long)LOAD(m->jobs_pending));
   gauge(f, "jobs_building", "Jobs whose segments are being built or committed.",
         (long long)LOAD(m->jobs_building));
+  gauge(f, "jobs_held",
+        "Jobs held because their dataset fails (full, read-only, I/O errors); "
+        "retried with backoff.",
+        (long long)LOAD(m->jobs_held));
+  counter(f, "job_retries_total", "Attempts of held jobs after their first.",
+          (unsigned long long)LOAD(m->job_retries));
+  gauge(f, "builds_running", "Segment builds running in the process.",
+        (long long)LOAD(m->builds_running));
+  gauge(f, "builds_running_peak", "Most segment builds running at once since start.",
+        (long long)LOAD(m->builds_peak));
+  gauge(f, "build_slots", "Segment builds the process may run at once (--max-merges).",
+        (long long)LOAD(m->build_slots));
   counter(f, "jobs_committed_total", "Jobs committed to the catalog.",
           (unsigned long long)LOAD(m->jobs_committed));
   counter(f, "jobs_failed_total", "Jobs failed and reported on the dead-letter topic.",
@@ -200,8 +244,11 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
                  MHD_RESPMEM_MUST_FREE);
   }
   if (!strcmp(url, "/healthz")) {
-    const char *why;
-    int ok = sf_metrics_health(s->m, mono_ms(), &why);
+    /* Degraded answers 200: the process is alive and serving every other
+     * dataset, and a restart (what a liveness probe's failure brings) would
+     * not mend a dataset, only stop the others. The body says degraded. */
+    char why[SF_METRICS_DEGRADED_MAX + 64];
+    int ok = sf_metrics_health(s->m, mono_ms(), why, sizeof why) != SF_HEALTH_DOWN;
     char *body = NULL;
     int n = asprintf(&body, "%s\n", why);
     if (n < 0) {

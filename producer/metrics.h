@@ -13,6 +13,11 @@
  * Exported metrics (all prefixed "segforge_"):
  *   jobs_pending             gauge    jobs seen, not yet complete
  *   jobs_building            gauge    jobs whose segments are being built
+ *   jobs_held                gauge    jobs held because their dataset fails
+ *   job_retries_total        counter  attempts of held jobs after the first
+ *   builds_running           gauge    segment builds running in the process
+ *   builds_running_peak      gauge    most segment builds ever running at once
+ *   build_slots              gauge    the bound on them (--max-merges)
  *   jobs_committed_total     counter  jobs committed to the catalog
  *   jobs_failed_total        counter  jobs failed (dead-lettered)
  *   events_received_total    counter  ShardStaged messages consumed
@@ -28,6 +33,12 @@
  * joined by sf_metrics_server_stop, is the only one. It answers GET
  * /metrics, GET /healthz (a liveness probe, see sf_metrics_health) and GET /
  * with a pointer to both; anything else is 404/405.
+ *
+ * One field is not an atomic: the text saying why the service is degraded
+ * (held jobs, their datasets and errors), a string set by the poll loop
+ * with sf_metrics_set_degraded and read by /healthz, each under a spin
+ * lock (an atomic_flag: the struct still needs no destruction); both
+ * sides only copy at most SF_METRICS_DEGRADED_MAX bytes while they hold it.
  */
 #ifndef SF_METRICS_H
 #define SF_METRICS_H
@@ -52,9 +63,15 @@ typedef struct sf_histogram {
   atomic_uint_least64_t sum_us; /* sum of observations, microseconds */
 } sf_histogram;
 
+/* The longest degraded text kept (longer is cut). */
+#define SF_METRICS_DEGRADED_MAX 2048
+
 typedef struct sf_metrics {
   atomic_int_least64_t jobs_pending;
   atomic_int_least64_t jobs_building;
+  atomic_int_least64_t jobs_held;
+  atomic_uint_least64_t job_retries;
+  atomic_int_least64_t builds_running, builds_peak, build_slots;
   atomic_uint_least64_t jobs_committed;
   atomic_uint_least64_t jobs_failed;
   atomic_uint_least64_t events_received;
@@ -67,6 +84,8 @@ typedef struct sf_metrics {
   atomic_int phase; /* sf_metrics_phase */
   sf_histogram build_seconds;
   sf_histogram e2e_seconds;
+  atomic_flag degraded_lock;
+  char degraded[SF_METRICS_DEGRADED_MAX]; /* "" = not degraded */
 } sf_metrics;
 
 typedef enum sf_metrics_phase {
@@ -79,9 +98,22 @@ typedef enum sf_metrics_phase {
  * The loop turns at least every 100 ms when idle. */
 #define SF_METRICS_STUCK_MS 30000
 
-/* The liveness verdict at monotonic time now_ms: 1 when the loop serves and
- * turned within SF_METRICS_STUCK_MS, else 0 with why (a static string). */
-int sf_metrics_health(const sf_metrics *m, int64_t now_ms, const char **why);
+typedef enum sf_metrics_health_state {
+  SF_HEALTH_OK = 0,   /* serving */
+  SF_HEALTH_DEGRADED, /* serving, but some jobs are held: their datasets fail */
+  SF_HEALTH_DOWN,     /* starting, draining or stuck */
+} sf_metrics_health_state;
+
+/* The verdict at monotonic time now_ms, and why (one or more lines, no
+ * final newline) into why[n]: DOWN while starting, draining, or when the
+ * loop has not turned within SF_METRICS_STUCK_MS; else DEGRADED while a
+ * degraded text is set; else OK ("ok"). */
+sf_metrics_health_state sf_metrics_health(sf_metrics *m, int64_t now_ms, char *why,
+                                          size_t n);
+
+/* Sets the text saying why the service is degraded; NULL or "" clears it.
+ * From any thread (one writer at a time is expected: the poll loop). */
+void sf_metrics_set_degraded(sf_metrics *m, const char *why);
 
 /* Zeroes every value and sets the bucket bounds. The struct is caller
  * storage and needs no freeing. */

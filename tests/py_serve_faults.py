@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """`segforge serve` when its own side fails: what must stop the service
-(exit status 1, offsets held, so that a supervisor's restart retries) and
-what must not hang it. The broker runs as its own process (`segforge
+(exit status 1, offsets held, so that a supervisor's restart retries), what
+must not (a dataset that cannot take a job's failed marker holds that job
+only) and what must not hang it. The broker runs as its own process (`segforge
 broker`) so that the topics outlive the processor."""
 import os
 import sys
@@ -38,7 +39,11 @@ def rejected_of(bootstrap, sid):
     return [m for m in got if m[3]["staging_id"] == sid]
 
 
-# ---- a failed marker that cannot be written stops the service ---------------------
+# ---- a failed marker that cannot be written holds the job, not the service ---------
+# The marker is the dataset's: one dataset that cannot take it must not stop
+# the others. The job is held (no dead letter may go before its marker, its
+# offsets stay), retried with backoff, reported; once the marker can be
+# written the job is dead-lettered as usual.
 broker, boot = h.start_broker(partitions=1)
 d.train("mk")
 f0 = d.stage("mk", "f0", "0-3", "0-7")
@@ -47,19 +52,33 @@ failed = os.path.join(d.ds, "_indices", "_failed")
 os.makedirs(os.path.dirname(failed), exist_ok=True)
 with open(failed, "w") as f:  # a file where the marker directory must be
     f.write("in the way\n")
-serve = h.Serve(["--brokers", boot, "--group", "g-marker"] + FAST,
+serve = h.Serve(["--brokers", boot, "--group", "g-marker", "--retry-max-backoff", "1s",
+                 "--metrics-addr", "127.0.0.1:0"] + FAST,
                 os.path.join(root, "marker.log"))
 prod = h.producer(boot)
 h.send(prod, "mk", f0[1])
 h.send(prod, "mk", f1[1])
-status = wait_exit(serve, 40)
-check(status == 1, "a failed marker that cannot be written stops serve with status 1 (got %s)"
-      % status)
-check(any("failed marker" in l and "fatal" in l for l in serve.lines()),
-      "the fatal error names the failed marker")
+check(serve.wait_log("event=job_held staging_id=mk", timeout=30, count=3),
+      "a failed marker that cannot be written holds the job and retries it")
+check(serve.p.poll() is None, "serve keeps running")
+held = [l for l in serve.lines() if "event=job_held staging_id=mk" in l]
+check(held and "what=failed_marker" in held[-1] and "failed marker" in held[-1],
+      "the log says the failed marker cannot be written: %s" % held[-1:])
+status, body = serve.scrape("/healthz")
+check(status == 200 and body.startswith("degraded:") and "what=failed_marker" in body
+      and d.ds in body, "/healthz is degraded, naming the dataset: %r" % body[:300])
 check(rejected_of(boot, "mk") == [], "no dead letter is published before the marker")
 check(committed_offsets(boot, "g-marker").get(0, 0) == 0, "the job's offsets are held")
 os.unlink(failed)
+check(serve.wait_log("event=job_dead_lettered staging_id=mk", timeout=30),
+      "once the marker can be written the job is dead-lettered, without a restart")
+check(os.path.isfile(os.path.join(failed, "mk")), "the marker is written")
+check(len(rejected_of(boot, "mk")) == 2, "both events of the job are dead-lettered")
+status, body = serve.scrape("/healthz")
+check(status == 200 and body.strip() == "ok", "/healthz is ok again: %r" % body)
+time.sleep(0.5)
+check(committed_offsets(boot, "g-marker").get(0, 0) == 2, "the offsets move past the job")
+check(serve.stop() == 0, "SIGTERM exits 0")
 broker.kill()
 broker.wait()
 

@@ -25,6 +25,7 @@ cases = [  # (args, phrases the message must hold)
     (["--workers", "many"], ["--workers"]),
     (["--staging-timeout", "soon"], ["--staging-timeout", "10m"]),
     (["--drain-timeout", "-1s"], ["--drain-timeout"]),
+    (["--retry-max-backoff", "forever"], ["--retry-max-backoff", "90s"]),
     (["--max-pending-bytes", "0"], ["--max-pending-bytes"]),
     (["--partitions", "0"], ["--partitions"]),
     (["--log-level", "loud"], ["--log-level", "debug"]),

@@ -128,6 +128,36 @@ class Serve:
         self.p.kill()
         self.p.wait()
 
+    def metrics_port(self, timeout=10):
+        """The port of --metrics-addr HOST:0, from the metrics_serving log line."""
+        if not self.wait_log("event=metrics_serving", timeout):
+            raise SystemExit("serve logged no metrics_serving line")
+        line = [l for l in self.lines() if "event=metrics_serving" in l][0]
+        return int(line.split("port=")[1].split()[0])
+
+    def scrape(self, path):
+        """(HTTP status, body) of GET path on the metrics address."""
+        import urllib.error
+        import urllib.request
+        url = "http://127.0.0.1:%d%s" % (self.metrics_port(), path)
+        try:
+            with urllib.request.urlopen(url, timeout=10) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+        except OSError as e:  # not listening (any more)
+            return 0, str(e)
+
+    def metrics(self):
+        """The samples of /metrics as {name: value}."""
+        status, text = self.scrape("/metrics")
+        vals = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, v = line.rpartition(" ")
+                vals[name] = float(v)
+        return vals
+
 
 # ---- fragment sets (CRoaring portable format) -------------------------------------
 def roaring_write(values):

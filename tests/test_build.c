@@ -4,7 +4,9 @@
  * leaves nothing under a final name and a re-run finishes, reusing what was
  * finished. Also the progress-line arithmetic the CLI shows. */
 #include <dirent.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -272,6 +274,157 @@ static void test_no_more_than_max_merges_builds_run_at_once(void **state) {
   assert_int_equal(w.last_segments, 9);
   sf_build_results_free(out, n);
   teardown(&fx);
+}
+
+typedef struct {
+  fixture *fx;
+  sf_build_opts o;
+  sf_code rc;
+  sf_build_stats st;
+} parallel_run;
+
+static void *run_build(void *arg) {
+  parallel_run *pr = arg;
+  sf_seginfo *out = NULL;
+  size_t n = 0;
+  sf_err err = {0};
+  pr->rc = sf_build_run(pr->fx->plan, pr->fx->dataset, &pr->o, &out, &n, &pr->st, &err);
+  sf_build_results_free(out, n);
+  return NULL;
+}
+
+static void test_builds_sharing_a_budget_never_exceed_its_slots_together(void **state) {
+  (void)state;
+  fixture a, b;
+  setup(&a, 6, 1);
+  setup(&b, 6, 1);
+  sf_build_budget *budget = NULL;
+  sf_err err = {0};
+  assert_int_equal(sf_build_budget_new(2, &budget, &err), SF_OK);
+  watch wa = {.monotonic = 1}, wb = {.monotonic = 1};
+  /* Each call may start 2 threads; together they could run 4 builds. */
+  parallel_run ra = {.fx = &a,
+                     .o = {.max_merges = 2,
+                           .budget = budget,
+                           .progress = on_progress,
+                           .progress_ctx = &wa}};
+  parallel_run rb = {.fx = &b,
+                     .o = {.max_merges = 2,
+                           .budget = budget,
+                           .progress = on_progress,
+                           .progress_ctx = &wb}};
+  pthread_t ta, tb;
+  assert_int_equal(pthread_create(&ta, NULL, run_build, &ra), 0);
+  assert_int_equal(pthread_create(&tb, NULL, run_build, &rb), 0);
+  pthread_join(ta, NULL);
+  pthread_join(tb, NULL);
+  assert_int_equal(ra.rc, SF_OK);
+  assert_int_equal(rb.rc, SF_OK);
+  assert_int_equal(ra.st.built + rb.st.built, 12);
+  sf_build_budget_stats bs;
+  sf_build_budget_get_stats(budget, &bs);
+  assert_int_equal(bs.slots, 2);
+  assert_int_equal(bs.peak, 2); /* reached, never passed */
+  assert_int_equal(bs.running, 0);
+  assert_int_equal(bs.waiting, 0);
+  assert_int_equal(bs.acquired, 12);
+  assert_true(ra.st.peak_running + rb.st.peak_running >= 2);
+  sf_build_budget_free(budget);
+  teardown(&a);
+  teardown(&b);
+}
+
+static void test_a_build_waiting_for_a_slot_gives_up_when_canceled(void **state) {
+  (void)state;
+  fixture fx;
+  setup(&fx, 2, 1);
+  sf_build_budget *budget = NULL;
+  sf_err err = {0};
+  assert_int_equal(sf_build_budget_new(1, &budget, &err), SF_OK);
+  /* Someone else (another job, a compaction) holds the only slot. */
+  assert_int_equal(sf_build_budget_acquire(budget, NULL, NULL), SF_OK);
+  atomic_int cancel = 0;
+  parallel_run r = {.fx = &fx,
+                    .o = {.max_merges = 2, .budget = budget, .cancel = &cancel}};
+  pthread_t t;
+  assert_int_equal(pthread_create(&t, NULL, run_build, &r), 0);
+  sf_build_budget_stats bs = {0};
+  for (int i = 0; i < 500 && bs.waiting < 2; i++) {
+    nanosleep(&(struct timespec){0, 2000000}, NULL);
+    sf_build_budget_get_stats(budget, &bs);
+  }
+  assert_int_equal(bs.waiting, 2); /* both threads of the call wait, holding nothing */
+  atomic_store(&cancel, 1);
+  pthread_join(t, NULL); /* would hang without the cancel: the slot is never given */
+  assert_int_equal(r.rc, SF_ECANCELED);
+  assert_int_equal(r.st.built, 0);
+  sf_build_budget_get_stats(budget, &bs);
+  assert_int_equal(bs.waiting, 0);
+  assert_int_equal(bs.running, 1);
+  size_t fin, other;
+  count_files(&fx, &fin, &other);
+  assert_int_equal(fin + other, 0);
+  sf_build_budget_release(budget);
+  sf_build_budget_get_stats(budget, &bs);
+  assert_int_equal(bs.running, 0);
+  sf_build_budget_free(budget);
+  teardown(&fx);
+}
+
+typedef struct {
+  sf_build_budget *b;
+  int id;
+  int *order;
+  atomic_int *next;
+} taker;
+
+static void *take_slot(void *arg) {
+  taker *t = arg;
+  assert_int_equal(sf_build_budget_acquire(t->b, NULL, NULL), SF_OK);
+  t->order[atomic_fetch_add(t->next, 1)] = t->id;
+  sf_build_budget_release(t->b);
+  return NULL;
+}
+
+static void wait_for_waiters(sf_build_budget *b, size_t n) {
+  sf_build_budget_stats bs = {0};
+  for (int i = 0; i < 1000 && bs.waiting < n; i++) {
+    nanosleep(&(struct timespec){0, 2000000}, NULL);
+    sf_build_budget_get_stats(b, &bs);
+  }
+  assert_int_equal(bs.waiting, n);
+}
+
+static void test_a_budget_hands_slots_out_first_come_first_served(void **state) {
+  (void)state;
+  sf_build_budget *b = NULL;
+  sf_err err = {0};
+  assert_int_equal(sf_build_budget_new(0, &b, &err), SF_EINVAL);
+  assert_null(b);
+  sf_build_budget_free(NULL);
+  assert_int_equal(sf_build_budget_new(1, &b, &err), SF_OK);
+  assert_int_equal(sf_build_budget_acquire(b, NULL, NULL), SF_OK);
+  /* Three threads queue up in a known order behind the held slot. */
+  int order[3] = {0};
+  atomic_int next = 0;
+  taker t[3];
+  pthread_t tid[3];
+  for (int i = 0; i < 3; i++) {
+    t[i] = (taker){.b = b, .id = i + 1, .order = order, .next = &next};
+    assert_int_equal(pthread_create(&tid[i], NULL, take_slot, &t[i]), 0);
+    wait_for_waiters(b, (size_t)i + 1);
+  }
+  sf_build_budget_release(b);
+  for (int i = 0; i < 3; i++) pthread_join(tid[i], NULL);
+  assert_int_equal(order[0], 1);
+  assert_int_equal(order[1], 2);
+  assert_int_equal(order[2], 3);
+  sf_build_budget_stats bs;
+  sf_build_budget_get_stats(b, &bs);
+  assert_int_equal(bs.running, 0);
+  assert_int_equal(bs.peak, 1);
+  assert_int_equal(bs.acquired, 4);
+  sf_build_budget_free(b);
 }
 
 static void
@@ -543,6 +696,9 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_segments_hold_exactly_the_union_of_their_shards_rows),
       cmocka_unit_test(test_no_more_than_max_merges_builds_run_at_once),
+      cmocka_unit_test(test_builds_sharing_a_budget_never_exceed_its_slots_together),
+      cmocka_unit_test(test_a_build_waiting_for_a_slot_gives_up_when_canceled),
+      cmocka_unit_test(test_a_budget_hands_slots_out_first_come_first_served),
       cmocka_unit_test(
           test_a_corrupt_shard_fails_the_build_cancels_the_rest_and_leaves_no_partial_segment),
       cmocka_unit_test(test_a_shard_with_a_bad_header_is_named),

@@ -112,6 +112,11 @@ static void rendering_parses_and_follows_the_struct(void **state) {
   atomic_fetch_add(&m.events_received, 17);
   atomic_fetch_add(&m.bytes_built, 1ULL << 40);
   atomic_store(&m.paused, 1);
+  atomic_store(&m.jobs_held, 2);
+  atomic_fetch_add(&m.job_retries, 9);
+  atomic_store(&m.builds_running, 1);
+  atomic_store(&m.builds_peak, 3);
+  atomic_store(&m.build_slots, 3);
   sf_metrics_reject(&m, SF_REASON_PATH_ESCAPE);
   sf_metrics_reject(&m, SF_REASON_PATH_ESCAPE);
   sf_metrics_reject(&m, (sf_event_reason)999); /* out of range: NONE */
@@ -130,6 +135,11 @@ static void rendering_parses_and_follows_the_struct(void **state) {
   assert_true(sample(t, "segforge_events_received_total") == 17);
   assert_true(sample(t, "segforge_bytes_built_total") == 1099511627776.0);
   assert_true(sample(t, "segforge_consumer_paused") == 1);
+  assert_true(sample(t, "segforge_jobs_held") == 2);
+  assert_true(sample(t, "segforge_job_retries_total") == 9);
+  assert_true(sample(t, "segforge_builds_running") == 1);
+  assert_true(sample(t, "segforge_builds_running_peak") == 3);
+  assert_true(sample(t, "segforge_build_slots") == 3);
   assert_true(sample(t, "segforge_events_rejected_total{reason=\"PATH_ESCAPE\"}") == 2);
   assert_true(sample(t, "segforge_events_rejected_total{reason=\"NONE\"}") == 1);
   assert_true(sample(t, "segforge_events_rejected_total{reason=\"DECODE_ERROR\"}") == 0);
@@ -209,6 +219,24 @@ static void the_server_answers_metrics_on_an_ephemeral_port(void **state) {
   double age = sample(strstr(r, "\r\n\r\n") + 4, "segforge_poll_loop_age_seconds");
   assert_true(age >= 0 && age < 5);
   free(r);
+  /* Held jobs: still 200 (a restart mends no dataset), the body says why. */
+  atomic_store(&m.jobs_held, 1);
+  sf_metrics_set_degraded(&m, "1 job held\nstaging_id=j dataset=/d error=\"EROFS\"");
+  r = http(port, "GET /healthz HTTP/1.0\r\n\r\n");
+  assert_non_null(strstr(r, " 200 "));
+  assert_non_null(strstr(r, "\r\n\r\ndegraded: 1 job held\nstaging_id=j dataset=/d"));
+  free(r);
+  char why[64];
+  assert_int_equal(sf_metrics_health(&m, now, why, sizeof why), SF_HEALTH_DEGRADED);
+  r = http(port, "GET /metrics HTTP/1.0\r\n\r\n");
+  assert_true(sample(strstr(r, "\r\n\r\n") + 4, "segforge_jobs_held") == 1);
+  free(r);
+  sf_metrics_set_degraded(&m, NULL);
+  r = http(port, "GET /healthz HTTP/1.0\r\n\r\n");
+  assert_non_null(strstr(r, "\r\n\r\nok\n"));
+  free(r);
+  assert_int_equal(sf_metrics_health(&m, now, why, sizeof why), SF_HEALTH_OK);
+  assert_string_equal(why, "ok");
   atomic_store(&m.loop_turn_ms, now - SF_METRICS_STUCK_MS - 1000);
   r = http(port, "GET /healthz HTTP/1.0\r\n\r\n");
   assert_non_null(strstr(r, " 503 "));
