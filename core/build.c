@@ -23,9 +23,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fault.h"
 #include "fsutil.h"
-
-enum { FAULT_MID_SEGMENT = 1, FAULT_AFTER_SEGMENT = 2 };
 
 /* Bytes a build copies before it remaps its shards (see remap_shards). */
 #define REMAP_BYTES_DEFAULT (8u << 20)
@@ -35,7 +34,6 @@ typedef struct run {
   const char *dataset;
   const sf_build_opts *opts;
   sf_seginfo *out;
-  int faults;
   uint64_t remap_bytes;
 
   atomic_size_t next;   /* next segment index to take */
@@ -48,22 +46,6 @@ typedef struct run {
   sf_build_progress prog;
   sf_build_stats stats;
 } run;
-
-static int read_faults(void) {
-  const char *s = getenv("SF_FAULT");
-  int f = 0;
-  if (!s) return 0;
-  if (strstr(s, "build.mid_segment")) f |= FAULT_MID_SEGMENT;
-  if (strstr(s, "build.after_segment")) f |= FAULT_AFTER_SEGMENT;
-  return f;
-}
-
-/* A crash, as close to a power cut as a process can make it: no cleanup
- * handler, no atexit, temporary files left where they are. */
-static void crash(void) {
-  raise(SIGKILL);
-  _exit(137);
-}
 
 static int canceled(run *r) {
   return atomic_load(&r->failed) || (r->opts->cancel && atomic_load(r->opts->cancel));
@@ -254,7 +236,10 @@ static sf_code write_segment(job *j, uint64_t *rows, sf_err *err) {
       sf_seg_writer_abort(w);
       return sf_err_set(err, SF_ECANCELED, "segment %s: canceled", j->seg->segment_id);
     }
-    if ((r->faults & FAULT_MID_SEGMENT) && p == j->params.nlist / 2) crash();
+    if (p == j->params.nlist / 2 && (rc = sf_fault_point("build.mid_segment", err))) {
+      sf_seg_writer_abort(w);
+      return rc;
+    }
     uint64_t bytes = 0;
     for (size_t k = 0; k < j->seg->count; k++) {
       rc = sf_seg_writer_copy_partition(w, j->src[k], p, err);
@@ -337,8 +322,8 @@ static sf_code build_one(run *r, size_t g, sf_err *err) {
     goto done;
   }
   rc = describe(&j, (uint64_t)st.st_size, rows, &r->out[g], err);
-  if (!rc && (r->faults & FAULT_AFTER_SEGMENT) && atomic_fetch_add(&r->committed, 1) == 0)
-    crash();
+  if (!rc && sf_fault_get("build.after_segment") && atomic_fetch_add(&r->committed, 1) == 0)
+    sf_fault_crash();
 done:
   for (size_t k = 0; j.src && k < j.seg->count; k++) sf_seg_close(j.src[k]);
   free(j.src);
@@ -431,7 +416,6 @@ sf_code sf_build_run(const sf_plan *plan, const char *dataset, const sf_build_op
   run r = {.plan = plan,
            .dataset = dataset,
            .opts = o,
-           .faults = read_faults(),
            .remap_bytes = o->remap_bytes ? o->remap_bytes : REMAP_BYTES_DEFAULT};
   r.out = calloc(plan->num_segments ? plan->num_segments : 1, sizeof *r.out);
   if (!r.out) return sf_err_set(err, SF_ENOMEM, "out of memory");

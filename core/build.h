@@ -26,10 +26,9 @@
  * were finished before the failure stay: they are complete, and the next run
  * reuses them). The first real error is returned.
  *
- * Fault injection (crash tests): the environment variable SF_FAULT, a comma
- * separated list, read once per call, kills the process with SIGKILL at
- *   build.mid_segment    - after half the partitions of a segment are copied
- *   build.after_segment  - right after the first segment is renamed in place
+ * Fault points (core/fault.h, SF_FAULT): build.mid_segment (half the
+ * partitions of a segment are copied; crash or fail) and build.after_segment
+ * (the first segment is renamed in place; crash).
  */
 #ifndef SF_BUILD_H
 #define SF_BUILD_H

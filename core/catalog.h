@@ -189,12 +189,10 @@ typedef struct sf_catalog_commit_result {
  *   SF_EEXIST    - a segment id is already in the catalog;
  *   SF_ENOTFOUND, SF_EMISMATCH - a segment file is missing or has another size;
  *   SF_ECHECKSUM - the quantizer file's checksum is not the segments'.
- * Fault points (SF_FAULT, a comma-separated list of points, makes the
- * process _exit(99) there, as a crash would): catalog.before_link (the new
- * version is written and fsynced under its temporary name),
- * catalog.after_link (published, temporary not yet removed),
- * catalog.torn_temp (the temporary file cut to half its size first),
- * catalog.before_quantizer_rename. */
+ * Fault points (core/fault.h, SF_FAULT): catalog.before_quantizer_rename,
+ * catalog.torn_temp, catalog.before_link (the new version is written and
+ * fsynced under its temporary name), catalog.after_link (published, the
+ * directory not yet fsynced). */
 sf_code sf_catalog_commit(const sf_catalog_commit_req *req, sf_catalog_commit_result *res,
                           sf_err *err);
 

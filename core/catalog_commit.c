@@ -34,30 +34,13 @@
 #include <unistd.h>
 
 #include "catalog_impl.h"
+#include "fault.h"
 #include "fragset.h"
 #include "fsutil.h"
 #include "quantizer.h"
 
 #define DEFAULT_ATTEMPTS 32u
 #define FRAG_LIST_MAX 8 /* ranges shown in a refusal */
-
-/* SF_FAULT=<point> cuts the process at that point, as a crash would, so that
- * tests can check what survives. */
-static int fault_armed(const char *point) {
-  const char *f = getenv("SF_FAULT");
-  size_t n = strlen(point);
-  while (f && *f) { /* a comma-separated list, as core/build.h reads it */
-    const char *e = strchr(f, ',');
-    size_t len = e ? (size_t)(e - f) : strlen(f);
-    if (len == n && !memcmp(f, point, n)) return 1;
-    f = e ? e + 1 : NULL;
-  }
-  return 0;
-}
-
-static void fault_point(const char *point) {
-  if (fault_armed(point)) _exit(99);
-}
 
 static uint64_t now_ms(void) {
   struct timespec ts;
@@ -239,7 +222,10 @@ static sf_code copy_file(const char *src, const char *dst, sf_err *err) {
     sf_fs_tmpfile_abort(&t);
     return rc;
   }
-  fault_point("catalog.before_quantizer_rename");
+  if ((rc = sf_fault_point("catalog.before_quantizer_rename", err))) {
+    sf_fs_tmpfile_abort(&t);
+    return rc;
+  }
   return sf_fs_tmpfile_commit(&t, err);
 }
 
@@ -478,9 +464,9 @@ out:
  * the middle of the write would. */
 static void fault_torn(const char *tmp) {
   struct stat st;
-  if (!fault_armed("catalog.torn_temp") || stat(tmp, &st)) return;
+  if (!sf_fault_get("catalog.torn_temp") || stat(tmp, &st)) return;
   if (truncate(tmp, st.st_size / 2)) _exit(98);
-  _exit(99);
+  sf_fault_crash();
 }
 
 /* Writes c as its version's file; SF_OK with *lost set when another writer
@@ -511,7 +497,7 @@ static sf_code publish(const char *ds, const sf_catalog *c, uint64_t *seed, int 
   if (fclose(fp) && !rc) rc = sf_err_errno(err, SF_EIO, errno, "cannot close %s", tmp);
   if (rc) goto out_unlink;
   fault_torn(tmp);
-  fault_point("catalog.before_link");
+  if ((rc = sf_fault_point("catalog.before_link", err))) goto out_unlink;
   /* The put-if-absent: link(2) never replaces an existing name. */
   if (link(tmp, final)) {
     if (errno == EEXIST)
@@ -520,7 +506,7 @@ static sf_code publish(const char *ds, const sf_catalog *c, uint64_t *seed, int 
       rc = sf_err_errno(err, SF_EIO, errno, "cannot link %s to %s", tmp, final);
     goto out_unlink;
   }
-  fault_point("catalog.after_link");
+  if ((rc = sf_fault_point("catalog.after_link", err))) goto out_unlink;
   unlink(tmp);
   rc = sf_fs_fsync_dir(dir, err);
   goto out;
