@@ -247,8 +247,11 @@ sf_code sf_catalog_resolve_dataset(const char *dataset, char **dir, sf_err *err)
   }
   char *r = realpath(p, NULL);
   if (!r)
-    return sf_err_errno(err, errno == ENOENT ? SF_ENOTFOUND : SF_EIO, errno,
-                        "dataset %s", dataset);
+    return sf_err_errno(err,
+                        errno == ENOENT   ? SF_ENOTFOUND
+                        : errno == ENOMEM ? SF_ENOMEM
+                                          : SF_EIO,
+                        errno, "dataset %s", dataset);
   struct stat st;
   if (stat(r, &st) || !S_ISDIR(st.st_mode)) {
     free(r);
