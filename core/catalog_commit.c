@@ -552,17 +552,21 @@ static sf_code same_job(const sf_catalog_job *j, const sf_catalog_commit_req *r,
       j->staging_id, j->version, j->index_name, j->nsegment_ids);
 }
 
-static int lock_shared(const char *ds) {
+static sf_code lock_shared(const char *ds, int *fd, sf_err *err) {
   char *p = sf_fs_join(ds, SF_CATALOG_DIR "/" SF_CATALOG_LOCK_NAME);
-  int fd = p ? open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0644) : -1;
-  free(p);
-  while (fd >= 0 && flock(fd, LOCK_SH)) {
+  if (!p) return sf_err_set(err, SF_ENOMEM, "out of memory");
+  sf_code rc = SF_OK;
+  *fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  while (*fd >= 0 && flock(*fd, LOCK_SH)) {
     if (errno != EINTR) {
-      close(fd);
-      return -1;
+      close(*fd);
+      *fd = -1;
+      break;
     }
   }
-  return fd;
+  if (*fd < 0) rc = sf_err_errno(err, SF_EIO, errno, "cannot lock %s", p);
+  free(p);
+  return rc;
 }
 
 sf_code sf_catalog_commit(const sf_catalog_commit_req *r, sf_catalog_commit_result *res,
@@ -579,12 +583,8 @@ sf_code sf_catalog_commit(const sf_catalog_commit_req *r, sf_catalog_commit_resu
   /* A new _catalog/ (first commit) must survive a crash like the version
    * linked into it: fsync _indices/, where its name lives. */
   if ((rc = sf_fs_mkdirs(catdir, err)) || (rc = fsync_parent(catdir, err))) goto out;
-  int lock = lock_shared(ds);
-  if (lock < 0) {
-    rc = sf_err_errno(err, SF_EIO, errno, "cannot lock %s/%s", catdir,
-                      SF_CATALOG_LOCK_NAME);
-    goto out;
-  }
+  int lock = -1;
+  if ((rc = lock_shared(ds, &lock, err))) goto out;
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   uint64_t seed = ((uint64_t)getpid() << 32) ^ (uint64_t)ts.tv_nsec ^ (uint64_t)ts.tv_sec;
