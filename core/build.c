@@ -408,7 +408,9 @@ sf_code sf_build_run(const sf_plan *plan, const char *dataset, const sf_build_op
   if (stats) memset(stats, 0, sizeof *stats);
   char *dir = sf_fs_join(dataset, SF_PLAN_SEGMENTS_DIR);
   if (!dir) return sf_err_set(err, SF_ENOMEM, "out of memory");
-  sf_code rc = sf_fs_mkdirs(dir, err);
+  /* Durable, so that a segment renamed into it is as durable as the
+   * directory fsync after the rename promises. */
+  sf_code rc = sf_fs_mkdirs_durable(dataset, SF_PLAN_SEGMENTS_DIR, err);
   size_t swept = rc ? 0 : sweep_temporaries(plan, dir);
   free(dir);
   if (rc) return rc;

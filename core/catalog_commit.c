@@ -192,14 +192,6 @@ static sf_code check_files(const char *ds, const sf_catalog_commit_req *r, sf_er
 
 /* ---- step 3: the quantizer ------------------------------------------------ */
 
-static sf_code fsync_parent(const char *dir, sf_err *err) {
-  char *parent = sf_fs_dirname(dir);
-  sf_code rc =
-      parent ? sf_fs_fsync_dir(parent, err) : sf_err_set(err, SF_ENOMEM, "out of memory");
-  free(parent);
-  return rc;
-}
-
 static sf_code copy_file(const char *src, const char *dst, sf_err *err) {
   int in = open(src, O_RDONLY | O_CLOEXEC);
   if (in < 0) return sf_err_errno(err, SF_EIO, errno, "cannot open %s", src);
@@ -236,7 +228,7 @@ static sf_code keep_quantizer(const char *ds, const sf_catalog_commit_req *r, ui
                               sf_err *err) {
   char rel[128];
   snprintf(rel, sizeof rel, "%s/%016" PRIx64, SF_CATALOG_QUANTIZERS_DIR, cs);
-  char *dst = sf_fs_join(ds, rel), *qdir = sf_fs_join(ds, SF_CATALOG_QUANTIZERS_DIR);
+  char *dst = sf_fs_join(ds, rel);
   char *src = NULL;
   if (r->quantizer_path) {
     src = strdup(r->quantizer_path);
@@ -245,7 +237,7 @@ static sf_code keep_quantizer(const char *ds, const sf_catalog_commit_req *r, ui
   }
   sf_code rc = SF_OK;
   uint64_t got;
-  if (!dst || !qdir || !src) {
+  if (!dst || !src) {
     rc = sf_err_set(err, SF_ENOMEM, "out of memory");
   } else if (sf_quant_checksum_of_file(dst, &got, NULL) == SF_OK && got == cs) {
     rc = SF_OK; /* already kept, intact */
@@ -257,11 +249,10 @@ static sf_code keep_quantizer(const char *ds, const sf_catalog_commit_req *r, ui
                     "quantizer %s has checksum %016" PRIx64
                     " but the segments were built with quantizer %016" PRIx64,
                     src, got, cs);
-  } else if (!(rc = sf_fs_mkdirs(qdir, err)) && !(rc = fsync_parent(qdir, err))) {
+  } else if (!(rc = sf_fs_mkdirs_durable(ds, SF_CATALOG_QUANTIZERS_DIR, err))) {
     rc = copy_file(src, dst, err);
   }
   free(dst);
-  free(qdir);
   free(src);
   return rc;
 }
@@ -581,8 +572,8 @@ sf_code sf_catalog_commit(const sf_catalog_commit_req *r, sf_catalog_commit_resu
     goto out;
   }
   /* A new _catalog/ (first commit) must survive a crash like the version
-   * linked into it: fsync _indices/, where its name lives. */
-  if ((rc = sf_fs_mkdirs(catdir, err)) || (rc = fsync_parent(catdir, err))) goto out;
+   * linked into it. */
+  if ((rc = sf_fs_mkdirs_durable(ds, SF_CATALOG_DIR, err))) goto out;
   int lock = -1;
   if ((rc = lock_shared(ds, &lock, err))) goto out;
   struct timespec ts;
