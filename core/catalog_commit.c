@@ -240,7 +240,12 @@ static sf_code keep_quantizer(const char *ds, const sf_catalog_commit_req *r, ui
   if (!dst || !src) {
     rc = sf_err_set(err, SF_ENOMEM, "out of memory");
   } else if (sf_quant_checksum_of_file(dst, &got, NULL) == SF_OK && got == cs) {
-    rc = SF_OK; /* already kept, intact */
+    /* Already kept, intact. A run that crashed between its rename and the
+     * directory fsync left the name in the page cache only: make it durable
+     * before a version names it. */
+    char *qdir = sf_fs_dirname(dst);
+    rc = qdir ? sf_fs_fsync_dir(qdir, err) : sf_err_set(err, SF_ENOMEM, "out of memory");
+    free(qdir);
   } else if ((rc = sf_quant_checksum_of_file(src, &got, err))) {
     sf_err_prefix(err, "index %s needs its quantizer %016" PRIx64 " kept at %s, from %s",
                   r->index_name, cs, dst, src);
