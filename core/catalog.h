@@ -108,6 +108,13 @@ sf_code sf_catalog_open_version(const char *dataset, uint64_t version, sf_catalo
 /* Accepts NULL. Pointers obtained from c die with it. */
 void sf_catalog_free(sf_catalog *c);
 
+/* Makes the version c was read from durable (fsyncs the catalog directory).
+ * A version read back may have been linked by a writer killed before its
+ * directory fsync, so it is in the page cache only: whoever reports a job
+ * it finds there as committed (and so lets its events go) calls this first.
+ * The files the version names were made durable before it was linked. */
+sf_code sf_catalog_sync(const sf_catalog *c, sf_err *err);
+
 /* The versions present, ascending, in a malloc'd array (caller frees; NULL
  * with *n == 0 when there is none). Files that are not versions (temporary
  * files of writers) are ignored. */
