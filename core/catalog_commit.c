@@ -593,7 +593,10 @@ sf_code sf_catalog_commit(const sf_catalog_commit_req *r, sf_catalog_commit_resu
     if ((rc = open_newest(ds, &c, err))) break;
     const sf_catalog_job *j = sf_catalog_find_job(c, r->staging_id);
     if (j) {
-      if (!(rc = same_job(j, r, err))) {
+      /* Reported as committed: make sure the version that says so is
+       * durable (a committer killed after its link may have left it in the
+       * page cache only). */
+      if (!(rc = same_job(j, r, err)) && !(rc = sf_catalog_sync(c, err))) {
         res->version = j->version;
         res->already = 1;
       }
