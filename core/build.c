@@ -442,6 +442,16 @@ sf_code sf_build_run(const sf_plan *plan, const char *dataset, const sf_build_op
   if (!r.err.code && o->cancel && atomic_load(o->cancel))
     sf_err_set(&r.err, SF_ECANCELED, "the build was canceled");
   pthread_mutex_destroy(&r.lock);
+  if (!r.err.code && r.stats.reused) {
+    /* A reused segment may have been renamed by a run killed before its
+     * directory fsync: make what this run returns durable. */
+    char *segdir = sf_fs_join(dataset, SF_PLAN_SEGMENTS_DIR);
+    if (!segdir)
+      sf_err_set(&r.err, SF_ENOMEM, "out of memory");
+    else
+      sf_fs_fsync_dir(segdir, &r.err);
+    free(segdir);
+  }
   if (stats) *stats = r.stats;
   if (r.err.code) {
     sf_build_results_free(r.out, plan->num_segments);
