@@ -35,6 +35,8 @@
  *                           no crash: segment merges copy through user space
  *                           instead of copy_file_range(2)
  *
+ * Allocation-failure and power-loss simulation, which wrap C library calls
+ * at link time, are the test half of this module: tests/fault_sim.h.
  */
 #ifndef SF_FAULT_H
 #define SF_FAULT_H
