@@ -162,6 +162,21 @@ int dfx_committed(const char *ds, const char *staging_id) {
   return yes;
 }
 
+static char scratch[256];
+
+void dfx_scratch_in_memory(void) {
+  snprintf(scratch, sizeof scratch, "/dev/shm/segforge-test.%ld.XXXXXX", (long)getpid());
+  if (!mkdtemp(scratch)) {
+    scratch[0] = '\0'; /* no memory file system: stay where SF_TEST_TMP says */
+    return;
+  }
+  setenv("SF_TEST_TMP", scratch, 1);
+}
+
+void dfx_scratch_remove(void) {
+  if (scratch[0]) dfx_rm_rf(scratch);
+}
+
 static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
   (void)st;
   (void)ftw;

@@ -39,6 +39,15 @@ int dfx_check(const char *ds, char *why, size_t size);
 /* Whether the newest version holds staging_id (0 when there is none). */
 int dfx_committed(const char *ds, const char *staging_id);
 
+/* Points SF_TEST_TMP (tu_tmpdir) at a new directory on a memory file
+ * system when /dev/shm is there, for tests that simulate the disk or skip
+ * its syncs: they need a file system that holds bytes, not a fast one, and
+ * thousands of files created and removed cost seconds there instead of
+ * minutes on a disk mounted with `discard`. dfx_scratch_remove (at exit)
+ * removes that directory. */
+void dfx_scratch_in_memory(void);
+void dfx_scratch_remove(void);
+
 /* rm -rf; and cp -a of a tree (regular files and directories only). */
 void dfx_rm_rf(const char *path);
 void dfx_copy_tree(const char *src, const char *dst);

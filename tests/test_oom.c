@@ -509,5 +509,8 @@ int main(void) {
       cmocka_unit_test(test_reading_the_catalog_survives_every_allocation_failure),
       cmocka_unit_test(test_finalizing_a_job_survives_every_allocation_failure),
   };
-  return cmocka_run_group_tests(tests, setup, NULL);
+  dfx_scratch_in_memory();
+  int failed = cmocka_run_group_tests(tests, setup, NULL);
+  dfx_scratch_remove();
+  return failed;
 }

@@ -360,5 +360,8 @@ int main(void) {
       cmocka_unit_test(test_a_power_cut_during_a_commit_loses_nothing_committed),
       cmocka_unit_test(test_a_power_cut_during_a_build_leaves_segments_a_rerun_can_use),
   };
-  return cmocka_run_group_tests(tests, setup, NULL);
+  dfx_scratch_in_memory();
+  int failed = cmocka_run_group_tests(tests, setup, NULL);
+  dfx_scratch_remove();
+  return failed;
 }
