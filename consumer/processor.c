@@ -86,7 +86,8 @@ static void on_message(sf_proc *p, const rd_kafka_message_t *m) {
       break;
   }
   sf_shard_staged_clear(&ev);
-  if (o == SF_JOBS_NEW || o == SF_JOBS_COMPLETE) (void)sf_fault_point("serve.after_consume", NULL);
+  if (o == SF_JOBS_NEW || o == SF_JOBS_COMPLETE)
+    (void)sf_fault_point("serve.after_consume", NULL);
 }
 
 static void expire(sf_proc *p) {

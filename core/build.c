@@ -322,7 +322,8 @@ static sf_code build_one(run *r, size_t g, sf_err *err) {
     goto done;
   }
   rc = describe(&j, (uint64_t)st.st_size, rows, &r->out[g], err);
-  if (!rc && sf_fault_get("build.after_segment") && atomic_fetch_add(&r->committed, 1) == 0)
+  if (!rc && sf_fault_get("build.after_segment") &&
+      atomic_fetch_add(&r->committed, 1) == 0)
     sf_fault_crash();
 done:
   for (size_t k = 0; j.src && k < j.seg->count; k++) sf_seg_close(j.src[k]);

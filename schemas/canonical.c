@@ -334,5 +334,6 @@ sf_code sf_canonical_inline(json_t *root, json_t *library, json_t **out, sf_err 
   free(seen);
   if (*out) return SF_OK;
   if (oom) return sf_err_set(err, SF_ENOMEM, "out of memory inlining a schema");
-  return sf_err_set(err, SF_EINVAL, "it nests deeper than 64 or defines more than 32 names");
+  return sf_err_set(err, SF_EINVAL,
+                    "it nests deeper than 64 or defines more than 32 names");
 }
