@@ -42,9 +42,11 @@
 #include "core/catalog.h"
 #include "core/finalize.h"
 #include "core/fragset.h"
+#include "core/gen.h"
 #include "core/plan.h"
 #include "core/quantizer.h"
 #include "core/segfile.h"
+#include "core/stage.h"
 #include "producer/event_encode.h"
 #include "schemas/schema.h"
 #include "tests/dataset_fixture.h"
@@ -74,6 +76,10 @@ struct op {
   const char *file;
   int blame; /* finalize's last blame */
   sf_event_reason reason;
+  const sf_shard_staged *staged; /* encode */
+  const float *rows;             /* train */
+  sf_quant_params qp;
+  sf_quant *q; /* stage */
 };
 
 static void must_be_intact(const op *o, unsigned long n) {
@@ -184,6 +190,23 @@ static sf_code run_decode(op *o, sf_err *err) {
   return rc;
 }
 
+static sf_code run_encode(op *o, sf_err *err) {
+  sf_schema_set *set = NULL;
+  sf_event_encoder *enc = NULL;
+  uint8_t *buf = NULL;
+  size_t len = 0;
+  sf_code rc;
+  if (!(rc = sf_schema_set_new(&set, err)) &&
+      !(rc = sf_event_encoder_new(set, SF_FRAMING_SINGLE, 0, &enc, err)))
+    rc = sf_event_encode_shard_staged(enc, o->staged, &buf, &len, err);
+  if (!rc && (len != o->event_len || memcmp(buf, o->event, len)))
+    rc = sf_err_set(err, SF_EINVAL, "another encoding");
+  free(buf);
+  sf_event_encoder_free(enc);
+  sf_schema_set_free(set);
+  return rc;
+}
+
 static void test_decoding_a_shard_staged_event_survives_every_allocation_failure(
     void **state) {
   op o = {.name = "event decode", .run = run_decode};
@@ -213,11 +236,16 @@ static void test_decoding_a_shard_staged_event_survives_every_allocation_failure
   e.expected_fragments = roaring_bitmap_from_range(0, 6, 1);
   assert_int_equal(sf_event_encode_shard_staged(enc, &e, &o.event, &o.event_len, &err),
                    SF_OK);
-  sf_fragset_free(e.fragments);
-  sf_fragset_free(e.expected_fragments);
   sf_event_encoder_free(enc);
   sf_schema_set_free(set);
   run_both(&o);
+  /* And encoding it again, as a worker does. */
+  o.name = "event encode";
+  o.run = run_encode;
+  o.staged = &e;
+  run_both(&o);
+  sf_fragset_free(e.fragments);
+  sf_fragset_free(e.expected_fragments);
   free(o.event);
 }
 
@@ -254,6 +282,69 @@ static sf_code run_quantizer(op *o, sf_err *err) {
 static void test_loading_a_quantizer_survives_every_allocation_failure(void **state) {
   op o = {.name = "quantizer load", .run = run_quantizer, .file = world.quantizer};
   run_both(&o);
+}
+
+/* ---- the worker's side: training and staging --------------------------- */
+
+static sf_code run_train(op *o, sf_err *err) {
+  sf_quant *q = NULL;
+  sf_code rc = sf_quant_train(&o->qp, o->rows,
+                              (size_t)DFX_FRAGMENTS * DFX_ROWS_PER_FRAGMENT, &q, err);
+  if (!rc) rc = sf_quant_save(q, o->file, err);
+  sf_quant_free(q);
+  return rc;
+}
+
+static void test_training_and_saving_a_quantizer_survives_every_allocation_failure(
+    void **state) {
+  size_t n = (size_t)DFX_FRAGMENTS * DFX_ROWS_PER_FRAGMENT;
+  float *rows = malloc(n * 8 * sizeof *rows);
+  assert_non_null(rows);
+  sf_gen_clustered(rows, n, 8, 4, 0.1f, 7, 11);
+  char path[4200];
+  snprintf(path, sizeof path, "%s/q", tu_tmpdir("oom-train"));
+  op o = {.name = "train IVF_SQ + save", .run = run_train, .rows = rows, .file = path};
+  o.qp = (sf_quant_params){.type = SF_IVF_SQ,
+                           .metric = SF_COSINE,
+                           .dim = 8,
+                           .nlist = 4,
+                           .seed = 5,
+                           .kmeans_iters = 4};
+  run_both(&o);
+  o.name = "train IVF_PQ + save";
+  o.qp = (sf_quant_params){.type = SF_IVF_PQ,
+                           .metric = SF_L2,
+                           .dim = 8,
+                           .nlist = 4,
+                           .pq_m = 2,
+                           .seed = 5,
+                           .kmeans_iters = 2};
+  run_both(&o);
+  free(rows);
+}
+
+static sf_code run_stage(op *o, sf_err *err) {
+  roaring_bitmap_t *f = roaring_bitmap_from_range(2, 5, 1);
+  sf_stage_opts so = {.vectors = world.vectors,
+                      .staging_root = staging_root(o),
+                      .shard_id = "extra",
+                      .fragments = f,
+                      .rows_per_fragment = DFX_ROWS_PER_FRAGMENT,
+                      .memory_budget = 512}; /* several passes */
+  sf_stage_result res = {0};
+  sf_code rc = sf_stage_shard(&so, o->q, &res, err);
+  free(res.path);
+  sf_fragset_free(f);
+  return rc;
+}
+
+static void test_staging_a_shard_survives_every_allocation_failure(void **state) {
+  op o = {.name = "stage", .run = run_stage};
+  fresh_ds(&o, "oom-stage");
+  sf_err err = {0};
+  assert_int_equal(sf_quant_load(world.quantizer, &o.q, &err), SF_OK);
+  run_both(&o);
+  sf_quant_free(o.q);
 }
 
 /* ---- plan ------------------------------------------------------------------ */
@@ -503,6 +594,9 @@ int main(void) {
       cmocka_unit_test(
           test_opening_and_verifying_a_shard_survives_every_allocation_failure),
       cmocka_unit_test(test_loading_a_quantizer_survives_every_allocation_failure),
+      cmocka_unit_test(
+          test_training_and_saving_a_quantizer_survives_every_allocation_failure),
+      cmocka_unit_test(test_staging_a_shard_survives_every_allocation_failure),
       cmocka_unit_test(test_planning_a_staging_root_survives_every_allocation_failure),
       cmocka_unit_test(test_building_segments_survives_every_allocation_failure),
       cmocka_unit_test(test_committing_survives_every_allocation_failure),
