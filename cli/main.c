@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "core/fault.h"
 
 static const struct {
   const char *name;
@@ -43,6 +44,11 @@ int main(int argc, char **argv) {
   if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
     usage(argc < 2 ? stderr : stdout);
     return argc < 2 ? 2 : 0;
+  }
+  sf_err err = {0};
+  if (sf_fault_check_env(&err)) { /* a misspelt point would never fire */
+    fprintf(stderr, "segforge: %s\n", err.msg);
+    return 2;
   }
   for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
     if (!strcmp(argv[1], commands[i].name)) return commands[i].fn(argc - 1, argv + 1);

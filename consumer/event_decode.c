@@ -165,7 +165,7 @@ static bool fast_layout_ok(avro_schema_t s) {
 
 void sf_event_decoder_free(sf_event_decoder *dec) {
   if (!dec) return;
-  for (size_t i = 0; i < dec->nwriters; i++) {
+  for (size_t i = 0; dec->writers && i < dec->nwriters; i++) { /* NULL: calloc failed */
     writer_state *w = &dec->writers[i];
     if (w->resolved.self) avro_value_decref(&w->resolved);
     if (w->resolver) avro_value_iface_decref(w->resolver);

@@ -14,6 +14,7 @@
 
 #include "consumer/intake.h"
 #include "consumer/processor_impl.h"
+#include "core/fault.h"
 
 /* ---- the poll loop: messages
  * ------------------------------------------------------------ */
@@ -85,7 +86,8 @@ static void on_message(sf_proc *p, const rd_kafka_message_t *m) {
       break;
   }
   sf_shard_staged_clear(&ev);
-  if (o == SF_JOBS_NEW || o == SF_JOBS_COMPLETE) proc_crash_if(p, FAULT_AFTER_CONSUME);
+  if (o == SF_JOBS_NEW || o == SF_JOBS_COMPLETE)
+    (void)sf_fault_point("serve.after_consume", NULL);
 }
 
 static void expire(sf_proc *p) {
@@ -365,12 +367,6 @@ sf_code sf_proc_new(const sf_proc_opts *o, sf_proc **out, sf_err *err) {
   proc_q_init(&p->work);
   proc_q_init(&p->dead);
   proc_q_init(&p->done);
-  const char *f = getenv("SF_FAULT");
-  if (f && strstr(f, "serve.after_consume")) p->faults |= FAULT_AFTER_CONSUME;
-  if (f && strstr(f, "serve.after_commit")) p->faults |= FAULT_AFTER_COMMIT;
-  if (f && strstr(f, "serve.after_publish")) p->faults |= FAULT_AFTER_PUBLISH;
-  if (f && strstr(f, "serve.producer_fatal")) p->faults |= FAULT_PRODUCER_FATAL;
-
   sf_code rc = SF_OK;
   sf_framing framing = SF_FRAMING_AUTO;
   sf_kconf *pk = NULL;
@@ -402,7 +398,7 @@ sf_code sf_proc_new(const sf_proc_opts *o, sf_proc **out, sf_err *err) {
   if ((rc = sf_publisher_new(pk, framing, &p->pub, err)) ||
       (rc = consumer_conf(p, err)) || (rc = sf_kconf_build_err(p->kconf, &conf, err)))
     goto out;
-  if (p->faults & FAULT_PRODUCER_FATAL) /* as an idempotence sequence gap would */
+  if (sf_fault_get("serve.producer_fatal")) /* as an idempotence sequence gap would */
     rd_kafka_test_fatal_error(sf_publisher_handle(p->pub),
                               RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
                               "SF_FAULT=serve.producer_fatal");

@@ -54,16 +54,10 @@
  * meanwhile); while memory is over its bounds they run, since only they can
  * free the memory that open jobs hold.
  *
- * Fault injection (crash tests): SF_FAULT, a comma-separated list, kills the
- * process with SIGKILL at
- *   serve.after_consume  - the first ShardStaged has joined the job table
- *   serve.after_commit   - sf_finalize returned (the catalog version is
- *                          durable), before SegmentsCommitted is published
- *   serve.after_publish  - SegmentsCommitted was delivered, before the
- *                          job's offsets are released and committed
- * and, inside sf_finalize, build.mid_segment / build.after_segment and the
- * catalog.* points (core/build.h, core/catalog.h); build.slow_partition
- * slows every segment build down instead (tests of the build bound).
+ * Fault points (core/fault.h, SF_FAULT): serve.after_consume,
+ * serve.after_commit, serve.after_publish (SIGKILL there), serve.producer_fatal,
+ * and inside sf_finalize the build.* and catalog.* points (build.slow_partition
+ * slows every segment build down instead: tests of the build bound).
  */
 #ifndef SF_PROCESSOR_H
 #define SF_PROCESSOR_H

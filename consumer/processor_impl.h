@@ -21,11 +21,6 @@
 #include "core/finalize.h"
 #include "producer/publisher.h"
 
-#define FAULT_AFTER_CONSUME 1
-#define FAULT_AFTER_COMMIT 2
-#define FAULT_AFTER_PUBLISH 4
-#define FAULT_PRODUCER_FATAL 8 /* not a crash: the producer's fatal error */
-
 /* What a thread is asked to do. */
 enum { T_FINALIZE, T_DEAD_JOB, T_DEAD_EVENT };
 
@@ -86,7 +81,6 @@ struct sf_proc {
   /* The one bound on segment builds of the whole process (--max-merges),
    * shared by every job's sf_build_run. */
   sf_build_budget *budget;
-  int faults;
 
   pthread_t *workers;
   unsigned nworkers_started;
@@ -124,8 +118,6 @@ void proc_plog(sf_proc *p, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* s made safe inside key="..." of a log line, into buf (returned). */
 const char *proc_quoted(char *buf, size_t n, const char *s);
-/* SIGKILL at a fault point named in SF_FAULT. */
-void proc_crash_if(sf_proc *p, int point);
 
 void proc_q_init(tqueue *q);
 void proc_q_push(tqueue *q, task *t);

@@ -19,6 +19,7 @@
 #include "consumer/intake.h"
 #include "consumer/processor_impl.h"
 #include "core/catalog.h"
+#include "core/fault.h"
 #include "core/finalize.h"
 
 /* ---- small helpers ---------------------------------------------------------- */
@@ -49,14 +50,6 @@ void proc_plog(sf_proc *p, int level, const char *fmt, ...) {
   vsnprintf(line, sizeof line, fmt, ap);
   va_end(ap);
   p->o.log(p->o.log_ctx, level, line);
-}
-
-/* A crash, as close to a power cut as a process can make it. */
-void proc_crash_if(sf_proc *p, int point) {
-  if (p->faults & point) {
-    raise(SIGKILL);
-    _exit(137);
-  }
 }
 
 void proc_q_init(tqueue *q) {
@@ -284,7 +277,7 @@ static void run_finalize(sf_proc *p, task *t) {
   free(ps);
   t->finalize_ms = (proc_mono_s() - t0) * 1e3;
   if (t->rc) return;
-  proc_crash_if(p, FAULT_AFTER_COMMIT);
+  (void)sf_fault_point("serve.after_commit", NULL);
   t->already = res.already;
   t->version = res.version;
   t->nsegs = res.nsegs;
@@ -320,7 +313,7 @@ static void run_finalize(sf_proc *p, task *t) {
     t->err = aerr;
     return;
   }
-  proc_crash_if(p, FAULT_AFTER_PUBLISH);
+  (void)sf_fault_point("serve.after_publish", NULL);
 }
 
 void *proc_worker_main(void *arg) {

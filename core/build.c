@@ -25,9 +25,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fault.h"
 #include "fsutil.h"
-
-enum { FAULT_MID_SEGMENT = 1, FAULT_AFTER_SEGMENT = 2, FAULT_SLOW_PARTITION = 4 };
 
 /* The pause of build.slow_partition after each partition. */
 #define SLOW_PARTITION_NS 50000000L
@@ -40,7 +39,6 @@ typedef struct run {
   const char *dataset;
   const sf_build_opts *opts;
   sf_seginfo *out;
-  int faults;
   uint64_t remap_bytes;
 
   atomic_size_t next;   /* next segment index to take */
@@ -53,23 +51,6 @@ typedef struct run {
   sf_build_progress prog;
   sf_build_stats stats;
 } run;
-
-static int read_faults(void) {
-  const char *s = getenv("SF_FAULT");
-  int f = 0;
-  if (!s) return 0;
-  if (strstr(s, "build.mid_segment")) f |= FAULT_MID_SEGMENT;
-  if (strstr(s, "build.after_segment")) f |= FAULT_AFTER_SEGMENT;
-  if (strstr(s, "build.slow_partition")) f |= FAULT_SLOW_PARTITION;
-  return f;
-}
-
-/* A crash, as close to a power cut as a process can make it: no cleanup
- * handler, no atexit, temporary files left where they are. */
-static void crash(void) {
-  raise(SIGKILL);
-  _exit(137);
-}
 
 static int canceled(run *r) {
   return atomic_load(&r->failed) || (r->opts->cancel && atomic_load(r->opts->cancel));
@@ -260,7 +241,10 @@ static sf_code write_segment(job *j, uint64_t *rows, sf_err *err) {
       sf_seg_writer_abort(w);
       return sf_err_set(err, SF_ECANCELED, "segment %s: canceled", j->seg->segment_id);
     }
-    if ((r->faults & FAULT_MID_SEGMENT) && p == j->params.nlist / 2) crash();
+    if (p == j->params.nlist / 2 && (rc = sf_fault_point("build.mid_segment", err))) {
+      sf_seg_writer_abort(w);
+      return rc;
+    }
     uint64_t bytes = 0;
     for (size_t k = 0; k < j->seg->count; k++) {
       rc = sf_seg_writer_copy_partition(w, j->src[k], p, err);
@@ -278,16 +262,14 @@ static sf_code write_segment(job *j, uint64_t *rows, sf_err *err) {
     counted += bytes;
     since_remap += bytes;
     report(r, bytes, 0, 0);
-    if (r->faults & FAULT_SLOW_PARTITION)
+    if (sf_fault_get("build.slow_partition"))
       nanosleep(&(struct timespec){0, SLOW_PARTITION_NS}, NULL);
     if (since_remap >= r->remap_bytes && p + 1 < j->params.nlist) {
       since_remap = 0;
       if ((rc = remap_shards(j, err))) {
         sf_seg_writer_abort(w);
-        {
-          sf_err_prefix(err, "segment %s", j->seg->segment_id);
-          return rc;
-        }
+        sf_err_prefix(err, "segment %s", j->seg->segment_id);
+        return rc;
       }
     }
   }
@@ -348,8 +330,9 @@ static sf_code build_one(run *r, size_t g, sf_err *err) {
     goto done;
   }
   rc = describe(&j, (uint64_t)st.st_size, rows, &r->out[g], err);
-  if (!rc && (r->faults & FAULT_AFTER_SEGMENT) && atomic_fetch_add(&r->committed, 1) == 0)
-    crash();
+  if (!rc && sf_fault_get("build.after_segment") &&
+      atomic_fetch_add(&r->committed, 1) == 0)
+    sf_fault_crash();
 done:
   for (size_t k = 0; j.src && k < j.seg->count; k++) sf_seg_close(j.src[k]);
   free(j.src);
@@ -445,7 +428,9 @@ sf_code sf_build_run(const sf_plan *plan, const char *dataset, const sf_build_op
   if (stats) memset(stats, 0, sizeof *stats);
   char *dir = sf_fs_join(dataset, SF_PLAN_SEGMENTS_DIR);
   if (!dir) return sf_err_set(err, SF_ENOMEM, "out of memory");
-  sf_code rc = sf_fs_mkdirs(dir, err);
+  /* Durable, so that a segment renamed into it is as durable as the
+   * directory fsync after the rename promises. */
+  sf_code rc = sf_fs_mkdirs_durable(dataset, SF_PLAN_SEGMENTS_DIR, err);
   size_t swept = rc ? 0 : sweep_temporaries(plan, dir);
   free(dir);
   if (rc) return rc;
@@ -453,7 +438,6 @@ sf_code sf_build_run(const sf_plan *plan, const char *dataset, const sf_build_op
   run r = {.plan = plan,
            .dataset = dataset,
            .opts = o,
-           .faults = read_faults(),
            .remap_bytes = o->remap_bytes ? o->remap_bytes : REMAP_BYTES_DEFAULT};
   r.out = calloc(plan->num_segments ? plan->num_segments : 1, sizeof *r.out);
   if (!r.out) return sf_err_set(err, SF_ENOMEM, "out of memory");
@@ -478,6 +462,16 @@ sf_code sf_build_run(const sf_plan *plan, const char *dataset, const sf_build_op
   if (!r.err.code && o->cancel && atomic_load(o->cancel))
     sf_err_set(&r.err, SF_ECANCELED, "the build was canceled");
   pthread_mutex_destroy(&r.lock);
+  if (!r.err.code && r.stats.reused) {
+    /* A reused segment may have been renamed by a run killed before its
+     * directory fsync: make what this run returns durable. */
+    char *segdir = sf_fs_join(dataset, SF_PLAN_SEGMENTS_DIR);
+    if (!segdir)
+      sf_err_set(&r.err, SF_ENOMEM, "out of memory");
+    else
+      sf_fs_fsync_dir(segdir, &r.err);
+    free(segdir);
+  }
   if (stats) *stats = r.stats;
   if (r.err.code) {
     sf_build_results_free(r.out, plan->num_segments);

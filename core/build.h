@@ -39,13 +39,11 @@
  * gives up when its run is canceled or failed. Without a budget a call is
  * bounded by its own max_merges, as before.
  *
- * Fault injection (crash tests): the environment variable SF_FAULT, a comma
- * separated list, read once per call, kills the process with SIGKILL at
- *   build.mid_segment    - after half the partitions of a segment are copied
- *   build.after_segment  - right after the first segment is renamed in place
- * and slows builds down (no crash) at
- *   build.slow_partition - sleeps 50 ms after each partition a build copies,
- *                          so that tests can watch builds overlap
+ * Fault points (core/fault.h, SF_FAULT): build.mid_segment (half the
+ * partitions of a segment are copied; crash or fail), build.after_segment
+ * (the first segment is renamed in place; crash) and build.slow_partition
+ * (no crash: every build sleeps 50 ms after each partition it copies, so
+ * that tests can watch builds overlap).
  */
 #ifndef SF_BUILD_H
 #define SF_BUILD_H

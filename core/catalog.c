@@ -247,8 +247,11 @@ sf_code sf_catalog_resolve_dataset(const char *dataset, char **dir, sf_err *err)
   }
   char *r = realpath(p, NULL);
   if (!r)
-    return sf_err_errno(err, errno == ENOENT ? SF_ENOTFOUND : SF_EIO, errno,
-                        "dataset %s", dataset);
+    return sf_err_errno(err,
+                        errno == ENOENT   ? SF_ENOTFOUND
+                        : errno == ENOMEM ? SF_ENOMEM
+                                          : SF_EIO,
+                        errno, "dataset %s", dataset);
   struct stat st;
   if (stat(r, &st) || !S_ISDIR(st.st_mode)) {
     free(r);
@@ -403,6 +406,14 @@ sf_code sf_catalog_open_latest(const char *dataset, sf_catalog **out, sf_err *er
 uint64_t sf_catalog_version(const sf_catalog *c) { return c->version; }
 uint64_t sf_catalog_created_at_ms(const sf_catalog *c) { return c->created_at_ms; }
 const char *sf_catalog_dataset(const sf_catalog *c) { return c->dataset; }
+
+sf_code sf_catalog_sync(const sf_catalog *c, sf_err *err) {
+  char *dir = sf_fs_join(c->dataset, SF_CATALOG_DIR);
+  if (!dir) return sf_err_set(err, SF_ENOMEM, "out of memory");
+  sf_code rc = sf_fs_fsync_dir(dir, err);
+  free(dir);
+  return rc;
+}
 size_t sf_catalog_num_indexes(const sf_catalog *c) { return c->nix; }
 size_t sf_catalog_num_jobs(const sf_catalog *c) { return c->njobs; }
 

@@ -122,6 +122,13 @@ sf_code sf_catalog_open_version(const char *dataset, uint64_t version, sf_catalo
 /* Accepts NULL. Pointers obtained from c die with it. */
 void sf_catalog_free(sf_catalog *c);
 
+/* Makes the version c was read from durable (fsyncs the catalog directory).
+ * A version read back may have been linked by a writer killed before its
+ * directory fsync, so it is in the page cache only: whoever reports a job
+ * it finds there as committed (and so lets its events go) calls this first.
+ * The files the version names were made durable before it was linked. */
+sf_code sf_catalog_sync(const sf_catalog *c, sf_err *err);
+
 /* The versions present, ascending, in a malloc'd array (caller frees; NULL
  * with *n == 0 when there is none). Files that are not versions (temporary
  * files of writers) are ignored. */
@@ -204,14 +211,12 @@ typedef struct sf_catalog_commit_result {
  *   SF_ENOTFOUND, SF_EMISMATCH - a segment file is missing or has another size
  *                  (checked under the lock, so no version names a missing file);
  *   SF_ECHECKSUM - the quantizer file's checksum is not the segments'.
- * Fault points (SF_FAULT, a comma-separated list of points, makes the
- * process _exit(99) there, as a crash would): catalog.before_link (the new
- * version is written and fsynced under its temporary name),
- * catalog.after_link (published, temporary not yet removed),
- * catalog.torn_temp (the temporary file cut to half its size first),
- * catalog.before_quantizer_rename. A pause point sleeps half a second
- * instead, for tests of what runs concurrently: catalog.pause_before_lock
- * (right before the shared lock is taken). */
+ * Fault points (core/fault.h, SF_FAULT): catalog.before_quantizer_rename,
+ * catalog.torn_temp, catalog.before_link (the new version is written and
+ * fsynced under its temporary name), catalog.after_link (published, the
+ * directory not yet fsynced); catalog.pause_before_lock (no crash: the
+ * commit sleeps half a second right before it takes the shared lock, for
+ * tests of what runs concurrently). */
 sf_code sf_catalog_commit(const sf_catalog_commit_req *req, sf_catalog_commit_result *res,
                           sf_err *err);
 

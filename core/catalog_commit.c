@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include "catalog_impl.h"
+#include "fault.h"
 #include "fragset.h"
 #include "fsutil.h"
 #include "quantizer.h"
@@ -42,30 +43,12 @@
 #define DEFAULT_ATTEMPTS 32u
 #define FRAG_LIST_MAX 8 /* ranges shown in a refusal */
 
-/* SF_FAULT=<point> cuts the process at that point, as a crash would, so that
- * tests can check what survives. */
-static int fault_armed(const char *point) {
-  const char *f = getenv("SF_FAULT");
-  size_t n = strlen(point);
-  while (f && *f) { /* a comma-separated list, as core/build.h reads it */
-    const char *e = strchr(f, ',');
-    size_t len = e ? (size_t)(e - f) : strlen(f);
-    if (len == n && !memcmp(f, point, n)) return 1;
-    f = e ? e + 1 : NULL;
-  }
-  return 0;
-}
-
-static void fault_point(const char *point) {
-  if (fault_armed(point)) _exit(99);
-}
-
-/* A pause point instead: the commit sleeps there for half a second, so that
- * tests can run gc (or another committer) inside a window that is
- * otherwise microseconds wide. */
+/* A pause point: the commit sleeps there for half a second, so that tests
+ * can run gc (or another committer) inside a window that is otherwise
+ * microseconds wide. */
 static void fault_pause(const char *point) {
   struct timespec ts = {0, 500 * 1000 * 1000};
-  if (!fault_armed(point)) return;
+  if (!sf_fault_get(point)) return;
   while (nanosleep(&ts, &ts) && errno == EINTR) {
   }
 }
@@ -220,14 +203,6 @@ static sf_code check_files(const char *ds, const sf_catalog_commit_req *r, sf_er
 
 /* ---- step 3: the quantizer ------------------------------------------------ */
 
-static sf_code fsync_parent(const char *dir, sf_err *err) {
-  char *parent = sf_fs_dirname(dir);
-  sf_code rc =
-      parent ? sf_fs_fsync_dir(parent, err) : sf_err_set(err, SF_ENOMEM, "out of memory");
-  free(parent);
-  return rc;
-}
-
 static sf_code copy_file(const char *src, const char *dst, sf_err *err) {
   int in = open(src, O_RDONLY | O_CLOEXEC);
   if (in < 0) return sf_err_errno(err, SF_EIO, errno, "cannot open %s", src);
@@ -250,7 +225,10 @@ static sf_code copy_file(const char *src, const char *dst, sf_err *err) {
     sf_fs_tmpfile_abort(&t);
     return rc;
   }
-  fault_point("catalog.before_quantizer_rename");
+  if ((rc = sf_fault_point("catalog.before_quantizer_rename", err))) {
+    sf_fs_tmpfile_abort(&t);
+    return rc;
+  }
   return sf_fs_tmpfile_commit(&t, err);
 }
 
@@ -261,7 +239,7 @@ static sf_code keep_quantizer(const char *ds, const sf_catalog_commit_req *r, ui
                               sf_err *err) {
   char rel[128];
   snprintf(rel, sizeof rel, "%s/%016" PRIx64, SF_CATALOG_QUANTIZERS_DIR, cs);
-  char *dst = sf_fs_join(ds, rel), *qdir = sf_fs_join(ds, SF_CATALOG_QUANTIZERS_DIR);
+  char *dst = sf_fs_join(ds, rel);
   char *src = NULL;
   if (r->quantizer_path) {
     src = strdup(r->quantizer_path);
@@ -270,10 +248,15 @@ static sf_code keep_quantizer(const char *ds, const sf_catalog_commit_req *r, ui
   }
   sf_code rc = SF_OK;
   uint64_t got;
-  if (!dst || !qdir || !src) {
+  if (!dst || !src) {
     rc = sf_err_set(err, SF_ENOMEM, "out of memory");
   } else if (sf_quant_checksum_of_file(dst, &got, NULL) == SF_OK && got == cs) {
-    rc = SF_OK; /* already kept, intact */
+    /* Already kept, intact. A run that crashed between its rename and the
+     * directory fsync left the name in the page cache only: make it durable
+     * before a version names it. */
+    char *qdir = sf_fs_dirname(dst);
+    rc = qdir ? sf_fs_fsync_dir(qdir, err) : sf_err_set(err, SF_ENOMEM, "out of memory");
+    free(qdir);
   } else if ((rc = sf_quant_checksum_of_file(src, &got, err))) {
     sf_err_prefix(err, "index %s needs its quantizer %016" PRIx64 " kept at %s, from %s",
                   r->index_name, cs, dst, src);
@@ -282,11 +265,10 @@ static sf_code keep_quantizer(const char *ds, const sf_catalog_commit_req *r, ui
                     "quantizer %s has checksum %016" PRIx64
                     " but the segments were built with quantizer %016" PRIx64,
                     src, got, cs);
-  } else if (!(rc = sf_fs_mkdirs(qdir, err)) && !(rc = fsync_parent(qdir, err))) {
+  } else if (!(rc = sf_fs_mkdirs_durable(ds, SF_CATALOG_QUANTIZERS_DIR, err))) {
     rc = copy_file(src, dst, err);
   }
   free(dst);
-  free(qdir);
   free(src);
   return rc;
 }
@@ -489,9 +471,9 @@ out:
  * the middle of the write would. */
 static void fault_torn(const char *tmp) {
   struct stat st;
-  if (!fault_armed("catalog.torn_temp") || stat(tmp, &st)) return;
+  if (!sf_fault_get("catalog.torn_temp") || stat(tmp, &st)) return;
   if (truncate(tmp, st.st_size / 2)) _exit(98);
-  _exit(99);
+  sf_fault_crash();
 }
 
 /* Writes c as its version's file; SF_OK with *lost set when another writer
@@ -522,7 +504,7 @@ static sf_code publish(const char *ds, const sf_catalog *c, uint64_t *seed, int 
   if (fclose(fp) && !rc) rc = sf_err_errno(err, SF_EIO, errno, "cannot close %s", tmp);
   if (rc) goto out_unlink;
   fault_torn(tmp);
-  fault_point("catalog.before_link");
+  if ((rc = sf_fault_point("catalog.before_link", err))) goto out_unlink;
   /* The put-if-absent: link(2) never replaces an existing name. */
   if (link(tmp, final)) {
     if (errno == EEXIST)
@@ -531,7 +513,7 @@ static sf_code publish(const char *ds, const sf_catalog *c, uint64_t *seed, int 
       rc = sf_err_errno(err, SF_EIO, errno, "cannot link %s to %s", tmp, final);
     goto out_unlink;
   }
-  fault_point("catalog.after_link");
+  if ((rc = sf_fault_point("catalog.after_link", err))) goto out_unlink;
   unlink(tmp);
   rc = sf_fs_fsync_dir(dir, err);
   goto out;
@@ -588,8 +570,8 @@ sf_code sf_catalog_commit(const sf_catalog_commit_req *r, sf_catalog_commit_resu
     goto out;
   }
   /* A new _catalog/ (first commit) must survive a crash like the version
-   * linked into it: fsync _indices/, where its name lives. */
-  if ((rc = sf_fs_mkdirs(catdir, err)) || (rc = fsync_parent(catdir, err))) goto out;
+   * linked into it. */
+  if ((rc = sf_fs_mkdirs_durable(ds, SF_CATALOG_DIR, err))) goto out;
   fault_pause("catalog.pause_before_lock");
   int lock;
   if ((rc = sf_catalog_lock(ds, 0, &lock, err))) goto out;
@@ -612,7 +594,10 @@ sf_code sf_catalog_commit(const sf_catalog_commit_req *r, sf_catalog_commit_resu
     if ((rc = open_newest(ds, &c, err))) break;
     const sf_catalog_job *j = sf_catalog_find_job(c, r->staging_id);
     if (j) {
-      if (!(rc = same_job(j, r, err))) {
+      /* Reported as committed: make sure the version that says so is
+       * durable (a committer killed after its link may have left it in the
+       * page cache only). */
+      if (!(rc = same_job(j, r, err)) && !(rc = sf_catalog_sync(c, err))) {
         res->version = j->version;
         res->already = 1;
       }

@@ -45,6 +45,11 @@ static int from_catalog(const char *dataset, const char *staging_id,
     sf_catalog_free(c);
     return 0;
   }
+  /* Reported as committed from here on: make sure it stays so. */
+  if ((*rc = sf_catalog_sync(c, err))) {
+    sf_catalog_free(c);
+    return 1;
+  }
   res->version = job->version;
   res->already = 1;
   const sf_catalog_index *ix = sf_catalog_find_index(c, job->index_name);

@@ -33,6 +33,21 @@ sf_code sf_fs_mkdirs(const char *path, sf_err *err) {
   return SF_OK;
 }
 
+sf_code sf_fs_mkdirs_durable(const char *base, const char *rel, sf_err *err) {
+  char *path = sf_fs_join(base, rel);
+  if (!path) return sf_err_set(err, SF_ENOMEM, "out of memory");
+  sf_code rc = sf_fs_mkdirs(path, err);
+  /* Each component's name lives in the directory before it. */
+  for (char *s = path + strlen(base); !rc && *s; s++) {
+    if (*s != '/') continue;
+    *s = '\0';
+    rc = sf_fs_fsync_dir(path, err);
+    *s = '/';
+  }
+  free(path);
+  return rc;
+}
+
 sf_code sf_fs_fsync_dir(const char *dir, sf_err *err) {
   int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return sf_err_errno(err, SF_EIO, errno, "cannot open directory %s", dir);

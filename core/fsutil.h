@@ -14,6 +14,12 @@
 /* mkdir -p. */
 sf_code sf_fs_mkdirs(const char *path, sf_err *err);
 
+/* mkdir -p of "<base>/<rel>" whose result survives a power cut: for each
+ * directory from base down to the last, the directory holding its name is
+ * fsynced, whether this call created it or an earlier run did and crashed
+ * before making it durable. base itself must exist. */
+sf_code sf_fs_mkdirs_durable(const char *base, const char *rel, sf_err *err);
+
 /* fsyncs a directory so that a rename or link inside it is durable. */
 sf_code sf_fs_fsync_dir(const char *dir, sf_err *err);
 

@@ -21,6 +21,7 @@
 #include <zstd.h>
 
 #include "crc32c.h"
+#include "fault.h"
 #include "fragset.h"
 #include "fsutil.h"
 #include "segfile.h"
@@ -252,11 +253,11 @@ static sf_code check_same_params(const sf_seg_writer *w, const sf_seg_reader *sr
 /* Copies [off, off+len) of src to the end of w. copy_file_range lets the
  * kernel move (or, on XFS/btrfs, share) the pages without a trip through
  * user space; where it cannot (another file system, old kernel, fault
- * injection) the rest is written from src's mapping. The environment
- * variable SF_FAULT_NO_COPY_FILE_RANGE forces that path for tests. */
+ * injection) the rest is written from src's mapping. The fault point
+ * segwrite.no_copy_file_range forces that path for tests. */
 static sf_code copy_range(sf_seg_writer *w, const sf_seg_reader *src, uint64_t off,
                           uint64_t len, sf_err *err) {
-  if (!w->no_cfr && getenv("SF_FAULT_NO_COPY_FILE_RANGE")) w->no_cfr = 1;
+  if (!w->no_cfr && sf_fault_get("segwrite.no_copy_file_range")) w->no_cfr = 1;
   loff_t in = (loff_t)off;
   while (len && !w->no_cfr) {
     ssize_t n =

@@ -80,6 +80,7 @@ void sf_canonical_names(json_t *obj, const char *enclosing_ns, char full[256],
 typedef struct {
   char names[32][256];
   size_t n;
+  bool oom; /* a walk stopped for lack of memory, not for the schema */
 } nameset;
 
 static bool nameset_has(const nameset *s, const char *name) {
@@ -97,8 +98,8 @@ static int nameset_add(nameset *s, const char *name) {
 
 /* ---- inlining named references -------------------------------------------- */
 
-/* Returns the node to use in place of `node` (a new reference, or NULL when a
- * referenced name is unknown or the schema is too deep). */
+/* Returns the node to use in place of `node` (a new reference, or NULL when
+ * the schema is too deep or names too many types, or seen->oom). */
 static json_t *inline_refs(json_t *node, const char *ns, json_t *library, nameset *seen,
                            int depth) {
   if (depth > 64) return NULL;
@@ -111,7 +112,10 @@ static json_t *inline_refs(json_t *node, const char *ns, json_t *library, namese
     json_t *def = json_object_get(library, full);
     if (!def) return json_incref(node); /* let the Avro parser name the error */
     json_t *copy = json_deep_copy(def);
-    if (!copy) return NULL;
+    if (!copy) {
+      seen->oom = true;
+      return NULL;
+    }
     json_t *res = inline_refs(copy, ns, library, seen, depth + 1);
     json_decref(copy);
     return res;
@@ -321,10 +325,15 @@ sf_code sf_canonical_form_text(const char *json, size_t len, char **out, sf_err 
   return rc;
 }
 
-json_t *sf_canonical_inline(json_t *root, json_t *library) {
+sf_code sf_canonical_inline(json_t *root, json_t *library, json_t **out, sf_err *err) {
+  *out = NULL;
   nameset *seen = calloc(1, sizeof *seen);
-  if (!seen) return NULL;
-  json_t *res = inline_refs(root, "", library, seen, 0);
+  if (!seen) return sf_err_set(err, SF_ENOMEM, "out of memory inlining a schema");
+  *out = inline_refs(root, "", library, seen, 0);
+  bool oom = seen->oom;
   free(seen);
-  return res;
+  if (*out) return SF_OK;
+  if (oom) return sf_err_set(err, SF_ENOMEM, "out of memory inlining a schema");
+  return sf_err_set(err, SF_EINVAL,
+                    "it nests deeper than 64 or defines more than 32 names");
 }

@@ -31,9 +31,10 @@ sf_code sf_canonical_form_text(const char *json, size_t len, char **out, sf_err 
 
 /* Replaces, in document order, the first reference to each name that
  * `library` (full name -> definition) defines and the schema does not, by a
- * copy of the definition. Returns a new reference to the (possibly new)
- * root, or NULL when out of memory or nested deeper than 64. */
-json_t *sf_canonical_inline(json_t *schema, json_t *library);
+ * copy of the definition. *out is a new reference to the (possibly new)
+ * root. SF_ENOMEM, or SF_EINVAL when the schema nests deeper than 64 or
+ * defines more than 32 names. */
+sf_code sf_canonical_inline(json_t *schema, json_t *library, json_t **out, sf_err *err);
 
 /* Full name and namespace of a named type's definition object met inside
  * `enclosing_ns`. */

@@ -103,10 +103,8 @@ static sf_code load_one(sf_schema_set *set, const char *json, size_t len,
                     origin, full);
     goto done;
   }
-  resolved = sf_canonical_inline(root, set->library);
-  if (!resolved) {
-    rc = sf_err_set(err, SF_EINVAL, "schema %s nests too deep or defines too many names",
-                    origin);
+  if ((rc = sf_canonical_inline(root, set->library, &resolved, err))) {
+    sf_err_prefix(err, "schema %s", origin);
     goto done;
   }
   s->json = json_dumps(resolved, JSON_COMPACT | JSON_PRESERVE_ORDER);

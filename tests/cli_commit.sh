@@ -86,7 +86,10 @@ icheck "the index now has two segments" grep -q '^  2 segments' "$T/out"
 # --- a crash before the link ------------------------------------------------------
 job job-5 L2 12-15
 SF_FAULT=catalog.before_link commit job-5 >/dev/null 2>&1
-check "SF_FAULT=catalog.before_link exits 99" test $? -eq 99
+check "SF_FAULT=catalog.before_link kills the commit (SIGKILL)" test $? -eq 137
+SF_FAULT=catalog.befor_link commit job-5 >"$T/out" 2>&1
+check "a misspelt SF_FAULT point is refused (status 2)" test $? -eq 2
+check "naming the entry" grep -q "SF_FAULT: 'catalog.befor_link': no such fault point" "$T/out"
 check "the previous version is still the newest" test "$(newest)" -eq 2
 "$S" inspect --dataset "$DS" >/dev/null 2>&1
 rc=$?

@@ -25,6 +25,7 @@
 /* clang-format on */
 
 #include "core/build.h"
+#include "core/fault.h"
 #include "core/fragset.h"
 #include "core/fsutil.h"
 #include "core/plan.h"
@@ -613,6 +614,7 @@ static int build_in_child(fixture *fx, const char *fault, unsigned merges) {
   assert_true(pid >= 0);
   if (pid == 0) {
     setenv("SF_FAULT", fault, 1);
+    sf_fault_reload();
     sf_build_opts o = {.max_merges = merges};
     sf_seginfo *out;
     size_t n;

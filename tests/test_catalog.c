@@ -19,6 +19,7 @@
 
 #include "core/catalog.h"
 #include "core/catalog_impl.h"
+#include "core/fault.h"
 #include "core/fragset.h"
 #include "core/fsutil.h"
 #include "core/quantizer.h"
@@ -488,13 +489,15 @@ static size_t count_temps(const fx *f) {
   return n;
 }
 
-/* Runs commit1 in a child with SF_FAULT=point; returns its exit status. */
+/* Runs commit1 in a child with SF_FAULT=point; returns its status as a shell
+ * shows it (137 for a SIGKILL, the fault points' crash). */
 static int commit_with_fault(const fx *f, const char *point, const char *job, const char *seg,
                              const char *frags) {
   pid_t pid = fork();
   assert_true(pid >= 0);
   if (pid == 0) {
     setenv("SF_FAULT", point, 1);
+    sf_fault_reload();
     sf_err err = {0};
     sf_code rc = commit1(f, "idx", job, seg, frags, &err);
     if (rc) fprintf(stderr, "child: %s\n", err.msg);
@@ -502,8 +505,8 @@ static int commit_with_fault(const fx *f, const char *point, const char *job, co
   }
   int st;
   assert_int_equal(waitpid(pid, &st, 0), pid);
-  assert_true(WIFEXITED(st));
-  return WEXITSTATUS(st);
+  assert_true(WIFEXITED(st) || WIFSIGNALED(st));
+  return WIFSIGNALED(st) ? 128 + WTERMSIG(st) : WEXITSTATUS(st);
 }
 
 static void test_a_crash_before_the_link_leaves_the_previous_version_intact(void **state) {
@@ -512,11 +515,11 @@ static void test_a_crash_before_the_link_leaves_the_previous_version_intact(void
   fx_init(&f, "cat-fault");
   sf_err err = {0};
   assert_int_equal(commit1(&f, "idx", "job0", "seg-a", "0-9", &err), SF_OK);
-  assert_int_equal(commit_with_fault(&f, "catalog.before_link", "job1", "seg-b", "10"), 99);
+  assert_int_equal(commit_with_fault(&f, "catalog.before_link", "job1", "seg-b", "10"), 137);
   assert_int_equal(latest_version(&f), 1);
   assert_int_equal(count_temps(&f), 1);
   /* A torn temporary file (a crash mid-write) is not a version either. */
-  assert_int_equal(commit_with_fault(&f, "catalog.torn_temp", "job1", "seg-b", "10"), 99);
+  assert_int_equal(commit_with_fault(&f, "catalog.torn_temp", "job1", "seg-b", "10"), 137);
   assert_int_equal(latest_version(&f), 1);
   assert_int_equal(count_temps(&f), 2);
   uint64_t *v;
@@ -528,7 +531,7 @@ static void test_a_crash_before_the_link_leaves_the_previous_version_intact(void
   assert_int_equal(commit1(&f, "idx", "job1", "seg-b", "10", &err), SF_OK);
   assert_int_equal(latest_version(&f), 2);
   /* A crash right after the link: the version is complete and holds the job. */
-  assert_int_equal(commit_with_fault(&f, "catalog.after_link", "job2", "seg-c", "11"), 99);
+  assert_int_equal(commit_with_fault(&f, "catalog.after_link", "job2", "seg-c", "11"), 137);
   assert_int_equal(latest_version(&f), 3);
   sf_catalog *c;
   assert_int_equal(sf_catalog_open_latest(f.ds, &c, &err), SF_OK);
@@ -538,11 +541,42 @@ static void test_a_crash_before_the_link_leaves_the_previous_version_intact(void
   char qdir[4400];
   snprintf(qdir, sizeof qdir, "%s/%s/%016" PRIx64, f.ds, SF_CATALOG_QUANTIZERS_DIR, f.cs);
   assert_int_equal(unlink(qdir), 0);
-  assert_int_equal(commit_with_fault(&f, "catalog.before_quantizer_rename", "job3", "seg-d", "12"),
-                   99);
+  assert_int_equal(commit_with_fault(&f, "catalog.before_quantizer_rename", "job3", "seg-d", "12"), 137);
   assert_int_equal(latest_version(&f), 3);
   assert_int_equal(commit1(&f, "idx", "job3", "seg-d", "12", &err), SF_OK);
   assert_int_equal(latest_version(&f), 4);
+}
+
+static void test_an_injected_failure_before_or_after_the_link_is_reported_and_retried(
+    void **state) {
+  (void)state;
+  fx f;
+  fx_init(&f, "cat-fail");
+  sf_err err = {0};
+  assert_int_equal(commit1(&f, "idx", "job0", "seg-a", "0-9", &err), SF_OK);
+  /* Failing before the link: nothing is published, the temporary is gone. */
+  setenv("SF_FAULT", "catalog.before_link=fail", 1);
+  sf_fault_reload();
+  assert_int_equal(commit1(&f, "idx", "job1", "seg-b", "10", &err), SF_EIO);
+  assert_non_null(strstr(err.msg, "catalog.before_link"));
+  assert_int_equal(latest_version(&f), 1);
+  assert_int_equal(count_temps(&f), 0);
+  /* Failing after it: the version is published though the caller saw an
+   * error, and the retry finds the job there. */
+  setenv("SF_FAULT", "catalog.after_link=fail", 1);
+  sf_fault_reload();
+  assert_int_equal(commit1(&f, "idx", "job1", "seg-b", "10", &err), SF_EIO);
+  assert_int_equal(latest_version(&f), 2);
+  assert_int_equal(count_temps(&f), 0);
+  unsetenv("SF_FAULT");
+  sf_fault_reload();
+  sf_seginfo s;
+  make_seg(&f, &s, "seg-b", "10", 64);
+  sf_catalog_commit_result res;
+  assert_int_equal(commit_n(&f, "idx", "job1", &s, 1, 0, &res, &err), SF_OK);
+  assert_int_equal(res.already, 1);
+  assert_int_equal(res.version, 2);
+  sf_seginfo_clear(&s);
 }
 
 #define RACERS 4
@@ -690,6 +724,7 @@ int main(void) {
       cmocka_unit_test(test_every_truncation_and_byte_flip_is_an_error_or_the_same_version),
       cmocka_unit_test(test_absurd_counts_and_lengths_in_the_framing_are_corrupt),
       cmocka_unit_test(test_a_crash_before_the_link_leaves_the_previous_version_intact),
+      cmocka_unit_test(test_an_injected_failure_before_or_after_the_link_is_reported_and_retried),
       cmocka_unit_test(test_concurrent_committers_all_succeed_in_distinct_versions),
       cmocka_unit_test(test_a_commit_checks_its_files_under_the_lock),
       cmocka_unit_test(test_version_names_parse_only_exactly),

@@ -22,6 +22,7 @@
 /* clang-format on */
 
 #include "core/catalog.h"
+#include "core/fault.h"
 #include "core/finalize.h"
 #include "core/fragset.h"
 #include "core/gc.h"
@@ -243,6 +244,7 @@ static void gc_in_a_loop_never_takes_a_segment_that_finalize_commits(void **stat
   pthread_t t;
   assert_int_equal(pthread_create(&t, NULL, gc_main, &g), 0);
   setenv("SF_FAULT", "catalog.pause_before_lock", 1);
+  sf_fault_reload();
   int failed = 0;
   for (int j = 0; j < RACE_JOBS; j++) {
     sf_finalize_result res;
@@ -251,6 +253,7 @@ static void gc_in_a_loop_never_takes_a_segment_that_finalize_commits(void **stat
     sf_finalize_result_clear(&res);
   }
   unsetenv("SF_FAULT");
+  sf_fault_reload();
   atomic_store(&g.stop, 1);
   pthread_join(t, NULL);
   if (g.rc) fprintf(stderr, "gc: %s\n", g.err.msg);
@@ -280,6 +283,7 @@ static void a_reused_segment_older_than_the_grace_survives_gc_until_committed(
   assert_true(pid >= 0);
   if (pid == 0) {
     setenv("SF_FAULT", "build.after_segment", 1);
+    sf_fault_reload();
     sf_finalize_req req = {.dataset = ds,
                            .index_name = "idx",
                            .column = "emb",
@@ -316,10 +320,12 @@ static void a_reused_segment_older_than_the_grace_survives_gc_until_committed(
   pthread_t t;
   assert_int_equal(pthread_create(&t, NULL, gc_main, &g), 0);
   setenv("SF_FAULT", "catalog.pause_before_lock", 1);
+  sf_fault_reload();
   sf_finalize_result res;
   sf_err err = {0};
   sf_code rc = finalize_job(ds, 0, start_gc_when_built, &g, &res, &err);
   unsetenv("SF_FAULT");
+  sf_fault_reload();
   atomic_store(&g.stop, 1);
   pthread_join(t, NULL);
   assert_int_equal(rc, SF_OK);

@@ -18,6 +18,7 @@
 /* clang-format on */
 
 #include "core/crc32c.h"
+#include "core/fault.h"
 #include "core/fragset.h"
 #include "core/segfile.h"
 #include "tests/testutil.h"
@@ -294,9 +295,11 @@ static void test_copy_partition_of_three_shards_yields_their_union(void **state)
 
 static void test_copy_partition_without_copy_file_range_yields_the_same_union(
     void **state) {
-  setenv("SF_FAULT_NO_COPY_FILE_RANGE", "1", 1);
+  setenv("SF_FAULT", "segwrite.no_copy_file_range", 1);
+  sf_fault_reload();
   merge_three("seg_merge_pwrite");
-  unsetenv("SF_FAULT_NO_COPY_FILE_RANGE");
+  unsetenv("SF_FAULT");
+  sf_fault_reload();
 }
 
 static void test_copy_partition_refuses_a_source_with_other_parameters(void **state) {
