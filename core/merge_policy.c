@@ -126,6 +126,16 @@ typedef struct finder {
   size_t nbest;
   uint64_t best_bytes;
   double best_skew, best_score;
+  /* ORDER_FRAGMENTS: the best run from each position of by_frag (len 0:
+   * none), kept between picks; a pick only changes the runs that could
+   * reach its segments, so each pick costs O(n) comparisons plus
+   * O(factor^2) runs scored, not O(n * factor) runs. */
+  struct start {
+    double score, skew;
+    uint64_t bytes;
+    uint32_t len;
+  } * starts;
+  size_t *pos; /* per input index: its position in by_frag */
 } finder;
 
 /* ---- ordering ----------------------------------------------------------- */
@@ -205,34 +215,63 @@ static void consider(finder *f, size_t k, uint64_t bytes, double skew) {
   f->best_score = score;
 }
 
-/* Fragment order: every run of 2..factor eligible segments adjacent in
- * fragment order that fits max_segment_bytes and grows its largest input by
- * half. Any segment that may not be merged now (too large, held by a
- * running merge, picked in this call) ends a run: stepping over it would
- * interleave fragment ranges. */
-static void find_contiguous(finder *f) {
+/* Fragment order: the best run starting at position s of by_frag, of 2..factor
+ * eligible segments adjacent in fragment order, that fits max_segment_bytes
+ * and grows its largest input by half. Any segment that may not be merged
+ * now (too large, held by a running merge, picked in this call) ends a run:
+ * stepping over it would interleave fragment ranges. Of equal scores, the
+ * shorter run. */
+static void score_start(finder *f, size_t s) {
   const uint32_t factor = merge_factor(f->p);
   const uint64_t max = f->p->max_segment_bytes;
-  for (size_t s = 0; s < f->n; s++) {
-    size_t first = idx_of(f, f->by_frag[s]);
-    if (f->state[first] != USABLE) continue;
-    uint64_t bytes = f->segs[first].bytes, fl_sum = floored(f, bytes);
-    uint64_t largest = bytes, fl_largest = fl_sum;
-    size_t k = 1;
-    f->run[0] = first;
-    for (size_t e = s + 1; e < f->n && k < factor; e++) {
-      size_t i = idx_of(f, f->by_frag[e]);
-      uint64_t b = f->segs[i].bytes;
-      if (f->state[i] != USABLE || bytes + b > max) break; /* sums <= 2^50 */
-      bytes += b;
-      fl_sum += floored(f, b);
-      if (b > largest) largest = b;
-      if (floored(f, b) > fl_largest) fl_largest = floored(f, b);
-      f->run[k++] = i;
-      if (GROWTH_DEN * bytes >= GROWTH_NUM * largest)
-        consider(f, k, bytes, (double)fl_largest / (double)fl_sum);
+  struct start *st = &f->starts[s];
+  st->len = 0;
+  size_t first = idx_of(f, f->by_frag[s]);
+  if (f->state[first] != USABLE) return;
+  uint64_t bytes = f->segs[first].bytes, fl_sum = floored(f, bytes);
+  uint64_t largest = bytes, fl_largest = fl_sum;
+  for (size_t e = s + 1; e < f->n && e - s < factor; e++) {
+    size_t i = idx_of(f, f->by_frag[e]);
+    uint64_t b = f->segs[i].bytes;
+    if (f->state[i] != USABLE || bytes + b > max) break; /* sums <= 2^50 */
+    bytes += b;
+    fl_sum += floored(f, b);
+    if (b > largest) largest = b;
+    if (floored(f, b) > fl_largest) fl_largest = floored(f, b);
+    if (GROWTH_DEN * bytes < GROWTH_NUM * largest) continue;
+    double skew = (double)fl_largest / (double)fl_sum;
+    double score = skew * pow((double)bytes, SIZE_EXPONENT);
+    if (st->len && !(score < st->score)) continue;
+    *st = (struct start){
+        .score = score, .skew = skew, .bytes = bytes, .len = (uint32_t)(e - s + 1)};
+  }
+}
+
+/* Fragment order: the best run of all (the first of equal ones), from the
+ * runs kept per start; `changed` lists the input indices picked since the
+ * last call (NULL: score every start). */
+static void find_contiguous(finder *f, const size_t *changed, size_t nchanged) {
+  const size_t reach = merge_factor(f->p) - 1;
+  if (!changed) {
+    for (size_t s = 0; s < f->n; s++) score_start(f, s);
+  } else {
+    for (size_t k = 0; k < nchanged; k++) {
+      size_t q = f->pos[changed[k]];
+      for (size_t s = q > reach ? q - reach : 0; s <= q; s++) score_start(f, s);
     }
   }
+  size_t best = SIZE_MAX;
+  for (size_t s = 0; s < f->n; s++)
+    if (f->starts[s].len &&
+        (best == SIZE_MAX || f->starts[s].score < f->starts[best].score))
+      best = s;
+  if (best == SIZE_MAX) return;
+  const struct start *st = &f->starts[best];
+  for (uint32_t k = 0; k < st->len; k++) f->best[k] = idx_of(f, f->by_frag[best + k]);
+  f->nbest = st->len;
+  f->best_bytes = st->bytes;
+  f->best_skew = st->skew;
+  f->best_score = st->score;
 }
 
 /* Size order (Lucene): from each eligible segment, largest first, the next
@@ -297,17 +336,23 @@ sf_code sf_mpolicy_find(const sf_mpolicy_params *p, const sf_mpolicy_segment *se
   sf_mpolicy_plan *plan = calloc(1, sizeof *plan);
   size_t *pool = malloc(cap * sizeof *pool);
   f.by_size = malloc(cap * sizeof *f.by_size);
-  if (p->order == SF_MPOLICY_ORDER_FRAGMENTS) f.by_frag = malloc(cap * sizeof *f.by_frag);
+  if (p->order == SF_MPOLICY_ORDER_FRAGMENTS) {
+    f.by_frag = malloc(cap * sizeof *f.by_frag);
+    f.starts = malloc(cap * sizeof *f.starts);
+    f.pos = malloc(cap * sizeof *f.pos);
+  }
   f.state = malloc(cap);
   f.run = malloc(cap * sizeof *f.run);
   f.best = malloc(cap * sizeof *f.best);
   if (plan) plan->merges = calloc(cap / 2 + 1, sizeof *plan->merges); /* >= 2 segs each */
   if (!plan || !plan->merges || !pool || !f.by_size || !f.state || !f.run || !f.best ||
-      (p->order == SF_MPOLICY_ORDER_FRAGMENTS && !f.by_frag)) {
+      (p->order == SF_MPOLICY_ORDER_FRAGMENTS && (!f.by_frag || !f.starts || !f.pos))) {
     rc = oom(err);
     goto done;
   }
   if ((rc = order_segments(&f, err))) goto done;
+  if (f.by_frag)
+    for (size_t s = 0; s < n; s++) f.pos[idx_of(&f, f.by_frag[s])] = s;
 
   /* Classify, and count what the allowed segment count is computed from:
    * the bytes of every segment not too large, running merges' inputs
@@ -337,7 +382,9 @@ sf_code sf_mpolicy_find(const sf_mpolicy_params *p, const sf_mpolicy_segment *se
     f.nbest = 0;
     int contiguous = 0;
     if (f.by_frag) {
-      find_contiguous(&f);
+      /* The previous pick's segments, or NULL the first time. */
+      const size_t *last = plan->nmerges ? plan->merges[plan->nmerges - 1].segs : NULL;
+      find_contiguous(&f, last, last ? plan->merges[plan->nmerges - 1].nsegs : 0);
       contiguous = f.nbest > 0;
     }
     /* In fragment order, only when no adjacent run will do: the bound on
@@ -370,6 +417,8 @@ done:
   sf_mpolicy_plan_free(plan);
   free(f.by_size);
   free(f.by_frag);
+  free(f.starts);
+  free(f.pos);
   free(f.state);
   free(f.run);
   free(f.best);
