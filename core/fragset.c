@@ -36,9 +36,10 @@ static sf_code check_array(const uint8_t *p, uint32_t card, const char *what, ui
                            sf_err *err) {
   for (uint32_t k = 1; k < card; k++)
     if (rd16(p + 2 * k) <= rd16(p + 2 * (k - 1)))
-      return BAD("%s: container %u holds values that are not strictly increasing (%u "
-                 "then %u at position %u): not a valid roaring bitmap",
-                 what, i, rd16(p + 2 * (k - 1)), rd16(p + 2 * k), k);
+      return BAD(
+          "%s: container %u holds values that are not strictly increasing (%u "
+          "then %u at position %u): not a valid roaring bitmap",
+          what, i, rd16(p + 2 * (k - 1)), rd16(p + 2 * k), k);
   return SF_OK;
 }
 
@@ -50,44 +51,50 @@ static sf_code check_bitset(const uint8_t *p, uint32_t card, const char *what, u
     n += (uint64_t)__builtin_popcountll(x);
   }
   if (n != card)
-    return BAD("%s: container %u claims %u values but its bitset holds %llu: not a "
-               "valid roaring bitmap",
-               what, i, card, (unsigned long long)n);
+    return BAD(
+        "%s: container %u claims %u values but its bitset holds %llu: not a "
+        "valid roaring bitmap",
+        what, i, card, (unsigned long long)n);
   return SF_OK;
 }
 
 static sf_code check_runs(const uint8_t *p, uint32_t nruns, uint32_t card,
                           const char *what, uint32_t i, sf_err *err) {
   if (nruns == 0)
-    return BAD("%s: container %u is a run container without runs: not a valid roaring "
-               "bitmap",
-               what, i);
+    return BAD(
+        "%s: container %u is a run container without runs: not a valid roaring "
+        "bitmap",
+        what, i);
   uint64_t n = 0;
   uint32_t next = 0; /* the smallest start the next run may have */
   for (uint32_t k = 0; k < nruns; k++) {
     uint32_t start = rd16(p + 4 * k), len = rd16(p + 4 * k + 2); /* len + 1 values */
     if (start + len > 0xFFFF)
-      return BAD("%s: container %u has a run %u+%u that passes 65535: not a valid "
-                 "roaring bitmap",
-                 what, i, start, len);
+      return BAD(
+          "%s: container %u has a run %u+%u that passes 65535: not a valid "
+          "roaring bitmap",
+          what, i, start, len);
     if (k && start < next)
-      return BAD("%s: container %u has runs that overlap, touch or are out of order "
-                 "(run %u starts at %u): not a valid roaring bitmap",
-                 what, i, k, start);
+      return BAD(
+          "%s: container %u has runs that overlap, touch or are out of order "
+          "(run %u starts at %u): not a valid roaring bitmap",
+          what, i, k, start);
     next = start + len + 2;
     n += len + 1;
   }
   if (n != card)
-    return BAD("%s: container %u claims %u values but its runs hold %llu: not a valid "
-               "roaring bitmap",
-               what, i, card, (unsigned long long)n);
+    return BAD(
+        "%s: container %u claims %u values but its runs hold %llu: not a valid "
+        "roaring bitmap",
+        what, i, card, (unsigned long long)n);
   return SF_OK;
 }
 
 /* Walks the portable serialization (RoaringFormatSpec) of b[len] and checks
  * every length against len and every container's content; exactly len
  * bytes must be used. */
-static sf_code check_portable(const uint8_t *b, size_t len, const char *what, sf_err *err) {
+static sf_code check_portable(const uint8_t *b, size_t len, const char *what,
+                              sf_err *err) {
   if (len < 4) return BAD("%s: %zu bytes are too short for a roaring bitmap", what, len);
   uint32_t cookie = rd32(b), n;
   size_t at;
@@ -122,9 +129,10 @@ static sf_code check_portable(const uint8_t *b, size_t len, const char *what, sf
   for (uint32_t i = 0; i < n; i++) {
     uint32_t key = rd16(hdr + 4 * i), card = (uint32_t)rd16(hdr + 4 * i + 2) + 1;
     if (i && key <= rd16(hdr + 4 * (i - 1)))
-      return BAD("%s: roaring bitmap keys are not strictly increasing (%u then %u at "
-                 "container %u)",
-                 what, rd16(hdr + 4 * (i - 1)), key, i);
+      return BAD(
+          "%s: roaring bitmap keys are not strictly increasing (%u then %u at "
+          "container %u)",
+          what, rd16(hdr + 4 * (i - 1)), key, i);
     if (offsets && rd32(offs + 4 * i) != at)
       return BAD("%s: roaring bitmap container %u is at byte %zu but its offset says %u",
                  what, i, at, rd32(offs + 4 * i));
@@ -132,7 +140,8 @@ static sf_code check_portable(const uint8_t *b, size_t len, const char *what, sf
     size_t need;
     sf_code rc;
     if (is_run) {
-      if (len - at < 2) return BAD("%s: roaring bitmap container %u is cut short", what, i);
+      if (len - at < 2)
+        return BAD("%s: roaring bitmap container %u is cut short", what, i);
       uint32_t nruns = rd16(b + at);
       at += 2;
       need = (size_t)nruns * 4;
@@ -153,8 +162,7 @@ static sf_code check_portable(const uint8_t *b, size_t len, const char *what, sf
     if (rc) return rc;
     at += need;
   }
-  if (at != len)
-    return BAD("%s: %zu bytes follow the roaring bitmap", what, len - at);
+  if (at != len) return BAD("%s: %zu bytes follow the roaring bitmap", what, len - at);
   return SF_OK;
 }
 
@@ -173,26 +181,30 @@ sf_code sf_fragset_decode(const void *buf, size_t len, const char *what,
     return sf_err_set(err, SF_ECORRUPT,
                       "%s: %zu bytes are not one portable roaring bitmap", what, len);
   roaring_bitmap_t *b = roaring_bitmap_portable_deserialize_safe((const char *)buf, len);
-  if (!b) return sf_err_set(err, SF_ECORRUPT, "%s: fragment bitmap does not deserialize", what);
+  if (!b)
+    return sf_err_set(err, SF_ECORRUPT, "%s: fragment bitmap does not deserialize", what);
   *out = b;
   return SF_OK;
 }
 
-sf_code sf_fragset_encode(const roaring_bitmap_t *b, uint8_t **out, size_t *len, sf_err *err) {
+sf_code sf_fragset_encode(const roaring_bitmap_t *b, uint8_t **out, size_t *len,
+                          sf_err *err) {
   size_t n = roaring_bitmap_portable_size_in_bytes(b);
   uint8_t *buf = malloc(n ? n : 1);
   if (!buf) return sf_err_set(err, SF_ENOMEM, "out of memory encoding a fragment bitmap");
   size_t w = roaring_bitmap_portable_serialize(b, (char *)buf);
   if (w != n) {
     free(buf);
-    return sf_err_set(err, SF_EIO, "fragment bitmap serialized to %zu bytes, expected %zu", w, n);
+    return sf_err_set(err, SF_EIO,
+                      "fragment bitmap serialized to %zu bytes, expected %zu", w, n);
   }
   *out = buf;
   *len = n;
   return SF_OK;
 }
 
-sf_code sf_fragset_parse(const char *s, const char *what, roaring_bitmap_t **out, sf_err *err) {
+sf_code sf_fragset_parse(const char *s, const char *what, roaring_bitmap_t **out,
+                         sf_err *err) {
   *out = NULL;
   roaring_bitmap_t *b = roaring_bitmap_create();
   if (!b) return sf_err_set(err, SF_ENOMEM, "out of memory parsing %s", what);
@@ -224,9 +236,10 @@ sf_code sf_fragset_parse(const char *s, const char *what, roaring_bitmap_t **out
   return SF_OK;
 bad:
   sf_fragset_free(b);
-  return sf_err_set(err, SF_EINVAL,
-                    "%s expects a range list of fragment numbers such as '0-63,70', got '%s'",
-                    what, s ? s : "");
+  return sf_err_set(
+      err, SF_EINVAL,
+      "%s expects a range list of fragment numbers such as '0-63,70', got '%s'", what,
+      s ? s : "");
 }
 
 typedef struct {
@@ -237,14 +250,16 @@ typedef struct {
   uint32_t lo, hi;
 } fmt_state;
 
-static void put(fmt_state *st, const char *fmt, unsigned long long a, unsigned long long z) {
+static void put(fmt_state *st, const char *fmt, unsigned long long a,
+                unsigned long long z) {
   if (st->oom) return;
   if (st->max_items && st->items >= st->max_items) {
     st->skipped++;
     return;
   }
   char tmp[48];
-  int n = a == z ? snprintf(tmp, sizeof tmp, fmt, a) : snprintf(tmp, sizeof tmp, fmt, a, z);
+  int n =
+      a == z ? snprintf(tmp, sizeof tmp, fmt, a) : snprintf(tmp, sizeof tmp, fmt, a, z);
   if (st->len + (size_t)n + 2 > st->cap) {
     size_t cap = (st->cap + (size_t)n + 2) * 2;
     char *nb = realloc(st->buf, cap);
@@ -263,8 +278,10 @@ static void put(fmt_state *st, const char *fmt, unsigned long long a, unsigned l
 
 static void flush(fmt_state *st) {
   if (!st->have) return;
-  if (st->lo == st->hi) put(st, "%llu", st->lo, st->lo);
-  else put(st, "%llu-%llu", st->lo, st->hi);
+  if (st->lo == st->hi)
+    put(st, "%llu", st->lo, st->lo);
+  else
+    put(st, "%llu-%llu", st->lo, st->hi);
 }
 
 static bool visit(uint32_t v, void *arg) {
@@ -304,7 +321,9 @@ static char *format(const roaring_bitmap_t *b, size_t max_items) {
   return st.buf;
 }
 
-char *sf_fragset_format(const roaring_bitmap_t *b) { return format(b, 0); }
+char *sf_fragset_format(const roaring_bitmap_t *b) {
+  return format(b, 0);
+}
 
 char *sf_fragset_format_short(const roaring_bitmap_t *b, size_t max_items) {
   return format(b, max_items ? max_items : 1);
