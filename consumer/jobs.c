@@ -22,17 +22,35 @@
 
 #include "core/fragset.h"
 
+/* An open-addressing hash map of pointers (linear probing, backward-shift
+ * deletion, the hash kept beside each entry); the caller says what a key
+ * is. Used for the jobs, keyed by (dataset, staging id), and for the
+ * datasets, keyed by name. */
 typedef struct slot {
   uint64_t h;
-  sf_job *j; /* NULL: empty */
+  void *p; /* NULL: empty */
 } slot;
+
+typedef struct pmap {
+  slot *tab;
+  size_t cap, count;
+} pmap;
+
+/* An interned dataset name: one string shared by every job of the dataset,
+ * live or terminal, and freed with the last of them. */
+typedef struct sf_jobs_dataset {
+  size_t refs;
+  uint64_t h;
+  struct sf_jobs *t; /* whose map holds it; NULL once that table is freed */
+  char name[];
+} dsname;
 
 struct sf_jobs {
   sf_jobs_opts o;
-  slot *tab;
-  size_t cap, count;
-  sf_job open; /* sentinel of the open list (arrival order) */
-  sf_job term; /* sentinel of the terminal FIFO (oldest first) */
+  pmap jobs;     /* (dataset, staging id) -> sf_job, live or terminal */
+  pmap datasets; /* name -> dsname */
+  sf_job open;   /* sentinel of the open list (arrival order) */
+  sf_job term;   /* sentinel of the terminal FIFO (oldest first) */
   size_t nopen, nready, nfailed, nterm, nevents;
   size_t nbytes; /* original bytes held by live jobs */
 };
@@ -62,66 +80,130 @@ static void list_append(sf_job *s, sf_job *j) {
   s->prev = j;
 }
 
-/* ---- the staging-id map --------------------------------------------------- */
+/* ---- the maps ------------------------------------------------------------ */
 
 static uint64_t hash_str(const char *s) {
   return XXH3_64bits(s, strlen(s));
 }
 
-static size_t map_find_slot(const sf_jobs *t, const char *id, uint64_t h) {
-  size_t m = t->cap - 1;
-  for (size_t i = h & m;; i = (i + 1) & m) {
-    if (!t->tab[i].j) return i;
-    if (t->tab[i].h == h && !strcmp(t->tab[i].j->staging_id, id)) return i;
-  }
+/* The slot of the entry for which eq(entry, key) holds, or the empty slot
+ * where it would go. */
+static size_t pmap_find(const pmap *m, uint64_t h, int (*eq)(const void *, const void *),
+                        const void *key) {
+  size_t mask = m->cap - 1;
+  for (size_t i = h & mask;; i = (i + 1) & mask)
+    if (!m->tab[i].p || (m->tab[i].h == h && eq(m->tab[i].p, key))) return i;
 }
 
-static sf_code map_grow(sf_jobs *t, sf_err *err) {
-  size_t ncap = t->cap ? t->cap * 2 : 64;
+static sf_code pmap_grow(pmap *m, sf_err *err) {
+  size_t ncap = m->cap ? m->cap * 2 : 64;
   slot *n = calloc(ncap, sizeof *n);
   if (!n) return sf_err_set(err, SF_ENOMEM, "out of memory growing the job table");
-  for (size_t i = 0; i < t->cap; i++) {
-    if (!t->tab[i].j) continue;
-    size_t k = t->tab[i].h & (ncap - 1);
-    while (n[k].j) k = (k + 1) & (ncap - 1);
-    n[k] = t->tab[i];
+  for (size_t i = 0; i < m->cap; i++) {
+    if (!m->tab[i].p) continue;
+    size_t k = m->tab[i].h & (ncap - 1);
+    while (n[k].p) k = (k + 1) & (ncap - 1);
+    n[k] = m->tab[i];
   }
-  free(t->tab);
-  t->tab = n;
-  t->cap = ncap;
+  free(m->tab);
+  m->tab = n;
+  m->cap = ncap;
   return SF_OK;
 }
 
-static sf_code map_put(sf_jobs *t, sf_job *j, sf_err *err) {
-  if ((t->count + 1) * 4 > t->cap * 3 && map_grow(t, err)) return SF_ENOMEM;
-  uint64_t h = hash_str(j->staging_id);
-  size_t i = map_find_slot(t, j->staging_id, h);
-  t->tab[i].h = h;
-  t->tab[i].j = j;
-  t->count++;
+/* Adds p, whose key the map does not hold yet. */
+static sf_code pmap_put(pmap *m, uint64_t h, void *p, sf_err *err) {
+  if ((m->count + 1) * 4 > m->cap * 3 && pmap_grow(m, err)) return SF_ENOMEM;
+  size_t mask = m->cap - 1, i = h & mask;
+  while (m->tab[i].p) i = (i + 1) & mask;
+  m->tab[i] = (slot){h, p};
+  m->count++;
   return SF_OK;
 }
 
 /* Backward-shift deletion keeps probe chains intact without tombstones. */
-static void map_del(sf_jobs *t, const sf_job *j) {
-  size_t m = t->cap - 1, i = map_find_slot(t, j->staging_id, hash_str(j->staging_id));
-  if (t->tab[i].j != j) return;
-  t->tab[i].j = NULL;
-  t->count--;
-  for (size_t k = (i + 1) & m; t->tab[k].j; k = (k + 1) & m) {
-    size_t home = t->tab[k].h & m;
+static void pmap_del(pmap *m, uint64_t h, const void *p) {
+  if (!m->cap) return;
+  size_t mask = m->cap - 1, i = h & mask;
+  while (m->tab[i].p && m->tab[i].p != p) i = (i + 1) & mask;
+  if (!m->tab[i].p) return;
+  m->tab[i].p = NULL;
+  m->count--;
+  for (size_t k = (i + 1) & mask; m->tab[k].p; k = (k + 1) & mask) {
+    size_t home = m->tab[k].h & mask;
     /* Move k back into the hole unless its home lies cyclically in (i, k]. */
     if (i <= k ? (home <= i || home > k) : (home <= i && home > k)) {
-      t->tab[i] = t->tab[k];
-      t->tab[k].j = NULL;
+      m->tab[i] = m->tab[k];
+      m->tab[k].p = NULL;
       i = k;
     }
   }
 }
 
-sf_job *sf_jobs_find(const sf_jobs *t, const char *staging_id) {
-  if (!t->cap) return NULL;
-  return t->tab[map_find_slot(t, staging_id, hash_str(staging_id))].j;
+static int ds_eq(const void *entry, const void *name) {
+  return !strcmp(((const dsname *)entry)->name, name);
+}
+
+/* The interned dataset of that name with one more reference, or NULL when
+ * out of memory. */
+static dsname *ds_get(sf_jobs *t, const char *name, sf_err *err) {
+  uint64_t h = hash_str(name);
+  dsname *d =
+      t->datasets.cap ? t->datasets.tab[pmap_find(&t->datasets, h, ds_eq, name)].p : NULL;
+  if (!d) {
+    size_t n = strlen(name);
+    if (!(d = malloc(sizeof *d + n + 1))) {
+      sf_err_set(err, SF_ENOMEM, "out of memory");
+      return NULL;
+    }
+    *d = (dsname){.refs = 0, .h = h, .t = t};
+    memcpy(d->name, name, n + 1);
+    if (pmap_put(&t->datasets, h, d, err)) {
+      free(d);
+      return NULL;
+    }
+  }
+  d->refs++;
+  return d;
+}
+
+/* Drops a reference; the last one frees it. */
+static void ds_put(dsname *d) {
+  if (!d || --d->refs) return;
+  if (d->t) pmap_del(&d->t->datasets, d->h, d);
+  free(d);
+}
+
+typedef struct job_key {
+  const dsname *ds;
+  const char *staging_id;
+} job_key;
+
+static uint64_t job_hash(const dsname *ds, const char *staging_id) {
+  return XXH3_64bits_withSeed(staging_id, strlen(staging_id), ds->h);
+}
+
+static int job_eq(const void *entry, const void *key) {
+  const sf_job *j = entry;
+  const job_key *k = key;
+  return j->ds == k->ds && !strcmp(j->staging_id, k->staging_id);
+}
+
+static sf_code map_put(sf_jobs *t, sf_job *j, sf_err *err) {
+  return pmap_put(&t->jobs, job_hash(j->ds, j->staging_id), j, err);
+}
+
+static void map_del(sf_jobs *t, const sf_job *j) {
+  pmap_del(&t->jobs, job_hash(j->ds, j->staging_id), j);
+}
+
+sf_job *sf_jobs_find(const sf_jobs *t, const char *dataset, const char *staging_id) {
+  if (!t->datasets.cap || !t->jobs.cap) return NULL;
+  uint64_t h = hash_str(dataset);
+  const dsname *ds = t->datasets.tab[pmap_find(&t->datasets, h, ds_eq, dataset)].p;
+  if (!ds) return NULL;
+  job_key k = {ds, staging_id};
+  return t->jobs.tab[pmap_find(&t->jobs, job_hash(ds, staging_id), job_eq, &k)].p;
 }
 
 /* ---- jobs ----------------------------------------------------------------- */
@@ -150,8 +232,6 @@ static void job_release(sf_job *j) {
   j->index_cap = 0;
   if (j->covered) roaring_bitmap_free(j->covered); /* CRoaring's free rejects NULL */
   j->covered = NULL;
-  free(j->dataset);
-  j->dataset = NULL;
   free(j->message);
   j->message = NULL;
 }
@@ -159,6 +239,7 @@ static void job_release(sf_job *j) {
 void sf_jobs_job_free(sf_job *j) {
   if (!j) return;
   job_release(j);
+  ds_put(j->ds);
   free(j->staging_id);
   free(j);
 }
@@ -213,13 +294,25 @@ static sf_code shard_reserve(sf_job *j, sf_err *err) {
   return SF_OK;
 }
 
+/* ev as compared with a shard r of its job, in *x: the job's key already
+ * says that both name its dataset, whatever their spelling. A shallow
+ * copy, valid while ev is. */
+static const sf_shard_staged *same_dataset(const sf_shard_staged *r,
+                                           const sf_shard_staged *ev,
+                                           sf_shard_staged *x) {
+  *x = *ev;
+  x->dataset_uri = r->dataset_uri;
+  return x;
+}
+
 /* The job-level parameters of ev against the job's first shard: SF_OK, or
  * the reason and a message naming the field and both values. */
 static sf_event_reason param_mismatch(const sf_job *j, const sf_shard_staged *ev,
                                       sf_err *err) {
   const sf_shard_staged *r = &j->shards[0].ev;
   char a[SF_EVENT_ID_MAX + 64], b[sizeof a];
-  const char *f = sf_shard_staged_job_diff(r, ev, a, b, sizeof a);
+  sf_shard_staged x;
+  const char *f = sf_shard_staged_job_diff(r, same_dataset(r, ev, &x), a, b, sizeof a);
   if (f) {
     sf_err_set(err, SF_EMISMATCH,
                "shard '%s' of job '%s' has %s %s but the job's first shard '%s' has %s",
@@ -274,7 +367,8 @@ sf_code sf_jobs_new(const sf_jobs_opts *o, sf_jobs **out, sf_err *err) {
   if (!t->o.max_terminal) t->o.max_terminal = 65536;
   list_init(&t->open);
   list_init(&t->term);
-  if (map_grow(t, err)) {
+  if (pmap_grow(&t->jobs, err) || pmap_grow(&t->datasets, err)) {
+    free(t->jobs.tab);
     free(t);
     return SF_ENOMEM;
   }
@@ -284,9 +378,13 @@ sf_code sf_jobs_new(const sf_jobs_opts *o, sf_jobs **out, sf_err *err) {
 
 void sf_jobs_free(sf_jobs *t) {
   if (!t) return;
-  for (size_t i = 0; i < t->cap; i++)
-    if (t->tab[i].j) sf_jobs_job_free(t->tab[i].j);
-  free(t->tab);
+  for (size_t i = 0; i < t->jobs.cap; i++)
+    if (t->jobs.tab[i].p) sf_jobs_job_free(t->jobs.tab[i].p);
+  /* What is left is held by DROPPED jobs, which outlive the table. */
+  for (size_t i = 0; i < t->datasets.cap; i++)
+    if (t->datasets.tab[i].p) ((dsname *)t->datasets.tab[i].p)->t = NULL;
+  free(t->jobs.tab);
+  free(t->datasets.tab);
   free(t);
 }
 
@@ -334,29 +432,29 @@ static void make_terminal(sf_jobs *t, sf_job *j, sf_job_state s) {
   }
 }
 
-/* A new job for ev's staging id: a terminal DEAD record when the open hook
- * says it failed before (reason JOB_FAILED), otherwise an open job whose
- * first shard is ev. */
-static sf_jobs_outcome job_open(sf_jobs *t, sf_shard_staged *ev, const uint8_t *raw,
-                                size_t len, sf_jobs_ref ref, int64_t now_ms, sf_job **out,
-                                sf_event_reason *reason, sf_err *err) {
-  char *dataset = NULL, *path = NULL;
+/* A new job for (dataset, ev's staging id): a terminal DEAD record when the
+ * open hook says it failed before (reason JOB_FAILED), otherwise an open
+ * job whose first shard is ev. */
+static sf_jobs_outcome job_open(sf_jobs *t, const char *dataset, sf_shard_staged *ev,
+                                const uint8_t *raw, size_t len, sf_jobs_ref ref,
+                                int64_t now_ms, sf_job **out, sf_event_reason *reason,
+                                sf_err *err) {
+  char *path = NULL;
   const sf_jobs_hooks *h = &t->o.hooks;
-  sf_code rc = h->open ? h->open(h->ctx, ev, &dataset, reason, err) : SF_OK;
-  if (!rc && !h->open && !(dataset = strdup(ev->dataset_uri)))
-    rc = sf_err_set(err, SF_ENOMEM, "out of memory");
+  sf_code rc = h->open ? h->open(h->ctx, dataset, ev, reason, err) : SF_OK;
   if (rc && *reason == SF_REASON_JOB_FAILED) {
     /* Remember it, so the next events of this staging id cost no I/O. */
     sf_job *j = calloc(1, sizeof *j);
-    if (j && (j->staging_id = strdup(ev->staging_id)) && !map_put(t, j, NULL)) {
+    if (j && (j->staging_id = strdup(ev->staging_id)) &&
+        (j->ds = ds_get(t, dataset, NULL)) && !map_put(t, j, NULL)) {
+      j->dataset = j->ds->name;
       j->state = SF_JOB_OPEN;
       count_state(t, SF_JOB_OPEN, +1);
       j->reason = SF_REASON_JOB_FAILED;
       make_terminal(t, j, SF_JOB_DEAD);
       *out = j;
-    } else if (j) {
-      free(j->staging_id);
-      free(j);
+    } else {
+      sf_jobs_job_free(j);
     }
     return SF_JOBS_REJECTED;
   }
@@ -366,26 +464,23 @@ static sf_jobs_outcome job_open(sf_jobs *t, sf_shard_staged *ev, const uint8_t *
   rc = h->check && !earlier ? h->check(h->ctx, dataset, ev, &path, reason, err) : SF_OK;
   if (!rc && (earlier || !h->check) && !(path = strdup(ev->shard_path)))
     rc = sf_err_set(err, SF_ENOMEM, "out of memory");
-  if (rc) {
-    free(dataset);
-    return *reason ? SF_JOBS_REJECTED : SF_JOBS_ERROR;
-  }
+  if (rc) return *reason ? SF_JOBS_REJECTED : SF_JOBS_ERROR;
   sf_job *j = calloc(1, sizeof *j);
   int in_map = 0;
   if (!j || !(j->staging_id = strdup(ev->staging_id)) ||
       !(j->covered = roaring_bitmap_copy(ev->fragments)))
     rc = sf_err_set(err, SF_ENOMEM, "out of memory");
+  if (!rc && !(j->ds = ds_get(t, dataset, err))) rc = SF_ENOMEM;
   if (!rc) rc = shard_reserve(j, err);
   if (!rc && !(rc = map_put(t, j, err))) in_map = 1;
   if (!rc) rc = shard_take(t, j, &j->shards[0], ev, raw, len, ref, err);
   if (rc) { /* ev was not moved in */
     if (in_map) map_del(t, j);
-    free(dataset);
     free(path);
     sf_jobs_job_free(j);
     return SF_JOBS_ERROR;
   }
-  j->dataset = dataset;
+  j->dataset = j->ds->name;
   j->shards[0].path = path;
   j->nshards = 1;
   index_insert(j, 0);
@@ -425,9 +520,10 @@ static sf_jobs_outcome job_fail_by(sf_jobs *t, sf_job *j, sf_shard_staged *ev,
   return SF_JOBS_FAILED;
 }
 
-sf_jobs_outcome sf_jobs_add(sf_jobs *t, sf_shard_staged *ev, const uint8_t *raw,
-                            size_t len, sf_jobs_ref ref, int64_t now_ms, sf_job **job,
-                            sf_event_reason *reason, sf_err *err) {
+sf_jobs_outcome sf_jobs_add(sf_jobs *t, const char *dataset, sf_shard_staged *ev,
+                            const uint8_t *raw, size_t len, sf_jobs_ref ref,
+                            int64_t now_ms, sf_job **job, sf_event_reason *reason,
+                            sf_err *err) {
   sf_job *dummy;
   sf_event_reason rdummy;
   sf_err edummy;
@@ -438,8 +534,9 @@ sf_jobs_outcome sf_jobs_add(sf_jobs *t, sf_shard_staged *ev, const uint8_t *raw,
   *reason = SF_REASON_NONE;
   sf_err_clear(err);
 
-  sf_job *j = sf_jobs_find(t, ev->staging_id);
-  if (!j) return job_open(t, ev, raw, len, ref, now_ms, job, reason, err);
+  if (!dataset) dataset = ev->dataset_uri;
+  sf_job *j = sf_jobs_find(t, dataset, ev->staging_id);
+  if (!j) return job_open(t, dataset, ev, raw, len, ref, now_ms, job, reason, err);
   *job = j;
   switch (j->state) {
     case SF_JOB_COMMITTED:
@@ -476,7 +573,9 @@ sf_jobs_outcome sf_jobs_add(sf_jobs *t, sf_shard_staged *ev, const uint8_t *raw,
                ev->shard_id, j->staging_id, (int)ref.partition, j->shards[0].ev.shard_id,
                (int)j->shards[0].ref.partition);
   } else if (k >= 0) {
-    if (sf_shard_staged_same_shard(&j->shards[k].ev, ev))
+    sf_shard_staged x;
+    if (sf_shard_staged_same_shard(&j->shards[k].ev,
+                                   same_dataset(&j->shards[k].ev, ev, &x)))
       return add_ref(t, j, ref, err) ? SF_JOBS_ERROR : SF_JOBS_DUPLICATE;
     why = SF_REASON_DUPLICATE_CONFLICT;
     sf_err_set(err, SF_ECONFLICT,
@@ -595,8 +694,8 @@ void sf_jobs_foreach_on_partition(sf_jobs *t, int32_t partition,
   /* Collect first: fn may drop jobs, which reshuffles the table. */
   size_t n = 0, cap = 0;
   sf_job **list = NULL;
-  for (size_t i = 0; i < t->cap; i++) {
-    sf_job *j = t->tab[i].j;
+  for (size_t i = 0; i < t->jobs.cap; i++) {
+    sf_job *j = t->jobs.tab[i].p;
     if (!j || j->state > SF_JOB_FAILED) continue;
     for (size_t r = 0; r < j->nrefs; r++)
       if (j->refs[r].partition == partition) {

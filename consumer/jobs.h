@@ -1,9 +1,18 @@
 /*
  * jobs.h - the job table of the stream processor: ShardStaged events grouped
- * by staging id, with the design's job rules, completion by fragment
+ * by dataset and staging id, with the design's job rules, completion by fragment
  * coverage, and staging timeouts. No Kafka and no threads here: the table is
  * fed one event at a time by the processor's poll loop (consumer/processor.h)
  * and says what that event means, so every rule can be tested as data.
+ *
+ * A job is keyed by its dataset in the canonical form
+ * (sf_catalog_resolve_dataset: one string for /p, /p/ and file:///p) and
+ * its staging id: two datasets may use the same staging id (a "nightly"
+ * build of each) without meeting. The caller canonicalises the dataset
+ * (the processor through sf_intake_dataset, with a cache) and passes it;
+ * the table keeps one copy of each dataset's name, shared by its jobs.
+ * Events of one job may spell the dataset differently: only the canonical
+ * form is compared.
  *
  * One call, sf_jobs_add, classifies an event against its job:
  *
@@ -37,9 +46,9 @@
  * retroactively, because its commit may already be durable.
  *
  * Outside checks are hooks (sf_jobs_hooks), so the table stays pure: when a
- * staging id is seen first (`open`: is it marked failed on disk? where is
- * its dataset?) and when a new shard is about to join a job (`check`: does
- * its file exist inside the staging root, open as a valid shard and match
+ * job is seen first (`open`: does the service serve its dataset? is it
+ * marked failed on disk, or committed?) and when a new shard is about to join a job
+ * (`check`: does its file exist inside the staging root, open as a valid shard and match
  * the event?). Redeliveries and events that fail a job never reach `check`,
  * so no file is opened twice for the same shard.
  *
@@ -114,8 +123,8 @@ typedef struct sf_jobs_shard {
 
 /* A job. Read-only for callers. Fields marked (R) are immutable once READY. */
 typedef struct sf_job {
-  char *staging_id; /* (R) owned */
-  char *dataset;    /* (R) the dataset directory (from the open hook); owned */
+  char *staging_id;    /* (R) owned */
+  const char *dataset; /* (R) the dataset in canonical form; the table's, shared */
   sf_job_state state;
   sf_event_reason reason; /* why it failed (FAILED, DEAD) */
   char *message;          /* what a person needs to fix it (FAILED); owned */
@@ -142,6 +151,7 @@ typedef struct sf_job {
   struct sf_job *prev, *next; /* open list (arrival order) or terminal FIFO */
   uint32_t *index;            /* shard_id -> shards[] slot, open addressing */
   size_t index_cap;
+  struct sf_jobs_dataset *ds; /* the interned dataset (dataset points into it) */
 } sf_job;
 
 /* The outside checks (see the top of this file). Each returns SF_OK, or a
@@ -149,14 +159,13 @@ typedef struct sf_job {
  * that reason and err's message) or left SF_REASON_NONE (an ERROR: not the
  * event's fault). */
 typedef struct sf_jobs_hooks {
-  /* A staging id with no job: may it open one, and where is its dataset?
-   * On success *dataset is a malloc'd directory path the job takes over.
-   * A staging id marked failed gives reason JOB_FAILED. SF_EEXIST (with
-   * *dataset set) says the job was committed earlier: a restart is reading
-   * its events again, maybe from the middle, so it skips the check hook and
-   * is READY at once for the caller to announce it again. NULL: the dataset
-   * is the event's dataset_uri as given. */
-  sf_code (*open)(void *ctx, const sf_shard_staged *ev, char **dataset,
+  /* A (dataset, staging id) with no job: may it open one? A dataset the
+   * service does not serve is refused (PATH_ESCAPE); a staging id marked
+   * failed gives reason JOB_FAILED. SF_EEXIST says the job was committed
+   * earlier: a restart is reading its events again, maybe from the middle,
+   * so it skips the check hook and is READY at once for the caller to
+   * announce it again. NULL: every job may open. */
+  sf_code (*open)(void *ctx, const char *dataset, const sf_shard_staged *ev,
                   sf_event_reason *reason, sf_err *err);
   /* A new shard about to join the job (whose dataset is `dataset`): on
    * success *path is the malloc'd absolute path of its file. NULL: accept
@@ -180,15 +189,17 @@ sf_code sf_jobs_new(const sf_jobs_opts *o, sf_jobs **out, sf_err *err);
  * frees them with sf_jobs_job_free). Accepts NULL. */
 void sf_jobs_free(sf_jobs *t);
 
-/* Classifies *ev, read at `ref`, its original bytes raw[len], arriving at
- * now_ms (see the top of this file). On NEW, COMPLETE and FAILED the table
+/* Classifies *ev of `dataset` (its dataset_uri in canonical form; NULL:
+ * dataset_uri as it is), read at `ref`, its original bytes raw[len],
+ * arriving at now_ms (see the top of this file). On NEW, COMPLETE and FAILED the table
  * takes over *ev (which is left zeroed) and copies raw; otherwise *ev stays
  * the caller's to clear. *job (may be NULL) is the job concerned, or NULL
  * when there is none (REJECTED before a job exists, LATE). On REJECTED and
  * FAILED, *reason and err say why; on ERROR, err. */
-sf_jobs_outcome sf_jobs_add(sf_jobs *t, sf_shard_staged *ev, const uint8_t *raw,
-                            size_t len, sf_jobs_ref ref, int64_t now_ms, sf_job **job,
-                            sf_event_reason *reason, sf_err *err);
+sf_jobs_outcome sf_jobs_add(sf_jobs *t, const char *dataset, sf_shard_staged *ev,
+                            const uint8_t *raw, size_t len, sf_jobs_ref ref,
+                            int64_t now_ms, sf_job **job, sf_event_reason *reason,
+                            sf_err *err);
 
 /* The open job with the earliest deadline if it is at or before now_ms, now
  * FAILED with JOB_TIMEOUT; NULL when none has expired. Call until NULL. */
@@ -231,8 +242,9 @@ void sf_jobs_job_free(sf_job *j);
 void sf_jobs_foreach_on_partition(sf_jobs *t, int32_t partition,
                                   void (*fn)(void *ctx, sf_job *j), void *ctx);
 
-/* The job of a staging id in any state but DROPPED, or NULL. */
-sf_job *sf_jobs_find(const sf_jobs *t, const char *staging_id);
+/* The job of (dataset in canonical form, staging id) in any state but
+ * DROPPED, or NULL. */
+sf_job *sf_jobs_find(const sf_jobs *t, const char *dataset, const char *staging_id);
 
 typedef struct sf_jobs_stats {
   size_t open, ready, failed, terminal; /* jobs by state */

@@ -20,9 +20,9 @@
 
 static void on_message(sf_proc *p, const rd_kafka_message_t *m) {
   sf_err err = {0};
+  char q[600];
   if (m->err) {
     if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) return;
-    char q[600];
     proc_plog(p, SF_PROC_LOG_WARNING, "event=consumer_error error=\"%s\"",
               proc_quoted(q, sizeof q, rd_kafka_message_errstr(m)));
     return;
@@ -52,9 +52,21 @@ static void on_message(sf_proc *p, const rd_kafka_message_t *m) {
       proc_set_fatal(p, &err);
     return;
   }
+  /* The job's key: the dataset in canonical form, and the staging id. */
+  char *owned = NULL;
+  const char *ds = sf_intake_dataset(p->intake, &ev, &owned, &reason, &err);
+  if (!ds) {
+    if (reason)
+      proc_send_dead_event(p, m, gen, reason, err.msg, &ev);
+    else
+      proc_set_fatal(p, &err);
+    sf_shard_staged_clear(&ev);
+    return;
+  }
   sf_job *j = NULL;
-  sf_jobs_outcome o = sf_jobs_add(p->jobs, &ev, m->payload, m->len, ref, proc_mono_ms(),
-                                  &j, &reason, &err);
+  sf_jobs_outcome o = sf_jobs_add(p->jobs, ds, &ev, m->payload, m->len, ref,
+                                  proc_mono_ms(), &j, &reason, &err);
+  free(owned);
   switch (o) {
     case SF_JOBS_NEW:
       proc_plog(p, SF_PROC_LOG_DEBUG, "event=shard_added staging_id=%s shards=%zu",
@@ -62,8 +74,9 @@ static void on_message(sf_proc *p, const rd_kafka_message_t *m) {
       break;
     case SF_JOBS_COMPLETE:
       proc_plog(p, SF_PROC_LOG_INFO,
-                "event=job_complete staging_id=%s shards=%zu wait_ms=%lld", j->staging_id,
-                j->nshards, (long long)(proc_mono_ms() - j->first_seen_ms));
+                "event=job_complete staging_id=%s dataset=\"%s\" shards=%zu wait_ms=%lld",
+                j->staging_id, proc_quoted(q, sizeof q, j->dataset), j->nshards,
+                (long long)(proc_mono_ms() - j->first_seen_ms));
       proc_dispatch(p, j);
       break;
     case SF_JOBS_DUPLICATE:

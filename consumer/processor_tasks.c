@@ -227,7 +227,7 @@ static sf_code announce(sf_proc *p, task *t, const sf_finalize_result *res, sf_e
   snprintf(id, sizeof id, "%s@%llu", j->staging_id, (unsigned long long)res->version);
   t->committed_at_ms = committed_at(j->dataset, res->version, j->staging_id);
   sf_segments_committed ev = {.event_id = id,
-                              .dataset_uri = e0->dataset_uri,
+                              .dataset_uri = (char *)j->dataset, /* canonical */
                               .index_name = e0->index_name,
                               .staging_id = j->staging_id,
                               .catalog_version = (int64_t)res->version,

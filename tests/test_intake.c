@@ -74,9 +74,10 @@ static sf_event_reason open_dataset(const char *dataset) {
   sf_shard_staged e = event(dataset, "job", "s0.sfshard");
   sf_event_reason reason = SF_REASON_NONE;
   sf_err err = {0};
-  char *dir = NULL;
-  sf_code rc = sf_intake_open(NULL, &e, &dir, &reason, &err);
-  free(dir);
+  char *owned = NULL;
+  const char *dir = sf_intake_dataset(NULL, &e, &owned, &reason, &err);
+  sf_code rc = dir ? sf_intake_open(NULL, dir, &e, &reason, &err) : err.code;
+  free(owned);
   assert_int_not_equal(rc, SF_OK);
   assert_true(err.msg[0] != '\0');
   return reason;
@@ -213,9 +214,10 @@ static sf_event_reason open_in_roots(sf_intake *in, const char *dataset, char *m
   sf_shard_staged e = event(dataset, "job", "s0.sfshard");
   sf_event_reason reason = SF_REASON_NONE;
   sf_err err = {0};
-  char *dir = NULL;
-  sf_code rc = sf_intake_open(in, &e, &dir, &reason, &err);
-  free(dir);
+  char *owned = NULL;
+  const char *dir = sf_intake_dataset(in, &e, &owned, &reason, &err);
+  sf_code rc = dir ? sf_intake_open(in, dir, &e, &reason, &err) : err.code;
+  free(owned);
   snprintf(msg, SF_ERR_MSG_MAX, "%s", rc ? err.msg : "");
   return reason;
 }

@@ -57,7 +57,7 @@ typedef struct hooks {
   int opens, checks;           /* calls seen */
 } hooks;
 
-static sf_code h_open(void *ctx, const sf_shard_staged *e, char **dataset,
+static sf_code h_open(void *ctx, const char *dataset, const sf_shard_staged *e,
                       sf_event_reason *reason, sf_err *err) {
   hooks *h = ctx;
   h->opens++;
@@ -69,7 +69,7 @@ static sf_code h_open(void *ctx, const sf_shard_staged *e, char **dataset,
     *reason = SF_REASON_MISSING_FILE;
     return sf_err_set(err, SF_ENOTFOUND, "no dataset");
   }
-  *dataset = strdup(e->dataset_uri);
+  assert_string_equal(dataset, e->dataset_uri); /* the tests' canonical form */
   return SF_OK;
 }
 
@@ -111,18 +111,32 @@ static void fx_free(fx *f) {
   free(f);
 }
 
-/* Adds e (cleared afterwards whatever happened), read at partition p. */
-static sf_jobs_outcome add_on(fx *f, int32_t p, sf_shard_staged e, sf_job **job,
-                              sf_event_reason *reason) {
+/* Adds e of the canonical dataset ds (NULL: its dataset_uri), cleared
+ * afterwards whatever happened, read at partition p. */
+static sf_jobs_outcome add_ds_on(fx *f, const char *ds, int32_t p, sf_shard_staged e,
+                                 sf_job **job, sf_event_reason *reason) {
   sf_err err = {0};
   uint8_t raw[4] = {0xC3, 0x01, 0xAA, (uint8_t)f->next_offset};
   sf_jobs_ref ref = {.partition = p, .gen = 1, .offset = f->next_offset++};
   sf_jobs_outcome o =
-      sf_jobs_add(f->t, &e, raw, sizeof raw, ref, f->now, job, reason, &err);
+      sf_jobs_add(f->t, ds, &e, raw, sizeof raw, ref, f->now, job, reason, &err);
   if (o == SF_JOBS_REJECTED || o == SF_JOBS_FAILED || o == SF_JOBS_ERROR)
     assert_true(err.msg[0] != '\0');
   sf_shard_staged_clear(&e);
   return o;
+}
+
+static sf_jobs_outcome add_on(fx *f, int32_t p, sf_shard_staged e, sf_job **job,
+                              sf_event_reason *reason) {
+  return add_ds_on(f, NULL, p, e, job, reason);
+}
+
+/* e with its dataset_uri spelled `uri`, of the canonical dataset ds. */
+static sf_jobs_outcome add_ds(fx *f, const char *ds, const char *uri, sf_shard_staged e,
+                              sf_job **job) {
+  free(e.dataset_uri);
+  e.dataset_uri = strdup(uri);
+  return add_ds_on(f, ds, 0, e, job, NULL);
 }
 
 static sf_jobs_outcome add(fx *f, sf_shard_staged e, sf_job **job,
@@ -252,15 +266,12 @@ static void a_fragment_in_two_shards_fails_the_job(void **state) {
 
 /* Each job-level field, changed in the second shard, fails the job. */
 static void every_job_parameter_that_differs_fails_the_job(void **state) {
-  for (int field = 0; field < 10; field++) {
+  for (int field = 1; field < 10; field++) {
     fx *f = fx_new(0, 0);
     EXPECT(f, ev("job-1", "w0", "0-4", "0-9"), SF_JOBS_NEW);
     sf_shard_staged e = ev("job-1", "w1", "5-9", "0-9");
     sf_event_reason want = SF_REASON_PARAM_MISMATCH;
     switch (field) {
-      case 0:
-        free(e.dataset_uri), e.dataset_uri = strdup("/data/other");
-        break;
       case 1:
         free(e.index_name), e.index_name = strdup("other_idx");
         break;
@@ -296,6 +307,66 @@ static void every_job_parameter_that_differs_fails_the_job(void **state) {
     assert_int_equal(j->state, SF_JOB_FAILED);
     fx_free(f);
   }
+}
+
+/* ---- keys: dataset and staging id ------------------------------------------ */
+
+static void the_same_staging_id_in_two_datasets_makes_two_jobs(void **state) {
+  fx *f = fx_new(0, 0);
+  sf_job *a, *b, *x;
+  assert_int_equal(add_ds(f, "/data/a", "/data/a", ev("nightly", "w0", "0-4", "0-9"), &a),
+                   SF_JOBS_NEW);
+  assert_int_equal(add_ds(f, "/data/b", "/data/b", ev("nightly", "w0", "0-9", "0-9"), &b),
+                   SF_JOBS_COMPLETE);
+  assert_ptr_not_equal(a, b);
+  assert_string_equal(a->dataset, "/data/a");
+  assert_string_equal(b->dataset, "/data/b");
+  assert_int_equal(a->state, SF_JOB_OPEN); /* b's shard 0-9 did not fail a */
+  sf_jobs_finish(f->t, b, 1);
+  /* b committed: a's next shard joins a, it is not late */
+  assert_int_equal(add_ds(f, "/data/a", "/data/a", ev("nightly", "w1", "5-9", "0-9"), &x),
+                   SF_JOBS_COMPLETE);
+  assert_ptr_equal(x, a);
+  assert_int_equal(add_ds(f, "/data/b", "/data/b", ev("nightly", "w0", "0-9", "0-9"), &x),
+                   SF_JOBS_LATE);
+  assert_ptr_equal(x, b);
+  assert_ptr_equal(sf_jobs_find(f->t, "/data/a", "nightly"), a);
+  assert_ptr_equal(sf_jobs_find(f->t, "/data/b", "nightly"), b);
+  assert_null(sf_jobs_find(f->t, "/data/c", "nightly"));
+  fx_free(f);
+}
+
+static void spellings_of_one_dataset_form_one_job(void **state) {
+  fx *f = fx_new(0, 0);
+  sf_job *j, *x;
+  assert_int_equal(add_ds(f, "/data/ds", "/data/ds", ev("job-1", "w0", "0-2", "0-9"), &j),
+                   SF_JOBS_NEW);
+  assert_int_equal(
+      add_ds(f, "/data/ds", "file:///data/ds", ev("job-1", "w1", "3-5", "0-9"), &x),
+      SF_JOBS_NEW);
+  assert_ptr_equal(x, j);
+  /* a redelivery in yet another spelling is still a redelivery */
+  assert_int_equal(
+      add_ds(f, "/data/ds", "/data/ds/", ev("job-1", "w1", "3-5", "0-9"), &x),
+      SF_JOBS_DUPLICATE);
+  assert_int_equal(
+      add_ds(f, "/data/ds", "/data/ds/", ev("job-1", "w2", "6-9", "0-9"), &x),
+      SF_JOBS_COMPLETE);
+  assert_ptr_equal(x, j);
+  assert_string_equal(j->dataset, "/data/ds");
+  assert_int_equal(j->nshards, 3);
+  fx_free(f);
+}
+
+static void the_jobs_of_a_dataset_share_its_name(void **state) {
+  fx *f = fx_new(0, 0);
+  sf_job *a, *b;
+  assert_int_equal(add_ds(f, "/data/ds", "/data/ds", ev("job-1", "w0", "0", "0-9"), &a),
+                   SF_JOBS_NEW);
+  assert_int_equal(add_ds(f, "/data/ds", "/data/ds", ev("job-2", "w0", "0", "0-9"), &b),
+                   SF_JOBS_NEW);
+  assert_ptr_equal(a->dataset, b->dataset);
+  fx_free(f);
 }
 
 static void a_failed_job_stays_failed_and_rejects_its_later_events(void **state) {
@@ -408,7 +479,7 @@ static void a_first_event_whose_file_fails_opens_no_job(void **state) {
   assert_int_equal(add(f, ev("job-1", "w0", "0-4", "0-9"), &j, &r), SF_JOBS_REJECTED);
   assert_int_equal(r, SF_REASON_MISSING_FILE);
   assert_null(j);
-  assert_null(sf_jobs_find(f->t, "job-1"));
+  assert_null(sf_jobs_find(f->t, "/data/ds", "job-1"));
   sf_jobs_stats s;
   sf_jobs_get_stats(f->t, &s);
   assert_int_equal(s.open + s.events, 0);
@@ -425,7 +496,7 @@ static void a_check_that_fails_not_by_the_events_fault_is_an_error(void **state)
   assert_int_equal(j->nshards, 1);
   f->h.bad_shard = "w9";
   assert_int_equal(add(f, ev("job-2", "w9", "0", "0"), &j, NULL), SF_JOBS_ERROR);
-  assert_null(sf_jobs_find(f->t, "job-2"));
+  assert_null(sf_jobs_find(f->t, "/data/ds", "job-2"));
   fx_free(f);
 }
 
@@ -449,7 +520,7 @@ static void an_event_for_a_missing_dataset_is_rejected(void **state) {
   sf_event_reason r;
   assert_int_equal(add(f, ev("job-1", "w0", "0-4", "0-9"), NULL, &r), SF_JOBS_REJECTED);
   assert_int_equal(r, SF_REASON_MISSING_FILE);
-  assert_null(sf_jobs_find(f->t, "job-1"));
+  assert_null(sf_jobs_find(f->t, "/data/ds", "job-1"));
   fx_free(f);
 }
 
@@ -462,8 +533,8 @@ static void interleaved_jobs_do_not_disturb_each_other(void **state) {
   EXPECT(f, ev("job-b", "w1", "5-9", "0-14"), SF_JOBS_NEW);
   EXPECT(f, ev("job-a", "w1", "5-9", "0-9"), SF_JOBS_COMPLETE);
   EXPECT(f, ev("job-b", "w2", "10-14", "0-14"), SF_JOBS_COMPLETE);
-  assert_int_equal(sf_jobs_find(f->t, "job-a")->nshards, 2);
-  assert_int_equal(sf_jobs_find(f->t, "job-b")->nshards, 3);
+  assert_int_equal(sf_jobs_find(f->t, "/data/ds", "job-a")->nshards, 2);
+  assert_int_equal(sf_jobs_find(f->t, "/data/ds", "job-b")->nshards, 3);
   fx_free(f);
 }
 
@@ -496,7 +567,7 @@ static void time_the_consumer_was_paused_does_not_count_against_open_jobs(void *
   EXPECT(f, ev("job-1", "w0", "0-4", "0-9"), SF_JOBS_NEW); /* deadline 6000 */
   f->now += 200;
   EXPECT(f, ev("job-2", "w0", "0-4", "0-9"), SF_JOBS_NEW); /* deadline 6200 */
-  sf_jobs_extend_deadlines(f->t, 5000); /* paused for 5 s */
+  sf_jobs_extend_deadlines(f->t, 5000);                    /* paused for 5 s */
   assert_int_equal(sf_jobs_next_deadline(f->t), 11000);
   assert_null(sf_jobs_expire(f->t, 10999));
   f->now = 10500; /* a job opened after the pause gets the plain timeout */
@@ -531,7 +602,7 @@ static void the_original_bytes_held_by_live_jobs_are_counted(void **state) {
   sf_jobs_job_free(sf_jobs_drop(f->t, j));
   assert_int_equal(held_bytes(f), 0);
   EXPECT(f, ev("job-3", "w0", "0-4", "0-9"), SF_JOBS_NEW);
-  sf_jobs_drop(f->t, sf_jobs_find(f->t, "job-3"));
+  sf_jobs_drop(f->t, sf_jobs_find(f->t, "/data/ds", "job-3"));
   assert_int_equal(held_bytes(f), 0);
   fx_free(f);
 }
@@ -554,7 +625,7 @@ static void a_failed_job_being_dead_lettered_is_handed_over_when_dropped(void **
   assert_int_equal(add(f, ev("job-1", "w1", "4-9", "0-9"), &j, NULL), SF_JOBS_FAILED);
   assert_ptr_equal(sf_jobs_drop(f->t, j), j);
   assert_int_equal(j->state, SF_JOB_DROPPED);
-  assert_null(sf_jobs_find(f->t, "job-1"));
+  assert_null(sf_jobs_find(f->t, "/data/ds", "job-1"));
   sf_jobs_job_free(j);
   fx_free(f);
 }
@@ -578,9 +649,9 @@ static void without_a_timeout_jobs_wait_forever(void **state) {
 static void dropping_an_open_job_lets_a_new_owner_rebuild_it(void **state) {
   fx *f = fx_new(0, 0);
   EXPECT(f, ev("job-1", "w0", "0-4", "0-9"), SF_JOBS_NEW);
-  sf_job *j = sf_jobs_find(f->t, "job-1");
+  sf_job *j = sf_jobs_find(f->t, "/data/ds", "job-1");
   assert_null(sf_jobs_drop(f->t, j));
-  assert_null(sf_jobs_find(f->t, "job-1"));
+  assert_null(sf_jobs_find(f->t, "/data/ds", "job-1"));
   /* The partition comes back: the job is rebuilt from its events. */
   EXPECT(f, ev("job-1", "w0", "0-4", "0-9"), SF_JOBS_NEW);
   EXPECT(f, ev("job-1", "w1", "5-9", "0-9"), SF_JOBS_COMPLETE);
@@ -593,7 +664,7 @@ static void dropping_a_job_being_committed_hands_it_to_its_holder(void **state) 
   assert_int_equal(add(f, ev("job-1", "w0", "0-9", "0-9"), &j, NULL), SF_JOBS_COMPLETE);
   assert_ptr_equal(sf_jobs_drop(f->t, j), j);
   assert_int_equal(j->state, SF_JOB_DROPPED);
-  assert_null(sf_jobs_find(f->t, "job-1"));
+  assert_null(sf_jobs_find(f->t, "/data/ds", "job-1"));
   EXPECT(f, ev("job-1", "w0", "0-9", "0-9"), SF_JOBS_COMPLETE); /* a fresh job */
   sf_jobs_job_free(j); /* the worker is done with it */
   fx_free(f);
@@ -647,10 +718,10 @@ static void a_revoked_partition_drops_exactly_the_jobs_read_from_it(void **state
   visit v = {f->t, 0};
   sf_jobs_foreach_on_partition(f->t, 1, visit_drop, &v);
   assert_int_equal(v.n, 3);
-  assert_non_null(sf_jobs_find(f->t, "job-a"));
-  assert_null(sf_jobs_find(f->t, "job-b"));
-  assert_null(sf_jobs_find(f->t, "job-c"));
-  assert_null(sf_jobs_find(f->t, "job-d"));
+  assert_non_null(sf_jobs_find(f->t, "/data/ds", "job-a"));
+  assert_null(sf_jobs_find(f->t, "/data/ds", "job-b"));
+  assert_null(sf_jobs_find(f->t, "/data/ds", "job-c"));
+  assert_null(sf_jobs_find(f->t, "/data/ds", "job-d"));
   sf_jobs_stats s;
   sf_jobs_get_stats(f->t, &s);
   assert_int_equal(s.open, 1);
@@ -670,11 +741,11 @@ static void terminal_records_beyond_the_limit_are_forgotten_oldest_first(void **
     assert_int_equal(add(f, ev(id, "w0", "0", "0"), &j, NULL), SF_JOBS_COMPLETE);
     sf_jobs_finish(f->t, j, 1);
   }
-  assert_null(sf_jobs_find(f->t, "job-0"));
-  assert_null(sf_jobs_find(f->t, "job-1"));
+  assert_null(sf_jobs_find(f->t, "/data/ds", "job-0"));
+  assert_null(sf_jobs_find(f->t, "/data/ds", "job-1"));
   for (int i = 2; i < 5; i++) {
     snprintf(id, sizeof id, "job-%d", i);
-    assert_non_null(sf_jobs_find(f->t, id));
+    assert_non_null(sf_jobs_find(f->t, "/data/ds", id));
   }
   sf_jobs_stats s;
   sf_jobs_get_stats(f->t, &s);
@@ -744,12 +815,12 @@ static void jobs_stay_findable_through_many_removals(void **state) {
     int i = (int)(rng % N);
     if (gone[i]) continue;
     snprintf(id, sizeof id, "s%d", i * 7919);
-    assert_null(sf_jobs_drop(f->t, sf_jobs_find(f->t, id)));
+    assert_null(sf_jobs_drop(f->t, sf_jobs_find(f->t, "/data/ds", id)));
     gone[i] = 1;
   }
   for (int i = 0; i < N; i++) {
     snprintf(id, sizeof id, "s%d", i * 7919);
-    sf_job *j = sf_jobs_find(f->t, id);
+    sf_job *j = sf_jobs_find(f->t, "/data/ds", id);
     if (gone[i])
       assert_null(j);
     else
@@ -769,6 +840,9 @@ int main(void) {
       cmocka_unit_test(the_same_shard_id_with_other_content_fails_the_job),
       cmocka_unit_test(a_fragment_in_two_shards_fails_the_job),
       cmocka_unit_test(every_job_parameter_that_differs_fails_the_job),
+      cmocka_unit_test(the_same_staging_id_in_two_datasets_makes_two_jobs),
+      cmocka_unit_test(spellings_of_one_dataset_form_one_job),
+      cmocka_unit_test(the_jobs_of_a_dataset_share_its_name),
       cmocka_unit_test(a_failed_job_stays_failed_and_rejects_its_later_events),
       cmocka_unit_test(a_committed_job_reports_its_later_events_as_late),
       cmocka_unit_test(an_event_contradicting_a_job_being_committed_is_rejected_alone),
