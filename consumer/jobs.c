@@ -239,6 +239,7 @@ static void job_release(sf_job *j) {
 void sf_jobs_job_free(sf_job *j) {
   if (!j) return;
   job_release(j);
+  free(j->seen);
   ds_put(j->ds);
   free(j->staging_id);
   free(j);
@@ -356,6 +357,115 @@ static size_t job_bytes(const sf_job *j) {
   size_t n = j->trigger ? j->trigger->raw_len : 0;
   for (size_t i = 0; i < j->nshards; i++) n += j->shards[i].raw_len;
   return n;
+}
+
+/* ---- what a committed job held ------------------------------------------- */
+
+/* 64-bit digests, chained (each piece seeds the next), of the parts of an
+ * event that a committed job is compared on. Staging id and dataset are
+ * the key; event_id and staged_at_ms change on a re-announcement. */
+struct sf_jobs_seen {
+  uint64_t id;      /* of shard_id */
+  uint64_t content; /* of shard_id, shard_path, size, rows and fragments */
+};
+
+static uint64_t chain(uint64_t h, const void *p, size_t n) {
+  return XXH3_64bits_withSeed(p, n, h);
+}
+static uint64_t chain_str(uint64_t h, const char *s) {
+  return chain(h, s ? s : "", s ? strlen(s) + 1 : 1);
+}
+static uint64_t chain_i64(uint64_t h, int64_t v) {
+  return chain(h, &v, sizeof v);
+}
+
+typedef struct bm_chain {
+  uint64_t h;
+  uint32_t buf[256];
+  size_t n;
+} bm_chain;
+
+static bool bm_visit(uint32_t v, void *arg) {
+  bm_chain *c = arg;
+  c->buf[c->n++] = v;
+  if (c->n == 256) c->h = chain(c->h, c->buf, sizeof c->buf), c->n = 0;
+  return true;
+}
+
+/* The values of b, whatever its containers. */
+static uint64_t chain_bitmap(uint64_t h, const roaring_bitmap_t *b) {
+  bm_chain c = {.h = chain_i64(h, b ? (int64_t)roaring_bitmap_get_cardinality(b) : -1)};
+  if (b) roaring_iterate(b, bm_visit, &c);
+  return c.n ? chain(c.h, c.buf, c.n * sizeof c.buf[0]) : c.h;
+}
+
+static uint64_t params_digest(const sf_shard_staged *e) {
+  uint64_t h = chain_str(0, e->index_name);
+  h = chain_str(h, e->column);
+  int64_t v[] = {e->index_type,
+                 e->metric,
+                 e->dim,
+                 e->num_partitions,
+                 (int64_t)e->quantizer_checksum,
+                 e->has_target_segment_bytes,
+                 e->has_target_segment_bytes ? e->target_segment_bytes : 0};
+  h = chain(h, v, sizeof v);
+  return chain_bitmap(h, e->expected_fragments);
+}
+
+static struct sf_jobs_seen shard_digest(const sf_shard_staged *e) {
+  uint64_t c = chain_str(0, e->shard_id);
+  c = chain_str(c, e->shard_path);
+  c = chain_i64(c, e->shard_bytes);
+  c = chain_i64(c, e->num_rows);
+  return (struct sf_jobs_seen){chain_str(0, e->shard_id), chain_bitmap(c, e->fragments)};
+}
+
+static int seen_cmp(const void *a, const void *b) {
+  uint64_t x = ((const struct sf_jobs_seen *)a)->id,
+           y = ((const struct sf_jobs_seen *)b)->id;
+  return x < y ? -1 : x > y;
+}
+
+/* Keeps the digests of the READY job j's content for its terminal record.
+ * Without memory for them the record knows nothing, and later events of
+ * the staging id are LATE as before. */
+static void remember(sf_job *j) {
+  struct sf_jobs_seen *s = malloc(j->nshards * sizeof *s);
+  if (!s || !j->nshards) {
+    free(s);
+    return;
+  }
+  for (size_t i = 0; i < j->nshards; i++) s[i] = shard_digest(&j->shards[i].ev);
+  qsort(s, j->nshards, sizeof *s, seen_cmp);
+  j->params_digest = params_digest(&j->shards[0].ev);
+  j->seen = s;
+  j->nseen = j->nshards;
+}
+
+/* Whether ev contradicts the committed job j: COMMITTED_CONFLICT and a
+ * message, or NONE (a redelivery, or a job whose content is unknown). */
+static sf_event_reason committed_conflict(const sf_job *j, const sf_shard_staged *ev,
+                                          sf_err *err) {
+  if (!j->seen) return SF_REASON_NONE;
+  const char *why = NULL;
+  struct sf_jobs_seen d = shard_digest(ev);
+  const struct sf_jobs_seen *k = bsearch(&d, j->seen, j->nseen, sizeof d, seen_cmp);
+  if (params_digest(ev) != j->params_digest)
+    why =
+        "has other job parameters (index, column, type, metric, dim, partitions, "
+        "quantizer, budget or expected fragments) than it";
+  else if (!k)
+    why = "is a shard it did not have";
+  else if (k->content != d.content)
+    why = "has other content (path, size, rows or fragments) than its shard of that id";
+  if (!why) return SF_REASON_NONE;
+  sf_err_set(err, SF_ECONFLICT,
+             "job '%s' in %s is committed (%zu shards); shard '%s' (event '%s') %s: the "
+             "committed index is unchanged and the event is refused; stage new work "
+             "under a new staging id",
+             j->staging_id, j->dataset, j->nseen, ev->shard_id, ev->event_id, why);
+  return SF_REASON_COMMITTED_CONFLICT;
 }
 
 /* ---- the table ---------------------------------------------------------- */
@@ -540,6 +650,7 @@ sf_jobs_outcome sf_jobs_add(sf_jobs *t, const char *dataset, sf_shard_staged *ev
   *job = j;
   switch (j->state) {
     case SF_JOB_COMMITTED:
+      if ((*reason = committed_conflict(j, ev, err))) return SF_JOBS_REJECTED;
       return SF_JOBS_LATE;
     case SF_JOB_DEAD:
     case SF_JOB_FAILED:
@@ -671,6 +782,10 @@ void sf_jobs_fail(sf_jobs *t, sf_job *j, sf_event_reason reason, const char *mes
 
 void sf_jobs_finish(sf_jobs *t, sf_job *j, int committed) {
   if (j->state != SF_JOB_READY && j->state != SF_JOB_FAILED) return;
+  /* Only a job committed whole, from its own events, says what its
+   * content is: one committed earlier (a restart read part of it) or
+   * found in the catalog after it failed does not. */
+  if (committed && j->state == SF_JOB_READY && !j->committed_earlier) remember(j);
   make_terminal(t, j, committed ? SF_JOB_COMMITTED : SF_JOB_DEAD);
 }
 

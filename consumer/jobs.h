@@ -24,8 +24,9 @@
  *              moves only when the job ends
  *   REJECTED   this event alone is refused (its file is missing, corrupt or
  *              does not match it; or its job failed before, JOB_FAILED; or
- *              it conflicts with a job already handed to finalize): the job,
- *              if any, is unchanged and the event goes to the dead letters
+ *              it conflicts with a job already handed to finalize, or with
+ *              one committed, COMMITTED_CONFLICT): the job, if any, is
+ *              unchanged and the event goes to the dead letters
  *   FAILED     the event failed its open job: same shard_id with other
  *              content (DUPLICATE_CONFLICT), a fragment already in another
  *              shard (FRAGMENT_OVERLAP), job parameters that differ
@@ -33,7 +34,7 @@
  *              read from another partition than the job's first shard
  *              (INVALID_FIELD: a job's events must share a partition). The
  *              job is FAILED; every event of it goes to the dead letters
- *   LATE       the staging id was committed: nothing to do
+ *   LATE       a redelivery of a committed job: nothing to do
  *   ERROR      a failure that is not the event's fault (out of memory, an
  *              I/O error of the hooks): err says what; the caller retries
  *
@@ -44,6 +45,19 @@
  * Once a job is READY (handed to finalize) it is consistent and complete; a
  * later event that contradicts it is REJECTED alone, never fails the job
  * retroactively, because its commit may already be durable.
+ *
+ * Committed jobs: the terminal record of a job this process committed
+ * whole keeps 64-bit digests of its job parameters (expected fragments
+ * included) and of each shard (shard_id; its path, size, rows and
+ * fragments). A later event of it is LATE when it is a redelivery (same
+ * parameters, a shard id it had with the same content), and REJECTED with
+ * COMMITTED_CONFLICT when it contradicts it: a shard id it did not have,
+ * the same shard id with other content, other parameters. Such an event
+ * was dropped silently before; its sender must learn that its work is not
+ * in the index. A job whose content this process does not know (committed
+ * earlier and read again after a restart, or found in the catalog after it
+ * failed) takes every later event as LATE, as does a staging id whose
+ * terminal record was dropped (it is found again in the catalog).
  *
  * Outside checks are hooks (sf_jobs_hooks), so the table stays pure: when a
  * job is seen first (`open`: does the service serve its dataset? is it
@@ -152,6 +166,12 @@ typedef struct sf_job {
   uint32_t *index;            /* shard_id -> shards[] slot, open addressing */
   size_t index_cap;
   struct sf_jobs_dataset *ds; /* the interned dataset (dataset points into it) */
+  /* A job this process committed whole: digests of its parameters and of
+   * each shard, so that its terminal record tells a redelivery from a
+   * contradiction (see "Committed jobs" above). NULL: unknown. */
+  uint64_t params_digest;
+  struct sf_jobs_seen *seen; /* nseen, sorted */
+  size_t nseen;
 } sf_job;
 
 /* The outside checks (see the top of this file). Each returns SF_OK, or a

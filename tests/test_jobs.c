@@ -50,11 +50,12 @@ static sf_shard_staged ev(const char *staging, const char *shard, const char *fr
 /* ---- fake hooks ------------------------------------------------------------ */
 
 typedef struct hooks {
-  const char *failed_staging;  /* open: this staging id is marked failed */
-  const char *missing_dataset; /* open: this dataset does not exist */
-  const char *bad_shard;       /* check: reject this shard id ... */
-  sf_event_reason bad_reason;  /* ... with this reason (NONE: an I/O error) */
-  int opens, checks;           /* calls seen */
+  const char *failed_staging;    /* open: this staging id is marked failed */
+  const char *missing_dataset;   /* open: this dataset does not exist */
+  const char *committed_staging; /* open: the catalog holds this staging id */
+  const char *bad_shard;         /* check: reject this shard id ... */
+  sf_event_reason bad_reason;    /* ... with this reason (NONE: an I/O error) */
+  int opens, checks;             /* calls seen */
 } hooks;
 
 static sf_code h_open(void *ctx, const char *dataset, const sf_shard_staged *e,
@@ -70,6 +71,8 @@ static sf_code h_open(void *ctx, const char *dataset, const sf_shard_staged *e,
     return sf_err_set(err, SF_ENOTFOUND, "no dataset");
   }
   assert_string_equal(dataset, e->dataset_uri); /* the tests' canonical form */
+  if (h->committed_staging && !strcmp(e->staging_id, h->committed_staging))
+    return SF_EEXIST;
   return SF_OK;
 }
 
@@ -387,16 +390,93 @@ static void a_failed_job_stays_failed_and_rejects_its_later_events(void **state)
   fx_free(f);
 }
 
-static void a_committed_job_reports_its_later_events_as_late(void **state) {
+static void a_committed_job_reports_its_redeliveries_as_late(void **state) {
   fx *f = fx_new(0, 0);
   sf_job *j;
-  assert_int_equal(add(f, ev("job-1", "w0", "0-9", "0-9"), &j, NULL), SF_JOBS_COMPLETE);
+  assert_int_equal(add(f, ev("job-1", "w0", "0-4", "0-9"), &j, NULL), SF_JOBS_NEW);
+  assert_int_equal(add(f, ev("job-1", "w1", "5-9", "0-9"), &j, NULL), SF_JOBS_COMPLETE);
   sf_jobs_finish(f->t, j, 1);
   assert_int_equal(j->state, SF_JOB_COMMITTED);
   int opens = f->h.opens;
-  EXPECT(f, ev("job-1", "w0", "0-9", "0-9"), SF_JOBS_LATE);
-  EXPECT(f, ev("job-1", "w9", "0-9", "0-9"), SF_JOBS_LATE);
+  EXPECT(f, ev("job-1", "w0", "0-4", "0-9"), SF_JOBS_LATE);
+  EXPECT(f, ev("job-1", "w1", "5-9", "0-9"), SF_JOBS_LATE);
+  /* re-announced: new event id and time, the dataset spelled otherwise */
+  sf_shard_staged e = ev("job-1", "w1", "5-9", "0-9");
+  free(e.event_id), e.event_id = strdup("again");
+  e.staged_at_ms += 99;
+  assert_int_equal(add_ds(f, "/data/ds", "file:///data/ds/", e, NULL), SF_JOBS_LATE);
   assert_int_equal(f->h.opens, opens); /* recognised without I/O */
+  fx_free(f);
+}
+
+/* Each way an event can contradict a job committed whole: dead-lettered
+ * with COMMITTED_CONFLICT, no longer dropped as late. */
+static void an_event_contradicting_a_committed_job_is_a_committed_conflict(void **state) {
+  for (int kind = 0; kind < 7; kind++) {
+    fx *f = fx_new(0, 0);
+    sf_job *j;
+    assert_int_equal(add(f, ev("job-1", "w0", "0-4", "0-9"), &j, NULL), SF_JOBS_NEW);
+    assert_int_equal(add(f, ev("job-1", "w1", "5-9", "0-9"), &j, NULL), SF_JOBS_COMPLETE);
+    sf_jobs_finish(f->t, j, 1);
+    sf_shard_staged e = ev("job-1", "w1", "5-9", "0-9");
+    const char *needle = "other content";
+    switch (kind) {
+      case 0: /* a shard id it did not have, even over its own fragments */
+        free(e.shard_id), e.shard_id = strdup("w9"), needle = "did not have";
+        break;
+      case 1:
+        e.num_rows += 1;
+        break;
+      case 2:
+        roaring_bitmap_remove(e.fragments, 9);
+        break;
+      case 3:
+        free(e.shard_path), e.shard_path = strdup("elsewhere.sfshard");
+        break;
+      case 4:
+        roaring_bitmap_add(e.expected_fragments, 10), needle = "expected fragments";
+        break;
+      case 5:
+        e.dim = 32, needle = "parameters";
+        break;
+      case 6:
+        e.quantizer_checksum ^= 1, needle = "quantizer";
+        break;
+    }
+    sf_event_reason r = SF_REASON_NONE;
+    sf_job *x = NULL;
+    sf_err err = {0};
+    uint8_t raw[1] = {0};
+    sf_jobs_ref ref = {.partition = 0, .gen = 1, .offset = 100};
+    assert_int_equal(sf_jobs_add(f->t, NULL, &e, raw, 1, ref, f->now, &x, &r, &err),
+                     SF_JOBS_REJECTED);
+    sf_shard_staged_clear(&e);
+    assert_int_equal(r, SF_REASON_COMMITTED_CONFLICT);
+    assert_ptr_equal(x, j);
+    assert_int_equal(j->state, SF_JOB_COMMITTED);
+    if (!strstr(err.msg, needle) || !strstr(err.msg, "new staging id") ||
+        !strstr(err.msg, "job-1"))
+      fail_msg("kind %d: %s", kind, err.msg);
+    fx_free(f);
+  }
+}
+
+/* A job this process did not see whole cannot tell: its events stay LATE. */
+static void a_job_committed_earlier_takes_every_later_event_as_late(void **state) {
+  fx *f = fx_new(0, 0);
+  f->h.committed_staging = "job-1";
+  sf_job *j;
+  assert_int_equal(add(f, ev("job-1", "w1", "5-9", "0-9"), &j, NULL), SF_JOBS_COMPLETE);
+  assert_true(j->committed_earlier);
+  sf_jobs_finish(f->t, j, 1);
+  EXPECT(f, ev("job-1", "w0", "0-4", "0-9"), SF_JOBS_LATE); /* it was part of it */
+  /* and a job that timed out before the catalog turned out to hold it */
+  f->h.committed_staging = NULL;
+  assert_int_equal(add(f, ev("job-2", "w0", "0-4", "0-9"), &j, NULL), SF_JOBS_NEW);
+  f->now += 1;
+  sf_jobs_fail(f->t, j, SF_REASON_JOB_TIMEOUT, "timed out");
+  sf_jobs_finish(f->t, j, 1);
+  EXPECT(f, ev("job-2", "w1", "5-9", "0-9"), SF_JOBS_LATE);
   fx_free(f);
 }
 
@@ -844,7 +924,9 @@ int main(void) {
       cmocka_unit_test(spellings_of_one_dataset_form_one_job),
       cmocka_unit_test(the_jobs_of_a_dataset_share_its_name),
       cmocka_unit_test(a_failed_job_stays_failed_and_rejects_its_later_events),
-      cmocka_unit_test(a_committed_job_reports_its_later_events_as_late),
+      cmocka_unit_test(a_committed_job_reports_its_redeliveries_as_late),
+      cmocka_unit_test(an_event_contradicting_a_committed_job_is_a_committed_conflict),
+      cmocka_unit_test(a_job_committed_earlier_takes_every_later_event_as_late),
       cmocka_unit_test(an_event_contradicting_a_job_being_committed_is_rejected_alone),
       cmocka_unit_test(a_redelivery_to_a_job_being_committed_waits_for_the_job),
       cmocka_unit_test(a_job_refused_by_finalize_fails_and_stays_failed),
