@@ -21,6 +21,7 @@
 #include <xxhash.h>
 
 #include "core/fragset.h"
+#include "core/memcost.h"
 
 /* An open-addressing hash map of pointers (linear probing, backward-shift
  * deletion, the hash kept beside each entry); the caller says what a key
@@ -52,7 +53,10 @@ struct sf_jobs {
   sf_job open;   /* sentinel of the open list (arrival order) */
   sf_job term;   /* sentinel of the terminal FIFO (oldest first) */
   size_t nopen, nready, nfailed, nterm, nevents;
-  size_t nbytes; /* original bytes held by live jobs */
+  size_t nraw;    /* original event bytes held by live jobs */
+  size_t nbytes;  /* heap bytes of live jobs (the sum of their cost) */
+  size_t tbytes;  /* heap bytes of terminal records */
+  size_t dsbytes; /* heap bytes of the interned dataset names */
 };
 
 static const char *const outcome_names[] = {"NEW",    "COMPLETE", "DUPLICATE", "REJECTED",
@@ -162,6 +166,7 @@ static dsname *ds_get(sf_jobs *t, const char *name, sf_err *err) {
       free(d);
       return NULL;
     }
+    t->dsbytes += sf_mem_of(d);
   }
   d->refs++;
   return d;
@@ -170,7 +175,10 @@ static dsname *ds_get(sf_jobs *t, const char *name, sf_err *err) {
 /* Drops a reference; the last one frees it. */
 static void ds_put(dsname *d) {
   if (!d || --d->refs) return;
-  if (d->t) pmap_del(&d->t->datasets, d->h, d);
+  if (d->t) {
+    pmap_del(&d->t->datasets, d->h, d);
+    d->t->dsbytes -= sf_mem_of(d);
+  }
   free(d);
 }
 
@@ -215,6 +223,68 @@ static void shard_clear(sf_jobs_shard *s) {
   memset(s, 0, sizeof *s);
 }
 
+/* Frees the parts of a shard's event that the job keeps once, so that a
+ * pending job costs what it must (docs/serve.md, Back-pressure): every
+ * shard's event id (the raw bytes carry it), dataset_uri (the job's
+ * canonical name) and staging id (the job's); and, but for the first
+ * shard, whose event holds the job's parameters, the parameters that
+ * param_mismatch found equal to the first's. */
+static void shard_trim(sf_jobs_shard *s, int first) {
+  sf_shard_staged *e = &s->ev;
+  free(e->event_id);
+  free(e->dataset_uri);
+  free(e->staging_id);
+  e->event_id = e->dataset_uri = e->staging_id = NULL;
+  if (first) return;
+  free(e->index_name);
+  free(e->column);
+  sf_fragset_free(e->expected_fragments);
+  e->index_name = e->column = NULL;
+  e->expected_fragments = NULL;
+}
+
+/* The heap bytes a shard holds beyond its slot. */
+static size_t shard_cost(const sf_jobs_shard *s) {
+  const sf_shard_staged *e = &s->ev;
+  return sf_mem_of(s->raw) + sf_mem_of(s->path) + sf_mem_of(e->event_id) +
+         sf_mem_of(e->dataset_uri) + sf_mem_of(e->index_name) + sf_mem_of(e->column) +
+         sf_mem_of(e->staging_id) + sf_mem_of(e->shard_id) + sf_mem_of(e->shard_path) +
+         sf_fragset_mem(e->fragments) + sf_fragset_mem(e->expected_fragments);
+}
+
+static int terminal(sf_job_state s) {
+  return s == SF_JOB_COMMITTED || s == SF_JOB_DEAD;
+}
+
+/* Sets j->cost to what j holds now (the shards' parts are summed in
+ * shards_cost as they join) and moves the table's count with it. A
+ * DROPPED job is no longer counted. */
+static void recost(sf_jobs *t, sf_job *j) {
+  size_t c = sf_mem_of(j) + sf_mem_of(j->staging_id) + sf_mem_of(j->shards) +
+             sf_mem_of(j->index) + sf_mem_of(j->refs) + sf_fragset_mem(j->covered) +
+             sf_mem_of(j->message) + sf_mem_of(j->trigger) + sf_mem_of(j->seen) +
+             j->shards_cost;
+  if (j->state != SF_JOB_DROPPED) {
+    size_t *b = terminal(j->state) ? &t->tbytes : &t->nbytes;
+    *b = *b - j->cost + c;
+  }
+  j->cost = c;
+}
+
+/* Takes j's cost out of the table's count (before a change of bucket or
+ * its end). */
+static void uncost(sf_jobs *t, sf_job *j) {
+  if (j->state != SF_JOB_DROPPED)
+    *(terminal(j->state) ? &t->tbytes : &t->nbytes) -= j->cost;
+  j->cost = 0;
+}
+
+/* The union of the job's fragments: its own bitmap from the second shard
+ * on, the first shard's fragments until then. */
+static const roaring_bitmap_t *covered(const sf_job *j) {
+  return j->covered ? j->covered : j->shards[0].ev.fragments;
+}
+
 /* Frees what a live job holds, keeping the staging id (a terminal record). */
 static void job_release(sf_job *j) {
   for (size_t i = 0; i < j->nshards; i++) shard_clear(&j->shards[i]);
@@ -234,6 +304,7 @@ static void job_release(sf_job *j) {
   j->covered = NULL;
   free(j->message);
   j->message = NULL;
+  j->shards_cost = 0;
 }
 
 void sf_jobs_job_free(sf_job *j) {
@@ -247,7 +318,7 @@ void sf_jobs_job_free(sf_job *j) {
 
 static sf_code add_ref(sf_jobs *t, sf_job *j, sf_jobs_ref ref, sf_err *err) {
   if (j->nrefs == j->refs_cap) {
-    size_t ncap = j->refs_cap ? j->refs_cap * 2 : 4;
+    size_t ncap = j->refs_cap ? j->refs_cap * 2 : 2; /* most jobs have few events */
     sf_jobs_ref *n = realloc(j->refs, ncap * sizeof *n);
     if (!n) return sf_err_set(err, SF_ENOMEM, "out of memory");
     j->refs = n;
@@ -258,9 +329,16 @@ static sf_code add_ref(sf_jobs *t, sf_job *j, sf_jobs_ref ref, sf_err *err) {
   return SF_OK;
 }
 
+/* Jobs of up to this many shards have no index: a scan is as fast. */
+#define INDEX_MIN 8
+
 /* The shard slot of shard_id, or -1. */
 static long shard_find(const sf_job *j, const char *shard_id) {
-  if (!j->index_cap) return -1;
+  if (!j->index_cap) {
+    for (size_t i = 0; i < j->nshards; i++)
+      if (!strcmp(j->shards[i].ev.shard_id, shard_id)) return (long)i;
+    return -1;
+  }
   size_t m = j->index_cap - 1;
   for (size_t i = hash_str(shard_id) & m; j->index[i]; i = (i + 1) & m)
     if (!strcmp(j->shards[j->index[i] - 1].ev.shard_id, shard_id))
@@ -269,22 +347,24 @@ static long shard_find(const sf_job *j, const char *shard_id) {
 }
 
 static void index_insert(sf_job *j, size_t slot_no) {
+  if (!j->index_cap) return;
   size_t m = j->index_cap - 1, i = hash_str(j->shards[slot_no].ev.shard_id) & m;
   while (j->index[i]) i = (i + 1) & m;
   j->index[i] = (uint32_t)slot_no + 1;
 }
 
-/* Room for one more shard in the array and in the index (kept at most half
- * full). */
+/* Room for one more shard in the array (its capacity the power of two at
+ * or above the count: one slot for a job of one shard) and, beyond
+ * INDEX_MIN shards, in the index (kept at most half full). */
 static sf_code shard_reserve(sf_job *j, sf_err *err) {
   size_t n = j->nshards + 1;
-  if ((n & (n - 1)) == 0 || j->nshards == 0) { /* grow at powers of two */
-    sf_jobs_shard *s = realloc(j->shards, 2 * n * sizeof *s);
+  if ((j->nshards & (j->nshards - 1)) == 0) { /* full: 0, 1, 2, 4, ... slots */
+    sf_jobs_shard *s = realloc(j->shards, (j->nshards ? 2 * j->nshards : 1) * sizeof *s);
     if (!s) return sf_err_set(err, SF_ENOMEM, "out of memory");
     j->shards = s;
   }
-  if (n * 2 > j->index_cap) {
-    size_t ncap = j->index_cap ? j->index_cap * 2 : 8;
+  if (n > INDEX_MIN && n * 2 > j->index_cap) {
+    size_t ncap = j->index_cap ? j->index_cap * 2 : 4 * INDEX_MIN;
     uint32_t *ix = calloc(ncap, sizeof *ix);
     if (!ix) return sf_err_set(err, SF_ENOMEM, "out of memory");
     free(j->index);
@@ -304,6 +384,20 @@ static const sf_shard_staged *same_dataset(const sf_shard_staged *r,
   *x = *ev;
   x->dataset_uri = r->dataset_uri;
   return x;
+}
+
+/* Whether ev is a redelivery of shard k: the job's parameters (held by
+ * the first shard) and the shard's own fields are ev's; event_id and
+ * staged_at_ms may differ. */
+static int same_shard(const sf_job *j, size_t k, const sf_shard_staged *ev) {
+  const sf_shard_staged *p = &j->shards[0].ev, *r = &j->shards[k].ev;
+  char a[8], b[8];
+  sf_shard_staged x;
+  return !sf_shard_staged_job_diff(p, same_dataset(p, ev, &x), a, b, sizeof a) &&
+         p->quantizer_checksum == ev->quantizer_checksum &&
+         !strcmp(r->shard_id, ev->shard_id) && !strcmp(r->shard_path, ev->shard_path) &&
+         r->shard_bytes == ev->shard_bytes && r->num_rows == ev->num_rows &&
+         roaring_bitmap_equals(r->fragments, ev->fragments);
 }
 
 /* The job-level parameters of ev against the job's first shard: SF_OK, or
@@ -332,9 +426,12 @@ static sf_event_reason param_mismatch(const sf_job *j, const sf_shard_staged *ev
 }
 
 /* Moves *ev into the shard slot s (the caller reserved room) with a copy of
- * raw. On failure nothing was moved: *ev is still the caller's. */
+ * raw, and takes over path; first: s is the job's first shard (it keeps
+ * the job's parameters). On failure nothing was moved: *ev and path are
+ * still the caller's. */
 static sf_code shard_take(sf_jobs *t, sf_job *j, sf_jobs_shard *s, sf_shard_staged *ev,
-                          const uint8_t *raw, size_t len, sf_jobs_ref ref, sf_err *err) {
+                          const uint8_t *raw, size_t len, sf_jobs_ref ref, char *path,
+                          int first, sf_err *err) {
   uint8_t *copy = NULL;
   if (len && !(copy = malloc(len))) return sf_err_set(err, SF_ENOMEM, "out of memory");
   if (add_ref(t, j, ref, err)) {
@@ -342,13 +439,16 @@ static sf_code shard_take(sf_jobs *t, sf_job *j, sf_jobs_shard *s, sf_shard_stag
     return SF_ENOMEM;
   }
   if (len) memcpy(copy, raw, len);
-  t->nbytes += len;
+  t->nraw += len;
   memset(s, 0, sizeof *s);
   s->raw = copy;
   s->raw_len = len;
   s->ref = ref;
   s->ev = *ev;
+  s->path = path;
   memset(ev, 0, sizeof *ev);
+  shard_trim(s, first);
+  j->shards_cost += shard_cost(s);
   return SF_OK;
 }
 
@@ -525,18 +625,24 @@ static void set_state(sf_jobs *t, sf_job *j, sf_job_state s) {
 }
 
 /* Makes j a terminal record (its live parts freed) at the FIFO's tail, and
- * drops the oldest records beyond max_terminal. */
+ * drops the oldest records beyond max_terminal or max_terminal_bytes (never
+ * j itself: the caller may still look at it). */
 static void make_terminal(sf_jobs *t, sf_job *j, sf_job_state s) {
   list_unlink(j);
   t->nevents -= j->nrefs;
-  t->nbytes -= job_bytes(j);
+  t->nraw -= job_bytes(j);
+  uncost(t, j);
   job_release(j);
   set_state(t, j, s);
+  recost(t, j);
   list_append(&t->term, j);
-  while (t->nterm > t->o.max_terminal) {
+  while ((t->nterm > t->o.max_terminal ||
+          (t->o.max_terminal_bytes && t->tbytes > t->o.max_terminal_bytes)) &&
+         t->term.next != j) {
     sf_job *old = t->term.next;
     list_unlink(old);
     map_del(t, old);
+    uncost(t, old);
     count_state(t, old->state, -1);
     sf_jobs_job_free(old);
   }
@@ -561,6 +667,7 @@ static sf_jobs_outcome job_open(sf_jobs *t, const char *dataset, sf_shard_staged
       j->state = SF_JOB_OPEN;
       count_state(t, SF_JOB_OPEN, +1);
       j->reason = SF_REASON_JOB_FAILED;
+      recost(t, j);
       make_terminal(t, j, SF_JOB_DEAD);
       *out = j;
     } else {
@@ -577,37 +684,42 @@ static sf_jobs_outcome job_open(sf_jobs *t, const char *dataset, sf_shard_staged
   if (rc) return *reason ? SF_JOBS_REJECTED : SF_JOBS_ERROR;
   sf_job *j = calloc(1, sizeof *j);
   int in_map = 0;
-  if (!j || !(j->staging_id = strdup(ev->staging_id)) ||
-      !(j->covered = roaring_bitmap_copy(ev->fragments)))
+  if (!j || !(j->staging_id = strdup(ev->staging_id)))
     rc = sf_err_set(err, SF_ENOMEM, "out of memory");
   if (!rc && !(j->ds = ds_get(t, dataset, err))) rc = SF_ENOMEM;
   if (!rc) rc = shard_reserve(j, err);
   if (!rc && !(rc = map_put(t, j, err))) in_map = 1;
-  if (!rc) rc = shard_take(t, j, &j->shards[0], ev, raw, len, ref, err);
-  if (rc) { /* ev was not moved in */
+  if (!rc) rc = shard_take(t, j, &j->shards[0], ev, raw, len, ref, path, 1, err);
+  if (rc) { /* ev and path were not moved in */
     if (in_map) map_del(t, j);
     free(path);
     sf_jobs_job_free(j);
     return SF_JOBS_ERROR;
   }
   j->dataset = j->ds->name;
-  j->shards[0].path = path;
   j->nshards = 1;
-  index_insert(j, 0);
   j->first_staged_at_ms = j->shards[0].ev.staged_at_ms;
   j->first_seen_ms = now_ms;
   j->deadline_ms = t->o.timeout_ms > 0 ? now_ms + t->o.timeout_ms : INT64_MAX;
   j->state = SF_JOB_OPEN;
   count_state(t, SF_JOB_OPEN, +1);
+  recost(t, j);
   list_append(&t->open, j);
   *out = j;
   j->committed_earlier = earlier;
-  if (earlier || roaring_bitmap_equals(j->covered, j->shards[0].ev.expected_fragments)) {
+  if (earlier || roaring_bitmap_equals(covered(j), j->shards[0].ev.expected_fragments)) {
     list_unlink(j);
     set_state(t, j, SF_JOB_READY);
     return SF_JOBS_COMPLETE;
   }
   return SF_JOBS_NEW;
+}
+
+/* A redelivery of the job j (its position waits with the job's). */
+static sf_jobs_outcome redelivered(sf_jobs *t, sf_job *j, sf_jobs_ref ref, sf_err *err) {
+  if (add_ref(t, j, ref, err)) return SF_JOBS_ERROR;
+  recost(t, j);
+  return SF_JOBS_DUPLICATE;
 }
 
 /* ev fails the open job j: ev becomes its trigger. */
@@ -616,7 +728,7 @@ static sf_jobs_outcome job_fail_by(sf_jobs *t, sf_job *j, sf_shard_staged *ev,
                                    sf_event_reason reason, sf_err *err) {
   sf_jobs_shard *s = calloc(1, sizeof *s);
   sf_err e2 = {0};
-  if (!s || shard_take(t, j, s, ev, raw, len, ref, &e2)) {
+  if (!s || shard_take(t, j, s, ev, raw, len, ref, NULL, 0, &e2)) {
     free(s);
     sf_err_set(err, SF_ENOMEM, "out of memory");
     return SF_JOBS_ERROR;
@@ -627,6 +739,7 @@ static sf_jobs_outcome job_fail_by(sf_jobs *t, sf_job *j, sf_shard_staged *ev,
   j->message = strdup(err->msg); /* NULL when out of memory: the reason remains */
   list_unlink(j);
   set_state(t, j, SF_JOB_FAILED);
+  recost(t, j);
   return SF_JOBS_FAILED;
 }
 
@@ -665,8 +778,7 @@ sf_jobs_outcome sf_jobs_add(sf_jobs *t, const char *dataset, sf_shard_staged *ev
   }
   /* Committed earlier and being announced again: whatever else of it the
    * restart reads is part of what was committed. */
-  if (j->committed_earlier)
-    return add_ref(t, j, ref, err) ? SF_JOBS_ERROR : SF_JOBS_DUPLICATE;
+  if (j->committed_earlier) return redelivered(t, j, ref, err);
   int open = j->state == SF_JOB_OPEN;
   long k = shard_find(j, ev->shard_id);
   sf_event_reason why = SF_REASON_NONE;
@@ -684,18 +796,17 @@ sf_jobs_outcome sf_jobs_add(sf_jobs *t, const char *dataset, sf_shard_staged *ev
                ev->shard_id, j->staging_id, (int)ref.partition, j->shards[0].ev.shard_id,
                (int)j->shards[0].ref.partition);
   } else if (k >= 0) {
-    sf_shard_staged x;
-    if (sf_shard_staged_same_shard(&j->shards[k].ev,
-                                   same_dataset(&j->shards[k].ev, ev, &x)))
-      return add_ref(t, j, ref, err) ? SF_JOBS_ERROR : SF_JOBS_DUPLICATE;
+    if (same_shard(j, (size_t)k, ev)) return redelivered(t, j, ref, err);
     why = SF_REASON_DUPLICATE_CONFLICT;
-    sf_err_set(err, SF_ECONFLICT,
-               "shard '%s' of job '%s' was announced twice with different content (event "
-               "'%s' and event '%s'): a shard id names one file",
-               ev->shard_id, j->staging_id, j->shards[k].ev.event_id, ev->event_id);
+    sf_err_set(
+        err, SF_ECONFLICT,
+        "shard '%s' of job '%s' was announced twice with different content (event "
+        "'%s', and the one at partition %d offset %lld): a shard id names one file",
+        ev->shard_id, j->staging_id, ev->event_id, (int)j->shards[k].ref.partition,
+        (long long)j->shards[k].ref.offset);
   } else if (!(why = param_mismatch(j, ev, err)) &&
-             roaring_bitmap_intersect(j->covered, ev->fragments)) {
-    roaring_bitmap_t *both = roaring_bitmap_and(j->covered, ev->fragments);
+             roaring_bitmap_intersect(covered(j), ev->fragments)) {
+    roaring_bitmap_t *both = roaring_bitmap_and(covered(j), ev->fragments);
     char *list = both ? sf_fragset_format_short(both, 8) : NULL;
     why = SF_REASON_FRAGMENT_OVERLAP;
     sf_err_set(err, SF_EOVERLAP, "shard '%s' of job '%s' holds fragments %s that %s",
@@ -721,19 +832,26 @@ sf_jobs_outcome sf_jobs_add(sf_jobs *t, const char *dataset, sf_shard_staged *ev
   if (!rc && !h->check && !(path = strdup(ev->shard_path)))
     rc = sf_err_set(err, SF_ENOMEM, "out of memory");
   if (rc) return *reason ? SF_JOBS_REJECTED : SF_JOBS_ERROR;
+  /* The union from the second shard on; shrunk, so that it holds (and is
+   * counted for) no spare capacity. */
+  roaring_bitmap_t *u = roaring_bitmap_or(covered(j), ev->fragments);
   sf_jobs_shard *s = NULL;
-  if (!shard_reserve(j, err)) s = &j->shards[j->nshards];
-  if (!s || shard_take(t, j, s, ev, raw, len, ref, err)) {
+  if (u && !shard_reserve(j, err)) s = &j->shards[j->nshards];
+  if (!s || shard_take(t, j, s, ev, raw, len, ref, path, 0, err)) {
+    if (!u) sf_err_set(err, SF_ENOMEM, "out of memory");
+    sf_fragset_free(u);
     free(path);
     return SF_JOBS_ERROR;
   }
-  roaring_bitmap_or_inplace(j->covered, s->ev.fragments);
-  s->path = path;
+  roaring_bitmap_shrink_to_fit(u);
+  sf_fragset_free(j->covered);
+  j->covered = u;
   index_insert(j, j->nshards);
   j->nshards++;
   if (s->ev.staged_at_ms < j->first_staged_at_ms)
     j->first_staged_at_ms = s->ev.staged_at_ms;
-  if (roaring_bitmap_equals(j->covered, s->ev.expected_fragments)) {
+  recost(t, j);
+  if (roaring_bitmap_equals(j->covered, j->shards[0].ev.expected_fragments)) {
     list_unlink(j);
     set_state(t, j, SF_JOB_READY);
     return SF_JOBS_COMPLETE;
@@ -746,7 +864,7 @@ sf_job *sf_jobs_expire(sf_jobs *t, int64_t now_ms) {
   if (j == &t->open || j->deadline_ms > now_ms) return NULL;
   char *missing = NULL;
   roaring_bitmap_t *m =
-      roaring_bitmap_andnot(j->shards[0].ev.expected_fragments, j->covered);
+      roaring_bitmap_andnot(j->shards[0].ev.expected_fragments, covered(j));
   if (m) missing = sf_fragset_format_short(m, 8);
   if (m) roaring_bitmap_free(m);
   char msg[SF_ERR_MSG_MAX];
@@ -778,6 +896,7 @@ void sf_jobs_fail(sf_jobs *t, sf_job *j, sf_event_reason reason, const char *mes
   free(j->message);
   j->message = strdup(message ? message : "");
   set_state(t, j, SF_JOB_FAILED);
+  recost(t, j);
 }
 
 void sf_jobs_finish(sf_jobs *t, sf_job *j, int committed) {
@@ -794,7 +913,8 @@ sf_job *sf_jobs_drop(sf_jobs *t, sf_job *j) {
   map_del(t, j);
   list_unlink(j);
   t->nevents -= j->nrefs;
-  t->nbytes -= job_bytes(j);
+  t->nraw -= job_bytes(j);
+  uncost(t, j);
   count_state(t, j->state, -1);
   if (j->state == SF_JOB_READY || j->state == SF_JOB_FAILED) {
     j->state = SF_JOB_DROPPED;
@@ -835,7 +955,14 @@ void sf_jobs_get_stats(const sf_jobs *t, sf_jobs_stats *s) {
   s->failed = t->nfailed;
   s->terminal = t->nterm;
   s->events = t->nevents;
-  s->bytes = t->nbytes;
+  s->raw_bytes = t->nraw;
+  s->live_bytes = t->nbytes;
+  s->terminal_bytes = t->tbytes;
+  /* A map is kept at least 3/8 full once grown: 48 bytes a 16-byte slot
+   * in use, at most. Not its capacity: it never shrinks, and a high-water
+   * mark held by no pending work must not keep the consumer paused. */
+  s->bytes = t->nbytes + t->tbytes + t->dsbytes +
+             (t->jobs.count + t->datasets.count) * 3 * sizeof(slot);
 }
 
 void sf_jobs_plan_shards(const sf_job *j, sf_plan_shard *out) {

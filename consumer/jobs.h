@@ -75,10 +75,26 @@
  *
  * Memory: an open job owns its decoded events and their original bytes (a
  * dead letter carries them); a finished job keeps only a small terminal
- * record (its staging id and state) so late redeliveries are recognised
- * without I/O. At most `max_terminal` such records are kept, oldest dropped
- * first; a staging id whose record was dropped is recognised again from the
- * catalog or its failed marker by the processor.
+ * record (its key and state, and for a committed job the digests above)
+ * so late redeliveries are recognised without I/O. At most `max_terminal`
+ * such records are kept, and at most `max_terminal_bytes` of them, oldest
+ * dropped first; a staging id whose record was dropped is recognised again
+ * from the catalog or its failed marker by the processor.
+ *
+ * What a job costs is counted as the heap sees it, since the processor's
+ * memory bound (--max-pending-bytes) is only as true as the count: every
+ * block it holds at its real size (core/memcost.h: malloc's rounding and
+ * header included; CRoaring's bitmaps estimated from their containers),
+ * in j->cost; the table adds its dataset names and 48 bytes per entry of
+ * its hash maps (sf_jobs_stats.bytes; a map is kept at least 3/8 full
+ * while it grows, and its capacity left after jobs end is a high-water
+ * mark no pending work holds, not counted).
+ *
+ * What need not be held is not: a shard keeps only its own fields of its
+ * event (the job's parameters once, in its first shard; no event id,
+ * dataset_uri or staging id), a job of one shard has no separate union
+ * bitmap and no shard index, and arrays grow from one slot.
+ * tests/test_jobs.c checks the count against what malloc hands out.
  *
  * Not thread-safe: one thread (the poll loop) owns the table. A READY job is
  * read (never written) by one finalize worker while the poll loop may still
@@ -126,7 +142,10 @@ typedef enum sf_job_state {
 } sf_job_state;
 
 /* One shard of a job: its event (owned), original bytes (owned) and where
- * it was first read. */
+ * it was first read. The event is kept without the parts the job holds
+ * once: event_id, dataset_uri and staging_id are NULL in every shard; and
+ * index_name, column and expected_fragments in every shard but the first
+ * (shards[0] holds the job's parameters; the others were found equal). */
 typedef struct sf_jobs_shard {
   sf_shard_staged ev;
   uint8_t *raw;
@@ -144,7 +163,9 @@ typedef struct sf_job {
   char *message;          /* what a person needs to fix it (FAILED); owned */
   sf_jobs_shard *shards;  /* (R) nshards, in arrival order */
   size_t nshards;
-  roaring_bitmap_t *covered;  /* (R) union of the shards' fragments */
+  /* (R) union of the shards' fragments; NULL while the job has one shard
+   * (then its fragments are the union). */
+  roaring_bitmap_t *covered;
   int64_t first_staged_at_ms; /* (R) smallest staged_at_ms of its shards */
   /* (R) the open hook found it committed already (SF_EEXIST): READY from
    * its first event, whatever its shards; its later events join it as
@@ -163,8 +184,10 @@ typedef struct sf_job {
   void *user; /* the caller's (the processor's in-flight state) */
   /* Table internals. */
   struct sf_job *prev, *next; /* open list (arrival order) or terminal FIFO */
-  uint32_t *index;            /* shard_id -> shards[] slot, open addressing */
+  uint32_t *index; /* shard_id -> shards[] slot, open addressing; beyond 8 shards */
   size_t index_cap;
+  size_t cost;                /* heap bytes the job holds, all counted (see "Memory") */
+  size_t shards_cost;         /* of which its shards' parts beyond their slots */
   struct sf_jobs_dataset *ds; /* the interned dataset (dataset points into it) */
   /* A job this process committed whole: digests of its parameters and of
    * each shard, so that its terminal record tells a redelivery from a
@@ -196,8 +219,9 @@ typedef struct sf_jobs_hooks {
 } sf_jobs_hooks;
 
 typedef struct sf_jobs_opts {
-  int64_t timeout_ms;  /* staging timeout; <= 0: never */
-  size_t max_terminal; /* terminal records kept; 0 = 65536 */
+  int64_t timeout_ms;        /* staging timeout; <= 0: never */
+  size_t max_terminal;       /* terminal records kept; 0 = 65536 */
+  size_t max_terminal_bytes; /* and the heap bytes they may take; 0 = any */
   sf_jobs_hooks hooks;
 } sf_jobs_opts;
 
@@ -269,7 +293,11 @@ sf_job *sf_jobs_find(const sf_jobs *t, const char *dataset, const char *staging_
 typedef struct sf_jobs_stats {
   size_t open, ready, failed, terminal; /* jobs by state */
   size_t events;                        /* positions held by live jobs */
-  size_t bytes; /* original event bytes held by live jobs (a memory bound) */
+  /* Heap bytes the table holds (see "Memory" above): everything, the
+   * bound the processor keeps; of which live jobs', and terminal
+   * records'. And the original event bytes live jobs hold. */
+  size_t bytes, live_bytes, terminal_bytes;
+  size_t raw_bytes;
 } sf_jobs_stats;
 void sf_jobs_get_stats(const sf_jobs *t, sf_jobs_stats *s);
 

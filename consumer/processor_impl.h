@@ -87,7 +87,7 @@ struct sf_proc {
   /* When staging timeouts stopped running (paused by the pipeline alone),
    * or 0 while they run. */
   int64_t frozen_since_ms;
-  size_t dead_bytes; /* original bytes of T_DEAD_EVENT tasks in flight */
+  size_t dead_bytes; /* heap bytes of T_DEAD_EVENT tasks in flight */
   int64_t last_commit_ms;
   sf_code fatal;
   sf_err fatal_err;

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "memcost.h"
+
 void sf_fragset_free(roaring_bitmap_t *b) {
   if (b) roaring_bitmap_free(b);
 }
@@ -185,6 +187,20 @@ sf_code sf_fragset_decode(const void *buf, size_t len, const char *what,
     return sf_err_set(err, SF_ECORRUPT, "%s: fragment bitmap does not deserialize", what);
   *out = b;
   return SF_OK;
+}
+
+size_t sf_fragset_mem(const roaring_bitmap_t *b) {
+  if (!b) return 0;
+  roaring_statistics_t st;
+  roaring_bitmap_statistics(b, &st);
+  size_t a = (size_t)b->high_low_container.allocation_size;
+  /* The bitmap; its keys, container pointers and type codes (one block);
+   * per container a header (16 bytes) and its values, rounded (at most 40
+   * more than their size); bitsets are allocated 32-aligned (64 more). */
+  return sf_mem_chunk(sizeof *b) + (a ? sf_mem_chunk(a * (sizeof(void *) + 3)) : 0) +
+         (size_t)st.n_containers * (sf_mem_chunk(16) + 40) +
+         (size_t)st.n_bytes_array_containers + st.n_bytes_run_containers +
+         st.n_bytes_bitset_containers + (size_t)st.n_bitset_containers * 64;
 }
 
 sf_code sf_fragset_encode(const roaring_bitmap_t *b, uint8_t **out, size_t *len,

@@ -45,12 +45,23 @@ void sf_fragset_free(roaring_bitmap_t *b);
 sf_code sf_fragset_decode(const void *buf, size_t len, const char *what,
                           roaring_bitmap_t **out, sf_err *err);
 
+/* The heap bytes b takes, estimated from the outside (CRoaring's pointers
+ * are not ours to measure) and on the side of more: the bitmap, its
+ * container index, and each container's header and values, each rounded
+ * as malloc rounds (core/memcost.h), after CRoaring 0.2's layout. Exact
+ * only for a bitmap whose containers hold no spare capacity: decoded ones
+ * hold none; call roaring_bitmap_shrink_to_fit after growing one. 0 for
+ * NULL. O(containers). */
+size_t sf_fragset_mem(const roaring_bitmap_t *b);
+
 /* Serialises into a malloc'd buffer (caller frees); *len receives its size. */
-sf_code sf_fragset_encode(const roaring_bitmap_t *b, uint8_t **out, size_t *len, sf_err *err);
+sf_code sf_fragset_encode(const roaring_bitmap_t *b, uint8_t **out, size_t *len,
+                          sf_err *err);
 
 /* Parses a range list ("0-63,70"; whitespace not allowed; empty list is an
  * error) into a new bitmap. `what` names the flag or field in messages. */
-sf_code sf_fragset_parse(const char *s, const char *what, roaring_bitmap_t **out, sf_err *err);
+sf_code sf_fragset_parse(const char *s, const char *what, roaring_bitmap_t **out,
+                         sf_err *err);
 
 /* Formats as a range list into a malloc'd string (caller frees); "" for the
  * empty set. */

@@ -662,7 +662,7 @@ static void time_the_consumer_was_paused_does_not_count_against_open_jobs(void *
 static size_t held_bytes(fx *f) {
   sf_jobs_stats s;
   sf_jobs_get_stats(f->t, &s);
-  return s.bytes;
+  return s.raw_bytes;
 }
 
 /* Each event added by add_on carries 4 original bytes. */
@@ -684,6 +684,118 @@ static void the_original_bytes_held_by_live_jobs_are_counted(void **state) {
   EXPECT(f, ev("job-3", "w0", "0-4", "0-9"), SF_JOBS_NEW);
   sf_jobs_drop(f->t, sf_jobs_find(f->t, "/data/ds", "job-3"));
   assert_int_equal(held_bytes(f), 0);
+  fx_free(f);
+}
+
+/* ---- what memory a job costs ------------------------------------------------ */
+
+/* Bytes the heap has handed out and not taken back: glibc's count of its
+ * chunks in use (header and rounding included), or under AddressSanitizer,
+ * which replaces malloc, its count of bytes asked for. */
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/allocator_interface.h>
+static size_t heap_in_use(void) {
+  return __sanitizer_get_current_allocated_bytes();
+}
+static const int exact_heap = 0;
+#else
+#include <malloc.h>
+static size_t heap_in_use(void) {
+  return mallinfo2().uordblks;
+}
+static const int exact_heap = 1;
+#endif
+
+/* An event as the decoder makes it: bitmaps deserialized (no spare
+ * capacity), strings of their real lengths, a long dataset path. */
+static sf_shard_staged wire_ev(const char *staging, const char *shard, const char *frags,
+                               const char *expected) {
+  sf_shard_staged e = ev(staging, shard, frags, expected);
+  roaring_bitmap_t **bms[2] = {&e.fragments, &e.expected_fragments};
+  for (int i = 0; i < 2; i++) {
+    uint8_t *b;
+    size_t n;
+    assert_int_equal(sf_fragset_encode(*bms[i], &b, &n, NULL), SF_OK);
+    sf_fragset_free(*bms[i]);
+    assert_int_equal(sf_fragset_decode(b, n, "test", bms[i], NULL), SF_OK);
+    free(b);
+  }
+  free(e.dataset_uri);
+  e.dataset_uri = strdup("/srv/datasets/tenant-0042/embeddings-2024/ds");
+  return e;
+}
+
+/* Adds e of dataset /srv/... with `raw` original bytes. */
+static sf_jobs_outcome add_sized(fx *f, sf_shard_staged e, size_t raw, sf_job **job) {
+  static uint8_t bytes[4096];
+  sf_jobs_ref ref = {.partition = 0, .gen = 1, .offset = f->next_offset++};
+  sf_jobs_outcome o =
+      sf_jobs_add(f->t, NULL, &e, bytes, raw, ref, f->now, job, NULL, NULL);
+  sf_shard_staged_clear(&e);
+  return o;
+}
+
+static size_t table_bytes(fx *f) {
+  sf_jobs_stats s;
+  sf_jobs_get_stats(f->t, &s);
+  return s.bytes;
+}
+
+/* The table's count covers what malloc handed out for its jobs, and does
+ * not overstate it by much: the processor's memory bound rests on it. */
+static void the_memory_a_job_holds_is_counted_as_the_heap_sees_it(void **state) {
+  fx *f = fx_new(0, 0);
+  enum { JOBS = 3000, BIG = 300 };
+  char id[64], frags[64];
+  size_t heap0 = heap_in_use(), count0 = table_bytes(f);
+  /* one-shard jobs, each still waiting for its second fragment */
+  for (int i = 0; i < JOBS; i++) {
+    snprintf(id, sizeof id, "mem-%06d", i);
+    assert_int_equal(add_sized(f, wire_ev(id, "w0", "0", "0-1"), 420, NULL), SF_JOBS_NEW);
+  }
+  size_t heap1 = heap_in_use(), count1 = table_bytes(f);
+  print_message("one-shard jobs: %.0f bytes each on the heap, %.0f counted\n",
+                (double)(heap1 - heap0) / JOBS, (double)(count1 - count0) / JOBS);
+  assert_true(count1 - count0 >= heap1 - heap0);
+  if (exact_heap) assert_true((count1 - count0) * 4 <= (heap1 - heap0) * 5);
+  /* jobs of many shards, with redeliveries; some failed by an overlap */
+  for (int i = 0; i < BIG; i++) {
+    snprintf(id, sizeof id, "big-%04d", i);
+    for (int k = 0; k < 40; k++) {
+      char shard[16];
+      snprintf(shard, sizeof shard, "s%02d", k);
+      snprintf(frags, sizeof frags, "%d", 3 * k);
+      add_sized(f, wire_ev(id, shard, frags, "0-200"), 300 + k, NULL);
+      if (k % 7 == 0) add_sized(f, wire_ev(id, shard, frags, "0-200"), 300 + k, NULL);
+    }
+    if (i % 10 == 0) add_sized(f, wire_ev(id, "bad", "3", "0-200"), 333, NULL);
+  }
+  size_t heap2 = heap_in_use(), count2 = table_bytes(f);
+  print_message("40-shard jobs: %.0f bytes each on the heap, %.0f counted\n",
+                (double)(heap2 - heap1) / BIG, (double)(count2 - count1) / BIG);
+  assert_true(count2 - count0 >= heap2 - heap0);
+  if (exact_heap) assert_true((count2 - count0) * 4 <= (heap2 - heap0) * 5);
+  fx_free(f);
+}
+
+static void terminal_records_take_at_most_their_byte_budget(void **state) {
+  fx *f = calloc(1, sizeof *f);
+  sf_jobs_opts o = {.max_terminal_bytes = 20000,
+                    .hooks = {.open = h_open, .check = h_check, .ctx = &f->h}};
+  assert_int_equal(sf_jobs_new(&o, &f->t, NULL), SF_OK);
+  char id[32];
+  for (int i = 0; i < 1000; i++) {
+    sf_job *j;
+    snprintf(id, sizeof id, "job-%d", i);
+    assert_int_equal(add(f, ev(id, "w0", "0-9", "0-9"), &j, NULL), SF_JOBS_COMPLETE);
+    sf_jobs_finish(f->t, j, 1);
+    sf_jobs_stats s;
+    sf_jobs_get_stats(f->t, &s);
+    assert_true(s.terminal_bytes <= 20000);
+    assert_true(s.live_bytes == 0);
+  }
+  assert_non_null(sf_jobs_find(f->t, "/data/ds", "job-999"));
+  assert_null(sf_jobs_find(f->t, "/data/ds", "job-0"));
   fx_free(f);
 }
 
@@ -939,6 +1051,8 @@ int main(void) {
       cmocka_unit_test(a_job_not_complete_within_the_timeout_fails_with_job_timeout),
       cmocka_unit_test(time_the_consumer_was_paused_does_not_count_against_open_jobs),
       cmocka_unit_test(the_original_bytes_held_by_live_jobs_are_counted),
+      cmocka_unit_test(the_memory_a_job_holds_is_counted_as_the_heap_sees_it),
+      cmocka_unit_test(terminal_records_take_at_most_their_byte_budget),
       cmocka_unit_test(a_timed_out_job_the_catalog_holds_ends_committed),
       cmocka_unit_test(a_failed_job_being_dead_lettered_is_handed_over_when_dropped),
       cmocka_unit_test(a_complete_job_never_times_out),
