@@ -17,11 +17,14 @@ Each event needs a real shard file in its own staging root. 100,000
 directories cost about 400 MB of blocks and half a minute to delete on a
 disk file system, so the dataset lives in /dev/shm when there is one; the
 shard is hard-linked into each root (a link count is at most 65,000: two
-copies).
+copies). Under AddressSanitizer the resident memory is its quarantine and
+shadow more than serve's: the count is still checked, the growth only
+printed.
 """
 import os
 import re
 import shutil
+import subprocess
 import sys
 import time
 
@@ -31,6 +34,8 @@ from kafka import KafkaProducer  # noqa: E402
 
 check = h.check
 JOBS = 100000
+ldd = subprocess.run(["ldd", h.SEGFORGE], capture_output=True, text=True).stdout
+sanitized = "libasan" in ldd
 BOUND = 16 << 20
 base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else h.TMP
 root = os.path.join(base, "segforge_py_serve_memory_%d" % os.getpid())
@@ -92,9 +97,12 @@ try:
           % (pending, counted, held, grown / 2**20, grown / max(pending, 1)), flush=True)
     check(counted >= BOUND, "it paused on the byte bound (%d counted)" % counted)
     check(pending >= 5000, "after taking thousands of jobs (%d)" % pending)
-    check(grown <= 2 * BOUND,
-          "resident memory grew by %.1f MiB, within twice the %d MiB bound"
-          % (grown / 2**20, BOUND >> 20))
+    if sanitized:  # its quarantine and shadow memory are no measure of serve's
+        print("skipped under AddressSanitizer: resident memory within twice the bound")
+    else:
+        check(grown <= 2 * BOUND,
+              "resident memory grew by %.1f MiB, within twice the %d MiB bound"
+              % (grown / 2**20, BOUND >> 20))
     check(serve.p.poll() is None, "serve is still running")
     check(serve.stop(timeout=60) == 0, "SIGTERM exits 0")
 finally:

@@ -692,8 +692,15 @@ static void the_original_bytes_held_by_live_jobs_are_counted(void **state) {
 /* Bytes the heap has handed out and not taken back: glibc's count of its
  * chunks in use (header and rounding included), or under AddressSanitizer,
  * which replaces malloc, its count of bytes asked for. */
-#if defined(__SANITIZE_ADDRESS__)
-#include <sanitizer/allocator_interface.h>
+#if defined(__SANITIZE_ADDRESS__) /* gcc says so here, clang by __has_feature */
+#define TEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TEST_ASAN 1
+#endif
+#endif
+#if defined(TEST_ASAN)
+size_t __sanitizer_get_current_allocated_bytes(void); /* the sanitizer's runtime */
 static size_t heap_in_use(void) {
   return __sanitizer_get_current_allocated_bytes();
 }
