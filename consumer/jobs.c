@@ -832,20 +832,19 @@ sf_jobs_outcome sf_jobs_add(sf_jobs *t, const char *dataset, sf_shard_staged *ev
   if (!rc && !h->check && !(path = strdup(ev->shard_path)))
     rc = sf_err_set(err, SF_ENOMEM, "out of memory");
   if (rc) return *reason ? SF_JOBS_REJECTED : SF_JOBS_ERROR;
-  /* The union from the second shard on; shrunk, so that it holds (and is
-   * counted for) no spare capacity. */
-  roaring_bitmap_t *u = roaring_bitmap_or(covered(j), ev->fragments);
+  /* The job's own union from its second shard on (see covered()). */
+  roaring_bitmap_t *u = j->covered ? NULL : roaring_bitmap_copy(covered(j));
   sf_jobs_shard *s = NULL;
-  if (u && !shard_reserve(j, err)) s = &j->shards[j->nshards];
+  if ((j->covered || u) && !shard_reserve(j, err)) s = &j->shards[j->nshards];
   if (!s || shard_take(t, j, s, ev, raw, len, ref, path, 0, err)) {
-    if (!u) sf_err_set(err, SF_ENOMEM, "out of memory");
+    if (!j->covered && !u) sf_err_set(err, SF_ENOMEM, "out of memory");
     sf_fragset_free(u);
     free(path);
     return SF_JOBS_ERROR;
   }
-  roaring_bitmap_shrink_to_fit(u);
-  sf_fragset_free(j->covered);
-  j->covered = u;
+  if (u) j->covered = u;
+  roaring_bitmap_or_inplace(j->covered, s->ev.fragments);
+  roaring_bitmap_shrink_to_fit(j->covered); /* no spare capacity held or counted */
   index_insert(j, j->nshards);
   j->nshards++;
   if (s->ev.staged_at_ms < j->first_staged_at_ms)
