@@ -87,6 +87,10 @@ struct sf_intake {
     char *root;     /* <dataset>/_indices/_staging/<staging_id> */
     char *resolved; /* its realpath */
   } slot[CACHE_SLOTS];
+  struct {
+    char *uri;       /* a dataset_uri as events spell it */
+    char *canonical; /* sf_catalog_resolve_dataset of it */
+  } ds[CACHE_SLOTS];
   char **roots; /* the dataset roots, resolved; none: any dataset */
   size_t nroots;
 };
@@ -121,6 +125,8 @@ void sf_intake_free(sf_intake *in) {
   for (size_t i = 0; i < CACHE_SLOTS; i++) {
     free(in->slot[i].root);
     free(in->slot[i].resolved);
+    free(in->ds[i].uri);
+    free(in->ds[i].canonical);
   }
   for (size_t i = 0; i < in->nroots; i++) free(in->roots[i]);
   free(in->roots);
@@ -217,42 +223,58 @@ int sf_intake_is_failed(const char *dataset, const char *staging_id) {
   return r;
 }
 
-sf_code sf_intake_open(void *ctx, const sf_shard_staged *ev, char **dataset,
-                       sf_event_reason *reason, sf_err *err) {
+const char *sf_intake_dataset(sf_intake *in, const sf_shard_staged *ev, char **owned,
+                              sf_event_reason *reason, sf_err *err) {
+  *owned = NULL;
+  const char *uri = ev->dataset_uri;
+  size_t k = in ? XXH3_64bits(uri, strlen(uri)) % CACHE_SLOTS : 0;
+  if (in && in->ds[k].uri && !strcmp(in->ds[k].uri, uri)) return in->ds[k].canonical;
   sf_err e = {0};
   char *dir = NULL;
-  sf_code rc = sf_catalog_resolve_dataset(ev->dataset_uri, &dir, &e);
-  if (rc == SF_ENOTFOUND)
-    return refuse(reason, SF_REASON_MISSING_FILE, err, rc, "dataset of job '%s': %s",
-                  ev->staging_id, e.msg);
-  if (rc == SF_EINVAL)
-    return refuse(reason, SF_REASON_INVALID_FIELD, err, rc, "dataset_uri of job '%s': %s",
-                  ev->staging_id, e.msg);
-  if (rc == SF_EIO) {
-    /* The resolver keeps no errno: resolve again to learn whose fault it is
-     * (an error path only, so the second realpath costs nothing usual). */
-    const char *local = ev->dataset_uri;
-    if (!strncmp(local, "file://", 7)) local += 7;
-    char *again = realpath(local, NULL);
-    int eno = errno;
-    free(again);
-    if (!again) {
-      char what[SF_EVENT_ID_MAX + 32];
-      snprintf(what, sizeof what, "dataset of job '%s'", ev->staging_id);
-      return path_error(reason, err, eno, what, ev->dataset_uri);
-    }
+  sf_code rc = sf_catalog_resolve_dataset(uri, &dir, &e);
+  int eno = errno;
+  if (rc == SF_ENOTFOUND) {
+    refuse(reason, SF_REASON_MISSING_FILE, err, rc, "dataset of job '%s': %s",
+           ev->staging_id, e.msg);
+    return NULL;
   }
-  if (rc) return sf_err_set(err, rc, "%s", e.msg);
+  if (rc == SF_EINVAL) {
+    refuse(reason, SF_REASON_INVALID_FIELD, err, rc, "dataset_uri of job '%s': %s",
+           ev->staging_id, e.msg);
+    return NULL;
+  }
+  if (rc == SF_EIO) {
+    char what[SF_EVENT_ID_MAX + 32];
+    snprintf(what, sizeof what, "dataset of job '%s'", ev->staging_id);
+    path_error(reason, err, eno, what, uri);
+    return NULL;
+  }
+  if (rc) {
+    sf_err_set(err, rc, "%s", e.msg);
+    return NULL;
+  }
+  char *key = in ? strdup(uri) : NULL;
+  if (!key) {
+    *owned = dir; /* no cache (or no memory for it): the caller frees */
+    return dir;
+  }
+  free(in->ds[k].uri);
+  free(in->ds[k].canonical);
+  in->ds[k].uri = key;
+  in->ds[k].canonical = dir;
+  return dir;
+}
+
+sf_code sf_intake_open(void *ctx, const char *dir, const sf_shard_staged *ev,
+                       sf_event_reason *reason, sf_err *err) {
   const sf_intake *in = ctx;
   char roots[256];
   if (in && in->nroots && !under_a_root(in, dir)) {
-    sf_code r = refuse(reason, SF_REASON_PATH_ESCAPE, err, SF_EINVAL,
-                       "dataset_uri of job '%s': %s is outside the dataset roots this "
-                       "service serves (%s); stage under one of them, or start the "
-                       "service with --dataset-root for it",
-                       ev->staging_id, dir, roots_list(in, roots, sizeof roots));
-    free(dir);
-    return r;
+    return refuse(reason, SF_REASON_PATH_ESCAPE, err, SF_EINVAL,
+                  "dataset_uri of job '%s': %s is outside the dataset roots this "
+                  "service serves (%s); stage under one of them, or start the "
+                  "service with --dataset-root for it",
+                  ev->staging_id, dir, roots_list(in, roots, sizeof roots));
   }
   const char *rel = NULL;
   char *out = NULL;
@@ -263,18 +285,15 @@ sf_code sf_intake_open(void *ctx, const sf_shard_staged *ev, char **dataset,
                        ev->staging_id, dir, rel, out ? out : "a path that does not exist",
                        roots_list(in, roots, sizeof roots));
     free(out);
-    free(dir);
     return r;
   }
   if (sf_intake_is_failed(dir, ev->staging_id)) {
-    free(dir);
     return refuse(
         reason, SF_REASON_JOB_FAILED, err, SF_ECANCELED,
         "job '%s' failed earlier (marker %s/%s exists); it stays failed: stage it "
         "again under a new staging id",
         ev->staging_id, SF_INTAKE_FAILED_DIR, ev->staging_id);
   }
-  *dataset = dir;
   /* A staging id the catalog holds was committed earlier, and a restart is
    * reading its events again from where the group's offsets stood, maybe
    * the middle of the job: it needs no shard check (gc may have removed its

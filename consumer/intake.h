@@ -6,7 +6,8 @@
  *
  * Intake (each a stable reason code for the dead-letter topic):
  *  - the dataset of the event exists (MISSING_FILE) and is a directory or a
- *    file:// URI (INVALID_FIELD);
+ *    file:// URI naming one (INVALID_FIELD); its canonical form is the key
+ *    of its job;
  *  - the staging id has no failed marker (JOB_FAILED);
  *  - the shard file exists (MISSING_FILE) and, with symlinks resolved, lies
  *    inside the staging root <dataset>/_indices/_staging/<staging_id>/
@@ -41,12 +42,13 @@
 
 #define SF_INTAKE_FAILED_DIR "_indices/_failed"
 
-/* The hooks' context: the dataset roots, and a small cache of resolved
- * staging roots, so that the shards of one job cost one realpath(3) of
- * their root rather than one each (resolving paths was most of the
- * intake's time). Used by one thread at a time (the poll loop). Freed by
- * sf_intake_free (accepts NULL). The hooks also accept ctx == NULL: no
- * cache, any dataset.
+/* The hooks' context: the dataset roots, and small caches of resolved
+ * datasets and staging roots, so that the events of one job cost one
+ * realpath(3) of each rather than one per event (resolving paths was most
+ * of the intake's time). A cached answer outlives a link changed after it:
+ * the caches protect against events, like the roots (docs/serve.md). Used by one thread
+ * at a time (the poll loop). Freed by sf_intake_free (accepts NULL). The hooks also
+ * accept ctx == NULL: no cache, any dataset.
  *
  * roots[n] (copied; n == 0: any dataset) are the directories a dataset
  * must lie in, itself or below, with links resolved: an event names the
@@ -56,13 +58,26 @@ typedef struct sf_intake sf_intake;
 sf_code sf_intake_new(sf_intake **out, const char *const *roots, size_t n, sf_err *err);
 void sf_intake_free(sf_intake *in);
 
-/* The open hook: resolves ev->dataset_uri into *dataset (malloc'd absolute
- * directory, caller frees), refuses one outside the dataset roots
- * (PATH_ESCAPE) and a staging id marked failed. SF_EEXIST, with *dataset
- * set, when the dataset's newest catalog version already holds the staging
- * id (see sf_jobs_hooks). ctx is an sf_intake or NULL. On refusal *reason
- * is set; on an I/O error it stays NONE. */
-sf_code sf_intake_open(void *ctx, const sf_shard_staged *ev, char **dataset,
+/* The dataset of ev in canonical form (sf_catalog_resolve_dataset: every
+ * spelling of one directory gives one string), the key of its job. Through
+ * a small cache in `in` (NULL: none), so that a job's events cost one
+ * realpath(3) of their dataset rather than one each; a cached answer is
+ * borrowed (valid until the next call), otherwise *owned is set and the
+ * caller frees it. NULL when it cannot be resolved: *reason says whose
+ * fault (MISSING_FILE: it does not exist or a component is a file;
+ * INVALID_FIELD: another URI scheme or host, a bad escape, not a
+ * directory; a link loop, PATH_ESCAPE; ...), NONE for a failure of the
+ * machine (out of memory, I/O), and err says what. */
+const char *sf_intake_dataset(sf_intake *in, const sf_shard_staged *ev, char **owned,
+                              sf_event_reason *reason, sf_err *err);
+
+/* The open hook (sf_jobs_hooks): for the canonical dataset `dataset` of
+ * ev, refuses one outside the dataset roots (PATH_ESCAPE), or whose
+ * directories lead out of them, and a staging id marked failed
+ * (JOB_FAILED). SF_EEXIST when the dataset's newest catalog version
+ * already holds the staging id (see sf_jobs_hooks). ctx is an sf_intake or
+ * NULL. On refusal *reason is set; on an I/O error it stays NONE. */
+sf_code sf_intake_open(void *ctx, const char *dataset, const sf_shard_staged *ev,
                        sf_event_reason *reason, sf_err *err);
 
 /* The check hook: checks the shard file of ev in `dataset` (as resolved by

@@ -21,20 +21,42 @@
 #include <xxhash.h>
 
 #include "core/fragset.h"
+#include "core/memcost.h"
 
+/* An open-addressing hash map of pointers (linear probing, backward-shift
+ * deletion, the hash kept beside each entry); the caller says what a key
+ * is. Used for the jobs, keyed by (dataset, staging id), and for the
+ * datasets, keyed by name. */
 typedef struct slot {
   uint64_t h;
-  sf_job *j; /* NULL: empty */
+  void *p; /* NULL: empty */
 } slot;
+
+typedef struct pmap {
+  slot *tab;
+  size_t cap, count;
+} pmap;
+
+/* An interned dataset name: one string shared by every job of the dataset,
+ * live or terminal, and freed with the last of them. */
+typedef struct sf_jobs_dataset {
+  size_t refs;
+  uint64_t h;
+  struct sf_jobs *t; /* whose map holds it; NULL once that table is freed */
+  char name[];
+} dsname;
 
 struct sf_jobs {
   sf_jobs_opts o;
-  slot *tab;
-  size_t cap, count;
-  sf_job open; /* sentinel of the open list (arrival order) */
-  sf_job term; /* sentinel of the terminal FIFO (oldest first) */
+  pmap jobs;     /* (dataset, staging id) -> sf_job, live or terminal */
+  pmap datasets; /* name -> dsname */
+  sf_job open;   /* sentinel of the open list (arrival order) */
+  sf_job term;   /* sentinel of the terminal FIFO (oldest first) */
   size_t nopen, nready, nfailed, nterm, nevents;
-  size_t nbytes; /* original bytes held by live jobs */
+  size_t nraw;    /* original event bytes held by live jobs */
+  size_t nbytes;  /* heap bytes of live jobs (the sum of their cost) */
+  size_t tbytes;  /* heap bytes of terminal records */
+  size_t dsbytes; /* heap bytes of the interned dataset names */
 };
 
 static const char *const outcome_names[] = {"NEW",    "COMPLETE", "DUPLICATE", "REJECTED",
@@ -62,66 +84,134 @@ static void list_append(sf_job *s, sf_job *j) {
   s->prev = j;
 }
 
-/* ---- the staging-id map --------------------------------------------------- */
+/* ---- the maps ------------------------------------------------------------ */
 
 static uint64_t hash_str(const char *s) {
   return XXH3_64bits(s, strlen(s));
 }
 
-static size_t map_find_slot(const sf_jobs *t, const char *id, uint64_t h) {
-  size_t m = t->cap - 1;
-  for (size_t i = h & m;; i = (i + 1) & m) {
-    if (!t->tab[i].j) return i;
-    if (t->tab[i].h == h && !strcmp(t->tab[i].j->staging_id, id)) return i;
-  }
+/* The slot of the entry for which eq(entry, key) holds, or the empty slot
+ * where it would go. */
+static size_t pmap_find(const pmap *m, uint64_t h, int (*eq)(const void *, const void *),
+                        const void *key) {
+  size_t mask = m->cap - 1;
+  for (size_t i = h & mask;; i = (i + 1) & mask)
+    if (!m->tab[i].p || (m->tab[i].h == h && eq(m->tab[i].p, key))) return i;
 }
 
-static sf_code map_grow(sf_jobs *t, sf_err *err) {
-  size_t ncap = t->cap ? t->cap * 2 : 64;
+static sf_code pmap_grow(pmap *m, sf_err *err) {
+  size_t ncap = m->cap ? m->cap * 2 : 64;
   slot *n = calloc(ncap, sizeof *n);
   if (!n) return sf_err_set(err, SF_ENOMEM, "out of memory growing the job table");
-  for (size_t i = 0; i < t->cap; i++) {
-    if (!t->tab[i].j) continue;
-    size_t k = t->tab[i].h & (ncap - 1);
-    while (n[k].j) k = (k + 1) & (ncap - 1);
-    n[k] = t->tab[i];
+  for (size_t i = 0; i < m->cap; i++) {
+    if (!m->tab[i].p) continue;
+    size_t k = m->tab[i].h & (ncap - 1);
+    while (n[k].p) k = (k + 1) & (ncap - 1);
+    n[k] = m->tab[i];
   }
-  free(t->tab);
-  t->tab = n;
-  t->cap = ncap;
+  free(m->tab);
+  m->tab = n;
+  m->cap = ncap;
   return SF_OK;
 }
 
-static sf_code map_put(sf_jobs *t, sf_job *j, sf_err *err) {
-  if ((t->count + 1) * 4 > t->cap * 3 && map_grow(t, err)) return SF_ENOMEM;
-  uint64_t h = hash_str(j->staging_id);
-  size_t i = map_find_slot(t, j->staging_id, h);
-  t->tab[i].h = h;
-  t->tab[i].j = j;
-  t->count++;
+/* Adds p, whose key the map does not hold yet. */
+static sf_code pmap_put(pmap *m, uint64_t h, void *p, sf_err *err) {
+  if ((m->count + 1) * 4 > m->cap * 3 && pmap_grow(m, err)) return SF_ENOMEM;
+  size_t mask = m->cap - 1, i = h & mask;
+  while (m->tab[i].p) i = (i + 1) & mask;
+  m->tab[i] = (slot){h, p};
+  m->count++;
   return SF_OK;
 }
 
 /* Backward-shift deletion keeps probe chains intact without tombstones. */
-static void map_del(sf_jobs *t, const sf_job *j) {
-  size_t m = t->cap - 1, i = map_find_slot(t, j->staging_id, hash_str(j->staging_id));
-  if (t->tab[i].j != j) return;
-  t->tab[i].j = NULL;
-  t->count--;
-  for (size_t k = (i + 1) & m; t->tab[k].j; k = (k + 1) & m) {
-    size_t home = t->tab[k].h & m;
+static void pmap_del(pmap *m, uint64_t h, const void *p) {
+  if (!m->cap) return;
+  size_t mask = m->cap - 1, i = h & mask;
+  while (m->tab[i].p && m->tab[i].p != p) i = (i + 1) & mask;
+  if (!m->tab[i].p) return;
+  m->tab[i].p = NULL;
+  m->count--;
+  for (size_t k = (i + 1) & mask; m->tab[k].p; k = (k + 1) & mask) {
+    size_t home = m->tab[k].h & mask;
     /* Move k back into the hole unless its home lies cyclically in (i, k]. */
     if (i <= k ? (home <= i || home > k) : (home <= i && home > k)) {
-      t->tab[i] = t->tab[k];
-      t->tab[k].j = NULL;
+      m->tab[i] = m->tab[k];
+      m->tab[k].p = NULL;
       i = k;
     }
   }
 }
 
-sf_job *sf_jobs_find(const sf_jobs *t, const char *staging_id) {
-  if (!t->cap) return NULL;
-  return t->tab[map_find_slot(t, staging_id, hash_str(staging_id))].j;
+static int ds_eq(const void *entry, const void *name) {
+  return !strcmp(((const dsname *)entry)->name, name);
+}
+
+/* The interned dataset of that name with one more reference, or NULL when
+ * out of memory. */
+static dsname *ds_get(sf_jobs *t, const char *name, sf_err *err) {
+  uint64_t h = hash_str(name);
+  dsname *d =
+      t->datasets.cap ? t->datasets.tab[pmap_find(&t->datasets, h, ds_eq, name)].p : NULL;
+  if (!d) {
+    size_t n = strlen(name);
+    if (!(d = malloc(sizeof *d + n + 1))) {
+      sf_err_set(err, SF_ENOMEM, "out of memory");
+      return NULL;
+    }
+    *d = (dsname){.refs = 0, .h = h, .t = t};
+    memcpy(d->name, name, n + 1);
+    if (pmap_put(&t->datasets, h, d, err)) {
+      free(d);
+      return NULL;
+    }
+    t->dsbytes += sf_mem_of(d);
+  }
+  d->refs++;
+  return d;
+}
+
+/* Drops a reference; the last one frees it. */
+static void ds_put(dsname *d) {
+  if (!d || --d->refs) return;
+  if (d->t) {
+    pmap_del(&d->t->datasets, d->h, d);
+    d->t->dsbytes -= sf_mem_of(d);
+  }
+  free(d);
+}
+
+typedef struct job_key {
+  const dsname *ds;
+  const char *staging_id;
+} job_key;
+
+static uint64_t job_hash(const dsname *ds, const char *staging_id) {
+  return XXH3_64bits_withSeed(staging_id, strlen(staging_id), ds->h);
+}
+
+static int job_eq(const void *entry, const void *key) {
+  const sf_job *j = entry;
+  const job_key *k = key;
+  return j->ds == k->ds && !strcmp(j->staging_id, k->staging_id);
+}
+
+static sf_code map_put(sf_jobs *t, sf_job *j, sf_err *err) {
+  return pmap_put(&t->jobs, job_hash(j->ds, j->staging_id), j, err);
+}
+
+static void map_del(sf_jobs *t, const sf_job *j) {
+  pmap_del(&t->jobs, job_hash(j->ds, j->staging_id), j);
+}
+
+sf_job *sf_jobs_find(const sf_jobs *t, const char *dataset, const char *staging_id) {
+  if (!t->datasets.cap || !t->jobs.cap) return NULL;
+  uint64_t h = hash_str(dataset);
+  const dsname *ds = t->datasets.tab[pmap_find(&t->datasets, h, ds_eq, dataset)].p;
+  if (!ds) return NULL;
+  job_key k = {ds, staging_id};
+  return t->jobs.tab[pmap_find(&t->jobs, job_hash(ds, staging_id), job_eq, &k)].p;
 }
 
 /* ---- jobs ----------------------------------------------------------------- */
@@ -131,6 +221,68 @@ static void shard_clear(sf_jobs_shard *s) {
   free(s->raw);
   free(s->path);
   memset(s, 0, sizeof *s);
+}
+
+/* Frees the parts of a shard's event that the job keeps once, so that a
+ * pending job costs what it must (docs/serve.md, Back-pressure): every
+ * shard's event id (the raw bytes carry it), dataset_uri (the job's
+ * canonical name) and staging id (the job's); and, but for the first
+ * shard, whose event holds the job's parameters, the parameters that
+ * param_mismatch found equal to the first's. */
+static void shard_trim(sf_jobs_shard *s, int first) {
+  sf_shard_staged *e = &s->ev;
+  free(e->event_id);
+  free(e->dataset_uri);
+  free(e->staging_id);
+  e->event_id = e->dataset_uri = e->staging_id = NULL;
+  if (first) return;
+  free(e->index_name);
+  free(e->column);
+  sf_fragset_free(e->expected_fragments);
+  e->index_name = e->column = NULL;
+  e->expected_fragments = NULL;
+}
+
+/* The heap bytes a shard holds beyond its slot. */
+static size_t shard_cost(const sf_jobs_shard *s) {
+  const sf_shard_staged *e = &s->ev;
+  return sf_mem_of(s->raw) + sf_mem_of(s->path) + sf_mem_of(e->event_id) +
+         sf_mem_of(e->dataset_uri) + sf_mem_of(e->index_name) + sf_mem_of(e->column) +
+         sf_mem_of(e->staging_id) + sf_mem_of(e->shard_id) + sf_mem_of(e->shard_path) +
+         sf_fragset_mem(e->fragments) + sf_fragset_mem(e->expected_fragments);
+}
+
+static int terminal(sf_job_state s) {
+  return s == SF_JOB_COMMITTED || s == SF_JOB_DEAD;
+}
+
+/* Sets j->cost to what j holds now (the shards' parts are summed in
+ * shards_cost as they join) and moves the table's count with it. A
+ * DROPPED job is no longer counted. */
+static void recost(sf_jobs *t, sf_job *j) {
+  size_t c = sf_mem_of(j) + sf_mem_of(j->staging_id) + sf_mem_of(j->shards) +
+             sf_mem_of(j->index) + sf_mem_of(j->refs) + sf_fragset_mem(j->covered) +
+             sf_mem_of(j->message) + sf_mem_of(j->trigger) + sf_mem_of(j->seen) +
+             j->shards_cost;
+  if (j->state != SF_JOB_DROPPED) {
+    size_t *b = terminal(j->state) ? &t->tbytes : &t->nbytes;
+    *b = *b - j->cost + c;
+  }
+  j->cost = c;
+}
+
+/* Takes j's cost out of the table's count (before a change of bucket or
+ * its end). */
+static void uncost(sf_jobs *t, sf_job *j) {
+  if (j->state != SF_JOB_DROPPED)
+    *(terminal(j->state) ? &t->tbytes : &t->nbytes) -= j->cost;
+  j->cost = 0;
+}
+
+/* The union of the job's fragments: its own bitmap from the second shard
+ * on, the first shard's fragments until then. */
+static const roaring_bitmap_t *covered(const sf_job *j) {
+  return j->covered ? j->covered : j->shards[0].ev.fragments;
 }
 
 /* Frees what a live job holds, keeping the staging id (a terminal record). */
@@ -150,22 +302,23 @@ static void job_release(sf_job *j) {
   j->index_cap = 0;
   if (j->covered) roaring_bitmap_free(j->covered); /* CRoaring's free rejects NULL */
   j->covered = NULL;
-  free(j->dataset);
-  j->dataset = NULL;
   free(j->message);
   j->message = NULL;
+  j->shards_cost = 0;
 }
 
 void sf_jobs_job_free(sf_job *j) {
   if (!j) return;
   job_release(j);
+  free(j->seen);
+  ds_put(j->ds);
   free(j->staging_id);
   free(j);
 }
 
 static sf_code add_ref(sf_jobs *t, sf_job *j, sf_jobs_ref ref, sf_err *err) {
   if (j->nrefs == j->refs_cap) {
-    size_t ncap = j->refs_cap ? j->refs_cap * 2 : 4;
+    size_t ncap = j->refs_cap ? j->refs_cap * 2 : 2; /* most jobs have few events */
     sf_jobs_ref *n = realloc(j->refs, ncap * sizeof *n);
     if (!n) return sf_err_set(err, SF_ENOMEM, "out of memory");
     j->refs = n;
@@ -176,9 +329,16 @@ static sf_code add_ref(sf_jobs *t, sf_job *j, sf_jobs_ref ref, sf_err *err) {
   return SF_OK;
 }
 
+/* Jobs of up to this many shards have no index: a scan is as fast. */
+#define INDEX_MIN 8
+
 /* The shard slot of shard_id, or -1. */
 static long shard_find(const sf_job *j, const char *shard_id) {
-  if (!j->index_cap) return -1;
+  if (!j->index_cap) {
+    for (size_t i = 0; i < j->nshards; i++)
+      if (!strcmp(j->shards[i].ev.shard_id, shard_id)) return (long)i;
+    return -1;
+  }
   size_t m = j->index_cap - 1;
   for (size_t i = hash_str(shard_id) & m; j->index[i]; i = (i + 1) & m)
     if (!strcmp(j->shards[j->index[i] - 1].ev.shard_id, shard_id))
@@ -187,22 +347,24 @@ static long shard_find(const sf_job *j, const char *shard_id) {
 }
 
 static void index_insert(sf_job *j, size_t slot_no) {
+  if (!j->index_cap) return;
   size_t m = j->index_cap - 1, i = hash_str(j->shards[slot_no].ev.shard_id) & m;
   while (j->index[i]) i = (i + 1) & m;
   j->index[i] = (uint32_t)slot_no + 1;
 }
 
-/* Room for one more shard in the array and in the index (kept at most half
- * full). */
+/* Room for one more shard in the array (its capacity the power of two at
+ * or above the count: one slot for a job of one shard) and, beyond
+ * INDEX_MIN shards, in the index (kept at most half full). */
 static sf_code shard_reserve(sf_job *j, sf_err *err) {
   size_t n = j->nshards + 1;
-  if ((n & (n - 1)) == 0 || j->nshards == 0) { /* grow at powers of two */
-    sf_jobs_shard *s = realloc(j->shards, 2 * n * sizeof *s);
+  if ((j->nshards & (j->nshards - 1)) == 0) { /* full: 0, 1, 2, 4, ... slots */
+    sf_jobs_shard *s = realloc(j->shards, (j->nshards ? 2 * j->nshards : 1) * sizeof *s);
     if (!s) return sf_err_set(err, SF_ENOMEM, "out of memory");
     j->shards = s;
   }
-  if (n * 2 > j->index_cap) {
-    size_t ncap = j->index_cap ? j->index_cap * 2 : 8;
+  if (n > INDEX_MIN && n * 2 > j->index_cap) {
+    size_t ncap = j->index_cap ? j->index_cap * 2 : 4 * INDEX_MIN;
     uint32_t *ix = calloc(ncap, sizeof *ix);
     if (!ix) return sf_err_set(err, SF_ENOMEM, "out of memory");
     free(j->index);
@@ -213,13 +375,39 @@ static sf_code shard_reserve(sf_job *j, sf_err *err) {
   return SF_OK;
 }
 
+/* ev as compared with a shard r of its job, in *x: the job's key already
+ * says that both name its dataset, whatever their spelling. A shallow
+ * copy, valid while ev is. */
+static const sf_shard_staged *same_dataset(const sf_shard_staged *r,
+                                           const sf_shard_staged *ev,
+                                           sf_shard_staged *x) {
+  *x = *ev;
+  x->dataset_uri = r->dataset_uri;
+  return x;
+}
+
+/* Whether ev is a redelivery of shard k: the job's parameters (held by
+ * the first shard) and the shard's own fields are ev's; event_id and
+ * staged_at_ms may differ. */
+static int same_shard(const sf_job *j, size_t k, const sf_shard_staged *ev) {
+  const sf_shard_staged *p = &j->shards[0].ev, *r = &j->shards[k].ev;
+  char a[8], b[8];
+  sf_shard_staged x;
+  return !sf_shard_staged_job_diff(p, same_dataset(p, ev, &x), a, b, sizeof a) &&
+         p->quantizer_checksum == ev->quantizer_checksum &&
+         !strcmp(r->shard_id, ev->shard_id) && !strcmp(r->shard_path, ev->shard_path) &&
+         r->shard_bytes == ev->shard_bytes && r->num_rows == ev->num_rows &&
+         roaring_bitmap_equals(r->fragments, ev->fragments);
+}
+
 /* The job-level parameters of ev against the job's first shard: SF_OK, or
  * the reason and a message naming the field and both values. */
 static sf_event_reason param_mismatch(const sf_job *j, const sf_shard_staged *ev,
                                       sf_err *err) {
   const sf_shard_staged *r = &j->shards[0].ev;
   char a[SF_EVENT_ID_MAX + 64], b[sizeof a];
-  const char *f = sf_shard_staged_job_diff(r, ev, a, b, sizeof a);
+  sf_shard_staged x;
+  const char *f = sf_shard_staged_job_diff(r, same_dataset(r, ev, &x), a, b, sizeof a);
   if (f) {
     sf_err_set(err, SF_EMISMATCH,
                "shard '%s' of job '%s' has %s %s but the job's first shard '%s' has %s",
@@ -238,9 +426,12 @@ static sf_event_reason param_mismatch(const sf_job *j, const sf_shard_staged *ev
 }
 
 /* Moves *ev into the shard slot s (the caller reserved room) with a copy of
- * raw. On failure nothing was moved: *ev is still the caller's. */
+ * raw, and takes over path; first: s is the job's first shard (it keeps
+ * the job's parameters). On failure nothing was moved: *ev and path are
+ * still the caller's. */
 static sf_code shard_take(sf_jobs *t, sf_job *j, sf_jobs_shard *s, sf_shard_staged *ev,
-                          const uint8_t *raw, size_t len, sf_jobs_ref ref, sf_err *err) {
+                          const uint8_t *raw, size_t len, sf_jobs_ref ref, char *path,
+                          int first, sf_err *err) {
   uint8_t *copy = NULL;
   if (len && !(copy = malloc(len))) return sf_err_set(err, SF_ENOMEM, "out of memory");
   if (add_ref(t, j, ref, err)) {
@@ -248,13 +439,16 @@ static sf_code shard_take(sf_jobs *t, sf_job *j, sf_jobs_shard *s, sf_shard_stag
     return SF_ENOMEM;
   }
   if (len) memcpy(copy, raw, len);
-  t->nbytes += len;
+  t->nraw += len;
   memset(s, 0, sizeof *s);
   s->raw = copy;
   s->raw_len = len;
   s->ref = ref;
   s->ev = *ev;
+  s->path = path;
   memset(ev, 0, sizeof *ev);
+  shard_trim(s, first);
+  j->shards_cost += shard_cost(s);
   return SF_OK;
 }
 
@@ -263,6 +457,115 @@ static size_t job_bytes(const sf_job *j) {
   size_t n = j->trigger ? j->trigger->raw_len : 0;
   for (size_t i = 0; i < j->nshards; i++) n += j->shards[i].raw_len;
   return n;
+}
+
+/* ---- what a committed job held ------------------------------------------- */
+
+/* 64-bit digests, chained (each piece seeds the next), of the parts of an
+ * event that a committed job is compared on. Staging id and dataset are
+ * the key; event_id and staged_at_ms change on a re-announcement. */
+struct sf_jobs_seen {
+  uint64_t id;      /* of shard_id */
+  uint64_t content; /* of shard_id, shard_path, size, rows and fragments */
+};
+
+static uint64_t chain(uint64_t h, const void *p, size_t n) {
+  return XXH3_64bits_withSeed(p, n, h);
+}
+static uint64_t chain_str(uint64_t h, const char *s) {
+  return chain(h, s ? s : "", s ? strlen(s) + 1 : 1);
+}
+static uint64_t chain_i64(uint64_t h, int64_t v) {
+  return chain(h, &v, sizeof v);
+}
+
+typedef struct bm_chain {
+  uint64_t h;
+  uint32_t buf[256];
+  size_t n;
+} bm_chain;
+
+static bool bm_visit(uint32_t v, void *arg) {
+  bm_chain *c = arg;
+  c->buf[c->n++] = v;
+  if (c->n == 256) c->h = chain(c->h, c->buf, sizeof c->buf), c->n = 0;
+  return true;
+}
+
+/* The values of b, whatever its containers. */
+static uint64_t chain_bitmap(uint64_t h, const roaring_bitmap_t *b) {
+  bm_chain c = {.h = chain_i64(h, b ? (int64_t)roaring_bitmap_get_cardinality(b) : -1)};
+  if (b) roaring_iterate(b, bm_visit, &c);
+  return c.n ? chain(c.h, c.buf, c.n * sizeof c.buf[0]) : c.h;
+}
+
+static uint64_t params_digest(const sf_shard_staged *e) {
+  uint64_t h = chain_str(0, e->index_name);
+  h = chain_str(h, e->column);
+  int64_t v[] = {e->index_type,
+                 e->metric,
+                 e->dim,
+                 e->num_partitions,
+                 (int64_t)e->quantizer_checksum,
+                 e->has_target_segment_bytes,
+                 e->has_target_segment_bytes ? e->target_segment_bytes : 0};
+  h = chain(h, v, sizeof v);
+  return chain_bitmap(h, e->expected_fragments);
+}
+
+static struct sf_jobs_seen shard_digest(const sf_shard_staged *e) {
+  uint64_t c = chain_str(0, e->shard_id);
+  c = chain_str(c, e->shard_path);
+  c = chain_i64(c, e->shard_bytes);
+  c = chain_i64(c, e->num_rows);
+  return (struct sf_jobs_seen){chain_str(0, e->shard_id), chain_bitmap(c, e->fragments)};
+}
+
+static int seen_cmp(const void *a, const void *b) {
+  uint64_t x = ((const struct sf_jobs_seen *)a)->id,
+           y = ((const struct sf_jobs_seen *)b)->id;
+  return x < y ? -1 : x > y;
+}
+
+/* Keeps the digests of the READY job j's content for its terminal record.
+ * Without memory for them the record knows nothing, and later events of
+ * the staging id are LATE as before. */
+static void remember(sf_job *j) {
+  struct sf_jobs_seen *s = malloc(j->nshards * sizeof *s);
+  if (!s || !j->nshards) {
+    free(s);
+    return;
+  }
+  for (size_t i = 0; i < j->nshards; i++) s[i] = shard_digest(&j->shards[i].ev);
+  qsort(s, j->nshards, sizeof *s, seen_cmp);
+  j->params_digest = params_digest(&j->shards[0].ev);
+  j->seen = s;
+  j->nseen = j->nshards;
+}
+
+/* Whether ev contradicts the committed job j: COMMITTED_CONFLICT and a
+ * message, or NONE (a redelivery, or a job whose content is unknown). */
+static sf_event_reason committed_conflict(const sf_job *j, const sf_shard_staged *ev,
+                                          sf_err *err) {
+  if (!j->seen) return SF_REASON_NONE;
+  const char *why = NULL;
+  struct sf_jobs_seen d = shard_digest(ev);
+  const struct sf_jobs_seen *k = bsearch(&d, j->seen, j->nseen, sizeof d, seen_cmp);
+  if (params_digest(ev) != j->params_digest)
+    why =
+        "has other job parameters (index, column, type, metric, dim, partitions, "
+        "quantizer, budget or expected fragments) than it";
+  else if (!k)
+    why = "is a shard it did not have";
+  else if (k->content != d.content)
+    why = "has other content (path, size, rows or fragments) than its shard of that id";
+  if (!why) return SF_REASON_NONE;
+  sf_err_set(err, SF_ECONFLICT,
+             "job '%s' in %s is committed (%zu shards); shard '%s' (event '%s') %s: the "
+             "committed index is unchanged and the event is refused; stage new work "
+             "under a new staging id",
+             j->staging_id, j->dataset, j->nseen, ev->shard_id, ev->event_id, why);
+  return SF_REASON_COMMITTED_CONFLICT;
 }
 
 /* ---- the table ---------------------------------------------------------- */
@@ -274,7 +577,8 @@ sf_code sf_jobs_new(const sf_jobs_opts *o, sf_jobs **out, sf_err *err) {
   if (!t->o.max_terminal) t->o.max_terminal = 65536;
   list_init(&t->open);
   list_init(&t->term);
-  if (map_grow(t, err)) {
+  if (pmap_grow(&t->jobs, err) || pmap_grow(&t->datasets, err)) {
+    free(t->jobs.tab);
     free(t);
     return SF_ENOMEM;
   }
@@ -284,9 +588,13 @@ sf_code sf_jobs_new(const sf_jobs_opts *o, sf_jobs **out, sf_err *err) {
 
 void sf_jobs_free(sf_jobs *t) {
   if (!t) return;
-  for (size_t i = 0; i < t->cap; i++)
-    if (t->tab[i].j) sf_jobs_job_free(t->tab[i].j);
-  free(t->tab);
+  for (size_t i = 0; i < t->jobs.cap; i++)
+    if (t->jobs.tab[i].p) sf_jobs_job_free(t->jobs.tab[i].p);
+  /* What is left is held by DROPPED jobs, which outlive the table. */
+  for (size_t i = 0; i < t->datasets.cap; i++)
+    if (t->datasets.tab[i].p) ((dsname *)t->datasets.tab[i].p)->t = NULL;
+  free(t->jobs.tab);
+  free(t->datasets.tab);
   free(t);
 }
 
@@ -317,46 +625,53 @@ static void set_state(sf_jobs *t, sf_job *j, sf_job_state s) {
 }
 
 /* Makes j a terminal record (its live parts freed) at the FIFO's tail, and
- * drops the oldest records beyond max_terminal. */
+ * drops the oldest records beyond max_terminal or max_terminal_bytes (never
+ * j itself: the caller may still look at it). */
 static void make_terminal(sf_jobs *t, sf_job *j, sf_job_state s) {
   list_unlink(j);
   t->nevents -= j->nrefs;
-  t->nbytes -= job_bytes(j);
+  t->nraw -= job_bytes(j);
+  uncost(t, j);
   job_release(j);
   set_state(t, j, s);
+  recost(t, j);
   list_append(&t->term, j);
-  while (t->nterm > t->o.max_terminal) {
+  while ((t->nterm > t->o.max_terminal ||
+          (t->o.max_terminal_bytes && t->tbytes > t->o.max_terminal_bytes)) &&
+         t->term.next != j) {
     sf_job *old = t->term.next;
     list_unlink(old);
     map_del(t, old);
+    uncost(t, old);
     count_state(t, old->state, -1);
     sf_jobs_job_free(old);
   }
 }
 
-/* A new job for ev's staging id: a terminal DEAD record when the open hook
- * says it failed before (reason JOB_FAILED), otherwise an open job whose
- * first shard is ev. */
-static sf_jobs_outcome job_open(sf_jobs *t, sf_shard_staged *ev, const uint8_t *raw,
-                                size_t len, sf_jobs_ref ref, int64_t now_ms, sf_job **out,
-                                sf_event_reason *reason, sf_err *err) {
-  char *dataset = NULL, *path = NULL;
+/* A new job for (dataset, ev's staging id): a terminal DEAD record when the
+ * open hook says it failed before (reason JOB_FAILED), otherwise an open
+ * job whose first shard is ev. */
+static sf_jobs_outcome job_open(sf_jobs *t, const char *dataset, sf_shard_staged *ev,
+                                const uint8_t *raw, size_t len, sf_jobs_ref ref,
+                                int64_t now_ms, sf_job **out, sf_event_reason *reason,
+                                sf_err *err) {
+  char *path = NULL;
   const sf_jobs_hooks *h = &t->o.hooks;
-  sf_code rc = h->open ? h->open(h->ctx, ev, &dataset, reason, err) : SF_OK;
-  if (!rc && !h->open && !(dataset = strdup(ev->dataset_uri)))
-    rc = sf_err_set(err, SF_ENOMEM, "out of memory");
+  sf_code rc = h->open ? h->open(h->ctx, dataset, ev, reason, err) : SF_OK;
   if (rc && *reason == SF_REASON_JOB_FAILED) {
     /* Remember it, so the next events of this staging id cost no I/O. */
     sf_job *j = calloc(1, sizeof *j);
-    if (j && (j->staging_id = strdup(ev->staging_id)) && !map_put(t, j, NULL)) {
+    if (j && (j->staging_id = strdup(ev->staging_id)) &&
+        (j->ds = ds_get(t, dataset, NULL)) && !map_put(t, j, NULL)) {
+      j->dataset = j->ds->name;
       j->state = SF_JOB_OPEN;
       count_state(t, SF_JOB_OPEN, +1);
       j->reason = SF_REASON_JOB_FAILED;
+      recost(t, j);
       make_terminal(t, j, SF_JOB_DEAD);
       *out = j;
-    } else if (j) {
-      free(j->staging_id);
-      free(j);
+    } else {
+      sf_jobs_job_free(j);
     }
     return SF_JOBS_REJECTED;
   }
@@ -366,43 +681,45 @@ static sf_jobs_outcome job_open(sf_jobs *t, sf_shard_staged *ev, const uint8_t *
   rc = h->check && !earlier ? h->check(h->ctx, dataset, ev, &path, reason, err) : SF_OK;
   if (!rc && (earlier || !h->check) && !(path = strdup(ev->shard_path)))
     rc = sf_err_set(err, SF_ENOMEM, "out of memory");
-  if (rc) {
-    free(dataset);
-    return *reason ? SF_JOBS_REJECTED : SF_JOBS_ERROR;
-  }
+  if (rc) return *reason ? SF_JOBS_REJECTED : SF_JOBS_ERROR;
   sf_job *j = calloc(1, sizeof *j);
   int in_map = 0;
-  if (!j || !(j->staging_id = strdup(ev->staging_id)) ||
-      !(j->covered = roaring_bitmap_copy(ev->fragments)))
+  if (!j || !(j->staging_id = strdup(ev->staging_id)))
     rc = sf_err_set(err, SF_ENOMEM, "out of memory");
+  if (!rc && !(j->ds = ds_get(t, dataset, err))) rc = SF_ENOMEM;
   if (!rc) rc = shard_reserve(j, err);
   if (!rc && !(rc = map_put(t, j, err))) in_map = 1;
-  if (!rc) rc = shard_take(t, j, &j->shards[0], ev, raw, len, ref, err);
-  if (rc) { /* ev was not moved in */
+  if (!rc) rc = shard_take(t, j, &j->shards[0], ev, raw, len, ref, path, 1, err);
+  if (rc) { /* ev and path were not moved in */
     if (in_map) map_del(t, j);
-    free(dataset);
     free(path);
     sf_jobs_job_free(j);
     return SF_JOBS_ERROR;
   }
-  j->dataset = dataset;
-  j->shards[0].path = path;
+  j->dataset = j->ds->name;
   j->nshards = 1;
-  index_insert(j, 0);
   j->first_staged_at_ms = j->shards[0].ev.staged_at_ms;
   j->first_seen_ms = now_ms;
   j->deadline_ms = t->o.timeout_ms > 0 ? now_ms + t->o.timeout_ms : INT64_MAX;
   j->state = SF_JOB_OPEN;
   count_state(t, SF_JOB_OPEN, +1);
+  recost(t, j);
   list_append(&t->open, j);
   *out = j;
   j->committed_earlier = earlier;
-  if (earlier || roaring_bitmap_equals(j->covered, j->shards[0].ev.expected_fragments)) {
+  if (earlier || roaring_bitmap_equals(covered(j), j->shards[0].ev.expected_fragments)) {
     list_unlink(j);
     set_state(t, j, SF_JOB_READY);
     return SF_JOBS_COMPLETE;
   }
   return SF_JOBS_NEW;
+}
+
+/* A redelivery of the job j (its position waits with the job's). */
+static sf_jobs_outcome redelivered(sf_jobs *t, sf_job *j, sf_jobs_ref ref, sf_err *err) {
+  if (add_ref(t, j, ref, err)) return SF_JOBS_ERROR;
+  recost(t, j);
+  return SF_JOBS_DUPLICATE;
 }
 
 /* ev fails the open job j: ev becomes its trigger. */
@@ -411,7 +728,7 @@ static sf_jobs_outcome job_fail_by(sf_jobs *t, sf_job *j, sf_shard_staged *ev,
                                    sf_event_reason reason, sf_err *err) {
   sf_jobs_shard *s = calloc(1, sizeof *s);
   sf_err e2 = {0};
-  if (!s || shard_take(t, j, s, ev, raw, len, ref, &e2)) {
+  if (!s || shard_take(t, j, s, ev, raw, len, ref, NULL, 0, &e2)) {
     free(s);
     sf_err_set(err, SF_ENOMEM, "out of memory");
     return SF_JOBS_ERROR;
@@ -422,12 +739,14 @@ static sf_jobs_outcome job_fail_by(sf_jobs *t, sf_job *j, sf_shard_staged *ev,
   j->message = strdup(err->msg); /* NULL when out of memory: the reason remains */
   list_unlink(j);
   set_state(t, j, SF_JOB_FAILED);
+  recost(t, j);
   return SF_JOBS_FAILED;
 }
 
-sf_jobs_outcome sf_jobs_add(sf_jobs *t, sf_shard_staged *ev, const uint8_t *raw,
-                            size_t len, sf_jobs_ref ref, int64_t now_ms, sf_job **job,
-                            sf_event_reason *reason, sf_err *err) {
+sf_jobs_outcome sf_jobs_add(sf_jobs *t, const char *dataset, sf_shard_staged *ev,
+                            const uint8_t *raw, size_t len, sf_jobs_ref ref,
+                            int64_t now_ms, sf_job **job, sf_event_reason *reason,
+                            sf_err *err) {
   sf_job *dummy;
   sf_event_reason rdummy;
   sf_err edummy;
@@ -438,11 +757,13 @@ sf_jobs_outcome sf_jobs_add(sf_jobs *t, sf_shard_staged *ev, const uint8_t *raw,
   *reason = SF_REASON_NONE;
   sf_err_clear(err);
 
-  sf_job *j = sf_jobs_find(t, ev->staging_id);
-  if (!j) return job_open(t, ev, raw, len, ref, now_ms, job, reason, err);
+  if (!dataset) dataset = ev->dataset_uri;
+  sf_job *j = sf_jobs_find(t, dataset, ev->staging_id);
+  if (!j) return job_open(t, dataset, ev, raw, len, ref, now_ms, job, reason, err);
   *job = j;
   switch (j->state) {
     case SF_JOB_COMMITTED:
+      if ((*reason = committed_conflict(j, ev, err))) return SF_JOBS_REJECTED;
       return SF_JOBS_LATE;
     case SF_JOB_DEAD:
     case SF_JOB_FAILED:
@@ -457,8 +778,7 @@ sf_jobs_outcome sf_jobs_add(sf_jobs *t, sf_shard_staged *ev, const uint8_t *raw,
   }
   /* Committed earlier and being announced again: whatever else of it the
    * restart reads is part of what was committed. */
-  if (j->committed_earlier)
-    return add_ref(t, j, ref, err) ? SF_JOBS_ERROR : SF_JOBS_DUPLICATE;
+  if (j->committed_earlier) return redelivered(t, j, ref, err);
   int open = j->state == SF_JOB_OPEN;
   long k = shard_find(j, ev->shard_id);
   sf_event_reason why = SF_REASON_NONE;
@@ -476,16 +796,17 @@ sf_jobs_outcome sf_jobs_add(sf_jobs *t, sf_shard_staged *ev, const uint8_t *raw,
                ev->shard_id, j->staging_id, (int)ref.partition, j->shards[0].ev.shard_id,
                (int)j->shards[0].ref.partition);
   } else if (k >= 0) {
-    if (sf_shard_staged_same_shard(&j->shards[k].ev, ev))
-      return add_ref(t, j, ref, err) ? SF_JOBS_ERROR : SF_JOBS_DUPLICATE;
+    if (same_shard(j, (size_t)k, ev)) return redelivered(t, j, ref, err);
     why = SF_REASON_DUPLICATE_CONFLICT;
-    sf_err_set(err, SF_ECONFLICT,
-               "shard '%s' of job '%s' was announced twice with different content (event "
-               "'%s' and event '%s'): a shard id names one file",
-               ev->shard_id, j->staging_id, j->shards[k].ev.event_id, ev->event_id);
+    sf_err_set(
+        err, SF_ECONFLICT,
+        "shard '%s' of job '%s' was announced twice with different content (event "
+        "'%s', and the one at partition %d offset %lld): a shard id names one file",
+        ev->shard_id, j->staging_id, ev->event_id, (int)j->shards[k].ref.partition,
+        (long long)j->shards[k].ref.offset);
   } else if (!(why = param_mismatch(j, ev, err)) &&
-             roaring_bitmap_intersect(j->covered, ev->fragments)) {
-    roaring_bitmap_t *both = roaring_bitmap_and(j->covered, ev->fragments);
+             roaring_bitmap_intersect(covered(j), ev->fragments)) {
+    roaring_bitmap_t *both = roaring_bitmap_and(covered(j), ev->fragments);
     char *list = both ? sf_fragset_format_short(both, 8) : NULL;
     why = SF_REASON_FRAGMENT_OVERLAP;
     sf_err_set(err, SF_EOVERLAP, "shard '%s' of job '%s' holds fragments %s that %s",
@@ -511,19 +832,25 @@ sf_jobs_outcome sf_jobs_add(sf_jobs *t, sf_shard_staged *ev, const uint8_t *raw,
   if (!rc && !h->check && !(path = strdup(ev->shard_path)))
     rc = sf_err_set(err, SF_ENOMEM, "out of memory");
   if (rc) return *reason ? SF_JOBS_REJECTED : SF_JOBS_ERROR;
+  /* The job's own union from its second shard on (see covered()). */
+  roaring_bitmap_t *u = j->covered ? NULL : roaring_bitmap_copy(covered(j));
   sf_jobs_shard *s = NULL;
-  if (!shard_reserve(j, err)) s = &j->shards[j->nshards];
-  if (!s || shard_take(t, j, s, ev, raw, len, ref, err)) {
+  if ((j->covered || u) && !shard_reserve(j, err)) s = &j->shards[j->nshards];
+  if (!s || shard_take(t, j, s, ev, raw, len, ref, path, 0, err)) {
+    if (!j->covered && !u) sf_err_set(err, SF_ENOMEM, "out of memory");
+    sf_fragset_free(u);
     free(path);
     return SF_JOBS_ERROR;
   }
+  if (u) j->covered = u;
   roaring_bitmap_or_inplace(j->covered, s->ev.fragments);
-  s->path = path;
+  roaring_bitmap_shrink_to_fit(j->covered); /* no spare capacity held or counted */
   index_insert(j, j->nshards);
   j->nshards++;
   if (s->ev.staged_at_ms < j->first_staged_at_ms)
     j->first_staged_at_ms = s->ev.staged_at_ms;
-  if (roaring_bitmap_equals(j->covered, s->ev.expected_fragments)) {
+  recost(t, j);
+  if (roaring_bitmap_equals(j->covered, j->shards[0].ev.expected_fragments)) {
     list_unlink(j);
     set_state(t, j, SF_JOB_READY);
     return SF_JOBS_COMPLETE;
@@ -536,7 +863,7 @@ sf_job *sf_jobs_expire(sf_jobs *t, int64_t now_ms) {
   if (j == &t->open || j->deadline_ms > now_ms) return NULL;
   char *missing = NULL;
   roaring_bitmap_t *m =
-      roaring_bitmap_andnot(j->shards[0].ev.expected_fragments, j->covered);
+      roaring_bitmap_andnot(j->shards[0].ev.expected_fragments, covered(j));
   if (m) missing = sf_fragset_format_short(m, 8);
   if (m) roaring_bitmap_free(m);
   char msg[SF_ERR_MSG_MAX];
@@ -568,10 +895,15 @@ void sf_jobs_fail(sf_jobs *t, sf_job *j, sf_event_reason reason, const char *mes
   free(j->message);
   j->message = strdup(message ? message : "");
   set_state(t, j, SF_JOB_FAILED);
+  recost(t, j);
 }
 
 void sf_jobs_finish(sf_jobs *t, sf_job *j, int committed) {
   if (j->state != SF_JOB_READY && j->state != SF_JOB_FAILED) return;
+  /* Only a job committed whole, from its own events, says what its
+   * content is: one committed earlier (a restart read part of it) or
+   * found in the catalog after it failed does not. */
+  if (committed && j->state == SF_JOB_READY && !j->committed_earlier) remember(j);
   make_terminal(t, j, committed ? SF_JOB_COMMITTED : SF_JOB_DEAD);
 }
 
@@ -580,7 +912,8 @@ sf_job *sf_jobs_drop(sf_jobs *t, sf_job *j) {
   map_del(t, j);
   list_unlink(j);
   t->nevents -= j->nrefs;
-  t->nbytes -= job_bytes(j);
+  t->nraw -= job_bytes(j);
+  uncost(t, j);
   count_state(t, j->state, -1);
   if (j->state == SF_JOB_READY || j->state == SF_JOB_FAILED) {
     j->state = SF_JOB_DROPPED;
@@ -595,8 +928,8 @@ void sf_jobs_foreach_on_partition(sf_jobs *t, int32_t partition,
   /* Collect first: fn may drop jobs, which reshuffles the table. */
   size_t n = 0, cap = 0;
   sf_job **list = NULL;
-  for (size_t i = 0; i < t->cap; i++) {
-    sf_job *j = t->tab[i].j;
+  for (size_t i = 0; i < t->jobs.cap; i++) {
+    sf_job *j = t->jobs.tab[i].p;
     if (!j || j->state > SF_JOB_FAILED) continue;
     for (size_t r = 0; r < j->nrefs; r++)
       if (j->refs[r].partition == partition) {
@@ -621,7 +954,14 @@ void sf_jobs_get_stats(const sf_jobs *t, sf_jobs_stats *s) {
   s->failed = t->nfailed;
   s->terminal = t->nterm;
   s->events = t->nevents;
-  s->bytes = t->nbytes;
+  s->raw_bytes = t->nraw;
+  s->live_bytes = t->nbytes;
+  s->terminal_bytes = t->tbytes;
+  /* A map is kept at least 3/8 full once grown: 48 bytes a 16-byte slot
+   * in use, at most. Not its capacity: it never shrinks, and a high-water
+   * mark held by no pending work must not keep the consumer paused. */
+  s->bytes = t->nbytes + t->tbytes + t->dsbytes +
+             (t->jobs.count + t->datasets.count) * 3 * sizeof(slot);
 }
 
 void sf_jobs_plan_shards(const sf_job *j, sf_plan_shard *out) {

@@ -1,9 +1,18 @@
 /*
  * jobs.h - the job table of the stream processor: ShardStaged events grouped
- * by staging id, with the design's job rules, completion by fragment
+ * by dataset and staging id, with the design's job rules, completion by fragment
  * coverage, and staging timeouts. No Kafka and no threads here: the table is
  * fed one event at a time by the processor's poll loop (consumer/processor.h)
  * and says what that event means, so every rule can be tested as data.
+ *
+ * A job is keyed by its dataset in the canonical form
+ * (sf_catalog_resolve_dataset: one string for /p, /p/ and file:///p) and
+ * its staging id: two datasets may use the same staging id (a "nightly"
+ * build of each) without meeting. The caller canonicalises the dataset
+ * (the processor through sf_intake_dataset, with a cache) and passes it;
+ * the table keeps one copy of each dataset's name, shared by its jobs.
+ * Events of one job may spell the dataset differently: only the canonical
+ * form is compared.
  *
  * One call, sf_jobs_add, classifies an event against its job:
  *
@@ -15,8 +24,9 @@
  *              moves only when the job ends
  *   REJECTED   this event alone is refused (its file is missing, corrupt or
  *              does not match it; or its job failed before, JOB_FAILED; or
- *              it conflicts with a job already handed to finalize): the job,
- *              if any, is unchanged and the event goes to the dead letters
+ *              it conflicts with a job already handed to finalize, or with
+ *              one committed, COMMITTED_CONFLICT): the job, if any, is
+ *              unchanged and the event goes to the dead letters
  *   FAILED     the event failed its open job: same shard_id with other
  *              content (DUPLICATE_CONFLICT), a fragment already in another
  *              shard (FRAGMENT_OVERLAP), job parameters that differ
@@ -24,7 +34,7 @@
  *              read from another partition than the job's first shard
  *              (INVALID_FIELD: a job's events must share a partition). The
  *              job is FAILED; every event of it goes to the dead letters
- *   LATE       the staging id was committed: nothing to do
+ *   LATE       a redelivery of a committed job: nothing to do
  *   ERROR      a failure that is not the event's fault (out of memory, an
  *              I/O error of the hooks): err says what; the caller retries
  *
@@ -36,10 +46,23 @@
  * later event that contradicts it is REJECTED alone, never fails the job
  * retroactively, because its commit may already be durable.
  *
+ * Committed jobs: the terminal record of a job this process committed
+ * whole keeps 64-bit digests of its job parameters (expected fragments
+ * included) and of each shard (shard_id; its path, size, rows and
+ * fragments). A later event of it is LATE when it is a redelivery (same
+ * parameters, a shard id it had with the same content), and REJECTED with
+ * COMMITTED_CONFLICT when it contradicts it: a shard id it did not have,
+ * the same shard id with other content, other parameters. Such an event
+ * was dropped silently before; its sender must learn that its work is not
+ * in the index. A job whose content this process does not know (committed
+ * earlier and read again after a restart, or found in the catalog after it
+ * failed) takes every later event as LATE, as does a staging id whose
+ * terminal record was dropped (it is found again in the catalog).
+ *
  * Outside checks are hooks (sf_jobs_hooks), so the table stays pure: when a
- * staging id is seen first (`open`: is it marked failed on disk? where is
- * its dataset?) and when a new shard is about to join a job (`check`: does
- * its file exist inside the staging root, open as a valid shard and match
+ * job is seen first (`open`: does the service serve its dataset? is it
+ * marked failed on disk, or committed?) and when a new shard is about to join a job
+ * (`check`: does its file exist inside the staging root, open as a valid shard and match
  * the event?). Redeliveries and events that fail a job never reach `check`,
  * so no file is opened twice for the same shard.
  *
@@ -52,10 +75,26 @@
  *
  * Memory: an open job owns its decoded events and their original bytes (a
  * dead letter carries them); a finished job keeps only a small terminal
- * record (its staging id and state) so late redeliveries are recognised
- * without I/O. At most `max_terminal` such records are kept, oldest dropped
- * first; a staging id whose record was dropped is recognised again from the
- * catalog or its failed marker by the processor.
+ * record (its key and state, and for a committed job the digests above)
+ * so late redeliveries are recognised without I/O. At most `max_terminal`
+ * such records are kept, and at most `max_terminal_bytes` of them, oldest
+ * dropped first; a staging id whose record was dropped is recognised again
+ * from the catalog or its failed marker by the processor.
+ *
+ * What a job costs is counted as the heap sees it, since the processor's
+ * memory bound (--max-pending-bytes) is only as true as the count: every
+ * block it holds at its real size (core/memcost.h: malloc's rounding and
+ * header included; CRoaring's bitmaps estimated from their containers),
+ * in j->cost; the table adds its dataset names and 48 bytes per entry of
+ * its hash maps (sf_jobs_stats.bytes; a map is kept at least 3/8 full
+ * while it grows, and its capacity left after jobs end is a high-water
+ * mark no pending work holds, not counted).
+ *
+ * What need not be held is not: a shard keeps only its own fields of its
+ * event (the job's parameters once, in its first shard; no event id,
+ * dataset_uri or staging id), a job of one shard has no separate union
+ * bitmap and no shard index, and arrays grow from one slot.
+ * tests/test_jobs.c checks the count against what malloc hands out.
  *
  * Not thread-safe: one thread (the poll loop) owns the table. A READY job is
  * read (never written) by one finalize worker while the poll loop may still
@@ -103,7 +142,10 @@ typedef enum sf_job_state {
 } sf_job_state;
 
 /* One shard of a job: its event (owned), original bytes (owned) and where
- * it was first read. */
+ * it was first read. The event is kept without the parts the job holds
+ * once: event_id, dataset_uri and staging_id are NULL in every shard; and
+ * index_name, column and expected_fragments in every shard but the first
+ * (shards[0] holds the job's parameters; the others were found equal). */
 typedef struct sf_jobs_shard {
   sf_shard_staged ev;
   uint8_t *raw;
@@ -114,14 +156,16 @@ typedef struct sf_jobs_shard {
 
 /* A job. Read-only for callers. Fields marked (R) are immutable once READY. */
 typedef struct sf_job {
-  char *staging_id; /* (R) owned */
-  char *dataset;    /* (R) the dataset directory (from the open hook); owned */
+  char *staging_id;    /* (R) owned */
+  const char *dataset; /* (R) the dataset in canonical form; the table's, shared */
   sf_job_state state;
   sf_event_reason reason; /* why it failed (FAILED, DEAD) */
   char *message;          /* what a person needs to fix it (FAILED); owned */
   sf_jobs_shard *shards;  /* (R) nshards, in arrival order */
   size_t nshards;
-  roaring_bitmap_t *covered;  /* (R) union of the shards' fragments */
+  /* (R) union of the shards' fragments; NULL while the job has one shard
+   * (then its fragments are the union). */
+  roaring_bitmap_t *covered;
   int64_t first_staged_at_ms; /* (R) smallest staged_at_ms of its shards */
   /* (R) the open hook found it committed already (SF_EEXIST): READY from
    * its first event, whatever its shards; its later events join it as
@@ -140,8 +184,17 @@ typedef struct sf_job {
   void *user; /* the caller's (the processor's in-flight state) */
   /* Table internals. */
   struct sf_job *prev, *next; /* open list (arrival order) or terminal FIFO */
-  uint32_t *index;            /* shard_id -> shards[] slot, open addressing */
+  uint32_t *index; /* shard_id -> shards[] slot, open addressing; beyond 8 shards */
   size_t index_cap;
+  size_t cost;                /* heap bytes the job holds, all counted (see "Memory") */
+  size_t shards_cost;         /* of which its shards' parts beyond their slots */
+  struct sf_jobs_dataset *ds; /* the interned dataset (dataset points into it) */
+  /* A job this process committed whole: digests of its parameters and of
+   * each shard, so that its terminal record tells a redelivery from a
+   * contradiction (see "Committed jobs" above). NULL: unknown. */
+  uint64_t params_digest;
+  struct sf_jobs_seen *seen; /* nseen, sorted */
+  size_t nseen;
 } sf_job;
 
 /* The outside checks (see the top of this file). Each returns SF_OK, or a
@@ -149,14 +202,13 @@ typedef struct sf_job {
  * that reason and err's message) or left SF_REASON_NONE (an ERROR: not the
  * event's fault). */
 typedef struct sf_jobs_hooks {
-  /* A staging id with no job: may it open one, and where is its dataset?
-   * On success *dataset is a malloc'd directory path the job takes over.
-   * A staging id marked failed gives reason JOB_FAILED. SF_EEXIST (with
-   * *dataset set) says the job was committed earlier: a restart is reading
-   * its events again, maybe from the middle, so it skips the check hook and
-   * is READY at once for the caller to announce it again. NULL: the dataset
-   * is the event's dataset_uri as given. */
-  sf_code (*open)(void *ctx, const sf_shard_staged *ev, char **dataset,
+  /* A (dataset, staging id) with no job: may it open one? A dataset the
+   * service does not serve is refused (PATH_ESCAPE); a staging id marked
+   * failed gives reason JOB_FAILED. SF_EEXIST says the job was committed
+   * earlier: a restart is reading its events again, maybe from the middle,
+   * so it skips the check hook and is READY at once for the caller to
+   * announce it again. NULL: every job may open. */
+  sf_code (*open)(void *ctx, const char *dataset, const sf_shard_staged *ev,
                   sf_event_reason *reason, sf_err *err);
   /* A new shard about to join the job (whose dataset is `dataset`): on
    * success *path is the malloc'd absolute path of its file. NULL: accept
@@ -167,8 +219,9 @@ typedef struct sf_jobs_hooks {
 } sf_jobs_hooks;
 
 typedef struct sf_jobs_opts {
-  int64_t timeout_ms;  /* staging timeout; <= 0: never */
-  size_t max_terminal; /* terminal records kept; 0 = 65536 */
+  int64_t timeout_ms;        /* staging timeout; <= 0: never */
+  size_t max_terminal;       /* terminal records kept; 0 = 65536 */
+  size_t max_terminal_bytes; /* and the heap bytes they may take; 0 = any */
   sf_jobs_hooks hooks;
 } sf_jobs_opts;
 
@@ -180,15 +233,17 @@ sf_code sf_jobs_new(const sf_jobs_opts *o, sf_jobs **out, sf_err *err);
  * frees them with sf_jobs_job_free). Accepts NULL. */
 void sf_jobs_free(sf_jobs *t);
 
-/* Classifies *ev, read at `ref`, its original bytes raw[len], arriving at
- * now_ms (see the top of this file). On NEW, COMPLETE and FAILED the table
+/* Classifies *ev of `dataset` (its dataset_uri in canonical form; NULL:
+ * dataset_uri as it is), read at `ref`, its original bytes raw[len],
+ * arriving at now_ms (see the top of this file). On NEW, COMPLETE and FAILED the table
  * takes over *ev (which is left zeroed) and copies raw; otherwise *ev stays
  * the caller's to clear. *job (may be NULL) is the job concerned, or NULL
  * when there is none (REJECTED before a job exists, LATE). On REJECTED and
  * FAILED, *reason and err say why; on ERROR, err. */
-sf_jobs_outcome sf_jobs_add(sf_jobs *t, sf_shard_staged *ev, const uint8_t *raw,
-                            size_t len, sf_jobs_ref ref, int64_t now_ms, sf_job **job,
-                            sf_event_reason *reason, sf_err *err);
+sf_jobs_outcome sf_jobs_add(sf_jobs *t, const char *dataset, sf_shard_staged *ev,
+                            const uint8_t *raw, size_t len, sf_jobs_ref ref,
+                            int64_t now_ms, sf_job **job, sf_event_reason *reason,
+                            sf_err *err);
 
 /* The open job with the earliest deadline if it is at or before now_ms, now
  * FAILED with JOB_TIMEOUT; NULL when none has expired. Call until NULL. */
@@ -231,13 +286,18 @@ void sf_jobs_job_free(sf_job *j);
 void sf_jobs_foreach_on_partition(sf_jobs *t, int32_t partition,
                                   void (*fn)(void *ctx, sf_job *j), void *ctx);
 
-/* The job of a staging id in any state but DROPPED, or NULL. */
-sf_job *sf_jobs_find(const sf_jobs *t, const char *staging_id);
+/* The job of (dataset in canonical form, staging id) in any state but
+ * DROPPED, or NULL. */
+sf_job *sf_jobs_find(const sf_jobs *t, const char *dataset, const char *staging_id);
 
 typedef struct sf_jobs_stats {
   size_t open, ready, failed, terminal; /* jobs by state */
   size_t events;                        /* positions held by live jobs */
-  size_t bytes; /* original event bytes held by live jobs (a memory bound) */
+  /* Heap bytes the table holds (see "Memory" above): everything, the
+   * bound the processor keeps; of which live jobs', and terminal
+   * records'. And the original event bytes live jobs hold. */
+  size_t bytes, live_bytes, terminal_bytes;
+  size_t raw_bytes;
 } sf_jobs_stats;
 void sf_jobs_get_stats(const sf_jobs *t, sf_jobs_stats *s);
 

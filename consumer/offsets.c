@@ -194,3 +194,7 @@ size_t sf_offsets_pending_on(const sf_offsets *o, int32_t p) {
   part *t = get(o, p);
   return t ? t->live : 0;
 }
+
+size_t sf_offsets_bytes(const sf_offsets *o) {
+  return o->pending * 4 * sizeof(int64_t);
+}

@@ -75,6 +75,14 @@ size_t sf_offsets_uncommitted(sf_offsets *o, int32_t *parts, int64_t *offsets,
 /* Records that p's offset `offset` was committed. */
 void sf_offsets_committed(sf_offsets *o, int32_t p, int64_t offset);
 
+/* The heap bytes the pending offsets take, for the processor's memory
+ * bound: 32 each, since a partition's array holds at most twice as many
+ * entries as are pending (tombstones included) and grows by doubling. The
+ * arrays keep their capacity once the offsets are done (a high-water mark
+ * that the bound was kept at when it was reached); that is not counted,
+ * or memory no pending work holds would keep the consumer paused. */
+size_t sf_offsets_bytes(const sf_offsets *o);
+
 /* Messages pending on all assigned partitions. */
 size_t sf_offsets_pending(const sf_offsets *o);
 /* Pending messages of p. */

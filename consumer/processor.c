@@ -21,9 +21,9 @@
 
 static void on_message(sf_proc *p, const rd_kafka_message_t *m) {
   sf_err err = {0};
+  char q[600];
   if (m->err) {
     if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) return;
-    char q[600];
     proc_plog(p, SF_PROC_LOG_WARNING, "event=consumer_error error=\"%s\"",
               proc_quoted(q, sizeof q, rd_kafka_message_errstr(m)));
     return;
@@ -53,9 +53,21 @@ static void on_message(sf_proc *p, const rd_kafka_message_t *m) {
       proc_set_fatal(p, &err);
     return;
   }
+  /* The job's key: the dataset in canonical form, and the staging id. */
+  char *owned = NULL;
+  const char *ds = sf_intake_dataset(p->intake, &ev, &owned, &reason, &err);
+  if (!ds) {
+    if (reason)
+      proc_send_dead_event(p, m, gen, reason, err.msg, &ev);
+    else
+      proc_set_fatal(p, &err);
+    sf_shard_staged_clear(&ev);
+    return;
+  }
   sf_job *j = NULL;
-  sf_jobs_outcome o = sf_jobs_add(p->jobs, &ev, m->payload, m->len, ref, proc_mono_ms(),
-                                  &j, &reason, &err);
+  sf_jobs_outcome o = sf_jobs_add(p->jobs, ds, &ev, m->payload, m->len, ref,
+                                  proc_mono_ms(), &j, &reason, &err);
+  free(owned);
   switch (o) {
     case SF_JOBS_NEW:
       proc_plog(p, SF_PROC_LOG_DEBUG, "event=shard_added staging_id=%s shards=%zu",
@@ -63,8 +75,9 @@ static void on_message(sf_proc *p, const rd_kafka_message_t *m) {
       break;
     case SF_JOBS_COMPLETE:
       proc_plog(p, SF_PROC_LOG_INFO,
-                "event=job_complete staging_id=%s shards=%zu wait_ms=%lld", j->staging_id,
-                j->nshards, (long long)(proc_mono_ms() - j->first_seen_ms));
+                "event=job_complete staging_id=%s dataset=\"%s\" shards=%zu wait_ms=%lld",
+                j->staging_id, proc_quoted(q, sizeof q, j->dataset), j->nshards,
+                (long long)(proc_mono_ms() - j->first_seen_ms));
       proc_dispatch(p, j);
       break;
     case SF_JOBS_DUPLICATE:
@@ -141,11 +154,14 @@ static void offset_commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     sf_offsets_committed(p->offs, offsets->elems[i].partition, -1);
 }
 
-/* Original event bytes held: by live jobs and by dead letters waiting. */
+/* The heap bytes that pending work holds, as malloc counts them: the job
+ * table (live jobs with their events and original bytes, terminal records,
+ * maps), dead letters waiting for the broker, and the pending offsets.
+ * This is what --max-pending-bytes bounds (docs/serve.md, Back-pressure). */
 static size_t held_bytes(sf_proc *p) {
   sf_jobs_stats s;
   sf_jobs_get_stats(p->jobs, &s);
-  return s.bytes + p->dead_bytes;
+  return s.bytes + p->dead_bytes + sf_offsets_bytes(p->offs);
 }
 
 static void set_paused(sf_proc *p, int on) {
@@ -309,6 +325,41 @@ static sf_code kset(sf_kconf *k, const char *key, const char *val, sf_err *err) 
   return sf_kconf_set(k, key, val, err);
 }
 
+/* A size property of k as a number, or def when unset or not a number. */
+static size_t conf_size(const sf_kconf *k, const char *key, size_t def) {
+  const char *v = sf_kconf_get(k, key);
+  char *end;
+  unsigned long long n = v ? strtoull(v, &end, 10) : 0;
+  return v && *v && !*end ? (size_t)n : def;
+}
+
+/* librdkafka's consumer holds what it prefetched beyond what the processor
+ * holds: up to queued.max.messages.kbytes of messages (64 MiB by default),
+ * each keeping alive the fetch response it came in (up to fetch.max.bytes,
+ * 50 MiB). Unless set, each gets a sixteenth of the memory bound, so that
+ * --max-pending-bytes stays a bound on what serve holds; fetch.max.bytes
+ * no less than message.max.bytes and no more than receive.message.max.bytes
+ * allows, as librdkafka requires. */
+static sf_code prefetch_conf(sf_proc *p, sf_err *err) {
+  sf_kconf *k = p->kconf;
+  size_t share = p->o.max_pending_bytes / 16;
+  char v[32];
+  if (!sf_kconf_has(k, "queued.max.messages.kbytes")) {
+    size_t kb = share / 1024;
+    snprintf(v, sizeof v, "%zu", kb < 256 ? 256 : kb > 65536 ? 65536 : kb);
+    if (kset(k, "queued.max.messages.kbytes", v, err)) return err->code;
+  }
+  if (!sf_kconf_has(k, "fetch.max.bytes")) {
+    size_t lo = conf_size(k, "message.max.bytes", 1000000),
+           hi = conf_size(k, "receive.message.max.bytes", 100000000);
+    size_t n = share < lo ? lo : share > 52428800 ? 52428800 : share;
+    if (hi > 512 && n > hi - 512) n = hi - 512;
+    snprintf(v, sizeof v, "%zu", n);
+    if (kset(k, "fetch.max.bytes", v, err)) return err->code;
+  }
+  return SF_OK;
+}
+
 /* The consumer's configuration: the user's, plus what correctness needs. */
 static sf_code consumer_conf(sf_proc *p, sf_err *err) {
   sf_kconf *k = p->kconf;
@@ -329,6 +380,7 @@ static sf_code consumer_conf(sf_proc *p, sf_err *err) {
   if (!sf_kconf_has(k, "auto.offset.reset") &&
       kset(k, "auto.offset.reset", "earliest", err))
     return err->code;
+  if (prefetch_conf(p, err)) return err->code;
   if (p->o.log) sf_kconf_set_logger(k, log_bridge);
   return SF_OK;
 }
@@ -371,7 +423,10 @@ sf_code sf_proc_new(const sf_proc_opts *o, sf_proc **out, sf_err *err) {
   sf_framing framing = SF_FRAMING_AUTO;
   sf_kconf *pk = NULL;
   rd_kafka_conf_t *conf = NULL;
+  /* Terminal records take at most a quarter of the memory bound, so that
+   * they can never keep the consumer paused on their own. */
   sf_jobs_opts jo = {.timeout_ms = p->o.staging_timeout_ms,
+                     .max_terminal_bytes = p->o.max_pending_bytes / 4,
                      .hooks = {.open = sf_intake_open, .check = sf_intake_check}};
   if ((rc = sf_build_budget_new(p->o.max_merges, &p->budget, err))) goto out;
   if (p->o.metrics) atomic_store(&p->o.metrics->build_slots, p->o.max_merges);

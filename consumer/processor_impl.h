@@ -96,7 +96,7 @@ struct sf_proc {
   /* When staging timeouts stopped running (paused by the pipeline alone),
    * or 0 while they run. */
   int64_t frozen_since_ms;
-  size_t dead_bytes; /* original bytes of T_DEAD_EVENT tasks in flight */
+  size_t dead_bytes; /* heap bytes of T_DEAD_EVENT tasks in flight */
   task *held_head;   /* held tasks, waiting or being retried */
   size_t nheld;
   int64_t next_retry_ms; /* earliest retry_at_ms of a waiting one; INT64_MAX: none */

@@ -21,6 +21,7 @@
 #include "core/catalog.h"
 #include "core/fault.h"
 #include "core/finalize.h"
+#include "core/memcost.h"
 
 /* ---- small helpers ---------------------------------------------------------- */
 
@@ -221,7 +222,7 @@ static sf_code announce(sf_proc *p, task *t, const sf_finalize_result *res, sf_e
   snprintf(id, sizeof id, "%s@%llu", j->staging_id, (unsigned long long)res->version);
   t->committed_at_ms = committed_at(j->dataset, res->version, j->staging_id);
   sf_segments_committed ev = {.event_id = id,
-                              .dataset_uri = e0->dataset_uri,
+                              .dataset_uri = (char *)j->dataset, /* canonical */
                               .index_name = e0->index_name,
                               .staging_id = j->staging_id,
                               .catalog_version = (int64_t)res->version,
@@ -388,6 +389,15 @@ void proc_send_dead_job(sf_proc *p, sf_job *j, task *reuse) {
   proc_q_push(&p->dead, t);
 }
 
+/* The heap bytes a dead letter on its way holds (its task and copies):
+ * counted in p->dead_bytes, part of the memory bound. */
+static size_t dead_cost(const task *t) {
+  const sf_shard_rejected *r = &t->rej;
+  return sf_mem_of(t) + sf_mem_of(r->reason) + sf_mem_of(r->message) +
+         sf_mem_of(r->staging_id) + sf_mem_of(r->shard_id) + sf_mem_of(r->source_topic) +
+         sf_mem_of(r->original_value);
+}
+
 /* One rejected message: copies what the dead letter needs. */
 void proc_send_dead_event(sf_proc *p, const rd_kafka_message_t *m, uint32_t gen,
                           sf_event_reason reason, const char *msg,
@@ -424,7 +434,7 @@ void proc_send_dead_event(sf_proc *p, const rd_kafka_message_t *m, uint32_t gen,
   if (m->len) memcpy(r->original_value, m->payload, m->len);
   t->ref = (sf_jobs_ref){.partition = m->partition, .gen = gen, .offset = m->offset};
   p->inflight_dead++;
-  p->dead_bytes += m->len;
+  p->dead_bytes += dead_cost(t);
   proc_q_push(&p->dead, t);
 }
 
@@ -675,7 +685,7 @@ void proc_drain_done(sf_proc *p) {
       dead_job_done(p, t);
     } else {
       p->inflight_dead--;
-      p->dead_bytes -= t->rej.original_value_len;
+      p->dead_bytes -= dead_cost(t);
       if (!t->rc) {
         sf_offsets_done(p->offs, t->ref.partition, t->ref.gen, t->ref.offset);
       } else {

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 
 #include "catalog_impl.h"
@@ -229,37 +230,102 @@ sf_code sf_catalog_validate(const sf_catalog *c, sf_err *err) {
   return rc;
 }
 
-/* ---- files --------------------------------------------------------------- */
+/* ---- the canonical form of a dataset ------------------------------------- */
+
+static int hexval(char c) {
+  return c >= '0' && c <= '9'   ? c - '0'
+         : c >= 'a' && c <= 'f' ? c - 'a' + 10
+         : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                : -1;
+}
+
+/* The path of a file: URI (RFC 8089) whose scheme the caller matched, s
+ * pointing after "file:": "///p", "//localhost/p" or "/p", percent-escapes
+ * decoded; malloc'd into *path. */
+static sf_code file_uri_path(const char *uri, const char *s, char **path, sf_err *err) {
+  if (!strncmp(s, "//", 2)) {
+    s += 2;
+    if (!strncasecmp(s, "localhost/", 10)) s += 9;
+    if (*s != '/')
+      return sf_err_set(err, SF_EINVAL,
+                        "dataset URI '%s' names another host or no absolute path: only "
+                        "local paths are supported (file:///data/ds)",
+                        uri);
+  } else if (*s != '/') {
+    return sf_err_set(
+        err, SF_EINVAL,
+        "dataset URI '%s' must name an absolute local path (file:///data/ds)", uri);
+  }
+  if (strpbrk(s, "?#"))
+    return sf_err_set(err, SF_EINVAL,
+                      "dataset URI '%s' has a query or fragment: a dataset is a path "
+                      "(write '?' as %%3F and '#' as %%23)",
+                      uri);
+  char *out = malloc(strlen(s) + 1), *w = out;
+  if (!out) return sf_err_set(err, SF_ENOMEM, "out of memory");
+  for (; *s; s++) {
+    if (*s != '%') {
+      *w++ = *s;
+      continue;
+    }
+    int hi = hexval(s[1]), lo = hi < 0 ? -1 : hexval(s[2]);
+    if (lo < 0 || (hi == 0 && lo == 0)) {
+      free(out);
+      return sf_err_set(err, SF_EINVAL,
+                        "dataset URI '%s' has a bad percent-escape (%%XX with two hex "
+                        "digits, not %%00)",
+                        uri);
+    }
+    *w++ = (char)(hi << 4 | lo);
+    s += 2;
+  }
+  *w = 0;
+  *path = out;
+  return SF_OK;
+}
+
+sf_code sf_catalog_dataset_path(const char *dataset, char **path, sf_err *err) {
+  *path = NULL;
+  if (!dataset || !*dataset) return sf_err_set(err, SF_EINVAL, "no dataset given");
+  if (!strncasecmp(dataset, "file:", 5))
+    return file_uri_path(dataset, dataset + 5, path, err);
+  if (strstr(dataset, "://"))
+    return sf_err_set(err, SF_EINVAL,
+                      "dataset '%s': only local paths and file:// URIs are supported",
+                      dataset);
+  if (!(*path = strdup(dataset))) return sf_err_set(err, SF_ENOMEM, "out of memory");
+  return SF_OK;
+}
 
 sf_code sf_catalog_resolve_dataset(const char *dataset, char **dir, sf_err *err) {
-  const char *p = dataset;
   *dir = NULL;
-  if (!p || !*p) return sf_err_set(err, SF_EINVAL, "no dataset given");
-  if (!strncmp(p, "file://", 7)) {
-    p += 7;
-    if (*p != '/')
-      return sf_err_set(err, SF_EINVAL,
-                        "dataset URI '%s' must name an absolute local path (file:///data/ds)",
-                        dataset);
-  } else if (strstr(p, "://")) {
-    return sf_err_set(err, SF_EINVAL, "dataset '%s': only local paths and file:// URIs are supported",
-                      dataset);
-  }
+  char *p = NULL;
+  sf_code rc = sf_catalog_dataset_path(dataset, &p, err);
+  if (rc) return rc;
   char *r = realpath(p, NULL);
-  if (!r)
-    return sf_err_errno(err,
-                        errno == ENOENT   ? SF_ENOTFOUND
-                        : errno == ENOMEM ? SF_ENOMEM
-                                          : SF_EIO,
-                        errno, "dataset %s", dataset);
+  int e = errno;
+  free(p);
+  if (!r) {
+    rc = sf_err_errno(err,
+                      e == ENOENT   ? SF_ENOTFOUND
+                      : e == ENOMEM ? SF_ENOMEM
+                                    : SF_EIO,
+                      e, "dataset %s", dataset);
+    errno = e; /* the cause, for callers that must tell whose fault it is */
+    return rc;
+  }
   struct stat st;
   if (stat(r, &st) || !S_ISDIR(st.st_mode)) {
     free(r);
-    return sf_err_set(err, SF_EINVAL, "dataset %s is not a directory", dataset);
+    rc = sf_err_set(err, SF_EINVAL, "dataset %s is not a directory", dataset);
+    errno = ENOTDIR;
+    return rc;
   }
   *dir = r;
   return SF_OK;
 }
+
+/* ---- files --------------------------------------------------------------- */
 
 void sf_catalog_version_name(uint64_t version, char *buf, size_t size) {
   snprintf(buf, size, "v%020" PRIu64 ".avro", version);

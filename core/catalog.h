@@ -99,10 +99,31 @@ sf_code sf_catalog_lock(const char *dir, int exclusive, int *fd, sf_err *err);
 
 /* ---- reading ------------------------------------------------------------ */
 
-/* The dataset (a directory, or a file:// URI naming one) as an absolute
- * directory path in a malloc'd string (caller frees). SF_ENOTFOUND when it
- * does not exist, SF_EINVAL for another kind of URI or a non-directory. */
+/* A dataset in its canonical form: the one spelling under which events are
+ * grouped into jobs, the catalog and gc find it, the CLI names it, and
+ * SegmentsCommitted announces it. Every spelling of one directory gives the
+ * same string:
+ *  - a local path (absolute; relative ones are taken from the working
+ *    directory), or a file: URI naming a local absolute path: file:///p,
+ *    file://localhost/p or file:/p (RFC 8089; the scheme in any case),
+ *    with its %XX escapes decoded; a URI with another host, a query or a
+ *    fragment, a bad escape or %00, or another scheme is SF_EINVAL;
+ *  - then realpath(3): absolute, every symbolic link, "." and ".." and
+ *    duplicate or trailing slash resolved. Links are resolved, not kept,
+ *    because two spellings through a link name the same files (staging
+ *    root, catalog, failed markers): grouped apart, they would build the
+ *    same staging id twice at once. The dataset roots of serve are
+ *    compared in this form too.
+ * It must exist and be a directory. Into *dir, malloc'd (caller frees).
+ * SF_ENOTFOUND when it does not exist, SF_EINVAL for a bad URI or a
+ * non-directory, SF_EIO for another failure of realpath(3), after which
+ * errno holds its cause (ENOTDIR, ELOOP, EACCES, ENOMEM, ...), so that a
+ * caller can tell whose fault it is. */
 sf_code sf_catalog_resolve_dataset(const char *dataset, char **dir, sf_err *err);
+
+/* The first step of the above alone: the local path a dataset names
+ * (file: URI decoded), not yet resolved; malloc'd into *path. */
+sf_code sf_catalog_dataset_path(const char *dataset, char **path, sf_err *err);
 
 /* The file name of a version ("v00000000000000000001.avro") into buf
  * (at least 32 bytes); and the reverse: 1 and *version when name is exactly

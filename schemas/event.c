@@ -45,6 +45,7 @@ static const char *const reason_names[SF_REASON_COUNT] = {
     [SF_REASON_JOB_TIMEOUT] = "JOB_TIMEOUT",
     [SF_REASON_JOB_FAILED] = "JOB_FAILED",
     [SF_REASON_COMMIT_CONFLICT] = "COMMIT_CONFLICT",
+    [SF_REASON_COMMITTED_CONFLICT] = "COMMITTED_CONFLICT",
 };
 
 const char *sf_event_reason_name(sf_event_reason r) {

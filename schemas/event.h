@@ -56,6 +56,7 @@ typedef enum sf_event_reason {
   SF_REASON_JOB_TIMEOUT,        /* the job was not complete within the timeout */
   SF_REASON_JOB_FAILED,         /* another event of the job failed it */
   SF_REASON_COMMIT_CONFLICT,    /* the commit lost to an incompatible one */
+  SF_REASON_COMMITTED_CONFLICT, /* contradicts a job already committed */
   SF_REASON_COUNT
 } sf_event_reason;
 

@@ -712,6 +712,59 @@ static void test_a_file_uri_names_the_same_dataset(void **state) {
   assert_int_equal(sf_catalog_open_latest("file://relative", &c, &err), SF_EINVAL);
 }
 
+/* Every spelling of one directory resolves to one string: the key of its
+ * jobs, the dataset gc and finalize open, the one SegmentsCommitted names. */
+static void every_spelling_of_a_dataset_resolves_to_one_canonical_form(void **state) {
+  (void)state;
+  char base[4096], ds[4200], link[4200], spaced[4200];
+  snprintf(base, sizeof base, "%s", tu_tmpdir("cat-canon"));
+  snprintf(ds, sizeof ds, "%s/ds", base);
+  snprintf(spaced, sizeof spaced, "%s/my ds%%", base);
+  snprintf(link, sizeof link, "%s/link", base);
+  assert_int_equal(sf_fs_mkdirs(ds, NULL), SF_OK);
+  assert_int_equal(sf_fs_mkdirs(spaced, NULL), SF_OK);
+  assert_int_equal(symlink("ds", link), 0);
+  char *want = realpath(ds, NULL);
+  assert_non_null(want);
+  const char *forms[] = {"%s/ds",          "%s/ds/",          "%s//ds//",
+                         "%s/./ds/.",      "%s/ds/../ds",     "file://%s/ds",
+                         "file://%s/ds/",  "FILE://%s/ds",    "file://localhost%s/ds",
+                         "file:%s/ds",     "file://%s/d%%73", "%s/link",
+                         "file://%s/link/"};
+  for (size_t i = 0; i < sizeof forms / sizeof forms[0]; i++) {
+    char spelled[9000], *dir = NULL;
+    sf_err err = {0};
+    snprintf(spelled, sizeof spelled, forms[i], base);
+    if (sf_catalog_resolve_dataset(spelled, &dir, &err))
+      fail_msg("%s: %s", spelled, err.msg);
+    if (strcmp(dir, want)) fail_msg("%s gives %s, not %s", spelled, dir, want);
+    free(dir);
+  }
+  /* percent-escapes are decoded in URIs only; a path is taken as it is */
+  char uri[9000], *dir = NULL;
+  snprintf(uri, sizeof uri, "file://%s/my%%20ds%%25", base);
+  assert_int_equal(sf_catalog_resolve_dataset(uri, &dir, NULL), SF_OK);
+  char *want2 = realpath(spaced, NULL);
+  assert_string_equal(dir, want2);
+  free(dir);
+  assert_int_equal(sf_catalog_resolve_dataset(spaced, &dir, NULL), SF_OK);
+  assert_string_equal(dir, want2);
+  free(dir);
+  free(want2);
+  free(want);
+  const char *bad[] = {"file://otherhost%s/ds", "file://%s/ds?x=1", "file://%s/ds#f",
+                       "file://%s/d%%7",        "file://%s/d%%00",  "file:ds",
+                       "hdfs://%s/ds"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    char spelled[9000];
+    sf_err err = {0};
+    snprintf(spelled, sizeof spelled, bad[i], base);
+    if (sf_catalog_resolve_dataset(spelled, &dir, &err) != SF_EINVAL)
+      fail_msg("%s was accepted or failed otherwise: %s", spelled, err.msg);
+    assert_null(dir);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_a_commit_creates_version_one_with_every_field_and_keeps_the_quantizer),
@@ -729,6 +782,7 @@ int main(void) {
       cmocka_unit_test(test_a_commit_checks_its_files_under_the_lock),
       cmocka_unit_test(test_version_names_parse_only_exactly),
       cmocka_unit_test(test_a_file_uri_names_the_same_dataset),
+      cmocka_unit_test(every_spelling_of_a_dataset_resolves_to_one_canonical_form),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -244,6 +244,13 @@ static const bad_case cases[] = {
     {"a bitmap header claiming a million containers is an invalid field",
      SF_REASON_INVALID_FIELD, "expected_fragments", F_EXPECTED, STR,
      S("\x3a\x30\x00\x00\x40\x42\x0f\x00")},
+    {"an array container of unsorted fragments (5, 1, 3) is an invalid field",
+     SF_REASON_INVALID_FIELD, "not strictly increasing", F_FRAGMENTS, STR,
+     S("\x3a\x30\x00\x00\x01\x00\x00\x00\x00\x00\x02\x00\x10\x00\x00\x00\x05\x00"
+       "\x01\x00\x03\x00")},
+    {"a run container whose runs overlap is an invalid field", SF_REASON_INVALID_FIELD,
+     "overlap", F_EXPECTED, STR,
+     S("\x3b\x30\x00\x00\x01\x00\x00\x0b\x00\x02\x00\x00\x00\x07\x00\x04\x00\x03\x00")},
     {"empty fragment bytes are an invalid field", SF_REASON_INVALID_FIELD, "fragments",
      F_FRAGMENTS, STR, S("")},
     {"an empty fragment set is an invalid field", SF_REASON_INVALID_FIELD, "empty",

@@ -74,9 +74,10 @@ static sf_event_reason open_dataset(const char *dataset) {
   sf_shard_staged e = event(dataset, "job", "s0.sfshard");
   sf_event_reason reason = SF_REASON_NONE;
   sf_err err = {0};
-  char *dir = NULL;
-  sf_code rc = sf_intake_open(NULL, &e, &dir, &reason, &err);
-  free(dir);
+  char *owned = NULL;
+  const char *dir = sf_intake_dataset(NULL, &e, &owned, &reason, &err);
+  sf_code rc = dir ? sf_intake_open(NULL, dir, &e, &reason, &err) : err.code;
+  free(owned);
   assert_int_not_equal(rc, SF_OK);
   assert_true(err.msg[0] != '\0');
   return reason;
@@ -213,9 +214,10 @@ static sf_event_reason open_in_roots(sf_intake *in, const char *dataset, char *m
   sf_shard_staged e = event(dataset, "job", "s0.sfshard");
   sf_event_reason reason = SF_REASON_NONE;
   sf_err err = {0};
-  char *dir = NULL;
-  sf_code rc = sf_intake_open(in, &e, &dir, &reason, &err);
-  free(dir);
+  char *owned = NULL;
+  const char *dir = sf_intake_dataset(in, &e, &owned, &reason, &err);
+  sf_code rc = dir ? sf_intake_open(in, dir, &e, &reason, &err) : err.code;
+  free(owned);
   snprintf(msg, SF_ERR_MSG_MAX, "%s", rc ? err.msg : "");
   return reason;
 }
@@ -299,6 +301,43 @@ static void with_roots_a_link_out_of_a_served_dataset_is_a_path_escape(void **st
   sf_intake_free(in);
 }
 
+/* The key of an event's job: every spelling of the dataset gives the
+ * canonical string, through the cache or without one. */
+static void every_spelling_of_a_dataset_keys_one_job(void **state) {
+  fx *f = fx_new();
+  char *want = realpath(f->ds, NULL);
+  char forms[4][4200];
+  snprintf(forms[0], sizeof forms[0], "%s", f->ds);
+  snprintf(forms[1], sizeof forms[1], "file://%s", f->ds);
+  snprintf(forms[2], sizeof forms[2], "%s/", f->ds);
+  snprintf(forms[3], sizeof forms[3], "%s/_indices/..", f->ds);
+  for (int round = 0; round < 2; round++) /* the second from the cache */
+    for (int i = 0; i < 4; i++) {
+      sf_shard_staged e = event(forms[i], "job", "s0.sfshard");
+      sf_event_reason reason = SF_REASON_NONE;
+      sf_err err = {0};
+      char *owned = NULL, *none = NULL;
+      const char *ds = sf_intake_dataset(f->in, &e, &owned, &reason, &err);
+      if (!ds) fail_msg("%s: %s", forms[i], err.msg);
+      assert_string_equal(ds, want);
+      assert_null(owned); /* borrowed from the cache */
+      ds = sf_intake_dataset(NULL, &e, &none, &reason, &err);
+      assert_string_equal(ds, want);
+      assert_ptr_equal(ds, none); /* without a cache: the caller's */
+      free(none);
+    }
+  char other[4200];
+  snprintf(other, sizeof other, "file://elsewhere%s", f->ds);
+  sf_shard_staged e = event(other, "job", "s0.sfshard");
+  sf_event_reason reason = SF_REASON_NONE;
+  sf_err err = {0};
+  char *owned = NULL;
+  assert_null(sf_intake_dataset(f->in, &e, &owned, &reason, &err));
+  EXPECT_REASON(reason, SF_REASON_INVALID_FIELD);
+  free(want);
+  fx_free(f);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(a_dataset_below_a_regular_file_is_missing),
@@ -314,6 +353,7 @@ int main(void) {
       cmocka_unit_test(an_unreadable_shard_file_is_the_events_fault),
       cmocka_unit_test(a_shard_file_that_is_not_a_shard_is_a_corrupt_file),
       cmocka_unit_test(with_roots_a_link_out_of_a_served_dataset_is_a_path_escape),
+      cmocka_unit_test(every_spelling_of_a_dataset_keys_one_job),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -208,6 +208,20 @@ static void a_random_order_of_completions_matches_a_model(void **state) {
   sf_offsets_free(o);
 }
 
+/* The memory bound counts pending offsets, not arrays left at their
+ * high-water mark once the offsets are done. */
+static void pending_offsets_are_counted_for_the_memory_bound(void **state) {
+  uint32_t gen;
+  sf_offsets *o = fresh(0, &gen);
+  for (int64_t i = 0; i < 1000; i++) track(o, 0, i);
+  assert_int_equal(sf_offsets_bytes(o), 1000 * 32);
+  for (int64_t i = 0; i < 1000; i += 2) sf_offsets_done(o, 0, gen, i);
+  assert_int_equal(sf_offsets_bytes(o), 500 * 32);
+  for (int64_t i = 1; i < 1000; i += 2) sf_offsets_done(o, 0, gen, i);
+  assert_int_equal(sf_offsets_bytes(o), 0);
+  sf_offsets_free(o);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(a_partition_with_nothing_read_has_no_watermark),
@@ -220,6 +234,7 @@ int main(void) {
       cmocka_unit_test(only_watermarks_that_moved_are_reported_for_commit),
       cmocka_unit_test(a_seek_back_keeps_the_pending_set_in_order),
       cmocka_unit_test(a_random_order_of_completions_matches_a_model),
+      cmocka_unit_test(pending_offsets_are_counted_for_the_memory_bound),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

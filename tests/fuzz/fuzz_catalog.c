@@ -22,6 +22,7 @@
 
 #include "core/catalog_impl.h"
 #include "core/fragset.h"
+#include "fuzz_sound.h"
 
 static uint8_t *header; /* a real container header, through its sync marker */
 static size_t header_len;
@@ -101,10 +102,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   sf_catalog c = {0}, again = {0};
   sf_err err = {0};
   if (sf_catalog_decode(in, len, "fuzz", &c, &err) == SF_OK) {
+    for (size_t i = 0; i < c.nix; i++)
+      for (size_t k = 0; k < c.ix[i].nsegs; k++)
+        fuzz_check_bitmap(c.ix[i].segs[k].info.fragments, "fuzz_catalog");
     size_t n2;
     uint8_t *out = write_mem(&c, &n2);
     if (sf_catalog_decode(out, n2, "again", &again, &err)) {
-      fprintf(stderr, "fuzz_catalog: a written version does not read back: %s\n", err.msg);
+      fprintf(stderr, "fuzz_catalog: a written version does not read back: %s\n",
+              err.msg);
       abort();
     }
     char *a = describe(&c), *b = describe(&again);

@@ -4,8 +4,9 @@
  * Every input is decoded twice, by the hand-written ShardStaged reader and
  * by avro-c (SF_DECODE_NO_FAST_PATH); the two must agree on the code and
  * the reason, and on the event when both accept it. An accepted event must
- * also survive a round trip through the encoder unchanged. Any disagreement
- * aborts, so the fuzzer reports it as a finding.
+ * also survive a round trip through the encoder unchanged, and its
+ * fragment bitmaps must behave as the sets of their values (fuzz_sound.h). Any
+ * disagreement aborts, so the fuzzer reports it as a finding.
  *
  * The first byte picks the framing, so that mutations reach the datum
  * rather than dying on an unknown fingerprint: 0 takes the rest as a whole
@@ -23,6 +24,7 @@
 #include <string.h>
 
 #include "consumer/event_decode.h"
+#include "fuzz_sound.h"
 #include "producer/event_encode.h"
 #include "schemas/schema.h"
 
@@ -103,6 +105,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   }
   if (cx == SF_OK) {
     if (!same(&x, &y)) die("the two readers decode different events", NULL);
+    if (x.type == SF_EVENT_SHARD_STAGED) {
+      fuzz_check_bitmap(x.u.staged.fragments, "fuzz_event fragments");
+      fuzz_check_bitmap(x.u.staged.expected_fragments, "fuzz_event expected_fragments");
+    } else if (x.type == SF_EVENT_SEGMENTS_COMMITTED) {
+      for (size_t i = 0; i < x.u.committed.num_segments; i++)
+        fuzz_check_bitmap(x.u.committed.segments[i].fragments, "fuzz_event segment");
+    }
     uint8_t *b;
     size_t len;
     sf_event z;

@@ -24,6 +24,7 @@
 #include "core/crc32c.h"
 #include "core/fragset.h"
 #include "core/segfile.h"
+#include "fuzz_sound.h"
 
 static uint32_t g32(const uint8_t *p) {
   return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
@@ -82,6 +83,7 @@ static void read_everything(const char *path) {
     sf_seg_close(m);
   }
   if (rc) return;
+  fuzz_check_bitmap(sf_seg_fragments(r), "fuzz_segfile");
   (void)sf_seg_verify(r, &err);
   sf_seg_scratch *s = sf_seg_scratch_new();
   const sf_seg_params *p = sf_seg_get_params(r);
