@@ -270,6 +270,57 @@ typedef struct sf_catalog_commit_result {
 sf_code sf_catalog_commit(const sf_catalog_commit_req *req, sf_catalog_commit_result *res,
                           sf_err *err);
 
+/* ---- committing a compaction ---------------------------------------------
+ *
+ * A compaction merges committed segments of one index into one (core/
+ * compact.h builds it); its commit is one new version in which exactly
+ * those segments are replaced by the merged one, at the place of the first
+ * of them. Nothing else changes: no job is added, and the job records (the
+ * window and the archive) are history that does not name live segments, so
+ * every job committed before stays recognised, whichever segments now hold
+ * its rows. The merged segment's staging_id is its own id (the compaction's
+ * id), and its shard_ids are empty: its inputs' lists would grow with every
+ * merge. */
+typedef struct sf_catalog_compaction_req {
+  const char *dataset;    /* directory or file:// URI */
+  const char *index_name; /* the index whose segments were merged */
+  /* The segment ids swapped out (borrowed, distinct, at least one). */
+  const char *const *inputs;
+  size_t ninputs;
+  /* The merged segment (borrowed): path "segments/<file name>", a file of
+   * `bytes` bytes; its fragments must equal the union of the inputs', its
+   * rows their sum, its parameters the index's. */
+  const sf_seginfo *merged;
+  unsigned max_attempts; /* races lost before SF_ECONFLICT; 0 = 32 */
+} sf_catalog_compaction_req;
+
+typedef struct sf_catalog_compaction_result {
+  uint64_t version;  /* the version in which the merged segment replaced them */
+  int already;       /* 1: done before (a re-run); nothing was written */
+  unsigned attempts; /* 1 unless races were lost */
+} sf_catalog_compaction_result;
+
+/* Commits a compaction with the same order and retries as sf_catalog_commit
+ * (shared lock; the merged file checked under it; put-if-absent link).
+ * Refusals change nothing:
+ *   SF_ECONFLICT - an input is no longer in the newest version (another
+ *                  compaction or a replace swapped it out first): the merge
+ *                  is stale, the caller discards it and gc removes its file
+ *                  once no intent protects it; or max_attempts races were
+ *                  lost;
+ *   SF_ENOTFOUND - the index does not exist;
+ *   SF_EMISMATCH - the merged segment's fragments, rows or parameters are
+ *                  not its inputs' (naming what differs), or its file is
+ *                  missing or of another size;
+ *   SF_EEXIST    - the merged segment's id or path is already in the
+ *                  catalog;
+ *   SF_EINVAL    - a malformed request.
+ * A re-run after the version was published (the inputs are gone and the
+ * merged segment is in the index) returns SF_OK with `already`. The fault
+ * points of sf_catalog_commit apply. */
+sf_code sf_catalog_commit_compaction(const sf_catalog_compaction_req *req,
+                                     sf_catalog_compaction_result *res, sf_err *err);
+
 /* ---- intents: builds that will commit, visible to gc --------------------
  *
  * The invariant: no published version names a file that is not there, and
@@ -280,9 +331,10 @@ sf_code sf_catalog_commit(const sf_catalog_commit_req *req, sf_catalog_commit_re
  * and reused, long before its commit, and nothing in segments/ says that a
  * commit will name it (an old mtime says nothing either).
  *
- * So a builder (sf_finalize; any future writer of segments that it will
- * commit, such as compaction) declares the segment files it will write or
- * reuse before it looks at any of them: an intent is a file in
+ * So a builder (sf_finalize, sf_compact_run) declares the segment files it
+ * will write or reuse - and any committed segment it will read, which a
+ * replace and gc could otherwise take from under it - before it looks at
+ * any of them: an intent is a file in
  * <dataset>/_indices/_intents/ listing those paths, on which the builder
  * holds an exclusive flock for as long as it lives. It is made under the
  * shared catalog lock, written under a temporary name, locked, and renamed

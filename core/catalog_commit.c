@@ -28,7 +28,8 @@
  * file (gc removes it after an hour) or chunks no version names (gc removes
  * them after its grace period); after 5, N+1 is complete.
  *
- * Steps 2, 5 and 6 are every commit's (sf_catalog_commit_loop).
+ * Steps 2, 5 and 6 are every commit's (sf_catalog_commit_loop); a
+ * compaction (catalog_compaction.c) brings its own step 3.
  */
 #include <errno.h>
 #include <fcntl.h>

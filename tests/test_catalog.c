@@ -968,6 +968,79 @@ static void test_a_format_1_version_opens_and_its_next_commit_converts_it(void *
   sf_catalog_free(c);
 }
 
+/* ---- the compaction commit ------------------------------------------------- */
+
+static sf_code compact_commit(const fx *f, const char **inputs, size_t n, const char *id,
+                              const char *frags, uint64_t rows,
+                              sf_catalog_compaction_result *res, sf_err *err) {
+  sf_seginfo m;
+  make_seg(f, &m, id, frags, 64);
+  m.num_rows = rows;
+  sf_catalog_compaction_req r = {.dataset = f->ds, .index_name = "idx", .inputs = inputs,
+                                 .ninputs = n, .merged = &m};
+  sf_code rc = sf_catalog_commit_compaction(&r, res, err);
+  sf_seginfo_clear(&m);
+  return rc;
+}
+
+static void test_a_compaction_swaps_exactly_its_inputs_or_nothing(void **state) {
+  (void)state;
+  fx f;
+  fx_init(&f, "cat-compact");
+  sf_err err = {0};
+  char job[32], seg[32], frag[16];
+  for (int i = 0; i < 8; i++) { /* 16 rows each (64-byte dummies) */
+    snprintf(job, sizeof job, "job-%d", i);
+    snprintf(seg, sizeof seg, "seg-%d", i);
+    snprintf(frag, sizeof frag, "%d", i);
+    assert_int_equal(commit_w(&f, job, seg, frag, 2, 3, NULL, &err), SF_OK);
+  }
+  sf_catalog_compaction_result res;
+  const char *in[] = {"seg-2", "seg-3", "seg-4"};
+  /* What the merge must hold is checked against the inputs. */
+  assert_int_equal(compact_commit(&f, in, 3, "m1", "2-3", 48, &res, &err), SF_EMISMATCH);
+  assert_non_null(strstr(err.msg, "4"));
+  assert_int_equal(compact_commit(&f, in, 3, "m1", "2-4", 47, &res, &err), SF_EMISMATCH);
+  assert_int_equal(compact_commit(&f, in, 3, "seg-7", "2-4", 48, &res, &err), SF_EEXIST);
+  const char *dup[] = {"seg-2", "seg-2"};
+  assert_int_equal(compact_commit(&f, dup, 2, "m1", "2", 32, &res, &err), SF_EINVAL);
+  assert_int_equal(latest_version(&f), 8);
+  /* The merge replaces exactly its inputs, where the first of them was. */
+  assert_int_equal(compact_commit(&f, in, 3, "m1", "2-4", 48, &res, &err), SF_OK);
+  assert_int_equal(res.version, 9);
+  assert_false(res.already);
+  sf_catalog *c;
+  assert_int_equal(sf_catalog_open_latest(f.ds, &c, &err), SF_OK);
+  const sf_catalog_index *ix = sf_catalog_find_index(c, "idx");
+  const char *want[] = {"seg-0", "seg-1", "m1", "seg-5", "seg-6", "seg-7"};
+  assert_int_equal(ix->nsegs, 6);
+  for (size_t i = 0; i < 6; i++) assert_string_equal(ix->segs[i].info.segment_id, want[i]);
+  assert_string_equal(ix->segs[2].staging_id, "m1");
+  assert_int_equal(ix->segs[2].info.num_shards, 0);
+  assert_int_equal(ix->segs[2].added_in, 9);
+  assert_int_equal(sf_catalog_num_jobs_total(c), 8); /* no job added */
+  /* Jobs whose segments the merge swapped out, in the archive or the
+   * window, are still committed as they were. */
+  assert_job(c, "job-2", 3, "seg-2");
+  assert_job(c, "job-7", 8, "seg-7");
+  sf_catalog_free(c);
+  /* Again: done before. */
+  assert_int_equal(compact_commit(&f, in, 3, "m1", "2-4", 48, &res, &err), SF_OK);
+  assert_true(res.already);
+  assert_int_equal(res.version, 9);
+  /* A merge of an input another merge took first is stale. */
+  const char *late[] = {"seg-4", "seg-5"};
+  assert_int_equal(compact_commit(&f, late, 2, "m2", "4-5", 32, &res, &err), SF_ECONFLICT);
+  assert_non_null(strstr(err.msg, "seg-4"));
+  assert_int_equal(latest_version(&f), 9);
+  /* Redelivered jobs after the compaction: no-ops. */
+  sf_catalog_commit_result cres;
+  assert_int_equal(commit_w(&f, "job-3", "seg-3", "3", 2, 3, &cres, &err), SF_OK);
+  assert_true(cres.already);
+  assert_int_equal(cres.version, 4);
+  assert_int_equal(latest_version(&f), 9);
+}
+
 static void test_version_names_parse_only_exactly(void **state) {
   (void)state;
   uint64_t v;
@@ -1017,6 +1090,7 @@ int main(void) {
       cmocka_unit_test(test_a_chunk_that_does_not_read_is_an_error_never_a_new_job),
       cmocka_unit_test(test_a_chunk_swapped_for_another_is_refused_by_its_name),
       cmocka_unit_test(test_a_format_1_version_opens_and_its_next_commit_converts_it),
+      cmocka_unit_test(test_a_compaction_swaps_exactly_its_inputs_or_nothing),
       cmocka_unit_test(test_version_names_parse_only_exactly),
       cmocka_unit_test(test_a_file_uri_names_the_same_dataset),
   };
