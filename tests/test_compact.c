@@ -257,9 +257,22 @@ static void a_merge_answers_every_query_exactly_as_its_inputs_did(void **state) 
   assert_memory_equal(after, before, sizeof before);
   assert_memory_equal(sa, sb, sizeof sb);
 
-  /* Then all of them, the merge included: still the same answers. */
+  /* Then all of them, the merge included: still the same answers. This
+   * merge takes its slot of the process's build budget. */
+  sf_build_budget *budget;
+  assert_int_equal(sf_build_budget_new(1, &budget, &err), SF_OK);
   sf_compact_result res2;
-  assert_int_equal(compact(&f, now, m, &res2, &err), SF_OK);
+  sf_compact_req all = {.dataset = f.ds,
+                        .index_name = "idx",
+                        .segment_ids = (const char *const *)now,
+                        .nsegments = m,
+                        .build = {.budget = budget}};
+  assert_int_equal(sf_compact_run(&all, &res2, &err), SF_OK);
+  sf_build_budget_stats bs;
+  sf_build_budget_get_stats(budget, &bs);
+  assert_int_equal(bs.acquired, 1);
+  assert_int_equal(bs.running, 0);
+  sf_build_budget_free(budget);
   assert_int_equal(res2.merged.num_rows, JOBS * RPF);
   search_all(&f, after, sa);
   assert_memory_equal(after, brute, sizeof brute);
