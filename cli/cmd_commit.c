@@ -301,8 +301,9 @@ static void print_text(const sf_catalog *c, const uint64_t *v, size_t nv, const 
   printf("dataset   %s\n", sf_catalog_dataset(c));
   printf("versions  %zu on disk, %" PRIu64 "..%" PRIu64 "\n", nv, nv ? v[0] : 0,
          nv ? v[nv - 1] : 0);
-  printf("version   %" PRIu64 "  created %s  %zu indexes, %zu jobs committed\n",
-         sf_catalog_version(c), when, sf_catalog_num_indexes(c), sf_catalog_num_jobs(c));
+  printf("version   %" PRIu64 "  created %s  %zu indexes, %" PRIu64 " jobs committed\n",
+         sf_catalog_version(c), when, sf_catalog_num_indexes(c),
+         sf_catalog_num_jobs_total(c));
   for (size_t i = 0; i < sf_catalog_num_indexes(c); i++) {
     const sf_catalog_index *ix = sf_catalog_index_at(c, i);
     if (only && strcmp(only, ix->name)) continue;

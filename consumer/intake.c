@@ -302,7 +302,8 @@ sf_code sf_intake_open(void *ctx, const char *dir, const sf_shard_staged *ev,
   sf_catalog *c = NULL;
   sf_err ce = {0};
   if (!sf_catalog_open_latest(dir, &c, &ce)) {
-    int held = sf_catalog_find_job(c, ev->staging_id) != NULL;
+    int held = 0;
+    if (sf_catalog_lookup_job(c, ev->staging_id, NULL, &held, NULL)) held = 0;
     sf_catalog_free(c);
     if (held) return SF_EEXIST;
   }

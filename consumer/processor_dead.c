@@ -79,8 +79,10 @@ static sf_code publish_rejected(sf_proc *p, const sf_shard_rejected *r, sf_err *
 
 static int catalog_holds(const char *dataset, const char *staging_id) {
   sf_catalog *c = NULL;
-  int held =
-      !sf_catalog_open_latest(dataset, &c, NULL) && sf_catalog_find_job(c, staging_id);
+  int held = 0;
+  if (!sf_catalog_open_latest(dataset, &c, NULL) &&
+      sf_catalog_lookup_job(c, staging_id, NULL, &held, NULL))
+    held = 0;
   sf_catalog_free(c);
   return held;
 }

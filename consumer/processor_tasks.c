@@ -190,8 +190,11 @@ static int64_t committed_at(const char *dataset, uint64_t version,
   sf_catalog *c = NULL;
   int64_t at = proc_wall_ms();
   if (!sf_catalog_open_version(dataset, version, &c, NULL)) {
-    const sf_catalog_job *cj = sf_catalog_find_job(c, staging_id);
-    if (cj) at = (int64_t)cj->committed_at_ms;
+    sf_catalog_job cj;
+    int found = 0;
+    if (!sf_catalog_lookup_job(c, staging_id, &cj, &found, NULL) && found)
+      at = (int64_t)cj.committed_at_ms;
+    sf_catalog_job_clear(&cj);
   }
   sf_catalog_free(c);
   return at;

@@ -108,31 +108,39 @@ static const char *params_differ(const sf_seg_params *a, const sf_seg_params *b)
   return NULL;
 }
 
+/* What the plan's inputs are called in messages: shards of a job, or the
+ * committed segments a compaction merges. */
+static const char *noun(const sf_plan *p) {
+  return p->input_kind == SF_SEG_KIND_SEGMENT ? "segment" : "shard";
+}
+
 /* Opens the segment's shards and checks that each file is still the shard
  * the plan was made from: a file replaced between plan and build must not
- * slip into a segment under the planned name. */
+ * slip into a segment under the planned name. (A compaction's inputs are
+ * segments, of kind SF_SEG_KIND_SEGMENT: the plan says which kind.) */
 static sf_code open_shards(job *j, sf_err *err) {
   const sf_plan *p = j->r->plan;
+  sf_seg_kind want = p->input_kind ? p->input_kind : SF_SEG_KIND_SHARD;
   for (size_t k = 0; k < j->seg->count; k++) {
     const sf_plan_shard *s = &p->shards[j->seg->first + k];
     sf_code rc = sf_seg_open(s->path, &j->src[k], err);
     if (rc) {
-      sf_err_prefix(err, "shard '%s'", s->shard_id);
+      sf_err_prefix(err, "%s '%s'", noun(p), s->shard_id);
       return rc;
     }
     const sf_seg_params *fp = sf_seg_get_params(j->src[k]);
     const char *field = params_differ(fp, &p->params);
-    if (fp->kind != SF_SEG_KIND_SHARD) field = "kind";
+    if (fp->kind != want) field = "kind";
     if (field)
       return sf_err_set(err, SF_EMISMATCH,
-                        "shard '%s' (%s): its %s differs from the plan's; "
+                        "%s '%s' (%s): its %s differs from the plan's; "
                         "the file changed after planning, plan again",
-                        s->shard_id, s->path, field);
+                        noun(p), s->shard_id, s->path, field);
     if (!roaring_bitmap_equals(sf_seg_fragments(j->src[k]), s->fragments))
       return sf_err_set(err, SF_EMISMATCH,
-                        "shard '%s' (%s): its fragments differ from the "
+                        "%s '%s' (%s): its fragments differ from the "
                         "plan's; the file changed after planning, plan again",
-                        s->shard_id, s->path);
+                        noun(p), s->shard_id, s->path);
   }
   j->params = *sf_seg_get_params(j->src[0]);
   j->params.kind = SF_SEG_KIND_SEGMENT;
@@ -158,7 +166,7 @@ static sf_code remap_shards(job *j, sf_err *err) {
     sf_seg_reader *old = j->src[k], *fresh;
     sf_code rc = sf_seg_open(s->path, &fresh, err);
     if (rc) {
-      sf_err_prefix(err, "shard '%s'", s->shard_id);
+      sf_err_prefix(err, "%s '%s'", noun(p), s->shard_id);
       return rc;
     }
     int same = sf_seg_file_bytes(fresh) == sf_seg_file_bytes(old) &&
@@ -171,9 +179,9 @@ static sf_code remap_shards(job *j, sf_err *err) {
     j->src[k] = fresh;
     if (!same)
       return sf_err_set(err, SF_EMISMATCH,
-                        "shard '%s' (%s) was replaced while being copied; "
-                        "shard files must not change once staged",
-                        s->shard_id, s->path);
+                        "%s '%s' (%s) was replaced while being copied; "
+                        "its file must not change once written",
+                        noun(p), s->shard_id, s->path);
   }
   return SF_OK;
 }
@@ -251,9 +259,9 @@ static sf_code write_segment(job *j, uint64_t *rows, sf_err *err) {
       if (rc) {
         sf_seg_writer_abort(w);
         {
-          sf_err_prefix(err, "segment %s, shard '%s', partition %" PRIu32,
-                        j->seg->segment_id, r->plan->shards[j->seg->first + k].shard_id,
-                        p);
+          sf_err_prefix(err, "segment %s, %s '%s', partition %" PRIu32,
+                        j->seg->segment_id, noun(r->plan),
+                        r->plan->shards[j->seg->first + k].shard_id, p);
           return rc;
         }
       }

@@ -46,11 +46,19 @@ void sf_catalog_job_clear(sf_catalog_job *j) {
   memset(j, 0, sizeof *j);
 }
 
+void sf_catalog_chunk_ref_clear(sf_catalog_chunk_ref *r) {
+  if (!r) return;
+  free(r->name);
+  memset(r, 0, sizeof *r);
+}
+
 void sf_catalog_clear(sf_catalog *c) {
   for (size_t i = 0; i < c->nix; i++) sf_catalog_index_clear(&c->ix[i]);
   for (size_t i = 0; i < c->njobs; i++) sf_catalog_job_clear(&c->jobs[i]);
+  for (size_t i = 0; i < c->narchive; i++) sf_catalog_chunk_ref_clear(&c->archive[i]);
   free(c->ix);
   free(c->jobs);
+  free(c->archive);
   free(c->dataset);
   memset(c, 0, sizeof *c);
 }
@@ -171,12 +179,12 @@ static sf_code check_index(const sf_catalog *c, const sf_catalog_index *ix, sf_e
   return rc;
 }
 
-static sf_code check_job(const sf_catalog *c, const sf_catalog_job *j, sf_err *err) {
+sf_code sf_catalog_check_job(const sf_catalog_job *j, uint64_t newest, sf_err *err) {
   sf_code rc;
   if ((rc = sf_catalog_check_id("staging_id", j->staging_id, err)) ||
       (rc = sf_catalog_check_id("index_name", j->index_name, err)))
     return rc;
-  if (j->version < 1 || j->version > c->version || j->nsegment_ids > SF_CATALOG_MAX_SEGMENTS)
+  if (j->version < 1 || j->version > newest || j->nsegment_ids > SF_CATALOG_MAX_SEGMENTS)
     return sf_err_set(err, SF_EINVAL, "version or segment count out of range");
   for (size_t k = 0; k < j->nsegment_ids; k++)
     if ((rc = sf_catalog_check_id("segment_ids[]", j->segment_ids[k], err))) return rc;
@@ -212,14 +220,15 @@ static sf_code check_unique(const sf_catalog *c, sf_err *err) {
 sf_code sf_catalog_validate(const sf_catalog *c, sf_err *err) {
   sf_code rc = SF_OK;
   if (c->version < 1 || c->version > INT64_MAX || c->nix > SF_CATALOG_MAX_INDEXES ||
-      c->njobs > SF_CATALOG_MAX_JOBS)
+      c->njobs > SF_CATALOG_MAX_JOBS || c->narchive > SF_CATALOG_MAX_JOBS)
     rc = sf_err_set(err, SF_EINVAL, "version, index count or job count out of range");
   for (size_t i = 0; i < c->nix && !rc; i++)
     if ((rc = check_index(c, &c->ix[i], err)))
       sf_err_prefix(err, "index %s", c->ix[i].name ? c->ix[i].name : "?");
   for (size_t i = 0; i < c->njobs && !rc; i++)
-    if ((rc = check_job(c, &c->jobs[i], err)))
+    if ((rc = sf_catalog_check_job(&c->jobs[i], c->version, err)))
       sf_err_prefix(err, "job %s", c->jobs[i].staging_id ? c->jobs[i].staging_id : "?");
+  if (!rc) rc = sf_catalog_check_archive(c, err);
   if (!rc) rc = check_unique(c, err);
   /* A version that breaks a rule is a damaged (or forged) file when read,
    * and a bug when about to be written: either way not the caller's input. */
@@ -497,10 +506,16 @@ const sf_catalog_index *sf_catalog_find_index(const sf_catalog *c, const char *n
   return NULL;
 }
 
-const sf_catalog_job *sf_catalog_find_job(const sf_catalog *c, const char *staging_id) {
-  for (size_t i = 0; i < c->njobs; i++)
-    if (!strcmp(c->jobs[i].staging_id, staging_id)) return &c->jobs[i];
-  return NULL;
+size_t sf_catalog_num_archive_chunks(const sf_catalog *c) { return c->narchive; }
+
+const char *sf_catalog_archive_chunk_name(const sf_catalog *c, size_t i) {
+  return i < c->narchive ? c->archive[i].name : NULL;
+}
+
+uint64_t sf_catalog_num_jobs_total(const sf_catalog *c) {
+  uint64_t n = c->njobs;
+  for (size_t i = 0; i < c->narchive; i++) n += c->archive[i].count;
+  return n;
 }
 
 char *sf_catalog_segment_path(const sf_catalog *c, const sf_catalog_segment *s) {
@@ -609,11 +624,25 @@ json_t *sf_catalog_describe_json(const sf_catalog *c, const char *index_name) {
   for (size_t i = 0; !bad && i < c->njobs; i++)
     if (!index_name || !strcmp(index_name, c->jobs[i].index_name))
       bad = json_array_append_new(jobs, job_json(&c->jobs[i])) != 0;
-  if (bad) {
+  json_t *arch = bad ? NULL : json_array();
+  for (size_t i = 0; arch && i < c->narchive; i++) {
+    const sf_catalog_chunk_ref *r = &c->archive[i];
+    char prefix[17];
+    snprintf(prefix, sizeof prefix, "%016" PRIx64, r->prefix);
+    if (json_array_append_new(arch, json_pack("{s:s, s:s, s:i, s:I}", "name", r->name,
+                                              "prefix", prefix, "depth", (int)r->depth,
+                                              "count", (json_int_t)r->count))) {
+      json_decref(arch);
+      arch = NULL;
+    }
+  }
+  if (bad || !arch) {
     json_decref(ixs);
     json_decref(jobs);
     return NULL;
   }
-  return json_pack("{s:I, s:I, s:o, s:o}", "version", (json_int_t)c->version, "created_at_ms",
-                   (json_int_t)c->created_at_ms, "indexes", ixs, "jobs", jobs);
+  return json_pack("{s:I, s:I, s:o, s:o, s:I, s:o}", "version", (json_int_t)c->version,
+                   "created_at_ms", (json_int_t)c->created_at_ms, "indexes", ixs, "jobs",
+                   jobs, "jobs_total", (json_int_t)sf_catalog_num_jobs_total(c),
+                   "job_archive", arch);
 }

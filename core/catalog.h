@@ -5,8 +5,24 @@
  * <dataset>/_indices/_catalog/ holds one immutable file per version,
  * v<20-digit version>.avro: an Avro container file (schemas/Catalog.avsc)
  * holding one record that lists every logical index of the dataset with its
- * segments, and every job (staging id) ever committed. The newest version is
- * the catalog; older ones stay until `segforge gc` drops them.
+ * segments, the most recent committed jobs (staging ids) in full, and the
+ * chunks of the job archive that hold every older one. The newest version
+ * is the catalog; older ones stay until `segforge gc` drops them.
+ *
+ * Why an archive: a version is rewritten by every commit, so whatever it
+ * lists costs every commit. Segments are live state and must be there; the
+ * jobs are history, needed only to recognise a job committed again. So a
+ * version keeps a window of the newest jobs (SF_CATALOG_JOB_WINDOW, W) and
+ * moves older ones into the archive: immutable, content-addressed chunk
+ * files in _catalog/jobs/, each holding the jobs whose staging-id hash
+ * falls in one range (a prefix of its bits; a chunk over
+ * SF_CATALOG_ARCHIVE_CHUNK_JOBS jobs splits in two). The window fills to
+ * 1.5 W, then one commit moves its oldest W/2 jobs out, rewriting only the
+ * chunks they fall in (synced together); a lookup reads at most one chunk.
+ * So the cost of a commit and the size of a version follow the live
+ * segments and the window, plus one reference per chunk (about 50 bytes
+ * per ~700 archived jobs), not the whole history. Lookups stay exact: a
+ * chunk lists its staging ids verbatim.
  *
  * A commit never changes a file. It reads the newest version N, checks the
  * new segments against it, writes version N+1 under a temporary name,
@@ -49,7 +65,12 @@
 #define SF_CATALOG_MAX_INDEXES 65536u
 #define SF_CATALOG_MAX_SEGMENTS (1u << 20) /* per index, and per job */
 #define SF_CATALOG_MAX_SHARDS (1u << 20)   /* shard ids per segment */
-#define SF_CATALOG_MAX_JOBS (1u << 24)
+#define SF_CATALOG_MAX_JOBS (1u << 24)     /* in a version's window, or a chunk */
+
+/* The job archive: chunk files, and the defaults of its two sizes. */
+#define SF_CATALOG_JOBS_DIR "_indices/_catalog/jobs"
+#define SF_CATALOG_JOB_WINDOW 128u          /* jobs a version keeps in full (to 1.5x) */
+#define SF_CATALOG_ARCHIVE_CHUNK_JOBS 1024u /* a chunk over this splits in two */
 
 typedef struct sf_catalog sf_catalog;
 
@@ -72,7 +93,9 @@ typedef struct sf_catalog_index {
   size_t nsegs;
 } sf_catalog_index;
 
-/* A committed job; committing its staging id again is a no-op. */
+/* A committed job; committing its staging id again is a no-op. Its
+ * segment ids are those it committed: a later replace or compaction may
+ * have swapped them out. */
 typedef struct sf_catalog_job {
   char *staging_id;
   char *index_name;
@@ -166,10 +189,32 @@ const sf_catalog_index *sf_catalog_index_at(const sf_catalog *c, size_t i);
 /* NULL when the version has no index of that name. */
 const sf_catalog_index *sf_catalog_find_index(const sf_catalog *c, const char *name);
 
+/* The jobs the version keeps in full (its window of the most recent ones),
+ * oldest first; older jobs are in the archive, see sf_catalog_lookup_job. */
 size_t sf_catalog_num_jobs(const sf_catalog *c);
 const sf_catalog_job *sf_catalog_job_at(const sf_catalog *c, size_t i);
-/* NULL when the staging id was never committed. */
-const sf_catalog_job *sf_catalog_find_job(const sf_catalog *c, const char *staging_id);
+/* Every job ever committed: the window and the archive. */
+uint64_t sf_catalog_num_jobs_total(const sf_catalog *c);
+
+/* Whether the staging id was ever committed, exactly: the window, then the
+ * one archive chunk its hash falls in (one file read, checked against the
+ * name and checksum the version gives it). SF_OK and *found = 1 with a copy
+ * of the job in *out (the caller frees it with sf_catalog_job_clear; out may
+ * be NULL); SF_OK and *found = 0 when it never was. A chunk that does not
+ * read is an error (SF_ECORRUPT, SF_ENOTFOUND naming the file), never "not
+ * committed". Needs the catalog's dataset (an opened version). */
+sf_code sf_catalog_lookup_job(const sf_catalog *c, const char *staging_id,
+                              sf_catalog_job *out, int *found, sf_err *err);
+/* The same for n staging ids at once (found[i] = 0 or 1), reading each
+ * chunk at most once: for gc, which asks about every staging root. */
+sf_code sf_catalog_lookup_jobs(const sf_catalog *c, const char *const *ids, size_t n,
+                               uint8_t *found, sf_err *err);
+/* Frees what a job record owns and zeroes it; accepts NULL. */
+void sf_catalog_job_clear(sf_catalog_job *j);
+/* The archive chunks the version references (for gc, which keeps them):
+ * file names in <dataset>/SF_CATALOG_JOBS_DIR/, owned by c. */
+size_t sf_catalog_num_archive_chunks(const sf_catalog *c);
+const char *sf_catalog_archive_chunk_name(const sf_catalog *c, size_t i);
 
 /* Absolute paths, malloc'd (caller frees); NULL on allocation failure. */
 char *sf_catalog_segment_path(const sf_catalog *c, const sf_catalog_segment *s);
@@ -185,9 +230,11 @@ void sf_catalog_paths_free(char **paths, size_t n);
  * hex digits), "quantizer_path", "num_rows", "bytes", "segments": [{
  * "segment_id", "path", "bytes", "num_rows", "fragments" (range list),
  * "shard_ids", "staging_id", "added_in"}]}], "jobs": [{"staging_id",
- * "index_name", "version", "committed_at_ms", "segment_ids"}]}. With
- * index_name set, only that index (and its jobs). A new reference the
- * caller json_decref()s; NULL on allocation failure. */
+ * "index_name", "version", "committed_at_ms", "segment_ids"}] (the window),
+ * "jobs_total", "job_archive": [{"name", "prefix" (16 hex digits), "depth",
+ * "count"}]}. With index_name set, only that index (and its jobs of the
+ * window). A new reference the caller json_decref()s; NULL on allocation
+ * failure. */
 json_t *sf_catalog_describe_json(const sf_catalog *c, const char *index_name);
 
 /* ---- committing --------------------------------------------------------- */
@@ -210,6 +257,13 @@ typedef struct sf_catalog_commit_req {
    * segment only partly covered is refused. Without it any overlap is. */
   int replace;
   unsigned max_attempts; /* races lost before SF_ECONFLICT; 0 = 32 */
+  /* The job archive's sizes (see the top of this file), for tests and
+   * benchmarks: jobs the new version keeps in full (0 =
+   * SF_CATALOG_JOB_WINDOW) and the most jobs a chunk holds before it splits
+   * (0 = SF_CATALOG_ARCHIVE_CHUNK_JOBS). Any mix of values among committers
+   * is consistent: they only decide where a record lives. */
+  size_t job_window;
+  size_t archive_chunk_jobs;
 } sf_catalog_commit_req;
 
 typedef struct sf_catalog_commit_result {
@@ -226,8 +280,9 @@ typedef struct sf_catalog_commit_result {
  *   SF_EOVERLAP  - a new segment shares fragments with a committed one
  *                  (naming both segments and the fragments as a range list),
  *                  or with replace a committed segment is only partly covered;
- *   SF_ECONFLICT - the staging id was committed with other segments, or
- *                  max_attempts races were lost;
+ *   SF_ECONFLICT - the staging id was committed with other segments (in
+ *                  the window or the archive), or max_attempts races were
+ *                  lost;
  *   SF_EEXIST    - a segment id is already in the catalog;
  *   SF_ENOTFOUND, SF_EMISMATCH - a segment file is missing or has another size
  *                  (checked under the lock, so no version names a missing file);
@@ -241,6 +296,57 @@ typedef struct sf_catalog_commit_result {
 sf_code sf_catalog_commit(const sf_catalog_commit_req *req, sf_catalog_commit_result *res,
                           sf_err *err);
 
+/* ---- committing a compaction ---------------------------------------------
+ *
+ * A compaction merges committed segments of one index into one (core/
+ * compact.h builds it); its commit is one new version in which exactly
+ * those segments are replaced by the merged one, at the place of the first
+ * of them. Nothing else changes: no job is added, and the job records (the
+ * window and the archive) are history that does not name live segments, so
+ * every job committed before stays recognised, whichever segments now hold
+ * its rows. The merged segment's staging_id is its own id (the compaction's
+ * id), and its shard_ids are empty: its inputs' lists would grow with every
+ * merge. */
+typedef struct sf_catalog_compaction_req {
+  const char *dataset;    /* directory or file:// URI */
+  const char *index_name; /* the index whose segments were merged */
+  /* The segment ids swapped out (borrowed, distinct, at least one). */
+  const char *const *inputs;
+  size_t ninputs;
+  /* The merged segment (borrowed): path "segments/<file name>", a file of
+   * `bytes` bytes; its fragments must equal the union of the inputs', its
+   * rows their sum, its parameters the index's. */
+  const sf_seginfo *merged;
+  unsigned max_attempts; /* races lost before SF_ECONFLICT; 0 = 32 */
+} sf_catalog_compaction_req;
+
+typedef struct sf_catalog_compaction_result {
+  uint64_t version;  /* the version in which the merged segment replaced them */
+  int already;       /* 1: done before (a re-run); nothing was written */
+  unsigned attempts; /* 1 unless races were lost */
+} sf_catalog_compaction_result;
+
+/* Commits a compaction with the same order and retries as sf_catalog_commit
+ * (shared lock; the merged file checked under it; put-if-absent link).
+ * Refusals change nothing:
+ *   SF_ECONFLICT - an input is no longer in the newest version (another
+ *                  compaction or a replace swapped it out first): the merge
+ *                  is stale, the caller discards it and gc removes its file
+ *                  once no intent protects it; or max_attempts races were
+ *                  lost;
+ *   SF_ENOTFOUND - the index does not exist;
+ *   SF_EMISMATCH - the merged segment's fragments, rows or parameters are
+ *                  not its inputs' (naming what differs), or its file is
+ *                  missing or of another size;
+ *   SF_EEXIST    - the merged segment's id or path is already in the
+ *                  catalog;
+ *   SF_EINVAL    - a malformed request.
+ * A re-run after the version was published (the inputs are gone and the
+ * merged segment is in the index) returns SF_OK with `already`. The fault
+ * points of sf_catalog_commit apply. */
+sf_code sf_catalog_commit_compaction(const sf_catalog_compaction_req *req,
+                                     sf_catalog_compaction_result *res, sf_err *err);
+
 /* ---- intents: builds that will commit, visible to gc --------------------
  *
  * The invariant: no published version names a file that is not there, and
@@ -251,9 +357,10 @@ sf_code sf_catalog_commit(const sf_catalog_commit_req *req, sf_catalog_commit_re
  * and reused, long before its commit, and nothing in segments/ says that a
  * commit will name it (an old mtime says nothing either).
  *
- * So a builder (sf_finalize; any future writer of segments that it will
- * commit, such as compaction) declares the segment files it will write or
- * reuse before it looks at any of them: an intent is a file in
+ * So a builder (sf_finalize, sf_compact_run) declares the segment files it
+ * will write or reuse - and any committed segment it will read, which a
+ * replace and gc could otherwise take from under it - before it looks at
+ * any of them: an intent is a file in
  * <dataset>/_indices/_intents/ listing those paths, on which the builder
  * holds an exclusive flock for as long as it lives. It is made under the
  * shared catalog lock, written under a temporary name, locked, and renamed

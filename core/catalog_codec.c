@@ -21,6 +21,12 @@
  * and the decoded version must keep the catalog's invariants
  * (sf_catalog_validate). A torn or bit-flipped file is thus reported as
  * SF_ECORRUPT naming the file and what is wrong, never half-read.
+ *
+ * Versions are written in format 2 (schemas/Catalog.avsc); format 1
+ * (schemas/Catalog.v1.avsc: every job in `jobs`, no `job_archive`) is still
+ * read, so that a dataset written before the job archive opens, and its
+ * next commit writes format 2. The framing, checksum and bounded decoding
+ * are shared with the job archive's chunk files (catalog_archive.c).
  */
 #include <avro.h>
 #include <stdlib.h>
@@ -35,17 +41,16 @@
 #define CHECKSUM_BYTES 8
 #define MAX_META_ENTRIES 64
 
-static sf_code load_schema(avro_schema_t *out, sf_err *err) {
+sf_code sf_catalog_load_schema(const char *file, avro_schema_t *out, sf_err *err) {
   for (size_t i = 0; i < sf_schema_sources_count; i++) {
     const sf_schema_source *s = &sf_schema_sources[i];
-    if (strcmp(s->name, SF_CATALOG_SCHEMA_FILE)) continue;
+    if (strcmp(s->name, file)) continue;
     if (avro_schema_from_json_length((const char *)s->text, s->len, out))
-      return sf_err_set(err, SF_EFORMAT, "the embedded %s does not parse: %s",
-                        SF_CATALOG_SCHEMA_FILE, avro_strerror());
+      return sf_err_set(err, SF_EFORMAT, "the embedded %s does not parse: %s", file,
+                        avro_strerror());
     return SF_OK;
   }
-  return sf_err_set(err, SF_ENOTFOUND, "this build embedded no schemas/%s",
-                    SF_CATALOG_SCHEMA_FILE);
+  return sf_err_set(err, SF_ENOTFOUND, "this build embedded no schemas/%s", file);
 }
 
 /* ---- encoding ------------------------------------------------------------ */
@@ -117,7 +122,16 @@ static sf_code enc_index(avro_value_t *rec, const sf_catalog_index *ix, sf_err *
   return SF_OK;
 }
 
-static sf_code enc_record(avro_value_t *v, const sf_catalog *c, sf_err *err) {
+int sf_catalog_put_job(avro_value_t *rec, const sf_catalog_job *j) {
+  return put_str(rec, "staging_id", j->staging_id) ||
+         put_str(rec, "index_name", j->index_name) ||
+         put_long(rec, "version", j->version) ||
+         put_long(rec, "committed_at_ms", j->committed_at_ms) ||
+         put_strings(rec, "segment_ids", j->segment_ids, j->nsegment_ids);
+}
+
+static sf_code enc_record(avro_value_t *v, const void *ctx, sf_err *err) {
+  const sf_catalog *c = ctx;
   avro_value_t f, arr, e;
   uint8_t zero[CHECKSUM_BYTES] = {0};
   if (put(v, "format", &f) || avro_value_set_int(&f, SF_CATALOG_FORMAT) ||
@@ -132,13 +146,17 @@ static sf_code enc_record(avro_value_t *v, const sf_catalog *c, sf_err *err) {
   }
   TRY_AVRO(put(v, "jobs", &arr));
   for (size_t i = 0; i < c->njobs; i++) {
-    const sf_catalog_job *j = &c->jobs[i];
     TRY_AVRO(avro_value_append(&arr, &e, NULL));
-    TRY_AVRO(put_str(&e, "staging_id", j->staging_id));
-    TRY_AVRO(put_str(&e, "index_name", j->index_name));
-    TRY_AVRO(put_long(&e, "version", j->version));
-    TRY_AVRO(put_long(&e, "committed_at_ms", j->committed_at_ms));
-    TRY_AVRO(put_strings(&e, "segment_ids", j->segment_ids, j->nsegment_ids));
+    TRY_AVRO(sf_catalog_put_job(&e, &c->jobs[i]));
+  }
+  TRY_AVRO(put(v, "job_archive", &arr));
+  for (size_t i = 0; i < c->narchive; i++) {
+    const sf_catalog_chunk_ref *r = &c->archive[i];
+    TRY_AVRO(avro_value_append(&arr, &e, NULL));
+    TRY_AVRO(put_str(&e, "name", r->name));
+    TRY_AVRO(put_long(&e, "prefix", r->prefix));
+    TRY_AVRO(put(&e, "depth", &f) || avro_value_set_int(&f, (int32_t)r->depth));
+    TRY_AVRO(put_long(&e, "count", r->count));
   }
   return SF_OK;
 failed:
@@ -156,10 +174,9 @@ static uint64_t get_le64(const uint8_t *p) {
   return v;
 }
 
-/* Encodes the record into a malloc'd buffer (caller frees) whose last 8
- * bytes, the `checksum` field, hold the XXH3-64 of the bytes before them. */
-static sf_code encode_datum(avro_schema_t schema, const sf_catalog *c, uint8_t **out,
-                            size_t *len, sf_err *err) {
+sf_code sf_catalog_encode_record(avro_schema_t schema, sf_catalog_fill_fn fill,
+                                 const void *ctx, const char *what, uint8_t **out,
+                                 size_t *len, sf_err *err) {
   avro_value_iface_t *iface = avro_generic_class_from_schema(schema);
   avro_value_t v;
   if (!iface || avro_generic_value_new(iface, &v)) {
@@ -169,14 +186,13 @@ static sf_code encode_datum(avro_schema_t schema, const sf_catalog *c, uint8_t *
   }
   uint8_t *buf = NULL;
   size_t n = 0;
-  sf_code rc = enc_record(&v, c, err);
+  sf_code rc = fill(&v, ctx, err);
   if (!rc && avro_value_sizeof(&v, &n))
     rc =
         sf_err_set(err, SF_ENOMEM, "cannot size the catalog record: %s", avro_strerror());
   if (!rc && (n < CHECKSUM_BYTES || n > SF_CATALOG_MAX_FILE_BYTES / 2))
-    rc = sf_err_set(err, SF_ELIMIT,
-                    "catalog version %llu would take %zu bytes (at most %llu)",
-                    (unsigned long long)c->version, n, SF_CATALOG_MAX_FILE_BYTES / 2);
+    rc = sf_err_set(err, SF_ELIMIT, "%s would take %zu bytes (at most %llu)", what, n,
+                    SF_CATALOG_MAX_FILE_BYTES / 2);
   if (!rc && !(buf = malloc(n))) rc = sf_err_set(err, SF_ENOMEM, "out of memory");
   if (!rc) {
     avro_writer_t w = avro_writer_memory((const char *)buf, (int64_t)n);
@@ -197,6 +213,19 @@ static sf_code encode_datum(avro_schema_t schema, const sf_catalog *c, uint8_t *
   return SF_OK;
 }
 
+sf_code sf_catalog_write_container(avro_schema_t schema, const uint8_t *datum, size_t n,
+                                   FILE *fp, const char *what, sf_err *err) {
+  avro_file_writer_t fw;
+  /* One block holds the one record: the block buffer must fit it. */
+  if (avro_file_writer_create_with_codec_fp(fp, what, 0, schema, &fw, "null", n + 64))
+    return sf_err_set(err, SF_EIO, "cannot start %s: %s", what, avro_strerror());
+  int bad = avro_file_writer_append_encoded(fw, datum, (int64_t)n);
+  bad |= avro_file_writer_close(fw);
+  if (bad || fflush(fp) || ferror(fp))
+    return sf_err_set(err, SF_EIO, "cannot write %s: %s", what, avro_strerror());
+  return SF_OK;
+}
+
 sf_code sf_catalog_write(const sf_catalog *c, FILE *fp, const char *what, sf_err *err) {
   sf_code rc = sf_catalog_validate(c, err);
   if (rc) {
@@ -204,23 +233,14 @@ sf_code sf_catalog_write(const sf_catalog *c, FILE *fp, const char *what, sf_err
     return rc;
   }
   avro_schema_t schema;
-  if ((rc = load_schema(&schema, err))) return rc;
+  if ((rc = sf_catalog_load_schema(SF_CATALOG_SCHEMA_FILE, &schema, err))) return rc;
   uint8_t *datum = NULL;
   size_t n = 0;
-  rc = encode_datum(schema, c, &datum, &n, err);
-  if (!rc) {
-    avro_file_writer_t fw;
-    /* One block holds the one record: the block buffer must fit it. */
-    if (avro_file_writer_create_with_codec_fp(fp, what, 0, schema, &fw, "null", n + 64)) {
-      rc = sf_err_set(err, SF_EIO, "cannot start %s: %s", what, avro_strerror());
-    } else {
-      int bad = avro_file_writer_append_encoded(fw, datum, (int64_t)n);
-      bad |= avro_file_writer_close(fw);
-      if (bad || fflush(fp) || ferror(fp))
-        rc = sf_err_set(err, SF_EIO, "cannot write %s: %s", what, avro_strerror());
-    }
-    free(datum);
-  }
+  char name[64];
+  snprintf(name, sizeof name, "catalog version %llu", (unsigned long long)c->version);
+  rc = sf_catalog_encode_record(schema, enc_record, c, name, &datum, &n, err);
+  if (!rc) rc = sf_catalog_write_container(schema, datum, n, fp, what, err);
+  free(datum);
   avro_schema_decref(schema);
   return rc;
 }
@@ -385,6 +405,26 @@ static sf_code get_array(avro_value_t *rec, const char *name, size_t max,
   return SF_OK;
 }
 
+sf_code sf_catalog_get(avro_value_t *rec, const char *name, avro_value_t *f,
+                       sf_err *err) {
+  return get(rec, name, f, err);
+}
+
+sf_code sf_catalog_get_str(avro_value_t *rec, const char *name, size_t max, char **out,
+                           sf_err *err) {
+  return get_str(rec, name, max, out, err);
+}
+
+sf_code sf_catalog_get_long(avro_value_t *rec, const char *name, int64_t min, int64_t max,
+                            int64_t *out, sf_err *err) {
+  return get_long(rec, name, min, max, out, err);
+}
+
+sf_code sf_catalog_get_array(avro_value_t *rec, const char *name, size_t max,
+                             avro_value_t *arr, size_t *n, sf_err *err) {
+  return get_array(rec, name, max, arr, n, err);
+}
+
 /* An array of ids into a malloc'd array of malloc'd strings; *n is set as
  * soon as the array exists so that a partial result is freed by its owner. */
 static sf_code get_ids(avro_value_t *rec, const char *name, size_t max, char ***out,
@@ -488,7 +528,7 @@ static sf_code dec_index(avro_value_t *rec, sf_catalog_index *ix, sf_err *err) {
   return SF_OK;
 }
 
-static sf_code dec_job(avro_value_t *rec, sf_catalog_job *j, sf_err *err) {
+sf_code sf_catalog_dec_job(avro_value_t *rec, sf_catalog_job *j, sf_err *err) {
   int64_t v, at;
   sf_code rc;
   if ((rc = get_str(rec, "staging_id", SF_CATALOG_MAX_ID, &j->staging_id, err)) ||
@@ -503,19 +543,72 @@ static sf_code dec_job(avro_value_t *rec, sf_catalog_job *j, sf_err *err) {
   return SF_OK;
 }
 
-static sf_code dec_record(avro_value_t *v, sf_catalog *c, sf_err *err) {
+static sf_code dec_chunk_ref(avro_value_t *rec, sf_catalog_chunk_ref *r, sf_err *err) {
+  avro_value_t f;
+  int64_t prefix, count;
+  int32_t depth;
+  sf_code rc;
+  if ((rc = get_str(rec, "name", SF_CATALOG_MAX_ID, &r->name, err)) ||
+      (rc = get_long(rec, "prefix", INT64_MIN, INT64_MAX, &prefix, err)) ||
+      (rc = get_long(rec, "count", 1, SF_CATALOG_MAX_JOBS, &count, err)) ||
+      (rc = get(rec, "depth", &f, err)))
+    return rc;
+  if (avro_value_get_int(&f, &depth) || depth < 0 || depth > 64)
+    return sf_err_set(err, SF_ECORRUPT, "depth: not an int in [0, 64]");
+  r->prefix = (uint64_t)prefix;
+  r->depth = (uint32_t)depth;
+  r->count = (uint64_t)count;
+  return SF_OK;
+}
+
+/* An array field of n records, each decoded by dec into elems[i] (of size
+ * `size`, zeroed): *out and *n are set as soon as the array exists, so
+ * that a partial result is freed by its owner. */
+static sf_code dec_list(avro_value_t *v, const char *name, size_t max, size_t size,
+                        sf_code (*dec)(avro_value_t *, void *, sf_err *), void **out,
+                        size_t *n, sf_err *err) {
+  avro_value_t arr, e;
+  size_t count;
+  sf_code rc = get_array(v, name, max, &arr, &count, err);
+  if (rc) return rc;
+  if (count && !(*out = calloc(count, size)))
+    return sf_err_set(err, SF_ENOMEM, "out of memory");
+  *n = count;
+  for (size_t i = 0; i < count; i++) {
+    if (avro_value_get_by_index(&arr, i, &e, NULL))
+      return sf_err_set(err, SF_ECORRUPT, "%s[%zu]: missing", name, i);
+    if ((rc = dec(&e, (char *)*out + i * size, err))) {
+      sf_err_prefix(err, "%s[%zu]", name, i);
+      return rc;
+    }
+  }
+  return SF_OK;
+}
+
+static sf_code dec_job_any(avro_value_t *rec, void *j, sf_err *err) {
+  return sf_catalog_dec_job(rec, j, err);
+}
+
+static sf_code dec_chunk_ref_any(avro_value_t *rec, void *r, sf_err *err) {
+  return dec_chunk_ref(rec, r, err);
+}
+
+/* `format` is the one the writer schema implies; the record must agree. */
+static sf_code dec_record(avro_value_t *v, int format, sf_catalog *c, sf_err *err) {
   avro_value_t f, arr, e;
-  int32_t format;
+  int32_t got;
   int64_t version, at;
   size_t n;
   sf_code rc;
   if ((rc = get(v, "format", &f, err))) return rc;
-  if (avro_value_get_int(&f, &format))
+  if (avro_value_get_int(&f, &got))
     return sf_err_set(err, SF_ECORRUPT, "format: not an int");
-  if (format != SF_CATALOG_FORMAT)
-    return sf_err_set(err, SF_EFORMAT,
-                      "catalog format %d (this segforge reads format %d)", (int)format,
-                      SF_CATALOG_FORMAT);
+  if (got != format)
+    return sf_err_set(err, got > SF_CATALOG_FORMAT ? SF_EFORMAT : SF_ECORRUPT,
+                      "catalog format %d in a record of the format %d schema (this "
+                      "segforge reads formats %d and %d)",
+                      (int)got, format, SF_CATALOG_FORMAT_V1, SF_CATALOG_FORMAT);
+  c->format = (uint32_t)format;
   if ((rc = get_long(v, "version", 1, INT64_MAX, &version, err)) ||
       (rc = get_long(v, "created_at_ms", 0, INT64_MAX, &at, err)))
     return rc;
@@ -533,93 +626,115 @@ static sf_code dec_record(avro_value_t *v, sf_catalog *c, sf_err *err) {
       return rc;
     }
   }
-  if ((rc = get_array(v, "jobs", SF_CATALOG_MAX_JOBS, &arr, &n, err))) return rc;
-  if (n && !(c->jobs = calloc(n, sizeof *c->jobs)))
-    return sf_err_set(err, SF_ENOMEM, "out of memory");
-  c->njobs = n;
-  for (size_t i = 0; i < n; i++) {
-    if (avro_value_get_by_index(&arr, i, &e, NULL) ||
-        (rc = dec_job(&e, &c->jobs[i], err))) {
-      if (!rc) return sf_err_set(err, SF_ECORRUPT, "jobs[%zu]: missing", i);
-      sf_err_prefix(err, "jobs[%zu]", i);
-      return rc;
-    }
-  }
-  return SF_OK;
+  if ((rc = dec_list(v, "jobs", SF_CATALOG_MAX_JOBS, sizeof *c->jobs, dec_job_any,
+                     (void **)&c->jobs, &c->njobs, err)))
+    return rc;
+  if (format == SF_CATALOG_FORMAT_V1) return SF_OK; /* every job is in `jobs` */
+  return dec_list(v, "job_archive", SF_CATALOG_MAX_JOBS, sizeof *c->archive,
+                  dec_chunk_ref_any, (void **)&c->archive, &c->narchive, err);
 }
 
-/* Checks the writer schema against ours and decodes the (already
- * checksummed) datum into c. */
-static sf_code decode_datum(const uint8_t *datum, size_t dlen, const uint8_t *wschema,
-                            size_t wslen, sf_catalog *c, sf_err *err) {
-  avro_schema_t mine, theirs = NULL;
-  sf_code rc = load_schema(&mine, err);
-  if (rc) return rc;
+sf_code sf_catalog_read_record(avro_schema_t mine, const uint8_t *datum, size_t dlen,
+                               const uint8_t *wschema, size_t wslen, avro_value_t *v,
+                               avro_value_iface_t **iface, sf_err *err) {
+  avro_schema_t theirs = NULL;
+  *iface = NULL;
   if (avro_schema_from_json_length((const char *)wschema, wslen, &theirs) ||
       !avro_schema_equal(mine, theirs)) {
     if (theirs) avro_schema_decref(theirs);
-    avro_schema_decref(mine);
     return sf_err_set(err, SF_EFORMAT,
-                      "written with another catalog schema than this segforge's (a newer "
+                      "written with another schema than this segforge's (a newer "
                       "version of segforge?)");
   }
   avro_schema_decref(theirs);
   /* avro-c allocates whatever length a string claims before it checks the
    * bytes are there: walk the datum with every length bounded first. */
   size_t used = 0;
-  if ((rc = sf_avrobin_scan(mine, datum, dlen, &used, err)) || used != dlen) {
-    avro_schema_decref(mine);
+  sf_code rc = sf_avrobin_scan(mine, datum, dlen, &used, err);
+  if (rc || used != dlen) {
     if (!rc) return sf_err_set(err, SF_ECORRUPT, "the record does not fill its block");
     if (err) err->code = SF_ECORRUPT; /* the scanner says EDECODE, meant for events */
     sf_err_prefix(err, "the record does not decode");
     return SF_ECORRUPT;
   }
-  avro_value_iface_t *iface = avro_generic_class_from_schema(mine);
+  avro_value_iface_t *cls = avro_generic_class_from_schema(mine);
   avro_reader_t r = avro_reader_memory((const char *)datum, (int64_t)dlen);
-  avro_value_t v;
-  int have_v = 0;
-  if (!iface || !r || avro_generic_value_new(iface, &v)) {
+  if (!cls || !r || avro_generic_value_new(cls, v)) {
     rc = sf_err_set(err, SF_ENOMEM, "cannot decode: %s", avro_strerror());
-  } else {
-    have_v = 1;
-    if (avro_value_read(r, &v))
-      rc =
-          sf_err_set(err, SF_ECORRUPT, "the record does not decode: %s", avro_strerror());
-    else
-      rc = dec_record(&v, c, err);
+  } else if (avro_value_read(r, v)) {
+    avro_value_decref(v);
+    rc = sf_err_set(err, SF_ECORRUPT, "the record does not decode: %s", avro_strerror());
   }
-  if (have_v) avro_value_decref(&v);
   if (r) avro_reader_free(r);
-  avro_value_iface_decref(iface);
-  avro_schema_decref(mine);
-  return rc;
+  if (rc) {
+    avro_value_iface_decref(cls);
+    return rc;
+  }
+  *iface = cls;
+  return SF_OK;
 }
 
-sf_code sf_catalog_decode(const uint8_t *buf, size_t len, const char *what, sf_catalog *c,
-                          sf_err *err) {
-  const uint8_t *datum = NULL, *wschema = NULL;
-  size_t dlen = 0, wslen = 0;
+/* Decodes the (already checksummed) datum into c with whichever of our
+ * schemas, format 2 or format 1, wrote it. */
+static sf_code decode_datum(const uint8_t *datum, size_t dlen, const uint8_t *wschema,
+                            size_t wslen, sf_catalog *c, sf_err *err) {
+  static const struct {
+    const char *file;
+    int format;
+  } known[] = {{SF_CATALOG_SCHEMA_FILE, SF_CATALOG_FORMAT},
+               {SF_CATALOG_SCHEMA_V1_FILE, SF_CATALOG_FORMAT_V1}};
+  sf_code rc = SF_OK;
+  for (size_t k = 0; k < sizeof known / sizeof known[0]; k++) {
+    avro_schema_t mine;
+    avro_value_iface_t *iface;
+    avro_value_t v;
+    if ((rc = sf_catalog_load_schema(known[k].file, &mine, err))) return rc;
+    rc = sf_catalog_read_record(mine, datum, dlen, wschema, wslen, &v, &iface, err);
+    avro_schema_decref(mine);
+    if (rc == SF_EFORMAT) continue; /* not this schema: try the next */
+    if (rc) return rc;
+    rc = dec_record(&v, known[k].format, c, err);
+    avro_value_decref(&v);
+    avro_value_iface_decref(iface);
+    return rc;
+  }
+  return sf_err_set(err, SF_EFORMAT,
+                    "written with another catalog schema than this segforge's (a newer "
+                    "version of segforge?)");
+}
+
+sf_code sf_catalog_open_container(const uint8_t *buf, size_t len, const char *what,
+                                  const uint8_t **datum, size_t *dlen,
+                                  const uint8_t **schema, size_t *slen, sf_err *err) {
   if (len > SF_CATALOG_MAX_FILE_BYTES)
     return sf_err_set(err, SF_ELIMIT, "%s: %zu bytes (a catalog file is at most %llu)",
                       what, len, SF_CATALOG_MAX_FILE_BYTES);
-  sf_code rc = parse_container(buf, len, what, &datum, &dlen, &wschema, &wslen, err);
+  sf_code rc = parse_container(buf, len, what, datum, dlen, schema, slen, err);
   if (rc) return rc;
-  uint64_t want = get_le64(datum + dlen - CHECKSUM_BYTES);
-  uint64_t got = XXH3_64bits(datum, dlen - CHECKSUM_BYTES);
+  uint64_t want = get_le64(*datum + *dlen - CHECKSUM_BYTES);
+  uint64_t got = XXH3_64bits(*datum, *dlen - CHECKSUM_BYTES);
   if (want != got)
     return sf_err_set(
         err, SF_ECORRUPT,
         "%s: checksum mismatch (the record hashes to %016llx, the file says "
         "%016llx): the file is damaged",
         what, (unsigned long long)got, (unsigned long long)want);
+  return SF_OK;
+}
+
+sf_code sf_catalog_decode(const uint8_t *buf, size_t len, const char *what, sf_catalog *c,
+                          sf_err *err) {
+  const uint8_t *datum = NULL, *wschema = NULL;
+  size_t dlen = 0, wslen = 0;
+  sf_code rc =
+      sf_catalog_open_container(buf, len, what, &datum, &dlen, &wschema, &wslen, err);
+  if (rc) return rc;
   rc = decode_datum(datum, dlen, wschema, wslen, c, err);
   if (!rc) rc = sf_catalog_validate(c, err);
   if (rc) {
     sf_catalog_clear(c);
-    {
-      sf_err_prefix(err, "%s", what);
-      return rc;
-    }
+    sf_err_prefix(err, "%s", what);
+    return rc;
   }
   return SF_OK;
 }

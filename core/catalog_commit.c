@@ -9,20 +9,27 @@
  *      committers) and held to the end; under it every segment file must
  *      exist with its declared size (gc cannot remove one until the version
  *      naming it is published, and then it is the catalog's), and the
- *      newest version N is read; a job it already holds ends the commit as
- *      a no-op returning that job's version;
- *   3. the quantizer is copied to _indices/quantizers/<checksum> (temporary
- *      file, fsync, rename) unless an intact copy is there;
- *   4. N is turned into N+1 in memory: checked against the index's
- *      parameters and segments (overlap, or --replace's whole-segment rule),
- *      then written to a temporary file and fsynced;
+ *      newest version N is read; a job it already holds - in its window of
+ *      recent jobs or in its job archive (catalog_archive.c) - ends the
+ *      commit as a no-op returning that job's version;
+ *   3. N is turned into N+1 in memory: checked against the index's
+ *      parameters and segments (overlap, or --replace's whole-segment rule);
+ *      the jobs beyond the window move to the archive, whose new chunks
+ *      are written (temporary file, fsync, rename, directory fsync);
+ *   4. the quantizer is copied to _indices/quantizers/<checksum> (temporary
+ *      file, fsync, rename) unless an intact copy is there; then N+1 is
+ *      written to a temporary file and fsynced;
  *   5. link(2) publishes it as v<N+1>.avro. EEXIST means another committer
  *      published N+1 first: drop ours, wait a jittered, growing while, and
  *      start again at step 2 against the new newest version. The winner's
  *      segments may now overlap ours, which is then refused like any overlap;
  *   6. the directory is fsynced so that the link survives a crash.
  * A crash before 5 leaves N as the newest version and at most a temporary
- * file (gc removes it after an hour); after 5, N+1 is complete.
+ * file (gc removes it after an hour) or chunks no version names (gc removes
+ * them after its grace period); after 5, N+1 is complete.
+ *
+ * Steps 2, 5 and 6 are every commit's (sf_catalog_commit_loop); a
+ * compaction (catalog_compaction.c) brings its own step 3.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -74,8 +81,8 @@ static void backoff(unsigned attempt, uint64_t *seed) {
 
 /* The first parameter in which a and b differ (NULL if none), with both
  * values formatted into av and bv. */
-static const char *param_diff(const sf_seginfo *a, const sf_seginfo *b, char av[32],
-                              char bv[32]) {
+const char *sf_catalog_param_diff(const sf_seginfo *a, const sf_seginfo *b, char av[32],
+                                  char bv[32]) {
   if (a->index_type != b->index_type) {
     snprintf(av, 32, "%s", sf_index_type_name(a->index_type));
     snprintf(bv, 32, "%s", sf_index_type_name(b->index_type));
@@ -104,7 +111,7 @@ static const char *param_diff(const sf_seginfo *a, const sf_seginfo *b, char av[
   return NULL;
 }
 
-static sf_code check_segment(const sf_seginfo *s, sf_err *err) {
+sf_code sf_catalog_check_seginfo(const sf_seginfo *s, sf_err *err) {
   sf_code rc;
   if ((rc = sf_catalog_check_id("segment_id", s->segment_id, err)) ||
       (rc = sf_catalog_check_segpath("path", s->path, err)))
@@ -137,12 +144,12 @@ static sf_code check_request(const sf_catalog_commit_req *r, sf_err *err) {
                       r->nsegs, SF_CATALOG_MAX_SEGMENTS);
   for (size_t i = 0; i < r->nsegs; i++) {
     const sf_seginfo *s = &r->segs[i];
-    if ((rc = check_segment(s, err))) {
+    if ((rc = sf_catalog_check_seginfo(s, err))) {
       sf_err_prefix(err, "segment %s", s->segment_id ? s->segment_id : "?");
       return rc;
     }
     char av[32], bv[32];
-    const char *field = param_diff(s, &r->segs[0], av, bv);
+    const char *field = sf_catalog_param_diff(s, &r->segs[0], av, bv);
     if (field)
       return sf_err_set(err, SF_EMISMATCH,
                         "the new segments differ: %s has %s %s but %s has %s %s",
@@ -166,9 +173,10 @@ static sf_code check_request(const sf_catalog_commit_req *r, sf_err *err) {
   return SF_OK;
 }
 
-static sf_code check_files(const char *ds, const sf_catalog_commit_req *r, sf_err *err) {
-  for (size_t i = 0; i < r->nsegs; i++) {
-    const sf_seginfo *s = &r->segs[i];
+static sf_code check_files(const char *ds, const sf_seginfo *segs, size_t nsegs,
+                           sf_err *err) {
+  for (size_t i = 0; i < nsegs; i++) {
+    const sf_seginfo *s = &segs[i];
     size_t n = strlen(ds) + strlen(s->path) + sizeof "/_indices/";
     char *p = malloc(n);
     if (!p) return sf_err_set(err, SF_ENOMEM, "out of memory");
@@ -193,7 +201,7 @@ static sf_code check_files(const char *ds, const sf_catalog_commit_req *r, sf_er
   /* A segment renamed into place just before a crash, and reused by this
    * run, may have a name that is not yet durable: make the directory
    * durable before a version names what is in it. */
-  if (!r->nsegs) return SF_OK;
+  if (!nsegs) return SF_OK;
   char *segdir = sf_fs_join(ds, SF_CATALOG_SEGMENTS_DIR);
   if (!segdir) return sf_err_set(err, SF_ENOMEM, "out of memory");
   sf_code rc = sf_fs_fsync_dir(segdir, err);
@@ -332,7 +340,7 @@ static sf_code find_or_add_index(sf_catalog *c, const sf_catalog_commit_req *r,
                       .nlist = ix->nlist,
                       .quantizer_checksum = ix->quantizer_checksum};
     char av[32], bv[32];
-    const char *field = param_diff(&ref, p, av, bv);
+    const char *field = sf_catalog_param_diff(&ref, p, av, bv);
     if (field)
       return sf_err_set(
           err, SF_EMISMATCH,
@@ -541,6 +549,68 @@ static sf_code open_newest(const char *ds, sf_catalog **out, sf_err *err) {
   return SF_OK;
 }
 
+sf_code sf_catalog_commit_loop(const char *dataset, const sf_seginfo *files,
+                               size_t nfiles, sf_catalog_attempt_fn attempt_fn, void *ctx,
+                               unsigned max_attempts, const char *what,
+                               sf_catalog_outcome *out, sf_err *err) {
+  memset(out, 0, sizeof *out);
+  char *ds = NULL, *catdir = NULL;
+  sf_code rc = sf_catalog_resolve_dataset(dataset, &ds, err);
+  if (rc) return rc;
+  if (!(catdir = sf_fs_join(ds, SF_CATALOG_DIR))) {
+    rc = sf_err_set(err, SF_ENOMEM, "out of memory");
+    goto out;
+  }
+  /* A new _catalog/ (first commit) must survive a crash like the version
+   * linked into it. */
+  if ((rc = sf_fs_mkdirs_durable(ds, SF_CATALOG_DIR, err))) goto out;
+  fault_pause("catalog.pause_before_lock");
+  int lock;
+  if ((rc = sf_catalog_lock(ds, 0, &lock, err))) goto out;
+  /* The files are checked under the lock, where gc cannot run, and it is
+   * held until the version naming them is published: checked before it, a
+   * file could go between the check and the publication. */
+  if ((rc = check_files(ds, files, nfiles, err))) {
+    close(lock);
+    goto out;
+  }
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  uint64_t seed = ((uint64_t)getpid() << 32) ^ (uint64_t)ts.tv_nsec ^ (uint64_t)ts.tv_sec;
+  unsigned max = max_attempts ? max_attempts : DEFAULT_ATTEMPTS;
+  int lost = 0;
+  for (unsigned attempt = 1; attempt <= max; attempt++) {
+    sf_catalog *c;
+    lost = 0;
+    out->attempts = attempt;
+    if ((rc = open_newest(ds, &c, err))) break;
+    if ((rc = attempt_fn(ctx, ds, c, out, err))) {
+    } else if (out->already) {
+      /* Reported as committed: make sure the version that says so is
+       * durable (a committer killed after its link may have left it in the
+       * page cache only). */
+      rc = sf_catalog_sync(c, err);
+    } else if (!(rc = publish(ds, c, &seed, &lost, err)) && !lost) {
+      out->version = c->version;
+    }
+    sf_catalog_free(c);
+    if (rc || !lost) break;
+    backoff(attempt, &seed);
+  }
+  if (lost)
+    rc = sf_err_set(err, SF_ECONFLICT,
+                    "%s: gave up after %u attempts, other committers published first "
+                    "every time",
+                    what, max);
+  close(lock); /* releases the flock */
+out:
+  free(ds);
+  free(catdir);
+  return rc;
+}
+
+/* ---- a job's commit --------------------------------------------------------- */
+
 /* The job is already in the catalog: the same commit again is a no-op;
  * anything else under the same staging id is a conflict. */
 static sf_code same_job(const sf_catalog_job *j, const sf_catalog_commit_req *r,
@@ -559,66 +629,56 @@ static sf_code same_job(const sf_catalog_job *j, const sf_catalog_commit_req *r,
       j->staging_id, j->version, j->index_name, j->nsegment_ids);
 }
 
+typedef struct job_commit {
+  const sf_catalog_commit_req *r;
+  size_t nreplaced;
+  int have_quantizer;
+} job_commit;
+
+/* One attempt against the newest version c: the job is found (in the
+ * window or the archive) and the commit is a no-op, or c becomes N+1. */
+static sf_code job_attempt(void *ctx, const char *ds, sf_catalog *c,
+                           sf_catalog_outcome *out, sf_err *err) {
+  job_commit *x = ctx;
+  const sf_catalog_commit_req *r = x->r;
+  sf_catalog_job j;
+  int found;
+  sf_code rc = sf_catalog_lookup_job(c, r->staging_id, &j, &found, err);
+  if (rc) return rc;
+  if (found) {
+    if (!(rc = same_job(&j, r, err))) {
+      out->version = j.version;
+      out->already = 1;
+    }
+    sf_catalog_job_clear(&j);
+    return rc;
+  }
+  size_t window = r->job_window ? r->job_window : SF_CATALOG_JOB_WINDOW;
+  size_t cmax =
+      r->archive_chunk_jobs ? r->archive_chunk_jobs : SF_CATALOG_ARCHIVE_CHUNK_JOBS;
+  if ((rc = apply(c, r, &x->nreplaced, err)) ||
+      (rc = sf_catalog_archive_spill(c, ds, window, cmax, err)))
+    return rc;
+  if (!x->have_quantizer &&
+      !(rc = keep_quantizer(ds, r, r->segs[0].quantizer_checksum, err)))
+    x->have_quantizer = 1;
+  return rc;
+}
+
 sf_code sf_catalog_commit(const sf_catalog_commit_req *r, sf_catalog_commit_result *res,
                           sf_err *err) {
   memset(res, 0, sizeof *res);
-  char *ds = NULL, *catdir = NULL;
   sf_code rc = check_request(r, err);
-  if (rc || (rc = sf_catalog_resolve_dataset(r->dataset, &ds, err))) return rc;
-  if (!(catdir = sf_fs_join(ds, SF_CATALOG_DIR))) {
-    rc = sf_err_set(err, SF_ENOMEM, "out of memory");
-    goto out;
-  }
-  /* A new _catalog/ (first commit) must survive a crash like the version
-   * linked into it. */
-  if ((rc = sf_fs_mkdirs_durable(ds, SF_CATALOG_DIR, err))) goto out;
-  fault_pause("catalog.pause_before_lock");
-  int lock;
-  if ((rc = sf_catalog_lock(ds, 0, &lock, err))) goto out;
-  /* The files are checked under the lock, where gc cannot run, and it is
-   * held until the version naming them is published: checked before it, a
-   * file could go between the check and the publication. */
-  if ((rc = check_files(ds, r, err))) {
-    close(lock);
-    goto out;
-  }
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  uint64_t seed = ((uint64_t)getpid() << 32) ^ (uint64_t)ts.tv_nsec ^ (uint64_t)ts.tv_sec;
-  unsigned max = r->max_attempts ? r->max_attempts : DEFAULT_ATTEMPTS;
-  int have_quantizer = 0, lost = 0;
-  for (unsigned attempt = 1; attempt <= max; attempt++) {
-    sf_catalog *c;
-    lost = 0;
-    res->attempts = attempt;
-    if ((rc = open_newest(ds, &c, err))) break;
-    const sf_catalog_job *j = sf_catalog_find_job(c, r->staging_id);
-    if (j) {
-      /* Reported as committed: make sure the version that says so is
-       * durable (a committer killed after its link may have left it in the
-       * page cache only). */
-      if (!(rc = same_job(j, r, err)) && !(rc = sf_catalog_sync(c, err))) {
-        res->version = j->version;
-        res->already = 1;
-      }
-    } else if (!(rc = apply(c, r, &res->nreplaced, err)) &&
-               (have_quantizer ||
-                !(rc = keep_quantizer(ds, r, r->segs[0].quantizer_checksum, err)))) {
-      have_quantizer = 1;
-      if (!(rc = publish(ds, c, &seed, &lost, err)) && !lost) res->version = c->version;
-    }
-    sf_catalog_free(c);
-    if (rc || !lost) break;
-    backoff(attempt, &seed);
-  }
-  if (lost)
-    rc = sf_err_set(err, SF_ECONFLICT,
-                    "job %s: gave up after %u attempts, other committers published first "
-                    "every time",
-                    r->staging_id, max);
-  close(lock); /* releases the flock */
-out:
-  free(ds);
-  free(catdir);
+  if (rc) return rc;
+  job_commit x = {.r = r};
+  sf_catalog_outcome o;
+  char what[SF_CATALOG_MAX_ID + 8];
+  snprintf(what, sizeof what, "job %s", r->staging_id);
+  rc = sf_catalog_commit_loop(r->dataset, r->segs, r->nsegs, job_attempt, &x,
+                              r->max_attempts, what, &o, err);
+  res->version = o.version;
+  res->already = o.already;
+  res->attempts = o.attempts;
+  res->nreplaced = rc || o.already ? 0 : x.nreplaced;
   return rc;
 }

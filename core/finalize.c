@@ -40,33 +40,44 @@ static int from_catalog(const char *dataset, const char *staging_id,
     *rc = sf_err_set(err, cerr.code, "%s", cerr.msg);
     return 1;
   }
-  const sf_catalog_job *job = sf_catalog_find_job(c, staging_id);
-  if (!job) {
+  /* The window or, for an older job, its archive chunk: a chunk that does
+   * not read is an error like an unreadable version, never "not
+   * committed" (which would build and commit the job again). */
+  sf_catalog_job job;
+  int found;
+  if (sf_catalog_lookup_job(c, staging_id, &job, &found, &cerr)) {
+    *rc = sf_err_set(err, cerr.code, "%s", cerr.msg);
+    sf_catalog_free(c);
+    return 1;
+  }
+  if (!found) {
     sf_catalog_free(c);
     return 0;
   }
   /* Reported as committed from here on: make sure it stays so. */
   if ((*rc = sf_catalog_sync(c, err))) {
+    sf_catalog_job_clear(&job);
     sf_catalog_free(c);
     return 1;
   }
-  res->version = job->version;
+  res->version = job.version;
   res->already = 1;
-  const sf_catalog_index *ix = sf_catalog_find_index(c, job->index_name);
-  res->segs = calloc(job->nsegment_ids ? job->nsegment_ids : 1, sizeof *res->segs);
+  const sf_catalog_index *ix = sf_catalog_find_index(c, job.index_name);
+  res->segs = calloc(job.nsegment_ids ? job.nsegment_ids : 1, sizeof *res->segs);
   if (!res->segs) *rc = sf_err_set(err, SF_ENOMEM, "out of memory");
   /* The job's segments that the newest version still lists (a later
-   * --replace may have swapped some out). */
-  for (size_t i = 0; ix && !*rc && i < job->nsegment_ids; i++)
+   * --replace or compaction may have swapped some out). */
+  for (size_t i = 0; ix && !*rc && i < job.nsegment_ids; i++)
     for (size_t j = 0; j < ix->nsegs; j++) {
       const sf_seginfo *s = &ix->segs[j].info;
-      if (strcmp(s->segment_id, job->segment_ids[i])) continue;
+      if (strcmp(s->segment_id, job.segment_ids[i])) continue;
       if ((*rc = sf_seginfo_copy(&res->segs[res->nsegs], s, err))) break;
       res->total_rows += s->num_rows;
       res->num_shards += s->num_shards;
       res->nsegs++;
       break;
     }
+  sf_catalog_job_clear(&job);
   sf_catalog_free(c);
   return 1;
 }

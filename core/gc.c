@@ -19,8 +19,8 @@
 #define MAX_TREE_DEPTH 32
 
 const char *sf_gc_kind_name(sf_gc_kind k) {
-  static const char *const names[] = {"version",   "staging", "segment",
-                                      "quantizer", "temp",    "intent"};
+  static const char *const names[] = {"version", "staging", "segment", "quantizer",
+                                      "temp",    "intent",  "archive"};
   return (unsigned)k < SF_GC_KIND_COUNT ? names[k] : "unknown";
 }
 
@@ -62,9 +62,10 @@ static void set_free(strset *set) {
 }
 
 /* Names a version references: segment file names (without "segments/"),
- * quantizer file names, and (if jobs) committed staging ids. */
+ * quantizer file names, job archive chunk names, and (if jobs) the staging
+ * ids of its window of recent jobs. */
 typedef struct refs {
-  strset segs, quants, jobs;
+  strset segs, quants, chunks, jobs;
 } refs;
 
 static int collect(const sf_catalog *c, refs *r, int jobs) {
@@ -77,6 +78,8 @@ static int collect(const sf_catalog *c, refs *r, int jobs) {
          k++) /* paths are "segments/<name>" (checked on read) */
       if (set_add(&r->segs, strchr(ix->segs[k].info.path, '/') + 1)) return -1;
   }
+  for (size_t i = 0; i < sf_catalog_num_archive_chunks(c); i++)
+    if (set_add(&r->chunks, sf_catalog_archive_chunk_name(c, i))) return -1;
   for (size_t i = 0; jobs && i < sf_catalog_num_jobs(c); i++)
     if (set_add(&r->jobs, sf_catalog_job_at(c, i)->staging_id)) return -1;
   return 0;
@@ -85,12 +88,14 @@ static int collect(const sf_catalog *c, refs *r, int jobs) {
 static void refs_sort(refs *r) {
   set_sort(&r->segs);
   set_sort(&r->quants);
+  set_sort(&r->chunks);
   set_sort(&r->jobs);
 }
 
 static void refs_free(refs *r) {
   set_free(&r->segs);
   set_free(&r->quants);
+  set_free(&r->chunks);
   set_free(&r->jobs);
 }
 
@@ -104,8 +109,10 @@ typedef struct gc {
   sf_gc_stats *st;
   uint64_t now_ms, grace_ms, temp_age_ms;
   refs keep, dropped;
-  strset building; /* segment file names that live intents list */
-  strset stale;    /* intent files nobody holds */
+  strset building;    /* segment file names that live intents list */
+  strset stale;       /* intent files nobody holds */
+  strset committed;   /* staging roots whose job the newest version holds */
+  sf_catalog *newest; /* the newest version, kept open for job lookups */
 } gc;
 
 static uint64_t wall_ms(void) {
@@ -226,6 +233,49 @@ static sf_code sweep_dir(gc *g, const char *rel, sf_gc_kind kind, const strset *
   return rc;
 }
 
+/* Which staging roots belong to committed jobs: the window of a kept
+ * version, or (an older job) the newest version's archive, asked once per
+ * chunk. Before anything is deleted: a chunk that does not read stops gc. */
+static sf_code find_committed(gc *g, sf_err *err) {
+  char *dir = sf_fs_join(g->ds, SF_CATALOG_STAGING_DIR);
+  if (!dir) return sf_err_set(err, SF_ENOMEM, "out of memory");
+  DIR *d = opendir(dir);
+  if (!d) {
+    sf_code rc =
+        errno == ENOENT ? SF_OK : sf_err_errno(err, SF_EIO, errno, "cannot list %s", dir);
+    free(dir);
+    return rc;
+  }
+  strset ask = {0};
+  sf_code rc = SF_OK;
+  struct dirent *e;
+  while (!rc && (e = readdir(d))) {
+    struct stat st;
+    if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") ||
+        fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) || !S_ISDIR(st.st_mode))
+      continue;
+    if (set_add(set_has(&g->keep.jobs, e->d_name) ? &g->committed : &ask, e->d_name))
+      rc = sf_err_set(err, SF_ENOMEM, "out of memory");
+  }
+  closedir(d);
+  free(dir);
+  uint8_t *found = rc || !ask.n || !g->newest ? NULL : malloc(ask.n);
+  if (!rc && ask.n && g->newest) {
+    if (!found)
+      rc = sf_err_set(err, SF_ENOMEM, "out of memory");
+    else if ((rc = sf_catalog_lookup_jobs(g->newest, (const char *const *)ask.s, ask.n,
+                                          found, err)))
+      sf_err_prefix(err, "gc deletes nothing while the job archive does not read");
+    for (size_t i = 0; !rc && i < ask.n; i++)
+      if (found[i] && set_add(&g->committed, ask.s[i]))
+        rc = sf_err_set(err, SF_ENOMEM, "out of memory");
+  }
+  free(found);
+  set_free(&ask);
+  set_sort(&g->committed);
+  return rc;
+}
+
 static sf_code sweep_staging(gc *g, sf_err *err) {
   char *dir = sf_fs_join(g->ds, SF_CATALOG_STAGING_DIR);
   if (!dir) return sf_err_set(err, SF_ENOMEM, "out of memory");
@@ -242,7 +292,7 @@ static sf_code sweep_staging(gc *g, sf_err *err) {
     struct stat st;
     if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") ||
         fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) || !S_ISDIR(st.st_mode) ||
-        !set_has(&g->keep.jobs, e->d_name))
+        !set_has(&g->committed, e->d_name))
       continue;
     char *p = sf_fs_join(dir, e->d_name);
     uint64_t bytes = 0;
@@ -279,7 +329,10 @@ static sf_code read_versions(gc *g, const uint64_t *v, size_t n, size_t first_ke
     }
     if (rc) continue; /* a damaged old version: its files fall to the grace rule */
     int bad = collect(c, i >= first_kept ? &g->keep : &g->dropped, i >= first_kept);
-    sf_catalog_free(c);
+    if (i + 1 == n)
+      g->newest = c;
+    else
+      sf_catalog_free(c);
     if (bad) return sf_err_set(err, SF_ENOMEM, "out of memory");
   }
   refs_sort(&g->keep);
@@ -387,6 +440,7 @@ sf_code sf_gc_run(const char *dataset, const sf_gc_opts *o, sf_gc_fn fn, void *c
   }
   if (!rc) rc = read_versions(&g, v, n, first_kept, err);
   if (!rc) rc = read_intents(&g, err);
+  if (!rc) rc = find_committed(&g, err);
   if (!rc) rc = drop_versions(&g, catdir, v, first_kept, err);
   if (!rc) rc = sweep_staging(&g, err);
   if (!rc)
@@ -395,6 +449,9 @@ sf_code sf_gc_run(const char *dataset, const sf_gc_opts *o, sf_gc_fn fn, void *c
   if (!rc)
     rc = sweep_dir(&g, SF_CATALOG_QUANTIZERS_DIR, SF_GC_QUANTIZER, &g.keep.quants,
                    &g.dropped.quants, NULL, err);
+  if (!rc)
+    rc = sweep_dir(&g, SF_CATALOG_JOBS_DIR, SF_GC_ARCHIVE, &g.keep.chunks,
+                   &g.dropped.chunks, NULL, err);
   if (!rc) rc = sweep_dir(&g, SF_CATALOG_DIR, SF_GC_TEMP, NULL, NULL, NULL, err);
   if (!rc) rc = sweep_dir(&g, SF_CATALOG_INTENTS_DIR, SF_GC_TEMP, NULL, NULL, NULL, err);
   if (!rc) rc = drop_stale_intents(&g, err);
@@ -404,6 +461,8 @@ out:
   refs_free(&g.dropped);
   set_free(&g.building);
   set_free(&g.stale);
+  set_free(&g.committed);
+  sf_catalog_free(g.newest);
   free(v);
   free(catdir);
   free(indices);

@@ -6,9 +6,14 @@
  * will commit: the segment paths its live intent lists (catalog.h,
  * "intents"), and the temporaries of their writers. What goes:
  *   - versions older than the newest K (never the newest one);
- *   - staging roots (_indices/_staging/<id>/) of jobs a kept version lists
- *     as committed: their shards were merged and their quantizer was copied
- *     to _indices/quantizers/ at commit;
+ *   - staging roots (_indices/_staging/<id>/) of jobs the newest version
+ *     holds as committed (in its window of recent jobs or in its job
+ *     archive): their shards were merged and their quantizer was copied to
+ *     _indices/quantizers/ at commit;
+ *   - job archive chunks (_indices/_catalog/jobs/) no kept version
+ *     references, by the rule of segments below (chunks are written and
+ *     referenced under the shared catalog lock, so none is ever in
+ *     flight while gc runs);
  *   - segment files in _indices/segments/ and quantizers in
  *     _indices/quantizers/ that no kept version references and no live
  *     intent lists, when a dropped version referenced them (swapped out by
@@ -54,10 +59,11 @@ typedef enum sf_gc_kind {
   SF_GC_QUANTIZER,   /* a kept quantizer no kept version references */
   SF_GC_TEMP,        /* a writer's temporary file older than an hour */
   SF_GC_INTENT,      /* the intent of a build that died (catalog.h) */
+  SF_GC_ARCHIVE,     /* a job archive chunk no kept version references */
   SF_GC_KIND_COUNT
 } sf_gc_kind;
 
-/* "version", "staging", "segment", "quantizer", "temp", "intent". */
+/* "version", "staging", "segment", "quantizer", "temp", "intent", "archive". */
 const char *sf_gc_kind_name(sf_gc_kind k);
 
 typedef struct sf_gc_opts {

@@ -340,6 +340,7 @@ sf_code sf_plan_make(const sf_plan_shard *shards, size_t n, const sf_plan_opts *
   }
   p->params = o->quantizer ? *o->quantizer : p->shards[0].params;
   p->params.kind = SF_SEG_KIND_SEGMENT;
+  p->input_kind = o->input_kind ? o->input_kind : SF_SEG_KIND_SHARD;
   p->target_segment_bytes = o->target_segment_bytes;
   roaring_bitmap_run_optimize(all);
   if ((rc = group(p, err))) goto fail;

@@ -71,6 +71,11 @@ typedef struct sf_plan_opts {
   const sf_seg_params *quantizer;
   /* A requested index type, or -1 for "whatever the shards are". */
   int index_type;
+  /* The kind of file the inputs are: 0 or SF_SEG_KIND_SHARD (a job's
+   * shards), or SF_SEG_KIND_SEGMENT (committed segments merged by a
+   * compaction, core/compact.h; the format is the same). The build refuses
+   * an input file of another kind. */
+  sf_seg_kind input_kind;
 } sf_plan_opts;
 
 /* A group of consecutive shards of the plan: shards[first, first + count). */
@@ -88,7 +93,8 @@ typedef struct sf_plan {
   uint64_t target_segment_bytes;
   /* The job's parameters: the reference's, with kind = SF_SEG_KIND_SEGMENT. */
   sf_seg_params params;
-  sf_plan_shard *shards; /* in plan order (lowest fragment first) */
+  sf_seg_kind input_kind; /* what the "shards" are: shards or segments */
+  sf_plan_shard *shards;  /* in plan order (lowest fragment first) */
   size_t num_shards;
   sf_plan_segment *segments;
   size_t num_segments;

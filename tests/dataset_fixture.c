@@ -157,7 +157,10 @@ int dfx_check(const char *ds, char *why, size_t size) {
 int dfx_committed(const char *ds, const char *staging_id) {
   sf_catalog *c;
   if (sf_catalog_open_latest(ds, &c, NULL)) return 0;
-  int yes = sf_catalog_find_job(c, staging_id) != NULL;
+  sf_catalog_job j;
+  int yes = 0;
+  if (sf_catalog_lookup_job(c, staging_id, &j, &yes, NULL)) yes = 0;
+  sf_catalog_job_clear(&j);
   sf_catalog_free(c);
   return yes;
 }

@@ -23,6 +23,7 @@
 #include "core/fragset.h"
 #include "core/fsutil.h"
 #include "core/quantizer.h"
+#include "tests/catalog_v1.h"
 #include "tests/testutil.h"
 
 /* A dataset with a trained quantizer (dim 4, nlist 2, IVF_FLAT, L2) kept at
@@ -167,11 +168,14 @@ static void test_a_commit_creates_version_one_with_every_field_and_keeps_the_qua
   assert_string_equal(b->info.shard_ids[1], "shard-b");
   assert_string_equal(b->staging_id, "job0");
   assert_int_equal(b->added_in, 1);
-  const sf_catalog_job *j = sf_catalog_find_job(c, "job0");
-  assert_non_null(j);
-  assert_int_equal(j->version, 1);
-  assert_int_equal(j->nsegment_ids, 2);
-  assert_string_equal(j->segment_ids[0], "seg-a");
+  sf_catalog_job j;
+  int found;
+  assert_int_equal(sf_catalog_lookup_job(c, "job0", &j, &found, &err), SF_OK);
+  assert_true(found);
+  assert_int_equal(j.version, 1);
+  assert_int_equal(j.nsegment_ids, 2);
+  assert_string_equal(j.segment_ids[0], "seg-a");
+  sf_catalog_job_clear(&j);
 
   /* Paths for search: absolute, and the quantizer really is there. */
   char **paths;
@@ -535,7 +539,9 @@ static void test_a_crash_before_the_link_leaves_the_previous_version_intact(void
   assert_int_equal(latest_version(&f), 3);
   sf_catalog *c;
   assert_int_equal(sf_catalog_open_latest(f.ds, &c, &err), SF_OK);
-  assert_non_null(sf_catalog_find_job(c, "job2"));
+  int found;
+  assert_int_equal(sf_catalog_lookup_job(c, "job2", NULL, &found, &err), SF_OK);
+  assert_true(found);
   sf_catalog_free(c);
   /* A crash while keeping the quantizer leaves no version behind. */
   char qdir[4400];
@@ -682,6 +688,393 @@ static void test_a_commit_checks_its_files_under_the_lock(void **state) {
   sf_seginfo_clear(&s);
 }
 
+/* ---- the job archive ------------------------------------------------------- */
+
+/* Commits job `job` with one segment `seg` over `frags`, keeping `window`
+ * jobs in the version and at most `cmax` in a chunk. */
+static sf_code commit_w(const fx *f, const char *job, const char *seg, const char *frags,
+                        size_t window, size_t cmax, sf_catalog_commit_result *res,
+                        sf_err *err) {
+  sf_seginfo s;
+  make_seg(f, &s, seg, frags, 64);
+  sf_catalog_commit_req r = {.dataset = f->ds, .index_name = "idx", .column = "embedding",
+                             .staging_id = job, .segs = &s, .nsegs = 1,
+                             .quantizer_path = f->qpath, .job_window = window,
+                             .archive_chunk_jobs = cmax};
+  sf_catalog_commit_result local;
+  sf_code rc = sf_catalog_commit(&r, res ? res : &local, err);
+  sf_seginfo_clear(&s);
+  return rc;
+}
+
+/* The files in <ds>/<rel>, counted. */
+static size_t count_dir(const fx *f, const char *rel) {
+  char dir[4400];
+  snprintf(dir, sizeof dir, "%s/%s", f->ds, rel);
+  DIR *d = opendir(dir);
+  if (!d) return 0;
+  size_t n = 0;
+  struct dirent *e;
+  while ((e = readdir(d))) n += e->d_name[0] != '.';
+  closedir(d);
+  return n;
+}
+
+static void assert_job(const sf_catalog *c, const char *id, uint64_t version,
+                       const char *seg) {
+  sf_catalog_job j;
+  int found = 0;
+  sf_err err = {0};
+  sf_code rc = sf_catalog_lookup_job(c, id, &j, &found, &err);
+  if (rc) fail_msg("lookup %s: %s", id, err.msg);
+  if (!found) fail_msg("job %s not found", id);
+  assert_string_equal(j.staging_id, id);
+  assert_string_equal(j.index_name, "idx");
+  assert_int_equal(j.version, version);
+  assert_int_equal(j.nsegment_ids, 1);
+  assert_string_equal(j.segment_ids[0], seg);
+  sf_catalog_job_clear(&j);
+}
+
+#define ARCH_JOBS 60
+
+static void test_old_jobs_move_to_the_archive_and_stay_recognised_exactly(void **state) {
+  (void)state;
+  fx f;
+  fx_init(&f, "cat-archive");
+  sf_err err = {0};
+  char job[32], seg[32], frag[16];
+  size_t chunk_files = 0;
+  for (int i = 0; i < ARCH_JOBS; i++) {
+    snprintf(job, sizeof job, "job-%d", i);
+    snprintf(seg, sizeof seg, "seg-%d", i);
+    snprintf(frag, sizeof frag, "%d", i);
+    size_t before = count_dir(&f, SF_CATALOG_JOBS_DIR);
+    sf_code rc = commit_w(&f, job, seg, frag, 4, 5, NULL, &err);
+    if (rc) fail_msg("commit %s: %s", job, err.msg);
+    /* A commit writes at most the chunks the jobs it moves out fall in
+     * (4 / 2 + 1 of them), each maybe split in two: never the whole
+     * history. */
+    size_t after = count_dir(&f, SF_CATALOG_JOBS_DIR);
+    assert_true(after - before <= 2 * (4 / 2 + 1));
+    chunk_files = after;
+  }
+  assert_true(chunk_files > 1);
+  sf_catalog *c;
+  assert_int_equal(sf_catalog_open_latest(f.ds, &c, &err), SF_OK);
+  size_t window = sf_catalog_num_jobs(c); /* 4, filling up to 6 */
+  assert_true(window >= 4 && window <= 6);
+  assert_int_equal(sf_catalog_num_jobs_total(c), ARCH_JOBS);
+  assert_true(sf_catalog_num_archive_chunks(c) >= (ARCH_JOBS - 6) / 5);
+  assert_string_equal(sf_catalog_job_at(c, window - 1)->staging_id, "job-59");
+  /* Every job, the first as well as the last, with what it committed. */
+  for (int i = 0; i < ARCH_JOBS; i++) {
+    snprintf(job, sizeof job, "job-%d", i);
+    snprintf(seg, sizeof seg, "seg-%d", i);
+    assert_job(c, job, (uint64_t)i + 1, seg);
+  }
+  /* Exact: no id that was not committed is found, however close. */
+  const char *never[] = {"job-60", "job-", "job-00", "Job-1", "job-1 ", "x"};
+  uint8_t found[6];
+  for (size_t i = 0; i < 6; i++) {
+    int one = 1;
+    assert_int_equal(sf_catalog_lookup_job(c, never[i], NULL, &one, &err), SF_OK);
+    assert_false(one);
+  }
+  assert_int_equal(sf_catalog_lookup_jobs(c, never, 6, found, &err), SF_OK);
+  for (size_t i = 0; i < 6; i++) assert_false(found[i]);
+  const char *some[] = {"job-0", "nope", "job-59", "job-31"};
+  uint8_t f4[4];
+  assert_int_equal(sf_catalog_lookup_jobs(c, some, 4, f4, &err), SF_OK);
+  assert_true(f4[0] && !f4[1] && f4[2] && f4[3]);
+  json_t *js = sf_catalog_describe_json(c, NULL);
+  assert_int_equal(json_integer_value(json_object_get(js, "jobs_total")), ARCH_JOBS);
+  assert_int_equal(json_array_size(json_object_get(js, "jobs")), window);
+  assert_int_equal(json_array_size(json_object_get(js, "job_archive")),
+                   sf_catalog_num_archive_chunks(c));
+  json_decref(js);
+  sf_catalog_free(c);
+
+  /* The first job committed again, long after it left the window: a no-op
+   * returning its version; with other segments, a conflict. */
+  sf_catalog_commit_result res;
+  assert_int_equal(commit_w(&f, "job-0", "seg-0", "0", 4, 5, &res, &err), SF_OK);
+  assert_true(res.already);
+  assert_int_equal(res.version, 1);
+  assert_int_equal(latest_version(&f), ARCH_JOBS);
+  assert_int_equal(commit_w(&f, "job-0", "seg-x", "1000", 4, 5, &res, &err), SF_ECONFLICT);
+  assert_non_null(strstr(err.msg, "job-0"));
+  assert_int_equal(latest_version(&f), ARCH_JOBS);
+  /* A larger window keeps the newer records in full; a smaller one moves
+   * more: either way every job is found. */
+  assert_int_equal(commit_w(&f, "job-60", "seg-60", "60", 1, 3, NULL, &err), SF_OK);
+  assert_int_equal(sf_catalog_open_latest(f.ds, &c, &err), SF_OK);
+  assert_int_equal(sf_catalog_num_jobs(c), 1);
+  assert_int_equal(sf_catalog_num_jobs_total(c), ARCH_JOBS + 1);
+  for (int i = 0; i <= ARCH_JOBS; i++) {
+    snprintf(job, sizeof job, "job-%d", i);
+    snprintf(seg, sizeof seg, "seg-%d", i);
+    assert_job(c, job, (uint64_t)i + 1, seg);
+  }
+  sf_catalog_free(c);
+}
+
+/* With one live segment (each job replaces the last), what a version holds
+ * beyond it is the window and one reference per chunk: its size grows by
+ * the references only, not by a record per job. */
+static void test_a_version_grows_by_chunk_references_not_by_jobs(void **state) {
+  (void)state;
+  fx f;
+  fx_init(&f, "cat-archive-size");
+  sf_err err = {0};
+  size_t size[81] = {0}, refs[81] = {0}, window[81] = {0};
+  for (int i = 0; i < 80; i++) {
+    char job[32], seg[32], frag[16];
+    snprintf(job, sizeof job, "job-%d", i);
+    snprintf(seg, sizeof seg, "seg-%d", i);
+    snprintf(frag, sizeof frag, "0-%d", i);
+    sf_seginfo s;
+    make_seg(&f, &s, seg, frag, 64);
+    sf_catalog_commit_req r = {.dataset = f.ds, .index_name = "idx", .column = "embedding",
+                               .staging_id = job, .segs = &s, .nsegs = 1,
+                               .quantizer_path = f.qpath, .replace = 1, .job_window = 4,
+                               .archive_chunk_jobs = 5};
+    sf_catalog_commit_result res;
+    assert_int_equal(sf_catalog_commit(&r, &res, &err), SF_OK);
+    sf_seginfo_clear(&s);
+    struct stat st;
+    assert_int_equal(stat(catalog_file(&f, (uint64_t)i + 1), &st), 0);
+    size[i + 1] = (size_t)st.st_size;
+    sf_catalog *c;
+    assert_int_equal(sf_catalog_open_latest(f.ds, &c, &err), SF_OK);
+    refs[i + 1] = sf_catalog_num_archive_chunks(c);
+    window[i + 1] = sf_catalog_num_jobs(c);
+    assert_int_equal(sf_catalog_find_index(c, "idx")->nsegs, 1);
+    sf_catalog_free(c);
+  }
+  /* A reference is about 50 bytes (a 37-byte name and three numbers); a
+   * job record of the window under 40 here (its ids and numbers). */
+  assert_true(refs[80] > refs[20]);
+  size_t more_window = window[80] > window[20] ? window[80] - window[20] : 0;
+  assert_true(size[80] <= size[20] + 56 * (refs[80] - refs[20]) + 40 * more_window);
+}
+
+static void test_a_chunk_that_does_not_read_is_an_error_never_a_new_job(void **state) {
+  (void)state;
+  fx f;
+  fx_init(&f, "cat-archive-bad");
+  sf_err err = {0};
+  char job[32], seg[32], frag[16];
+  for (int i = 0; i < 12; i++) {
+    snprintf(job, sizeof job, "job-%d", i);
+    snprintf(seg, sizeof seg, "seg-%d", i);
+    snprintf(frag, sizeof frag, "%d", i);
+    assert_int_equal(commit_w(&f, job, seg, frag, 2, 100, NULL, &err), SF_OK);
+  }
+  sf_catalog *c;
+  assert_int_equal(sf_catalog_open_latest(f.ds, &c, &err), SF_OK);
+  assert_int_equal(sf_catalog_num_archive_chunks(c), 1); /* 10 jobs, one chunk */
+  char path[4600];
+  snprintf(path, sizeof path, "%s/%s/%s", f.ds, SF_CATALOG_JOBS_DIR,
+           sf_catalog_archive_chunk_name(c, 0));
+  size_t n;
+  uint8_t *orig = tu_read_file(path, &n);
+  int found = 1;
+  /* A damaged chunk: corrupt, naming the file, for an id in it and for one
+   * that never was (the chunk would have to say so). */
+  tu_flip_byte(path, n - 30, 0x04);
+  assert_int_equal(sf_catalog_lookup_job(c, "job-0", NULL, &found, &err), SF_ECORRUPT);
+  assert_false(found);
+  assert_non_null(strstr(err.msg, sf_catalog_archive_chunk_name(c, 0)));
+  assert_int_equal(sf_catalog_lookup_job(c, "never", NULL, &found, &err), SF_ECORRUPT);
+  /* Another chunk's (valid) bytes under this name: caught by the name. */
+  sf_catalog_free(c);
+  tu_write_file(path, orig, n);
+  assert_int_equal(commit_w(&f, "job-0", "seg-0", "0", 2, 100, NULL, &err), SF_OK);
+  /* A commit cannot decide the job is new without the chunk: refused, and
+   * no version written. */
+  uint64_t v = latest_version(&f);
+  unlink(path);
+  assert_int_equal(commit_w(&f, "job-0", "seg-0", "0", 2, 100, NULL, &err), SF_ENOTFOUND);
+  assert_int_equal(commit_w(&f, "job-99", "seg-99", "99", 2, 100, NULL, &err),
+                   SF_ENOTFOUND);
+  assert_int_equal(latest_version(&f), v);
+  tu_write_file(path, orig, n);
+  assert_int_equal(commit_w(&f, "job-99", "seg-99", "99", 2, 100, NULL, &err), SF_OK);
+  assert_int_equal(latest_version(&f), v + 1);
+  free(orig);
+}
+
+static void test_a_chunk_swapped_for_another_is_refused_by_its_name(void **state) {
+  (void)state;
+  fx f;
+  fx_init(&f, "cat-archive-name");
+  sf_err err = {0};
+  char job[32], seg[32], frag[16];
+  for (int i = 0; i < 6; i++) {
+    snprintf(job, sizeof job, "job-%d", i);
+    snprintf(seg, sizeof seg, "seg-%d", i);
+    snprintf(frag, sizeof frag, "%d", i);
+    assert_int_equal(commit_w(&f, job, seg, frag, 2, 100, NULL, &err), SF_OK);
+  }
+  /* Version 5 names a chunk of 2 jobs, version 6 one of 4: put the older
+   * (a complete, valid chunk) under the newer's name. */
+  sf_catalog *c5, *c6;
+  assert_int_equal(sf_catalog_open_version(f.ds, 5, &c5, &err), SF_OK);
+  assert_int_equal(sf_catalog_open_version(f.ds, 6, &c6, &err), SF_OK);
+  char p5[4600], p6[4600];
+  snprintf(p5, sizeof p5, "%s/%s/%s", f.ds, SF_CATALOG_JOBS_DIR,
+           sf_catalog_archive_chunk_name(c5, 0));
+  snprintf(p6, sizeof p6, "%s/%s/%s", f.ds, SF_CATALOG_JOBS_DIR,
+           sf_catalog_archive_chunk_name(c6, 0));
+  assert_int_equal(rename(p5, p6), 0);
+  int found;
+  assert_int_equal(sf_catalog_lookup_job(c6, "job-0", NULL, &found, &err), SF_ECORRUPT);
+  assert_non_null(strstr(err.msg, "not of its name"));
+  sf_catalog_free(c5);
+  sf_catalog_free(c6);
+}
+
+static void test_a_format_1_version_opens_and_its_next_commit_converts_it(void **state) {
+  (void)state;
+  fx f;
+  fx_init(&f, "cat-v1");
+  char dir[4400], path[4600];
+  snprintf(dir, sizeof dir, "%s/%s", f.ds, SF_CATALOG_DIR);
+  assert_int_equal(sf_fs_mkdirs(dir, NULL), SF_OK);
+  snprintf(path, sizeof path, "%s/v00000000000000000003.avro", dir);
+  tu_write_file(path, v1_catalog, v1_catalog_len);
+  snprintf(path, sizeof path, "%s/v1q", f.ds);
+  tu_write_file(path, v1_quantizer, v1_quantizer_len);
+  uint64_t cs;
+  sf_err err = {0};
+  assert_int_equal(sf_quant_checksum_of_file(path, &cs, &err), SF_OK);
+  sf_catalog *c;
+  sf_code rc = sf_catalog_open_latest(f.ds, &c, &err);
+  if (rc) fail_msg("open: %s", err.msg);
+  assert_int_equal(sf_catalog_version(c), 3);
+  assert_int_equal(sf_catalog_num_jobs(c), 3);
+  assert_int_equal(sf_catalog_num_archive_chunks(c), 0);
+  assert_int_equal(sf_catalog_find_index(c, "idx")->nsegs, 2);
+  assert_job(c, "old-1", 1, "seg-1");
+  assert_job(c, "old-3", 3, "seg-3");
+  sf_catalog_free(c);
+
+  /* The next commit writes format 2; with a window of 1 the three old jobs
+   * go to the archive, and are found there. */
+  sf_seginfo s;
+  make_seg(&f, &s, "seg-4", "20-29", 64);
+  s.quantizer_checksum = cs;
+  sf_catalog_commit_req r = {.dataset = f.ds, .index_name = "idx", .column = "embedding",
+                             .staging_id = "new-4", .segs = &s, .nsegs = 1,
+                             .quantizer_path = path, .job_window = 1};
+  sf_catalog_commit_result res;
+  rc = sf_catalog_commit(&r, &res, &err);
+  if (rc) fail_msg("commit: %s", err.msg);
+  assert_int_equal(res.version, 4);
+  size_t n;
+  uint8_t *v4 = tu_read_file(catalog_file(&f, 4), &n);
+  sf_catalog dec = {0};
+  assert_int_equal(sf_catalog_decode(v4, n, "v4", &dec, &err), SF_OK);
+  assert_int_equal(dec.format, 2);
+  sf_catalog_clear(&dec);
+  free(v4);
+  assert_int_equal(sf_catalog_open_latest(f.ds, &c, &err), SF_OK);
+  assert_int_equal(sf_catalog_num_jobs(c), 1);
+  assert_int_equal(sf_catalog_num_jobs_total(c), 4);
+  assert_true(sf_catalog_num_archive_chunks(c) >= 1);
+  assert_job(c, "old-1", 1, "seg-1");
+  assert_job(c, "old-2", 2, "seg-2");
+  assert_job(c, "old-3", 3, "seg-3");
+  assert_job(c, "new-4", 4, "seg-4");
+  sf_catalog_free(c);
+  /* An old job committed again is still a no-op. */
+  sf_seginfo_clear(&s);
+  make_seg(&f, &s, "seg-1", "0-9", 64);
+  s.quantizer_checksum = cs;
+  r.staging_id = "old-1";
+  assert_int_equal(sf_catalog_commit(&r, &res, &err), SF_OK);
+  assert_true(res.already);
+  assert_int_equal(res.version, 1);
+  sf_seginfo_clear(&s);
+  /* The format 1 version itself still opens. */
+  assert_int_equal(sf_catalog_open_version(f.ds, 3, &c, &err), SF_OK);
+  sf_catalog_free(c);
+}
+
+/* ---- the compaction commit ------------------------------------------------- */
+
+static sf_code compact_commit(const fx *f, const char **inputs, size_t n, const char *id,
+                              const char *frags, uint64_t rows,
+                              sf_catalog_compaction_result *res, sf_err *err) {
+  sf_seginfo m;
+  make_seg(f, &m, id, frags, 64);
+  m.num_rows = rows;
+  sf_catalog_compaction_req r = {.dataset = f->ds, .index_name = "idx", .inputs = inputs,
+                                 .ninputs = n, .merged = &m};
+  sf_code rc = sf_catalog_commit_compaction(&r, res, err);
+  sf_seginfo_clear(&m);
+  return rc;
+}
+
+static void test_a_compaction_swaps_exactly_its_inputs_or_nothing(void **state) {
+  (void)state;
+  fx f;
+  fx_init(&f, "cat-compact");
+  sf_err err = {0};
+  char job[32], seg[32], frag[16];
+  for (int i = 0; i < 8; i++) { /* 16 rows each (64-byte dummies) */
+    snprintf(job, sizeof job, "job-%d", i);
+    snprintf(seg, sizeof seg, "seg-%d", i);
+    snprintf(frag, sizeof frag, "%d", i);
+    assert_int_equal(commit_w(&f, job, seg, frag, 2, 3, NULL, &err), SF_OK);
+  }
+  sf_catalog_compaction_result res;
+  const char *in[] = {"seg-2", "seg-3", "seg-4"};
+  /* What the merge must hold is checked against the inputs. */
+  assert_int_equal(compact_commit(&f, in, 3, "m1", "2-3", 48, &res, &err), SF_EMISMATCH);
+  assert_non_null(strstr(err.msg, "4"));
+  assert_int_equal(compact_commit(&f, in, 3, "m1", "2-4", 47, &res, &err), SF_EMISMATCH);
+  assert_int_equal(compact_commit(&f, in, 3, "seg-7", "2-4", 48, &res, &err), SF_EEXIST);
+  const char *dup[] = {"seg-2", "seg-2"};
+  assert_int_equal(compact_commit(&f, dup, 2, "m1", "2", 32, &res, &err), SF_EINVAL);
+  assert_int_equal(latest_version(&f), 8);
+  /* The merge replaces exactly its inputs, where the first of them was. */
+  assert_int_equal(compact_commit(&f, in, 3, "m1", "2-4", 48, &res, &err), SF_OK);
+  assert_int_equal(res.version, 9);
+  assert_false(res.already);
+  sf_catalog *c;
+  assert_int_equal(sf_catalog_open_latest(f.ds, &c, &err), SF_OK);
+  const sf_catalog_index *ix = sf_catalog_find_index(c, "idx");
+  const char *want[] = {"seg-0", "seg-1", "m1", "seg-5", "seg-6", "seg-7"};
+  assert_int_equal(ix->nsegs, 6);
+  for (size_t i = 0; i < 6; i++) assert_string_equal(ix->segs[i].info.segment_id, want[i]);
+  assert_string_equal(ix->segs[2].staging_id, "m1");
+  assert_int_equal(ix->segs[2].info.num_shards, 0);
+  assert_int_equal(ix->segs[2].added_in, 9);
+  assert_int_equal(sf_catalog_num_jobs_total(c), 8); /* no job added */
+  /* Jobs whose segments the merge swapped out, in the archive or the
+   * window, are still committed as they were. */
+  assert_job(c, "job-2", 3, "seg-2");
+  assert_job(c, "job-7", 8, "seg-7");
+  sf_catalog_free(c);
+  /* Again: done before. */
+  assert_int_equal(compact_commit(&f, in, 3, "m1", "2-4", 48, &res, &err), SF_OK);
+  assert_true(res.already);
+  assert_int_equal(res.version, 9);
+  /* A merge of an input another merge took first is stale. */
+  const char *late[] = {"seg-4", "seg-5"};
+  assert_int_equal(compact_commit(&f, late, 2, "m2", "4-5", 32, &res, &err), SF_ECONFLICT);
+  assert_non_null(strstr(err.msg, "seg-4"));
+  assert_int_equal(latest_version(&f), 9);
+  /* Redelivered jobs after the compaction: no-ops. */
+  sf_catalog_commit_result cres;
+  assert_int_equal(commit_w(&f, "job-3", "seg-3", "3", 2, 3, &cres, &err), SF_OK);
+  assert_true(cres.already);
+  assert_int_equal(cres.version, 4);
+  assert_int_equal(latest_version(&f), 9);
+}
+
 static void test_version_names_parse_only_exactly(void **state) {
   (void)state;
   uint64_t v;
@@ -780,6 +1173,12 @@ int main(void) {
       cmocka_unit_test(test_an_injected_failure_before_or_after_the_link_is_reported_and_retried),
       cmocka_unit_test(test_concurrent_committers_all_succeed_in_distinct_versions),
       cmocka_unit_test(test_a_commit_checks_its_files_under_the_lock),
+      cmocka_unit_test(test_old_jobs_move_to_the_archive_and_stay_recognised_exactly),
+      cmocka_unit_test(test_a_version_grows_by_chunk_references_not_by_jobs),
+      cmocka_unit_test(test_a_chunk_that_does_not_read_is_an_error_never_a_new_job),
+      cmocka_unit_test(test_a_chunk_swapped_for_another_is_refused_by_its_name),
+      cmocka_unit_test(test_a_format_1_version_opens_and_its_next_commit_converts_it),
+      cmocka_unit_test(test_a_compaction_swaps_exactly_its_inputs_or_nothing),
       cmocka_unit_test(test_version_names_parse_only_exactly),
       cmocka_unit_test(test_a_file_uri_names_the_same_dataset),
       cmocka_unit_test(every_spelling_of_a_dataset_resolves_to_one_canonical_form),

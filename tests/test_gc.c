@@ -100,6 +100,124 @@ static void commit(const fx *f, const char *job, const char *seg, const char *fr
   sf_fragset_free(s.fragments);
 }
 
+/* commit(), keeping `window` jobs in a version and at most 3 in a chunk
+ * of the job archive. */
+static void commit_w(const fx *f, const char *job, const char *seg, const char *frags,
+                     size_t window) {
+  char rel[512];
+  snprintf(rel, sizeof rel, "_indices/_staging/%s/shard-0.sfshard", job);
+  touch(P(f, rel), 100, 0);
+  snprintf(rel, sizeof rel, "_indices/segments/%s.sfseg", seg);
+  touch(P(f, rel), 64, 0);
+  sf_seginfo s = {.bytes = 64, .num_rows = 16, .index_type = SF_IVF_FLAT, .metric = SF_L2,
+                  .dim = 4, .nlist = 2, .quantizer_checksum = f->cs};
+  char path[512];
+  snprintf(path, sizeof path, "segments/%s.sfseg", seg);
+  s.segment_id = (char *)seg;
+  s.path = path;
+  assert_int_equal(sf_fragset_parse(frags, "frags", &s.fragments, NULL), SF_OK);
+  sf_catalog_commit_req r = {.dataset = f->ds, .index_name = "idx", .column = "emb",
+                             .staging_id = job, .segs = &s, .nsegs = 1,
+                             .quantizer_path = f->qpath, .job_window = window,
+                             .archive_chunk_jobs = 3};
+  sf_catalog_commit_result res;
+  sf_err err = {0};
+  sf_code rc = sf_catalog_commit(&r, &res, &err);
+  if (rc) fprintf(stderr, "%s\n", err.msg);
+  assert_int_equal(rc, SF_OK);
+  sf_fragset_free(s.fragments);
+}
+
+static size_t count_in(const fx *f, const char *rel) {
+  DIR *d = opendir(P(f, rel));
+  if (!d) return 0;
+  size_t n = 0;
+  struct dirent *e;
+  while ((e = readdir(d))) n += e->d_name[0] != '.';
+  closedir(d);
+  return n;
+}
+
+#define ARCH_JOBS 15
+
+static void test_gc_keeps_the_chunks_kept_versions_name_and_knows_archived_jobs(
+    void **state) {
+  (void)state;
+  fx f;
+  fx_init(&f, "gc-archive");
+  for (int i = 0; i < ARCH_JOBS; i++) {
+    char job[32], seg[32], frag[16];
+    snprintf(job, sizeof job, "job-%d", i);
+    snprintf(seg, sizeof seg, "seg-%d", i);
+    snprintf(frag, sizeof frag, "%d", i);
+    commit_w(&f, job, seg, frag, 2);
+  }
+  touch(P(&f, "_indices/_staging/pending/shard-0.sfshard"), 100, 0);
+  size_t chunks_before = count_in(&f, SF_CATALOG_JOBS_DIR);
+  sf_err err = {0};
+  sf_catalog *c;
+  assert_int_equal(sf_catalog_open_latest(f.ds, &c, &err), SF_OK);
+  size_t live = sf_catalog_num_archive_chunks(c);
+  assert_true(live >= 2);
+  assert_true(chunks_before > live); /* superseded chunks of older versions */
+  sf_catalog_free(c);
+
+  /* Three versions kept: their chunks stay. */
+  sf_gc_opts o = {.keep_versions = 3, .grace_ms = 0, .temp_age_ms = -1};
+  sf_gc_stats st;
+  assert_int_equal(sf_gc_run(f.ds, &o, NULL, NULL, &st, &err), SF_OK);
+  for (uint64_t v = ARCH_JOBS - 2; v <= ARCH_JOBS; v++) {
+    assert_int_equal(sf_catalog_open_version(f.ds, v, &c, &err), SF_OK);
+    for (size_t i = 0; i < sf_catalog_num_archive_chunks(c); i++) {
+      char rel[256];
+      snprintf(rel, sizeof rel, "%s/%s", SF_CATALOG_JOBS_DIR,
+               sf_catalog_archive_chunk_name(c, i));
+      assert_true(exists(P(&f, rel)));
+    }
+    sf_catalog_free(c);
+  }
+  /* Staging roots of every committed job went, archived or not; the
+   * pending one stayed. */
+  assert_int_equal(st.removed[SF_GC_STAGING], ARCH_JOBS);
+  assert_true(exists(P(&f, "_indices/_staging/pending")));
+  assert_true(st.removed[SF_GC_ARCHIVE] > 0);
+
+  /* One version kept: exactly its chunks stay, and every job is found. */
+  o.keep_versions = 1;
+  assert_int_equal(sf_gc_run(f.ds, &o, NULL, NULL, &st, &err), SF_OK);
+  assert_int_equal(count_in(&f, SF_CATALOG_JOBS_DIR), live);
+  assert_int_equal(sf_catalog_open_latest(f.ds, &c, &err), SF_OK);
+  for (int i = 0; i < ARCH_JOBS; i++) {
+    char job[32];
+    snprintf(job, sizeof job, "job-%d", i);
+    int found = 0;
+    assert_int_equal(sf_catalog_lookup_job(c, job, NULL, &found, &err), SF_OK);
+    assert_true(found);
+  }
+
+  /* A chunk that does not read stops gc before it deletes anything, when
+   * it must ask the chunk about a staging root. */
+  for (size_t i = 0; i < live; i++) {
+    char rel[256];
+    snprintf(rel, sizeof rel, "%s/%s", SF_CATALOG_JOBS_DIR,
+             sf_catalog_archive_chunk_name(c, i));
+    size_t len;
+    free(tu_read_file(P(&f, rel), &len));
+    tu_flip_byte(P(&f, rel), len - 30, 0x01); /* in the record */
+  }
+  sf_catalog_free(c);
+  for (int i = 0; i < 20; i++) {
+    char rel[256];
+    snprintf(rel, sizeof rel, "_indices/_staging/probe-%d/shard-0.sfshard", i);
+    touch(P(&f, rel), 10, 0);
+  }
+  touch(P(&f, "_indices/segments/orphan.sfseg"), 10, 2);
+  assert_int_equal(sf_gc_run(f.ds, &o, NULL, NULL, &st, &err), SF_ECORRUPT);
+  assert_non_null(strstr(err.msg, "job archive"));
+  assert_true(exists(P(&f, "_indices/segments/orphan.sfseg")));
+  assert_true(exists(P(&f, "_indices/_staging/pending")));
+}
+
 /* Three versions: seg-a, + seg-b, then seg-n replacing both; plus the
  * leftovers gc must judge. */
 static void scene(fx *f, const char *tag) {
@@ -447,6 +565,7 @@ int main(void) {
       cmocka_unit_test(test_a_live_intent_that_does_not_read_stops_gc_before_it_deletes),
       cmocka_unit_test(test_an_intent_is_made_after_gc_is_done_never_during),
       cmocka_unit_test(test_bad_intents_are_refused_when_made),
+      cmocka_unit_test(test_gc_keeps_the_chunks_kept_versions_name_and_knows_archived_jobs),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

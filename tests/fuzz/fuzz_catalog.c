@@ -3,10 +3,12 @@
  *
  * A catalog file's record is covered by a checksum, so random mutations of a
  * whole file die there and never reach the Avro decoding behind it. The
- * first byte therefore picks the mode: even takes the rest as a whole file;
- * odd takes the rest as the record's bytes and wraps them in a valid
- * container (a real header, the block framing, the checksum), so that the
- * fuzzer explores what avro-c and our field checks do with them.
+ * first byte therefore picks the mode: bit 0 clear takes the rest as a
+ * whole file; set, it takes the rest as the record's bytes and wraps them in
+ * a valid container (a real header, the block framing, the checksum), so
+ * that the fuzzer explores what avro-c and our field checks do with them.
+ * Bit 1 picks the decoder: a catalog version, or a chunk of the job archive
+ * (schemas/JobArchive.avsc).
  *
  * An accepted version must be written back and read again unchanged. Any
  * disagreement aborts, so the fuzzer reports it as a finding.
@@ -24,9 +26,11 @@
 #include "core/fragset.h"
 #include "fuzz_sound.h"
 
-static uint8_t *header; /* a real container header, through its sync marker */
-static size_t header_len;
-static uint8_t sync_marker[16];
+/* Real container headers, through their sync markers: [0] a version's,
+ * [1] an archive chunk's. */
+static uint8_t *headers[2];
+static size_t header_lens[2];
+static uint8_t sync_markers[2][16];
 
 /* Writes c into a malloc'd buffer (caller frees). */
 static uint8_t *write_mem(const sf_catalog *c, size_t *len) {
@@ -46,15 +50,28 @@ static void init(void) {
   size_t len;
   file = write_mem(&c, &len);
   /* The file ends with the sync marker; the header ends at its first copy. */
-  memcpy(sync_marker, file + len - 16, 16);
+  memcpy(sync_markers[0], file + len - 16, 16);
   for (size_t i = 0; i + 16 <= len; i++)
-    if (!memcmp(file + i, sync_marker, 16)) {
-      header_len = i + 16;
+    if (!memcmp(file + i, sync_markers[0], 16)) {
+      header_lens[0] = i + 16;
       break;
     }
-  header = malloc(header_len);
-  memcpy(header, file, header_len);
+  headers[0] = malloc(header_lens[0]);
+  memcpy(headers[0], file, header_lens[0]);
   free(file);
+  /* A chunk's: a container of its schema with no block is just the header. */
+  avro_schema_t schema;
+  avro_file_writer_t fw;
+  char *buf = NULL;
+  FILE *f = open_memstream(&buf, &len);
+  if (!f || sf_catalog_load_schema(SF_CATALOG_ARCHIVE_SCHEMA_FILE, &schema, NULL) ||
+      avro_file_writer_create_with_codec_fp(f, "mem", 0, schema, &fw, "null", 4096) ||
+      avro_file_writer_close(fw) || fclose(f))
+    abort();
+  avro_schema_decref(schema);
+  headers[1] = (uint8_t *)buf;
+  header_lens[1] = len;
+  memcpy(sync_markers[1], buf + len - 16, 16);
 }
 
 static size_t put_varint(uint8_t *p, int64_t v) {
@@ -68,7 +85,9 @@ static size_t put_varint(uint8_t *p, int64_t v) {
 }
 
 /* header + block(1 record: datum + its checksum) + sync. */
-static uint8_t *wrap(const uint8_t *datum, size_t n, size_t *len) {
+static uint8_t *wrap(int kind, const uint8_t *datum, size_t n, size_t *len) {
+  const uint8_t *header = headers[kind], *sync_marker = sync_markers[kind];
+  size_t header_len = header_lens[kind];
   uint8_t *f = malloc(header_len + 20 + n + 8 + 16);
   size_t k = header_len;
   memcpy(f, header, header_len);
@@ -94,13 +113,22 @@ static char *describe(sf_catalog *c) {
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  if (!header) init();
+  if (!headers[0]) init();
   if (size < 1) return 0;
   size_t len = size - 1;
-  uint8_t *file = (data[0] & 1) ? wrap(data + 1, size - 1, &len) : NULL;
+  int kind = (data[0] >> 1) & 1;
+  uint8_t *file = (data[0] & 1) ? wrap(kind, data + 1, size - 1, &len) : NULL;
   const uint8_t *in = file ? file : data + 1;
   sf_catalog c = {0}, again = {0};
   sf_err err = {0};
+  if (kind == 1) { /* an archive chunk: bounded, valid or refused */
+    size_t njobs;
+    if (sf_catalog_archive_decode(in, len, "fuzz", &njobs, &err) == SF_OK &&
+        njobs > SF_CATALOG_MAX_JOBS)
+      abort();
+    free(file);
+    return 0;
+  }
   if (sf_catalog_decode(in, len, "fuzz", &c, &err) == SF_OK) {
     for (size_t i = 0; i < c.nix; i++)
       for (size_t k = 0; k < c.ix[i].nsegs; k++)
