@@ -500,15 +500,13 @@ static sf_code publish(const char *ds, const sf_catalog *c, uint64_t *seed, int 
   sprintf(tmp, "%s.tmp.%ld.%08" PRIx64, final, (long)getpid(), *seed >> 32);
   sf_code rc = SF_OK;
   int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  FILE *fp = fd >= 0 ? fdopen(fd, "wb") : NULL;
-  if (!fp) {
+  if (fd < 0) {
     rc = sf_err_errno(err, SF_EIO, errno, "cannot create %s", tmp);
-    if (fd >= 0) close(fd);
     goto out;
   }
-  rc = sf_catalog_write(c, fp, tmp, err);
+  rc = sf_catalog_write(c, fd, tmp, err);
   if (!rc && fsync(fd)) rc = sf_err_errno(err, SF_EIO, errno, "cannot fsync %s", tmp);
-  if (fclose(fp) && !rc) rc = sf_err_errno(err, SF_EIO, errno, "cannot close %s", tmp);
+  if (close(fd) && !rc) rc = sf_err_errno(err, SF_EIO, errno, "cannot close %s", tmp);
   if (rc) goto out_unlink;
   fault_torn(tmp);
   fault_point("catalog.before_link");

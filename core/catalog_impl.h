@@ -45,9 +45,13 @@ sf_code sf_catalog_check_segpath(const char *field, const char *s, sf_err *err);
  * naming the field. */
 sf_code sf_catalog_validate(const sf_catalog *c, sf_err *err);
 
-/* Writes c as an Avro container file to fp (flushed, not synced). `what`
- * names the file in messages. */
-sf_code sf_catalog_write(const sf_catalog *c, FILE *fp, const char *what, sf_err *err);
+/* Encodes c as the bytes of an Avro container file into a malloc'd buffer
+ * (*out, *len; the caller frees). `what` names the file in messages. */
+sf_code sf_catalog_encode(const sf_catalog *c, const char *what, uint8_t **out, size_t *len,
+                          sf_err *err);
+/* sf_catalog_encode, then writes all of it to fd (not synced); a failed
+ * write names `what` and the system's reason. */
+sf_code sf_catalog_write(const sf_catalog *c, int fd, const char *what, sf_err *err);
 
 /* Decodes and validates len bytes of a container file into *c (which must
  * be zeroed; on failure it is left cleared). Checks the framing, sizes and

@@ -29,7 +29,8 @@ sf_code sf_fs_mkdirs(const char *path, sf_err *err) {
   int rc = mkdir(p, 0755);
   int e = errno;
   free(p);
-  if (rc && e != EEXIST) return sf_err_errno(err, SF_EIO, e, "cannot create directory %s", path);
+  if (rc && e != EEXIST)
+    return sf_err_errno(err, SF_EIO, e, "cannot create directory %s", path);
   return SF_OK;
 }
 
@@ -59,7 +60,8 @@ char *sf_fs_join(const char *a, const char *b) {
   return r;
 }
 
-sf_code sf_fs_write_all(int fd, const void *buf, size_t len, const char *what, sf_err *err) {
+sf_code sf_fs_write_all(int fd, const void *buf, size_t len, const char *what,
+                        sf_err *err) {
   const uint8_t *p = buf;
   while (len) {
     ssize_t n = write(fd, p, len);
@@ -68,6 +70,22 @@ sf_code sf_fs_write_all(int fd, const void *buf, size_t len, const char *what, s
       return sf_err_errno(err, SF_EIO, errno, "cannot write %s", what);
     }
     p += n;
+    len -= (size_t)n;
+  }
+  return SF_OK;
+}
+
+sf_code sf_fs_pwrite_all(int fd, const void *buf, size_t len, uint64_t off,
+                         const char *what, sf_err *err) {
+  const uint8_t *p = buf;
+  while (len) {
+    ssize_t n = pwrite(fd, p, len, (off_t)off);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return sf_err_errno(err, SF_EIO, errno, "cannot write %s", what);
+    }
+    p += n;
+    off += (uint64_t)n;
     len -= (size_t)n;
   }
   return SF_OK;
@@ -117,7 +135,8 @@ sf_code sf_fs_tmpfile_open(sf_fs_tmpfile *t, const char *path, sf_err *err) {
 sf_code sf_fs_tmpfile_commit(sf_fs_tmpfile *t, sf_err *err) {
   sf_code rc = SF_OK;
   if (fsync(t->fd)) rc = sf_err_errno(err, SF_EIO, errno, "cannot fsync %s", t->tmp_path);
-  if (close(t->fd) && !rc) rc = sf_err_errno(err, SF_EIO, errno, "cannot close %s", t->tmp_path);
+  if (close(t->fd) && !rc)
+    rc = sf_err_errno(err, SF_EIO, errno, "cannot close %s", t->tmp_path);
   t->fd = -1;
   if (!rc && rename(t->tmp_path, t->path))
     rc = sf_err_errno(err, SF_EIO, errno, "cannot rename %s to %s", t->tmp_path, t->path);

@@ -35,8 +35,12 @@ typedef struct sf_fs_tmpfile {
 } sf_fs_tmpfile;
 
 sf_code sf_fs_tmpfile_open(sf_fs_tmpfile *t, const char *path, sf_err *err);
-/* Writes all of buf (retrying short writes). */
+/* Writes all of buf (retrying short writes: the retry of a write cut short
+ * by a full disk reports ENOSPC). Errors name `what` and the errno text. */
 sf_code sf_fs_write_all(int fd, const void *buf, size_t len, const char *what, sf_err *err);
+/* The same at offset off (pwrite). */
+sf_code sf_fs_pwrite_all(int fd, const void *buf, size_t len, uint64_t off, const char *what,
+                         sf_err *err);
 sf_code sf_fs_tmpfile_commit(sf_fs_tmpfile *t, sf_err *err);
 void sf_fs_tmpfile_abort(sf_fs_tmpfile *t);
 

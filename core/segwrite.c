@@ -365,10 +365,9 @@ static sf_code write_tail(sf_seg_writer *w, const roaring_bitmap_t *fragments,
   if ((rc = out(w, f, sizeof f, err))) goto done;
   uint8_t h[SEG_HDR_SIZE];
   sf_seg_header_put(h, &w->p, w->rows);
-  if (pwrite(w->tmp.fd, h, sizeof h, 0) != (ssize_t)sizeof h) {
+  if ((rc = sf_fs_pwrite_all(w->tmp.fd, h, sizeof h, 0, w->tmp.tmp_path, err))) {
     w->broken = 1;
-    rc = sf_err_errno(err, SF_EIO, errno, "cannot write the header of %s",
-                      w->tmp.tmp_path);
+    sf_err_prefix(err, "the header");
   }
 done:
   free(bm);
