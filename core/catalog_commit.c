@@ -218,10 +218,11 @@ static sf_code fsync_parent(const char *dir, sf_err *err) {
 }
 
 static sf_code copy_file(const char *src, const char *dst, sf_err *err) {
-  int in = open(src, O_RDONLY | O_CLOEXEC);
-  if (in < 0) return sf_err_errno(err, SF_EIO, errno, "cannot open %s", src);
+  int in;
+  sf_code rc = sf_fs_open_input(src, &in, NULL, err);
+  if (rc) return rc;
   sf_fs_tmpfile t;
-  sf_code rc = sf_fs_tmpfile_open(&t, dst, err);
+  rc = sf_fs_tmpfile_open(&t, dst, err);
   if (rc) {
     close(in);
     return rc;

@@ -172,25 +172,124 @@ sf_code sf_fs_write_atomic(const char *path, const void *buf, size_t len, sf_err
   return sf_fs_tmpfile_commit(&t, err);
 }
 
+/* What st is, for "<path> is a FIFO, not a regular file". */
+static const char *kind_of(mode_t m) {
+  if (S_ISFIFO(m)) return "a FIFO";
+  if (S_ISCHR(m)) return "a character device";
+  if (S_ISBLK(m)) return "a block device";
+  if (S_ISDIR(m)) return "a directory";
+  if (S_ISSOCK(m)) return "a socket";
+  return "of an unknown kind";
+}
+
+sf_code sf_fs_open_input(const char *path, int *fd, struct stat *st, sf_err *err) {
+  *fd = -1;
+  /* O_NONBLOCK: opening a FIFO returns at once (to fail the check below)
+   * instead of waiting for a writer. O_NOCTTY: a terminal named here must
+   * not become the controlling one. */
+  int f = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+  if (f < 0) {
+    int e = errno;
+    return sf_err_errno(err, e == ENOENT || e == ENOTDIR ? SF_ENOTFOUND : SF_EIO, e,
+                        "cannot open %s", path);
+  }
+  struct stat sb;
+  if (fstat(f, &sb)) { /* the file opened, not whatever the name is by now */
+    int e = errno;
+    close(f);
+    return sf_err_errno(err, SF_EIO, e, "cannot stat %s", path);
+  }
+  if (!S_ISREG(sb.st_mode)) {
+    close(f);
+    return sf_err_set(err, SF_EINVAL, "%s is %s, not a regular file", path,
+                      kind_of(sb.st_mode));
+  }
+  int fl = fcntl(f, F_GETFL);
+  if (fl < 0 || fcntl(f, F_SETFL, fl & ~O_NONBLOCK)) {
+    int e = errno;
+    close(f);
+    return sf_err_errno(err, SF_EIO, e, "cannot open %s", path);
+  }
+  if (st) *st = sb;
+  *fd = f;
+  return SF_OK;
+}
+
+sf_code sf_fs_fopen_input(const char *path, FILE **out, struct stat *st, sf_err *err) {
+  *out = NULL;
+  int fd;
+  sf_code rc = sf_fs_open_input(path, &fd, st, err);
+  if (rc) return rc;
+  if (!(*out = fdopen(fd, "rb"))) {
+    int e = errno;
+    close(fd);
+    return sf_err_errno(err, e == ENOMEM ? SF_ENOMEM : SF_EIO, e, "cannot open %s", path);
+  }
+  return SF_OK;
+}
+
+sf_code sf_fs_read_input(const char *path, size_t max, char **buf, size_t *len,
+                         sf_err *err) {
+  *buf = NULL;
+  *len = 0;
+  int fd;
+  struct stat st;
+  sf_code rc = sf_fs_open_input(path, &fd, &st, err);
+  if (rc) return rc;
+  if ((uint64_t)st.st_size > max) {
+    close(fd);
+    return sf_err_set(err, SF_ELIMIT, "%s is %llu bytes long (at most %zu)", path,
+                      (unsigned long long)st.st_size, max);
+  }
+  /* Read up to one byte past the size: a file that grew meanwhile is bounded
+   * all the same. */
+  size_t cap = (size_t)st.st_size + 1, n = 0;
+  char *b = malloc(cap + 1);
+  if (!b) {
+    close(fd);
+    return sf_err_set(err, SF_ENOMEM, "out of memory reading %s", path);
+  }
+  for (;;) {
+    if (n == cap) {
+      if (cap > max) break;
+      size_t ncap = cap * 2 > max + 1 ? max + 1 : cap * 2;
+      char *nb = realloc(b, ncap + 1);
+      if (!nb) {
+        rc = sf_err_set(err, SF_ENOMEM, "out of memory reading %s", path);
+        break;
+      }
+      b = nb;
+      cap = ncap;
+    }
+    ssize_t got = read(fd, b + n, cap - n);
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0) {
+      rc = sf_err_errno(err, SF_EIO, errno, "cannot read %s", path);
+      break;
+    }
+    if (got == 0) break;
+    n += (size_t)got;
+  }
+  close(fd);
+  if (!rc && n > max)
+    rc = sf_err_set(err, SF_ELIMIT, "%s is more than %zu bytes long", path, max);
+  if (rc) {
+    free(b);
+    return rc;
+  }
+  b[n] = '\0';
+  *buf = b;
+  *len = n;
+  return SF_OK;
+}
+
 sf_code sf_fs_map_open(const char *path, sf_fs_map *m, sf_err *err) {
   m->data = NULL;
   m->size = 0;
-  /* O_NONBLOCK: a FIFO named where a file should be must fail the check
-   * below, not block the caller in open() until a writer appears. */
-  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
-  if (fd < 0)
-    return sf_err_errno(err, errno == ENOENT ? SF_ENOTFOUND : SF_EIO, errno,
-                        "cannot open %s", path);
+  int fd;
   struct stat st;
-  if (fstat(fd, &st)) {
-    int e = errno;
-    close(fd);
-    return sf_err_errno(err, SF_EIO, e, "cannot stat %s", path);
-  }
-  if (!S_ISREG(st.st_mode)) {
-    close(fd);
-    return sf_err_set(err, SF_EINVAL, "%s is not a regular file", path);
-  }
+  sf_code rc = sf_fs_open_input(path, &fd, &st, err);
+  if (rc) return rc;
   if (st.st_size > 0) {
     void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
     if (p == MAP_FAILED) {

@@ -69,20 +69,14 @@ sf_code sf_vecreader_open(const char *path, sf_vecreader **out, sf_err *err) {
     return sf_err_set(err, SF_ENOMEM, "out of memory opening %s", path);
   }
   r->kind = kind;
-  r->f = fopen(path, "rb");
-  if (!r->f) {
-    int e = errno;
+  /* A regular file only: a FIFO would block the open, /dev/zero never ends. */
+  struct stat st;
+  if ((rc = sf_fs_fopen_input(path, &r->f, &st, err))) {
     sf_vecreader_free(r);
-    return sf_err_errno(err, e == ENOENT ? SF_ENOTFOUND : SF_EIO, e, "cannot open %s", path);
+    return rc;
   }
   r->buf = malloc(1 << 20);
   if (r->buf) setvbuf(r->f, r->buf, _IOFBF, 1 << 20);
-  struct stat st;
-  if (fstat(fileno(r->f), &st)) {
-    int e = errno;
-    sf_vecreader_free(r);
-    return sf_err_errno(err, SF_EIO, e, "cannot stat %s", path);
-  }
   uint64_t size = (uint64_t)st.st_size;
   if (size == 0) {
     r->dim = 0;
