@@ -265,6 +265,8 @@ int cli_cmd_commit(int argc, char **argv) {
     return cli_usage("commit", "--dataset, --index, --column, --staging-id and "
                      "--segments-from are required");
   sf_err err = {0};
+  if (cli_check_ids(&err, "--index", index, "--staging-id", staging, NULL))
+    return cli_usage("commit", "%s", err.msg);
   char *ds;
   if (sf_catalog_resolve_dataset(dataset, &ds, &err)) return cli_fail("commit", &err);
   inputs in = {0};
@@ -367,6 +369,7 @@ int cli_inspect_dataset(int argc, char **argv) {
   }
   if (!dataset) return cli_usage("inspect", "--dataset D is required");
   if (optind < argc) return cli_usage("inspect", "unexpected argument '%s'", argv[optind]);
+  if (cli_check_ids(&err, "--index", index, NULL)) return cli_usage("inspect", "%s", err.msg);
   uint64_t *v = NULL;
   size_t nv = 0;
   sf_catalog *cat = NULL;

@@ -31,11 +31,9 @@ void sf_catalog_job_clear(sf_catalog_job *j);
 sf_code sf_catalog_index_copy(sf_catalog_index *dst, const sf_catalog_index *src, sf_err *err);
 sf_code sf_catalog_seginfo_copy(sf_seginfo *dst, const sf_seginfo *src, sf_err *err);
 
-/* Field rules. An id (index name, staging, segment or shard id) is 1..255
- * bytes without '/' or control characters and is not "." or "..", so that it
- * is also a safe file name. A text (column) is 1..4096 bytes without control
- * characters. A segment path is "segments/<id>". `field` names the value. */
-sf_code sf_catalog_check_id(const char *field, const char *s, sf_err *err);
+/* Field rules besides sf_catalog_check_id (catalog.h). A text (column) is
+ * 1..4096 bytes without control characters. A segment path is
+ * "segments/<id>". `field` names the value. */
 sf_code sf_catalog_check_text(const char *field, const char *s, sf_err *err);
 sf_code sf_catalog_check_segpath(const char *field, const char *s, sf_err *err);
 
