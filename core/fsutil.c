@@ -151,6 +151,37 @@ sf_code sf_fs_tmpfile_commit(sf_fs_tmpfile *t, sf_err *err) {
   return rc;
 }
 
+/* rename(2) that never replaces: renameat2's RENAME_NOREPLACE, or where the
+ * file system lacks it, link(2) (which never replaces either) and unlink. */
+static int rename_noreplace(const char *from, const char *to) {
+  if (!renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE)) return 0;
+  if (errno != EINVAL && errno != ENOSYS && errno != ENOTSUP) return -1;
+  if (link(from, to)) return -1;
+  unlink(from);
+  return 0;
+}
+
+sf_code sf_fs_tmpfile_commit_new(sf_fs_tmpfile *t, sf_err *err) {
+  sf_code rc = SF_OK;
+  if (fsync(t->fd)) rc = sf_err_errno(err, SF_EIO, errno, "cannot fsync %s", t->tmp_path);
+  if (close(t->fd) && !rc)
+    rc = sf_err_errno(err, SF_EIO, errno, "cannot close %s", t->tmp_path);
+  t->fd = -1;
+  if (!rc && rename_noreplace(t->tmp_path, t->path))
+    rc = errno == EEXIST ? sf_err_set(err, SF_EEXIST, "%s already exists", t->path)
+                         : sf_err_errno(err, SF_EIO, errno, "cannot rename %s to %s",
+                                        t->tmp_path, t->path);
+  if (!rc) {
+    char *dir = sf_fs_dirname(t->path);
+    rc = dir ? sf_fs_fsync_dir(dir, err) : sf_err_set(err, SF_ENOMEM, "out of memory");
+    free(dir);
+    free(t->tmp_path); /* renamed: nothing to unlink */
+    t->tmp_path = NULL;
+  }
+  sf_fs_tmpfile_abort(t);
+  return rc;
+}
+
 void sf_fs_tmpfile_abort(sf_fs_tmpfile *t) {
   if (t->fd >= 0) close(t->fd);
   if (t->tmp_path) unlink(t->tmp_path);

@@ -44,6 +44,10 @@ sf_code sf_fs_write_all(int fd, const void *buf, size_t len, const char *what, s
 sf_code sf_fs_pwrite_all(int fd, const void *buf, size_t len, uint64_t off, const char *what,
                          sf_err *err);
 sf_code sf_fs_tmpfile_commit(sf_fs_tmpfile *t, sf_err *err);
+/* Like commit, but never replaces: when path exists already (a writer of
+ * the same name won a race) it fails with SF_EEXIST and removes only the
+ * temporary. */
+sf_code sf_fs_tmpfile_commit_new(sf_fs_tmpfile *t, sf_err *err);
 void sf_fs_tmpfile_abort(sf_fs_tmpfile *t);
 
 /* Opening what segforge reads by name. Every such input (vector files,

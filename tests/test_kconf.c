@@ -6,10 +6,10 @@
  * given.
  */
 #include <fcntl.h>
-#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* clang-format off */
@@ -193,7 +193,8 @@ static void fifos_devices_and_huge_files_are_refused_before_reading(void **state
   assert_int_equal(ftruncate(fd, 8LL << 30), 0);
   close(fd);
   assert_int_equal(sf_kconf_load_file(k, huge, &err), SF_ELIMIT);
-  assert_non_null(strstr(err.msg, "huge.conf is 8589934592 bytes long (at most 1048576)"));
+  assert_non_null(
+      strstr(err.msg, "huge.conf is 8589934592 bytes long (at most 1048576)"));
   assert_int_equal(sf_kconf_count(k), 0);
   sf_kconf_free(k);
 }
