@@ -12,26 +12,39 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* mkdir of one directory; a new one is made durable by an fsync of its
+ * parent, so that what is renamed into it later survives a crash. */
+static sf_code mkdir_one(char *p, sf_err *err) {
+  if (mkdir(p, 0755)) {
+    int e = errno;
+    struct stat st;
+    if (e == EEXIST && !stat(p, &st) && S_ISDIR(st.st_mode)) return SF_OK;
+    if (e == EEXIST)
+      return sf_err_set(err, SF_EINVAL, "%s exists and is not a directory", p);
+    return sf_err_errno(err, SF_EIO, e, "cannot create directory %s", p);
+  }
+  char *parent = sf_fs_dirname(p);
+  sf_code rc =
+      parent ? sf_fs_fsync_dir(parent, err) : sf_err_set(err, SF_ENOMEM, "out of memory");
+  free(parent);
+  return rc;
+}
+
 sf_code sf_fs_mkdirs(const char *path, sf_err *err) {
   char *p = strdup(path);
   if (!p) return sf_err_set(err, SF_ENOMEM, "out of memory");
-  for (char *s = p + 1; *s; s++) {
-    if (*s != '/') continue;
+  size_t n = strlen(p);
+  while (n > 1 && p[n - 1] == '/') p[--n] = '\0'; /* "a/b/" is "a/b" */
+  sf_code rc = SF_OK;
+  for (char *s = p + 1; !rc && *s; s++) {
+    if (*s != '/' || s[-1] == '/') continue;
     *s = '\0';
-    if (mkdir(p, 0755) && errno != EEXIST) {
-      int e = errno;
-      sf_err_errno(err, SF_EIO, e, "cannot create directory %s", p);
-      free(p);
-      return SF_EIO;
-    }
+    rc = mkdir_one(p, err);
     *s = '/';
   }
-  int rc = mkdir(p, 0755);
-  int e = errno;
+  if (!rc) rc = mkdir_one(p, err);
   free(p);
-  if (rc && e != EEXIST)
-    return sf_err_errno(err, SF_EIO, e, "cannot create directory %s", path);
-  return SF_OK;
+  return rc;
 }
 
 sf_code sf_fs_fsync_dir(const char *dir, sf_err *err) {

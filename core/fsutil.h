@@ -13,7 +13,9 @@
 
 #include "error.h"
 
-/* mkdir -p. */
+/* mkdir -p. Each directory it creates is made durable (its parent is
+ * fsynced), so a file renamed into it later survives a crash with its path.
+ * SF_EINVAL when a component exists and is not a directory. */
 sf_code sf_fs_mkdirs(const char *path, sf_err *err);
 
 /* fsyncs a directory so that a rename or link inside it is durable. */
