@@ -135,9 +135,13 @@ sf_code sf_vecreader_seek(sf_vecreader *r, uint64_t row, sf_err *err) {
 
 /* Reads one record into r->row and checks its dimension. */
 static sf_code read_record(sf_vecreader *r, sf_err *err) {
-  if (fread(r->row, r->rec, 1, r->f) != 1)
+  if (fread(r->row, r->rec, 1, r->f) != 1) {
+    if (ferror(r->f)) /* a read that failed, not a file that ended */
+      return sf_err_errno(err, SF_EIO, errno, "%s: cannot read row %llu", r->path,
+                          (unsigned long long)r->next);
     return sf_err_set(err, SF_EIO, "%s: short read at row %llu (file changed while reading?)",
                       r->path, (unsigned long long)r->next);
+  }
   int32_t d;
   memcpy(&d, r->row, 4);
   if (d != (int32_t)r->dim)
@@ -264,10 +268,11 @@ sf_code sf_vecwriter_open(const char *path, uint32_t dim, sf_vecwriter **out, sf
   int fd2 = dup(w->t.fd);
   w->f = fd2 >= 0 ? fdopen(fd2, "wb") : NULL;
   if (!w->f) {
+    int e = errno; /* before the clean-up's calls */
     if (fd2 >= 0) close(fd2);
     sf_fs_tmpfile_abort(&w->t);
     free(w);
-    return sf_err_errno(err, SF_EIO, errno, "cannot write %s", path);
+    return sf_err_errno(err, SF_EIO, e, "cannot write %s", path);
   }
   *out = w;
   return SF_OK;
