@@ -228,6 +228,7 @@ static const char *kind_of(mode_t m) {
 
 sf_code sf_fs_open_input(const char *path, int *fd, struct stat *st, sf_err *err) {
   *fd = -1;
+  if (st) memset(st, 0, sizeof *st);
   /* O_NONBLOCK: opening a FIFO returns at once (to fail the check below)
    * instead of waiting for a writer. O_NOCTTY: a terminal named here must
    * not become the controlling one. */

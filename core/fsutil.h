@@ -60,7 +60,8 @@ void sf_fs_tmpfile_abort(sf_fs_tmpfile *t);
  * the descriptor it opened with fstat (nothing can be swapped in between),
  * refuses anything but a regular file with SF_EINVAL ("<path> is a FIFO, not
  * a regular file"), then clears O_NONBLOCK. A missing file is SF_ENOTFOUND.
- * *fd is the caller's to close; st (may be NULL) receives the file's stat. */
+ * *fd is the caller's to close; st (may be NULL) receives the file's stat
+ * (zeroed on failure). */
 sf_code sf_fs_open_input(const char *path, int *fd, struct stat *st, sf_err *err);
 /* The same as a stdio stream, which the caller fcloses. */
 sf_code sf_fs_fopen_input(const char *path, FILE **f, struct stat *st, sf_err *err);
