@@ -83,19 +83,19 @@ typedef struct sf_catalog_job {
  * commits still run concurrently with each other. */
 #define SF_CATALOG_LOCK_NAME "LOCK"
 
-/* An id (index name, staging, segment or shard id) is 1..255 bytes without
- * '/' or control characters and is not "." or "..", so that it is also a
- * safe file name (a staging id names <dataset>/_indices/_staging/<id>/).
- * SF_EINVAL naming `field` (e.g. "--staging-id") and the rule. Commands check
- * ids with it as they parse their flags, before any I/O. */
-sf_code sf_catalog_check_id(const char *field, const char *s, sf_err *err);
-
 /* ---- reading ------------------------------------------------------------ */
 
 /* The dataset (a directory, or a file:// URI naming one) as an absolute
  * directory path in a malloc'd string (caller frees). SF_ENOTFOUND when it
  * does not exist, SF_EINVAL for another kind of URI or a non-directory. */
 sf_code sf_catalog_resolve_dataset(const char *dataset, char **dir, sf_err *err);
+
+/* An id (index name, staging, segment or shard id) is 1..255 bytes without
+ * '/' or control characters and is not "." or "..", so that it is also a
+ * safe file name (a staging id names <dataset>/_indices/_staging/<id>/).
+ * SF_EINVAL naming `field` (e.g. "--staging-id") and the rule. Commands check
+ * ids with it as they parse their flags, before any I/O. */
+sf_code sf_catalog_check_id(const char *field, const char *s, sf_err *err);
 
 /* The file name of a version ("v00000000000000000001.avro") into buf
  * (at least 32 bytes); and the reverse: 1 and *version when name is exactly
