@@ -340,7 +340,7 @@ int cli_cmd_stage(int argc, char **argv) {
                      .fragments = fr,
                      .rows_per_fragment = (uint32_t)rpf,
                      .memory_budget = memory,
-                     .replace = force,
+                     .exclusive = !force, /* a shard id is staged once */
                      .progress = isatty(2) ? progress : NULL,
                      .progress_arg = &last};
   sf_stage_result res;

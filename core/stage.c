@@ -217,10 +217,10 @@ static sf_code write_shard(stage_ctx *c, const uint32_t *lists, sf_stage_result 
   }
   sf_seg_writer *fin = w;
   w = NULL;
-  /* Without replace, a shard of the same id staged meanwhile (a second
-   * worker given the same id) wins, and this one fails. */
-  rc = c->o->replace ? sf_seg_writer_finish(fin, c->o->fragments, err)
-                     : sf_seg_writer_finish_new(fin, c->o->fragments, err);
+  /* Exclusive: a shard of the same id staged meanwhile (a second worker
+   * given the same id) wins, and this one fails. */
+  rc = c->o->exclusive ? sf_seg_writer_finish_new(fin, c->o->fragments, err)
+                       : sf_seg_writer_finish(fin, c->o->fragments, err);
   if (rc == SF_EEXIST)
     rc = sf_err_set(err, SF_EEXIST,
                     "shard '%s' was staged at %s by another writer meanwhile; this one "
@@ -274,7 +274,7 @@ sf_code sf_stage_shard(const sf_stage_opts *o, const sf_quant *q, sf_stage_resul
     return sf_err_set(err, SF_EINVAL, "a shard needs at least one fragment");
   if (o->rows_per_fragment == 0)
     return sf_err_set(err, SF_EINVAL, "rows per fragment must be at least 1");
-  if (!o->replace && (rc = check_new(o, err))) return rc;
+  if (o->exclusive && (rc = check_new(o, err))) return rc;
   stage_ctx c = {.o = o, .q = q};
   uint32_t *lists = NULL;
   if ((rc = sf_vecreader_open(o->vectors, &c.r, err))) return rc;
