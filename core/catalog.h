@@ -46,6 +46,13 @@
 #define SF_CATALOG_MAX_SHARDS (1u << 20)   /* shard ids per segment */
 #define SF_CATALOG_MAX_JOBS (1u << 24)
 
+/* An id (index name, staging, segment or shard id) is 1..255 bytes without
+ * '/' or control characters and is not "." or "..", so that it is also a
+ * safe file name (a staging id names <dataset>/_indices/_staging/<id>/).
+ * SF_EINVAL naming `field` (e.g. "--staging-id") and the rule. Commands check
+ * ids with it as they parse their flags, before any I/O. */
+sf_code sf_catalog_check_id(const char *field, const char *s, sf_err *err);
+
 typedef struct sf_catalog sf_catalog;
 
 /* A committed segment: its description (path relative to
@@ -89,13 +96,6 @@ typedef struct sf_catalog_job {
  * directory path in a malloc'd string (caller frees). SF_ENOTFOUND when it
  * does not exist, SF_EINVAL for another kind of URI or a non-directory. */
 sf_code sf_catalog_resolve_dataset(const char *dataset, char **dir, sf_err *err);
-
-/* An id (index name, staging, segment or shard id) is 1..255 bytes without
- * '/' or control characters and is not "." or "..", so that it is also a
- * safe file name (a staging id names <dataset>/_indices/_staging/<id>/).
- * SF_EINVAL naming `field` (e.g. "--staging-id") and the rule. Commands check
- * ids with it as they parse their flags, before any I/O. */
-sf_code sf_catalog_check_id(const char *field, const char *s, sf_err *err);
 
 /* The file name of a version ("v00000000000000000001.avro") into buf
  * (at least 32 bytes); and the reverse: 1 and *version when name is exactly
