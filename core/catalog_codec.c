@@ -24,6 +24,7 @@
  * SF_ECORRUPT naming the file and what is wrong, never half-read.
  */
 #include <avro.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <xxhash.h>
@@ -215,7 +216,7 @@ sf_code sf_catalog_encode(const sf_catalog *c, const char *what, uint8_t **out,
   rc = encode_datum(schema, c, &datum, &n, err);
   /* avro-c frames the container into memory: its file writer reports no
    * errno of the stream under it, so the file itself is written with
-   * write(2), whose errors are reported (sf_catalog_write). */
+   * write(2), whose errors are reported (sf_catalog_write_fd). */
   char *buf = NULL;
   size_t blen = 0;
   FILE *mem = rc ? NULL : open_memstream(&buf, &blen);
@@ -246,12 +247,24 @@ sf_code sf_catalog_encode(const sf_catalog *c, const char *what, uint8_t **out,
   return SF_OK;
 }
 
-sf_code sf_catalog_write(const sf_catalog *c, int fd, const char *what, sf_err *err) {
+sf_code sf_catalog_write_fd(const sf_catalog *c, int fd, const char *what, sf_err *err) {
   uint8_t *buf;
   size_t n;
   sf_code rc = sf_catalog_encode(c, what, &buf, &n, err);
   if (rc) return rc;
   rc = sf_fs_write_all(fd, buf, n, what, err);
+  free(buf);
+  return rc;
+}
+
+sf_code sf_catalog_write(const sf_catalog *c, FILE *fp, const char *what, sf_err *err) {
+  uint8_t *buf;
+  size_t n;
+  sf_code rc = sf_catalog_encode(c, what, &buf, &n, err);
+  if (rc) return rc;
+  errno = 0;
+  if (fwrite(buf, 1, n, fp) != n || fflush(fp))
+    rc = sf_err_errno(err, SF_EIO, errno ? errno : EIO, "cannot write %s", what);
   free(buf);
   return rc;
 }

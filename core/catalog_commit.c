@@ -505,7 +505,7 @@ static sf_code publish(const char *ds, const sf_catalog *c, uint64_t *seed, int 
     rc = sf_err_errno(err, SF_EIO, errno, "cannot create %s", tmp);
     goto out;
   }
-  rc = sf_catalog_write(c, fd, tmp, err);
+  rc = sf_catalog_write_fd(c, fd, tmp, err);
   if (!rc && fsync(fd)) rc = sf_err_errno(err, SF_EIO, errno, "cannot fsync %s", tmp);
   if (close(fd) && !rc) rc = sf_err_errno(err, SF_EIO, errno, "cannot close %s", tmp);
   if (rc) goto out_unlink;

@@ -49,7 +49,9 @@ sf_code sf_catalog_encode(const sf_catalog *c, const char *what, uint8_t **out, 
                           sf_err *err);
 /* sf_catalog_encode, then writes all of it to fd (not synced); a failed
  * write names `what` and the system's reason. */
-sf_code sf_catalog_write(const sf_catalog *c, int fd, const char *what, sf_err *err);
+sf_code sf_catalog_write_fd(const sf_catalog *c, int fd, const char *what, sf_err *err);
+/* The same to a stdio stream (written and flushed, not synced). */
+sf_code sf_catalog_write(const sf_catalog *c, FILE *fp, const char *what, sf_err *err);
 
 /* Decodes and validates len bytes of a container file into *c (which must
  * be zeroed; on failure it is left cleared). Checks the framing, sizes and

@@ -54,9 +54,16 @@ static void test_a_catalog_written_to_a_full_device_names_no_space_left(void **s
   if (fd < 0) skip();
   sf_catalog c = {.version = 1, .created_at_ms = 1};
   sf_err err = {0};
-  assert_int_equal(sf_catalog_write(&c, fd, "v1.avro.tmp", &err), SF_EIO);
+  assert_int_equal(sf_catalog_write_fd(&c, fd, "v1.avro.tmp", &err), SF_EIO);
   assert_string_equal(err.msg, "cannot write v1.avro.tmp: No space left on device");
   close(fd);
+  /* Through stdio too (unbuffered, so the write fails in fwrite itself). */
+  FILE *f = fopen("/dev/full", "wb");
+  assert_non_null(f);
+  setvbuf(f, NULL, _IONBF, 0);
+  assert_int_equal(sf_catalog_write(&c, f, "v1.avro.tmp", &err), SF_EIO);
+  assert_string_equal(err.msg, "cannot write v1.avro.tmp: No space left on device");
+  fclose(f);
   /* The same bytes encode into memory. */
   uint8_t *buf = NULL;
   size_t n = 0;
