@@ -42,6 +42,13 @@ int cli_usage(const char *cmd, const char *fmt, ...)
 sf_code cli_parse_u64(const char *flag, const char *val, uint64_t min, uint64_t max,
                       int sizes, uint64_t *out, sf_err *err);
 
+/* Checks the ids given in flags, as (flag, value) pairs ending with NULL;
+ * a NULL value (flag not given) is skipped. An id follows the catalog's rule
+ * (sf_catalog_check_id): it names a directory or file, so a value such as
+ * '../x' must be refused before anything is read or written. SF_EINVAL with
+ * err naming the flag. */
+sf_code cli_check_ids(sf_err *err, ...) __attribute__((sentinel));
+
 /* The planning flags that plan, build and finalize share, as getopt_long
  * entries: --target-segment-bytes N (K/M/G; 0 = one segment per shard),
  * --expected-fragments LIST, --index-type T. Their option values are 'b',

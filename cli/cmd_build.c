@@ -148,6 +148,10 @@ int cli_cmd_build(int argc, char **argv) {
   if (!staging) return cli_usage("build", "--staging DIR is required");
   if (!dataset) return cli_usage("build", "--dataset D is required");
   if (optind < argc) return cli_usage("build", "unexpected argument '%s'", argv[optind]);
+  if (cli_check_ids(&err, "--staging-id", po.staging_id, NULL)) {
+    cli_plan_flags_clear(&pf);
+    return cli_usage("build", "%s", err.msg);
+  }
   po.target_segment_bytes = pf.target_segment_bytes;
   po.expected_fragments = pf.expected;
   po.index_type = pf.index_type;

@@ -164,9 +164,10 @@ static sf_code from_dir(inputs *in, const char *ds, const char *dir, int verify,
 }
 
 /* build --json: an array of {segment_id, path (relative to _indices/), ...}. */
-static sf_code from_json(inputs *in, const char *ds, const char *file, int verify, sf_err *err) {
+static sf_code from_json(inputs *in, const char *ds, FILE *f, const char *file, int verify,
+                         sf_err *err) {
   json_error_t je;
-  json_t *arr = json_load_file(file, 0, &je);
+  json_t *arr = json_loadf(f, 0, &je);
   if (!json_is_array(arr) || !json_array_size(arr)) {
     json_decref(arr);
     return sf_err_set(err, SF_EINVAL, "%s: expected the non-empty JSON array of 'segforge "
@@ -190,10 +191,15 @@ static sf_code from_json(inputs *in, const char *ds, const char *file, int verif
   return rc;
 }
 
-/* A segment file itself, or a list of paths one per line ('#' comments). */
+/* A segment file itself, or a list of paths one per line ('#' comments).
+ * The file must be a regular one: a FIFO would block, /dev/zero never ends. */
 static sf_code from_file(inputs *in, const char *ds, const char *file, int verify, sf_err *err) {
-  FILE *f = fopen(file, "rb");
-  if (!f) return sf_err_errno(err, SF_ENOTFOUND, errno, "--segments-from %s", file);
+  FILE *f;
+  sf_code rc = sf_fs_fopen_input(file, &f, NULL, err);
+  if (rc) {
+    sf_err_prefix(err, "--segments-from");
+    return rc;
+  }
   char line[8192];
   size_t got = fread(line, 1, SF_SEG_MAGIC_LEN, f);
   if (got == SF_SEG_MAGIC_LEN && !memcmp(line, SF_SEG_MAGIC, SF_SEG_MAGIC_LEN)) {
@@ -202,17 +208,26 @@ static sf_code from_file(inputs *in, const char *ds, const char *file, int verif
   }
   size_t skip = 0;
   while (skip < got && (line[skip] == ' ' || line[skip] == '\n' || line[skip] == '\t')) skip++;
-  if (skip < got && line[skip] == '[') {
-    fclose(f);
-    return from_json(in, ds, file, verify, err);
-  }
   rewind(f);
-  sf_code rc = SF_OK;
+  if (skip < got && line[skip] == '[') {
+    rc = from_json(in, ds, f, file, verify, err);
+    fclose(f);
+    return rc;
+  }
+  unsigned long lineno = 0;
   while (!rc && fgets(line, sizeof line, f)) {
+    lineno++;
+    size_t n = strlen(line);
+    if (n == sizeof line - 1 && line[n - 1] != '\n' && !feof(f)) {
+      rc = sf_err_set(err, SF_ELIMIT, "%s:%lu: line longer than %zu bytes", file, lineno,
+                      sizeof line - 2);
+      break;
+    }
     line[strcspn(line, "\r\n")] = '\0';
     if (!line[0] || line[0] == '#') continue;
     rc = add_file(in, ds, line, NULL, verify, err);
   }
+  if (!rc && ferror(f)) rc = sf_err_errno(err, SF_EIO, errno, "cannot read %s", file);
   fclose(f);
   if (!rc && !in->n) rc = sf_err_set(err, SF_EINVAL, "%s lists no segment files", file);
   return rc;
@@ -250,6 +265,8 @@ int cli_cmd_commit(int argc, char **argv) {
     return cli_usage("commit", "--dataset, --index, --column, --staging-id and "
                      "--segments-from are required");
   sf_err err = {0};
+  if (cli_check_ids(&err, "--index", index, "--staging-id", staging, NULL))
+    return cli_usage("commit", "%s", err.msg);
   char *ds;
   if (sf_catalog_resolve_dataset(dataset, &ds, &err)) return cli_fail("commit", &err);
   inputs in = {0};
@@ -353,6 +370,7 @@ int cli_inspect_dataset(int argc, char **argv) {
   }
   if (!dataset) return cli_usage("inspect", "--dataset D is required");
   if (optind < argc) return cli_usage("inspect", "unexpected argument '%s'", argv[optind]);
+  if (cli_check_ids(&err, "--index", index, NULL)) return cli_usage("inspect", "%s", err.msg);
   uint64_t *v = NULL;
   size_t nv = 0;
   sf_catalog *cat = NULL;

@@ -328,6 +328,8 @@ int cli_cmd_demo(int argc, char **argv) {
                      DEMO_JOB,
                      "--expected-fragments",
                      s_exp,
+                     /* a re-run in the same --dir re-stages the demo's own shards */
+                     "--force",
                      NULL};
     if (i == 0) show(stage);
     pids[i] = spawn(stage);

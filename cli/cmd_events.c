@@ -19,6 +19,7 @@
 
 #include "cli/cli.h"
 #include "consumer/event_decode.h"
+#include "core/fsutil.h"
 #include "producer/event_encode.h"
 #include "schemas/event_json.h"
 #include "schemas/schema.h"
@@ -73,8 +74,9 @@ static sf_code slurp(FILE *f, const char *what, uint8_t **out, size_t *len, sf_e
     if (got == 0) break;
   }
   if (ferror(f)) {
+    int e = errno;
     free(buf);
-    return sf_err_set(err, SF_EIO, "cannot read %s", what);
+    return sf_err_errno(err, SF_EIO, e, "cannot read %s", what);
   }
   *out = buf;
   *len = n;
@@ -194,11 +196,15 @@ static int do_schema(opts *o) {
 }
 
 static sf_code add_writer_schema(sf_schema_set *set, const char *path, sf_err *err) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return sf_err_errno(err, SF_EIO, errno, "cannot open --writer-schema %s", path);
+  FILE *f;
+  sf_code rc = sf_fs_fopen_input(path, &f, NULL, err);
+  if (rc) {
+    sf_err_prefix(err, "--writer-schema");
+    return rc;
+  }
   uint8_t *text;
   size_t n;
-  sf_code rc = slurp(f, path, &text, &n, err);
+  rc = slurp(f, path, &text, &n, err);
   fclose(f);
   if (rc) return rc;
   const char *base = strrchr(path, '/');

@@ -89,6 +89,10 @@ int cli_cmd_finalize(int argc, char **argv) {
     cli_usage("finalize", "unexpected argument '%s'", argv[optind]);
     goto out;
   }
+  if (cli_check_ids(&err, "--index", req.index_name, "--staging-id", req.staging_id, NULL)) {
+    cli_usage("finalize", "%s", err.msg);
+    goto out;
+  }
   progress_state st;
   sf_progress_init(&st.clock, sf_progress_now(), 0.25);
   req.expected_fragments = pf.expected;

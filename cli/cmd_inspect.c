@@ -18,6 +18,7 @@
 
 #include "cli/cli.h"
 #include "core/fragset.h"
+#include "core/fsutil.h"
 #include "core/quantizer.h"
 #include "core/segfile.h"
 
@@ -188,12 +189,9 @@ static const struct {
 
 static int inspect_file(const char *path, int json) {
   uint8_t head[16] = {0};
-  FILE *f = fopen(path, "rb");
+  FILE *f;
   sf_err err = {0};
-  if (!f) {
-    sf_err_errno(&err, SF_ENOTFOUND, errno, "cannot open %s", path);
-    return cli_fail("inspect", &err);
-  }
+  if (sf_fs_fopen_input(path, &f, NULL, &err)) return cli_fail("inspect", &err);
   size_t got = fread(head, 1, sizeof head, f);
   fclose(f);
   for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)

@@ -99,6 +99,10 @@ int cli_cmd_plan(int argc, char **argv) {
   if (!staging || optind < argc) cli_plan_flags_clear(&pf);
   if (!staging) return cli_usage("plan", "--staging DIR is required");
   if (optind < argc) return cli_usage("plan", "unexpected argument '%s'", argv[optind]);
+  if (cli_check_ids(&err, "--staging-id", po.staging_id, NULL)) {
+    cli_plan_flags_clear(&pf);
+    return cli_usage("plan", "%s", err.msg);
+  }
   po.target_segment_bytes = pf.target_segment_bytes;
   po.expected_fragments = pf.expected;
   po.index_type = pf.index_type;

@@ -107,6 +107,7 @@ int cli_cmd_search(int argc, char **argv) {
     return cli_usage("search", "name at least one shard or segment file, or --dataset and --index");
   if (gtfile && !rpf)
     return cli_usage("search", "--groundtruth needs --rows-per-fragment to map rows to ids");
+  if (cli_check_ids(&err, "--index", index, NULL)) return cli_usage("search", "%s", err.msg);
 
   char *qdefault = NULL, **paths = NULL;
   size_t npaths = 0;

@@ -24,20 +24,25 @@ static void help(void) {
   printf(
       "usage: segforge stage --vectors FILE --staging DIR --fragments LIST\n"
       "                      --rows-per-fragment R --shard-id ID [--memory SIZE] "
-      "[--json]\n\n"
+      "[--force]\n"
+      "                      [--json]\n\n"
       "Encodes the rows of the fragments in LIST (a range list such as 0-63,70) of\n"
       "FILE (.fvecs or .bvecs) with DIR/quantizer and writes DIR/ID.sfshard.\n"
       "Row i of FILE is fragment i / R, offset i %% R; its row id is\n"
       "(fragment << 32) | offset. Workers may stage into one DIR at once.\n"
       "--memory bounds the codes held at once (default 256M); larger shards take\n"
-      "several passes over their rows.\n\n"
+      "several passes over their rows. A shard id is staged once: an existing\n"
+      "DIR/ID.sfshard is refused before any row is read, unless --force replaces it.\n\n"
       "Announcing the shard (ShardStaged on Kafka, after it is written):\n"
       "  --publish --brokers B [-X key=value ...] [--config FILE] [--topic T]\n"
       "  --dataset-uri D --index-name N --column C --staging-id S\n"
       "  --expected-fragments LIST [--target-segment-bytes SIZE] [--timeout MS]\n"
       "DIR must be D/_indices/_staging/S. -X passes any librdkafka property (as in\n"
       "kcat; later ones win, after --config FILE's key=value lines). The command\n"
-      "returns once the broker acknowledged the event and prints its event_id.\n");
+      "returns once the broker acknowledged the event and prints its event_id.\n"
+      "Everything the event needs (ids, fragments inside --expected-fragments, DIR\n"
+      "being that root, the client's properties) is checked before the shard is\n"
+      "written, so a refused announcement leaves no shard behind.\n");
 }
 
 /* librdkafka's log lines (errors, warnings, and everything when -X debug=...
@@ -55,6 +60,8 @@ typedef struct publish_opts {
   const char *expected;
   uint64_t target, timeout_ms;
   char *dataset_abs; /* a relative --dataset-uri made absolute (freed by the caller) */
+  roaring_bitmap_t *exp; /* --expected-fragments, parsed (freed by the caller) */
+  sf_publisher *pub;     /* created before staging (freed by the caller) */
 } publish_opts;
 
 /* Checked before the shard is staged, so a typo costs nothing. */
@@ -113,30 +120,46 @@ static int check_publish(publish_opts *po, sf_err *err) {
   return 0;
 }
 
-/* Fills, publishes and prints the ShardStaged of the shard at path. */
+/* The rest of the announcement, checked before the shard is written so
+ * that a refused request leaves no shard a later finalize would pick up:
+ * the event's fields against fr and the staging directory, then the
+ * client itself (librdkafka's configuration). */
+static int check_announcement(publish_opts *po, const roaring_bitmap_t *fr,
+                              const char *staging, sf_err *err) {
+  if (!po->on) return 0;
+  if (sf_fragset_parse(po->expected, "--expected-fragments", &po->exp, err))
+    return cli_usage("stage", "%s", err->msg), 2;
+  po->info.expected_fragments = po->exp;
+  po->info.target_segment_bytes = (int64_t)po->target;
+  if (sf_worker_check(&po->info, fr, staging, err) ||
+      sf_publisher_new(po->conf, SF_FRAMING_AUTO, &po->pub, err)) {
+    sf_err_prefix(err, "nothing was staged");
+    return 1;
+  }
+  return 0;
+}
+
+/* Fills and publishes the ShardStaged of the shard at path. */
 static sf_code publish(publish_opts *po, const char *path, char **event_id, char *where,
                        size_t wsize, sf_err *err) {
-  roaring_bitmap_t *exp = NULL;
-  sf_publisher *pub = NULL;
   sf_shard_staged ev = {0};
-  sf_code rc = sf_fragset_parse(po->expected, "--expected-fragments", &exp, err);
-  if (rc) return rc;
-  po->info.expected_fragments = exp;
-  po->info.target_segment_bytes = (int64_t)po->target;
+  sf_code rc;
   if ((rc = sf_worker_fill_staged(&po->info, path, &ev, err))) goto out;
-  if ((rc = sf_publisher_new(po->conf, SF_FRAMING_AUTO, &pub, err))) goto out;
   sf_delivery dr;
-  if ((rc = sf_worker_publish(pub, NULL, &ev, (int)po->timeout_ms, &dr, err))) goto out;
+  if ((rc = sf_worker_publish(po->pub, NULL, &ev, (int)po->timeout_ms, &dr, err)))
+    goto out;
   snprintf(where, wsize, "%s [%d] at offset %lld",
-           sf_publisher_topic(pub, SF_EVENT_SHARD_STAGED), (int)dr.partition,
+           sf_publisher_topic(po->pub, SF_EVENT_SHARD_STAGED), (int)dr.partition,
            (long long)dr.offset);
   *event_id = ev.event_id;
   ev.event_id = NULL;
 out:
-  if (rc) sf_err_prefix(err, "shard %s was staged, but not announced", path);
+  if (rc)
+    sf_err_prefix(err,
+                  "shard %s was staged, but not announced (run the same command with "
+                  "--force to stage and announce it again)",
+                  path);
   sf_shard_staged_clear(&ev);
-  sf_publisher_free(pub, 2000);
-  sf_fragset_free(exp);
   return rc;
 }
 
@@ -174,10 +197,11 @@ int cli_cmd_stage(int argc, char **argv) {
       {"target-segment-bytes", required_argument, 0, 'T'},
       {"timeout", required_argument, 0, 'o'},
       {"event-id", required_argument, 0, 'E'},
+      {"force", no_argument, 0, 'F'},
       {0, 0, 0, 0}};
   const char *vectors = NULL, *staging = NULL, *frags = NULL, *shard_id = NULL;
   uint64_t rpf = 0, memory = 256ULL << 20;
-  int json = 0, c;
+  int json = 0, force = 0, c;
   sf_err err = {0};
   publish_opts po = {.conf = sf_kconf_new(), .timeout_ms = 30000};
   if (!po.conf) return cli_fail("stage", &(sf_err){SF_ENOMEM, "out of memory"});
@@ -205,6 +229,9 @@ int cli_cmd_stage(int argc, char **argv) {
         break;
       case 'j':
         json = 1;
+        break;
+      case 'F':
+        force = 1;
         break;
       case 'P':
         po.on = 1;
@@ -272,11 +299,17 @@ int cli_cmd_stage(int argc, char **argv) {
     bad = cli_usage("stage", "%s", err.msg);
   if (!bad && sf_stage_check_id("--shard-id", shard_id, &err))
     bad = cli_usage("stage", "%s", err.msg);
+  if (!bad && cli_check_ids(&err, "--staging-id", po.info.staging_id, "--index-name",
+                            po.info.index_name, NULL))
+    bad = cli_usage("stage", "%s", err.msg);
   po.info.shard_id = shard_id;
   if (!bad) bad = check_publish(&po, &err);
+  if (!bad) bad = check_announcement(&po, fr, staging, &err);
   if (bad) {
     if (bad == 1) cli_fail("stage", &err);
     sf_fragset_free(fr);
+    sf_fragset_free(po.exp);
+    sf_publisher_free(po.pub, 0);
     sf_kconf_free(po.conf);
     free(po.dataset_abs);
     return bad;
@@ -307,6 +340,7 @@ int cli_cmd_stage(int argc, char **argv) {
                      .fragments = fr,
                      .rows_per_fragment = (uint32_t)rpf,
                      .memory_budget = memory,
+                     .exclusive = !force, /* a shard id is staged once */
                      .progress = isatty(2) ? progress : NULL,
                      .progress_arg = &last};
   sf_stage_result res;
@@ -343,6 +377,8 @@ out:
   free(qpath);
   free(event_id);
   sf_fragset_free(fr);
+  sf_fragset_free(po.exp);
+  sf_publisher_free(po.pub, 2000);
   sf_kconf_free(po.conf);
   free(po.dataset_abs);
   return status;

@@ -29,8 +29,9 @@ static void help(void) {
       "                      [--max-train-rows N] [--iters N] [--threads N]\n\n"
       "Trains the quantizer every shard of a build is encoded against.\n"
       "  --vectors FILE        .fvecs, .bvecs or .ivecs training vectors\n"
-      "  --out DIR_OR_FILE     a directory (e.g. a staging root) gets DIR/quantizer;\n"
-      "                        anything else is the file name\n"
+      "  --out DIR_OR_FILE     a directory (e.g. a staging root; created with its\n"
+      "                        parents when missing) gets DIR/quantizer; an existing\n"
+      "                        file is replaced\n"
       "  --index-type TYPE     IVF_FLAT, IVF_SQ (8-bit) or IVF_PQ (8-bit codes)\n"
       "  --metric METRIC       L2, COSINE or DOT\n"
       "  --nlist N             coarse lists (1..%u; about rows/256 to rows/32 is usual)\n"
@@ -169,11 +170,15 @@ int cli_cmd_train(int argc, char **argv) {
     return cli_usage("train", "--max-train-rows (%llu) must be at least --nlist (%llu)",
                      (unsigned long long)cap, (unsigned long long)nlist);
 
+  /* An existing file is replaced; anything else is a directory, created with
+   * its parents when missing (a new staging root, as in the README), that
+   * gets DIR/quantizer. Created before the training so that a path that
+   * cannot be a directory fails at once. */
   char *path = NULL;
   struct stat st;
-  path = (stat(out, &st) == 0 && S_ISDIR(st.st_mode)) ? sf_fs_join(out, "quantizer")
-                                                       : strdup(out);
-  if (!path) {
+  int file = stat(out, &st) == 0 && !S_ISDIR(st.st_mode);
+  if (!file && sf_fs_mkdirs(out, &err)) return cli_fail("train", &err);
+  if (!(path = file ? strdup(out) : sf_fs_join(out, "quantizer"))) {
     sf_err_set(&err, SF_ENOMEM, "out of memory");
     return cli_fail("train", &err);
   }

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "core/catalog.h"
 #include "core/fragset.h"
 #include "core/types.h"
 
@@ -64,6 +65,19 @@ sf_code cli_parse_u64(const char *flag, const char *val, uint64_t min, uint64_t 
                       (unsigned long long)min, (unsigned long long)max, v);
   *out = v;
   return SF_OK;
+}
+
+sf_code cli_check_ids(sf_err *err, ...) {
+  va_list ap;
+  va_start(ap, err);
+  sf_code rc = SF_OK;
+  const char *flag;
+  while (!rc && (flag = va_arg(ap, const char *))) {
+    const char *val = va_arg(ap, const char *);
+    if (val) rc = sf_catalog_check_id(flag, val, err);
+  }
+  va_end(ap);
+  return rc;
 }
 
 int cli_plan_flag(cli_plan_flags *f, int c, const char *arg, sf_code *rc, sf_err *err) {

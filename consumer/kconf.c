@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/fsutil.h"
 #include "schemas/event.h"
 #include "schemas/schema.h"
 
@@ -270,28 +271,32 @@ static char *trim(char *s) {
 }
 
 sf_code sf_kconf_load_file(sf_kconf *k, const char *path, sf_err *err) {
-  FILE *f = fopen(path, "r");
-  if (!f)
-    return sf_err_errno(err, errno == ENOENT ? SF_ENOTFOUND : SF_EIO, errno,
-                        "cannot open configuration file %s", path);
-  char *line = NULL;
-  size_t cap = 0;
-  ssize_t got;
+  /* Bounded before anything is allocated: a regular file (a FIFO would block,
+   * /dev/zero never ends) of at most SF_KCONF_FILE_MAX bytes, read whole. */
+  char *text;
+  size_t len;
+  sf_code rc = sf_fs_read_input(path, SF_KCONF_FILE_MAX, &text, &len, err);
+  if (rc) {
+    sf_err_prefix(err, "configuration file");
+    return rc;
+  }
   unsigned long lineno = 0;
-  sf_code rc = SF_OK;
-  errno = 0;
-  while ((got = getline(&line, &cap, f)) != -1) {
+  for (size_t at = 0; !rc && at < len;) {
+    char *line = text + at, *nl = memchr(line, '\n', len - at);
+    size_t n = nl ? (size_t)(nl - line) + 1 : len - at;
+    at += n;
     lineno++;
-    if (got > SF_KCONF_LINE_MAX) {
-      rc = sf_err_set(err, SF_EINVAL, "%s:%lu: line of %zd bytes (at most %d)", path,
-                      lineno, got, SF_KCONF_LINE_MAX);
+    if (n > SF_KCONF_LINE_MAX) {
+      rc = sf_err_set(err, SF_EINVAL, "%s:%lu: line of %zu bytes (at most %d)", path,
+                      lineno, n, SF_KCONF_LINE_MAX);
       break;
     }
-    if (memchr(line, '\0', (size_t)got)) {
+    if (memchr(line, '\0', n)) {
       rc = sf_err_set(err, SF_EINVAL, "%s:%lu: NUL byte (is this a text file?)", path,
                       lineno);
       break;
     }
+    line[n - (nl != NULL)] = '\0'; /* text[len] is a NUL already */
     char *s = trim(line);
     if (!*s || *s == '#') continue;
     char *eq = strchr(s, '=');
@@ -307,16 +312,9 @@ sf_code sf_kconf_load_file(sf_kconf *k, const char *path, sf_err *err) {
                       lineno);
       break;
     }
-    if ((rc = sf_kconf_set(k, key, val, err))) {
-      sf_err_prefix(err, "%s:%lu", path, lineno);
-      break;
-    }
-    errno = 0;
+    if ((rc = sf_kconf_set(k, key, val, err))) sf_err_prefix(err, "%s:%lu", path, lineno);
   }
-  if (!rc && ferror(f))
-    rc = sf_err_errno(err, SF_EIO, errno ? errno : EIO, "reading %s", path);
-  free(line);
-  fclose(f);
+  free(text);
   return rc;
 }
 

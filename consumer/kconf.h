@@ -59,6 +59,7 @@
 #define SF_KCONF_KEY_MAX 256     /* bytes of a key */
 #define SF_KCONF_VALUE_MAX 65536 /* bytes of a value (PEM certificates fit) */
 #define SF_KCONF_LINE_MAX 70000  /* bytes of a line of a configuration file */
+#define SF_KCONF_FILE_MAX (1u << 20) /* bytes of a configuration file */
 
 typedef struct sf_kconf sf_kconf;
 
@@ -88,9 +89,12 @@ sf_code sf_kconf_parse_arg(sf_kconf *k, const char *arg, sf_err *err);
 
 /* Reads a configuration file: one "key=value" a line; blank lines and lines
  * whose first non-blank character is '#' are skipped; blanks around the key
- * and the value are trimmed (a value is never quoted). Errors name the file
- * and the line ("client.conf:7: ..."). On error the properties of the lines
- * before the bad one stay set. */
+ * and the value are trimmed (a value is never quoted). The file must be a
+ * regular file of at most SF_KCONF_FILE_MAX bytes (SF_EINVAL for a FIFO or a
+ * device, SF_ELIMIT for a larger file, both refused before reading) and each
+ * line at most SF_KCONF_LINE_MAX bytes. Errors name the file and the line
+ * ("client.conf:7: ..."). On error the properties of the lines before the
+ * bad one stay set. */
 sf_code sf_kconf_load_file(sf_kconf *k, const char *path, sf_err *err);
 
 /* The value set for key (segforge's or librdkafka's), or NULL; the pointer

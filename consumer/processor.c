@@ -16,6 +16,9 @@
 #include "consumer/processor_impl.h"
 #include "core/fault.h"
 
+/* How long start-up waits for the producer's topics (prepare_producer). */
+#define PREPARE_TIMEOUT_MS 10000
+
 /* ---- the poll loop: messages
  * ------------------------------------------------------------ */
 
@@ -536,8 +539,27 @@ static void turn(sf_proc *p, int timeout_ms) {
   }
 }
 
+/* The producer learns its topics before the first job: otherwise the first
+ * announcement waits for librdkafka's periodic topic scan (up to 1 s).
+ * Only latency is at stake, so a failure is a warning. */
+static void prepare_producer(sf_proc *p) {
+  static const sf_event_type out[] = {SF_EVENT_SEGMENTS_COMMITTED,
+                                      SF_EVENT_SHARD_REJECTED};
+  sf_err e = {0};
+  int64_t t0 = proc_mono_ms();
+  if (sf_publisher_prepare(p->pub, out, 2, PREPARE_TIMEOUT_MS, &e)) {
+    char m[600];
+    proc_plog(p, SF_PROC_LOG_WARNING, "event=producer_not_ready error=\"%s\"",
+              proc_quoted(m, sizeof m, e.msg));
+  } else {
+    proc_plog(p, SF_PROC_LOG_INFO, "event=producer_ready ms=%lld",
+              (long long)(proc_mono_ms() - t0));
+  }
+}
+
 sf_code sf_proc_run(sf_proc *p, sf_err *err) {
   sf_code rc = start_threads(p, err);
+  if (!rc) prepare_producer(p);
   rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(1);
   rd_kafka_topic_partition_list_add(topics, p->topic, RD_KAFKA_PARTITION_UA);
   rd_kafka_resp_err_t e =

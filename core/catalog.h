@@ -72,6 +72,13 @@
 #define SF_CATALOG_JOB_WINDOW 128u          /* jobs a version keeps in full (to 1.5x) */
 #define SF_CATALOG_ARCHIVE_CHUNK_JOBS 1024u /* a chunk over this splits in two */
 
+/* An id (index name, staging, segment or shard id) is 1..255 bytes without
+ * '/' or control characters and is not "." or "..", so that it is also a
+ * safe file name (a staging id names <dataset>/_indices/_staging/<id>/).
+ * SF_EINVAL naming `field` (e.g. "--staging-id") and the rule. Commands check
+ * ids with it as they parse their flags, before any I/O. */
+sf_code sf_catalog_check_id(const char *field, const char *s, sf_err *err);
+
 typedef struct sf_catalog sf_catalog;
 
 /* A committed segment: its description (path relative to

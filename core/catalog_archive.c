@@ -468,8 +468,8 @@ static sf_code grow(spill *s, sf_err *err) {
 /* Writes one chunk of k->n (>= 1) sorted entries to a temporary file and
  * adds its ref. */
 static sf_code write_chunk(spill *s, const chunk_out *k, sf_err *err) {
-  uint8_t *datum = NULL;
-  char *buf = NULL, *path = NULL;
+  uint8_t *datum = NULL, *buf = NULL;
+  char *path = NULL;
   size_t n = 0, len = 0;
   char name[NAME_HEX + 8];
   sf_code rc = ensure_dir(s, err);
@@ -479,12 +479,10 @@ static sf_code write_chunk(spill *s, const chunk_out *k, sf_err *err) {
                                   &n, err);
   if (rc) return rc;
   name_of(datum, n, name);
-  FILE *fp = open_memstream(&buf, &len);
-  if (!fp || !(path = chunk_path(s->ds, name)))
+  if (!(path = chunk_path(s->ds, name)))
     rc = sf_err_set(err, SF_ENOMEM, "out of memory");
   else
-    rc = sf_catalog_write_container(s->schema, datum, n, fp, name, err);
-  if (fp && fclose(fp) && !rc) rc = sf_err_set(err, SF_ENOMEM, "out of memory");
+    rc = sf_catalog_frame_container(s->schema, datum, n, name, &buf, &len, err);
   sf_fs_tmpfile *t = &s->files[s->nrefs];
   sf_catalog_chunk_ref *r = &s->refs[s->nrefs];
   memset(r, 0, sizeof *r);

@@ -5,7 +5,8 @@
  * Writing uses avro-c throughout: the record is built as a generic value,
  * encoded once into memory so that its checksum can be filled in, and
  * appended with avro_file_writer_append_encoded (codec null, one block, one
- * record).
+ * record) to a memory stream; the file is then written with write(2), so
+ * that a full disk is reported with its errno.
  *
  * Reading does not hand the file to avro_file_reader: that reader allocates
  * whatever block size the file claims before reading it, which is exactly
@@ -29,12 +30,14 @@
  * are shared with the job archive's chunk files (catalog_archive.c).
  */
 #include <avro.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <xxhash.h>
 
 #include "catalog_impl.h"
 #include "fragset.h"
+#include "fsutil.h"
 #include "schemas/avrobin.h"
 #include "schemas/schema.h"
 
@@ -213,20 +216,44 @@ sf_code sf_catalog_encode_record(avro_schema_t schema, sf_catalog_fill_fn fill,
   return SF_OK;
 }
 
-sf_code sf_catalog_write_container(avro_schema_t schema, const uint8_t *datum, size_t n,
-                                   FILE *fp, const char *what, sf_err *err) {
+sf_code sf_catalog_frame_container(avro_schema_t schema, const uint8_t *datum, size_t n,
+                                   const char *what, uint8_t **out, size_t *len,
+                                   sf_err *err) {
+  /* avro-c frames the container into memory: its file writer reports no
+   * errno of the stream under it, so files are written with write(2),
+   * whose errors are reported (sf_catalog_write_fd, the archive's chunks). */
+  char *buf = NULL;
+  size_t blen = 0;
+  *out = NULL;
+  *len = 0;
+  FILE *mem = open_memstream(&buf, &blen);
+  if (!mem) return sf_err_set(err, SF_ENOMEM, "out of memory encoding %s", what);
+  sf_code rc = SF_OK;
   avro_file_writer_t fw;
   /* One block holds the one record: the block buffer must fit it. */
-  if (avro_file_writer_create_with_codec_fp(fp, what, 0, schema, &fw, "null", n + 64))
-    return sf_err_set(err, SF_EIO, "cannot start %s: %s", what, avro_strerror());
-  int bad = avro_file_writer_append_encoded(fw, datum, (int64_t)n);
-  bad |= avro_file_writer_close(fw);
-  if (bad || fflush(fp) || ferror(fp))
-    return sf_err_set(err, SF_EIO, "cannot write %s: %s", what, avro_strerror());
+  if (avro_file_writer_create_with_codec_fp(mem, what, 0, schema, &fw, "null", n + 64)) {
+    rc = sf_err_set(err, SF_ENOMEM, "cannot encode %s: %s", what, avro_strerror());
+  } else {
+    int bad = avro_file_writer_append_encoded(fw, datum, (int64_t)n);
+    bad |= avro_file_writer_close(fw);
+    if (bad)
+      rc = sf_err_set(err, SF_ENOMEM, "cannot encode %s: %s", what, avro_strerror());
+  }
+  if (fclose(mem) && !rc)
+    rc = sf_err_set(err, SF_ENOMEM, "out of memory encoding %s", what);
+  if (rc) {
+    free(buf);
+    return rc;
+  }
+  *out = (uint8_t *)buf;
+  *len = blen;
   return SF_OK;
 }
 
-sf_code sf_catalog_write(const sf_catalog *c, FILE *fp, const char *what, sf_err *err) {
+sf_code sf_catalog_encode(const sf_catalog *c, const char *what, uint8_t **out,
+                          size_t *len, sf_err *err) {
+  *out = NULL;
+  *len = 0;
   sf_code rc = sf_catalog_validate(c, err);
   if (rc) {
     sf_err_prefix(err, "refusing to write catalog %s", what);
@@ -239,9 +266,36 @@ sf_code sf_catalog_write(const sf_catalog *c, FILE *fp, const char *what, sf_err
   char name[64];
   snprintf(name, sizeof name, "catalog version %llu", (unsigned long long)c->version);
   rc = sf_catalog_encode_record(schema, enc_record, c, name, &datum, &n, err);
-  if (!rc) rc = sf_catalog_write_container(schema, datum, n, fp, what, err);
+  uint8_t *buf = NULL;
+  size_t blen = 0;
+  if (!rc) rc = sf_catalog_frame_container(schema, datum, n, what, &buf, &blen, err);
   free(datum);
   avro_schema_decref(schema);
+  if (rc) return rc;
+  *out = buf;
+  *len = blen;
+  return SF_OK;
+}
+
+sf_code sf_catalog_write_fd(const sf_catalog *c, int fd, const char *what, sf_err *err) {
+  uint8_t *buf;
+  size_t n;
+  sf_code rc = sf_catalog_encode(c, what, &buf, &n, err);
+  if (rc) return rc;
+  rc = sf_fs_write_all(fd, buf, n, what, err);
+  free(buf);
+  return rc;
+}
+
+sf_code sf_catalog_write(const sf_catalog *c, FILE *fp, const char *what, sf_err *err) {
+  uint8_t *buf;
+  size_t n;
+  sf_code rc = sf_catalog_encode(c, what, &buf, &n, err);
+  if (rc) return rc;
+  errno = 0;
+  if (fwrite(buf, 1, n, fp) != n || fflush(fp))
+    rc = sf_err_errno(err, SF_EIO, errno ? errno : EIO, "cannot write %s", what);
+  free(buf);
   return rc;
 }
 

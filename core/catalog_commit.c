@@ -212,10 +212,11 @@ static sf_code check_files(const char *ds, const sf_seginfo *segs, size_t nsegs,
 /* ---- step 3: the quantizer ------------------------------------------------ */
 
 static sf_code copy_file(const char *src, const char *dst, sf_err *err) {
-  int in = open(src, O_RDONLY | O_CLOEXEC);
-  if (in < 0) return sf_err_errno(err, SF_EIO, errno, "cannot open %s", src);
+  int in;
+  sf_code rc = sf_fs_open_input(src, &in, NULL, err);
+  if (rc) return rc;
   sf_fs_tmpfile t;
-  sf_code rc = sf_fs_tmpfile_open(&t, dst, err);
+  rc = sf_fs_tmpfile_open(&t, dst, err);
   if (rc) {
     close(in);
     return rc;
@@ -501,15 +502,13 @@ static sf_code publish(const char *ds, const sf_catalog *c, uint64_t *seed, int 
   sprintf(tmp, "%s.tmp.%ld.%08" PRIx64, final, (long)getpid(), *seed >> 32);
   sf_code rc = SF_OK;
   int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  FILE *fp = fd >= 0 ? fdopen(fd, "wb") : NULL;
-  if (!fp) {
+  if (fd < 0) {
     rc = sf_err_errno(err, SF_EIO, errno, "cannot create %s", tmp);
-    if (fd >= 0) close(fd);
     goto out;
   }
-  rc = sf_catalog_write(c, fp, tmp, err);
+  rc = sf_catalog_write_fd(c, fd, tmp, err);
   if (!rc && fsync(fd)) rc = sf_err_errno(err, SF_EIO, errno, "cannot fsync %s", tmp);
-  if (fclose(fp) && !rc) rc = sf_err_errno(err, SF_EIO, errno, "cannot close %s", tmp);
+  if (close(fd) && !rc) rc = sf_err_errno(err, SF_EIO, errno, "cannot close %s", tmp);
   if (rc) goto out_unlink;
   fault_torn(tmp);
   if ((rc = sf_fault_point("catalog.before_link", err))) goto out_unlink;

@@ -51,11 +51,9 @@ sf_code sf_catalog_index_copy(sf_catalog_index *dst, const sf_catalog_index *src
                               sf_err *err);
 sf_code sf_catalog_seginfo_copy(sf_seginfo *dst, const sf_seginfo *src, sf_err *err);
 
-/* Field rules. An id (index name, staging, segment or shard id) is 1..255
- * bytes without '/' or control characters and is not "." or "..", so that it
- * is also a safe file name. A text (column) is 1..4096 bytes without control
- * characters. A segment path is "segments/<id>". `field` names the value. */
-sf_code sf_catalog_check_id(const char *field, const char *s, sf_err *err);
+/* Field rules besides sf_catalog_check_id (catalog.h). A text (column) is
+ * 1..4096 bytes without control characters. A segment path is
+ * "segments/<id>". `field` names the value. */
 sf_code sf_catalog_check_text(const char *field, const char *s, sf_err *err);
 sf_code sf_catalog_check_segpath(const char *field, const char *s, sf_err *err);
 /* A job record: its ids, and a version no newer than `newest`. */
@@ -67,8 +65,14 @@ sf_code sf_catalog_check_job(const sf_catalog_job *j, uint64_t newest, sf_err *e
  * naming the field. */
 sf_code sf_catalog_validate(const sf_catalog *c, sf_err *err);
 
-/* Writes c as an Avro container file to fp (flushed, not synced). `what`
- * names the file in messages. */
+/* Encodes c as the bytes of an Avro container file into a malloc'd buffer
+ * (*out, *len; the caller frees). `what` names the file in messages. */
+sf_code sf_catalog_encode(const sf_catalog *c, const char *what, uint8_t **out, size_t *len,
+                          sf_err *err);
+/* sf_catalog_encode, then writes all of it to fd (not synced); a failed
+ * write names `what` and the system's reason. */
+sf_code sf_catalog_write_fd(const sf_catalog *c, int fd, const char *what, sf_err *err);
+/* The same to a stdio stream (written and flushed, not synced). */
 sf_code sf_catalog_write(const sf_catalog *c, FILE *fp, const char *what, sf_err *err);
 
 /* Decodes and validates len bytes of a container file into *c (which must
@@ -93,10 +97,11 @@ sf_code sf_catalog_encode_record(avro_schema_t schema, sf_catalog_fill_fn fill,
                                  const void *ctx, const char *what, uint8_t **out,
                                  size_t *len, sf_err *err);
 
-/* Writes an encoded record as a one-block container file to fp (flushed,
- * not synced). */
-sf_code sf_catalog_write_container(avro_schema_t schema, const uint8_t *datum, size_t n,
-                                   FILE *fp, const char *what, sf_err *err);
+/* Frames an encoded record as a one-block container file, into a malloc'd
+ * buffer (*out, *len; the caller frees). */
+sf_code sf_catalog_frame_container(avro_schema_t schema, const uint8_t *datum, size_t n,
+                                   const char *what, uint8_t **out, size_t *len,
+                                   sf_err *err);
 
 /* Walks a container file's framing (see catalog_codec.c) and verifies the
  * record's trailing XXH3-64; *datum and *schema point into buf. */

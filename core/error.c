@@ -46,8 +46,13 @@ sf_code sf_err_errno(sf_err *err, sf_code code, int errnum, const char *fmt, ...
   err->code = code;
   int n = vsnprintf(err->msg, sizeof err->msg, fmt, ap);
   va_end(ap);
+  /* strerror_r (GNU): strerror's buffer is shared by every thread. An errno
+   * of 0 means a call failed without saying why; "Success" would mislead. */
+  char buf[128];
+  const char *why =
+      errnum ? strerror_r(errnum, buf, sizeof buf) : "the system gave no error code";
   if (n >= 0 && (size_t)n < sizeof err->msg)
-    snprintf(err->msg + n, sizeof err->msg - (size_t)n, ": %s", strerror(errnum));
+    snprintf(err->msg + n, sizeof err->msg - (size_t)n, ": %s", why);
   return code;
 }
 

@@ -45,7 +45,10 @@ typedef struct sf_err {
 sf_code sf_err_set(sf_err *err, sf_code code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* Like sf_err_set, then appends ": <strerror(errnum)>". */
+/* Like sf_err_set, then appends ": <strerror(errnum)>" (thread-safe). Every
+ * failed system call is reported through it, so that each I/O error names
+ * the system's reason ("No space left on device"); callers pass the errno
+ * they saved right after the call, before anything could overwrite it. */
 sf_code sf_err_errno(sf_err *err, sf_code code, int errnum, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 

@@ -139,6 +139,12 @@ sf_code sf_finalize(const sf_finalize_req *req, sf_finalize_result *res, sf_err 
     return sf_err_set(err, SF_EINVAL,
                       "finalize needs a dataset, index name, column and staging id");
   }
+  /* Before any I/O: the staging id names the staging root read below. */
+  if (sf_catalog_check_id("index name", req->index_name, err) ||
+      sf_catalog_check_id("staging id", req->staging_id, err)) {
+    res->blame = SF_FINALIZE_JOB;
+    return SF_EINVAL;
+  }
   char *dir = NULL, *staging = NULL, *root = NULL, *qpath = NULL;
   sf_quant *q = NULL;
   sf_plan *plan = NULL;

@@ -8,10 +8,14 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <sys/stat.h>
 
 #include "error.h"
 
-/* mkdir -p. */
+/* mkdir -p. Each directory it creates is made durable (its parent is
+ * fsynced), so a file renamed into it later survives a crash with its path.
+ * SF_EINVAL when a component exists and is not a directory. */
 sf_code sf_fs_mkdirs(const char *path, sf_err *err);
 
 /* mkdir -p of "<base>/<rel>" whose result survives a power cut: for each
@@ -41,12 +45,41 @@ typedef struct sf_fs_tmpfile {
 } sf_fs_tmpfile;
 
 sf_code sf_fs_tmpfile_open(sf_fs_tmpfile *t, const char *path, sf_err *err);
-/* Writes all of buf (retrying short writes). */
+/* Writes all of buf (retrying short writes: the retry of a write cut short
+ * by a full disk reports ENOSPC). Errors name `what` and the errno text. */
 sf_code sf_fs_write_all(int fd, const void *buf, size_t len, const char *what, sf_err *err);
+/* The same at offset off (pwrite). */
+sf_code sf_fs_pwrite_all(int fd, const void *buf, size_t len, uint64_t off, const char *what,
+                         sf_err *err);
 sf_code sf_fs_tmpfile_commit(sf_fs_tmpfile *t, sf_err *err);
+/* Like commit, but never replaces: when path exists already (a writer of
+ * the same name won a race) it fails with SF_EEXIST and removes only the
+ * temporary. */
+sf_code sf_fs_tmpfile_commit_new(sf_fs_tmpfile *t, sf_err *err);
 void sf_fs_tmpfile_abort(sf_fs_tmpfile *t);
 
-/* A read-only mapping of a whole file. An empty file maps to data == NULL,
+/* Opening what segforge reads by name. Every such input (vector files,
+ * shards, segments, quantizers, catalog versions, configuration files, the
+ * lists given to commit, schemas) must be a regular file: a FIFO blocks an
+ * open until a writer appears and a device such as /dev/zero never ends.
+ * sf_fs_open_input opens with O_NONBLOCK (a FIFO returns at once), checks
+ * the descriptor it opened with fstat (nothing can be swapped in between),
+ * refuses anything but a regular file with SF_EINVAL ("<path> is a FIFO, not
+ * a regular file"), then clears O_NONBLOCK. A missing file is SF_ENOTFOUND.
+ * *fd is the caller's to close; st (may be NULL) receives the file's stat
+ * (zeroed on failure). */
+sf_code sf_fs_open_input(const char *path, int *fd, struct stat *st, sf_err *err);
+/* The same as a stdio stream, which the caller fcloses. */
+sf_code sf_fs_fopen_input(const char *path, FILE **f, struct stat *st, sf_err *err);
+/* Reads a whole input file of at most max bytes into a malloc'd buffer with
+ * a NUL after its last byte (*buf, caller frees; *len excludes the NUL).
+ * A larger file is SF_ELIMIT naming it and the limit, found from its size
+ * before anything is allocated, and bounded again while reading (a file
+ * that grows meanwhile). */
+sf_code sf_fs_read_input(const char *path, size_t max, char **buf, size_t *len,
+                         sf_err *err);
+
+/* A read-only mapping of a whole file (an input: see sf_fs_open_input). An empty file maps to data == NULL,
  * size == 0. */
 typedef struct sf_fs_map {
   const uint8_t *data;

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <xxhash.h>
 
+#include "catalog.h"
 #include "fragset.h"
 #include "fsutil.h"
 
@@ -212,11 +213,15 @@ static sf_code validate(const sf_plan_shard *shards, size_t n, const sf_plan_opt
                         order_key *ord, roaring_bitmap_t *all, sf_err *err) {
   if (!o->staging_id || !*o->staging_id)
     return sf_err_set(err, SF_EINVAL, "a staging id is required to name segments");
+  /* The commit refuses what the catalog cannot hold: refuse it before a
+   * single segment is built. */
+  if (sf_catalog_check_id("staging id", o->staging_id, err)) return SF_EINVAL;
   if (n == 0) return sf_err_set(err, SF_EINVAL, "no shards to plan");
   for (size_t i = 0; i < n; i++) {
     const sf_plan_shard *s = &shards[i];
     if (!s->shard_id || !*s->shard_id || !s->path)
       return sf_err_set(err, SF_EINVAL, "shard #%zu has no id or no path", i);
+    if (sf_catalog_check_id("shard id", s->shard_id, err)) return SF_EINVAL;
     if (!s->fragments || roaring_bitmap_is_empty(s->fragments))
       return sf_err_set(err, SF_EINVAL, "shard '%s' (%s) holds no fragments", s->shard_id,
                         s->path);
@@ -484,9 +489,20 @@ done:
   return rc;
 }
 
+/* The last non-empty component of path in a malloc'd string. */
+static char *last_component(const char *path) {
+  size_t len = strlen(path);
+  while (len > 1 && path[len - 1] == '/') len--;
+  size_t at = len;
+  while (at > 0 && path[at - 1] != '/') at--;
+  return strndup(path + at, len - at);
+}
+
 sf_code sf_plan_staging(const char *root, const sf_plan_opts *o, sf_plan **out,
                         sf_err *err) {
   *out = NULL;
+  if (o->staging_id && sf_catalog_check_id("staging id", o->staging_id, err))
+    return SF_EINVAL; /* before the root is read */
   sf_plan_shard *shards;
   size_t n;
   sf_seg_params q;
@@ -496,12 +512,15 @@ sf_code sf_plan_staging(const char *root, const sf_plan_opts *o, sf_plan **out,
   opts.quantizer = &q;
   char *base = NULL;
   if (!opts.staging_id) {
-    /* The last non-empty component: "a/b/" names b. */
-    size_t len = strlen(root);
-    while (len > 1 && root[len - 1] == '/') len--;
-    size_t at = len;
-    while (at > 0 && root[at - 1] != '/') at--;
-    base = strndup(root + at, len - at);
+    /* The last non-empty component: "a/b/" names b; "." and ".." name the
+     * directory they resolve to. */
+    base = last_component(root);
+    if (base && (!strcmp(base, ".") || !strcmp(base, ".."))) {
+      char *real = realpath(root, NULL);
+      free(base);
+      base = real ? last_component(real) : NULL;
+      free(real);
+    }
     if (!base) {
       sf_plan_shards_free(shards, n);
       return oom(err);

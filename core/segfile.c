@@ -300,16 +300,7 @@ sf_code sf_seg_open(const char *path, sf_seg_reader **out, sf_err *err) {
    * must be the same file: compare the inode before and after mapping. */
   struct stat a, b;
   sf_code rc;
-  r->fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (r->fd < 0) {
-    rc = sf_err_errno(err, errno == ENOENT ? SF_ENOTFOUND : SF_EIO, errno,
-                      "cannot open %s", path);
-    goto fail;
-  }
-  if (fstat(r->fd, &a)) {
-    rc = sf_err_errno(err, SF_EIO, errno, "cannot stat %s", path);
-    goto fail;
-  }
+  if ((rc = sf_fs_open_input(path, &r->fd, &a, err))) goto fail;
   if ((rc = sf_fs_map_open(path, &r->map, err))) goto fail;
   if (stat(path, &b) || a.st_ino != b.st_ino || a.st_dev != b.st_dev ||
       (uint64_t)a.st_size != r->map.size) {
@@ -361,22 +352,9 @@ sf_code sf_seg_open_meta(const char *path, sf_seg_reader **out, sf_err *err) {
   *out = NULL;
   if (!r) return sf_err_set(err, SF_ENOMEM, "out of memory opening %s", path);
   sf_code rc;
-  /* O_NONBLOCK: a FIFO fails the regular-file check instead of blocking. */
-  int fd = r->fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
   struct stat st;
-  if (fd < 0) {
-    rc = sf_err_errno(err, errno == ENOENT ? SF_ENOTFOUND : SF_EIO, errno,
-                      "cannot open %s", path);
-    goto fail;
-  }
-  if (fstat(fd, &st)) {
-    rc = sf_err_errno(err, SF_EIO, errno, "cannot stat %s", path);
-    goto fail;
-  }
-  if (!S_ISREG(st.st_mode)) {
-    rc = sf_err_set(err, SF_EINVAL, "%s is not a regular file", path);
-    goto fail;
-  }
+  if ((rc = sf_fs_open_input(path, &r->fd, &st, err))) goto fail;
+  const int fd = r->fd;
   r->size = (uint64_t)st.st_size;
   /* One read from the end serves small files whole; otherwise the header
    * comes from a second read. */

@@ -93,6 +93,10 @@ sf_code sf_seg_writer_copy_partition(sf_seg_writer *w, const sf_seg_reader *src,
  * succeeds or not; on failure nothing is left under the final name. */
 sf_code sf_seg_writer_finish(sf_seg_writer *w, const roaring_bitmap_t *fragments,
                              sf_err *err);
+/* Like finish, but never replaces a file under the final name: SF_EEXIST
+ * when one appeared meanwhile (it is left as it was). */
+sf_code sf_seg_writer_finish_new(sf_seg_writer *w, const roaring_bitmap_t *fragments,
+                                 sf_err *err);
 
 /* Discards the file and frees w; accepts NULL. */
 void sf_seg_writer_abort(sf_seg_writer *w);

@@ -366,10 +366,9 @@ static sf_code write_tail(sf_seg_writer *w, const roaring_bitmap_t *fragments,
   if ((rc = out(w, f, sizeof f, err))) goto done;
   uint8_t h[SEG_HDR_SIZE];
   sf_seg_header_put(h, &w->p, w->rows);
-  if (pwrite(w->tmp.fd, h, sizeof h, 0) != (ssize_t)sizeof h) {
+  if ((rc = sf_fs_pwrite_all(w->tmp.fd, h, sizeof h, 0, w->tmp.tmp_path, err))) {
     w->broken = 1;
-    rc = sf_err_errno(err, SF_EIO, errno, "cannot write the header of %s",
-                      w->tmp.tmp_path);
+    sf_err_prefix(err, "the header");
   }
 done:
   free(bm);
@@ -377,8 +376,8 @@ done:
   return rc;
 }
 
-sf_code sf_seg_writer_finish(sf_seg_writer *w, const roaring_bitmap_t *fragments,
-                             sf_err *err) {
+static sf_code finish(sf_seg_writer *w, const roaring_bitmap_t *fragments, int replace,
+                      sf_err *err) {
   sf_code rc;
   if (w->broken)
     rc = sf_err_set(err, SF_EIO, "%s: an earlier write failed; nothing was published",
@@ -386,7 +385,18 @@ sf_code sf_seg_writer_finish(sf_seg_writer *w, const roaring_bitmap_t *fragments
   else if (!fragments)
     rc = sf_err_set(err, SF_EINVAL, "%s: no fragment bitmap given", w->tmp.path);
   else if (!(rc = write_tail(w, fragments, err)))
-    rc = sf_fs_tmpfile_commit(&w->tmp, err);
+    rc = replace ? sf_fs_tmpfile_commit(&w->tmp, err)
+                 : sf_fs_tmpfile_commit_new(&w->tmp, err);
   writer_free(w);
   return rc;
+}
+
+sf_code sf_seg_writer_finish(sf_seg_writer *w, const roaring_bitmap_t *fragments,
+                             sf_err *err) {
+  return finish(w, fragments, 1, err);
+}
+
+sf_code sf_seg_writer_finish_new(sf_seg_writer *w, const roaring_bitmap_t *fragments,
+                                 sf_err *err) {
+  return finish(w, fragments, 0, err);
 }

@@ -1,6 +1,8 @@
 /* stage.c - see stage.h. */
 #include "stage.h"
 
+#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -215,7 +217,16 @@ static sf_code write_shard(stage_ctx *c, const uint32_t *lists, sf_stage_result 
   }
   sf_seg_writer *fin = w;
   w = NULL;
-  if ((rc = sf_seg_writer_finish(fin, c->o->fragments, err))) goto out;
+  /* Exclusive: a shard of the same id staged meanwhile (a second worker
+   * given the same id) wins, and this one fails. */
+  rc = c->o->exclusive ? sf_seg_writer_finish_new(fin, c->o->fragments, err)
+                       : sf_seg_writer_finish(fin, c->o->fragments, err);
+  if (rc == SF_EEXIST)
+    rc = sf_err_set(err, SF_EEXIST,
+                    "shard '%s' was staged at %s by another writer meanwhile; this one "
+                    "was not kept",
+                    c->o->shard_id, path);
+  if (rc) goto out;
   struct stat st;
   res->bytes = stat(path, &st) ? 0 : (uint64_t)st.st_size;
   res->rows = c->rows;
@@ -232,6 +243,28 @@ out:
   return rc;
 }
 
+/* A shard id names one shard of a build: staging it again would silently
+ * change what may have been announced already. Checked before any row is
+ * read, so the refusal is immediate. */
+static sf_code check_new(const sf_stage_opts *o, sf_err *err) {
+  char *name = malloc(strlen(o->shard_id) + sizeof SF_SHARD_EXT);
+  if (name) sprintf(name, "%s%s", o->shard_id, SF_SHARD_EXT);
+  char *path = name ? sf_fs_join(o->staging_root, name) : NULL;
+  free(name);
+  if (!path) return sf_err_set(err, SF_ENOMEM, "out of memory");
+  struct stat st;
+  sf_code rc = SF_OK;
+  if (!lstat(path, &st))
+    rc = sf_err_set(err, SF_EEXIST,
+                    "shard '%s' is staged already (%s); choose another shard id, or "
+                    "replace it on purpose (segforge stage --force)",
+                    o->shard_id, path);
+  else if (errno != ENOENT)
+    rc = sf_err_errno(err, SF_EIO, errno, "cannot stat %s", path);
+  free(path);
+  return rc;
+}
+
 sf_code sf_stage_shard(const sf_stage_opts *o, const sf_quant *q, sf_stage_result *res,
                        sf_err *err) {
   memset(res, 0, sizeof *res);
@@ -241,6 +274,7 @@ sf_code sf_stage_shard(const sf_stage_opts *o, const sf_quant *q, sf_stage_resul
     return sf_err_set(err, SF_EINVAL, "a shard needs at least one fragment");
   if (o->rows_per_fragment == 0)
     return sf_err_set(err, SF_EINVAL, "rows per fragment must be at least 1");
+  if (o->exclusive && (rc = check_new(o, err))) return rc;
   stage_ctx c = {.o = o, .q = q};
   uint32_t *lists = NULL;
   if ((rc = sf_vecreader_open(o->vectors, &c.r, err))) return rc;

@@ -34,6 +34,9 @@ typedef struct sf_stage_opts {
   const roaring_bitmap_t *fragments;   /* non-empty */
   uint32_t rows_per_fragment;          /* R >= 1 */
   size_t memory_budget;                /* bytes of codes per pass; 0 = 256 MiB */
+  /* 1: never replace a shard of the same id (SF_EEXIST, before any work);
+   * 0: replace it, as a retry of the same worker does. */
+  int exclusive;
   /* Called after each batch with rows encoded so far and the total. */
   void (*progress)(void *arg, uint64_t done, uint64_t total);
   void *progress_arg;
@@ -51,7 +54,9 @@ typedef struct sf_stage_result {
 sf_code sf_stage_check_id(const char *what, const char *id, sf_err *err);
 
 /* Writes the shard for o->fragments of o->vectors encoded with q (whose
- * dimension must match the file's). */
+ * dimension must match the file's). With o->exclusive, an existing shard of
+ * the same id is never replaced: SF_EEXIST before any row is read, or at the
+ * end when another writer staged that id meanwhile (its shard is kept). */
 sf_code sf_stage_shard(const sf_stage_opts *o, const sf_quant *q, sf_stage_result *res,
                        sf_err *err);
 

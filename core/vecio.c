@@ -69,20 +69,14 @@ sf_code sf_vecreader_open(const char *path, sf_vecreader **out, sf_err *err) {
     return sf_err_set(err, SF_ENOMEM, "out of memory opening %s", path);
   }
   r->kind = kind;
-  r->f = fopen(path, "rb");
-  if (!r->f) {
-    int e = errno;
+  /* A regular file only: a FIFO would block the open, /dev/zero never ends. */
+  struct stat st;
+  if ((rc = sf_fs_fopen_input(path, &r->f, &st, err))) {
     sf_vecreader_free(r);
-    return sf_err_errno(err, e == ENOENT ? SF_ENOTFOUND : SF_EIO, e, "cannot open %s", path);
+    return rc;
   }
   r->buf = malloc(1 << 20);
   if (r->buf) setvbuf(r->f, r->buf, _IOFBF, 1 << 20);
-  struct stat st;
-  if (fstat(fileno(r->f), &st)) {
-    int e = errno;
-    sf_vecreader_free(r);
-    return sf_err_errno(err, SF_EIO, e, "cannot stat %s", path);
-  }
   uint64_t size = (uint64_t)st.st_size;
   if (size == 0) {
     r->dim = 0;
@@ -141,9 +135,13 @@ sf_code sf_vecreader_seek(sf_vecreader *r, uint64_t row, sf_err *err) {
 
 /* Reads one record into r->row and checks its dimension. */
 static sf_code read_record(sf_vecreader *r, sf_err *err) {
-  if (fread(r->row, r->rec, 1, r->f) != 1)
+  if (fread(r->row, r->rec, 1, r->f) != 1) {
+    if (ferror(r->f)) /* a read that failed, not a file that ended */
+      return sf_err_errno(err, SF_EIO, errno, "%s: cannot read row %llu", r->path,
+                          (unsigned long long)r->next);
     return sf_err_set(err, SF_EIO, "%s: short read at row %llu (file changed while reading?)",
                       r->path, (unsigned long long)r->next);
+  }
   int32_t d;
   memcpy(&d, r->row, 4);
   if (d != (int32_t)r->dim)
@@ -270,10 +268,11 @@ sf_code sf_vecwriter_open(const char *path, uint32_t dim, sf_vecwriter **out, sf
   int fd2 = dup(w->t.fd);
   w->f = fd2 >= 0 ? fdopen(fd2, "wb") : NULL;
   if (!w->f) {
+    int e = errno; /* before the clean-up's calls */
     if (fd2 >= 0) close(fd2);
     sf_fs_tmpfile_abort(&w->t);
     free(w);
-    return sf_err_errno(err, SF_EIO, errno, "cannot write %s", path);
+    return sf_err_errno(err, SF_EIO, e, "cannot write %s", path);
   }
   *out = w;
   return SF_OK;

@@ -15,6 +15,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +45,11 @@ struct sf_publisher {
   sf_event_encoder *enc;
 
   char *topic[SF_EVENT_TYPE_COUNT];
+  /* A handle on each topic from the start: a topic the producer first meets
+   * in a send has no metadata, and librdkafka asks for it only at its next
+   * one-second topic scan, which the send then waits for. */
+  rd_kafka_topic_t *rkt[SF_EVENT_TYPE_COUNT];
+  atomic_bool ready[SF_EVENT_TYPE_COUNT]; /* its metadata was fetched */
   int timeout_ms;
 };
 
@@ -169,6 +175,12 @@ sf_code sf_publisher_new(const sf_kconf *k, sf_framing framing, sf_publisher **o
     rc = sf_err_set(err, SF_EINVAL, "cannot create the Kafka producer: %s", es);
     goto fail;
   }
+  for (int t = 0; t < SF_EVENT_TYPE_COUNT; t++)
+    if (!(p->rkt[t] = rd_kafka_topic_new(p->rk, p->topic[t], NULL))) {
+      rc = sf_err_set(err, SF_EINVAL, "topic '%s': %s", p->topic[t],
+                      rd_kafka_err2str(rd_kafka_last_error()));
+      goto fail;
+    }
   *out = p;
   return SF_OK;
 fail:
@@ -189,6 +201,8 @@ int sf_publisher_free(sf_publisher *p, int timeout_ms) {
       rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
       rd_kafka_flush(p->rk, 100);
     }
+    for (int t = 0; t < SF_EVENT_TYPE_COUNT; t++)
+      if (p->rkt[t]) rd_kafka_topic_destroy(p->rkt[t]);
     rd_kafka_destroy(p->rk);
   }
   for (slot *s = p->abandoned, *n; s; s = n) {
@@ -209,6 +223,57 @@ static int64_t now_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The metadata of one topic: SF_OK once it has partitions with leaders. A
+ * topic just auto-created (by this very request) has no leader for a
+ * moment: asked again until the deadline. */
+static sf_code prepare_topic(sf_publisher *p, int t, int64_t deadline, sf_err *err) {
+  for (;;) {
+    int64_t left = deadline - now_ms();
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_resp_err_t e = left > 0
+                                ? rd_kafka_metadata(p->rk, 0, p->rkt[t], &md, (int)left)
+                                : RD_KAFKA_RESP_ERR__TIMED_OUT;
+    if (e)
+      return sf_err_set(err, SF_EIO, "cannot fetch the metadata of topic %s: %s (%s)",
+                        p->topic[t], rd_kafka_err2str(e), rd_kafka_err2name(e));
+    rd_kafka_resp_err_t te = RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART;
+    int ready = 0;
+    if (md->topic_cnt == 1) {
+      const rd_kafka_metadata_topic_t *mt = &md->topics[0];
+      te = mt->err;
+      ready = !te && mt->partition_cnt > 0;
+      for (int i = 0; ready && i < mt->partition_cnt; i++)
+        ready = mt->partitions[i].leader >= 0;
+    }
+    rd_kafka_metadata_destroy(md);
+    if (ready) {
+      atomic_store(&p->ready[t], true);
+      return SF_OK;
+    }
+    if (te == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
+        te == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED)
+      return sf_err_set(err, SF_ENOTFOUND, "topic %s: %s (%s)", p->topic[t],
+                        rd_kafka_err2str(te), rd_kafka_err2name(te));
+    if (deadline - now_ms() <= 0)
+      return sf_err_set(err, SF_EIO, "topic %s has no leader yet: %s (%s)", p->topic[t],
+                        rd_kafka_err2str(te), rd_kafka_err2name(te));
+    struct timespec pause = {0, 20 * 1000000};
+    nanosleep(&pause, NULL);
+  }
+}
+
+sf_code sf_publisher_prepare(sf_publisher *p, const sf_event_type *types, size_t n,
+                             int timeout_ms, sf_err *err) {
+  int64_t deadline = now_ms() + (timeout_ms > 0 ? timeout_ms : p->timeout_ms);
+  for (size_t i = 0; i < n; i++) {
+    if ((unsigned)types[i] >= SF_EVENT_TYPE_COUNT)
+      return sf_err_set(err, SF_EINVAL, "unknown event type %d", (int)types[i]);
+    sf_code rc = prepare_topic(p, (int)types[i], deadline, err);
+    if (rc) return rc;
+  }
+  return SF_OK;
 }
 
 /* One step of a wait, with p->mu held: become the poller and poll for up
@@ -297,6 +362,15 @@ sf_code sf_publisher_send_dr(sf_publisher *p, const char *topic, const void *key
   if (!topic || !*topic) return sf_err_set(err, SF_EINVAL, "publish: empty topic name");
   if (timeout_ms <= 0) timeout_ms = p->timeout_ms;
   int64_t deadline = now_ms() + timeout_ms;
+  /* A first send to one of the publisher's topics fetches its metadata
+   * itself (one round trip) rather than wait for librdkafka's topic scan;
+   * a failure here is reported by the send below, within the same deadline. */
+  for (int t = 0; t < SF_EVENT_TYPE_COUNT; t++)
+    if (!atomic_load(&p->ready[t]) && !strcmp(topic, p->topic[t])) {
+      sf_err ignored = {0};
+      prepare_topic(p, t, deadline, &ignored);
+      break;
+    }
   slot *s = calloc(1, sizeof *s);
   if (!s) return sf_err_set(err, SF_ENOMEM, "out of memory");
   s->dr = none;

@@ -108,6 +108,18 @@ sf_code sf_publish_rejected(sf_publisher *p, const char *topic,
 sf_code sf_publish_staged(sf_publisher *p, const char *topic, const sf_shard_staged *ev,
                           int timeout_ms, sf_delivery *dr, sf_err *err);
 
+/* Makes the producer ready to send the given types of event at once: asks
+ * the brokers for the metadata of their topics (which auto-creates a topic
+ * where the cluster allows it) and waits, up to timeout_ms in all (<= 0:
+ * the delivery timeout), until each has partitions with leaders. Without it
+ * the first send to a topic waits for librdkafka's next periodic topic scan
+ * (up to a second) before it even asks for the topic's metadata. Only a
+ * latency matter: sends work without it. Errors: SF_ENOTFOUND naming a topic
+ * that does not exist (and is not auto-created), SF_EIO when the brokers do
+ * not answer in time. */
+sf_code sf_publisher_prepare(sf_publisher *p, const sf_event_type *types, size_t n,
+                             int timeout_ms, sf_err *err);
+
 /* Whether the producer hit a fatal error (e.g. an idempotence sequence
  * gap, librdkafka's RD_KAFKA_RESP_ERR__FATAL): no send can succeed on it
  * again, so retrying is pointless; the owner must recreate the producer or

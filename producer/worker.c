@@ -207,6 +207,57 @@ out:
   return rc;
 }
 
+sf_code sf_worker_check(const sf_worker_info *info, const roaring_bitmap_t *fragments,
+                        const char *staging_dir, sf_err *err) {
+  if (!info->dataset_uri || !info->index_name || !info->column || !info->staging_id ||
+      !info->shard_id || !info->expected_fragments || !fragments || !staging_dir)
+    return sf_err_set(err, SF_EINVAL,
+                      "a worker event needs dataset_uri, index_name, column, staging_id, "
+                      "shard_id, expected_fragments and the shard's fragments");
+  if (info->target_segment_bytes < 0)
+    return sf_err_set(err, SF_EINVAL, "target_segment_bytes %lld < 0",
+                      (long long)info->target_segment_bytes);
+  /* The event's own rules, on a draft whose fields from the file are
+   * placeholders: ids, column, URI, fragments inside expected_fragments. */
+  sf_shard_staged d = {.dim = 1,
+                       .num_partitions = 1,
+                       .has_target_segment_bytes = info->target_segment_bytes > 0,
+                       .target_segment_bytes = info->target_segment_bytes};
+  size_t pl = strlen(info->shard_id) + sizeof ".sfshard";
+  sf_code rc;
+  if ((rc = dup_str(&d.event_id, info->event_id ? info->event_id : "draft", err)) ||
+      (rc = dup_str(&d.dataset_uri, info->dataset_uri, err)) ||
+      (rc = dup_str(&d.index_name, info->index_name, err)) ||
+      (rc = dup_str(&d.column, info->column, err)) ||
+      (rc = dup_str(&d.staging_id, info->staging_id, err)) ||
+      (rc = dup_str(&d.shard_id, info->shard_id, err)))
+    goto out;
+  d.shard_path = malloc(pl);
+  d.fragments = roaring_bitmap_copy(fragments);
+  d.expected_fragments = roaring_bitmap_copy(info->expected_fragments);
+  if (!d.shard_path || !d.fragments || !d.expected_fragments) {
+    rc = sf_err_set(err, SF_ENOMEM, "out of memory");
+    goto out;
+  }
+  snprintf(d.shard_path, pl, "%s.sfshard", info->shard_id);
+  if ((rc = sf_shard_staged_validate(&d, NULL, err))) goto out;
+  /* The shard must land in the staging root the event will name. */
+  char *root = NULL, *dir = NULL;
+  if (!(rc = staging_root(info, &root, err)) &&
+      !(rc = resolve(staging_dir, "staging directory", &dir, err)) && strcmp(root, dir))
+    rc =
+        sf_err_set(err, SF_EINVAL,
+                   "the staging directory %s (%s) is not the staging root %s of the "
+                   "dataset and staging id the event names; stage into that root, or fix "
+                   "the dataset URI or staging id",
+                   staging_dir, dir, root);
+  free(root);
+  free(dir);
+out:
+  sf_shard_staged_clear(&d);
+  return rc;
+}
+
 sf_code sf_worker_publish(sf_publisher *p, const char *topic, const sf_shard_staged *ev,
                           int timeout_ms, sf_delivery *dr, sf_err *err) {
   sf_code rc = sf_shard_staged_validate(ev, NULL, err);

@@ -53,6 +53,17 @@ typedef struct sf_worker_info {
 sf_code sf_worker_fill_staged(const sf_worker_info *info, const char *shard_file,
                               sf_shard_staged *out, sf_err *err);
 
+/* Checks, before the shard is written, everything of its announcement that
+ * does not come from the shard file, so that a bad request costs nothing
+ * and leaves no shard behind: the fields of info keep the ShardStaged rules
+ * (ids, column, dataset URI; SF_EDECODE naming the field), `fragments` (the
+ * fragments the shard will hold) lie inside info->expected_fragments, and
+ * staging_dir is the staging root of info->dataset_uri and info->staging_id
+ * (both must exist; SF_EINVAL naming both paths otherwise).
+ * sf_worker_fill_staged checks the same again with the file. */
+sf_code sf_worker_check(const sf_worker_info *info, const roaring_bitmap_t *fragments,
+                        const char *staging_dir, sf_err *err);
+
 /* The default event_id of an event (its staging_id, shard_id and content)
  * into buf (size >= SF_EVENT_ID_MAX + 1): "<staging_id>/<shard_id>@<16 hex>",
  * or "sf-<32 hex>" when that would be too long. */

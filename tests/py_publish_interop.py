@@ -130,8 +130,9 @@ def main():
     for k, v in staged.items():
         check(v.get("event_id", "").startswith("%s/%s@" % k), "stage prints the event id of %s/%s" % k)
 
-    # A re-announcement of the same shard keeps its event id.
-    again = json.loads(stage(ds, "job-a", "w0", "0-4", brokers).stdout)
+    # A re-announcement of the same shard (staged again on purpose: --force)
+    # keeps its event id.
+    again = json.loads(stage(ds, "job-a", "w0", "0-4", brokers, "--force").stdout)
     check(again["event_id"] == staged[("job-a", "w0")]["event_id"],
           "re-staging the same shard announces the same event_id")
 
@@ -196,8 +197,10 @@ def main():
     p = stage(ds, "job-a", "w2", "0", brokers, "-X", "no.such.property=1", expect=2)
     check(b"no.such.property" in p.stderr, "-X with an unknown property is a usage error")
     p = stage(ds, "job-a", "w2", "0", brokers, "--staging-id", "job-b", expect=1)
-    check(b"not inside the staging root" in p.stderr,
+    check(b"nothing was staged" in p.stderr and b"is not the staging root" in p.stderr,
           "a staging id that does not name the staging root is refused")
+    check(not os.path.exists(os.path.join(ds, "_indices", "_staging", "job-a", "w2.sfshard")),
+          "...before the shard is written")
     p = stage(ds, "job-a", "w3", "0", "127.0.0.1:1", "--timeout", "1500", expect=1)
     check(b"staged, but not announced" in p.stderr and b"outcome unknown" in p.stderr,
           "an unreachable broker fails after --timeout: " + p.stderr.decode().strip()[-160:])

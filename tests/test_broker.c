@@ -24,8 +24,8 @@
 #include "consumer/broker.h"
 #include "consumer/event_decode.h"
 #include "consumer/kconf.h"
-#include "producer/publisher.h"
 #include "core/fragset.h"
+#include "producer/publisher.h"
 
 #define STAGED "segforge.shards.staged"
 
@@ -290,6 +290,79 @@ static void send_gives_up_at_its_timeout_when_the_broker_is_down(void **state) {
   sf_broker_stop(b);
 }
 
+static double mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* A producer that is connected (serve's, created at start-up; stage's,
+ * created before the shard is written) asks for the metadata of a topic it
+ * first meets in a send only at its next one-second topic scan: the first
+ * SegmentsCommitted of serve took some 800 ms. The publisher fetches it at
+ * once. The send comes 1.1 s after the producer was created (connected by
+ * then, the next scan 0.9 s away); a send is a few milliseconds on
+ * loopback, so 400 ms is a generous bound that the scan cannot meet. */
+static void a_first_send_does_not_wait_for_the_topic_scan(void **state) {
+  sf_broker *b = NULL;
+  sf_err err = {0};
+  assert_int_equal(sf_broker_start(2, &b, &err), SF_OK);
+  for (int round = 0; round < 2; round++) {
+    sf_publisher *p = publisher_for(b);
+    struct timespec connected = {1, 100 * 1000000};
+    nanosleep(&connected, NULL);
+    int v = round;
+    double t0 = mono_ms();
+    assert_int_equal(
+        sf_publisher_send(p, STAGED, "k", 1, (const uint8_t *)&v, sizeof v, 10000, &err),
+        SF_OK);
+    double first = mono_ms() - t0;
+    t0 = mono_ms();
+    send_int(p, "k", 7);
+    double second = mono_ms() - t0;
+    fprintf(stderr, "first send %.1f ms, second %.1f ms\n", first, second);
+    assert_true(first < 400);
+    assert_int_equal(sf_publisher_free(p, 1000), 0);
+  }
+  sf_broker_stop(b);
+}
+
+static void prepare_fetches_the_topics_and_names_one_that_is_missing(void **state) {
+  sf_broker *b = NULL;
+  sf_err err = {0};
+  assert_int_equal(sf_broker_start(1, &b, &err), SF_OK);
+  sf_publisher *p = publisher_for(b);
+  const sf_event_type all[] = {SF_EVENT_SHARD_STAGED, SF_EVENT_SEGMENTS_COMMITTED,
+                               SF_EVENT_SHARD_REJECTED};
+  assert_int_equal(sf_publisher_prepare(p, all, 3, 5000, &err), SF_OK);
+  double t0 = mono_ms();
+  send_int(p, "k", 1);
+  assert_true(mono_ms() - t0 < 400);
+  assert_int_equal(sf_publisher_free(p, 1000), 0);
+  /* A topic the cluster says does not exist (a real cluster without
+   * auto-creation; the mock creates any topic asked for, unless told). */
+  rd_kafka_mock_topic_set_error(sf_broker_mock(b), "no.such.topic",
+                                RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART);
+  sf_kconf *k = conf_for(b);
+  assert_int_equal(sf_kconf_set(k, SF_KCONF_TOPIC_COMMITTED, "no.such.topic", &err),
+                   SF_OK);
+  assert_int_equal(sf_publisher_new(k, SF_FRAMING_AUTO, &p, &err), SF_OK);
+  sf_kconf_free(k);
+  const sf_event_type committed[] = {SF_EVENT_SEGMENTS_COMMITTED};
+  assert_int_equal(sf_publisher_prepare(p, committed, 1, 5000, &err), SF_ENOTFOUND);
+  assert_non_null(strstr(err.msg, "topic no.such.topic: "));
+  assert_int_equal(sf_publisher_free(p, 1000), 0);
+  /* Brokers that do not answer: SF_EIO once the time is up. */
+  p = publisher_for(b);
+  rd_kafka_mock_broker_set_down(sf_broker_mock(b), 1);
+  t0 = mono_ms();
+  assert_int_equal(sf_publisher_prepare(p, committed, 1, 500, &err), SF_EIO);
+  assert_true(mono_ms() - t0 < 5000);
+  assert_non_null(strstr(err.msg, "segforge.segments.committed"));
+  sf_publisher_free(p, 0);
+  sf_broker_stop(b);
+}
+
 static void a_publisher_needs_brokers_and_reports_bad_properties(void **state) {
   sf_kconf *k = sf_kconf_new();
   sf_publisher *p = NULL;
@@ -459,6 +532,8 @@ int main(void) {
       cmocka_unit_test(a_partition_keeps_only_about_5_mib_of_the_newest_messages),
       cmocka_unit_test(send_gives_up_at_its_timeout_when_the_broker_is_down),
       cmocka_unit_test(a_publisher_needs_brokers_and_reports_bad_properties),
+      cmocka_unit_test(a_first_send_does_not_wait_for_the_topic_scan),
+      cmocka_unit_test(prepare_fetches_the_topics_and_names_one_that_is_missing),
       cmocka_unit_test(concurrent_senders_all_get_their_own_confirmation),
       cmocka_unit_test(typed_helpers_encode_key_and_route_each_event_type),
   };

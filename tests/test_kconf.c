@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* clang-format off */
@@ -172,6 +173,32 @@ static void file_errors_name_the_file_and_the_line(void **state) {
   sf_kconf_free(k);
 }
 
+/* A FIFO would block the open until a writer came, /dev/zero would be read
+ * forever (getline grew one line without end): both are refused before any
+ * byte is read, and so is a regular file beyond SF_KCONF_FILE_MAX. */
+static void fifos_devices_and_huge_files_are_refused_before_reading(void **state) {
+  sf_kconf *k = sf_kconf_new();
+  sf_err err = {0};
+  const char *dir = tu_tmpdir("kconf-bounds");
+  char fifo[4096], huge[4096];
+  snprintf(fifo, sizeof fifo, "%s/fifo.conf", dir);
+  snprintf(huge, sizeof huge, "%s/huge.conf", dir);
+  assert_int_equal(mkfifo(fifo, 0600), 0);
+  assert_int_equal(sf_kconf_load_file(k, fifo, &err), SF_EINVAL);
+  assert_non_null(strstr(err.msg, "fifo.conf is a FIFO, not a regular file"));
+  assert_int_equal(sf_kconf_load_file(k, "/dev/zero", &err), SF_EINVAL);
+  assert_non_null(strstr(err.msg, "/dev/zero is a character device, not a regular file"));
+  int fd = open(huge, O_WRONLY | O_CREAT | O_TRUNC, 0600); /* sparse: 8 GiB of nothing */
+  assert_true(fd >= 0);
+  assert_int_equal(ftruncate(fd, 8LL << 30), 0);
+  close(fd);
+  assert_int_equal(sf_kconf_load_file(k, huge, &err), SF_ELIMIT);
+  assert_non_null(
+      strstr(err.msg, "huge.conf is 8589934592 bytes long (at most 1048576)"));
+  assert_int_equal(sf_kconf_count(k), 0);
+  sf_kconf_free(k);
+}
+
 static void the_built_conf_has_librdkafkas_keys_only(void **state) {
   sf_kconf *k = sf_kconf_new();
   sf_err err = {0};
@@ -245,6 +272,7 @@ int main(void) {
       cmocka_unit_test(x_arguments_split_at_the_first_equals_sign),
       cmocka_unit_test(a_file_takes_comments_blanks_and_spaces_around_keys),
       cmocka_unit_test(file_errors_name_the_file_and_the_line),
+      cmocka_unit_test(fifos_devices_and_huge_files_are_refused_before_reading),
       cmocka_unit_test(the_built_conf_has_librdkafkas_keys_only),
       cmocka_unit_test(librdkafka_prints_nothing_unless_a_logger_is_set),
   };

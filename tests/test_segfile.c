@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 /* cmocka.h needs these before it */
 /* clang-format off */
@@ -806,6 +807,45 @@ static void test_open_meta_answers_like_open_without_mapping(void **state) {
   assert_int_equal(sf_seg_open_meta(fifo, &r, &err), SF_EINVAL);
   assert_non_null(strstr(err.msg, "not a regular file"));
   assert_null(r);
+  /* The mapping reader too: its open waited for a writer of the FIFO. */
+  assert_int_equal(sf_seg_open(fifo, &r, &err), SF_EINVAL);
+  assert_non_null(strstr(err.msg, "fifo.sfs is a FIFO, not a regular file"));
+  assert_null(r);
+}
+
+static void test_finish_new_never_replaces_a_file_that_appeared_meanwhile(void **state) {
+  const char *dir = tu_tmpdir("seg_new");
+  char path[4096];
+  snprintf(path, sizeof path, "%s", tu_path(dir, "n.sfs"));
+  sf_seg_params sp = params(SF_IVF_FLAT, 4, 2, 0);
+  const sf_rowid ids[1] = {SF_ROWID(0, 0)};
+  uint8_t codes[16] = {0};
+  roaring_bitmap_t *b = roaring_bitmap_from_range(0, 1, 1);
+  sf_seg_writer *w;
+  sf_err err;
+  assert_int_equal(sf_seg_writer_open(path, &sp, &w, &err), SF_OK);
+  assert_int_equal(sf_seg_writer_add_chunk(w, 0, ids, codes, 1, &err), SF_OK);
+  tu_write_file(path, "theirs", 6); /* another writer of the same name won */
+  assert_int_equal(sf_seg_writer_finish_new(w, b, &err), SF_EEXIST);
+  assert_non_null(strstr(err.msg, "n.sfs already exists"));
+  size_t n;
+  uint8_t *got = tu_read_file(path, &n);
+  assert_true(n == 6 && !memcmp(got, "theirs", 6));
+  free(got);
+  DIR *d = opendir(dir); /* and no temporary is left */
+  struct dirent *e;
+  while ((e = readdir(d))) assert_null(strstr(e->d_name, ".tmp."));
+  closedir(d);
+  /* With the name free, it publishes like finish. */
+  unlink(path);
+  assert_int_equal(sf_seg_writer_open(path, &sp, &w, &err), SF_OK);
+  assert_int_equal(sf_seg_writer_add_chunk(w, 0, ids, codes, 1, &err), SF_OK);
+  assert_int_equal(sf_seg_writer_finish_new(w, b, &err), SF_OK);
+  sf_seg_reader *r;
+  assert_int_equal(sf_seg_open(path, &r, &err), SF_OK);
+  assert_int_equal(sf_seg_num_rows(r), 1);
+  sf_seg_close(r);
+  sf_fragset_free(b);
 }
 
 int main(void) {
@@ -827,6 +867,7 @@ int main(void) {
       cmocka_unit_test(test_a_row_id_frame_that_lies_about_its_size_is_rejected),
       cmocka_unit_test(test_another_kind_of_file_or_version_is_a_format_error),
       cmocka_unit_test(test_verify_reports_a_row_whose_fragment_the_bitmap_lacks),
+      cmocka_unit_test(test_finish_new_never_replaces_a_file_that_appeared_meanwhile),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -34,14 +34,13 @@ static uint8_t sync_markers[2][16];
 
 /* Writes c into a malloc'd buffer (caller frees). */
 static uint8_t *write_mem(const sf_catalog *c, size_t *len) {
-  char *buf = NULL;
-  FILE *f = open_memstream(&buf, len);
+  uint8_t *buf = NULL;
   sf_err err = {0};
-  if (!f || sf_catalog_write(c, f, "mem", &err) || fclose(f)) {
+  if (sf_catalog_encode(c, "mem", &buf, len, &err)) {
     fprintf(stderr, "fuzz_catalog: cannot write: %s\n", err.msg);
     abort();
   }
-  return (uint8_t *)buf;
+  return buf;
 }
 
 static void init(void) {
