@@ -165,18 +165,23 @@ static const char *const dataset_dirs[] = {"_indices",
 /* Whether one of dataset_dirs under the resolved dataset dir is a link
  * that leads outside the roots, or to nowhere (the service would fail on
  * it, or follow it once someone creates its target); one that does not
- * exist yet is fine. If so, *rel names it and *target is its malloc'd
- * resolved path (NULL for nowhere, or without memory). */
+ * exist yet is fine. If so (1), *rel names it and *target is its malloc'd
+ * resolved path (NULL for nowhere, or without memory). -1 when one cannot
+ * be resolved for another reason (an I/O error, a loop, no permission:
+ * the dataset's state, not the event's) or memory runs out: *rel names it
+ * and *eno says why. */
 static int dir_escaping(const sf_intake *in, const char *dir, const char **rel,
-                        char **target) {
+                        char **target, int *eno) {
   *target = NULL;
   for (size_t i = 0; i < sizeof dataset_dirs / sizeof dataset_dirs[0]; i++) {
     char *p = sf_fs_join(dir, dataset_dirs[i]);
-    if (!p) return *rel = dataset_dirs[i], 1; /* no memory: fail closed */
+    if (!p) return *rel = dataset_dirs[i], *eno = ENOMEM, -1;
     char *r = realpath(p, NULL);
+    int e = errno;
     struct stat st;
-    int nowhere = !r && errno == ENOENT && !lstat(p, &st) && S_ISLNK(st.st_mode);
+    int nowhere = !r && e == ENOENT && !lstat(p, &st) && S_ISLNK(st.st_mode);
     free(p);
+    if (!r && e != ENOENT && e != ENOTDIR) return *rel = dataset_dirs[i], *eno = e, -1;
     if (nowhere || (r && !under_a_root(in, r))) {
       *rel = dataset_dirs[i];
       *target = r;
@@ -217,9 +222,12 @@ static char *marker_path(const char *dataset, const char *staging_id) {
 
 int sf_intake_is_failed(const char *dataset, const char *staging_id) {
   char *p = marker_path(dataset, staging_id);
+  if (!p) return errno = ENOMEM, -1;
   struct stat st;
-  int r = p && stat(p, &st) == 0;
+  int r = stat(p, &st) == 0 ? 1 : errno == ENOENT || errno == ENOTDIR ? 0 : -1;
+  int e = errno;
   free(p);
+  errno = e;
   return r;
 }
 
@@ -269,6 +277,7 @@ sf_code sf_intake_open(void *ctx, const char *dir, const sf_shard_staged *ev,
                        sf_event_reason *reason, sf_err *err) {
   const sf_intake *in = ctx;
   char roots[256];
+  int eno = 0;
   if (in && in->nroots && !under_a_root(in, dir)) {
     return refuse(reason, SF_REASON_PATH_ESCAPE, err, SF_EINVAL,
                   "dataset_uri of job '%s': %s is outside the dataset roots this "
@@ -278,7 +287,13 @@ sf_code sf_intake_open(void *ctx, const char *dir, const sf_shard_staged *ev,
   }
   const char *rel = NULL;
   char *out = NULL;
-  if (in && in->nroots && dir_escaping(in, dir, &rel, &out)) {
+  int escaping = in && in->nroots ? dir_escaping(in, dir, &rel, &out, &eno) : 0;
+  if (escaping < 0)
+    return sf_err_errno(err, eno == ENOMEM ? SF_ENOMEM : SF_EIO, eno,
+                        "dataset of job '%s': cannot resolve %s/%s to tell whether it "
+                        "stays inside the dataset roots",
+                        ev->staging_id, dir, rel);
+  if (escaping) {
     sf_code r = refuse(reason, SF_REASON_PATH_ESCAPE, err, SF_EINVAL,
                        "dataset of job '%s': %s/%s is a link to %s, outside the dataset "
                        "roots this service serves (%s); make it a real directory",
@@ -287,7 +302,14 @@ sf_code sf_intake_open(void *ctx, const char *dir, const sf_shard_staged *ev,
     free(out);
     return r;
   }
-  if (sf_intake_is_failed(dir, ev->staging_id)) {
+  int failed = sf_intake_is_failed(dir, ev->staging_id);
+  eno = errno;
+  if (failed < 0)
+    return sf_err_errno(err, eno == ENOMEM ? SF_ENOMEM : SF_EIO, eno,
+                        "job '%s': cannot tell whether it failed earlier: cannot stat "
+                        "%s/%s/%s",
+                        ev->staging_id, dir, SF_INTAKE_FAILED_DIR, ev->staging_id);
+  if (failed) {
     return refuse(
         reason, SF_REASON_JOB_FAILED, err, SF_ECANCELED,
         "job '%s' failed earlier (marker %s/%s exists); it stays failed: stage it "
@@ -297,17 +319,33 @@ sf_code sf_intake_open(void *ctx, const char *dir, const sf_shard_staged *ev,
   /* A staging id the catalog holds was committed earlier, and a restart is
    * reading its events again from where the group's offsets stood, maybe
    * the middle of the job: it needs no shard check (gc may have removed its
-   * staging root) nor its other shards, only its announcement again. An
-   * unreadable catalog is left for finalize to report. */
+   * staging root) nor its other shards, only its announcement again. A
+   * catalog that cannot be read cannot tell: taking the job as new could
+   * dead-letter a committed job's events (its staging root gone) or time it
+   * out, and the commit would fail on that catalog anyway. It is the
+   * dataset's state, not the event's fault: the event is held until the
+   * catalog reads (reason NONE, not out of memory). */
   sf_catalog *c = NULL;
   sf_err ce = {0};
-  if (!sf_catalog_open_latest(dir, &c, &ce)) {
-    int held = 0;
-    if (sf_catalog_lookup_job(c, ev->staging_id, NULL, &held, NULL)) held = 0;
-    sf_catalog_free(c);
-    if (held) return SF_EEXIST;
-  }
-  return SF_OK;
+  sf_code rc = sf_catalog_open_latest(dir, &c, &ce);
+  if (rc == SF_ENOTFOUND) return SF_OK; /* no version yet */
+  if (rc)
+    return sf_err_set(err, rc,
+                      "job '%s': the newest catalog version of %s does not read, so the "
+                      "job cannot be told from one committed earlier (%s); restore or "
+                      "repair that version",
+                      ev->staging_id, dir, ce.msg);
+  /* The window, then its archive chunk: a chunk that does not read cannot
+   * tell either. */
+  int held = 0;
+  rc = sf_catalog_lookup_job(c, ev->staging_id, NULL, &held, &ce);
+  sf_catalog_free(c);
+  if (rc)
+    return sf_err_set(err, rc,
+                      "job '%s': the job archive of %s does not read, so the job cannot "
+                      "be told from one committed earlier (%s); restore or repair it",
+                      ev->staging_id, dir, ce.msg);
+  return held ? SF_EEXIST : SF_OK;
 }
 
 /* Compares the file's header with the event. */

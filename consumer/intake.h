@@ -20,8 +20,14 @@
  * Any other failure to resolve or open a path the event named is the
  * event's fault too (a name too long: INVALID_FIELD; a link loop:
  * PATH_ESCAPE; not a regular file: CORRUPT_FILE; not readable: MISSING_FILE);
- * only a shortage of memory or descriptors and a real I/O error are not
- * (the reason stays NONE and the service stops so that a restart retries).
+ * only a shortage of memory or descriptors and a real I/O error are not.
+ * Nor is what the event does not name: the dataset's catalog, its failed
+ * markers, its own directories. When those cannot be read (an I/O error,
+ * no permission, a newest catalog version that does not read) the hooks
+ * cannot tell what the event means. In all these cases the reason stays
+ * NONE: out of memory (SF_ENOMEM) stops the service, anything else holds
+ * the event at intake until the dataset reads again (consumer/jobs.h,
+ * "Held at intake"; docs/serve.md, "Held jobs").
  * The data blocks are not read here: the build verifies every block's CRC
  * as it copies it, so reading them twice would only double the I/O.
  *
@@ -76,7 +82,11 @@ const char *sf_intake_dataset(sf_intake *in, const sf_shard_staged *ev, char **o
  * directories lead out of them, and a staging id marked failed
  * (JOB_FAILED). SF_EEXIST when the dataset's newest catalog version
  * already holds the staging id (see sf_jobs_hooks). ctx is an sf_intake or
- * NULL. On refusal *reason is set; on an I/O error it stays NONE. */
+ * NULL. On refusal *reason is set; it stays NONE when the dataset cannot
+ * be read: one of its directories does not resolve, its failed marker
+ * cannot be looked up (SF_EIO), its newest catalog version does not read
+ * (that version's error: SF_ECORRUPT, SF_EFORMAT, SF_EIO, ...), or memory
+ * runs out (SF_ENOMEM). A dataset with no catalog version yet is fine. */
 sf_code sf_intake_open(void *ctx, const char *dataset, const sf_shard_staged *ev,
                        sf_event_reason *reason, sf_err *err);
 
@@ -88,7 +98,9 @@ sf_code sf_intake_open(void *ctx, const char *dataset, const sf_shard_staged *ev
 sf_code sf_intake_check(void *ctx, const char *dataset, const sf_shard_staged *ev,
                         char **path, sf_event_reason *reason, sf_err *err);
 
-/* Whether <dataset>/_indices/_failed/<staging_id> exists (dataset resolved). */
+/* Whether <dataset>/_indices/_failed/<staging_id> exists (dataset
+ * resolved): 1 or 0; -1 when that cannot be told (stat(2) failed otherwise
+ * than ENOENT or ENOTDIR; errno says why). */
 int sf_intake_is_failed(const char *dataset, const char *staging_id);
 
 /* Writes the failed marker durably. */

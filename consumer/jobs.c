@@ -53,6 +53,7 @@ struct sf_jobs {
   sf_job open;   /* sentinel of the open list (arrival order) */
   sf_job term;   /* sentinel of the terminal FIFO (oldest first) */
   size_t nopen, nready, nfailed, nterm, nevents;
+  size_t nheld;   /* jobs with events held at intake */
   size_t nraw;    /* original event bytes held by live jobs */
   size_t nbytes;  /* heap bytes of live jobs (the sum of their cost) */
   size_t tbytes;  /* heap bytes of terminal records */
@@ -60,7 +61,7 @@ struct sf_jobs {
 };
 
 static const char *const outcome_names[] = {"NEW",    "COMPLETE", "DUPLICATE", "REJECTED",
-                                            "FAILED", "LATE",     "ERROR"};
+                                            "FAILED", "LATE",     "HELD",      "ERROR"};
 
 const char *sf_jobs_outcome_name(sf_jobs_outcome o) {
   return (unsigned)o <= SF_JOBS_ERROR ? outcome_names[o] : "UNKNOWN";
@@ -263,7 +264,7 @@ static void recost(sf_jobs *t, sf_job *j) {
   size_t c = sf_mem_of(j) + sf_mem_of(j->staging_id) + sf_mem_of(j->shards) +
              sf_mem_of(j->index) + sf_mem_of(j->refs) + sf_fragset_mem(j->covered) +
              sf_mem_of(j->message) + sf_mem_of(j->trigger) + sf_mem_of(j->seen) +
-             j->shards_cost;
+             j->shards_cost + sf_mem_of(j->waiting) + j->waiting_cost;
   if (j->state != SF_JOB_DROPPED) {
     size_t *b = terminal(j->state) ? &t->tbytes : &t->nbytes;
     *b = *b - j->cost + c;
@@ -305,6 +306,10 @@ static void job_release(sf_job *j) {
   free(j->message);
   j->message = NULL;
   j->shards_cost = 0;
+  for (size_t i = 0; i < j->nwaiting; i++) shard_clear(&j->waiting[i]);
+  free(j->waiting);
+  j->waiting = NULL;
+  j->nwaiting = j->waiting_cap = j->waiting_cost = 0;
 }
 
 void sf_jobs_job_free(sf_job *j) {
@@ -452,11 +457,19 @@ static sf_code shard_take(sf_jobs *t, sf_job *j, sf_jobs_shard *s, sf_shard_stag
   return SF_OK;
 }
 
-/* The original bytes a live job holds (its shards' and its trigger's). */
+/* The original bytes of the events held at intake of j. */
+static size_t waiting_bytes(const sf_job *j) {
+  size_t n = 0;
+  for (size_t i = 0; i < j->nwaiting; i++) n += j->waiting[i].raw_len;
+  return n;
+}
+
+/* The original bytes a live job holds (its shards', its trigger's and its
+ * events' held at intake). */
 static size_t job_bytes(const sf_job *j) {
   size_t n = j->trigger ? j->trigger->raw_len : 0;
   for (size_t i = 0; i < j->nshards; i++) n += j->shards[i].raw_len;
-  return n;
+  return n + waiting_bytes(j);
 }
 
 /* ---- what a committed job held ------------------------------------------- */
@@ -613,6 +626,7 @@ static void count_state(sf_jobs *t, sf_job_state s, int d) {
     case SF_JOB_DEAD:
       t->nterm += d;
       break;
+    case SF_JOB_WAITING: /* counted in nheld, as the OPEN jobs with events held */
     case SF_JOB_DROPPED:
       break;
   }
@@ -624,14 +638,21 @@ static void set_state(sf_jobs *t, sf_job *j, sf_job_state s) {
   count_state(t, s, +1);
 }
 
+/* Takes what the live job j holds out of the table's counts (before it
+ * ends, is dropped or freed). */
+static void forget(sf_jobs *t, sf_job *j) {
+  t->nevents -= j->nrefs + j->nwaiting;
+  t->nraw -= job_bytes(j);
+  if (j->nwaiting) t->nheld--;
+  uncost(t, j);
+}
+
 /* Makes j a terminal record (its live parts freed) at the FIFO's tail, and
  * drops the oldest records beyond max_terminal or max_terminal_bytes (never
  * j itself: the caller may still look at it). */
 static void make_terminal(sf_jobs *t, sf_job *j, sf_job_state s) {
   list_unlink(j);
-  t->nevents -= j->nrefs;
-  t->nraw -= job_bytes(j);
-  uncost(t, j);
+  forget(t, j);
   job_release(j);
   set_state(t, j, s);
   recost(t, j);
@@ -646,6 +667,126 @@ static void make_terminal(sf_jobs *t, sf_job *j, sf_job_state s) {
     count_state(t, old->state, -1);
     sf_jobs_job_free(old);
   }
+}
+
+/* ---- events held at intake ------------------------------------------------ */
+
+/* Queues *ev (taken over) with a copy of raw at the end of j's events held
+ * at intake. On failure (out of memory) nothing was moved and err says so;
+ * on success err is left as it was (why the event is held). */
+static sf_code wait_push(sf_jobs *t, sf_job *j, sf_shard_staged *ev, const uint8_t *raw,
+                         size_t len, sf_jobs_ref ref, sf_err *err) {
+  uint8_t *copy = NULL;
+  if (len && !(copy = malloc(len))) return sf_err_set(err, SF_ENOMEM, "out of memory");
+  if (j->nwaiting == j->waiting_cap) { /* most jobs never hold more than one */
+    size_t ncap = j->waiting_cap ? 2 * j->waiting_cap : 1;
+    sf_jobs_shard *w = realloc(j->waiting, ncap * sizeof *w);
+    if (!w) {
+      free(copy);
+      return sf_err_set(err, SF_ENOMEM, "out of memory");
+    }
+    j->waiting = w;
+    j->waiting_cap = ncap;
+  }
+  if (len) memcpy(copy, raw, len);
+  sf_jobs_shard *s = &j->waiting[j->nwaiting++];
+  memset(s, 0, sizeof *s);
+  s->ev = *ev;
+  s->raw = copy;
+  s->raw_len = len;
+  s->ref = ref;
+  memset(ev, 0, sizeof *ev);
+  if (j->nwaiting == 1) t->nheld++;
+  t->nevents++;
+  t->nraw += len;
+  j->waiting_cost += shard_cost(s);
+  recost(t, j);
+  return SF_OK;
+}
+
+/* Takes the WAITING record j out of the table and frees it with whatever
+ * it holds. */
+static void waiting_free(sf_jobs *t, sf_job *j) {
+  map_del(t, j);
+  forget(t, j);
+  count_state(t, j->state, -1);
+  sf_jobs_job_free(j);
+}
+
+/* ev cannot be classified now, for its dataset's sake (err says why): it
+ * is held behind the events j holds already, or, without a job (j NULL),
+ * in a new WAITING record of (dataset, its staging id). HELD, or ERROR
+ * when out of memory (then *ev is still the caller's). */
+static sf_jobs_outcome hold_event(sf_jobs *t, sf_job *j, const char *dataset,
+                                  sf_shard_staged *ev, const uint8_t *raw, size_t len,
+                                  sf_jobs_ref ref, sf_job **out, sf_err *err) {
+  sf_job *made = NULL;
+  if (!j) {
+    made = j = calloc(1, sizeof *j);
+    if (!j || !(j->staging_id = strdup(ev->staging_id)) ||
+        !(j->ds = ds_get(t, dataset, err)) || map_put(t, j, err)) {
+      sf_jobs_job_free(j); /* never in the map: map_put failed last */
+      sf_err_set(err, SF_ENOMEM, "out of memory");
+      return SF_JOBS_ERROR;
+    }
+    j->dataset = j->ds->name;
+    j->state = SF_JOB_WAITING;
+    count_state(t, SF_JOB_WAITING, +1);
+    j->deadline_ms = INT64_MAX;
+    recost(t, j);
+  }
+  if (wait_push(t, j, ev, raw, len, ref, err)) {
+    if (made) waiting_free(t, made);
+    return SF_JOBS_ERROR;
+  }
+  *out = j;
+  return SF_JOBS_HELD;
+}
+
+/* A hook failed with rc, not by the event's fault: the process's own
+ * failure (out of memory: ERROR), or its dataset's, which holds the event. */
+static sf_jobs_outcome not_the_events(sf_jobs *t, sf_job *j, const char *dataset,
+                                      sf_code rc, sf_shard_staged *ev, const uint8_t *raw,
+                                      size_t len, sf_jobs_ref ref, sf_job **out,
+                                      sf_err *err) {
+  if (rc == SF_ENOMEM) return SF_JOBS_ERROR;
+  return hold_event(t, j, dataset, ev, raw, len, ref, out, err);
+}
+
+sf_jobs_outcome sf_jobs_hold(sf_jobs *t, const char *key, sf_shard_staged *ev,
+                             const uint8_t *raw, size_t len, sf_jobs_ref ref,
+                             sf_job **job, sf_err *err) {
+  sf_job *dummy;
+  if (!job) job = &dummy;
+  *job = NULL;
+  sf_job *j = sf_jobs_find(t, key, ev->staging_id);
+  if (j && j->state != SF_JOB_OPEN && j->state != SF_JOB_WAITING) {
+    sf_err_set(err, SF_EINVAL, "job '%s' of %s cannot hold events: it is not open",
+               ev->staging_id, key);
+    return SF_JOBS_ERROR;
+  }
+  return hold_event(t, j, key, ev, raw, len, ref, job, err);
+}
+
+sf_jobs_shard *sf_jobs_take_waiting(sf_jobs *t, sf_job *j, size_t *n) {
+  sf_jobs_shard *w = j->waiting;
+  *n = j->nwaiting;
+  if (!w) return NULL;
+  t->nevents -= j->nwaiting;
+  t->nraw -= waiting_bytes(j);
+  t->nheld--;
+  j->waiting = NULL; /* handed back: not freed with the job */
+  j->nwaiting = j->waiting_cap = j->waiting_cost = 0;
+  if (j->state == SF_JOB_WAITING)
+    waiting_free(t, j); /* a record of nothing now */
+  else
+    recost(t, j);
+  return w;
+}
+
+void sf_jobs_waiting_free(sf_jobs_shard *w, size_t n) {
+  for (size_t i = 0; w && i < n; i++) shard_clear(&w[i]);
+  free(w);
 }
 
 /* A new job for (dataset, ev's staging id): a terminal DEAD record when the
@@ -677,11 +818,13 @@ static sf_jobs_outcome job_open(sf_jobs *t, const char *dataset, sf_shard_staged
   }
   const int earlier = rc == SF_EEXIST;
   if (earlier) rc = SF_OK;
-  if (rc) return *reason ? SF_JOBS_REJECTED : SF_JOBS_ERROR;
+  if (rc && *reason) return SF_JOBS_REJECTED;
+  if (rc) return not_the_events(t, NULL, dataset, rc, ev, raw, len, ref, out, err);
   rc = h->check && !earlier ? h->check(h->ctx, dataset, ev, &path, reason, err) : SF_OK;
   if (!rc && (earlier || !h->check) && !(path = strdup(ev->shard_path)))
     rc = sf_err_set(err, SF_ENOMEM, "out of memory");
-  if (rc) return *reason ? SF_JOBS_REJECTED : SF_JOBS_ERROR;
+  if (rc && *reason) return SF_JOBS_REJECTED;
+  if (rc) return not_the_events(t, NULL, dataset, rc, ev, raw, len, ref, out, err);
   sf_job *j = calloc(1, sizeof *j);
   int in_map = 0;
   if (!j || !(j->staging_id = strdup(ev->staging_id)))
@@ -761,6 +904,14 @@ sf_jobs_outcome sf_jobs_add(sf_jobs *t, const char *dataset, sf_shard_staged *ev
   sf_job *j = sf_jobs_find(t, dataset, ev->staging_id);
   if (!j) return job_open(t, dataset, ev, raw, len, ref, now_ms, job, reason, err);
   *job = j;
+  if (j->nwaiting) { /* no event of the job overtakes one held at intake */
+    sf_err_set(err, SF_EIO,
+               "job '%s' has an event held at intake (partition %d offset %lld): "
+               "shard '%s' waits behind it",
+               j->staging_id, (int)j->waiting[0].ref.partition,
+               (long long)j->waiting[0].ref.offset, ev->shard_id);
+    return wait_push(t, j, ev, raw, len, ref, err) ? SF_JOBS_ERROR : SF_JOBS_HELD;
+  }
   switch (j->state) {
     case SF_JOB_COMMITTED:
       if ((*reason = committed_conflict(j, ev, err))) return SF_JOBS_REJECTED;
@@ -831,7 +982,8 @@ sf_jobs_outcome sf_jobs_add(sf_jobs *t, const char *dataset, sf_shard_staged *ev
   sf_code rc = h->check ? h->check(h->ctx, j->dataset, ev, &path, reason, err) : SF_OK;
   if (!rc && !h->check && !(path = strdup(ev->shard_path)))
     rc = sf_err_set(err, SF_ENOMEM, "out of memory");
-  if (rc) return *reason ? SF_JOBS_REJECTED : SF_JOBS_ERROR;
+  if (rc && *reason) return SF_JOBS_REJECTED;
+  if (rc) return not_the_events(t, j, j->dataset, rc, ev, raw, len, ref, job, err);
   /* The job's own union from its second shard on (see covered()). */
   roaring_bitmap_t *u = j->covered ? NULL : roaring_bitmap_copy(covered(j));
   sf_jobs_shard *s = NULL;
@@ -859,7 +1011,15 @@ sf_jobs_outcome sf_jobs_add(sf_jobs *t, const char *dataset, sf_shard_staged *ev
 }
 
 sf_job *sf_jobs_expire(sf_jobs *t, int64_t now_ms) {
-  sf_job *j = t->open.next;
+  sf_job *j;
+  /* A job with events held at intake does not time out: its missing shards
+   * may be among them. It gets a full timeout more, which keeps the list
+   * in deadline order (no deadline lies beyond now + timeout). */
+  while ((j = t->open.next) != &t->open && j->deadline_ms <= now_ms && j->nwaiting) {
+    j->deadline_ms = now_ms + t->o.timeout_ms;
+    list_unlink(j);
+    list_append(&t->open, j);
+  }
   if (j == &t->open || j->deadline_ms > now_ms) return NULL;
   char *missing = NULL;
   roaring_bitmap_t *m =
@@ -911,9 +1071,7 @@ sf_job *sf_jobs_drop(sf_jobs *t, sf_job *j) {
   if (j->state == SF_JOB_DROPPED) return j;
   map_del(t, j);
   list_unlink(j);
-  t->nevents -= j->nrefs;
-  t->nraw -= job_bytes(j);
-  uncost(t, j);
+  forget(t, j);
   count_state(t, j->state, -1);
   if (j->state == SF_JOB_READY || j->state == SF_JOB_FAILED) {
     j->state = SF_JOB_DROPPED;
@@ -930,9 +1088,10 @@ void sf_jobs_foreach_on_partition(sf_jobs *t, int32_t partition,
   sf_job **list = NULL;
   for (size_t i = 0; i < t->jobs.cap; i++) {
     sf_job *j = t->jobs.tab[i].p;
-    if (!j || j->state > SF_JOB_FAILED) continue;
-    for (size_t r = 0; r < j->nrefs; r++)
-      if (j->refs[r].partition == partition) {
+    if (!j || terminal(j->state)) continue;
+    for (size_t r = 0; r < j->nrefs + j->nwaiting; r++)
+      if ((r < j->nrefs ? j->refs[r] : j->waiting[r - j->nrefs].ref).partition ==
+          partition) {
         if (n == cap) {
           size_t ncap = cap ? cap * 2 : 16;
           sf_job **nl = realloc(list, ncap * sizeof *nl);
@@ -953,6 +1112,7 @@ void sf_jobs_get_stats(const sf_jobs *t, sf_jobs_stats *s) {
   s->ready = t->nready;
   s->failed = t->nfailed;
   s->terminal = t->nterm;
+  s->held = t->nheld;
   s->events = t->nevents;
   s->raw_bytes = t->nraw;
   s->live_bytes = t->nbytes;

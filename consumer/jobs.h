@@ -35,8 +35,13 @@
  *              (INVALID_FIELD: a job's events must share a partition). The
  *              job is FAILED; every event of it goes to the dead letters
  *   LATE       a redelivery of a committed job: nothing to do
- *   ERROR      a failure that is not the event's fault (out of memory, an
- *              I/O error of the hooks): err says what; the caller retries
+ *   HELD       the event cannot be classified yet, for its dataset's sake:
+ *              a hook failed with an I/O error or could not read the
+ *              dataset's catalog (err says what), or an earlier event of
+ *              its job waits already. The table keeps it, unclassified,
+ *              in its job's waiting queue (see "Held at intake" below)
+ *   ERROR      the process's own failure (out of memory): err says what;
+ *              the caller stops, and a restart retries
  *
  * "Same content" means every field except event_id and staged_at_ms: a
  * worker that re-announces the same shard file after a restart (new event
@@ -65,6 +70,21 @@
  * (`check`: does its file exist inside the staging root, open as a valid shard and match
  * the event?). Redeliveries and events that fail a job never reach `check`,
  * so no file is opened twice for the same shard.
+ *
+ * Held at intake: when a hook fails not by the event's fault nor for
+ * want of memory (an I/O error of the dataset's file system, a catalog
+ * version that does not read), the event is neither refused nor a reason
+ * to stop: it is HELD. The table keeps it whole, with its bytes and its
+ * position, at the end of its job's `waiting` queue; a job seen first by
+ * that event is a WAITING record with no shard. Every later event of the
+ * job (same dataset, same staging id) queues behind it unclassified, so
+ * none overtakes it: the job's outcome is the one its events would have
+ * given in the order read. The caller retries: sf_jobs_take_waiting hands
+ * the queue back, in order, to be added again one by one (the first that
+ * is HELD again queues the rest behind it once more). A job with events
+ * waiting never times out (its missing shards may be among them): at its
+ * deadline it gets a full timeout more. Other jobs, of the same dataset
+ * too, are classified as usual.
  *
  * Timeouts: a job's deadline is the arrival time of its first event plus
  * the staging timeout, plus the time the processor kept its consumer paused
@@ -126,6 +146,7 @@ typedef enum sf_jobs_outcome {
   SF_JOBS_REJECTED,
   SF_JOBS_FAILED,
   SF_JOBS_LATE,
+  SF_JOBS_HELD,
   SF_JOBS_ERROR,
 } sf_jobs_outcome;
 
@@ -138,6 +159,7 @@ typedef enum sf_job_state {
   SF_JOB_FAILED,    /* failed; its events await the dead letters */
   SF_JOB_COMMITTED, /* terminal record */
   SF_JOB_DEAD,      /* terminal record of a failed job */
+  SF_JOB_WAITING,   /* no shard yet: its first event(s) are held at intake */
   SF_JOB_DROPPED,   /* taken out of the table (revoked); freed by its holder */
 } sf_job_state;
 
@@ -182,6 +204,13 @@ typedef struct sf_job {
    * `reason`, the others are dead-lettered as JOB_FAILED. */
   sf_jobs_shard *trigger;
   void *user; /* the caller's (the processor's in-flight state) */
+  /* Events held at intake, in arrival order (an OPEN or WAITING job only;
+   * see "Held at intake"): each owns its whole event, its original bytes
+   * and its position, which is not in `refs` (it joins them when the event
+   * is classified). */
+  sf_jobs_shard *waiting;
+  size_t nwaiting, waiting_cap;
+  size_t waiting_cost; /* heap bytes of their parts beyond the array */
   /* Table internals. */
   struct sf_job *prev, *next; /* open list (arrival order) or terminal FIFO */
   uint32_t *index; /* shard_id -> shards[] slot, open addressing; beyond 8 shards */
@@ -199,8 +228,10 @@ typedef struct sf_job {
 
 /* The outside checks (see the top of this file). Each returns SF_OK, or a
  * failure with *reason set to the event's fault (the event is REJECTED with
- * that reason and err's message) or left SF_REASON_NONE (an ERROR: not the
- * event's fault). */
+ * that reason and err's message) or left SF_REASON_NONE: not the event's
+ * fault. Then SF_ENOMEM is the process's (ERROR); any other code says the
+ * dataset could not be read (an I/O error, an unreadable catalog), and the
+ * event is HELD. */
 typedef struct sf_jobs_hooks {
   /* A (dataset, staging id) with no job: may it open one? A dataset the
    * service does not serve is refused (PATH_ESCAPE); a staging id marked
@@ -235,11 +266,13 @@ void sf_jobs_free(sf_jobs *t);
 
 /* Classifies *ev of `dataset` (its dataset_uri in canonical form; NULL:
  * dataset_uri as it is), read at `ref`, its original bytes raw[len],
- * arriving at now_ms (see the top of this file). On NEW, COMPLETE and FAILED the table
- * takes over *ev (which is left zeroed) and copies raw; otherwise *ev stays
- * the caller's to clear. *job (may be NULL) is the job concerned, or NULL
- * when there is none (REJECTED before a job exists, LATE). On REJECTED and
- * FAILED, *reason and err say why; on ERROR, err. */
+ * arriving at now_ms (see the top of this file). On NEW, COMPLETE, FAILED
+ * and HELD the table takes over *ev (which is left zeroed) and copies raw;
+ * otherwise *ev stays the caller's to clear. *job (may be NULL) is the job
+ * concerned, or NULL when there is none (REJECTED before a job exists,
+ * LATE). On REJECTED and FAILED, *reason and err say why; on HELD and
+ * ERROR, err (for an event queued behind another held one, that it
+ * waits). */
 sf_jobs_outcome sf_jobs_add(sf_jobs *t, const char *dataset, sf_shard_staged *ev,
                             const uint8_t *raw, size_t len, sf_jobs_ref ref,
                             int64_t now_ms, sf_job **job, sf_event_reason *reason,
@@ -273,16 +306,17 @@ void sf_jobs_fail(sf_jobs *t, sf_job *j, sf_event_reason reason, const char *mes
 void sf_jobs_finish(sf_jobs *t, sf_job *j, int committed);
 
 /* Forgets a job that another consumer now owns (its partition was revoked):
- * it leaves the table with no terminal record. An OPEN job is freed now
- * (returns NULL); a READY or FAILED job is marked DROPPED and returned: a
- * worker (finalize, dead letters) may still read it, and its holder frees it
- * with sf_jobs_job_free when the worker is done. */
+ * it leaves the table with no terminal record. An OPEN or WAITING job is
+ * freed now, with its events held at intake (returns NULL); a READY or FAILED job is
+ * marked DROPPED and returned: a worker (finalize, dead letters) may still read it, and
+ * its holder frees it with sf_jobs_job_free when the worker is done. */
 sf_job *sf_jobs_drop(sf_jobs *t, sf_job *j);
 /* Frees a DROPPED job. Accepts NULL. */
 void sf_jobs_job_free(sf_job *j);
 
-/* Calls fn for every OPEN, READY or FAILED job with a position on
- * `partition` (a rebalance uses it to drop them); fn may drop the job. */
+/* Calls fn for every OPEN, READY, FAILED or WAITING job with a position on
+ * `partition`, its events held at intake included (a rebalance uses it to
+ * drop them); fn may drop the job. */
 void sf_jobs_foreach_on_partition(sf_jobs *t, int32_t partition,
                                   void (*fn)(void *ctx, sf_job *j), void *ctx);
 
@@ -290,9 +324,32 @@ void sf_jobs_foreach_on_partition(sf_jobs *t, int32_t partition,
  * DROPPED, or NULL. */
 sf_job *sf_jobs_find(const sf_jobs *t, const char *dataset, const char *staging_id);
 
+/* Holds *ev at intake without asking the hooks: the caller could not even
+ * tell its dataset (resolving it failed with an I/O error) and keys it
+ * under `key`, a name no canonical dataset has, so that the events of the
+ * job wait together. Queues it behind the OPEN or WAITING job of (key, ev's
+ * staging id), or in a new WAITING record. HELD (the table took *ev over
+ * and copied raw) or ERROR (out of memory, or that job is in another
+ * state). */
+sf_jobs_outcome sf_jobs_hold(sf_jobs *t, const char *key, sf_shard_staged *ev,
+                             const uint8_t *raw, size_t len, sf_jobs_ref ref,
+                             sf_job **job, sf_err *err);
+
+/* Hands the events held at intake of j back to the caller, in arrival
+ * order, to be added again (sf_jobs_add) now that its dataset may read:
+ * *n events, each owning its event, bytes and position; the caller owns
+ * the array and frees it with sf_jobs_waiting_free, after adding them. A WAITING job (no
+ * shard yet) is freed by this call; an OPEN one stays, with nothing waiting. NULL with *n
+ * == 0 when nothing waits. */
+sf_jobs_shard *sf_jobs_take_waiting(sf_jobs *t, sf_job *j, size_t *n);
+/* Frees w[0..n) (what is left of their events, and their bytes) and w.
+ * Accepts NULL. */
+void sf_jobs_waiting_free(sf_jobs_shard *w, size_t n);
+
 typedef struct sf_jobs_stats {
   size_t open, ready, failed, terminal; /* jobs by state */
-  size_t events;                        /* positions held by live jobs */
+  size_t held;   /* jobs with events held at intake (OPEN or WAITING) */
+  size_t events; /* positions held by live jobs */
   /* Heap bytes the table holds (see "Memory" above): everything, the
    * bound the processor keeps; of which live jobs', and terminal
    * records'. And the original event bytes live jobs hold. */

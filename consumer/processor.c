@@ -22,6 +22,100 @@
 /* ---- the poll loop: messages
  * ------------------------------------------------------------ */
 
+/* The job table's key of an event whose dataset_uri could not be resolved
+ * (an I/O error): the URI behind a mark, so that it never meets a
+ * canonical dataset, whose name is an absolute path. NULL without memory. */
+static char *unresolved_key(const char *uri) {
+  size_t n = strlen(uri);
+  char *k = malloc(n + 2);
+  if (k) {
+    k[0] = PROC_UNRESOLVED;
+    memcpy(k + 1, uri, n + 1);
+  }
+  return k;
+}
+
+/* Holds ev under its unresolved key (see above); HELD, or ERROR. While
+ * `only_behind`, only behind events of its job held there already
+ * (returns LATE, touching nothing, when there are none): an event whose
+ * dataset resolves again must not overtake them. */
+static sf_jobs_outcome hold_unresolved(sf_proc *p, sf_shard_staged *ev,
+                                       const uint8_t *raw, size_t len, sf_jobs_ref ref,
+                                       int only_behind, sf_job **j, sf_err *err) {
+  char *key = unresolved_key(ev->dataset_uri);
+  sf_jobs_outcome o = SF_JOBS_ERROR;
+  if (!key)
+    sf_err_set(err, SF_ENOMEM, "out of memory");
+  else if (only_behind && !sf_jobs_find(p->jobs, key, ev->staging_id))
+    o = SF_JOBS_LATE;
+  else
+    o = sf_jobs_hold(p->jobs, key, ev, raw, len, ref, j, err);
+  free(key);
+  return o;
+}
+
+void proc_classify(sf_proc *p, sf_shard_staged *ev, const uint8_t *raw, size_t len,
+                   sf_jobs_ref ref, task **spare) {
+  sf_err err = {0};
+  char q[600];
+  sf_event_reason reason = SF_REASON_NONE;
+  sf_job *j = NULL;
+  sf_jobs_outcome o = SF_JOBS_LATE;
+  /* The job's key: the dataset in canonical form, and the staging id. */
+  char *owned = NULL;
+  const char *ds = sf_intake_dataset(p->intake, ev, &owned, &reason, &err);
+  if (!ds && reason) {
+    proc_send_dead_event(p, raw, len, ref, reason, err.msg, ev);
+    return;
+  }
+  if (!ds && err.code == SF_ENOMEM) {
+    proc_set_fatal(p, &err);
+    return;
+  }
+  if (!ds) /* its dataset does not even resolve (an I/O error): held */
+    o = hold_unresolved(p, ev, raw, len, ref, 0, &j, &err);
+  else if (p->nheld) /* behind its job's events held unresolved, if any */
+    o = hold_unresolved(p, ev, raw, len, ref, 1, &j, &err);
+  if (ds && o == SF_JOBS_LATE)
+    o = sf_jobs_add(p->jobs, ds, ev, raw, len, ref, proc_mono_ms(), &j, &reason, &err);
+  free(owned);
+  switch (o) {
+    case SF_JOBS_NEW:
+      proc_plog(p, SF_PROC_LOG_DEBUG, "event=shard_added staging_id=%s shards=%zu",
+                j->staging_id, j->nshards);
+      break;
+    case SF_JOBS_COMPLETE:
+      proc_plog(p, SF_PROC_LOG_INFO,
+                "event=job_complete staging_id=%s dataset=\"%s\" shards=%zu wait_ms=%lld",
+                j->staging_id, proc_quoted(q, sizeof q, j->dataset), j->nshards,
+                (long long)(proc_mono_ms() - j->first_seen_ms));
+      proc_dispatch(p, j);
+      break;
+    case SF_JOBS_DUPLICATE:
+      proc_plog(p, SF_PROC_LOG_DEBUG, "event=redelivery staging_id=%s offset=%lld",
+                j->staging_id, (long long)ref.offset);
+      break;
+    case SF_JOBS_REJECTED:
+      proc_send_dead_event(p, raw, len, ref, reason, err.msg, ev);
+      break;
+    case SF_JOBS_FAILED:
+      proc_send_dead_job(p, j, NULL);
+      break;
+    case SF_JOBS_LATE:
+      sf_offsets_done(p->offs, ref.partition, ref.gen, ref.offset);
+      proc_plog(p, SF_PROC_LOG_DEBUG, "event=late_event staging_id=%s", ev->staging_id);
+      break;
+    case SF_JOBS_HELD:
+      proc_hold_intake(p, j, ref, &err, spare);
+      break;
+    case SF_JOBS_ERROR:
+      proc_set_fatal(p, &err);
+      break;
+  }
+  if (o == SF_JOBS_NEW || o == SF_JOBS_COMPLETE)
+    (void)sf_fault_point("serve.after_consume", NULL);
+}
+
 static void on_message(sf_proc *p, const rd_kafka_message_t *m) {
   sf_err err = {0};
   char q[600];
@@ -51,59 +145,13 @@ static void on_message(sf_proc *p, const rd_kafka_message_t *m) {
   sf_event_reason reason = SF_REASON_NONE;
   if (sf_event_decode_shard_staged(p->dec, m->payload, m->len, &ev, &reason, &err)) {
     if (reason)
-      proc_send_dead_event(p, m, gen, reason, err.msg, NULL);
+      proc_send_dead_event(p, m->payload, m->len, ref, reason, err.msg, NULL);
     else
       proc_set_fatal(p, &err);
     return;
   }
-  /* The job's key: the dataset in canonical form, and the staging id. */
-  char *owned = NULL;
-  const char *ds = sf_intake_dataset(p->intake, &ev, &owned, &reason, &err);
-  if (!ds) {
-    if (reason)
-      proc_send_dead_event(p, m, gen, reason, err.msg, &ev);
-    else
-      proc_set_fatal(p, &err);
-    sf_shard_staged_clear(&ev);
-    return;
-  }
-  sf_job *j = NULL;
-  sf_jobs_outcome o = sf_jobs_add(p->jobs, ds, &ev, m->payload, m->len, ref,
-                                  proc_mono_ms(), &j, &reason, &err);
-  free(owned);
-  switch (o) {
-    case SF_JOBS_NEW:
-      proc_plog(p, SF_PROC_LOG_DEBUG, "event=shard_added staging_id=%s shards=%zu",
-                j->staging_id, j->nshards);
-      break;
-    case SF_JOBS_COMPLETE:
-      proc_plog(p, SF_PROC_LOG_INFO,
-                "event=job_complete staging_id=%s dataset=\"%s\" shards=%zu wait_ms=%lld",
-                j->staging_id, proc_quoted(q, sizeof q, j->dataset), j->nshards,
-                (long long)(proc_mono_ms() - j->first_seen_ms));
-      proc_dispatch(p, j);
-      break;
-    case SF_JOBS_DUPLICATE:
-      proc_plog(p, SF_PROC_LOG_DEBUG, "event=redelivery staging_id=%s offset=%lld",
-                j->staging_id, (long long)m->offset);
-      break;
-    case SF_JOBS_REJECTED:
-      proc_send_dead_event(p, m, gen, reason, err.msg, &ev);
-      break;
-    case SF_JOBS_FAILED:
-      proc_send_dead_job(p, j, NULL);
-      break;
-    case SF_JOBS_LATE:
-      sf_offsets_done(p->offs, m->partition, gen, m->offset);
-      proc_plog(p, SF_PROC_LOG_DEBUG, "event=late_event staging_id=%s", ev.staging_id);
-      break;
-    case SF_JOBS_ERROR:
-      proc_set_fatal(p, &err);
-      break;
-  }
+  proc_classify(p, &ev, m->payload, m->len, ref, NULL);
   sf_shard_staged_clear(&ev);
-  if (o == SF_JOBS_NEW || o == SF_JOBS_COMPLETE)
-    (void)sf_fault_point("serve.after_consume", NULL);
 }
 
 static void expire(sf_proc *p) {

@@ -38,11 +38,16 @@
  * at its oldest event), it is retried after 1 s, then twice as long each
  * time up to retry_max_ms, and it is reported (a log line per failed
  * attempt, the jobs_held gauge, the job_retries counter, /healthz
- * "degraded" naming the dataset and the error) until it commits. Every
+ * "degraded" naming the dataset and the error) until it commits. The
+ * same holds at intake, before a job exists: an event that the intake
+ * checks cannot classify because its dataset does not read (an I/O error,
+ * a newest catalog version that does not read) is kept by the job table,
+ * its job's later events queued behind it, and the loop classifies them
+ * again with the same backoff (consumer/jobs.h, "Held at intake"). Every
  * other job goes on meanwhile. Only the process's own faults stop the
  * service: out of memory in the poll loop, a fatal consumer or producer
  * error, an announcement that can never be published (a configuration
- * error), an I/O error of the intake checks.
+ * error).
  *
  * Back-pressure: when `workers + queue_depth` jobs are waiting or running, or
  * more than max_pending_events messages are pending, or max_pending_bytes of
@@ -129,9 +134,9 @@ sf_code sf_proc_new(const sf_proc_opts *o, sf_proc **out, sf_err *err);
 /* Subscribes and runs the poll loop in the calling thread until sf_proc_stop;
  * then drains (jobs in flight finish and are announced, offsets committed,
  * the group left) and returns SF_OK. Returns an error only for what a
- * restart must retry: a failure that is not an event's fault (out of
- * memory in the loop, an I/O error of the intake checks, a fatal consumer or
- * producer error; a job whose dataset fails is held instead, see above).
+ * restart must retry: a fault of the process itself (out of memory in the
+ * loop, a fatal consumer or producer error; a job or an event whose
+ * dataset fails is held instead, see above).
  * Call once. */
 sf_code sf_proc_run(sf_proc *p, sf_err *err);
 

@@ -21,13 +21,20 @@
 #include "core/finalize.h"
 #include "producer/publisher.h"
 
-/* What a thread is asked to do. */
-enum { T_FINALIZE, T_DEAD_JOB, T_DEAD_EVENT };
+/* What a thread is asked to do; or T_INTAKE, a job with events held at
+ * intake (its dataset could not be read to classify them), which the loop
+ * itself retries: such a task is only ever on the held list. */
+enum { T_FINALIZE, T_DEAD_JOB, T_DEAD_EVENT, T_INTAKE };
+
+/* The mark before a dataset_uri that could not be resolved, as the job
+ * table's key of its held events (processor.c): no canonical dataset, an
+ * absolute path, begins with it. */
+#define PROC_UNRESOLVED '?'
 
 typedef struct task {
-  struct task *next;
+  struct task *next; /* in a queue; for T_INTAKE, in the loop's list of due retries */
   int kind;
-  sf_job *job;       /* T_FINALIZE, T_DEAD_JOB */
+  sf_job *job;       /* T_FINALIZE, T_DEAD_JOB, T_INTAKE */
   atomic_int cancel; /* set by a revoke; sf_finalize checks it */
   /* T_DEAD_EVENT: the rejection (owned fields) and where the event was. */
   sf_shard_rejected rej;
@@ -49,9 +56,9 @@ typedef struct task {
   int64_t committed_at_ms;
   /* Held (see processor.h): set from its first dataset fault until it
    * commits, fails for its own reasons, or is dropped. */
-  int held;
+  int held;     /* on the processor's held list */
   int waiting;  /* held and waiting for retry_at_ms (not in a queue) */
-  int attempts; /* failed attempts so far */
+  int attempts; /* failed attempts so far (kept while a T_INTAKE is retried) */
   int64_t held_since_ms, retry_at_ms;
   sf_err held_err;            /* the last failure, for the health report */
   struct task *hprev, *hnext; /* the processor's list of held tasks */
@@ -145,9 +152,27 @@ void *proc_dead_main(void *arg);
 void proc_set_fatal(sf_proc *p, const sf_err *e);
 void proc_dispatch(sf_proc *p, sf_job *j);
 void proc_send_dead_job(sf_proc *p, sf_job *j, task *reuse);
-void proc_send_dead_event(sf_proc *p, const rd_kafka_message_t *m, uint32_t gen,
+/* One rejected event (its bytes raw[len], read at ref; ev as decoded, or
+ * NULL): copies what its dead letter needs. */
+void proc_send_dead_event(sf_proc *p, const void *raw, size_t len, sf_jobs_ref ref,
                           sf_event_reason reason, const char *msg,
                           const sf_shard_staged *ev);
+/* What the event means for its job, and what follows (processor.c): the
+ * heart of the loop, for a message just read and for an event held at
+ * intake tried again. *ev stays the caller's to clear (the table may have
+ * taken it over, leaving it zeroed). spare: NULL for a new message; while
+ * a held job's events are tried again, its task, taken (set to NULL) by
+ * the first hold that needs one, so that its attempts go on counting. */
+void proc_classify(sf_proc *p, sf_shard_staged *ev, const uint8_t *raw, size_t len,
+                   sf_jobs_ref ref, task **spare);
+/* The event read at ref is held at intake in job j (why: err): the job is
+ * held (a T_INTAKE task, *spare if there is one), unless it is already,
+ * the event queued behind. */
+void proc_hold_intake(sf_proc *p, sf_job *j, sf_jobs_ref ref, const sf_err *err,
+                      task **spare);
+/* The dataset of j as a person knows it (an unresolved key without its
+ * mark). */
+const char *proc_job_dataset(const sf_job *j);
 /* Takes back every finished task and acts on its result. */
 void proc_drain_done(sf_proc *p);
 /* Hands the held tasks whose retry is due back to their threads. */

@@ -401,8 +401,7 @@ static size_t dead_cost(const task *t) {
          sf_mem_of(r->original_value);
 }
 
-/* One rejected message: copies what the dead letter needs. */
-void proc_send_dead_event(sf_proc *p, const rd_kafka_message_t *m, uint32_t gen,
+void proc_send_dead_event(sf_proc *p, const void *raw, size_t len, sf_jobs_ref ref,
                           sf_event_reason reason, const char *msg,
                           const sf_shard_staged *ev) {
   char q[600];
@@ -411,7 +410,7 @@ void proc_send_dead_event(sf_proc *p, const rd_kafka_message_t *m, uint32_t gen,
       "event=event_rejected reason=%s staging_id=%s shard_id=%s partition=%d offset=%lld "
       "message=\"%s\"",
       sf_event_reason_name(reason), ev && ev->staging_id ? ev->staging_id : "-",
-      ev && ev->shard_id ? ev->shard_id : "-", (int)m->partition, (long long)m->offset,
+      ev && ev->shard_id ? ev->shard_id : "-", (int)ref.partition, (long long)ref.offset,
       proc_quoted(q, sizeof q, msg));
   task *t = task_new(p, T_DEAD_EVENT, NULL);
   if (!t) return;
@@ -422,20 +421,20 @@ void proc_send_dead_event(sf_proc *p, const rd_kafka_message_t *m, uint32_t gen,
   r->staging_id = ev && ev->staging_id ? strdup(ev->staging_id) : NULL;
   r->shard_id = ev && ev->shard_id ? strdup(ev->shard_id) : NULL;
   r->source_topic = strdup(p->topic);
-  r->source_partition = m->partition;
-  r->source_offset = m->offset;
-  r->original_value = m->len ? malloc(m->len) : NULL;
-  r->original_value_len = m->len;
+  r->source_partition = ref.partition;
+  r->source_offset = ref.offset;
+  r->original_value = len ? malloc(len) : NULL;
+  r->original_value_len = len;
   r->rejected_at_ms = proc_wall_ms();
-  if (!r->reason || !r->message || !r->source_topic || (m->len && !r->original_value) ||
+  if (!r->reason || !r->message || !r->source_topic || (len && !r->original_value) ||
       (ev && ev->staging_id && !r->staging_id) || (ev && ev->shard_id && !r->shard_id)) {
     proc_task_free(t);
     sf_err e = {SF_ENOMEM, "out of memory"};
     proc_set_fatal(p, &e);
     return;
   }
-  if (m->len) memcpy(r->original_value, m->payload, m->len);
-  t->ref = (sf_jobs_ref){.partition = m->partition, .gen = gen, .offset = m->offset};
+  if (len) memcpy(r->original_value, raw, len);
+  t->ref = ref;
   p->inflight_dead++;
   p->dead_bytes += dead_cost(t);
   proc_q_push(&p->dead, t);
@@ -452,7 +451,13 @@ void proc_send_dead_event(sf_proc *p, const rd_kafka_message_t *m, uint32_t gen,
 #define HOLD_REPORTED 8
 
 static const char *held_what(const task *t) {
-  return t->kind == T_FINALIZE ? "finalize" : "failed_marker";
+  return t->kind == T_FINALIZE ? "finalize"
+         : t->kind == T_INTAKE ? "intake"
+                               : "failed_marker";
+}
+
+const char *proc_job_dataset(const sf_job *j) {
+  return j->dataset[0] == PROC_UNRESOLVED ? j->dataset + 1 : j->dataset;
 }
 
 /* The gauge and the /healthz report, after the held set changed. */
@@ -476,16 +481,18 @@ static void held_report(sf_proc *p) {
       w += (size_t)snprintf(buf + w, sizeof buf - w, "\n... and %zu more", p->nheld - n);
       break;
     }
-    w += (size_t)snprintf(buf + w, sizeof buf - w,
-                          "\nstaging_id=%s dataset=%s what=%s attempts=%d error=\"%s\"",
-                          t->job->staging_id, proc_quoted(d, sizeof d, t->job->dataset),
-                          held_what(t), t->attempts,
-                          proc_quoted(m, sizeof m, t->held_err.msg));
+    w += (size_t)snprintf(
+        buf + w, sizeof buf - w,
+        "\nstaging_id=%s dataset=%s what=%s attempts=%d error=\"%s\"", t->job->staging_id,
+        proc_quoted(d, sizeof d, proc_job_dataset(t->job)), held_what(t), t->attempts,
+        proc_quoted(m, sizeof m, t->held_err.msg));
   }
   sf_metrics_set_degraded(mx, buf);
 }
 
-static void held_unlink(sf_proc *p, task *t) {
+/* Takes t off the held list, keeping its count of attempts (a T_INTAKE
+ * being retried goes back on with the same count if it fails again). */
+static void held_detach(sf_proc *p, task *t) {
   if (!t->held) return;
   if (t->hprev)
     t->hprev->hnext = t->hnext;
@@ -493,8 +500,14 @@ static void held_unlink(sf_proc *p, task *t) {
     p->held_head = t->hnext;
   if (t->hnext) t->hnext->hprev = t->hprev;
   t->hprev = t->hnext = NULL;
-  t->held = t->waiting = t->attempts = 0;
+  t->held = t->waiting = 0;
   p->nheld--;
+}
+
+static void held_unlink(sf_proc *p, task *t) {
+  if (!t->held) return;
+  held_detach(p, t);
+  t->attempts = 0;
   held_report(p);
 }
 
@@ -511,8 +524,7 @@ static void hold(sf_proc *p, task *t) {
   int64_t now = proc_mono_ms();
   if (!t->held) {
     t->held = 1;
-    t->held_since_ms = now;
-    t->attempts = 0;
+    if (!t->attempts) t->held_since_ms = now; /* else: a T_INTAKE held again */
     t->hprev = NULL;
     t->hnext = p->held_head;
     if (p->held_head) p->held_head->hprev = t;
@@ -528,12 +540,15 @@ static void hold(sf_proc *p, task *t) {
   t->waiting = 1;
   j->user = t;
   if (t->retry_at_ms < p->next_retry_ms) p->next_retry_ms = t->retry_at_ms;
-  char m[600], d[600];
+  char m[600], d[600], at[96] = "";
+  if (t->kind == T_INTAKE) /* where its partition's offset waits */
+    snprintf(at, sizeof at, " events=%zu partition=%d offset=%lld", j->nwaiting,
+             (int)j->waiting[0].ref.partition, (long long)j->waiting[0].ref.offset);
   proc_plog(p, SF_PROC_LOG_WARNING,
-            "event=job_held staging_id=%s dataset=\"%s\" what=%s attempt=%d "
+            "event=job_held staging_id=%s dataset=\"%s\" what=%s%s attempt=%d "
             "retry_in_ms=%lld held_ms=%lld error=\"%s\"",
-            j->staging_id, proc_quoted(d, sizeof d, j->dataset), held_what(t),
-            t->attempts, (long long)wait, (long long)(now - t->held_since_ms),
+            j->staging_id, proc_quoted(d, sizeof d, proc_job_dataset(j)), held_what(t),
+            at, t->attempts, (long long)wait, (long long)(now - t->held_since_ms),
             proc_quoted(m, sizeof m, t->err.msg));
   held_report(p);
 }
@@ -545,9 +560,61 @@ static void unhold_recovered(sf_proc *p, task *t) {
   proc_plog(p, SF_PROC_LOG_INFO,
             "event=job_recovered staging_id=%s dataset=\"%s\" what=%s attempts=%d "
             "held_ms=%lld",
-            t->job->staging_id, proc_quoted(d, sizeof d, t->job->dataset), held_what(t),
-            t->attempts + 1, (long long)(proc_mono_ms() - t->held_since_ms));
+            t->job->staging_id, proc_quoted(d, sizeof d, proc_job_dataset(t->job)),
+            held_what(t), t->attempts + 1,
+            (long long)(proc_mono_ms() - t->held_since_ms));
   held_unlink(p, t);
+}
+
+void proc_hold_intake(sf_proc *p, sf_job *j, sf_jobs_ref ref, const sf_err *err,
+                      task **spare) {
+  if (j->user) { /* held already: the event waits behind the job's first */
+    proc_plog(p, SF_PROC_LOG_DEBUG,
+              "event=event_held staging_id=%s partition=%d offset=%lld waiting=%zu",
+              j->staging_id, (int)ref.partition, (long long)ref.offset, j->nwaiting);
+    return;
+  }
+  task *t = spare && *spare ? *spare : task_new(p, T_INTAKE, j);
+  if (!t) return; /* out of memory: the service stops, the event's offset held */
+  if (spare && *spare == t) *spare = NULL;
+  t->kind = T_INTAKE;
+  t->job = j;
+  j->user = t;
+  t->err = *err;
+  hold(p, t);
+}
+
+/* Tries the events held at intake of t's job again, in the order read: each
+ * is classified anew, and the first whose dataset still cannot be read
+ * holds the job again (with t, its attempts counted on), the rest queued
+ * behind it. Runs on the loop's thread, which alone calls the hooks. */
+static void retry_intake(sf_proc *p, task *t) {
+  sf_job *j = t->job;
+  char sid[SF_EVENT_ID_MAX + 1], d[600];
+  snprintf(sid, sizeof sid, "%s", j->staging_id);
+  proc_quoted(d, sizeof d, proc_job_dataset(j));
+  held_detach(p, t); /* keeps its attempts */
+  t->job = NULL;
+  j->user = NULL;
+  size_t n;
+  sf_jobs_shard *w = sf_jobs_take_waiting(p->jobs, j, &n); /* may free j */
+  if (p->o.metrics) atomic_fetch_add(&p->o.metrics->job_retries, 1);
+  proc_plog(p, SF_PROC_LOG_INFO,
+            "event=job_retry staging_id=%s what=intake attempt=%d events=%zu", sid,
+            t->attempts + 1, n);
+  task *spare = t;
+  /* Stopping (out of memory, a signal): what is left is dropped with its
+   * offsets uncommitted, for a restart or the next owner to read again. */
+  for (size_t i = 0; i < n && !p->stop; i++)
+    proc_classify(p, &w[i].ev, w[i].raw, w[i].raw_len, w[i].ref, &spare);
+  sf_jobs_waiting_free(w, n);
+  if (!spare) return; /* held again */
+  proc_plog(p, SF_PROC_LOG_INFO,
+            "event=job_recovered staging_id=%s dataset=\"%s\" what=intake attempts=%d "
+            "held_ms=%lld",
+            sid, d, t->attempts + 1, (long long)(proc_mono_ms() - t->held_since_ms));
+  proc_task_free(t);
+  held_report(p);
 }
 
 void proc_retry_held(sf_proc *p) {
@@ -555,10 +622,16 @@ void proc_retry_held(sf_proc *p) {
   int64_t now = proc_mono_ms();
   if (now < p->next_retry_ms) return;
   int64_t next = INT64_MAX;
+  task *due = NULL; /* T_INTAKE tasks due, retried below: that changes the list */
   for (task *t = p->held_head; t; t = t->hnext) {
     if (!t->waiting) continue;
     if (t->retry_at_ms > now) {
       if (t->retry_at_ms < next) next = t->retry_at_ms;
+      continue;
+    }
+    if (t->kind == T_INTAKE) {
+      t->next = due;
+      due = t;
       continue;
     }
     t->waiting = 0;
@@ -577,7 +650,13 @@ void proc_retry_held(sf_proc *p) {
       proc_q_push(&p->dead, t);
     }
   }
-  p->next_retry_ms = next;
+  p->next_retry_ms = next; /* each hold below may bring it forward */
+  while (due) {
+    task *t = due;
+    due = t->next;
+    t->next = NULL;
+    retry_intake(p, t);
+  }
 }
 
 /* ---- the poll loop: results -------------------------------------------------------- */

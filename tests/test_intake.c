@@ -18,6 +18,7 @@
 /* clang-format on */
 
 #include "consumer/intake.h"
+#include "core/catalog.h"
 #include "core/fsutil.h"
 #include "testutil.h"
 
@@ -301,6 +302,63 @@ static void with_roots_a_link_out_of_a_served_dataset_is_a_path_escape(void **st
   sf_intake_free(in);
 }
 
+/* The open hook with dataset roots (or none: in NULL) on the staging id
+ * "job": its code, reason and message. */
+static sf_code open_hook(sf_intake *in, const char *dir, sf_event_reason *reason,
+                         char *msg) {
+  sf_shard_staged e = event(dir, "job", "s0.sfshard");
+  sf_err err = {0};
+  *reason = SF_REASON_NONE;
+  sf_code rc = sf_intake_open(in, dir, &e, reason, &err);
+  snprintf(msg, SF_ERR_MSG_MAX, "%s", rc ? err.msg : "");
+  return rc;
+}
+
+/* What the event does not name - the dataset's catalog, its failed
+ * markers, its own directories - is the dataset's: when it cannot be read
+ * the hook cannot tell what the event means, and says so without blaming
+ * the event (reason NONE, not out of memory: the job table holds the
+ * event until it reads). */
+static void a_dataset_that_cannot_be_read_is_not_the_events_fault(void **state) {
+  fx *f = fx_new();
+  char *dir = realpath(f->ds, NULL), msg[SF_ERR_MSG_MAX], p[4300], name[32];
+  sf_event_reason reason;
+  assert_int_equal(open_hook(NULL, dir, &reason, msg), SF_OK); /* no catalog yet */
+
+  mkdirs(dir, SF_CATALOG_DIR); /* a newest version that does not read */
+  sf_catalog_version_name(1, name, sizeof name);
+  snprintf(p, sizeof p, "%s/%s/%s", dir, SF_CATALOG_DIR, name);
+  tu_write_file(p, "torn", 4);
+  sf_code rc = open_hook(NULL, dir, &reason, msg);
+  assert_true(rc == SF_ECORRUPT || rc == SF_EFORMAT);
+  EXPECT_REASON(reason, SF_REASON_NONE);
+  assert_non_null(strstr(msg, "newest catalog version"));
+  assert_non_null(strstr(msg, name));
+  assert_int_equal(unlink(p), 0);
+  assert_int_equal(open_hook(NULL, dir, &reason, msg), SF_OK);
+
+  mkdirs(dir, SF_INTAKE_FAILED_DIR); /* a failed marker that cannot be looked up */
+  linkto("job", dir, SF_INTAKE_FAILED_DIR "/job");
+  assert_int_equal(open_hook(NULL, dir, &reason, msg), SF_EIO);
+  EXPECT_REASON(reason, SF_REASON_NONE);
+  assert_non_null(strstr(msg, "cannot tell whether it failed"));
+  snprintf(p, sizeof p, "%s/%s/job", dir, SF_INTAKE_FAILED_DIR);
+  assert_int_equal(unlink(p), 0);
+
+  const char *roots[] = {dir}; /* a directory of it that does not resolve */
+  sf_intake *in;
+  sf_err err;
+  assert_int_equal(sf_intake_new(&in, roots, 1, &err), SF_OK);
+  assert_int_equal(open_hook(in, dir, &reason, msg), SF_OK);
+  linkto("segments", dir, SF_CATALOG_SEGMENTS_DIR);
+  assert_int_equal(open_hook(in, dir, &reason, msg), SF_EIO);
+  EXPECT_REASON(reason, SF_REASON_NONE);
+  assert_non_null(strstr(msg, "segments"));
+  sf_intake_free(in);
+  free(dir);
+  fx_free(f);
+}
+
 /* The key of an event's job: every spelling of the dataset gives the
  * canonical string, through the cache or without one. */
 static void every_spelling_of_a_dataset_keys_one_job(void **state) {
@@ -354,6 +412,7 @@ int main(void) {
       cmocka_unit_test(a_shard_file_that_is_not_a_shard_is_a_corrupt_file),
       cmocka_unit_test(with_roots_a_link_out_of_a_served_dataset_is_a_path_escape),
       cmocka_unit_test(every_spelling_of_a_dataset_keys_one_job),
+      cmocka_unit_test(a_dataset_that_cannot_be_read_is_not_the_events_fault),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -55,6 +55,9 @@ typedef struct hooks {
   const char *committed_staging; /* open: the catalog holds this staging id */
   const char *bad_shard;         /* check: reject this shard id ... */
   sf_event_reason bad_reason;    /* ... with this reason (NONE: an I/O error) */
+  sf_code bad_code;              /* ... and this code (0: as the reason says) */
+  const char *unreadable;        /* open: staging ids with this prefix find their
+                                    dataset unreadable (an I/O error) */
   int opens, checks;             /* calls seen */
 } hooks;
 
@@ -71,6 +74,8 @@ static sf_code h_open(void *ctx, const char *dataset, const sf_shard_staged *e,
     return sf_err_set(err, SF_ENOTFOUND, "no dataset");
   }
   assert_string_equal(dataset, e->dataset_uri); /* the tests' canonical form */
+  if (h->unreadable && !strncmp(e->staging_id, h->unreadable, strlen(h->unreadable)))
+    return sf_err_set(err, SF_EIO, "cannot read the catalog of %s", dataset);
   if (h->committed_staging && !strcmp(e->staging_id, h->committed_staging))
     return SF_EEXIST;
   return SF_OK;
@@ -82,7 +87,11 @@ static sf_code h_check(void *ctx, const char *dataset, const sf_shard_staged *e,
   h->checks++;
   if (h->bad_shard && !strcmp(e->shard_id, h->bad_shard)) {
     *reason = h->bad_reason;
-    return sf_err_set(err, h->bad_reason ? SF_ECORRUPT : SF_EIO, "bad shard file");
+    return sf_err_set(err,
+                      h->bad_code     ? h->bad_code
+                      : h->bad_reason ? SF_ECORRUPT
+                                      : SF_EIO,
+                      "bad shard file");
   }
   char buf[600];
   snprintf(buf, sizeof buf, "%s/_indices/_staging/%s/%s", dataset, e->staging_id,
@@ -566,17 +575,196 @@ static void a_first_event_whose_file_fails_opens_no_job(void **state) {
   fx_free(f);
 }
 
-static void a_check_that_fails_not_by_the_events_fault_is_an_error(void **state) {
+static void a_check_that_runs_out_of_memory_is_an_error(void **state) {
   fx *f = fx_new(0, 0);
   f->h.bad_shard = "w1";
   f->h.bad_reason = SF_REASON_NONE;
+  f->h.bad_code = SF_ENOMEM;
   EXPECT(f, ev("job-1", "w0", "0-4", "0-9"), SF_JOBS_NEW);
   sf_job *j;
   assert_int_equal(add(f, ev("job-1", "w1", "5-9", "0-9"), &j, NULL), SF_JOBS_ERROR);
   assert_int_equal(j->nshards, 1);
+  assert_int_equal(j->nwaiting, 0);
   f->h.bad_shard = "w9";
   assert_int_equal(add(f, ev("job-2", "w9", "0", "0"), &j, NULL), SF_JOBS_ERROR);
   assert_null(sf_jobs_find(f->t, "/data/ds", "job-2"));
+  fx_free(f);
+}
+
+/* ---- held at intake ------------------------------------------------------- */
+
+/* A rebalance's visit: drops every job it is shown. */
+typedef struct visit {
+  sf_jobs *t;
+  int n;
+} visit;
+
+static void visit_drop(void *ctx, sf_job *j) {
+  visit *v = ctx;
+  v->n++;
+  sf_jobs_job_free(sf_jobs_drop(v->t, j));
+}
+
+/* Adds again, in order, the events held at intake of the job of
+ * (dataset, staging id), as the processor does when it retries; the
+ * outcomes into out[] (at most 8). Returns how many there were. */
+static size_t retry(fx *f, const char *dataset, const char *staging,
+                    sf_jobs_outcome *out) {
+  sf_job *j = sf_jobs_find(f->t, dataset, staging);
+  assert_non_null(j);
+  size_t n;
+  sf_jobs_shard *w = sf_jobs_take_waiting(f->t, j, &n);
+  assert_true(n <= 8);
+  for (size_t i = 0; i < n; i++) {
+    sf_err err = {0};
+    out[i] = sf_jobs_add(f->t, dataset, &w[i].ev, w[i].raw, w[i].raw_len, w[i].ref,
+                         f->now, NULL, NULL, &err);
+  }
+  sf_jobs_waiting_free(w, n);
+  return n;
+}
+
+static void an_event_whose_dataset_cannot_be_read_is_held_and_its_job_waits_behind_it(
+    void **state) {
+  fx *f = fx_new(0, 0);
+  f->h.unreadable = "job-1";
+  sf_job *j;
+  assert_int_equal(add(f, ev("job-1", "w0", "0-4", "0-9"), &j, NULL), SF_JOBS_HELD);
+  assert_int_equal(j->state, SF_JOB_WAITING);
+  assert_int_equal(j->nshards, 0);
+  assert_int_equal(j->nwaiting, 1);
+  assert_int_equal(f->h.opens, 1);
+  /* Its job's next events wait behind it, unclassified (no hook is asked),
+   * even one that would fail the job: none overtakes the first. */
+  EXPECT(f, ev("job-1", "w1", "5-9", "0-9"), SF_JOBS_HELD);
+  EXPECT(f, ev("job-1", "w2", "4-9", "0-9"), SF_JOBS_HELD);
+  assert_int_equal(f->h.opens, 1);
+  assert_int_equal(f->h.checks, 0);
+  assert_int_equal(j->nwaiting, 3);
+  /* Other jobs, of the same dataset too, go on. */
+  EXPECT(f, ev("job-2", "w0", "0-9", "0-9"), SF_JOBS_COMPLETE);
+  sf_jobs_stats s;
+  sf_jobs_get_stats(f->t, &s);
+  assert_int_equal(s.held, 1);
+  assert_int_equal(s.events, 4);
+  /* Tried again while the dataset still fails: held again, in order. */
+  sf_jobs_outcome o[8];
+  assert_int_equal(retry(f, "/data/ds", "job-1", o), 3);
+  assert_int_equal(o[0], SF_JOBS_HELD);
+  assert_int_equal(o[1], SF_JOBS_HELD);
+  assert_int_equal(o[2], SF_JOBS_HELD);
+  assert_int_equal(f->h.opens, 3); /* the first event alone asked again */
+  j = sf_jobs_find(f->t, "/data/ds", "job-1");
+  assert_int_equal(j->nwaiting, 3);
+  assert_string_equal(j->waiting[0].ev.shard_id, "w0");
+  assert_string_equal(j->waiting[2].ev.shard_id, "w2");
+  /* The dataset reads again: each event means what it would have meant
+   * in the order read. */
+  f->h.unreadable = NULL;
+  assert_int_equal(retry(f, "/data/ds", "job-1", o), 3);
+  assert_int_equal(o[0], SF_JOBS_NEW);
+  assert_int_equal(o[1], SF_JOBS_COMPLETE);
+  assert_int_equal(o[2], SF_JOBS_REJECTED); /* overlaps the complete job */
+  j = sf_jobs_find(f->t, "/data/ds", "job-1");
+  assert_int_equal(j->state, SF_JOB_READY);
+  assert_int_equal(j->nrefs, 2);
+  sf_jobs_get_stats(f->t, &s);
+  assert_int_equal(s.held, 0);
+  assert_int_equal(s.events, 3);
+  fx_free(f);
+}
+
+static void a_shard_whose_file_cannot_be_read_holds_its_job_which_does_not_time_out(
+    void **state) {
+  fx *f = fx_new(1000, 0);
+  EXPECT(f, ev("job-1", "w0", "0-4", "0-9"), SF_JOBS_NEW);
+  f->h.bad_shard = "w1";
+  f->h.bad_reason = SF_REASON_NONE; /* an I/O error */
+  sf_job *j;
+  assert_int_equal(add(f, ev("job-1", "w1", "5-9", "0-9"), &j, NULL), SF_JOBS_HELD);
+  assert_int_equal(j->state, SF_JOB_OPEN);
+  assert_int_equal(j->nshards, 1);
+  assert_int_equal(j->nwaiting, 1);
+  EXPECT(f, ev("job-1", "w0", "0-4", "0-9"), SF_JOBS_HELD); /* a redelivery, behind */
+  /* Its deadline passes while its events wait: a full timeout more. */
+  f->now += 5000;
+  assert_null(sf_jobs_expire(f->t, f->now));
+  assert_int_equal(j->deadline_ms, f->now + 1000);
+  assert_int_equal(j->state, SF_JOB_OPEN);
+  f->h.bad_shard = NULL;
+  sf_jobs_outcome o[8];
+  assert_int_equal(retry(f, "/data/ds", "job-1", o), 2);
+  assert_int_equal(o[0], SF_JOBS_COMPLETE);
+  assert_int_equal(o[1], SF_JOBS_DUPLICATE);
+  assert_int_equal(j->nrefs, 3);
+  fx_free(f);
+}
+
+static void events_held_at_intake_are_counted_and_dropped_with_their_partition(
+    void **state) {
+  fx *f = fx_new(0, 0);
+  f->h.unreadable = "job-1";
+  sf_jobs_stats s0, s;
+  sf_jobs_get_stats(f->t, &s0);
+  assert_int_equal(add_on(f, 1, ev("job-1", "w0", "0-4", "0-9"), NULL, NULL),
+                   SF_JOBS_HELD);
+  assert_int_equal(add_on(f, 1, ev("job-1", "w1", "5-9", "0-9"), NULL, NULL),
+                   SF_JOBS_HELD);
+  assert_int_equal(add_on(f, 0, ev("job-2", "w0", "0-4", "0-9"), NULL, NULL),
+                   SF_JOBS_NEW);
+  sf_jobs_get_stats(f->t, &s);
+  assert_int_equal(s.events, 3);
+  assert_int_equal(s.raw_bytes, 12);
+  assert_true(s.live_bytes > s0.live_bytes);
+  visit v = {f->t, 0};
+  sf_jobs_foreach_on_partition(f->t, 1, visit_drop, &v);
+  assert_int_equal(v.n, 1);
+  assert_null(sf_jobs_find(f->t, "/data/ds", "job-1"));
+  sf_jobs_get_stats(f->t, &s);
+  assert_int_equal(s.held, 0);
+  assert_int_equal(s.events, 1);
+  assert_int_equal(s.raw_bytes, 4);
+  fx_free(f);
+}
+
+static void an_event_that_cannot_be_keyed_is_held_under_the_callers_key(void **state) {
+  fx *f = fx_new(0, 0);
+  uint8_t raw[4] = {1, 2, 3, 4};
+  sf_jobs_ref ref = {.partition = 0, .gen = 1, .offset = 7};
+  sf_err err = {0};
+  sf_job *j;
+  sf_shard_staged e = ev("job-1", "w0", "0-4", "0-9");
+  assert_int_equal(sf_jobs_hold(f->t, "?/data/ds", &e, raw, 4, ref, &j, &err),
+                   SF_JOBS_HELD);
+  assert_null(e.shard_id); /* taken over */
+  assert_int_equal(j->state, SF_JOB_WAITING);
+  e = ev("job-1", "w1", "5-9", "0-9");
+  ref.offset++;
+  assert_int_equal(sf_jobs_hold(f->t, "?/data/ds", &e, raw, 4, ref, &j, &err),
+                   SF_JOBS_HELD);
+  assert_int_equal(j->nwaiting, 2);
+  assert_null(sf_jobs_find(f->t, "/data/ds", "job-1")); /* apart from the real key */
+  /* A job under that key in another state holds nothing. */
+  EXPECT(f, ev("job-2", "w0", "0-9", "0-9"), SF_JOBS_COMPLETE);
+  e = ev("job-2", "w0", "0-9", "0-9");
+  assert_int_equal(sf_jobs_hold(f->t, "/data/ds", &e, raw, 4, ref, &j, &err),
+                   SF_JOBS_ERROR);
+  sf_shard_staged_clear(&e);
+  size_t n;
+  sf_jobs_shard *w =
+      sf_jobs_take_waiting(f->t, sf_jobs_find(f->t, "?/data/ds", "job-1"), &n);
+  assert_int_equal(n, 2);
+  assert_int_equal(w[1].ref.offset, 8);
+  assert_null(sf_jobs_find(f->t, "?/data/ds", "job-1")); /* the record went with them */
+  for (size_t i = 0; i < n; i++)
+    assert_int_equal(sf_jobs_add(f->t, NULL, &w[i].ev, w[i].raw, w[i].raw_len, w[i].ref,
+                                 f->now, NULL, NULL, &err),
+                     i ? SF_JOBS_COMPLETE : SF_JOBS_NEW);
+  sf_jobs_waiting_free(w, n);
+  sf_jobs_stats s;
+  sf_jobs_get_stats(f->t, &s);
+  assert_int_equal(s.held, 0);
+  assert_int_equal(s.events, 3);
   fx_free(f);
 }
 
@@ -782,6 +970,19 @@ static void the_memory_a_job_holds_is_counted_as_the_heap_sees_it(void **state) 
                 (double)(heap2 - heap1) / BIG, (double)(count2 - count1) / BIG);
   assert_true(count2 - count0 >= heap2 - heap0);
   if (exact_heap) assert_true((count2 - count0) * 4 <= (heap2 - heap0) * 5);
+  /* jobs whose dataset cannot be read: their events held at intake */
+  f->h.unreadable = "held-";
+  for (int i = 0; i < JOBS; i++) {
+    snprintf(id, sizeof id, "held-%06d", i);
+    for (int k = 0; k < 1 + i % 3; k++)
+      assert_int_equal(add_sized(f, wire_ev(id, k ? "w1" : "w0", "0", "0-1"), 420, NULL),
+                       SF_JOBS_HELD);
+  }
+  size_t heap3 = heap_in_use(), count3 = table_bytes(f);
+  print_message("held jobs of 1-3 events: %.0f bytes each on the heap, %.0f counted\n",
+                (double)(heap3 - heap2) / JOBS, (double)(count3 - count2) / JOBS);
+  assert_true(count3 - count0 >= heap3 - heap0);
+  if (exact_heap) assert_true((count3 - count0) * 4 <= (heap3 - heap0) * 5);
   fx_free(f);
 }
 
@@ -867,17 +1068,6 @@ static void dropping_a_job_being_committed_hands_it_to_its_holder(void **state) 
   EXPECT(f, ev("job-1", "w0", "0-9", "0-9"), SF_JOBS_COMPLETE); /* a fresh job */
   sf_jobs_job_free(j); /* the worker is done with it */
   fx_free(f);
-}
-
-typedef struct visit {
-  sf_jobs *t;
-  int n;
-} visit;
-
-static void visit_drop(void *ctx, sf_job *j) {
-  visit *v = ctx;
-  v->n++;
-  sf_jobs_job_free(sf_jobs_drop(v->t, j));
 }
 
 static void a_job_whose_events_arrive_on_two_partitions_fails(void **state) {
@@ -1051,7 +1241,14 @@ int main(void) {
       cmocka_unit_test(a_job_refused_by_finalize_fails_and_stays_failed),
       cmocka_unit_test(an_event_whose_file_fails_its_check_is_rejected_alone),
       cmocka_unit_test(a_first_event_whose_file_fails_opens_no_job),
-      cmocka_unit_test(a_check_that_fails_not_by_the_events_fault_is_an_error),
+      cmocka_unit_test(a_check_that_runs_out_of_memory_is_an_error),
+      cmocka_unit_test(
+          an_event_whose_dataset_cannot_be_read_is_held_and_its_job_waits_behind_it),
+      cmocka_unit_test(
+          a_shard_whose_file_cannot_be_read_holds_its_job_which_does_not_time_out),
+      cmocka_unit_test(
+          events_held_at_intake_are_counted_and_dropped_with_their_partition),
+      cmocka_unit_test(an_event_that_cannot_be_keyed_is_held_under_the_callers_key),
       cmocka_unit_test(a_staging_id_marked_failed_on_disk_is_rejected_without_more_io),
       cmocka_unit_test(an_event_for_a_missing_dataset_is_rejected),
       cmocka_unit_test(interleaved_jobs_do_not_disturb_each_other),
