@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -110,9 +111,11 @@ static int check_publish(publish_opts *po, sf_err *err) {
     return cli_usage("stage", "--topic: %s", err->msg), 2;
   sf_kconf_set_logger(po->conf, kafka_log);
   /* The event goes to another process, perhaps in another directory: a
-   * relative path would name another dataset there. */
+   * relative path would name another dataset there. A URI (file:/p,
+   * file:///p, FILE:/p) is passed on as written: the consumer resolves
+   * every spelling to one canonical form (docs/catalog.md). */
   const char *ds = po->info.dataset_uri;
-  if (ds[0] != '/' && !strstr(ds, "://")) {
+  if (ds[0] != '/' && !strstr(ds, "://") && strncasecmp(ds, "file:", 5) != 0) {
     if (!(po->dataset_abs = realpath(ds, NULL)))
       return sf_err_errno(err, SF_ENOTFOUND, errno, "--dataset-uri %s", ds), 1;
     po->info.dataset_uri = po->dataset_abs;

@@ -170,18 +170,7 @@ int cli_cmd_train(int argc, char **argv) {
     return cli_usage("train", "--max-train-rows (%llu) must be at least --nlist (%llu)",
                      (unsigned long long)cap, (unsigned long long)nlist);
 
-  /* An existing file is replaced; anything else is a directory, created with
-   * its parents when missing (a new staging root, as in the README), that
-   * gets DIR/quantizer. Created before the training so that a path that
-   * cannot be a directory fails at once. */
   char *path = NULL;
-  struct stat st;
-  int file = stat(out, &st) == 0 && !S_ISDIR(st.st_mode);
-  if (!file && sf_fs_mkdirs(out, &err)) return cli_fail("train", &err);
-  if (!(path = file ? strdup(out) : sf_fs_join(out, "quantizer"))) {
-    sf_err_set(&err, SF_ENOMEM, "out of memory");
-    return cli_fail("train", &err);
-  }
   double t0 = now_s();
   float *x = NULL;
   size_t n = 0;
@@ -195,6 +184,18 @@ int cli_cmd_train(int argc, char **argv) {
   int enough = n >= nlist && (p.type != SF_IVF_PQ || n >= SF_QUANT_PQ_KSUB);
   p.max_train_rows = enough ? n : 0;
   if (sf_quant_params_check(&p, &err)) goto fail;
+  /* An existing file is replaced; anything else is a directory, created with
+   * its parents when missing (a new staging root, as in the README), that
+   * gets DIR/quantizer. Created once the input has read and the parameters
+   * hold (a refused request leaves no directory behind), but before the
+   * training, so that a path that cannot be a directory fails at once. */
+  struct stat st;
+  int file = stat(out, &st) == 0 && !S_ISDIR(st.st_mode);
+  if (!file && sf_fs_mkdirs(out, &err)) goto fail;
+  if (!(path = file ? strdup(out) : sf_fs_join(out, "quantizer"))) {
+    sf_err_set(&err, SF_ENOMEM, "out of memory");
+    goto fail;
+  }
   if (sf_quant_train(&p, x, n, &q, &err)) {
     sf_err_prefix(&err, "%s", vectors);
     goto fail;

@@ -684,11 +684,12 @@ static void finalize_done(sf_proc *p, task *t) {
       sf_metrics_observe(&mx->build_seconds, t->finalize_ms / 1e3);
       if (!t->already) sf_metrics_observe(&mx->e2e_seconds, e2e / 1e3);
     }
+    char q[512];
     proc_plog(p, SF_PROC_LOG_INFO,
-              "event=job_committed staging_id=%s version=%llu already=%d segments=%zu "
-              "shards=%zu "
+              "event=job_committed staging_id=%s dataset=\"%s\" version=%llu already=%d "
+              "segments=%zu shards=%zu "
               "rows=%llu finalize_ms=%.2f publish_ms=%.2f wait_ms=%lld e2e_ms=%lld",
-              j->staging_id, (unsigned long long)t->version, t->already, t->nsegs,
+              j->staging_id, proc_quoted(q, sizeof q, j->dataset), (unsigned long long)t->version, t->already, t->nsegs,
               j->nshards, (unsigned long long)t->rows, t->finalize_ms, t->publish_ms,
               (long long)(proc_mono_ms() - j->first_seen_ms), (long long)e2e);
     sf_jobs_finish(p->jobs, j, 1);

@@ -66,6 +66,14 @@ static void parse_entry(const char *s, size_t len) {
     else if (!(alen == 5 && !memcmp(eq + 1, "crash", 5)))
       a = SF_FAULT_OFF;
   }
+  /* A point named twice would be armed by whichever comes last: a crash
+   * test would quietly run as a failure test, or the other way round. */
+  if (i >= 0 && armed[i] != SF_FAULT_OFF) {
+    if (!bad[0])
+      snprintf(bad, sizeof bad, "'%.*s': the point is named twice; name it once",
+               (int)(nlen > 64 ? 64 : nlen), s);
+    return;
+  }
   if (i >= 0 && a != SF_FAULT_OFF && (a != SF_FAULT_FAIL || points[i].can_fail)) {
     armed[i] = a;
     any = 1;
@@ -89,10 +97,14 @@ static void load(void) {
       strcpy(bad, "the value is longer than 4096 bytes");
       f = NULL;
     }
-    while (f && *f) {
+    if (f && !*f) f = NULL; /* set but empty: nothing armed */
+    while (f) {
       const char *e = strchr(f, ',');
       size_t len = e ? (size_t)(e - f) : strlen(f);
-      if (len) parse_entry(f, len);
+      if (len)
+        parse_entry(f, len);
+      else if (!bad[0]) /* ",", "x,,y", a comma at either end: a typo */
+        strcpy(bad, "an empty entry (two commas, or one at either end)");
       f = e ? e + 1 : NULL;
     }
     atomic_store_explicit(&loaded, 1, memory_order_release);

@@ -64,6 +64,11 @@ refused "train --vectors FIFO" "in.fvecs $FIFO" \
   "$S" train --vectors "$T/in.fvecs" --out "$T/st2" --index-type IVF_FLAT --metric L2 --nlist 4
 refused "train --vectors /dev/zero" "zero.fvecs $CHR" \
   "$S" train --vectors "$T/zero.fvecs" --out "$T/st2" --index-type IVF_FLAT --metric L2 --nlist 4
+check "a refused train leaves no --out directory behind" test ! -e "$T/st2"
+refused "train --vectors missing" "no-such.fvecs" \
+  "$S" train --vectors "$T/no-such.fvecs" --out "$T/st3/a/b" --index-type IVF_FLAT --metric L2 \
+  --nlist 4
+check "...nor any of its parents" test ! -e "$T/st3"
 refused "stage --vectors FIFO" "in.fvecs $FIFO" \
   "$S" stage --vectors "$T/in.fvecs" --staging "$ST" --fragments 4-5 \
   --rows-per-fragment 500 --shard-id w9

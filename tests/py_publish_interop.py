@@ -205,6 +205,13 @@ def main():
     check(b"staged, but not announced" in p.stderr and b"outcome unknown" in p.stderr,
           "an unreachable broker fails after --timeout: " + p.stderr.decode().strip()[-160:])
 
+    # A file: URI without a host part is a URI, not a relative path.
+    for uri in ("file:" + ds, "FILE:" + ds):
+        p = stage(ds, "job-a", "w4", "0", "127.0.0.1:1", "--timeout", "1500", "--force",
+                  "--dataset-uri", uri, expect=1)
+        check(b"staged, but not announced" in p.stderr,
+              "--dataset-uri %s is taken as a URI: %s" % (uri[:5], p.stderr.decode().strip()[-160:]))
+
     stop_broker()
     check(broker.returncode == 0, "the broker stops cleanly on SIGTERM")
     print("%d failure(s)" % len(failures))

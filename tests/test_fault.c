@@ -90,6 +90,19 @@ static void test_a_misspelt_point_a_bad_action_or_an_unsupported_fail_is_refused
   set(NULL);
 }
 
+static void test_a_point_named_twice_or_an_empty_entry_is_refused(void **state) {
+  /* Either order: the first action stays armed, the second is refused. */
+  refused("build.mid_segment,build.mid_segment=fail", "named twice");
+  assert_int_equal(sf_fault_get("build.mid_segment"), SF_FAULT_CRASH);
+  refused("build.mid_segment=fail,build.mid_segment", "named twice");
+  assert_int_equal(sf_fault_get("build.mid_segment"), SF_FAULT_FAIL);
+  refused(",", "empty entry");
+  refused("build.mid_segment,", "empty entry");
+  refused(",build.mid_segment", "empty entry");
+  refused("build.mid_segment,,catalog.before_link", "empty entry");
+  set(NULL);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_without_sf_fault_no_point_is_armed),
@@ -99,6 +112,7 @@ int main(void) {
       cmocka_unit_test(test_a_crashing_point_kills_the_process_with_sigkill),
       cmocka_unit_test(
           test_a_misspelt_point_a_bad_action_or_an_unsupported_fail_is_refused),
+      cmocka_unit_test(test_a_point_named_twice_or_an_empty_entry_is_refused),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
