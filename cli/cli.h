@@ -8,8 +8,8 @@
 
 #include <stdint.h>
 
-#include "core/error.h"
-#include "core/fragset.h"
+#include "core/base/error.h"
+#include "core/base/fragset.h"
 
 /* Each command: argv[0] is the command name; returns the exit status
  * (0 ok, 1 failure, 2 usage error). */

@@ -21,10 +21,10 @@
 #include <time.h>
 
 #include "cli/cli.h"
-#include "core/catalog.h"
-#include "core/fragset.h"
-#include "core/fsutil.h"
-#include "core/segfile.h"
+#include "core/catalog/catalog.h"
+#include "core/base/fragset.h"
+#include "core/base/fsutil.h"
+#include "core/format/segfile.h"
 
 #define SEG_EXT ".sfseg"
 #define MAX_INPUTS (1u << 20)

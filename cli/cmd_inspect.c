@@ -17,10 +17,10 @@
 #include <string.h>
 
 #include "cli/cli.h"
-#include "core/fragset.h"
-#include "core/fsutil.h"
-#include "core/quantizer.h"
-#include "core/segfile.h"
+#include "core/base/fragset.h"
+#include "core/base/fsutil.h"
+#include "core/vector/quantizer.h"
+#include "core/format/segfile.h"
 
 static void help(void) {
   printf(

@@ -10,11 +10,11 @@
 #include <time.h>
 
 #include "cli/cli.h"
-#include "core/catalog.h"
-#include "core/fsutil.h"
-#include "core/quantizer.h"
-#include "core/search.h"
-#include "core/vecio.h"
+#include "core/catalog/catalog.h"
+#include "core/base/fsutil.h"
+#include "core/vector/quantizer.h"
+#include "core/search/search.h"
+#include "core/vector/vecio.h"
 
 static void help(void) {
   printf(

@@ -19,8 +19,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "consumer/kconf.h"
-#include "core/fragset.h"
+#include "kafka/kconf.h"
+#include "core/base/fragset.h"
 #include "producer/publisher.h"
 #include "producer/worker.h"
 

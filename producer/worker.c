@@ -18,11 +18,11 @@
 #include <time.h>
 #include <xxhash.h>
 
-#include "core/catalog.h"
-#include "core/fragset.h"
-#include "core/fsutil.h"
-#include "core/quantizer.h"
-#include "core/segfile.h"
+#include "core/catalog/catalog.h"
+#include "core/base/fragset.h"
+#include "core/base/fsutil.h"
+#include "core/vector/quantizer.h"
+#include "core/format/segfile.h"
 
 static int64_t wall_ms(void) {
   struct timespec ts;
