@@ -67,6 +67,56 @@ void sf_metrics_reject(sf_metrics *m, sf_event_reason reason) {
   atomic_fetch_add_explicit(&m->events_rejected[reason], 1, memory_order_relaxed);
 }
 
+void sf_metrics_event_received(sf_metrics *m) {
+  if (m) atomic_fetch_add_explicit(&m->events_received, 1, memory_order_relaxed);
+}
+
+void sf_metrics_set_paused(sf_metrics *m, bool paused) {
+  if (m) atomic_store(&m->paused, paused);
+}
+
+void sf_metrics_set_build_slots(sf_metrics *m, int64_t slots) {
+  if (m) atomic_store(&m->build_slots, slots);
+}
+
+void sf_metrics_set_load(sf_metrics *m, int64_t jobs_pending, int64_t jobs_building,
+                         int64_t builds_running, int64_t builds_peak) {
+  if (!m) return;
+  atomic_store_explicit(&m->builds_running, builds_running, memory_order_relaxed);
+  atomic_store_explicit(&m->builds_peak, builds_peak, memory_order_relaxed);
+  atomic_store_explicit(&m->jobs_pending, jobs_pending, memory_order_relaxed);
+  atomic_store_explicit(&m->jobs_building, jobs_building, memory_order_relaxed);
+}
+
+void sf_metrics_set_jobs_held(sf_metrics *m, int64_t held) {
+  if (m) atomic_store(&m->jobs_held, held);
+}
+
+void sf_metrics_loop_turn(sf_metrics *m, int64_t now_ms) {
+  if (m) atomic_store_explicit(&m->loop_turn_ms, now_ms, memory_order_relaxed);
+}
+
+void sf_metrics_set_phase(sf_metrics *m, sf_metrics_phase phase) {
+  if (m) atomic_store(&m->phase, phase);
+}
+
+void sf_metrics_job_retried(sf_metrics *m) {
+  if (m) atomic_fetch_add(&m->job_retries, 1);
+}
+
+void sf_metrics_job_failed(sf_metrics *m) {
+  if (m) atomic_fetch_add(&m->jobs_failed, 1);
+}
+
+void sf_metrics_job_committed(sf_metrics *m, uint64_t bytes_built, double build_seconds,
+                              double e2e_seconds) {
+  if (!m) return;
+  atomic_fetch_add(&m->jobs_committed, 1);
+  atomic_fetch_add(&m->bytes_built, bytes_built);
+  sf_metrics_observe(&m->build_seconds, build_seconds);
+  if (e2e_seconds >= 0) sf_metrics_observe(&m->e2e_seconds, e2e_seconds);
+}
+
 #define LOAD(x) atomic_load_explicit(&(x), memory_order_relaxed)
 
 static void header(FILE *f, const char *name, const char *type, const char *help) {

@@ -3,8 +3,8 @@
  * Prometheus text exposition format (version 0.0.4), served over HTTP.
  *
  * The values live in a plain struct of atomics that the processor updates
- * from any thread with no lock (atomic_fetch_add / atomic_store on the
- * fields, sf_metrics_observe for histograms); rendering reads them with
+ * from any thread with no lock, through the sf_metrics_* functions below
+ * (the processor never writes a field itself); rendering reads them with
  * relaxed loads. A scrape is therefore not one consistent snapshot across
  * metrics (it never is in Prometheus), but each histogram's _count equals
  * its +Inf bucket, as the format requires, because both are computed from
@@ -44,6 +44,7 @@
 #define SF_METRICS_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -124,6 +125,25 @@ void sf_metrics_observe(sf_histogram *h, double seconds);
 
 /* Counts one rejected event (a reason out of range counts as NONE). */
 void sf_metrics_reject(sf_metrics *m, sf_event_reason reason);
+
+/* What the processor reports, from any thread. Each accepts m == NULL (no
+ * metrics kept) and does nothing then. */
+void sf_metrics_event_received(sf_metrics *m);
+void sf_metrics_set_paused(sf_metrics *m, bool paused);
+void sf_metrics_set_build_slots(sf_metrics *m, int64_t slots);
+/* The gauges refreshed after each turn of the poll loop. */
+void sf_metrics_set_load(sf_metrics *m, int64_t jobs_pending, int64_t jobs_building,
+                         int64_t builds_running, int64_t builds_peak);
+void sf_metrics_set_jobs_held(sf_metrics *m, int64_t held);
+/* The liveness stamp: the CLOCK_MONOTONIC time of a poll loop turn. */
+void sf_metrics_loop_turn(sf_metrics *m, int64_t now_ms);
+void sf_metrics_set_phase(sf_metrics *m, sf_metrics_phase phase);
+void sf_metrics_job_retried(sf_metrics *m);
+void sf_metrics_job_failed(sf_metrics *m);
+/* One committed job: its bytes built, its plan + build + commit time and,
+ * when e2e_seconds >= 0, its end-to-end time. */
+void sf_metrics_job_committed(sf_metrics *m, uint64_t bytes_built, double build_seconds,
+                              double e2e_seconds);
 
 /* The exposition text in a malloc'd NUL-terminated string (caller frees);
  * *len (may be NULL) gets its length. NULL when out of memory. */

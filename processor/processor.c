@@ -137,8 +137,7 @@ static void on_message(sf_proc *p, const rd_kafka_message_t *m) {
   uint32_t gen = sf_offsets_generation(p->offs, m->partition);
   sf_jobs_ref ref = {.partition = m->partition, .gen = gen, .offset = m->offset};
   atomic_fetch_add_explicit(&p->n_events, 1, memory_order_relaxed);
-  if (p->o.metrics)
-    atomic_fetch_add_explicit(&p->o.metrics->events_received, 1, memory_order_relaxed);
+  sf_metrics_event_received(p->o.metrics);
 
   sf_shard_staged ev;
   memset(&ev, 0, sizeof ev);
@@ -226,7 +225,7 @@ static void set_paused(sf_proc *p, int on) {
   }
   p->paused = on;
   if (on) atomic_fetch_add(&p->n_pauses, 1);
-  if (p->o.metrics) atomic_store(&p->o.metrics->paused, on);
+  sf_metrics_set_paused(p->o.metrics, on);
   proc_plog(p, SF_PROC_LOG_INFO,
             "event=%s building=%zu dead_letters=%zu pending=%zu pending_bytes=%zu",
             on ? "consumer_paused" : "consumer_resumed", p->inflight_finalize,
@@ -480,7 +479,7 @@ sf_code sf_proc_new(const sf_proc_opts *o, sf_proc **out, sf_err *err) {
                      .max_terminal_bytes = p->o.max_pending_bytes / 4,
                      .hooks = {.open = sf_intake_open, .check = sf_intake_check}};
   if ((rc = sf_build_budget_new(p->o.max_merges, &p->budget, err))) goto out;
-  if (p->o.metrics) atomic_store(&p->o.metrics->build_slots, p->o.max_merges);
+  sf_metrics_set_build_slots(p->o.metrics, p->o.max_merges);
   if (!(p->kconf = sf_kconf_dup(o->kconf)) || !(pk = sf_kconf_dup(o->kconf))) {
     rc = sf_err_set(err, SF_ENOMEM, "out of memory");
     goto out;
@@ -505,9 +504,7 @@ sf_code sf_proc_new(const sf_proc_opts *o, sf_proc **out, sf_err *err) {
       (rc = consumer_conf(p, err)) || (rc = sf_kconf_build_err(p->kconf, &conf, err)))
     goto out;
   if (sf_fault_get("serve.producer_fatal")) /* as an idempotence sequence gap would */
-    rd_kafka_test_fatal_error(sf_publisher_handle(p->pub),
-                              RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
-                              "SF_FAULT=serve.producer_fatal");
+    sf_publisher_inject_fatal(p->pub, "SF_FAULT=serve.producer_fatal");
   rd_kafka_conf_set_opaque(conf, p);
   rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
   rd_kafka_conf_set_offset_commit_cb(conf, offset_commit_cb);
@@ -555,12 +552,8 @@ static void publish_stats(sf_proc *p) {
   if (p->o.metrics) {
     sf_build_budget_stats b;
     sf_build_budget_get_stats(p->budget, &b);
-    atomic_store_explicit(&p->o.metrics->builds_running, b.running, memory_order_relaxed);
-    atomic_store_explicit(&p->o.metrics->builds_peak, b.peak, memory_order_relaxed);
-    atomic_store_explicit(&p->o.metrics->jobs_pending, (int64_t)s.open,
-                          memory_order_relaxed);
-    atomic_store_explicit(&p->o.metrics->jobs_building, (int64_t)p->inflight_finalize,
-                          memory_order_relaxed);
+    sf_metrics_set_load(p->o.metrics, (int64_t)s.open, (int64_t)p->inflight_finalize,
+                        b.running, b.peak);
   }
 }
 
@@ -578,8 +571,8 @@ static void turn(sf_proc *p, int timeout_ms) {
   timeout_clock(p);
   if (!p->stop && !p->frozen_since_ms) expire(p);
   int64_t now = proc_mono_ms();
-  if (p->o.metrics) /* the liveness stamp, from the clock read the turn needs anyway */
-    atomic_store_explicit(&p->o.metrics->loop_turn_ms, now, memory_order_relaxed);
+  /* the liveness stamp, from the clock read the turn needs anyway */
+  sf_metrics_loop_turn(p->o.metrics, now);
   if (now - p->last_commit_ms >= p->o.commit_interval_ms) {
     commit_offsets(p, NULL, 0);
     publish_stats(p);
@@ -622,7 +615,7 @@ sf_code sf_proc_run(sf_proc *p, sf_err *err) {
               "staging_timeout_ms=%lld retry_max_ms=%lld",
               p->topic, sf_kconf_get(p->kconf, "group.id"), p->o.workers, p->o.max_merges,
               (long long)p->o.staging_timeout_ms, (long long)p->o.retry_max_ms);
-    if (p->o.metrics) atomic_store(&p->o.metrics->phase, SF_METRICS_SERVING);
+    sf_metrics_set_phase(p->o.metrics, SF_METRICS_SERVING);
     while (!p->stop) {
       int64_t until =
           p->frozen_since_ms ? 100 : sf_jobs_next_deadline(p->jobs) - proc_mono_ms();
@@ -631,7 +624,7 @@ sf_code sf_proc_run(sf_proc *p, sf_err *err) {
   }
   /* Drain: no new work; what is in flight finishes and is announced. */
   p->stop = 1;
-  if (p->o.metrics) atomic_store(&p->o.metrics->phase, SF_METRICS_DRAINING);
+  sf_metrics_set_phase(p->o.metrics, SF_METRICS_DRAINING);
   if (!p->paused) set_paused(p, 1);
   proc_plog(p, SF_PROC_LOG_INFO, "event=draining building=%zu dead_letters=%zu",
             p->inflight_finalize, p->inflight_dead);

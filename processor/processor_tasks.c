@@ -464,7 +464,7 @@ const char *proc_job_dataset(const sf_job *j) {
 static void held_report(sf_proc *p) {
   sf_metrics *mx = p->o.metrics;
   if (!mx) return;
-  atomic_store(&mx->jobs_held, (int64_t)p->nheld);
+  sf_metrics_set_jobs_held(mx, (int64_t)p->nheld);
   if (!p->nheld) {
     sf_metrics_set_degraded(mx, NULL);
     return;
@@ -598,7 +598,7 @@ static void retry_intake(sf_proc *p, task *t) {
   j->user = NULL;
   size_t n;
   sf_jobs_shard *w = sf_jobs_take_waiting(p->jobs, j, &n); /* may free j */
-  if (p->o.metrics) atomic_fetch_add(&p->o.metrics->job_retries, 1);
+  sf_metrics_job_retried(p->o.metrics);
   proc_plog(p, SF_PROC_LOG_INFO,
             "event=job_retry staging_id=%s what=intake attempt=%d events=%zu", sid,
             t->attempts + 1, n);
@@ -639,7 +639,7 @@ void proc_retry_held(sf_proc *p) {
     t->blame = SF_FINALIZE_OK;
     t->dataset_fault = 0;
     memset(&t->err, 0, sizeof t->err);
-    if (p->o.metrics) atomic_fetch_add(&p->o.metrics->job_retries, 1);
+    sf_metrics_job_retried(p->o.metrics);
     proc_plog(p, SF_PROC_LOG_INFO, "event=job_retry staging_id=%s what=%s attempt=%d",
               t->job->staging_id, held_what(t), t->attempts + 1);
     if (t->kind == T_FINALIZE) {
@@ -677,13 +677,8 @@ static void finalize_done(sf_proc *p, task *t) {
     release_refs(p, j);
     atomic_fetch_add(&p->n_committed, 1);
     int64_t e2e = t->committed_at_ms - j->first_staged_at_ms;
-    if (p->o.metrics) {
-      sf_metrics *mx = p->o.metrics;
-      atomic_fetch_add(&mx->jobs_committed, 1);
-      atomic_fetch_add(&mx->bytes_built, t->bytes_built);
-      sf_metrics_observe(&mx->build_seconds, t->finalize_ms / 1e3);
-      if (!t->already) sf_metrics_observe(&mx->e2e_seconds, e2e / 1e3);
-    }
+    sf_metrics_job_committed(p->o.metrics, t->bytes_built, t->finalize_ms / 1e3,
+                             t->already ? -1 : (e2e > 0 ? e2e / 1e3 : 0));
     proc_plog(p, SF_PROC_LOG_INFO,
               "event=job_committed staging_id=%s version=%llu already=%d segments=%zu "
               "shards=%zu "
@@ -735,7 +730,7 @@ static void dead_job_done(sf_proc *p, task *t) {
               "event=job_dead_lettered staging_id=%s reason=%s events=%zu", j->staging_id,
               sf_event_reason_name(j->reason), j->nshards + (j->trigger != NULL));
     atomic_fetch_add(&p->n_failed, 1);
-    if (p->o.metrics) atomic_fetch_add(&p->o.metrics->jobs_failed, 1);
+    sf_metrics_job_failed(p->o.metrics);
     release_refs(p, j);
     sf_jobs_finish(p->jobs, j, 0);
   } else if (t->dataset_fault && !p->stop) {

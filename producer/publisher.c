@@ -442,6 +442,10 @@ const char *sf_publisher_topic(const sf_publisher *p, sf_event_type type) {
   return (unsigned)type < SF_EVENT_TYPE_COUNT ? p->topic[type] : NULL;
 }
 
+void sf_publisher_inject_fatal(sf_publisher *p, const char *why) {
+  rd_kafka_test_fatal_error(p->rk, RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER, why);
+}
+
 rd_kafka_t *sf_publisher_handle(sf_publisher *p) {
   return p->rk;
 }

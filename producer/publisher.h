@@ -131,6 +131,11 @@ bool sf_publisher_fatal(sf_publisher *p, sf_err *err);
  * name); owned by p. */
 const char *sf_publisher_topic(const sf_publisher *p, sf_event_type type);
 
+/* For fault tests only (the processor calls it when the fault point
+ * serve.producer_fatal is armed): makes the producer fail fatally, as an
+ * idempotence sequence gap would; `why` is librdkafka's reason. */
+void sf_publisher_inject_fatal(sf_publisher *p, const char *why);
+
 /* The librdkafka handle, for its statistics and name only: do not poll it
  * or set callbacks on it. */
 rd_kafka_t *sf_publisher_handle(sf_publisher *p);
