@@ -14,11 +14,13 @@
 #include <string.h>
 
 #include "core/base/fragset.h"
+#include "core/catalog/catalog.h"
 #include "core/format/segfile.h"
 #include "core/vector/topk.h"
 
 struct sf_search {
   const sf_quant *q;
+  sf_quant *owned_q; /* q, when sf_search_open_dataset loaded it */
   sf_seg_reader **files;
   size_t nfiles;
   uint64_t rows, scanned;
@@ -42,6 +44,7 @@ void sf_search_free(sf_search *s) {
   free(s->prepared);
   free(s->scores);
   if (s->top_ready) sf_topk_free(&s->top);
+  sf_quant_free(s->owned_q);
   free(s);
 }
 
@@ -191,4 +194,44 @@ sf_code sf_search_query(sf_search *s, const float *query, uint32_t k, uint32_t n
   }
   *n = got;
   return SF_OK;
+}
+
+sf_code sf_search_open_dataset(const char *dataset, const char *index,
+                               const char *quantizer, sf_search **out, sf_err *err) {
+  *out = NULL;
+  sf_catalog *cat = NULL;
+  sf_quant *q = NULL;
+  char *qdefault = NULL, **paths = NULL;
+  size_t npaths = 0;
+  sf_code rc = sf_catalog_open_latest(dataset, &cat, err);
+  if (rc) return rc;
+  const sf_catalog_index *ix = sf_catalog_find_index(cat, index);
+  if (!ix) {
+    rc = sf_err_set(err, SF_ENOTFOUND, "catalog version %llu of %s has no index '%s'",
+                    (unsigned long long)sf_catalog_version(cat), dataset, index);
+    goto out;
+  }
+  if ((rc = sf_catalog_segment_paths(cat, ix, &paths, &npaths, err))) goto out;
+  if (!quantizer && !(quantizer = qdefault = sf_catalog_quantizer_path(cat, ix))) {
+    rc = sf_err_set(err, SF_ENOMEM, "out of memory");
+    goto out;
+  }
+  if ((rc = sf_quant_load(quantizer, &q, err))) goto out;
+  if ((rc = sf_search_open(q, (const char *const *)paths, npaths, out, err))) goto out;
+  (*out)->owned_q = q;
+  q = NULL;
+out:
+  sf_quant_free(q);
+  free(qdefault);
+  sf_catalog_paths_free(paths, npaths);
+  sf_catalog_free(cat);
+  return rc;
+}
+
+const sf_quant *sf_search_quant(const sf_search *s) {
+  return s->q;
+}
+
+size_t sf_search_files(const sf_search *s) {
+  return s->nfiles;
 }

@@ -8,6 +8,9 @@
  * IVF_FLAT every row is scored exactly, and the answer equals brute force
  * (ties broken by the smaller row id, as everywhere).
  *
+ * sf_search_open_dataset does the same for one logical index of a dataset:
+ * the newest catalog version names its segment files and its quantizer.
+ *
  * A searcher holds one query's scratch state and belongs to one thread;
  * open one per thread to search in parallel (the files are mapped, so the
  * pages are shared).
@@ -31,6 +34,23 @@ typedef struct sf_search sf_search;
 sf_code sf_search_open(const sf_quant *q, const char *const *paths, size_t n,
                        sf_search **out, sf_err *err);
 void sf_search_free(sf_search *s);
+
+/* Opens index `index` of the newest catalog version of `dataset` (a
+ * directory or file:// URI): every segment the version lists for it, with
+ * the index's quantizer, or with the quantizer file `quantizer` when it is
+ * not NULL. The searcher owns the quantizer it loads (sf_search_quant).
+ * SF_ENOTFOUND when the version has no such index; otherwise the errors of
+ * sf_catalog_open_latest, sf_quant_load and sf_search_open. *out is freed
+ * by sf_search_free. */
+sf_code sf_search_open_dataset(const char *dataset, const char *index,
+                               const char *quantizer, sf_search **out, sf_err *err);
+
+/* The quantizer the searcher scores with; owned by the caller of
+ * sf_search_open, or by the searcher after sf_search_open_dataset. */
+const sf_quant *sf_search_quant(const sf_search *s);
+
+/* The number of files searched. */
+size_t sf_search_files(const sf_search *s);
 
 /* Total rows over all files. */
 uint64_t sf_search_rows(const sf_search *s);
