@@ -9,6 +9,7 @@
  * socket once it started and closes it in MHD_stop_daemon.
  */
 #include "processor/metrics.h"
+#include "core/base/clock.h"
 
 #include <errno.h>
 #include <microhttpd.h>
@@ -151,12 +152,6 @@ static void histogram(FILE *f, const char *name, const char *help,
   fprintf(f, "segforge_%s_count %llu\n", name, (unsigned long long)cum);
 }
 
-static int64_t mono_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void degraded_lock(sf_metrics *m) {
   while (atomic_flag_test_and_set_explicit(&m->degraded_lock, memory_order_acquire)) {
   }
@@ -241,7 +236,7 @@ char *sf_metrics_render(const sf_metrics *m, size_t *len) {
   header(f, "poll_loop_age_seconds", "gauge",
          "Seconds since the consumer's poll loop last turned (-1 before it runs).");
   fprintf(f, "segforge_poll_loop_age_seconds %.3f\n",
-          turn ? (double)(mono_ms() - turn) / 1e3 : -1.0);
+          turn ? (double)(sf_clock_mono_ms() - turn) / 1e3 : -1.0);
   if (fclose(f) != 0) {
     free(buf);
     return NULL;
@@ -298,7 +293,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
      * dataset, and a restart (what a liveness probe's failure brings) would
      * not mend a dataset, only stop the others. The body says degraded. */
     char why[SF_METRICS_DEGRADED_MAX + 64];
-    int ok = sf_metrics_health(s->m, mono_ms(), why, sizeof why) != SF_HEALTH_DOWN;
+    int ok = sf_metrics_health(s->m, sf_clock_mono_ms(), why, sizeof why) != SF_HEALTH_DOWN;
     char *body = NULL;
     int n = asprintf(&body, "%s\n", why);
     if (n < 0) {

@@ -77,7 +77,7 @@ void proc_classify(sf_proc *p, sf_shard_staged *ev, const uint8_t *raw, size_t l
   else if (p->nheld) /* behind its job's events held unresolved, if any */
     o = hold_unresolved(p, ev, raw, len, ref, 1, &j, &err);
   if (ds && o == SF_JOBS_LATE)
-    o = sf_jobs_add(p->jobs, ds, ev, raw, len, ref, proc_mono_ms(), &j, &reason, &err);
+    o = sf_jobs_add(p->jobs, ds, ev, raw, len, ref, sf_clock_mono_ms(), &j, &reason, &err);
   free(owned);
   switch (o) {
     case SF_JOBS_NEW:
@@ -88,7 +88,7 @@ void proc_classify(sf_proc *p, sf_shard_staged *ev, const uint8_t *raw, size_t l
       proc_plog(p, SF_PROC_LOG_INFO,
                 "event=job_complete staging_id=%s dataset=\"%s\" shards=%zu wait_ms=%lld",
                 j->staging_id, proc_quoted(q, sizeof q, j->dataset), j->nshards,
-                (long long)(proc_mono_ms() - j->first_seen_ms));
+                (long long)(sf_clock_mono_ms() - j->first_seen_ms));
       proc_dispatch(p, j);
       break;
     case SF_JOBS_DUPLICATE:
@@ -154,9 +154,9 @@ static void on_message(sf_proc *p, const rd_kafka_message_t *m) {
 }
 
 static void expire(sf_proc *p) {
-  if (sf_jobs_next_deadline(p->jobs) > proc_mono_ms()) return;
+  if (sf_jobs_next_deadline(p->jobs) > sf_clock_mono_ms()) return;
   sf_job *j;
-  while ((j = sf_jobs_expire(p->jobs, proc_mono_ms()))) proc_send_dead_job(p, j, NULL);
+  while ((j = sf_jobs_expire(p->jobs, sf_clock_mono_ms()))) proc_send_dead_job(p, j, NULL);
 }
 
 /* ---- offsets, back-pressure, rebalances
@@ -262,7 +262,7 @@ static void backpressure(sf_proc *p) {
  * without their timeouts nothing would ever free it. */
 static void timeout_clock(sf_proc *p) {
   int freeze = p->paused && !p->stop && !memory_over(p);
-  int64_t now = proc_mono_ms();
+  int64_t now = sf_clock_mono_ms();
   if (freeze && !p->frozen_since_ms) {
     p->frozen_since_ms = now > 0 ? now : 1;
   } else if (!freeze && p->frozen_since_ms) {
@@ -570,7 +570,7 @@ static void turn(sf_proc *p, int timeout_ms) {
   backpressure(p);
   timeout_clock(p);
   if (!p->stop && !p->frozen_since_ms) expire(p);
-  int64_t now = proc_mono_ms();
+  int64_t now = sf_clock_mono_ms();
   /* the liveness stamp, from the clock read the turn needs anyway */
   sf_metrics_loop_turn(p->o.metrics, now);
   if (now - p->last_commit_ms >= p->o.commit_interval_ms) {
@@ -587,14 +587,14 @@ static void prepare_producer(sf_proc *p) {
   static const sf_event_type out[] = {SF_EVENT_SEGMENTS_COMMITTED,
                                       SF_EVENT_SHARD_REJECTED};
   sf_err e = {0};
-  int64_t t0 = proc_mono_ms();
+  int64_t t0 = sf_clock_mono_ms();
   if (sf_publisher_prepare(p->pub, out, 2, PREPARE_TIMEOUT_MS, &e)) {
     char m[600];
     proc_plog(p, SF_PROC_LOG_WARNING, "event=producer_not_ready error=\"%s\"",
               proc_quoted(m, sizeof m, e.msg));
   } else {
     proc_plog(p, SF_PROC_LOG_INFO, "event=producer_ready ms=%lld",
-              (long long)(proc_mono_ms() - t0));
+              (long long)(sf_clock_mono_ms() - t0));
   }
 }
 
@@ -618,7 +618,7 @@ sf_code sf_proc_run(sf_proc *p, sf_err *err) {
     sf_metrics_set_phase(p->o.metrics, SF_METRICS_SERVING);
     while (!p->stop) {
       int64_t until =
-          p->frozen_since_ms ? 100 : sf_jobs_next_deadline(p->jobs) - proc_mono_ms();
+          p->frozen_since_ms ? 100 : sf_jobs_next_deadline(p->jobs) - sf_clock_mono_ms();
       turn(p, until < 0 ? 0 : until < 100 ? (int)until : 100);
     }
   }
@@ -628,8 +628,8 @@ sf_code sf_proc_run(sf_proc *p, sf_err *err) {
   if (!p->paused) set_paused(p, 1);
   proc_plog(p, SF_PROC_LOG_INFO, "event=draining building=%zu dead_letters=%zu",
             p->inflight_finalize, p->inflight_dead);
-  int64_t deadline = proc_mono_ms() + p->o.drain_timeout_ms;
-  while ((p->inflight_finalize || p->inflight_dead) && proc_mono_ms() < deadline)
+  int64_t deadline = sf_clock_mono_ms() + p->o.drain_timeout_ms;
+  while ((p->inflight_finalize || p->inflight_dead) && sf_clock_mono_ms() < deadline)
     turn(p, 50);
   atomic_store(&p->quit, 1); /* threads stop retrying; closing cancels builds */
   commit_offsets(p, NULL, 1);

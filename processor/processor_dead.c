@@ -109,7 +109,7 @@ static void run_dead_job(sf_proc *p, task *t) {
    * take the staging id afresh after its dead letters were published. So a
    * marker that cannot be written holds the job and its offsets, and the
    * loop retries it with backoff (processor.h, held jobs). */
-  if (sf_intake_mark_failed(j->dataset, j->staging_id, j->reason, jm, proc_wall_ms(),
+  if (sf_intake_mark_failed(j->dataset, j->staging_id, j->reason, jm, sf_clock_wall_ms(),
                             &t->err)) {
     t->rc = SF_EIO;
     t->dataset_fault = 1; /* the dataset's: the job is held, the service goes on */
@@ -133,7 +133,7 @@ static void run_dead_job(sf_proc *p, task *t) {
                            .source_offset = s->ref.offset,
                            .original_value = s->raw,
                            .original_value_len = s->raw_len,
-                           .rejected_at_ms = proc_wall_ms()};
+                           .rejected_at_ms = sf_clock_wall_ms()};
     if ((t->rc = publish_rejected(p, &r, &t->err))) return; /* borrowed: not cleared */
     if (atomic_load(&t->cancel)) { /* revoked: the new owner dead-letters it */
       t->rc = sf_err_set(&t->err, SF_ECANCELED, "canceled");

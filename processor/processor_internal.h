@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "consumer/event_decode.h"
+#include "core/base/clock.h"
 #include "consumer/intake.h"
 #include "consumer/jobs.h"
 #include "consumer/offsets.h"
@@ -117,9 +118,6 @@ struct sf_proc {
 
 /* ---- processor_tasks.c and processor_dead.c ---------------------------------- */
 
-int64_t proc_mono_ms(void);
-int64_t proc_wall_ms(void);
-double proc_mono_s(void);
 /* One structured log line through the user's callback. */
 void proc_plog(sf_proc *p, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "consumer/intake.h"
+#include "core/base/clock.h"
 #include "processor/processor_internal.h"
 #include "core/catalog/catalog.h"
 #include "core/base/fault.h"
@@ -24,24 +25,6 @@
 #include "core/base/memcost.h"
 
 /* ---- small helpers ---------------------------------------------------------- */
-
-int64_t proc_mono_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-int64_t proc_wall_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-double proc_mono_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 void proc_plog(sf_proc *p, int level, const char *fmt, ...) {
   if (!p->o.log) return;
@@ -188,7 +171,7 @@ int proc_retry_publish(sf_proc *p, sf_code rc, int attempt, const char *what,
 static int64_t committed_at(const char *dataset, uint64_t version,
                             const char *staging_id) {
   sf_catalog *c = NULL;
-  int64_t at = proc_wall_ms();
+  int64_t at = sf_clock_wall_ms();
   if (!sf_catalog_open_version(dataset, version, &c, NULL)) {
     sf_catalog_job cj;
     int found = 0;
@@ -271,7 +254,7 @@ static void run_finalize(sf_proc *p, task *t) {
       .build = {.max_merges = p->o.max_merges, .budget = p->budget, .cancel = &t->cancel},
   };
   sf_finalize_result res;
-  double t0 = proc_mono_s();
+  double t0 = sf_clock_mono_s();
   /* One attempt: a failure that is not the job's is retried by the loop
    * (the job held, with backoff), which frees this thread for other jobs. */
   t->rc = sf_finalize(&req, &res, &t->err);
@@ -279,7 +262,7 @@ static void run_finalize(sf_proc *p, task *t) {
   t->dataset_fault = t->rc && t->rc != SF_ECANCELED && !atomic_load(&t->cancel) &&
                      finalize_reason(t->rc, t->blame) == SF_REASON_NONE;
   free(ps);
-  t->finalize_ms = (proc_mono_s() - t0) * 1e3;
+  t->finalize_ms = (sf_clock_mono_s() - t0) * 1e3;
   if (t->rc) return;
   (void)sf_fault_point("serve.after_commit", NULL);
   t->already = res.already;
@@ -287,10 +270,10 @@ static void run_finalize(sf_proc *p, task *t) {
   t->nsegs = res.nsegs;
   t->rows = res.total_rows;
   t->bytes_built = res.build.bytes_copied;
-  double t1 = proc_mono_s();
+  double t1 = sf_clock_mono_s();
   sf_err aerr = {0};
   sf_code rc = announce(p, t, &res, &aerr);
-  t->publish_ms = (proc_mono_s() - t1) * 1e3;
+  t->publish_ms = (sf_clock_mono_s() - t1) * 1e3;
   sf_finalize_result_clear(&res);
   if (rc == SF_EDECODE || rc == SF_EINVAL) {
     /* Committed, but the announcement can never be sent (too large for the
@@ -425,7 +408,7 @@ void proc_send_dead_event(sf_proc *p, const void *raw, size_t len, sf_jobs_ref r
   r->source_offset = ref.offset;
   r->original_value = len ? malloc(len) : NULL;
   r->original_value_len = len;
-  r->rejected_at_ms = proc_wall_ms();
+  r->rejected_at_ms = sf_clock_wall_ms();
   if (!r->reason || !r->message || !r->source_topic || (len && !r->original_value) ||
       (ev && ev->staging_id && !r->staging_id) || (ev && ev->shard_id && !r->shard_id)) {
     proc_task_free(t);
@@ -521,7 +504,7 @@ void proc_unhold_free(sf_proc *p, task *t) {
  * waits for its next attempt; the service goes on. */
 static void hold(sf_proc *p, task *t) {
   sf_job *j = t->job;
-  int64_t now = proc_mono_ms();
+  int64_t now = sf_clock_mono_ms();
   if (!t->held) {
     t->held = 1;
     if (!t->attempts) t->held_since_ms = now; /* else: a T_INTAKE held again */
@@ -562,7 +545,7 @@ static void unhold_recovered(sf_proc *p, task *t) {
             "held_ms=%lld",
             t->job->staging_id, proc_quoted(d, sizeof d, proc_job_dataset(t->job)),
             held_what(t), t->attempts + 1,
-            (long long)(proc_mono_ms() - t->held_since_ms));
+            (long long)(sf_clock_mono_ms() - t->held_since_ms));
   held_unlink(p, t);
 }
 
@@ -612,14 +595,14 @@ static void retry_intake(sf_proc *p, task *t) {
   proc_plog(p, SF_PROC_LOG_INFO,
             "event=job_recovered staging_id=%s dataset=\"%s\" what=intake attempts=%d "
             "held_ms=%lld",
-            sid, d, t->attempts + 1, (long long)(proc_mono_ms() - t->held_since_ms));
+            sid, d, t->attempts + 1, (long long)(sf_clock_mono_ms() - t->held_since_ms));
   proc_task_free(t);
   held_report(p);
 }
 
 void proc_retry_held(sf_proc *p) {
   if (!p->nheld || p->stop) return;
-  int64_t now = proc_mono_ms();
+  int64_t now = sf_clock_mono_ms();
   if (now < p->next_retry_ms) return;
   int64_t next = INT64_MAX;
   task *due = NULL; /* T_INTAKE tasks due, retried below: that changes the list */
@@ -685,7 +668,7 @@ static void finalize_done(sf_proc *p, task *t) {
               "rows=%llu finalize_ms=%.2f publish_ms=%.2f wait_ms=%lld e2e_ms=%lld",
               j->staging_id, (unsigned long long)t->version, t->already, t->nsegs,
               j->nshards, (unsigned long long)t->rows, t->finalize_ms, t->publish_ms,
-              (long long)(proc_mono_ms() - j->first_seen_ms), (long long)e2e);
+              (long long)(sf_clock_mono_ms() - j->first_seen_ms), (long long)e2e);
     sf_jobs_finish(p->jobs, j, 1);
     proc_task_free(t);
     return;

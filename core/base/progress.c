@@ -1,13 +1,12 @@
 /* progress.c - see progress.h. */
 #include "core/base/progress.h"
+#include "core/base/clock.h"
 
 #include <stdio.h>
 #include <time.h>
 
 double sf_progress_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+  return sf_clock_mono_s();
 }
 
 void sf_progress_init(sf_progress *p, double now, double min_interval) {

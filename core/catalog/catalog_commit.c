@@ -42,6 +42,7 @@
 #include <unistd.h>
 
 #include "core/catalog/catalog_internal.h"
+#include "core/base/clock.h"
 #include "core/base/fault.h"
 #include "core/base/fragset.h"
 #include "core/base/fsutil.h"
@@ -58,12 +59,6 @@ static void fault_pause(const char *point) {
   if (!sf_fault_get(point)) return;
   while (nanosleep(&ts, &ts) && errno == EINTR) {
   }
-}
-
-static uint64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 /* Sleeps a random time in [0.1, 0.1 + 2^attempt) ms, at most ~64 ms, so that
@@ -415,7 +410,7 @@ static sf_code add_job(sf_catalog *c, const sf_catalog_commit_req *r, uint64_t v
  * whatever happens), into N+1 holding the request. */
 static sf_code apply(sf_catalog *c, const sf_catalog_commit_req *r, size_t *nreplaced,
                      sf_err *err) {
-  uint64_t v = c->version + 1, at = now_ms();
+  uint64_t v = c->version + 1, at = (uint64_t)sf_clock_wall_ms();
   sf_catalog_index *ix = NULL;
   sf_code rc = find_or_add_index(c, r, &ix, err);
   if (rc) return rc;
@@ -573,9 +568,7 @@ sf_code sf_catalog_commit_loop(const char *dataset, const sf_seginfo *files,
     close(lock);
     goto out;
   }
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  uint64_t seed = ((uint64_t)getpid() << 32) ^ (uint64_t)ts.tv_nsec ^ (uint64_t)ts.tv_sec;
+  uint64_t seed = ((uint64_t)getpid() << 32) ^ sf_clock_mono_ns();
   unsigned max = max_attempts ? max_attempts : DEFAULT_ATTEMPTS;
   int lost = 0;
   for (unsigned attempt = 1; attempt <= max; attempt++) {

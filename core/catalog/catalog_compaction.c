@@ -21,15 +21,10 @@
 #include <time.h>
 
 #include "core/catalog/catalog_internal.h"
+#include "core/base/clock.h"
 #include "core/base/fragset.h"
 
 #define FRAG_LIST_MAX 8 /* ranges shown in a refusal */
-
-static uint64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 static sf_code check_request(const sf_catalog_compaction_req *r, sf_err *err) {
   sf_code rc;
@@ -194,7 +189,7 @@ static sf_code compaction_attempt(void *ctx, const char *ds, sf_catalog *c,
     uint64_t v = c->version + 1;
     if (!(rc = swap(ix, input, r->merged, v, err))) {
       c->version = v;
-      c->created_at_ms = now_ms();
+      c->created_at_ms = (uint64_t)sf_clock_wall_ms();
     }
   }
   free(input);

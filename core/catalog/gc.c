@@ -1,5 +1,6 @@
 /* gc.c - see gc.h for the rules and their order. */
 #include "core/catalog/gc.h"
+#include "core/base/clock.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -114,12 +115,6 @@ typedef struct gc {
   strset committed;   /* staging roots whose job the newest version holds */
   sf_catalog *newest; /* the newest version, kept open for job lookups */
 } gc;
-
-static uint64_t wall_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 static uint64_t age_ms(const gc *g, const struct stat *st) {
   uint64_t m =
@@ -403,7 +398,7 @@ sf_code sf_gc_run(const char *dataset, const sf_gc_opts *o, sf_gc_fn fn, void *c
                   sf_gc_stats *stats, sf_err *err) {
   sf_gc_stats local;
   gc g = {
-      .o = o, .fn = fn, .ctx = ctx, .st = stats ? stats : &local, .now_ms = wall_ms()};
+      .o = o, .fn = fn, .ctx = ctx, .st = stats ? stats : &local, .now_ms = (uint64_t)sf_clock_wall_ms()};
   memset(g.st, 0, sizeof *g.st);
   g.grace_ms = o->grace_ms < 0 ? SF_GC_DEFAULT_GRACE_MS : (uint64_t)o->grace_ms;
   g.temp_age_ms = o->temp_age_ms < 0 ? SF_GC_TEMP_AGE_MS : (uint64_t)o->temp_age_ms;

@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "core/pipeline/build.h"
+#include "core/base/clock.h"
 
 #define STOP_POLL_MS 50
 
@@ -99,13 +100,7 @@ sf_code sf_build_budget_acquire(sf_build_budget *b, int (*stop)(void *ctx), void
       pthread_mutex_unlock(&b->mu);
       return SF_ECANCELED;
     }
-    struct timespec until;
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_nsec += STOP_POLL_MS * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-      until.tv_sec++;
-      until.tv_nsec -= 1000000000L;
-    }
+    struct timespec until = sf_clock_deadline(STOP_POLL_MS);
     int e = pthread_cond_timedwait(&b->cv, &b->mu, &until);
     (void)e; /* ETIMEDOUT or a wake-up: both check again */
   }
