@@ -54,7 +54,7 @@ static sf_jobs_outcome hold_unresolved(sf_proc *p, sf_shard_staged *ev,
   return o;
 }
 
-void proc_classify(sf_proc *p, sf_shard_staged *ev, const uint8_t *raw, size_t len,
+void sf_proc_classify(sf_proc *p, sf_shard_staged *ev, const uint8_t *raw, size_t len,
                    sf_jobs_ref ref, task **spare) {
   sf_err err = {0};
   char q[600];
@@ -65,11 +65,11 @@ void proc_classify(sf_proc *p, sf_shard_staged *ev, const uint8_t *raw, size_t l
   char *owned = NULL;
   const char *ds = sf_intake_dataset(p->intake, ev, &owned, &reason, &err);
   if (!ds && reason) {
-    proc_send_dead_event(p, raw, len, ref, reason, err.msg, ev);
+    sf_proc_send_dead_event(p, raw, len, ref, reason, err.msg, ev);
     return;
   }
   if (!ds && err.code == SF_ENOMEM) {
-    proc_set_fatal(p, &err);
+    sf_proc_set_fatal(p, &err);
     return;
   }
   if (!ds) /* its dataset does not even resolve (an I/O error): held */
@@ -81,35 +81,35 @@ void proc_classify(sf_proc *p, sf_shard_staged *ev, const uint8_t *raw, size_t l
   free(owned);
   switch (o) {
     case SF_JOBS_NEW:
-      proc_plog(p, SF_PROC_LOG_DEBUG, "event=shard_added staging_id=%s shards=%zu",
+      sf_proc_plog(p, SF_PROC_LOG_DEBUG, "event=shard_added staging_id=%s shards=%zu",
                 j->staging_id, j->nshards);
       break;
     case SF_JOBS_COMPLETE:
-      proc_plog(p, SF_PROC_LOG_INFO,
+      sf_proc_plog(p, SF_PROC_LOG_INFO,
                 "event=job_complete staging_id=%s dataset=\"%s\" shards=%zu wait_ms=%lld",
-                j->staging_id, proc_quoted(q, sizeof q, j->dataset), j->nshards,
+                j->staging_id, sf_proc_quoted(q, sizeof q, j->dataset), j->nshards,
                 (long long)(sf_clock_mono_ms() - j->first_seen_ms));
-      proc_dispatch(p, j);
+      sf_proc_dispatch(p, j);
       break;
     case SF_JOBS_DUPLICATE:
-      proc_plog(p, SF_PROC_LOG_DEBUG, "event=redelivery staging_id=%s offset=%lld",
+      sf_proc_plog(p, SF_PROC_LOG_DEBUG, "event=redelivery staging_id=%s offset=%lld",
                 j->staging_id, (long long)ref.offset);
       break;
     case SF_JOBS_REJECTED:
-      proc_send_dead_event(p, raw, len, ref, reason, err.msg, ev);
+      sf_proc_send_dead_event(p, raw, len, ref, reason, err.msg, ev);
       break;
     case SF_JOBS_FAILED:
-      proc_send_dead_job(p, j, NULL);
+      sf_proc_send_dead_job(p, j, NULL);
       break;
     case SF_JOBS_LATE:
       sf_offsets_done(p->offs, ref.partition, ref.gen, ref.offset);
-      proc_plog(p, SF_PROC_LOG_DEBUG, "event=late_event staging_id=%s", ev->staging_id);
+      sf_proc_plog(p, SF_PROC_LOG_DEBUG, "event=late_event staging_id=%s", ev->staging_id);
       break;
     case SF_JOBS_HELD:
-      proc_hold_intake(p, j, ref, &err, spare);
+      sf_proc_hold_intake(p, j, ref, &err, spare);
       break;
     case SF_JOBS_ERROR:
-      proc_set_fatal(p, &err);
+      sf_proc_set_fatal(p, &err);
       break;
   }
   if (o == SF_JOBS_NEW || o == SF_JOBS_COMPLETE)
@@ -121,15 +121,15 @@ static void on_message(sf_proc *p, const rd_kafka_message_t *m) {
   char q[600];
   if (m->err) {
     if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) return;
-    proc_plog(p, SF_PROC_LOG_WARNING, "event=consumer_error error=\"%s\"",
-              proc_quoted(q, sizeof q, rd_kafka_message_errstr(m)));
+    sf_proc_plog(p, SF_PROC_LOG_WARNING, "event=consumer_error error=\"%s\"",
+              sf_proc_quoted(q, sizeof q, rd_kafka_message_errstr(m)));
     return;
   }
   /* While stopping, a message is left unread: not tracked, its offset is
    * not committed, and the next owner reads it. */
   if (p->stop) return;
   if (sf_offsets_track(p->offs, m->partition, m->offset, &err)) {
-    proc_plog(p, SF_PROC_LOG_WARNING,
+    sf_proc_plog(p, SF_PROC_LOG_WARNING,
               "event=message_not_tracked partition=%d offset=%lld", (int)m->partition,
               (long long)m->offset);
     return;
@@ -144,19 +144,19 @@ static void on_message(sf_proc *p, const rd_kafka_message_t *m) {
   sf_event_reason reason = SF_REASON_NONE;
   if (sf_event_decode_shard_staged(p->dec, m->payload, m->len, &ev, &reason, &err)) {
     if (reason)
-      proc_send_dead_event(p, m->payload, m->len, ref, reason, err.msg, NULL);
+      sf_proc_send_dead_event(p, m->payload, m->len, ref, reason, err.msg, NULL);
     else
-      proc_set_fatal(p, &err);
+      sf_proc_set_fatal(p, &err);
     return;
   }
-  proc_classify(p, &ev, m->payload, m->len, ref, NULL);
+  sf_proc_classify(p, &ev, m->payload, m->len, ref, NULL);
   sf_shard_staged_clear(&ev);
 }
 
 static void expire(sf_proc *p) {
   if (sf_jobs_next_deadline(p->jobs) > sf_clock_mono_ms()) return;
   sf_job *j;
-  while ((j = sf_jobs_expire(p->jobs, sf_clock_mono_ms()))) proc_send_dead_job(p, j, NULL);
+  while ((j = sf_jobs_expire(p->jobs, sf_clock_mono_ms()))) sf_proc_send_dead_job(p, j, NULL);
 }
 
 /* ---- offsets, back-pressure, rebalances
@@ -184,7 +184,7 @@ static void commit_offsets(sf_proc *p, const rd_kafka_topic_partition_list_t *on
   rd_kafka_resp_err_t e = rd_kafka_commit(p->rk, l, !sync);
   rd_kafka_topic_partition_list_destroy(l);
   if (e && e != RD_KAFKA_RESP_ERR__NO_OFFSET) {
-    proc_plog(p, SF_PROC_LOG_WARNING, "event=offset_commit_error error=\"%s\"",
+    sf_proc_plog(p, SF_PROC_LOG_WARNING, "event=offset_commit_error error=\"%s\"",
               rd_kafka_err2str(e));
     return;
   }
@@ -198,7 +198,7 @@ static void offset_commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                              rd_kafka_topic_partition_list_t *offsets, void *opaque) {
   sf_proc *p = opaque;
   if (!err || err == RD_KAFKA_RESP_ERR__NO_OFFSET || !offsets) return;
-  proc_plog(p, SF_PROC_LOG_WARNING, "event=offset_commit_error error=\"%s\"",
+  sf_proc_plog(p, SF_PROC_LOG_WARNING, "event=offset_commit_error error=\"%s\"",
             rd_kafka_err2str(err));
   for (int i = 0; i < offsets->cnt; i++)
     sf_offsets_committed(p->offs, offsets->elems[i].partition, -1);
@@ -226,7 +226,7 @@ static void set_paused(sf_proc *p, int on) {
   p->paused = on;
   if (on) atomic_fetch_add(&p->n_pauses, 1);
   sf_metrics_set_paused(p->o.metrics, on);
-  proc_plog(p, SF_PROC_LOG_INFO,
+  sf_proc_plog(p, SF_PROC_LOG_INFO,
             "event=%s building=%zu dead_letters=%zu pending=%zu pending_bytes=%zu",
             on ? "consumer_paused" : "consumer_resumed", p->inflight_finalize,
             p->inflight_dead, sf_offsets_pending(p->offs), held_bytes(p));
@@ -276,7 +276,7 @@ static void drop_job(void *ctx, sf_job *j) {
   task *t = j->user;
   if (t && t->waiting) { /* held, between two attempts: no thread has it */
     j->user = NULL;
-    proc_unhold_free(p, t);
+    sf_proc_unhold_free(p, t);
     t = NULL;
   }
   if (t) atomic_store(&t->cancel, 1); /* its build stops between partitions */
@@ -309,7 +309,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
       uint32_t gen;
       sf_err e = {0};
       if (sf_offsets_assign(p->offs, parts->elems[i].partition, &gen, &e))
-        proc_set_fatal(p, &e);
+        sf_proc_set_fatal(p, &e);
     }
     if (coop) {
       rd_kafka_error_t *e = rd_kafka_incremental_assign(rk, parts);
@@ -318,7 +318,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
       rd_kafka_assign(rk, parts);
     }
     if (p->paused) rd_kafka_pause_partitions(rk, parts);
-    proc_plog(p, SF_PROC_LOG_INFO, "event=partitions_assigned partitions=%s", names);
+    sf_proc_plog(p, SF_PROC_LOG_INFO, "event=partitions_assigned partitions=%s", names);
     return;
   }
   int lost = rd_kafka_assignment_lost(rk);
@@ -336,7 +336,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
   } else {
     rd_kafka_assign(rk, NULL);
   }
-  proc_plog(p, SF_PROC_LOG_INFO,
+  sf_proc_plog(p, SF_PROC_LOG_INFO,
             "event=partitions_revoked partitions=%s lost=%d jobs_dropped=%zu", names,
             lost,
             (before.open + before.ready + before.failed) -
@@ -351,12 +351,12 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) 
     rd_kafka_fatal_error(rk, buf, sizeof buf);
     sf_err e;
     sf_err_set(&e, SF_EIO, "fatal consumer error: %s", buf);
-    proc_set_fatal(p, &e);
+    sf_proc_set_fatal(p, &e);
     return;
   }
-  proc_plog(p, SF_PROC_LOG_WARNING, "event=kafka_error error=\"%s\" reason=\"%s\"",
+  sf_proc_plog(p, SF_PROC_LOG_WARNING, "event=kafka_error error=\"%s\" reason=\"%s\"",
             rd_kafka_err2name((rd_kafka_resp_err_t)err),
-            proc_quoted(q, sizeof q, reason));
+            sf_proc_quoted(q, sizeof q, reason));
 }
 
 static void log_bridge(const rd_kafka_t *rk, int level, const char *fac,
@@ -364,8 +364,8 @@ static void log_bridge(const rd_kafka_t *rk, int level, const char *fac,
   sf_proc *p = rd_kafka_opaque(rk);
   if (!p || !p->o.log) return;
   char q[1024];
-  proc_plog(p, level, "event=librdkafka facility=%s message=\"%s\"", fac,
-            proc_quoted(q, sizeof q, buf));
+  sf_proc_plog(p, level, "event=librdkafka facility=%s message=\"%s\"", fac,
+            sf_proc_quoted(q, sizeof q, buf));
 }
 
 /* ---- life cycle
@@ -466,9 +466,9 @@ sf_code sf_proc_new(const sf_proc_opts *o, sf_proc **out, sf_err *err) {
   if (!p->o.drain_timeout_ms) p->o.drain_timeout_ms = 60000;
   if (p->o.retry_max_ms <= 0) p->o.retry_max_ms = 300000;
   p->next_retry_ms = INT64_MAX;
-  proc_q_init(&p->work);
-  proc_q_init(&p->dead);
-  proc_q_init(&p->done);
+  sf_proc_q_init(&p->work);
+  sf_proc_q_init(&p->dead);
+  sf_proc_q_init(&p->done);
   sf_code rc = SF_OK;
   sf_framing framing = SF_FRAMING_AUTO;
   sf_kconf *pk = NULL;
@@ -534,9 +534,9 @@ static sf_code start_threads(sf_proc *p, sf_err *err) {
   if (!(p->workers = calloc(p->o.workers, sizeof *p->workers)))
     return sf_err_set(err, SF_ENOMEM, "out of memory");
   for (; p->nworkers_started < p->o.workers; p->nworkers_started++)
-    if (pthread_create(&p->workers[p->nworkers_started], NULL, proc_worker_main, p))
+    if (pthread_create(&p->workers[p->nworkers_started], NULL, sf_proc_worker_main, p))
       return sf_err_set(err, SF_ENOMEM, "cannot start a finalize thread");
-  if (pthread_create(&p->dead_thread, NULL, proc_dead_main, p))
+  if (pthread_create(&p->dead_thread, NULL, sf_proc_dead_main, p))
     return sf_err_set(err, SF_ENOMEM, "cannot start the dead-letter thread");
   p->dead_started = 1;
   return SF_OK;
@@ -565,8 +565,8 @@ static void turn(sf_proc *p, int timeout_ms) {
     on_message(p, m);
     rd_kafka_message_destroy(m);
   }
-  proc_drain_done(p);
-  proc_retry_held(p);
+  sf_proc_drain_done(p);
+  sf_proc_retry_held(p);
   backpressure(p);
   timeout_clock(p);
   if (!p->stop && !p->frozen_since_ms) expire(p);
@@ -590,10 +590,10 @@ static void prepare_producer(sf_proc *p) {
   int64_t t0 = sf_clock_mono_ms();
   if (sf_publisher_prepare(p->pub, out, 2, PREPARE_TIMEOUT_MS, &e)) {
     char m[600];
-    proc_plog(p, SF_PROC_LOG_WARNING, "event=producer_not_ready error=\"%s\"",
-              proc_quoted(m, sizeof m, e.msg));
+    sf_proc_plog(p, SF_PROC_LOG_WARNING, "event=producer_not_ready error=\"%s\"",
+              sf_proc_quoted(m, sizeof m, e.msg));
   } else {
-    proc_plog(p, SF_PROC_LOG_INFO, "event=producer_ready ms=%lld",
+    sf_proc_plog(p, SF_PROC_LOG_INFO, "event=producer_ready ms=%lld",
               (long long)(sf_clock_mono_ms() - t0));
   }
 }
@@ -610,7 +610,7 @@ sf_code sf_proc_run(sf_proc *p, sf_err *err) {
     rc = sf_err_set(err, SF_EINVAL, "cannot subscribe to %s: %s", p->topic,
                     rd_kafka_err2str(e));
   if (!rc) {
-    proc_plog(p, SF_PROC_LOG_INFO,
+    sf_proc_plog(p, SF_PROC_LOG_INFO,
               "event=serving topic=%s group=%s workers=%u max_merges=%u "
               "staging_timeout_ms=%lld retry_max_ms=%lld",
               p->topic, sf_kconf_get(p->kconf, "group.id"), p->o.workers, p->o.max_merges,
@@ -626,7 +626,7 @@ sf_code sf_proc_run(sf_proc *p, sf_err *err) {
   p->stop = 1;
   sf_metrics_set_phase(p->o.metrics, SF_METRICS_DRAINING);
   if (!p->paused) set_paused(p, 1);
-  proc_plog(p, SF_PROC_LOG_INFO, "event=draining building=%zu dead_letters=%zu",
+  sf_proc_plog(p, SF_PROC_LOG_INFO, "event=draining building=%zu dead_letters=%zu",
             p->inflight_finalize, p->inflight_dead);
   int64_t deadline = sf_clock_mono_ms() + p->o.drain_timeout_ms;
   while ((p->inflight_finalize || p->inflight_dead) && sf_clock_mono_ms() < deadline)
@@ -634,14 +634,14 @@ sf_code sf_proc_run(sf_proc *p, sf_err *err) {
   atomic_store(&p->quit, 1); /* threads stop retrying; closing cancels builds */
   commit_offsets(p, NULL, 1);
   rd_kafka_consumer_close(p->rk); /* the revoke drops what is left */
-  proc_q_quit(&p->work);
-  proc_q_quit(&p->dead);
+  sf_proc_q_quit(&p->work);
+  sf_proc_q_quit(&p->dead);
   for (unsigned i = 0; i < p->nworkers_started; i++) pthread_join(p->workers[i], NULL);
   if (p->dead_started) pthread_join(p->dead_thread, NULL);
   p->nworkers_started = 0;
   p->dead_started = 0;
-  proc_drain_done(p);
-  proc_plog(p, SF_PROC_LOG_INFO,
+  sf_proc_drain_done(p);
+  sf_proc_plog(p, SF_PROC_LOG_INFO,
             "event=stopped events=%llu committed=%llu failed=%llu rejected=%llu",
             (unsigned long long)p->n_events, (unsigned long long)p->n_committed,
             (unsigned long long)p->n_failed, (unsigned long long)p->n_rejected);
@@ -660,18 +660,18 @@ void sf_proc_free(sf_proc *p) {
                     p->o.delivery_timeout_ms > 0 ? p->o.delivery_timeout_ms : 5000);
   /* Tasks still queued (never run) hold dropped or live jobs. */
   task *t;
-  while ((t = proc_q_pop(&p->work, 0))) {
+  while ((t = sf_proc_q_pop(&p->work, 0))) {
     if (t->job && t->job->state == SF_JOB_DROPPED) sf_jobs_job_free(t->job);
-    proc_unhold_free(p, t);
+    sf_proc_unhold_free(p, t);
   }
-  while ((t = proc_q_pop(&p->dead, 0))) {
+  while ((t = sf_proc_q_pop(&p->dead, 0))) {
     if (t->job && t->job->state == SF_JOB_DROPPED) sf_jobs_job_free(t->job);
-    proc_unhold_free(p, t);
+    sf_proc_unhold_free(p, t);
   }
   /* Held jobs between two attempts (their jobs are the table's). */
   while ((t = p->held_head)) {
     if (t->job) t->job->user = NULL;
-    proc_unhold_free(p, t);
+    sf_proc_unhold_free(p, t);
   }
   sf_jobs_free(p->jobs);
   sf_offsets_free(p->offs);
@@ -681,9 +681,9 @@ void sf_proc_free(sf_proc *p) {
   sf_kconf_free(p->kconf);
   sf_build_budget_free(p->budget);
   free(p->workers);
-  proc_q_destroy(&p->work);
-  proc_q_destroy(&p->dead);
-  proc_q_destroy(&p->done);
+  sf_proc_q_destroy(&p->work);
+  sf_proc_q_destroy(&p->dead);
+  sf_proc_q_destroy(&p->done);
   free(p);
 }
 

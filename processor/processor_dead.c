@@ -22,7 +22,7 @@ static sf_code publish_rejected_once(sf_proc *p, const sf_shard_rejected *r,
   sf_code rc;
   for (int attempt = 1;; attempt++) {
     rc = sf_publish_rejected(p->pub, NULL, r, p->o.delivery_timeout_ms, NULL, err);
-    if (!proc_retry_publish(p, rc, attempt, "ShardRejected", r->staging_id, err)) break;
+    if (!sf_proc_retry_publish(p, rc, attempt, "ShardRejected", r->staging_id, err)) break;
   }
   return rc;
 }
@@ -54,19 +54,19 @@ static sf_code publish_rejected(sf_proc *p, const sf_shard_rejected *r, sf_err *
         r->staging_id ? sf_event_escape_text(sid, sizeof sid, r->staging_id) : NULL;
     m.shard_id =
         r->shard_id ? sf_event_escape_text(shid, sizeof shid, r->shard_id) : NULL;
-    proc_plog(p, SF_PROC_LOG_WARNING,
+    sf_proc_plog(p, SF_PROC_LOG_WARNING,
               "event=dead_letter_cut_down staging_id=%s partition=%d offset=%lld "
               "bytes=%zu error=\"%s\"",
               m.staging_id ? m.staging_id : "-", (int)r->source_partition,
               (long long)r->source_offset, r->original_value_len,
-              proc_quoted(q, sizeof q, why));
+              sf_proc_quoted(q, sizeof q, why));
     rc = publish_rejected_once(p, &m, err);
     if (rc == SF_EDECODE || rc == SF_EINVAL) {
-      proc_plog(p, SF_PROC_LOG_ERR,
+      sf_proc_plog(p, SF_PROC_LOG_ERR,
                 "event=dead_letter_impossible reason=%s partition=%d offset=%lld "
                 "error=\"%s\"",
                 r->reason ? r->reason : "-", (int)r->source_partition,
-                (long long)r->source_offset, proc_quoted(q, sizeof q, err->msg));
+                (long long)r->source_offset, sf_proc_quoted(q, sizeof q, err->msg));
       return SF_OK; /* given up loudly: the offset moves on */
     }
   }
@@ -142,10 +142,10 @@ static void run_dead_job(sf_proc *p, task *t) {
   }
 }
 
-void *proc_dead_main(void *arg) {
+void *sf_proc_dead_main(void *arg) {
   sf_proc *p = arg;
   task *t;
-  while ((t = proc_q_pop(&p->dead, 1))) {
+  while ((t = sf_proc_q_pop(&p->dead, 1))) {
     /* A failed job dropped by a revoke belongs to the new owner now: this
      * one must neither mark it nor dead-letter it. */
     /* After the drain (quit) the queued dead letters are given back
@@ -158,7 +158,7 @@ void *proc_dead_main(void *arg) {
       t->rc = publish_rejected(p, &t->rej, &t->err);
     else
       run_dead_job(p, t);
-    proc_hand_back(p, t);
+    sf_proc_hand_back(p, t);
   }
   return NULL;
 }

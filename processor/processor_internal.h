@@ -119,40 +119,40 @@ struct sf_proc {
 /* ---- processor_tasks.c and processor_dead.c ---------------------------------- */
 
 /* One structured log line through the user's callback. */
-void proc_plog(sf_proc *p, int level, const char *fmt, ...)
+void sf_proc_plog(sf_proc *p, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* s made safe inside key="..." of a log line, into buf (returned). */
-const char *proc_quoted(char *buf, size_t n, const char *s);
+const char *sf_proc_quoted(char *buf, size_t n, const char *s);
 
-void proc_q_init(tqueue *q);
-void proc_q_push(tqueue *q, task *t);
+void sf_proc_q_init(tqueue *q);
+void sf_proc_q_push(tqueue *q, task *t);
 /* The next task, waiting for one when `wait`; NULL when quit and empty (or
  * empty, without wait). */
-task *proc_q_pop(tqueue *q, int wait);
-void proc_q_quit(tqueue *q);
-void proc_q_destroy(tqueue *q);
-void proc_task_free(task *t);
+task *sf_proc_q_pop(tqueue *q, int wait);
+void sf_proc_q_quit(tqueue *q);
+void sf_proc_q_destroy(tqueue *q);
+void sf_proc_task_free(task *t);
 /* A thread hands a task back to the loop and wakes it. */
-void proc_hand_back(sf_proc *p, task *t);
+void sf_proc_hand_back(sf_proc *p, task *t);
 /* Sleeps up to ms, waking early when the drain is over. */
-void proc_backoff(sf_proc *p, int ms);
+void sf_proc_backoff(sf_proc *p, int ms);
 /* Whether a failed publish (attempt n) is worth another attempt; logs it
  * and waits first when it is. Not for encoding errors, a fatal producer,
  * or once the drain is over. */
-int proc_retry_publish(sf_proc *p, sf_code rc, int attempt, const char *what,
+int sf_proc_retry_publish(sf_proc *p, sf_code rc, int attempt, const char *what,
                        const char *staging_id, sf_err *err);
 
 /* Thread bodies (arg: the sf_proc). */
-void *proc_worker_main(void *arg);
-void *proc_dead_main(void *arg);
+void *sf_proc_worker_main(void *arg);
+void *sf_proc_dead_main(void *arg);
 
 /* The loop's side of the hand-offs. */
-void proc_set_fatal(sf_proc *p, const sf_err *e);
-void proc_dispatch(sf_proc *p, sf_job *j);
-void proc_send_dead_job(sf_proc *p, sf_job *j, task *reuse);
+void sf_proc_set_fatal(sf_proc *p, const sf_err *e);
+void sf_proc_dispatch(sf_proc *p, sf_job *j);
+void sf_proc_send_dead_job(sf_proc *p, sf_job *j, task *reuse);
 /* One rejected event (its bytes raw[len], read at ref; ev as decoded, or
  * NULL): copies what its dead letter needs. */
-void proc_send_dead_event(sf_proc *p, const void *raw, size_t len, sf_jobs_ref ref,
+void sf_proc_send_dead_event(sf_proc *p, const void *raw, size_t len, sf_jobs_ref ref,
                           sf_event_reason reason, const char *msg,
                           const sf_shard_staged *ev);
 /* What the event means for its job, and what follows (processor.c): the
@@ -161,22 +161,22 @@ void proc_send_dead_event(sf_proc *p, const void *raw, size_t len, sf_jobs_ref r
  * taken it over, leaving it zeroed). spare: NULL for a new message; while
  * a held job's events are tried again, its task, taken (set to NULL) by
  * the first hold that needs one, so that its attempts go on counting. */
-void proc_classify(sf_proc *p, sf_shard_staged *ev, const uint8_t *raw, size_t len,
+void sf_proc_classify(sf_proc *p, sf_shard_staged *ev, const uint8_t *raw, size_t len,
                    sf_jobs_ref ref, task **spare);
 /* The event read at ref is held at intake in job j (why: err): the job is
  * held (a T_INTAKE task, *spare if there is one), unless it is already,
  * the event queued behind. */
-void proc_hold_intake(sf_proc *p, sf_job *j, sf_jobs_ref ref, const sf_err *err,
+void sf_proc_hold_intake(sf_proc *p, sf_job *j, sf_jobs_ref ref, const sf_err *err,
                       task **spare);
 /* The dataset of j as a person knows it (an unresolved key without its
  * mark). */
-const char *proc_job_dataset(const sf_job *j);
+const char *sf_proc_job_dataset(const sf_job *j);
 /* Takes back every finished task and acts on its result. */
-void proc_drain_done(sf_proc *p);
+void sf_proc_drain_done(sf_proc *p);
 /* Hands the held tasks whose retry is due back to their threads. */
-void proc_retry_held(sf_proc *p);
+void sf_proc_retry_held(sf_proc *p);
 /* Frees a task that no thread has, first taking it out of the held list
  * if it is there (a held job revoked between two attempts, or shutdown). */
-void proc_unhold_free(sf_proc *p, task *t);
+void sf_proc_unhold_free(sf_proc *p, task *t);
 
 #endif

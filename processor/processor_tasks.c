@@ -7,7 +7,7 @@
  * failed job or a single event (the dead-letter thread, processor_dead.c). A job handed
  * out is marked by job->user = its task, so a rebalance can cancel it; a dropped job is
  * freed when its task comes back, never while a thread reads it. Threads never touch the
- * job table or the offsets: the loop acts on results in proc_drain_done.
+ * job table or the offsets: the loop acts on results in sf_proc_drain_done.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -26,7 +26,7 @@
 
 /* ---- small helpers ---------------------------------------------------------- */
 
-void proc_plog(sf_proc *p, int level, const char *fmt, ...) {
+void sf_proc_plog(sf_proc *p, int level, const char *fmt, ...) {
   if (!p->o.log) return;
   char line[2048];
   va_list ap;
@@ -36,7 +36,7 @@ void proc_plog(sf_proc *p, int level, const char *fmt, ...) {
   p->o.log(p->o.log_ctx, level, line);
 }
 
-void proc_q_init(tqueue *q) {
+void sf_proc_q_init(tqueue *q) {
   pthread_mutex_init(&q->mu, NULL);
   pthread_cond_init(&q->cv, NULL);
   q->head = q->tail = NULL;
@@ -44,7 +44,7 @@ void proc_q_init(tqueue *q) {
   q->quit = 0;
 }
 
-void proc_q_push(tqueue *q, task *t) {
+void sf_proc_q_push(tqueue *q, task *t) {
   pthread_mutex_lock(&q->mu);
   t->next = NULL;
   if (q->tail)
@@ -58,7 +58,7 @@ void proc_q_push(tqueue *q, task *t) {
 }
 
 /* Waits for a task; NULL when the queue is quit and empty. */
-task *proc_q_pop(tqueue *q, int wait) {
+task *sf_proc_q_pop(tqueue *q, int wait) {
   pthread_mutex_lock(&q->mu);
   while (wait && !q->head && !q->quit) pthread_cond_wait(&q->cv, &q->mu);
   task *t = q->head;
@@ -71,39 +71,39 @@ task *proc_q_pop(tqueue *q, int wait) {
   return t;
 }
 
-void proc_q_quit(tqueue *q) {
+void sf_proc_q_quit(tqueue *q) {
   pthread_mutex_lock(&q->mu);
   q->quit = 1;
   pthread_cond_broadcast(&q->cv);
   pthread_mutex_unlock(&q->mu);
 }
 
-void proc_q_destroy(tqueue *q) {
+void sf_proc_q_destroy(tqueue *q) {
   pthread_mutex_destroy(&q->mu);
   pthread_cond_destroy(&q->cv);
 }
 
-void proc_task_free(task *t) {
+void sf_proc_task_free(task *t) {
   if (!t) return;
   sf_shard_rejected_clear(&t->rej);
   free(t);
 }
 
 /* A thread hands a task back and wakes the poll loop. */
-void proc_hand_back(sf_proc *p, task *t) {
-  proc_q_push(&p->done, t);
+void sf_proc_hand_back(sf_proc *p, task *t) {
+  sf_proc_q_push(&p->done, t);
   atomic_fetch_add(&p->ndone, 1);
   rd_kafka_queue_yield(p->cq);
 }
 
 /* Sleeps up to ms, waking early when the drain is over. */
-void proc_backoff(sf_proc *p, int ms) {
+void sf_proc_backoff(sf_proc *p, int ms) {
   for (int slept = 0; slept < ms && !atomic_load(&p->quit); slept += 20) usleep(20000);
 }
 
 /* key="value" safe for one log line: quotes and backslashes become ', and
  * control characters spaces. */
-const char *proc_quoted(char *buf, size_t n, const char *s) {
+const char *sf_proc_quoted(char *buf, size_t n, const char *s) {
   size_t w = 0;
   for (; s && *s && w + 1 < n; s++) {
     unsigned char c = (unsigned char)*s;
@@ -151,7 +151,7 @@ static sf_event_reason finalize_reason(sf_code c, sf_finalize_blame blame) {
  * outage must not turn into lost announcements. An event that cannot be
  * encoded (SF_EDECODE, SF_EINVAL) is not retried, nor is anything once the
  * producer hit a fatal error. */
-int proc_retry_publish(sf_proc *p, sf_code rc, int attempt, const char *what,
+int sf_proc_retry_publish(sf_proc *p, sf_code rc, int attempt, const char *what,
                        const char *staging_id, sf_err *err) {
   if (!rc || rc == SF_EDECODE || rc == SF_EINVAL || atomic_load(&p->quit)) return 0;
   /* A producer with a fatal error never sends again: retrying would spin
@@ -159,10 +159,10 @@ int proc_retry_publish(sf_proc *p, sf_code rc, int attempt, const char *what,
    * (exit 1) so that a supervisor restarts it with a new producer. */
   if (sf_publisher_fatal(p->pub, err)) return 0;
   char m[600];
-  proc_plog(p, SF_PROC_LOG_WARNING,
+  sf_proc_plog(p, SF_PROC_LOG_WARNING,
             "event=publish_retry what=%s staging_id=%s attempt=%d error=\"%s\"", what,
-            staging_id ? staging_id : "-", attempt, proc_quoted(m, sizeof m, err->msg));
-  proc_backoff(p, attempt < 25 ? 200 * attempt : 5000);
+            staging_id ? staging_id : "-", attempt, sf_proc_quoted(m, sizeof m, err->msg));
+  sf_proc_backoff(p, attempt < 25 ? 200 * attempt : 5000);
   return 1;
 }
 
@@ -221,7 +221,7 @@ static sf_code announce(sf_proc *p, task *t, const sf_finalize_result *res, sf_e
   sf_code rc;
   for (int attempt = 1;; attempt++) {
     rc = sf_publish_committed(p->pub, NULL, &ev, p->o.delivery_timeout_ms, NULL, err);
-    if (!proc_retry_publish(p, rc, attempt, "SegmentsCommitted", j->staging_id, err))
+    if (!sf_proc_retry_publish(p, rc, attempt, "SegmentsCommitted", j->staging_id, err))
       break;
   }
   free(segs);
@@ -303,31 +303,31 @@ static void run_finalize(sf_proc *p, task *t) {
   (void)sf_fault_point("serve.after_publish", NULL);
 }
 
-void *proc_worker_main(void *arg) {
+void *sf_proc_worker_main(void *arg) {
   sf_proc *p = arg;
   task *t;
-  while ((t = proc_q_pop(&p->work, 1))) {
+  while ((t = sf_proc_q_pop(&p->work, 1))) {
     /* After the drain (quit) a queued job is given back unbuilt: its
      * offsets stay uncommitted and the next owner or a restart builds it. */
     if (atomic_load(&t->cancel) || atomic_load(&p->quit))
       t->rc = sf_err_set(&t->err, SF_ECANCELED, "canceled");
     else
       run_finalize(p, t);
-    proc_hand_back(p, t);
+    sf_proc_hand_back(p, t);
   }
   return NULL;
 }
 
 /* ---- the poll loop: hand-offs ---------------------------------------------------- */
 
-void proc_set_fatal(sf_proc *p, const sf_err *e) {
+void sf_proc_set_fatal(sf_proc *p, const sf_err *e) {
   if (p->fatal) return;
   p->fatal = e->code ? e->code : SF_EIO;
   p->fatal_err = *e;
   p->stop = 1;
   char m[600];
-  proc_plog(p, SF_PROC_LOG_ERR, "event=fatal error=\"%s\"",
-            proc_quoted(m, sizeof m, e->msg));
+  sf_proc_plog(p, SF_PROC_LOG_ERR, "event=fatal error=\"%s\"",
+            sf_proc_quoted(m, sizeof m, e->msg));
 }
 
 static void release_refs(sf_proc *p, const sf_job *j) {
@@ -339,7 +339,7 @@ static task *task_new(sf_proc *p, int kind, sf_job *j) {
   task *t = calloc(1, sizeof *t);
   if (!t) {
     sf_err e = {SF_ENOMEM, "out of memory"};
-    proc_set_fatal(p, &e);
+    sf_proc_set_fatal(p, &e);
     return NULL;
   }
   t->kind = kind;
@@ -348,19 +348,19 @@ static task *task_new(sf_proc *p, int kind, sf_job *j) {
   return t;
 }
 
-void proc_dispatch(sf_proc *p, sf_job *j) {
+void sf_proc_dispatch(sf_proc *p, sf_job *j) {
   task *t = task_new(p, T_FINALIZE, j);
   if (!t) return;
   p->inflight_finalize++;
-  proc_q_push(&p->work, t);
+  sf_proc_q_push(&p->work, t);
 }
 
-void proc_send_dead_job(sf_proc *p, sf_job *j, task *reuse) {
+void sf_proc_send_dead_job(sf_proc *p, sf_job *j, task *reuse) {
   char m[600];
-  proc_plog(p, SF_PROC_LOG_WARNING,
+  sf_proc_plog(p, SF_PROC_LOG_WARNING,
             "event=job_failed staging_id=%s reason=%s shards=%zu message=\"%s\"",
             j->staging_id, sf_event_reason_name(j->reason), j->nshards,
-            proc_quoted(m, sizeof m, j->message ? j->message : ""));
+            sf_proc_quoted(m, sizeof m, j->message ? j->message : ""));
   task *t = reuse;
   if (t) {
     memset(&t->err, 0, sizeof t->err);
@@ -372,7 +372,7 @@ void proc_send_dead_job(sf_proc *p, sf_job *j, task *reuse) {
     return;
   }
   p->inflight_dead++;
-  proc_q_push(&p->dead, t);
+  sf_proc_q_push(&p->dead, t);
 }
 
 /* The heap bytes a dead letter on its way holds (its task and copies):
@@ -384,17 +384,17 @@ static size_t dead_cost(const task *t) {
          sf_mem_of(r->original_value);
 }
 
-void proc_send_dead_event(sf_proc *p, const void *raw, size_t len, sf_jobs_ref ref,
+void sf_proc_send_dead_event(sf_proc *p, const void *raw, size_t len, sf_jobs_ref ref,
                           sf_event_reason reason, const char *msg,
                           const sf_shard_staged *ev) {
   char q[600];
-  proc_plog(
+  sf_proc_plog(
       p, SF_PROC_LOG_WARNING,
       "event=event_rejected reason=%s staging_id=%s shard_id=%s partition=%d offset=%lld "
       "message=\"%s\"",
       sf_event_reason_name(reason), ev && ev->staging_id ? ev->staging_id : "-",
       ev && ev->shard_id ? ev->shard_id : "-", (int)ref.partition, (long long)ref.offset,
-      proc_quoted(q, sizeof q, msg));
+      sf_proc_quoted(q, sizeof q, msg));
   task *t = task_new(p, T_DEAD_EVENT, NULL);
   if (!t) return;
   sf_shard_rejected *r = &t->rej;
@@ -411,16 +411,16 @@ void proc_send_dead_event(sf_proc *p, const void *raw, size_t len, sf_jobs_ref r
   r->rejected_at_ms = sf_clock_wall_ms();
   if (!r->reason || !r->message || !r->source_topic || (len && !r->original_value) ||
       (ev && ev->staging_id && !r->staging_id) || (ev && ev->shard_id && !r->shard_id)) {
-    proc_task_free(t);
+    sf_proc_task_free(t);
     sf_err e = {SF_ENOMEM, "out of memory"};
-    proc_set_fatal(p, &e);
+    sf_proc_set_fatal(p, &e);
     return;
   }
   if (len) memcpy(r->original_value, raw, len);
   t->ref = ref;
   p->inflight_dead++;
   p->dead_bytes += dead_cost(t);
-  proc_q_push(&p->dead, t);
+  sf_proc_q_push(&p->dead, t);
 }
 
 /* ---- the poll loop: results -------------------------------------------------------- */
@@ -439,7 +439,7 @@ static const char *held_what(const task *t) {
                                : "failed_marker";
 }
 
-const char *proc_job_dataset(const sf_job *j) {
+const char *sf_proc_job_dataset(const sf_job *j) {
   return j->dataset[0] == PROC_UNRESOLVED ? j->dataset + 1 : j->dataset;
 }
 
@@ -467,8 +467,8 @@ static void held_report(sf_proc *p) {
     w += (size_t)snprintf(
         buf + w, sizeof buf - w,
         "\nstaging_id=%s dataset=%s what=%s attempts=%d error=\"%s\"", t->job->staging_id,
-        proc_quoted(d, sizeof d, proc_job_dataset(t->job)), held_what(t), t->attempts,
-        proc_quoted(m, sizeof m, t->held_err.msg));
+        sf_proc_quoted(d, sizeof d, sf_proc_job_dataset(t->job)), held_what(t), t->attempts,
+        sf_proc_quoted(m, sizeof m, t->held_err.msg));
   }
   sf_metrics_set_degraded(mx, buf);
 }
@@ -494,10 +494,10 @@ static void held_unlink(sf_proc *p, task *t) {
   held_report(p);
 }
 
-void proc_unhold_free(sf_proc *p, task *t) {
+void sf_proc_unhold_free(sf_proc *p, task *t) {
   if (!t) return;
   held_unlink(p, t);
-  proc_task_free(t);
+  sf_proc_task_free(t);
 }
 
 /* The job of t failed for its dataset's sake: it keeps its offsets and
@@ -527,12 +527,12 @@ static void hold(sf_proc *p, task *t) {
   if (t->kind == T_INTAKE) /* where its partition's offset waits */
     snprintf(at, sizeof at, " events=%zu partition=%d offset=%lld", j->nwaiting,
              (int)j->waiting[0].ref.partition, (long long)j->waiting[0].ref.offset);
-  proc_plog(p, SF_PROC_LOG_WARNING,
+  sf_proc_plog(p, SF_PROC_LOG_WARNING,
             "event=job_held staging_id=%s dataset=\"%s\" what=%s%s attempt=%d "
             "retry_in_ms=%lld held_ms=%lld error=\"%s\"",
-            j->staging_id, proc_quoted(d, sizeof d, proc_job_dataset(j)), held_what(t),
+            j->staging_id, sf_proc_quoted(d, sizeof d, sf_proc_job_dataset(j)), held_what(t),
             at, t->attempts, (long long)wait, (long long)(now - t->held_since_ms),
-            proc_quoted(m, sizeof m, t->err.msg));
+            sf_proc_quoted(m, sizeof m, t->err.msg));
   held_report(p);
 }
 
@@ -540,19 +540,19 @@ static void hold(sf_proc *p, task *t) {
 static void unhold_recovered(sf_proc *p, task *t) {
   if (!t->held) return;
   char d[600];
-  proc_plog(p, SF_PROC_LOG_INFO,
+  sf_proc_plog(p, SF_PROC_LOG_INFO,
             "event=job_recovered staging_id=%s dataset=\"%s\" what=%s attempts=%d "
             "held_ms=%lld",
-            t->job->staging_id, proc_quoted(d, sizeof d, proc_job_dataset(t->job)),
+            t->job->staging_id, sf_proc_quoted(d, sizeof d, sf_proc_job_dataset(t->job)),
             held_what(t), t->attempts + 1,
             (long long)(sf_clock_mono_ms() - t->held_since_ms));
   held_unlink(p, t);
 }
 
-void proc_hold_intake(sf_proc *p, sf_job *j, sf_jobs_ref ref, const sf_err *err,
+void sf_proc_hold_intake(sf_proc *p, sf_job *j, sf_jobs_ref ref, const sf_err *err,
                       task **spare) {
   if (j->user) { /* held already: the event waits behind the job's first */
-    proc_plog(p, SF_PROC_LOG_DEBUG,
+    sf_proc_plog(p, SF_PROC_LOG_DEBUG,
               "event=event_held staging_id=%s partition=%d offset=%lld waiting=%zu",
               j->staging_id, (int)ref.partition, (long long)ref.offset, j->nwaiting);
     return;
@@ -575,32 +575,32 @@ static void retry_intake(sf_proc *p, task *t) {
   sf_job *j = t->job;
   char sid[SF_EVENT_ID_MAX + 1], d[600];
   snprintf(sid, sizeof sid, "%s", j->staging_id);
-  proc_quoted(d, sizeof d, proc_job_dataset(j));
+  sf_proc_quoted(d, sizeof d, sf_proc_job_dataset(j));
   held_detach(p, t); /* keeps its attempts */
   t->job = NULL;
   j->user = NULL;
   size_t n;
   sf_jobs_shard *w = sf_jobs_take_waiting(p->jobs, j, &n); /* may free j */
   sf_metrics_job_retried(p->o.metrics);
-  proc_plog(p, SF_PROC_LOG_INFO,
+  sf_proc_plog(p, SF_PROC_LOG_INFO,
             "event=job_retry staging_id=%s what=intake attempt=%d events=%zu", sid,
             t->attempts + 1, n);
   task *spare = t;
   /* Stopping (out of memory, a signal): what is left is dropped with its
    * offsets uncommitted, for a restart or the next owner to read again. */
   for (size_t i = 0; i < n && !p->stop; i++)
-    proc_classify(p, &w[i].ev, w[i].raw, w[i].raw_len, w[i].ref, &spare);
+    sf_proc_classify(p, &w[i].ev, w[i].raw, w[i].raw_len, w[i].ref, &spare);
   sf_jobs_waiting_free(w, n);
   if (!spare) return; /* held again */
-  proc_plog(p, SF_PROC_LOG_INFO,
+  sf_proc_plog(p, SF_PROC_LOG_INFO,
             "event=job_recovered staging_id=%s dataset=\"%s\" what=intake attempts=%d "
             "held_ms=%lld",
             sid, d, t->attempts + 1, (long long)(sf_clock_mono_ms() - t->held_since_ms));
-  proc_task_free(t);
+  sf_proc_task_free(t);
   held_report(p);
 }
 
-void proc_retry_held(sf_proc *p) {
+void sf_proc_retry_held(sf_proc *p) {
   if (!p->nheld || p->stop) return;
   int64_t now = sf_clock_mono_ms();
   if (now < p->next_retry_ms) return;
@@ -623,14 +623,14 @@ void proc_retry_held(sf_proc *p) {
     t->dataset_fault = 0;
     memset(&t->err, 0, sizeof t->err);
     sf_metrics_job_retried(p->o.metrics);
-    proc_plog(p, SF_PROC_LOG_INFO, "event=job_retry staging_id=%s what=%s attempt=%d",
+    sf_proc_plog(p, SF_PROC_LOG_INFO, "event=job_retry staging_id=%s what=%s attempt=%d",
               t->job->staging_id, held_what(t), t->attempts + 1);
     if (t->kind == T_FINALIZE) {
       p->inflight_finalize++;
-      proc_q_push(&p->work, t);
+      sf_proc_q_push(&p->work, t);
     } else {
       p->inflight_dead++;
-      proc_q_push(&p->dead, t);
+      sf_proc_q_push(&p->dead, t);
     }
   }
   p->next_retry_ms = next; /* each hold below may bring it forward */
@@ -649,9 +649,9 @@ static void finalize_done(sf_proc *p, task *t) {
   p->inflight_finalize--;
   j->user = NULL;
   if (j->state == SF_JOB_DROPPED) {
-    proc_plog(p, SF_PROC_LOG_INFO, "event=job_dropped staging_id=%s", j->staging_id);
+    sf_proc_plog(p, SF_PROC_LOG_INFO, "event=job_dropped staging_id=%s", j->staging_id);
     sf_jobs_job_free(j);
-    proc_unhold_free(p, t);
+    sf_proc_unhold_free(p, t);
     return;
   }
   char m[600];
@@ -662,7 +662,7 @@ static void finalize_done(sf_proc *p, task *t) {
     int64_t e2e = t->committed_at_ms - j->first_staged_at_ms;
     sf_metrics_job_committed(p->o.metrics, t->bytes_built, t->finalize_ms / 1e3,
                              t->already ? -1 : (e2e > 0 ? e2e / 1e3 : 0));
-    proc_plog(p, SF_PROC_LOG_INFO,
+    sf_proc_plog(p, SF_PROC_LOG_INFO,
               "event=job_committed staging_id=%s version=%llu already=%d segments=%zu "
               "shards=%zu "
               "rows=%llu finalize_ms=%.2f publish_ms=%.2f wait_ms=%lld e2e_ms=%lld",
@@ -670,7 +670,7 @@ static void finalize_done(sf_proc *p, task *t) {
               j->nshards, (unsigned long long)t->rows, t->finalize_ms, t->publish_ms,
               (long long)(sf_clock_mono_ms() - j->first_seen_ms), (long long)e2e);
     sf_jobs_finish(p->jobs, j, 1);
-    proc_task_free(t);
+    sf_proc_task_free(t);
     return;
   }
   sf_event_reason r = finalize_reason(t->rc, t->blame);
@@ -683,15 +683,15 @@ static void finalize_done(sf_proc *p, task *t) {
     /* Stopping (the job stays pending, its offsets held for the next
      * owner), or the process's own fault, which stops the service so that a
      * restart retries. */
-    proc_plog(p, SF_PROC_LOG_ERR, "event=job_not_finished staging_id=%s error=\"%s\"",
-              j->staging_id, proc_quoted(m, sizeof m, t->err.msg));
-    if (!p->stop) proc_set_fatal(p, &t->err);
-    proc_unhold_free(p, t);
+    sf_proc_plog(p, SF_PROC_LOG_ERR, "event=job_not_finished staging_id=%s error=\"%s\"",
+              j->staging_id, sf_proc_quoted(m, sizeof m, t->err.msg));
+    if (!p->stop) sf_proc_set_fatal(p, &t->err);
+    sf_proc_unhold_free(p, t);
     return;
   }
   held_unlink(p, t); /* a retry met the job's own fault: it fails now */
   sf_jobs_fail(p->jobs, j, r, t->err.msg);
-  proc_send_dead_job(p, j, t);
+  sf_proc_send_dead_job(p, j, t);
 }
 
 static void dead_job_done(sf_proc *p, task *t) {
@@ -702,14 +702,14 @@ static void dead_job_done(sf_proc *p, task *t) {
     sf_jobs_job_free(j);
   } else if (t->in_catalog) {
     unhold_recovered(p, t);
-    proc_plog(p, SF_PROC_LOG_INFO,
+    sf_proc_plog(p, SF_PROC_LOG_INFO,
               "event=late_events_of_committed_job staging_id=%s events=%zu",
               j->staging_id, j->nrefs);
     release_refs(p, j);
     sf_jobs_finish(p->jobs, j, 1);
   } else if (!t->rc) {
     unhold_recovered(p, t);
-    proc_plog(p, SF_PROC_LOG_WARNING,
+    sf_proc_plog(p, SF_PROC_LOG_WARNING,
               "event=job_dead_lettered staging_id=%s reason=%s events=%zu", j->staging_id,
               sf_event_reason_name(j->reason), j->nshards + (j->trigger != NULL));
     atomic_fetch_add(&p->n_failed, 1);
@@ -726,18 +726,18 @@ static void dead_job_done(sf_proc *p, task *t) {
      * the job stays FAILED holding its offsets, and unless the service is
      * stopping anyway it stops, so that a restart retries. */
     char m[600];
-    proc_plog(p, t->rc == SF_ECANCELED ? SF_PROC_LOG_INFO : SF_PROC_LOG_ERR,
+    sf_proc_plog(p, t->rc == SF_ECANCELED ? SF_PROC_LOG_INFO : SF_PROC_LOG_ERR,
               "event=dead_letter_not_delivered staging_id=%s error=\"%s\"", j->staging_id,
-              proc_quoted(m, sizeof m, t->err.msg));
-    if (!p->stop && t->rc != SF_ECANCELED) proc_set_fatal(p, &t->err);
+              sf_proc_quoted(m, sizeof m, t->err.msg));
+    if (!p->stop && t->rc != SF_ECANCELED) sf_proc_set_fatal(p, &t->err);
   }
-  proc_unhold_free(p, t);
+  sf_proc_unhold_free(p, t);
 }
 
-void proc_drain_done(sf_proc *p) {
+void sf_proc_drain_done(sf_proc *p) {
   if (!atomic_load(&p->ndone)) return;
   task *t;
-  while ((t = proc_q_pop(&p->done, 0))) {
+  while ((t = sf_proc_q_pop(&p->done, 0))) {
     atomic_fetch_sub(&p->ndone, 1);
     if (t->kind == T_FINALIZE) {
       finalize_done(p, t);
@@ -750,13 +750,13 @@ void proc_drain_done(sf_proc *p) {
         sf_offsets_done(p->offs, t->ref.partition, t->ref.gen, t->ref.offset);
       } else {
         char m[600];
-        proc_plog(p, t->rc == SF_ECANCELED ? SF_PROC_LOG_INFO : SF_PROC_LOG_ERR,
+        sf_proc_plog(p, t->rc == SF_ECANCELED ? SF_PROC_LOG_INFO : SF_PROC_LOG_ERR,
                   "event=dead_letter_not_delivered partition=%d offset=%lld error=\"%s\"",
                   (int)t->ref.partition, (long long)t->ref.offset,
-                  proc_quoted(m, sizeof m, t->err.msg));
-        if (!p->stop && t->rc != SF_ECANCELED) proc_set_fatal(p, &t->err);
+                  sf_proc_quoted(m, sizeof m, t->err.msg));
+        if (!p->stop && t->rc != SF_ECANCELED) sf_proc_set_fatal(p, &t->err);
       }
-      proc_task_free(t);
+      sf_proc_task_free(t);
     }
   }
 }

@@ -69,7 +69,7 @@ sf_code sf_quant_params_check(const sf_quant_params *p, sf_err *err) {
   return SF_OK;
 }
 
-sf_code sf_quant_alloc_(sf_quant *q, sf_err *err) {
+sf_code sf_quant_alloc(sf_quant *q, sf_err *err) {
   const sf_quant_params *p = &q->p;
   q->centroids = calloc((size_t)p->nlist * p->dim, sizeof(float));
   int ok = q->centroids != NULL;
@@ -90,7 +90,7 @@ sf_code sf_quant_alloc_(sf_quant *q, sf_err *err) {
                          p->nlist, p->dim);
 }
 
-sf_code sf_quant_finish_(sf_quant *q, sf_err *err) {
+sf_code sf_quant_finish(sf_quant *q, sf_err *err) {
   const sf_quant_params *p = &q->p;
   /* Under COSINE and DOT the lists are ranked by direction: inner product
    * with the unit-length centroids (see centroids_to_means). */
@@ -246,7 +246,7 @@ sf_code sf_quant_train(const sf_quant_params *params, const float *x, size_t n,
     rc = sf_err_set(err, SF_ENOMEM, "out of memory for %zu training rows of dim %u", m, d);
     goto done;
   }
-  if ((rc = sf_quant_alloc_(q, err))) goto done;
+  if ((rc = sf_quant_alloc(q, err))) goto done;
   sf_kmeans_sample(q->p.seed ^ 0x5f71a7e5u, n, m, idx);
   for (size_t i = 0; i < m; i++) sf_quant_prepare(q, x + idx[i] * d, xs + i * d);
   sf_kmeans_params kp = {.k = q->p.nlist,
@@ -278,7 +278,7 @@ sf_code sf_quant_train(const sf_quant_params *params, const float *x, size_t n,
     else if ((rc = train_pq(q, xs, m, err)))
       goto done;
   }
-  rc = sf_quant_finish_(q, err);
+  rc = sf_quant_finish(q, err);
 done:
   free(idx);
   free(xs);

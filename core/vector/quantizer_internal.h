@@ -32,11 +32,11 @@ struct sf_quant {
 };
 
 /* Allocates the arrays for q->p (which must be valid) and zeroes them. */
-sf_code sf_quant_alloc_(sf_quant *q, sf_err *err);
+sf_code sf_quant_alloc(sf_quant *q, sf_err *err);
 /* Derives sq_step/sq_inv and builds the panels once the stored arrays are
  * filled, then computes the checksum. */
-sf_code sf_quant_finish_(sf_quant *q, sf_err *err);
+sf_code sf_quant_finish(sf_quant *q, sf_err *err);
 /* Size of the serialized file for valid params. */
-uint64_t sf_quant_file_size_(const sf_quant_params *p);
+uint64_t sf_quant_file_size(const sf_quant_params *p);
 
 #endif

@@ -60,13 +60,13 @@ static uint64_t payload_floats(const sf_quant_params *p) {
   return f;
 }
 
-uint64_t sf_quant_file_size_(const sf_quant_params *p) {
+uint64_t sf_quant_file_size(const sf_quant_params *p) {
   return HEADER_BYTES + 4 * payload_floats(p) + TRAILER_BYTES;
 }
 
 sf_code sf_quant_serialize(const sf_quant *q, uint8_t **buf, size_t *len, sf_err *err) {
   const sf_quant_params *p = &q->p;
-  const uint64_t size = sf_quant_file_size_(p);
+  const uint64_t size = sf_quant_file_size(p);
   uint8_t *b = malloc(size);
   if (!b) return sf_err_set(err, SF_ENOMEM, "out of memory serializing a quantizer");
   memset(b, 0, HEADER_BYTES);
@@ -161,7 +161,7 @@ static sf_code check_bytes(const uint8_t *b, size_t len, const char *name, sf_qu
     return sf_err_set(err, SF_ECORRUPT,
                       "%s: header says %" PRIu64 " payload bytes, its parameters imply %" PRIu64,
                       name, have, want);
-  uint64_t size = sf_quant_file_size_(p);
+  uint64_t size = sf_quant_file_size(p);
   if ((uint64_t)len != size)
     return sf_err_set(err, SF_ECORRUPT,
                       "%s: file is %zu bytes, its header implies %" PRIu64 " (%s)", name, len,
@@ -194,7 +194,7 @@ sf_code sf_quant_load_mem(const uint8_t *buf, size_t len, const char *name, sf_q
   if (!q) return sf_err_set(err, SF_ENOMEM, "%s: out of memory for a quantizer", name);
   q->p = p;
   q->train_rows = rows;
-  if ((rc = sf_quant_alloc_(q, err))) goto fail;
+  if ((rc = sf_quant_alloc(q, err))) goto fail;
   const uint8_t *r = buf + HEADER_BYTES;
   size_t nc = (size_t)p.nlist * p.dim;
   memcpy(q->centroids, r, 4 * nc);
@@ -218,7 +218,7 @@ sf_code sf_quant_load_mem(const uint8_t *buf, size_t len, const char *name, sf_q
     rc = sf_err_set(err, SF_ECORRUPT, "%s: the quantizer holds a NaN or infinite number", name);
     goto fail;
   }
-  if ((rc = sf_quant_finish_(q, err))) goto fail;
+  if ((rc = sf_quant_finish(q, err))) goto fail;
   if (q->checksum != sum) { /* serialization is canonical, so this is a bug */
     rc = sf_err_set(err, SF_ECORRUPT, "%s: re-serialized checksum differs", name);
     goto fail;
