@@ -24,8 +24,8 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "core/catalog/catalog.h"
 #include "core/base/fsutil.h"
+#include "core/catalog/catalog.h"
 #include "core/vector/quantizer.h"
 
 static double now_ms(void) {

@@ -20,9 +20,9 @@
 #include <time.h>
 
 #include "cli/cli.h"
-#include "core/catalog/catalog.h"
 #include "core/base/fragset.h"
 #include "core/base/fsutil.h"
+#include "core/catalog/catalog.h"
 #include "core/format/segfile.h"
 
 #define SEG_EXT ".sfseg"

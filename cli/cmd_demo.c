@@ -24,12 +24,12 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
-#include "kafka/broker.h"
 #include "consumer/event_decode.h"
-#include "kafka/kconf.h"
-#include "processor/processor.h"
 #include "core/base/fsutil.h"
 #include "core/base/types.h"
+#include "kafka/broker.h"
+#include "kafka/kconf.h"
+#include "processor/processor.h"
 #include "schemas/event_json.h"
 
 extern char **environ;

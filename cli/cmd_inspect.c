@@ -22,10 +22,10 @@
 
 #include "cli/cli.h"
 #include "core/base/fragset.h"
-#include "core/catalog/catalog.h"
 #include "core/base/fsutil.h"
-#include "core/vector/quantizer.h"
+#include "core/catalog/catalog.h"
 #include "core/format/segfile.h"
+#include "core/vector/quantizer.h"
 
 static void help(void) {
   printf(
@@ -216,7 +216,8 @@ static void inspect_help(void) {
       "every logical index with its parameters, quantizer and segments.\n");
 }
 
-static void print_text(const sf_catalog *c, const uint64_t *v, size_t nv, const char *only) {
+static void print_text(const sf_catalog *c, const uint64_t *v, size_t nv,
+                       const char *only) {
   time_t t = (time_t)(sf_catalog_created_at_ms(c) / 1000);
   char when[32];
   strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime(&t));
@@ -235,16 +236,17 @@ static void print_text(const sf_catalog *c, const uint64_t *v, size_t nv, const 
       bytes += ix->segs[k].info.bytes;
     }
     printf("\nindex %s  column %s  %s %s  dim %u  nlist %u  quantizer %016" PRIx64 "\n",
-           ix->name, ix->column, sf_index_type_name(ix->index_type), sf_metric_name(ix->metric),
-           ix->dim, ix->nlist, ix->quantizer_checksum);
-    printf("  %zu segments, %" PRIu64 " rows, %" PRIu64 " bytes\n", ix->nsegs, rows, bytes);
+           ix->name, ix->column, sf_index_type_name(ix->index_type),
+           sf_metric_name(ix->metric), ix->dim, ix->nlist, ix->quantizer_checksum);
+    printf("  %zu segments, %" PRIu64 " rows, %" PRIu64 " bytes\n", ix->nsegs, rows,
+           bytes);
     for (size_t k = 0; k < ix->nsegs; k++) {
       const sf_catalog_segment *s = &ix->segs[k];
       char *fr = sf_fragset_format_short(s->info.fragments, 6);
-      printf("  %-40s %10" PRIu64 " rows %12" PRIu64 " bytes  fragments %s  (job %s, v%" PRIu64
-             ")\n",
-             s->info.segment_id, s->info.num_rows, s->info.bytes, fr ? fr : "?", s->staging_id,
-             s->added_in);
+      printf("  %-40s %10" PRIu64 " rows %12" PRIu64
+             " bytes  fragments %s  (job %s, v%" PRIu64 ")\n",
+             s->info.segment_id, s->info.num_rows, s->info.bytes, fr ? fr : "?",
+             s->staging_id, s->added_in);
       free(fr);
     }
   }
@@ -262,20 +264,31 @@ static int inspect_dataset(int argc, char **argv) {
   optind = 1;
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
     switch (c) {
-      case 'd': dataset = optarg; break;
-      case 'i': index = optarg; break;
+      case 'd':
+        dataset = optarg;
+        break;
+      case 'i':
+        index = optarg;
+        break;
       case 'V':
         if (cli_parse_u64("--version", optarg, 1, INT64_MAX, 0, &version, &err))
           return cli_usage("inspect", "%s", err.msg);
         break;
-      case 'j': json = 1; break;
-      case 'h': inspect_help(); return 0;
-      default: return cli_usage("inspect", "unknown option");
+      case 'j':
+        json = 1;
+        break;
+      case 'h':
+        inspect_help();
+        return 0;
+      default:
+        return cli_usage("inspect", "unknown option");
     }
   }
   if (!dataset) return cli_usage("inspect", "--dataset D is required");
-  if (optind < argc) return cli_usage("inspect", "unexpected argument '%s'", argv[optind]);
-  if (cli_check_ids(&err, "--index", index, NULL)) return cli_usage("inspect", "%s", err.msg);
+  if (optind < argc)
+    return cli_usage("inspect", "unexpected argument '%s'", argv[optind]);
+  if (cli_check_ids(&err, "--index", index, NULL))
+    return cli_usage("inspect", "%s", err.msg);
   uint64_t *v = NULL;
   size_t nv = 0;
   sf_catalog *cat = NULL;
@@ -292,12 +305,15 @@ static int inspect_dataset(int argc, char **argv) {
     rc = cli_fail("inspect", &err);
   } else if (json) {
     json_t *o = sf_catalog_describe_json(cat, index), *vs = json_array();
-    for (size_t i = 0; vs && i < nv; i++) json_array_append_new(vs, json_integer((json_int_t)v[i]));
+    for (size_t i = 0; vs && i < nv; i++)
+      json_array_append_new(vs, json_integer((json_int_t)v[i]));
     if (o) json_object_set_new(o, "dataset", json_string(sf_catalog_dataset(cat)));
     if (o && vs) json_object_set_new(o, "versions", vs);
     char *s = o ? json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
-    if (s) printf("%s\n", s);
-    else rc = 1;
+    if (s)
+      printf("%s\n", s);
+    else
+      rc = 1;
     free(s);
     json_decref(o);
   } else {

@@ -10,8 +10,8 @@
 
 #include "cli/cli.h"
 #include "core/base/fragset.h"
-#include "core/pipeline/plan.h"
 #include "core/base/progress.h"
+#include "core/pipeline/plan.h"
 
 static void help(void) {
   printf(

@@ -11,8 +11,8 @@
 
 #include "cli/cli.h"
 #include "core/base/fsutil.h"
-#include "core/vector/quantizer.h"
 #include "core/search/search.h"
+#include "core/vector/quantizer.h"
 #include "core/vector/vecio.h"
 
 static void help(void) {

@@ -18,8 +18,8 @@
 #include "cli/cli.h"
 #include "kafka/broker.h"
 #include "kafka/kconf.h"
-#include "processor/processor.h"
 #include "processor/metrics.h"
+#include "processor/processor.h"
 
 static void help(void) {
   printf(

@@ -12,11 +12,11 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
-#include "kafka/kconf.h"
 #include "core/base/fragset.h"
 #include "core/base/fsutil.h"
-#include "core/vector/quantizer.h"
 #include "core/format/stage.h"
+#include "core/vector/quantizer.h"
+#include "kafka/kconf.h"
 #include "producer/publisher.h"
 #include "producer/worker.h"
 

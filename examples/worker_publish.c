@@ -20,8 +20,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "kafka/kconf.h"
 #include "core/base/fragset.h"
+#include "kafka/kconf.h"
 #include "producer/publisher.h"
 #include "producer/worker.h"
 

@@ -9,7 +9,6 @@
  * socket once it started and closes it in MHD_stop_daemon.
  */
 #include "processor/metrics.h"
-#include "core/base/clock.h"
 
 #include <errno.h>
 #include <microhttpd.h>
@@ -21,6 +20,8 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "core/base/clock.h"
 
 static const double build_bounds[SF_METRICS_NBUCKETS] = SF_METRICS_BUILD_BUCKETS;
 static const double e2e_bounds[SF_METRICS_NBUCKETS] = SF_METRICS_E2E_BUCKETS;
@@ -293,7 +294,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
      * dataset, and a restart (what a liveness probe's failure brings) would
      * not mend a dataset, only stop the others. The body says degraded. */
     char why[SF_METRICS_DEGRADED_MAX + 64];
-    int ok = sf_metrics_health(s->m, sf_clock_mono_ms(), why, sizeof why) != SF_HEALTH_DOWN;
+    int ok =
+        sf_metrics_health(s->m, sf_clock_mono_ms(), why, sizeof why) != SF_HEALTH_DOWN;
     char *body = NULL;
     int n = asprintf(&body, "%s\n", why);
     if (n < 0) {

@@ -13,8 +13,8 @@
 #include <string.h>
 
 #include "consumer/intake.h"
-#include "processor/processor_internal.h"
 #include "core/base/fault.h"
+#include "processor/processor_internal.h"
 
 /* How long start-up waits for the producer's topics (prepare_producer). */
 #define PREPARE_TIMEOUT_MS 10000
@@ -55,7 +55,7 @@ static sf_jobs_outcome hold_unresolved(sf_proc *p, sf_shard_staged *ev,
 }
 
 void sf_proc_classify(sf_proc *p, sf_shard_staged *ev, const uint8_t *raw, size_t len,
-                   sf_jobs_ref ref, task **spare) {
+                      sf_jobs_ref ref, task **spare) {
   sf_err err = {0};
   char q[600];
   sf_event_reason reason = SF_REASON_NONE;
@@ -77,23 +77,25 @@ void sf_proc_classify(sf_proc *p, sf_shard_staged *ev, const uint8_t *raw, size_
   else if (p->nheld) /* behind its job's events held unresolved, if any */
     o = hold_unresolved(p, ev, raw, len, ref, 1, &j, &err);
   if (ds && o == SF_JOBS_LATE)
-    o = sf_jobs_add(p->jobs, ds, ev, raw, len, ref, sf_clock_mono_ms(), &j, &reason, &err);
+    o = sf_jobs_add(p->jobs, ds, ev, raw, len, ref, sf_clock_mono_ms(), &j, &reason,
+                    &err);
   free(owned);
   switch (o) {
     case SF_JOBS_NEW:
       sf_proc_plog(p, SF_PROC_LOG_DEBUG, "event=shard_added staging_id=%s shards=%zu",
-                j->staging_id, j->nshards);
+                   j->staging_id, j->nshards);
       break;
     case SF_JOBS_COMPLETE:
-      sf_proc_plog(p, SF_PROC_LOG_INFO,
-                "event=job_complete staging_id=%s dataset=\"%s\" shards=%zu wait_ms=%lld",
-                j->staging_id, sf_proc_quoted(q, sizeof q, j->dataset), j->nshards,
-                (long long)(sf_clock_mono_ms() - j->first_seen_ms));
+      sf_proc_plog(
+          p, SF_PROC_LOG_INFO,
+          "event=job_complete staging_id=%s dataset=\"%s\" shards=%zu wait_ms=%lld",
+          j->staging_id, sf_proc_quoted(q, sizeof q, j->dataset), j->nshards,
+          (long long)(sf_clock_mono_ms() - j->first_seen_ms));
       sf_proc_dispatch(p, j);
       break;
     case SF_JOBS_DUPLICATE:
       sf_proc_plog(p, SF_PROC_LOG_DEBUG, "event=redelivery staging_id=%s offset=%lld",
-                j->staging_id, (long long)ref.offset);
+                   j->staging_id, (long long)ref.offset);
       break;
     case SF_JOBS_REJECTED:
       sf_proc_send_dead_event(p, raw, len, ref, reason, err.msg, ev);
@@ -103,7 +105,8 @@ void sf_proc_classify(sf_proc *p, sf_shard_staged *ev, const uint8_t *raw, size_
       break;
     case SF_JOBS_LATE:
       sf_offsets_done(p->offs, ref.partition, ref.gen, ref.offset);
-      sf_proc_plog(p, SF_PROC_LOG_DEBUG, "event=late_event staging_id=%s", ev->staging_id);
+      sf_proc_plog(p, SF_PROC_LOG_DEBUG, "event=late_event staging_id=%s",
+                   ev->staging_id);
       break;
     case SF_JOBS_HELD:
       sf_proc_hold_intake(p, j, ref, &err, spare);
@@ -122,7 +125,7 @@ static void on_message(sf_proc *p, const rd_kafka_message_t *m) {
   if (m->err) {
     if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) return;
     sf_proc_plog(p, SF_PROC_LOG_WARNING, "event=consumer_error error=\"%s\"",
-              sf_proc_quoted(q, sizeof q, rd_kafka_message_errstr(m)));
+                 sf_proc_quoted(q, sizeof q, rd_kafka_message_errstr(m)));
     return;
   }
   /* While stopping, a message is left unread: not tracked, its offset is
@@ -130,8 +133,8 @@ static void on_message(sf_proc *p, const rd_kafka_message_t *m) {
   if (p->stop) return;
   if (sf_offsets_track(p->offs, m->partition, m->offset, &err)) {
     sf_proc_plog(p, SF_PROC_LOG_WARNING,
-              "event=message_not_tracked partition=%d offset=%lld", (int)m->partition,
-              (long long)m->offset);
+                 "event=message_not_tracked partition=%d offset=%lld", (int)m->partition,
+                 (long long)m->offset);
     return;
   }
   uint32_t gen = sf_offsets_generation(p->offs, m->partition);
@@ -156,7 +159,8 @@ static void on_message(sf_proc *p, const rd_kafka_message_t *m) {
 static void expire(sf_proc *p) {
   if (sf_jobs_next_deadline(p->jobs) > sf_clock_mono_ms()) return;
   sf_job *j;
-  while ((j = sf_jobs_expire(p->jobs, sf_clock_mono_ms()))) sf_proc_send_dead_job(p, j, NULL);
+  while ((j = sf_jobs_expire(p->jobs, sf_clock_mono_ms())))
+    sf_proc_send_dead_job(p, j, NULL);
 }
 
 /* ---- offsets, back-pressure, rebalances
@@ -185,7 +189,7 @@ static void commit_offsets(sf_proc *p, const rd_kafka_topic_partition_list_t *on
   rd_kafka_topic_partition_list_destroy(l);
   if (e && e != RD_KAFKA_RESP_ERR__NO_OFFSET) {
     sf_proc_plog(p, SF_PROC_LOG_WARNING, "event=offset_commit_error error=\"%s\"",
-              rd_kafka_err2str(e));
+                 rd_kafka_err2str(e));
     return;
   }
   /* Optimistic for async commits; a failure reported to offset_commit_cb
@@ -199,7 +203,7 @@ static void offset_commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
   sf_proc *p = opaque;
   if (!err || err == RD_KAFKA_RESP_ERR__NO_OFFSET || !offsets) return;
   sf_proc_plog(p, SF_PROC_LOG_WARNING, "event=offset_commit_error error=\"%s\"",
-            rd_kafka_err2str(err));
+               rd_kafka_err2str(err));
   for (int i = 0; i < offsets->cnt; i++)
     sf_offsets_committed(p->offs, offsets->elems[i].partition, -1);
 }
@@ -227,9 +231,9 @@ static void set_paused(sf_proc *p, int on) {
   if (on) atomic_fetch_add(&p->n_pauses, 1);
   sf_metrics_set_paused(p->o.metrics, on);
   sf_proc_plog(p, SF_PROC_LOG_INFO,
-            "event=%s building=%zu dead_letters=%zu pending=%zu pending_bytes=%zu",
-            on ? "consumer_paused" : "consumer_resumed", p->inflight_finalize,
-            p->inflight_dead, sf_offsets_pending(p->offs), held_bytes(p));
+               "event=%s building=%zu dead_letters=%zu pending=%zu pending_bytes=%zu",
+               on ? "consumer_paused" : "consumer_resumed", p->inflight_finalize,
+               p->inflight_dead, sf_offsets_pending(p->offs), held_bytes(p));
 }
 
 /* Whether memory is over the bounds at which a paused consumer resumes. */
@@ -337,10 +341,10 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     rd_kafka_assign(rk, NULL);
   }
   sf_proc_plog(p, SF_PROC_LOG_INFO,
-            "event=partitions_revoked partitions=%s lost=%d jobs_dropped=%zu", names,
-            lost,
-            (before.open + before.ready + before.failed) -
-                (after.open + after.ready + after.failed));
+               "event=partitions_revoked partitions=%s lost=%d jobs_dropped=%zu", names,
+               lost,
+               (before.open + before.ready + before.failed) -
+                   (after.open + after.ready + after.failed));
 }
 
 static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
@@ -355,8 +359,8 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) 
     return;
   }
   sf_proc_plog(p, SF_PROC_LOG_WARNING, "event=kafka_error error=\"%s\" reason=\"%s\"",
-            rd_kafka_err2name((rd_kafka_resp_err_t)err),
-            sf_proc_quoted(q, sizeof q, reason));
+               rd_kafka_err2name((rd_kafka_resp_err_t)err),
+               sf_proc_quoted(q, sizeof q, reason));
 }
 
 static void log_bridge(const rd_kafka_t *rk, int level, const char *fac,
@@ -365,7 +369,7 @@ static void log_bridge(const rd_kafka_t *rk, int level, const char *fac,
   if (!p || !p->o.log) return;
   char q[1024];
   sf_proc_plog(p, level, "event=librdkafka facility=%s message=\"%s\"", fac,
-            sf_proc_quoted(q, sizeof q, buf));
+               sf_proc_quoted(q, sizeof q, buf));
 }
 
 /* ---- life cycle
@@ -591,10 +595,10 @@ static void prepare_producer(sf_proc *p) {
   if (sf_publisher_prepare(p->pub, out, 2, PREPARE_TIMEOUT_MS, &e)) {
     char m[600];
     sf_proc_plog(p, SF_PROC_LOG_WARNING, "event=producer_not_ready error=\"%s\"",
-              sf_proc_quoted(m, sizeof m, e.msg));
+                 sf_proc_quoted(m, sizeof m, e.msg));
   } else {
     sf_proc_plog(p, SF_PROC_LOG_INFO, "event=producer_ready ms=%lld",
-              (long long)(sf_clock_mono_ms() - t0));
+                 (long long)(sf_clock_mono_ms() - t0));
   }
 }
 
@@ -611,10 +615,11 @@ sf_code sf_proc_run(sf_proc *p, sf_err *err) {
                     rd_kafka_err2str(e));
   if (!rc) {
     sf_proc_plog(p, SF_PROC_LOG_INFO,
-              "event=serving topic=%s group=%s workers=%u max_merges=%u "
-              "staging_timeout_ms=%lld retry_max_ms=%lld",
-              p->topic, sf_kconf_get(p->kconf, "group.id"), p->o.workers, p->o.max_merges,
-              (long long)p->o.staging_timeout_ms, (long long)p->o.retry_max_ms);
+                 "event=serving topic=%s group=%s workers=%u max_merges=%u "
+                 "staging_timeout_ms=%lld retry_max_ms=%lld",
+                 p->topic, sf_kconf_get(p->kconf, "group.id"), p->o.workers,
+                 p->o.max_merges, (long long)p->o.staging_timeout_ms,
+                 (long long)p->o.retry_max_ms);
     sf_metrics_set_phase(p->o.metrics, SF_METRICS_SERVING);
     while (!p->stop) {
       int64_t until =
@@ -627,7 +632,7 @@ sf_code sf_proc_run(sf_proc *p, sf_err *err) {
   sf_metrics_set_phase(p->o.metrics, SF_METRICS_DRAINING);
   if (!p->paused) set_paused(p, 1);
   sf_proc_plog(p, SF_PROC_LOG_INFO, "event=draining building=%zu dead_letters=%zu",
-            p->inflight_finalize, p->inflight_dead);
+               p->inflight_finalize, p->inflight_dead);
   int64_t deadline = sf_clock_mono_ms() + p->o.drain_timeout_ms;
   while ((p->inflight_finalize || p->inflight_dead) && sf_clock_mono_ms() < deadline)
     turn(p, 50);
@@ -642,9 +647,9 @@ sf_code sf_proc_run(sf_proc *p, sf_err *err) {
   p->dead_started = 0;
   sf_proc_drain_done(p);
   sf_proc_plog(p, SF_PROC_LOG_INFO,
-            "event=stopped events=%llu committed=%llu failed=%llu rejected=%llu",
-            (unsigned long long)p->n_events, (unsigned long long)p->n_committed,
-            (unsigned long long)p->n_failed, (unsigned long long)p->n_rejected);
+               "event=stopped events=%llu committed=%llu failed=%llu rejected=%llu",
+               (unsigned long long)p->n_events, (unsigned long long)p->n_committed,
+               (unsigned long long)p->n_failed, (unsigned long long)p->n_rejected);
   if (!rc && p->fatal) {
     *err = p->fatal_err;
     rc = p->fatal;

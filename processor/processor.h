@@ -70,8 +70,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "kafka/kconf.h"
 #include "core/base/error.h"
+#include "kafka/kconf.h"
 #include "processor/metrics.h"
 
 /* Log levels, as syslog's (librdkafka uses the same numbers). */

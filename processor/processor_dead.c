@@ -9,8 +9,8 @@
 #include <string.h>
 
 #include "consumer/intake.h"
-#include "processor/processor_internal.h"
 #include "core/catalog/catalog.h"
+#include "processor/processor_internal.h"
 
 /* ---- the dead-letter thread ------------------------------------------------------ */
 
@@ -22,7 +22,8 @@ static sf_code publish_rejected_once(sf_proc *p, const sf_shard_rejected *r,
   sf_code rc;
   for (int attempt = 1;; attempt++) {
     rc = sf_publish_rejected(p->pub, NULL, r, p->o.delivery_timeout_ms, NULL, err);
-    if (!sf_proc_retry_publish(p, rc, attempt, "ShardRejected", r->staging_id, err)) break;
+    if (!sf_proc_retry_publish(p, rc, attempt, "ShardRejected", r->staging_id, err))
+      break;
   }
   return rc;
 }
@@ -55,18 +56,18 @@ static sf_code publish_rejected(sf_proc *p, const sf_shard_rejected *r, sf_err *
     m.shard_id =
         r->shard_id ? sf_event_escape_text(shid, sizeof shid, r->shard_id) : NULL;
     sf_proc_plog(p, SF_PROC_LOG_WARNING,
-              "event=dead_letter_cut_down staging_id=%s partition=%d offset=%lld "
-              "bytes=%zu error=\"%s\"",
-              m.staging_id ? m.staging_id : "-", (int)r->source_partition,
-              (long long)r->source_offset, r->original_value_len,
-              sf_proc_quoted(q, sizeof q, why));
+                 "event=dead_letter_cut_down staging_id=%s partition=%d offset=%lld "
+                 "bytes=%zu error=\"%s\"",
+                 m.staging_id ? m.staging_id : "-", (int)r->source_partition,
+                 (long long)r->source_offset, r->original_value_len,
+                 sf_proc_quoted(q, sizeof q, why));
     rc = publish_rejected_once(p, &m, err);
     if (rc == SF_EDECODE || rc == SF_EINVAL) {
       sf_proc_plog(p, SF_PROC_LOG_ERR,
-                "event=dead_letter_impossible reason=%s partition=%d offset=%lld "
-                "error=\"%s\"",
-                r->reason ? r->reason : "-", (int)r->source_partition,
-                (long long)r->source_offset, sf_proc_quoted(q, sizeof q, err->msg));
+                   "event=dead_letter_impossible reason=%s partition=%d offset=%lld "
+                   "error=\"%s\"",
+                   r->reason ? r->reason : "-", (int)r->source_partition,
+                   (long long)r->source_offset, sf_proc_quoted(q, sizeof q, err->msg));
       return SF_OK; /* given up loudly: the offset moves on */
     }
   }

@@ -14,12 +14,12 @@
 #include <stdint.h>
 
 #include "consumer/event_decode.h"
-#include "core/base/clock.h"
 #include "consumer/intake.h"
 #include "consumer/jobs.h"
 #include "consumer/offsets.h"
-#include "processor/processor.h"
+#include "core/base/clock.h"
 #include "core/pipeline/finalize.h"
+#include "processor/processor.h"
 #include "producer/publisher.h"
 
 /* What a thread is asked to do; or T_INTAKE, a job with events held at
@@ -140,7 +140,7 @@ void sf_proc_backoff(sf_proc *p, int ms);
  * and waits first when it is. Not for encoding errors, a fatal producer,
  * or once the drain is over. */
 int sf_proc_retry_publish(sf_proc *p, sf_code rc, int attempt, const char *what,
-                       const char *staging_id, sf_err *err);
+                          const char *staging_id, sf_err *err);
 
 /* Thread bodies (arg: the sf_proc). */
 void *sf_proc_worker_main(void *arg);
@@ -153,8 +153,8 @@ void sf_proc_send_dead_job(sf_proc *p, sf_job *j, task *reuse);
 /* One rejected event (its bytes raw[len], read at ref; ev as decoded, or
  * NULL): copies what its dead letter needs. */
 void sf_proc_send_dead_event(sf_proc *p, const void *raw, size_t len, sf_jobs_ref ref,
-                          sf_event_reason reason, const char *msg,
-                          const sf_shard_staged *ev);
+                             sf_event_reason reason, const char *msg,
+                             const sf_shard_staged *ev);
 /* What the event means for its job, and what follows (processor.c): the
  * heart of the loop, for a message just read and for an event held at
  * intake tried again. *ev stays the caller's to clear (the table may have
@@ -162,12 +162,12 @@ void sf_proc_send_dead_event(sf_proc *p, const void *raw, size_t len, sf_jobs_re
  * a held job's events are tried again, its task, taken (set to NULL) by
  * the first hold that needs one, so that its attempts go on counting. */
 void sf_proc_classify(sf_proc *p, sf_shard_staged *ev, const uint8_t *raw, size_t len,
-                   sf_jobs_ref ref, task **spare);
+                      sf_jobs_ref ref, task **spare);
 /* The event read at ref is held at intake in job j (why: err): the job is
  * held (a T_INTAKE task, *spare if there is one), unless it is already,
  * the event queued behind. */
 void sf_proc_hold_intake(sf_proc *p, sf_job *j, sf_jobs_ref ref, const sf_err *err,
-                      task **spare);
+                         task **spare);
 /* The dataset of j as a person knows it (an unresolved key without its
  * mark). */
 const char *sf_proc_job_dataset(const sf_job *j);

@@ -18,11 +18,11 @@
 
 #include "consumer/intake.h"
 #include "core/base/clock.h"
-#include "processor/processor_internal.h"
-#include "core/catalog/catalog.h"
 #include "core/base/fault.h"
-#include "core/pipeline/finalize.h"
 #include "core/base/memcost.h"
+#include "core/catalog/catalog.h"
+#include "core/pipeline/finalize.h"
+#include "processor/processor_internal.h"
 
 /* ---- small helpers ---------------------------------------------------------- */
 
@@ -152,7 +152,7 @@ static sf_event_reason finalize_reason(sf_code c, sf_finalize_blame blame) {
  * encoded (SF_EDECODE, SF_EINVAL) is not retried, nor is anything once the
  * producer hit a fatal error. */
 int sf_proc_retry_publish(sf_proc *p, sf_code rc, int attempt, const char *what,
-                       const char *staging_id, sf_err *err) {
+                          const char *staging_id, sf_err *err) {
   if (!rc || rc == SF_EDECODE || rc == SF_EINVAL || atomic_load(&p->quit)) return 0;
   /* A producer with a fatal error never sends again: retrying would spin
    * forever. The failure goes back to the loop, which stops the service
@@ -160,8 +160,9 @@ int sf_proc_retry_publish(sf_proc *p, sf_code rc, int attempt, const char *what,
   if (sf_publisher_fatal(p->pub, err)) return 0;
   char m[600];
   sf_proc_plog(p, SF_PROC_LOG_WARNING,
-            "event=publish_retry what=%s staging_id=%s attempt=%d error=\"%s\"", what,
-            staging_id ? staging_id : "-", attempt, sf_proc_quoted(m, sizeof m, err->msg));
+               "event=publish_retry what=%s staging_id=%s attempt=%d error=\"%s\"", what,
+               staging_id ? staging_id : "-", attempt,
+               sf_proc_quoted(m, sizeof m, err->msg));
   sf_proc_backoff(p, attempt < 25 ? 200 * attempt : 5000);
   return 1;
 }
@@ -327,7 +328,7 @@ void sf_proc_set_fatal(sf_proc *p, const sf_err *e) {
   p->stop = 1;
   char m[600];
   sf_proc_plog(p, SF_PROC_LOG_ERR, "event=fatal error=\"%s\"",
-            sf_proc_quoted(m, sizeof m, e->msg));
+               sf_proc_quoted(m, sizeof m, e->msg));
 }
 
 static void release_refs(sf_proc *p, const sf_job *j) {
@@ -358,9 +359,9 @@ void sf_proc_dispatch(sf_proc *p, sf_job *j) {
 void sf_proc_send_dead_job(sf_proc *p, sf_job *j, task *reuse) {
   char m[600];
   sf_proc_plog(p, SF_PROC_LOG_WARNING,
-            "event=job_failed staging_id=%s reason=%s shards=%zu message=\"%s\"",
-            j->staging_id, sf_event_reason_name(j->reason), j->nshards,
-            sf_proc_quoted(m, sizeof m, j->message ? j->message : ""));
+               "event=job_failed staging_id=%s reason=%s shards=%zu message=\"%s\"",
+               j->staging_id, sf_event_reason_name(j->reason), j->nshards,
+               sf_proc_quoted(m, sizeof m, j->message ? j->message : ""));
   task *t = reuse;
   if (t) {
     memset(&t->err, 0, sizeof t->err);
@@ -385,8 +386,8 @@ static size_t dead_cost(const task *t) {
 }
 
 void sf_proc_send_dead_event(sf_proc *p, const void *raw, size_t len, sf_jobs_ref ref,
-                          sf_event_reason reason, const char *msg,
-                          const sf_shard_staged *ev) {
+                             sf_event_reason reason, const char *msg,
+                             const sf_shard_staged *ev) {
   char q[600];
   sf_proc_plog(
       p, SF_PROC_LOG_WARNING,
@@ -467,8 +468,8 @@ static void held_report(sf_proc *p) {
     w += (size_t)snprintf(
         buf + w, sizeof buf - w,
         "\nstaging_id=%s dataset=%s what=%s attempts=%d error=\"%s\"", t->job->staging_id,
-        sf_proc_quoted(d, sizeof d, sf_proc_job_dataset(t->job)), held_what(t), t->attempts,
-        sf_proc_quoted(m, sizeof m, t->held_err.msg));
+        sf_proc_quoted(d, sizeof d, sf_proc_job_dataset(t->job)), held_what(t),
+        t->attempts, sf_proc_quoted(m, sizeof m, t->held_err.msg));
   }
   sf_metrics_set_degraded(mx, buf);
 }
@@ -528,11 +529,12 @@ static void hold(sf_proc *p, task *t) {
     snprintf(at, sizeof at, " events=%zu partition=%d offset=%lld", j->nwaiting,
              (int)j->waiting[0].ref.partition, (long long)j->waiting[0].ref.offset);
   sf_proc_plog(p, SF_PROC_LOG_WARNING,
-            "event=job_held staging_id=%s dataset=\"%s\" what=%s%s attempt=%d "
-            "retry_in_ms=%lld held_ms=%lld error=\"%s\"",
-            j->staging_id, sf_proc_quoted(d, sizeof d, sf_proc_job_dataset(j)), held_what(t),
-            at, t->attempts, (long long)wait, (long long)(now - t->held_since_ms),
-            sf_proc_quoted(m, sizeof m, t->err.msg));
+               "event=job_held staging_id=%s dataset=\"%s\" what=%s%s attempt=%d "
+               "retry_in_ms=%lld held_ms=%lld error=\"%s\"",
+               j->staging_id, sf_proc_quoted(d, sizeof d, sf_proc_job_dataset(j)),
+               held_what(t), at, t->attempts, (long long)wait,
+               (long long)(now - t->held_since_ms),
+               sf_proc_quoted(m, sizeof m, t->err.msg));
   held_report(p);
 }
 
@@ -541,20 +543,20 @@ static void unhold_recovered(sf_proc *p, task *t) {
   if (!t->held) return;
   char d[600];
   sf_proc_plog(p, SF_PROC_LOG_INFO,
-            "event=job_recovered staging_id=%s dataset=\"%s\" what=%s attempts=%d "
-            "held_ms=%lld",
-            t->job->staging_id, sf_proc_quoted(d, sizeof d, sf_proc_job_dataset(t->job)),
-            held_what(t), t->attempts + 1,
-            (long long)(sf_clock_mono_ms() - t->held_since_ms));
+               "event=job_recovered staging_id=%s dataset=\"%s\" what=%s attempts=%d "
+               "held_ms=%lld",
+               t->job->staging_id,
+               sf_proc_quoted(d, sizeof d, sf_proc_job_dataset(t->job)), held_what(t),
+               t->attempts + 1, (long long)(sf_clock_mono_ms() - t->held_since_ms));
   held_unlink(p, t);
 }
 
 void sf_proc_hold_intake(sf_proc *p, sf_job *j, sf_jobs_ref ref, const sf_err *err,
-                      task **spare) {
+                         task **spare) {
   if (j->user) { /* held already: the event waits behind the job's first */
     sf_proc_plog(p, SF_PROC_LOG_DEBUG,
-              "event=event_held staging_id=%s partition=%d offset=%lld waiting=%zu",
-              j->staging_id, (int)ref.partition, (long long)ref.offset, j->nwaiting);
+                 "event=event_held staging_id=%s partition=%d offset=%lld waiting=%zu",
+                 j->staging_id, (int)ref.partition, (long long)ref.offset, j->nwaiting);
     return;
   }
   task *t = spare && *spare ? *spare : task_new(p, T_INTAKE, j);
@@ -583,8 +585,8 @@ static void retry_intake(sf_proc *p, task *t) {
   sf_jobs_shard *w = sf_jobs_take_waiting(p->jobs, j, &n); /* may free j */
   sf_metrics_job_retried(p->o.metrics);
   sf_proc_plog(p, SF_PROC_LOG_INFO,
-            "event=job_retry staging_id=%s what=intake attempt=%d events=%zu", sid,
-            t->attempts + 1, n);
+               "event=job_retry staging_id=%s what=intake attempt=%d events=%zu", sid,
+               t->attempts + 1, n);
   task *spare = t;
   /* Stopping (out of memory, a signal): what is left is dropped with its
    * offsets uncommitted, for a restart or the next owner to read again. */
@@ -593,9 +595,10 @@ static void retry_intake(sf_proc *p, task *t) {
   sf_jobs_waiting_free(w, n);
   if (!spare) return; /* held again */
   sf_proc_plog(p, SF_PROC_LOG_INFO,
-            "event=job_recovered staging_id=%s dataset=\"%s\" what=intake attempts=%d "
-            "held_ms=%lld",
-            sid, d, t->attempts + 1, (long long)(sf_clock_mono_ms() - t->held_since_ms));
+               "event=job_recovered staging_id=%s dataset=\"%s\" what=intake attempts=%d "
+               "held_ms=%lld",
+               sid, d, t->attempts + 1,
+               (long long)(sf_clock_mono_ms() - t->held_since_ms));
   sf_proc_task_free(t);
   held_report(p);
 }
@@ -624,7 +627,7 @@ void sf_proc_retry_held(sf_proc *p) {
     memset(&t->err, 0, sizeof t->err);
     sf_metrics_job_retried(p->o.metrics);
     sf_proc_plog(p, SF_PROC_LOG_INFO, "event=job_retry staging_id=%s what=%s attempt=%d",
-              t->job->staging_id, held_what(t), t->attempts + 1);
+                 t->job->staging_id, held_what(t), t->attempts + 1);
     if (t->kind == T_FINALIZE) {
       p->inflight_finalize++;
       sf_proc_q_push(&p->work, t);
@@ -663,12 +666,12 @@ static void finalize_done(sf_proc *p, task *t) {
     sf_metrics_job_committed(p->o.metrics, t->bytes_built, t->finalize_ms / 1e3,
                              t->already ? -1 : (e2e > 0 ? e2e / 1e3 : 0));
     sf_proc_plog(p, SF_PROC_LOG_INFO,
-              "event=job_committed staging_id=%s version=%llu already=%d segments=%zu "
-              "shards=%zu "
-              "rows=%llu finalize_ms=%.2f publish_ms=%.2f wait_ms=%lld e2e_ms=%lld",
-              j->staging_id, (unsigned long long)t->version, t->already, t->nsegs,
-              j->nshards, (unsigned long long)t->rows, t->finalize_ms, t->publish_ms,
-              (long long)(sf_clock_mono_ms() - j->first_seen_ms), (long long)e2e);
+                 "event=job_committed staging_id=%s version=%llu already=%d segments=%zu "
+                 "shards=%zu "
+                 "rows=%llu finalize_ms=%.2f publish_ms=%.2f wait_ms=%lld e2e_ms=%lld",
+                 j->staging_id, (unsigned long long)t->version, t->already, t->nsegs,
+                 j->nshards, (unsigned long long)t->rows, t->finalize_ms, t->publish_ms,
+                 (long long)(sf_clock_mono_ms() - j->first_seen_ms), (long long)e2e);
     sf_jobs_finish(p->jobs, j, 1);
     sf_proc_task_free(t);
     return;
@@ -684,7 +687,7 @@ static void finalize_done(sf_proc *p, task *t) {
      * owner), or the process's own fault, which stops the service so that a
      * restart retries. */
     sf_proc_plog(p, SF_PROC_LOG_ERR, "event=job_not_finished staging_id=%s error=\"%s\"",
-              j->staging_id, sf_proc_quoted(m, sizeof m, t->err.msg));
+                 j->staging_id, sf_proc_quoted(m, sizeof m, t->err.msg));
     if (!p->stop) sf_proc_set_fatal(p, &t->err);
     sf_proc_unhold_free(p, t);
     return;
@@ -703,15 +706,16 @@ static void dead_job_done(sf_proc *p, task *t) {
   } else if (t->in_catalog) {
     unhold_recovered(p, t);
     sf_proc_plog(p, SF_PROC_LOG_INFO,
-              "event=late_events_of_committed_job staging_id=%s events=%zu",
-              j->staging_id, j->nrefs);
+                 "event=late_events_of_committed_job staging_id=%s events=%zu",
+                 j->staging_id, j->nrefs);
     release_refs(p, j);
     sf_jobs_finish(p->jobs, j, 1);
   } else if (!t->rc) {
     unhold_recovered(p, t);
     sf_proc_plog(p, SF_PROC_LOG_WARNING,
-              "event=job_dead_lettered staging_id=%s reason=%s events=%zu", j->staging_id,
-              sf_event_reason_name(j->reason), j->nshards + (j->trigger != NULL));
+                 "event=job_dead_lettered staging_id=%s reason=%s events=%zu",
+                 j->staging_id, sf_event_reason_name(j->reason),
+                 j->nshards + (j->trigger != NULL));
     atomic_fetch_add(&p->n_failed, 1);
     sf_metrics_job_failed(p->o.metrics);
     release_refs(p, j);
@@ -727,8 +731,8 @@ static void dead_job_done(sf_proc *p, task *t) {
      * stopping anyway it stops, so that a restart retries. */
     char m[600];
     sf_proc_plog(p, t->rc == SF_ECANCELED ? SF_PROC_LOG_INFO : SF_PROC_LOG_ERR,
-              "event=dead_letter_not_delivered staging_id=%s error=\"%s\"", j->staging_id,
-              sf_proc_quoted(m, sizeof m, t->err.msg));
+                 "event=dead_letter_not_delivered staging_id=%s error=\"%s\"",
+                 j->staging_id, sf_proc_quoted(m, sizeof m, t->err.msg));
     if (!p->stop && t->rc != SF_ECANCELED) sf_proc_set_fatal(p, &t->err);
   }
   sf_proc_unhold_free(p, t);
@@ -750,10 +754,11 @@ void sf_proc_drain_done(sf_proc *p) {
         sf_offsets_done(p->offs, t->ref.partition, t->ref.gen, t->ref.offset);
       } else {
         char m[600];
-        sf_proc_plog(p, t->rc == SF_ECANCELED ? SF_PROC_LOG_INFO : SF_PROC_LOG_ERR,
-                  "event=dead_letter_not_delivered partition=%d offset=%lld error=\"%s\"",
-                  (int)t->ref.partition, (long long)t->ref.offset,
-                  sf_proc_quoted(m, sizeof m, t->err.msg));
+        sf_proc_plog(
+            p, t->rc == SF_ECANCELED ? SF_PROC_LOG_INFO : SF_PROC_LOG_ERR,
+            "event=dead_letter_not_delivered partition=%d offset=%lld error=\"%s\"",
+            (int)t->ref.partition, (long long)t->ref.offset,
+            sf_proc_quoted(m, sizeof m, t->err.msg));
         if (!p->stop && t->rc != SF_ECANCELED) sf_proc_set_fatal(p, &t->err);
       }
       sf_proc_task_free(t);

@@ -12,7 +12,6 @@
  * rd_kafka_destroy).
  */
 #include "producer/publisher.h"
-#include "core/base/clock.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -22,6 +21,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/base/clock.h"
 #include "producer/event_encode.h"
 
 #define DEFAULT_TIMEOUT_MS 30000

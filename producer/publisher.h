@@ -43,8 +43,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "kafka/kconf.h"
 #include "core/base/error.h"
+#include "kafka/kconf.h"
 #include "schemas/event.h"
 #include "schemas/schema.h"
 

@@ -9,7 +9,6 @@
  * later into an error now, where the mistake was made.
  */
 #include "producer/worker.h"
-#include "core/base/clock.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -19,11 +18,12 @@
 #include <time.h>
 #include <xxhash.h>
 
-#include "core/catalog/catalog.h"
+#include "core/base/clock.h"
 #include "core/base/fragset.h"
 #include "core/base/fsutil.h"
-#include "core/vector/quantizer.h"
+#include "core/catalog/catalog.h"
 #include "core/format/segfile.h"
+#include "core/vector/quantizer.h"
 
 /* realpath with errors that name the path and what it is. */
 static sf_code resolve(const char *path, const char *what, char **out, sf_err *err) {

@@ -19,13 +19,13 @@
 #include <cmocka.h>
 /* clang-format on */
 
-#include "core/catalog/catalog.h"
 #include "core/base/fragset.h"
 #include "core/base/fsutil.h"
-#include "core/vector/gen.h"
-#include "core/vector/quantizer.h"
+#include "core/catalog/catalog.h"
 #include "core/format/segfile.h"
 #include "core/format/stage.h"
+#include "core/vector/gen.h"
+#include "core/vector/quantizer.h"
 #include "core/vector/vecio.h"
 #include "tests/testutil.h"
 

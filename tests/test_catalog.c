@@ -17,11 +17,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "core/catalog/catalog.h"
-#include "core/catalog/catalog_internal.h"
 #include "core/base/fault.h"
 #include "core/base/fragset.h"
 #include "core/base/fsutil.h"
+#include "core/catalog/catalog.h"
+#include "core/catalog/catalog_internal.h"
 #include "core/vector/quantizer.h"
 #include "tests/catalog_v1.h"
 #include "tests/testutil.h"

@@ -21,15 +21,15 @@
 #include <cmocka.h>
 /* clang-format on */
 
-#include "core/catalog/catalog.h"
 #include "core/base/fault.h"
-#include "core/pipeline/finalize.h"
 #include "core/base/fragset.h"
+#include "core/catalog/catalog.h"
 #include "core/catalog/gc.h"
+#include "core/format/stage.h"
+#include "core/pipeline/finalize.h"
+#include "core/search/search.h"
 #include "core/vector/gen.h"
 #include "core/vector/quantizer.h"
-#include "core/search/search.h"
-#include "core/format/stage.h"
 #include "core/vector/vecio.h"
 #include "testutil.h"
 

@@ -16,9 +16,9 @@
 /* clang-format on */
 
 #include "consumer/event_decode.h"
-#include "core/catalog/catalog_internal.h"
 #include "core/base/crc32c.h"
 #include "core/base/fragset.h"
+#include "core/catalog/catalog_internal.h"
 #include "core/format/segfile.h"
 #include "producer/event_encode.h"
 #include "schemas/schema.h"

@@ -16,9 +16,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "core/catalog/catalog.h"
 #include "core/base/fragset.h"
 #include "core/base/fsutil.h"
+#include "core/catalog/catalog.h"
 #include "core/catalog/gc.h"
 #include "core/vector/quantizer.h"
 #include "tests/testutil.h"

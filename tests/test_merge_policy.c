@@ -19,8 +19,8 @@
 /* clang-format on */
 
 #include "core/base/fragset.h"
-#include "core/pipeline/merge_policy.h"
 #include "core/base/rng.h"
+#include "core/pipeline/merge_policy.h"
 
 #define K (1ULL << 10)
 #define M (1ULL << 20)

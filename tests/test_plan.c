@@ -16,9 +16,9 @@
 
 #include "core/base/fragset.h"
 #include "core/base/fsutil.h"
+#include "core/format/segfile.h"
 #include "core/pipeline/plan.h"
 #include "core/vector/quantizer.h"
-#include "core/format/segfile.h"
 #include "tests/testutil.h"
 
 #define MAXS 16

@@ -16,10 +16,10 @@
 
 #include <cmocka.h>
 
+#include "core/base/rng.h"
 #include "core/vector/distance.h"
 #include "core/vector/gen.h"
 #include "core/vector/quantizer.h"
-#include "core/base/rng.h"
 #include "core/vector/topk.h"
 #include "tests/testutil.h"
 

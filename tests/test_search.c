@@ -14,10 +14,10 @@
 
 #include "core/base/fragset.h"
 #include "core/base/fsutil.h"
+#include "core/format/stage.h"
+#include "core/search/search.h"
 #include "core/vector/gen.h"
 #include "core/vector/quantizer.h"
-#include "core/search/search.h"
-#include "core/format/stage.h"
 #include "core/vector/vecio.h"
 #include "tests/testutil.h"
 

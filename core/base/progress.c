@@ -1,9 +1,10 @@
 /* progress.c - see progress.h. */
 #include "core/base/progress.h"
-#include "core/base/clock.h"
 
 #include <stdio.h>
 #include <time.h>
+
+#include "core/base/clock.h"
 
 double sf_progress_now(void) {
   return sf_clock_mono_s();

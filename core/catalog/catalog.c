@@ -19,9 +19,9 @@
 #include <strings.h>
 #include <sys/stat.h>
 
-#include "core/catalog/catalog_internal.h"
 #include "core/base/fragset.h"
 #include "core/base/fsutil.h"
+#include "core/catalog/catalog_internal.h"
 
 /* ---- ownership ----------------------------------------------------------- */
 

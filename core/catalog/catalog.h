@@ -49,8 +49,8 @@
 #include <stdint.h>
 
 #include "core/base/error.h"
-#include "core/format/seginfo.h"
 #include "core/base/types.h"
+#include "core/format/seginfo.h"
 
 /* Directories, relative to the dataset. */
 #define SF_CATALOG_DIR "_indices/_catalog"

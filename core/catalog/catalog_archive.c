@@ -28,8 +28,8 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-#include "core/catalog/catalog_internal.h"
 #include "core/base/fsutil.h"
+#include "core/catalog/catalog_internal.h"
 
 #define NAME_HEX 32
 #define NAME_EXT ".avro"

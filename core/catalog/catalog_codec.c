@@ -35,10 +35,10 @@
 #include <string.h>
 #include <xxhash.h>
 
-#include "core/catalog/catalog_internal.h"
+#include "core/base/avrobin.h"
 #include "core/base/fragset.h"
 #include "core/base/fsutil.h"
-#include "core/base/avrobin.h"
+#include "core/catalog/catalog_internal.h"
 
 #define CHECKSUM_BYTES 8
 #define MAX_META_ENTRIES 64

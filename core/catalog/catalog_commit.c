@@ -41,11 +41,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "core/catalog/catalog_internal.h"
 #include "core/base/clock.h"
 #include "core/base/fault.h"
 #include "core/base/fragset.h"
 #include "core/base/fsutil.h"
+#include "core/catalog/catalog_internal.h"
 #include "core/vector/quantizer.h"
 
 #define DEFAULT_ATTEMPTS 32u

@@ -20,9 +20,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "core/catalog/catalog_internal.h"
 #include "core/base/clock.h"
 #include "core/base/fragset.h"
+#include "core/catalog/catalog_internal.h"
 
 #define FRAG_LIST_MAX 8 /* ranges shown in a refusal */
 

@@ -26,8 +26,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "core/catalog/catalog_internal.h"
 #include "core/base/fsutil.h"
+#include "core/catalog/catalog_internal.h"
 
 #define INTENT_HEADER "segforge intent 1"
 #define INTENT_OWNER "owner "

@@ -1,6 +1,5 @@
 /* gc.c - see gc.h for the rules and their order. */
 #include "core/catalog/gc.h"
-#include "core/base/clock.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -14,8 +13,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "core/catalog/catalog.h"
+#include "core/base/clock.h"
 #include "core/base/fsutil.h"
+#include "core/catalog/catalog.h"
 
 #define MAX_TREE_DEPTH 32
 
@@ -397,8 +397,11 @@ static sf_code drop_versions(gc *g, const char *catdir, const uint64_t *v,
 sf_code sf_gc_run(const char *dataset, const sf_gc_opts *o, sf_gc_fn fn, void *ctx,
                   sf_gc_stats *stats, sf_err *err) {
   sf_gc_stats local;
-  gc g = {
-      .o = o, .fn = fn, .ctx = ctx, .st = stats ? stats : &local, .now_ms = (uint64_t)sf_clock_wall_ms()};
+  gc g = {.o = o,
+          .fn = fn,
+          .ctx = ctx,
+          .st = stats ? stats : &local,
+          .now_ms = (uint64_t)sf_clock_wall_ms()};
   memset(g.st, 0, sizeof *g.st);
   g.grace_ms = o->grace_ms < 0 ? SF_GC_DEFAULT_GRACE_MS : (uint64_t)o->grace_ms;
   g.temp_age_ms = o->temp_age_ms < 0 ? SF_GC_TEMP_AGE_MS : (uint64_t)o->temp_age_ms;

@@ -53,8 +53,8 @@
 #include <stdint.h>
 
 #include "core/base/error.h"
-#include "core/pipeline/plan.h"
 #include "core/format/seginfo.h"
+#include "core/pipeline/plan.h"
 
 typedef struct sf_build_progress {
   uint64_t bytes_done, bytes_total; /* shard bytes copied (or reused) / planned */

@@ -16,8 +16,8 @@
 #include <stdlib.h>
 #include <time.h>
 
-#include "core/pipeline/build.h"
 #include "core/base/clock.h"
+#include "core/pipeline/build.h"
 
 #define STOP_POLL_MS 50
 

@@ -13,8 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/catalog/catalog.h"
 #include "core/base/fsutil.h"
+#include "core/catalog/catalog.h"
 #include "core/pipeline/plan.h"
 
 #define COMPACT_STAGING_ID "compact"

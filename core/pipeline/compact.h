@@ -43,9 +43,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "core/pipeline/build.h"
 #include "core/base/error.h"
 #include "core/format/seginfo.h"
+#include "core/pipeline/build.h"
 
 typedef struct sf_compact_req {
   const char *dataset;    /* directory or file:// URI */

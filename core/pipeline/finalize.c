@@ -18,8 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/catalog/catalog.h"
 #include "core/base/fsutil.h"
+#include "core/catalog/catalog.h"
 #include "core/vector/quantizer.h"
 
 void sf_finalize_result_clear(sf_finalize_result *res) {

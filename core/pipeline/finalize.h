@@ -17,10 +17,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "core/pipeline/build.h"
 #include "core/base/error.h"
-#include "core/pipeline/plan.h"
 #include "core/format/seginfo.h"
+#include "core/pipeline/build.h"
+#include "core/pipeline/plan.h"
 
 typedef struct sf_finalize_req {
   const char *dataset;    /* directory or file:// URI */

@@ -48,8 +48,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "core/catalog/catalog.h"
 #include "core/base/error.h"
+#include "core/catalog/catalog.h"
 
 /* Limits, checked by sf_mpolicy_params_check and sf_mpolicy_find. */
 #define SF_MPOLICY_MAX_BYTES (1ULL << 50)               /* floor and max segment bytes */

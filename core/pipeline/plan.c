@@ -15,9 +15,9 @@
 #include <string.h>
 #include <xxhash.h>
 
-#include "core/catalog/catalog.h"
 #include "core/base/fragset.h"
 #include "core/base/fsutil.h"
+#include "core/catalog/catalog.h"
 
 #define ID_PREFIX_MAX 40
 /* Fragment lists in messages stop after this many ranges. */

@@ -36,8 +36,8 @@
 #include <stdint.h>
 
 #include "core/base/error.h"
-#include "core/vector/quantizer.h"
 #include "core/format/segfile.h"
+#include "core/vector/quantizer.h"
 
 /* Staging files, as `segforge stage` writes them. */
 #define SF_PLAN_SHARD_EXT ".sfshard"

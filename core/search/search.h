@@ -22,8 +22,8 @@
 #include <stdint.h>
 
 #include "core/base/error.h"
-#include "core/vector/quantizer.h"
 #include "core/base/types.h"
+#include "core/vector/quantizer.h"
 
 typedef struct sf_search sf_search;
 

@@ -5,8 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/vector/distance.h"
 #include "core/base/rng.h"
+#include "core/vector/distance.h"
 #include "core/vector/topk.h"
 
 void sf_gen_clustered(float *out, size_t n, uint32_t dim, uint32_t clusters, float sigma,

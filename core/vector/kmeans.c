@@ -18,8 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/vector/distance.h"
 #include "core/base/rng.h"
+#include "core/vector/distance.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>

@@ -22,8 +22,8 @@
 #include <string.h>
 #include <xxhash.h>
 
-#include "core/catalog/catalog_internal.h"
 #include "core/base/fragset.h"
+#include "core/catalog/catalog_internal.h"
 #include "fuzz_sound.h"
 
 /* Real container headers, through their sync markers: [0] a version's,
