@@ -24,9 +24,9 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "core/catalog.h"
-#include "core/fsutil.h"
-#include "core/quantizer.h"
+#include "core/base/fsutil.h"
+#include "core/catalog/catalog.h"
+#include "core/vector/quantizer.h"
 
 static double now_ms(void) {
   struct timespec ts;

@@ -15,7 +15,7 @@
 #include <time.h>
 #include <zlib.h>
 
-#include "core/crc32c.h"
+#include "core/base/crc32c.h"
 
 static double now(void) {
   struct timespec ts;

@@ -11,9 +11,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 b=build-bench
 cmake -S . -B "$b" >/dev/null
-cmake --build "$b" -j"$(nproc)" --target segforge_stream >/dev/null
+cmake --build "$b" -j"$(nproc)" --target segforge_processor >/dev/null
 # shellcheck disable=SC2046
 cc -std=c11 -D_GNU_SOURCE -O2 -Wall -Wextra -Werror -I. -I"$b" -o "$b/bench_events" \
-  bench/bench_events.c "$b/libsegforge_stream.a" "$b/libsegforge_core.a" \
+  bench/bench_events.c "$b/libsegforge_consumer.a" "$b/libsegforge_producer.a" \
+  "$b/libsegforge_kafka.a" "$b/libsegforge_schemas.a" "$b/libsegforge_core.a" \
   $(pkg-config --libs avro-c jansson rdkafka libzstd libxxhash) -lroaring -lpthread -lm
 "$b/bench_events" "$@"

@@ -40,8 +40,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "core/merge_policy.h"
-#include "core/rng.h"
+#include "core/base/rng.h"
+#include "core/pipeline/merge_policy.h"
 
 typedef struct seg {
   char id[48];

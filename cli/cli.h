@@ -8,8 +8,8 @@
 
 #include <stdint.h>
 
-#include "core/error.h"
-#include "core/fragset.h"
+#include "core/base/error.h"
+#include "core/base/fragset.h"
 
 /* Each command: argv[0] is the command name; returns the exit status
  * (0 ok, 1 failure, 2 usage error). */
@@ -29,7 +29,6 @@ int cli_cmd_commit(int argc, char **argv);
 int cli_cmd_gc(int argc, char **argv);
 int cli_cmd_broker(int argc, char **argv);
 int cli_cmd_serve(int argc, char **argv);
-int cli_inspect_dataset(int argc, char **argv);
 
 /* Prints "segforge <cmd>: <code>: <msg>" to stderr and returns 1. */
 int cli_fail(const char *cmd, const sf_err *err);

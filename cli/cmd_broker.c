@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
-#include "consumer/broker.h"
+#include "kafka/broker.h"
 
 static void help(void) {
   printf(

@@ -12,10 +12,10 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
-#include "core/build.h"
-#include "core/fragset.h"
-#include "core/plan.h"
-#include "core/progress.h"
+#include "core/base/fragset.h"
+#include "core/base/progress.h"
+#include "core/pipeline/build.h"
+#include "core/pipeline/plan.h"
 
 static void help(void) {
   printf(

@@ -1,7 +1,6 @@
 /*
  * cmd_commit.c - `segforge commit`: records already-built segments in the
- * dataset's catalog as one new version; and the catalog half of `segforge
- * inspect --dataset` (cli_inspect_dataset, called by cmd_inspect.c).
+ * dataset's catalog as one new version.
  *
  * The segments are read back from their files (sf_seg_open checks every
  * header, directory and bitmap CRC; --verify also every data block), so
@@ -21,10 +20,10 @@
 #include <time.h>
 
 #include "cli/cli.h"
-#include "core/catalog.h"
-#include "core/fragset.h"
-#include "core/fsutil.h"
-#include "core/segfile.h"
+#include "core/base/fragset.h"
+#include "core/base/fsutil.h"
+#include "core/catalog/catalog.h"
+#include "core/format/segfile.h"
 
 #define SEG_EXT ".sfseg"
 #define MAX_INPUTS (1u << 20)
@@ -300,105 +299,4 @@ int cli_cmd_commit(int argc, char **argv) {
   inputs_free(&in);
   free(ds);
   return rc ? cli_fail("commit", &err) : 0;
-}
-
-/* ---- inspect --dataset ---------------------------------------------------- */
-
-static void inspect_help(void) {
-  printf(
-      "usage: segforge inspect --dataset D [--index NAME] [--version N] [--json]\n\n"
-      "Describes the catalog of D: its versions, and in the newest (or version N)\n"
-      "every logical index with its parameters, quantizer and segments.\n");
-}
-
-static void print_text(const sf_catalog *c, const uint64_t *v, size_t nv, const char *only) {
-  time_t t = (time_t)(sf_catalog_created_at_ms(c) / 1000);
-  char when[32];
-  strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime(&t));
-  printf("dataset   %s\n", sf_catalog_dataset(c));
-  printf("versions  %zu on disk, %" PRIu64 "..%" PRIu64 "\n", nv, nv ? v[0] : 0,
-         nv ? v[nv - 1] : 0);
-  printf("version   %" PRIu64 "  created %s  %zu indexes, %" PRIu64 " jobs committed\n",
-         sf_catalog_version(c), when, sf_catalog_num_indexes(c),
-         sf_catalog_num_jobs_total(c));
-  for (size_t i = 0; i < sf_catalog_num_indexes(c); i++) {
-    const sf_catalog_index *ix = sf_catalog_index_at(c, i);
-    if (only && strcmp(only, ix->name)) continue;
-    uint64_t rows = 0, bytes = 0;
-    for (size_t k = 0; k < ix->nsegs; k++) {
-      rows += ix->segs[k].info.num_rows;
-      bytes += ix->segs[k].info.bytes;
-    }
-    printf("\nindex %s  column %s  %s %s  dim %u  nlist %u  quantizer %016" PRIx64 "\n",
-           ix->name, ix->column, sf_index_type_name(ix->index_type), sf_metric_name(ix->metric),
-           ix->dim, ix->nlist, ix->quantizer_checksum);
-    printf("  %zu segments, %" PRIu64 " rows, %" PRIu64 " bytes\n", ix->nsegs, rows, bytes);
-    for (size_t k = 0; k < ix->nsegs; k++) {
-      const sf_catalog_segment *s = &ix->segs[k];
-      char *fr = sf_fragset_format_short(s->info.fragments, 6);
-      printf("  %-40s %10" PRIu64 " rows %12" PRIu64 " bytes  fragments %s  (job %s, v%" PRIu64
-             ")\n",
-             s->info.segment_id, s->info.num_rows, s->info.bytes, fr ? fr : "?", s->staging_id,
-             s->added_in);
-      free(fr);
-    }
-  }
-}
-
-int cli_inspect_dataset(int argc, char **argv) {
-  static const struct option opts[] = {
-      {"dataset", required_argument, 0, 'd'}, {"index", required_argument, 0, 'i'},
-      {"version", required_argument, 0, 'V'}, {"json", no_argument, 0, 'j'},
-      {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
-  const char *dataset = NULL, *index = NULL;
-  uint64_t version = 0;
-  int json = 0, c;
-  sf_err err = {0};
-  optind = 1;
-  while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-    switch (c) {
-      case 'd': dataset = optarg; break;
-      case 'i': index = optarg; break;
-      case 'V':
-        if (cli_parse_u64("--version", optarg, 1, INT64_MAX, 0, &version, &err))
-          return cli_usage("inspect", "%s", err.msg);
-        break;
-      case 'j': json = 1; break;
-      case 'h': inspect_help(); return 0;
-      default: return cli_usage("inspect", "unknown option");
-    }
-  }
-  if (!dataset) return cli_usage("inspect", "--dataset D is required");
-  if (optind < argc) return cli_usage("inspect", "unexpected argument '%s'", argv[optind]);
-  if (cli_check_ids(&err, "--index", index, NULL)) return cli_usage("inspect", "%s", err.msg);
-  uint64_t *v = NULL;
-  size_t nv = 0;
-  sf_catalog *cat = NULL;
-  if (sf_catalog_list_versions(dataset, &v, &nv, &err) ||
-      (version ? sf_catalog_open_version(dataset, version, &cat, &err)
-               : sf_catalog_open_latest(dataset, &cat, &err))) {
-    free(v);
-    return cli_fail("inspect", &err);
-  }
-  int rc = 0;
-  if (index && !sf_catalog_find_index(cat, index)) {
-    sf_err_set(&err, SF_ENOTFOUND, "version %" PRIu64 " of %s has no index '%s'",
-               sf_catalog_version(cat), dataset, index);
-    rc = cli_fail("inspect", &err);
-  } else if (json) {
-    json_t *o = sf_catalog_describe_json(cat, index), *vs = json_array();
-    for (size_t i = 0; vs && i < nv; i++) json_array_append_new(vs, json_integer((json_int_t)v[i]));
-    if (o) json_object_set_new(o, "dataset", json_string(sf_catalog_dataset(cat)));
-    if (o && vs) json_object_set_new(o, "versions", vs);
-    char *s = o ? json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
-    if (s) printf("%s\n", s);
-    else rc = 1;
-    free(s);
-    json_decref(o);
-  } else {
-    print_text(cat, v, nv, index);
-  }
-  sf_catalog_free(cat);
-  free(v);
-  return rc;
 }

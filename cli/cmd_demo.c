@@ -24,12 +24,12 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
-#include "consumer/broker.h"
 #include "consumer/event_decode.h"
-#include "consumer/kconf.h"
-#include "consumer/processor.h"
-#include "core/fsutil.h"
-#include "core/types.h"
+#include "core/base/fsutil.h"
+#include "core/base/types.h"
+#include "kafka/broker.h"
+#include "kafka/kconf.h"
+#include "processor/processor.h"
 #include "schemas/event_json.h"
 
 extern char **environ;

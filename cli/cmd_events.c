@@ -19,7 +19,7 @@
 
 #include "cli/cli.h"
 #include "consumer/event_decode.h"
-#include "core/fsutil.h"
+#include "core/base/fsutil.h"
 #include "producer/event_encode.h"
 #include "schemas/event_json.h"
 #include "schemas/schema.h"

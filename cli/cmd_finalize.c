@@ -12,9 +12,9 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
-#include "core/finalize.h"
-#include "core/fragset.h"
-#include "core/progress.h"
+#include "core/base/fragset.h"
+#include "core/base/progress.h"
+#include "core/pipeline/finalize.h"
 
 static void help(void) {
   printf(

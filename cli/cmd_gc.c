@@ -1,6 +1,6 @@
 /*
  * cmd_gc.c - `segforge gc`: removes what no kept catalog version needs
- * (the rules are in core/gc.h), printing each path as it goes.
+ * (the rules are in core/catalog/gc.h), printing each path as it goes.
  */
 #include <getopt.h>
 #include <inttypes.h>
@@ -8,7 +8,7 @@
 #include <stdlib.h>
 
 #include "cli/cli.h"
-#include "core/gc.h"
+#include "core/catalog/gc.h"
 
 static void help(void) {
   printf(

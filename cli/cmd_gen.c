@@ -9,9 +9,9 @@
 #include <string.h>
 
 #include "cli/cli.h"
-#include "core/fsutil.h"
-#include "core/gen.h"
-#include "core/vecio.h"
+#include "core/base/fsutil.h"
+#include "core/vector/gen.h"
+#include "core/vector/vecio.h"
 
 static void help(void) {
   printf(

@@ -9,9 +9,9 @@
 #include <stdlib.h>
 
 #include "cli/cli.h"
-#include "core/fragset.h"
-#include "core/plan.h"
-#include "core/progress.h"
+#include "core/base/fragset.h"
+#include "core/base/progress.h"
+#include "core/pipeline/plan.h"
 
 static void help(void) {
   printf(

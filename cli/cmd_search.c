@@ -10,11 +10,10 @@
 #include <time.h>
 
 #include "cli/cli.h"
-#include "core/catalog.h"
-#include "core/fsutil.h"
-#include "core/quantizer.h"
-#include "core/search.h"
-#include "core/vecio.h"
+#include "core/base/fsutil.h"
+#include "core/search/search.h"
+#include "core/vector/quantizer.h"
+#include "core/vector/vecio.h"
 
 static void help(void) {
   printf(
@@ -109,10 +108,9 @@ int cli_cmd_search(int argc, char **argv) {
     return cli_usage("search", "--groundtruth needs --rows-per-fragment to map rows to ids");
   if (cli_check_ids(&err, "--index", index, NULL)) return cli_usage("search", "%s", err.msg);
 
-  char *qdefault = NULL, **paths = NULL;
-  size_t npaths = 0;
-  sf_catalog *cat = NULL;
-  sf_quant *q = NULL;
+  char *qdefault = NULL;
+  const sf_quant *q = NULL;
+  sf_quant *qown = NULL;
   sf_search *s = NULL;
   float *queries = NULL, *scores = NULL;
   sf_rowid *ids = NULL;
@@ -120,29 +118,26 @@ int cli_cmd_search(int argc, char **argv) {
   json_t *results = NULL;
   uint64_t nq = 0;
   uint32_t qdim = 0, gdim = 0;
+  size_t npaths = 0;
   int status = 1;
   if (dataset) {
-    if (sf_catalog_open_latest(dataset, &cat, &err)) goto out;
-    const sf_catalog_index *ix = sf_catalog_find_index(cat, index);
-    if (!ix) {
-      sf_err_set(&err, SF_ENOTFOUND, "catalog version %llu of %s has no index '%s'",
-                 (unsigned long long)sf_catalog_version(cat), dataset, index);
+    /* The library resolves the catalog's segments and quantizer. */
+    if (sf_search_open_dataset(dataset, index, quant, &s, &err)) goto out;
+    q = sf_search_quant(s);
+  } else {
+    if (!quant) {
+      char *dir = sf_fs_dirname(argv[optind]);
+      qdefault = dir ? sf_fs_join(dir, "quantizer") : NULL;
+      free(dir);
+      quant = qdefault;
+    }
+    if (!quant) {
+      sf_err_set(&err, SF_ENOMEM, "out of memory");
       goto out;
     }
-    if (sf_catalog_segment_paths(cat, ix, &paths, &npaths, &err)) goto out;
-    if (!quant) quant = qdefault = sf_catalog_quantizer_path(cat, ix);
+    if (sf_quant_load(quant, &qown, &err)) goto out;
+    q = qown;
   }
-  if (!quant) {
-    char *dir = sf_fs_dirname(argv[optind]);
-    qdefault = dir ? sf_fs_join(dir, "quantizer") : NULL;
-    free(dir);
-    quant = qdefault;
-  }
-  if (!quant) {
-    sf_err_set(&err, SF_ENOMEM, "out of memory");
-    goto out;
-  }
-  if (sf_quant_load(quant, &q, &err)) goto out;
   if (sf_vec_load_f32(qfile, 0, UINT64_MAX, (size_t)4 << 30, &queries, &nq, &qdim, &err))
     goto out;
   if (qdim != sf_quant_dim(q)) {
@@ -151,11 +146,10 @@ int cli_cmd_search(int argc, char **argv) {
     goto out;
   }
   if (gtfile && load_gt(gtfile, nq, (uint32_t)k, &gt, &gdim, &err)) goto out;
-  if (!dataset) {
-    paths = argv + optind;
-    npaths = (size_t)(argc - optind);
-  }
-  if (sf_search_open(q, (const char *const *)paths, npaths, &s, &err)) goto out;
+  if (!dataset && sf_search_open(q, (const char *const *)(argv + optind),
+                                 (size_t)(argc - optind), &s, &err))
+    goto out;
+  npaths = sf_search_files(s);
   if (verify && sf_search_verify(s, &err)) goto out;
   ids = malloc(sizeof *ids * k);
   scores = malloc(sizeof *scores * k);
@@ -217,12 +211,8 @@ out:
   if (status) cli_fail("search", &err);
   json_decref(results);
   sf_search_free(s);
-  sf_quant_free(q);
+  sf_quant_free(qown);
   free(qdefault);
-  if (cat) {
-    sf_catalog_paths_free(paths, npaths);
-    sf_catalog_free(cat);
-  }
   free(queries);
   free(scores);
   free(ids);

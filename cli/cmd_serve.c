@@ -1,5 +1,5 @@
 /*
- * cmd_serve.c - `segforge serve`: the stream processor (consumer/processor.h)
+ * cmd_serve.c - `segforge serve`: the stream processor (processor/processor.h)
  * on the command line. Flags become Kafka properties in the order given,
  * as in kcat; without --brokers it starts the embedded broker in-process.
  * Logs are one key=value line per event on stderr; the bootstrap address
@@ -16,10 +16,10 @@
 #include <time.h>
 
 #include "cli/cli.h"
-#include "consumer/broker.h"
-#include "consumer/kconf.h"
-#include "consumer/processor.h"
-#include "producer/metrics.h"
+#include "kafka/broker.h"
+#include "kafka/kconf.h"
+#include "processor/metrics.h"
+#include "processor/processor.h"
 
 static void help(void) {
   printf(

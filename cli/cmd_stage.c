@@ -13,11 +13,11 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
-#include "consumer/kconf.h"
-#include "core/fragset.h"
-#include "core/fsutil.h"
-#include "core/quantizer.h"
-#include "core/stage.h"
+#include "core/base/fragset.h"
+#include "core/base/fsutil.h"
+#include "core/format/stage.h"
+#include "core/vector/quantizer.h"
+#include "kafka/kconf.h"
 #include "producer/publisher.h"
 #include "producer/worker.h"
 

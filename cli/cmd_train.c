@@ -17,10 +17,10 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
-#include "core/fsutil.h"
-#include "core/kmeans.h"
-#include "core/quantizer.h"
-#include "core/vecio.h"
+#include "core/base/fsutil.h"
+#include "core/vector/kmeans.h"
+#include "core/vector/quantizer.h"
+#include "core/vector/vecio.h"
 
 static void help(void) {
   printf(

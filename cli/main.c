@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
-#include "core/fault.h"
+#include "core/base/fault.h"
 
 static const struct {
   const char *name;

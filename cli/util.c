@@ -7,9 +7,9 @@
 #include <string.h>
 
 #include "cli/cli.h"
-#include "core/catalog.h"
-#include "core/fragset.h"
-#include "core/types.h"
+#include "core/base/fragset.h"
+#include "core/base/types.h"
+#include "core/catalog/catalog.h"
 
 int cli_fail(const char *cmd, const sf_err *err) {
   fprintf(stderr, "segforge %s: %s: %s\n", cmd, sf_code_name(err->code), err->msg);

@@ -17,7 +17,7 @@
 #include <string.h>
 
 #include "consumer/event_fields.h"
-#include "schemas/avrobin.h"
+#include "core/base/avrobin.h"
 
 /* avro-c state for one writer schema, created on first use and reused. */
 typedef struct {

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/fragset.h"
+#include "core/base/fragset.h"
 
 sf_code sf_evfield_oom(sf_event_reason *reason, sf_err *err, const char *what) {
   if (reason) *reason = SF_REASON_NONE;

@@ -11,7 +11,7 @@
 #include <avro.h>
 #include <jansson.h>
 
-#include "core/error.h"
+#include "core/base/error.h"
 #include "schemas/event.h"
 
 typedef struct {

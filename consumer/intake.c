@@ -12,10 +12,10 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-#include "core/catalog.h"
-#include "core/fragset.h"
-#include "core/fsutil.h"
-#include "core/segfile.h"
+#include "core/base/fragset.h"
+#include "core/base/fsutil.h"
+#include "core/catalog/catalog.h"
+#include "core/format/segfile.h"
 
 static sf_code refuse(sf_event_reason *reason, sf_event_reason r, sf_err *err,
                       sf_code code, const char *fmt, ...)

@@ -43,7 +43,7 @@
 
 #include <stdint.h>
 
-#include "core/error.h"
+#include "core/base/error.h"
 #include "schemas/event.h"
 
 #define SF_INTAKE_FAILED_DIR "_indices/_failed"

@@ -20,8 +20,8 @@
 #include <string.h>
 #include <xxhash.h>
 
-#include "core/fragset.h"
-#include "core/memcost.h"
+#include "core/base/fragset.h"
+#include "core/base/memcost.h"
 
 /* An open-addressing hash map of pointers (linear probing, backward-shift
  * deletion, the hash kept beside each entry); the caller says what a key

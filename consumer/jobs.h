@@ -2,7 +2,7 @@
  * jobs.h - the job table of the stream processor: ShardStaged events grouped
  * by dataset and staging id, with the design's job rules, completion by fragment
  * coverage, and staging timeouts. No Kafka and no threads here: the table is
- * fed one event at a time by the processor's poll loop (consumer/processor.h)
+ * fed one event at a time by the processor's poll loop (processor/processor.h)
  * and says what that event means, so every rule can be tested as data.
  *
  * A job is keyed by its dataset in the canonical form
@@ -103,7 +103,7 @@
  *
  * What a job costs is counted as the heap sees it, since the processor's
  * memory bound (--max-pending-bytes) is only as true as the count: every
- * block it holds at its real size (core/memcost.h: malloc's rounding and
+ * block it holds at its real size (core/base/memcost.h: malloc's rounding and
  * header included; CRoaring's bitmaps estimated from their containers),
  * in j->cost; the table adds its dataset names and 48 bytes per entry of
  * its hash maps (sf_jobs_stats.bytes; a map is kept at least 3/8 full
@@ -127,8 +127,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "core/error.h"
-#include "core/plan.h"
+#include "core/base/error.h"
+#include "core/pipeline/plan.h"
 #include "schemas/event.h"
 
 /* Where an event was read: partition, offset, and the generation of the

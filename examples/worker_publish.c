@@ -13,14 +13,15 @@
  *        /data/ds/_indices/_staging/job-7/w0.sfshard w0 0-9
  *
  * Build: it is built with the project (target example_worker_publish);
- * outside it, link libsegforge_stream, libsegforge_core and their
+ * outside it, link libsegforge_producer, libsegforge_kafka,
+ * libsegforge_schemas, libsegforge_core (in that order) and their
  * dependencies (librdkafka, avro-c, CRoaring, zstd, xxhash, jansson).
  */
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "consumer/kconf.h"
-#include "core/fragset.h"
+#include "core/base/fragset.h"
+#include "kafka/kconf.h"
 #include "producer/publisher.h"
 #include "producer/worker.h"
 

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/fragset.h"
+#include "core/base/fragset.h"
 
 struct sf_event_encoder {
   const sf_schema_set *set;

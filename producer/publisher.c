@@ -21,6 +21,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/base/clock.h"
 #include "producer/event_encode.h"
 
 #define DEFAULT_TIMEOUT_MS 30000
@@ -219,18 +220,12 @@ int sf_publisher_free(sf_publisher *p, int timeout_ms) {
   return left;
 }
 
-static int64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* The metadata of one topic: SF_OK once it has partitions with leaders. A
  * topic just auto-created (by this very request) has no leader for a
  * moment: asked again until the deadline. */
 static sf_code prepare_topic(sf_publisher *p, int t, int64_t deadline, sf_err *err) {
   for (;;) {
-    int64_t left = deadline - now_ms();
+    int64_t left = deadline - sf_clock_mono_ms();
     const struct rd_kafka_metadata *md = NULL;
     rd_kafka_resp_err_t e = left > 0
                                 ? rd_kafka_metadata(p->rk, 0, p->rkt[t], &md, (int)left)
@@ -256,7 +251,7 @@ static sf_code prepare_topic(sf_publisher *p, int t, int64_t deadline, sf_err *e
         te == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED)
       return sf_err_set(err, SF_ENOTFOUND, "topic %s: %s (%s)", p->topic[t],
                         rd_kafka_err2str(te), rd_kafka_err2name(te));
-    if (deadline - now_ms() <= 0)
+    if (deadline - sf_clock_mono_ms() <= 0)
       return sf_err_set(err, SF_EIO, "topic %s has no leader yet: %s (%s)", p->topic[t],
                         rd_kafka_err2str(te), rd_kafka_err2name(te));
     struct timespec pause = {0, 20 * 1000000};
@@ -266,7 +261,7 @@ static sf_code prepare_topic(sf_publisher *p, int t, int64_t deadline, sf_err *e
 
 sf_code sf_publisher_prepare(sf_publisher *p, const sf_event_type *types, size_t n,
                              int timeout_ms, sf_err *err) {
-  int64_t deadline = now_ms() + (timeout_ms > 0 ? timeout_ms : p->timeout_ms);
+  int64_t deadline = sf_clock_mono_ms() + (timeout_ms > 0 ? timeout_ms : p->timeout_ms);
   for (size_t i = 0; i < n; i++) {
     if ((unsigned)types[i] >= SF_EVENT_TYPE_COUNT)
       return sf_err_set(err, SF_EINVAL, "unknown event type %d", (int)types[i]);
@@ -287,11 +282,7 @@ static void wait_step(sf_publisher *p, int64_t ms) {
     p->polling = false;
     pthread_cond_broadcast(&p->cv); /* hand the role on */
   } else {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    int64_t ns = ts.tv_nsec + ms * 1000000;
-    ts.tv_sec += ns / 1000000000;
-    ts.tv_nsec = ns % 1000000000;
+    struct timespec ts = sf_clock_deadline(ms);
     pthread_cond_timedwait(&p->cv, &p->mu, &ts);
   }
 }
@@ -300,7 +291,7 @@ static void wait_step(sf_publisher *p, int64_t ms) {
  * callback. Called and returns with p->mu held. */
 static void wait_slot(sf_publisher *p, slot *s, int64_t deadline) {
   while (!s->done) {
-    int64_t left = deadline - now_ms();
+    int64_t left = deadline - sf_clock_mono_ms();
     if (left <= 0) {
       s->abandoned = true;
       s->next = p->abandoned;
@@ -361,7 +352,7 @@ sf_code sf_publisher_send_dr(sf_publisher *p, const char *topic, const void *key
   if (dr) *dr = none;
   if (!topic || !*topic) return sf_err_set(err, SF_EINVAL, "publish: empty topic name");
   if (timeout_ms <= 0) timeout_ms = p->timeout_ms;
-  int64_t deadline = now_ms() + timeout_ms;
+  int64_t deadline = sf_clock_mono_ms() + timeout_ms;
   /* A first send to one of the publisher's topics fetches its metadata
    * itself (one round trip) rather than wait for librdkafka's topic scan;
    * a failure here is reported by the send below, within the same deadline. */
@@ -380,7 +371,7 @@ sf_code sf_publisher_send_dr(sf_publisher *p, const char *topic, const void *key
         RD_KAFKA_V_VALUE((void *)value, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
         RD_KAFKA_V_OPAQUE(s), RD_KAFKA_V_END);
     if (!e) break;
-    if (e == RD_KAFKA_RESP_ERR__QUEUE_FULL && now_ms() < deadline) {
+    if (e == RD_KAFKA_RESP_ERR__QUEUE_FULL && sf_clock_mono_ms() < deadline) {
       drain_some(p);
       continue;
     }
@@ -440,6 +431,10 @@ bool sf_publisher_fatal(sf_publisher *p, sf_err *err) {
 
 const char *sf_publisher_topic(const sf_publisher *p, sf_event_type type) {
   return (unsigned)type < SF_EVENT_TYPE_COUNT ? p->topic[type] : NULL;
+}
+
+void sf_publisher_inject_fatal(sf_publisher *p, const char *why) {
+  rd_kafka_test_fatal_error(p->rk, RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER, why);
 }
 
 rd_kafka_t *sf_publisher_handle(sf_publisher *p) {

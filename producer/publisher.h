@@ -43,8 +43,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "consumer/kconf.h"
-#include "core/error.h"
+#include "core/base/error.h"
+#include "kafka/kconf.h"
 #include "schemas/event.h"
 #include "schemas/schema.h"
 
@@ -130,6 +130,11 @@ bool sf_publisher_fatal(sf_publisher *p, sf_err *err);
 /* The topic a type goes to by default (segforge.topic.* or the default
  * name); owned by p. */
 const char *sf_publisher_topic(const sf_publisher *p, sf_event_type type);
+
+/* For fault tests only (the processor calls it when the fault point
+ * serve.producer_fatal is armed): makes the producer fail fatally, as an
+ * idempotence sequence gap would; `why` is librdkafka's reason. */
+void sf_publisher_inject_fatal(sf_publisher *p, const char *why);
 
 /* The librdkafka handle, for its statistics and name only: do not poll it
  * or set callbacks on it. */

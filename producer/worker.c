@@ -18,17 +18,12 @@
 #include <time.h>
 #include <xxhash.h>
 
-#include "core/catalog.h"
-#include "core/fragset.h"
-#include "core/fsutil.h"
-#include "core/quantizer.h"
-#include "core/segfile.h"
-
-static int64_t wall_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+#include "core/base/clock.h"
+#include "core/base/fragset.h"
+#include "core/base/fsutil.h"
+#include "core/catalog/catalog.h"
+#include "core/format/segfile.h"
+#include "core/vector/quantizer.h"
 
 /* realpath with errors that name the path and what it is. */
 static sf_code resolve(const char *path, const char *what, char **out, sf_err *err) {
@@ -188,7 +183,7 @@ sf_code sf_worker_fill_staged(const sf_worker_info *info, const char *shard_file
   out->quantizer_checksum = p->quantizer_checksum;
   out->has_target_segment_bytes = info->target_segment_bytes > 0;
   out->target_segment_bytes = info->target_segment_bytes;
-  out->staged_at_ms = info->staged_at_ms > 0 ? info->staged_at_ms : wall_ms();
+  out->staged_at_ms = info->staged_at_ms > 0 ? info->staged_at_ms : sf_clock_wall_ms();
   if (info->event_id) {
     rc = dup_str(&out->event_id, info->event_id, err);
   } else {

@@ -26,7 +26,7 @@
 #include <roaring/roaring.h>
 #include <stdint.h>
 
-#include "core/error.h"
+#include "core/base/error.h"
 #include "producer/publisher.h"
 #include "schemas/event.h"
 

@@ -17,7 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "core/error.h"
+#include "core/base/error.h"
 
 /* CRC-64-AVRO of len bytes (0xc15d213aa4d7a795 for none). */
 uint64_t sf_canonical_crc64(const void *buf, size_t len);

@@ -7,7 +7,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "core/fragset.h"
+#include "core/base/fragset.h"
 
 static const char *const type_names[SF_EVENT_TYPE_COUNT] = {
     "ShardStaged", "SegmentsCommitted", "ShardRejected"};

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/fragset.h"
+#include "core/base/fragset.h"
 
 /* ---- to JSON ---------------------------------------------------------------- */
 

@@ -16,7 +16,7 @@
 
 #include <jansson.h>
 
-#include "core/error.h"
+#include "core/base/error.h"
 #include "schemas/event.h"
 
 /* A new JSON object (caller json_decref's it), or NULL when out of memory. */

@@ -3,10 +3,13 @@
 # test three ways: a normal -Werror build, the same tests under
 # AddressSanitizer + UndefinedBehaviorSanitizer, and each libFuzzer target for
 # a short run (SF_FUZZ_SECONDS, default 20). It also checks that the -O3
-# (Release) build compiles with -Werror.
+# (Release) build compiles with -Werror. The layer check runs first (and
+# again as a ctest): it needs no build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
+echo "== layers (scripts/check_layers.sh)"
+bash scripts/check_layers.sh
 jobs=$(nproc)
 fuzz_seconds=${SF_FUZZ_SECONDS:-20}
 

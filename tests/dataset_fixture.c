@@ -19,14 +19,14 @@
 #include <cmocka.h>
 /* clang-format on */
 
-#include "core/catalog.h"
-#include "core/fragset.h"
-#include "core/fsutil.h"
-#include "core/gen.h"
-#include "core/quantizer.h"
-#include "core/segfile.h"
-#include "core/stage.h"
-#include "core/vecio.h"
+#include "core/base/fragset.h"
+#include "core/base/fsutil.h"
+#include "core/catalog/catalog.h"
+#include "core/format/segfile.h"
+#include "core/format/stage.h"
+#include "core/vector/gen.h"
+#include "core/vector/quantizer.h"
+#include "core/vector/vecio.h"
 #include "tests/testutil.h"
 
 #define DIM 8u

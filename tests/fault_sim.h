@@ -1,5 +1,5 @@
 /*
- * fault_sim.h - the test half of the fault module (core/fault.h): injected
+ * fault_sim.h - the test half of the fault module (core/base/fault.h): injected
  * allocation failures and simulated power loss, after SQLite's
  * src/test_malloc.c and src/test6.c.
  *

@@ -21,10 +21,10 @@
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 
-#include "consumer/broker.h"
 #include "consumer/event_decode.h"
-#include "consumer/kconf.h"
-#include "core/fragset.h"
+#include "core/base/fragset.h"
+#include "kafka/broker.h"
+#include "kafka/kconf.h"
 #include "producer/publisher.h"
 
 #define STAGED "segforge.shards.staged"

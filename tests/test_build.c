@@ -24,13 +24,13 @@
 #include <cmocka.h>
 /* clang-format on */
 
-#include "core/build.h"
-#include "core/fault.h"
-#include "core/fragset.h"
-#include "core/fsutil.h"
-#include "core/plan.h"
-#include "core/progress.h"
-#include "core/segfile.h"
+#include "core/base/fault.h"
+#include "core/base/fragset.h"
+#include "core/base/fsutil.h"
+#include "core/base/progress.h"
+#include "core/format/segfile.h"
+#include "core/pipeline/build.h"
+#include "core/pipeline/plan.h"
 #include "tests/testutil.h"
 
 #define NLIST 16u

@@ -17,12 +17,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "core/catalog.h"
-#include "core/catalog_impl.h"
-#include "core/fault.h"
-#include "core/fragset.h"
-#include "core/fsutil.h"
-#include "core/quantizer.h"
+#include "core/base/fault.h"
+#include "core/base/fragset.h"
+#include "core/base/fsutil.h"
+#include "core/catalog/catalog.h"
+#include "core/catalog/catalog_internal.h"
+#include "core/vector/quantizer.h"
 #include "tests/catalog_v1.h"
 #include "tests/testutil.h"
 

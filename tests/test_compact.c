@@ -23,17 +23,17 @@
 #include <cmocka.h>
 /* clang-format on */
 
-#include "core/fault.h"
-#include "core/catalog.h"
-#include "core/compact.h"
-#include "core/finalize.h"
-#include "core/fragset.h"
-#include "core/gc.h"
-#include "core/gen.h"
-#include "core/quantizer.h"
-#include "core/search.h"
-#include "core/stage.h"
-#include "core/vecio.h"
+#include "core/base/fault.h"
+#include "core/base/fragset.h"
+#include "core/catalog/catalog.h"
+#include "core/catalog/gc.h"
+#include "core/format/stage.h"
+#include "core/pipeline/compact.h"
+#include "core/pipeline/finalize.h"
+#include "core/search/search.h"
+#include "core/vector/gen.h"
+#include "core/vector/quantizer.h"
+#include "core/vector/vecio.h"
 #include "testutil.h"
 
 #define DIM 16

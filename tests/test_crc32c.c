@@ -12,7 +12,7 @@
 #include <cmocka.h>
 /* clang-format on */
 
-#include "core/crc32c.h"
+#include "core/base/crc32c.h"
 
 static void test_check_value_of_123456789_is_e3069283(void **state) {
   assert_int_equal(sf_crc32c(0, "123456789", 9), 0xE3069283u);

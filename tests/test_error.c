@@ -13,9 +13,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "core/catalog_impl.h"
-#include "core/error.h"
-#include "core/fsutil.h"
+#include "core/base/error.h"
+#include "core/base/fsutil.h"
+#include "core/catalog/catalog_internal.h"
 
 static void test_an_errno_is_named_by_its_text(void **state) {
   (void)state;

@@ -12,7 +12,7 @@
 #include <cmocka.h>
 /* clang-format on */
 
-#include "core/fragset.h"
+#include "core/base/fragset.h"
 #include "schemas/event.h"
 
 static sf_shard_staged good(void) {

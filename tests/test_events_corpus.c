@@ -22,7 +22,7 @@
 /* clang-format on */
 
 #include "consumer/event_decode.h"
-#include "core/fragset.h"
+#include "core/base/fragset.h"
 #include "producer/event_encode.h"
 #include "schemas/schema.h"
 

@@ -15,7 +15,7 @@
 #include <cmocka.h>
 /* clang-format on */
 
-#include "core/fault.h"
+#include "core/base/fault.h"
 
 static void set(const char *v) {
   if (v)

@@ -16,10 +16,10 @@
 /* clang-format on */
 
 #include "consumer/event_decode.h"
-#include "core/catalog_impl.h"
-#include "core/crc32c.h"
-#include "core/fragset.h"
-#include "core/segfile.h"
+#include "core/base/crc32c.h"
+#include "core/base/fragset.h"
+#include "core/catalog/catalog_internal.h"
+#include "core/format/segfile.h"
 #include "producer/event_encode.h"
 #include "schemas/schema.h"
 #include "testutil.h"

@@ -17,7 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "core/fsutil.h"
+#include "core/base/fsutil.h"
 #include "tests/testutil.h"
 
 static double now_s(void) {

@@ -16,11 +16,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "core/catalog.h"
-#include "core/fragset.h"
-#include "core/fsutil.h"
-#include "core/gc.h"
-#include "core/quantizer.h"
+#include "core/base/fragset.h"
+#include "core/base/fsutil.h"
+#include "core/catalog/catalog.h"
+#include "core/catalog/gc.h"
+#include "core/vector/quantizer.h"
 #include "tests/testutil.h"
 
 typedef struct fx {

@@ -18,8 +18,8 @@
 /* clang-format on */
 
 #include "consumer/intake.h"
-#include "core/catalog.h"
-#include "core/fsutil.h"
+#include "core/base/fsutil.h"
+#include "core/catalog/catalog.h"
 #include "testutil.h"
 
 typedef struct fx {

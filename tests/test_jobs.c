@@ -14,7 +14,7 @@
 /* clang-format on */
 
 #include "consumer/jobs.h"
-#include "core/fragset.h"
+#include "core/base/fragset.h"
 
 /* ---- events as data ------------------------------------------------------- */
 

@@ -19,7 +19,7 @@
 #include <cmocka.h>
 /* clang-format on */
 
-#include "consumer/kconf.h"
+#include "kafka/kconf.h"
 #include "tests/testutil.h"
 
 static const char *write_conf(const char *name, const char *text) {

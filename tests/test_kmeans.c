@@ -15,9 +15,9 @@
 
 #include <cmocka.h>
 
-#include "core/distance.h"
-#include "core/gen.h"
-#include "core/kmeans.h"
+#include "core/vector/distance.h"
+#include "core/vector/gen.h"
+#include "core/vector/kmeans.h"
 
 static float *gen(size_t n, uint32_t dim, uint32_t clusters, uint64_t seed) {
   float *x = malloc(sizeof(float) * n * dim);

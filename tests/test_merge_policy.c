@@ -18,9 +18,9 @@
 #include <cmocka.h>
 /* clang-format on */
 
-#include "core/fragset.h"
-#include "core/merge_policy.h"
-#include "core/rng.h"
+#include "core/base/fragset.h"
+#include "core/base/rng.h"
+#include "core/pipeline/merge_policy.h"
 
 #define K (1ULL << 10)
 #define M (1ULL << 20)

@@ -23,7 +23,7 @@
 #include <cmocka.h>
 /* clang-format on */
 
-#include "producer/metrics.h"
+#include "processor/metrics.h"
 
 /* The value of the sample named exactly `name` (with labels, if any). */
 static double sample(const char *text, const char *name) {

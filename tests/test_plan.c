@@ -14,11 +14,11 @@
 #include <cmocka.h>
 /* clang-format on */
 
-#include "core/fragset.h"
-#include "core/fsutil.h"
-#include "core/plan.h"
-#include "core/quantizer.h"
-#include "core/segfile.h"
+#include "core/base/fragset.h"
+#include "core/base/fsutil.h"
+#include "core/format/segfile.h"
+#include "core/pipeline/plan.h"
+#include "core/vector/quantizer.h"
 #include "tests/testutil.h"
 
 #define MAXS 16

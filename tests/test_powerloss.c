@@ -44,11 +44,11 @@
 #include <cmocka.h>
 /* clang-format on */
 
-#include "core/build.h"
-#include "core/catalog.h"
-#include "core/finalize.h"
-#include "core/fragset.h"
-#include "core/segfile.h"
+#include "core/base/fragset.h"
+#include "core/catalog/catalog.h"
+#include "core/format/segfile.h"
+#include "core/pipeline/build.h"
+#include "core/pipeline/finalize.h"
 #include "tests/dataset_fixture.h"
 #include "tests/fault_sim.h"
 #include "tests/testutil.h"

@@ -16,11 +16,11 @@
 
 #include <cmocka.h>
 
-#include "core/distance.h"
-#include "core/gen.h"
-#include "core/quantizer.h"
-#include "core/rng.h"
-#include "core/topk.h"
+#include "core/base/rng.h"
+#include "core/vector/distance.h"
+#include "core/vector/gen.h"
+#include "core/vector/quantizer.h"
+#include "core/vector/topk.h"
 #include "tests/testutil.h"
 
 static const sf_metric METRICS[] = {SF_L2, SF_COSINE, SF_DOT};

@@ -17,8 +17,8 @@
 #include <cmocka.h>
 #include <xxhash.h>
 
-#include "core/gen.h"
-#include "core/quantizer.h"
+#include "core/vector/gen.h"
+#include "core/vector/quantizer.h"
 #include "tests/testutil.h"
 
 #define N 2000

@@ -12,13 +12,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/fragset.h"
-#include "core/fsutil.h"
-#include "core/gen.h"
-#include "core/quantizer.h"
-#include "core/search.h"
-#include "core/stage.h"
-#include "core/vecio.h"
+#include "core/base/fragset.h"
+#include "core/base/fsutil.h"
+#include "core/format/stage.h"
+#include "core/search/search.h"
+#include "core/vector/gen.h"
+#include "core/vector/quantizer.h"
+#include "core/vector/vecio.h"
 #include "tests/testutil.h"
 
 #define N 12000u

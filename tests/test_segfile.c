@@ -18,10 +18,10 @@
 #include <cmocka.h>
 /* clang-format on */
 
-#include "core/crc32c.h"
-#include "core/fault.h"
-#include "core/fragset.h"
-#include "core/segfile.h"
+#include "core/base/crc32c.h"
+#include "core/base/fault.h"
+#include "core/base/fragset.h"
+#include "core/format/segfile.h"
 #include "tests/testutil.h"
 
 /* ---- a deterministic data model ------------------------------------------

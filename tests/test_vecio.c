@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/vecio.h"
+#include "core/vector/vecio.h"
 #include "tests/testutil.h"
 
 static void write_fvecs(const char *path, const float *x, size_t n, uint32_t dim) {

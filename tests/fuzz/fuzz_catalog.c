@@ -8,7 +8,7 @@
  * a valid container (a real header, the block framing, the checksum), so
  * that the fuzzer explores what avro-c and our field checks do with them.
  * Bit 1 picks the decoder: a catalog version, or a chunk of the job archive
- * (schemas/JobArchive.avsc).
+ * (core/catalog/JobArchive.avsc).
  *
  * An accepted version must be written back and read again unchanged. Any
  * disagreement aborts, so the fuzzer reports it as a finding.
@@ -22,8 +22,8 @@
 #include <string.h>
 #include <xxhash.h>
 
-#include "core/catalog_impl.h"
-#include "core/fragset.h"
+#include "core/base/fragset.h"
+#include "core/catalog/catalog_internal.h"
 #include "fuzz_sound.h"
 
 /* Real container headers, through their sync markers: [0] a version's,

@@ -19,7 +19,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "core/fragset.h"
+#include "core/base/fragset.h"
 #include "fuzz_sound.h"
 
 static void write_seed(const char *dir, int k, const roaring_bitmap_t *b) {

@@ -20,8 +20,8 @@
 #include <sys/stat.h>
 #include <xxhash.h>
 
-#include "core/gen.h"
-#include "core/quantizer.h"
+#include "core/vector/gen.h"
+#include "core/vector/quantizer.h"
 
 /* Uses a loaded quantizer the way a search does, on a fixed query. */
 static void exercise(const sf_quant *q) {

@@ -21,9 +21,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "core/crc32c.h"
-#include "core/fragset.h"
-#include "core/segfile.h"
+#include "core/base/crc32c.h"
+#include "core/base/fragset.h"
+#include "core/format/segfile.h"
 #include "fuzz_sound.h"
 
 static uint32_t g32(const uint8_t *p) {

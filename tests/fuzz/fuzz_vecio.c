@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "core/vecio.h"
+#include "core/vector/vecio.h"
 
 static char paths[3][64];
 

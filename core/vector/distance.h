@@ -1,0 +1,39 @@
+/*
+ * distance.h - the distance kernels every scan spends its time in.
+ *
+ * Convention: every score is "smaller is closer", so one top-k structure
+ * serves all metrics. L2 gives the squared distance; DOT and COSINE give the
+ * negated inner product (COSINE vectors are normalised before they get here).
+ *
+ * The kernels pick an AVX2+FMA implementation at run time when the CPU has
+ * it and fall back to portable C with several accumulators otherwise, so one
+ * binary runs everywhere and is fast where it can be.
+ */
+#ifndef SF_DISTANCE_H
+#define SF_DISTANCE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/base/types.h"
+
+float sf_dist_l2sq(const float *a, const float *b, size_t dim);
+float sf_dist_dot(const float *a, const float *b, size_t dim);
+
+/* The score of the metric: l2sq for L2, -dot for DOT and COSINE. */
+static inline float sf_dist_score(sf_metric m, const float *a, const float *b, size_t dim) {
+  return m == SF_L2 ? sf_dist_l2sq(a, b, dim) : -sf_dist_dot(a, b, dim);
+}
+
+/* out[i] = score(q, base + i*dim) for i < n. */
+void sf_dist_score_batch(sf_metric m, const float *q, const float *base, size_t n,
+                         size_t dim, float *out);
+
+/* Sum of table[j*256 + codes[j]] for j < m: the PQ asymmetric distance from
+ * a lookup table. */
+float sf_dist_pq_lut(const float *table, const uint8_t *codes, size_t m);
+
+/* "avx2" or "scalar": which kernels this process uses. */
+const char *sf_dist_impl(void);
+
+#endif

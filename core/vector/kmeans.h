@@ -1,0 +1,94 @@
+/*
+ * kmeans.h - k-means clustering for the IVF coarse quantizer and the PQ
+ * codebooks, and the blocked nearest-centroid kernel both spend their time in.
+ *
+ * Training (after FAISS's Clustering): a deterministic sample of at most
+ * max_rows rows (default 256 per centroid), k-means++ seeding on a subsample
+ * (or random distinct rows when k is too large for k-means++ to be cheap),
+ * then Lloyd iterations with empty-cluster repair by splitting the largest
+ * cluster. A seed gives bit-identical centroids: the only threads (the
+ * caller's choice, nthreads) split the rows of the assignment step, whose
+ * result does not depend on the split; the update sums in one thread.
+ *
+ * Spherical mode ranks by inner product and renormalises the centroids after
+ * every update: the right clustering for unit vectors (COSINE) and for
+ * inner-product search (DOT), where a centroid's norm must not decide which
+ * rows it attracts.
+ *
+ * Assignment is ||x||^2 - 2 x.c + ||c||^2 with ||c||^2 precomputed, computed
+ * for 4 rows against 16 centroids at a time from a centroid "panel" (16
+ * centroids interleaved per dimension), so the inner loop is a pair of
+ * 8-lane FMAs that the compiler vectorises and centroids stay in cache.
+ */
+#ifndef SF_KMEANS_H
+#define SF_KMEANS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/base/types.h"
+
+#define SF_KMEANS_DEFAULT_MAX_PPC 256u /* rows sampled per centroid, as FAISS */
+
+typedef struct sf_kmeans_params {
+  uint32_t k;        /* clusters; 1 <= k <= n */
+  uint32_t iters;    /* Lloyd iterations after seeding (0: seeding only) */
+  uint64_t seed;     /* seeds the sample, the init and the repairs */
+  uint64_t max_rows; /* training-sample cap; 0 = k * SF_KMEANS_DEFAULT_MAX_PPC */
+  int spherical;     /* rank by inner product and keep centroids unit length */
+  uint32_t nthreads; /* assignment threads (0 or 1: the caller's thread only);
+                        results are identical for any count */
+} sf_kmeans_params;
+
+typedef struct sf_kmeans_stats {
+  size_t rows_used;   /* rows in the training sample */
+  uint32_t iters_run; /* Lloyd iterations run (stops early at a fixpoint) */
+  uint32_t repairs;   /* empty clusters repaired, all iterations together */
+  /* The objective, smaller is better: the sum of squared distances to the
+   * nearest centroid (L2), or of negated inner products (spherical). */
+  double obj_init;  /* right after seeding */
+  double obj_final; /* with the final centroids */
+} sf_kmeans_stats;
+
+/* Clusters n rows of x (n*dim floats) into p->k centroids, written to
+ * centroids[k*dim] (caller-owned). stats may be NULL. SF_EINVAL if k == 0,
+ * k > n or dim == 0; SF_ENOMEM on allocation failure. */
+sf_code sf_kmeans_train(const sf_kmeans_params *p, const float *x, size_t n, uint32_t dim,
+                        float *centroids, sf_kmeans_stats *stats, sf_err *err);
+
+/* The centroids laid out for the assignment kernel. Build once, reuse for
+ * any number of rows; read-only after init, so threads may share one. */
+typedef struct sf_kmeans_panel {
+  uint32_t k, dim, nblk; /* nblk = ceil(k / 16) */
+  int ip;                /* 1: score = -x.c; 0: score = ||x - c||^2 */
+  float *data;           /* nblk * dim * 16: data[(b*dim + j)*16 + c] */
+  float *bias;           /* nblk * 16: ||c||^2 (L2) or 0 (ip); +inf past k */
+} sf_kmeans_panel;
+
+/* Copies k centroids (k*dim floats) into p; frees with sf_kmeans_panel_free
+ * (accepts a zeroed panel). ip selects inner-product ranking. */
+sf_code sf_kmeans_panel_init(sf_kmeans_panel *p, const float *centroids, uint32_t k,
+                             uint32_t dim, int ip, sf_err *err);
+void sf_kmeans_panel_free(sf_kmeans_panel *p);
+
+/* For each of n rows: label[i] = the nearest centroid (smallest score, ties
+ * to the lower index); score[i] (if not NULL) = its score: squared distance
+ * (clamped at 0) or negated inner product. Allocates nothing. */
+void sf_kmeans_panel_assign(const sf_kmeans_panel *p, const float *x, size_t n,
+                            uint32_t *label, float *score);
+
+/* The same, split over nthreads threads (created and joined inside the
+ * call; 0 or 1 runs on the caller's thread). Labels and scores are the same
+ * whatever the count. Falls back to one thread if threads cannot start. */
+void sf_kmeans_panel_assign_mt(const sf_kmeans_panel *p, const float *x, size_t n,
+                               uint32_t *label, float *score, uint32_t nthreads);
+
+/* out[c] for every centroid c < k: the score of one row, up to a per-row
+ * constant (for L2 it omits ||x||^2, which does not change the order). */
+void sf_kmeans_panel_scores(const sf_kmeans_panel *p, const float *x, float *out);
+
+/* Deterministic sample of m of n indices (Knuth's selection sampling):
+ * idx[m] receives them in increasing order. m <= n. */
+void sf_kmeans_sample(uint64_t seed, size_t n, size_t m, size_t *idx);
+
+#endif

@@ -1,0 +1,165 @@
+/*
+ * processor_dead.c - the dead-letter thread of the processor (see
+ * processor.h): it writes a failed job's marker, then publishes the
+ * ShardRejected of every event of the job, or of a single rejected event,
+ * waiting for each delivery report. Like the workers it never touches the
+ * job table or the offsets: results go back to the loop (processor_tasks.c).
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "consumer/intake.h"
+#include "core/catalog/catalog.h"
+#include "processor/processor_internal.h"
+
+/* ---- the dead-letter thread ------------------------------------------------------ */
+
+/* How much of the original bytes a cut-down dead letter keeps. */
+#define DEAD_LETTER_MIN_BYTES 1024
+
+static sf_code publish_rejected_once(sf_proc *p, const sf_shard_rejected *r,
+                                     sf_err *err) {
+  sf_code rc;
+  for (int attempt = 1;; attempt++) {
+    rc = sf_publish_rejected(p->pub, NULL, r, p->o.delivery_timeout_ms, NULL, err);
+    if (!sf_proc_retry_publish(p, rc, attempt, "ShardRejected", r->staging_id, err))
+      break;
+  }
+  return rc;
+}
+
+/* Publishes a dead letter. One that can never be published as it is (too
+ * large for message.max.bytes, or not encodable) must not hold its
+ * partition's offset forever: it is sent again cut down (the original bytes
+ * truncated, the text made valid UTF-8, the message saying so), and if even
+ * that cannot be sent it is logged at error level and given up, so that
+ * the offset moves. Retryable failures (broker down) still retry. */
+static sf_code publish_rejected(sf_proc *p, const sf_shard_rejected *r, sf_err *err) {
+  sf_code rc = publish_rejected_once(p, r, err);
+  char q[600];
+  if (rc == SF_EDECODE || rc == SF_EINVAL) {
+    char why[SF_ERR_MSG_MAX], orig[SF_ERR_MSG_MAX], msg[3 * SF_ERR_MSG_MAX];
+    char sid[SF_EVENT_ID_MAX * 4 + 1], shid[SF_EVENT_ID_MAX * 4 + 1];
+    size_t keep = r->original_value_len < DEAD_LETTER_MIN_BYTES ? r->original_value_len
+                                                                : DEAD_LETTER_MIN_BYTES;
+    sf_event_escape_text(why, sizeof why, err->msg);
+    sf_event_escape_text(orig, sizeof orig, r->message);
+    snprintf(msg, sizeof msg,
+             "%s [dead letter cut down: original_value holds the first %zu of %zu "
+             "bytes, because the full dead letter could not be published: %s]",
+             orig, keep, r->original_value_len, why);
+    sf_shard_rejected m = *r; /* borrowed fields: never cleared */
+    m.message = msg;
+    m.original_value_len = keep;
+    m.staging_id =
+        r->staging_id ? sf_event_escape_text(sid, sizeof sid, r->staging_id) : NULL;
+    m.shard_id =
+        r->shard_id ? sf_event_escape_text(shid, sizeof shid, r->shard_id) : NULL;
+    sf_proc_plog(p, SF_PROC_LOG_WARNING,
+                 "event=dead_letter_cut_down staging_id=%s partition=%d offset=%lld "
+                 "bytes=%zu error=\"%s\"",
+                 m.staging_id ? m.staging_id : "-", (int)r->source_partition,
+                 (long long)r->source_offset, r->original_value_len,
+                 sf_proc_quoted(q, sizeof q, why));
+    rc = publish_rejected_once(p, &m, err);
+    if (rc == SF_EDECODE || rc == SF_EINVAL) {
+      sf_proc_plog(p, SF_PROC_LOG_ERR,
+                   "event=dead_letter_impossible reason=%s partition=%d offset=%lld "
+                   "error=\"%s\"",
+                   r->reason ? r->reason : "-", (int)r->source_partition,
+                   (long long)r->source_offset, sf_proc_quoted(q, sizeof q, err->msg));
+      return SF_OK; /* given up loudly: the offset moves on */
+    }
+  }
+  if (!rc) {
+    atomic_fetch_add(&p->n_rejected, 1);
+    if (p->o.metrics) sf_metrics_reject(p->o.metrics, sf_event_reason_parse(r->reason));
+  }
+  return rc;
+}
+
+static int catalog_holds(const char *dataset, const char *staging_id) {
+  sf_catalog *c = NULL;
+  int held = 0;
+  if (!sf_catalog_open_latest(dataset, &c, NULL) &&
+      sf_catalog_lookup_job(c, staging_id, NULL, &held, NULL))
+    held = 0;
+  sf_catalog_free(c);
+  return held;
+}
+
+/* Marks the job failed on disk, then dead-letters every event of it: the
+ * event that failed it with its reason, the others as JOB_FAILED (or all
+ * with the job's reason when no single event failed it). */
+static void run_dead_job(sf_proc *p, task *t) {
+  sf_job *j = t->job;
+  t->dataset_fault = 0;
+  /* Whatever failed it, a job the catalog holds is committed, not failed:
+   * late redeliveries of a job committed before a restart (a timeout), or a
+   * job another owner committed meanwhile after a rebalance (a conflict).
+   * A failed marker for it would refuse a committed staging id for good. */
+  if (catalog_holds(j->dataset, j->staging_id)) {
+    t->in_catalog = 1;
+    return;
+  }
+  /* The job's message may quote what is on disk (a link's target): made
+   * valid UTF-8 so that the marker (JSON) and the dead letters take it. */
+  char jm_ok[SF_ERR_MSG_MAX];
+  const char *jm = sf_event_escape_text(jm_ok, sizeof jm_ok, j->message);
+  /* The marker first (processor.h's ordering): without it a restart would
+   * take the staging id afresh after its dead letters were published. So a
+   * marker that cannot be written holds the job and its offsets, and the
+   * loop retries it with backoff (processor.h, held jobs). */
+  if (sf_intake_mark_failed(j->dataset, j->staging_id, j->reason, jm, sf_clock_wall_ms(),
+                            &t->err)) {
+    t->rc = SF_EIO;
+    t->dataset_fault = 1; /* the dataset's: the job is held, the service goes on */
+    sf_err_prefix(&t->err, "writing the failed marker of job '%s'", j->staging_id);
+    return;
+  }
+  char others[SF_ERR_MSG_MAX + 128];
+  snprintf(others, sizeof others, "job '%s' failed (%s): %s", j->staging_id,
+           sf_event_reason_name(j->reason), jm);
+  for (size_t i = 0; i <= j->nshards; i++) {
+    const sf_jobs_shard *s = i < j->nshards ? &j->shards[i] : j->trigger;
+    if (!s) break;
+    int is_trigger = s == j->trigger;
+    sf_event_reason why = j->trigger && !is_trigger ? SF_REASON_JOB_FAILED : j->reason;
+    sf_shard_rejected r = {.reason = (char *)sf_event_reason_name(why),
+                           .message = (char *)(j->trigger && !is_trigger ? others : jm),
+                           .staging_id = j->staging_id,
+                           .shard_id = s->ev.shard_id,
+                           .source_topic = (char *)p->topic,
+                           .source_partition = s->ref.partition,
+                           .source_offset = s->ref.offset,
+                           .original_value = s->raw,
+                           .original_value_len = s->raw_len,
+                           .rejected_at_ms = sf_clock_wall_ms()};
+    if ((t->rc = publish_rejected(p, &r, &t->err))) return; /* borrowed: not cleared */
+    if (atomic_load(&t->cancel)) { /* revoked: the new owner dead-letters it */
+      t->rc = sf_err_set(&t->err, SF_ECANCELED, "canceled");
+      return;
+    }
+  }
+}
+
+void *sf_proc_dead_main(void *arg) {
+  sf_proc *p = arg;
+  task *t;
+  while ((t = sf_proc_q_pop(&p->dead, 1))) {
+    /* A failed job dropped by a revoke belongs to the new owner now: this
+     * one must neither mark it nor dead-letter it. */
+    /* After the drain (quit) the queued dead letters are given back
+     * unpublished, their offsets uncommitted (a restart redoes them): one
+     * publish attempt each, up to the delivery timeout with the broker
+     * gone, could hold the exit for hours with thousands queued. */
+    if (atomic_load(&t->cancel) || atomic_load(&p->quit))
+      t->rc = sf_err_set(&t->err, SF_ECANCELED, "canceled");
+    else if (t->kind == T_DEAD_EVENT)
+      t->rc = publish_rejected(p, &t->rej, &t->err);
+    else
+      run_dead_job(p, t);
+    sf_proc_hand_back(p, t);
+  }
+  return NULL;
+}
