@@ -224,19 +224,24 @@ sf_code cli_flag_ms(cli_flag_id id, const char *val, int64_t *ms, sf_err *err) {
   if (!f || f->kind != CLI_KIND_DURATION) return wrong_kind(id, err);
   static const struct {
     const char *suffix;
-    double ms;
+    uint64_t ms;
   } units[] = {{"ms", 1}, {"s", 1000}, {"", 1000}, {"m", 60000}, {"h", 3600000}};
-  char *end;
-  double v =
-      val && (isdigit((unsigned char)*val) || *val == '.') ? strtod(val, &end) : -1;
-  if (v < 0) return refuse(id, val, err);
+  if (!val || !(isdigit((unsigned char)*val) || *val == '.')) return refuse(id, val, err);
+  char *end, *iend;
+  errno = 0;
+  unsigned long long n = strtoull(val, &iend, 10);
+  int whole = !errno && iend != val;
+  double v = strtod(val, &end);
+  whole = whole && iend == end; /* exact for whole numbers, which doubles are not */
   for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
-    double t = v * units[i].ms;
     if (strcmp(end, units[i].suffix)) continue;
-    /* a positive duration shorter than 1 ms would round to 0 */
-    if (t < (double)f->min || t > (double)f->max || (t > 0 && t < 1))
+    uint64_t u = units[i].ms;
+    double t = v * (double)u;
+    if (whole ? n > f->max / u || n * u < f->min
+              /* a positive duration shorter than 1 ms would round to 0 */
+              : t < (double)f->min || t >= (double)f->max || (t > 0 && t < 1))
       return refuse(id, val, err);
-    *ms = (int64_t)t;
+    *ms = whole ? (int64_t)(n * u) : (int64_t)t;
     return SF_OK;
   }
   return refuse(id, val, err);
