@@ -52,6 +52,7 @@ int cli_cmd_broker(int argc, char **argv) {
         break;
       case 'h':
         help();
+        cli_flag_help(stdout, opts);
         return 0;
       default:
         return cli_usage("broker", "unknown option");

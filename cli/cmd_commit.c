@@ -260,7 +260,7 @@ int cli_cmd_commit(int argc, char **argv) {
       case 'q': quantizer = optarg; break;
       case 'v': verify = 1; break;
       case 'j': json = 1; break;
-      case 'h': help(); return 0;
+      case 'h': help(); cli_flag_help(stdout, opts); return 0;
       default: return cli_usage("commit", "unknown option");
     }
   }
@@ -368,7 +368,7 @@ int cli_inspect_dataset(int argc, char **argv) {
           return cli_usage("inspect", "%s", err.msg);
         break;
       case 'j': json = 1; break;
-      case 'h': inspect_help(); return 0;
+      case 'h': inspect_help(); cli_flag_help(stdout, opts); return 0;
       default: return cli_usage("inspect", "unknown option");
     }
   }

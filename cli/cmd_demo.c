@@ -213,6 +213,7 @@ int cli_cmd_demo(int argc, char **argv) {
         break;
       case 'h':
         help();
+        cli_flag_help(stdout, opts);
         return 0;
       default:
         return cli_usage("demo", "unknown option");

@@ -77,7 +77,7 @@ int cli_cmd_finalize(int argc, char **argv) {
       case CLI_FLAG_MAX_MERGES: rc = cli_flag_u64(c, optarg, &merges, &err); break;
       case 'r': req.replace = 1; break;
       case 'j': json = 1; break;
-      case 'h': help(); status = 0; goto out;
+      case 'h': help(); cli_flag_help(stdout, opts); status = 0; goto out;
       default: cli_usage("finalize", "unknown option"); goto out;
     }
     if (rc) {

@@ -12,7 +12,7 @@
 
 static void help(void) {
   printf(
-      "usage: segforge gc --dataset D [--keep-versions K] [--grace SECONDS] [--dry-run]\n\n"
+      "usage: segforge gc --dataset D [--keep-versions K] [--grace DUR] [--dry-run]\n\n"
       "Keeps the newest K catalog versions (default %u; never fewer than 1) and what\n"
       "they reference; removes older versions, the staging roots of committed jobs,\n"
       "segment files and quantizers no kept version references, and temporary files\n"
@@ -20,7 +20,7 @@ static void help(void) {
       "whatever their age (they are declared in _indices/_intents/). Any other\n"
       "unreferenced segment or quantizer that no dropped version referenced either\n"
       "(built by 'segforge build' for a later commit?) stays until it is older than\n"
-      "--grace (default %u seconds). --dry-run prints what would go and keeps it.\n",
+      "--grace (default %us). --dry-run prints what would go and keeps it.\n",
       SF_GC_DEFAULT_KEEP, SF_GC_DEFAULT_GRACE_MS / 1000u);
 }
 
@@ -47,7 +47,7 @@ int cli_cmd_gc(int argc, char **argv) {
       case CLI_FLAG_KEEP_VERSIONS: rc = cli_flag_u64(c, optarg, &keep, &err); break;
       case CLI_FLAG_GRACE: rc = cli_flag_ms(c, optarg, &grace_ms, &err); break;
       case 'n': dry = 1; break;
-      case 'h': help(); return 0;
+      case 'h': help(); cli_flag_help(stdout, opts); return 0;
       default: return cli_usage("gc", "unknown option");
     }
     if (rc) return cli_usage("gc", "%s", err.msg);

@@ -71,7 +71,7 @@ int cli_cmd_gen(int argc, char **argv) {
           return cli_usage("gen", "--sigma expects a number in (0, 100), got '%s'", optarg);
         break;
       }
-      case 'h': help(); return 0;
+      case 'h': help(); cli_flag_help(stdout, opts); return 0;
       default: return cli_usage("gen", "unknown option");
     }
     if (rc) return cli_usage("gen", "%s", err.msg);

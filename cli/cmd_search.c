@@ -94,7 +94,7 @@ int cli_cmd_search(int argc, char **argv) {
         if (!(rc = cli_flag_check_id(c, optarg, &err))) index = optarg;
         break;
       case 'j': json = 1; break;
-      case 'h': help(); return 0;
+      case 'h': help(); cli_flag_help(stdout, opts); return 0;
       default: return cli_usage("search", "unknown option");
     }
     if (rc) return cli_usage("search", "%s", err.msg);

@@ -48,7 +48,7 @@ static void help(void) {
       "  --config FILE      the same, one key=value a line\n"
       "  --target-segment-bytes N  segment budget (K/M/G) for jobs whose events set "
       "none;\n"
-      "                     default 0: one segment per shard\n"
+      "                     default: none, one segment per shard\n"
       "  --max-merges N     segment builds at once in the whole process, all jobs\n"
       "                     together (default 2)\n"
       "  --workers N        jobs finalized at once (default: --max-merges); their\n"
@@ -203,6 +203,7 @@ int cli_cmd_serve(int argc, char **argv) {
       }
       case 'h':
         help();
+        cli_flag_help(stdout, opts);
         sf_kconf_free(k);
         return 0;
       default:

@@ -276,6 +276,7 @@ int cli_cmd_stage(int argc, char **argv) {
         break;
       case 'h':
         help();
+        cli_flag_help(stdout, opts);
         bad = -1; /* exits 0 */
         break;
       default:

@@ -139,7 +139,7 @@ int cli_cmd_train(int argc, char **argv) {
       case CLI_FLAG_MAX_TRAIN_ROWS: rc = cli_flag_u64(c, optarg, &max_rows, &err); break;
       case CLI_FLAG_ITERS: rc = cli_flag_u64(c, optarg, &iters, &err); break;
       case CLI_FLAG_THREADS: rc = cli_flag_u64(c, optarg, &threads, &err); break;
-      case 'h': help(); return 0;
+      case 'h': help(); cli_flag_help(stdout, opts); return 0;
       default: return cli_usage("train", "unknown option");
     }
     if (rc) return cli_usage("train", "%s", err.msg);

@@ -278,13 +278,15 @@ sf_code cli_flag_fragset(cli_flag_id id, const char *val, roaring_bitmap_t **out
   return refuse(id, val, err);
 }
 
-void cli_flag_help(FILE *out, const cli_flag_id *ids, size_t n) {
-  for (size_t i = 0; i < n; i++) {
-    const cli_flag *f = get(ids[i]);
+void cli_flag_help(FILE *out, const struct option *opts) {
+  int first = 1;
+  for (; opts->name; opts++) {
+    const cli_flag *f = get(opts->val);
     if (!f) continue;
-    char opt[64], form[256];
-    snprintf(opt, sizeof opt, "--%s %s", f->name, f->metavar);
-    cli_flag_form(ids[i], form, sizeof form);
-    fprintf(out, "  %-26s %s;\n  %-26s %s\n", opt, f->help, "", form);
+    char form[256];
+    cli_flag_form(opts->val, form, sizeof form);
+    fprintf(out, "%s  --%s %s: %s\n", first ? "\nValues:\n" : "", f->name, f->metavar,
+            form);
+    first = 0;
   }
 }

@@ -114,7 +114,8 @@ sf_code cli_flag_fragset(cli_flag_id id, const char *val, roaring_bitmap_t **out
 
 /* Writes what a flag accepts ("a whole number from 1 to 256") into buf. */
 void cli_flag_form(cli_flag_id id, char *buf, size_t size);
-/* Prints one help line per flag in ids[n]: "  --name META  help; form". */
-void cli_flag_help(FILE *f, const cli_flag_id *ids, size_t n);
+/* Prints what --help says of the table's flags among a command's getopt
+ * options (ending with a NULL name): for each, its form. */
+void cli_flag_help(FILE *f, const struct option *opts);
 
 #endif

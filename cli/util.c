@@ -81,7 +81,7 @@ int cli_plan_args_parse(const char *cmd, int build, void (*help)(void), int argc
         if (!(rc = cli_flag_check_id(c, optarg, &err))) a->po.staging_id = optarg;
         break;
       case 'j': a->json = 1; break;
-      case 'h': help(); status = 0; break;
+      case 'h': help(); cli_flag_help(stdout, use); status = 0; break;
       default: status = cli_usage(cmd, "unknown option");
     }
     if (rc) status = cli_usage(cmd, "%s", err.msg);

@@ -5,9 +5,11 @@
 # exits 0) and a value just outside is refused with exit 2 and the same
 # message everywhere, "--<flag>: '<value>' is not <what is accepted>". Each
 # such command's --help names the flag.
+# docs/cli.md lists each flag with the same form and the same commands.
 # Env: SEGFORGE (the program).
 set -u
 S=${SEGFORGE:?set SEGFORGE to the segforge binary}
+DOC=$(dirname "$0")/../docs/cli.md
 fails=0
 ok() { echo "ok   $*"; }
 bad() { echo "FAIL $*"; fails=$((fails + 1)); }
@@ -30,6 +32,20 @@ run() {
   err=${err#"segforge $cmd: "}
   err=${err%" (see 'segforge $cmd --help')"}
   printf '%s|%s' "$rc" "$err"
+}
+
+# doc_line NAME COMMANDS FORM: docs/cli.md's row of the flag says FORM and
+# names the commands.
+doc_line() {
+  local row c
+  row=$(grep -F -- "| \`--$1 " "$DOC")
+  case "$row" in
+    *"| $3 |") ok "docs/cli.md: --$1 is $3" ;;
+    *) bad "docs/cli.md: --$1 is $3 (the row: ${row:-none})" ;;
+  esac
+  for c in $2; do
+    case "$row" in *" $c"[,\ ]*) ;; *) bad "docs/cli.md: --$1 is taken by $c" ;; esac
+  done
 }
 
 # flag "NAME" "COMMANDS" "INSIDE VALUES" "OUTSIDE VALUES"
@@ -62,7 +78,10 @@ flag() {
         "--$name: '$v' is not "*) ;;
         *) bad "$c --$name '$v': the message names the flag and the value: ${r#*|}"; continue ;;
       esac
-      if [ -z "$first" ]; then first=${r#*|}; ok "$c --$name '$v': refused: $first"
+      if [ -z "$first" ]; then
+        first=${r#*|}
+        ok "$c --$name '$v': refused: $first"
+        doc_line "$name" "$cmds" "${first#*\' is not }"
       elif [ "${r#*|}" = "$first" ]; then ok "$c --$name '$v': the same refusal"
       else bad "$c --$name '$v': the same refusal as the others: ${r#*|} vs $first"; fi
     done
