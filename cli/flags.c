@@ -174,7 +174,7 @@ void cli_flag_form(cli_flag_id id, char *buf, size_t size) {
           "with '.')");
       break;
     case CLI_KIND_FRAGSET:
-      snprintf(buf, size, "a fragment list such as 0-63,70");
+      snprintf(buf, size, "a range list of fragment numbers such as 0-63,70");
       break;
   }
 }
