@@ -8,8 +8,10 @@
 
 #include <stdint.h>
 
+#include "cli/flags.h"
 #include "core/base/error.h"
 #include "core/base/fragset.h"
+#include "core/pipeline/plan.h"
 
 /* Each command: argv[0] is the command name; returns the exit status
  * (0 ok, 1 failure, 2 usage error). */
@@ -36,28 +38,12 @@ int cli_fail(const char *cmd, const sf_err *err);
 int cli_usage(const char *cmd, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
-/* Parse an unsigned integer flag value in [min, max]; accepts K/M/G suffixes
- * (powers of 1024) when `sizes` is set. On failure fills err naming the flag. */
-sf_code cli_parse_u64(const char *flag, const char *val, uint64_t min, uint64_t max,
-                      int sizes, uint64_t *out, sf_err *err);
-
-/* Checks the ids given in flags, as (flag, value) pairs ending with NULL;
- * a NULL value (flag not given) is skipped. An id follows the catalog's rule
- * (sf_catalog_check_id): it names a directory or file, so a value such as
- * '../x' must be refused before anything is read or written. SF_EINVAL with
- * err naming the flag. */
-sf_code cli_check_ids(sf_err *err, ...) __attribute__((sentinel));
-
-/* The planning flags that plan, build and finalize share, as getopt_long
- * entries: --target-segment-bytes N (K/M/G; 0 = one segment per shard),
- * --expected-fragments LIST, --index-type T. Their option values are 'b',
- * 'e' and 't'; a command using CLI_PLAN_OPTIONS keeps those letters free. */
-/* clang-format off */
-#define CLI_PLAN_OPTIONS                                 \
-  {"target-segment-bytes", required_argument, 0, 'b'},   \
-  {"expected-fragments", required_argument, 0, 'e'},     \
-  {"index-type", required_argument, 0, 't'}
-/* clang-format on */
+/* The planning flags that plan, build and finalize share (cli/flags.h):
+ * --target-segment-bytes, --expected-fragments and --index-type, as
+ * getopt_long entries of a run-time option array. */
+#define CLI_PLAN_OPTIONS                           \
+  CLI_OPT(CLI_FLAG_TARGET_SEGMENT_BYTES),          \
+      CLI_OPT(CLI_FLAG_EXPECTED_FRAGMENTS), CLI_OPT(CLI_FLAG_INDEX_TYPE)
 
 typedef struct cli_plan_flags {
   uint64_t target_segment_bytes; /* 0: none */
@@ -73,4 +59,21 @@ typedef struct cli_plan_flags {
 int cli_plan_flag(cli_plan_flags *f, int c, const char *arg, sf_code *rc, sf_err *err);
 /* Frees what f owns; f may be used again after CLI_PLAN_FLAGS_INIT. */
 void cli_plan_flags_clear(cli_plan_flags *f);
+
+/* The flags of `plan` and `build` (build adds --dataset and --max-merges).
+ * pf is owned (cli_plan_flags_clear). */
+typedef struct cli_plan_args {
+  const char *staging, *dataset; /* dataset: build only */
+  sf_plan_opts po;               /* staging_id and the planning flags */
+  cli_plan_flags pf;             /* what po borrows */
+  uint64_t max_merges;           /* build only; 0: the number of cores */
+  int json;
+} cli_plan_args;
+
+/* Parses argv for `plan` (build = 0) or `build` (build = 1) into *a.
+ * Returns -1 when the command should go on (a->pf then owned by the
+ * caller), or the exit status to return (0 after --help, 2 on a usage
+ * error, already printed) with nothing left to free. */
+int cli_plan_args_parse(const char *cmd, int build, void (*help)(void), int argc,
+                        char **argv, cli_plan_args *a);
 #endif

@@ -27,11 +27,11 @@ static void help(void) {
 }
 
 int cli_cmd_broker(int argc, char **argv) {
-  static const struct option opts[] = {{"partitions", required_argument, 0, 'p'},
-                                       {"topic", required_argument, 0, 't'},
-                                       {"nodes", required_argument, 0, 'n'},
-                                       {"help", no_argument, 0, 'h'},
-                                       {0, 0, 0, 0}};
+  const struct option opts[] = {CLI_OPT(CLI_FLAG_PARTITIONS),
+                                {"topic", required_argument, 0, 't'},
+                                CLI_OPT(CLI_FLAG_NODES),
+                                {"help", no_argument, 0, 'h'},
+                                {0, 0, 0, 0}};
   uint64_t partitions = 3, nodes = 1;
   const char *extra[SF_BROKER_MAX_TOPICS];
   size_t nextra = 0;
@@ -41,12 +41,9 @@ int cli_cmd_broker(int argc, char **argv) {
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
     sf_code rc = SF_OK;
     switch (c) {
-      case 'p':
-        rc = cli_parse_u64("--partitions", optarg, 1, SF_BROKER_MAX_PARTITIONS, 0,
-                           &partitions, &err);
-        break;
-      case 'n':
-        rc = cli_parse_u64("--nodes", optarg, 1, 16, 0, &nodes, &err);
+      case CLI_FLAG_PARTITIONS:
+      case CLI_FLAG_NODES:
+        rc = cli_flag_u64(c, optarg, c == CLI_FLAG_NODES ? &nodes : &partitions, &err);
         break;
       case 't':
         if (nextra + 3 >= SF_BROKER_MAX_TOPICS)
@@ -55,6 +52,7 @@ int cli_cmd_broker(int argc, char **argv) {
         break;
       case 'h':
         help();
+        cli_flag_help(stdout, opts);
         return 0;
       default:
         return cli_usage("broker", "unknown option");

@@ -5,7 +5,6 @@
  * the segments in the catalog. Re-running after a crash reuses finished
  * segments.
  */
-#include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -94,82 +93,24 @@ static int print_json(const sf_seginfo *s, size_t n) {
 }
 
 int cli_cmd_build(int argc, char **argv) {
-  static const struct option opts[] = {{"staging", required_argument, 0, 's'},
-                                       {"dataset", required_argument, 0, 'd'},
-                                       CLI_PLAN_OPTIONS,
-                                       {"max-merges", required_argument, 0, 'm'},
-                                       {"staging-id", required_argument, 0, 'i'},
-                                       {"json", no_argument, 0, 'j'},
-                                       {"help", no_argument, 0, 'h'},
-                                       {0, 0, 0, 0}};
-  const char *staging = NULL, *dataset = NULL;
-  sf_plan_opts po = {0};
-  cli_plan_flags pf = CLI_PLAN_FLAGS_INIT;
-  uint64_t merges = 0;
-  int json = 0;
+  cli_plan_args a;
+  int status = cli_plan_args_parse("build", 1, help, argc, argv, &a);
+  if (status >= 0) return status;
   sf_err err = {0};
-  int c;
-  optind = 1;
-  while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-    sf_code rc = SF_OK;
-    if (cli_plan_flag(&pf, c, optarg, &rc, &err)) c = 0;
-    switch (c) {
-      case 0:
-        break;
-      case 's':
-        staging = optarg;
-        break;
-      case 'd':
-        dataset = optarg;
-        break;
-      case 'm':
-        rc = cli_parse_u64("--max-merges", optarg, 1, 1024, 0, &merges, &err);
-        break;
-      case 'i':
-        po.staging_id = optarg;
-        break;
-      case 'j':
-        json = 1;
-        break;
-      case 'h':
-        cli_plan_flags_clear(&pf);
-        help();
-        return 0;
-      default:
-        cli_plan_flags_clear(&pf);
-        return cli_usage("build", "unknown option");
-    }
-    if (rc) {
-      cli_plan_flags_clear(&pf);
-      return cli_usage("build", "%s", err.msg);
-    }
-  }
-  if (!staging || !dataset || optind < argc) cli_plan_flags_clear(&pf);
-  if (!staging) return cli_usage("build", "--staging DIR is required");
-  if (!dataset) return cli_usage("build", "--dataset D is required");
-  if (optind < argc) return cli_usage("build", "unexpected argument '%s'", argv[optind]);
-  if (cli_check_ids(&err, "--staging-id", po.staging_id, NULL)) {
-    cli_plan_flags_clear(&pf);
-    return cli_usage("build", "%s", err.msg);
-  }
-  po.target_segment_bytes = pf.target_segment_bytes;
-  po.expected_fragments = pf.expected;
-  po.index_type = pf.index_type;
-
   sf_plan *plan;
-  sf_code rc = sf_plan_staging(staging, &po, &plan, &err);
-  cli_plan_flags_clear(&pf);
+  sf_code rc = sf_plan_staging(a.staging, &a.po, &plan, &err);
+  cli_plan_flags_clear(&a.pf);
   if (rc) return cli_fail("build", &err);
 
   progress_state st = {.tty = isatty(STDERR_FILENO)};
   double t0 = sf_progress_now();
   sf_progress_init(&st.clock, t0, 0.25);
   sf_build_opts bo = {
-      .max_merges = (unsigned)merges, .progress = on_progress, .progress_ctx = &st};
+      .max_merges = (unsigned)a.max_merges, .progress = on_progress, .progress_ctx = &st};
   sf_seginfo *segs;
   size_t n;
   sf_build_stats stats;
-  rc = sf_build_run(plan, dataset, &bo, &segs, &n, &stats, &err);
+  rc = sf_build_run(plan, a.dataset, &bo, &segs, &n, &stats, &err);
   if (st.shown) {
     show(&st, &st.last, 1);
     fprintf(stderr, "\n");
@@ -189,7 +130,7 @@ int cli_cmd_build(int argc, char **argv) {
           n, stats.built, stats.reused, plan->num_shards, total, secs, rate,
           stats.peak_running);
   int bad = 0;
-  if (json) {
+  if (a.json) {
     bad = print_json(segs, n);
   } else {
     for (size_t i = 0; i < n; i++) {

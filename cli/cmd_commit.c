@@ -233,9 +233,9 @@ static sf_code from_file(inputs *in, const char *ds, const char *file, int verif
 }
 
 int cli_cmd_commit(int argc, char **argv) {
-  static const struct option opts[] = {
-      {"dataset", required_argument, 0, 'd'},   {"index", required_argument, 0, 'i'},
-      {"column", required_argument, 0, 'c'},    {"staging-id", required_argument, 0, 's'},
+  const struct option opts[] = {
+      {"dataset", required_argument, 0, 'd'},   CLI_OPT(CLI_FLAG_INDEX),
+      {"column", required_argument, 0, 'c'},    CLI_OPT(CLI_FLAG_STAGING_ID),
       {"segments-from", required_argument, 0, 'f'}, {"replace", no_argument, 0, 'r'},
       {"quantizer", required_argument, 0, 'q'}, {"verify", no_argument, 0, 'v'},
       {"json", no_argument, 0, 'j'},            {"help", no_argument, 0, 'h'},
@@ -243,19 +243,23 @@ int cli_cmd_commit(int argc, char **argv) {
   const char *dataset = NULL, *index = NULL, *column = NULL, *staging = NULL, *from = NULL;
   const char *quantizer = NULL;
   int replace = 0, verify = 0, json = 0, c;
+  sf_err err = {0};
   optind = 1;
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
     switch (c) {
       case 'd': dataset = optarg; break;
-      case 'i': index = optarg; break;
+      case CLI_FLAG_INDEX:
+      case CLI_FLAG_STAGING_ID:
+        if (cli_flag_check_id(c, optarg, &err)) return cli_usage("commit", "%s", err.msg);
+        *(c == CLI_FLAG_INDEX ? &index : &staging) = optarg;
+        break;
       case 'c': column = optarg; break;
-      case 's': staging = optarg; break;
       case 'f': from = optarg; break;
       case 'r': replace = 1; break;
       case 'q': quantizer = optarg; break;
       case 'v': verify = 1; break;
       case 'j': json = 1; break;
-      case 'h': help(); return 0;
+      case 'h': help(); cli_flag_help(stdout, opts); return 0;
       default: return cli_usage("commit", "unknown option");
     }
   }
@@ -263,9 +267,6 @@ int cli_cmd_commit(int argc, char **argv) {
   if (!dataset || !index || !column || !staging || !from)
     return cli_usage("commit", "--dataset, --index, --column, --staging-id and "
                      "--segments-from are required");
-  sf_err err = {0};
-  if (cli_check_ids(&err, "--index", index, "--staging-id", staging, NULL))
-    return cli_usage("commit", "%s", err.msg);
   char *ds;
   if (sf_catalog_resolve_dataset(dataset, &ds, &err)) return cli_fail("commit", &err);
   inputs in = {0};

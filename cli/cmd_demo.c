@@ -37,6 +37,7 @@ extern char **environ;
 #define DEMO_INDEX "embedding_idx"
 #define DEMO_JOB "demo-job-1"
 #define DEMO_PARTITIONS 4
+#define DEMO_MIN_ROWS 1000u /* the demo searches this many queries (gen --queries 1000) */
 
 static void help(void) {
   printf(
@@ -167,62 +168,68 @@ static sf_code await_committed(const char *brokers, const char *staging_id, int 
 }
 
 int cli_cmd_demo(int argc, char **argv) {
-  static const struct option opts[] = {{"dir", required_argument, 0, 'd'},
-                                       {"rows", required_argument, 0, 'n'},
-                                       {"dim", required_argument, 0, 'D'},
-                                       {"shards", required_argument, 0, 's'},
-                                       {"index-type", required_argument, 0, 't'},
-                                       {"metric", required_argument, 0, 'm'},
-                                       {"nlist", required_argument, 0, 'l'},
-                                       {"nprobe", required_argument, 0, 'p'},
-                                       {"help", no_argument, 0, 'h'},
-                                       {0, 0, 0, 0}};
+  const struct option opts[] = {{"dir", required_argument, 0, 'd'},
+                                CLI_OPT(CLI_FLAG_ROWS),
+                                CLI_OPT(CLI_FLAG_DIM),
+                                CLI_OPT(CLI_FLAG_SHARDS),
+                                CLI_OPT(CLI_FLAG_INDEX_TYPE),
+                                CLI_OPT(CLI_FLAG_METRIC),
+                                CLI_OPT(CLI_FLAG_NLIST),
+                                CLI_OPT(CLI_FLAG_NPROBE),
+                                {"help", no_argument, 0, 'h'},
+                                {0, 0, 0, 0}};
   char dirbuf[4096] = "", *dir = NULL;
   uint64_t rows = 100000, dim = 64, shards = 4, nlist = 256, nprobe = 16;
-  const char *type = "IVF_SQ", *metric = "L2";
-  sf_index_type itype = SF_IVF_SQ;
+  int itype = SF_IVF_SQ, imetric = SF_L2;
   sf_err err = {0};
   int c;
   optind = 1;
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
     sf_code rc = SF_OK;
-    sf_metric m;
     switch (c) {
       case 'd':
         dir = optarg;
         break;
-      case 'n':
-        rc = cli_parse_u64("--rows", optarg, 1000, 1ULL << 28, 1, &rows, &err);
+      case CLI_FLAG_ROWS:
+        rc = cli_flag_u64(c, optarg, &rows, &err);
         break;
-      case 'D':
-        rc = cli_parse_u64("--dim", optarg, 8, 4096, 0, &dim, &err);
+      case CLI_FLAG_DIM:
+        rc = cli_flag_u64(c, optarg, &dim, &err);
         break;
-      case 's':
-        rc = cli_parse_u64("--shards", optarg, 1, 64, 0, &shards, &err);
+      case CLI_FLAG_SHARDS:
+        rc = cli_flag_u64(c, optarg, &shards, &err);
         break;
-      case 'l':
-        rc = cli_parse_u64("--nlist", optarg, 1, 65536, 0, &nlist, &err);
+      case CLI_FLAG_NLIST:
+        rc = cli_flag_u64(c, optarg, &nlist, &err);
         break;
-      case 'p':
-        rc = cli_parse_u64("--nprobe", optarg, 1, 65536, 0, &nprobe, &err);
+      case CLI_FLAG_NPROBE:
+        rc = cli_flag_u64(c, optarg, &nprobe, &err);
         break;
-      case 't':
-        rc = sf_index_type_parse(optarg, &itype, &err), type = optarg;
+      case CLI_FLAG_INDEX_TYPE:
+        rc = cli_flag_choice(c, optarg, &itype, &err);
         break;
-      case 'm':
-        rc = sf_metric_parse(optarg, &m, &err), metric = optarg;
+      case CLI_FLAG_METRIC:
+        rc = cli_flag_choice(c, optarg, &imetric, &err);
         break;
       case 'h':
         help();
+        cli_flag_help(stdout, opts);
         return 0;
       default:
         return cli_usage("demo", "unknown option");
     }
     if (rc) return cli_usage("demo", "%s", err.msg);
   }
+  /* What the demo itself needs, beyond each flag's range: 1000 queries
+   * drawn from the data, and dim/8 PQ sub-quantizers. */
+  if (rows < DEMO_MIN_ROWS)
+    return cli_usage("demo", "the demo needs --rows %u or more (it searches %u queries)",
+                     DEMO_MIN_ROWS, DEMO_MIN_ROWS);
   if (dim % 8)
     return cli_usage("demo",
                      "--dim must be a multiple of 8 (PQ uses dim/8 sub-quantizers)");
+  const char *type = sf_index_type_name((sf_index_type)itype);
+  const char *metric = sf_metric_name((sf_metric)imetric);
   if (!dir) {
     snprintf(dirbuf, sizeof dirbuf, "%s/segforge-demo.XXXXXX",
              getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");

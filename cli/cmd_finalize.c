@@ -44,13 +44,13 @@ static void on_progress(void *ctx, const sf_build_progress *p) {
 }
 
 int cli_cmd_finalize(int argc, char **argv) {
-  static const struct option opts[] = {
+  const struct option opts[] = {
       {"dataset", required_argument, 0, 'd'},
-      {"index", required_argument, 0, 'i'},
+      CLI_OPT(CLI_FLAG_INDEX),
       {"column", required_argument, 0, 'c'},
-      {"staging-id", required_argument, 0, 's'},
+      CLI_OPT(CLI_FLAG_STAGING_ID),
       CLI_PLAN_OPTIONS,
-      {"max-merges", required_argument, 0, 'm'},
+      CLI_OPT(CLI_FLAG_MAX_MERGES),
       {"replace", no_argument, 0, 'r'},
       {"json", no_argument, 0, 'j'},
       {"help", no_argument, 0, 'h'},
@@ -67,13 +67,17 @@ int cli_cmd_finalize(int argc, char **argv) {
     switch (c) {
       case 0: break;
       case 'd': req.dataset = optarg; break;
-      case 'i': req.index_name = optarg; break;
+      case CLI_FLAG_INDEX:
+        if (!(rc = cli_flag_check_id(c, optarg, &err))) req.index_name = optarg;
+        break;
       case 'c': req.column = optarg; break;
-      case 's': req.staging_id = optarg; break;
-      case 'm': rc = cli_parse_u64("--max-merges", optarg, 1, 1024, 0, &merges, &err); break;
+      case CLI_FLAG_STAGING_ID:
+        if (!(rc = cli_flag_check_id(c, optarg, &err))) req.staging_id = optarg;
+        break;
+      case CLI_FLAG_MAX_MERGES: rc = cli_flag_u64(c, optarg, &merges, &err); break;
       case 'r': req.replace = 1; break;
       case 'j': json = 1; break;
-      case 'h': help(); status = 0; goto out;
+      case 'h': help(); cli_flag_help(stdout, opts); status = 0; goto out;
       default: cli_usage("finalize", "unknown option"); goto out;
     }
     if (rc) {
@@ -87,10 +91,6 @@ int cli_cmd_finalize(int argc, char **argv) {
   }
   if (optind < argc) {
     cli_usage("finalize", "unexpected argument '%s'", argv[optind]);
-    goto out;
-  }
-  if (cli_check_ids(&err, "--index", req.index_name, "--staging-id", req.staging_id, NULL)) {
-    cli_usage("finalize", "%s", err.msg);
     goto out;
   }
   progress_state st;

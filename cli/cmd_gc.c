@@ -12,7 +12,7 @@
 
 static void help(void) {
   printf(
-      "usage: segforge gc --dataset D [--keep-versions K] [--grace SECONDS] [--dry-run]\n\n"
+      "usage: segforge gc --dataset D [--keep-versions K] [--grace DUR] [--dry-run]\n\n"
       "Keeps the newest K catalog versions (default %u; never fewer than 1) and what\n"
       "they reference; removes older versions, the staging roots of committed jobs,\n"
       "segment files and quantizers no kept version references, and temporary files\n"
@@ -20,7 +20,7 @@ static void help(void) {
       "whatever their age (they are declared in _indices/_intents/). Any other\n"
       "unreferenced segment or quantizer that no dropped version referenced either\n"
       "(built by 'segforge build' for a later commit?) stays until it is older than\n"
-      "--grace (default %u seconds). --dry-run prints what would go and keeps it.\n",
+      "--grace (default %us). --dry-run prints what would go and keeps it.\n",
       SF_GC_DEFAULT_KEEP, SF_GC_DEFAULT_GRACE_MS / 1000u);
 }
 
@@ -30,12 +30,13 @@ static void show(void *ctx, sf_gc_kind kind, const char *path, uint64_t bytes) {
 }
 
 int cli_cmd_gc(int argc, char **argv) {
-  static const struct option opts[] = {
-      {"dataset", required_argument, 0, 'd'}, {"keep-versions", required_argument, 0, 'k'},
-      {"grace", required_argument, 0, 'g'},   {"dry-run", no_argument, 0, 'n'},
+  const struct option opts[] = {
+      {"dataset", required_argument, 0, 'd'}, CLI_OPT(CLI_FLAG_KEEP_VERSIONS),
+      CLI_OPT(CLI_FLAG_GRACE),                {"dry-run", no_argument, 0, 'n'},
       {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
   const char *dataset = NULL;
-  uint64_t keep = SF_GC_DEFAULT_KEEP, grace = SF_GC_DEFAULT_GRACE_MS / 1000u;
+  uint64_t keep = SF_GC_DEFAULT_KEEP;
+  int64_t grace_ms = SF_GC_DEFAULT_GRACE_MS;
   int dry = 0, c;
   sf_err err = {0};
   optind = 1;
@@ -43,10 +44,10 @@ int cli_cmd_gc(int argc, char **argv) {
     sf_code rc = SF_OK;
     switch (c) {
       case 'd': dataset = optarg; break;
-      case 'k': rc = cli_parse_u64("--keep-versions", optarg, 1, UINT32_MAX, 0, &keep, &err); break;
-      case 'g': rc = cli_parse_u64("--grace", optarg, 0, INT64_MAX / 1000, 0, &grace, &err); break;
+      case CLI_FLAG_KEEP_VERSIONS: rc = cli_flag_u64(c, optarg, &keep, &err); break;
+      case CLI_FLAG_GRACE: rc = cli_flag_ms(c, optarg, &grace_ms, &err); break;
       case 'n': dry = 1; break;
-      case 'h': help(); return 0;
+      case 'h': help(); cli_flag_help(stdout, opts); return 0;
       default: return cli_usage("gc", "unknown option");
     }
     if (rc) return cli_usage("gc", "%s", err.msg);
@@ -54,7 +55,7 @@ int cli_cmd_gc(int argc, char **argv) {
   if (!dataset) return cli_usage("gc", "--dataset D is required");
   if (optind < argc) return cli_usage("gc", "unexpected argument '%s'", argv[optind]);
   sf_gc_opts o = {.keep_versions = (uint32_t)keep, .dry_run = dry,
-                  .grace_ms = (int64_t)grace * 1000, .temp_age_ms = -1};
+                  .grace_ms = grace_ms, .temp_age_ms = -1};
   sf_gc_stats st;
   if (sf_gc_run(dataset, &o, show, &dry, &st, &err)) return cli_fail("gc", &err);
   size_t total = 0;

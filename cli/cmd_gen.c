@@ -39,17 +39,17 @@ static sf_code write_f32(const char *dir, const char *name, const float *x, size
 }
 
 int cli_cmd_gen(int argc, char **argv) {
-  static const struct option opts[] = {
-      {"out", required_argument, 0, 'o'},      {"rows", required_argument, 0, 'n'},
-      {"queries", required_argument, 0, 'q'},  {"dim", required_argument, 0, 'd'},
-      {"clusters", required_argument, 0, 'c'}, {"sigma", required_argument, 0, 's'},
-      {"metric", required_argument, 0, 'm'},   {"k", required_argument, 0, 'k'},
-      {"seed", required_argument, 0, 'S'},     {"help", no_argument, 0, 'h'},
+  const struct option opts[] = {
+      {"out", required_argument, 0, 'o'},   CLI_OPT(CLI_FLAG_ROWS),
+      CLI_OPT(CLI_FLAG_QUERIES),            CLI_OPT(CLI_FLAG_DIM),
+      CLI_OPT(CLI_FLAG_CLUSTERS),           {"sigma", required_argument, 0, 's'},
+      CLI_OPT(CLI_FLAG_METRIC),             CLI_OPT(CLI_FLAG_K),
+      CLI_OPT(CLI_FLAG_SEED),               {"help", no_argument, 0, 'h'},
       {0, 0, 0, 0}};
   const char *out = NULL;
   uint64_t rows = 100000, nq = 1000, dim = 64, clusters = 100, k = 100, seed = 42;
   double sigma = 0.3;
-  sf_metric metric = SF_L2;
+  int metric = SF_L2;
   sf_err err = {0};
   int c;
   optind = 1;
@@ -57,13 +57,13 @@ int cli_cmd_gen(int argc, char **argv) {
     sf_code rc = SF_OK;
     switch (c) {
       case 'o': out = optarg; break;
-      case 'n': rc = cli_parse_u64("--rows", optarg, 1, 1ULL << 31, 1, &rows, &err); break;
-      case 'q': rc = cli_parse_u64("--queries", optarg, 1, 1ULL << 24, 1, &nq, &err); break;
-      case 'd': rc = cli_parse_u64("--dim", optarg, 1, SF_MAX_DIM, 0, &dim, &err); break;
-      case 'c': rc = cli_parse_u64("--clusters", optarg, 1, 1ULL << 20, 0, &clusters, &err); break;
-      case 'k': rc = cli_parse_u64("--k", optarg, 1, 4096, 0, &k, &err); break;
-      case 'S': rc = cli_parse_u64("--seed", optarg, 0, UINT64_MAX, 0, &seed, &err); break;
-      case 'm': rc = sf_metric_parse(optarg, &metric, &err); break;
+      case CLI_FLAG_ROWS: rc = cli_flag_u64(c, optarg, &rows, &err); break;
+      case CLI_FLAG_QUERIES: rc = cli_flag_u64(c, optarg, &nq, &err); break;
+      case CLI_FLAG_DIM: rc = cli_flag_u64(c, optarg, &dim, &err); break;
+      case CLI_FLAG_CLUSTERS: rc = cli_flag_u64(c, optarg, &clusters, &err); break;
+      case CLI_FLAG_K: rc = cli_flag_u64(c, optarg, &k, &err); break;
+      case CLI_FLAG_SEED: rc = cli_flag_u64(c, optarg, &seed, &err); break;
+      case CLI_FLAG_METRIC: rc = cli_flag_choice(c, optarg, &metric, &err); break;
       case 's': {
         char *end;
         sigma = strtod(optarg, &end);
@@ -71,7 +71,7 @@ int cli_cmd_gen(int argc, char **argv) {
           return cli_usage("gen", "--sigma expects a number in (0, 100), got '%s'", optarg);
         break;
       }
-      case 'h': help(); return 0;
+      case 'h': help(); cli_flag_help(stdout, opts); return 0;
       default: return cli_usage("gen", "unknown option");
     }
     if (rc) return cli_usage("gen", "%s", err.msg);

@@ -253,9 +253,9 @@ static void print_text(const sf_catalog *c, const uint64_t *v, size_t nv,
 }
 
 static int inspect_dataset(int argc, char **argv) {
-  static const struct option opts[] = {
-      {"dataset", required_argument, 0, 'd'}, {"index", required_argument, 0, 'i'},
-      {"version", required_argument, 0, 'V'}, {"json", no_argument, 0, 'j'},
+  const struct option opts[] = {
+      {"dataset", required_argument, 0, 'd'}, CLI_OPT(CLI_FLAG_INDEX),
+      CLI_OPT(CLI_FLAG_VERSION),              {"json", no_argument, 0, 'j'},
       {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
   const char *dataset = NULL, *index = NULL;
   uint64_t version = 0;
@@ -267,11 +267,12 @@ static int inspect_dataset(int argc, char **argv) {
       case 'd':
         dataset = optarg;
         break;
-      case 'i':
+      case CLI_FLAG_INDEX:
+        if (cli_flag_check_id(c, optarg, &err)) return cli_usage("inspect", "%s", err.msg);
         index = optarg;
         break;
-      case 'V':
-        if (cli_parse_u64("--version", optarg, 1, INT64_MAX, 0, &version, &err))
+      case CLI_FLAG_VERSION:
+        if (cli_flag_u64(c, optarg, &version, &err))
           return cli_usage("inspect", "%s", err.msg);
         break;
       case 'j':
@@ -279,6 +280,7 @@ static int inspect_dataset(int argc, char **argv) {
         break;
       case 'h':
         inspect_help();
+        cli_flag_help(stdout, opts);
         return 0;
       default:
         return cli_usage("inspect", "unknown option");
@@ -287,8 +289,6 @@ static int inspect_dataset(int argc, char **argv) {
   if (!dataset) return cli_usage("inspect", "--dataset D is required");
   if (optind < argc)
     return cli_usage("inspect", "unexpected argument '%s'", argv[optind]);
-  if (cli_check_ids(&err, "--index", index, NULL))
-    return cli_usage("inspect", "%s", err.msg);
   uint64_t *v = NULL;
   size_t nv = 0;
   sf_catalog *cat = NULL;

@@ -3,7 +3,6 @@
  * shards would be merged into which segment, without writing anything.
  * The same plan `segforge build` executes (same flags, same segment ids).
  */
-#include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,63 +54,15 @@ static void print_plan(const sf_plan *p) {
 }
 
 int cli_cmd_plan(int argc, char **argv) {
-  static const struct option opts[] = {{"staging", required_argument, 0, 's'},
-                                       CLI_PLAN_OPTIONS,
-                                       {"staging-id", required_argument, 0, 'i'},
-                                       {"json", no_argument, 0, 'j'},
-                                       {"help", no_argument, 0, 'h'},
-                                       {0, 0, 0, 0}};
-  const char *staging = NULL;
-  sf_plan_opts po = {0};
-  cli_plan_flags pf = CLI_PLAN_FLAGS_INIT;
-  int json = 0;
+  cli_plan_args a;
+  int status = cli_plan_args_parse("plan", 0, help, argc, argv, &a);
+  if (status >= 0) return status;
   sf_err err = {0};
-  int c;
-  optind = 1;
-  while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-    sf_code rc = SF_OK;
-    if (cli_plan_flag(&pf, c, optarg, &rc, &err)) c = 0;
-    switch (c) {
-      case 0:
-        break;
-      case 's':
-        staging = optarg;
-        break;
-      case 'i':
-        po.staging_id = optarg;
-        break;
-      case 'j':
-        json = 1;
-        break;
-      case 'h':
-        cli_plan_flags_clear(&pf);
-        help();
-        return 0;
-      default:
-        cli_plan_flags_clear(&pf);
-        return cli_usage("plan", "unknown option");
-    }
-    if (rc) {
-      cli_plan_flags_clear(&pf);
-      return cli_usage("plan", "%s", err.msg);
-    }
-  }
-  if (!staging || optind < argc) cli_plan_flags_clear(&pf);
-  if (!staging) return cli_usage("plan", "--staging DIR is required");
-  if (optind < argc) return cli_usage("plan", "unexpected argument '%s'", argv[optind]);
-  if (cli_check_ids(&err, "--staging-id", po.staging_id, NULL)) {
-    cli_plan_flags_clear(&pf);
-    return cli_usage("plan", "%s", err.msg);
-  }
-  po.target_segment_bytes = pf.target_segment_bytes;
-  po.expected_fragments = pf.expected;
-  po.index_type = pf.index_type;
-
   sf_plan *p;
-  sf_code rc = sf_plan_staging(staging, &po, &p, &err);
-  cli_plan_flags_clear(&pf);
+  sf_code rc = sf_plan_staging(a.staging, &a.po, &p, &err);
+  cli_plan_flags_clear(&a.pf);
   if (rc) return cli_fail("plan", &err);
-  if (json) {
+  if (a.json) {
     json_t *j = sf_plan_to_json(p);
     char *s = j ? json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
     json_decref(j);

@@ -66,13 +66,13 @@ static sf_code load_gt(const char *path, uint64_t nq, uint32_t k, int32_t **out,
 }
 
 int cli_cmd_search(int argc, char **argv) {
-  static const struct option opts[] = {
-      {"queries", required_argument, 0, 'q'},   {"k", required_argument, 0, 'k'},
-      {"nprobe", required_argument, 0, 'n'},    {"quantizer", required_argument, 0, 'Q'},
-      {"groundtruth", required_argument, 0, 'g'}, {"rows-per-fragment", required_argument, 0, 'r'},
-      {"no-verify", no_argument, 0, 'V'},          {"json", no_argument, 0, 'j'},
-      {"dataset", required_argument, 0, 'D'},   {"index", required_argument, 0, 'I'},
-      {"help", no_argument, 0, 'h'},            {0, 0, 0, 0}};
+  const struct option opts[] = {
+      {"queries", required_argument, 0, 'q'},     CLI_OPT(CLI_FLAG_K),
+      CLI_OPT(CLI_FLAG_NPROBE),                   {"quantizer", required_argument, 0, 'Q'},
+      {"groundtruth", required_argument, 0, 'g'}, CLI_OPT(CLI_FLAG_ROWS_PER_FRAGMENT),
+      {"no-verify", no_argument, 0, 'V'},         {"json", no_argument, 0, 'j'},
+      {"dataset", required_argument, 0, 'D'},     CLI_OPT(CLI_FLAG_INDEX),
+      {"help", no_argument, 0, 'h'},              {0, 0, 0, 0}};
   const char *qfile = NULL, *quant = NULL, *gtfile = NULL, *dataset = NULL, *index = NULL;
   uint64_t k = 10, nprobe = 8, rpf = 0;
   int json = 0, verify = 1, c;
@@ -84,16 +84,16 @@ int cli_cmd_search(int argc, char **argv) {
       case 'q': qfile = optarg; break;
       case 'Q': quant = optarg; break;
       case 'g': gtfile = optarg; break;
-      case 'k': rc = cli_parse_u64("--k", optarg, 1, 4096, 0, &k, &err); break;
-      case 'n': rc = cli_parse_u64("--nprobe", optarg, 1, SF_MAX_NLIST, 0, &nprobe, &err); break;
-      case 'r':
-        rc = cli_parse_u64("--rows-per-fragment", optarg, 1, UINT32_MAX, 0, &rpf, &err);
-        break;
+      case CLI_FLAG_K: rc = cli_flag_u64(c, optarg, &k, &err); break;
+      case CLI_FLAG_NPROBE: rc = cli_flag_u64(c, optarg, &nprobe, &err); break;
+      case CLI_FLAG_ROWS_PER_FRAGMENT: rc = cli_flag_u64(c, optarg, &rpf, &err); break;
       case 'V': verify = 0; break;
       case 'D': dataset = optarg; break;
-      case 'I': index = optarg; break;
+      case CLI_FLAG_INDEX:
+        if (!(rc = cli_flag_check_id(c, optarg, &err))) index = optarg;
+        break;
       case 'j': json = 1; break;
-      case 'h': help(); return 0;
+      case 'h': help(); cli_flag_help(stdout, opts); return 0;
       default: return cli_usage("search", "unknown option");
     }
     if (rc) return cli_usage("search", "%s", err.msg);
@@ -106,7 +106,6 @@ int cli_cmd_search(int argc, char **argv) {
     return cli_usage("search", "name at least one shard or segment file, or --dataset and --index");
   if (gtfile && !rpf)
     return cli_usage("search", "--groundtruth needs --rows-per-fragment to map rows to ids");
-  if (cli_check_ids(&err, "--index", index, NULL)) return cli_usage("search", "%s", err.msg);
 
   char *qdefault = NULL;
   const sf_quant *q = NULL;

@@ -11,7 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -49,7 +48,7 @@ static void help(void) {
       "  --config FILE      the same, one key=value a line\n"
       "  --target-segment-bytes N  segment budget (K/M/G) for jobs whose events set "
       "none;\n"
-      "                     default 0: one segment per shard\n"
+      "                     default: none, one segment per shard\n"
       "  --max-merges N     segment builds at once in the whole process, all jobs\n"
       "                     together (default 2)\n"
       "  --workers N        jobs finalized at once (default: --max-merges); their\n"
@@ -98,50 +97,26 @@ static void log_line(void *ctx, int level, const char *line) {
           ts.tv_nsec / 1000000, name, line);
 }
 
-/* "90s", "10m", "500ms", "1h"; a bare number is seconds. */
-static sf_code parse_duration(const char *flag, const char *s, int64_t *ms, sf_err *err) {
-  char *end;
-  double v = strtod(s, &end);
-  double mul = 1000;
-  if (end == s || v < 0) goto bad;
-  if (!strcmp(end, "ms"))
-    mul = 1;
-  else if (!strcmp(end, "s") || !*end)
-    mul = 1000;
-  else if (!strcmp(end, "m"))
-    mul = 60000;
-  else if (!strcmp(end, "h"))
-    mul = 3600000;
-  else
-    goto bad;
-  if (v * mul < 1 || v * mul > 365.0 * 86400000) goto bad;
-  *ms = (int64_t)(v * mul);
-  return SF_OK;
-bad:
-  return sf_err_set(err, SF_EINVAL,
-                    "%s: '%s' is not a duration such as 500ms, 90s or 10m", flag, s);
-}
-
 int cli_cmd_serve(int argc, char **argv) {
-  static const struct option opts[] = {
+  const struct option opts[] = {
       {"brokers", required_argument, 0, 'b'},
       {"group", required_argument, 0, 'g'},
       {"config", required_argument, 0, 'c'},
-      {"target-segment-bytes", required_argument, 0, 'B'},
-      {"max-merges", required_argument, 0, 'M'},
-      {"workers", required_argument, 0, 'W'},
-      {"staging-timeout", required_argument, 0, 'T'},
+      CLI_OPT(CLI_FLAG_TARGET_SEGMENT_BYTES),
+      CLI_OPT(CLI_FLAG_MAX_MERGES),
+      CLI_OPT(CLI_FLAG_WORKERS),
+      CLI_OPT(CLI_FLAG_STAGING_TIMEOUT),
       {"topic-staged", required_argument, 0, 's'},
       {"topic-committed", required_argument, 0, 'C'},
       {"topic-rejected", required_argument, 0, 'R'},
-      {"partitions", required_argument, 0, 'P'},
+      CLI_OPT(CLI_FLAG_PARTITIONS),
       {"metrics-addr", required_argument, 0, 'm'},
-      {"log-level", required_argument, 0, 'L'},
-      {"drain-timeout", required_argument, 0, 'D'},
-      {"max-pending-events", required_argument, 0, 'E'},
-      {"max-pending-bytes", required_argument, 0, 'Y'},
+      CLI_OPT(CLI_FLAG_LOG_LEVEL),
+      CLI_OPT(CLI_FLAG_DRAIN_TIMEOUT),
+      CLI_OPT(CLI_FLAG_MAX_PENDING_EVENTS),
+      CLI_OPT(CLI_FLAG_MAX_PENDING_BYTES),
       {"dataset-root", required_argument, 0, 'r'},
-      {"retry-max-backoff", required_argument, 0, 'K'},
+      CLI_OPT(CLI_FLAG_RETRY_MAX_BACKOFF),
       {"help", no_argument, 0, 'h'},
       {0, 0, 0, 0}};
   enum { MAX_ROOTS = 64 };
@@ -179,42 +154,35 @@ int cli_cmd_serve(int argc, char **argv) {
       case 'R':
         e = sf_kconf_set(k, SF_KCONF_TOPIC_REJECTED, optarg, &err);
         break;
-      case 'B':
-        e = cli_parse_u64("--target-segment-bytes", optarg, 0, 1ULL << 50, 1,
-                          &po.target_segment_bytes, &err);
+      case CLI_FLAG_TARGET_SEGMENT_BYTES:
+        e = cli_flag_u64(c, optarg, &po.target_segment_bytes, &err);
         break;
-      case 'M':
-        if (!(e = cli_parse_u64("--max-merges", optarg, 1, 256, 0, &v, &err)))
-          po.max_merges = v;
+      case CLI_FLAG_MAX_MERGES:
+        if (!(e = cli_flag_u64(c, optarg, &v, &err))) po.max_merges = v;
         break;
-      case 'W':
-        if (!(e = cli_parse_u64("--workers", optarg, 1, 256, 0, &v, &err)))
-          po.workers = v;
+      case CLI_FLAG_WORKERS:
+        if (!(e = cli_flag_u64(c, optarg, &v, &err))) po.workers = v;
         break;
-      case 'T':
-        e = parse_duration("--staging-timeout", optarg, &po.staging_timeout_ms, &err);
+      case CLI_FLAG_STAGING_TIMEOUT:
+        e = cli_flag_ms(c, optarg, &po.staging_timeout_ms, &err);
         break;
-      case 'P':
-        e = cli_parse_u64("--partitions", optarg, 1, 1024, 0, &partitions, &err);
+      case CLI_FLAG_PARTITIONS:
+        e = cli_flag_u64(c, optarg, &partitions, &err);
         break;
-      case 'E':
-        if (!(e = cli_parse_u64("--max-pending-events", optarg, 1, 1ULL << 40, 0, &v,
-                                &err)))
-          po.max_pending_events = (size_t)v;
+      case CLI_FLAG_MAX_PENDING_EVENTS:
+        if (!(e = cli_flag_u64(c, optarg, &v, &err))) po.max_pending_events = (size_t)v;
         break;
-      case 'Y':
-        if (!(e = cli_parse_u64("--max-pending-bytes", optarg, 1, 1ULL << 50, 1, &v,
-                                &err)))
-          po.max_pending_bytes = (size_t)v;
+      case CLI_FLAG_MAX_PENDING_BYTES:
+        if (!(e = cli_flag_u64(c, optarg, &v, &err))) po.max_pending_bytes = (size_t)v;
         break;
-      case 'D': {
+      case CLI_FLAG_DRAIN_TIMEOUT: {
         int64_t ms = 0;
-        if (!(e = parse_duration("--drain-timeout", optarg, &ms, &err)))
+        if (!(e = cli_flag_ms(c, optarg, &ms, &err)))
           po.drain_timeout_ms = ms > INT32_MAX ? INT32_MAX : (int)ms;
         break;
       }
-      case 'K':
-        e = parse_duration("--retry-max-backoff", optarg, &po.retry_max_ms, &err);
+      case CLI_FLAG_RETRY_MAX_BACKOFF:
+        e = cli_flag_ms(c, optarg, &po.retry_max_ms, &err);
         break;
       case 'm':
         metrics_addr = optarg;
@@ -226,20 +194,16 @@ int cli_cmd_serve(int argc, char **argv) {
         else
           roots[nroots++] = optarg;
         break;
-      case 'L':
-        if (!strcasecmp(optarg, "error"))
-          g_level = SF_PROC_LOG_ERR;
-        else if (!strcasecmp(optarg, "warn"))
-          g_level = SF_PROC_LOG_WARNING;
-        else if (!strcasecmp(optarg, "info"))
-          g_level = SF_PROC_LOG_INFO;
-        else if (!strcasecmp(optarg, "debug"))
-          g_level = SF_PROC_LOG_DEBUG;
-        else
-          e = sf_err_set(&err, SF_EINVAL, "--log-level: use error, warn, info or debug");
+      case CLI_FLAG_LOG_LEVEL: {
+        static const int levels[] = {SF_PROC_LOG_ERR, SF_PROC_LOG_WARNING, SF_PROC_LOG_INFO,
+                                     SF_PROC_LOG_DEBUG}; /* in the table's order */
+        int i;
+        if (!(e = cli_flag_choice(c, optarg, &i, &err))) g_level = levels[i];
         break;
+      }
       case 'h':
         help();
+        cli_flag_help(stdout, opts);
         sf_kconf_free(k);
         return 0;
       default:

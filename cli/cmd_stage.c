@@ -58,17 +58,16 @@ typedef struct publish_opts {
   sf_kconf *conf;
   const char *brokers, *config, *topic;
   sf_worker_info info;
-  const char *expected;
   uint64_t target, timeout_ms;
   char *dataset_abs; /* a relative --dataset-uri made absolute (freed by the caller) */
-  roaring_bitmap_t *exp; /* --expected-fragments, parsed (freed by the caller) */
+  roaring_bitmap_t *exp; /* --expected-fragments (freed by the caller) */
   sf_publisher *pub;     /* created before staging (freed by the caller) */
 } publish_opts;
 
 /* Checked before the shard is staged, so a typo costs nothing. */
 static int check_publish(publish_opts *po, sf_err *err) {
   if (!po->on) {
-    if (po->brokers || po->config || po->topic || po->expected || po->info.dataset_uri ||
+    if (po->brokers || po->config || po->topic || po->exp || po->info.dataset_uri ||
         po->info.staging_id || sf_kconf_count(po->conf))
       return cli_usage("stage", "the Kafka flags are for --publish"), 2;
     return 0;
@@ -78,7 +77,7 @@ static int check_publish(publish_opts *po, sf_err *err) {
                      "--publish needs --brokers (or bootstrap.servers in --config/-X)"),
            2;
   if (!po->info.dataset_uri || !po->info.index_name || !po->info.column ||
-      !po->info.staging_id || !po->expected)
+      !po->info.staging_id || !po->exp)
     return cli_usage(
                "stage",
                "--publish needs --dataset-uri, --index-name, --column, --staging-id "
@@ -130,8 +129,6 @@ static int check_publish(publish_opts *po, sf_err *err) {
 static int check_announcement(publish_opts *po, const roaring_bitmap_t *fr,
                               const char *staging, sf_err *err) {
   if (!po->on) return 0;
-  if (sf_fragset_parse(po->expected, "--expected-fragments", &po->exp, err))
-    return cli_usage("stage", "%s", err->msg), 2;
   po->info.expected_fragments = po->exp;
   po->info.target_segment_bytes = (int64_t)po->target;
   if (sf_worker_check(&po->info, fr, staging, err) ||
@@ -179,13 +176,13 @@ static void progress(void *arg, uint64_t done, uint64_t total) {
 }
 
 int cli_cmd_stage(int argc, char **argv) {
-  static const struct option opts[] = {
+  const struct option opts[] = {
       {"vectors", required_argument, 0, 'v'},
       {"staging", required_argument, 0, 's'},
-      {"fragments", required_argument, 0, 'f'},
-      {"rows-per-fragment", required_argument, 0, 'r'},
-      {"shard-id", required_argument, 0, 'i'},
-      {"memory", required_argument, 0, 'm'},
+      CLI_OPT(CLI_FLAG_FRAGMENTS),
+      CLI_OPT(CLI_FLAG_ROWS_PER_FRAGMENT),
+      CLI_OPT(CLI_FLAG_SHARD_ID),
+      CLI_OPT(CLI_FLAG_MEMORY),
       {"json", no_argument, 0, 'j'},
       {"help", no_argument, 0, 'h'},
       {"publish", no_argument, 0, 'P'},
@@ -193,23 +190,24 @@ int cli_cmd_stage(int argc, char **argv) {
       {"config", required_argument, 0, 'C'},
       {"topic", required_argument, 0, 't'},
       {"dataset-uri", required_argument, 0, 'D'},
-      {"index-name", required_argument, 0, 'N'},
+      CLI_OPT(CLI_FLAG_INDEX_NAME),
       {"column", required_argument, 0, 'c'},
-      {"staging-id", required_argument, 0, 'S'},
-      {"expected-fragments", required_argument, 0, 'e'},
-      {"target-segment-bytes", required_argument, 0, 'T'},
-      {"timeout", required_argument, 0, 'o'},
+      CLI_OPT(CLI_FLAG_STAGING_ID),
+      CLI_OPT(CLI_FLAG_EXPECTED_FRAGMENTS),
+      CLI_OPT(CLI_FLAG_TARGET_SEGMENT_BYTES),
+      CLI_OPT(CLI_FLAG_TIMEOUT),
       {"event-id", required_argument, 0, 'E'},
       {"force", no_argument, 0, 'F'},
       {0, 0, 0, 0}};
-  const char *vectors = NULL, *staging = NULL, *frags = NULL, *shard_id = NULL;
+  const char *vectors = NULL, *staging = NULL, *shard_id = NULL;
+  roaring_bitmap_t *fr = NULL; /* --fragments */
   uint64_t rpf = 0, memory = 256ULL << 20;
-  int json = 0, force = 0, c;
+  int json = 0, force = 0, bad = 0, c;
   sf_err err = {0};
   publish_opts po = {.conf = sf_kconf_new(), .timeout_ms = 30000};
   if (!po.conf) return cli_fail("stage", &(sf_err){SF_ENOMEM, "out of memory"});
   optind = 1;
-  while ((c = getopt_long(argc, argv, "X:", opts, NULL)) != -1) {
+  while (!bad && (c = getopt_long(argc, argv, "X:", opts, NULL)) != -1) {
     sf_code rc = SF_OK;
     switch (c) {
       case 'v':
@@ -218,17 +216,19 @@ int cli_cmd_stage(int argc, char **argv) {
       case 's':
         staging = optarg;
         break;
-      case 'f':
-        frags = optarg;
+      case CLI_FLAG_FRAGMENTS:
+        sf_fragset_free(fr); /* a repeated flag replaces the earlier value */
+        fr = NULL;
+        rc = cli_flag_fragset(c, optarg, &fr, &err);
         break;
-      case 'i':
-        shard_id = optarg;
+      case CLI_FLAG_SHARD_ID:
+        if (!(rc = cli_flag_check_id(c, optarg, &err))) shard_id = optarg;
         break;
-      case 'r':
-        rc = cli_parse_u64("--rows-per-fragment", optarg, 1, UINT32_MAX, 0, &rpf, &err);
+      case CLI_FLAG_ROWS_PER_FRAGMENT:
+        rc = cli_flag_u64(c, optarg, &rpf, &err);
         break;
-      case 'm':
-        rc = cli_parse_u64("--memory", optarg, 1 << 20, 1ULL << 40, 1, &memory, &err);
+      case CLI_FLAG_MEMORY:
+        rc = cli_flag_u64(c, optarg, &memory, &err);
         break;
       case 'j':
         json = 1;
@@ -251,65 +251,55 @@ int cli_cmd_stage(int argc, char **argv) {
       case 'D':
         po.info.dataset_uri = optarg;
         break;
-      case 'N':
-        po.info.index_name = optarg;
+      case CLI_FLAG_INDEX_NAME:
+        if (!(rc = cli_flag_check_id(c, optarg, &err))) po.info.index_name = optarg;
         break;
       case 'c':
         po.info.column = optarg;
         break;
-      case 'S':
-        po.info.staging_id = optarg;
+      case CLI_FLAG_STAGING_ID:
+        if (!(rc = cli_flag_check_id(c, optarg, &err))) po.info.staging_id = optarg;
         break;
       case 'E':
         po.info.event_id = optarg;
         break;
-      case 'e':
-        po.expected = optarg;
+      case CLI_FLAG_EXPECTED_FRAGMENTS:
+        sf_fragset_free(po.exp);
+        po.exp = NULL;
+        rc = cli_flag_fragset(c, optarg, &po.exp, &err);
         break;
-      case 'T':
-        rc = cli_parse_u64("--target-segment-bytes", optarg, 1, INT64_MAX, 1, &po.target,
-                           &err);
+      case CLI_FLAG_TARGET_SEGMENT_BYTES:
+        rc = cli_flag_u64(c, optarg, &po.target, &err);
         break;
-      case 'o':
-        rc = cli_parse_u64("--timeout", optarg, 1, INT32_MAX, 0, &po.timeout_ms, &err);
+      case CLI_FLAG_TIMEOUT:
+        rc = cli_flag_u64(c, optarg, &po.timeout_ms, &err);
         break;
       case 'X':
         rc = sf_kconf_parse_arg(po.conf, optarg, &err);
         break;
       case 'h':
-        sf_kconf_free(po.conf);
         help();
-        return 0;
+        cli_flag_help(stdout, opts);
+        bad = -1; /* exits 0 */
+        break;
       default:
-        sf_kconf_free(po.conf);
-        return cli_usage("stage", "unknown option");
+        bad = cli_usage("stage", "unknown option");
     }
-    if (rc) {
-      sf_kconf_free(po.conf);
-      return cli_usage("stage", "%s", err.msg);
-    }
+    if (rc) bad = cli_usage("stage", "%s", err.msg);
   }
-  int bad = 0;
-  if (!vectors || !staging || !frags || !shard_id || !rpf)
+  if (!bad && (!vectors || !staging || !fr || !shard_id || !rpf))
     bad =
         cli_usage("stage",
                   "--vectors, --staging, --fragments, --rows-per-fragment and --shard-id "
                   "are required");
-  else if (optind < argc)
+  else if (!bad && optind < argc)
     bad = cli_usage("stage", "unexpected argument '%s'", argv[optind]);
-  roaring_bitmap_t *fr = NULL;
-  if (!bad && sf_fragset_parse(frags, "--fragments", &fr, &err))
-    bad = cli_usage("stage", "%s", err.msg);
-  if (!bad && sf_stage_check_id("--shard-id", shard_id, &err))
-    bad = cli_usage("stage", "%s", err.msg);
-  if (!bad && cli_check_ids(&err, "--staging-id", po.info.staging_id, "--index-name",
-                            po.info.index_name, NULL))
-    bad = cli_usage("stage", "%s", err.msg);
   po.info.shard_id = shard_id;
   if (!bad) bad = check_publish(&po, &err);
   if (!bad) bad = check_announcement(&po, fr, staging, &err);
   if (bad) {
     if (bad == 1) cli_fail("stage", &err);
+    if (bad < 0) bad = 0; /* --help */
     sf_fragset_free(fr);
     sf_fragset_free(po.exp);
     sf_publisher_free(po.pub, 0);

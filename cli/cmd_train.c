@@ -110,16 +110,15 @@ done:
 }
 
 int cli_cmd_train(int argc, char **argv) {
-  static const struct option opts[] = {
-      {"vectors", required_argument, 0, 'v'},        {"out", required_argument, 0, 'o'},
-      {"index-type", required_argument, 0, 't'},     {"metric", required_argument, 0, 'm'},
-      {"nlist", required_argument, 0, 'n'},          {"pq-m", required_argument, 0, 'p'},
-      {"seed", required_argument, 0, 's'},           {"max-train-rows", required_argument, 0, 'r'},
-      {"iters", required_argument, 0, 'i'},          {"threads", required_argument, 0, 'T'},
-      {"help", no_argument, 0, 'h'},
-      {0, 0, 0, 0}};
+  const struct option opts[] = {
+      {"vectors", required_argument, 0, 'v'}, {"out", required_argument, 0, 'o'},
+      CLI_OPT(CLI_FLAG_INDEX_TYPE),           CLI_OPT(CLI_FLAG_METRIC),
+      CLI_OPT(CLI_FLAG_NLIST),                CLI_OPT(CLI_FLAG_PQ_M),
+      CLI_OPT(CLI_FLAG_SEED),                 CLI_OPT(CLI_FLAG_MAX_TRAIN_ROWS),
+      CLI_OPT(CLI_FLAG_ITERS),                CLI_OPT(CLI_FLAG_THREADS),
+      {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
   const char *vectors = NULL, *out = NULL;
-  int have_type = 0, have_metric = 0;
+  int type = -1, metric = -1; /* not given */
   uint64_t nlist = 0, pq_m = 0, seed = 1, max_rows = 0, iters = SF_QUANT_DEFAULT_ITERS;
   long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
   uint64_t threads = ncpu > 0 ? (uint64_t)ncpu : 1;
@@ -132,17 +131,15 @@ int cli_cmd_train(int argc, char **argv) {
     switch (c) {
       case 'v': vectors = optarg; break;
       case 'o': out = optarg; break;
-      case 't': rc = sf_index_type_parse(optarg, &p.type, &err); have_type = 1; break;
-      case 'm': rc = sf_metric_parse(optarg, &p.metric, &err); have_metric = 1; break;
-      case 'n': rc = cli_parse_u64("--nlist", optarg, 1, SF_MAX_NLIST, 0, &nlist, &err); break;
-      case 'p': rc = cli_parse_u64("--pq-m", optarg, 1, SF_MAX_PQ_M, 0, &pq_m, &err); break;
-      case 's': rc = cli_parse_u64("--seed", optarg, 0, UINT64_MAX, 0, &seed, &err); break;
-      case 'r':
-        rc = cli_parse_u64("--max-train-rows", optarg, 1, 1ULL << 40, 1, &max_rows, &err);
-        break;
-      case 'i': rc = cli_parse_u64("--iters", optarg, 1, 1000, 0, &iters, &err); break;
-      case 'T': rc = cli_parse_u64("--threads", optarg, 1, 256, 0, &threads, &err); break;
-      case 'h': help(); return 0;
+      case CLI_FLAG_INDEX_TYPE: rc = cli_flag_choice(c, optarg, &type, &err); break;
+      case CLI_FLAG_METRIC: rc = cli_flag_choice(c, optarg, &metric, &err); break;
+      case CLI_FLAG_NLIST: rc = cli_flag_u64(c, optarg, &nlist, &err); break;
+      case CLI_FLAG_PQ_M: rc = cli_flag_u64(c, optarg, &pq_m, &err); break;
+      case CLI_FLAG_SEED: rc = cli_flag_u64(c, optarg, &seed, &err); break;
+      case CLI_FLAG_MAX_TRAIN_ROWS: rc = cli_flag_u64(c, optarg, &max_rows, &err); break;
+      case CLI_FLAG_ITERS: rc = cli_flag_u64(c, optarg, &iters, &err); break;
+      case CLI_FLAG_THREADS: rc = cli_flag_u64(c, optarg, &threads, &err); break;
+      case 'h': help(); cli_flag_help(stdout, opts); return 0;
       default: return cli_usage("train", "unknown option");
     }
     if (rc) return cli_usage("train", "%s", err.msg);
@@ -150,9 +147,11 @@ int cli_cmd_train(int argc, char **argv) {
   if (optind < argc) return cli_usage("train", "unexpected argument '%s'", argv[optind]);
   if (!vectors) return cli_usage("train", "--vectors FILE is required");
   if (!out) return cli_usage("train", "--out DIR_OR_FILE is required");
-  if (!have_type) return cli_usage("train", "--index-type is required (IVF_FLAT, IVF_SQ, IVF_PQ)");
-  if (!have_metric) return cli_usage("train", "--metric is required (L2, COSINE, DOT)");
+  if (type < 0) return cli_usage("train", "--index-type is required (IVF_FLAT, IVF_SQ, IVF_PQ)");
+  if (metric < 0) return cli_usage("train", "--metric is required (L2, COSINE, DOT)");
   if (!nlist) return cli_usage("train", "--nlist is required");
+  p.type = (sf_index_type)type;
+  p.metric = (sf_metric)metric;
   if (p.type == SF_IVF_PQ && !pq_m)
     return cli_usage("train", "--pq-m is required for IVF_PQ (a divisor of the dimension)");
   if (p.type != SF_IVF_PQ && pq_m)

@@ -1,6 +1,5 @@
 /* util.c - flag parsing and error printing shared by the commands. */
-#include <ctype.h>
-#include <errno.h>
+#include <getopt.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,79 +25,22 @@ int cli_usage(const char *cmd, const char *fmt, ...) {
   return 2;
 }
 
-sf_code cli_parse_u64(const char *flag, const char *val, uint64_t min, uint64_t max,
-                      int sizes, uint64_t *out, sf_err *err) {
-  if (!val || !*val || !isdigit((unsigned char)*val))
-    return sf_err_set(err, SF_EINVAL, "%s expects a non-negative whole number, got '%s'",
-                      flag, val ? val : "");
-  errno = 0;
-  char *end;
-  unsigned long long v = strtoull(val, &end, 10);
-  uint64_t mul = 1;
-  if (sizes && *end) {
-    switch (toupper((unsigned char)*end)) {
-      case 'K':
-        mul = 1ULL << 10;
-        break;
-      case 'M':
-        mul = 1ULL << 20;
-        break;
-      case 'G':
-        mul = 1ULL << 30;
-        break;
-      default:
-        mul = 0;
-    }
-    if (mul) {
-      end++;
-      if (toupper((unsigned char)*end) == 'I') end++;
-      if (toupper((unsigned char)*end) == 'B') end++;
-    }
-  }
-  if (errno || *end || mul == 0 || (v && v > UINT64_MAX / mul))
-    return sf_err_set(
-        err, SF_EINVAL, "%s: '%s' is not a valid %s", flag, val,
-        sizes ? "size (a number with an optional K, M or G suffix)" : "number");
-  v *= mul;
-  if (v < min || v > max)
-    return sf_err_set(err, SF_EINVAL, "%s must be between %llu and %llu, got %llu", flag,
-                      (unsigned long long)min, (unsigned long long)max, v);
-  *out = v;
-  return SF_OK;
-}
-
-sf_code cli_check_ids(sf_err *err, ...) {
-  va_list ap;
-  va_start(ap, err);
-  sf_code rc = SF_OK;
-  const char *flag;
-  while (!rc && (flag = va_arg(ap, const char *))) {
-    const char *val = va_arg(ap, const char *);
-    if (val) rc = sf_catalog_check_id(flag, val, err);
-  }
-  va_end(ap);
-  return rc;
-}
-
 int cli_plan_flag(cli_plan_flags *f, int c, const char *arg, sf_code *rc, sf_err *err) {
   switch (c) {
-    case 'b': /* the events carry it as an Avro long */
-      *rc = cli_parse_u64("--target-segment-bytes", arg, 0, INT64_MAX, 1,
-                          &f->target_segment_bytes, err);
+    case CLI_FLAG_TARGET_SEGMENT_BYTES:
+      *rc = cli_flag_u64(c, arg, &f->target_segment_bytes, err);
       return 1;
-    case 'e': {
+    case CLI_FLAG_EXPECTED_FRAGMENTS: {
       roaring_bitmap_t *b = NULL;
-      if (!(*rc = sf_fragset_parse(arg, "--expected-fragments", &b, err))) {
+      if (!(*rc = cli_flag_fragset(c, arg, &b, err))) {
         if (f->expected) sf_fragset_free(f->expected);
         f->expected = b;
       }
       return 1;
     }
-    case 't': {
-      sf_index_type t;
-      if (!(*rc = sf_index_type_parse(arg, &t, err))) f->index_type = (int)t;
+    case CLI_FLAG_INDEX_TYPE:
+      *rc = cli_flag_choice(c, arg, &f->index_type, err);
       return 1;
-    }
   }
   return 0;
 }
@@ -106,4 +48,54 @@ int cli_plan_flag(cli_plan_flags *f, int c, const char *arg, sf_code *rc, sf_err
 void cli_plan_flags_clear(cli_plan_flags *f) {
   if (f->expected) sf_fragset_free(f->expected); /* CRoaring 0.2 crashes on NULL */
   f->expected = NULL;
+}
+
+int cli_plan_args_parse(const char *cmd, int build, void (*help)(void), int argc,
+                        char **argv, cli_plan_args *a) {
+  const struct option opts[] = {{"staging", required_argument, 0, 's'},
+                                CLI_PLAN_OPTIONS,
+                                CLI_OPT(CLI_FLAG_STAGING_ID),
+                                {"json", no_argument, 0, 'j'},
+                                {"help", no_argument, 0, 'h'},
+                                /* build only: */
+                                {"dataset", required_argument, 0, 'd'},
+                                CLI_OPT(CLI_FLAG_MAX_MERGES),
+                                {0, 0, 0, 0}};
+  const int nbuild = 2, n = (int)(sizeof opts / sizeof opts[0]);
+  struct option use[sizeof opts / sizeof opts[0]];
+  memcpy(use, opts, sizeof opts);
+  if (!build) memset(&use[n - 1 - nbuild], 0, sizeof use[0]);
+  *a = (cli_plan_args){.pf = CLI_PLAN_FLAGS_INIT};
+  sf_err err = {0};
+  int c, status = -1;
+  optind = 1;
+  while (status < 0 && (c = getopt_long(argc, argv, "", use, NULL)) != -1) {
+    sf_code rc = SF_OK;
+    if (cli_plan_flag(&a->pf, c, optarg, &rc, &err)) c = 0;
+    switch (c) {
+      case 0: break;
+      case 's': a->staging = optarg; break;
+      case 'd': a->dataset = optarg; break;
+      case CLI_FLAG_MAX_MERGES: rc = cli_flag_u64(c, optarg, &a->max_merges, &err); break;
+      case CLI_FLAG_STAGING_ID:
+        if (!(rc = cli_flag_check_id(c, optarg, &err))) a->po.staging_id = optarg;
+        break;
+      case 'j': a->json = 1; break;
+      case 'h': help(); cli_flag_help(stdout, use); status = 0; break;
+      default: status = cli_usage(cmd, "unknown option");
+    }
+    if (rc) status = cli_usage(cmd, "%s", err.msg);
+  }
+  if (status < 0 && !a->staging) status = cli_usage(cmd, "--staging DIR is required");
+  if (status < 0 && build && !a->dataset) status = cli_usage(cmd, "--dataset D is required");
+  if (status < 0 && optind < argc)
+    status = cli_usage(cmd, "unexpected argument '%s'", argv[optind]);
+  if (status >= 0) {
+    cli_plan_flags_clear(&a->pf);
+    return status;
+  }
+  a->po.target_segment_bytes = a->pf.target_segment_bytes;
+  a->po.expected_fragments = a->pf.expected;
+  a->po.index_type = a->pf.index_type;
+  return -1;
 }

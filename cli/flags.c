@@ -1,0 +1,292 @@
+/* flags.c - the table of flags and their parsers (see flags.h). */
+#include "cli/flags.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "kafka/broker.h"
+#include "core/catalog/catalog.h"
+#include "core/format/stage.h"
+#include "core/base/types.h"
+
+#define KB (1ULL << 10)
+#define MB (1ULL << 20)
+#define GB (1ULL << 30)
+#define SEC 1000ULL
+#define DAY (86400ULL * SEC)
+
+static const char *const index_types[] = {"IVF_FLAT", "IVF_SQ", "IVF_PQ", NULL};
+static const char *const metrics[] = {"L2", "COSINE", "DOT", NULL};
+static const char *const log_levels[] = {"error", "warn", "info", "debug", NULL};
+
+#define F(id) [CLI_FLAG_##id - CLI_FLAG_FIRST]
+/* clang-format off */
+const cli_flag cli_flags[CLI_FLAG_END - CLI_FLAG_FIRST] = {
+  /* The planning and build flags of plan, build, finalize, serve and stage.
+   * The budget is at least one byte (leave the flag out for one segment per
+   * shard: a zero would mean that on plan but "no override" in an event)
+   * and at most what an event's Avro long and the plan's JSON carry. */
+  F(TARGET_SEGMENT_BYTES) = {"target-segment-bytes", "N", CLI_KIND_SIZE, 1, INT64_MAX,
+      "bytes", NULL, "segment budget: consecutive shards are packed up to N bytes"},
+  /* Each slot is a thread with its own buffers (core/build.h); serve's
+   * --workers defaults to it, so it stays within --workers' range. */
+  F(MAX_MERGES) = {"max-merges", "N", CLI_KIND_NUMBER, 1, 256, NULL, NULL,
+      "segment builds at once"},
+  F(EXPECTED_FRAGMENTS) = {"expected-fragments", "LIST", CLI_KIND_FRAGSET, 0, 0, NULL, NULL,
+      "the fragments the job covers, exactly"},
+  F(INDEX_TYPE) = {"index-type", "T", CLI_KIND_CHOICE, 0, 0, NULL, index_types,
+      "the index type"},
+  F(METRIC) = {"metric", "M", CLI_KIND_CHOICE, 0, 0, NULL, metrics, "the distance"},
+  F(STAGING_ID) = {"staging-id", "ID", CLI_KIND_ID, 0, 0, NULL, NULL, "the job's id"},
+  F(INDEX) = {"index", "NAME", CLI_KIND_ID, 0, 0, NULL, NULL, "the logical index"},
+  F(INDEX_NAME) = {"index-name", "NAME", CLI_KIND_ID, 0, 0, NULL, NULL,
+      "the logical index"},
+  F(SHARD_ID) = {"shard-id", "ID", CLI_KIND_SHARD_ID, 0, 0, NULL, NULL, "the shard's id"},
+  F(FRAGMENTS) = {"fragments", "LIST", CLI_KIND_FRAGSET, 0, 0, NULL, NULL,
+      "the fragments of the shard"},
+  /* Vectors and search. */
+  F(ROWS) = {"rows", "N", CLI_KIND_SIZE, 1, 1ULL << 31, "rows", NULL, "base rows"},
+  F(DIM) = {"dim", "D", CLI_KIND_NUMBER, 1, SF_MAX_DIM, NULL, NULL, "vector dimension"},
+  F(K) = {"k", "K", CLI_KIND_NUMBER, 1, 4096, NULL, NULL, "neighbours per query"},
+  F(NPROBE) = {"nprobe", "N", CLI_KIND_NUMBER, 1, SF_MAX_NLIST, NULL, NULL,
+      "partitions probed per query"},
+  F(NLIST) = {"nlist", "N", CLI_KIND_NUMBER, 1, SF_MAX_NLIST, NULL, NULL, "coarse lists"},
+  F(SEED) = {"seed", "S", CLI_KIND_NUMBER, 0, UINT64_MAX, NULL, NULL, "random seed"},
+  F(ROWS_PER_FRAGMENT) = {"rows-per-fragment", "R", CLI_KIND_NUMBER, 1, UINT32_MAX, NULL,
+      NULL, "rows of the vector file per fragment"},
+  F(QUERIES) = {"queries", "N", CLI_KIND_SIZE, 1, 1ULL << 24, "rows", NULL, "query rows"},
+  F(CLUSTERS) = {"clusters", "C", CLI_KIND_NUMBER, 1, 1ULL << 20, NULL, NULL,
+      "clusters the rows are drawn from"},
+  F(PQ_M) = {"pq-m", "M", CLI_KIND_NUMBER, 1, SF_MAX_PQ_M, NULL, NULL,
+      "IVF_PQ sub-quantizers"},
+  F(MAX_TRAIN_ROWS) = {"max-train-rows", "N", CLI_KIND_SIZE, 1, 1ULL << 40, "rows", NULL,
+      "training sample cap"},
+  F(ITERS) = {"iters", "N", CLI_KIND_NUMBER, 1, 1000, NULL, NULL, "k-means iterations"},
+  F(THREADS) = {"threads", "N", CLI_KIND_NUMBER, 1, 256, NULL, NULL, "training threads"},
+  F(SHARDS) = {"shards", "S", CLI_KIND_NUMBER, 1, 64, NULL, NULL, "worker shards"},
+  /* Kafka and serve. */
+  F(PARTITIONS) = {"partitions", "N", CLI_KIND_NUMBER, 1, SF_BROKER_MAX_PARTITIONS, NULL,
+      NULL, "partitions per topic of the embedded broker"},
+  F(NODES) = {"nodes", "N", CLI_KIND_NUMBER, 1, 16, NULL, NULL, "embedded brokers"},
+  F(WORKERS) = {"workers", "N", CLI_KIND_NUMBER, 1, 256, NULL, NULL,
+      "jobs finalized at once"},
+  F(STAGING_TIMEOUT) = {"staging-timeout", "DUR", CLI_KIND_DURATION, 1, 365 * DAY, NULL,
+      NULL, "a job must be complete within DUR of its first event"},
+  F(DRAIN_TIMEOUT) = {"drain-timeout", "DUR", CLI_KIND_DURATION, 1, 365 * DAY, NULL, NULL,
+      "on SIGTERM, the wait for work in flight"},
+  F(RETRY_MAX_BACKOFF) = {"retry-max-backoff", "DUR", CLI_KIND_DURATION, 1, 365 * DAY,
+      NULL, NULL, "longest wait between retries of a held job"},
+  F(MAX_PENDING_EVENTS) = {"max-pending-events", "N", CLI_KIND_NUMBER, 1, 1ULL << 40, NULL,
+      NULL, "messages read but not finished before the consumer pauses"},
+  F(MAX_PENDING_BYTES) = {"max-pending-bytes", "N", CLI_KIND_SIZE, 1, 1ULL << 50, "bytes",
+      NULL, "event bytes held before the consumer pauses"},
+  F(LOG_LEVEL) = {"log-level", "LEVEL", CLI_KIND_CHOICE, 0, 0, NULL, log_levels,
+      "the least severe log line shown"},
+  F(TIMEOUT) = {"timeout", "MS", CLI_KIND_NUMBER, 1, INT32_MAX, NULL, NULL,
+      "milliseconds to wait for the broker's acknowledgement"},
+  /* Files and the catalog. */
+  F(MEMORY) = {"memory", "SIZE", CLI_KIND_SIZE, MB, 1024 * GB, "bytes", NULL,
+      "codes held at once"},
+  F(KEEP_VERSIONS) = {"keep-versions", "K", CLI_KIND_NUMBER, 1, UINT32_MAX, NULL, NULL,
+      "newest catalog versions kept"},
+  F(GRACE) = {"grace", "DUR", CLI_KIND_DURATION, 0, (INT64_MAX / 1000) * SEC, NULL, NULL,
+      "age before an unreferenced file goes"},
+  F(VERSION) = {"version", "N", CLI_KIND_NUMBER, 1, INT64_MAX, NULL, NULL,
+      "catalog version"},
+};
+/* clang-format on */
+#undef F
+
+static const cli_flag *get(cli_flag_id id) {
+  return id >= CLI_FLAG_FIRST && id < CLI_FLAG_END ? &cli_flags[id - CLI_FLAG_FIRST]
+                                                   : NULL;
+}
+
+/* A number as the flag would take it: 256M rather than 268435456. */
+static void fmt_size(uint64_t v, char *buf, size_t size) {
+  static const char suffix[] = "GMK";
+  for (int i = 0; i < 3; i++) {
+    uint64_t m = 1ULL << (10 * (3 - i));
+    if (v && v % m == 0) {
+      snprintf(buf, size, "%llu%c", (unsigned long long)(v / m), suffix[i]);
+      return;
+    }
+  }
+  snprintf(buf, size, "%llu", (unsigned long long)v);
+}
+
+static void fmt_ms(uint64_t ms, char *buf, size_t size) {
+  static const struct {
+    uint64_t ms;
+    const char *unit;
+  } units[] = {{3600 * SEC, "h"}, {60 * SEC, "m"}, {SEC, "s"}, {1, "ms"}};
+  size_t i = 0;
+  while (ms && ms % units[i].ms) i++;
+  snprintf(buf, size, "%llu%s", (unsigned long long)(ms ? ms / units[i].ms : 0),
+           ms ? units[i].unit : "");
+}
+
+void cli_flag_form(cli_flag_id id, char *buf, size_t size) {
+  const cli_flag *f = get(id);
+  char lo[40], hi[40];
+  if (!f) {
+    snprintf(buf, size, "a known flag");
+    return;
+  }
+  switch (f->kind) {
+    case CLI_KIND_NUMBER:
+      snprintf(buf, size, "a whole number from %llu to %llu", (unsigned long long)f->min,
+               (unsigned long long)f->max);
+      break;
+    case CLI_KIND_SIZE:
+      fmt_size(f->min, lo, sizeof lo);
+      fmt_size(f->max, hi, sizeof hi);
+      snprintf(buf, size, "a number of %s from %s to %s (K, M and G suffixes: x1024)",
+               f->unit, lo, hi);
+      break;
+    case CLI_KIND_DURATION:
+      fmt_ms(f->min, lo, sizeof lo);
+      fmt_ms(f->max, hi, sizeof hi);
+      snprintf(buf, size,
+               "a duration from %s to %s, such as 500ms, 90s or 10m (a bare number is "
+               "seconds)",
+               lo, hi);
+      break;
+    case CLI_KIND_CHOICE: {
+      size_t n = (size_t)snprintf(buf, size, "one of");
+      for (size_t i = 0; f->choices[i] && n < size; i++)
+        n += (size_t)snprintf(buf + n, size - n, "%s %s", i ? "," : "", f->choices[i]);
+      break;
+    }
+    case CLI_KIND_ID:
+      snprintf(buf, size,
+               "a valid id (1 to %u bytes without '/' or control characters, not '.' or "
+               "'..': it names a file)",
+               SF_CATALOG_MAX_ID);
+      break;
+    case CLI_KIND_SHARD_ID:
+      snprintf(
+          buf, size,
+          "a valid shard id (1 to 128 letters, digits, '.', '_' or '-', not starting "
+          "with '.')");
+      break;
+    case CLI_KIND_FRAGSET:
+      snprintf(buf, size, "a range list of fragment numbers such as 0-63,70");
+      break;
+  }
+}
+
+/* The one message shape of a refused value. */
+static sf_code refuse(cli_flag_id id, const char *val, sf_err *err) {
+  char form[256];
+  cli_flag_form(id, form, sizeof form);
+  const cli_flag *f = get(id);
+  return sf_err_set(err, SF_EINVAL, "--%s: '%s' is not %s", f ? f->name : "?",
+                    val ? val : "", form);
+}
+
+static sf_code wrong_kind(cli_flag_id id, sf_err *err) {
+  const cli_flag *f = get(id);
+  return sf_err_set(err, SF_EINVAL, "--%s is not parsed that way (a bug)",
+                    f ? f->name : "?");
+}
+
+sf_code cli_flag_u64(cli_flag_id id, const char *val, uint64_t *out, sf_err *err) {
+  const cli_flag *f = get(id);
+  if (!f || (f->kind != CLI_KIND_NUMBER && f->kind != CLI_KIND_SIZE))
+    return wrong_kind(id, err);
+  if (!val || !isdigit((unsigned char)*val)) return refuse(id, val, err);
+  errno = 0;
+  char *end;
+  unsigned long long v = strtoull(val, &end, 10);
+  uint64_t mul = 1;
+  if (f->kind == CLI_KIND_SIZE && *end) {
+    const char *s = strchr("KMG", toupper((unsigned char)*end));
+    mul = s && *s ? 1ULL << (10 * (s - "KMG" + 1)) : 0;
+    if (mul) {
+      end++;
+      if (toupper((unsigned char)*end) == 'I') end++;
+      if (toupper((unsigned char)*end) == 'B') end++;
+    }
+  }
+  if (errno || *end || mul == 0 || (v && v > UINT64_MAX / mul) || v * mul < f->min ||
+      v * mul > f->max)
+    return refuse(id, val, err);
+  *out = v * mul;
+  return SF_OK;
+}
+
+sf_code cli_flag_ms(cli_flag_id id, const char *val, int64_t *ms, sf_err *err) {
+  const cli_flag *f = get(id);
+  if (!f || f->kind != CLI_KIND_DURATION) return wrong_kind(id, err);
+  static const struct {
+    const char *suffix;
+    uint64_t ms;
+  } units[] = {{"ms", 1}, {"s", 1000}, {"", 1000}, {"m", 60000}, {"h", 3600000}};
+  if (!val || !(isdigit((unsigned char)*val) || *val == '.')) return refuse(id, val, err);
+  char *end, *iend;
+  errno = 0;
+  unsigned long long n = strtoull(val, &iend, 10);
+  int whole = !errno && iend != val;
+  double v = strtod(val, &end);
+  whole = whole && iend == end; /* exact for whole numbers, which doubles are not */
+  for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
+    if (strcmp(end, units[i].suffix)) continue;
+    uint64_t u = units[i].ms;
+    double t = v * (double)u;
+    if (whole ? n > f->max / u || n * u < f->min
+              /* a positive duration shorter than 1 ms would round to 0 */
+              : t < (double)f->min || t >= (double)f->max || (t > 0 && t < 1))
+      return refuse(id, val, err);
+    *ms = whole ? (int64_t)(n * u) : (int64_t)t;
+    return SF_OK;
+  }
+  return refuse(id, val, err);
+}
+
+sf_code cli_flag_choice(cli_flag_id id, const char *val, int *out, sf_err *err) {
+  const cli_flag *f = get(id);
+  if (!f || f->kind != CLI_KIND_CHOICE) return wrong_kind(id, err);
+  for (int i = 0; val && f->choices[i]; i++)
+    if (!strcasecmp(val, f->choices[i])) {
+      *out = i;
+      return SF_OK;
+    }
+  return refuse(id, val, err);
+}
+
+sf_code cli_flag_check_id(cli_flag_id id, const char *val, sf_err *err) {
+  const cli_flag *f = get(id);
+  if (!f || (f->kind != CLI_KIND_ID && f->kind != CLI_KIND_SHARD_ID))
+    return wrong_kind(id, err);
+  /* The rules are the catalog's and the stager's; the message is the table's. */
+  sf_code bad = f->kind == CLI_KIND_ID ? sf_catalog_check_id(f->name, val, NULL)
+                                       : sf_stage_check_id(f->name, val, NULL);
+  return bad ? refuse(id, val, err) : SF_OK;
+}
+
+sf_code cli_flag_fragset(cli_flag_id id, const char *val, roaring_bitmap_t **out,
+                         sf_err *err) {
+  const cli_flag *f = get(id);
+  if (!f || f->kind != CLI_KIND_FRAGSET) return wrong_kind(id, err);
+  sf_err why = {0};
+  if (!sf_fragset_parse(val, "the list", out, &why)) return SF_OK;
+  if (why.code == SF_ENOMEM) return sf_err_set(err, SF_ENOMEM, "%s", why.msg);
+  return refuse(id, val, err);
+}
+
+void cli_flag_help(FILE *out, const struct option *opts) {
+  int first = 1;
+  for (; opts->name; opts++) {
+    const cli_flag *f = get(opts->val);
+    if (!f) continue;
+    char form[256];
+    cli_flag_form(opts->val, form, sizeof form);
+    fprintf(out, "%s  --%s %s: %s\n", first ? "\nValues:\n" : "", f->name, f->metavar,
+            form);
+    first = 0;
+  }
+}
