@@ -17,8 +17,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "consumer/event_decode.h"
-#include "producer/event_encode.h"
+#include "schemas/event_decode.h"
+#include "schemas/event_encode.h"
 #include "schemas/schema.h"
 
 static double now(void) {

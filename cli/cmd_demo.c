@@ -25,7 +25,7 @@
 
 #include "cli/cli.h"
 #include "consumer/broker.h"
-#include "consumer/event_decode.h"
+#include "schemas/event_decode.h"
 #include "consumer/kconf.h"
 #include "consumer/processor.h"
 #include "core/fsutil.h"

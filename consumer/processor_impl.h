@@ -13,7 +13,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-#include "consumer/event_decode.h"
+#include "schemas/event_decode.h"
 #include "consumer/intake.h"
 #include "consumer/jobs.h"
 #include "consumer/offsets.h"

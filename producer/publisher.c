@@ -21,7 +21,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "producer/event_encode.h"
+#include "schemas/event_encode.h"
 
 #define DEFAULT_TIMEOUT_MS 30000
 #define POLL_SLICE_MS 100

@@ -3,8 +3,8 @@
  * reason codes of rejections, and the field rules every event must keep.
  *
  * The structs are what both directions of the codec speak: the consumer's
- * decoder (consumer/event_decode.h) fills them from bytes, the producer's
- * encoder (producer/event_encode.h) writes them as bytes. Strings are owned,
+ * decoder (schemas/event_decode.h) fills them from bytes, the producer's
+ * encoder (schemas/event_encode.h) writes them as bytes. Strings are owned,
  * NUL-terminated, valid UTF-8; fragment sets are CRoaring bitmaps owned by
  * the struct. A struct is caller storage: `_clear` frees what it owns and
  * zeroes it (NULL-safe, idempotent), `_copy` makes a deep copy.
@@ -23,6 +23,7 @@
 #include <stdint.h>
 
 #include "core/error.h"
+#include "core/seginfo.h"
 #include "core/types.h"
 
 typedef enum sf_event_type {
@@ -92,17 +93,13 @@ typedef struct sf_shard_staged {
   bool has_target_segment_bytes; /* false: the union's null branch */
   int64_t target_segment_bytes;
   int64_t staged_at_ms;
+  char *producer; /* "host/pid" of the publisher; NULL: the union's null branch */
 } sf_shard_staged;
 
-typedef struct sf_segment_info {
-  char *segment_id;
-  char *path;
-  int64_t bytes;
-  int64_t num_rows;
-  roaring_bitmap_t *fragments;
-  char **shard_ids; /* num_shard_ids owned strings */
-  size_t num_shard_ids;
-} sf_segment_info;
+/* A SegmentsCommitted's segments are core's sf_seginfo (core/seginfo.h):
+ * the event carries segment_id, path, bytes, num_rows, fragments and
+ * shard_ids (num_shards of them); the index parameters it also holds are
+ * the catalog's and are not part of the event (zero when decoded). */
 
 typedef struct sf_segments_committed {
   char *event_id; /* <staging_id>@<catalog_version> */
@@ -110,7 +107,7 @@ typedef struct sf_segments_committed {
   char *index_name;
   char *staging_id;
   int64_t catalog_version;
-  sf_segment_info *segments; /* num_segments owned entries */
+  sf_seginfo *segments; /* num_segments owned entries */
   size_t num_segments;
   int64_t total_rows;
   int32_t num_shards;
@@ -129,6 +126,7 @@ typedef struct sf_shard_rejected {
   uint8_t *original_value;  /* original_value_len owned bytes (may be NULL if 0) */
   size_t original_value_len;
   int64_t rejected_at_ms;
+  char *producer; /* the rejected event's producer, when it decoded that far */
 } sf_shard_rejected;
 
 /* Any one event, as returned by the type-agnostic decoder. */
@@ -142,7 +140,6 @@ typedef struct sf_event {
 } sf_event;
 
 void sf_shard_staged_clear(sf_shard_staged *e);
-void sf_segment_info_clear(sf_segment_info *s);
 void sf_segments_committed_clear(sf_segments_committed *e);
 void sf_shard_rejected_clear(sf_shard_rejected *e);
 void sf_event_clear(sf_event *e);
@@ -152,19 +149,38 @@ void sf_event_clear(sf_event *e);
 sf_code sf_shard_staged_copy(sf_shard_staged *dst, const sf_shard_staged *src,
                              sf_err *err);
 
-/* True when every field is equal (bitmaps by content). A redelivered event
- * equals the first delivery; the same shard_id with other content does not. */
+/* The roles a ShardStaged field plays when events of one job are compared
+ * (the `roles` of its row in schemas/event_fields.c). Every field has one
+ * at most; staging_id, the job's key, has none. */
+#define SF_FIELD_JOB 1u       /* the same in every shard of a job */
+#define SF_FIELD_QUANTIZER 2u /* the job's quantizer: must match, with its own reason */
+#define SF_FIELD_SHARD 4u     /* the shard's content: a redelivery repeats it */
+#define SF_FIELD_DELIVERY 8u  /* this announcement's own (id, time, producer) */
+
+/* True when every field is equal (bitmaps by content). A redelivery under
+ * the same event id equals the first delivery; the same shard_id with other
+ * content does not. */
 bool sf_shard_staged_equal(const sf_shard_staged *a, const sf_shard_staged *b);
-/* Equal apart from event_id and staged_at_ms: the same shard announced
- * again (a worker's retry makes a new event id). */
+/* Equal apart from the SF_FIELD_DELIVERY fields (event_id, staged_at_ms,
+ * producer): the same shard announced again (a worker's retry makes a new
+ * event id, and may come from another process). */
 bool sf_shard_staged_same_shard(const sf_shard_staged *a, const sf_shard_staged *b);
-/* The first job-level field (dataset_uri, index_name, column, index_type,
- * metric, dim, num_partitions, target_segment_bytes, expected_fragments)
+/* The first field, in schema order, among those whose role is in `roles`
  * in which a and b differ, with a's and b's values written into av and bv
- * (n bytes each, truncated); NULL when they agree. The quantizer checksum
- * is not among them: it has its own reason code. */
+ * (n bytes each, truncated; fragment sets as "another set" / "this one");
+ * NULL when they agree. */
+const char *sf_shard_staged_diff(const sf_shard_staged *a, const sf_shard_staged *b,
+                                 unsigned roles, char *av, char *bv, size_t n);
+/* sf_shard_staged_diff over the job-level fields (SF_FIELD_JOB: dataset_uri,
+ * index_name, column, expected_fragments, index_type, metric, dim,
+ * num_partitions, target_segment_bytes). The quantizer checksum is not
+ * among them: it has its own reason code. */
 const char *sf_shard_staged_job_diff(const sf_shard_staged *a, const sf_shard_staged *b,
                                      char *av, char *bv, size_t n);
+/* A 64-bit digest of the fields whose role is in `roles` (strings, numbers
+ * and the fragment sets' members), for remembering what a job held without
+ * keeping its events. Not stable across versions: never store it. */
+uint64_t sf_shard_staged_digest(const sf_shard_staged *e, unsigned roles);
 bool sf_segments_committed_equal(const sf_segments_committed *a,
                                  const sf_segments_committed *b);
 bool sf_shard_rejected_equal(const sf_shard_rejected *a, const sf_shard_rejected *b);

@@ -23,9 +23,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "consumer/event_decode.h"
+#include "schemas/event_decode.h"
 #include "fuzz_sound.h"
-#include "producer/event_encode.h"
+#include "schemas/event_encode.h"
 #include "schemas/schema.h"
 
 static sf_schema_set *set;
