@@ -215,6 +215,10 @@ bool sf_event_decoder_has_fast_path(const sf_event_decoder *dec) {
   return dec->fast;
 }
 
+bool sf_event_decoder_reads_fast(const sf_event_decoder *dec, const sf_schema *s) {
+  return s->index < dec->nwriters && dec->writers[s->index].fast.ok;
+}
+
 #define TRY(x)                    \
   do {                            \
     sf_code rc_ = (x);            \

@@ -145,7 +145,8 @@ static void set_value(filler *f, const sf_evfield *r, const void *e, avro_value_
   if (bad) failed(f, r->name);
 }
 
-/* A ["null", X] union: branch 0 is null, branch 1 the value. */
+/* Sets every field of rec from e, in table order. An optional field is a
+ * ["null", X] union: branch 0 is null, branch 1 the value. */
 static void fill(filler *f, const sf_evrec *rec, const void *e) {
   for (size_t i = 0; i < rec->nfields && !f->failed; i++) {
     const sf_evfield *r = &rec->fields[i];
