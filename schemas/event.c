@@ -154,6 +154,10 @@ static bool utf8_ok(const unsigned char *s, size_t n) {
   return true;
 }
 
+bool sf_event_utf8_ok(const char *s, size_t n) {
+  return utf8_ok((const unsigned char *)s, n);
+}
+
 bool sf_event_text_ok(const char *s) {
   return s && utf8_ok((const unsigned char *)s, strlen(s));
 }

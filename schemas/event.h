@@ -203,6 +203,8 @@ sf_code sf_event_reject(sf_event_reason *reason, sf_event_reason r, sf_err *err,
 
 /* Whether s is valid UTF-8 (strict, as Avro strings must be). NULL: false. */
 bool sf_event_text_ok(const char *s);
+/* The same for n bytes at s, whose length the caller knows. */
+bool sf_event_utf8_ok(const char *s, size_t n);
 
 /* src made fit for a ShardRejected message or a log: valid UTF-8 with
  * every invalid byte and control character written as \xNN; cut (never
