@@ -18,8 +18,8 @@
 #include <string.h>
 
 #include "cli/cli.h"
-#include "schemas/event_decode.h"
 #include "core/fsutil.h"
+#include "schemas/event_decode.h"
 #include "schemas/event_encode.h"
 #include "schemas/event_json.h"
 #include "schemas/schema.h"

@@ -13,13 +13,13 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-#include "schemas/event_decode.h"
 #include "consumer/intake.h"
 #include "consumer/jobs.h"
 #include "consumer/offsets.h"
 #include "consumer/processor.h"
 #include "core/finalize.h"
 #include "producer/publisher.h"
+#include "schemas/event_decode.h"
 
 /* What a thread is asked to do; or T_INTAKE, a job with events held at
  * intake (its dataset could not be read to classify them), which the loop

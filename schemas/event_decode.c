@@ -391,7 +391,8 @@ static sf_code decode(sf_event_decoder *dec, const void *buf, size_t len,
     avro_value_t *value;
     TRY(read_with_avro(dec, s, d, n, &value, reason, err));
     sf_evdec_conv c = {rec->name, reason, err};
-    rc = sf_evdec_read_avro(rec, c, value, dec->current_json[s->type], sf_event_body(out));
+    rc =
+        sf_evdec_read_avro(rec, c, value, dec->current_json[s->type], sf_event_body(out));
     /* Release the datum's strings now rather than at the next event: avro-c
      * keeps them where leak checkers cannot see them. */
     avro_value_reset(value);

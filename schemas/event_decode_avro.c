@@ -3,14 +3,13 @@
  * field table (see event_decode_impl.h), and the conversions both readers
  * share.
  */
-#include "event_decode_impl.h"
-
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/fragset.h"
+#include "event_decode_impl.h"
 
 sf_code sf_evdec_oom(sf_event_reason *reason, sf_err *err, const char *what) {
   if (reason) *reason = SF_REASON_NONE;
@@ -166,7 +165,8 @@ static sf_code read_field(getter *g, const sf_evfield *f, void *out) {
       if (d && json_is_string(d))
         return sf_evdec_str(&g->c, f->name, json_string_value(d),
                             strlen(json_string_value(d)), SF_EVF_AT(out, f, char *));
-      return d ? missing(g, f->name) : get_string(g, f->name, &v, SF_EVF_AT(out, f, char *));
+      return d ? missing(g, f->name)
+               : get_string(g, f->name, &v, SF_EVF_AT(out, f, char *));
     case SF_EVF_LONG:
       if (d) {
         if (!json_is_integer(d)) return missing(g, f->name);
@@ -174,7 +174,7 @@ static sf_code read_field(getter *g, const sf_evfield *f, void *out) {
         return SF_OK;
       }
       return avro_value_get_long(&v, SF_EVF_AT(out, f, int64_t)) ? missing(g, f->name)
-                                                                  : SF_OK;
+                                                                 : SF_OK;
     case SF_EVF_INT:
       if (d) {
         if (!json_is_integer(d)) return missing(g, f->name);
@@ -182,7 +182,7 @@ static sf_code read_field(getter *g, const sf_evfield *f, void *out) {
         return SF_OK;
       }
       return avro_value_get_int(&v, SF_EVF_AT(out, f, int32_t)) ? missing(g, f->name)
-                                                                 : SF_OK;
+                                                                : SF_OK;
     case SF_EVF_ENUM: {
       const char *sym = NULL;
       int i;
@@ -190,7 +190,8 @@ static sf_code read_field(getter *g, const sf_evfield *f, void *out) {
         sym = json_string_value(d);
       else if (!avro_value_get_enum(&v, &i))
         sym = avro_schema_enum_get(avro_value_get_schema(&v), i);
-      if (!sym || f->sym->parse(sym, SF_EVF_AT(out, f, int), NULL)) return missing(g, f->name);
+      if (!sym || f->sym->parse(sym, SF_EVF_AT(out, f, int), NULL))
+        return missing(g, f->name);
       return SF_OK;
     }
     case SF_EVF_BITMAP:
@@ -199,7 +200,8 @@ static sf_code read_field(getter *g, const sf_evfield *f, void *out) {
       size_t n;
       if (d || avro_value_get_bytes(&v, &b, &n)) return missing(g, f->name);
       if (f->kind == SF_EVF_BITMAP)
-        return sf_evdec_bitmap(&g->c, f->name, b, n, SF_EVF_AT(out, f, roaring_bitmap_t *));
+        return sf_evdec_bitmap(&g->c, f->name, b, n,
+                               SF_EVF_AT(out, f, roaring_bitmap_t *));
       *(size_t *)((char *)out + f->aux) = n;
       return sf_evdec_bytes(&g->c, f->name, b, n, SF_EVF_AT(out, f, uint8_t *));
     }

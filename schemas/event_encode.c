@@ -126,7 +126,8 @@ static void set_value(filler *f, const sf_evfield *r, const void *e, avro_value_
       for (size_t j = 0; j < sf_evf_count(e, r) && !bad; j++) {
         const char *s = (*SF_EVF_CAT(e, r, char **))[j];
         avro_value_t item;
-        bad = avro_value_append(v, &item, NULL) || avro_value_set_string(&item, s ? s : "");
+        bad =
+            avro_value_append(v, &item, NULL) || avro_value_set_string(&item, s ? s : "");
       }
       break;
     case SF_EVF_RECORDS:

@@ -42,7 +42,7 @@ static sf_code fragments_within_expected(const void *rec, const char *ev,
 
 #define S_ sf_shard_staged
 #define ROW(T, field, k, ...) \
-  {.name = #field, .kind = (k), .off = offsetof(T, field), __VA_ARGS__}
+  { .name = #field, .kind = (k), .off = offsetof(T, field), __VA_ARGS__ }
 #define RANGE(a, b) .rule = SF_EVR_RANGE, .lo = (a), .hi = (b)
 #define TEXT(max) .rule = SF_EVR_TEXT, .hi = (max)
 
@@ -229,18 +229,23 @@ void sf_evrec_clear(const sf_evrec *rec, void *e) {
   memset(e, 0, rec->size);
 }
 
+static bool owns(const sf_evfield *f) {
+  return f->kind == SF_EVF_STRING || f->kind == SF_EVF_BYTES ||
+         f->kind == SF_EVF_BITMAP || f->kind == SF_EVF_STRINGS ||
+         f->kind == SF_EVF_RECORDS;
+}
+
 /* Forgets the owned members of a shallow copy without freeing them. */
 static void detach(const sf_evrec *rec, void *e) {
   for (size_t i = 0; i < rec->nfields; i++) {
     const sf_evfield *f = &rec->fields[i];
-    if (f->kind == SF_EVF_STRING || f->kind == SF_EVF_BYTES || f->kind == SF_EVF_BITMAP ||
-        f->kind == SF_EVF_STRINGS || f->kind == SF_EVF_RECORDS)
-      *SF_EVF_AT(e, f, void *) = NULL;
+    if (owns(f)) *SF_EVF_AT(e, f, void *) = NULL;
     if (f->kind == SF_EVF_STRINGS || f->kind == SF_EVF_RECORDS) sf_evf_set_count(e, f, 0);
   }
 }
 
 static int copy_field(const sf_evfield *f, void *dst, const void *src, sf_err *err) {
+  if (!owns(f)) return 0; /* copied with the struct */
   const void *s = *SF_EVF_CAT(src, f, void *);
   void **d = SF_EVF_AT(dst, f, void *);
   if (!s) return 0;
@@ -339,7 +344,8 @@ static bool field_eq(const sf_evfield *f, const void *a, const void *b) {
   return false;
 }
 
-bool sf_evrec_equal(const sf_evrec *rec, const void *a, const void *b, unsigned skip_roles) {
+bool sf_evrec_equal(const sf_evrec *rec, const void *a, const void *b,
+                    unsigned skip_roles) {
   for (size_t i = 0; i < rec->nfields; i++)
     if (!(rec->fields[i].roles & skip_roles) && !field_eq(&rec->fields[i], a, b))
       return false;
@@ -383,8 +389,8 @@ static void show(const sf_evfield *f, const void *e, bool first, char *out, size
   }
 }
 
-const char *sf_evrec_diff(const sf_evrec *rec, const void *a, const void *b, unsigned roles,
-                          char *av, char *bv, size_t n) {
+const char *sf_evrec_diff(const sf_evrec *rec, const void *a, const void *b,
+                          unsigned roles, char *av, char *bv, size_t n) {
   if (n) av[0] = bv[0] = 0;
   for (size_t i = 0; i < rec->nfields; i++) {
     const sf_evfield *f = &rec->fields[i];
@@ -458,7 +464,8 @@ static uint64_t digest(const sf_evrec *rec, const void *e, unsigned roles, bool 
       case SF_EVF_RECORDS:
         h = chain_i64(h, (int64_t)sf_evf_count(e, f));
         for (size_t k = 0; k < sf_evf_count(e, f); k++)
-          h = digest(f->items, *SF_EVF_CAT(e, f, char *) + k * f->items->size, 0, true, h);
+          h = digest(f->items, *SF_EVF_CAT(e, f, char *) + k * f->items->size, 0, true,
+                     h);
         break;
     }
   }
@@ -600,8 +607,8 @@ static sf_code check_field(const sf_evfield *f, const void *e, const char *ev,
       return check_range(ev, f->name, num(e, f), f->lo, f->hi, reason, err);
     case SF_EVF_ENUM:
       if (f->rule == SF_EVR_KNOWN && (uint64_t)num(e, f) >= (uint64_t)f->sym->count)
-        return sf_event_reject(reason, SF_REASON_INVALID_FIELD, err, "%s.%s %d is unknown",
-                               ev, f->name, (int)num(e, f));
+        return sf_event_reject(reason, SF_REASON_INVALID_FIELD, err,
+                               "%s.%s %d is unknown", ev, f->name, (int)num(e, f));
       return SF_OK;
     case SF_EVF_BITMAP: {
       const roaring_bitmap_t *b = *SF_EVF_CAT(e, f, roaring_bitmap_t *);
@@ -718,15 +725,16 @@ bool sf_evrec_matches(const sf_evrec *rec, avro_schema_t s, char *why, size_t n)
     if (f->flags & SF_EVF_OPTIONAL) {
       if (!is_avro_union(t) || avro_schema_union_size(t) != 2 ||
           !is_avro_null(avro_schema_union_branch(t, 0))) {
-        snprintf(why, n, "%s.%s is optional in the table: the schema must say [\"null\", T]",
+        snprintf(why, n,
+                 "%s.%s is optional in the table: the schema must say [\"null\", T]",
                  rec->name, f->name);
         return false;
       }
       t = avro_schema_union_branch(t, 1);
     }
     if (!sf_evf_matches(f, t)) {
-      snprintf(why, n, "%s.%s has another type in the schema than in the table", rec->name,
-               f->name);
+      snprintf(why, n, "%s.%s has another type in the schema than in the table",
+               rec->name, f->name);
       return false;
     }
   }

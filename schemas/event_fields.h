@@ -71,16 +71,16 @@ typedef struct sf_evrec sf_evrec;
 typedef struct sf_evfield {
   const char *name; /* as in the .avsc and the JSON form */
   sf_evf_kind kind;
-  unsigned flags; /* SF_EVF_* */
-  unsigned roles; /* SF_FIELD_* of event.h (ShardStaged only) */
-  size_t off;     /* offsetof the value */
-  size_t aux;     /* offsetof: the `has` bool (optional numbers), length, count */
+  unsigned flags;  /* SF_EVF_* */
+  unsigned roles;  /* SF_FIELD_* of event.h (ShardStaged only) */
+  size_t off;      /* offsetof the value */
+  size_t aux;      /* offsetof: the `has` bool (optional numbers), length, count */
   size_t aux_size; /* sizeof the count of an array (4 or 8) */
   sf_evf_rule rule;
-  int64_t lo, hi;          /* RANGE bounds; TEXT, PATH: hi is the max length */
+  int64_t lo, hi;           /* RANGE bounds; TEXT, PATH: hi is the max length */
   const char *why_nonempty; /* arrays: must have an item, and why (for the message) */
-  const sf_evrec *items;   /* RECORDS: the items' table */
-  const sf_evf_enum *sym;  /* ENUM */
+  const sf_evrec *items;    /* RECORDS: the items' table */
+  const sf_evf_enum *sym;   /* ENUM */
   /* An extra rule checked after the field's own (e.g. one between fields),
    * with `ev` the record's name for messages. */
   sf_code (*check)(const void *rec, const char *ev, sf_event_reason *reason, sf_err *err);
@@ -123,9 +123,10 @@ bool sf_evf_present(const void *e, const sf_evfield *f);
 void sf_evrec_clear(const sf_evrec *rec, void *e);
 sf_code sf_evrec_copy(const sf_evrec *rec, void *dst, const void *src, sf_err *err);
 /* Rows with a role in skip_roles are not compared. */
-bool sf_evrec_equal(const sf_evrec *rec, const void *a, const void *b, unsigned skip_roles);
-const char *sf_evrec_diff(const sf_evrec *rec, const void *a, const void *b, unsigned roles,
-                          char *av, char *bv, size_t n);
+bool sf_evrec_equal(const sf_evrec *rec, const void *a, const void *b,
+                    unsigned skip_roles);
+const char *sf_evrec_diff(const sf_evrec *rec, const void *a, const void *b,
+                          unsigned roles, char *av, char *bv, size_t n);
 uint64_t sf_evrec_digest(const sf_evrec *rec, const void *e, unsigned roles);
 /* `ev` names the record in messages ("ShardStaged", "SegmentsCommitted.segments[2]"). */
 sf_code sf_evrec_validate(const sf_evrec *rec, const void *e, const char *ev,

@@ -289,7 +289,8 @@ static void field_from(reader *r, const sf_evfield *f, void *e) {
       return;
     case SF_EVF_ENUM: {
       const json_t *v = need(r, f->name, false);
-      if (v && !r->rc) r->rc = f->sym->parse(json_string_value(v), SF_EVF_AT(e, f, int), r->err);
+      if (v && !r->rc)
+        r->rc = f->sym->parse(json_string_value(v), SF_EVF_AT(e, f, int), r->err);
       return;
     }
     case SF_EVF_BITMAP:

@@ -22,10 +22,10 @@
 #include <librdkafka/rdkafka_mock.h>
 
 #include "consumer/broker.h"
-#include "schemas/event_decode.h"
 #include "consumer/kconf.h"
 #include "core/fragset.h"
 #include "producer/publisher.h"
+#include "schemas/event_decode.h"
 
 #define STAGED "segforge.shards.staged"
 
@@ -460,12 +460,12 @@ static void typed_helpers_encode_key_and_route_each_event_type(void **state) {
   roaring_bitmap_t *frags = roaring_bitmap_from_range(0, 10, 1);
   char *shard_ids[] = {"w0", "w1"};
   sf_seginfo seg = {.segment_id = "job-9-s0",
-                         .path = "segments/job-9-s0.sfseg",
-                         .bytes = 4096,
-                         .num_rows = 1000,
-                         .fragments = frags,
-                         .shard_ids = shard_ids,
-                         .num_shards = 2};
+                    .path = "segments/job-9-s0.sfseg",
+                    .bytes = 4096,
+                    .num_rows = 1000,
+                    .fragments = frags,
+                    .shard_ids = shard_ids,
+                    .num_shards = 2};
   sf_segments_committed sc = {.event_id = "job-9@3",
                               .dataset_uri = "/data/ds",
                               .index_name = "idx",

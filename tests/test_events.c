@@ -17,10 +17,10 @@
 #include <cmocka.h>
 /* clang-format on */
 
-#include "schemas/event_decode.h"
 #include "core/fragset.h"
-#include "schemas/event_encode.h"
 #include "schemas/canonical.h"
+#include "schemas/event_decode.h"
+#include "schemas/event_encode.h"
 #include "schemas/event_fields.h"
 #include "schemas/event_json.h"
 #include "schemas/schema.h"
@@ -204,18 +204,25 @@ static void commits_and_dead_letters_round_trip(void **state) {
   assert_int_equal(sf_event_encoder_new(set, SF_FRAMING_AUTO, 0, &enc, NULL), SF_OK);
   assert_int_equal(sf_event_decoder_new(set, SF_FRAMING_AUTO, 0, &dec, NULL), SF_OK);
   char *ids_a[] = {"s-0", "s-1"}, *ids_b[] = {"s-2"};
-  sf_seginfo segs[2] = {
-      {.segment_id = "seg-a", .path = "_indices/segments/seg-a.sfs", .bytes = 100,
-       .num_rows = 10, .shard_ids = ids_a, .num_shards = 2},
-      {.segment_id = "seg-b", .path = "_indices/segments/seg-b.sfs", .bytes = 50,
-       .num_rows = 5, .shard_ids = ids_b, .num_shards = 1}};
+  sf_seginfo segs[2] = {{.segment_id = "seg-a",
+                         .path = "_indices/segments/seg-a.sfs",
+                         .bytes = 100,
+                         .num_rows = 10,
+                         .shard_ids = ids_a,
+                         .num_shards = 2},
+                        {.segment_id = "seg-b",
+                         .path = "_indices/segments/seg-b.sfs",
+                         .bytes = 50,
+                         .num_rows = 5,
+                         .shard_ids = ids_b,
+                         .num_shards = 1}};
   assert_int_equal(sf_fragset_parse("0-63", "t", &segs[0].fragments, NULL), SF_OK);
   assert_int_equal(sf_fragset_parse("64-70,99", "t", &segs[1].fragments, NULL), SF_OK);
   sf_segments_committed c = {"job@3", "file:///d", "idx", "job", 3,  segs,
                              2,       15,          3,     100,   200};
   sf_shard_rejected rj = {
       "PATH_ESCAPE",           "bad path", "job", NULL, "segforge.shards.staged", 4, 1234,
-      (uint8_t *)"\xC3\x01zz", 4,          99,         NULL};
+      (uint8_t *)"\xC3\x01zz", 4,          99,    NULL};
   uint8_t *b;
   size_t n;
   sf_event got;
@@ -531,8 +538,8 @@ static void every_field_table_matches_its_current_schema(void **state) {
       fail_msg("%s", why);
     sf_evrec short_rec = *rec;
     short_rec.nfields--;
-    assert_false(sf_evrec_matches(&short_rec, sf_schema_current(set, (sf_event_type)t)->avro,
-                                  why, sizeof why));
+    assert_false(sf_evrec_matches(
+        &short_rec, sf_schema_current(set, (sf_event_type)t)->avro, why, sizeof why));
     assert_non_null(strstr(why, rec->name));
   }
 }
@@ -634,7 +641,8 @@ int main(void) {
       cmocka_unit_test(job_diff_names_the_first_job_level_field_that_differs),
       cmocka_unit_test(every_field_table_matches_its_current_schema),
       cmocka_unit_test(a_shard_announced_again_by_another_producer_is_the_same_shard),
-      cmocka_unit_test(the_producer_round_trips_and_version_one_stays_on_the_bounded_reader),
+      cmocka_unit_test(
+          the_producer_round_trips_and_version_one_stays_on_the_bounded_reader),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

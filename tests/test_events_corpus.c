@@ -23,8 +23,8 @@
 #include <cmocka.h>
 /* clang-format on */
 
-#include "schemas/event_decode.h"
 #include "core/fragset.h"
+#include "schemas/event_decode.h"
 #include "schemas/event_encode.h"
 #include "schemas/schema.h"
 
@@ -330,8 +330,12 @@ static void bad_commits_and_dead_letters_are_invalid_fields(void **state) {
       SF_OK);
   assert_int_equal(sf_event_decoder_new(set, SF_FRAMING_AUTO, 0, &dec, NULL), SF_OK);
   char *ids[1] = {"shard-1"};
-  sf_seginfo seg = {.segment_id = "seg-1", .path = "_indices/segments/seg-1.sfs",
-                    .bytes = 10, .num_rows = 10, .shard_ids = ids, .num_shards = 1};
+  sf_seginfo seg = {.segment_id = "seg-1",
+                    .path = "_indices/segments/seg-1.sfs",
+                    .bytes = 10,
+                    .num_rows = 10,
+                    .shard_ids = ids,
+                    .num_shards = 1};
   assert_int_equal(sf_fragset_parse("0-3", "t", &seg.fragments, NULL), SF_OK);
   sf_event ev = {
       .type = SF_EVENT_SEGMENTS_COMMITTED,
@@ -359,7 +363,7 @@ static void bad_commits_and_dead_letters_are_invalid_fields(void **state) {
   sf_fragset_free(seg.fragments);
   /* A dead letter whose reason is not a code. */
   sf_shard_rejected rej = {"bad reason",   "m", NULL, NULL, "t", 0, 1,
-                           (uint8_t *)"x", 1,   7,   NULL};
+                           (uint8_t *)"x", 1,   7,    NULL};
   assert_int_equal(sf_event_encode_shard_rejected(enc, &rej, &b, &n, NULL), SF_OK);
   assert_int_equal(sf_event_decode(dec, b, n, &out, &r, &err), SF_EDECODE);
   assert_int_equal(r, SF_REASON_INVALID_FIELD);

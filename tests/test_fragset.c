@@ -15,11 +15,11 @@
 #include <cmocka.h>
 /* clang-format on */
 
-#include "schemas/event_decode.h"
 #include "core/catalog_impl.h"
 #include "core/crc32c.h"
 #include "core/fragset.h"
 #include "core/segfile.h"
+#include "schemas/event_decode.h"
 #include "schemas/event_encode.h"
 #include "schemas/schema.h"
 #include "testutil.h"

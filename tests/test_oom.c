@@ -37,7 +37,6 @@
 #include <cmocka.h>
 /* clang-format on */
 
-#include "schemas/event_decode.h"
 #include "core/build.h"
 #include "core/catalog.h"
 #include "core/finalize.h"
@@ -47,6 +46,7 @@
 #include "core/quantizer.h"
 #include "core/segfile.h"
 #include "core/stage.h"
+#include "schemas/event_decode.h"
 #include "schemas/event_encode.h"
 #include "schemas/schema.h"
 #include "tests/dataset_fixture.h"

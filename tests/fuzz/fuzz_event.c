@@ -27,8 +27,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "schemas/event_decode.h"
 #include "fuzz_sound.h"
+#include "schemas/event_decode.h"
 #include "schemas/event_encode.h"
 #include "schemas/schema.h"
 
@@ -91,8 +91,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   size_t n = 0;
   unsigned mode = data[0] % 9;
   if ((mode >= 1 && mode <= 3) || mode >= 7) {
-    uint64_t fp = mode >= 7 ? older[mode - 7]->fingerprint
-                            : sf_schema_current(set, (sf_event_type)(mode - 1))->fingerprint;
+    uint64_t fp = mode >= 7
+                      ? older[mode - 7]->fingerprint
+                      : sf_schema_current(set, (sf_event_type)(mode - 1))->fingerprint;
     msg[n++] = 0xC3;
     msg[n++] = 0x01;
     for (int i = 0; i < 8; i++) msg[n++] = (uint8_t)(fp >> (8 * i));
