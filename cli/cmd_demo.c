@@ -303,13 +303,34 @@ int cli_cmd_demo(int argc, char **argv) {
     snprintf(frag[i], sizeof frag[i], "%llu-%llu", (unsigned long long)(4 * i),
              (unsigned long long)(4 * i + 3));
     snprintf(sid[i], sizeof sid[i], "worker-%llu", (unsigned long long)i);
-    char *stage[] = {"segforge", "stage", "--vectors", base, "--staging", staging,
-                     "--fragments", frag[i], "--rows-per-fragment", s_rpf, "--shard-id",
-                     sid[i], "--publish", "--brokers", (char *)B, "--dataset-uri",
-                     dataset, "--index-name", DEMO_INDEX, "--column", "embedding",
-                     "--staging-id", DEMO_JOB, "--expected-fragments", s_exp,
+    char *stage[] = {"segforge",
+                     "stage",
+                     "--vectors",
+                     base,
+                     "--staging",
+                     staging,
+                     "--fragments",
+                     frag[i],
+                     "--rows-per-fragment",
+                     s_rpf,
+                     "--shard-id",
+                     sid[i],
+                     "--publish",
+                     "--brokers",
+                     (char *)B,
+                     "--dataset-uri",
+                     dataset,
+                     "--index-name",
+                     DEMO_INDEX,
+                     "--column",
+                     "embedding",
+                     "--staging-id",
+                     DEMO_JOB,
+                     "--expected-fragments",
+                     s_exp,
                      /* a re-run in the same --dir re-stages the demo's own shards */
-                     "--force", NULL};
+                     "--force",
+                     NULL};
     if (i == 0) show(stage);
     pids[i] = spawn(stage);
   }
