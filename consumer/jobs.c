@@ -417,7 +417,7 @@ static sf_event_reason param_mismatch(const sf_job *j, const sf_shard_staged *ev
                ev->shard_id, j->staging_id, f, b, r->shard_id, a);
     return SF_REASON_PARAM_MISMATCH;
   }
-  if (r->quantizer_checksum != ev->quantizer_checksum) {
+  if (sf_shard_staged_diff(r, ev, SF_FIELD_QUANTIZER, a, b, sizeof a)) {
     sf_err_set(err, SF_ECHECKSUM,
                "shard '%s' of job '%s' was encoded with quantizer %016llx but the job's "
                "first shard '%s' with %016llx: restage it with the job's quantizer",
