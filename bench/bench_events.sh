@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Event decoding benchmark: ShardStaged decode + validate on one core, the
-# consumer's hand-written reader beside avro-c's generic reader (the
+# consumer's bounded (table-driven) reader beside avro-c's generic reader (the
 # reference). Target: >= 200k events/s. Medians of RUNS runs.
 #
 #   bench/bench_events.sh [EVENTS] [RUNS] [SECONDS_PER_RUN]   (defaults 20000 5 1.0)

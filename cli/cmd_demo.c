@@ -24,12 +24,12 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
-#include "consumer/event_decode.h"
-#include "core/base/fsutil.h"
-#include "core/base/types.h"
 #include "kafka/broker.h"
 #include "kafka/kconf.h"
 #include "processor/processor.h"
+#include "core/base/fsutil.h"
+#include "core/base/types.h"
+#include "schemas/event_decode.h"
 #include "schemas/event_json.h"
 
 extern char **environ;

@@ -18,9 +18,9 @@
 #include <string.h>
 
 #include "cli/cli.h"
-#include "consumer/event_decode.h"
 #include "core/base/fsutil.h"
-#include "producer/event_encode.h"
+#include "schemas/event_decode.h"
+#include "schemas/event_encode.h"
 #include "schemas/event_json.h"
 #include "schemas/schema.h"
 

@@ -391,18 +391,16 @@ static const sf_shard_staged *same_dataset(const sf_shard_staged *r,
   return x;
 }
 
-/* Whether ev is a redelivery of shard k: the job's parameters (held by
- * the first shard) and the shard's own fields are ev's; event_id and
- * staged_at_ms may differ. */
+/* Whether ev is a redelivery of shard k: the job's fields and quantizer
+ * (held by the first shard) and the shard's own fields are ev's; the
+ * delivery fields (event_id, staged_at_ms, producer) may differ. */
 static int same_shard(const sf_job *j, size_t k, const sf_shard_staged *ev) {
   const sf_shard_staged *p = &j->shards[0].ev, *r = &j->shards[k].ev;
   char a[8], b[8];
   sf_shard_staged x;
-  return !sf_shard_staged_job_diff(p, same_dataset(p, ev, &x), a, b, sizeof a) &&
-         p->quantizer_checksum == ev->quantizer_checksum &&
-         !strcmp(r->shard_id, ev->shard_id) && !strcmp(r->shard_path, ev->shard_path) &&
-         r->shard_bytes == ev->shard_bytes && r->num_rows == ev->num_rows &&
-         roaring_bitmap_equals(r->fragments, ev->fragments);
+  return !sf_shard_staged_diff(p, same_dataset(p, ev, &x),
+                               SF_FIELD_JOB | SF_FIELD_QUANTIZER, a, b, sizeof a) &&
+         !sf_shard_staged_diff(r, ev, SF_FIELD_SHARD, a, b, sizeof a);
 }
 
 /* The job-level parameters of ev against the job's first shard: SF_OK, or
@@ -419,7 +417,7 @@ static sf_event_reason param_mismatch(const sf_job *j, const sf_shard_staged *ev
                ev->shard_id, j->staging_id, f, b, r->shard_id, a);
     return SF_REASON_PARAM_MISMATCH;
   }
-  if (r->quantizer_checksum != ev->quantizer_checksum) {
+  if (sf_shard_staged_diff(r, ev, SF_FIELD_QUANTIZER, a, b, sizeof a)) {
     sf_err_set(err, SF_ECHECKSUM,
                "shard '%s' of job '%s' was encoded with quantizer %016llx but the job's "
                "first shard '%s' with %016llx: restage it with the job's quantizer",
@@ -474,64 +472,25 @@ static size_t job_bytes(const sf_job *j) {
 
 /* ---- what a committed job held ------------------------------------------- */
 
-/* 64-bit digests, chained (each piece seeds the next), of the parts of an
- * event that a committed job is compared on. Staging id and dataset are
- * the key; event_id and staged_at_ms change on a re-announcement. */
+/* 64-bit digests of the parts of an event that a committed job is compared
+ * on, walks of the event's field table by role (schemas/event.h). Staging
+ * id and dataset are the key; the delivery fields (event_id, staged_at_ms,
+ * producer) change on a re-announcement. */
 struct sf_jobs_seen {
   uint64_t id;      /* of shard_id */
-  uint64_t content; /* of shard_id, shard_path, size, rows and fragments */
+  uint64_t content; /* of the shard's own fields (SF_FIELD_SHARD) */
 };
 
-static uint64_t chain(uint64_t h, const void *p, size_t n) {
-  return XXH3_64bits_withSeed(p, n, h);
-}
-static uint64_t chain_str(uint64_t h, const char *s) {
-  return chain(h, s ? s : "", s ? strlen(s) + 1 : 1);
-}
-static uint64_t chain_i64(uint64_t h, int64_t v) {
-  return chain(h, &v, sizeof v);
-}
-
-typedef struct bm_chain {
-  uint64_t h;
-  uint32_t buf[256];
-  size_t n;
-} bm_chain;
-
-static bool bm_visit(uint32_t v, void *arg) {
-  bm_chain *c = arg;
-  c->buf[c->n++] = v;
-  if (c->n == 256) c->h = chain(c->h, c->buf, sizeof c->buf), c->n = 0;
-  return true;
-}
-
-/* The values of b, whatever its containers. */
-static uint64_t chain_bitmap(uint64_t h, const roaring_bitmap_t *b) {
-  bm_chain c = {.h = chain_i64(h, b ? (int64_t)roaring_bitmap_get_cardinality(b) : -1)};
-  if (b) roaring_iterate(b, bm_visit, &c);
-  return c.n ? chain(c.h, c.buf, c.n * sizeof c.buf[0]) : c.h;
-}
-
+/* The job-level fields and the quantizer, without the dataset (the key). */
 static uint64_t params_digest(const sf_shard_staged *e) {
-  uint64_t h = chain_str(0, e->index_name);
-  h = chain_str(h, e->column);
-  int64_t v[] = {e->index_type,
-                 e->metric,
-                 e->dim,
-                 e->num_partitions,
-                 (int64_t)e->quantizer_checksum,
-                 e->has_target_segment_bytes,
-                 e->has_target_segment_bytes ? e->target_segment_bytes : 0};
-  h = chain(h, v, sizeof v);
-  return chain_bitmap(h, e->expected_fragments);
+  sf_shard_staged x = *e; /* a shallow copy: only its dataset changes */
+  x.dataset_uri = NULL;
+  return sf_shard_staged_digest(&x, SF_FIELD_JOB | SF_FIELD_QUANTIZER);
 }
 
 static struct sf_jobs_seen shard_digest(const sf_shard_staged *e) {
-  uint64_t c = chain_str(0, e->shard_id);
-  c = chain_str(c, e->shard_path);
-  c = chain_i64(c, e->shard_bytes);
-  c = chain_i64(c, e->num_rows);
-  return (struct sf_jobs_seen){chain_str(0, e->shard_id), chain_bitmap(c, e->fragments)};
+  return (struct sf_jobs_seen){XXH3_64bits(e->shard_id, strlen(e->shard_id)),
+                               sf_shard_staged_digest(e, SF_FIELD_SHARD)};
 }
 
 static int seen_cmp(const void *a, const void *b) {

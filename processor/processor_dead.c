@@ -39,7 +39,8 @@ static sf_code publish_rejected(sf_proc *p, const sf_shard_rejected *r, sf_err *
   char q[600];
   if (rc == SF_EDECODE || rc == SF_EINVAL) {
     char why[SF_ERR_MSG_MAX], orig[SF_ERR_MSG_MAX], msg[3 * SF_ERR_MSG_MAX];
-    char sid[SF_EVENT_ID_MAX * 4 + 1], shid[SF_EVENT_ID_MAX * 4 + 1];
+    char sid[SF_EVENT_ID_MAX * 4 + 1], shid[SF_EVENT_ID_MAX * 4 + 1],
+        prod[SF_EVENT_ID_MAX * 4 + 1];
     size_t keep = r->original_value_len < DEAD_LETTER_MIN_BYTES ? r->original_value_len
                                                                 : DEAD_LETTER_MIN_BYTES;
     sf_event_escape_text(why, sizeof why, err->msg);
@@ -55,6 +56,8 @@ static sf_code publish_rejected(sf_proc *p, const sf_shard_rejected *r, sf_err *
         r->staging_id ? sf_event_escape_text(sid, sizeof sid, r->staging_id) : NULL;
     m.shard_id =
         r->shard_id ? sf_event_escape_text(shid, sizeof shid, r->shard_id) : NULL;
+    m.producer =
+        r->producer ? sf_event_escape_text(prod, sizeof prod, r->producer) : NULL;
     sf_proc_plog(p, SF_PROC_LOG_WARNING,
                  "event=dead_letter_cut_down staging_id=%s partition=%d offset=%lld "
                  "bytes=%zu error=\"%s\"",
@@ -129,6 +132,7 @@ static void run_dead_job(sf_proc *p, task *t) {
                            .message = (char *)(j->trigger && !is_trigger ? others : jm),
                            .staging_id = j->staging_id,
                            .shard_id = s->ev.shard_id,
+                           .producer = s->ev.producer,
                            .source_topic = (char *)p->topic,
                            .source_partition = s->ref.partition,
                            .source_offset = s->ref.offset,

@@ -13,7 +13,6 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-#include "consumer/event_decode.h"
 #include "consumer/intake.h"
 #include "consumer/jobs.h"
 #include "consumer/offsets.h"
@@ -21,6 +20,7 @@
 #include "core/pipeline/finalize.h"
 #include "processor/processor.h"
 #include "producer/publisher.h"
+#include "schemas/event_decode.h"
 
 /* What a thread is asked to do; or T_INTAKE, a job with events held at
  * intake (its dataset could not be read to classify them), which the loop

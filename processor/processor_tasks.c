@@ -188,18 +188,6 @@ static int64_t committed_at(const char *dataset, uint64_t version,
 static sf_code announce(sf_proc *p, task *t, const sf_finalize_result *res, sf_err *err) {
   const sf_job *j = t->job;
   const sf_shard_staged *e0 = &j->shards[0].ev;
-  sf_segment_info *segs = calloc(res->nsegs ? res->nsegs : 1, sizeof *segs);
-  if (!segs) return sf_err_set(err, SF_ENOMEM, "out of memory");
-  for (size_t i = 0; i < res->nsegs; i++) { /* borrowed from res: never cleared */
-    const sf_seginfo *s = &res->segs[i];
-    segs[i] = (sf_segment_info){.segment_id = s->segment_id,
-                                .path = s->path,
-                                .bytes = (int64_t)s->bytes,
-                                .num_rows = (int64_t)s->num_rows,
-                                .fragments = s->fragments,
-                                .shard_ids = s->shard_ids,
-                                .num_shard_ids = s->num_shards};
-  }
   /* A job committed earlier may be announced again from only part of its
    * events (read again after a restart): its shard count is the catalog's. */
   size_t nshards = 0;
@@ -213,7 +201,8 @@ static sf_code announce(sf_proc *p, task *t, const sf_finalize_result *res, sf_e
                               .index_name = e0->index_name,
                               .staging_id = j->staging_id,
                               .catalog_version = (int64_t)res->version,
-                              .segments = segs,
+                              /* borrowed from res: never cleared */
+                              .segments = res->segs,
                               .num_segments = res->nsegs,
                               .total_rows = (int64_t)res->total_rows,
                               .num_shards = (int32_t)nshards,
@@ -225,7 +214,6 @@ static sf_code announce(sf_proc *p, task *t, const sf_finalize_result *res, sf_e
     if (!sf_proc_retry_publish(p, rc, attempt, "SegmentsCommitted", j->staging_id, err))
       break;
   }
-  free(segs);
   return rc;
 }
 
@@ -404,6 +392,7 @@ void sf_proc_send_dead_event(sf_proc *p, const void *raw, size_t len, sf_jobs_re
   r->message = strdup(sf_event_escape_text(ok, sizeof ok, msg));
   r->staging_id = ev && ev->staging_id ? strdup(ev->staging_id) : NULL;
   r->shard_id = ev && ev->shard_id ? strdup(ev->shard_id) : NULL;
+  r->producer = ev && ev->producer ? strdup(ev->producer) : NULL;
   r->source_topic = strdup(p->topic);
   r->source_partition = ref.partition;
   r->source_offset = ref.offset;
@@ -411,7 +400,8 @@ void sf_proc_send_dead_event(sf_proc *p, const void *raw, size_t len, sf_jobs_re
   r->original_value_len = len;
   r->rejected_at_ms = sf_clock_wall_ms();
   if (!r->reason || !r->message || !r->source_topic || (len && !r->original_value) ||
-      (ev && ev->staging_id && !r->staging_id) || (ev && ev->shard_id && !r->shard_id)) {
+      (ev && ev->staging_id && !r->staging_id) || (ev && ev->shard_id && !r->shard_id) ||
+      (ev && ev->producer && !r->producer)) {
     sf_proc_task_free(t);
     sf_err e = {SF_ENOMEM, "out of memory"};
     sf_proc_set_fatal(p, &e);

@@ -22,7 +22,7 @@
 #include <time.h>
 
 #include "core/base/clock.h"
-#include "producer/event_encode.h"
+#include "schemas/event_encode.h"
 
 #define DEFAULT_TIMEOUT_MS 30000
 #define POLL_SLICE_MS 100

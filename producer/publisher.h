@@ -94,7 +94,7 @@ sf_code sf_publisher_send_dr(sf_publisher *p, const char *topic, const void *key
                              size_t key_len, const uint8_t *value, size_t len,
                              int timeout_ms, sf_delivery *dr, sf_err *err);
 
-/* Typed helpers: validate and encode the event (producer/event_encode.h,
+/* Typed helpers: validate and encode the event (schemas/event_encode.h,
  * in the publisher's framing), key it, send it, and wait. topic NULL uses
  * the configured topic for the type (segforge.topic.*, else the default).
  * dr may be NULL. An event that breaks a field rule gives SF_EDECODE naming

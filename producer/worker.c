@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include <xxhash.h>
 
 #include "core/base/clock.h"
@@ -108,6 +109,16 @@ void sf_worker_event_id(const sf_shard_staged *e, char *buf, size_t size) {
              (unsigned long long)h2);
 }
 
+void sf_worker_producer(char *buf, size_t size) {
+  char host[256];
+  if (!size) return;
+  if (gethostname(host, sizeof host)) snprintf(host, sizeof host, "unknown");
+  host[sizeof host - 1] = 0; /* POSIX leaves a cut name unterminated */
+  for (char *c = host; *c; c++)
+    if ((unsigned char)*c < 0x20 || (unsigned char)*c >= 0x7f) *c = '?';
+  snprintf(buf, size, "%s/%ld", *host ? host : "unknown", (long)getpid());
+}
+
 static sf_code dup_str(char **dst, const char *src, sf_err *err) {
   if (!(*dst = strdup(src))) return sf_err_set(err, SF_ENOMEM, "out of memory");
   return SF_OK;
@@ -184,6 +195,10 @@ sf_code sf_worker_fill_staged(const sf_worker_info *info, const char *shard_file
   out->has_target_segment_bytes = info->target_segment_bytes > 0;
   out->target_segment_bytes = info->target_segment_bytes;
   out->staged_at_ms = info->staged_at_ms > 0 ? info->staged_at_ms : sf_clock_wall_ms();
+  char me[SF_EVENT_ID_MAX + 1];
+  if (!info->producer) sf_worker_producer(me, sizeof me);
+  const char *producer = info->producer ? info->producer : me;
+  if (*producer && (rc = dup_str(&out->producer, producer, err))) goto out;
   if (info->event_id) {
     rc = dup_str(&out->event_id, info->event_id, err);
   } else {

@@ -14,7 +14,9 @@
  *    <dataset>/_indices/_staging/<staging_id>/ (both resolved with
  *    realpath, so a symlink cannot lead outside it); event_id, by default
  *    deterministic from the staging id, shard id and the shard's content,
- *    so a worker that retries an announcement sends the same id.
+ *    so a worker that retries an announcement sends the same id; producer,
+ *    by default "<host>/<pid>" of the calling process (sf_worker_producer),
+ *    so that an operator can find the worker behind a bad shard.
  *
  * See examples/worker_publish.c for a complete program and docs/worker.md.
  * The functions are reentrant; sf_worker_publish is as thread-safe as the
@@ -40,6 +42,7 @@ typedef struct sf_worker_info {
   int64_t target_segment_bytes;               /* > 0: per-job budget; 0: none */
   const char *event_id;                       /* NULL: derived (see above) */
   int64_t staged_at_ms;                       /* 0: now */
+  const char *producer; /* NULL: "<host>/<pid>" of this process; "": none (null) */
 } sf_worker_info;
 
 /* Fills *out (caller storage; the caller clears it with
@@ -68,6 +71,13 @@ sf_code sf_worker_check(const sf_worker_info *info, const roaring_bitmap_t *frag
  * into buf (size >= SF_EVENT_ID_MAX + 1): "<staging_id>/<shard_id>@<16 hex>",
  * or "sf-<32 hex>" when that would be too long. */
 void sf_worker_event_id(const sf_shard_staged *e, char *buf, size_t size);
+
+/* "<host>/<pid>" of the calling process (gethostname(2), getpid(2)) into
+ * buf, cut to size - 1 bytes (size >= SF_EVENT_ID_MAX + 1 keeps it whole);
+ * the host is "unknown" when it cannot be read, and bytes that the
+ * ShardStaged.producer rule refuses (control characters, non-ASCII) are
+ * written as '?'. */
+void sf_worker_producer(char *buf, size_t size);
 
 /* Validates ev and publishes it on topic (NULL: the publisher's staged
  * topic), waiting for the delivery report (see sf_publish_staged). */

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "core/base/fragset.h"
+#include "schemas/event.h"
 
 /* ---- to JSON ---------------------------------------------------------------- */
 
@@ -37,95 +38,62 @@ static json_t *hex_json(const uint8_t *b, size_t n) {
   return j;
 }
 
-static json_t *staged_json(const sf_shard_staged *e) {
+static json_t *record_json(const sf_evrec *rec, const void *e);
+
+static json_t *field_json(const sf_evfield *f, const void *e) {
+  if (!sf_evf_present(e, f)) return json_null();
+  switch (f->kind) {
+    case SF_EVF_STRING:
+      return str_or_null(*SF_EVF_CAT(e, f, char *));
+    case SF_EVF_LONG:
+      if (f->flags & SF_EVF_HEX) {
+        char sum[24];
+        snprintf(sum, sizeof sum, "0x%016" PRIx64, *SF_EVF_CAT(e, f, uint64_t));
+        return json_string(sum);
+      }
+      return json_integer(*SF_EVF_CAT(e, f, int64_t));
+    case SF_EVF_INT:
+      return json_integer(*SF_EVF_CAT(e, f, int32_t));
+    case SF_EVF_ENUM:
+      return json_string(f->sym->name(*SF_EVF_CAT(e, f, int)));
+    case SF_EVF_BITMAP:
+      return bitmap_json(*SF_EVF_CAT(e, f, roaring_bitmap_t *));
+    case SF_EVF_BYTES:
+      return hex_json(*SF_EVF_CAT(e, f, uint8_t *),
+                      *(const size_t *)((const char *)e + f->aux));
+    case SF_EVF_STRINGS:
+    case SF_EVF_RECORDS: {
+      json_t *a = json_array();
+      for (size_t i = 0; a && i < sf_evf_count(e, f); i++) {
+        json_t *item =
+            f->kind == SF_EVF_STRINGS
+                ? str_or_null((*SF_EVF_CAT(e, f, char **))[i])
+                : record_json(f->items, *SF_EVF_CAT(e, f, char *) + i * f->items->size);
+        if (json_array_append_new(a, item)) {
+          json_decref(a);
+          return NULL;
+        }
+      }
+      return a;
+    }
+  }
+  return NULL;
+}
+
+/* The fields in table (schema) order. */
+static json_t *record_json(const sf_evrec *rec, const void *e) {
   json_t *o = json_object();
-  char sum[24];
-  snprintf(sum, sizeof sum, "0x%016" PRIx64, e->quantizer_checksum);
-  int bad = !o || add(o, "event_id", str_or_null(e->event_id)) ||
-            add(o, "dataset_uri", str_or_null(e->dataset_uri)) ||
-            add(o, "index_name", str_or_null(e->index_name)) ||
-            add(o, "column", str_or_null(e->column)) ||
-            add(o, "staging_id", str_or_null(e->staging_id)) ||
-            add(o, "shard_id", str_or_null(e->shard_id)) ||
-            add(o, "shard_path", str_or_null(e->shard_path)) ||
-            add(o, "shard_bytes", json_integer(e->shard_bytes)) ||
-            add(o, "num_rows", json_integer(e->num_rows)) ||
-            add(o, "fragments", bitmap_json(e->fragments)) ||
-            add(o, "expected_fragments", bitmap_json(e->expected_fragments)) ||
-            add(o, "index_type", json_string(sf_index_type_name(e->index_type))) ||
-            add(o, "metric", json_string(sf_metric_name(e->metric))) ||
-            add(o, "dim", json_integer(e->dim)) ||
-            add(o, "num_partitions", json_integer(e->num_partitions)) ||
-            add(o, "quantizer_checksum", json_string(sum)) ||
-            add(o, "target_segment_bytes",
-                e->has_target_segment_bytes ? json_integer(e->target_segment_bytes)
-                                            : json_null()) ||
-            add(o, "staged_at_ms", json_integer(e->staged_at_ms));
-  if (bad) json_decref(o);
-  return bad ? NULL : o;
-}
-
-static json_t *segment_json(const sf_segment_info *s) {
-  json_t *o = json_object(), *ids = json_array();
-  int bad = !o || !ids;
-  for (size_t i = 0; !bad && i < s->num_shard_ids; i++)
-    bad = json_array_append_new(ids, str_or_null(s->shard_ids[i]));
-  bad = bad || add(o, "segment_id", str_or_null(s->segment_id)) ||
-        add(o, "path", str_or_null(s->path)) || add(o, "bytes", json_integer(s->bytes)) ||
-        add(o, "num_rows", json_integer(s->num_rows)) ||
-        add(o, "fragments", bitmap_json(s->fragments)) ||
-        add(o, "shard_ids", json_incref(ids));
-  json_decref(ids);
-  if (bad) json_decref(o);
-  return bad ? NULL : o;
-}
-
-static json_t *committed_json(const sf_segments_committed *e) {
-  json_t *o = json_object(), *segs = json_array();
-  int bad = !o || !segs;
-  for (size_t i = 0; !bad && i < e->num_segments; i++)
-    bad = json_array_append_new(segs, segment_json(&e->segments[i]));
-  bad = bad || add(o, "event_id", str_or_null(e->event_id)) ||
-        add(o, "dataset_uri", str_or_null(e->dataset_uri)) ||
-        add(o, "index_name", str_or_null(e->index_name)) ||
-        add(o, "staging_id", str_or_null(e->staging_id)) ||
-        add(o, "catalog_version", json_integer(e->catalog_version)) ||
-        add(o, "segments", json_incref(segs)) ||
-        add(o, "total_rows", json_integer(e->total_rows)) ||
-        add(o, "num_shards", json_integer(e->num_shards)) ||
-        add(o, "first_staged_at_ms", json_integer(e->first_staged_at_ms)) ||
-        add(o, "committed_at_ms", json_integer(e->committed_at_ms));
-  json_decref(segs);
-  if (bad) json_decref(o);
-  return bad ? NULL : o;
-}
-
-static json_t *rejected_json(const sf_shard_rejected *e) {
-  json_t *o = json_object();
-  int bad =
-      !o || add(o, "reason", str_or_null(e->reason)) ||
-      add(o, "message", str_or_null(e->message)) ||
-      add(o, "staging_id", str_or_null(e->staging_id)) ||
-      add(o, "shard_id", str_or_null(e->shard_id)) ||
-      add(o, "source_topic", str_or_null(e->source_topic)) ||
-      add(o, "source_partition", json_integer(e->source_partition)) ||
-      add(o, "source_offset", json_integer(e->source_offset)) ||
-      add(o, "original_value", hex_json(e->original_value, e->original_value_len)) ||
-      add(o, "rejected_at_ms", json_integer(e->rejected_at_ms));
-  if (bad) json_decref(o);
-  return bad ? NULL : o;
+  for (size_t i = 0; o && i < rec->nfields; i++)
+    if (add(o, rec->fields[i].name, field_json(&rec->fields[i], e))) {
+      json_decref(o);
+      return NULL;
+    }
+  return o;
 }
 
 json_t *sf_event_to_json(const sf_event *e) {
-  switch (e->type) {
-    case SF_EVENT_SHARD_STAGED:
-      return staged_json(&e->u.staged);
-    case SF_EVENT_SEGMENTS_COMMITTED:
-      return committed_json(&e->u.committed);
-    case SF_EVENT_SHARD_REJECTED:
-      return rejected_json(&e->u.rejected);
-  }
-  return NULL;
+  const sf_evrec *rec = sf_evrec_of(e->type);
+  return rec ? record_json(rec, sf_event_body_const(e)) : NULL;
 }
 
 /* ---- from JSON --------------------------------------------------------------- */
@@ -156,9 +124,7 @@ static void oom(reader *r) {
     r->rc = sf_err_set(r->err, SF_ENOMEM, "out of memory reading %s JSON", r->ev);
 }
 
-static char *rd_str(reader *r, const char *k, bool nullable) {
-  const json_t *v = need(r, k, nullable);
-  if (!v || (nullable && json_is_null(v))) return NULL;
+static char *str_of(reader *r, const char *k, const json_t *v, bool nullable) {
   if (!json_is_string(v)) {
     wrong(r, k, nullable ? "a string or null" : "a string");
     return NULL;
@@ -171,6 +137,12 @@ static char *rd_str(reader *r, const char *k, bool nullable) {
   char *s = strdup(json_string_value(v));
   if (!s) oom(r);
   return s;
+}
+
+static char *rd_str(reader *r, const char *k, bool nullable) {
+  const json_t *v = need(r, k, nullable);
+  if (!v || (nullable && json_is_null(v))) return NULL;
+  return str_of(r, k, v, nullable);
 }
 
 static int64_t rd_long(reader *r, const char *k, int64_t lo, int64_t hi) {
@@ -252,139 +224,91 @@ static uint8_t *rd_hex(reader *r, const char *k, size_t *n) {
   return b;
 }
 
-/* Refuses keys outside `allowed` (NULL-terminated). */
-static void no_unknown(reader *r, const char *const *allowed) {
+/* Refuses keys that are not fields of rec. */
+static void no_unknown(reader *r, const sf_evrec *rec) {
   const char *key;
   json_t *val;
   json_object_foreach((json_t *)r->obj, key, val) {
     (void)val;
     size_t i = 0;
-    while (allowed[i] && strcmp(allowed[i], key)) i++;
-    if (!allowed[i] && !r->rc)
+    while (i < rec->nfields && strcmp(rec->fields[i].name, key)) i++;
+    if (i == rec->nfields && !r->rc)
       r->rc = sf_err_set(r->err, SF_EINVAL, "%s: unknown field '%s'", r->ev, key);
   }
 }
 
-static void staged_from(reader *r, sf_shard_staged *e) {
-  static const char *const fields[] = {"event_id",
-                                       "dataset_uri",
-                                       "index_name",
-                                       "column",
-                                       "staging_id",
-                                       "shard_id",
-                                       "shard_path",
-                                       "shard_bytes",
-                                       "num_rows",
-                                       "fragments",
-                                       "expected_fragments",
-                                       "index_type",
-                                       "metric",
-                                       "dim",
-                                       "num_partitions",
-                                       "quantizer_checksum",
-                                       "target_segment_bytes",
-                                       "staged_at_ms",
-                                       NULL};
-  e->event_id = rd_str(r, "event_id", false);
-  e->dataset_uri = rd_str(r, "dataset_uri", false);
-  e->index_name = rd_str(r, "index_name", false);
-  e->column = rd_str(r, "column", false);
-  e->staging_id = rd_str(r, "staging_id", false);
-  e->shard_id = rd_str(r, "shard_id", false);
-  e->shard_path = rd_str(r, "shard_path", false);
-  e->shard_bytes = rd_long(r, "shard_bytes", INT64_MIN, INT64_MAX);
-  e->num_rows = rd_long(r, "num_rows", INT64_MIN, INT64_MAX);
-  e->fragments = rd_bitmap(r, "fragments");
-  e->expected_fragments = rd_bitmap(r, "expected_fragments");
-  const json_t *t = need(r, "index_type", false), *m = need(r, "metric", false);
-  if (t && !r->rc)
-    r->rc = sf_index_type_parse(json_string_value(t), &e->index_type, r->err);
-  if (m && !r->rc) r->rc = sf_metric_parse(json_string_value(m), &e->metric, r->err);
-  e->dim = (int32_t)rd_long(r, "dim", INT32_MIN, INT32_MAX);
-  e->num_partitions = (int32_t)rd_long(r, "num_partitions", INT32_MIN, INT32_MAX);
-  e->quantizer_checksum = rd_checksum(r, "quantizer_checksum");
-  const json_t *tsb = need(r, "target_segment_bytes", true);
-  e->has_target_segment_bytes = tsb && !json_is_null(tsb);
-  if (e->has_target_segment_bytes)
-    e->target_segment_bytes = rd_long(r, "target_segment_bytes", INT64_MIN, INT64_MAX);
-  e->staged_at_ms = rd_long(r, "staged_at_ms", INT64_MIN, INT64_MAX);
-  no_unknown(r, fields);
-}
+static void record_from(reader *r, const sf_evrec *rec, void *e);
 
-static void segment_from(reader *r, sf_segment_info *s) {
-  static const char *const fields[] = {"segment_id", "path",      "bytes", "num_rows",
-                                       "fragments",  "shard_ids", NULL};
-  s->segment_id = rd_str(r, "segment_id", false);
-  s->path = rd_str(r, "path", false);
-  s->bytes = rd_long(r, "bytes", INT64_MIN, INT64_MAX);
-  s->num_rows = rd_long(r, "num_rows", INT64_MIN, INT64_MAX);
-  s->fragments = rd_bitmap(r, "fragments");
-  const json_t *ids = need(r, "shard_ids", false);
-  if (ids && !json_is_array(ids)) wrong(r, "shard_ids", "an array of strings");
-  size_t n = ids && !r->rc ? json_array_size(ids) : 0;
-  if (n && !(s->shard_ids = calloc(n, sizeof *s->shard_ids))) oom(r);
+static void array_from(reader *r, const sf_evfield *f, void *e) {
+  bool strings = f->kind == SF_EVF_STRINGS;
+  const char *what = strings ? "an array of strings" : "an array of objects";
+  const json_t *a = need(r, f->name, false);
+  if (a && !json_is_array(a)) wrong(r, f->name, what);
+  size_t n = a && !r->rc ? json_array_size(a) : 0,
+         sz = strings ? sizeof(char *) : f->items->size;
+  char *v = n ? calloc(n, sz) : NULL;
+  if (n && !v) oom(r);
+  *SF_EVF_AT(e, f, char *) = v;
+  char item[96];
+  snprintf(item, sizeof item, "%s[]", f->name);
   for (size_t i = 0; i < n && !r->rc; i++) {
-    reader one = {json_pack("{sO}", "id", json_array_get(ids, i)), r->ev, r->err, 0};
-    if (!one.obj) {
-      oom(r);
-      break;
+    const json_t *x = json_array_get(a, i);
+    sf_evf_set_count(e, f, i + 1);
+    if (strings) {
+      ((char **)v)[i] = str_of(r, item, x, false);
+    } else if (!json_is_object(x)) {
+      wrong(r, f->name, what);
+    } else {
+      reader one = {x, f->items->name, r->err, 0};
+      record_from(&one, f->items, v + i * sz);
+      r->rc = one.rc;
     }
-    s->shard_ids[i] = rd_str(&one, "id", false);
-    s->num_shard_ids = i + 1;
-    r->rc = one.rc;
-    json_decref((json_t *)one.obj);
   }
-  no_unknown(r, fields);
 }
 
-static void committed_from(reader *r, sf_segments_committed *e) {
-  static const char *const fields[] = {
-      "event_id",           "dataset_uri",     "index_name", "staging_id",
-      "catalog_version",    "segments",        "total_rows", "num_shards",
-      "first_staged_at_ms", "committed_at_ms", NULL};
-  e->event_id = rd_str(r, "event_id", false);
-  e->dataset_uri = rd_str(r, "dataset_uri", false);
-  e->index_name = rd_str(r, "index_name", false);
-  e->staging_id = rd_str(r, "staging_id", false);
-  e->catalog_version = rd_long(r, "catalog_version", INT64_MIN, INT64_MAX);
-  const json_t *segs = need(r, "segments", false);
-  if (segs && !json_is_array(segs)) wrong(r, "segments", "an array of objects");
-  size_t n = segs && !r->rc ? json_array_size(segs) : 0;
-  if (n && !(e->segments = calloc(n, sizeof *e->segments))) oom(r);
-  for (size_t i = 0; i < n && !r->rc; i++) {
-    const json_t *item = json_array_get(segs, i);
-    if (!json_is_object(item)) {
-      wrong(r, "segments", "an array of objects");
-      break;
-    }
-    reader one = {item, "SegmentInfo", r->err, 0};
-    e->num_segments = i + 1;
-    segment_from(&one, &e->segments[i]);
-    r->rc = one.rc;
+static void field_from(reader *r, const sf_evfield *f, void *e) {
+  bool opt = f->flags & SF_EVF_OPTIONAL;
+  if (opt && f->kind != SF_EVF_STRING) {
+    const json_t *v = need(r, f->name, true);
+    bool present = v && !json_is_null(v);
+    *(bool *)((char *)e + f->aux) = present;
+    if (!present) return;
   }
-  e->total_rows = rd_long(r, "total_rows", INT64_MIN, INT64_MAX);
-  e->num_shards = (int32_t)rd_long(r, "num_shards", INT32_MIN, INT32_MAX);
-  e->first_staged_at_ms = rd_long(r, "first_staged_at_ms", INT64_MIN, INT64_MAX);
-  e->committed_at_ms = rd_long(r, "committed_at_ms", INT64_MIN, INT64_MAX);
-  no_unknown(r, fields);
+  switch (f->kind) {
+    case SF_EVF_STRING:
+      *SF_EVF_AT(e, f, char *) = rd_str(r, f->name, opt);
+      return;
+    case SF_EVF_LONG:
+      if (f->flags & SF_EVF_HEX)
+        *SF_EVF_AT(e, f, uint64_t) = rd_checksum(r, f->name);
+      else
+        *SF_EVF_AT(e, f, int64_t) = rd_long(r, f->name, INT64_MIN, INT64_MAX);
+      return;
+    case SF_EVF_INT:
+      *SF_EVF_AT(e, f, int32_t) = (int32_t)rd_long(r, f->name, INT32_MIN, INT32_MAX);
+      return;
+    case SF_EVF_ENUM: {
+      const json_t *v = need(r, f->name, false);
+      if (v && !r->rc)
+        r->rc = f->sym->parse(json_string_value(v), SF_EVF_AT(e, f, int), r->err);
+      return;
+    }
+    case SF_EVF_BITMAP:
+      *SF_EVF_AT(e, f, roaring_bitmap_t *) = rd_bitmap(r, f->name);
+      return;
+    case SF_EVF_BYTES:
+      *SF_EVF_AT(e, f, uint8_t *) = rd_hex(r, f->name, (size_t *)((char *)e + f->aux));
+      return;
+    case SF_EVF_STRINGS:
+    case SF_EVF_RECORDS:
+      array_from(r, f, e);
+      return;
+  }
 }
 
-static void rejected_from(reader *r, sf_shard_rejected *e) {
-  static const char *const fields[] = {"reason",         "message",
-                                       "staging_id",     "shard_id",
-                                       "source_topic",   "source_partition",
-                                       "source_offset",  "original_value",
-                                       "rejected_at_ms", NULL};
-  e->reason = rd_str(r, "reason", false);
-  e->message = rd_str(r, "message", false);
-  e->staging_id = rd_str(r, "staging_id", true);
-  e->shard_id = rd_str(r, "shard_id", true);
-  e->source_topic = rd_str(r, "source_topic", false);
-  e->source_partition = (int32_t)rd_long(r, "source_partition", INT32_MIN, INT32_MAX);
-  e->source_offset = rd_long(r, "source_offset", INT64_MIN, INT64_MAX);
-  e->original_value = rd_hex(r, "original_value", &e->original_value_len);
-  e->rejected_at_ms = rd_long(r, "rejected_at_ms", INT64_MIN, INT64_MAX);
-  no_unknown(r, fields);
+static void record_from(reader *r, const sf_evrec *rec, void *e) {
+  for (size_t i = 0; i < rec->nfields; i++) field_from(r, &rec->fields[i], e);
+  no_unknown(r, rec);
 }
 
 sf_code sf_event_from_json(sf_event_type type, const json_t *obj, sf_event *out,
@@ -396,17 +320,7 @@ sf_code sf_event_from_json(sf_event_type type, const json_t *obj, sf_event *out,
   reader r = {obj, sf_event_type_name(type), err, SF_OK};
   if (!json_is_object(obj))
     return sf_err_set(err, SF_EINVAL, "%s: the JSON must be an object of fields", r.ev);
-  switch (type) {
-    case SF_EVENT_SHARD_STAGED:
-      staged_from(&r, &out->u.staged);
-      break;
-    case SF_EVENT_SEGMENTS_COMMITTED:
-      committed_from(&r, &out->u.committed);
-      break;
-    case SF_EVENT_SHARD_REJECTED:
-      rejected_from(&r, &out->u.rejected);
-      break;
-  }
+  record_from(&r, sf_evrec_of(type), sf_event_body(out));
   if (r.rc) sf_event_clear(out);
   return r.rc;
 }

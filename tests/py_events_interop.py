@@ -183,7 +183,7 @@ STAGED_JSON = {
     "fragments": "0-63,70,5000-10000", "expected_fragments": "0-10000,70000-70010",
     "index_type": "IVF_PQ", "metric": "COSINE", "dim": 768, "num_partitions": 4096,
     "quantizer_checksum": "0xfedcba9876543210", "target_segment_bytes": 1073741824,
-    "staged_at_ms": 1700000000123,
+    "staged_at_ms": 1700000000123, "producer": "worker-7.example/4242",
 }
 COMMITTED_JSON = {
     "event_id": "job-7@12", "dataset_uri": "file:///data/d", "index_name": "embedding_idx",
@@ -199,7 +199,7 @@ REJECTED_JSON = {
     "reason": "PATH_ESCAPE", "message": "shard_path '../x' climbs out",
     "staging_id": "job-7", "shard_id": None, "source_topic": "segforge.shards.staged",
     "source_partition": 3, "source_offset": 4242, "original_value": "c301deadbeef",
-    "rejected_at_ms": 77,
+    "rejected_at_ms": 77, "producer": None,
 }
 EVENTS = {"ShardStaged": STAGED_JSON, "SegmentsCommitted": COMMITTED_JSON,
           "ShardRejected": REJECTED_JSON}

@@ -21,6 +21,7 @@ import os
 import select
 import shutil
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -160,6 +161,10 @@ def main():
         check(m.key == d["staging_id"].encode(), "%s/%s: keyed by its staging_id" % key)
         check(m.partition == (murmur2(m.key) & 0x7FFFFFFF) % PARTITIONS,
               "%s/%s: on the partition Java's murmur2 partitioner picks" % key)
+        host, _, pid = (d.get("producer") or "").rpartition("/")
+        check(host == socket.gethostname() and pid.isdigit() and int(pid) != os.getpid(),
+              "%s/%s: producer names the publishing process as host/pid (%s)"
+              % (key + (d.get("producer"),)))
         if d["index_name"] != "idx":  # the example program's own event
             check(key == ("job-b", "w0") and d["index_name"] == "embedding_idx",
                   "the example's event has its own index name")

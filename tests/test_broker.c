@@ -21,10 +21,10 @@
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 
-#include "consumer/event_decode.h"
 #include "core/base/fragset.h"
 #include "kafka/broker.h"
 #include "kafka/kconf.h"
+#include "schemas/event_decode.h"
 #include "producer/publisher.h"
 
 #define STAGED "segforge.shards.staged"
@@ -459,13 +459,13 @@ static void typed_helpers_encode_key_and_route_each_event_type(void **state) {
 
   roaring_bitmap_t *frags = roaring_bitmap_from_range(0, 10, 1);
   char *shard_ids[] = {"w0", "w1"};
-  sf_segment_info seg = {.segment_id = "job-9-s0",
-                         .path = "segments/job-9-s0.sfseg",
-                         .bytes = 4096,
-                         .num_rows = 1000,
-                         .fragments = frags,
-                         .shard_ids = shard_ids,
-                         .num_shard_ids = 2};
+  sf_seginfo seg = {.segment_id = "job-9-s0",
+                    .path = "segments/job-9-s0.sfseg",
+                    .bytes = 4096,
+                    .num_rows = 1000,
+                    .fragments = frags,
+                    .shard_ids = shard_ids,
+                    .num_shards = 2};
   sf_segments_committed sc = {.event_id = "job-9@3",
                               .dataset_uri = "/data/ds",
                               .index_name = "idx",

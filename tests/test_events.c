@@ -17,10 +17,11 @@
 #include <cmocka.h>
 /* clang-format on */
 
-#include "consumer/event_decode.h"
 #include "core/base/fragset.h"
-#include "producer/event_encode.h"
 #include "schemas/canonical.h"
+#include "schemas/event_decode.h"
+#include "schemas/event_encode.h"
+#include "schemas/event.h"
 #include "schemas/event_json.h"
 #include "schemas/schema.h"
 
@@ -114,7 +115,7 @@ static void the_three_event_schemas_are_registered_with_stable_fingerprints(
   /* Changing a published schema changes its fingerprint: do it on purpose,
    * keep the old file as <Record>.v<N>.avsc, and update these. */
   static const uint64_t want[SF_EVENT_TYPE_COUNT] = {
-      0xfeeeb809cae5250eULL, 0x91b3c827945df0beULL, 0x8d574328f89fd14dULL};
+      0x9f39b107686cb053ULL, 0x91b3c827945df0beULL, 0xb71764e8699ec8c0ULL};
   for (unsigned t = 0; t < SF_EVENT_TYPE_COUNT; t++) {
     const sf_schema *s = sf_schema_current(set, (sf_event_type)t);
     assert_non_null(s);
@@ -203,16 +204,25 @@ static void commits_and_dead_letters_round_trip(void **state) {
   assert_int_equal(sf_event_encoder_new(set, SF_FRAMING_AUTO, 0, &enc, NULL), SF_OK);
   assert_int_equal(sf_event_decoder_new(set, SF_FRAMING_AUTO, 0, &dec, NULL), SF_OK);
   char *ids_a[] = {"s-0", "s-1"}, *ids_b[] = {"s-2"};
-  sf_segment_info segs[2] = {
-      {"seg-a", "_indices/segments/seg-a.sfs", 100, 10, NULL, ids_a, 2},
-      {"seg-b", "_indices/segments/seg-b.sfs", 50, 5, NULL, ids_b, 1}};
+  sf_seginfo segs[2] = {{.segment_id = "seg-a",
+                         .path = "_indices/segments/seg-a.sfs",
+                         .bytes = 100,
+                         .num_rows = 10,
+                         .shard_ids = ids_a,
+                         .num_shards = 2},
+                        {.segment_id = "seg-b",
+                         .path = "_indices/segments/seg-b.sfs",
+                         .bytes = 50,
+                         .num_rows = 5,
+                         .shard_ids = ids_b,
+                         .num_shards = 1}};
   assert_int_equal(sf_fragset_parse("0-63", "t", &segs[0].fragments, NULL), SF_OK);
   assert_int_equal(sf_fragset_parse("64-70,99", "t", &segs[1].fragments, NULL), SF_OK);
   sf_segments_committed c = {"job@3", "file:///d", "idx", "job", 3,  segs,
                              2,       15,          3,     100,   200};
   sf_shard_rejected rj = {
       "PATH_ESCAPE",           "bad path", "job", NULL, "segforge.shards.staged", 4, 1234,
-      (uint8_t *)"\xC3\x01zz", 4,          99};
+      (uint8_t *)"\xC3\x01zz", 4,          99,    NULL};
   uint8_t *b;
   size_t n;
   sf_event got;
@@ -515,6 +525,105 @@ static void job_diff_names_the_first_job_level_field_that_differs(void **state) 
   sf_shard_staged_clear(&b);
 }
 
+/* Adding a field is the .avsc, one row of the field table and a test: the
+ * table must list the current schema's fields, in order, with their types,
+ * and a table that misses one must not pass for the schema. */
+static void every_field_table_matches_its_current_schema(void **state) {
+  (void)state;
+  char why[256];
+  for (unsigned t = 0; t < SF_EVENT_TYPE_COUNT; t++) {
+    const sf_evrec *rec = sf_evrec_of((sf_event_type)t);
+    if (!sf_evrec_matches(rec, sf_schema_current(set, (sf_event_type)t)->avro, why,
+                          sizeof why))
+      fail_msg("%s", why);
+    sf_evrec short_rec = *rec;
+    short_rec.nfields--;
+    assert_false(sf_evrec_matches(
+        &short_rec, sf_schema_current(set, (sf_event_type)t)->avro, why, sizeof why));
+    assert_non_null(strstr(why, rec->name));
+  }
+}
+
+/* producer is who published the event: part of the event, not of the
+ * shard, so a retry from another process is a redelivery, not a conflict. */
+static void a_shard_announced_again_by_another_producer_is_the_same_shard(void **state) {
+  (void)state;
+  sf_shard_staged a, c;
+  sf_err err;
+  char av[64], bv[64];
+  rand_staged(&a);
+  a.producer = strdup("worker-1.example/101");
+  assert_int_equal(sf_shard_staged_copy(&c, &a, &err), SF_OK);
+  assert_true(sf_shard_staged_equal(&a, &c));
+  free(c.producer), c.producer = strdup("worker-2.example/202");
+  assert_false(sf_shard_staged_equal(&a, &c));
+  assert_true(sf_shard_staged_same_shard(&a, &c));
+  assert_null(sf_shard_staged_job_diff(&a, &c, av, bv, sizeof av));
+  assert_string_equal(sf_shard_staged_diff(&a, &c, SF_FIELD_DELIVERY, av, bv, sizeof av),
+                      "producer");
+  assert_string_equal(bv, "worker-2.example/202");
+  assert_true(sf_shard_staged_digest(&a, SF_FIELD_JOB | SF_FIELD_SHARD) ==
+              sf_shard_staged_digest(&c, SF_FIELD_JOB | SF_FIELD_SHARD));
+  assert_true(sf_shard_staged_digest(&a, SF_FIELD_DELIVERY) !=
+              sf_shard_staged_digest(&c, SF_FIELD_DELIVERY));
+  free(c.producer), c.producer = NULL; /* a publisher that predates the field */
+  assert_true(sf_shard_staged_same_shard(&a, &c));
+  sf_shard_staged_clear(&a);
+  sf_shard_staged_clear(&c);
+}
+
+/* The producer round-trips through both readers and JSON, null or set, and
+ * an event of ShardStaged's first version (no producer) stays on the
+ * bounded reader. */
+static void the_producer_round_trips_and_version_one_stays_on_the_bounded_reader(
+    void **state) {
+  (void)state;
+  sf_event_encoder *enc;
+  sf_event_decoder *fast, *slow;
+  assert_int_equal(sf_event_encoder_new(set, SF_FRAMING_SINGLE, 0, &enc, NULL), SF_OK);
+  assert_int_equal(sf_event_decoder_new(set, SF_FRAMING_AUTO, 0, &fast, NULL), SF_OK);
+  assert_int_equal(
+      sf_event_decoder_new(set, SF_FRAMING_AUTO, SF_DECODE_NO_FAST_PATH, &slow, NULL),
+      SF_OK);
+  for (int k = 0; k < 2; k++) {
+    sf_shard_staged e, x, y;
+    sf_err err;
+    rand_staged(&e);
+    if (k) e.producer = strdup("host.example/4242");
+    uint8_t *b;
+    size_t n;
+    assert_int_equal(sf_event_encode_shard_staged(enc, &e, &b, &n, NULL), SF_OK);
+    if (sf_event_decode_shard_staged(fast, b, n, &x, NULL, &err)) fail_msg("%s", err.msg);
+    if (sf_event_decode_shard_staged(slow, b, n, &y, NULL, &err)) fail_msg("%s", err.msg);
+    assert_true(sf_shard_staged_equal(&e, &x) && sf_shard_staged_equal(&e, &y));
+    sf_event ev = {.type = SF_EVENT_SHARD_STAGED, .u.staged = e}, back;
+    json_t *j = sf_event_to_json(&ev);
+    assert_non_null(j);
+    assert_true(k ? json_is_string(json_object_get(j, "producer"))
+                  : json_is_null(json_object_get(j, "producer")));
+    assert_int_equal(sf_event_from_json(SF_EVENT_SHARD_STAGED, j, &back, NULL), SF_OK);
+    assert_true(sf_shard_staged_equal(&e, &back.u.staged));
+    json_decref(j);
+    sf_event_clear(&back);
+    free(b);
+    sf_shard_staged_clear(&e);
+    sf_shard_staged_clear(&x);
+    sf_shard_staged_clear(&y);
+  }
+  const sf_schema *v1 = NULL;
+  for (size_t i = 0; i < sf_schema_set_count(set); i++)
+    if (!strcmp(sf_schema_set_at(set, i)->origin, "ShardStaged.v1.avsc"))
+      v1 = sf_schema_set_at(set, i);
+  assert_non_null(v1);
+  assert_false(v1->current);
+  assert_true(sf_event_decoder_has_fast_path(fast));
+  assert_true(sf_event_decoder_reads_fast(fast, v1));
+  assert_false(sf_event_decoder_reads_fast(slow, v1));
+  sf_event_decoder_free(fast);
+  sf_event_decoder_free(slow);
+  sf_event_encoder_free(enc);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(crc64_avro_matches_the_specification_on_the_empty_string),
@@ -530,6 +639,10 @@ int main(void) {
       cmocka_unit_test(a_version_the_current_schema_cannot_read_is_refused_when_added),
       cmocka_unit_test(json_round_trips_and_takes_fragments_as_range_lists_or_arrays),
       cmocka_unit_test(job_diff_names_the_first_job_level_field_that_differs),
+      cmocka_unit_test(every_field_table_matches_its_current_schema),
+      cmocka_unit_test(a_shard_announced_again_by_another_producer_is_the_same_shard),
+      cmocka_unit_test(
+          the_producer_round_trips_and_version_one_stays_on_the_bounded_reader),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -15,12 +15,12 @@
 #include <cmocka.h>
 /* clang-format on */
 
-#include "consumer/event_decode.h"
 #include "core/base/crc32c.h"
 #include "core/base/fragset.h"
 #include "core/catalog/catalog_internal.h"
 #include "core/format/segfile.h"
-#include "producer/event_encode.h"
+#include "schemas/event_decode.h"
+#include "schemas/event_encode.h"
 #include "schemas/schema.h"
 #include "testutil.h"
 

@@ -37,7 +37,6 @@
 #include <cmocka.h>
 /* clang-format on */
 
-#include "consumer/event_decode.h"
 #include "core/base/fragset.h"
 #include "core/catalog/catalog.h"
 #include "core/format/segfile.h"
@@ -47,7 +46,8 @@
 #include "core/pipeline/plan.h"
 #include "core/vector/gen.h"
 #include "core/vector/quantizer.h"
-#include "producer/event_encode.h"
+#include "schemas/event_decode.h"
+#include "schemas/event_encode.h"
 #include "schemas/schema.h"
 #include "tests/dataset_fixture.h"
 #include "tests/fault_sim.h"

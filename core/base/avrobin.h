@@ -10,7 +10,7 @@
  * union index against the schema, and returns the datum's exact size, so
  * that (1) truncated and trailing bytes are told apart and (2) avro-c is
  * only handed bytes whose allocations are bounded by their own size.
- * The primitives also serve the hand-written ShardStaged reader of the
+ * The primitives also serve the bounded (table-driven) reader of the
  * consumer's hot path.
  */
 #ifndef SF_AVROBIN_H

@@ -1,8 +1,9 @@
 /*
  * fuzz_event.c - libFuzzer target for the event decoder.
  *
- * Every input is decoded twice, by the hand-written ShardStaged reader and
- * by avro-c (SF_DECODE_NO_FAST_PATH); the two must agree on the code and
+ * Every input is decoded twice, by the bounded reader that walks the field
+ * tables (schemas/event.h, rows in event_fields.c) and by avro-c (SF_DECODE_NO_FAST_PATH),
+ * which walks them too; the two must agree on the code and
  * the reason, and on the event when both accept it. An accepted event must
  * also survive a round trip through the encoder unchanged, and its
  * fragment bitmaps must behave as the sets of their values (fuzz_sound.h). Any
@@ -12,7 +13,10 @@
  * rather than dying on an unknown fingerprint: 0 takes the rest as a whole
  * message; 1..3 put the single-object header of ShardStaged,
  * SegmentsCommitted or ShardRejected before the rest; 4..6 a Confluent
- * header with ids 1..3, which are configured.
+ * header with ids 1..3, which are configured; 7..8 the single-object header
+ * of the older registered version of ShardStaged or ShardRejected (v1,
+ * before `producer`), which the bounded reader reads through its plan for
+ * that writer and avro-c by schema resolution.
  *
  *   CC=clang cmake -S . -B build-fuzz -DSF_FUZZ=ON
  *   cmake --build build-fuzz --target fuzz_event && ./build-fuzz/fuzz_event
@@ -23,12 +27,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "consumer/event_decode.h"
 #include "fuzz_sound.h"
-#include "producer/event_encode.h"
+#include "schemas/event_decode.h"
+#include "schemas/event_encode.h"
 #include "schemas/schema.h"
 
 static sf_schema_set *set;
+static const sf_schema *older[2]; /* ShardStaged.v1, ShardRejected.v1 */
 static sf_event_decoder *fast, *slow;
 static sf_event_encoder *enc;
 
@@ -57,6 +62,12 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
       sf_event_decoder_new(set, SF_FRAMING_AUTO, SF_DECODE_NO_FAST_PATH, &slow, &err) ||
       sf_event_encoder_new(set, SF_FRAMING_SINGLE, 0, &enc, &err))
     die("setup", &err);
+  for (size_t i = 0; i < sf_schema_set_count(set); i++) {
+    const sf_schema *s = sf_schema_set_at(set, i);
+    if (!s->current && s->type == SF_EVENT_SHARD_STAGED) older[0] = s;
+    if (!s->current && s->type == SF_EVENT_SHARD_REJECTED) older[1] = s;
+  }
+  if (!older[0] || !older[1]) die("setup: the v1 schemas are not registered", NULL);
   atexit(cleanup);
   return 0;
 }
@@ -78,13 +89,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (size < 1 || size > (1 << 16)) return 0;
   static uint8_t msg[(1 << 16) + 16];
   size_t n = 0;
-  unsigned mode = data[0] % 7;
-  if (mode >= 1 && mode <= 3) {
-    uint64_t fp = sf_schema_current(set, (sf_event_type)(mode - 1))->fingerprint;
+  unsigned mode = data[0] % 9;
+  if ((mode >= 1 && mode <= 3) || mode >= 7) {
+    uint64_t fp = mode >= 7
+                      ? older[mode - 7]->fingerprint
+                      : sf_schema_current(set, (sf_event_type)(mode - 1))->fingerprint;
     msg[n++] = 0xC3;
     msg[n++] = 0x01;
     for (int i = 0; i < 8; i++) msg[n++] = (uint8_t)(fp >> (8 * i));
-  } else if (mode >= 4) {
+  } else if (mode >= 4 && mode <= 6) {
     memcpy(msg, "\x00\x00\x00\x00", 4);
     msg[4] = (uint8_t)(mode - 3);
     n = 5;

@@ -1,6 +1,7 @@
 /*
- * event_decode.h - the consumer side of the event codec: bytes from Kafka to
- * the C structs of schemas/event.h, with every rule checked at the edge.
+ * event_decode.h - the decoding half of the event codec: bytes (from Kafka,
+ * a file, a pipe) to the C structs of schemas/event.h, with every rule
+ * checked at the edge.
  *
  * A decoder reads the framing (single-object C3 01 + fingerprint, or
  * Confluent 00 + id), finds the writer schema in the set, reads the datum,
@@ -11,12 +12,22 @@
  * fix. Nothing in the bytes is trusted: lengths and counts are checked
  * against the bytes given before anything is allocated from them.
  *
- * Two readers, one contract. ShardStaged events written with the current
- * schema, the consumer's hot path, are read by a hand-written bounded reader
- * straight into the struct; everything else by avro-c (generic values and
- * resolved writers, created once per schema and reused). The fast reader is
- * used only when the current ShardStaged schema has exactly the field layout
- * it was written for (checked when the decoder is created), and the tests
+ * Why the codec, framing included, lives in schemas/ and not with the
+ * consumer and producer: decoding and encoding are walks of the field
+ * tables (schemas/event.h, rows in event_fields.c), and neither framing needs a broker. The
+ * single-object encoding is the Avro specification's; the Confluent header
+ * is a schema-registry convention that files and pipes use too (`segforge
+ * events`). What is Kafka-specific (topics, keys, delivery, offsets) stays
+ * in consumer/ and producer/, which call this codec.
+ *
+ * Two readers, one contract. Records marked `hot` in their table (the
+ * consumer's ShardStaged) are read by a bounded reader straight into the
+ * struct, following a plan made per writer schema when the decoder is
+ * created: every writer field a row of the table with the same type, every
+ * row the writer lacks optional. So events of older versions that only
+ * lack optional fields (ShardStaged.v1, before `producer`) stay on it.
+ * Everything else is read by avro-c (generic values and resolved writers,
+ * created once per schema and reused), walking the same table. The tests
  * and the fuzz target check that both readers agree on every input.
  *
  * A decoder is not thread-safe; create one per thread from a shared set.
@@ -65,7 +76,9 @@ sf_code sf_event_decode_header(const sf_schema_set *set, sf_framing framing,
  * after its header was read), or NULL. */
 const sf_schema *sf_event_decoder_last_schema(const sf_event_decoder *dec);
 
-/* Whether the hand-written ShardStaged reader is in use (tests). */
+/* Whether the bounded reader reads the current ShardStaged (tests). */
 bool sf_event_decoder_has_fast_path(const sf_event_decoder *dec);
+/* Whether the bounded reader reads events written with schema s (tests). */
+bool sf_event_decoder_reads_fast(const sf_event_decoder *dec, const sf_schema *s);
 
 #endif

@@ -1,11 +1,13 @@
 /*
- * event_encode.h - the producer side of the event codec: C structs to Avro
+ * event_encode.h - the encoding half of the event codec: C structs to Avro
  * binary, framed as a single-object encoding (C3 01 + fingerprint) or, when
  * a Confluent schema id is configured for the type, the Confluent wire format
- * (00 + id).
+ * (00 + id). It lives in schemas/ with the decoder (see event_decode.h for
+ * why); the producer's publisher calls it.
  *
  * The datum is written by avro-c's generic values, which an encoder creates
- * once per event type and reuses, so a call allocates only the output. Every
+ * once per event type and reuses, filled by a walk of the record's field
+ * table (schemas/event.h, rows in event_fields.c), so a call allocates only the output. Every
  * event is validated first (sf_*_validate), so a producer cannot publish an
  * event the consumer would dead-letter.
  *

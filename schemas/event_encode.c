@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "core/base/fragset.h"
+#include "schemas/event.h"
 
 struct sf_event_encoder {
   const sf_schema_set *set;
@@ -78,32 +79,7 @@ static void failed(filler *f, const char *name) {
   sf_err_set(f->err, SF_ENOMEM, "cannot set %s.%s: %s", f->ev, name, avro_strerror());
 }
 
-static void set_str(filler *f, const char *name, const char *s) {
-  avro_value_t v;
-  if (field(f, name, &v) && avro_value_set_string(&v, s ? s : "")) failed(f, name);
-}
-
-static void set_long(filler *f, const char *name, int64_t x) {
-  avro_value_t v;
-  if (field(f, name, &v) && avro_value_set_long(&v, x)) failed(f, name);
-}
-
-static void set_int(filler *f, const char *name, int32_t x) {
-  avro_value_t v;
-  if (field(f, name, &v) && avro_value_set_int(&v, x)) failed(f, name);
-}
-
-static void set_enum(filler *f, const char *name, int x) {
-  avro_value_t v;
-  if (field(f, name, &v) && avro_value_set_enum(&v, x)) failed(f, name);
-}
-
-static void set_bytes(filler *f, const char *name, const void *buf, size_t n) {
-  static const char empty;
-  avro_value_t v;
-  if (field(f, name, &v) && avro_value_set_bytes(&v, (void *)(buf ? buf : &empty), n))
-    failed(f, name);
-}
+static void fill(filler *f, const sf_evrec *rec, const void *e);
 
 static void set_bitmap(filler *f, avro_value_t *v, const char *name,
                        const roaring_bitmap_t *b) {
@@ -118,100 +94,76 @@ static void set_bitmap(filler *f, avro_value_t *v, const char *name,
   free(buf);
 }
 
-static void set_bitmap_field(filler *f, const char *name, const roaring_bitmap_t *b) {
-  avro_value_t v;
-  if (field(f, name, &v)) set_bitmap(f, &v, name, b);
-}
-
-/* A ["null", X] union: branch 0 is null, branch 1 the value. */
-static avro_value_t *set_optional(filler *f, const char *name, int present,
-                                  avro_value_t *branch) {
-  avro_value_t v;
-  if (!field(f, name, &v)) return NULL;
-  if (avro_value_set_branch(&v, present ? 1 : 0, branch) ||
-      (!present && avro_value_set_null(branch))) {
-    failed(f, name);
-    return NULL;
-  }
-  return present ? branch : NULL;
-}
-
-static void fill_staged(filler *f, const sf_shard_staged *e) {
-  set_str(f, "event_id", e->event_id);
-  set_str(f, "dataset_uri", e->dataset_uri);
-  set_str(f, "index_name", e->index_name);
-  set_str(f, "column", e->column);
-  set_str(f, "staging_id", e->staging_id);
-  set_str(f, "shard_id", e->shard_id);
-  set_str(f, "shard_path", e->shard_path);
-  set_long(f, "shard_bytes", e->shard_bytes);
-  set_long(f, "num_rows", e->num_rows);
-  set_bitmap_field(f, "fragments", e->fragments);
-  set_bitmap_field(f, "expected_fragments", e->expected_fragments);
-  set_enum(f, "index_type", (int)e->index_type);
-  set_enum(f, "metric", (int)e->metric);
-  set_int(f, "dim", e->dim);
-  set_int(f, "num_partitions", e->num_partitions);
-  set_long(f, "quantizer_checksum", (int64_t)e->quantizer_checksum);
-  avro_value_t b;
-  if (set_optional(f, "target_segment_bytes", e->has_target_segment_bytes, &b) &&
-      avro_value_set_long(&b, e->target_segment_bytes))
-    failed(f, "target_segment_bytes");
-  set_long(f, "staged_at_ms", e->staged_at_ms);
-}
-
-static void fill_committed(filler *f, const sf_segments_committed *e) {
-  set_str(f, "event_id", e->event_id);
-  set_str(f, "dataset_uri", e->dataset_uri);
-  set_str(f, "index_name", e->index_name);
-  set_str(f, "staging_id", e->staging_id);
-  set_long(f, "catalog_version", e->catalog_version);
-  avro_value_t arr;
-  if (field(f, "segments", &arr)) {
-    for (size_t i = 0; i < e->num_segments && !f->failed; i++) {
-      const sf_segment_info *s = &e->segments[i];
-      avro_value_t item, ids;
-      if (avro_value_append(&arr, &item, NULL)) {
-        failed(f, "segments");
-        break;
-      }
-      filler g = {&item, "SegmentInfo", f->err, 0};
-      set_str(&g, "segment_id", s->segment_id);
-      set_str(&g, "path", s->path);
-      set_long(&g, "bytes", s->bytes);
-      set_long(&g, "num_rows", s->num_rows);
-      set_bitmap_field(&g, "fragments", s->fragments);
-      if (field(&g, "shard_ids", &ids))
-        for (size_t j = 0; j < s->num_shard_ids && !g.failed; j++) {
-          avro_value_t sid;
-          if (avro_value_append(&ids, &sid, NULL) ||
-              avro_value_set_string(&sid, s->shard_ids[j] ? s->shard_ids[j] : ""))
-            failed(&g, "shard_ids");
-        }
-      f->failed = g.failed;
+/* Sets v, the value of field r of e (the union's branch for an optional one). */
+static void set_value(filler *f, const sf_evfield *r, const void *e, avro_value_t *v) {
+  static const char empty;
+  int bad = 0;
+  switch (r->kind) {
+    case SF_EVF_STRING: {
+      const char *s = *SF_EVF_CAT(e, r, char *);
+      bad = avro_value_set_string(v, s ? s : "");
+      break;
     }
+    case SF_EVF_LONG:
+      bad = avro_value_set_long(v, *SF_EVF_CAT(e, r, int64_t));
+      break;
+    case SF_EVF_INT:
+      bad = avro_value_set_int(v, *SF_EVF_CAT(e, r, int32_t));
+      break;
+    case SF_EVF_ENUM:
+      bad = avro_value_set_enum(v, *SF_EVF_CAT(e, r, int));
+      break;
+    case SF_EVF_BITMAP:
+      set_bitmap(f, v, r->name, *SF_EVF_CAT(e, r, roaring_bitmap_t *));
+      return;
+    case SF_EVF_BYTES: {
+      const void *b = *SF_EVF_CAT(e, r, void *);
+      bad = avro_value_set_bytes(v, (void *)(b ? b : &empty),
+                                 *(const size_t *)((const char *)e + r->aux));
+      break;
+    }
+    case SF_EVF_STRINGS:
+      for (size_t j = 0; j < sf_evf_count(e, r) && !bad; j++) {
+        const char *s = (*SF_EVF_CAT(e, r, char **))[j];
+        avro_value_t item;
+        bad =
+            avro_value_append(v, &item, NULL) || avro_value_set_string(&item, s ? s : "");
+      }
+      break;
+    case SF_EVF_RECORDS:
+      for (size_t j = 0; j < sf_evf_count(e, r) && !f->failed; j++) {
+        avro_value_t item;
+        if (avro_value_append(v, &item, NULL)) {
+          failed(f, r->name);
+          return;
+        }
+        filler g = {&item, r->items->name, f->err, 0};
+        fill(&g, r->items, *SF_EVF_CAT(e, r, char *) + j * r->items->size);
+        f->failed = g.failed;
+      }
+      return;
   }
-  set_long(f, "total_rows", e->total_rows);
-  set_int(f, "num_shards", e->num_shards);
-  set_long(f, "first_staged_at_ms", e->first_staged_at_ms);
-  set_long(f, "committed_at_ms", e->committed_at_ms);
+  if (bad) failed(f, r->name);
 }
 
-static void fill_rejected(filler *f, const sf_shard_rejected *e) {
-  set_str(f, "reason", e->reason);
-  set_str(f, "message", e->message);
-  avro_value_t b;
-  if (set_optional(f, "staging_id", e->staging_id != NULL, &b) &&
-      avro_value_set_string(&b, e->staging_id))
-    failed(f, "staging_id");
-  if (set_optional(f, "shard_id", e->shard_id != NULL, &b) &&
-      avro_value_set_string(&b, e->shard_id))
-    failed(f, "shard_id");
-  set_str(f, "source_topic", e->source_topic);
-  set_int(f, "source_partition", e->source_partition);
-  set_long(f, "source_offset", e->source_offset);
-  set_bytes(f, "original_value", e->original_value, e->original_value_len);
-  set_long(f, "rejected_at_ms", e->rejected_at_ms);
+/* Sets every field of rec from e, in table order. An optional field is a
+ * ["null", X] union: branch 0 is null, branch 1 the value. */
+static void fill(filler *f, const sf_evrec *rec, const void *e) {
+  for (size_t i = 0; i < rec->nfields && !f->failed; i++) {
+    const sf_evfield *r = &rec->fields[i];
+    avro_value_t v, branch;
+    if (!field(f, r->name, &v)) return;
+    if (!(r->flags & SF_EVF_OPTIONAL)) {
+      set_value(f, r, e, &v);
+      continue;
+    }
+    bool present = sf_evf_present(e, r);
+    if (avro_value_set_branch(&v, present ? 1 : 0, &branch) ||
+        (!present && avro_value_set_null(&branch)))
+      failed(f, r->name);
+    else if (present)
+      set_value(f, r, e, &branch);
+  }
 }
 
 /* Frames and writes enc->value[type]. */
@@ -268,17 +220,7 @@ static sf_code encode(sf_event_encoder *enc, const sf_event *ev, uint8_t **out,
   avro_value_t *v = &enc->value[ev->type];
   avro_value_reset(v); /* empties the arrays of the previous event */
   filler f = {v, sf_event_type_name(ev->type), err, 0};
-  switch (ev->type) {
-    case SF_EVENT_SHARD_STAGED:
-      fill_staged(&f, &ev->u.staged);
-      break;
-    case SF_EVENT_SEGMENTS_COMMITTED:
-      fill_committed(&f, &ev->u.committed);
-      break;
-    case SF_EVENT_SHARD_REJECTED:
-      fill_rejected(&f, &ev->u.rejected);
-      break;
-  }
+  fill(&f, sf_evrec_of(ev->type), sf_event_body_const(ev));
   sf_code rc =
       f.failed ? (err ? err->code : SF_EINVAL) : emit(enc, ev->type, out, len, err);
   /* Release the copies of this event's strings and bitmaps now: avro-c keeps

@@ -16,11 +16,22 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "consumer/event_fields.h"
 #include "core/base/avrobin.h"
+#include "schemas/event_decode_internal.h"
 
-/* avro-c state for one writer schema, created on first use and reused. */
+/* The bounded reader's plan for one writer schema of a hot record: for
+ * each of the writer's fields, in its order, the table row it fills. The
+ * table's rows that the writer lacks are optional (null). */
 typedef struct {
+  bool ok;
+  uint8_t n;
+  uint8_t row[SF_EVREC_MAX_FIELDS];
+} fast_plan;
+
+/* Per writer schema: the bounded reader's plan, and the avro-c state,
+ * created on first use and reused. */
+typedef struct {
+  fast_plan fast;
   bool ready;
   avro_value_iface_t *cls;      /* the current schema minus fields the writer lacks */
   avro_value_t value;           /* ... an instance: the getters read this */
@@ -32,7 +43,7 @@ struct sf_event_decoder {
   const sf_schema_set *set;
   sf_framing framing;
   unsigned flags;
-  bool fast; /* the hand-written ShardStaged reader matches the schema */
+  bool fast; /* the bounded reader reads the current ShardStaged */
   const sf_schema *last;
   avro_reader_t reader;
   avro_value_iface_t *reader_iface[SF_EVENT_TYPE_COUNT];
@@ -109,58 +120,38 @@ sf_code sf_event_decode_header(const sf_schema_set *set, sf_framing framing,
 
 /* ---- the decoder ------------------------------------------------------------ */
 
-/* The field layout the hand-written reader expects, in schema order. */
-static const struct {
-  const char *name;
-  avro_type_t type;
-} staged_layout[] = {
-    {"event_id", AVRO_STRING},
-    {"dataset_uri", AVRO_STRING},
-    {"index_name", AVRO_STRING},
-    {"column", AVRO_STRING},
-    {"staging_id", AVRO_STRING},
-    {"shard_id", AVRO_STRING},
-    {"shard_path", AVRO_STRING},
-    {"shard_bytes", AVRO_INT64},
-    {"num_rows", AVRO_INT64},
-    {"fragments", AVRO_BYTES},
-    {"expected_fragments", AVRO_BYTES},
-    {"index_type", AVRO_ENUM},
-    {"metric", AVRO_ENUM},
-    {"dim", AVRO_INT32},
-    {"num_partitions", AVRO_INT32},
-    {"quantizer_checksum", AVRO_INT64},
-    {"target_segment_bytes", AVRO_UNION},
-    {"staged_at_ms", AVRO_INT64},
-};
-#define STAGED_NFIELDS (sizeof staged_layout / sizeof staged_layout[0])
-
-static bool enum_matches(avro_schema_t s, const char *(*name)(int), int n) {
-  if (!is_avro_enum(s) || avro_schema_enum_number_of_symbols(s) != n) return false;
-  for (int i = 0; i < n; i++)
-    if (strcmp(avro_schema_enum_get(s, i), name(i))) return false;
-  return true;
-}
-static const char *type_sym(int i) {
-  return sf_index_type_name((sf_index_type)i);
-}
-static const char *metric_sym(int i) {
-  return sf_metric_name((sf_metric)i);
-}
-
-static bool fast_layout_ok(avro_schema_t s) {
-  if (avro_schema_record_size(s) != STAGED_NFIELDS) return false;
-  for (size_t i = 0; i < STAGED_NFIELDS; i++) {
-    avro_schema_t f = avro_schema_record_field_get_by_index(s, (int)i);
-    if (strcmp(avro_schema_record_field_name(s, (int)i), staged_layout[i].name) ||
-        avro_typeof(f) != staged_layout[i].type)
-      return false;
+/* Whether the bounded reader can read records written with `writer`
+ * straight into the struct of `rec`: every writer field is a row of the
+ * table with the same type (union shape included), and every row the
+ * writer lacks is optional, so that its default (null) is the zeroed
+ * struct's. Otherwise avro-c reads it, with schema resolution. */
+static bool plan_for(const sf_evrec *rec, avro_schema_t writer, fast_plan *pl) {
+  memset(pl, 0, sizeof *pl);
+  size_t nf = avro_schema_record_size(writer);
+  bool used[SF_EVREC_MAX_FIELDS] = {0};
+  if (!rec->hot || nf > SF_EVREC_MAX_FIELDS) return false;
+  for (size_t i = 0; i < nf; i++) {
+    const char *name = avro_schema_record_field_name(writer, (int)i);
+    avro_schema_t t = avro_schema_record_field_get_by_index(writer, (int)i);
+    size_t k = 0;
+    while (k < rec->nfields && strcmp(rec->fields[k].name, name)) k++;
+    if (k == rec->nfields || used[k]) return false;
+    const sf_evfield *f = &rec->fields[k];
+    if (f->kind == SF_EVF_STRINGS || f->kind == SF_EVF_RECORDS) return false;
+    if (f->flags & SF_EVF_OPTIONAL) {
+      if (!is_avro_union(t) || avro_schema_union_size(t) != 2 ||
+          !is_avro_null(avro_schema_union_branch(t, 0)))
+        return false;
+      t = avro_schema_union_branch(t, 1);
+    }
+    if (!sf_evf_matches(f, t)) return false;
+    used[k] = true;
+    pl->row[i] = (uint8_t)k;
   }
-  avro_schema_t u = avro_schema_record_field_get(s, "target_segment_bytes");
-  return enum_matches(avro_schema_record_field_get(s, "index_type"), type_sym, 3) &&
-         enum_matches(avro_schema_record_field_get(s, "metric"), metric_sym, 3) &&
-         avro_schema_union_size(u) == 2 && is_avro_null(avro_schema_union_branch(u, 0)) &&
-         is_avro_int64(avro_schema_union_branch(u, 1));
+  for (size_t k = 0; k < rec->nfields; k++)
+    if (!used[k] && !(rec->fields[k].flags & SF_EVF_OPTIONAL)) return false;
+  pl->n = (uint8_t)nf;
+  return pl->ok = true;
 }
 
 void sf_event_decoder_free(sf_event_decoder *dec) {
@@ -203,8 +194,11 @@ sf_code sf_event_decoder_new(const sf_schema_set *set, sf_framing framing, unsig
         avro_generic_value_new(dec->reader_iface[t], &dec->reader_value[t]))
       goto fail;
   }
-  dec->fast = !(flags & SF_DECODE_NO_FAST_PATH) &&
-              fast_layout_ok(sf_schema_current(set, SF_EVENT_SHARD_STAGED)->avro);
+  for (size_t i = 0; !(flags & SF_DECODE_NO_FAST_PATH) && i < dec->nwriters; i++) {
+    const sf_schema *s = sf_schema_set_at(set, i);
+    plan_for(sf_evrec_of(s->type), s->avro, &dec->writers[i].fast);
+  }
+  dec->fast = dec->writers[sf_schema_current(set, SF_EVENT_SHARD_STAGED)->index].fast.ok;
   *out = dec;
   return SF_OK;
 fail:
@@ -221,76 +215,97 @@ bool sf_event_decoder_has_fast_path(const sf_event_decoder *dec) {
   return dec->fast;
 }
 
+bool sf_event_decoder_reads_fast(const sf_event_decoder *dec, const sf_schema *s) {
+  return s->index < dec->nwriters && dec->writers[s->index].fast.ok;
+}
+
 #define TRY(x)                    \
   do {                            \
     sf_code rc_ = (x);            \
     if (rc_ != SF_OK) return rc_; \
   } while (0)
 
-/* ---- the hand-written ShardStaged reader -------------------------------------- */
+/* ---- the bounded reader ------------------------------------------------------ */
 
-typedef struct {
-  const uint8_t *p;
-  size_t n;
-} span;
-
-static sf_code fast_staged(const uint8_t *buf, size_t len, sf_shard_staged *e,
-                           sf_event_reason *reason, sf_err *err) {
+/* Reads a datum of a hot record in two passes: the structure of the whole
+ * datum first (nothing allocated, scalars stored), then the conversion of
+ * strings and bitmaps in table order, as the avro-c reader does. */
+static sf_code fast_read(const sf_evrec *rec, const fast_plan *pl, const uint8_t *buf,
+                         size_t len, void *e, sf_event_reason *reason, sf_err *err) {
   sf_avrobin r;
   sf_avrobin_init(&r, buf, len);
-  span s[7], frag, expect;
-  int32_t itype, metric;
-  int64_t branch = 0;
-  size_t k = 0; /* index into staged_layout, for messages */
+  struct {
+    const uint8_t *p;
+    size_t n;
+  } blob[SF_EVREC_MAX_FIELDS];
+  bool got[SF_EVREC_MAX_FIELDS] = {0};
+  const sf_evfield *f = NULL; /* the field being read, for messages */
   /* Pass 1: structure only, nothing allocated. */
-  for (; k < 7; k++)
-    if (sf_avrobin_blob(&r, &s[k].p, &s[k].n)) goto truncated;
-  if (sf_avrobin_long(&r, &e->shard_bytes) || (++k, sf_avrobin_long(&r, &e->num_rows)) ||
-      (++k, sf_avrobin_blob(&r, &frag.p, &frag.n)) ||
-      (++k, sf_avrobin_blob(&r, &expect.p, &expect.n)) ||
-      (++k, sf_avrobin_int(&r, &itype)))
-    goto truncated;
-  if (itype < 0 || itype > 2) goto bad_index;
-  if (++k, sf_avrobin_int(&r, &metric)) goto truncated;
-  if (metric < 0 || metric > 2) goto bad_index;
-  if ((++k, sf_avrobin_int(&r, &e->dim)) ||
-      (++k, sf_avrobin_int(&r, &e->num_partitions)) ||
-      (++k, sf_avrobin_long(&r, (int64_t *)&e->quantizer_checksum)) ||
-      (++k, sf_avrobin_long(&r, &branch)))
-    goto truncated;
-  if (branch != 0 && branch != 1) goto bad_index;
-  e->has_target_segment_bytes = branch == 1;
-  if (branch == 1 && sf_avrobin_long(&r, &e->target_segment_bytes)) goto truncated;
-  if (++k, sf_avrobin_long(&r, &e->staged_at_ms)) goto truncated;
+  for (size_t i = 0; i < pl->n; i++) {
+    size_t k = pl->row[i];
+    f = &rec->fields[k];
+    if (f->flags & SF_EVF_OPTIONAL) {
+      int64_t branch;
+      if (sf_avrobin_long(&r, &branch)) goto truncated;
+      if (branch != 0 && branch != 1) goto bad_index;
+      if (f->kind != SF_EVF_STRING) *(bool *)((char *)e + f->aux) = branch == 1;
+      if (branch == 0) continue;
+    }
+    int32_t x;
+    switch (f->kind) {
+      case SF_EVF_STRING:
+      case SF_EVF_BITMAP:
+      case SF_EVF_BYTES:
+        if (sf_avrobin_blob(&r, &blob[k].p, &blob[k].n)) goto truncated;
+        got[k] = true;
+        break;
+      case SF_EVF_LONG:
+        if (sf_avrobin_long(&r, SF_EVF_AT(e, f, int64_t))) goto truncated;
+        break;
+      case SF_EVF_INT:
+        if (sf_avrobin_int(&r, SF_EVF_AT(e, f, int32_t))) goto truncated;
+        break;
+      case SF_EVF_ENUM:
+        if (sf_avrobin_int(&r, &x)) goto truncated;
+        if (x < 0 || x >= f->sym->count) goto bad_index;
+        *SF_EVF_AT(e, f, int) = x;
+        break;
+      default: /* arrays: never in a plan */
+        goto truncated;
+    }
+  }
   if (r.p != r.end)
-    return sf_event_reject(
-        reason, SF_REASON_DECODE_ERROR, err,
-        "ShardStaged has %zu trailing bytes after the datum (%zu bytes)",
-        (size_t)(r.end - r.p), (size_t)(r.p - r.start));
-  e->index_type = (sf_index_type)itype;
-  e->metric = (sf_metric)metric;
-  /* Pass 2: conversion, in schema order. */
-  sf_evfield_conv c = {"ShardStaged", reason, err};
-  char **strs[7] = {&e->event_id,   &e->dataset_uri, &e->index_name, &e->column,
-                    &e->staging_id, &e->shard_id,    &e->shard_path};
-  for (k = 0; k < 7; k++)
-    TRY(sf_evfield_str(&c, staged_layout[k].name, (const char *)s[k].p, s[k].n, strs[k]));
-  TRY(sf_evfield_bitmap(&c, "fragments", frag.p, frag.n, &e->fragments));
-  TRY(sf_evfield_bitmap(&c, "expected_fragments", expect.p, expect.n,
-                        &e->expected_fragments));
+    return sf_event_reject(reason, SF_REASON_DECODE_ERROR, err,
+                           "%s has %zu trailing bytes after the datum (%zu bytes)",
+                           rec->name, (size_t)(r.end - r.p), (size_t)(r.p - r.start));
+  /* Pass 2: conversion, in table order. */
+  sf_evdec_conv c = {rec->name, reason, err};
+  for (size_t k = 0; k < rec->nfields; k++) {
+    if (!got[k]) continue;
+    f = &rec->fields[k];
+    if (f->kind == SF_EVF_STRING)
+      TRY(sf_evdec_str(&c, f->name, (const char *)blob[k].p, blob[k].n,
+                       SF_EVF_AT(e, f, char *)));
+    else if (f->kind == SF_EVF_BITMAP)
+      TRY(sf_evdec_bitmap(&c, f->name, blob[k].p, blob[k].n,
+                          SF_EVF_AT(e, f, roaring_bitmap_t *)));
+    else {
+      *(size_t *)((char *)e + f->aux) = blob[k].n;
+      TRY(sf_evdec_bytes(&c, f->name, blob[k].p, blob[k].n, SF_EVF_AT(e, f, uint8_t *)));
+    }
+  }
   return SF_OK;
 truncated:
   return sf_event_reject(
       reason, SF_REASON_DECODE_ERROR, err,
-      "ShardStaged datum is truncated or malformed in field '%s' at datum byte %zu "
-      "of %zu",
-      staged_layout[k].name, (size_t)(r.p - r.start), len);
+      "%s datum is truncated or malformed in field '%s' at datum byte %zu of %zu",
+      rec->name, f ? f->name : "", (size_t)(r.p - r.start), len);
 bad_index:
   return sf_event_reject(
       reason, SF_REASON_DECODE_ERROR, err,
-      "ShardStaged datum has an enum or union index out of range in field '%s' at "
-      "datum byte %zu of %zu",
-      staged_layout[k].name, (size_t)(r.p - r.start), len);
+      "%s datum has an enum or union index out of range in field '%s' at datum byte "
+      "%zu of %zu",
+      rec->name, f->name, (size_t)(r.p - r.start), len);
 }
 
 /* Reads the datum with avro-c; *value receives the record to take the fields
@@ -326,7 +341,7 @@ static sf_code read_with_avro(sf_event_decoder *dec, const sf_schema *s, const u
       }
       if (avro_generic_value_new(w->cls, &w->value) ||
           avro_resolved_writer_new_value(w->resolver, &w->resolved))
-        return sf_evfield_oom(reason, err, "a resolved value");
+        return sf_evdec_oom(reason, err, "a resolved value");
       avro_resolved_writer_set_dest(&w->resolved, &w->value);
       w->ready = true;
     }
@@ -359,8 +374,10 @@ static sf_code decode(sf_event_decoder *dec, const void *buf, size_t len,
   size_t n = len - hdr;
   out->type = s->type;
   sf_code rc;
-  if (dec->fast && s->current && s->type == SF_EVENT_SHARD_STAGED) {
-    rc = fast_staged(d, n, &out->u.staged, reason, err);
+  const sf_evrec *rec = sf_evrec_of(s->type);
+  if (s->index < dec->nwriters && dec->writers[s->index].fast.ok) {
+    rc = fast_read(rec, &dec->writers[s->index].fast, d, n, sf_event_body(out), reason,
+                   err);
   } else {
     sf_err scan_err;
     if (sf_avrobin_scan(s->avro, d, n, &used, &scan_err) != SF_OK)
@@ -371,13 +388,14 @@ static sf_code decode(sf_event_decoder *dec, const void *buf, size_t len,
       return sf_event_reject(reason, SF_REASON_DECODE_ERROR, err,
                              "%s has %zu trailing bytes after the datum (%zu bytes)",
                              sf_event_type_name(s->type), n - used, used);
-    avro_value_t *rec;
-    TRY(read_with_avro(dec, s, d, n, &rec, reason, err));
-    sf_evfield_conv c = {sf_event_type_name(s->type), reason, err};
-    rc = sf_evfield_read(s->type, c, rec, dec->current_json[s->type], out);
+    avro_value_t *value;
+    TRY(read_with_avro(dec, s, d, n, &value, reason, err));
+    sf_evdec_conv c = {rec->name, reason, err};
+    rc =
+        sf_evdec_read_avro(rec, c, value, dec->current_json[s->type], sf_event_body(out));
     /* Release the datum's strings now rather than at the next event: avro-c
      * keeps them where leak checkers cannot see them. */
-    avro_value_reset(rec);
+    avro_value_reset(value);
   }
   if (rc != SF_OK || (dec->flags & SF_DECODE_NO_VALIDATE)) return rc;
   return sf_event_validate(out, reason, err);
