@@ -31,6 +31,9 @@ int cli_cmd_commit(int argc, char **argv);
 int cli_cmd_gc(int argc, char **argv);
 int cli_cmd_broker(int argc, char **argv);
 int cli_cmd_serve(int argc, char **argv);
+int cli_cmd_compact(int argc, char **argv);
+/* `train --from-dataset D --index NAME --out S` (cmd_train_from.c). */
+int cli_train_from_dataset(const char *dataset, const char *index, const char *out);
 
 /* Prints "segforge <cmd>: <code>: <msg>" to stderr and returns 1. */
 int cli_fail(const char *cmd, const sf_err *err);

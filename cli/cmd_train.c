@@ -40,7 +40,10 @@ static void help(void) {
       "  --max-train-rows N    sample cap (default 256 x nlist, at least 65536 for PQ)\n"
       "  --iters N             k-means iterations (default %u)\n"
       "  --threads N           training threads (default: the online CPUs); the\n"
-      "                        quantizer is the same for any count\n",
+      "                        quantizer is the same for any count\n\n"
+      "   or: segforge train --from-dataset D --index NAME --out DIR\n\n"
+      "Copies the committed quantizer of index NAME into staging root DIR (created),\n"
+      "checksum verified, for the workers of an incremental job.\n",
       SF_MAX_NLIST, SF_QUANT_DEFAULT_ITERS);
 }
 
@@ -116,8 +119,9 @@ int cli_cmd_train(int argc, char **argv) {
       CLI_OPT(CLI_FLAG_NLIST),                CLI_OPT(CLI_FLAG_PQ_M),
       CLI_OPT(CLI_FLAG_SEED),                 CLI_OPT(CLI_FLAG_MAX_TRAIN_ROWS),
       CLI_OPT(CLI_FLAG_ITERS),                CLI_OPT(CLI_FLAG_THREADS),
+      {"from-dataset", required_argument, 0, 'f'}, CLI_OPT(CLI_FLAG_INDEX),
       {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
-  const char *vectors = NULL, *out = NULL;
+  const char *vectors = NULL, *out = NULL, *from = NULL, *index = NULL;
   int type = -1, metric = -1; /* not given */
   uint64_t nlist = 0, pq_m = 0, seed = 1, max_rows = 0, iters = SF_QUANT_DEFAULT_ITERS;
   long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
@@ -131,6 +135,10 @@ int cli_cmd_train(int argc, char **argv) {
     switch (c) {
       case 'v': vectors = optarg; break;
       case 'o': out = optarg; break;
+      case 'f': from = optarg; break;
+      case CLI_FLAG_INDEX:
+        if (!(rc = cli_flag_check_id(c, optarg, &err))) index = optarg;
+        break;
       case CLI_FLAG_INDEX_TYPE: rc = cli_flag_choice(c, optarg, &type, &err); break;
       case CLI_FLAG_METRIC: rc = cli_flag_choice(c, optarg, &metric, &err); break;
       case CLI_FLAG_NLIST: rc = cli_flag_u64(c, optarg, &nlist, &err); break;
@@ -145,6 +153,10 @@ int cli_cmd_train(int argc, char **argv) {
     if (rc) return cli_usage("train", "%s", err.msg);
   }
   if (optind < argc) return cli_usage("train", "unexpected argument '%s'", argv[optind]);
+  if (from && (vectors || type >= 0 || metric >= 0 || nlist))
+    return cli_usage("train", "--from-dataset copies a quantizer: no training flags");
+  if (from) return cli_train_from_dataset(from, index, out);
+  if (index) return cli_usage("train", "--index goes with --from-dataset");
   if (!vectors) return cli_usage("train", "--vectors FILE is required");
   if (!out) return cli_usage("train", "--out DIR_OR_FILE is required");
   if (type < 0) return cli_usage("train", "--index-type is required (IVF_FLAT, IVF_SQ, IVF_PQ)");

@@ -10,6 +10,7 @@
 #include "kafka/broker.h"
 #include "core/catalog/catalog.h"
 #include "core/format/stage.h"
+#include "core/pipeline/merge_policy.h"
 #include "core/base/types.h"
 
 #define KB (1ULL << 10)
@@ -96,6 +97,18 @@ const cli_flag cli_flags[CLI_FLAG_END - CLI_FLAG_FIRST] = {
       "age before an unreferenced file goes"},
   F(VERSION) = {"version", "N", CLI_KIND_NUMBER, 1, INT64_MAX, NULL, NULL,
       "catalog version"},
+  /* The merge policy of compact (core/pipeline/merge_policy.h): its own
+   * ranges, so that sf_mpolicy_params_check only has the floor <= max
+   * rule left to refuse (docs/compaction.md says why the defaults). */
+  F(FLOOR_SEGMENT_BYTES) = {"floor-segment-bytes", "N", CLI_KIND_SIZE, 1,
+      SF_MPOLICY_MAX_BYTES, "bytes", NULL,
+      "smaller segments count as N bytes: merged eagerly, one tier"},
+  F(MAX_SEGMENT_BYTES) = {"max-segment-bytes", "N", CLI_KIND_SIZE, 1, SF_MPOLICY_MAX_BYTES,
+      "bytes", NULL, "no merge writes more; segments over N/2 are left alone"},
+  F(SEGMENTS_PER_TIER) = {"segments-per-tier", "N", CLI_KIND_NUMBER, 2,
+      SF_MPOLICY_MAX_FANIN, NULL, NULL, "segments allowed per tier before a merge"},
+  F(MAX_MERGE_AT_ONCE) = {"max-merge-at-once", "N", CLI_KIND_NUMBER, 2,
+      SF_MPOLICY_MAX_FANIN, NULL, NULL, "segments one merge reads at most"},
 };
 /* clang-format on */
 #undef F

@@ -28,6 +28,7 @@ static const struct {
     {"gc", cli_cmd_gc, "remove what no kept catalog version needs"},
     {"broker", cli_cmd_broker, "an embedded Kafka broker on loopback, for development"},
     {"serve", cli_cmd_serve, "the stream processor: consume ShardStaged, commit, announce"},
+    {"compact", cli_cmd_compact, "merge an index's small segments until the policy is done"},
 
 
 

@@ -19,7 +19,7 @@ bad() { echo "FAIL $*"; fails=$((fails + 1)); }
 declare -A CMD=(
   [plan]="plan" [build]="build" [finalize]="finalize" [serve]="serve"
   [stage]="stage" [commit]="commit" [search]="search" [train]="train"
-  [gen]="gen" [demo]="demo" [broker]="broker" [gc]="gc"
+  [gen]="gen" [demo]="demo" [broker]="broker" [gc]="gc" [compact]="compact"
   [inspect]="inspect --dataset D"
 )
 
@@ -91,12 +91,12 @@ flag() {
 I64=9223372036854775807
 flag target-segment-bytes "plan build finalize serve stage" "1 $I64 8G 256M 8589934591G" \
   "0 9223372036854775808 8589934592G 1X"
-flag max-merges "build finalize serve" "1 256" "0 257"
+flag max-merges "build finalize serve compact" "1 256" "0 257"
 flag expected-fragments "plan build finalize stage" "0-63,70 5" "5-2 '' x"
 flag index-type "plan build finalize train demo" "IVF_FLAT ivf_pq" "IVF_HNSW"
 flag metric "gen train demo" "L2 cosine DOT" "HAMMING"
 flag staging-id "plan build finalize commit stage" "job-1" "../x . a/b"
-flag index "finalize commit search inspect" "emb_idx" "a/b .."
+flag index "finalize commit search inspect compact train" "emb_idx" "a/b .."
 flag index-name "stage" "emb_idx" "a/b"
 flag shard-id "stage" "w-0.a" ".w w/0"
 flag fragments "stage" "0-3" "3-0"
@@ -128,6 +128,10 @@ flag pq-m "train" "1 1024" "0 1025"
 flag max-train-rows "train" "1 1024G" "0 1099511627777"
 flag iters "train" "1 1000" "0 1001"
 flag threads "train" "1 256" "0 257"
+flag floor-segment-bytes "compact" "1 1048576G" "0 1048577G"
+flag max-segment-bytes "compact" "1 1048576G" "0 1048577G"
+flag segments-per-tier "compact" "2 1024" "1 1025"
+flag max-merge-at-once "compact" "2 1024" "1 1025"
 
 [ $fails -eq 0 ] && echo "all passed" || echo "$fails failed"
 [ $fails -eq 0 ]

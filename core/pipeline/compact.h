@@ -46,6 +46,7 @@
 #include "core/base/error.h"
 #include "core/format/seginfo.h"
 #include "core/pipeline/build.h"
+#include "core/pipeline/merge_policy.h"
 
 typedef struct sf_compact_req {
   const char *dataset;    /* directory or file:// URI */
@@ -87,5 +88,92 @@ sf_code sf_compact_segment_id(const char *const *ids, size_t n, char **out, sf_e
 sf_code sf_compact_run(const sf_compact_req *req, sf_compact_result *res, sf_err *err);
 /* Frees what res owns and zeroes it; accepts NULL. */
 void sf_compact_result_clear(sf_compact_result *res);
+
+/* ---- compacting an index until the policy is done (compact_all.c) -------
+ *
+ * sf_compact_all runs the merge policy (merge_policy.h) on the newest
+ * version of one index, runs the merges it asks for, at most max_merges at
+ * once (one thread each, every build holding a slot of the build budget),
+ * commits each, and repeats until the policy wants nothing.
+ *
+ * Rounds: each round reads the newest version, asks the policy for up to
+ * max_merges merges, runs them all and waits for all of them before the
+ * next round. A merge that finishes early leaves its slot idle until the
+ * round ends; in exchange the merges of a round, and so the whole run, are
+ * a function of the catalog alone, whatever the threads' timing: the same
+ * index compacts to the same segments, and the reports come in the same
+ * order (the policy's, best first).
+ *
+ * Racing compactors (another sf_compact_all, serve, a replace): a merge
+ * whose input was swapped out first fails its commit with SF_ECONFLICT; its
+ * work is discarded (the merged file is left to gc), it is reported with
+ * status SF_ECONFLICT, and the next round re-reads the catalog. A merge
+ * another compactor already committed is reported as done by it
+ * (`already`). The run ends when the policy wants nothing of the newest
+ * version, so each discarded merge means another compactor made progress.
+ *
+ * Dry run: nothing is written and no slot is taken. The rounds are
+ * simulated on the newest version's segments, a merged segment counting
+ * the sum of its inputs' bytes, rows and the lowest of their first
+ * fragments; a real run's merged files differ from that sum by their
+ * rebuilt directories, so its later rounds may differ slightly. */
+
+/* One merge of a run, as reported. All pointers are borrowed for the
+ * duration of the callback. */
+typedef struct sf_compact_merge_report {
+  unsigned round;            /* 1 for the first policy call */
+  const char *const *inputs; /* the ids merged, in the policy's order */
+  size_t ninputs;
+  const char *output;     /* the merged segment's id */
+  uint64_t bytes_read;    /* the inputs' bytes */
+  uint64_t bytes_written; /* the merged file's bytes (dry run: bytes_read) */
+  uint64_t num_rows;
+  int contiguous;   /* the policy's sf_mpolicy_merge.contiguous */
+  uint64_t version; /* the version that holds it; 0: dry run, discarded */
+  int already;      /* another compactor committed this merge first */
+  sf_code status;   /* SF_OK, or SF_ECONFLICT: discarded */
+  double ms;        /* wall time of the merge and its commit */
+} sf_compact_merge_report;
+
+/* Called from the calling thread, once per merge in the policy's order,
+ * after the merges of its round have finished. Must not call back into
+ * the run. */
+typedef void (*sf_compact_report_fn)(void *ctx, const sf_compact_merge_report *m);
+
+typedef struct sf_compact_all_req {
+  const char *dataset;    /* directory or file:// URI */
+  const char *index_name; /* the index to compact */
+  sf_mpolicy_params policy;
+  /* Merges at once (each one thread and one build slot); 0 = 1. */
+  unsigned max_merges;
+  /* The builds' options: budget (the process's; without one, the run makes
+   * its own of max_merges slots), progress (called from the merge threads,
+   * one call at a time per merge), cancel, remap_bytes. max_merges is
+   * ignored: a merge is one segment. */
+  sf_build_opts build;
+  int dry_run;                 /* plan only: nothing is written */
+  sf_compact_report_fn report; /* may be NULL */
+  void *report_ctx;
+} sf_compact_all_req;
+
+typedef struct sf_compact_all_result {
+  uint64_t version_before, version_after; /* equal when nothing was committed */
+  size_t segments_before, segments_after; /* the index's (dry run: simulated) */
+  uint64_t bytes_before, bytes_after;     /* the index's segment bytes */
+  size_t merges;                          /* committed (or planned) by this run */
+  size_t discarded;                       /* lost to a racing compactor */
+  size_t already;                         /* found committed by another */
+  unsigned rounds;                        /* policy calls that wanted merges */
+  uint64_t bytes_read, bytes_written;     /* by this run's committed merges */
+  double ms;                              /* wall time of the run */
+} sf_compact_all_result;
+
+/* Compacts one index until the policy wants nothing (see above). Errors:
+ * SF_ENOTFOUND (no catalog, no such index), SF_EINVAL (invalid policy
+ * parameters, naming the flag), SF_ECANCELED (build.cancel was set), and
+ * the first error of a merge other than SF_ECONFLICT: merges committed
+ * before it stay committed, and *res says what was done. */
+sf_code sf_compact_all(const sf_compact_all_req *req, sf_compact_all_result *res,
+                       sf_err *err);
 
 #endif

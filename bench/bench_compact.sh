@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Compaction of an index of many incremental jobs (docs/compaction.md).
+#
+#   bench/bench_compact.sh [JOBS] [ROWS_PER_JOB] [NLIST] [RUNS] [-- COMPACT FLAGS...]
+#
+# JOBS (default 1000) jobs of ROWS_PER_JOB rows (default 500; IVF_SQ, dim
+# 64, nlist NLIST default 256) go into one index one by one, as continuous
+# use does: `train --from-dataset`, `stage`, `finalize` (no broker). Then
+# search QPS at nprobe 16 (median of RUNS runs, default 3) with one segment
+# per job, after `segforge compact` (policy flags after --), and for the
+# same rows staged as one shard in one segment (the reference); the segment
+# counts, the bytes compaction rewrote and its write amplification.
+#
+# Builds against build-bench/ (the default -O2 build) unless SEGFORGE names
+# a binary. Run on demand; never part of the tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+jobs=${1:-1000} rpj=${2:-500} nlist=${3:-256} runs=${4:-3} dim=64 nprobe=16
+shift $(($# < 4 ? $# : 4))
+[ "${1:-}" = -- ] && shift
+if [ -n "${SEGFORGE:-}" ]; then
+  sf=$SEGFORGE
+else
+  cmake -S . -B build-bench >/dev/null
+  cmake --build build-bench -j"$(nproc)" --target segforge >/dev/null
+  sf=build-bench/segforge
+fi
+work=$(mktemp -d "${TMPDIR:-/tmp}/sf-bench-compact.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+rows=$((jobs * rpj))
+py() { /usr/bin/python3 -c "$@"; }
+echo "data: $rows x $dim clustered, 1000 queries; IVF_SQ nlist $nlist; $jobs jobs of $rpj rows"
+$sf gen --out "$work/data" --rows "$rows" --dim "$dim" --queries 1000 --clusters 1000 --k 10 \
+  >/dev/null 2>&1
+ds=$work/ds one=$work/one
+t0=$(date +%s.%N)
+for ((j = 0; j < jobs; j++)); do
+  st=$ds/_indices/_staging/job-$j
+  if [ $j = 0 ]; then
+    $sf train --vectors "$work/data/base.fvecs" --out "$st" --index-type IVF_SQ --metric L2 \
+      --nlist "$nlist" >/dev/null
+  else
+    $sf train --from-dataset "$ds" --index idx --out "$st" >/dev/null
+  fi
+  $sf stage --vectors "$work/data/base.fvecs" --staging "$st" --rows-per-fragment "$rpj" \
+    --fragments "$j" --shard-id s0 >/dev/null
+  $sf finalize --dataset "$ds" --index idx --column emb --staging-id "job-$j" --max-merges 1 \
+    >/dev/null 2>&1
+done
+t1=$(date +%s.%N)
+# The reference: the same rows as one shard, one segment, same quantizer.
+mkdir -p "$one/_indices/_staging/all"
+cp "$ds/_indices/_staging/job-0/quantizer" "$one/_indices/_staging/all/quantizer"
+$sf stage --vectors "$work/data/base.fvecs" --staging "$one/_indices/_staging/all" \
+  --rows-per-fragment "$rpj" --fragments "0-$((jobs - 1))" --shard-id all >/dev/null
+$sf finalize --dataset "$one" --index idx --column emb --staging-id all >/dev/null 2>&1
+
+median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+qps() { # dataset
+  for _ in $(seq "$runs"); do
+    $sf search --json --dataset "$1" --index idx --queries "$work/data/query.fvecs" --k 10 \
+      --nprobe "$nprobe" | py 'import json,sys; print(json.load(sys.stdin)["qps"])'
+  done | median
+}
+recall() {
+  $sf search --dataset "$1" --index idx --queries "$work/data/query.fvecs" \
+    --groundtruth "$work/data/gt.ivecs" --rows-per-fragment "$rpj" --k 10 --nprobe "$nprobe" |
+    sed -n 's/^recall@10 = //p'
+}
+q_many=$(qps "$ds") r_many=$(recall "$ds")
+out=$($sf compact --dataset "$ds" --index idx --json "$@")
+q_comp=$(qps "$ds") r_comp=$(recall "$ds")
+q_one=$(qps "$one") r_one=$(recall "$one")
+f() { py "import json,sys; print(json.load(sys.stdin)[\"$1\"])" <<<"$out"; }
+printf 'jobs committed in %.1f s (%.0f ms each: train --from-dataset, stage, finalize)\n' \
+  "$(echo "$t1 - $t0" | bc)" "$(echo "($t1 - $t0) * 1000 / $jobs" | bc)"
+printf 'compact %s: %s -> %s segments in %s merges over %s rounds, %.2f s\n' "${*:-(defaults)}" \
+  "$(f segments_before)" "$(f segments_after)" "$(f merges)" "$(f rounds)" \
+  "$(py "print($(f ms) / 1000)")"
+printf '  rewrote %s of %s bytes: write amplification %.2f\n' "$(f bytes_written)" \
+  "$(f bytes_before)" "$(f write_amplification)"
+printf '%-28s %10s %10s %8s %18s\n' "search, nprobe $nprobe" segments q/s recall "vs one segment"
+row() { printf '%-28s %10s %10.0f %8s %17.2fx\n' "$1" "$2" "$3" "$4" "$(py "print($3 / $q_one)")"; }
+row "one segment per job" "$jobs" "$q_many" "$r_many"
+row "after segforge compact" "$(f segments_after)" "$q_comp" "$r_comp"
+row "one segment (reference)" 1 "$q_one" "$r_one"
