@@ -136,6 +136,7 @@ void sf_quant_free(sf_quant *q) {
     for (uint32_t j = 0; j < q->p.pq_m; j++) sf_kmeans_panel_free(&q->pq_panels[j]);
   free(q->pq_panels);
   free(q->pq_cb);
+  free(atomic_load_explicit(&q->pq_pre, memory_order_relaxed));
   free(q->centroids);
   free(q->sq_vmin);
   free(q->sq_vdiff);
