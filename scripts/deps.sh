@@ -5,7 +5,7 @@ set -euo pipefail
 pkgs=(
   build-essential cmake pkg-config clang libclang-rt-14-dev
   librdkafka-dev libroaring-dev libzstd-dev libavro-dev libjansson-dev
-  libxxhash-dev libmicrohttpd-dev libcmocka-dev
+  libxxhash-dev libmicrohttpd-dev libcmocka-dev libisal-dev libopenblas-dev
   python3 python3-avro python3-kafka python3-faiss python3-numpy
   kcat time
 )
