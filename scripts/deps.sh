@@ -5,8 +5,8 @@ set -euo pipefail
 pkgs=(
   build-essential cmake pkg-config clang libclang-rt-14-dev
   librdkafka-dev libroaring-dev libzstd-dev libavro-dev libjansson-dev
-  libxxhash-dev libmicrohttpd-dev libcmocka-dev libisal-dev libopenblas-dev
-  python3 python3-avro python3-kafka python3-faiss python3-numpy
+  libxxhash-dev libmicrohttpd-dev libcmocka-dev libisal-dev libopenblas-dev libopenblas0-serial
+  python3 python3-avro python3-kafka python3-faiss python3-numpy python3-packaging dataset-fashion-mnist
   kcat time
 )
 missing=()
