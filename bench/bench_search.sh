@@ -20,7 +20,9 @@
 # FAISS with --batch. Training runs on one thread: segforge --threads 1,
 # FAISS with OPENBLAS_NUM_THREADS=1 and one OpenMP thread; each uses its own
 # defaults (segforge 20 k-means iterations, FAISS 10 coarse and 25 for PQ).
-# Medians of --repeat passes. Run on demand; never part of the tests.
+# Each FAISS is trained once and saved; then every pass runs segforge and
+# each FAISS in turn, and the figures are medians of --repeat passes. Run
+# on demand; never part of the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data=fmnist rows="" dim="" nlist="" nprobes="8 16 32" types="" queries=1000 repeat=3 batch=0
@@ -35,7 +37,7 @@ while [ $# -gt 0 ]; do
     --queries) queries=$2; shift ;;
     --repeat) repeat=$2; shift ;;
     --batch) batch=1 ;;
-    -h | --help) sed -n '2,25p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,27p' "$0"; exit 0 ;;
     *) echo "bench_search: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -91,33 +93,46 @@ for t in $types; do
   ttrain=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.2f", b - a}')
   $sf stage --vectors "$work/data/base.fvecs" --staging "$root" --rows-per-fragment "$nrows" \
     --fragments 0 --shard-id s0 >/dev/null
-  declare -A sfq=() sfr=() avq=()
-  for np in $nprobes; do
-    qs=()
-    for _ in $(seq "$repeat"); do
-      out=$($sf search --json --queries "$work/data/query.fvecs" --groundtruth "$work/data/gt.ivecs" \
-        --rows-per-fragment "$nrows" --k $k --nprobe "$np" "$root/s0.sfshard")
-      qs+=("$(json "$out" qps)")
-      sfr[$np]=$(json "$out" recall)
-    done
-    sfq[$np]=$(printf '%s\n' "${qs[@]}" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
-  done
+  # Train each FAISS once, then take turns: segforge, then each FAISS, in
+  # every pass, so that the machine's drift weighs on all alike.
+  declare -A trs=() qps=() rec=()
   for e in "${engines[@]}"; do
     name=${e%%:*} path=${e#*:}
-    while read -r line; do
-      np=$(json "$line" nprobe)
-      [ "$name" = faiss-avx2 ] && avq[$np]=$(json "$line" qps)
-      printf '%-12s %-13s %6s %9.4f %11.0f %9.2f\n' "$label" "$name" "$np" "$(json "$line" recall)" \
-        "$(json "$line" qps)" "$(json "$line" train_s)"
-    done < <(PYTHONPATH=$path OPENBLAS_NUM_THREADS=1 $PY bench/faiss_search.py --data "$work/data" \
-      --type "$type" --nlist "$nlist" --nprobe "$np_csv" --pq-m "${m:-16}" --k $k --repeat "$repeat" \
-      "${faissflags[@]}" | grep '^{')
+    line=$(PYTHONPATH=$path OPENBLAS_NUM_THREADS=1 $PY bench/faiss_search.py --data "$work/data" \
+      --type "$type" --nlist "$nlist" --nprobe "" --pq-m "${m:-16}" --save "$root/$name.index" | grep '^{')
+    trs[$name]=$(json "$line" train_s)
   done
-  for np in $nprobes; do
-    ratio=NA
-    [ -n "${avq[$np]:-}" ] && ratio=$(awk -v a="${sfq[$np]}" -v b="${avq[$np]}" 'BEGIN {printf "%.2fx", a / b}')
-    printf '%-12s %-13s %6s %9.4f %11.0f %9.2f %12s\n' "$label" segforge "$np" "${sfr[$np]}" "${sfq[$np]}" \
-      "$ttrain" "$ratio"
+  for _ in $(seq "$repeat"); do
+    for np in $nprobes; do
+      out=$($sf search --json --queries "$work/data/query.fvecs" --groundtruth "$work/data/gt.ivecs" \
+        --rows-per-fragment "$nrows" --k $k --nprobe "$np" "$root/s0.sfshard")
+      qps[segforge,$np]+=" $(json "$out" qps)"
+      rec[segforge,$np]=$(json "$out" recall)
+    done
+    for e in "${engines[@]}"; do
+      name=${e%%:*} path=${e#*:}
+      while read -r line; do
+        np=$(json "$line" nprobe)
+        qps[$name,$np]+=" $(json "$line" qps)"
+        rec[$name,$np]=$(json "$line" recall)
+      done < <(PYTHONPATH=$path OPENBLAS_NUM_THREADS=1 $PY bench/faiss_search.py --data "$work/data" \
+        --type "$type" --nprobe "$np_csv" --k $k --repeat 1 --load "$root/$name.index" \
+        "${faissflags[@]}" | grep '^{')
+    done
   done
-  unset sfq sfr avq
+  med() { tr ' ' '\n' | grep . | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+  for e in "${engines[@]}" "segforge:"; do
+    name=${e%%:*}
+    for np in $nprobes; do
+      q=$(med <<<"${qps[$name,$np]}")
+      ratio=""
+      if [ "$name" = segforge ] && [ -n "${qps[faiss-avx2,$np]:-}" ]; then
+        ratio=$(awk -v a="$q" -v b="$(med <<<"${qps[faiss-avx2,$np]}")" 'BEGIN {printf "%.2fx", a / b}')
+      fi
+      tt=${trs[$name]:-$ttrain}
+      printf '%-12s %-13s %6s %9.4f %11.0f %9.2f %12s\n' "$label" "$name" "$np" "${rec[$name,$np]}" \
+        "$q" "$tt" "$ratio"
+    done
+  done
+  unset trs qps rec
 done

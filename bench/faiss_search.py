@@ -9,6 +9,9 @@ recall@k against the ground truth and queries per second (median of
 service's path; it includes about a microsecond of Python per call),
 otherwise all queries in one batch. Which FAISS is imported is PYTHONPATH's
 choice: Debian's python3-faiss, or the AVX2 build of the anchors.
+--save FILE writes the trained index (and searches nothing when --nprobe
+is empty); --load FILE searches a saved one, so that a benchmark can take
+turns with another engine between timed passes.
 """
 import argparse
 import json
@@ -41,6 +44,8 @@ def main():
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--one-at-a-time", action="store_true")
+    ap.add_argument("--save")
+    ap.add_argument("--load")
     a = ap.parse_args()
     faiss.omp_set_num_threads(1)
     xb = read_vecs(f"{a.data}/base.fvecs", np.float32)
@@ -51,19 +56,28 @@ def main():
     if a.metric == "COSINE":
         faiss.normalize_L2(xb)
         faiss.normalize_L2(xq)
-    coarse = faiss.IndexFlatL2(d) if metric == faiss.METRIC_L2 else faiss.IndexFlatIP(d)
-    if a.type == "IVF_FLAT":
-        index = faiss.IndexIVFFlat(coarse, d, a.nlist, metric)
-    elif a.type == "IVF_SQ":
-        index = faiss.IndexIVFScalarQuantizer(coarse, d, a.nlist, faiss.ScalarQuantizer.QT_8bit, metric)
+    train = build = 0.0
+    if a.load:
+        index = faiss.read_index(a.load)
     else:
-        index = faiss.IndexIVFPQ(coarse, d, a.nlist, a.pq_m, 8, metric)
-    t0 = time.perf_counter()
-    index.train(xb)
-    train = time.perf_counter() - t0
-    index.add(xb)
-    build = time.perf_counter() - t0
-    for nprobe in (int(v) for v in a.nprobe.split(",")):
+        coarse = faiss.IndexFlatL2(d) if metric == faiss.METRIC_L2 else faiss.IndexFlatIP(d)
+        if a.type == "IVF_FLAT":
+            index = faiss.IndexIVFFlat(coarse, d, a.nlist, metric)
+        elif a.type == "IVF_SQ":
+            index = faiss.IndexIVFScalarQuantizer(coarse, d, a.nlist,
+                                                  faiss.ScalarQuantizer.QT_8bit, metric)
+        else:
+            index = faiss.IndexIVFPQ(coarse, d, a.nlist, a.pq_m, 8, metric)
+        t0 = time.perf_counter()
+        index.train(xb)
+        train = time.perf_counter() - t0
+        index.add(xb)
+        build = time.perf_counter() - t0
+        if a.save:
+            faiss.write_index(index, a.save)
+            print(json.dumps({"engine": "faiss " + faiss.__version__, "type": a.type,
+                              "train_s": train, "train_add_s": build}), flush=True)
+    for nprobe in (int(v) for v in a.nprobe.split(",") if v):
         index.nprobe = nprobe
         times = []
         for _ in range(a.repeat):
