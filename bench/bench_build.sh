@@ -3,9 +3,14 @@
 # what the same bytes cost to copy (cp + sync) and to merge with FAISS
 # (IndexIVFFlat shards of the same vectors and nlist, merge_ondisk), and
 # segforge's peak RSS for each size (it must not grow with the index).
+# Beside wall time it reports the CPU cost, user + system seconds (from
+# /usr/bin/time) per GiB of shards, of segforge build and of cp + sync.
+# --busy keeps one other core spinning for the whole timed part, as when a
+# worker shares its machine.
 #
 #   bench/bench_build.sh [--segforge BIN] [--gb "1 2"] [--runs 3] [--max-merges 2]
 #                        [--shards 16] [--dim 128] [--nlist 1024] [--dir DIR] [--no-faiss]
+#                        [--busy]
 #
 # Run on demand, never in CI. Needs about 6x the largest size in free disk
 # under DIR (default: a new directory in $TMPDIR or /tmp), and deletes what
@@ -26,6 +31,7 @@ DIM=128
 NLIST=1024
 DIR=""
 FAISS=1
+BUSY=0
 while [ $# -gt 0 ]; do
   case $1 in
     --segforge) SF=$2; shift ;;
@@ -37,7 +43,8 @@ while [ $# -gt 0 ]; do
     --nlist) NLIST=$2; shift ;;
     --dir) DIR=$2; shift ;;
     --no-faiss) FAISS=0 ;;
-    -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
+    --busy) BUSY=1 ;;
+    -h | --help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "bench_build: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -49,7 +56,8 @@ if [ $FAISS = 1 ] && ! $PY -c 'import faiss' 2>/dev/null; then
   exit 2
 fi
 W=$(mktemp -d "${DIR:-${TMPDIR:-/tmp}}/bench_build.XXXXXX")
-trap 'rm -rf "$W"' EXIT
+BUSY_PID=""
+trap '[ -z "$BUSY_PID" ] || kill "$BUSY_PID" 2>/dev/null; rm -rf "$W"' EXIT
 echo "bench_build: working in $W; free space:"
 df -h "$W" | tail -1
 
@@ -57,6 +65,8 @@ median() { sort -g | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (
 now() { date +%s.%N; }
 # seconds of "Elapsed (wall clock)" in /usr/bin/time -v output (h:mm:ss or m:ss.ss)
 wall() { awk -F': ' '/Elapsed \(wall clock\)/ {n = split($2, t, ":"); s = 0; for (i = 1; i <= n; i++) s = s * 60 + t[i]; print s}' "$1"; }
+# user + system seconds of /usr/bin/time -v output
+cpu() { awk -F': ' '/User time|System time/ {s += $2} END {print s}' "$1"; }
 maxrss_mib() { awk -F': ' '/Maximum resident set size/ {printf "%.1f\n", $2 / 1024}' "$1"; }
 
 declare -a ROWS_OUT
@@ -88,22 +98,28 @@ for GB in $SIZES; do
   rm -f "$D/data/base.fvecs" # not needed any more: keep the page cache for the shards
   # The three contenders take turns within each run, so that whatever else
   # the machine (and its disk) is doing weighs on all of them alike.
-  tb=() tc=() tf=() rss=()
+  tb=() tc=() tf=() rss=() cb=() cc=()
+  if [ $BUSY = 1 ]; then
+    bash -c 'while :; do :; done' &
+    BUSY_PID=$!
+  fi
   for ((r = 0; r < RUNS; r++)); do
     rm -rf "$D/ds/_indices/segments"
     sync
     /usr/bin/time -v "$SF" build --staging "$ST" --dataset "$D/ds" --max-merges "$MERGES" \
       --target-segment-bytes 256M >/dev/null 2>"$D/time.txt"
     tb+=("$(wall "$D/time.txt")")
+    cb+=("$(cpu "$D/time.txt")")
     rss+=("$(maxrss_mib "$D/time.txt")")
     nseg=$(ls "$D/ds/_indices/segments"/*.sfseg | wc -l)
     rm -rf "$D/ds/_indices/segments"
     mkdir -p "$D/cp"
     sync
     t0=$(now)
-    cp "$ST"/*.sfshard "$D/cp/"
+    /usr/bin/time -v cp "$ST"/*.sfshard "$D/cp/" 2>"$D/time_cp.txt"
     sync
     tc+=("$(awk -v a="$t0" -v b="$(now)" 'BEGIN {print b - a}')")
+    cc+=("$(cpu "$D/time_cp.txt")")
     rm -rf "$D/cp"
     if [ $FAISS = 1 ]; then
       # FAISS's C++ side prints "resizing ..." on stdout: the JSON is the last line.
@@ -113,7 +129,14 @@ for GB in $SIZES; do
       rm -f "$D/faiss/merged.ivfdata" "$D/faiss/merged.index"
     fi
   done
+  if [ -n "$BUSY_PID" ]; then
+    kill "$BUSY_PID"
+    wait "$BUSY_PID" 2>/dev/null || true
+    BUSY_PID=""
+  fi
   mb=$(printf '%s\n' "${tb[@]}" | median)
+  mcb=$(printf '%s\n' "${cb[@]}" | median)
+  mcc=$(printf '%s\n' "${cc[@]}" | median)
   mc=$(printf '%s\n' "${tc[@]}" | median)
   mr=$(printf '%s\n' "${rss[@]}" | median)
   pr=$(printf '%s\n' "${rss[@]}" | sort -g | tail -1)
@@ -123,21 +146,23 @@ for GB in $SIZES; do
     echo "   faiss shards: $(awk -v b="$fbytes" 'BEGIN {printf "%.2f GiB", b / 1073741824}'); merge_ondisk runs (s): ${tf[*]}"
   fi
   echo "   segforge build ($nseg segments) runs (s): ${tb[*]}; peak RSS (MiB): ${rss[*]}"
-  echo "   cp+sync runs (s): ${tc[*]}"
-  ROWS_OUT+=("$GB $bytes $mb $mc $mf $mr $pr")
+  echo "   cp+sync runs (s): ${tc[*]}; cpu (s) build ${cb[*]}, cp ${cc[*]}"
+  ROWS_OUT+=("$GB $bytes $mb $mc $mf $mr $pr $mcb $mcc")
   rm -rf "$D"
 done
 
 echo
-echo "medians of $RUNS runs; --max-merges $MERGES, --target-segment-bytes 256M, IVF_FLAT dim $DIM nlist $NLIST"
-printf '%-7s %-9s %-12s %-10s %-12s %-14s %-15s %-9s %-9s\n' size shards build_s cp_sync_s faiss_s \
-  build_vs_cp build_vs_faiss rss_MiB max_rss
+echo "medians of $RUNS runs; --max-merges $MERGES, --target-segment-bytes 256M, IVF_FLAT dim $DIM nlist $NLIST$([ $BUSY = 1 ] && echo ", other core busy")"
+printf '%-7s %-9s %-12s %-10s %-12s %-14s %-15s %-9s %-9s %-13s %-10s\n' size shards build_s cp_sync_s faiss_s \
+  build_vs_cp build_vs_faiss rss_MiB max_rss build_cpu/GiB cp_cpu/GiB
 for row in "${ROWS_OUT[@]}"; do
-  read -r gb bytes mb mc mf mr pr <<<"$row"
-  awk -v gb="$gb" -v bytes="$bytes" -v mb="$mb" -v mc="$mc" -v mf="$mf" -v mr="$mr" -v pr="$pr" 'BEGIN {
-    vs_cp = mc / mb; vs_f = (mf == "NA") ? "NA" : sprintf("%.2fx", mf / mb)
-    printf "%-7s %-9s %-12.3f %-10.3f %-12s %-14s %-15s %-9s %-9s\n", gb "GiB",
-      sprintf("%.2fGiB", bytes / 1073741824), mb, mc, (mf == "NA") ? mf : sprintf("%.3f", mf),
-      sprintf("%.2fx", vs_cp), vs_f, mr, pr }'
+  read -r gb bytes mb mc mf mr pr mcb mcc <<<"$row"
+  awk -v gb="$gb" -v bytes="$bytes" -v mb="$mb" -v mc="$mc" -v mf="$mf" -v mr="$mr" -v pr="$pr" \
+      -v mcb="$mcb" -v mcc="$mcc" 'BEGIN {
+    vs_cp = mc / mb; vs_f = (mf == "NA") ? "NA" : sprintf("%.2fx", mf / mb); g = bytes / 1073741824
+    printf "%-7s %-9s %-12.3f %-10.3f %-12s %-14s %-15s %-9s %-9s %-13.3f %-10.3f\n", gb "GiB",
+      sprintf("%.2fGiB", g), mb, mc, (mf == "NA") ? mf : sprintf("%.3f", mf),
+      sprintf("%.2fx", vs_cp), vs_f, mr, pr, mcb / g, mcc / g }'
 done
 echo "build_vs_cp = cp_sync_s / build_s (target >= 0.9); build_vs_faiss = faiss_s / build_s (target > 1)"
+echo "cpu/GiB = user + system seconds per GiB of shards (target: build <= 3x cp)"

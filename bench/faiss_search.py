@@ -2,13 +2,20 @@
 """The FAISS side of bench_search.sh: the same data, nlist and nprobe.
 
 Builds IndexIVFFlat / IndexIVFScalarQuantizer(QT_8bit) / IndexIVFPQ(m, 8)
-with FAISS's own k-means, searches all queries in one batch on one thread
-(FAISS's fastest single-thread mode), and prints one JSON line per run with
-recall@k against the same ground truth and queries per second (median of
---repeat timed searches).
+with FAISS's own k-means (its defaults: 10 coarse iterations, 25 for PQ),
+then for each --nprobe searches on one thread and prints one JSON line with
+recall@k against the ground truth and queries per second (median of
+--repeat timed passes). --one-at-a-time searches query by query (a
+service's path; it includes about a microsecond of Python per call),
+otherwise all queries in one batch. Which FAISS is imported is PYTHONPATH's
+choice: Debian's python3-faiss, or the AVX2 build of the anchors.
+--save FILE writes the trained index (and searches nothing when --nprobe
+is empty); --load FILE searches a saved one, so that a benchmark can take
+turns with another engine between timed passes.
 """
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -32,10 +39,13 @@ def main():
     ap.add_argument("--type", default="IVF_FLAT", choices=["IVF_FLAT", "IVF_SQ", "IVF_PQ"])
     ap.add_argument("--metric", default="L2", choices=["L2", "COSINE", "DOT"])
     ap.add_argument("--nlist", type=int, default=256)
-    ap.add_argument("--nprobe", type=int, default=8)
+    ap.add_argument("--nprobe", default="8", help="one nprobe or a comma-separated list")
     ap.add_argument("--pq-m", type=int, default=16)
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--one-at-a-time", action="store_true")
+    ap.add_argument("--save")
+    ap.add_argument("--load")
     a = ap.parse_args()
     faiss.omp_set_num_threads(1)
     xb = read_vecs(f"{a.data}/base.fvecs", np.float32)
@@ -46,28 +56,46 @@ def main():
     if a.metric == "COSINE":
         faiss.normalize_L2(xb)
         faiss.normalize_L2(xq)
-    coarse = faiss.IndexFlatL2(d) if metric == faiss.METRIC_L2 else faiss.IndexFlatIP(d)
-    if a.type == "IVF_FLAT":
-        index = faiss.IndexIVFFlat(coarse, d, a.nlist, metric)
-    elif a.type == "IVF_SQ":
-        index = faiss.IndexIVFScalarQuantizer(coarse, d, a.nlist, faiss.ScalarQuantizer.QT_8bit, metric)
+    train = build = 0.0
+    if a.load:
+        index = faiss.read_index(a.load)
     else:
-        index = faiss.IndexIVFPQ(coarse, d, a.nlist, a.pq_m, 8, metric)
-    t0 = time.perf_counter()
-    index.train(xb)
-    index.add(xb)
-    build = time.perf_counter() - t0
-    index.nprobe = a.nprobe
-    times = []
-    for _ in range(a.repeat):
+        coarse = faiss.IndexFlatL2(d) if metric == faiss.METRIC_L2 else faiss.IndexFlatIP(d)
+        if a.type == "IVF_FLAT":
+            index = faiss.IndexIVFFlat(coarse, d, a.nlist, metric)
+        elif a.type == "IVF_SQ":
+            index = faiss.IndexIVFScalarQuantizer(coarse, d, a.nlist,
+                                                  faiss.ScalarQuantizer.QT_8bit, metric)
+        else:
+            index = faiss.IndexIVFPQ(coarse, d, a.nlist, a.pq_m, 8, metric)
         t0 = time.perf_counter()
-        _, ids = index.search(xq, a.k)
-        times.append(time.perf_counter() - t0)
-    hits = sum(len(set(ids[i]) & set(gt[i])) for i in range(len(xq)))
-    print(json.dumps({"engine": "faiss", "type": a.type, "metric": a.metric, "nlist": a.nlist,
-                      "nprobe": a.nprobe, "recall": hits / (len(xq) * a.k),
-                      "qps": len(xq) / statistics.median(times),
-                      "qps_runs": [len(xq) / t for t in times], "train_add_s": build}))
+        index.train(xb)
+        train = time.perf_counter() - t0
+        index.add(xb)
+        build = time.perf_counter() - t0
+        if a.save:
+            faiss.write_index(index, a.save)
+            print(json.dumps({"engine": "faiss " + faiss.__version__, "type": a.type,
+                              "train_s": train, "train_add_s": build}), flush=True)
+    for nprobe in (int(v) for v in a.nprobe.split(",") if v):
+        index.nprobe = nprobe
+        times = []
+        for _ in range(a.repeat):
+            t0 = time.perf_counter()
+            if a.one_at_a_time:
+                ids = np.vstack([index.search(xq[i:i + 1], a.k)[1] for i in range(len(xq))])
+            else:
+                _, ids = index.search(xq, a.k)
+            times.append(time.perf_counter() - t0)
+        hits = sum(len(set(ids[i]) & set(gt[i])) for i in range(len(xq)))
+        print(json.dumps({"engine": "faiss " + faiss.__version__, "type": a.type,
+                          "metric": a.metric, "nlist": a.nlist, "nprobe": nprobe,
+                          "recall": hits / (len(xq) * a.k),
+                          "qps": len(xq) / statistics.median(times),
+                          "qps_runs": [len(xq) / t for t in times], "train_s": train,
+                          "train_add_s": build,
+                          "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS", "default")}),
+              flush=True)
 
 
 if __name__ == "__main__":

@@ -5,10 +5,15 @@ set -euo pipefail
 pkgs=(
   build-essential cmake pkg-config clang libclang-rt-14-dev
   librdkafka-dev libroaring-dev libzstd-dev libavro-dev libjansson-dev
-  libxxhash-dev libmicrohttpd-dev libcmocka-dev
+  libxxhash-dev libmicrohttpd-dev libcmocka-dev libisal-dev clang-format
   python3 python3-avro python3-kafka python3-faiss python3-numpy
   kcat time
 )
+# Benchmarks only (bench/*.sh run `scripts/deps.sh --bench`): OpenBLAS for the
+# k-means comparison and the AVX2 FAISS build, and the Fashion-MNIST data.
+if [ "${1:-}" = --bench ]; then
+  pkgs+=(libopenblas-dev libopenblas0-serial python3-packaging dataset-fashion-mnist)
+fi
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

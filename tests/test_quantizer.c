@@ -410,6 +410,61 @@ static void test_pq_batch_encoding_equals_encoding_one_row_at_a_time(void **stat
   sf_quant_free(q);
 }
 
+/* The precomputed tables (per-list term held by the quantizer, per-query
+ * term at set_query) change the arithmetic, not the scores: every code of
+ * every probed list scores as with the per-list tables, within rounding. */
+static void test_pq_scores_from_precomputed_tables_equal_per_list_tables(void **state) {
+  (void)state;
+  const size_t n = 4000, nq = 10;
+  const uint32_t d = 48, nlist = 16;
+  static const uint32_t ms[] = {6, 16, 48};
+  for (size_t mi = 0; mi < 3; mi++)
+    for (size_t pi = 0; pi < 3; pi++) {
+      float *x = gen_for(METRICS[mi], n, d, 30 + pi), *qs = gen(nq, d, 31), qv[48];
+      sf_quant *q = train(SF_IVF_PQ, METRICS[mi], d, nlist, ms[pi], x, n);
+      const size_t cs = sf_quant_code_size(q);
+      uint32_t *lists = malloc(sizeof(uint32_t) * n);
+      uint8_t *codes = malloc(cs * n);
+      float *a = malloc(sizeof(float) * n), *b = malloc(sizeof(float) * n);
+      for (size_t i = 0; i < n; i++) sf_quant_prepare(q, x + i * d, x + i * d);
+      sf_quant_assign_batch(q, x, n, lists);
+      assert_int_equal(sf_quant_encode_batch(q, x, n, lists, codes, NULL), SF_OK);
+      sf_quant_scanner *pre, *per;
+      assert_int_equal(sf_quant_scanner_new(q, &pre, NULL), SF_OK);
+      assert_int_equal(sf_quant_scanner_new_ex(q, SF_QUANT_SCAN_NO_PRECOMPUTE, &per, NULL),
+                       SF_OK);
+      double worst = 0;
+      for (size_t i = 0; i < nq; i++) {
+        sf_quant_prepare(q, qs + i * d, qv);
+        sf_quant_scanner_set_query(pre, qv);
+        sf_quant_scanner_set_query(per, qv);
+        for (uint32_t l = 0; l < nlist; l++) {
+          /* every code scored as if it were in list l: all tables are used */
+          sf_quant_scanner_set_list(pre, l);
+          sf_quant_scanner_set_list(per, l);
+          sf_quant_scanner_scan(pre, codes, n, a);
+          sf_quant_scanner_scan(per, codes, n, b);
+          for (size_t r = 0; r < n; r++) {
+            double e = fabs((double)a[r] - b[r]) / (1.0 + fabs((double)b[r]));
+            if (e > worst) worst = e;
+          }
+        }
+      }
+      print_message("  %-6s m=%-2u largest relative difference %.2e\n",
+                    sf_metric_name(METRICS[mi]), ms[pi], worst);
+      assert_true(worst < 1e-4);
+      sf_quant_scanner_free(pre);
+      sf_quant_scanner_free(per);
+      sf_quant_free(q);
+      free(lists);
+      free(codes);
+      free(a);
+      free(b);
+      free(x);
+      free(qs);
+    }
+}
+
 static void test_prepare_normalises_for_cosine_and_copies_otherwise(void **state) {
   (void)state;
   float *x = gen(300, 8, 14), out[8];
@@ -432,6 +487,7 @@ int main(void) {
       cmocka_unit_test(test_ivf_flat_scanner_scores_equal_exact_scores),
       cmocka_unit_test(test_sq_and_pq_scanner_scores_rank_candidates_like_exact_scores),
       cmocka_unit_test(test_pq_batch_encoding_equals_encoding_one_row_at_a_time),
+      cmocka_unit_test(test_pq_scores_from_precomputed_tables_equal_per_list_tables),
       cmocka_unit_test(test_prepare_normalises_for_cosine_and_copies_otherwise),
       cmocka_unit_test(test_ivf_flat_with_every_list_probed_returns_the_exact_neighbours),
       cmocka_unit_test(test_ivf_flat_search_reaches_095_recall_at_nprobe_8_for_every_metric),

@@ -8,6 +8,7 @@
 #include "core/vector/distance.h"
 
 #include <stdatomic.h>
+#include <string.h>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -87,18 +88,94 @@ __attribute__((target("avx2,fma"))) static float dot_avx2(const float *a, const 
 }
 #endif
 
+/* Four codes at a time: four independent chains of dependent adds. */
+static void pq_scan_scalar(const float *table, const uint8_t *codes, size_t n, size_t m,
+                           float bias, float *out) {
+  size_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const uint8_t *c0 = codes + i * m, *c1 = c0 + m, *c2 = c1 + m, *c3 = c2 + m;
+    float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    for (size_t j = 0; j < m; j++) {
+      const float *t = table + j * 256;
+      s0 += t[c0[j]];
+      s1 += t[c1[j]];
+      s2 += t[c2[j]];
+      s3 += t[c3[j]];
+    }
+    out[i] = bias + s0;
+    out[i + 1] = bias + s1;
+    out[i + 2] = bias + s2;
+    out[i + 3] = bias + s3;
+  }
+  for (; i < n; i++) out[i] = bias + sf_dist_pq_lut(table, codes + i * m, m);
+}
+
+#ifdef SF_HAVE_X86
+/* Sub-quantizers j..j+7 of one code: 8 bytes widened to 8 indices into the
+ * 8 rows of the table that start at row j. */
+__attribute__((target("avx2,fma"))) static inline __m256 pq_gather8(const float *t8,
+                                                                    const uint8_t *c,
+                                                                    __m256i rows) {
+  __m128i b = _mm_loadl_epi64((const __m128i *)(const void *)c);
+  __m256i idx = _mm256_add_epi32(_mm256_cvtepu8_epi32(b), rows);
+  return _mm256_i32gather_ps(t8, idx, 4);
+}
+
+__attribute__((target("avx2,fma"))) static void pq_scan_avx2(const float *table,
+                                                             const uint8_t *codes, size_t n,
+                                                             size_t m, float bias,
+                                                             float *out) {
+  const __m256i rows = _mm256_setr_epi32(0, 256, 512, 768, 1024, 1280, 1536, 1792);
+  const size_t m8 = m & ~(size_t)7;
+  size_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const uint8_t *c = codes + i * m;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (size_t j = 0; j < m8; j += 8) {
+      const float *t8 = table + j * 256;
+      a0 = _mm256_add_ps(a0, pq_gather8(t8, c + j, rows));
+      a1 = _mm256_add_ps(a1, pq_gather8(t8, c + m + j, rows));
+      a2 = _mm256_add_ps(a2, pq_gather8(t8, c + 2 * m + j, rows));
+      a3 = _mm256_add_ps(a3, pq_gather8(t8, c + 3 * m + j, rows));
+    }
+    float s[4] = {hsum256(a0), hsum256(a1), hsum256(a2), hsum256(a3)};
+    for (size_t r = 0; r < 4; r++) {
+      for (size_t j = m8; j < m; j++) s[r] += table[j * 256 + c[r * m + j]];
+      out[i + r] = bias + s[r];
+    }
+  }
+  for (; i < n; i++) {
+    const uint8_t *c = codes + i * m;
+    __m256 a0 = _mm256_setzero_ps();
+    for (size_t j = 0; j < m8; j += 8)
+      a0 = _mm256_add_ps(a0, pq_gather8(table + j * 256, c + j, rows));
+    float s = hsum256(a0);
+    for (size_t j = m8; j < m; j++) s += table[j * 256 + c[j]];
+    out[i] = bias + s;
+  }
+}
+#endif
+
 typedef float (*kernel_fn)(const float *, const float *, size_t);
 static _Atomic(kernel_fn) l2_fn, dot_fn;
+static _Atomic(sf_dist_pq_scan_fn) pq_fn;
 
 static void pick(void) {
   kernel_fn l2 = l2_scalar, dot = dot_scalar;
+  sf_dist_pq_scan_fn pq = pq_scan_scalar;
 #ifdef SF_HAVE_X86
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
     l2 = l2_avx2;
     dot = dot_avx2;
+    /* pq stays scalar: on the AMD EPYC (Zen 4) this was measured on, the
+     * gather kernel took 8.3 ns a code at m=16 and 48 ns at m=98 against
+     * 3.6 and 24 ns for the scalar one (vpgatherdd is microcoded there,
+     * and Intel's gather-data-sampling fix made it slow on Skylake to Ice
+     * Lake too). sf_dist_pq_scan_named("avx2") keeps it for measurement. */
   }
 #endif
+  atomic_store_explicit(&pq_fn, pq, memory_order_relaxed);
   atomic_store_explicit(&dot_fn, dot, memory_order_relaxed);
   atomic_store_explicit(&l2_fn, l2, memory_order_relaxed);
 }
@@ -140,6 +217,26 @@ float sf_dist_pq_lut(const float *table, const uint8_t *codes, size_t m) {
   }
   for (; j < m; j++) s0 += table[j * 256 + codes[j]];
   return (s0 + s1) + (s2 + s3);
+}
+
+void sf_dist_pq_scan(const float *table, const uint8_t *codes, size_t n, size_t m, float bias,
+                     float *out) {
+  sf_dist_pq_scan_fn f = atomic_load_explicit(&pq_fn, memory_order_relaxed);
+  if (!f) {
+    pick();
+    f = atomic_load_explicit(&pq_fn, memory_order_relaxed);
+  }
+  f(table, codes, n, m, bias, out);
+}
+
+sf_dist_pq_scan_fn sf_dist_pq_scan_named(const char *impl) {
+  if (!strcmp(impl, "scalar")) return pq_scan_scalar;
+#ifdef SF_HAVE_X86
+  __builtin_cpu_init();
+  if (!strcmp(impl, "avx2") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+    return pq_scan_avx2;
+#endif
+  return NULL;
 }
 
 const char *sf_dist_impl(void) {

@@ -33,6 +33,19 @@ void sf_dist_score_batch(sf_metric m, const float *q, const float *base, size_t 
  * a lookup table. */
 float sf_dist_pq_lut(const float *table, const uint8_t *codes, size_t m);
 
+/* out[i] = bias + sf_dist_pq_lut(table, codes + i*m, m) for n codes of m
+ * bytes: the IVF_PQ scan. The AVX2 kernel gathers 8 table entries per
+ * instruction and interleaves 4 codes; sums may differ from the scalar
+ * kernel's in the last bits (another order of additions). */
+void sf_dist_pq_scan(const float *table, const uint8_t *codes, size_t n, size_t m, float bias,
+                     float *out);
+
+typedef void (*sf_dist_pq_scan_fn)(const float *table, const uint8_t *codes, size_t n,
+                                   size_t m, float bias, float *out);
+/* One implementation of sf_dist_pq_scan by name, for tests and benchmarks:
+ * "scalar" always; "avx2" when this CPU has AVX2, else NULL. */
+sf_dist_pq_scan_fn sf_dist_pq_scan_named(const char *impl);
+
 /* "avx2" or "scalar": which kernels this process uses. */
 const char *sf_dist_impl(void);
 

@@ -400,10 +400,11 @@ static sf_code seed_kmeanspp(sf_rng *r, const float *x, size_t n, uint32_t dim, 
 }
 
 static sf_code seed(sf_rng *r, const float *x, size_t n, uint32_t dim, uint32_t k, float *c,
-                    sf_err *err) {
+                    int random_init, sf_err *err) {
   size_t m = (size_t)k * SEED_ROWS_PER_CENTROID;
   if (m > n) m = n;
   if ((double)m * k * dim > (double)SEED_BUDGET) m = k; /* too big: random rows */
+  if (random_init) m = k;
   size_t *idx = malloc(sizeof(size_t) * m);
   if (!idx) return sf_err_set(err, SF_ENOMEM, "out of memory seeding k-means");
   sf_kmeans_sample(sf_rng_next(r), n, m, idx);
@@ -545,7 +546,7 @@ sf_code sf_kmeans_train(const sf_kmeans_params *p, const float *x, size_t n, uin
     n = m;
   }
   st->rows_used = n;
-  sf_code rc = seed(&r, xs, n, dim, p->k, centroids, err);
+  sf_code rc = seed(&r, xs, n, dim, p->k, centroids, p->random_init, err);
   if (!rc && p->spherical)
     for (uint32_t ci = 0; ci < p->k; ci++) normalize(centroids + (size_t)ci * dim, dim);
   if (!rc) rc = lloyd(p, xs, n, dim, centroids, st, err);

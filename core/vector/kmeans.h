@@ -4,7 +4,8 @@
  *
  * Training (after FAISS's Clustering): a deterministic sample of at most
  * max_rows rows (default 256 per centroid), k-means++ seeding on a subsample
- * (or random distinct rows when k is too large for k-means++ to be cheap),
+ * (or random distinct rows when k is too large for k-means++ to be cheap, or
+ * when asked: PQ codebooks, see quantizer.c),
  * then Lloyd iterations with empty-cluster repair by splitting the largest
  * cluster. A seed gives bit-identical centroids: the only threads (the
  * caller's choice, nthreads) split the rows of the assignment step, whose
@@ -36,6 +37,7 @@ typedef struct sf_kmeans_params {
   uint64_t seed;     /* seeds the sample, the init and the repairs */
   uint64_t max_rows; /* training-sample cap; 0 = k * SF_KMEANS_DEFAULT_MAX_PPC */
   int spherical;     /* rank by inner product and keep centroids unit length */
+  int random_init;   /* seed with random distinct rows instead of k-means++ */
   uint32_t nthreads; /* assignment threads (0 or 1: the caller's thread only);
                         results are identical for any count */
 } sf_kmeans_params;

@@ -22,6 +22,12 @@
  *     SQ on residuals rather than on the vectors spends the 256 levels on a
  *     list's spread instead of the whole data's: recall@10 0.985 vs 0.975
  *     (L2) and 0.968 vs 0.938 (COSINE) on the test data at nprobe 8.
+ *     The PQ codebooks start from random distinct rows, as FAISS's do, not
+ *     from k-means++: k-means++ seeds the far rows first, and the codes it
+ *     spends on them stay there through the iterations, away from the dense
+ *     regions where neighbours are told apart. On Fashion-MNIST (m=16,
+ *     nprobe 16) recall@10 went from 0.5651-0.5657 (3 seeds) to
+ *     0.5693-0.5708 (2 seeds), FAISS 1.8.0 AVX2 giving 0.5684-0.5765 (3).
  */
 #include <math.h>
 #include <stdlib.h>
@@ -136,6 +142,7 @@ void sf_quant_free(sf_quant *q) {
     for (uint32_t j = 0; j < q->p.pq_m; j++) sf_kmeans_panel_free(&q->pq_panels[j]);
   free(q->pq_panels);
   free(q->pq_cb);
+  free(atomic_load_explicit(&q->pq_pre, memory_order_relaxed));
   free(q->centroids);
   free(q->sq_vmin);
   free(q->sq_vdiff);
@@ -173,6 +180,7 @@ static sf_code train_pq(sf_quant *q, const float *res, size_t n, sf_err *err) {
                            .iters = q->p.kmeans_iters,
                            .seed = q->p.seed + 1000003u * (j + 1),
                            .max_rows = PQ_MAX_TRAIN,
+                           .random_init = 1,
                            .nthreads = q->p.nthreads};
     rc = sf_kmeans_train(&kp, sub, n, ds, q->pq_cb + (size_t)j * SF_QUANT_PQ_KSUB * ds, NULL,
                          err);

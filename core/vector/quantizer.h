@@ -106,9 +106,30 @@ sf_code sf_quant_encode_batch(const sf_quant *q, const float *prepared, size_t n
 uint32_t sf_quant_probe(const sf_quant *q, const float *prepared_query, uint32_t nprobe,
                         uint32_t *lists);
 
+/* IVF_PQ under L2 and COSINE splits the distance to a code of list l into
+ *   ||q - c_l||^2  +  sum_j ||w_jk||^2 - 2<q_j, w_jk>  +  sum_j 2<c_lj, w_jk>
+ * (per list, once per probed list; per query, once; per list and code,
+ * fixed), as FAISS does with its precomputed tables. The last term is a
+ * table of nlist * pq_m * 256 floats held by the quantizer, built on the
+ * first scanner's creation. It is built only when it takes at most this
+ * many bytes (nlist * pq_m <= 131072, e.g. nlist 4096 with pq_m 32); above,
+ * scanners build each probed list's table from the query's residual
+ * (256 * dim multiply-adds per list instead of pq_m * 256 additions). */
+#define SF_QUANT_PQ_PRECOMPUTE_MAX ((size_t)128 << 20)
+
+/* Flags of sf_quant_scanner_new_ex. */
+/* IVF_PQ: per-list tables only, never the quantizer's precomputed one. */
+#define SF_QUANT_SCAN_NO_PRECOMPUTE 1u
+
 /* A scanner for q (which must outlive it); freed by sf_quant_scanner_free
- * (accepts NULL). Allocates all its tables here, none while scanning. */
+ * (accepts NULL). Allocates all its tables here, none while scanning.
+ * The first scanner of an IVF_PQ quantizer under L2 or COSINE also builds
+ * the quantizer's precomputed table (see SF_QUANT_PQ_PRECOMPUTE_MAX); if
+ * that allocation fails the scanner takes the per-list path instead. */
 sf_code sf_quant_scanner_new(const sf_quant *q, sf_quant_scanner **out, sf_err *err);
+/* The same with SF_QUANT_SCAN_* flags (0: as sf_quant_scanner_new). */
+sf_code sf_quant_scanner_new_ex(const sf_quant *q, unsigned flags, sf_quant_scanner **out,
+                                sf_err *err);
 void sf_quant_scanner_free(sf_quant_scanner *s);
 /* Sets the prepared query (copied). */
 void sf_quant_scanner_set_query(sf_quant_scanner *s, const float *prepared_query);

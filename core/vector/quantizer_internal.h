@@ -7,6 +7,8 @@
 #ifndef SF_QUANTIZER_INTERNAL_H
 #define SF_QUANTIZER_INTERNAL_H
 
+#include <stdatomic.h>
+
 #include "core/vector/kmeans.h"
 #include "core/vector/quantizer.h"
 
@@ -29,6 +31,15 @@ struct sf_quant {
    * dsub floats; one panel per codebook for batch encoding. */
   float *pq_cb;
   sf_kmeans_panel *pq_panels; /* pq_m of them */
+
+  /* IVF_PQ under L2 and COSINE: the per-list term of the distance tables,
+   * pq_pre[(l*pq_m + j)*256 + k] = 2<c_lj, w_jk> (c_lj: slice j of
+   * centroid l; w_jk: code k of codebook j). Built by the first scanner
+   * that needs it (quantizer_scan.c) and installed with a compare-and-swap,
+   * so a quantizer shared by threads stays read-only to its users; NULL
+   * until then, and for good when it would exceed SF_QUANT_PQ_PRECOMPUTE_MAX
+   * or could not be allocated. Freed by sf_quant_free. */
+  _Atomic(float *) pq_pre;
 };
 
 /* Allocates the arrays for q->p (which must be valid) and zeroes them. */

@@ -13,12 +13,18 @@
  *    with the weights computed once per query. The row loop converts bytes
  *    to floats and runs one FMA per dimension, 8 dimensions per instruction.
  *  - IVF_PQ: a table of 256 partial scores per sub-quantizer, then m
- *    lookups per code (sf_dist_pq_lut). Under L2 the table is of the
- *    query's residual for the list, so it is rebuilt at set_list (256*dim
- *    multiply-adds, FAISS's path without precomputed tables); under inner
- *    products it does not depend on the list: <q, cent + r> = <q,cent> +
- *    sum_j <q_j, cw_j>, so it is built once per query and set_list only
- *    computes <q,cent>.
+ *    lookups per code (sf_dist_pq_scan, AVX2 gathers where the CPU has
+ *    them). Under L2 the distance to the code w of list l expands to
+ *        ||q - c_l||^2 + sum_j (||w_j||^2 - 2<q_j,w_j>) + sum_j 2<c_lj,w_j>
+ *    The middle term is one table per query (set_query: 256*dim
+ *    multiply-adds through the codebook panels), the last one a table per
+ *    list that the quantizer holds (see quantizer.h for its cap), so
+ *    set_list costs dim multiply-adds for ||q - c_l||^2 and m*256 additions.
+ *    Above the cap, the table is of the query's residual for the list,
+ *    rebuilt at set_list (256*dim multiply-adds per list, FAISS's path
+ *    without precomputed tables). Under inner products the table does not
+ *    depend on the list: <q, cent + r> = <q,cent> + sum_j <q_j, cw_j>, so
+ *    it is built once per query and set_list only computes <q,cent>.
  * COSINE rows and queries are unit length, so ranking by inner product is
  * ranking by L2 (||q - x||^2 = 2 - 2<q,x>), and IVF_SQ/IVF_PQ under COSINE
  * use the L2 path, reporting 0.5*||q - x^||^2 - 1, which is -<q,x^> when x^
@@ -49,7 +55,9 @@ struct sf_quant_scanner {
   const sf_quant *q;
   float *query; /* dim */
   float *t, *w; /* IVF_SQ: dim each; IVF_PQ: t holds the residual */
-  float *lut;   /* IVF_PQ: pq_m * 256 */
+  float *lut;   /* IVF_PQ: pq_m * 256, the table of the current list */
+  float *qt;    /* IVF_PQ with pre: pq_m * 256, the query's term */
+  const float *pre; /* IVF_PQ: the quantizer's per-list term, or NULL */
   float qconst; /* per-query constant (IVF_SQ under inner products) */
   float bias;   /* per-list constant added to every score */
   sq_fn sq;
@@ -164,7 +172,43 @@ static sq_fn pick_sq(int ip) {
 
 /* ---- the scanner ---------------------------------------------------------- */
 
-sf_code sf_quant_scanner_new(const sf_quant *q, sf_quant_scanner **out, sf_err *err) {
+/* nlist * pq_m * 256 floats: pre[(l*m + j)*256 + k] = 2<c_lj, w_jk>,
+ * from the panel scores ||w||^2 - 2<c_lj, w> of each codebook. */
+static float *pq_precompute(const sf_quant *q) {
+  const uint32_t m = q->p.pq_m, ds = q->dsub, d = q->p.dim;
+  const size_t floats = (size_t)q->p.nlist * m * SF_QUANT_PQ_KSUB;
+  float *pre = malloc(sizeof(float) * floats);
+  if (!pre) return NULL;
+  for (uint32_t l = 0; l < q->p.nlist; l++)
+    for (uint32_t j = 0; j < m; j++) {
+      const sf_kmeans_panel *pn = &q->pq_panels[j];
+      float *row = pre + ((size_t)l * m + j) * SF_QUANT_PQ_KSUB;
+      sf_kmeans_panel_scores(pn, q->centroids + (size_t)l * d + (size_t)j * ds, row);
+      for (uint32_t k = 0; k < SF_QUANT_PQ_KSUB; k++) row[k] = pn->bias[k] - row[k];
+    }
+  return pre;
+}
+
+/* The quantizer's shared table, building it on first use (see
+ * quantizer_impl.h); NULL when over the cap or out of memory. */
+static const float *pq_shared_table(const sf_quant *q) {
+  if ((size_t)q->p.nlist * q->p.pq_m * SF_QUANT_PQ_KSUB * sizeof(float) >
+      SF_QUANT_PQ_PRECOMPUTE_MAX)
+    return NULL;
+  sf_quant *mq = (sf_quant *)q; /* a cache: allocated non-const, set once */
+  float *pre = atomic_load_explicit(&mq->pq_pre, memory_order_acquire);
+  if (pre) return pre;
+  float *mine = pq_precompute(q), *none = NULL;
+  if (!mine) return NULL;
+  if (atomic_compare_exchange_strong_explicit(&mq->pq_pre, &none, mine, memory_order_acq_rel,
+                                              memory_order_acquire))
+    return mine;
+  free(mine); /* another thread installed an identical table first */
+  return none;
+}
+
+sf_code sf_quant_scanner_new_ex(const sf_quant *q, unsigned flags, sf_quant_scanner **out,
+                                sf_err *err) {
   *out = NULL;
   sf_quant_scanner *s = calloc(1, sizeof *s);
   if (!s) return sf_err_set(err, SF_ENOMEM, "out of memory for a scanner");
@@ -175,8 +219,13 @@ sf_code sf_quant_scanner_new(const sf_quant *q, sf_quant_scanner **out, sf_err *
   s->w = calloc(d, sizeof(float));
   int ok = s->query && s->t && s->w;
   if (q->p.type == SF_IVF_PQ) {
-    s->lut = calloc((size_t)q->p.pq_m * SF_QUANT_PQ_KSUB, sizeof(float));
+    const size_t lut = (size_t)q->p.pq_m * SF_QUANT_PQ_KSUB;
+    s->lut = calloc(lut, sizeof(float));
     ok = ok && s->lut;
+    if (ok && q->p.metric != SF_DOT && !(flags & SF_QUANT_SCAN_NO_PRECOMPUTE)) {
+      s->qt = calloc(lut, sizeof(float));
+      s->pre = s->qt ? pq_shared_table(q) : NULL; /* NULL: the per-list path */
+    }
   }
   if (!ok) {
     sf_quant_scanner_free(s);
@@ -187,28 +236,41 @@ sf_code sf_quant_scanner_new(const sf_quant *q, sf_quant_scanner **out, sf_err *
   return SF_OK;
 }
 
+sf_code sf_quant_scanner_new(const sf_quant *q, sf_quant_scanner **out, sf_err *err) {
+  return sf_quant_scanner_new_ex(q, 0, out, err);
+}
+
 void sf_quant_scanner_free(sf_quant_scanner *s) {
   if (!s) return;
   free(s->query);
   free(s->t);
   free(s->w);
   free(s->lut);
+  free(s->qt);
   free(s);
 }
 
 /* Fills lut[j*256 + k] with the score of slice j of v against code k:
- * -<v_j, w_k> (ip) or scale * ||v_j - w_k||^2. */
-static void pq_table(const sf_quant *q, const float *v, int ip, float scale, float *lut) {
+ * -<v_j, w_k> (ip), scale * ||v_j - w_k||^2 (l2) or ||w_k||^2 - 2<v_j, w_k>
+ * (norms: the per-query term of the precomputed path). The codebook panels
+ * give ||w||^2 - 2<v_j, w> for 16 codes per pass. */
+enum { PQ_IP, PQ_L2, PQ_NORMS };
+static void pq_table(const sf_quant *q, const float *v, int kind, float scale, float *lut) {
   const uint32_t ds = q->dsub;
   for (uint32_t j = 0; j < q->p.pq_m; j++) {
-    const float *cb = q->pq_cb + (size_t)j * SF_QUANT_PQ_KSUB * ds, *vj = v + (size_t)j * ds;
+    const sf_kmeans_panel *pn = &q->pq_panels[j];
+    const float *vj = v + (size_t)j * ds;
     float *row = lut + (size_t)j * SF_QUANT_PQ_KSUB;
-    if (ip)
-      for (uint32_t k = 0; k < SF_QUANT_PQ_KSUB; k++)
-        row[k] = -sf_dist_dot(vj, cb + (size_t)k * ds, ds);
-    else
-      for (uint32_t k = 0; k < SF_QUANT_PQ_KSUB; k++)
-        row[k] = scale * sf_dist_l2sq(vj, cb + (size_t)k * ds, ds);
+    sf_kmeans_panel_scores(pn, vj, row);
+    if (kind == PQ_IP) {
+      for (uint32_t k = 0; k < SF_QUANT_PQ_KSUB; k++) row[k] = 0.5f * (row[k] - pn->bias[k]);
+    } else if (kind == PQ_L2) {
+      const float vv = sf_dist_dot(vj, vj, ds);
+      for (uint32_t k = 0; k < SF_QUANT_PQ_KSUB; k++) {
+        float e = vv + row[k];
+        row[k] = scale * (e > 0 ? e : 0); /* rounding of the expanded form */
+      }
+    }
   }
 }
 
@@ -217,7 +279,10 @@ void sf_quant_scanner_set_query(sf_quant_scanner *s, const float *prepared_query
   const uint32_t d = q->p.dim;
   memcpy(s->query, prepared_query, sizeof(float) * d);
   s->bias = 0;
-  if (q->p.metric != SF_DOT) return; /* the L2 path: everything depends on the list */
+  if (q->p.metric != SF_DOT) { /* the L2 path: all but PQ's query term depends on the list */
+    if (s->pre) pq_table(q, s->query, PQ_NORMS, 1.0f, s->qt);
+    return;
+  }
   if (q->p.type == SF_IVF_SQ) {
     double k = 0;
     for (uint32_t j = 0; j < d; j++) {
@@ -226,8 +291,38 @@ void sf_quant_scanner_set_query(sf_quant_scanner *s, const float *prepared_query
     }
     s->qconst = (float)k;
   } else if (q->p.type == SF_IVF_PQ) {
-    pq_table(q, s->query, 1, 1.0f, s->lut);
+    pq_table(q, s->query, PQ_IP, 1.0f, s->lut);
   }
+}
+
+/* lut = scale * (pre + qt): m * 256 floats, a multiple of 8. */
+static void pq_add_portable(float *restrict lut, const float *restrict pre,
+                            const float *restrict qt, size_t m, float scale) {
+  for (size_t j = 0; j < m; j++, lut += 256, pre += 256, qt += 256)
+    for (size_t k = 0; k < 256; k++) lut[k] = scale * (pre[k] + qt[k]);
+}
+
+#ifdef SF_QS_X86
+__attribute__((target("avx2,fma"))) static void pq_add_avx2(float *restrict lut,
+                                                            const float *restrict pre,
+                                                            const float *restrict qt, size_t m,
+                                                            float scale) {
+  const __m256 f = _mm256_set1_ps(scale);
+  for (size_t k = 0; k < m * 256; k += 8)
+    _mm256_storeu_ps(lut + k, _mm256_mul_ps(f, _mm256_add_ps(_mm256_loadu_ps(pre + k),
+                                                             _mm256_loadu_ps(qt + k))));
+}
+#endif
+
+static void pq_add_tables(float *restrict lut, const float *restrict pre,
+                          const float *restrict qt, size_t m, float scale) {
+#ifdef SF_QS_X86
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    pq_add_avx2(lut, pre, qt, m, scale);
+    return;
+  }
+#endif
+  pq_add_portable(lut, pre, qt, m, scale);
 }
 
 void sf_quant_scanner_set_list(sf_quant_scanner *s, uint32_t list) {
@@ -258,9 +353,13 @@ void sf_quant_scanner_set_list(sf_quant_scanner *s, uint32_t list) {
       }
     }
     s->bias = (float)(scale * k) + offset;
+  } else if (s->pre) {
+    const size_t m = q->p.pq_m;
+    pq_add_tables(s->lut, s->pre + (size_t)list * m * SF_QUANT_PQ_KSUB, s->qt, m, scale);
+    s->bias = scale * sf_dist_l2sq(s->query, c, d) + offset;
   } else {
     for (uint32_t j = 0; j < d; j++) s->t[j] = s->query[j] - c[j];
-    pq_table(q, s->t, 0, scale, s->lut);
+    pq_table(q, s->t, PQ_L2, scale, s->lut);
     s->bias = offset;
   }
 }
@@ -278,9 +377,7 @@ void sf_quant_scanner_scan(const sf_quant_scanner *s, const uint8_t *codes, size
     case SF_IVF_SQ:
       s->sq(s->t, s->w, codes, n, d, s->bias, scores);
       break;
-    default: {
-      const size_t m = q->p.pq_m;
-      for (size_t i = 0; i < n; i++) scores[i] = s->bias + sf_dist_pq_lut(s->lut, codes + i * m, m);
-    }
+    default:
+      sf_dist_pq_scan(s->lut, codes, n, q->p.pq_m, s->bias, scores);
   }
 }
