@@ -223,6 +223,14 @@ static sf_code sweep_dir(gc *g, const char *rel, sf_gc_kind kind, const strset *
   return rc;
 }
 
+/* Whether entry e of d is a directory of its own (a staging root): not "."
+ * or "..", not a link. */
+static int is_subdir(DIR *d, const struct dirent *e) {
+  struct stat st;
+  return strcmp(e->d_name, ".") && strcmp(e->d_name, "..") &&
+         !fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) && S_ISDIR(st.st_mode);
+}
+
 /* Which staging roots belong to committed jobs: the window of a kept
  * version, or (an older job) the newest version's archive, asked once per
  * chunk. Before anything is deleted: a chunk that does not read stops gc. */
@@ -234,10 +242,7 @@ static sf_code find_committed(gc *g, sf_err *err) {
   strset ask = {0};
   struct dirent *e;
   while (!rc && (e = readdir(d))) {
-    struct stat st;
-    if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") ||
-        fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) || !S_ISDIR(st.st_mode))
-      continue;
+    if (!is_subdir(d, e)) continue;
     if (set_add(set_has(&g->keep.jobs, e->d_name) ? &g->committed : &ask, e->d_name))
       rc = sf_err_set(err, SF_ENOMEM, "out of memory");
   }
@@ -267,11 +272,7 @@ static sf_code sweep_staging(gc *g, sf_err *err) {
   if (rc || !d) return rc;
   struct dirent *e;
   while (!rc && (e = readdir(d))) {
-    struct stat st;
-    if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") ||
-        fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) || !S_ISDIR(st.st_mode) ||
-        !set_has(&g->committed, e->d_name))
-      continue;
+    if (!is_subdir(d, e) || !set_has(&g->committed, e->d_name)) continue;
     char *p = sf_fs_join(dir, e->d_name);
     uint64_t bytes = 0;
     if (!p) {
