@@ -526,15 +526,7 @@ static int compact_in_child(const fx *f, char **ids, size_t n, const char *fault
 }
 
 static size_t count_files(const fx *f, const char *needle) {
-  char dir[4200];
-  snprintf(dir, sizeof dir, "%s/%s", f->ds, SF_CATALOG_SEGMENTS_DIR);
-  DIR *d = opendir(dir);
-  assert_non_null(d);
-  size_t n = 0;
-  struct dirent *e;
-  while ((e = readdir(d))) n += strstr(e->d_name, needle) != NULL;
-  closedir(d);
-  return n;
+  return tu_count_entries(tu_path(f->ds, SF_CATALOG_SEGMENTS_DIR), needle, 0);
 }
 
 static void a_crash_mid_merge_leaves_the_catalog_readable_and_a_rerun_completes(

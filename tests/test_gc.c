@@ -129,13 +129,7 @@ static void commit_w(const fx *f, const char *job, const char *seg, const char *
 }
 
 static size_t count_in(const fx *f, const char *rel) {
-  DIR *d = opendir(P(f, rel));
-  if (!d) return 0;
-  size_t n = 0;
-  struct dirent *e;
-  while ((e = readdir(d))) n += e->d_name[0] != '.';
-  closedir(d);
-  return n;
+  return tu_count_entries(P(f, rel), NULL, 1);
 }
 
 #define ARCH_JOBS 15
@@ -402,14 +396,7 @@ static void test_gc_waits_for_a_commit_in_progress(void **state) {
 /* ---- intents --------------------------------------------------------------- */
 
 static size_t count_intents(const fx *f) {
-  DIR *d = opendir(P(f, SF_CATALOG_INTENTS_DIR));
-  if (!d) return 0;
-  size_t n = 0;
-  struct dirent *e;
-  while ((e = readdir(d)))
-    if (e->d_name[0] != '.') n++;
-  closedir(d);
-  return n;
+  return tu_count_entries(P(f, SF_CATALOG_INTENTS_DIR), NULL, 1);
 }
 
 static void test_gc_keeps_what_a_live_intent_names_until_it_ends(void **state) {

@@ -334,11 +334,7 @@ static void test_copy_partition_refuses_a_source_with_other_parameters(void **st
 /* ---- writer contract ------------------------------------------------------ */
 
 static size_t count_entries(const char *dir) {
-  DIR *d = opendir(dir);
-  size_t n = 0;
-  for (struct dirent *e; (e = readdir(d));) n += e->d_name[0] != '.';
-  closedir(d);
-  return n;
+  return tu_count_entries(dir, NULL, 0);
 }
 
 static void test_writer_rejects_bad_order_and_unsorted_ids_but_stays_usable(
