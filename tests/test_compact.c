@@ -48,17 +48,6 @@ typedef struct fx {
   float *base, *queries;
 } fx;
 
-static void mkdirs(const char *ds, const char *rel) {
-  char p[4300];
-  snprintf(p, sizeof p, "%s/%s", ds, rel);
-  for (char *s = p + strlen(ds) + 1; (s = strchr(s, '/')); s++) {
-    *s = '\0';
-    mkdir(p, 0755);
-    *s = '/';
-  }
-  mkdir(p, 0755);
-}
-
 /* A dataset of `jobs` staged jobs job-<j> (job j holds fragment j in one
  * shard), finalized one by one into index "idx": `jobs` segments. */
 static void fx_init(fx *f, const char *tag, int jobs) {
@@ -85,7 +74,7 @@ static void fx_init(fx *f, const char *tag, int jobs) {
     char rel[128], root[4300], qpath[4400];
     snprintf(rel, sizeof rel, "%s/job-%d", SF_CATALOG_STAGING_DIR, j);
     snprintf(root, sizeof root, "%s/%s", f->ds, rel);
-    mkdirs(f->ds, rel);
+    tu_mkdirs(f->ds, rel);
     snprintf(qpath, sizeof qpath, "%s/quantizer", root);
     assert_int_equal(sf_quant_save(q, qpath, &err), SF_OK);
     roaring_bitmap_t *frags = roaring_bitmap_of(1, (uint32_t)j);

@@ -74,3 +74,14 @@ size_t tu_count_entries(const char *dir, const char *needle, int may_be_missing)
   closedir(d);
   return n;
 }
+
+void tu_mkdirs(const char *base, const char *rel) {
+  char p[4300];
+  snprintf(p, sizeof p, "%s/%s", base, rel);
+  for (char *s = p + strlen(base) + 1; (s = strchr(s, '/')); s++) {
+    *s = '\0';
+    mkdir(p, 0755);
+    *s = '/';
+  }
+  mkdir(p, 0755);
+}
