@@ -135,16 +135,8 @@ static void free_ids(char **ids, size_t n) {
  * fills ids[NQ*K] and scores[NQ*K]. */
 static void search_all(const fx *f, sf_rowid *ids, float *scores) {
   sf_err err = {0};
-  sf_catalog *c;
-  assert_int_equal(sf_catalog_open_latest(f->ds, &c, &err), SF_OK);
-  const sf_catalog_index *ix = sf_catalog_find_index(c, "idx");
-  char **paths, *qp = sf_catalog_quantizer_path(c, ix);
-  size_t n;
-  assert_int_equal(sf_catalog_segment_paths(c, ix, &paths, &n, &err), SF_OK);
-  sf_quant *q;
   sf_search *s;
-  assert_int_equal(sf_quant_load(qp, &q, &err), SF_OK);
-  assert_int_equal(sf_search_open(q, (const char *const *)paths, n, &s, &err), SF_OK);
+  assert_int_equal(sf_search_open_dataset(f->ds, "idx", NULL, &s, &err), SF_OK);
   for (int i = 0; i < NQ; i++) {
     uint32_t got;
     assert_int_equal(sf_search_query(s, f->queries + i * DIM, K, NLIST, ids + i * K,
@@ -153,10 +145,6 @@ static void search_all(const fx *f, sf_rowid *ids, float *scores) {
     assert_int_equal(got, K);
   }
   sf_search_free(s);
-  sf_quant_free(q);
-  sf_catalog_paths_free(paths, n);
-  free(qp);
-  sf_catalog_free(c);
 }
 
 static void brute_force(const fx *f, size_t rows, sf_rowid *ids) {

@@ -195,16 +195,8 @@ static void assert_catalog_whole(const char *ds, uint64_t rows) {
   }
   free(v);
   assert_int_equal(missing, 0);
-  sf_catalog *c;
-  assert_int_equal(sf_catalog_open_latest(ds, &c, &err), SF_OK);
-  const sf_catalog_index *ix = sf_catalog_find_index(c, "idx");
-  char **paths, *qp = sf_catalog_quantizer_path(c, ix);
-  size_t n;
-  assert_int_equal(sf_catalog_segment_paths(c, ix, &paths, &n, &err), SF_OK);
-  sf_quant *q;
   sf_search *s;
-  assert_int_equal(sf_quant_load(qp, &q, &err), SF_OK);
-  assert_int_equal(sf_search_open(q, (const char *const *)paths, n, &s, &err), SF_OK);
+  assert_int_equal(sf_search_open_dataset(ds, "idx", NULL, &s, &err), SF_OK);
   assert_int_equal(sf_search_rows(s), rows);
   float query[DIM] = {0};
   sf_rowid ids[5];
@@ -213,10 +205,6 @@ static void assert_catalog_whole(const char *ds, uint64_t rows) {
   assert_int_equal(sf_search_query(s, query, 5, 4, ids, scores, &got, &err), SF_OK);
   assert_int_equal(got, 5);
   sf_search_free(s);
-  sf_quant_free(q);
-  sf_catalog_paths_free(paths, n);
-  free(qp);
-  sf_catalog_free(c);
 }
 
 #define RACE_JOBS 6
