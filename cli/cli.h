@@ -73,10 +73,13 @@ typedef struct cli_plan_args {
   int json;
 } cli_plan_args;
 
-/* Parses argv for `plan` (build = 0) or `build` (build = 1) into *a.
- * Returns -1 when the command should go on (a->pf then owned by the
- * caller), or the exit status to return (0 after --help, 2 on a usage
- * error, already printed) with nothing left to free. */
-int cli_plan_args_parse(const char *cmd, int build, void (*help)(void), int argc,
-                        char **argv, cli_plan_args *a);
+/* Parses argv for `plan` (build = 0) or `build` (build = 1) into *a and
+ * plans the staging directory into *plan (the caller's: sf_plan_free).
+ * Returns -1 when the command should go on, or the exit status to return
+ * (0 after --help, 2 on a usage error, that of cli_fail when planning
+ * fails; already printed) with nothing left to free. The flags that a->po
+ * borrowed from a->pf are freed once the plan is made: only a->staging,
+ * a->dataset, a->max_merges and a->json remain for the caller. */
+int cli_plan_load(const char *cmd, int build, void (*help)(void), int argc, char **argv,
+                  cli_plan_args *a, sf_plan **plan);
 #endif

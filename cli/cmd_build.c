@@ -94,13 +94,10 @@ static int print_json(const sf_seginfo *s, size_t n) {
 
 int cli_cmd_build(int argc, char **argv) {
   cli_plan_args a;
-  int status = cli_plan_args_parse("build", 1, help, argc, argv, &a);
+  sf_plan *plan;
+  int status = cli_plan_load("build", 1, help, argc, argv, &a, &plan);
   if (status >= 0) return status;
   sf_err err = {0};
-  sf_plan *plan;
-  sf_code rc = sf_plan_staging(a.staging, &a.po, &plan, &err);
-  cli_plan_flags_clear(&a.pf);
-  if (rc) return cli_fail("build", &err);
 
   progress_state st = {.tty = isatty(STDERR_FILENO)};
   double t0 = sf_progress_now();
@@ -110,7 +107,7 @@ int cli_cmd_build(int argc, char **argv) {
   sf_seginfo *segs;
   size_t n;
   sf_build_stats stats;
-  rc = sf_build_run(plan, a.dataset, &bo, &segs, &n, &stats, &err);
+  sf_code rc = sf_build_run(plan, a.dataset, &bo, &segs, &n, &stats, &err);
   if (st.shown) {
     show(&st, &st.last, 1);
     fprintf(stderr, "\n");

@@ -55,13 +55,10 @@ static void print_plan(const sf_plan *p) {
 
 int cli_cmd_plan(int argc, char **argv) {
   cli_plan_args a;
-  int status = cli_plan_args_parse("plan", 0, help, argc, argv, &a);
+  sf_plan *p;
+  int status = cli_plan_load("plan", 0, help, argc, argv, &a, &p);
   if (status >= 0) return status;
   sf_err err = {0};
-  sf_plan *p;
-  sf_code rc = sf_plan_staging(a.staging, &a.po, &p, &err);
-  cli_plan_flags_clear(&a.pf);
-  if (rc) return cli_fail("plan", &err);
   if (a.json) {
     json_t *j = sf_plan_to_json(p);
     char *s = j ? json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;

@@ -50,8 +50,8 @@ void cli_plan_flags_clear(cli_plan_flags *f) {
   f->expected = NULL;
 }
 
-int cli_plan_args_parse(const char *cmd, int build, void (*help)(void), int argc,
-                        char **argv, cli_plan_args *a) {
+static int plan_args_parse(const char *cmd, int build, void (*help)(void), int argc,
+                           char **argv, cli_plan_args *a) {
   const struct option opts[] = {{"staging", required_argument, 0, 's'},
                                 CLI_PLAN_OPTIONS,
                                 CLI_OPT(CLI_FLAG_STAGING_ID),
@@ -98,4 +98,15 @@ int cli_plan_args_parse(const char *cmd, int build, void (*help)(void), int argc
   a->po.expected_fragments = a->pf.expected;
   a->po.index_type = a->pf.index_type;
   return -1;
+}
+
+int cli_plan_load(const char *cmd, int build, void (*help)(void), int argc, char **argv,
+                  cli_plan_args *a, sf_plan **plan) {
+  *plan = NULL;
+  int status = plan_args_parse(cmd, build, help, argc, argv, a);
+  if (status >= 0) return status;
+  sf_err err = {0};
+  sf_code rc = sf_plan_staging(a->staging, &a->po, plan, &err);
+  cli_plan_flags_clear(&a->pf);
+  return rc ? cli_fail(cmd, &err) : -1;
 }

@@ -33,6 +33,20 @@ static int64_t mag(int64_t v) {
   return v < 0 ? ~v : v;
 }
 
+/* The first position in [head, len) whose offset (live or done) is not
+ * below `offset`: the queue is sorted by magnitude. */
+static size_t lower_bound(const part *t, int64_t offset) {
+  size_t lo = t->head, hi = t->len;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (mag(t->q[mid]) < offset)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return lo;
+}
+
 sf_code sf_offsets_new(sf_offsets **out, sf_err *err) {
   *out = calloc(1, sizeof **out);
   return *out ? SF_OK : sf_err_set(err, SF_ENOMEM, "out of memory");
@@ -113,14 +127,7 @@ sf_code sf_offsets_track(sf_offsets *o, int32_t p, int64_t offset, sf_err *err) 
     t->q[t->len++] = offset; /* the usual case: offsets arrive in order */
   } else {
     /* A seek back: keep the array sorted. Rare, so O(n) is fine. */
-    size_t lo = t->head, hi = t->len;
-    while (lo < hi) {
-      size_t mid = lo + (hi - lo) / 2;
-      if (mag(t->q[mid]) < offset)
-        lo = mid + 1;
-      else
-        hi = mid;
-    }
+    size_t lo = lower_bound(t, offset);
     if (lo < t->len && mag(t->q[lo]) == offset) {
       if (t->q[lo] >= 0) return SF_OK; /* already pending */
       t->q[lo] = offset;               /* read again: pending again */
@@ -141,14 +148,7 @@ sf_code sf_offsets_track(sf_offsets *o, int32_t p, int64_t offset, sf_err *err) 
 int sf_offsets_done(sf_offsets *o, int32_t p, uint32_t gen, int64_t offset) {
   part *t = get(o, p);
   if (!t || t->gen != gen || offset < 0) return 0;
-  size_t lo = t->head, hi = t->len;
-  while (lo < hi) {
-    size_t mid = lo + (hi - lo) / 2;
-    if (mag(t->q[mid]) < offset)
-      lo = mid + 1;
-    else
-      hi = mid;
-  }
+  size_t lo = lower_bound(t, offset);
   if (lo == t->len || t->q[lo] != offset) return 0; /* absent or already done */
   t->q[lo] = ~offset;
   t->live--;

@@ -112,19 +112,26 @@ fail:
 }
 
 /* Kafka's own rule for topic names: 1..249 of [A-Za-z0-9._-], not . or .. */
+/* How many of the n bytes of s, from the start, are letters, digits, '.',
+ * '_' or '-': the alphabet of both topic and property names. */
+static size_t name_span(const char *s, size_t n) {
+  size_t i = 0;
+  while (i < n && (isalnum((unsigned char)s[i]) || (s[i] && strchr("._-", s[i])))) i++;
+  return i;
+}
+
 static sf_code check_topic(const char *key, const char *v, sf_err *err) {
   size_t n = strlen(v);
   if (n > 249 || !strcmp(v, ".") || !strcmp(v, ".."))
     return sf_err_set(
         err, SF_EINVAL,
         "%s: '%s' is not a Kafka topic name (1..249 characters, not . or ..)", key, v);
-  for (size_t i = 0; i < n; i++)
-    if (!isalnum((unsigned char)v[i]) && !strchr("._-", v[i]))
-      return sf_err_set(
-          err, SF_EINVAL,
-          "%s: topic name '%s' has '%c'; Kafka allows only letters, digits, "
-          "'.', '_' and '-'",
-          key, v, v[i]);
+  size_t i = name_span(v, n);
+  if (i < n)
+    return sf_err_set(err, SF_EINVAL,
+                      "%s: topic name '%s' has '%c'; Kafka allows only letters, digits, "
+                      "'.', '_' and '-'",
+                      key, v, v[i]);
   return SF_OK;
 }
 
@@ -217,13 +224,12 @@ sf_code sf_kconf_set(sf_kconf *k, const char *key, const char *value, sf_err *er
   /* librdkafka's names are lower-case words with '.' and '_'; anything else
    * (a space, a quote) is a typo, reported before librdkafka's more
    * general "No such configuration property". */
-  for (size_t i = 0; i < kl; i++)
-    if (!isalnum((unsigned char)key[i]) && !strchr("._-", key[i]))
-      return sf_err_set(
-          err, SF_EINVAL,
-          "property name '%.64s' has '%c'; names are letters, digits, '.', '_' "
-          "and '-'",
-          key, isprint((unsigned char)key[i]) ? key[i] : '?');
+  size_t i = name_span(key, kl);
+  if (i < kl)
+    return sf_err_set(err, SF_EINVAL,
+                      "property name '%.64s' has '%c'; names are letters, digits, '.', "
+                      "'_' and '-'",
+                      key, isprint((unsigned char)key[i]) ? key[i] : '?');
   if (!value || !*value)
     return sf_err_set(err, SF_EINVAL,
                       "%s: empty value (leave the property out to keep its default)",

@@ -147,23 +147,20 @@ static void run_dead_job(sf_proc *p, task *t) {
   }
 }
 
+static void run_dead(sf_proc *p, task *t) {
+  if (t->kind == T_DEAD_EVENT)
+    t->rc = publish_rejected(p, &t->rej, &t->err);
+  else
+    run_dead_job(p, t);
+}
+
 void *sf_proc_dead_main(void *arg) {
-  sf_proc *p = arg;
-  task *t;
-  while ((t = sf_proc_q_pop(&p->dead, 1))) {
-    /* A failed job dropped by a revoke belongs to the new owner now: this
-     * one must neither mark it nor dead-letter it. */
-    /* After the drain (quit) the queued dead letters are given back
-     * unpublished, their offsets uncommitted (a restart redoes them): one
-     * publish attempt each, up to the delivery timeout with the broker
-     * gone, could hold the exit for hours with thousands queued. */
-    if (atomic_load(&t->cancel) || atomic_load(&p->quit))
-      t->rc = sf_err_set(&t->err, SF_ECANCELED, "canceled");
-    else if (t->kind == T_DEAD_EVENT)
-      t->rc = publish_rejected(p, &t->rej, &t->err);
-    else
-      run_dead_job(p, t);
-    sf_proc_hand_back(p, t);
-  }
+  /* A failed job dropped by a revoke belongs to the new owner now: this
+   * one must neither mark it nor dead-letter it. */
+  /* After the drain (quit) the queued dead letters are given back
+   * unpublished, their offsets uncommitted (a restart redoes them): one
+   * publish attempt each, up to the delivery timeout with the broker
+   * gone, could hold the exit for hours with thousands queued. */
+  sf_proc_serve(arg, &((sf_proc *)arg)->dead, run_dead);
   return NULL;
 }

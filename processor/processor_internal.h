@@ -142,6 +142,10 @@ void sf_proc_backoff(sf_proc *p, int ms);
 int sf_proc_retry_publish(sf_proc *p, sf_code rc, int attempt, const char *what,
                           const char *staging_id, sf_err *err);
 
+/* The body of a thread that serves queue q: runs each task it pops, or
+ * cancels it (SF_ECANCELED) when the task was revoked or the drain is over,
+ * and hands it back to the loop; returns when q quits. */
+void sf_proc_serve(sf_proc *p, tqueue *q, void (*run)(sf_proc *, task *));
 /* Thread bodies (arg: the sf_proc). */
 void *sf_proc_worker_main(void *arg);
 void *sf_proc_dead_main(void *arg);

@@ -292,18 +292,21 @@ static void run_finalize(sf_proc *p, task *t) {
   (void)sf_fault_point("serve.after_publish", NULL);
 }
 
-void *sf_proc_worker_main(void *arg) {
-  sf_proc *p = arg;
+void sf_proc_serve(sf_proc *p, tqueue *q, void (*run)(sf_proc *, task *)) {
   task *t;
-  while ((t = sf_proc_q_pop(&p->work, 1))) {
-    /* After the drain (quit) a queued job is given back unbuilt: its
-     * offsets stay uncommitted and the next owner or a restart builds it. */
+  while ((t = sf_proc_q_pop(q, 1))) {
     if (atomic_load(&t->cancel) || atomic_load(&p->quit))
       t->rc = sf_err_set(&t->err, SF_ECANCELED, "canceled");
     else
-      run_finalize(p, t);
+      run(p, t);
     sf_proc_hand_back(p, t);
   }
+}
+
+void *sf_proc_worker_main(void *arg) {
+  /* After the drain (quit) a queued job is given back unbuilt: its offsets
+   * stay uncommitted and the next owner or a restart builds it. */
+  sf_proc_serve(arg, &((sf_proc *)arg)->work, run_finalize);
   return NULL;
 }
 

@@ -4,18 +4,8 @@
 # leaving no partial segment, re-runs that finish and reuse, and a corrupt
 # shard failing the build without leaving anything under a final name.
 # Env: SEGFORGE (the program), SF_TEST_TMP (scratch).
-set -u
-S=${SEGFORGE:?set SEGFORGE to the segforge binary}
-mkdir -p "${SF_TEST_TMP:-/tmp}"
-T=$(mktemp -d "${SF_TEST_TMP:-/tmp}/cli_build.XXXXXX") && test -d "$T" || { echo "FAIL mktemp"; exit 1; }
-trap '[ -n "${SF_KEEP:-}" ] || rm -rf "$T"' EXIT
-fails=0
-ok() { echo "ok   $*"; }
-bad() { echo "FAIL $*"; fails=$((fails + 1)); }
-check() { # check "what" command...
-  local what=$1; shift
-  if "$@"; then ok "$what"; else bad "$what"; fi
-}
+. "$(dirname "$0")/shell_helpers.sh"
+scratch cli_build
 quiet() { "$@" >/dev/null 2>&1; }
 finals() { ls "$1"/_indices/segments/*.sfseg 2>/dev/null | wc -l; }
 temps() { ls "$1"/_indices/segments/ 2>/dev/null | grep -c '\.tmp\.'; }

@@ -5,18 +5,8 @@
 # refusal, a crash before the link (SF_FAULT) leaving the previous version,
 # gc keeping what the newest version needs, and a damaged version's error.
 # Env: SEGFORGE (the program), SF_TEST_TMP (scratch).
-set -u
-S=${SEGFORGE:?set SEGFORGE to the segforge binary}
-mkdir -p "${SF_TEST_TMP:-/tmp}"
-T=$(mktemp -d "${SF_TEST_TMP:-/tmp}/cli_commit.XXXXXX") && test -d "$T" || { echo "FAIL mktemp"; exit 1; }
-trap '[ -n "${SF_KEEP:-}" ] || rm -rf "$T"' EXIT
-fails=0
-ok() { echo "ok   $*"; }
-bad() { echo "FAIL $*"; fails=$((fails + 1)); }
-check() { # check "what" command...
-  local what=$1; shift
-  if "$@"; then ok "$what"; else bad "$what"; fi
-}
+. "$(dirname "$0")/shell_helpers.sh"
+scratch cli_commit
 DS=$T/ds
 "$S" gen --out "$T/data" --rows 12000 --dim 16 --queries 5 --k 5 >/dev/null 2>&1 ||
   { echo "FAIL gen"; exit 1; }

@@ -5,11 +5,8 @@
 # device" naming the file, exit 1, and leave no temporary file behind.
 # Needs root to mount the tmpfs; skipped (exit 0, "skip") otherwise.
 # Env: SEGFORGE (the program), SF_TEST_TMP (scratch).
-set -u
-S=${SEGFORGE:?set SEGFORGE to the segforge binary}
-mkdir -p "${SF_TEST_TMP:-/tmp}"
-T=$(mktemp -d "${SF_TEST_TMP:-/tmp}/cli_disk_full.XXXXXX") && test -d "$T" || { echo "FAIL mktemp"; exit 1; }
-T=$(realpath "$T") # the catalog is reached through a symbolic link to $T/full
+. "$(dirname "$0")/shell_helpers.sh"
+scratch cli_disk_full
 M=$T/full
 cleanup() {
   mountpoint -q "$M" 2>/dev/null && { umount "$M" || umount -l "$M"; }
@@ -21,13 +18,6 @@ if [ "$(id -u)" != 0 ] || ! mount -t tmpfs -o size=64k tmpfs "$M" 2>/dev/null; t
   echo "skip: cannot mount a tmpfs here (needs root)"
   exit 0
 fi
-fails=0
-ok() { echo "ok   $*"; }
-bad() { echo "FAIL $*"; fails=$((fails + 1)); }
-check() { # check "what" command...
-  local what=$1; shift
-  if "$@"; then ok "$what"; else bad "$what"; fi
-}
 fill() { dd if=/dev/zero of="$M/fill.$1" bs=4k >/dev/null 2>&1; true; }
 # expect_enospc "what" RC ERR-FILE FILE-PATTERN: exit 1, the reason and the
 # file in the message, no temporary left.

@@ -5,14 +5,8 @@
 # nprobe = nlist) and clears the recall floors for SQ and PQ; a second
 # finalize is a no-op; the catalog lists what was built.
 # Env: SEGFORGE (the program), SF_TEST_TMP (scratch).
-set -u
-S=${SEGFORGE:?set SEGFORGE to the segforge binary}
-mkdir -p "${SF_TEST_TMP:-/tmp}"
-T=$(mktemp -d "${SF_TEST_TMP:-/tmp}/cli_finalize.XXXXXX") || { echo "FAIL mktemp"; exit 1; }
-trap '[ -n "${SF_KEEP:-}" ] || rm -rf "$T"' EXIT
-fails=0 passes=0
-ok() { echo "ok   $*"; passes=$((passes + 1)); }
-bad() { echo "FAIL $*"; fails=$((fails + 1)); }
+. "$(dirname "$0")/shell_helpers.sh"
+scratch cli_finalize
 D=$T/data
 "$S" gen --out "$D" --rows 24000 --dim 32 --queries 200 --clusters 300 --k 10 2>/dev/null || { echo "FAIL gen"; exit 1; }
 

@@ -7,12 +7,8 @@
 # such command's --help names the flag.
 # docs/cli.md lists each flag with the same form and the same commands.
 # Env: SEGFORGE (the program).
-set -u
-S=${SEGFORGE:?set SEGFORGE to the segforge binary}
+. "$(dirname "$0")/shell_helpers.sh"
 DOC=$(dirname "$0")/../docs/cli.md
-fails=0
-ok() { echo "ok   $*"; }
-bad() { echo "FAIL $*"; fails=$((fails + 1)); }
 
 # The commands, as argv prefixes ('inspect' takes --index and --version in
 # its catalog form).

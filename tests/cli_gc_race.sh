@@ -11,19 +11,14 @@
 #     older than gc's default grace, re-run (reusing them) while gc loops
 #     with that default grace.
 # Env: SEGFORGE (the program), SF_TEST_TMP (scratch).
-set -u
-S=${SEGFORGE:?set SEGFORGE to the segforge binary}
-mkdir -p "${SF_TEST_TMP:-/tmp}"
-T=$(mktemp -d "${SF_TEST_TMP:-/tmp}/cli_gc_race.XXXXXX") || { echo "FAIL mktemp"; exit 1; }
+. "$(dirname "$0")/shell_helpers.sh"
+scratch cli_gc_race
 GC_PIDS=()
 cleanup() {
   for p in "${GC_PIDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
   [ -n "${SF_KEEP:-}" ] || rm -rf "$T"
 }
 trap cleanup EXIT
-fails=0 passes=0
-ok() { echo "ok   $*"; passes=$((passes + 1)); }
-bad() { echo "FAIL $*"; fails=$((fails + 1)); }
 G=$T/gen
 "$S" gen --out "$G" --rows 2900 --dim 16 --queries 20 --clusters 20 --k 10 >/dev/null 2>&1 || { echo "FAIL gen"; exit 1; }
 mkdir -p "$T/q"

@@ -6,18 +6,8 @@
 # Configuration files are bounded too: a huge file or line is refused
 # promptly, with the file, the line and the limit, in little memory.
 # Env: SEGFORGE (the program), SF_TEST_TMP (scratch).
-set -u
-S=${SEGFORGE:?set SEGFORGE to the segforge binary}
-mkdir -p "${SF_TEST_TMP:-/tmp}"
-T=$(mktemp -d "${SF_TEST_TMP:-/tmp}/cli_inputs.XXXXXX") && test -d "$T" || { echo "FAIL mktemp"; exit 1; }
-trap '[ -n "${SF_KEEP:-}" ] || rm -rf "$T"' EXIT
-fails=0
-ok() { echo "ok   $*"; }
-bad() { echo "FAIL $*"; fails=$((fails + 1)); }
-check() { # check "what" command...
-  local what=$1; shift
-  if "$@"; then ok "$what"; else bad "$what"; fi
-}
+. "$(dirname "$0")/shell_helpers.sh"
+scratch cli_inputs
 
 "$S" gen --out "$T/data" --rows 2000 --dim 8 --queries 5 --k 5 >/dev/null 2>&1 ||
   { echo "FAIL gen"; exit 1; }

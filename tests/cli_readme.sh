@@ -6,20 +6,9 @@
 # staging root and its parents), print recall@10 from the search, and leave
 # a catalog that inspect describes.
 # Env: SEGFORGE (the program), SF_TEST_TMP (scratch), SF_SRC (the source tree).
-set -u
-S=${SEGFORGE:?set SEGFORGE to the segforge binary}
+. "$(dirname "$0")/shell_helpers.sh"
 SRC=${SF_SRC:-$(cd "$(dirname "$0")/.." && pwd)}
-mkdir -p "${SF_TEST_TMP:-/tmp}"
-T=$(mktemp -d "${SF_TEST_TMP:-/tmp}/cli_readme.XXXXXX") && test -d "$T" || { echo "FAIL mktemp"; exit 1; }
-T=$(realpath "$T")
-trap '[ -n "${SF_KEEP:-}" ] || rm -rf "$T"' EXIT
-fails=0
-ok() { echo "ok   $*"; }
-bad() { echo "FAIL $*"; fails=$((fails + 1)); }
-check() { # check "what" command...
-  local what=$1; shift
-  if "$@"; then ok "$what"; else bad "$what"; fi
-}
+scratch cli_readme
 
 # The block after "A distributed build by hand", between its ```sh fence and the next.
 awk '/^A distributed build by hand/ {f = 1} f && /^```sh/ {g = 1; next} g && /^```/ {exit} g' \

@@ -8,19 +8,8 @@
 #    properties) before it writes the shard, so a refusal leaves no shard
 #    that a later finalize would pick up.
 # Env: SEGFORGE (the program), SF_TEST_TMP (scratch).
-set -u
-S=${SEGFORGE:?set SEGFORGE to the segforge binary}
-mkdir -p "${SF_TEST_TMP:-/tmp}"
-T=$(mktemp -d "${SF_TEST_TMP:-/tmp}/cli_requests.XXXXXX") && test -d "$T" || { echo "FAIL mktemp"; exit 1; }
-T=$(realpath "$T")
-trap '[ -n "${SF_KEEP:-}" ] || rm -rf "$T"' EXIT
-fails=0
-ok() { echo "ok   $*"; }
-bad() { echo "FAIL $*"; fails=$((fails + 1)); }
-check() { # check "what" command...
-  local what=$1; shift
-  if "$@"; then ok "$what"; else bad "$what"; fi
-}
+. "$(dirname "$0")/shell_helpers.sh"
+scratch cli_requests
 # snapshot: every file under $T with its size and time, to compare before
 # and after (the test's own scratch files, $T/snap.* and $T/err, aside).
 snapshot() {

@@ -4,14 +4,8 @@
 # damaged input giving a clear message that names the file, a non-zero exit
 # and no crash (a crash would exit with a signal's status, >= 128).
 # Env: SEGFORGE (the program), SF_TEST_TMP (scratch).
-set -u
-S=${SEGFORGE:?set SEGFORGE to the segforge binary}
-mkdir -p "${SF_TEST_TMP:-/tmp}"
-T=$(mktemp -d "${SF_TEST_TMP:-/tmp}/cli_core.XXXXXX") || { echo "FAIL mktemp"; exit 1; }
-trap '[ -n "${SF_KEEP:-}" ] || rm -rf "$T"' EXIT
-fails=0 passes=0
-ok() { echo "ok   $*"; passes=$((passes + 1)); }
-bad() { echo "FAIL $*"; fails=$((fails + 1)); }
+. "$(dirname "$0")/shell_helpers.sh"
+scratch cli_core
 # expect_fail "what" "text the message must contain" command...
 expect_fail() {
   local what=$1 want=$2 rc; shift 2

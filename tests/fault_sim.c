@@ -317,6 +317,22 @@ static void record(int fd, const char *shadow) {
   }
 }
 
+/* Calls fn(<path>/<name>, ctx) for each entry of directory path but . and ..
+ * (the walks below recurse through it). */
+static void each_entry(const char *path, void (*fn)(const char *, void *), void *ctx) {
+  DIR *d = opendir(path);
+  if (!d) die("opendir", path);
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+    char sub[PATH_MAX];
+    snprintf(sub, sizeof sub, "%s/%s", path, e->d_name);
+    fn(sub, ctx);
+  }
+  closedir(d);
+}
+
+static void snapshot_sub(const char *sub, void *shadow);
 static void snapshot_tree(const char *path, const char *shadow) {
   int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
   if (fd < 0) die("open", path);
@@ -325,16 +341,11 @@ static void snapshot_tree(const char *path, const char *shadow) {
   fstat(fd, &st);
   close(fd);
   if (!S_ISDIR(st.st_mode)) return;
-  DIR *d = opendir(path);
-  if (!d) die("opendir", path);
-  struct dirent *e;
-  while ((e = readdir(d))) {
-    if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-    char sub[PATH_MAX];
-    snprintf(sub, sizeof sub, "%s/%s", path, e->d_name);
-    snapshot_tree(sub, shadow);
-  }
-  closedir(d);
+  each_entry(path, snapshot_sub, (void *)shadow);
+}
+
+static void snapshot_sub(const char *sub, void *shadow) {
+  snapshot_tree(sub, shadow);
 }
 
 void fsim_pl_snapshot(const char *root, const char *shadow) {
@@ -408,6 +419,7 @@ typedef struct {
   size_t n, cap;
 } nodes;
 
+static void scan_sub(const char *sub, void *cur);
 static void scan_current(const char *path, nodes *cur) {
   char key[64];
   char type = key_of(AT_FDCWD, path, 0, key);
@@ -420,16 +432,11 @@ static void scan_current(const char *path, nodes *cur) {
   nd->type = type;
   nd->path = strdup(path);
   if (type != 'd') return;
-  DIR *d = opendir(path);
-  if (!d) die("opendir", path);
-  struct dirent *e;
-  while ((e = readdir(d))) {
-    if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-    char sub[PATH_MAX];
-    snprintf(sub, sizeof sub, "%s/%s", path, e->d_name);
-    scan_current(sub, cur);
-  }
-  closedir(d);
+  each_entry(path, scan_sub, cur);
+}
+
+static void scan_sub(const char *sub, void *cur) {
+  scan_current(sub, cur);
 }
 
 static const node *find(const nodes *cur, const char *key, char type) {

@@ -10,7 +10,6 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import serve_helpers as h  # noqa: E402
-from kafka import KafkaConsumer, TopicPartition  # noqa: E402
 
 check = h.check
 root = os.path.join(h.TMP, "py_serve_faults")
@@ -19,12 +18,8 @@ FAST = ["-X", "fetch.wait.max.ms=5"]
 
 
 def committed_offsets(bootstrap, group):
-    cons = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
-                         api_version_auto_timeout_ms=10000)
-    tps = [TopicPartition(h.STAGED, p) for p in cons.partitions_for_topic(h.STAGED)]
-    offs = {tp.partition: cons.committed(tp) or 0 for tp in tps}
-    cons.close()
-    return offs
+    offs, _ = h.group_offsets(bootstrap, group)
+    return {tp.partition: o for tp, o in offs.items()}
 
 
 def wait_exit(serve, timeout):

@@ -18,7 +18,6 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import serve_helpers as h  # noqa: E402
-from kafka import KafkaConsumer, TopicPartition  # noqa: E402
 
 root = os.path.join(h.TMP, "py_serve_jobs")
 d = h.Dataset(root, rows=20000, dim=16, rpf=500, nlist=16)  # 40 fragments
@@ -132,12 +131,8 @@ check(status == 200 and text.strip() == "ok", "/healthz says ok while serving (%
 
 # Offsets: everything is finished, so the group's offsets reach the end.
 time.sleep(0.5)
-cons = KafkaConsumer(bootstrap_servers=serve.bootstrap, group_id="segforge-finalizer",
-                     enable_auto_commit=False, api_version_auto_timeout_ms=10000)
-tps = [TopicPartition(h.STAGED, p) for p in cons.partitions_for_topic(h.STAGED)]
-ends = cons.end_offsets(tps)
-committed = {tp: cons.committed(tp) or 0 for tp in tps}
-cons.close()
+committed, ends = h.group_offsets(serve.bootstrap)
+tps = list(ends)
 check(all(committed[tp] == ends[tp] for tp in tps),
       "committed offsets reach the end of every partition: %s vs %s" %
       ({tp.partition: committed[tp] for tp in tps}, {tp.partition: ends[tp] for tp in tps}))

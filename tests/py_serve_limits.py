@@ -10,7 +10,6 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import serve_helpers as h  # noqa: E402
-from kafka import KafkaConsumer, TopicPartition  # noqa: E402
 
 check = h.check
 root = os.path.join(h.TMP, "py_serve_limits")
@@ -19,13 +18,7 @@ MAX = 2000
 
 
 def committed_offsets(bootstrap, group="segforge-finalizer"):
-    cons = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
-                         enable_auto_commit=False, api_version_auto_timeout_ms=10000)
-    tps = [TopicPartition(h.STAGED, p) for p in cons.partitions_for_topic(h.STAGED)]
-    ends = cons.end_offsets(tps)
-    offs = {tp: cons.committed(tp) or 0 for tp in tps}
-    cons.close()
-    return offs, ends
+    return h.group_offsets(bootstrap, group)
 
 
 # ---- a dead letter larger than message.max.bytes ----------------------------------

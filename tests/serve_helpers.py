@@ -340,6 +340,19 @@ def send(prod, key, value, topic=STAGED):
     prod.send(topic, key=key.encode() if key is not None else None, value=value).get(timeout=30)
 
 
+def group_offsets(bootstrap, group="segforge-finalizer", topic=STAGED):
+    """The offsets the consumer group has committed (0 where none) and the
+    end offsets, for every partition of the topic: two dicts keyed by
+    TopicPartition."""
+    cons = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
+                         enable_auto_commit=False, api_version_auto_timeout_ms=10000)
+    tps = [TopicPartition(topic, p) for p in cons.partitions_for_topic(topic)]
+    ends = cons.end_offsets(tps)
+    committed = {tp: cons.committed(tp) or 0 for tp in tps}
+    cons.close()
+    return committed, ends
+
+
 def read_topic(bootstrap, topic, type_name, until=None, timeout=60, raw=False):
     """Every message of the topic from the beginning, decoded, as a list of
     (partition, offset, key, datum); reads until until(list) is true or the

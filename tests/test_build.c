@@ -150,6 +150,15 @@ static void count_files(const fixture *fx, size_t *final, size_t *other) {
   closedir(d);
 }
 
+/* The segments directory holds `final` finished segments and `other`
+ * files besides (temporaries). */
+static void expect_files(const fixture *fx, size_t final, size_t other) {
+  size_t fin, oth;
+  count_files(fx, &fin, &oth);
+  assert_int_equal(fin, final);
+  assert_int_equal(oth, other);
+}
+
 static int cmp_u64(const void *a, const void *b) {
   sf_rowid x = *(const sf_rowid *)a, y = *(const sf_rowid *)b;
   return x < y ? -1 : x > y;
@@ -209,6 +218,12 @@ static void check_segment(const fixture *fx, size_t g, const sf_seginfo *si) {
   }
   sf_seg_close(r);
   free(path);
+}
+
+/* Checks every built segment against its plan, then frees the results. */
+static void check_results(fixture *fx, sf_seginfo *out, size_t n) {
+  for (size_t g = 0; g < n; g++) check_segment(fx, g, &out[g]);
+  sf_build_results_free(out, n);
 }
 
 static void test_segments_hold_exactly_the_union_of_their_shards_rows(void **state) {
@@ -362,9 +377,7 @@ static void test_a_build_waiting_for_a_slot_gives_up_when_canceled(void **state)
   sf_build_budget_get_stats(budget, &bs);
   assert_int_equal(bs.waiting, 0);
   assert_int_equal(bs.running, 1);
-  size_t fin, other;
-  count_files(&fx, &fin, &other);
-  assert_int_equal(fin + other, 0);
+  expect_files(&fx, 0, 0);
   sf_build_budget_release(budget);
   sf_build_budget_get_stats(budget, &bs);
   assert_int_equal(bs.running, 0);
@@ -519,8 +532,7 @@ static void test_remapping_shards_during_a_build_changes_nothing_in_the_segments
   size_t n;
   sf_err err = {0};
   assert_int_equal(sf_build_run(fx.plan, fx.dataset, &o, &out, &n, NULL, &err), SF_OK);
-  for (size_t g = 0; g < n; g++) check_segment(&fx, g, &out[g]);
-  sf_build_results_free(out, n);
+  check_results(&fx, out, n);
   teardown(&fx);
 }
 
@@ -552,9 +564,7 @@ static void test_a_shard_replaced_while_being_copied_is_refused(void **state) {
   assert_int_equal(sf_build_run(fx.plan, fx.dataset, &o, &out, &n, NULL, &err),
                    SF_EMISMATCH);
   assert_non_null(strstr(err.msg, "'w00'"));
-  size_t fin, other;
-  count_files(&fx, &fin, &other);
-  assert_int_equal(fin + other, 0);
+  expect_files(&fx, 0, 0);
   teardown(&fx);
 }
 
@@ -583,8 +593,7 @@ static void test_a_rerun_reuses_finished_segments_and_replaces_impostors(void **
   assert_int_equal(st.built, 1);
   assert_int_equal(stat(p0, &b), 0);
   assert_int_equal(a.st_ino, b.st_ino); /* not rewritten */
-  for (size_t g = 0; g < n; g++) check_segment(&fx, g, &out[g]);
-  sf_build_results_free(out, n);
+  check_results(&fx, out, n);
   free(p0);
   free(p1);
   teardown(&fx);
@@ -601,9 +610,7 @@ static void test_an_external_cancel_stops_the_build(void **state) {
   sf_err err = {0};
   assert_int_equal(sf_build_run(fx.plan, fx.dataset, &o, &out, &n, NULL, &err),
                    SF_ECANCELED);
-  size_t fin, other;
-  count_files(&fx, &fin, &other);
-  assert_int_equal(fin + other, 0);
+  expect_files(&fx, 0, 0);
   teardown(&fx);
 }
 
@@ -649,8 +656,7 @@ static void test_a_kill_mid_segment_leaves_no_partial_segment_and_a_rerun_finish
   count_files(&fx, &fin, &other);
   assert_int_equal(fin, 4);
   assert_int_equal(other, 0); /* the dead run's temporary was swept */
-  for (size_t g = 0; g < n; g++) check_segment(&fx, g, &out[g]);
-  sf_build_results_free(out, n);
+  check_results(&fx, out, n);
   teardown(&fx);
 }
 

@@ -481,16 +481,7 @@ static void test_absurd_counts_and_lengths_in_the_framing_are_corrupt(void **sta
 }
 
 static size_t count_temps(const fx *f) {
-  char dir[4400];
-  snprintf(dir, sizeof dir, "%s/%s", f->ds, SF_CATALOG_DIR);
-  DIR *d = opendir(dir);
-  assert_non_null(d);
-  size_t n = 0;
-  struct dirent *e;
-  while ((e = readdir(d)))
-    if (strstr(e->d_name, ".tmp.")) n++;
-  closedir(d);
-  return n;
+  return tu_count_entries(tu_path(f->ds, SF_CATALOG_DIR), ".tmp.", 0);
 }
 
 /* Runs commit1 in a child with SF_FAULT=point; returns its status as a shell
@@ -709,15 +700,7 @@ static sf_code commit_w(const fx *f, const char *job, const char *seg, const cha
 
 /* The files in <ds>/<rel>, counted. */
 static size_t count_dir(const fx *f, const char *rel) {
-  char dir[4400];
-  snprintf(dir, sizeof dir, "%s/%s", f->ds, rel);
-  DIR *d = opendir(dir);
-  if (!d) return 0;
-  size_t n = 0;
-  struct dirent *e;
-  while ((e = readdir(d))) n += e->d_name[0] != '.';
-  closedir(d);
-  return n;
+  return tu_count_entries(tu_path(f->ds, rel), NULL, 1);
 }
 
 static void assert_job(const sf_catalog *c, const char *id, uint64_t version,

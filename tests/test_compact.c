@@ -48,17 +48,6 @@ typedef struct fx {
   float *base, *queries;
 } fx;
 
-static void mkdirs(const char *ds, const char *rel) {
-  char p[4300];
-  snprintf(p, sizeof p, "%s/%s", ds, rel);
-  for (char *s = p + strlen(ds) + 1; (s = strchr(s, '/')); s++) {
-    *s = '\0';
-    mkdir(p, 0755);
-    *s = '/';
-  }
-  mkdir(p, 0755);
-}
-
 /* A dataset of `jobs` staged jobs job-<j> (job j holds fragment j in one
  * shard), finalized one by one into index "idx": `jobs` segments. */
 static void fx_init(fx *f, const char *tag, int jobs) {
@@ -85,7 +74,7 @@ static void fx_init(fx *f, const char *tag, int jobs) {
     char rel[128], root[4300], qpath[4400];
     snprintf(rel, sizeof rel, "%s/job-%d", SF_CATALOG_STAGING_DIR, j);
     snprintf(root, sizeof root, "%s/%s", f->ds, rel);
-    mkdirs(f->ds, rel);
+    tu_mkdirs(f->ds, rel);
     snprintf(qpath, sizeof qpath, "%s/quantizer", root);
     assert_int_equal(sf_quant_save(q, qpath, &err), SF_OK);
     roaring_bitmap_t *frags = roaring_bitmap_of(1, (uint32_t)j);
@@ -146,16 +135,8 @@ static void free_ids(char **ids, size_t n) {
  * fills ids[NQ*K] and scores[NQ*K]. */
 static void search_all(const fx *f, sf_rowid *ids, float *scores) {
   sf_err err = {0};
-  sf_catalog *c;
-  assert_int_equal(sf_catalog_open_latest(f->ds, &c, &err), SF_OK);
-  const sf_catalog_index *ix = sf_catalog_find_index(c, "idx");
-  char **paths, *qp = sf_catalog_quantizer_path(c, ix);
-  size_t n;
-  assert_int_equal(sf_catalog_segment_paths(c, ix, &paths, &n, &err), SF_OK);
-  sf_quant *q;
   sf_search *s;
-  assert_int_equal(sf_quant_load(qp, &q, &err), SF_OK);
-  assert_int_equal(sf_search_open(q, (const char *const *)paths, n, &s, &err), SF_OK);
+  assert_int_equal(sf_search_open_dataset(f->ds, "idx", NULL, &s, &err), SF_OK);
   for (int i = 0; i < NQ; i++) {
     uint32_t got;
     assert_int_equal(sf_search_query(s, f->queries + i * DIM, K, NLIST, ids + i * K,
@@ -164,10 +145,6 @@ static void search_all(const fx *f, sf_rowid *ids, float *scores) {
     assert_int_equal(got, K);
   }
   sf_search_free(s);
-  sf_quant_free(q);
-  sf_catalog_paths_free(paths, n);
-  free(qp);
-  sf_catalog_free(c);
 }
 
 static void brute_force(const fx *f, size_t rows, sf_rowid *ids) {
@@ -526,15 +503,7 @@ static int compact_in_child(const fx *f, char **ids, size_t n, const char *fault
 }
 
 static size_t count_files(const fx *f, const char *needle) {
-  char dir[4200];
-  snprintf(dir, sizeof dir, "%s/%s", f->ds, SF_CATALOG_SEGMENTS_DIR);
-  DIR *d = opendir(dir);
-  assert_non_null(d);
-  size_t n = 0;
-  struct dirent *e;
-  while ((e = readdir(d))) n += strstr(e->d_name, needle) != NULL;
-  closedir(d);
-  return n;
+  return tu_count_entries(tu_path(f->ds, SF_CATALOG_SEGMENTS_DIR), needle, 0);
 }
 
 static void a_crash_mid_merge_leaves_the_catalog_readable_and_a_rerun_completes(

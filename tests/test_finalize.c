@@ -49,21 +49,10 @@ static sf_finalize_blame finalize(const char *dataset, sf_code *rc) {
   return b;
 }
 
-static void mkdirs(const char *ds, const char *rel) {
-  char p[4200];
-  snprintf(p, sizeof p, "%s/%s", ds, rel);
-  for (char *s = p + strlen(ds) + 1; (s = strchr(s, '/')); s++) {
-    *s = '\0';
-    mkdir(p, 0755);
-    *s = '/';
-  }
-  mkdir(p, 0755);
-}
-
 static void an_unreadable_catalog_version_is_retryable_not_the_jobs_fault(void **state) {
   char ds[4000];
   snprintf(ds, sizeof ds, "%s", tu_tmpdir("finalize"));
-  mkdirs(ds, SF_CATALOG_DIR);
+  tu_mkdirs(ds, SF_CATALOG_DIR);
   char name[64], rel[128];
   sf_catalog_version_name(1, name, sizeof name);
   snprintf(rel, sizeof rel, "%s/%s", SF_CATALOG_DIR, name);
@@ -75,7 +64,7 @@ static void an_unreadable_catalog_version_is_retryable_not_the_jobs_fault(void *
 static void a_job_without_its_quantizer_is_the_jobs_fault(void **state) {
   char ds[4000];
   snprintf(ds, sizeof ds, "%s", tu_tmpdir("finalize"));
-  mkdirs(ds, SF_CATALOG_STAGING_DIR "/job");
+  tu_mkdirs(ds, SF_CATALOG_STAGING_DIR "/job");
   sf_code rc;
   assert_int_equal(finalize(ds, &rc), SF_FINALIZE_JOB);
   assert_int_equal(rc, SF_ENOTFOUND);
@@ -117,7 +106,7 @@ static void make_jobs(char *ds, size_t dslen, const char *tag, int jobs, int sha
     char rel[128], root[4300], qpath[4400];
     snprintf(rel, sizeof rel, "%s/job-%d", SF_CATALOG_STAGING_DIR, j);
     snprintf(root, sizeof root, "%s/%s", ds, rel);
-    mkdirs(ds, rel);
+    tu_mkdirs(ds, rel);
     snprintf(qpath, sizeof qpath, "%s/quantizer", root);
     assert_int_equal(sf_quant_save(q, qpath, &err), SF_OK);
     for (int k = 0; k < shards; k++) {
@@ -206,16 +195,8 @@ static void assert_catalog_whole(const char *ds, uint64_t rows) {
   }
   free(v);
   assert_int_equal(missing, 0);
-  sf_catalog *c;
-  assert_int_equal(sf_catalog_open_latest(ds, &c, &err), SF_OK);
-  const sf_catalog_index *ix = sf_catalog_find_index(c, "idx");
-  char **paths, *qp = sf_catalog_quantizer_path(c, ix);
-  size_t n;
-  assert_int_equal(sf_catalog_segment_paths(c, ix, &paths, &n, &err), SF_OK);
-  sf_quant *q;
   sf_search *s;
-  assert_int_equal(sf_quant_load(qp, &q, &err), SF_OK);
-  assert_int_equal(sf_search_open(q, (const char *const *)paths, n, &s, &err), SF_OK);
+  assert_int_equal(sf_search_open_dataset(ds, "idx", NULL, &s, &err), SF_OK);
   assert_int_equal(sf_search_rows(s), rows);
   float query[DIM] = {0};
   sf_rowid ids[5];
@@ -224,10 +205,6 @@ static void assert_catalog_whole(const char *ds, uint64_t rows) {
   assert_int_equal(sf_search_query(s, query, 5, 4, ids, scores, &got, &err), SF_OK);
   assert_int_equal(got, 5);
   sf_search_free(s);
-  sf_quant_free(q);
-  sf_catalog_paths_free(paths, n);
-  free(qp);
-  sf_catalog_free(c);
 }
 
 #define RACE_JOBS 6

@@ -22,6 +22,7 @@
 #include "schemas/event_decode.h"
 #include "schemas/event_encode.h"
 #include "schemas/schema.h"
+#include "tests/le_bytes.h"
 #include "testutil.h"
 
 /* ---- portable bytes by hand ---------------------------------------------------
@@ -241,14 +242,6 @@ static void unsort(uint8_t *buf, size_t n, size_t from) {
   memcpy(buf + at, unsorted, 6);
 }
 
-static uint32_t g32(const uint8_t *p) {
-  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-         (uint32_t)p[3] << 24;
-}
-static void put32(uint8_t *p, uint32_t v) {
-  for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-
 static void a_shard_file_with_an_unsorted_bitmap_is_corrupt(void **state) {
   (void)state;
   const char *path = tu_path(tu_tmpdir("fragset-seg"), "s.sfs");
@@ -262,10 +255,10 @@ static void a_shard_file_with_an_unsorted_bitmap_is_corrupt(void **state) {
   size_t n;
   uint8_t *b = tu_read_file(path, &n);
   uint8_t *f = b + n - 64; /* the footer: bitmap at f[0..8), its length f[8..16) */
-  size_t boff = g32(f), blen = g32(f + 8);
+  size_t boff = le_get32(f), blen = le_get32(f + 8);
   unsort(b + boff, blen, 0);
-  put32(f + 48, sf_crc32c(0, b + boff, blen)); /* every CRC made right again */
-  put32(f + 60, sf_crc32c(0, f, 60));
+  le_put32(f + 48, sf_crc32c(0, b + boff, blen)); /* every CRC made right again */
+  le_put32(f + 60, sf_crc32c(0, f, 60));
   tu_write_file(path, b, n);
   free(b);
   sf_seg_reader *r = NULL;

@@ -72,70 +72,61 @@ static void fx_init(fx *f, const char *tag) {
 
 /* Commits segment `seg` (a 64-byte dummy file) over `frags` as job `job`,
  * with a staging root holding the quantizer and a shard. */
-static void commit(const fx *f, const char *job, const char *seg, const char *frags, int replace) {
+/* Commits segment seg (fragments frags) of job to index idx, with its
+ * shard and segment files in place; r brings the request's other fields. */
+static void commit_req(const fx *f, const char *job, const char *seg, const char *frags,
+                       sf_catalog_commit_req r) {
   char rel[512];
   snprintf(rel, sizeof rel, "_indices/_staging/%s/shard-0.sfshard", job);
   touch(P(f, rel), 100, 0);
+  snprintf(rel, sizeof rel, "_indices/segments/%s.sfseg", seg);
+  touch(P(f, rel), 64, 0);
+  sf_seginfo s = {.bytes = 64, .num_rows = 16, .index_type = SF_IVF_FLAT, .metric = SF_L2,
+                  .dim = 4, .nlist = 2, .quantizer_checksum = f->cs};
+  char path[512];
+  snprintf(path, sizeof path, "segments/%s.sfseg", seg);
+  s.segment_id = (char *)seg;
+  s.path = path;
+  assert_int_equal(sf_fragset_parse(frags, "frags", &s.fragments, NULL), SF_OK);
+  r.dataset = f->ds;
+  r.index_name = "idx";
+  r.column = "emb";
+  r.staging_id = job;
+  r.segs = &s;
+  r.nsegs = 1;
+  sf_catalog_commit_result res;
+  sf_err err = {0};
+  sf_code rc = sf_catalog_commit(&r, &res, &err);
+  if (rc) fprintf(stderr, "%s\n", err.msg);
+  assert_int_equal(rc, SF_OK);
+  sf_fragset_free(s.fragments);
+}
+
+/* commit_req() with the quantizer copied into the staging root. */
+static void commit(const fx *f, const char *job, const char *seg, const char *frags,
+                   int replace) {
+  char rel[512];
   snprintf(rel, sizeof rel, "_indices/_staging/%s/quantizer", job);
+  touch(P(f, rel), 0, 0); /* with the staging root */
   size_t n;
   uint8_t *q = tu_read_file(f->qpath, &n);
   tu_write_file(P(f, rel), q, n);
   free(q);
-  snprintf(rel, sizeof rel, "_indices/segments/%s.sfseg", seg);
-  touch(P(f, rel), 64, 0);
-  sf_seginfo s = {.bytes = 64, .num_rows = 16, .index_type = SF_IVF_FLAT, .metric = SF_L2,
-                  .dim = 4, .nlist = 2, .quantizer_checksum = f->cs};
-  char path[512];
-  snprintf(path, sizeof path, "segments/%s.sfseg", seg);
-  s.segment_id = (char *)seg;
-  s.path = path;
-  assert_int_equal(sf_fragset_parse(frags, "frags", &s.fragments, NULL), SF_OK);
-  sf_catalog_commit_req r = {.dataset = f->ds, .index_name = "idx", .column = "emb",
-                             .staging_id = job, .segs = &s, .nsegs = 1, .replace = replace};
-  sf_catalog_commit_result res;
-  sf_err err = {0};
-  sf_code rc = sf_catalog_commit(&r, &res, &err);
-  if (rc) fprintf(stderr, "%s\n", err.msg);
-  assert_int_equal(rc, SF_OK);
-  sf_fragset_free(s.fragments);
+  commit_req(f, job, seg, frags, (sf_catalog_commit_req){.replace = replace});
 }
 
-/* commit(), keeping `window` jobs in a version and at most 3 in a chunk
+/* commit_req(), keeping `window` jobs in a version and at most 3 in a chunk
  * of the job archive. */
 static void commit_w(const fx *f, const char *job, const char *seg, const char *frags,
                      size_t window) {
-  char rel[512];
-  snprintf(rel, sizeof rel, "_indices/_staging/%s/shard-0.sfshard", job);
-  touch(P(f, rel), 100, 0);
-  snprintf(rel, sizeof rel, "_indices/segments/%s.sfseg", seg);
-  touch(P(f, rel), 64, 0);
-  sf_seginfo s = {.bytes = 64, .num_rows = 16, .index_type = SF_IVF_FLAT, .metric = SF_L2,
-                  .dim = 4, .nlist = 2, .quantizer_checksum = f->cs};
-  char path[512];
-  snprintf(path, sizeof path, "segments/%s.sfseg", seg);
-  s.segment_id = (char *)seg;
-  s.path = path;
-  assert_int_equal(sf_fragset_parse(frags, "frags", &s.fragments, NULL), SF_OK);
-  sf_catalog_commit_req r = {.dataset = f->ds, .index_name = "idx", .column = "emb",
-                             .staging_id = job, .segs = &s, .nsegs = 1,
-                             .quantizer_path = f->qpath, .job_window = window,
-                             .archive_chunk_jobs = 3};
-  sf_catalog_commit_result res;
-  sf_err err = {0};
-  sf_code rc = sf_catalog_commit(&r, &res, &err);
-  if (rc) fprintf(stderr, "%s\n", err.msg);
-  assert_int_equal(rc, SF_OK);
-  sf_fragset_free(s.fragments);
+  commit_req(
+      f, job, seg, frags,
+      (sf_catalog_commit_req){
+          .quantizer_path = f->qpath, .job_window = window, .archive_chunk_jobs = 3});
 }
 
 static size_t count_in(const fx *f, const char *rel) {
-  DIR *d = opendir(P(f, rel));
-  if (!d) return 0;
-  size_t n = 0;
-  struct dirent *e;
-  while ((e = readdir(d))) n += e->d_name[0] != '.';
-  closedir(d);
-  return n;
+  return tu_count_entries(P(f, rel), NULL, 1);
 }
 
 #define ARCH_JOBS 15
@@ -402,14 +393,7 @@ static void test_gc_waits_for_a_commit_in_progress(void **state) {
 /* ---- intents --------------------------------------------------------------- */
 
 static size_t count_intents(const fx *f) {
-  DIR *d = opendir(P(f, SF_CATALOG_INTENTS_DIR));
-  if (!d) return 0;
-  size_t n = 0;
-  struct dirent *e;
-  while ((e = readdir(d)))
-    if (e->d_name[0] != '.') n++;
-  closedir(d);
-  return n;
+  return tu_count_entries(P(f, SF_CATALOG_INTENTS_DIR), NULL, 1);
 }
 
 static void test_gc_keeps_what_a_live_intent_names_until_it_ends(void **state) {

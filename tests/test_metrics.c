@@ -176,6 +176,24 @@ static char *http(unsigned port, const char *request) {
   return buf;
 }
 
+/* Sends request and checks that the reply holds `want` and, unless NULL,
+ * `also`. */
+static void expect_reply(unsigned port, const char *request, const char *want,
+                         const char *also) {
+  char *r = http(port, request);
+  assert_non_null(strstr(r, want));
+  if (also) assert_non_null(strstr(r, also));
+  free(r);
+}
+
+/* The value of one sample of a fresh GET /metrics. */
+static double scrape(unsigned port, const char *name) {
+  char *r = http(port, "GET /metrics HTTP/1.0\r\n\r\n");
+  double v = sample(strstr(r, "\r\n\r\n") + 4, name);
+  free(r);
+  return v;
+}
+
 static void the_server_answers_metrics_on_an_ephemeral_port(void **state) {
   sf_metrics m;
   sf_metrics_init(&m);
@@ -196,65 +214,40 @@ static void the_server_answers_metrics_on_an_ephemeral_port(void **state) {
   free(r);
 
   atomic_fetch_add(&m.jobs_failed, 1); /* every scrape renders afresh */
-  r = http(port, "GET /metrics HTTP/1.0\r\n\r\n");
-  assert_true(sample(strstr(r, "\r\n\r\n") + 4, "segforge_jobs_failed_total") == 6);
-  free(r);
+  assert_true(scrape(port, "segforge_jobs_failed_total") == 6);
 
   /* /healthz: 503 until the loop serves, 200 while it turns, 503 once it
    * has not turned for SF_METRICS_STUCK_MS or while it drains. */
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   const int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-  r = http(port, "GET /healthz HTTP/1.0\r\n\r\n");
-  assert_non_null(strstr(r, " 503 "));
-  assert_non_null(strstr(r, "starting"));
-  free(r);
+  expect_reply(port, "GET /healthz HTTP/1.0\r\n\r\n", " 503 ", "starting");
   atomic_store(&m.phase, SF_METRICS_SERVING);
   atomic_store(&m.loop_turn_ms, now);
-  r = http(port, "GET /healthz HTTP/1.0\r\n\r\n");
-  assert_non_null(strstr(r, " 200 "));
-  assert_non_null(strstr(r, "\r\n\r\nok\n"));
-  free(r);
-  r = http(port, "GET /metrics HTTP/1.0\r\n\r\n");
-  double age = sample(strstr(r, "\r\n\r\n") + 4, "segforge_poll_loop_age_seconds");
+  expect_reply(port, "GET /healthz HTTP/1.0\r\n\r\n", " 200 ", "\r\n\r\nok\n");
+  double age = scrape(port, "segforge_poll_loop_age_seconds");
   assert_true(age >= 0 && age < 5);
-  free(r);
   /* Held jobs: still 200 (a restart mends no dataset), the body says why. */
   atomic_store(&m.jobs_held, 1);
   sf_metrics_set_degraded(&m, "1 job held\nstaging_id=j dataset=/d error=\"EROFS\"");
-  r = http(port, "GET /healthz HTTP/1.0\r\n\r\n");
-  assert_non_null(strstr(r, " 200 "));
-  assert_non_null(strstr(r, "\r\n\r\ndegraded: 1 job held\nstaging_id=j dataset=/d"));
-  free(r);
+  expect_reply(port, "GET /healthz HTTP/1.0\r\n\r\n", " 200 ",
+               "\r\n\r\ndegraded: 1 job held\nstaging_id=j dataset=/d");
   char why[64];
   assert_int_equal(sf_metrics_health(&m, now, why, sizeof why), SF_HEALTH_DEGRADED);
-  r = http(port, "GET /metrics HTTP/1.0\r\n\r\n");
-  assert_true(sample(strstr(r, "\r\n\r\n") + 4, "segforge_jobs_held") == 1);
-  free(r);
+  assert_true(scrape(port, "segforge_jobs_held") == 1);
   sf_metrics_set_degraded(&m, NULL);
-  r = http(port, "GET /healthz HTTP/1.0\r\n\r\n");
-  assert_non_null(strstr(r, "\r\n\r\nok\n"));
-  free(r);
+  expect_reply(port, "GET /healthz HTTP/1.0\r\n\r\n", "\r\n\r\nok\n", NULL);
   assert_int_equal(sf_metrics_health(&m, now, why, sizeof why), SF_HEALTH_OK);
   assert_string_equal(why, "ok");
   atomic_store(&m.loop_turn_ms, now - SF_METRICS_STUCK_MS - 1000);
-  r = http(port, "GET /healthz HTTP/1.0\r\n\r\n");
-  assert_non_null(strstr(r, " 503 "));
-  assert_non_null(strstr(r, "stuck"));
-  free(r);
+  expect_reply(port, "GET /healthz HTTP/1.0\r\n\r\n", " 503 ", "stuck");
   atomic_store(&m.loop_turn_ms, now);
   atomic_store(&m.phase, SF_METRICS_DRAINING);
-  r = http(port, "GET /healthz HTTP/1.0\r\n\r\n");
-  assert_non_null(strstr(r, " 503 "));
-  assert_non_null(strstr(r, "draining"));
-  free(r);
+  expect_reply(port, "GET /healthz HTTP/1.0\r\n\r\n", " 503 ", "draining");
 
-  r = http(port, "GET /nothing HTTP/1.0\r\n\r\n");
-  assert_non_null(strstr(r, " 404 "));
-  free(r);
-  r = http(port, "POST /metrics HTTP/1.0\r\nContent-Length: 0\r\n\r\n");
-  assert_non_null(strstr(r, " 405 "));
-  free(r);
+  expect_reply(port, "GET /nothing HTTP/1.0\r\n\r\n", " 404 ", NULL);
+  expect_reply(port, "POST /metrics HTTP/1.0\r\nContent-Length: 0\r\n\r\n", " 405 ",
+               NULL);
 
   /* The port is taken now: a second server says so. */
   char addr[32];

@@ -87,6 +87,23 @@ static void expect_groups(const sf_plan *p, const char *want) {
   assert_string_equal(got, want);
 }
 
+typedef struct {
+  const char *id;
+  uint64_t bytes;
+  const char *frags;
+} shard_spec;
+
+/* Plans a job of the shards in s (up to one with a NULL id) under budget
+ * and checks that they group as `groups` (expect_groups). */
+static void expect_plan(const shard_spec *s, uint64_t budget, const char *groups) {
+  job j = {0};
+  for (; s->id; s++) add(&j, s->id, s->bytes, s->frags);
+  sf_plan *p = plan_ok(&j, budget);
+  expect_groups(p, groups);
+  sf_plan_free(p);
+  job_free(&j);
+}
+
 static void test_a_budget_packs_shards_greedily_in_order_of_lowest_fragment(
     void **state) {
   (void)state;
@@ -116,41 +133,26 @@ static void test_a_budget_packs_shards_greedily_in_order_of_lowest_fragment(
 
 static void test_a_group_may_fill_the_budget_exactly(void **state) {
   (void)state;
-  job j = {0};
-  add(&j, "a", 40, "0");
-  add(&j, "b", 60, "1");
-  add(&j, "c", 1, "2");
-  sf_plan *p = plan_ok(&j, 100);
-  expect_groups(p, "a,b|c");
-  sf_plan_free(p);
-  job_free(&j);
+  expect_plan((const shard_spec[]){{"a", 40, "0"}, {"b", 60, "1"}, {"c", 1, "2"}, {0}},
+              100, "a,b|c");
 }
 
 static void test_a_shard_larger_than_the_budget_is_a_segment_alone(void **state) {
   (void)state;
-  job j = {0};
-  add(&j, "a", 40, "0-1");
-  add(&j, "big", 150, "2-3");
-  add(&j, "c", 40, "4");
-  add(&j, "d", 40, "5");
-  add(&j, "huge", 1000, "6");
-  add(&j, "e", 40, "7");
-  sf_plan *p = plan_ok(&j, 100);
-  expect_groups(p, "a|big|c,d|huge|e");
-  sf_plan_free(p);
-  job_free(&j);
+  expect_plan((const shard_spec[]){{"a", 40, "0-1"},
+                                   {"big", 150, "2-3"},
+                                   {"c", 40, "4"},
+                                   {"d", 40, "5"},
+                                   {"huge", 1000, "6"},
+                                   {"e", 40, "7"},
+                                   {0}},
+              100, "a|big|c,d|huge|e");
 }
 
 static void test_no_budget_means_one_segment_per_shard(void **state) {
   (void)state;
-  job j = {0};
-  add(&j, "b", 1, "5");
-  add(&j, "a", 1, "2-4");
-  add(&j, "c", 1, "9-10");
-  sf_plan *p = plan_ok(&j, 0);
-  expect_groups(p, "a|b|c");
-  sf_plan_free(p);
-  job_free(&j);
+  expect_plan((const shard_spec[]){{"b", 1, "5"}, {"a", 1, "2-4"}, {"c", 1, "9-10"}, {0}},
+              0, "a|b|c");
 }
 
 static void test_segment_ids_are_deterministic_readable_and_order_independent(

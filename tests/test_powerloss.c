@@ -225,16 +225,22 @@ static void cut_and_check(op *o, const char *ds, const char *shadow, int returne
   }
 }
 
+/* A fresh copy of the template dataset for one run: dir (scratch), ds in it,
+ * and the shadow that holds the durable state of its files. */
+static void fresh_copy(op *o, char dir[4096], char ds[4096], char shadow[4200]) {
+  snprintf(dir, 4096, "%s", tu_tmpdir("pl"));
+  copy_template(o, dir, ds);
+  snprintf(shadow, 4200, "%s/shadow", dir);
+  mkdir(shadow, 0755);
+  fsim_pl_snapshot(ds, shadow);
+}
+
 /* Scenario A: a power cut at the n-th sync of one run, for every n. */
 static unsigned long cut_during_one_run(op *o) {
   unsigned long n = 1;
   for (;; n++) {
     char dir[4096], ds[4096], shadow[4200], when[128];
-    snprintf(dir, sizeof dir, "%s", tu_tmpdir("pl"));
-    copy_template(o, dir, ds);
-    snprintf(shadow, sizeof shadow, "%s/shadow", dir);
-    mkdir(shadow, 0755);
-    fsim_pl_snapshot(ds, shadow);
+    fresh_copy(o, dir, ds, shadow);
     int r = child_run(o, ds, shadow, n);
     o->runs++;
     if (r == 0) fail_msg("%s failed without a crash", o->name);
@@ -253,11 +259,7 @@ static unsigned long cut_during_one_run(op *o) {
 static void cut_after_a_rerun(op *o, unsigned long syncs) {
   for (unsigned long n = 1; n <= syncs; n++) {
     char dir[4096], ds[4096], shadow[4200], when[128];
-    snprintf(dir, sizeof dir, "%s", tu_tmpdir("pl"));
-    copy_template(o, dir, ds);
-    snprintf(shadow, sizeof shadow, "%s/shadow", dir);
-    mkdir(shadow, 0755);
-    fsim_pl_snapshot(ds, shadow);
+    fresh_copy(o, dir, ds, shadow);
     if (child_run(o, ds, shadow, n) != -1)
       fail_msg("%s: no crash at sync %lu", o->name, n);
     int r = child_run(o, ds, shadow, 0);

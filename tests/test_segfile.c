@@ -22,6 +22,7 @@
 #include "core/base/fault.h"
 #include "core/base/fragset.h"
 #include "core/format/segfile.h"
+#include "tests/le_bytes.h"
 #include "tests/testutil.h"
 
 /* ---- a deterministic data model ------------------------------------------
@@ -334,11 +335,7 @@ static void test_copy_partition_refuses_a_source_with_other_parameters(void **st
 /* ---- writer contract ------------------------------------------------------ */
 
 static size_t count_entries(const char *dir) {
-  DIR *d = opendir(dir);
-  size_t n = 0;
-  for (struct dirent *e; (e = readdir(d));) n += e->d_name[0] != '.';
-  closedir(d);
-  return n;
+  return tu_count_entries(dir, NULL, 0);
 }
 
 static void test_writer_rejects_bad_order_and_unsorted_ids_but_stays_usable(
@@ -453,29 +450,16 @@ static void test_threads_share_one_reader_with_their_own_scratch(void **state) {
  * verify). So any flipped byte must give an error, and a count or offset made
  * huge behind a recomputed CRC must be stopped by its bound. */
 
-static uint32_t g32(const uint8_t *p) {
-  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-         (uint32_t)p[3] << 24;
-}
-static uint64_t g64(const uint8_t *p) {
-  return g32(p) | (uint64_t)g32(p + 4) << 32;
-}
-static void p32(uint8_t *p, uint32_t v) {
-  for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-static void p64(uint8_t *p, uint64_t v) {
-  for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-
 /* Recomputes the header CRC, then the bitmap, directory and footer CRCs,
  * where the (possibly edited) footer still points inside the buffer. */
 static void recrc(uint8_t *b, size_t n) {
-  p32(b + 60, sf_crc32c(0, b, 60));
+  le_put32(b + 60, sf_crc32c(0, b, 60));
   uint8_t *f = b + n - 64;
-  uint64_t boff = g64(f), blen = g64(f + 8), doff = g64(f + 16), dlen = g64(f + 24);
-  if (boff <= n && blen <= n - boff) p32(f + 48, sf_crc32c(0, b + boff, blen));
-  if (doff <= n && dlen <= n - doff) p32(f + 52, sf_crc32c(0, b + doff, dlen));
-  p32(f + 60, sf_crc32c(0, f, 60));
+  uint64_t boff = le_get64(f), blen = le_get64(f + 8), doff = le_get64(f + 16),
+           dlen = le_get64(f + 24);
+  if (boff <= n && blen <= n - boff) le_put32(f + 48, sf_crc32c(0, b + boff, blen));
+  if (doff <= n && dlen <= n - doff) le_put32(f + 52, sf_crc32c(0, b + doff, dlen));
+  le_put32(f + 60, sf_crc32c(0, f, 60));
 }
 
 /* Offsets inside a pristine small file. */
@@ -486,10 +470,10 @@ typedef struct layout {
 
 static layout layout_of(const uint8_t *b, size_t n) {
   layout l;
-  l.nlist = g32(b + 24);
-  l.code_size = g32(b + 28);
-  l.bitmap_off = g64(b + n - 64);
-  l.dir_off = g64(b + n - 64 + 16);
+  l.nlist = le_get32(b + 24);
+  l.code_size = le_get32(b + 28);
+  l.bitmap_off = le_get64(b + n - 64);
+  l.dir_off = le_get64(b + n - 64 + 16);
   l.chunk_tab = l.dir_off + 16 + 4 * (size_t)l.nlist;
   return l;
 }
@@ -637,9 +621,9 @@ static void test_a_huge_count_behind_a_valid_crc_is_stopped_by_its_bound(void **
                   : e->where == 3 ? l.dir_off + 16
                                   : l.chunk_tab;
     if (e->width == 4)
-      p32(b + base + e->at, (uint32_t)e->value);
+      le_put32(b + base + e->at, (uint32_t)e->value);
     else
-      p64(b + base + e->at, e->value);
+      le_put64(b + base + e->at, e->value);
     recrc(b, n);
     tu_write_file(path, b, n);
     sf_seg_reader *r = NULL;
@@ -663,18 +647,18 @@ static void test_a_row_id_frame_that_lies_about_its_size_is_rejected(void **stat
   uint8_t *orig = tu_read_file(path, &n), *b = malloc(n);
   const layout l = layout_of(orig, n);
   const uint8_t *e = orig + l.chunk_tab;
-  const uint64_t off = g64(e);
-  const uint32_t rows = g32(e + 8);
+  const uint64_t off = le_get64(e);
+  const uint32_t rows = le_get32(e + 8);
   const size_t blk = off + (size_t)rows * l.code_size;
   /* single-segment frame, 1-byte content size right after the descriptor */
-  assert_int_equal(g32(orig + blk), 0xFD2FB528u);
+  assert_int_equal(le_get32(orig + blk), 0xFD2FB528u);
   assert_int_equal(orig[blk + 4] & 0xE3, 0x20);
   const uint8_t sizes[3] = {255, (uint8_t)(rows - 1), (uint8_t)(orig[blk + 5] + 1)};
   const char *expect[3] = {"declares", "declares", "does not decompress"};
   for (int i = 0; i < 3; i++) {
     memcpy(b, orig, n);
     b[blk + 5] = sizes[i];
-    p32(b + l.chunk_tab + 20, sf_crc32c(0, b + blk, g32(e + 12)));
+    le_put32(b + l.chunk_tab + 20, sf_crc32c(0, b + blk, le_get32(e + 12)));
     recrc(b, n);
     tu_write_file(path, b, n);
     sf_seg_reader *r;

@@ -1,6 +1,7 @@
 /* testutil.c - see testutil.h. */
 #include "testutil.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,4 +60,28 @@ void tu_flip_byte(const char *path, size_t offset, uint8_t mask) {
 
 void tu_truncate(const char *path, size_t len) {
   if (truncate(path, (off_t)len)) die("truncate", path);
+}
+
+size_t tu_count_entries(const char *dir, const char *needle, int may_be_missing) {
+  DIR *d = opendir(dir);
+  if (!d) {
+    if (may_be_missing && errno == ENOENT) return 0;
+    die("opendir", dir);
+  }
+  size_t n = 0;
+  for (struct dirent *e; (e = readdir(d));)
+    n += e->d_name[0] != '.' && (!needle || strstr(e->d_name, needle));
+  closedir(d);
+  return n;
+}
+
+void tu_mkdirs(const char *base, const char *rel) {
+  char p[4300];
+  snprintf(p, sizeof p, "%s/%s", base, rel);
+  for (char *s = p + strlen(base) + 1; (s = strchr(s, '/')); s++) {
+    *s = '\0';
+    mkdir(p, 0755);
+    *s = '/';
+  }
+  mkdir(p, 0755);
 }

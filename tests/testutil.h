@@ -25,5 +25,12 @@ void tu_write_file(const char *path, const void *buf, size_t len);
 void tu_flip_byte(const char *path, size_t offset, uint8_t mask);
 /* Cuts the file to len bytes. */
 void tu_truncate(const char *path, size_t len);
+/* Counts the entries of directory dir whose names do not start with '.'
+ * and contain `needle` (NULL: every such entry). A directory that does not
+ * exist counts 0 when may_be_missing, and aborts the test otherwise. */
+size_t tu_count_entries(const char *dir, const char *needle, int may_be_missing);
+/* mkdir -p of "<base>/<rel>" below an existing base, with plain mkdir(2):
+ * no fsync, so that it adds no sync points to a power-loss run. */
+void tu_mkdirs(const char *base, const char *rel);
 
 #endif

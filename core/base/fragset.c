@@ -45,6 +45,17 @@ static sf_code check_array(const uint8_t *p, uint32_t card, const char *what, ui
   return SF_OK;
 }
 
+/* A bitset or run container must hold as many values as its header claims
+ * (`holds` says which: "its bitset holds", "its runs hold"). */
+static sf_code check_count(uint32_t card, uint64_t n, const char *holds, const char *what,
+                           uint32_t i, sf_err *err) {
+  if (n != card)
+    return BAD(
+        "%s: container %u claims %u values but %s %llu: not a valid roaring bitmap", what,
+        i, card, holds, (unsigned long long)n);
+  return SF_OK;
+}
+
 static sf_code check_bitset(const uint8_t *p, uint32_t card, const char *what, uint32_t i,
                             sf_err *err) {
   uint64_t n = 0;
@@ -52,12 +63,7 @@ static sf_code check_bitset(const uint8_t *p, uint32_t card, const char *what, u
     uint64_t x = (uint64_t)rd32(p + 8 * w) | (uint64_t)rd32(p + 8 * w + 4) << 32;
     n += (uint64_t)__builtin_popcountll(x);
   }
-  if (n != card)
-    return BAD(
-        "%s: container %u claims %u values but its bitset holds %llu: not a "
-        "valid roaring bitmap",
-        what, i, card, (unsigned long long)n);
-  return SF_OK;
+  return check_count(card, n, "its bitset holds", what, i, err);
 }
 
 static sf_code check_runs(const uint8_t *p, uint32_t nruns, uint32_t card,
@@ -84,12 +90,7 @@ static sf_code check_runs(const uint8_t *p, uint32_t nruns, uint32_t card,
     next = start + len + 2;
     n += len + 1;
   }
-  if (n != card)
-    return BAD(
-        "%s: container %u claims %u values but its runs hold %llu: not a valid "
-        "roaring bitmap",
-        what, i, card, (unsigned long long)n);
-  return SF_OK;
+  return check_count(card, n, "its runs hold", what, i, err);
 }
 
 /* Walks the portable serialization (RoaringFormatSpec) of b[len] and checks

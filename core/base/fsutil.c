@@ -160,25 +160,6 @@ sf_code sf_fs_tmpfile_open(sf_fs_tmpfile *t, const char *path, sf_err *err) {
   return SF_OK;
 }
 
-sf_code sf_fs_tmpfile_commit(sf_fs_tmpfile *t, sf_err *err) {
-  sf_code rc = SF_OK;
-  if (fsync(t->fd)) rc = sf_err_errno(err, SF_EIO, errno, "cannot fsync %s", t->tmp_path);
-  if (close(t->fd) && !rc)
-    rc = sf_err_errno(err, SF_EIO, errno, "cannot close %s", t->tmp_path);
-  t->fd = -1;
-  if (!rc && rename(t->tmp_path, t->path))
-    rc = sf_err_errno(err, SF_EIO, errno, "cannot rename %s to %s", t->tmp_path, t->path);
-  if (!rc) {
-    char *dir = sf_fs_dirname(t->path);
-    rc = dir ? sf_fs_fsync_dir(dir, err) : sf_err_set(err, SF_ENOMEM, "out of memory");
-    free(dir);
-    free(t->tmp_path); /* renamed: nothing to unlink */
-    t->tmp_path = NULL;
-  }
-  sf_fs_tmpfile_abort(t);
-  return rc;
-}
-
 /* rename(2) that never replaces: renameat2's RENAME_NOREPLACE, or where the
  * file system lacks it, link(2) (which never replaces either) and unlink. */
 static int rename_noreplace(const char *from, const char *to) {
@@ -189,16 +170,20 @@ static int rename_noreplace(const char *from, const char *to) {
   return 0;
 }
 
-sf_code sf_fs_tmpfile_commit_new(sf_fs_tmpfile *t, sf_err *err) {
+/* The one commit path of both: fsync, close, rename (replacing or not),
+ * fsync of the directory; the temporary is unlinked on any failure. */
+static sf_code tmpfile_commit(sf_fs_tmpfile *t, int replace, sf_err *err) {
   sf_code rc = SF_OK;
   if (fsync(t->fd)) rc = sf_err_errno(err, SF_EIO, errno, "cannot fsync %s", t->tmp_path);
   if (close(t->fd) && !rc)
     rc = sf_err_errno(err, SF_EIO, errno, "cannot close %s", t->tmp_path);
   t->fd = -1;
-  if (!rc && rename_noreplace(t->tmp_path, t->path))
-    rc = errno == EEXIST ? sf_err_set(err, SF_EEXIST, "%s already exists", t->path)
-                         : sf_err_errno(err, SF_EIO, errno, "cannot rename %s to %s",
-                                        t->tmp_path, t->path);
+  if (!rc &&
+      (replace ? rename(t->tmp_path, t->path) : rename_noreplace(t->tmp_path, t->path)))
+    rc = !replace && errno == EEXIST
+             ? sf_err_set(err, SF_EEXIST, "%s already exists", t->path)
+             : sf_err_errno(err, SF_EIO, errno, "cannot rename %s to %s", t->tmp_path,
+                            t->path);
   if (!rc) {
     char *dir = sf_fs_dirname(t->path);
     rc = dir ? sf_fs_fsync_dir(dir, err) : sf_err_set(err, SF_ENOMEM, "out of memory");
@@ -208,6 +193,14 @@ sf_code sf_fs_tmpfile_commit_new(sf_fs_tmpfile *t, sf_err *err) {
   }
   sf_fs_tmpfile_abort(t);
   return rc;
+}
+
+sf_code sf_fs_tmpfile_commit(sf_fs_tmpfile *t, sf_err *err) {
+  return tmpfile_commit(t, 1, err);
+}
+
+sf_code sf_fs_tmpfile_commit_new(sf_fs_tmpfile *t, sf_err *err) {
+  return tmpfile_commit(t, 0, err);
 }
 
 void sf_fs_tmpfile_abort(sf_fs_tmpfile *t) {

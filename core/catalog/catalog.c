@@ -19,6 +19,7 @@
 #include <strings.h>
 #include <sys/stat.h>
 
+#include "core/base/dirlist.h"
 #include "core/base/fragset.h"
 #include "core/base/fsutil.h"
 #include "core/catalog/catalog_internal.h"
@@ -362,17 +363,12 @@ static int cmp_u64(const void *a, const void *b) {
 static sf_code list_in(const char *dsdir, uint64_t **versions, size_t *n, sf_err *err) {
   *versions = NULL;
   *n = 0;
-  char *dir = sf_fs_join(dsdir, SF_CATALOG_DIR);
-  if (!dir) return sf_err_set(err, SF_ENOMEM, "out of memory");
-  DIR *d = opendir(dir);
-  if (!d) {
-    sf_code rc = errno == ENOENT ? SF_OK : sf_err_errno(err, SF_EIO, errno, "cannot list %s", dir);
-    free(dir);
-    return rc;
-  }
+  char *dir;
+  DIR *d;
+  sf_code rc = sf_dirlist_open(dsdir, SF_CATALOG_DIR, &dir, &d, err);
+  if (rc || !d) return rc;
   size_t cap = 0;
   uint64_t *v = NULL, x;
-  sf_code rc = SF_OK;
   struct dirent *e;
   while ((e = readdir(d))) {
     if (!sf_catalog_parse_version_name(e->d_name, &x)) continue;

@@ -106,6 +106,16 @@ const char *sf_catalog_param_diff(const sf_seginfo *a, const sf_seginfo *b, char
   return NULL;
 }
 
+const char *sf_catalog_index_param_diff(const sf_catalog_index *ix, const sf_seginfo *s,
+                                        char av[32], char bv[32]) {
+  sf_seginfo ref = {.index_type = ix->index_type,
+                    .metric = ix->metric,
+                    .dim = ix->dim,
+                    .nlist = ix->nlist,
+                    .quantizer_checksum = ix->quantizer_checksum};
+  return sf_catalog_param_diff(&ref, s, av, bv);
+}
+
 sf_code sf_catalog_check_seginfo(const sf_seginfo *s, sf_err *err) {
   sf_code rc;
   if ((rc = sf_catalog_check_id("segment_id", s->segment_id, err)) ||
@@ -321,6 +331,20 @@ static sf_code partial_error(const sf_catalog_index *ix, const sf_catalog_segmen
   return SF_EOVERLAP;
 }
 
+/* Makes room for one more of the catalog's n entries of `size` bytes in arr
+ * (at most max, named `what` in the error): *out is the grown array (arr is
+ * then invalid), its new last entry zeroed. */
+static sf_code grow(void *arr, size_t n, size_t size, size_t max, const char *what,
+                    void **out, sf_err *err) {
+  if (n >= max)
+    return sf_err_set(err, SF_ELIMIT, "the catalog holds %zu %s already", n, what);
+  uint8_t *a = realloc(arr, (n + 1) * size);
+  if (!a) return sf_err_set(err, SF_ENOMEM, "out of memory");
+  memset(a + n * size, 0, size);
+  *out = a;
+  return SF_OK;
+}
+
 static sf_code find_or_add_index(sf_catalog *c, const sf_catalog_commit_req *r,
                                  sf_catalog_index **out, sf_err *err) {
   const sf_seginfo *p = &r->segs[0];
@@ -330,13 +354,8 @@ static sf_code find_or_add_index(sf_catalog *c, const sf_catalog_commit_req *r,
     if (strcmp(ix->column, r->column))
       return sf_err_set(err, SF_EMISMATCH, "index %s is on column %s, not %s", ix->name,
                         ix->column, r->column);
-    sf_seginfo ref = {.index_type = ix->index_type,
-                      .metric = ix->metric,
-                      .dim = ix->dim,
-                      .nlist = ix->nlist,
-                      .quantizer_checksum = ix->quantizer_checksum};
     char av[32], bv[32];
-    const char *field = sf_catalog_param_diff(&ref, p, av, bv);
+    const char *field = sf_catalog_index_param_diff(ix, p, av, bv);
     if (field)
       return sf_err_set(
           err, SF_EMISMATCH,
@@ -346,13 +365,12 @@ static sf_code find_or_add_index(sf_catalog *c, const sf_catalog_commit_req *r,
     *out = ix;
     return SF_OK;
   }
-  if (c->nix >= SF_CATALOG_MAX_INDEXES)
-    return sf_err_set(err, SF_ELIMIT, "the catalog holds %zu indexes already", c->nix);
-  sf_catalog_index *nix = realloc(c->ix, (c->nix + 1) * sizeof *nix);
-  if (!nix) return sf_err_set(err, SF_ENOMEM, "out of memory");
-  c->ix = nix;
+  void *a = NULL;
+  sf_code rc =
+      grow(c->ix, c->nix, sizeof *c->ix, SF_CATALOG_MAX_INDEXES, "indexes", &a, err);
+  if (rc) return rc;
+  c->ix = a;
   sf_catalog_index *ix = &c->ix[c->nix++];
-  memset(ix, 0, sizeof *ix);
   ix->name = strdup(r->index_name);
   ix->column = strdup(r->column);
   ix->index_type = p->index_type;
@@ -386,13 +404,12 @@ static sf_code check_names(const sf_catalog *c, const sf_catalog_commit_req *r,
 
 static sf_code add_job(sf_catalog *c, const sf_catalog_commit_req *r, uint64_t v,
                        uint64_t at, sf_err *err) {
-  if (c->njobs >= SF_CATALOG_MAX_JOBS)
-    return sf_err_set(err, SF_ELIMIT, "the catalog holds %zu jobs already", c->njobs);
-  sf_catalog_job *nj = realloc(c->jobs, (c->njobs + 1) * sizeof *nj);
-  if (!nj) return sf_err_set(err, SF_ENOMEM, "out of memory");
-  c->jobs = nj;
+  void *a = NULL;
+  sf_code rc =
+      grow(c->jobs, c->njobs, sizeof *c->jobs, SF_CATALOG_MAX_JOBS, "jobs", &a, err);
+  if (rc) return rc;
+  c->jobs = a;
   sf_catalog_job *j = &c->jobs[c->njobs++];
-  memset(j, 0, sizeof *j);
   j->staging_id = strdup(r->staging_id);
   j->index_name = strdup(r->index_name);
   j->version = v;

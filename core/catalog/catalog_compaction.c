@@ -64,13 +64,8 @@ static ptrdiff_t find_seg(const sf_catalog_index *ix, const char *id) {
  * fragments, the same row count, the index's parameters. */
 static sf_code check_merged(const sf_catalog_index *ix, const uint8_t *input,
                             const sf_seginfo *m, sf_err *err) {
-  sf_seginfo ref = {.index_type = ix->index_type,
-                    .metric = ix->metric,
-                    .dim = ix->dim,
-                    .nlist = ix->nlist,
-                    .quantizer_checksum = ix->quantizer_checksum};
   char av[32], bv[32];
-  const char *field = sf_catalog_param_diff(&ref, m, av, bv);
+  const char *field = sf_catalog_index_param_diff(ix, m, av, bv);
   if (field)
     return sf_err_set(err, SF_EMISMATCH,
                       "merged segment %s has %s %s but index %s has %s %s", m->segment_id,

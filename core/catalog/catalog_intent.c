@@ -26,6 +26,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/base/dirlist.h"
 #include "core/base/fsutil.h"
 #include "core/catalog/catalog_internal.h"
 
@@ -263,16 +264,10 @@ static sf_code scan_one(int dfd, const char *dir, const char *name,
 sf_code sf_catalog_intents_scan(const char *dsdir, sf_catalog_intent_path_fn path_fn,
                                 sf_catalog_intent_stale_fn stale_fn, void *ctx,
                                 sf_err *err) {
-  char *dir = sf_fs_join(dsdir, SF_CATALOG_INTENTS_DIR);
-  if (!dir) return sf_err_set(err, SF_ENOMEM, "out of memory");
-  DIR *d = opendir(dir);
-  if (!d) {
-    sf_code rc =
-        errno == ENOENT ? SF_OK : sf_err_errno(err, SF_EIO, errno, "cannot list %s", dir);
-    free(dir);
-    return rc;
-  }
-  sf_code rc = SF_OK;
+  char *dir;
+  DIR *d;
+  sf_code rc = sf_dirlist_open(dsdir, SF_CATALOG_INTENTS_DIR, &dir, &d, err);
+  if (rc || !d) return rc;
   struct dirent *e;
   while (!rc && (e = readdir(d))) {
     if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") || strstr(e->d_name, ".tmp."))

@@ -201,6 +201,9 @@ sf_code sf_catalog_check_seginfo(const sf_seginfo *s, sf_err *err);
  * both values formatted into av and bv. */
 const char *sf_catalog_param_diff(const sf_seginfo *a, const sf_seginfo *b, char av[32],
                                   char bv[32]);
+/* The same between the parameters of index ix (into av) and segment s. */
+const char *sf_catalog_index_param_diff(const sf_catalog_index *ix, const sf_seginfo *s,
+                                        char av[32], char bv[32]);
 
 /* Decodes the bytes of a chunk file on their own (for the fuzz target):
  * the framing, checksum and every rule a chunk keeps, but not a version's

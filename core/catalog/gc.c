@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "core/base/clock.h"
+#include "core/base/dirlist.h"
 #include "core/base/fsutil.h"
 #include "core/catalog/catalog.h"
 
@@ -192,16 +193,10 @@ static int building(const strset *b, const char *name) {
  * temporaries only (keep and dropped unused). */
 static sf_code sweep_dir(gc *g, const char *rel, sf_gc_kind kind, const strset *keep,
                          const strset *dropped, const strset *build, sf_err *err) {
-  char *dir = sf_fs_join(g->ds, rel);
-  if (!dir) return sf_err_set(err, SF_ENOMEM, "out of memory");
-  DIR *d = opendir(dir);
-  if (!d) {
-    sf_code rc =
-        errno == ENOENT ? SF_OK : sf_err_errno(err, SF_EIO, errno, "cannot list %s", dir);
-    free(dir);
-    return rc;
-  }
-  sf_code rc = SF_OK;
+  char *dir;
+  DIR *d;
+  sf_code rc = sf_dirlist_open(g->ds, rel, &dir, &d, err);
+  if (rc || !d) return rc;
   struct dirent *e;
   while (!rc && (e = readdir(d))) {
     struct stat st;
@@ -228,27 +223,26 @@ static sf_code sweep_dir(gc *g, const char *rel, sf_gc_kind kind, const strset *
   return rc;
 }
 
+/* Whether entry e of d is a directory of its own (a staging root): not "."
+ * or "..", not a link. */
+static int is_subdir(DIR *d, const struct dirent *e) {
+  struct stat st;
+  return strcmp(e->d_name, ".") && strcmp(e->d_name, "..") &&
+         !fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) && S_ISDIR(st.st_mode);
+}
+
 /* Which staging roots belong to committed jobs: the window of a kept
  * version, or (an older job) the newest version's archive, asked once per
  * chunk. Before anything is deleted: a chunk that does not read stops gc. */
 static sf_code find_committed(gc *g, sf_err *err) {
-  char *dir = sf_fs_join(g->ds, SF_CATALOG_STAGING_DIR);
-  if (!dir) return sf_err_set(err, SF_ENOMEM, "out of memory");
-  DIR *d = opendir(dir);
-  if (!d) {
-    sf_code rc =
-        errno == ENOENT ? SF_OK : sf_err_errno(err, SF_EIO, errno, "cannot list %s", dir);
-    free(dir);
-    return rc;
-  }
+  char *dir;
+  DIR *d;
+  sf_code rc = sf_dirlist_open(g->ds, SF_CATALOG_STAGING_DIR, &dir, &d, err);
+  if (rc || !d) return rc;
   strset ask = {0};
-  sf_code rc = SF_OK;
   struct dirent *e;
   while (!rc && (e = readdir(d))) {
-    struct stat st;
-    if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") ||
-        fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) || !S_ISDIR(st.st_mode))
-      continue;
+    if (!is_subdir(d, e)) continue;
     if (set_add(set_has(&g->keep.jobs, e->d_name) ? &g->committed : &ask, e->d_name))
       rc = sf_err_set(err, SF_ENOMEM, "out of memory");
   }
@@ -272,23 +266,13 @@ static sf_code find_committed(gc *g, sf_err *err) {
 }
 
 static sf_code sweep_staging(gc *g, sf_err *err) {
-  char *dir = sf_fs_join(g->ds, SF_CATALOG_STAGING_DIR);
-  if (!dir) return sf_err_set(err, SF_ENOMEM, "out of memory");
-  DIR *d = opendir(dir);
-  if (!d) {
-    sf_code rc =
-        errno == ENOENT ? SF_OK : sf_err_errno(err, SF_EIO, errno, "cannot list %s", dir);
-    free(dir);
-    return rc;
-  }
-  sf_code rc = SF_OK;
+  char *dir;
+  DIR *d;
+  sf_code rc = sf_dirlist_open(g->ds, SF_CATALOG_STAGING_DIR, &dir, &d, err);
+  if (rc || !d) return rc;
   struct dirent *e;
   while (!rc && (e = readdir(d))) {
-    struct stat st;
-    if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") ||
-        fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) || !S_ISDIR(st.st_mode) ||
-        !set_has(&g->committed, e->d_name))
-      continue;
+    if (!is_subdir(d, e) || !set_has(&g->committed, e->d_name)) continue;
     char *p = sf_fs_join(dir, e->d_name);
     uint64_t bytes = 0;
     if (!p) {

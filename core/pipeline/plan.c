@@ -559,31 +559,44 @@ static json_t *shard_json(const sf_plan_shard *s) {
   return o;
 }
 
+static json_t *shards_json(const sf_plan *p, const sf_plan_segment *g) {
+  json_t *arr = json_array();
+  for (size_t k = 0; arr && k < g->count; k++)
+    if (json_array_append_new(arr, shard_json(&p->shards[g->first + k]))) {
+      json_decref(arr);
+      return NULL;
+    }
+  return arr;
+}
+
 static json_t *segment_json(const sf_plan *p, const sf_plan_segment *g) {
-  json_t *o = json_object(), *arr = json_array();
-  if (!o || !arr || set_new(o, "segment_id", json_string(g->segment_id)) ||
+  json_t *o = json_object();
+  if (!o || set_new(o, "segment_id", json_string(g->segment_id)) ||
       set_new(o, "bytes", json_integer((json_int_t)g->bytes)) ||
       set_new(o, "num_rows", json_integer((json_int_t)g->num_rows)) ||
-      set_new(o, "fragments", fragments_json(g->fragments)))
-    goto fail;
-  for (size_t k = 0; k < g->count; k++)
-    if (json_array_append_new(arr, shard_json(&p->shards[g->first + k]))) goto fail;
-  if (set_new(o, "shards", arr)) {
-    arr = NULL; /* set_new consumed it */
-    goto fail;
+      set_new(o, "fragments", fragments_json(g->fragments)) ||
+      set_new(o, "shards", shards_json(p, g))) {
+    json_decref(o);
+    return NULL;
   }
   return o;
-fail:
-  json_decref(arr);
-  json_decref(o);
-  return NULL;
+}
+
+static json_t *segments_json(const sf_plan *p) {
+  json_t *arr = json_array();
+  for (size_t g = 0; arr && g < p->num_segments; g++)
+    if (json_array_append_new(arr, segment_json(p, &p->segments[g]))) {
+      json_decref(arr);
+      return NULL;
+    }
+  return arr;
 }
 
 json_t *sf_plan_to_json(const sf_plan *p) {
   char hex[17];
   snprintf(hex, sizeof hex, "%016" PRIx64, p->params.quantizer_checksum);
-  json_t *o = json_object(), *arr = json_array();
-  if (!o || !arr || set_new(o, "staging_id", json_string(p->staging_id)) ||
+  json_t *o = json_object();
+  if (!o || set_new(o, "staging_id", json_string(p->staging_id)) ||
       set_new(o, "target_segment_bytes",
               json_integer((json_int_t)p->target_segment_bytes)) ||
       set_new(o, "index_type", json_string(sf_index_type_name(p->params.type))) ||
@@ -593,17 +606,10 @@ json_t *sf_plan_to_json(const sf_plan *p) {
       set_new(o, "quantizer_checksum", json_string(hex)) ||
       set_new(o, "total_bytes", json_integer((json_int_t)p->total_bytes)) ||
       set_new(o, "total_rows", json_integer((json_int_t)p->total_rows)) ||
-      set_new(o, "fragments", fragments_json(p->fragments)))
-    goto fail;
-  for (size_t g = 0; g < p->num_segments; g++)
-    if (json_array_append_new(arr, segment_json(p, &p->segments[g]))) goto fail;
-  if (set_new(o, "segments", arr)) {
-    arr = NULL;
-    goto fail;
+      set_new(o, "fragments", fragments_json(p->fragments)) ||
+      set_new(o, "segments", segments_json(p))) {
+    json_decref(o);
+    return NULL;
   }
   return o;
-fail:
-  json_decref(arr);
-  json_decref(o);
-  return NULL;
 }

@@ -25,41 +25,32 @@
 #include "core/base/fragset.h"
 #include "core/format/segfile.h"
 #include "fuzz_sound.h"
-
-static uint32_t g32(const uint8_t *p) {
-  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-         (uint32_t)p[3] << 24;
-}
-static uint64_t g64(const uint8_t *p) {
-  return g32(p) | (uint64_t)g32(p + 4) << 32;
-}
-static void p32(uint8_t *p, uint32_t v) {
-  for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
+#include "tests/le_bytes.h"
 
 /* Recomputes chunk, directory, bitmap, footer and header CRCs wherever the
  * (fuzzed) offsets fall inside the buffer; leaves the rest alone. */
 static void fix_crcs(uint8_t *b, size_t n) {
   if (n < 128) return;
   uint8_t *f = b + n - 64;
-  const uint32_t code_size = g32(b + 28);
-  const uint64_t boff = g64(f), blen = g64(f + 8), doff = g64(f + 16), dlen = g64(f + 24);
+  const uint32_t code_size = le_get32(b + 28);
+  const uint64_t boff = le_get64(f), blen = le_get64(f + 8), doff = le_get64(f + 16),
+                 dlen = le_get64(f + 24);
   const int dir_ok = doff <= n && dlen <= n - doff && dlen >= 16;
   if (dir_ok) {
     uint8_t *d = b + doff;
-    uint64_t tab = 16 + 4 * (uint64_t)g32(d);
+    uint64_t tab = 16 + 4 * (uint64_t)le_get32(d);
     for (uint64_t e = tab; e <= dlen && dlen - e >= 24 && e - tab < 24 * 4096; e += 24) {
-      uint64_t off = g64(d + e), codes = (uint64_t)g32(d + e + 8) * code_size;
-      uint32_t ids = g32(d + e + 12);
+      uint64_t off = le_get64(d + e), codes = (uint64_t)le_get32(d + e + 8) * code_size;
+      uint32_t ids = le_get32(d + e + 12);
       if (off > n || codes > n - off || ids > n - off - codes) continue;
-      p32(d + e + 16, sf_crc32c(0, b + off, codes));
-      p32(d + e + 20, sf_crc32c(0, b + off + codes, ids));
+      le_put32(d + e + 16, sf_crc32c(0, b + off, codes));
+      le_put32(d + e + 20, sf_crc32c(0, b + off + codes, ids));
     }
-    p32(f + 52, sf_crc32c(0, d, dlen));
+    le_put32(f + 52, sf_crc32c(0, d, dlen));
   }
-  if (boff <= n && blen <= n - boff) p32(f + 48, sf_crc32c(0, b + boff, blen));
-  p32(f + 60, sf_crc32c(0, f, 60));
-  p32(b + 60, sf_crc32c(0, b, 60));
+  if (boff <= n && blen <= n - boff) le_put32(f + 48, sf_crc32c(0, b + boff, blen));
+  le_put32(f + 60, sf_crc32c(0, f, 60));
+  le_put32(b + 60, sf_crc32c(0, b, 60));
 }
 
 /* Every byte handed out is summed here, so the sanitizers see it read. */
