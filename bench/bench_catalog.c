@@ -57,7 +57,8 @@ int main(int argc, char **argv) {
   snprintf(path, sizeof path, "%s/_indices/segments", ds);
   if (sf_fs_mkdirs(path, &err)) die("mkdir", &err);
 
-  sf_quant_params qp = {.type = SF_IVF_FLAT, .metric = SF_L2, .dim = 4, .nlist = 2, .seed = 1};
+  sf_quant_params qp = {
+      .type = SF_IVF_FLAT, .metric = SF_L2, .dim = 4, .nlist = 2, .seed = 1};
   float x[64 * 4];
   for (int i = 0; i < 64 * 4; i++) x[i] = (float)(i % 13);
   sf_quant *q;

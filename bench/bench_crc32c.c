@@ -26,7 +26,8 @@ static double now(void) {
 
 /* The previous hardware path: one stream, bound by the instruction's
  * latency. */
-__attribute__((target("sse4.2"))) static uint32_t one_stream(uint32_t crc, const void *buf,
+__attribute__((target("sse4.2"))) static uint32_t one_stream(uint32_t crc,
+                                                             const void *buf,
                                                              size_t len) {
   const uint8_t *p = buf;
   uint64_t c = ~crc;
@@ -87,7 +88,8 @@ int main(int argc, char **argv) {
               {"segforge table path", sf_crc32c_sw},
               {"zlib crc32 (CRC-32)", zlib_crc}};
   const int n = sizeof impl / sizeof impl[0];
-  printf("GB/s, medians of %d runs over %zu MiB each\n%-10s", runs, total >> 20, "buffer");
+  printf("GB/s, medians of %d runs over %zu MiB each\n%-10s", runs, total >> 20,
+         "buffer");
   for (int k = 0; k < n; k++) printf(" %24s", impl[k].name);
   printf("\n");
   for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {

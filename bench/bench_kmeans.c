@@ -64,7 +64,8 @@ int main(int argc, char **argv) {
   uint32_t *label = malloc(sizeof(uint32_t) * n), *label2 = malloc(sizeof(uint32_t) * n);
   if (!label || !label2) return 1;
   printf("median seconds of %d runs, %zu rows, one thread\n", runs, n);
-  printf("%-5s %-5s %10s %10s %14s %s\n", "dim", "k", "panel_s", "sgemm_s", "panel/sgemm", "labels");
+  printf("%-5s %-5s %10s %10s %14s %s\n", "dim", "k", "panel_s", "sgemm_s", "panel/sgemm",
+         "labels");
   for (size_t di = 0; di < sizeof dims / sizeof *dims; di++)
     for (size_t ki = 0; ki < sizeof ks / sizeof *ks; ki++) {
       const uint32_t d = dims[di], k = ks[ki];
@@ -94,8 +95,8 @@ int main(int argc, char **argv) {
       for (size_t i = 0; i < n; i++) same += label[i] == label2[i];
       qsort(tp, runs, sizeof *tp, cmp);
       qsort(tb, runs, sizeof *tb, cmp);
-      printf("%-5u %-5u %10.4f %10.4f %13.2fx %.4f same\n", d, k, tp[runs / 2], tb[runs / 2],
-             tb[runs / 2] / tp[runs / 2], (double)same / n);
+      printf("%-5u %-5u %10.4f %10.4f %13.2fx %.4f same\n", d, k, tp[runs / 2],
+             tb[runs / 2], tb[runs / 2] / tp[runs / 2], (double)same / n);
       sf_kmeans_panel_free(&p);
       free(ip);
       free(norms);

@@ -14,8 +14,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "core/vector/quantizer.h"
 #include "core/search/search.h"
+#include "core/vector/quantizer.h"
 #include "core/vector/vecio.h"
 
 static double now(void) {
@@ -45,7 +45,8 @@ __attribute__((target("avx2"))) static double read_rate(const float *b, size_t n
 
 int main(int argc, char **argv) {
   if (argc < 5) {
-    fprintf(stderr, "usage: bench_scan QUANTIZER QUERIES.fvecs NPROBE[,NPROBE...] FILE...\n");
+    fprintf(stderr,
+            "usage: bench_scan QUANTIZER QUERIES.fvecs NPROBE[,NPROBE...] FILE...\n");
     return 2;
   }
   const size_t nbw = (size_t)1 << 28; /* 1 GiB of floats */
@@ -73,7 +74,8 @@ int main(int argc, char **argv) {
     return 1;
   }
   const size_t cs = sf_quant_code_size(q);
-  printf("%-7s %10s %14s %10s %13s\n", "nprobe", "queries/s", "bytes/query", "GB/s", "of bandwidth");
+  printf("%-7s %10s %14s %10s %13s\n", "nprobe", "queries/s", "bytes/query", "GB/s",
+         "of bandwidth");
   char *list = strdup(argv[3]);
   for (char *tok = strtok(list, ","); tok; tok = strtok(NULL, ",")) {
     uint32_t np = (uint32_t)atoi(tok), got;

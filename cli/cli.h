@@ -44,9 +44,9 @@ int cli_usage(const char *cmd, const char *fmt, ...)
 /* The planning flags that plan, build and finalize share (cli/flags.h):
  * --target-segment-bytes, --expected-fragments and --index-type, as
  * getopt_long entries of a run-time option array. */
-#define CLI_PLAN_OPTIONS                           \
-  CLI_OPT(CLI_FLAG_TARGET_SEGMENT_BYTES),          \
-      CLI_OPT(CLI_FLAG_EXPECTED_FRAGMENTS), CLI_OPT(CLI_FLAG_INDEX_TYPE)
+#define CLI_PLAN_OPTIONS                                                        \
+  CLI_OPT(CLI_FLAG_TARGET_SEGMENT_BYTES), CLI_OPT(CLI_FLAG_EXPECTED_FRAGMENTS), \
+      CLI_OPT(CLI_FLAG_INDEX_TYPE)
 
 typedef struct cli_plan_flags {
   uint64_t target_segment_bytes; /* 0: none */

@@ -31,7 +31,8 @@
 static void help(void) {
   printf(
       "usage: segforge commit --dataset D --index NAME --column COL --staging-id ID\n"
-      "                       --segments-from FILE_OR_DIR [--replace] [--quantizer FILE]\n"
+      "                       --segments-from FILE_OR_DIR [--replace] [--quantizer "
+      "FILE]\n"
       "                       [--verify] [--json]\n\n"
       "Records the segments as one new catalog version of D (D/_indices/_catalog/).\n"
       "FILE_OR_DIR is the JSON printed by 'segforge build --json', a segment file, a\n"
@@ -57,28 +58,34 @@ static void inputs_free(inputs *in) {
 /* Reads one segment file into a new entry: it must be a segment in
  * <ds>/_indices/segments/. `want` (may be NULL) is the entry of build's
  * JSON, whose bytes, rows and fragments must match the file. */
-static sf_code add_file(inputs *in, const char *ds, const char *path, json_t *want, int verify,
-                        sf_err *err) {
+static sf_code add_file(inputs *in, const char *ds, const char *path, json_t *want,
+                        int verify, sf_err *err) {
   char *real = realpath(path, NULL);
   int real_errno = errno;
   char *segdir = sf_fs_join(ds, SF_CATALOG_SEGMENTS_DIR);
-  char *dir = real ? sf_fs_dirname(real) : NULL, *segreal = segdir ? realpath(segdir, NULL) : NULL;
+  char *dir = real ? sf_fs_dirname(real) : NULL,
+       *segreal = segdir ? realpath(segdir, NULL) : NULL;
   sf_seg_reader *r = NULL;
   sf_code rc = SF_OK;
   if (!real)
     rc = sf_err_errno(err, real_errno == ENOENT ? SF_ENOTFOUND : SF_EIO, real_errno,
                       "segment file %s", path);
   else if (!dir || !segreal || strcmp(dir, segreal))
-    rc = sf_err_set(err, SF_EINVAL, "%s is not in %s/: commit records segments where "
-                    "'segforge build' writes them", path, segdir ? segdir : "?");
-  else if (!(rc = sf_seg_open(real, &r, err)) && sf_seg_get_params(r)->kind != SF_SEG_KIND_SEGMENT)
+    rc = sf_err_set(err, SF_EINVAL,
+                    "%s is not in %s/: commit records segments where "
+                    "'segforge build' writes them",
+                    path, segdir ? segdir : "?");
+  else if (!(rc = sf_seg_open(real, &r, err)) &&
+           sf_seg_get_params(r)->kind != SF_SEG_KIND_SEGMENT)
     rc = sf_err_set(err, SF_EINVAL, "%s is a shard, not a segment: build it first", path);
   if (!rc && verify) rc = sf_seg_verify(r, err);
   if (!rc && in->n == in->cap) {
     size_t cap = in->cap ? 2 * in->cap : 16;
     sf_seginfo *ns = cap <= MAX_INPUTS ? realloc(in->segs, cap * sizeof *ns) : NULL;
-    if (!ns) rc = sf_err_set(err, SF_ELIMIT, "too many segments");
-    else in->segs = ns, in->cap = cap;
+    if (!ns)
+      rc = sf_err_set(err, SF_ELIMIT, "too many segments");
+    else
+      in->segs = ns, in->cap = cap;
   }
   if (!rc) {
     const sf_seg_params *p = sf_seg_get_params(r);
@@ -87,7 +94,8 @@ static sf_code add_file(inputs *in, const char *ds, const char *path, json_t *wa
     sf_seginfo *s = &in->segs[in->n++];
     memset(s, 0, sizeof *s);
     s->segment_id = nl > strlen(SEG_EXT) && !strcmp(name + nl - strlen(SEG_EXT), SEG_EXT)
-                        ? strndup(name, nl - strlen(SEG_EXT)) : strdup(name);
+                        ? strndup(name, nl - strlen(SEG_EXT))
+                        : strdup(name);
     s->path = malloc(nl + sizeof "segments/");
     if (s->path) sprintf(s->path, "segments/%s", name);
     s->bytes = sf_seg_file_bytes(r);
@@ -98,18 +106,23 @@ static sf_code add_file(inputs *in, const char *ds, const char *path, json_t *wa
     s->dim = p->dim;
     s->nlist = p->nlist;
     s->quantizer_checksum = p->quantizer_checksum;
-    if (!s->segment_id || !s->path || !s->fragments) rc = sf_err_set(err, SF_ENOMEM, "out of memory");
+    if (!s->segment_id || !s->path || !s->fragments)
+      rc = sf_err_set(err, SF_ENOMEM, "out of memory");
   }
   if (!rc && want) { /* build's description must be what is on disk */
     sf_seginfo *s = &in->segs[in->n - 1];
-    json_t *ids = json_object_get(want, "shard_ids"), *id = json_object_get(want, "segment_id");
+    json_t *ids = json_object_get(want, "shard_ids"),
+           *id = json_object_get(want, "segment_id");
     const char *fr = json_string_value(json_object_get(want, "fragments"));
     char *have = sf_fragset_format(s->fragments);
     if ((json_integer_value(json_object_get(want, "bytes")) != (json_int_t)s->bytes) ||
-        json_integer_value(json_object_get(want, "num_rows")) != (json_int_t)s->num_rows ||
+        json_integer_value(json_object_get(want, "num_rows")) !=
+            (json_int_t)s->num_rows ||
         !fr || !have || strcmp(fr, have))
-      rc = sf_err_set(err, SF_EMISMATCH, "%s does not match its description in "
-                      "--segments-from (bytes, num_rows or fragments differ): rebuild it", path);
+      rc = sf_err_set(err, SF_EMISMATCH,
+                      "%s does not match its description in "
+                      "--segments-from (bytes, num_rows or fragments differ): rebuild it",
+                      path);
     free(have);
     if (!rc && json_is_string(id)) {
       free(s->segment_id);
@@ -137,7 +150,8 @@ static int cmp_name(const void *a, const void *b) {
   return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-static sf_code from_dir(inputs *in, const char *ds, const char *dir, int verify, sf_err *err) {
+static sf_code from_dir(inputs *in, const char *ds, const char *dir, int verify,
+                        sf_err *err) {
   DIR *d = opendir(dir);
   if (!d) return sf_err_errno(err, SF_EIO, errno, "cannot list %s", dir);
   char **names = NULL;
@@ -148,38 +162,47 @@ static sf_code from_dir(inputs *in, const char *ds, const char *dir, int verify,
     if (!has_ext(e->d_name)) continue;
     if (n == cap) {
       char **nn = realloc(names, (cap = cap ? 2 * cap : 64) * sizeof *nn);
-      if (!nn) rc = sf_err_set(err, SF_ENOMEM, "out of memory");
-      else names = nn;
+      if (!nn)
+        rc = sf_err_set(err, SF_ENOMEM, "out of memory");
+      else
+        names = nn;
     }
-    if (!rc && !(names[n++] = sf_fs_join(dir, e->d_name))) rc = sf_err_set(err, SF_ENOMEM, "oom");
+    if (!rc && !(names[n++] = sf_fs_join(dir, e->d_name)))
+      rc = sf_err_set(err, SF_ENOMEM, "oom");
   }
   closedir(d);
   if (n) qsort(names, n, sizeof *names, cmp_name); /* a stable catalog order */
-  for (size_t i = 0; i < n && !rc; i++) rc = add_file(in, ds, names[i], NULL, verify, err);
+  for (size_t i = 0; i < n && !rc; i++)
+    rc = add_file(in, ds, names[i], NULL, verify, err);
   for (size_t i = 0; i < n; i++) free(names[i]);
   free(names);
-  if (!rc && !in->n) rc = sf_err_set(err, SF_ENOTFOUND, "no *%s files in %s", SEG_EXT, dir);
+  if (!rc && !in->n)
+    rc = sf_err_set(err, SF_ENOTFOUND, "no *%s files in %s", SEG_EXT, dir);
   return rc;
 }
 
 /* build --json: an array of {segment_id, path (relative to _indices/), ...}. */
-static sf_code from_json(inputs *in, const char *ds, FILE *f, const char *file, int verify,
-                         sf_err *err) {
+static sf_code from_json(inputs *in, const char *ds, FILE *f, const char *file,
+                         int verify, sf_err *err) {
   json_error_t je;
   json_t *arr = json_loadf(f, 0, &je);
   if (!json_is_array(arr) || !json_array_size(arr)) {
     json_decref(arr);
-    return sf_err_set(err, SF_EINVAL, "%s: expected the non-empty JSON array of 'segforge "
-                      "build --json' (%s)", file, je.text);
+    return sf_err_set(err, SF_EINVAL,
+                      "%s: expected the non-empty JSON array of 'segforge "
+                      "build --json' (%s)",
+                      file, je.text);
   }
   sf_code rc = SF_OK;
   for (size_t i = 0; i < json_array_size(arr) && !rc; i++) {
     json_t *o = json_array_get(arr, i);
     const char *rel = json_string_value(json_object_get(o, "path"));
     char *p = rel && strncmp(rel, "segments/", 9) == 0 && !strstr(rel, "..")
-                  ? malloc(strlen(ds) + strlen(rel) + sizeof "/_indices/") : NULL;
+                  ? malloc(strlen(ds) + strlen(rel) + sizeof "/_indices/")
+                  : NULL;
     if (!p) {
-      rc = sf_err_set(err, SF_EINVAL, "%s: entry %zu has no path 'segments/<file>'", file, i);
+      rc = sf_err_set(err, SF_EINVAL, "%s: entry %zu has no path 'segments/<file>'", file,
+                      i);
       break;
     }
     sprintf(p, "%s/_indices/%s", ds, rel);
@@ -192,7 +215,8 @@ static sf_code from_json(inputs *in, const char *ds, FILE *f, const char *file, 
 
 /* A segment file itself, or a list of paths one per line ('#' comments).
  * The file must be a regular one: a FIFO would block, /dev/zero never ends. */
-static sf_code from_file(inputs *in, const char *ds, const char *file, int verify, sf_err *err) {
+static sf_code from_file(inputs *in, const char *ds, const char *file, int verify,
+                         sf_err *err) {
   FILE *f;
   sf_code rc = sf_fs_fopen_input(file, &f, NULL, err);
   if (rc) {
@@ -206,7 +230,8 @@ static sf_code from_file(inputs *in, const char *ds, const char *file, int verif
     return add_file(in, ds, file, NULL, verify, err);
   }
   size_t skip = 0;
-  while (skip < got && (line[skip] == ' ' || line[skip] == '\n' || line[skip] == '\t')) skip++;
+  while (skip < got && (line[skip] == ' ' || line[skip] == '\n' || line[skip] == '\t'))
+    skip++;
   rewind(f);
   if (skip < got && line[skip] == '[') {
     rc = from_json(in, ds, f, file, verify, err);
@@ -233,67 +258,98 @@ static sf_code from_file(inputs *in, const char *ds, const char *file, int verif
 }
 
 int cli_cmd_commit(int argc, char **argv) {
-  const struct option opts[] = {
-      {"dataset", required_argument, 0, 'd'},   CLI_OPT(CLI_FLAG_INDEX),
-      {"column", required_argument, 0, 'c'},    CLI_OPT(CLI_FLAG_STAGING_ID),
-      {"segments-from", required_argument, 0, 'f'}, {"replace", no_argument, 0, 'r'},
-      {"quantizer", required_argument, 0, 'q'}, {"verify", no_argument, 0, 'v'},
-      {"json", no_argument, 0, 'j'},            {"help", no_argument, 0, 'h'},
-      {0, 0, 0, 0}};
-  const char *dataset = NULL, *index = NULL, *column = NULL, *staging = NULL, *from = NULL;
+  const struct option opts[] = {{"dataset", required_argument, 0, 'd'},
+                                CLI_OPT(CLI_FLAG_INDEX),
+                                {"column", required_argument, 0, 'c'},
+                                CLI_OPT(CLI_FLAG_STAGING_ID),
+                                {"segments-from", required_argument, 0, 'f'},
+                                {"replace", no_argument, 0, 'r'},
+                                {"quantizer", required_argument, 0, 'q'},
+                                {"verify", no_argument, 0, 'v'},
+                                {"json", no_argument, 0, 'j'},
+                                {"help", no_argument, 0, 'h'},
+                                {0, 0, 0, 0}};
+  const char *dataset = NULL, *index = NULL, *column = NULL, *staging = NULL,
+             *from = NULL;
   const char *quantizer = NULL;
   int replace = 0, verify = 0, json = 0, c;
   sf_err err = {0};
   optind = 1;
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
     switch (c) {
-      case 'd': dataset = optarg; break;
+      case 'd':
+        dataset = optarg;
+        break;
       case CLI_FLAG_INDEX:
       case CLI_FLAG_STAGING_ID:
         if (cli_flag_check_id(c, optarg, &err)) return cli_usage("commit", "%s", err.msg);
         *(c == CLI_FLAG_INDEX ? &index : &staging) = optarg;
         break;
-      case 'c': column = optarg; break;
-      case 'f': from = optarg; break;
-      case 'r': replace = 1; break;
-      case 'q': quantizer = optarg; break;
-      case 'v': verify = 1; break;
-      case 'j': json = 1; break;
-      case 'h': help(); cli_flag_help(stdout, opts); return 0;
-      default: return cli_usage("commit", "unknown option");
+      case 'c':
+        column = optarg;
+        break;
+      case 'f':
+        from = optarg;
+        break;
+      case 'r':
+        replace = 1;
+        break;
+      case 'q':
+        quantizer = optarg;
+        break;
+      case 'v':
+        verify = 1;
+        break;
+      case 'j':
+        json = 1;
+        break;
+      case 'h':
+        help();
+        cli_flag_help(stdout, opts);
+        return 0;
+      default:
+        return cli_usage("commit", "unknown option");
     }
   }
   if (optind < argc) return cli_usage("commit", "unexpected argument '%s'", argv[optind]);
   if (!dataset || !index || !column || !staging || !from)
-    return cli_usage("commit", "--dataset, --index, --column, --staging-id and "
+    return cli_usage("commit",
+                     "--dataset, --index, --column, --staging-id and "
                      "--segments-from are required");
   char *ds;
   if (sf_catalog_resolve_dataset(dataset, &ds, &err)) return cli_fail("commit", &err);
   inputs in = {0};
   struct stat st;
-  sf_code rc = !stat(from, &st) && S_ISDIR(st.st_mode) ? from_dir(&in, ds, from, verify, &err)
-                                                        : from_file(&in, ds, from, verify, &err);
+  sf_code rc = !stat(from, &st) && S_ISDIR(st.st_mode)
+                   ? from_dir(&in, ds, from, verify, &err)
+                   : from_file(&in, ds, from, verify, &err);
   sf_catalog_commit_result res = {0};
   if (!rc) {
-    sf_catalog_commit_req req = {.dataset = ds, .index_name = index, .column = column,
-                                 .staging_id = staging, .segs = in.segs, .nsegs = in.n,
-                                 .quantizer_path = quantizer, .replace = replace};
+    sf_catalog_commit_req req = {.dataset = ds,
+                                 .index_name = index,
+                                 .column = column,
+                                 .staging_id = staging,
+                                 .segs = in.segs,
+                                 .nsegs = in.n,
+                                 .quantizer_path = quantizer,
+                                 .replace = replace};
     rc = sf_catalog_commit(&req, &res, &err);
   }
   if (!rc && json) {
-    json_t *o = json_pack("{s:I, s:b, s:i, s:I, s:s, s:s}", "version", (json_int_t)res.version,
-                          "already", res.already, "attempts", (int)res.attempts, "replaced",
-                          (json_int_t)res.nreplaced, "index", index, "staging_id", staging);
+    json_t *o =
+        json_pack("{s:I, s:b, s:i, s:I, s:s, s:s}", "version", (json_int_t)res.version,
+                  "already", res.already, "attempts", (int)res.attempts, "replaced",
+                  (json_int_t)res.nreplaced, "index", index, "staging_id", staging);
     char *s = o ? json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
     if (s) printf("%s\n", s);
     free(s);
     json_decref(o);
   } else if (!rc && res.already) {
-    printf("job %s was already committed in version %" PRIu64 "; nothing written\n", staging,
-           res.version);
+    printf("job %s was already committed in version %" PRIu64 "; nothing written\n",
+           staging, res.version);
   } else if (!rc) {
-    printf("committed job %s to index %s as version %" PRIu64 ": %zu segments", staging, index,
-           res.version, in.n);
+    printf("committed job %s to index %s as version %" PRIu64 ": %zu segments", staging,
+           index, res.version, in.n);
     if (res.nreplaced) printf(", %zu replaced", res.nreplaced);
     printf("\n");
   }

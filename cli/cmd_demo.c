@@ -24,11 +24,11 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "core/base/fsutil.h"
+#include "core/base/types.h"
 #include "kafka/broker.h"
 #include "kafka/kconf.h"
 #include "processor/processor.h"
-#include "core/base/fsutil.h"
-#include "core/base/types.h"
 #include "schemas/event_decode.h"
 #include "schemas/event_json.h"
 
@@ -37,7 +37,9 @@ extern char **environ;
 #define DEMO_INDEX "embedding_idx"
 #define DEMO_JOB "demo-job-1"
 #define DEMO_PARTITIONS 4
-#define DEMO_MIN_ROWS 1000u /* the demo searches this many queries (gen --queries 1000) */
+#define DEMO_MIN_ROWS                                               \
+  1000u /* the demo searches this many queries (gen --queries 1000) \
+         */
 
 static void help(void) {
   printf(
@@ -310,34 +312,13 @@ int cli_cmd_demo(int argc, char **argv) {
     snprintf(frag[i], sizeof frag[i], "%llu-%llu", (unsigned long long)(4 * i),
              (unsigned long long)(4 * i + 3));
     snprintf(sid[i], sizeof sid[i], "worker-%llu", (unsigned long long)i);
-    char *stage[] = {"segforge",
-                     "stage",
-                     "--vectors",
-                     base,
-                     "--staging",
-                     staging,
-                     "--fragments",
-                     frag[i],
-                     "--rows-per-fragment",
-                     s_rpf,
-                     "--shard-id",
-                     sid[i],
-                     "--publish",
-                     "--brokers",
-                     (char *)B,
-                     "--dataset-uri",
-                     dataset,
-                     "--index-name",
-                     DEMO_INDEX,
-                     "--column",
-                     "embedding",
-                     "--staging-id",
-                     DEMO_JOB,
-                     "--expected-fragments",
-                     s_exp,
+    char *stage[] = {"segforge", "stage", "--vectors", base, "--staging", staging,
+                     "--fragments", frag[i], "--rows-per-fragment", s_rpf, "--shard-id",
+                     sid[i], "--publish", "--brokers", (char *)B, "--dataset-uri",
+                     dataset, "--index-name", DEMO_INDEX, "--column", "embedding",
+                     "--staging-id", DEMO_JOB, "--expected-fragments", s_exp,
                      /* a re-run in the same --dir re-stages the demo's own shards */
-                     "--force",
-                     NULL};
+                     "--force", NULL};
     if (i == 0) show(stage);
     pids[i] = spawn(stage);
   }

@@ -30,10 +30,12 @@ static void show(void *ctx, sf_gc_kind kind, const char *path, uint64_t bytes) {
 }
 
 int cli_cmd_gc(int argc, char **argv) {
-  const struct option opts[] = {
-      {"dataset", required_argument, 0, 'd'}, CLI_OPT(CLI_FLAG_KEEP_VERSIONS),
-      CLI_OPT(CLI_FLAG_GRACE),                {"dry-run", no_argument, 0, 'n'},
-      {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
+  const struct option opts[] = {{"dataset", required_argument, 0, 'd'},
+                                CLI_OPT(CLI_FLAG_KEEP_VERSIONS),
+                                CLI_OPT(CLI_FLAG_GRACE),
+                                {"dry-run", no_argument, 0, 'n'},
+                                {"help", no_argument, 0, 'h'},
+                                {0, 0, 0, 0}};
   const char *dataset = NULL;
   uint64_t keep = SF_GC_DEFAULT_KEEP;
   int64_t grace_ms = SF_GC_DEFAULT_GRACE_MS;
@@ -43,19 +45,33 @@ int cli_cmd_gc(int argc, char **argv) {
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
     sf_code rc = SF_OK;
     switch (c) {
-      case 'd': dataset = optarg; break;
-      case CLI_FLAG_KEEP_VERSIONS: rc = cli_flag_u64(c, optarg, &keep, &err); break;
-      case CLI_FLAG_GRACE: rc = cli_flag_ms(c, optarg, &grace_ms, &err); break;
-      case 'n': dry = 1; break;
-      case 'h': help(); cli_flag_help(stdout, opts); return 0;
-      default: return cli_usage("gc", "unknown option");
+      case 'd':
+        dataset = optarg;
+        break;
+      case CLI_FLAG_KEEP_VERSIONS:
+        rc = cli_flag_u64(c, optarg, &keep, &err);
+        break;
+      case CLI_FLAG_GRACE:
+        rc = cli_flag_ms(c, optarg, &grace_ms, &err);
+        break;
+      case 'n':
+        dry = 1;
+        break;
+      case 'h':
+        help();
+        cli_flag_help(stdout, opts);
+        return 0;
+      default:
+        return cli_usage("gc", "unknown option");
     }
     if (rc) return cli_usage("gc", "%s", err.msg);
   }
   if (!dataset) return cli_usage("gc", "--dataset D is required");
   if (optind < argc) return cli_usage("gc", "unexpected argument '%s'", argv[optind]);
-  sf_gc_opts o = {.keep_versions = (uint32_t)keep, .dry_run = dry,
-                  .grace_ms = grace_ms, .temp_age_ms = -1};
+  sf_gc_opts o = {.keep_versions = (uint32_t)keep,
+                  .dry_run = dry,
+                  .grace_ms = grace_ms,
+                  .temp_age_ms = -1};
   sf_gc_stats st;
   if (sf_gc_run(dataset, &o, show, &dry, &st, &err)) return cli_fail("gc", &err);
   size_t total = 0;

@@ -31,21 +31,27 @@ static sf_code write_f32(const char *dir, const char *name, const float *x, size
   sf_code rc = sf_vecwriter_open(path, dim, &w, err);
   if (!rc) {
     rc = sf_vecwriter_write_f32(w, x, n, err);
-    if (rc) sf_vecwriter_abort(w);
-    else rc = sf_vecwriter_close(w, err);
+    if (rc)
+      sf_vecwriter_abort(w);
+    else
+      rc = sf_vecwriter_close(w, err);
   }
   free(path);
   return rc;
 }
 
 int cli_cmd_gen(int argc, char **argv) {
-  const struct option opts[] = {
-      {"out", required_argument, 0, 'o'},   CLI_OPT(CLI_FLAG_ROWS),
-      CLI_OPT(CLI_FLAG_QUERIES),            CLI_OPT(CLI_FLAG_DIM),
-      CLI_OPT(CLI_FLAG_CLUSTERS),           {"sigma", required_argument, 0, 's'},
-      CLI_OPT(CLI_FLAG_METRIC),             CLI_OPT(CLI_FLAG_K),
-      CLI_OPT(CLI_FLAG_SEED),               {"help", no_argument, 0, 'h'},
-      {0, 0, 0, 0}};
+  const struct option opts[] = {{"out", required_argument, 0, 'o'},
+                                CLI_OPT(CLI_FLAG_ROWS),
+                                CLI_OPT(CLI_FLAG_QUERIES),
+                                CLI_OPT(CLI_FLAG_DIM),
+                                CLI_OPT(CLI_FLAG_CLUSTERS),
+                                {"sigma", required_argument, 0, 's'},
+                                CLI_OPT(CLI_FLAG_METRIC),
+                                CLI_OPT(CLI_FLAG_K),
+                                CLI_OPT(CLI_FLAG_SEED),
+                                {"help", no_argument, 0, 'h'},
+                                {0, 0, 0, 0}};
   const char *out = NULL;
   uint64_t rows = 100000, nq = 1000, dim = 64, clusters = 100, k = 100, seed = 42;
   double sigma = 0.3;
@@ -56,23 +62,44 @@ int cli_cmd_gen(int argc, char **argv) {
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
     sf_code rc = SF_OK;
     switch (c) {
-      case 'o': out = optarg; break;
-      case CLI_FLAG_ROWS: rc = cli_flag_u64(c, optarg, &rows, &err); break;
-      case CLI_FLAG_QUERIES: rc = cli_flag_u64(c, optarg, &nq, &err); break;
-      case CLI_FLAG_DIM: rc = cli_flag_u64(c, optarg, &dim, &err); break;
-      case CLI_FLAG_CLUSTERS: rc = cli_flag_u64(c, optarg, &clusters, &err); break;
-      case CLI_FLAG_K: rc = cli_flag_u64(c, optarg, &k, &err); break;
-      case CLI_FLAG_SEED: rc = cli_flag_u64(c, optarg, &seed, &err); break;
-      case CLI_FLAG_METRIC: rc = cli_flag_choice(c, optarg, &metric, &err); break;
+      case 'o':
+        out = optarg;
+        break;
+      case CLI_FLAG_ROWS:
+        rc = cli_flag_u64(c, optarg, &rows, &err);
+        break;
+      case CLI_FLAG_QUERIES:
+        rc = cli_flag_u64(c, optarg, &nq, &err);
+        break;
+      case CLI_FLAG_DIM:
+        rc = cli_flag_u64(c, optarg, &dim, &err);
+        break;
+      case CLI_FLAG_CLUSTERS:
+        rc = cli_flag_u64(c, optarg, &clusters, &err);
+        break;
+      case CLI_FLAG_K:
+        rc = cli_flag_u64(c, optarg, &k, &err);
+        break;
+      case CLI_FLAG_SEED:
+        rc = cli_flag_u64(c, optarg, &seed, &err);
+        break;
+      case CLI_FLAG_METRIC:
+        rc = cli_flag_choice(c, optarg, &metric, &err);
+        break;
       case 's': {
         char *end;
         sigma = strtod(optarg, &end);
         if (*end || !(sigma > 0 && sigma < 100))
-          return cli_usage("gen", "--sigma expects a number in (0, 100), got '%s'", optarg);
+          return cli_usage("gen", "--sigma expects a number in (0, 100), got '%s'",
+                           optarg);
         break;
       }
-      case 'h': help(); cli_flag_help(stdout, opts); return 0;
-      default: return cli_usage("gen", "unknown option");
+      case 'h':
+        help();
+        cli_flag_help(stdout, opts);
+        return 0;
+      default:
+        return cli_usage("gen", "unknown option");
     }
     if (rc) return cli_usage("gen", "%s", err.msg);
   }
@@ -90,8 +117,10 @@ int cli_cmd_gen(int argc, char **argv) {
                (unsigned long long)rows, (unsigned long long)dim);
     goto fail;
   }
-  sf_gen_clustered(base, rows, (uint32_t)dim, (uint32_t)clusters, (float)sigma, seed, seed + 1);
-  sf_gen_clustered(qs, nq, (uint32_t)dim, (uint32_t)clusters, (float)sigma, seed, seed + 2);
+  sf_gen_clustered(base, rows, (uint32_t)dim, (uint32_t)clusters, (float)sigma, seed,
+                   seed + 1);
+  sf_gen_clustered(qs, nq, (uint32_t)dim, (uint32_t)clusters, (float)sigma, seed,
+                   seed + 2);
   if (sf_fs_mkdirs(out, &err) ||
       sf_bruteforce_knn(base, rows, qs, nq, (uint32_t)dim, metric, (uint32_t)k, gt, &err))
     goto fail;
@@ -110,9 +139,11 @@ int cli_cmd_gen(int argc, char **argv) {
     goto fail;
   }
   if (sf_vecwriter_close(w, &err)) goto fail;
-  fprintf(stderr, "gen: %llu base rows, %llu queries, dim %llu, top-%llu ground truth (%s) in %s\n",
-          (unsigned long long)rows, (unsigned long long)nq, (unsigned long long)dim,
-          (unsigned long long)k, sf_metric_name(metric), out);
+  fprintf(
+      stderr,
+      "gen: %llu base rows, %llu queries, dim %llu, top-%llu ground truth (%s) in %s\n",
+      (unsigned long long)rows, (unsigned long long)nq, (unsigned long long)dim,
+      (unsigned long long)k, sf_metric_name(metric), out);
   free(base);
   free(qs);
   free(gt);

@@ -253,10 +253,12 @@ static void print_text(const sf_catalog *c, const uint64_t *v, size_t nv,
 }
 
 static int inspect_dataset(int argc, char **argv) {
-  const struct option opts[] = {
-      {"dataset", required_argument, 0, 'd'}, CLI_OPT(CLI_FLAG_INDEX),
-      CLI_OPT(CLI_FLAG_VERSION),              {"json", no_argument, 0, 'j'},
-      {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
+  const struct option opts[] = {{"dataset", required_argument, 0, 'd'},
+                                CLI_OPT(CLI_FLAG_INDEX),
+                                CLI_OPT(CLI_FLAG_VERSION),
+                                {"json", no_argument, 0, 'j'},
+                                {"help", no_argument, 0, 'h'},
+                                {0, 0, 0, 0}};
   const char *dataset = NULL, *index = NULL;
   uint64_t version = 0;
   int json = 0, c;
@@ -268,7 +270,8 @@ static int inspect_dataset(int argc, char **argv) {
         dataset = optarg;
         break;
       case CLI_FLAG_INDEX:
-        if (cli_flag_check_id(c, optarg, &err)) return cli_usage("inspect", "%s", err.msg);
+        if (cli_flag_check_id(c, optarg, &err))
+          return cli_usage("inspect", "%s", err.msg);
         index = optarg;
         break;
       case CLI_FLAG_VERSION:

@@ -58,21 +58,28 @@ static sf_code load_gt(const char *path, uint64_t nq, uint32_t k, int32_t **out,
   if (!rc) {
     *out = malloc(sizeof(int32_t) * nq * *gdim);
     size_t got;
-    if (!*out) rc = sf_err_set(err, SF_ENOMEM, "out of memory");
-    else rc = sf_vecreader_read_i32(r, *out, nq, &got, err);
+    if (!*out)
+      rc = sf_err_set(err, SF_ENOMEM, "out of memory");
+    else
+      rc = sf_vecreader_read_i32(r, *out, nq, &got, err);
   }
   sf_vecreader_free(r);
   return rc;
 }
 
 int cli_cmd_search(int argc, char **argv) {
-  const struct option opts[] = {
-      {"queries", required_argument, 0, 'q'},     CLI_OPT(CLI_FLAG_K),
-      CLI_OPT(CLI_FLAG_NPROBE),                   {"quantizer", required_argument, 0, 'Q'},
-      {"groundtruth", required_argument, 0, 'g'}, CLI_OPT(CLI_FLAG_ROWS_PER_FRAGMENT),
-      {"no-verify", no_argument, 0, 'V'},         {"json", no_argument, 0, 'j'},
-      {"dataset", required_argument, 0, 'D'},     CLI_OPT(CLI_FLAG_INDEX),
-      {"help", no_argument, 0, 'h'},              {0, 0, 0, 0}};
+  const struct option opts[] = {{"queries", required_argument, 0, 'q'},
+                                CLI_OPT(CLI_FLAG_K),
+                                CLI_OPT(CLI_FLAG_NPROBE),
+                                {"quantizer", required_argument, 0, 'Q'},
+                                {"groundtruth", required_argument, 0, 'g'},
+                                CLI_OPT(CLI_FLAG_ROWS_PER_FRAGMENT),
+                                {"no-verify", no_argument, 0, 'V'},
+                                {"json", no_argument, 0, 'j'},
+                                {"dataset", required_argument, 0, 'D'},
+                                CLI_OPT(CLI_FLAG_INDEX),
+                                {"help", no_argument, 0, 'h'},
+                                {0, 0, 0, 0}};
   const char *qfile = NULL, *quant = NULL, *gtfile = NULL, *dataset = NULL, *index = NULL;
   uint64_t k = 10, nprobe = 8, rpf = 0;
   int json = 0, verify = 1, c;
@@ -81,20 +88,42 @@ int cli_cmd_search(int argc, char **argv) {
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
     sf_code rc = SF_OK;
     switch (c) {
-      case 'q': qfile = optarg; break;
-      case 'Q': quant = optarg; break;
-      case 'g': gtfile = optarg; break;
-      case CLI_FLAG_K: rc = cli_flag_u64(c, optarg, &k, &err); break;
-      case CLI_FLAG_NPROBE: rc = cli_flag_u64(c, optarg, &nprobe, &err); break;
-      case CLI_FLAG_ROWS_PER_FRAGMENT: rc = cli_flag_u64(c, optarg, &rpf, &err); break;
-      case 'V': verify = 0; break;
-      case 'D': dataset = optarg; break;
+      case 'q':
+        qfile = optarg;
+        break;
+      case 'Q':
+        quant = optarg;
+        break;
+      case 'g':
+        gtfile = optarg;
+        break;
+      case CLI_FLAG_K:
+        rc = cli_flag_u64(c, optarg, &k, &err);
+        break;
+      case CLI_FLAG_NPROBE:
+        rc = cli_flag_u64(c, optarg, &nprobe, &err);
+        break;
+      case CLI_FLAG_ROWS_PER_FRAGMENT:
+        rc = cli_flag_u64(c, optarg, &rpf, &err);
+        break;
+      case 'V':
+        verify = 0;
+        break;
+      case 'D':
+        dataset = optarg;
+        break;
       case CLI_FLAG_INDEX:
         if (!(rc = cli_flag_check_id(c, optarg, &err))) index = optarg;
         break;
-      case 'j': json = 1; break;
-      case 'h': help(); cli_flag_help(stdout, opts); return 0;
-      default: return cli_usage("search", "unknown option");
+      case 'j':
+        json = 1;
+        break;
+      case 'h':
+        help();
+        cli_flag_help(stdout, opts);
+        return 0;
+      default:
+        return cli_usage("search", "unknown option");
     }
     if (rc) return cli_usage("search", "%s", err.msg);
   }
@@ -103,9 +132,11 @@ int cli_cmd_search(int argc, char **argv) {
   if (dataset && optind < argc)
     return cli_usage("search", "give either --dataset and --index or files, not both");
   if (!dataset && optind >= argc)
-    return cli_usage("search", "name at least one shard or segment file, or --dataset and --index");
+    return cli_usage("search",
+                     "name at least one shard or segment file, or --dataset and --index");
   if (gtfile && !rpf)
-    return cli_usage("search", "--groundtruth needs --rows-per-fragment to map rows to ids");
+    return cli_usage("search",
+                     "--groundtruth needs --rows-per-fragment to map rows to ids");
 
   char *qdefault = NULL;
   const sf_quant *q = NULL;
@@ -140,8 +171,8 @@ int cli_cmd_search(int argc, char **argv) {
   if (sf_vec_load_f32(qfile, 0, UINT64_MAX, (size_t)4 << 30, &queries, &nq, &qdim, &err))
     goto out;
   if (qdim != sf_quant_dim(q)) {
-    sf_err_set(&err, SF_EMISMATCH, "%s has dimension %u but the index has %u", qfile, qdim,
-               sf_quant_dim(q));
+    sf_err_set(&err, SF_EMISMATCH, "%s has dimension %u but the index has %u", qfile,
+               qdim, sf_quant_dim(q));
     goto out;
   }
   if (gtfile && load_gt(gtfile, nq, (uint32_t)k, &gt, &gdim, &err)) goto out;
@@ -161,8 +192,8 @@ int cli_cmd_search(int argc, char **argv) {
   for (uint64_t i = 0; i < nq; i++) {
     uint32_t got;
     double a = now_s();
-    if (sf_search_query(s, queries + i * qdim, (uint32_t)k, (uint32_t)nprobe, ids, scores, &got,
-                        &err))
+    if (sf_search_query(s, queries + i * qdim, (uint32_t)k, (uint32_t)nprobe, ids, scores,
+                        &got, &err))
       goto out;
     busy += now_s() - a;
     scanned += (double)sf_search_last_scanned(s);
@@ -170,7 +201,8 @@ int cli_cmd_search(int argc, char **argv) {
       const int32_t *g = gt + i * gdim;
       for (uint32_t r = 0; r < got; r++)
         for (uint32_t j = 0; j < k; j++)
-          if (g[j] >= 0 && ids[r] == SF_ROWID((uint64_t)g[j] / rpf, (uint64_t)g[j] % rpf)) {
+          if (g[j] >= 0 &&
+              ids[r] == SF_ROWID((uint64_t)g[j] / rpf, (uint64_t)g[j] % rpf)) {
             hits++;
             break;
           }
@@ -188,21 +220,22 @@ int cli_cmd_search(int argc, char **argv) {
   double wall = now_s() - t0, qps = busy > 0 ? nq / busy : 0;
   double recall = gt && nq ? hits / ((double)nq * k) : -1;
   if (json) {
-    json_t *o = json_pack("{s:I, s:I, s:I, s:I, s:f, s:f, s:o}", "queries", (json_int_t)nq,
-                          "k", (json_int_t)k, "nprobe", (json_int_t)nprobe, "rows",
-                          (json_int_t)sf_search_rows(s), "qps", qps, "seconds", wall,
-                          "results", results);
+    json_t *o = json_pack("{s:I, s:I, s:I, s:I, s:f, s:f, s:o}", "queries",
+                          (json_int_t)nq, "k", (json_int_t)k, "nprobe",
+                          (json_int_t)nprobe, "rows", (json_int_t)sf_search_rows(s),
+                          "qps", qps, "seconds", wall, "results", results);
     results = NULL;
     if (o && recall >= 0) json_object_set_new(o, "recall", json_real(recall));
     if (o) json_dumpf(o, stdout, JSON_COMPACT);
     printf("\n");
     json_decref(o);
   } else {
-    printf("searched %llu queries over %llu rows in %d file%s: k=%llu nprobe=%llu, "
-           "%.0f rows scanned per query, %.0f queries/s (one thread)\n",
-           (unsigned long long)nq, (unsigned long long)sf_search_rows(s), (int)npaths,
-           npaths == 1 ? "" : "s", (unsigned long long)k, (unsigned long long)nprobe,
-           nq ? scanned / nq : 0, qps);
+    printf(
+        "searched %llu queries over %llu rows in %d file%s: k=%llu nprobe=%llu, "
+        "%.0f rows scanned per query, %.0f queries/s (one thread)\n",
+        (unsigned long long)nq, (unsigned long long)sf_search_rows(s), (int)npaths,
+        npaths == 1 ? "" : "s", (unsigned long long)k, (unsigned long long)nprobe,
+        nq ? scanned / nq : 0, qps);
     if (recall >= 0) printf("recall@%llu = %.4f\n", (unsigned long long)k, recall);
   }
   status = 0;

@@ -98,27 +98,26 @@ static void log_line(void *ctx, int level, const char *line) {
 }
 
 int cli_cmd_serve(int argc, char **argv) {
-  const struct option opts[] = {
-      {"brokers", required_argument, 0, 'b'},
-      {"group", required_argument, 0, 'g'},
-      {"config", required_argument, 0, 'c'},
-      CLI_OPT(CLI_FLAG_TARGET_SEGMENT_BYTES),
-      CLI_OPT(CLI_FLAG_MAX_MERGES),
-      CLI_OPT(CLI_FLAG_WORKERS),
-      CLI_OPT(CLI_FLAG_STAGING_TIMEOUT),
-      {"topic-staged", required_argument, 0, 's'},
-      {"topic-committed", required_argument, 0, 'C'},
-      {"topic-rejected", required_argument, 0, 'R'},
-      CLI_OPT(CLI_FLAG_PARTITIONS),
-      {"metrics-addr", required_argument, 0, 'm'},
-      CLI_OPT(CLI_FLAG_LOG_LEVEL),
-      CLI_OPT(CLI_FLAG_DRAIN_TIMEOUT),
-      CLI_OPT(CLI_FLAG_MAX_PENDING_EVENTS),
-      CLI_OPT(CLI_FLAG_MAX_PENDING_BYTES),
-      {"dataset-root", required_argument, 0, 'r'},
-      CLI_OPT(CLI_FLAG_RETRY_MAX_BACKOFF),
-      {"help", no_argument, 0, 'h'},
-      {0, 0, 0, 0}};
+  const struct option opts[] = {{"brokers", required_argument, 0, 'b'},
+                                {"group", required_argument, 0, 'g'},
+                                {"config", required_argument, 0, 'c'},
+                                CLI_OPT(CLI_FLAG_TARGET_SEGMENT_BYTES),
+                                CLI_OPT(CLI_FLAG_MAX_MERGES),
+                                CLI_OPT(CLI_FLAG_WORKERS),
+                                CLI_OPT(CLI_FLAG_STAGING_TIMEOUT),
+                                {"topic-staged", required_argument, 0, 's'},
+                                {"topic-committed", required_argument, 0, 'C'},
+                                {"topic-rejected", required_argument, 0, 'R'},
+                                CLI_OPT(CLI_FLAG_PARTITIONS),
+                                {"metrics-addr", required_argument, 0, 'm'},
+                                CLI_OPT(CLI_FLAG_LOG_LEVEL),
+                                CLI_OPT(CLI_FLAG_DRAIN_TIMEOUT),
+                                CLI_OPT(CLI_FLAG_MAX_PENDING_EVENTS),
+                                CLI_OPT(CLI_FLAG_MAX_PENDING_BYTES),
+                                {"dataset-root", required_argument, 0, 'r'},
+                                CLI_OPT(CLI_FLAG_RETRY_MAX_BACKOFF),
+                                {"help", no_argument, 0, 'h'},
+                                {0, 0, 0, 0}};
   enum { MAX_ROOTS = 64 };
   const char *roots[MAX_ROOTS];
   size_t nroots = 0;
@@ -195,7 +194,8 @@ int cli_cmd_serve(int argc, char **argv) {
           roots[nroots++] = optarg;
         break;
       case CLI_FLAG_LOG_LEVEL: {
-        static const int levels[] = {SF_PROC_LOG_ERR, SF_PROC_LOG_WARNING, SF_PROC_LOG_INFO,
+        static const int levels[] = {SF_PROC_LOG_ERR, SF_PROC_LOG_WARNING,
+                                     SF_PROC_LOG_INFO,
                                      SF_PROC_LOG_DEBUG}; /* in the table's order */
         int i;
         if (!(e = cli_flag_choice(c, optarg, &i, &err))) g_level = levels[i];

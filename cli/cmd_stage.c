@@ -176,29 +176,28 @@ static void progress(void *arg, uint64_t done, uint64_t total) {
 }
 
 int cli_cmd_stage(int argc, char **argv) {
-  const struct option opts[] = {
-      {"vectors", required_argument, 0, 'v'},
-      {"staging", required_argument, 0, 's'},
-      CLI_OPT(CLI_FLAG_FRAGMENTS),
-      CLI_OPT(CLI_FLAG_ROWS_PER_FRAGMENT),
-      CLI_OPT(CLI_FLAG_SHARD_ID),
-      CLI_OPT(CLI_FLAG_MEMORY),
-      {"json", no_argument, 0, 'j'},
-      {"help", no_argument, 0, 'h'},
-      {"publish", no_argument, 0, 'P'},
-      {"brokers", required_argument, 0, 'b'},
-      {"config", required_argument, 0, 'C'},
-      {"topic", required_argument, 0, 't'},
-      {"dataset-uri", required_argument, 0, 'D'},
-      CLI_OPT(CLI_FLAG_INDEX_NAME),
-      {"column", required_argument, 0, 'c'},
-      CLI_OPT(CLI_FLAG_STAGING_ID),
-      CLI_OPT(CLI_FLAG_EXPECTED_FRAGMENTS),
-      CLI_OPT(CLI_FLAG_TARGET_SEGMENT_BYTES),
-      CLI_OPT(CLI_FLAG_TIMEOUT),
-      {"event-id", required_argument, 0, 'E'},
-      {"force", no_argument, 0, 'F'},
-      {0, 0, 0, 0}};
+  const struct option opts[] = {{"vectors", required_argument, 0, 'v'},
+                                {"staging", required_argument, 0, 's'},
+                                CLI_OPT(CLI_FLAG_FRAGMENTS),
+                                CLI_OPT(CLI_FLAG_ROWS_PER_FRAGMENT),
+                                CLI_OPT(CLI_FLAG_SHARD_ID),
+                                CLI_OPT(CLI_FLAG_MEMORY),
+                                {"json", no_argument, 0, 'j'},
+                                {"help", no_argument, 0, 'h'},
+                                {"publish", no_argument, 0, 'P'},
+                                {"brokers", required_argument, 0, 'b'},
+                                {"config", required_argument, 0, 'C'},
+                                {"topic", required_argument, 0, 't'},
+                                {"dataset-uri", required_argument, 0, 'D'},
+                                CLI_OPT(CLI_FLAG_INDEX_NAME),
+                                {"column", required_argument, 0, 'c'},
+                                CLI_OPT(CLI_FLAG_STAGING_ID),
+                                CLI_OPT(CLI_FLAG_EXPECTED_FRAGMENTS),
+                                CLI_OPT(CLI_FLAG_TARGET_SEGMENT_BYTES),
+                                CLI_OPT(CLI_FLAG_TIMEOUT),
+                                {"event-id", required_argument, 0, 'E'},
+                                {"force", no_argument, 0, 'F'},
+                                {0, 0, 0, 0}};
   const char *vectors = NULL, *staging = NULL, *shard_id = NULL;
   roaring_bitmap_t *fr = NULL; /* --fragments */
   uint64_t rpf = 0, memory = 256ULL << 20;

@@ -66,14 +66,18 @@ static sf_code read_sample(const char *path, uint64_t cap, uint64_t seed, float 
   size_t *idx = NULL;
   float *buf = NULL;
   if ((double)m * *dim * sizeof(float) > (double)SIZE_MAX / 2) {
-    rc = sf_err_set(err, SF_ELIMIT, "%s: a sample of %zu rows of dim %u is too large; lower "
-                    "--max-train-rows", path, m, *dim);
+    rc = sf_err_set(err, SF_ELIMIT,
+                    "%s: a sample of %zu rows of dim %u is too large; lower "
+                    "--max-train-rows",
+                    path, m, *dim);
     goto done;
   }
   buf = malloc(sizeof(float) * (m ? m : 1) * *dim);
   if (!buf) {
-    rc = sf_err_set(err, SF_ENOMEM, "out of memory for %zu training rows of dim %u; lower "
-                    "--max-train-rows", m, *dim);
+    rc = sf_err_set(err, SF_ENOMEM,
+                    "out of memory for %zu training rows of dim %u; lower "
+                    "--max-train-rows",
+                    m, *dim);
     goto done;
   }
   size_t got = 0;
@@ -82,7 +86,8 @@ static sf_code read_sample(const char *path, uint64_t cap, uint64_t seed, float 
       size_t nr = 0;
       rc = sf_vecreader_read_f32(r, buf + got * *dim, m - got, &nr, err);
       if (!rc && nr == 0)
-        rc = sf_err_set(err, SF_ECORRUPT, "%s: ended after %zu of %zu rows", path, got, m);
+        rc =
+            sf_err_set(err, SF_ECORRUPT, "%s: ended after %zu of %zu rows", path, got, m);
       got += nr;
     }
   } else {
@@ -97,7 +102,8 @@ static sf_code read_sample(const char *path, uint64_t cap, uint64_t seed, float 
       rc = sf_vecreader_seek(r, idx[got], err);
       if (!rc) rc = sf_vecreader_read_f32(r, buf + got * *dim, 1, &nr, err);
       if (!rc && nr != 1)
-        rc = sf_err_set(err, SF_ECORRUPT, "%s: row %zu could not be read", path, idx[got]);
+        rc =
+            sf_err_set(err, SF_ECORRUPT, "%s: row %zu could not be read", path, idx[got]);
     }
   }
 done:
@@ -113,14 +119,20 @@ done:
 }
 
 int cli_cmd_train(int argc, char **argv) {
-  const struct option opts[] = {
-      {"vectors", required_argument, 0, 'v'}, {"out", required_argument, 0, 'o'},
-      CLI_OPT(CLI_FLAG_INDEX_TYPE),           CLI_OPT(CLI_FLAG_METRIC),
-      CLI_OPT(CLI_FLAG_NLIST),                CLI_OPT(CLI_FLAG_PQ_M),
-      CLI_OPT(CLI_FLAG_SEED),                 CLI_OPT(CLI_FLAG_MAX_TRAIN_ROWS),
-      CLI_OPT(CLI_FLAG_ITERS),                CLI_OPT(CLI_FLAG_THREADS),
-      {"from-dataset", required_argument, 0, 'f'}, CLI_OPT(CLI_FLAG_INDEX),
-      {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
+  const struct option opts[] = {{"vectors", required_argument, 0, 'v'},
+                                {"out", required_argument, 0, 'o'},
+                                CLI_OPT(CLI_FLAG_INDEX_TYPE),
+                                CLI_OPT(CLI_FLAG_METRIC),
+                                CLI_OPT(CLI_FLAG_NLIST),
+                                CLI_OPT(CLI_FLAG_PQ_M),
+                                CLI_OPT(CLI_FLAG_SEED),
+                                CLI_OPT(CLI_FLAG_MAX_TRAIN_ROWS),
+                                CLI_OPT(CLI_FLAG_ITERS),
+                                CLI_OPT(CLI_FLAG_THREADS),
+                                {"from-dataset", required_argument, 0, 'f'},
+                                CLI_OPT(CLI_FLAG_INDEX),
+                                {"help", no_argument, 0, 'h'},
+                                {0, 0, 0, 0}};
   const char *vectors = NULL, *out = NULL, *from = NULL, *index = NULL;
   int type = -1, metric = -1; /* not given */
   uint64_t nlist = 0, pq_m = 0, seed = 1, max_rows = 0, iters = SF_QUANT_DEFAULT_ITERS;
@@ -133,22 +145,48 @@ int cli_cmd_train(int argc, char **argv) {
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
     sf_code rc = SF_OK;
     switch (c) {
-      case 'v': vectors = optarg; break;
-      case 'o': out = optarg; break;
-      case 'f': from = optarg; break;
+      case 'v':
+        vectors = optarg;
+        break;
+      case 'o':
+        out = optarg;
+        break;
+      case 'f':
+        from = optarg;
+        break;
       case CLI_FLAG_INDEX:
         if (!(rc = cli_flag_check_id(c, optarg, &err))) index = optarg;
         break;
-      case CLI_FLAG_INDEX_TYPE: rc = cli_flag_choice(c, optarg, &type, &err); break;
-      case CLI_FLAG_METRIC: rc = cli_flag_choice(c, optarg, &metric, &err); break;
-      case CLI_FLAG_NLIST: rc = cli_flag_u64(c, optarg, &nlist, &err); break;
-      case CLI_FLAG_PQ_M: rc = cli_flag_u64(c, optarg, &pq_m, &err); break;
-      case CLI_FLAG_SEED: rc = cli_flag_u64(c, optarg, &seed, &err); break;
-      case CLI_FLAG_MAX_TRAIN_ROWS: rc = cli_flag_u64(c, optarg, &max_rows, &err); break;
-      case CLI_FLAG_ITERS: rc = cli_flag_u64(c, optarg, &iters, &err); break;
-      case CLI_FLAG_THREADS: rc = cli_flag_u64(c, optarg, &threads, &err); break;
-      case 'h': help(); cli_flag_help(stdout, opts); return 0;
-      default: return cli_usage("train", "unknown option");
+      case CLI_FLAG_INDEX_TYPE:
+        rc = cli_flag_choice(c, optarg, &type, &err);
+        break;
+      case CLI_FLAG_METRIC:
+        rc = cli_flag_choice(c, optarg, &metric, &err);
+        break;
+      case CLI_FLAG_NLIST:
+        rc = cli_flag_u64(c, optarg, &nlist, &err);
+        break;
+      case CLI_FLAG_PQ_M:
+        rc = cli_flag_u64(c, optarg, &pq_m, &err);
+        break;
+      case CLI_FLAG_SEED:
+        rc = cli_flag_u64(c, optarg, &seed, &err);
+        break;
+      case CLI_FLAG_MAX_TRAIN_ROWS:
+        rc = cli_flag_u64(c, optarg, &max_rows, &err);
+        break;
+      case CLI_FLAG_ITERS:
+        rc = cli_flag_u64(c, optarg, &iters, &err);
+        break;
+      case CLI_FLAG_THREADS:
+        rc = cli_flag_u64(c, optarg, &threads, &err);
+        break;
+      case 'h':
+        help();
+        cli_flag_help(stdout, opts);
+        return 0;
+      default:
+        return cli_usage("train", "unknown option");
     }
     if (rc) return cli_usage("train", "%s", err.msg);
   }
@@ -159,13 +197,15 @@ int cli_cmd_train(int argc, char **argv) {
   if (index) return cli_usage("train", "--index goes with --from-dataset");
   if (!vectors) return cli_usage("train", "--vectors FILE is required");
   if (!out) return cli_usage("train", "--out DIR_OR_FILE is required");
-  if (type < 0) return cli_usage("train", "--index-type is required (IVF_FLAT, IVF_SQ, IVF_PQ)");
+  if (type < 0)
+    return cli_usage("train", "--index-type is required (IVF_FLAT, IVF_SQ, IVF_PQ)");
   if (metric < 0) return cli_usage("train", "--metric is required (L2, COSINE, DOT)");
   if (!nlist) return cli_usage("train", "--nlist is required");
   p.type = (sf_index_type)type;
   p.metric = (sf_metric)metric;
   if (p.type == SF_IVF_PQ && !pq_m)
-    return cli_usage("train", "--pq-m is required for IVF_PQ (a divisor of the dimension)");
+    return cli_usage("train",
+                     "--pq-m is required for IVF_PQ (a divisor of the dimension)");
   if (p.type != SF_IVF_PQ && pq_m)
     return cli_usage("train", "--pq-m applies to IVF_PQ only");
   p.nlist = (uint32_t)nlist;
@@ -214,11 +254,12 @@ int cli_cmd_train(int argc, char **argv) {
   if (sf_quant_save(q, path, &err)) goto fail;
   char pq[24] = "";
   if (p.type == SF_IVF_PQ) snprintf(pq, sizeof pq, " pq_m %u", p.pq_m);
-  printf("train: %s %s dim %u nlist %u%s from %zu of %llu rows: checksum %016llx, %.2f s -> "
-         "%s\n",
-         sf_index_type_name(p.type), sf_metric_name(p.metric), dim, p.nlist, pq, n,
-         (unsigned long long)total, (unsigned long long)sf_quant_checksum(q), now_s() - t0,
-         path);
+  printf(
+      "train: %s %s dim %u nlist %u%s from %zu of %llu rows: checksum %016llx, %.2f s -> "
+      "%s\n",
+      sf_index_type_name(p.type), sf_metric_name(p.metric), dim, p.nlist, pq, n,
+      (unsigned long long)total, (unsigned long long)sf_quant_checksum(q), now_s() - t0,
+      path);
   sf_quant_free(q);
   free(x);
   free(path);

@@ -7,11 +7,11 @@
 #include <string.h>
 #include <strings.h>
 
-#include "kafka/broker.h"
+#include "core/base/types.h"
 #include "core/catalog/catalog.h"
 #include "core/format/stage.h"
 #include "core/pipeline/merge_policy.h"
-#include "core/base/types.h"
+#include "kafka/broker.h"
 
 #define KB (1ULL << 10)
 #define MB (1ULL << 20)

@@ -18,25 +18,28 @@ static const struct {
     {"train", cli_cmd_train, "train the quantizer (IVF centroids, PQ/SQ) from vectors"},
     {"events", cli_cmd_events, "encode and decode events (Avro <-> JSON)"},
     {"stage", cli_cmd_stage, "write a shard for a set of fragments"},
-    {"search", cli_cmd_search, "k-NN search over shards or segments; recall vs ground truth"},
+    {"search", cli_cmd_search,
+     "k-NN search over shards or segments; recall vs ground truth"},
     {"demo", cli_cmd_demo, "the whole path on generated data"},
     {"finalize", cli_cmd_finalize, "plan + build + commit one job, without a broker"},
     {"plan", cli_cmd_plan, "validate a staging root and print its segment plan"},
-    {"build", cli_cmd_build, "merge planned shards into segments, bounded and crash safe"},
+    {"build", cli_cmd_build,
+     "merge planned shards into segments, bounded and crash safe"},
     {"inspect", cli_cmd_inspect, "describe a shard, segment or quantizer file"},
     {"commit", cli_cmd_commit, "record built segments as a new catalog version"},
     {"gc", cli_cmd_gc, "remove what no kept catalog version needs"},
     {"broker", cli_cmd_broker, "an embedded Kafka broker on loopback, for development"},
-    {"serve", cli_cmd_serve, "the stream processor: consume ShardStaged, commit, announce"},
-    {"compact", cli_cmd_compact, "merge an index's small segments until the policy is done"},
-
-
-
+    {"serve", cli_cmd_serve,
+     "the stream processor: consume ShardStaged, commit, announce"},
+    {"compact", cli_cmd_compact,
+     "merge an index's small segments until the policy is done"},
 
 };
 
 static void usage(FILE *f) {
-  fprintf(f, "usage: segforge <command> [options]   (segforge <command> --help)\n\ncommands:\n");
+  fprintf(
+      f,
+      "usage: segforge <command> [options]   (segforge <command> --help)\n\ncommands:\n");
   for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
     fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].help);
 }

@@ -73,21 +73,36 @@ static int plan_args_parse(const char *cmd, int build, void (*help)(void), int a
     sf_code rc = SF_OK;
     if (cli_plan_flag(&a->pf, c, optarg, &rc, &err)) c = 0;
     switch (c) {
-      case 0: break;
-      case 's': a->staging = optarg; break;
-      case 'd': a->dataset = optarg; break;
-      case CLI_FLAG_MAX_MERGES: rc = cli_flag_u64(c, optarg, &a->max_merges, &err); break;
+      case 0:
+        break;
+      case 's':
+        a->staging = optarg;
+        break;
+      case 'd':
+        a->dataset = optarg;
+        break;
+      case CLI_FLAG_MAX_MERGES:
+        rc = cli_flag_u64(c, optarg, &a->max_merges, &err);
+        break;
       case CLI_FLAG_STAGING_ID:
         if (!(rc = cli_flag_check_id(c, optarg, &err))) a->po.staging_id = optarg;
         break;
-      case 'j': a->json = 1; break;
-      case 'h': help(); cli_flag_help(stdout, use); status = 0; break;
-      default: status = cli_usage(cmd, "unknown option");
+      case 'j':
+        a->json = 1;
+        break;
+      case 'h':
+        help();
+        cli_flag_help(stdout, use);
+        status = 0;
+        break;
+      default:
+        status = cli_usage(cmd, "unknown option");
     }
     if (rc) status = cli_usage(cmd, "%s", err.msg);
   }
   if (status < 0 && !a->staging) status = cli_usage(cmd, "--staging DIR is required");
-  if (status < 0 && build && !a->dataset) status = cli_usage(cmd, "--dataset D is required");
+  if (status < 0 && build && !a->dataset)
+    status = cli_usage(cmd, "--dataset D is required");
   if (status < 0 && optind < argc)
     status = cli_usage(cmd, "unexpected argument '%s'", argv[optind]);
   if (status >= 0) {

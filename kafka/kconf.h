@@ -56,9 +56,9 @@
 #define SF_TOPIC_REJECTED_DEFAULT "segforge.shards.rejected"
 
 /* Bounds on what is accepted from outside. */
-#define SF_KCONF_KEY_MAX 256     /* bytes of a key */
-#define SF_KCONF_VALUE_MAX 65536 /* bytes of a value (PEM certificates fit) */
-#define SF_KCONF_LINE_MAX 70000  /* bytes of a line of a configuration file */
+#define SF_KCONF_KEY_MAX 256         /* bytes of a key */
+#define SF_KCONF_VALUE_MAX 65536     /* bytes of a value (PEM certificates fit) */
+#define SF_KCONF_LINE_MAX 70000      /* bytes of a line of a configuration file */
 #define SF_KCONF_FILE_MAX (1u << 20) /* bytes of a configuration file */
 
 typedef struct sf_kconf sf_kconf;

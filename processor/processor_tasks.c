@@ -659,14 +659,15 @@ static void finalize_done(sf_proc *p, task *t) {
     sf_metrics_job_committed(p->o.metrics, t->bytes_built, t->finalize_ms / 1e3,
                              t->already ? -1 : (e2e > 0 ? e2e / 1e3 : 0));
     char q[512];
-    sf_proc_plog(p, SF_PROC_LOG_INFO,
-                 "event=job_committed staging_id=%s dataset=\"%s\" version=%llu already=%d "
-                 "segments=%zu shards=%zu "
-                 "rows=%llu finalize_ms=%.2f publish_ms=%.2f wait_ms=%lld e2e_ms=%lld",
-                 j->staging_id, sf_proc_quoted(q, sizeof q, j->dataset),
-                 (unsigned long long)t->version, t->already, t->nsegs, j->nshards,
-                 (unsigned long long)t->rows, t->finalize_ms, t->publish_ms,
-                 (long long)(sf_clock_mono_ms() - j->first_seen_ms), (long long)e2e);
+    sf_proc_plog(
+        p, SF_PROC_LOG_INFO,
+        "event=job_committed staging_id=%s dataset=\"%s\" version=%llu already=%d "
+        "segments=%zu shards=%zu "
+        "rows=%llu finalize_ms=%.2f publish_ms=%.2f wait_ms=%lld e2e_ms=%lld",
+        j->staging_id, sf_proc_quoted(q, sizeof q, j->dataset),
+        (unsigned long long)t->version, t->already, t->nsegs, j->nshards,
+        (unsigned long long)t->rows, t->finalize_ms, t->publish_ms,
+        (long long)(sf_clock_mono_ms() - j->first_seen_ms), (long long)e2e);
     sf_jobs_finish(p->jobs, j, 1);
     sf_proc_task_free(t);
     return;

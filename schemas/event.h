@@ -24,8 +24,8 @@
 #include <stdint.h>
 
 #include "core/base/error.h"
-#include "core/format/seginfo.h"
 #include "core/base/types.h"
+#include "core/format/seginfo.h"
 
 typedef enum sf_event_type {
   SF_EVENT_SHARD_STAGED = 0,

@@ -14,11 +14,11 @@
  *
  * Why the codec, framing included, lives in schemas/ and not with the
  * consumer and producer: decoding and encoding are walks of the field
- * tables (schemas/event.h, rows in event_fields.c), and neither framing needs a broker. The
- * single-object encoding is the Avro specification's; the Confluent header
- * is a schema-registry convention that files and pipes use too (`segforge
- * events`). What is Kafka-specific (topics, keys, delivery, offsets) stays
- * in consumer/ and producer/, which call this codec.
+ * tables (schemas/event.h, rows in event_fields.c), and neither framing needs a broker.
+ * The single-object encoding is the Avro specification's; the Confluent header is a
+ * schema-registry convention that files and pipes use too (`segforge events`). What is
+ * Kafka-specific (topics, keys, delivery, offsets) stays in consumer/ and producer/,
+ * which call this codec.
  *
  * Two readers, one contract. Records marked `hot` in their table (the
  * consumer's ShardStaged) are read by a bounded reader straight into the

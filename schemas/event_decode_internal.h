@@ -13,7 +13,6 @@
 
 #include "core/base/error.h"
 #include "schemas/event.h"
-#include "schemas/event.h"
 
 typedef struct {
   const char *ev; /* record name for messages */

@@ -7,9 +7,9 @@
  *
  * The datum is written by avro-c's generic values, which an encoder creates
  * once per event type and reuses, filled by a walk of the record's field
- * table (schemas/event.h, rows in event_fields.c), so a call allocates only the output. Every
- * event is validated first (sf_*_validate), so a producer cannot publish an
- * event the consumer would dead-letter.
+ * table (schemas/event.h, rows in event_fields.c), so a call allocates only the output.
+ * Every event is validated first (sf_*_validate), so a producer cannot publish an event
+ * the consumer would dead-letter.
  *
  * An encoder is not thread-safe; create one per thread from a shared set.
  */

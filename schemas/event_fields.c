@@ -3,14 +3,13 @@
  * them: clear, copy, equality, difference, digest, validation, and the
  * check of a table against its schema.
  */
-#include "schemas/event.h"
-
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <xxhash.h>
 
 #include "core/base/fragset.h"
+#include "schemas/event.h"
 
 /* ---- the tables ---------------------------------------------------------- */
 

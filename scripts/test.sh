@@ -10,6 +10,8 @@ cd "$(dirname "$0")/.."
 bash scripts/deps.sh
 echo "== layers (scripts/check_layers.sh)"
 bash scripts/check_layers.sh
+echo "== formatting (scripts/check_format.sh)"
+bash scripts/check_format.sh
 jobs=$(nproc)
 fuzz_seconds=${SF_FUZZ_SECONDS:-20}
 

@@ -24,8 +24,8 @@
 #include "core/base/fragset.h"
 #include "kafka/broker.h"
 #include "kafka/kconf.h"
-#include "schemas/event_decode.h"
 #include "producer/publisher.h"
+#include "schemas/event_decode.h"
 
 #define STAGED "segforge.shards.staged"
 

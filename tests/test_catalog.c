@@ -1,14 +1,13 @@
 /* test_catalog.c - the catalog and its commit: versions, no-op recommits,
  * refusals that name what is wrong, --replace, damaged files, concurrent
  * committers and crashes at every step that matters. */
+#include <dirent.h>
+#include <fcntl.h>
+#include <inttypes.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <cmocka.h>
-#include <dirent.h>
-#include <fcntl.h>
-#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +15,9 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+/* cmocka needs <stdarg.h>, <stddef.h> and <setjmp.h> before it. */
+#include <cmocka.h>
 
 #include "core/base/fault.h"
 #include "core/base/fragset.h"
@@ -35,7 +37,8 @@ typedef struct fx {
 } fx;
 
 static uint64_t train_quantizer(const char *path, uint32_t dim, uint64_t seed) {
-  sf_quant_params p = {.type = SF_IVF_FLAT, .metric = SF_L2, .dim = dim, .nlist = 2, .seed = seed};
+  sf_quant_params p = {
+      .type = SF_IVF_FLAT, .metric = SF_L2, .dim = dim, .nlist = 2, .seed = seed};
   float x[64 * 8];
   for (int i = 0; i < 64 * 8; i++) x[i] = (float)((i * 7919 + (int)seed) % 101) / 10.0f;
   sf_quant *q;
@@ -84,10 +87,16 @@ static void make_seg(const fx *f, sf_seginfo *s, const char *id, const char *fra
 }
 
 static sf_code commit_n(const fx *f, const char *index, const char *job, sf_seginfo *segs,
-                        size_t n, int replace, sf_catalog_commit_result *res, sf_err *err) {
-  sf_catalog_commit_req r = {.dataset = f->ds, .index_name = index, .column = "embedding",
-                             .staging_id = job, .segs = segs, .nsegs = n,
-                             .quantizer_path = f->qpath, .replace = replace};
+                        size_t n, int replace, sf_catalog_commit_result *res,
+                        sf_err *err) {
+  sf_catalog_commit_req r = {.dataset = f->ds,
+                             .index_name = index,
+                             .column = "embedding",
+                             .staging_id = job,
+                             .segs = segs,
+                             .nsegs = n,
+                             .quantizer_path = f->qpath,
+                             .replace = replace};
   return sf_catalog_commit(&r, res, err);
 }
 
@@ -195,8 +204,8 @@ static void test_a_commit_creates_version_one_with_every_field_and_keeps_the_qua
 
   json_t *js = sf_catalog_describe_json(c, NULL);
   assert_non_null(js);
-  json_t *seg = json_array_get(json_object_get(json_array_get(json_object_get(js, "indexes"), 0),
-                                               "segments"), 1);
+  json_t *seg = json_array_get(
+      json_object_get(json_array_get(json_object_get(js, "indexes"), 0), "segments"), 1);
   assert_string_equal(json_string_value(json_object_get(seg, "fragments")), "10-19,30");
   json_decref(js);
   sf_catalog_free(c);
@@ -219,8 +228,12 @@ static void test_committing_the_same_job_twice_yields_one_version(void **state) 
   assert_int_equal(res.version, 1);
   assert_int_equal(latest_version(&f), 2);
   /* A no-op needs no quantizer: the staging root may be gone by then. */
-  sf_catalog_commit_req r = {.dataset = f.ds, .index_name = "idx", .column = "embedding",
-                             .staging_id = "job0", .segs = &s, .nsegs = 1,
+  sf_catalog_commit_req r = {.dataset = f.ds,
+                             .index_name = "idx",
+                             .column = "embedding",
+                             .staging_id = "job0",
+                             .segs = &s,
+                             .nsegs = 1,
                              .quantizer_path = "/nonexistent/q"};
   assert_int_equal(sf_catalog_commit(&r, &res, &err), SF_OK);
   assert_int_equal(res.already, 1);
@@ -272,11 +285,21 @@ static void expect_mismatch(const fx *f, void (*edit)(sf_seginfo *), const char 
   assert_non_null(strstr(err.msg, field));
   sf_seginfo_clear(&s);
 }
-static void edit_metric(sf_seginfo *s) { s->metric = SF_COSINE; }
-static void edit_dim(sf_seginfo *s) { s->dim = 8; }
-static void edit_type(sf_seginfo *s) { s->index_type = SF_IVF_SQ; }
-static void edit_nlist(sf_seginfo *s) { s->nlist = 3; }
-static void edit_quantizer(sf_seginfo *s) { s->quantizer_checksum ^= 1; }
+static void edit_metric(sf_seginfo *s) {
+  s->metric = SF_COSINE;
+}
+static void edit_dim(sf_seginfo *s) {
+  s->dim = 8;
+}
+static void edit_type(sf_seginfo *s) {
+  s->index_type = SF_IVF_SQ;
+}
+static void edit_nlist(sf_seginfo *s) {
+  s->nlist = 3;
+}
+static void edit_quantizer(sf_seginfo *s) {
+  s->quantizer_checksum ^= 1;
+}
 
 static void test_a_parameter_mismatch_is_refused_naming_the_field(void **state) {
   (void)state;
@@ -291,8 +314,12 @@ static void test_a_parameter_mismatch_is_refused_naming_the_field(void **state) 
   expect_mismatch(&f, edit_quantizer, "quantizer");
   sf_seginfo s;
   make_seg(&f, &s, "seg-c", "600", 64);
-  sf_catalog_commit_req r = {.dataset = f.ds, .index_name = "idx", .column = "other_col",
-                             .staging_id = "job-c", .segs = &s, .nsegs = 1,
+  sf_catalog_commit_req r = {.dataset = f.ds,
+                             .index_name = "idx",
+                             .column = "other_col",
+                             .staging_id = "job-c",
+                             .segs = &s,
+                             .nsegs = 1,
                              .quantizer_path = f.qpath};
   sf_catalog_commit_result res;
   assert_int_equal(sf_catalog_commit(&r, &res, &err), SF_EMISMATCH);
@@ -366,8 +393,12 @@ static void test_bad_requests_are_refused_before_anything_is_written(void **stat
   char other[4300];
   snprintf(other, sizeof other, "%s/q2", f.ds);
   train_quantizer(other, 4, 2);
-  sf_catalog_commit_req r = {.dataset = f.ds, .index_name = "idx", .column = "c",
-                             .staging_id = "job", .segs = &s, .nsegs = 1,
+  sf_catalog_commit_req r = {.dataset = f.ds,
+                             .index_name = "idx",
+                             .column = "c",
+                             .staging_id = "job",
+                             .segs = &s,
+                             .nsegs = 1,
                              .quantizer_path = other};
   assert_int_equal(sf_catalog_commit(&r, &res, &err), SF_ECHECKSUM);
   r.quantizer_path = NULL; /* the staging root's, which does not exist */
@@ -416,7 +447,8 @@ static void test_a_damaged_or_truncated_version_gives_a_clear_error(void **state
   free(orig);
 }
 
-static void test_every_truncation_and_byte_flip_is_an_error_or_the_same_version(void **state) {
+static void test_every_truncation_and_byte_flip_is_an_error_or_the_same_version(
+    void **state) {
   (void)state;
   fx f;
   fx_init(&f, "cat-flip");
@@ -445,7 +477,8 @@ static void test_every_truncation_and_byte_flip_is_an_error_or_the_same_version(
         if (!json_equal(want, got)) {
           char *a = json_dumps(want, 0), *b = json_dumps(got, 0);
           fprintf(stderr, "flip at %zu bit %d:\n%s\n%s\n", i, bit, a, b);
-          free(a); free(b);
+          free(a);
+          free(b);
         }
         assert_true(json_equal(want, got));
         json_decref(got);
@@ -466,12 +499,12 @@ static void test_absurd_counts_and_lengths_in_the_framing_are_corrupt(void **sta
   sf_catalog c = {0};
   sf_err err = {0};
   /* Metadata count INT64_MIN, whose negation does not exist. */
-  const uint8_t min[] = {'O', 'b', 'j', 1, 0xff, 0xff, 0xff, 0xff, 0xff,
-                         0xff, 0xff, 0xff, 0xff, 0x01};
+  const uint8_t min[] = {'O',  'b',  'j',  1,    0xff, 0xff, 0xff,
+                         0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01};
   assert_int_equal(sf_catalog_decode(min, sizeof min, "m", &c, &err), SF_ECORRUPT);
   /* A key claiming 2^62 bytes. */
-  const uint8_t big[] = {'O', 'b', 'j', 1, 2, 0x80, 0x80, 0x80, 0x80, 0x80,
-                         0x80, 0x80, 0x80, 0x80, 0x01};
+  const uint8_t big[] = {'O',  'b',  'j',  1,    2,    0x80, 0x80, 0x80,
+                         0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01};
   assert_int_equal(sf_catalog_decode(big, sizeof big, "b", &c, &err), SF_ECORRUPT);
   /* A varint that never ends. */
   uint8_t run[40];
@@ -486,8 +519,8 @@ static size_t count_temps(const fx *f) {
 
 /* Runs commit1 in a child with SF_FAULT=point; returns its status as a shell
  * shows it (137 for a SIGKILL, the fault points' crash). */
-static int commit_with_fault(const fx *f, const char *point, const char *job, const char *seg,
-                             const char *frags) {
+static int commit_with_fault(const fx *f, const char *point, const char *job,
+                             const char *seg, const char *frags) {
   pid_t pid = fork();
   assert_true(pid >= 0);
   if (pid == 0) {
@@ -504,17 +537,20 @@ static int commit_with_fault(const fx *f, const char *point, const char *job, co
   return WIFSIGNALED(st) ? 128 + WTERMSIG(st) : WEXITSTATUS(st);
 }
 
-static void test_a_crash_before_the_link_leaves_the_previous_version_intact(void **state) {
+static void test_a_crash_before_the_link_leaves_the_previous_version_intact(
+    void **state) {
   (void)state;
   fx f;
   fx_init(&f, "cat-fault");
   sf_err err = {0};
   assert_int_equal(commit1(&f, "idx", "job0", "seg-a", "0-9", &err), SF_OK);
-  assert_int_equal(commit_with_fault(&f, "catalog.before_link", "job1", "seg-b", "10"), 137);
+  assert_int_equal(commit_with_fault(&f, "catalog.before_link", "job1", "seg-b", "10"),
+                   137);
   assert_int_equal(latest_version(&f), 1);
   assert_int_equal(count_temps(&f), 1);
   /* A torn temporary file (a crash mid-write) is not a version either. */
-  assert_int_equal(commit_with_fault(&f, "catalog.torn_temp", "job1", "seg-b", "10"), 137);
+  assert_int_equal(commit_with_fault(&f, "catalog.torn_temp", "job1", "seg-b", "10"),
+                   137);
   assert_int_equal(latest_version(&f), 1);
   assert_int_equal(count_temps(&f), 2);
   uint64_t *v;
@@ -526,7 +562,8 @@ static void test_a_crash_before_the_link_leaves_the_previous_version_intact(void
   assert_int_equal(commit1(&f, "idx", "job1", "seg-b", "10", &err), SF_OK);
   assert_int_equal(latest_version(&f), 2);
   /* A crash right after the link: the version is complete and holds the job. */
-  assert_int_equal(commit_with_fault(&f, "catalog.after_link", "job2", "seg-c", "11"), 137);
+  assert_int_equal(commit_with_fault(&f, "catalog.after_link", "job2", "seg-c", "11"),
+                   137);
   assert_int_equal(latest_version(&f), 3);
   sf_catalog *c;
   assert_int_equal(sf_catalog_open_latest(f.ds, &c, &err), SF_OK);
@@ -538,7 +575,9 @@ static void test_a_crash_before_the_link_leaves_the_previous_version_intact(void
   char qdir[4400];
   snprintf(qdir, sizeof qdir, "%s/%s/%016" PRIx64, f.ds, SF_CATALOG_QUANTIZERS_DIR, f.cs);
   assert_int_equal(unlink(qdir), 0);
-  assert_int_equal(commit_with_fault(&f, "catalog.before_quantizer_rename", "job3", "seg-d", "12"), 137);
+  assert_int_equal(
+      commit_with_fault(&f, "catalog.before_quantizer_rename", "job3", "seg-d", "12"),
+      137);
   assert_int_equal(latest_version(&f), 3);
   assert_int_equal(commit1(&f, "idx", "job3", "seg-d", "12", &err), SF_OK);
   assert_int_equal(latest_version(&f), 4);
@@ -592,7 +631,8 @@ static void test_concurrent_committers_all_succeed_in_distinct_versions(void **s
     if (pids[i] == 0) {
       char b;
       close(gate[1]);
-      if (read(gate[0], &b, 1) < 0) _exit(2); /* returns 0 when the parent opens the gate */
+      if (read(gate[0], &b, 1) < 0)
+        _exit(2); /* returns 0 when the parent opens the gate */
       unsigned lost = 0, attempts;
       for (int j = 0; j < JOBS_EACH; j++) {
         char job[32], seg[32], frags[32];
@@ -688,9 +728,14 @@ static sf_code commit_w(const fx *f, const char *job, const char *seg, const cha
                         sf_err *err) {
   sf_seginfo s;
   make_seg(f, &s, seg, frags, 64);
-  sf_catalog_commit_req r = {.dataset = f->ds, .index_name = "idx", .column = "embedding",
-                             .staging_id = job, .segs = &s, .nsegs = 1,
-                             .quantizer_path = f->qpath, .job_window = window,
+  sf_catalog_commit_req r = {.dataset = f->ds,
+                             .index_name = "idx",
+                             .column = "embedding",
+                             .staging_id = job,
+                             .segs = &s,
+                             .nsegs = 1,
+                             .quantizer_path = f->qpath,
+                             .job_window = window,
                              .archive_chunk_jobs = cmax};
   sf_catalog_commit_result local;
   sf_code rc = sf_catalog_commit(&r, res ? res : &local, err);
@@ -785,7 +830,8 @@ static void test_old_jobs_move_to_the_archive_and_stay_recognised_exactly(void *
   assert_true(res.already);
   assert_int_equal(res.version, 1);
   assert_int_equal(latest_version(&f), ARCH_JOBS);
-  assert_int_equal(commit_w(&f, "job-0", "seg-x", "1000", 4, 5, &res, &err), SF_ECONFLICT);
+  assert_int_equal(commit_w(&f, "job-0", "seg-x", "1000", 4, 5, &res, &err),
+                   SF_ECONFLICT);
   assert_non_null(strstr(err.msg, "job-0"));
   assert_int_equal(latest_version(&f), ARCH_JOBS);
   /* A larger window keeps the newer records in full; a smaller one moves
@@ -818,9 +864,15 @@ static void test_a_version_grows_by_chunk_references_not_by_jobs(void **state) {
     snprintf(frag, sizeof frag, "0-%d", i);
     sf_seginfo s;
     make_seg(&f, &s, seg, frag, 64);
-    sf_catalog_commit_req r = {.dataset = f.ds, .index_name = "idx", .column = "embedding",
-                               .staging_id = job, .segs = &s, .nsegs = 1,
-                               .quantizer_path = f.qpath, .replace = 1, .job_window = 4,
+    sf_catalog_commit_req r = {.dataset = f.ds,
+                               .index_name = "idx",
+                               .column = "embedding",
+                               .staging_id = job,
+                               .segs = &s,
+                               .nsegs = 1,
+                               .quantizer_path = f.qpath,
+                               .replace = 1,
+                               .job_window = 4,
                                .archive_chunk_jobs = 5};
     sf_catalog_commit_result res;
     assert_int_equal(sf_catalog_commit(&r, &res, &err), SF_OK);
@@ -948,9 +1000,14 @@ static void test_a_format_1_version_opens_and_its_next_commit_converts_it(void *
   sf_seginfo s;
   make_seg(&f, &s, "seg-4", "20-29", 64);
   s.quantizer_checksum = cs;
-  sf_catalog_commit_req r = {.dataset = f.ds, .index_name = "idx", .column = "embedding",
-                             .staging_id = "new-4", .segs = &s, .nsegs = 1,
-                             .quantizer_path = path, .job_window = 1};
+  sf_catalog_commit_req r = {.dataset = f.ds,
+                             .index_name = "idx",
+                             .column = "embedding",
+                             .staging_id = "new-4",
+                             .segs = &s,
+                             .nsegs = 1,
+                             .quantizer_path = path,
+                             .job_window = 1};
   sf_catalog_commit_result res;
   rc = sf_catalog_commit(&r, &res, &err);
   if (rc) fail_msg("commit: %s", err.msg);
@@ -993,8 +1050,11 @@ static sf_code compact_commit(const fx *f, const char **inputs, size_t n, const 
   sf_seginfo m;
   make_seg(f, &m, id, frags, 64);
   m.num_rows = rows;
-  sf_catalog_compaction_req r = {.dataset = f->ds, .index_name = "idx", .inputs = inputs,
-                                 .ninputs = n, .merged = &m};
+  sf_catalog_compaction_req r = {.dataset = f->ds,
+                                 .index_name = "idx",
+                                 .inputs = inputs,
+                                 .ninputs = n,
+                                 .merged = &m};
   sf_code rc = sf_catalog_commit_compaction(&r, res, err);
   sf_seginfo_clear(&m);
   return rc;
@@ -1031,7 +1091,8 @@ static void test_a_compaction_swaps_exactly_its_inputs_or_nothing(void **state) 
   const sf_catalog_index *ix = sf_catalog_find_index(c, "idx");
   const char *want[] = {"seg-0", "seg-1", "m1", "seg-5", "seg-6", "seg-7"};
   assert_int_equal(ix->nsegs, 6);
-  for (size_t i = 0; i < 6; i++) assert_string_equal(ix->segs[i].info.segment_id, want[i]);
+  for (size_t i = 0; i < 6; i++)
+    assert_string_equal(ix->segs[i].info.segment_id, want[i]);
   assert_string_equal(ix->segs[2].staging_id, "m1");
   assert_int_equal(ix->segs[2].info.num_shards, 0);
   assert_int_equal(ix->segs[2].added_in, 9);
@@ -1047,7 +1108,8 @@ static void test_a_compaction_swaps_exactly_its_inputs_or_nothing(void **state) 
   assert_int_equal(res.version, 9);
   /* A merge of an input another merge took first is stale. */
   const char *late[] = {"seg-4", "seg-5"};
-  assert_int_equal(compact_commit(&f, late, 2, "m2", "4-5", 32, &res, &err), SF_ECONFLICT);
+  assert_int_equal(compact_commit(&f, late, 2, "m2", "4-5", 32, &res, &err),
+                   SF_ECONFLICT);
   assert_non_null(strstr(err.msg, "seg-4"));
   assert_int_equal(latest_version(&f), 9);
   /* Redelivered jobs after the compaction: no-ops. */
@@ -1066,7 +1128,8 @@ static void test_version_names_parse_only_exactly(void **state) {
   assert_string_equal(name, "v00000000000000000042.avro");
   assert_int_equal(sf_catalog_parse_version_name(name, &v), 1);
   assert_int_equal(v, 42);
-  assert_int_equal(sf_catalog_parse_version_name("v00000000000000000042.avro.tmp.1.2", &v), 0);
+  assert_int_equal(
+      sf_catalog_parse_version_name("v00000000000000000042.avro.tmp.1.2", &v), 0);
   assert_int_equal(sf_catalog_parse_version_name("v00000000000000000000.avro", &v), 0);
   assert_int_equal(sf_catalog_parse_version_name("v0000000000000000004x.avro", &v), 0);
   assert_int_equal(sf_catalog_parse_version_name("LOCK", &v), 0);
@@ -1143,17 +1206,21 @@ static void every_spelling_of_a_dataset_resolves_to_one_canonical_form(void **st
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_a_commit_creates_version_one_with_every_field_and_keeps_the_quantizer),
+      cmocka_unit_test(
+          test_a_commit_creates_version_one_with_every_field_and_keeps_the_quantizer),
       cmocka_unit_test(test_committing_the_same_job_twice_yields_one_version),
-      cmocka_unit_test(test_an_overlapping_commit_is_refused_naming_the_segment_and_fragments),
+      cmocka_unit_test(
+          test_an_overlapping_commit_is_refused_naming_the_segment_and_fragments),
       cmocka_unit_test(test_a_parameter_mismatch_is_refused_naming_the_field),
       cmocka_unit_test(test_replace_swaps_covered_segments_and_refuses_partial_cover),
       cmocka_unit_test(test_bad_requests_are_refused_before_anything_is_written),
       cmocka_unit_test(test_a_damaged_or_truncated_version_gives_a_clear_error),
-      cmocka_unit_test(test_every_truncation_and_byte_flip_is_an_error_or_the_same_version),
+      cmocka_unit_test(
+          test_every_truncation_and_byte_flip_is_an_error_or_the_same_version),
       cmocka_unit_test(test_absurd_counts_and_lengths_in_the_framing_are_corrupt),
       cmocka_unit_test(test_a_crash_before_the_link_leaves_the_previous_version_intact),
-      cmocka_unit_test(test_an_injected_failure_before_or_after_the_link_is_reported_and_retried),
+      cmocka_unit_test(
+          test_an_injected_failure_before_or_after_the_link_is_reported_and_retried),
       cmocka_unit_test(test_concurrent_committers_all_succeed_in_distinct_versions),
       cmocka_unit_test(test_a_commit_checks_its_files_under_the_lock),
       cmocka_unit_test(test_old_jobs_move_to_the_archive_and_stay_recognised_exactly),

@@ -82,7 +82,8 @@ static void test_hardware_and_table_paths_agree_on_random_buffers(void **state) 
  * gives the table path's answer on every length up to a few of its 64-byte
  * folds, at every alignment, from any starting CRC, and on long buffers. */
 static void test_isal_and_table_paths_agree_on_every_length_and_alignment(void **state) {
-  if (!sf_crc32c_isal_available()) print_message("  built without ISA-L: the fallback is checked\n");
+  if (!sf_crc32c_isal_available())
+    print_message("  built without ISA-L: the fallback is checked\n");
   enum { N = 1 << 20 };
   uint8_t *b = malloc(N);
   assert_non_null(b);

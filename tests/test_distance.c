@@ -11,10 +11,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+/* cmocka needs <stdarg.h>, <stddef.h> and <setjmp.h> before it. */
 #include <cmocka.h>
 
-#include "core/vector/distance.h"
 #include "core/base/rng.h"
+#include "core/vector/distance.h"
 #include "tests/testutil.h"
 
 static void check_scan(sf_dist_pq_scan_fn f, size_t m, size_t n, sf_rng *r) {

@@ -19,9 +19,9 @@
 
 #include "core/base/fragset.h"
 #include "schemas/canonical.h"
+#include "schemas/event.h"
 #include "schemas/event_decode.h"
 #include "schemas/event_encode.h"
-#include "schemas/event.h"
 #include "schemas/event_json.h"
 #include "schemas/schema.h"
 

@@ -1,20 +1,22 @@
 /* test_gc.c - gc removes exactly what no kept catalog version needs. */
+#include <dirent.h>
+#include <fcntl.h>
+#include <inttypes.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <cmocka.h>
-#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <dirent.h>
-#include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+/* cmocka needs <stdarg.h>, <stddef.h> and <setjmp.h> before it. */
+#include <cmocka.h>
 
 #include "core/base/fragset.h"
 #include "core/base/fsutil.h"
@@ -60,7 +62,8 @@ static void touch(const char *p, size_t bytes, int hours_old) {
 static void fx_init(fx *f, const char *tag) {
   snprintf(f->ds, sizeof f->ds, "%s", tu_tmpdir(tag));
   snprintf(f->qpath, sizeof f->qpath, "%s/q", f->ds);
-  sf_quant_params p = {.type = SF_IVF_FLAT, .metric = SF_L2, .dim = 4, .nlist = 2, .seed = 1};
+  sf_quant_params p = {
+      .type = SF_IVF_FLAT, .metric = SF_L2, .dim = 4, .nlist = 2, .seed = 1};
   float x[64 * 4];
   for (int i = 0; i < 64 * 4; i++) x[i] = (float)(i % 13);
   sf_quant *q;
@@ -81,8 +84,13 @@ static void commit_req(const fx *f, const char *job, const char *seg, const char
   touch(P(f, rel), 100, 0);
   snprintf(rel, sizeof rel, "_indices/segments/%s.sfseg", seg);
   touch(P(f, rel), 64, 0);
-  sf_seginfo s = {.bytes = 64, .num_rows = 16, .index_type = SF_IVF_FLAT, .metric = SF_L2,
-                  .dim = 4, .nlist = 2, .quantizer_checksum = f->cs};
+  sf_seginfo s = {.bytes = 64,
+                  .num_rows = 16,
+                  .index_type = SF_IVF_FLAT,
+                  .metric = SF_L2,
+                  .dim = 4,
+                  .nlist = 2,
+                  .quantizer_checksum = f->cs};
   char path[512];
   snprintf(path, sizeof path, "segments/%s.sfseg", seg);
   s.segment_id = (char *)seg;
@@ -339,7 +347,8 @@ static void test_the_newest_version_is_never_deleted(void **state) {
   assert_true(exists(P(&f, "_indices/segments/seg-a.sfseg")));
 }
 
-static void test_a_damaged_kept_version_stops_gc_before_it_deletes_anything(void **state) {
+static void test_a_damaged_kept_version_stops_gc_before_it_deletes_anything(
+    void **state) {
   (void)state;
   fx f;
   scene(&f, "gc-damaged");
@@ -362,7 +371,8 @@ static void test_a_dataset_without_indices_is_fine(void **state) {
   sf_err err = {0};
   assert_int_equal(sf_gc_run(ds, &o, NULL, NULL, &st, &err), SF_OK);
   assert_int_equal(st.newest, 0);
-  assert_int_equal(sf_gc_run("/nonexistent/dataset", &o, NULL, NULL, &st, &err), SF_ENOTFOUND);
+  assert_int_equal(sf_gc_run("/nonexistent/dataset", &o, NULL, NULL, &st, &err),
+                   SF_ENOTFOUND);
 }
 
 static void test_gc_waits_for_a_commit_in_progress(void **state) {
@@ -409,8 +419,10 @@ static void test_gc_keeps_what_a_live_intent_names_until_it_ends(void **state) {
   const char *b[] = {"segments/other.sfseg"};
   sf_catalog_intent *ia, *ib;
   sf_err err = {0};
-  assert_int_equal(sf_catalog_intent_begin(f.ds, "finalize job-a", a, 2, &ia, &err), SF_OK);
-  assert_int_equal(sf_catalog_intent_begin(f.ds, "finalize job-b", b, 1, &ib, &err), SF_OK);
+  assert_int_equal(sf_catalog_intent_begin(f.ds, "finalize job-a", a, 2, &ia, &err),
+                   SF_OK);
+  assert_int_equal(sf_catalog_intent_begin(f.ds, "finalize job-b", b, 1, &ib, &err),
+                   SF_OK);
   assert_int_equal(count_intents(&f), 2);
   sf_gc_opts o = {.keep_versions = 1, .grace_ms = 0, .temp_age_ms = 0};
   sf_gc_stats st;
@@ -432,7 +444,8 @@ static void test_gc_keeps_what_a_live_intent_names_until_it_ends(void **state) {
   sf_catalog_intent_end(NULL);
 }
 
-static void test_the_intent_of_a_dead_builder_is_removed_and_protects_nothing(void **state) {
+static void test_the_intent_of_a_dead_builder_is_removed_and_protects_nothing(
+    void **state) {
   (void)state;
   fx f;
   scene(&f, "gc-intent-dead");
@@ -442,7 +455,8 @@ static void test_the_intent_of_a_dead_builder_is_removed_and_protects_nothing(vo
   if (pid == 0) { /* declares, then dies without ending it */
     const char *a[] = {"segments/dead.sfseg"};
     sf_catalog_intent *in;
-    _exit(sf_catalog_intent_begin(f.ds, "finalize dead", a, 1, &in, NULL) == SF_OK ? 0 : 1);
+    _exit(sf_catalog_intent_begin(f.ds, "finalize dead", a, 1, &in, NULL) == SF_OK ? 0
+                                                                                   : 1);
   }
   int wst;
   assert_int_equal(waitpid(pid, &wst, 0), pid);
@@ -464,7 +478,8 @@ static void test_the_intent_of_a_dead_builder_is_removed_and_protects_nothing(vo
   assert_false(exists(P(&f, "_indices/segments/dead.sfseg")));
 }
 
-static void test_a_live_intent_that_does_not_read_stops_gc_before_it_deletes(void **state) {
+static void test_a_live_intent_that_does_not_read_stops_gc_before_it_deletes(
+    void **state) {
   (void)state;
   fx f;
   scene(&f, "gc-intent-bad");
@@ -531,7 +546,8 @@ static void test_bad_intents_are_refused_when_made(void **state) {
   assert_int_equal(sf_catalog_intent_begin(f.ds, "o", p1, 1, &in, &err), SF_EINVAL);
   assert_null(in);
   const char *p2[] = {"segments/a.sfseg"};
-  assert_int_equal(sf_catalog_intent_begin(f.ds, "two\nlines", p2, 1, &in, &err), SF_EINVAL);
+  assert_int_equal(sf_catalog_intent_begin(f.ds, "two\nlines", p2, 1, &in, &err),
+                   SF_EINVAL);
   assert_int_equal(count_intents(&f), 0);
 }
 
@@ -549,7 +565,8 @@ int main(void) {
       cmocka_unit_test(test_a_live_intent_that_does_not_read_stops_gc_before_it_deletes),
       cmocka_unit_test(test_an_intent_is_made_after_gc_is_done_never_during),
       cmocka_unit_test(test_bad_intents_are_refused_when_made),
-      cmocka_unit_test(test_gc_keeps_the_chunks_kept_versions_name_and_knows_archived_jobs),
+      cmocka_unit_test(
+          test_gc_keeps_the_chunks_kept_versions_name_and_knows_archived_jobs),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* cmocka needs <stdarg.h>, <stddef.h> and <setjmp.h> before it. */
 #include <cmocka.h>
 
 #include "core/vector/distance.h"
@@ -107,7 +108,8 @@ static void test_training_is_bit_identical_for_a_seed_at_any_thread_count(void *
   free(x);
 }
 
-static void test_the_training_sample_is_capped_at_max_rows_or_256_per_centroid(void **state) {
+static void test_the_training_sample_is_capped_at_max_rows_or_256_per_centroid(
+    void **state) {
   (void)state;
   float *x = gen(6000, 4, 10, 5), c[8 * 4];
   sf_kmeans_stats st;
@@ -183,7 +185,8 @@ int main(void) {
       cmocka_unit_test(test_panel_assignment_equals_brute_force_for_every_shape),
       cmocka_unit_test(test_training_improves_on_its_seeding_in_both_modes),
       cmocka_unit_test(test_training_is_bit_identical_for_a_seed_at_any_thread_count),
-      cmocka_unit_test(test_the_training_sample_is_capped_at_max_rows_or_256_per_centroid),
+      cmocka_unit_test(
+          test_the_training_sample_is_capped_at_max_rows_or_256_per_centroid),
       cmocka_unit_test(test_sampling_is_deterministic_sorted_and_distinct),
       cmocka_unit_test(test_no_cluster_is_left_empty_when_rows_are_clumped),
       cmocka_unit_test(test_more_clusters_than_rows_is_refused_with_the_fix),

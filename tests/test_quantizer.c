@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* cmocka needs <stdarg.h>, <stddef.h> and <setjmp.h> before it. */
 #include <cmocka.h>
 
 #include "core/base/rng.h"
@@ -47,12 +48,14 @@ static float *gen_for(sf_metric m, size_t n, uint32_t dim, uint64_t seed) {
   return x;
 }
 
-static float *gen(size_t n, uint32_t dim, uint64_t seed) { return gen_for(SF_L2, n, dim, seed); }
+static float *gen(size_t n, uint32_t dim, uint64_t seed) {
+  return gen_for(SF_L2, n, dim, seed);
+}
 
-static sf_quant *train(sf_index_type t, sf_metric m, uint32_t dim, uint32_t nlist, uint32_t pq_m,
-                       const float *x, size_t n) {
-  sf_quant_params p = {.type = t, .metric = m, .dim = dim, .nlist = nlist, .pq_m = pq_m,
-                       .seed = 7};
+static sf_quant *train(sf_index_type t, sf_metric m, uint32_t dim, uint32_t nlist,
+                       uint32_t pq_m, const float *x, size_t n) {
+  sf_quant_params p = {
+      .type = t, .metric = m, .dim = dim, .nlist = nlist, .pq_m = pq_m, .seed = 7};
   sf_quant *q = NULL;
   sf_err err = {0};
   sf_code rc = sf_quant_train(&p, x, n, &q, &err);
@@ -156,15 +159,17 @@ static void e2e(sf_index_type type, uint32_t pq_m, uint32_t nprobe, double floor
   for (size_t mi = 0; mi < 3; mi++) {
     sf_metric m = METRICS[mi];
     float *base = gen_for(m, E2E_N, E2E_DIM, 1), *qs = gen(E2E_NQ, E2E_DIM, 2);
-    assert_int_equal(sf_bruteforce_knn(base, E2E_N, qs, E2E_NQ, E2E_DIM, m, E2E_K, truth, NULL),
-                     SF_OK);
+    assert_int_equal(
+        sf_bruteforce_knn(base, E2E_N, qs, E2E_NQ, E2E_DIM, m, E2E_K, truth, NULL),
+        SF_OK);
     sf_quant *q = train(type, m, E2E_DIM, E2E_NLIST, pq_m, base, E2E_N);
     mem_ivf ix;
     ivf_build(&ix, q, base, E2E_N);
     double r = ivf_recall(&ix, qs, E2E_NQ, truth, E2E_K, nprobe);
-    print_message("  %-8s %-6s n %d dim %d nlist %d nprobe %u m %u: recall@10 %.3f (floor %.2f)\n",
-                  sf_index_type_name(type), sf_metric_name(m), E2E_N, E2E_DIM, E2E_NLIST, nprobe,
-                  pq_m, r, floor);
+    print_message(
+        "  %-8s %-6s n %d dim %d nlist %d nprobe %u m %u: recall@10 %.3f (floor %.2f)\n",
+        sf_index_type_name(type), sf_metric_name(m), E2E_N, E2E_DIM, E2E_NLIST, nprobe,
+        pq_m, r, floor);
     assert_true(r >= floor);
     ivf_free(&ix);
     sf_quant_free(q);
@@ -174,12 +179,14 @@ static void e2e(sf_index_type type, uint32_t pq_m, uint32_t nprobe, double floor
   free(truth);
 }
 
-static void test_ivf_flat_search_reaches_095_recall_at_nprobe_8_for_every_metric(void **state) {
+static void test_ivf_flat_search_reaches_095_recall_at_nprobe_8_for_every_metric(
+    void **state) {
   (void)state;
   e2e(SF_IVF_FLAT, 0, 8, 0.95);
 }
 
-static void test_ivf_sq_search_reaches_085_recall_at_nprobe_8_for_every_metric(void **state) {
+static void test_ivf_sq_search_reaches_085_recall_at_nprobe_8_for_every_metric(
+    void **state) {
   (void)state;
   e2e(SF_IVF_SQ, 0, 8, 0.85);
 }
@@ -191,7 +198,8 @@ static void test_ivf_pq_search_with_16_subquantizers_reaches_070_recall_at_nprob
 }
 
 /* With every list probed, IVF_FLAT is exact: the brute-force answer. */
-static void test_ivf_flat_with_every_list_probed_returns_the_exact_neighbours(void **state) {
+static void test_ivf_flat_with_every_list_probed_returns_the_exact_neighbours(
+    void **state) {
   (void)state;
   const size_t n = 3000, nq = 20;
   const uint32_t d = 24, k = 10;
@@ -375,7 +383,8 @@ static double rerank_recall(sf_index_type t, sf_metric m, uint32_t pq_m) {
   return (double)hits / (nq * 10.0);
 }
 
-static void test_sq_and_pq_scanner_scores_rank_candidates_like_exact_scores(void **state) {
+static void test_sq_and_pq_scanner_scores_rank_candidates_like_exact_scores(
+    void **state) {
   (void)state;
   for (size_t mi = 0; mi < 3; mi++) {
     double sq = rerank_recall(SF_IVF_SQ, METRICS[mi], 0);
@@ -431,8 +440,8 @@ static void test_pq_scores_from_precomputed_tables_equal_per_list_tables(void **
       assert_int_equal(sf_quant_encode_batch(q, x, n, lists, codes, NULL), SF_OK);
       sf_quant_scanner *pre, *per;
       assert_int_equal(sf_quant_scanner_new(q, &pre, NULL), SF_OK);
-      assert_int_equal(sf_quant_scanner_new_ex(q, SF_QUANT_SCAN_NO_PRECOMPUTE, &per, NULL),
-                       SF_OK);
+      assert_int_equal(
+          sf_quant_scanner_new_ex(q, SF_QUANT_SCAN_NO_PRECOMPUTE, &per, NULL), SF_OK);
       double worst = 0;
       for (size_t i = 0; i < nq; i++) {
         sf_quant_prepare(q, qs + i * d, qv);
@@ -490,9 +499,12 @@ int main(void) {
       cmocka_unit_test(test_pq_scores_from_precomputed_tables_equal_per_list_tables),
       cmocka_unit_test(test_prepare_normalises_for_cosine_and_copies_otherwise),
       cmocka_unit_test(test_ivf_flat_with_every_list_probed_returns_the_exact_neighbours),
-      cmocka_unit_test(test_ivf_flat_search_reaches_095_recall_at_nprobe_8_for_every_metric),
-      cmocka_unit_test(test_ivf_sq_search_reaches_085_recall_at_nprobe_8_for_every_metric),
-      cmocka_unit_test(test_ivf_pq_search_with_16_subquantizers_reaches_070_recall_at_nprobe_8),
+      cmocka_unit_test(
+          test_ivf_flat_search_reaches_095_recall_at_nprobe_8_for_every_metric),
+      cmocka_unit_test(
+          test_ivf_sq_search_reaches_085_recall_at_nprobe_8_for_every_metric),
+      cmocka_unit_test(
+          test_ivf_pq_search_with_16_subquantizers_reaches_070_recall_at_nprobe_8),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -13,9 +13,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include <cmocka.h>
 #include <xxhash.h>
+
+/* cmocka needs <stdarg.h>, <stddef.h> and <setjmp.h> before it. */
+#include <cmocka.h>
 
 #include "core/vector/gen.h"
 #include "core/vector/quantizer.h"
@@ -32,8 +33,13 @@ static float *data(uint64_t seed) {
 }
 
 static sf_quant_params params(sf_index_type t, sf_metric m) {
-  sf_quant_params p = {.type = t, .metric = m, .dim = DIM, .nlist = 16,
-                       .pq_m = t == SF_IVF_PQ ? 4 : 0, .seed = 3, .kmeans_iters = 8};
+  sf_quant_params p = {.type = t,
+                       .metric = m,
+                       .dim = DIM,
+                       .nlist = 16,
+                       .pq_m = t == SF_IVF_PQ ? 4 : 0,
+                       .seed = 3,
+                       .kmeans_iters = 8};
   return p;
 }
 
@@ -104,11 +110,14 @@ static void test_accessors_report_the_parameters_and_code_sizes(void **state) {
   free(x);
 }
 
-static void test_training_is_deterministic_for_a_seed_and_thread_count_and_the_checksum_names_it(void **state) {
+static void
+test_training_is_deterministic_for_a_seed_and_thread_count_and_the_checksum_names_it(
+    void **state) {
   (void)state;
   float *x = data(1);
   for (int t = SF_IVF_FLAT; t <= SF_IVF_PQ; t++) {
-    sf_quant *a = train((sf_index_type)t, SF_L2, x), *b = train((sf_index_type)t, SF_L2, x);
+    sf_quant *a = train((sf_index_type)t, SF_L2, x),
+             *b = train((sf_index_type)t, SF_L2, x);
     assert_true(sf_quant_checksum(a) == sf_quant_checksum(b));
     sf_quant_params pt = params((sf_index_type)t, SF_L2);
     pt.nthreads = 4; /* any thread count trains the same quantizer */
@@ -116,7 +125,8 @@ static void test_training_is_deterministic_for_a_seed_and_thread_count_and_the_c
     assert_int_equal(sf_quant_train(&pt, x, N, &mt, NULL), SF_OK);
     assert_true(sf_quant_checksum(a) == sf_quant_checksum(mt));
     sf_quant_free(mt);
-    assert_memory_equal(sf_quant_centroids(a), sf_quant_centroids(b), sizeof(float) * 16 * DIM);
+    assert_memory_equal(sf_quant_centroids(a), sf_quant_centroids(b),
+                        sizeof(float) * 16 * DIM);
     sf_quant_params p = params((sf_index_type)t, SF_L2);
     p.seed = 4;
     sf_quant *c;
@@ -201,8 +211,10 @@ static void test_save_then_load_keeps_the_checksum_and_the_scores(void **state) 
 static sf_code load_err(const char *path, sf_err *err) {
   sf_quant *q = (sf_quant *)1;
   sf_code rc = sf_quant_load(path, &q, err);
-  if (rc == SF_OK) sf_quant_free(q);
-  else assert_null(q);
+  if (rc == SF_OK)
+    sf_quant_free(q);
+  else
+    assert_null(q);
   return rc;
 }
 
@@ -224,7 +236,8 @@ static void test_a_flipped_byte_anywhere_is_refused_naming_the_file(void **state
     sf_err err = {0};
     sf_code rc = load_err(bad, &err);
     if (rc != SF_ECORRUPT && rc != SF_EFORMAT) fail_msg("offset %zu: code %d", off, rc);
-    if (!strstr(err.msg, bad)) fail_msg("offset %zu: '%s' does not name the file", off, err.msg);
+    if (!strstr(err.msg, bad))
+      fail_msg("offset %zu: '%s' does not name the file", off, err.msg);
   }
   free(orig);
   sf_quant_free(q);
@@ -283,8 +296,8 @@ static void test_huge_counts_in_a_header_with_a_valid_checksum_are_refused(void 
       {28, 0xffffffffu, 0, "nlist"},             /* beyond the limit */
       {24, SF_MAX_DIM + 1, 0, "dim"},            /* beyond the limit */
       {16, 9, 0, "index type"},
-      {32, 3, 0, "pq_m"},                        /* pq_m on IVF_FLAT */
-      {8, 2, 0, "version 2"},                    /* a future version */
+      {32, 3, 0, "pq_m"},     /* pq_m on IVF_FLAT */
+      {8, 2, 0, "version 2"}, /* a future version */
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     uint8_t *b = malloc(len);
@@ -324,7 +337,8 @@ static void test_another_kind_of_file_or_a_missing_one_is_refused(void **state) 
   char dir[4096];
   snprintf(dir, sizeof dir, "%s", tu_tmpdir("quant_kind"));
   const char *path = tu_path(dir, "not-a-quantizer");
-  tu_write_file(path, "SFSEGMNT and more bytes than a header needs, surely more than 72 ......",
+  tu_write_file(path,
+                "SFSEGMNT and more bytes than a header needs, surely more than 72 ......",
                 72);
   sf_err err = {0};
   assert_int_equal(load_err(path, &err), SF_EFORMAT);
@@ -337,7 +351,8 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_bad_parameters_are_refused_with_a_message_naming_the_fix),
       cmocka_unit_test(test_accessors_report_the_parameters_and_code_sizes),
-      cmocka_unit_test(test_training_is_deterministic_for_a_seed_and_thread_count_and_the_checksum_names_it),
+      cmocka_unit_test(
+          test_training_is_deterministic_for_a_seed_and_thread_count_and_the_checksum_names_it),
       cmocka_unit_test(test_describe_json_gives_type_metric_sizes_and_checksum_in_hex),
       cmocka_unit_test(test_save_then_load_keeps_the_checksum_and_the_scores),
       cmocka_unit_test(test_a_flipped_byte_anywhere_is_refused_naming_the_file),

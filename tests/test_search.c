@@ -7,10 +7,12 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <cmocka.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* cmocka needs <stdarg.h>, <stddef.h> and <setjmp.h> before it. */
+#include <cmocka.h>
 
 #include "core/base/fragset.h"
 #include "core/base/fsutil.h"
@@ -45,11 +47,16 @@ static void setup_index(fixture *f, sf_index_type type, sf_metric metric, uint32
   sf_gen_clustered(f->queries, NQ, DIM, 200, 0.4f, 7, 9);
   sf_err err = {0};
   sf_vecwriter *w;
-  assert_int_equal(sf_vecwriter_open(tu_path(f->dir, "base.fvecs"), DIM, &w, &err), SF_OK);
+  assert_int_equal(sf_vecwriter_open(tu_path(f->dir, "base.fvecs"), DIM, &w, &err),
+                   SF_OK);
   assert_int_equal(sf_vecwriter_write_f32(w, f->base, N, &err), SF_OK);
   assert_int_equal(sf_vecwriter_close(w, &err), SF_OK);
-  sf_quant_params p = {.type = type, .metric = metric, .dim = DIM, .nlist = nlist,
-                       .pq_m = pq_m, .seed = 1};
+  sf_quant_params p = {.type = type,
+                       .metric = metric,
+                       .dim = DIM,
+                       .nlist = nlist,
+                       .pq_m = pq_m,
+                       .seed = 1};
   assert_int_equal(sf_quant_train(&p, f->base, N, &f->q, &err), SF_OK);
   assert_int_equal(sf_quant_save(f->q, tu_path(f->dir, "quantizer"), &err), SF_OK);
 }
@@ -66,8 +73,11 @@ static uint32_t last_passes; /* encoding passes of the last stage() */
 static const char *stage(fixture *f, const char *id, uint32_t a, uint32_t b) {
   roaring_bitmap_t *fr = roaring_bitmap_create();
   roaring_bitmap_add_range_closed(fr, a, b);
-  sf_stage_opts o = {.vectors = tu_path(f->dir, "base.fvecs"), .staging_root = f->dir,
-                     .shard_id = id, .fragments = fr, .rows_per_fragment = RPF,
+  sf_stage_opts o = {.vectors = tu_path(f->dir, "base.fvecs"),
+                     .staging_root = f->dir,
+                     .shard_id = id,
+                     .fragments = fr,
+                     .rows_per_fragment = RPF,
                      .memory_budget = 64 << 10 /* forces several passes */};
   sf_stage_result res;
   sf_err err = {0};
@@ -84,7 +94,8 @@ static const char *stage(fixture *f, const char *id, uint32_t a, uint32_t b) {
 }
 
 /* Runs every query; fills ids[NQ*K]. */
-static void run(fixture *f, const char *const *paths, size_t n, uint32_t nprobe, sf_rowid *ids) {
+static void run(fixture *f, const char *const *paths, size_t n, uint32_t nprobe,
+                sf_rowid *ids) {
   sf_search *s;
   sf_err err = {0};
   if (sf_search_open(f->q, paths, n, &s, &err)) fail_msg("open: %s", err.msg);
@@ -93,8 +104,9 @@ static void run(fixture *f, const char *const *paths, size_t n, uint32_t nprobe,
   float scores[K];
   for (uint32_t i = 0; i < NQ; i++) {
     uint32_t got;
-    assert_int_equal(sf_search_query(s, f->queries + i * DIM, K, nprobe, ids + i * K, scores,
-                                     &got, &err), SF_OK);
+    assert_int_equal(sf_search_query(s, f->queries + i * DIM, K, nprobe, ids + i * K,
+                                     scores, &got, &err),
+                     SF_OK);
     assert_int_equal(got, K);
     for (uint32_t r = 1; r < K; r++) assert_true(scores[r - 1] <= scores[r]);
   }
@@ -104,7 +116,8 @@ static void run(fixture *f, const char *const *paths, size_t n, uint32_t nprobe,
 static void brute(fixture *f, sf_metric metric, sf_rowid *ids) {
   int64_t *idx = malloc(sizeof(int64_t) * NQ * K);
   sf_err err = {0};
-  assert_int_equal(sf_bruteforce_knn(f->base, N, f->queries, NQ, DIM, metric, K, idx, &err), SF_OK);
+  assert_int_equal(
+      sf_bruteforce_knn(f->base, N, f->queries, NQ, DIM, metric, K, idx, &err), SF_OK);
   for (uint32_t i = 0; i < NQ * K; i++)
     ids[i] = SF_ROWID((uint64_t)idx[i] / RPF, (uint64_t)idx[i] % RPF);
   free(idx);
@@ -125,10 +138,11 @@ static double recall(const sf_rowid *got, const sf_rowid *want) {
 static void flat_exhaustive_equals_brute_force(sf_metric metric) {
   fixture f;
   setup_index(&f, SF_IVF_FLAT, metric, 32, 0);
-  const char *paths[4] = {stage(&f, "a", 0, 2), stage(&f, "b", 3, 5), stage(&f, "c", 6, 8),
-                          stage(&f, "d", 9, 11)};
+  const char *paths[4] = {stage(&f, "a", 0, 2), stage(&f, "b", 3, 5),
+                          stage(&f, "c", 6, 8), stage(&f, "d", 9, 11)};
   assert_true(last_passes > 1); /* the 64 KiB budget split the encoding */
-  sf_rowid *got = malloc(sizeof(sf_rowid) * NQ * K), *want = malloc(sizeof(sf_rowid) * NQ * K);
+  sf_rowid *got = malloc(sizeof(sf_rowid) * NQ * K),
+           *want = malloc(sizeof(sf_rowid) * NQ * K);
   run(&f, paths, 4, 32, got);
   brute(&f, metric, want);
   assert_memory_equal(got, want, sizeof(sf_rowid) * NQ * K);
@@ -141,7 +155,8 @@ static void test_ivf_flat_with_nprobe_nlist_returns_exactly_brute_force_l2(void 
   (void)st;
   flat_exhaustive_equals_brute_force(SF_L2);
 }
-static void test_ivf_flat_with_nprobe_nlist_returns_exactly_brute_force_cosine(void **st) {
+static void test_ivf_flat_with_nprobe_nlist_returns_exactly_brute_force_cosine(
+    void **st) {
   (void)st;
   flat_exhaustive_equals_brute_force(SF_COSINE);
 }
@@ -151,11 +166,14 @@ static void test_ivf_flat_with_nprobe_nlist_returns_exactly_brute_force_dot(void
 }
 
 /* recall@10 at nprobe 4 of 64 lists, against brute force, over 3 shards. */
-static void recall_reaches(sf_index_type type, sf_metric metric, uint32_t pq_m, double floor) {
+static void recall_reaches(sf_index_type type, sf_metric metric, uint32_t pq_m,
+                           double floor) {
   fixture f;
   setup_index(&f, type, metric, 64, pq_m);
-  const char *paths[3] = {stage(&f, "s0", 0, 3), stage(&f, "s1", 4, 7), stage(&f, "s2", 8, 11)};
-  sf_rowid *got = malloc(sizeof(sf_rowid) * NQ * K), *want = malloc(sizeof(sf_rowid) * NQ * K);
+  const char *paths[3] = {stage(&f, "s0", 0, 3), stage(&f, "s1", 4, 7),
+                          stage(&f, "s2", 8, 11)};
+  sf_rowid *got = malloc(sizeof(sf_rowid) * NQ * K),
+           *want = malloc(sizeof(sf_rowid) * NQ * K);
   run(&f, paths, 3, 4, got);
   brute(&f, metric, want);
   double r = recall(got, want);
@@ -190,8 +208,8 @@ static void test_recall_at_10_pq_reaches_0_70_for_every_metric(void **st) {
 static void four_shards_equal_one(sf_index_type type, sf_metric metric, uint32_t pq_m) {
   fixture f;
   setup_index(&f, type, metric, 64, pq_m);
-  const char *four[4] = {stage(&f, "p0", 0, 2), stage(&f, "p1", 3, 5), stage(&f, "p2", 6, 8),
-                         stage(&f, "p3", 9, 11)};
+  const char *four[4] = {stage(&f, "p0", 0, 2), stage(&f, "p1", 3, 5),
+                         stage(&f, "p2", 6, 8), stage(&f, "p3", 9, 11)};
   const char *one[1] = {stage(&f, "all", 0, 11)};
   sf_rowid *a = malloc(sizeof(sf_rowid) * NQ * K), *b = malloc(sizeof(sf_rowid) * NQ * K);
   run(&f, four, 4, 6, a);
@@ -229,7 +247,8 @@ static void test_a_shard_of_another_quantizer_is_refused(void **st) {
   setup_index(&g, SF_IVF_FLAT, SF_L2, 16, 0);
   /* Same data, other seed: another quantizer. */
   sf_quant_free(g.q);
-  sf_quant_params p = {.type = SF_IVF_FLAT, .metric = SF_L2, .dim = DIM, .nlist = 16, .seed = 99};
+  sf_quant_params p = {
+      .type = SF_IVF_FLAT, .metric = SF_L2, .dim = DIM, .nlist = 16, .seed = 99};
   sf_err err = {0};
   assert_int_equal(sf_quant_train(&p, g.base, N, &g.q, &err), SF_OK);
   const char *paths[1] = {stage(&f, "x", 0, 1)};
@@ -245,8 +264,11 @@ static void test_a_fragment_past_the_end_of_the_file_is_refused(void **st) {
   fixture f;
   setup_index(&f, SF_IVF_FLAT, SF_L2, 16, 0);
   roaring_bitmap_t *fr = roaring_bitmap_from_range(11, 13, 1);
-  sf_stage_opts o = {.vectors = tu_path(f.dir, "base.fvecs"), .staging_root = f.dir,
-                     .shard_id = "z", .fragments = fr, .rows_per_fragment = RPF};
+  sf_stage_opts o = {.vectors = tu_path(f.dir, "base.fvecs"),
+                     .staging_root = f.dir,
+                     .shard_id = "z",
+                     .fragments = fr,
+                     .rows_per_fragment = RPF};
   sf_stage_result res;
   sf_err err = {0};
   assert_int_equal(sf_stage_shard(&o, f.q, &res, &err), SF_EINVAL);
@@ -258,7 +280,8 @@ static void test_a_fragment_past_the_end_of_the_file_is_refused(void **st) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_ivf_flat_with_nprobe_nlist_returns_exactly_brute_force_l2),
-      cmocka_unit_test(test_ivf_flat_with_nprobe_nlist_returns_exactly_brute_force_cosine),
+      cmocka_unit_test(
+          test_ivf_flat_with_nprobe_nlist_returns_exactly_brute_force_cosine),
       cmocka_unit_test(test_ivf_flat_with_nprobe_nlist_returns_exactly_brute_force_dot),
       cmocka_unit_test(test_recall_at_10_flat_reaches_0_95_for_every_metric),
       cmocka_unit_test(test_recall_at_10_sq_reaches_0_85_for_every_metric),

@@ -3,9 +3,11 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <cmocka.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* cmocka needs <stdarg.h>, <stddef.h> and <setjmp.h> before it. */
+#include <cmocka.h>
 
 #include "core/vector/vecio.h"
 #include "tests/testutil.h"
@@ -133,7 +135,8 @@ static void test_nan_in_fvecs_is_refused_with_row_and_element(void **state) {
   uint64_t rows;
   uint32_t dim;
   sf_err err = {0};
-  assert_int_equal(sf_vec_load_f32(p, 0, UINT64_MAX, 1 << 20, &y, &rows, &dim, &err), SF_ECORRUPT);
+  assert_int_equal(sf_vec_load_f32(p, 0, UINT64_MAX, 1 << 20, &y, &rows, &dim, &err),
+                   SF_ECORRUPT);
   assert_non_null(strstr(err.msg, "row 1 element 2"));
 }
 
@@ -157,7 +160,8 @@ static void test_load_refuses_more_than_its_memory_budget(void **state) {
   uint64_t rows;
   uint32_t dim;
   sf_err err = {0};
-  assert_int_equal(sf_vec_load_f32(p, 0, UINT64_MAX, 1000, &y, &rows, &dim, &err), SF_ELIMIT);
+  assert_int_equal(sf_vec_load_f32(p, 0, UINT64_MAX, 1000, &y, &rows, &dim, &err),
+                   SF_ELIMIT);
   assert_int_equal(sf_vec_load_f32(p, 90, 50, 1 << 20, &y, &rows, &dim, &err), SF_OK);
   assert_int_equal(rows, 10);
   free(y);

@@ -23,18 +23,12 @@ static const struct {
   const char *name;
   int can_fail; /* the call site returns the error to its caller */
 } points[] = {
-    {"build.mid_segment", 1},
-    {"build.after_segment", 0},
-    {"build.slow_partition", 0},
-    {"catalog.before_quantizer_rename", 1},
-    {"catalog.torn_temp", 0},
-    {"catalog.before_link", 1},
-    {"catalog.after_link", 1},
-    {"catalog.pause_before_lock", 0},
-    {"serve.after_consume", 0},
-    {"serve.after_commit", 0},
-    {"serve.after_publish", 0},
-    {"serve.producer_fatal", 0},
+    {"build.mid_segment", 1},           {"build.after_segment", 0},
+    {"build.slow_partition", 0},        {"catalog.before_quantizer_rename", 1},
+    {"catalog.torn_temp", 0},           {"catalog.before_link", 1},
+    {"catalog.after_link", 1},          {"catalog.pause_before_lock", 0},
+    {"serve.after_consume", 0},         {"serve.after_commit", 0},
+    {"serve.after_publish", 0},         {"serve.producer_fatal", 0},
     {"segwrite.no_copy_file_range", 0},
 };
 #define NPOINTS (sizeof points / sizeof points[0])

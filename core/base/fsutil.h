@@ -36,8 +36,8 @@ sf_code sf_fs_write_atomic(const char *path, const void *buf, size_t len, sf_err
 uint64_t sf_fs_pidns(void);
 
 /* A writer that publishes its file only on commit: open creates
- * "<path>.tmp.<pid>.<pidns>.<n>.<random>" with O_EXCL; commit fsyncs, renames to path and fsyncs the
- * directory; abort (or free without commit) unlinks the temporary. */
+ * "<path>.tmp.<pid>.<pidns>.<n>.<random>" with O_EXCL; commit fsyncs, renames to path and
+ * fsyncs the directory; abort (or free without commit) unlinks the temporary. */
 typedef struct sf_fs_tmpfile {
   int fd;
   char *path;     /* final name */
@@ -47,10 +47,11 @@ typedef struct sf_fs_tmpfile {
 sf_code sf_fs_tmpfile_open(sf_fs_tmpfile *t, const char *path, sf_err *err);
 /* Writes all of buf (retrying short writes: the retry of a write cut short
  * by a full disk reports ENOSPC). Errors name `what` and the errno text. */
-sf_code sf_fs_write_all(int fd, const void *buf, size_t len, const char *what, sf_err *err);
+sf_code sf_fs_write_all(int fd, const void *buf, size_t len, const char *what,
+                        sf_err *err);
 /* The same at offset off (pwrite). */
-sf_code sf_fs_pwrite_all(int fd, const void *buf, size_t len, uint64_t off, const char *what,
-                         sf_err *err);
+sf_code sf_fs_pwrite_all(int fd, const void *buf, size_t len, uint64_t off,
+                         const char *what, sf_err *err);
 sf_code sf_fs_tmpfile_commit(sf_fs_tmpfile *t, sf_err *err);
 /* Like commit, but never replaces: when path exists already (a writer of
  * the same name won a race) it fails with SF_EEXIST and removes only the
@@ -79,8 +80,8 @@ sf_code sf_fs_fopen_input(const char *path, FILE **f, struct stat *st, sf_err *e
 sf_code sf_fs_read_input(const char *path, size_t max, char **buf, size_t *len,
                          sf_err *err);
 
-/* A read-only mapping of a whole file (an input: see sf_fs_open_input). An empty file maps to data == NULL,
- * size == 0. */
+/* A read-only mapping of a whole file (an input: see sf_fs_open_input). An empty file
+ * maps to data == NULL, size == 0. */
 typedef struct sf_fs_map {
   const uint8_t *data;
   size_t size;

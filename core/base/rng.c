@@ -10,7 +10,9 @@ static uint64_t splitmix64(uint64_t *x) {
   return z ^ (z >> 31);
 }
 
-static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+static uint64_t rotl(uint64_t x, int k) {
+  return (x << k) | (x >> (64 - k));
+}
 
 void sf_rng_seed(sf_rng *r, uint64_t seed) {
   for (int i = 0; i < 4; i++) r->s[i] = splitmix64(&seed);
@@ -33,7 +35,9 @@ uint64_t sf_rng_below(sf_rng *r, uint64_t n) {
   return (uint64_t)(((unsigned __int128)sf_rng_next(r) * n) >> 64);
 }
 
-double sf_rng_uniform(sf_rng *r) { return (double)(sf_rng_next(r) >> 11) * 0x1.0p-53; }
+double sf_rng_uniform(sf_rng *r) {
+  return (double)(sf_rng_next(r) >> 11) * 0x1.0p-53;
+}
 
 double sf_rng_normal(sf_rng *r) {
   double u = sf_rng_uniform(r), v = sf_rng_uniform(r);

@@ -75,7 +75,8 @@ sf_code sf_catalog_seginfo_copy(sf_seginfo *dst, const sf_seginfo *src, sf_err *
   dst->segment_id = strdup(src->segment_id);
   dst->path = strdup(src->path);
   dst->fragments = roaring_bitmap_copy(src->fragments);
-  dst->shard_ids = src->num_shards ? calloc(src->num_shards, sizeof *dst->shard_ids) : NULL;
+  dst->shard_ids =
+      src->num_shards ? calloc(src->num_shards, sizeof *dst->shard_ids) : NULL;
   int bad = !dst->segment_id || !dst->path || !dst->fragments ||
             (src->num_shards && !dst->shard_ids);
   for (uint32_t i = 0; !bad && i < src->num_shards; i++)
@@ -103,10 +104,11 @@ sf_code sf_catalog_check_id(const char *field, const char *s, sf_err *err) {
     return sf_err_set(err, SF_EINVAL, "%s is %zu bytes long (at most %u)", field, n,
                       SF_CATALOG_MAX_ID);
   if (strchr(s, '/') || has_control(s) || !strcmp(s, ".") || !strcmp(s, ".."))
-    return sf_err_set(err, SF_EINVAL,
-                      "%s '%s' is not a valid id: it names a file, so it may not contain '/' "
-                      "or control characters, nor be '.' or '..'",
-                      field, s);
+    return sf_err_set(
+        err, SF_EINVAL,
+        "%s '%s' is not a valid id: it names a file, so it may not contain '/' "
+        "or control characters, nor be '.' or '..'",
+        field, s);
   return SF_OK;
 }
 
@@ -114,8 +116,8 @@ sf_code sf_catalog_check_text(const char *field, const char *s, sf_err *err) {
   if (!s || !*s) return sf_err_set(err, SF_EINVAL, "%s is empty", field);
   size_t n = strlen(s);
   if (n > SF_CATALOG_MAX_TEXT || has_control(s))
-    return sf_err_set(err, SF_EINVAL, "%s must be 1..%u bytes without control characters", field,
-                      SF_CATALOG_MAX_TEXT);
+    return sf_err_set(err, SF_EINVAL, "%s must be 1..%u bytes without control characters",
+                      field, SF_CATALOG_MAX_TEXT);
   return SF_OK;
 }
 
@@ -123,9 +125,10 @@ sf_code sf_catalog_check_segpath(const char *field, const char *s, sf_err *err) 
   static const char prefix[] = "segments/";
   if (!s || strncmp(s, prefix, sizeof prefix - 1) ||
       sf_catalog_check_id(field, s + sizeof prefix - 1, NULL))
-    return sf_err_set(err, SF_EINVAL,
-                      "%s '%s' must be 'segments/<file name>' (relative to <dataset>/_indices/)",
-                      field, s ? s : "");
+    return sf_err_set(
+        err, SF_EINVAL,
+        "%s '%s' must be 'segments/<file name>' (relative to <dataset>/_indices/)", field,
+        s ? s : "");
   return SF_OK;
 }
 
@@ -148,8 +151,8 @@ static sf_code check_index(const sf_catalog *c, const sf_catalog_index *ix, sf_e
   if ((rc = sf_catalog_check_id("name", ix->name, err)) ||
       (rc = sf_catalog_check_text("column", ix->column, err)))
     return rc;
-  if ((unsigned)ix->index_type > SF_IVF_PQ || (unsigned)ix->metric > SF_DOT || ix->dim < 1 ||
-      ix->dim > SF_MAX_DIM || ix->nlist < 1 || ix->nlist > SF_MAX_NLIST)
+  if ((unsigned)ix->index_type > SF_IVF_PQ || (unsigned)ix->metric > SF_DOT ||
+      ix->dim < 1 || ix->dim > SF_MAX_DIM || ix->nlist < 1 || ix->nlist > SF_MAX_NLIST)
     return sf_err_set(err, SF_EINVAL, "type, metric, dim or nlist out of range");
   if (ix->nsegs > SF_CATALOG_MAX_SEGMENTS)
     return sf_err_set(err, SF_ELIMIT, "%zu segments (at most %u)", ix->nsegs,
@@ -167,11 +170,13 @@ static sf_code check_index(const sf_catalog *c, const sf_catalog_index *ix, sf_e
     if (rc) break;
     if (s->info.bytes > INT64_MAX || s->info.num_rows > INT64_MAX || s->added_in < 1 ||
         s->added_in > c->version || s->info.num_shards > SF_CATALOG_MAX_SHARDS)
-      rc = sf_err_set(err, SF_EINVAL, "bytes, num_rows, added_in or shard count out of range");
+      rc = sf_err_set(err, SF_EINVAL,
+                      "bytes, num_rows, added_in or shard count out of range");
     else if (!s->info.fragments || roaring_bitmap_is_empty(s->info.fragments))
       rc = sf_err_set(err, SF_EINVAL, "no fragments");
     else if (roaring_bitmap_intersect(seen, s->info.fragments))
-      rc = sf_err_set(err, SF_EOVERLAP, "shares fragments with another segment of the index");
+      rc = sf_err_set(err, SF_EOVERLAP,
+                      "shares fragments with another segment of the index");
     else
       roaring_bitmap_or_inplace(seen, s->info.fragments);
     if (rc) sf_err_prefix(err, "segment %s", s->info.segment_id);
@@ -212,7 +217,8 @@ static sf_code check_unique(const sf_catalog *c, sf_err *err) {
   if (!rc) rc = no_dups(names, k, "staging id", err);
   k = 0;
   for (size_t i = 0; !rc && i < c->nix; i++)
-    for (size_t j = 0; j < c->ix[i].nsegs; j++) names[k++] = c->ix[i].segs[j].info.segment_id;
+    for (size_t j = 0; j < c->ix[i].nsegs; j++)
+      names[k++] = c->ix[i].segs[j].info.segment_id;
   if (!rc) rc = no_dups(names, k, "segment id", err);
   free(names);
   return rc;
@@ -426,8 +432,9 @@ static sf_code open_in(char *ds, uint64_t v, sf_catalog **out, sf_err *err) {
     sf_fs_map_close(&m);
   }
   if (!rc && c->version != v)
-    rc = sf_err_set(err, SF_ECORRUPT, "%s holds version %llu, not the version of its name",
-                    path, (unsigned long long)c->version);
+    rc =
+        sf_err_set(err, SF_ECORRUPT, "%s holds version %llu, not the version of its name",
+                   path, (unsigned long long)c->version);
   free(path);
   if (rc) {
     sf_catalog_free(c);
@@ -474,9 +481,15 @@ sf_code sf_catalog_open_latest(const char *dataset, sf_catalog **out, sf_err *er
 
 /* ---- queries ------------------------------------------------------------- */
 
-uint64_t sf_catalog_version(const sf_catalog *c) { return c->version; }
-uint64_t sf_catalog_created_at_ms(const sf_catalog *c) { return c->created_at_ms; }
-const char *sf_catalog_dataset(const sf_catalog *c) { return c->dataset; }
+uint64_t sf_catalog_version(const sf_catalog *c) {
+  return c->version;
+}
+uint64_t sf_catalog_created_at_ms(const sf_catalog *c) {
+  return c->created_at_ms;
+}
+const char *sf_catalog_dataset(const sf_catalog *c) {
+  return c->dataset;
+}
 
 sf_code sf_catalog_sync(const sf_catalog *c, sf_err *err) {
   char *dir = sf_fs_join(c->dataset, SF_CATALOG_DIR);
@@ -485,8 +498,12 @@ sf_code sf_catalog_sync(const sf_catalog *c, sf_err *err) {
   free(dir);
   return rc;
 }
-size_t sf_catalog_num_indexes(const sf_catalog *c) { return c->nix; }
-size_t sf_catalog_num_jobs(const sf_catalog *c) { return c->njobs; }
+size_t sf_catalog_num_indexes(const sf_catalog *c) {
+  return c->nix;
+}
+size_t sf_catalog_num_jobs(const sf_catalog *c) {
+  return c->njobs;
+}
 
 const sf_catalog_index *sf_catalog_index_at(const sf_catalog *c, size_t i) {
   return i < c->nix ? &c->ix[i] : NULL;
@@ -502,7 +519,9 @@ const sf_catalog_index *sf_catalog_find_index(const sf_catalog *c, const char *n
   return NULL;
 }
 
-size_t sf_catalog_num_archive_chunks(const sf_catalog *c) { return c->narchive; }
+size_t sf_catalog_num_archive_chunks(const sf_catalog *c) {
+  return c->narchive;
+}
 
 const char *sf_catalog_archive_chunk_name(const sf_catalog *c, size_t i) {
   return i < c->narchive ? c->archive[i].name : NULL;
@@ -567,8 +586,8 @@ static json_t *segment_json(const sf_catalog_segment *s) {
   char *frag = sf_fragset_format(s->info.fragments);
   json_t *o = json_pack("{s:s, s:s, s:I, s:I, s:s?, s:o?, s:s, s:I}", "segment_id",
                         s->info.segment_id, "path", s->info.path, "bytes",
-                        (json_int_t)s->info.bytes, "num_rows", (json_int_t)s->info.num_rows,
-                        "fragments", frag, "shard_ids",
+                        (json_int_t)s->info.bytes, "num_rows",
+                        (json_int_t)s->info.num_rows, "fragments", frag, "shard_ids",
                         strings_json(s->info.shard_ids, s->info.num_shards), "staging_id",
                         s->staging_id, "added_in", (json_int_t)s->added_in);
   free(frag);
@@ -589,13 +608,12 @@ static json_t *index_json(const sf_catalog *c, const sf_catalog_index *ix) {
       segs = NULL;
     }
   }
-  json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:i, s:i, s:s, s:s?, s:I, s:I, s:o?}", "name",
-                        ix->name, "column", ix->column, "index_type",
-                        sf_index_type_name(ix->index_type), "metric",
-                        sf_metric_name(ix->metric), "dim", (int)ix->dim, "nlist",
-                        (int)ix->nlist, "quantizer_checksum", cs, "quantizer_path", qpath,
-                        "num_rows", (json_int_t)rows, "bytes", (json_int_t)bytes,
-                        "segments", segs);
+  json_t *o = json_pack(
+      "{s:s, s:s, s:s, s:s, s:i, s:i, s:s, s:s?, s:I, s:I, s:o?}", "name", ix->name,
+      "column", ix->column, "index_type", sf_index_type_name(ix->index_type), "metric",
+      sf_metric_name(ix->metric), "dim", (int)ix->dim, "nlist", (int)ix->nlist,
+      "quantizer_checksum", cs, "quantizer_path", qpath, "num_rows", (json_int_t)rows,
+      "bytes", (json_int_t)bytes, "segments", segs);
   free(qpath);
   if (o && !segs) {
     json_decref(o);
@@ -605,9 +623,9 @@ static json_t *index_json(const sf_catalog *c, const sf_catalog_index *ix) {
 }
 
 static json_t *job_json(const sf_catalog_job *j) {
-  return json_pack("{s:s, s:s, s:I, s:I, s:o?}", "staging_id", j->staging_id, "index_name",
-                   j->index_name, "version", (json_int_t)j->version, "committed_at_ms",
-                   (json_int_t)j->committed_at_ms, "segment_ids",
+  return json_pack("{s:s, s:s, s:I, s:I, s:o?}", "staging_id", j->staging_id,
+                   "index_name", j->index_name, "version", (json_int_t)j->version,
+                   "committed_at_ms", (json_int_t)j->committed_at_ms, "segment_ids",
                    strings_json(j->segment_ids, j->nsegment_ids));
 }
 
@@ -625,9 +643,9 @@ json_t *sf_catalog_describe_json(const sf_catalog *c, const char *index_name) {
     const sf_catalog_chunk_ref *r = &c->archive[i];
     char prefix[17];
     snprintf(prefix, sizeof prefix, "%016" PRIx64, r->prefix);
-    if (json_array_append_new(arch, json_pack("{s:s, s:s, s:i, s:I}", "name", r->name,
-                                              "prefix", prefix, "depth", (int)r->depth,
-                                              "count", (json_int_t)r->count))) {
+    if (json_array_append_new(
+            arch, json_pack("{s:s, s:s, s:i, s:I}", "name", r->name, "prefix", prefix,
+                            "depth", (int)r->depth, "count", (json_int_t)r->count))) {
       json_decref(arch);
       arch = NULL;
     }

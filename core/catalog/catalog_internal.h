@@ -79,8 +79,8 @@ sf_code sf_catalog_validate(const sf_catalog *c, sf_err *err);
 
 /* Encodes c as the bytes of an Avro container file into a malloc'd buffer
  * (*out, *len; the caller frees). `what` names the file in messages. */
-sf_code sf_catalog_encode(const sf_catalog *c, const char *what, uint8_t **out, size_t *len,
-                          sf_err *err);
+sf_code sf_catalog_encode(const sf_catalog *c, const char *what, uint8_t **out,
+                          size_t *len, sf_err *err);
 /* sf_catalog_encode, then writes all of it to fd (not synced); a failed
  * write names `what` and the system's reason. */
 sf_code sf_catalog_write_fd(const sf_catalog *c, int fd, const char *what, sf_err *err);

@@ -17,7 +17,9 @@ void sf_seginfo_clear(sf_seginfo *s) {
   memset(s, 0, sizeof *s);
 }
 
-static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
+static char *dup_or_null(const char *s) {
+  return s ? strdup(s) : NULL;
+}
 
 sf_code sf_seginfo_copy(sf_seginfo *dst, const sf_seginfo *src, sf_err *err) {
   *dst = *src;

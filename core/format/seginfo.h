@@ -13,12 +13,12 @@
 #include "core/base/types.h"
 
 typedef struct sf_seginfo {
-  char *segment_id;             /* derived from staging id + shard ids; owned */
-  char *path;                   /* relative to <dataset>/_indices/, e.g. "segments/<id>.sfseg"; owned */
-  uint64_t bytes;               /* file size */
+  char *segment_id; /* derived from staging id + shard ids; owned */
+  char *path;     /* relative to <dataset>/_indices/, e.g. "segments/<id>.sfseg"; owned */
+  uint64_t bytes; /* file size */
   uint64_t num_rows;
-  roaring_bitmap_t *fragments;  /* owned */
-  char **shard_ids;             /* owned array of owned strings */
+  roaring_bitmap_t *fragments; /* owned */
+  char **shard_ids;            /* owned array of owned strings */
   uint32_t num_shards;
   /* index parameters, equal for every segment of a logical index */
   sf_index_type index_type;

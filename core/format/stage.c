@@ -24,10 +24,11 @@ sf_code sf_stage_check_id(const char *what, const char *id, sf_err *err) {
     char c = id[i];
     if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
           c == '.' || c == '_' || c == '-'))
-      return sf_err_set(err, SF_EINVAL,
-                        "%s '%s' has the character '%c'; use only letters, digits, '.', '_' "
-                        "and '-'",
-                        what, id, c);
+      return sf_err_set(
+          err, SF_EINVAL,
+          "%s '%s' has the character '%c'; use only letters, digits, '.', '_' "
+          "and '-'",
+          what, id, c);
   }
   return SF_OK;
 }
@@ -61,7 +62,8 @@ static sf_code for_each_batch(stage_ctx *c, batch_fn fn, void *arg, sf_err *err)
     sf_code rc = sf_vecreader_seek(c->r, s->first, err);
     if (rc) return rc;
     for (uint64_t off = 0; off < s->count;) {
-      size_t want = s->count - off < BATCH_ROWS ? (size_t)(s->count - off) : BATCH_ROWS, got;
+      size_t want = s->count - off < BATCH_ROWS ? (size_t)(s->count - off) : BATCH_ROWS,
+             got;
       rc = sf_vecreader_read_f32(c->r, c->batch, want, &got, err);
       if (rc) return rc;
       if (got != want)
@@ -89,7 +91,7 @@ static sf_code assign_batch(stage_ctx *c, void *arg, uint64_t at, const span *s,
 typedef struct {
   const uint32_t *lists;
   uint32_t p0, p1;
-  uint64_t *fill;  /* next slot per partition in the group, relative to p0 */
+  uint64_t *fill; /* next slot per partition in the group, relative to p0 */
   sf_rowid *ids;
   uint8_t *codes;
   size_t code_size;
@@ -126,12 +128,12 @@ static sf_code plan_spans(stage_ctx *c, sf_err *err) {
     if (first >= total) {
       uint32_t f = it->current_value;
       roaring_free_uint32_iterator(it);
-      return sf_err_set(err, SF_EINVAL,
-                        "fragment %u starts at row %llu but %s has %llu rows (%llu "
-                        "fragments of %llu rows); check --fragments and --rows-per-fragment",
-                        f, (unsigned long long)first, c->o->vectors,
-                        (unsigned long long)total, (unsigned long long)((total + R - 1) / R),
-                        (unsigned long long)R);
+      return sf_err_set(
+          err, SF_EINVAL,
+          "fragment %u starts at row %llu but %s has %llu rows (%llu "
+          "fragments of %llu rows); check --fragments and --rows-per-fragment",
+          f, (unsigned long long)first, c->o->vectors, (unsigned long long)total,
+          (unsigned long long)((total + R - 1) / R), (unsigned long long)R);
     }
     span *s = &c->spans[c->nspans++];
     s->frag = it->current_value;
@@ -190,7 +192,8 @@ static sf_code write_shard(stage_ctx *c, const uint32_t *lists, sf_stage_result 
                       .pq_m = sf_quant_pq_m(q),
                       .quantizer_checksum = sf_quant_checksum(q)};
   if ((rc = sf_seg_writer_open(path, &sp, &w, err))) goto out;
-  pass_state ps = {.lists = lists, .fill = fill, .ids = ids, .codes = codes, .code_size = cs};
+  pass_state ps = {
+      .lists = lists, .fill = fill, .ids = ids, .codes = codes, .code_size = cs};
   for (uint32_t p0 = 0; p0 < nlist;) {
     uint64_t rows = 0;
     uint32_t p1 = p0;
@@ -208,8 +211,8 @@ static sf_code write_shard(stage_ctx *c, const uint32_t *lists, sf_stage_result 
     }
     start = 0;
     for (uint32_t p = p0; p < p1; p++) {
-      rc = sf_seg_writer_add_chunk(w, p, ids + start, codes + start * cs, (uint32_t)count[p],
-                                   err);
+      rc = sf_seg_writer_add_chunk(w, p, ids + start, codes + start * cs,
+                                   (uint32_t)count[p], err);
       if (rc) goto out;
       start += count[p];
     }

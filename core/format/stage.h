@@ -28,12 +28,12 @@
 #define SF_SHARD_EXT ".sfshard"
 
 typedef struct sf_stage_opts {
-  const char *vectors;                 /* texmex file (.fvecs/.bvecs) */
-  const char *staging_root;            /* directory holding the quantizer */
-  const char *shard_id;                /* [A-Za-z0-9._-], 1..128 chars */
-  const roaring_bitmap_t *fragments;   /* non-empty */
-  uint32_t rows_per_fragment;          /* R >= 1 */
-  size_t memory_budget;                /* bytes of codes per pass; 0 = 256 MiB */
+  const char *vectors;               /* texmex file (.fvecs/.bvecs) */
+  const char *staging_root;          /* directory holding the quantizer */
+  const char *shard_id;              /* [A-Za-z0-9._-], 1..128 chars */
+  const roaring_bitmap_t *fragments; /* non-empty */
+  uint32_t rows_per_fragment;        /* R >= 1 */
+  size_t memory_budget;              /* bytes of codes per pass; 0 = 256 MiB */
   /* 1: never replace a shard of the same id (SF_EEXIST, before any work);
    * 0: replace it, as a retry of the same worker does. */
   int exclusive;
@@ -43,10 +43,10 @@ typedef struct sf_stage_opts {
 } sf_stage_opts;
 
 typedef struct sf_stage_result {
-  char *path;        /* the shard file written (malloc'd; caller frees) */
-  uint64_t rows;     /* rows staged */
-  uint64_t bytes;    /* size of the shard file */
-  uint32_t passes;   /* encoding passes over the input */
+  char *path;      /* the shard file written (malloc'd; caller frees) */
+  uint64_t rows;   /* rows staged */
+  uint64_t bytes;  /* size of the shard file */
+  uint32_t passes; /* encoding passes over the input */
 } sf_stage_result;
 
 /* Checks a shard id: 1..128 characters of [A-Za-z0-9._-], not starting

@@ -52,13 +52,13 @@ typedef enum sf_finalize_blame {
 } sf_finalize_blame;
 
 typedef struct sf_finalize_result {
-  uint64_t version;    /* the catalog version that holds the job */
-  int already;         /* 1: committed before this call; nothing was built */
-  sf_seginfo *segs;    /* the job's segments (owned; sf_finalize_result_clear) */
+  uint64_t version; /* the catalog version that holds the job */
+  int already;      /* 1: committed before this call; nothing was built */
+  sf_seginfo *segs; /* the job's segments (owned; sf_finalize_result_clear) */
   size_t nsegs;
   size_t num_shards;
   uint64_t total_rows;
-  sf_build_stats build; /* zero when already */
+  sf_build_stats build;    /* zero when already */
   sf_finalize_blame blame; /* set on failure too (the rest is cleared) */
 } sf_finalize_result;
 

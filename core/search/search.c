@@ -54,11 +54,13 @@ static sf_code check_params(const sf_quant *q, const sf_seg_reader *f, sf_err *e
   const char *path = sf_seg_path(f), *field = NULL;
   unsigned long long have = 0, want = 0;
   if (p->type != sf_quant_type(q)) {
-    return sf_err_set(err, SF_EMISMATCH, "%s is an %s index but the quantizer is %s", path,
-                      sf_index_type_name(p->type), sf_index_type_name(sf_quant_type(q)));
+    return sf_err_set(err, SF_EMISMATCH, "%s is an %s index but the quantizer is %s",
+                      path, sf_index_type_name(p->type),
+                      sf_index_type_name(sf_quant_type(q)));
   } else if (p->metric != sf_quant_metric(q)) {
-    return sf_err_set(err, SF_EMISMATCH, "%s uses metric %s but the quantizer uses %s", path,
-                      sf_metric_name(p->metric), sf_metric_name(sf_quant_metric(q)));
+    return sf_err_set(err, SF_EMISMATCH, "%s uses metric %s but the quantizer uses %s",
+                      path, sf_metric_name(p->metric),
+                      sf_metric_name(sf_quant_metric(q)));
   } else if (p->dim != sf_quant_dim(q)) {
     field = "dim", have = p->dim, want = sf_quant_dim(q);
   } else if (p->nlist != sf_quant_nlist(q)) {
@@ -73,8 +75,8 @@ static sf_code check_params(const sf_quant *q, const sf_seg_reader *f, sf_err *e
                       (unsigned long long)sf_quant_checksum(q));
   }
   if (field)
-    return sf_err_set(err, SF_EMISMATCH, "%s has %s %llu but the quantizer has %llu", path,
-                      field, have, want);
+    return sf_err_set(err, SF_EMISMATCH, "%s has %s %llu but the quantizer has %llu",
+                      path, field, have, want);
   return SF_OK;
 }
 
@@ -108,10 +110,11 @@ sf_code sf_search_open(const sf_quant *q, const char *const *paths, size_t n,
     if (roaring_bitmap_intersect(seen, fr)) {
       roaring_bitmap_t *both = roaring_bitmap_and(seen, fr);
       char *list = both ? sf_fragset_format_short(both, 8) : NULL;
-      rc = sf_err_set(err, SF_EOVERLAP,
-                      "%s holds fragments %s that an earlier file also holds; search each "
-                      "fragment in one file only",
-                      paths[i], list ? list : "?");
+      rc =
+          sf_err_set(err, SF_EOVERLAP,
+                     "%s holds fragments %s that an earlier file also holds; search each "
+                     "fragment in one file only",
+                     paths[i], list ? list : "?");
       free(list);
       if (both) sf_fragset_free(both);
       break;
@@ -135,8 +138,12 @@ fail:
   return rc;
 }
 
-uint64_t sf_search_rows(const sf_search *s) { return s->rows; }
-uint64_t sf_search_last_scanned(const sf_search *s) { return s->scanned; }
+uint64_t sf_search_rows(const sf_search *s) {
+  return s->rows;
+}
+uint64_t sf_search_last_scanned(const sf_search *s) {
+  return s->scanned;
+}
 
 sf_code sf_search_verify(sf_search *s, sf_err *err) {
   for (size_t i = 0; i < s->nfiles; i++) {
@@ -180,10 +187,12 @@ sf_code sf_search_query(sf_search *s, const float *query, uint32_t k, uint32_t n
         while (i < ch.nrows && s->scores[i] > bound) i++;
         if (i == ch.nrows) continue; /* nothing here beats the k-th: ids not needed */
         /* The CRCs were checked above (or by verify); decode the ids only. */
-        rc = sf_seg_read_chunk_ex(s->files[f], list, c, s->scratch, SF_SEG_READ_NO_CRC, &ch, err);
+        rc = sf_seg_read_chunk_ex(s->files[f], list, c, s->scratch, SF_SEG_READ_NO_CRC,
+                                  &ch, err);
         if (rc) return rc;
         for (; i < ch.nrows; i++)
-          if (s->scores[i] <= sf_topk_bound(&s->top)) sf_topk_push(&s->top, s->scores[i], ch.ids[i]);
+          if (s->scores[i] <= sf_topk_bound(&s->top))
+            sf_topk_push(&s->top, s->scores[i], ch.ids[i]);
       }
     }
   }

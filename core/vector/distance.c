@@ -23,7 +23,8 @@ static float l2_scalar(const float *a, const float *b, size_t d) {
       float t = a[i + j] - b[i + j];
       acc[j] += t * t;
     }
-  float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+  float s =
+      ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
   for (; i < d; i++) {
     float t = a[i] - b[i];
     s += t * t;
@@ -36,7 +37,8 @@ static float dot_scalar(const float *a, const float *b, size_t d) {
   size_t i = 0;
   for (; i + 8 <= d; i += 8)
     for (int j = 0; j < 8; j++) acc[j] += a[i + j] * b[i + j];
-  float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+  float s =
+      ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
   for (; i < d; i++) s += a[i] * b[i];
   return s;
 }
@@ -122,9 +124,9 @@ __attribute__((target("avx2,fma"))) static inline __m256 pq_gather8(const float 
 }
 
 __attribute__((target("avx2,fma"))) static void pq_scan_avx2(const float *table,
-                                                             const uint8_t *codes, size_t n,
-                                                             size_t m, float bias,
-                                                             float *out) {
+                                                             const uint8_t *codes,
+                                                             size_t n, size_t m,
+                                                             float bias, float *out) {
   const __m256i rows = _mm256_setr_epi32(0, 256, 512, 768, 1024, 1280, 1536, 1792);
   const size_t m8 = m & ~(size_t)7;
   size_t i = 0;
@@ -219,8 +221,8 @@ float sf_dist_pq_lut(const float *table, const uint8_t *codes, size_t m) {
   return (s0 + s1) + (s2 + s3);
 }
 
-void sf_dist_pq_scan(const float *table, const uint8_t *codes, size_t n, size_t m, float bias,
-                     float *out) {
+void sf_dist_pq_scan(const float *table, const uint8_t *codes, size_t n, size_t m,
+                     float bias, float *out) {
   sf_dist_pq_scan_fn f = atomic_load_explicit(&pq_fn, memory_order_relaxed);
   if (!f) {
     pick();
@@ -233,7 +235,8 @@ sf_dist_pq_scan_fn sf_dist_pq_scan_named(const char *impl) {
   if (!strcmp(impl, "scalar")) return pq_scan_scalar;
 #ifdef SF_HAVE_X86
   __builtin_cpu_init();
-  if (!strcmp(impl, "avx2") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+  if (!strcmp(impl, "avx2") && __builtin_cpu_supports("avx2") &&
+      __builtin_cpu_supports("fma"))
     return pq_scan_avx2;
 #endif
   return NULL;
@@ -241,5 +244,6 @@ sf_dist_pq_scan_fn sf_dist_pq_scan_named(const char *impl) {
 
 const char *sf_dist_impl(void) {
   if (!atomic_load_explicit(&l2_fn, memory_order_relaxed)) pick();
-  return atomic_load_explicit(&l2_fn, memory_order_relaxed) == l2_scalar ? "scalar" : "avx2";
+  return atomic_load_explicit(&l2_fn, memory_order_relaxed) == l2_scalar ? "scalar"
+                                                                         : "avx2";
 }

@@ -21,7 +21,8 @@ float sf_dist_l2sq(const float *a, const float *b, size_t dim);
 float sf_dist_dot(const float *a, const float *b, size_t dim);
 
 /* The score of the metric: l2sq for L2, -dot for DOT and COSINE. */
-static inline float sf_dist_score(sf_metric m, const float *a, const float *b, size_t dim) {
+static inline float sf_dist_score(sf_metric m, const float *a, const float *b,
+                                  size_t dim) {
   return m == SF_L2 ? sf_dist_l2sq(a, b, dim) : -sf_dist_dot(a, b, dim);
 }
 
@@ -37,8 +38,8 @@ float sf_dist_pq_lut(const float *table, const uint8_t *codes, size_t m);
  * bytes: the IVF_PQ scan. The AVX2 kernel gathers 8 table entries per
  * instruction and interleaves 4 codes; sums may differ from the scalar
  * kernel's in the last bits (another order of additions). */
-void sf_dist_pq_scan(const float *table, const uint8_t *codes, size_t n, size_t m, float bias,
-                     float *out);
+void sf_dist_pq_scan(const float *table, const uint8_t *codes, size_t n, size_t m,
+                     float bias, float *out);
 
 typedef void (*sf_dist_pq_scan_fn)(const float *table, const uint8_t *codes, size_t n,
                                    size_t m, float bias, float *out);

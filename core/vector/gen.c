@@ -20,10 +20,12 @@ void sf_gen_clustered(float *out, size_t n, uint32_t dim, uint32_t clusters, flo
     for (size_t i = 0; i < n * dim; i++) out[i] = (float)(sf_rng_normal(&r) * sigma);
     return;
   }
-  for (size_t i = 0; i < (size_t)clusters * dim; i++) centres[i] = (float)sf_rng_normal(&rc);
+  for (size_t i = 0; i < (size_t)clusters * dim; i++)
+    centres[i] = (float)sf_rng_normal(&rc);
   for (size_t i = 0; i < n; i++) {
     const float *c = centres + sf_rng_below(&r, clusters) * dim;
-    for (uint32_t j = 0; j < dim; j++) out[i * dim + j] = c[j] + (float)(sf_rng_normal(&r) * sigma);
+    for (uint32_t j = 0; j < dim; j++)
+      out[i * dim + j] = c[j] + (float)(sf_rng_normal(&r) * sigma);
   }
   free(centres);
 }
@@ -58,7 +60,8 @@ sf_code sf_bruteforce_knn(const float *base, size_t n, const float *queries, siz
   for (size_t i = 0; i < nq; i++) {
     sf_topk_reset(&t);
     const float *qi = q + i * dim;
-    for (size_t j = 0; j < n; j++) sf_topk_push(&t, sf_dist_score(metric, qi, b + j * dim, dim), j);
+    for (size_t j = 0; j < n; j++)
+      sf_topk_push(&t, sf_dist_score(metric, qi, b + j * dim, dim), j);
     uint32_t got = sf_topk_sort(&t);
     for (uint32_t r = 0; r < k; r++) out_idx[i * k + r] = r < got ? (int64_t)t.id[r] : -1;
   }

@@ -16,8 +16,8 @@
  * spread 1.0, within-cluster spread `sigma`). The same seed gives the same
  * vectors; a query set should use a different seed but the same centres, so
  * `centre_seed` picks the centres and `seed` the points. */
-void sf_gen_clustered(float *out, size_t n, uint32_t dim, uint32_t clusters,
-                      float sigma, uint64_t centre_seed, uint64_t seed);
+void sf_gen_clustered(float *out, size_t n, uint32_t dim, uint32_t clusters, float sigma,
+                      uint64_t centre_seed, uint64_t seed);
 
 /* Normalises each of n rows to unit length in place (zero rows stay zero). */
 void sf_normalize_rows(float *x, size_t n, uint32_t dim);

@@ -56,8 +56,8 @@ static void dots4_portable(const float *x0, const float *x1, const float *x2,
  * lane: best[q*16 + t] is the smallest score row q met in lane t so far,
  * blk[q*16 + t] the block it came from (the caller initialises them and
  * reduces the 16 lanes at the end, so the hot loop has no branches). */
-static void assign4_portable(const sf_kmeans_panel *p, const float *const xr[4], uint32_t b0,
-                             uint32_t b1, float *best, uint32_t *blk) {
+static void assign4_portable(const sf_kmeans_panel *p, const float *const xr[4],
+                             uint32_t b0, uint32_t b1, float *best, uint32_t *blk) {
   const float f = p->ip ? -1.0f : -2.0f;
   float out[4 * BLK];
   for (uint32_t b = b0; b < b1; b++) {
@@ -205,7 +205,8 @@ void sf_kmeans_panel_assign(const sf_kmeans_panel *p, const float *x, size_t n,
   assign4_fn assign4 = pick_assign4();
   const size_t d = p->dim;
   const size_t blk_bytes = sizeof(float) * BLK * d;
-  const uint32_t chunk = blk_bytes >= CHUNK_BYTES ? 1 : (uint32_t)(CHUNK_BYTES / blk_bytes);
+  const uint32_t chunk =
+      blk_bytes >= CHUNK_BYTES ? 1 : (uint32_t)(CHUNK_BYTES / blk_bytes);
   float best[TILE_ROWS * BLK];
   uint32_t blk[TILE_ROWS * BLK];
   for (size_t i0 = 0; i0 < n; i0 += TILE_ROWS) {
@@ -297,8 +298,9 @@ static void dots1_portable(const float *x, const float *pb, uint32_t dim, float 
 }
 
 #ifdef SF_KM_X86
-__attribute__((target("avx2,fma"))) static void dots1_avx2(const float *x, const float *pb,
-                                                           uint32_t dim, float *out) {
+__attribute__((target("avx2,fma"))) static void dots1_avx2(const float *x,
+                                                           const float *pb, uint32_t dim,
+                                                           float *out) {
   __m256 a0 = _mm256_setzero_ps(), a1 = a0, b0 = a0, b1 = a0;
   uint32_t j = 0;
   for (; j + 2 <= dim; j += 2) { /* two dimensions at once: 4 chains */
@@ -365,8 +367,8 @@ static inline float l2_any(const float *a, const float *b, uint32_t dim) {
 /* k-means++ (Arthur & Vassilvitskii): each next seed is a row drawn with
  * probability proportional to its squared distance to the nearest seed so
  * far, which spreads the seeds over the clusters. Needs n >= k. */
-static sf_code seed_kmeanspp(sf_rng *r, const float *x, size_t n, uint32_t dim, uint32_t k,
-                             float *c, sf_err *err) {
+static sf_code seed_kmeanspp(sf_rng *r, const float *x, size_t n, uint32_t dim,
+                             uint32_t k, float *c, sf_err *err) {
   double *d2 = malloc(sizeof(double) * n);
   if (!d2) return sf_err_set(err, SF_ENOMEM, "out of memory seeding k-means");
   size_t first = sf_rng_below(r, n);
@@ -399,8 +401,8 @@ static sf_code seed_kmeanspp(sf_rng *r, const float *x, size_t n, uint32_t dim, 
   return SF_OK;
 }
 
-static sf_code seed(sf_rng *r, const float *x, size_t n, uint32_t dim, uint32_t k, float *c,
-                    int random_init, sf_err *err) {
+static sf_code seed(sf_rng *r, const float *x, size_t n, uint32_t dim, uint32_t k,
+                    float *c, int random_init, sf_err *err) {
   size_t m = (size_t)k * SEED_ROWS_PER_CENTROID;
   if (m > n) m = n;
   if ((double)m * k * dim > (double)SEED_BUDGET) m = k; /* too big: random rows */
@@ -410,7 +412,8 @@ static sf_code seed(sf_rng *r, const float *x, size_t n, uint32_t dim, uint32_t 
   sf_kmeans_sample(sf_rng_next(r), n, m, idx);
   sf_code rc = SF_OK;
   if (m == k) {
-    for (size_t i = 0; i < m; i++) memcpy(c + i * dim, x + idx[i] * dim, sizeof(float) * dim);
+    for (size_t i = 0; i < m; i++)
+      memcpy(c + i * dim, x + idx[i] * dim, sizeof(float) * dim);
   } else {
     float *sub = malloc(sizeof(float) * m * dim);
     if (sub) {
@@ -429,7 +432,8 @@ static sf_code seed(sf_rng *r, const float *x, size_t n, uint32_t dim, uint32_t 
 /* Gives every empty cluster half of the largest one: a copy of its centroid,
  * both nudged apart in opposite directions (as FAISS does), so that the next
  * assignment splits that cluster's rows between them. */
-static uint32_t repair_empty(float *c, size_t *count, uint32_t k, uint32_t dim, int spherical) {
+static uint32_t repair_empty(float *c, size_t *count, uint32_t k, uint32_t dim,
+                             int spherical) {
   uint32_t repaired = 0;
   for (uint32_t e = 0; e < k; e++) {
     if (count[e]) continue;
@@ -472,7 +476,8 @@ static sf_code lloyd(const sf_kmeans_params *p, const float *xs, size_t n, uint3
   double *sum = malloc(sizeof(double) * k * dim);
   size_t *count = malloc(sizeof(size_t) * k);
   if (!label || !prev || !score || !sum || !count) {
-    rc = sf_err_set(err, SF_ENOMEM, "out of memory training k-means (k=%u, %zu rows)", k, n);
+    rc = sf_err_set(err, SF_ENOMEM, "out of memory training k-means (k=%u, %zu rows)", k,
+                    n);
     goto done;
   }
   sf_kmeans_panel_assign_mt(&panel, xs, n, label, score, p->nthreads);
@@ -489,7 +494,8 @@ static sf_code lloyd(const sf_kmeans_params *p, const float *xs, size_t n, uint3
     for (uint32_t ci = 0; ci < k; ci++) {
       if (!count[ci]) continue;
       float *cc = c + (size_t)ci * dim;
-      for (uint32_t j = 0; j < dim; j++) cc[j] = (float)(sum[(size_t)ci * dim + j] / count[ci]);
+      for (uint32_t j = 0; j < dim; j++)
+        cc[j] = (float)(sum[(size_t)ci * dim + j] / count[ci]);
       if (p->spherical) normalize(cc, dim);
     }
     st->repairs += repair_empty(c, count, k, dim, p->spherical);

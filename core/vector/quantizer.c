@@ -42,7 +42,8 @@
 
 sf_code sf_quant_params_check(const sf_quant_params *p, sf_err *err) {
   if ((unsigned)p->type > SF_IVF_PQ)
-    return sf_err_set(err, SF_EINVAL, "unknown index type %d: use IVF_FLAT, IVF_SQ or IVF_PQ",
+    return sf_err_set(err, SF_EINVAL,
+                      "unknown index type %d: use IVF_FLAT, IVF_SQ or IVF_PQ",
                       (int)p->type);
   if ((unsigned)p->metric > SF_DOT)
     return sf_err_set(err, SF_EINVAL, "unknown metric %d: use L2, COSINE or DOT",
@@ -51,8 +52,8 @@ sf_code sf_quant_params_check(const sf_quant_params *p, sf_err *err) {
     return sf_err_set(err, SF_EINVAL, "dim must be between 1 and %u, got %u", SF_MAX_DIM,
                       p->dim);
   if (p->nlist == 0 || p->nlist > SF_MAX_NLIST)
-    return sf_err_set(err, SF_EINVAL, "nlist must be between 1 and %u, got %u", SF_MAX_NLIST,
-                      p->nlist);
+    return sf_err_set(err, SF_EINVAL, "nlist must be between 1 and %u, got %u",
+                      SF_MAX_NLIST, p->nlist);
   if (p->type == SF_IVF_PQ) {
     if (p->pq_m == 0 || p->pq_m > SF_MAX_PQ_M)
       return sf_err_set(err, SF_EINVAL, "IVF_PQ needs pq_m between 1 and %u, got %u",
@@ -70,7 +71,8 @@ sf_code sf_quant_params_check(const sf_quant_params *p, sf_err *err) {
     return sf_err_set(err, SF_EINVAL, "max_train_rows (%llu) must be at least nlist (%u)",
                       (unsigned long long)p->max_train_rows, p->nlist);
   if (p->max_train_rows && p->type == SF_IVF_PQ && p->max_train_rows < SF_QUANT_PQ_KSUB)
-    return sf_err_set(err, SF_EINVAL, "max_train_rows (%llu) must be at least %u for IVF_PQ",
+    return sf_err_set(err, SF_EINVAL,
+                      "max_train_rows (%llu) must be at least %u for IVF_PQ",
                       (unsigned long long)p->max_train_rows, SF_QUANT_PQ_KSUB);
   return SF_OK;
 }
@@ -92,8 +94,9 @@ sf_code sf_quant_alloc(sf_quant *q, sf_err *err) {
     ok = ok && q->pq_cb && q->pq_panels;
   }
   return ok ? SF_OK
-            : sf_err_set(err, SF_ENOMEM, "out of memory for a quantizer (nlist %u, dim %u)",
-                         p->nlist, p->dim);
+            : sf_err_set(err, SF_ENOMEM,
+                         "out of memory for a quantizer (nlist %u, dim %u)", p->nlist,
+                         p->dim);
 }
 
 sf_code sf_quant_finish(sf_quant *q, sf_err *err) {
@@ -105,7 +108,8 @@ sf_code sf_quant_finish(sf_quant *q, sf_err *err) {
     rc = sf_kmeans_panel_init(&q->coarse, q->centroids, p->nlist, p->dim, 0, err);
   } else {
     float *unit = malloc(sizeof(float) * p->nlist * p->dim);
-    if (!unit) return sf_err_set(err, SF_ENOMEM, "out of memory for %u centroids", p->nlist);
+    if (!unit)
+      return sf_err_set(err, SF_ENOMEM, "out of memory for %u centroids", p->nlist);
     memcpy(unit, q->centroids, sizeof(float) * p->nlist * p->dim);
     for (uint32_t c = 0; c < p->nlist; c++) {
       float *v = unit + (size_t)c * p->dim, nrm = sqrtf(sf_dist_dot(v, v, p->dim));
@@ -182,8 +186,8 @@ static sf_code train_pq(sf_quant *q, const float *res, size_t n, sf_err *err) {
                            .max_rows = PQ_MAX_TRAIN,
                            .random_init = 1,
                            .nthreads = q->p.nthreads};
-    rc = sf_kmeans_train(&kp, sub, n, ds, q->pq_cb + (size_t)j * SF_QUANT_PQ_KSUB * ds, NULL,
-                         err);
+    rc = sf_kmeans_train(&kp, sub, n, ds, q->pq_cb + (size_t)j * SF_QUANT_PQ_KSUB * ds,
+                         NULL, err);
     if (rc) sf_err_prefix(err, "PQ codebook %u", j);
   }
   free(sub);
@@ -198,8 +202,8 @@ static sf_code train_pq(sf_quant *q, const float *res, size_t n, sf_err *err) {
  * normalised mean), so it is what gets stored; the coarse panel ranks by
  * the normalised means (see sf_quant_finish_). A list left empty keeps its
  * unit centroid. */
-static sf_code centroids_to_means(sf_quant *q, const float *xs, size_t n, const uint32_t *label,
-                                  sf_err *err) {
+static sf_code centroids_to_means(sf_quant *q, const float *xs, size_t n,
+                                  const uint32_t *label, sf_err *err) {
   const uint32_t d = q->p.dim, k = q->p.nlist;
   double *sum = calloc((size_t)k * d, sizeof(double));
   size_t *count = calloc(k, sizeof(size_t));
@@ -251,7 +255,8 @@ sf_code sf_quant_train(const sf_quant_params *params, const float *x, size_t n,
   float *xs = malloc(sizeof(float) * m * d);
   uint32_t *label = malloc(sizeof(uint32_t) * m);
   if (!idx || !xs || !label) {
-    rc = sf_err_set(err, SF_ENOMEM, "out of memory for %zu training rows of dim %u", m, d);
+    rc =
+        sf_err_set(err, SF_ENOMEM, "out of memory for %zu training rows of dim %u", m, d);
     goto done;
   }
   if ((rc = sf_quant_alloc(q, err))) goto done;
@@ -269,8 +274,8 @@ sf_code sf_quant_train(const sf_quant_params *params, const float *x, size_t n,
   }
   if (q->p.metric != SF_L2 || q->p.type != SF_IVF_FLAT) {
     sf_kmeans_panel panel;
-    if ((rc = sf_kmeans_panel_init(&panel, q->centroids, q->p.nlist, d, q->p.metric != SF_L2,
-                                   err)))
+    if ((rc = sf_kmeans_panel_init(&panel, q->centroids, q->p.nlist, d,
+                                   q->p.metric != SF_L2, err)))
       goto done;
     sf_kmeans_panel_assign_mt(&panel, xs, m, label, NULL, q->p.nthreads);
     sf_kmeans_panel_free(&panel);
@@ -301,19 +306,36 @@ done:
 
 /* ---- accessors ------------------------------------------------------------ */
 
-sf_index_type sf_quant_type(const sf_quant *q) { return q->p.type; }
-sf_metric sf_quant_metric(const sf_quant *q) { return q->p.metric; }
-uint32_t sf_quant_dim(const sf_quant *q) { return q->p.dim; }
-uint32_t sf_quant_nlist(const sf_quant *q) { return q->p.nlist; }
-uint32_t sf_quant_pq_m(const sf_quant *q) { return q->p.pq_m; }
-uint64_t sf_quant_checksum(const sf_quant *q) { return q->checksum; }
-const float *sf_quant_centroids(const sf_quant *q) { return q->centroids; }
+sf_index_type sf_quant_type(const sf_quant *q) {
+  return q->p.type;
+}
+sf_metric sf_quant_metric(const sf_quant *q) {
+  return q->p.metric;
+}
+uint32_t sf_quant_dim(const sf_quant *q) {
+  return q->p.dim;
+}
+uint32_t sf_quant_nlist(const sf_quant *q) {
+  return q->p.nlist;
+}
+uint32_t sf_quant_pq_m(const sf_quant *q) {
+  return q->p.pq_m;
+}
+uint64_t sf_quant_checksum(const sf_quant *q) {
+  return q->checksum;
+}
+const float *sf_quant_centroids(const sf_quant *q) {
+  return q->centroids;
+}
 
 size_t sf_quant_code_size(const sf_quant *q) {
   switch (q->p.type) {
-    case SF_IVF_FLAT: return (size_t)4 * q->p.dim;
-    case SF_IVF_SQ: return q->p.dim;
-    default: return q->p.pq_m;
+    case SF_IVF_FLAT:
+      return (size_t)4 * q->p.dim;
+    case SF_IVF_SQ:
+      return q->p.dim;
+    default:
+      return q->p.pq_m;
   }
 }
 
@@ -350,7 +372,8 @@ static void encode_sq(const sf_quant *q, const float *x, const float *c, uint8_t
 
 /* One row: the residual slice by slice (no allocation, so that encode
  * cannot fail); wide slices go through a plain loop. */
-static void encode_pq_one(const sf_quant *q, const float *x, const float *c, uint8_t *code) {
+static void encode_pq_one(const sf_quant *q, const float *x, const float *c,
+                          uint8_t *code) {
   const uint32_t ds = q->dsub;
   float r[64];
   for (uint32_t j = 0; j < q->p.pq_m; j++) {
@@ -380,7 +403,8 @@ static void encode_pq_one(const sf_quant *q, const float *x, const float *c, uin
   }
 }
 
-void sf_quant_encode(const sf_quant *q, const float *prepared, uint32_t list, uint8_t *code) {
+void sf_quant_encode(const sf_quant *q, const float *prepared, uint32_t list,
+                     uint8_t *code) {
   const uint32_t d = q->p.dim;
   const float *c = q->centroids + (size_t)list * d;
   if (q->p.type == SF_IVF_FLAT)

@@ -95,7 +95,8 @@ uint32_t sf_quant_assign(const sf_quant *q, const float *prepared);
 void sf_quant_assign_batch(const sf_quant *q, const float *prepared, size_t n,
                            uint32_t *lists);
 /* Writes the code_size-byte code of a prepared row in `list`. */
-void sf_quant_encode(const sf_quant *q, const float *prepared, uint32_t list, uint8_t *code);
+void sf_quant_encode(const sf_quant *q, const float *prepared, uint32_t list,
+                     uint8_t *code);
 /* Codes of n prepared rows (codes: n * code_size bytes). SF_ENOMEM only. */
 sf_code sf_quant_encode_batch(const sf_quant *q, const float *prepared, size_t n,
                               const uint32_t *lists, uint8_t *codes, sf_err *err);
@@ -151,8 +152,8 @@ sf_code sf_quant_serialize(const sf_quant *q, uint8_t **buf, size_t *len, sf_err
 sf_code sf_quant_load(const char *path, sf_quant **out, sf_err *err);
 /* The same from len bytes of memory; `name` names them in errors. Never
  * reads outside buf[0..len). */
-sf_code sf_quant_load_mem(const uint8_t *buf, size_t len, const char *name, sf_quant **out,
-                          sf_err *err);
+sf_code sf_quant_load_mem(const uint8_t *buf, size_t len, const char *name,
+                          sf_quant **out, sf_err *err);
 /* The checksum a quantizer file declares, after validating the header and
  * the checksum itself, without loading the payload into memory. */
 sf_code sf_quant_checksum_of_file(const char *path, uint64_t *checksum, sf_err *err);

@@ -39,8 +39,12 @@
 #define HEADER_BYTES 64u
 #define TRAILER_BYTES 8u
 
-static void put32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
-static void put64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
+static void put32(uint8_t *p, uint32_t v) {
+  memcpy(p, &v, 4);
+}
+static void put64(uint8_t *p, uint64_t v) {
+  memcpy(p, &v, 8);
+}
 static uint32_t get32(const uint8_t *p) {
   uint32_t v;
   memcpy(&v, p, 4);
@@ -112,20 +116,23 @@ sf_code sf_quant_save(const sf_quant *q, const char *path, sf_err *err) {
 
 /* Validates everything but the float values: the header, the size the
  * parameters imply, and the hash. Fills p, *train_rows and *sum. */
-static sf_code check_bytes(const uint8_t *b, size_t len, const char *name, sf_quant_params *p,
-                           uint64_t *train_rows, uint64_t *sum, sf_err *err) {
+static sf_code check_bytes(const uint8_t *b, size_t len, const char *name,
+                           sf_quant_params *p, uint64_t *train_rows, uint64_t *sum,
+                           sf_err *err) {
   if (len < 8 || memcmp(b, MAGIC, 8))
-    return sf_err_set(err, SF_EFORMAT, "%s: not a segforge quantizer file (no \"%s\" magic)",
-                      name, MAGIC);
+    return sf_err_set(err, SF_EFORMAT,
+                      "%s: not a segforge quantizer file (no \"%s\" magic)", name, MAGIC);
   if (len < HEADER_BYTES + TRAILER_BYTES)
-    return sf_err_set(err, SF_ECORRUPT,
-                      "%s: truncated quantizer file: %zu bytes, the header alone needs %u",
-                      name, len, HEADER_BYTES + TRAILER_BYTES);
+    return sf_err_set(
+        err, SF_ECORRUPT,
+        "%s: truncated quantizer file: %zu bytes, the header alone needs %u", name, len,
+        HEADER_BYTES + TRAILER_BYTES);
   uint32_t version = get32(b + 8);
   if (version != VERSION)
-    return sf_err_set(err, SF_EFORMAT,
-                      "%s: quantizer format version %u is not supported (this build reads %u)",
-                      name, version, VERSION);
+    return sf_err_set(
+        err, SF_EFORMAT,
+        "%s: quantizer format version %u is not supported (this build reads %u)", name,
+        version, VERSION);
   if (get32(b + 12) != HEADER_BYTES)
     return sf_err_set(err, SF_ECORRUPT, "%s: header size field is %u, expected %u", name,
                       get32(b + 12), HEADER_BYTES);
@@ -138,14 +145,15 @@ static sf_code check_bytes(const uint8_t *b, size_t len, const char *name, sf_qu
   p->seed = get64(b + 40);
   *train_rows = get64(b + 48);
   if (type > SF_IVF_PQ)
-    return sf_err_set(err, SF_ECORRUPT, "%s: unknown index type %u in header", name, type);
+    return sf_err_set(err, SF_ECORRUPT, "%s: unknown index type %u in header", name,
+                      type);
   if (metric > SF_DOT)
     return sf_err_set(err, SF_ECORRUPT, "%s: unknown metric %u in header", name, metric);
   p->type = (sf_index_type)type;
   p->metric = (sf_metric)metric;
   if (p->dim == 0 || p->dim > SF_MAX_DIM)
-    return sf_err_set(err, SF_ECORRUPT, "%s: dim %u in header is outside 1..%u", name, p->dim,
-                      SF_MAX_DIM);
+    return sf_err_set(err, SF_ECORRUPT, "%s: dim %u in header is outside 1..%u", name,
+                      p->dim, SF_MAX_DIM);
   if (p->nlist == 0 || p->nlist > SF_MAX_NLIST)
     return sf_err_set(err, SF_ECORRUPT, "%s: nlist %u in header is outside 1..%u", name,
                       p->nlist, SF_MAX_NLIST);
@@ -159,13 +167,14 @@ static sf_code check_bytes(const uint8_t *b, size_t len, const char *name, sf_qu
   uint64_t want = 4 * payload_floats(p), have = get64(b + 56);
   if (have != want)
     return sf_err_set(err, SF_ECORRUPT,
-                      "%s: header says %" PRIu64 " payload bytes, its parameters imply %" PRIu64,
+                      "%s: header says %" PRIu64
+                      " payload bytes, its parameters imply %" PRIu64,
                       name, have, want);
   uint64_t size = sf_quant_file_size(p);
   if ((uint64_t)len != size)
     return sf_err_set(err, SF_ECORRUPT,
-                      "%s: file is %zu bytes, its header implies %" PRIu64 " (%s)", name, len,
-                      size, (uint64_t)len < size ? "truncated" : "trailing bytes");
+                      "%s: file is %zu bytes, its header implies %" PRIu64 " (%s)", name,
+                      len, size, (uint64_t)len < size ? "truncated" : "trailing bytes");
   uint64_t stored = get64(b + size - TRAILER_BYTES), actual = XXH3_64bits(b, size - 8);
   if (stored != actual)
     return sf_err_set(err, SF_ECORRUPT,
@@ -182,8 +191,8 @@ static int all_finite(const float *v, size_t n) {
   return 1;
 }
 
-sf_code sf_quant_load_mem(const uint8_t *buf, size_t len, const char *name, sf_quant **out,
-                          sf_err *err) {
+sf_code sf_quant_load_mem(const uint8_t *buf, size_t len, const char *name,
+                          sf_quant **out, sf_err *err) {
   *out = NULL;
   if (!name) name = "quantizer";
   sf_quant_params p;
@@ -206,8 +215,8 @@ sf_code sf_quant_load_mem(const uint8_t *buf, size_t len, const char *name, sf_q
     finite = finite && all_finite(q->sq_vmin, p.dim) && all_finite(q->sq_vdiff, p.dim);
     for (uint32_t j = 0; finite && j < p.dim; j++)
       if (q->sq_vdiff[j] < 0) {
-        rc = sf_err_set(err, SF_ECORRUPT, "%s: negative SQ range %g for dimension %u", name,
-                        (double)q->sq_vdiff[j], j);
+        rc = sf_err_set(err, SF_ECORRUPT, "%s: negative SQ range %g for dimension %u",
+                        name, (double)q->sq_vdiff[j], j);
         goto fail;
       }
   } else if (p.type == SF_IVF_PQ) {
@@ -215,7 +224,8 @@ sf_code sf_quant_load_mem(const uint8_t *buf, size_t len, const char *name, sf_q
     finite = finite && all_finite(q->pq_cb, (size_t)SF_QUANT_PQ_KSUB * p.dim);
   }
   if (!finite) {
-    rc = sf_err_set(err, SF_ECORRUPT, "%s: the quantizer holds a NaN or infinite number", name);
+    rc = sf_err_set(err, SF_ECORRUPT, "%s: the quantizer holds a NaN or infinite number",
+                    name);
     goto fail;
   }
   if ((rc = sf_quant_finish(q, err))) goto fail;
@@ -256,14 +266,16 @@ sf_code sf_quant_checksum_of_file(const char *path, uint64_t *checksum, sf_err *
 json_t *sf_quant_describe_json(const sf_quant *q) {
   char hex[17];
   snprintf(hex, sizeof hex, "%016" PRIx64, q->checksum);
-  json_t *o = json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:s, s:I, s:I}", "type",
-                        sf_index_type_name(q->p.type), "metric", sf_metric_name(q->p.metric),
-                        "dim", (json_int_t)q->p.dim, "nlist", (json_int_t)q->p.nlist, "pq_m",
-                        (json_int_t)q->p.pq_m, "code_size", (json_int_t)sf_quant_code_size(q),
-                        "checksum", hex, "train_rows", (json_int_t)q->train_rows,
-                        "kmeans_iters", (json_int_t)q->p.kmeans_iters);
+  json_t *o =
+      json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:s, s:I, s:I}", "type",
+                sf_index_type_name(q->p.type), "metric", sf_metric_name(q->p.metric),
+                "dim", (json_int_t)q->p.dim, "nlist", (json_int_t)q->p.nlist, "pq_m",
+                (json_int_t)q->p.pq_m, "code_size", (json_int_t)sf_quant_code_size(q),
+                "checksum", hex, "train_rows", (json_int_t)q->train_rows, "kmeans_iters",
+                (json_int_t)q->p.kmeans_iters);
   /* JSON integers are signed 64-bit here; a larger seed goes as a string. */
-  json_t *seed = q->p.seed <= (uint64_t)INT64_MAX ? json_integer((json_int_t)q->p.seed) : NULL;
+  json_t *seed =
+      q->p.seed <= (uint64_t)INT64_MAX ? json_integer((json_int_t)q->p.seed) : NULL;
   if (!seed) {
     char dec[24];
     snprintf(dec, sizeof dec, "%" PRIu64, q->p.seed);

@@ -53,13 +53,13 @@ typedef void (*sq_fn)(const float *t, const float *w, const uint8_t *codes, size
 
 struct sf_quant_scanner {
   const sf_quant *q;
-  float *query; /* dim */
-  float *t, *w; /* IVF_SQ: dim each; IVF_PQ: t holds the residual */
-  float *lut;   /* IVF_PQ: pq_m * 256, the table of the current list */
-  float *qt;    /* IVF_PQ with pre: pq_m * 256, the query's term */
+  float *query;     /* dim */
+  float *t, *w;     /* IVF_SQ: dim each; IVF_PQ: t holds the residual */
+  float *lut;       /* IVF_PQ: pq_m * 256, the table of the current list */
+  float *qt;        /* IVF_PQ with pre: pq_m * 256, the query's term */
   const float *pre; /* IVF_PQ: the quantizer's per-list term, or NULL */
-  float qconst; /* per-query constant (IVF_SQ under inner products) */
-  float bias;   /* per-list constant added to every score */
+  float qconst;     /* per-query constant (IVF_SQ under inner products) */
+  float bias;       /* per-list constant added to every score */
   sq_fn sq;
 };
 
@@ -76,7 +76,8 @@ static void sq_l2_portable(const float *t, const float *w, const uint8_t *codes,
         float e = t[j + l] - (float)c[j + l];
         acc[l] += w[j + l] * e * e;
       }
-    float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    float s =
+        ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
     for (; j < dim; j++) {
       float e = t[j] - (float)c[j];
       s += w[j] * e * e;
@@ -94,7 +95,8 @@ static void sq_ip_portable(const float *t, const float *w, const uint8_t *codes,
     size_t j = 0;
     for (; j + 8 <= dim; j += 8)
       for (int l = 0; l < 8; l++) acc[l] += w[j + l] * (float)c[j + l];
-    float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    float s =
+        ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
     for (; j < dim; j++) s += w[j] * (float)c[j];
     out[i] = bias - s;
   }
@@ -153,7 +155,8 @@ __attribute__((target("avx2,fma"))) static void sq_ip_avx2(const float *t, const
       a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + j), load8u(c + j), a0);
       a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + j + 8), load8u(c + j + 8), a1);
     }
-    for (; j + 8 <= dim; j += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + j), load8u(c + j), a0);
+    for (; j + 8 <= dim; j += 8)
+      a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + j), load8u(c + j), a0);
     float s = hsum8(_mm256_add_ps(a0, a1));
     for (; j < dim; j++) s += w[j] * (float)c[j];
     out[i] = bias - s;
@@ -200,8 +203,8 @@ static const float *pq_shared_table(const sf_quant *q) {
   if (pre) return pre;
   float *mine = pq_precompute(q), *none = NULL;
   if (!mine) return NULL;
-  if (atomic_compare_exchange_strong_explicit(&mq->pq_pre, &none, mine, memory_order_acq_rel,
-                                              memory_order_acquire))
+  if (atomic_compare_exchange_strong_explicit(&mq->pq_pre, &none, mine,
+                                              memory_order_acq_rel, memory_order_acquire))
     return mine;
   free(mine); /* another thread installed an identical table first */
   return none;
@@ -255,7 +258,8 @@ void sf_quant_scanner_free(sf_quant_scanner *s) {
  * (norms: the per-query term of the precomputed path). The codebook panels
  * give ||w||^2 - 2<v_j, w> for 16 codes per pass. */
 enum { PQ_IP, PQ_L2, PQ_NORMS };
-static void pq_table(const sf_quant *q, const float *v, int kind, float scale, float *lut) {
+static void pq_table(const sf_quant *q, const float *v, int kind, float scale,
+                     float *lut) {
   const uint32_t ds = q->dsub;
   for (uint32_t j = 0; j < q->p.pq_m; j++) {
     const sf_kmeans_panel *pn = &q->pq_panels[j];
@@ -263,7 +267,8 @@ static void pq_table(const sf_quant *q, const float *v, int kind, float scale, f
     float *row = lut + (size_t)j * SF_QUANT_PQ_KSUB;
     sf_kmeans_panel_scores(pn, vj, row);
     if (kind == PQ_IP) {
-      for (uint32_t k = 0; k < SF_QUANT_PQ_KSUB; k++) row[k] = 0.5f * (row[k] - pn->bias[k]);
+      for (uint32_t k = 0; k < SF_QUANT_PQ_KSUB; k++)
+        row[k] = 0.5f * (row[k] - pn->bias[k]);
     } else if (kind == PQ_L2) {
       const float vv = sf_dist_dot(vj, vj, ds);
       for (uint32_t k = 0; k < SF_QUANT_PQ_KSUB; k++) {
@@ -279,7 +284,8 @@ void sf_quant_scanner_set_query(sf_quant_scanner *s, const float *prepared_query
   const uint32_t d = q->p.dim;
   memcpy(s->query, prepared_query, sizeof(float) * d);
   s->bias = 0;
-  if (q->p.metric != SF_DOT) { /* the L2 path: all but PQ's query term depends on the list */
+  if (q->p.metric !=
+      SF_DOT) { /* the L2 path: all but PQ's query term depends on the list */
     if (s->pre) pq_table(q, s->query, PQ_NORMS, 1.0f, s->qt);
     return;
   }
@@ -305,8 +311,8 @@ static void pq_add_portable(float *restrict lut, const float *restrict pre,
 #ifdef SF_QS_X86
 __attribute__((target("avx2,fma"))) static void pq_add_avx2(float *restrict lut,
                                                             const float *restrict pre,
-                                                            const float *restrict qt, size_t m,
-                                                            float scale) {
+                                                            const float *restrict qt,
+                                                            size_t m, float scale) {
   const __m256 f = _mm256_set1_ps(scale);
   for (size_t k = 0; k < m * 256; k += 8)
     _mm256_storeu_ps(lut + k, _mm256_mul_ps(f, _mm256_add_ps(_mm256_loadu_ps(pre + k),

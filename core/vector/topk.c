@@ -29,9 +29,13 @@ void sf_topk_free(sf_topk *t) {
   t->n = 0;
 }
 
-void sf_topk_reset(sf_topk *t) { t->n = 0; }
+void sf_topk_reset(sf_topk *t) {
+  t->n = 0;
+}
 
-float sf_topk_bound(const sf_topk *t) { return t->n < t->k ? INFINITY : t->score[0]; }
+float sf_topk_bound(const sf_topk *t) {
+  return t->n < t->k ? INFINITY : t->score[0];
+}
 
 static void sift_down(sf_topk *t, uint32_t i, uint32_t n) {
   for (;;) {

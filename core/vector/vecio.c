@@ -45,7 +45,7 @@ struct sf_vecreader {
   sf_vec_kind kind;
   uint32_t dim;
   uint64_t rows, next;
-  size_t rec; /* bytes per record */
+  size_t rec;   /* bytes per record */
   uint8_t *row; /* one record of scratch */
 };
 
@@ -87,26 +87,29 @@ sf_code sf_vecreader_open(const char *path, sf_vecreader **out, sf_err *err) {
   int32_t d;
   if (size < 4 || fread(&d, 4, 1, r->f) != 1) {
     sf_vecreader_free(r);
-    return sf_err_set(err, SF_ECORRUPT, "%s: truncated: %llu bytes is less than one record header",
-                      path, (unsigned long long)size);
+    return sf_err_set(err, SF_ECORRUPT,
+                      "%s: truncated: %llu bytes is less than one record header", path,
+                      (unsigned long long)size);
   }
   if (d <= 0 || (uint32_t)d > SF_MAX_DIM) {
     sf_vecreader_free(r);
-    return sf_err_set(err, SF_ECORRUPT,
-                      "%s: first record has dimension %d; expected 1..%u (is this really a "
-                      "texmex %s file?)",
-                      path, d, SF_MAX_DIM, kind_ext[kind]);
+    return sf_err_set(
+        err, SF_ECORRUPT,
+        "%s: first record has dimension %d; expected 1..%u (is this really a "
+        "texmex %s file?)",
+        path, d, SF_MAX_DIM, kind_ext[kind]);
   }
   r->dim = (uint32_t)d;
   r->rec = 4 + (size_t)r->dim * kind_elem[kind];
   if (size % r->rec) {
     size_t rec = r->rec;
     sf_vecreader_free(r);
-    return sf_err_set(err, SF_ECORRUPT,
-                      "%s: %llu bytes is not a whole number of %zu-byte records of dimension "
-                      "%u: %llu complete rows and a truncated tail of %llu bytes",
-                      path, (unsigned long long)size, rec, (unsigned)d,
-                      (unsigned long long)(size / rec), (unsigned long long)(size % rec));
+    return sf_err_set(
+        err, SF_ECORRUPT,
+        "%s: %llu bytes is not a whole number of %zu-byte records of dimension "
+        "%u: %llu complete rows and a truncated tail of %llu bytes",
+        path, (unsigned long long)size, rec, (unsigned)d,
+        (unsigned long long)(size / rec), (unsigned long long)(size % rec));
   }
   r->rows = size / r->rec;
   r->row = malloc(r->rec);
@@ -118,9 +121,15 @@ sf_code sf_vecreader_open(const char *path, sf_vecreader **out, sf_err *err) {
   return SF_OK;
 }
 
-sf_vec_kind sf_vecreader_kind(const sf_vecreader *r) { return r->kind; }
-uint32_t sf_vecreader_dim(const sf_vecreader *r) { return r->dim; }
-uint64_t sf_vecreader_rows(const sf_vecreader *r) { return r->rows; }
+sf_vec_kind sf_vecreader_kind(const sf_vecreader *r) {
+  return r->kind;
+}
+uint32_t sf_vecreader_dim(const sf_vecreader *r) {
+  return r->dim;
+}
+uint64_t sf_vecreader_rows(const sf_vecreader *r) {
+  return r->rows;
+}
 
 sf_code sf_vecreader_seek(sf_vecreader *r, uint64_t row, sf_err *err) {
   if (row > r->rows)
@@ -139,16 +148,18 @@ static sf_code read_record(sf_vecreader *r, sf_err *err) {
     if (ferror(r->f)) /* a read that failed, not a file that ended */
       return sf_err_errno(err, SF_EIO, errno, "%s: cannot read row %llu", r->path,
                           (unsigned long long)r->next);
-    return sf_err_set(err, SF_EIO, "%s: short read at row %llu (file changed while reading?)",
-                      r->path, (unsigned long long)r->next);
+    return sf_err_set(err, SF_EIO,
+                      "%s: short read at row %llu (file changed while reading?)", r->path,
+                      (unsigned long long)r->next);
   }
   int32_t d;
   memcpy(&d, r->row, 4);
   if (d != (int32_t)r->dim)
-    return sf_err_set(err, SF_ECORRUPT,
-                      "%s: row %llu has dimension %d but the file's first row has %u; all "
-                      "rows of a texmex file must have the same dimension",
-                      r->path, (unsigned long long)r->next, d, r->dim);
+    return sf_err_set(
+        err, SF_ECORRUPT,
+        "%s: row %llu has dimension %d but the file's first row has %u; all "
+        "rows of a texmex file must have the same dimension",
+        r->path, (unsigned long long)r->next, d, r->dim);
   r->next++;
   return SF_OK;
 }
@@ -184,8 +195,8 @@ sf_code sf_vecreader_read_f32(sf_vecreader *r, float *dst, size_t max_rows, size
   return SF_OK;
 }
 
-sf_code sf_vecreader_read_i32(sf_vecreader *r, int32_t *dst, size_t max_rows, size_t *nread,
-                              sf_err *err) {
+sf_code sf_vecreader_read_i32(sf_vecreader *r, int32_t *dst, size_t max_rows,
+                              size_t *nread, sf_err *err) {
   if (r->kind != SF_VEC_IVECS)
     return sf_err_set(err, SF_EINVAL, "%s: expected an .ivecs file", r->path);
   size_t n = 0;
@@ -199,8 +210,9 @@ sf_code sf_vecreader_read_i32(sf_vecreader *r, int32_t *dst, size_t max_rows, si
   return SF_OK;
 }
 
-sf_code sf_vec_load_f32(const char *path, uint64_t first, uint64_t count, size_t max_bytes,
-                        float **out, uint64_t *rows, uint32_t *dim, sf_err *err) {
+sf_code sf_vec_load_f32(const char *path, uint64_t first, uint64_t count,
+                        size_t max_bytes, float **out, uint64_t *rows, uint32_t *dim,
+                        sf_err *err) {
   *out = NULL;
   sf_vecreader *r;
   sf_code rc = sf_vecreader_open(path, &r, err);
@@ -215,10 +227,11 @@ sf_code sf_vec_load_f32(const char *path, uint64_t first, uint64_t count, size_t
   if (count && r->dim && count > max_bytes / 4 / r->dim) {
     uint32_t d = r->dim;
     sf_vecreader_free(r);
-    return sf_err_set(err, SF_ELIMIT,
-                      "%s: %llu rows of dimension %u exceed the %zu MiB this step may load; "
-                      "use fewer rows",
-                      path, (unsigned long long)count, d, max_bytes >> 20);
+    return sf_err_set(
+        err, SF_ELIMIT,
+        "%s: %llu rows of dimension %u exceed the %zu MiB this step may load; "
+        "use fewer rows",
+        path, (unsigned long long)count, d, max_bytes >> 20);
   }
   float *x = malloc(count ? count * r->dim * sizeof(float) : 1);
   if (!x) {
@@ -246,7 +259,8 @@ struct sf_vecwriter {
   uint32_t dim;
 };
 
-sf_code sf_vecwriter_open(const char *path, uint32_t dim, sf_vecwriter **out, sf_err *err) {
+sf_code sf_vecwriter_open(const char *path, uint32_t dim, sf_vecwriter **out,
+                          sf_err *err) {
   *out = NULL;
   sf_vec_kind kind = SF_VEC_FVECS; /* set by sf_vec_kind_of; -O3 cannot tell */
   sf_code rc = sf_vec_kind_of(path, &kind, err);
@@ -304,12 +318,14 @@ sf_code sf_vecwriter_write_f32(sf_vecwriter *w, const float *src, size_t n, sf_e
   return SF_OK;
 }
 
-sf_code sf_vecwriter_write_i32(sf_vecwriter *w, const int32_t *src, size_t n, sf_err *err) {
+sf_code sf_vecwriter_write_i32(sf_vecwriter *w, const int32_t *src, size_t n,
+                               sf_err *err) {
   if (w->kind != SF_VEC_IVECS)
     return sf_err_set(err, SF_EINVAL, "%s: int32 rows go to an .ivecs file", w->t.path);
   int32_t d = (int32_t)w->dim;
   for (size_t i = 0; i < n; i++)
-    if (fwrite(&d, 4, 1, w->f) != 1 || fwrite(src + i * w->dim, 4, w->dim, w->f) != w->dim)
+    if (fwrite(&d, 4, 1, w->f) != 1 ||
+        fwrite(src + i * w->dim, 4, w->dim, w->f) != w->dim)
       return wfail(w, err);
   return SF_OK;
 }
@@ -317,8 +333,10 @@ sf_code sf_vecwriter_write_i32(sf_vecwriter *w, const int32_t *src, size_t n, sf
 sf_code sf_vecwriter_close(sf_vecwriter *w, sf_err *err) {
   sf_code rc = SF_OK;
   if (fclose(w->f)) rc = wfail(w, err);
-  if (!rc) rc = sf_fs_tmpfile_commit(&w->t, err); /* fsync, rename, fsync dir */
-  else sf_fs_tmpfile_abort(&w->t);
+  if (!rc)
+    rc = sf_fs_tmpfile_commit(&w->t, err); /* fsync, rename, fsync dir */
+  else
+    sf_fs_tmpfile_abort(&w->t);
   free(w);
   return rc;
 }

@@ -17,7 +17,11 @@
 
 #include "core/base/types.h"
 
-typedef enum sf_vec_kind { SF_VEC_FVECS = 0, SF_VEC_IVECS = 1, SF_VEC_BVECS = 2 } sf_vec_kind;
+typedef enum sf_vec_kind {
+  SF_VEC_FVECS = 0,
+  SF_VEC_IVECS = 1,
+  SF_VEC_BVECS = 2
+} sf_vec_kind;
 
 /* The kind named by a path's extension; SF_EINVAL for any other extension. */
 sf_code sf_vec_kind_of(const char *path, sf_vec_kind *kind, sf_err *err);
@@ -48,19 +52,22 @@ sf_code sf_vecreader_read_i32(sf_vecreader *r, int32_t *dst, size_t max_rows,
 /* Convenience: reads rows [first, first+count) of a file into a malloc'd
  * float array (caller frees); count == UINT64_MAX means to the end. Refuses
  * more than max_bytes of floats with SF_ELIMIT. */
-sf_code sf_vec_load_f32(const char *path, uint64_t first, uint64_t count, size_t max_bytes,
-                        float **out, uint64_t *rows, uint32_t *dim, sf_err *err);
+sf_code sf_vec_load_f32(const char *path, uint64_t first, uint64_t count,
+                        size_t max_bytes, float **out, uint64_t *rows, uint32_t *dim,
+                        sf_err *err);
 
 typedef struct sf_vecwriter sf_vecwriter;
 
 /* Creates path (kind from its extension) for rows of `dim` elements; the
  * data becomes visible under path only at sf_vecwriter_close (written to a
  * temporary name, fsynced, renamed). */
-sf_code sf_vecwriter_open(const char *path, uint32_t dim, sf_vecwriter **out, sf_err *err);
+sf_code sf_vecwriter_open(const char *path, uint32_t dim, sf_vecwriter **out,
+                          sf_err *err);
 /* Appends n rows given as float (.fvecs; .bvecs rounds and clamps to 0..255). */
 sf_code sf_vecwriter_write_f32(sf_vecwriter *w, const float *src, size_t n, sf_err *err);
 /* Appends n rows given as int32 (.ivecs). */
-sf_code sf_vecwriter_write_i32(sf_vecwriter *w, const int32_t *src, size_t n, sf_err *err);
+sf_code sf_vecwriter_write_i32(sf_vecwriter *w, const int32_t *src, size_t n,
+                               sf_err *err);
 /* Flushes, fsyncs and renames into place; frees w whatever the outcome. */
 sf_code sf_vecwriter_close(sf_vecwriter *w, sf_err *err);
 /* Discards a writer without publishing its file. Accepts NULL. */

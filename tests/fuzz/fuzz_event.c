@@ -2,12 +2,12 @@
  * fuzz_event.c - libFuzzer target for the event decoder.
  *
  * Every input is decoded twice, by the bounded reader that walks the field
- * tables (schemas/event.h, rows in event_fields.c) and by avro-c (SF_DECODE_NO_FAST_PATH),
- * which walks them too; the two must agree on the code and
- * the reason, and on the event when both accept it. An accepted event must
- * also survive a round trip through the encoder unchanged, and its
- * fragment bitmaps must behave as the sets of their values (fuzz_sound.h). Any
- * disagreement aborts, so the fuzzer reports it as a finding.
+ * tables (schemas/event.h, rows in event_fields.c) and by avro-c
+ * (SF_DECODE_NO_FAST_PATH), which walks them too; the two must agree on the code and the
+ * reason, and on the event when both accept it. An accepted event must also survive a
+ * round trip through the encoder unchanged, and its fragment bitmaps must behave as the
+ * sets of their values (fuzz_sound.h). Any disagreement aborts, so the fuzzer reports it
+ * as a finding.
  *
  * The first byte picks the framing, so that mutations reach the datum
  * rather than dying on an unknown fingerprint: 0 takes the rest as a whole

@@ -68,8 +68,12 @@ static void write_seeds(const char *dir) {
   sf_gen_clustered(x, 300, 8, 5, 0.3f, 1, 2);
   for (int t = SF_IVF_FLAT; t <= SF_IVF_PQ; t++)
     for (int m = SF_L2; m <= SF_DOT; m++) {
-      sf_quant_params p = {.type = (sf_index_type)t, .metric = (sf_metric)m, .dim = 8,
-                           .nlist = 2, .pq_m = t == SF_IVF_PQ ? 2 : 0, .seed = 1,
+      sf_quant_params p = {.type = (sf_index_type)t,
+                           .metric = (sf_metric)m,
+                           .dim = 8,
+                           .nlist = 2,
+                           .pq_m = t == SF_IVF_PQ ? 2 : 0,
+                           .seed = 1,
                            .kmeans_iters = 2};
       sf_quant *q;
       uint8_t *buf;

@@ -19,7 +19,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   static const char *ext[3] = {"fvecs", "ivecs", "bvecs"};
   const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
   for (int i = 0; i < 3; i++)
-    snprintf(paths[i], sizeof paths[i], "%.32s/fuzz_vecio.%ld.%s", tmp, (long)getpid(), ext[i]);
+    snprintf(paths[i], sizeof paths[i], "%.32s/fuzz_vecio.%ld.%s", tmp, (long)getpid(),
+             ext[i]);
   return 0;
 }
 
