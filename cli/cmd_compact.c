@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "cli/cli.h"
+#include "core/base/clock.h"
 #include "core/pipeline/compact.h"
 
 /* A progress line on stderr at most this often, the first one this long
@@ -46,12 +47,6 @@ static void help(void) {
       SF_MPOLICY_DEFAULT_SEGMENTS_PER_TIER, SF_MPOLICY_DEFAULT_MAX_MERGE_AT_ONCE);
 }
 
-static double now_ms(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec * 1e3 + (double)t.tv_nsec * 1e-6;
-}
-
 /* Shared by the merge threads' progress calls (one per merge at a time). */
 typedef struct progress {
   pthread_mutex_t mu;
@@ -60,7 +55,7 @@ typedef struct progress {
 
 static void on_progress(void *ctx, const sf_build_progress *p) {
   progress *g = ctx;
-  double t = now_ms();
+  double t = ((double)sf_clock_mono_ns() / 1e6);
   pthread_mutex_lock(&g->mu);
   if (t - g->last >= PROGRESS_EVERY_MS && p->bytes_total) {
     g->last = t;
@@ -209,7 +204,8 @@ int cli_cmd_compact(int argc, char **argv) {
   /* The one rule the flags' ranges leave: the floor within the max. */
   if (sf_mpolicy_params_check(&pol, &err)) return cli_usage("compact", "%s", err.msg);
 
-  progress g = {.mu = PTHREAD_MUTEX_INITIALIZER, .last = now_ms()};
+  progress g = {.mu = PTHREAD_MUTEX_INITIALIZER,
+                .last = ((double)sf_clock_mono_ns() / 1e6)};
   if (o.json) o.merges = json_array();
   sf_compact_all_req r = {.dataset = dataset,
                           .index_name = index,

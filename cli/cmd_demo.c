@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "core/base/clock.h"
 #include "core/base/fsutil.h"
 #include "core/base/types.h"
 #include "kafka/broker.h"
@@ -102,12 +103,6 @@ static void *serve_thread(void *arg) {
   return NULL;
 }
 
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 /* Reads the committed topic from the beginning, as a query service would,
  * until the announcement of staging_id arrives; prints it as JSON. */
 static sf_code await_committed(const char *brokers, const char *staging_id, int timeout_s,
@@ -138,7 +133,8 @@ static sf_code await_committed(const char *brokers, const char *staging_id, int 
   sf_code rc = sf_schema_set_new(&set, err);
   if (!rc) rc = sf_event_decoder_new(set, SF_FRAMING_AUTO, 0, &dec, err);
   int found = 0;
-  for (double end = now_s() + timeout_s; !rc && !found && now_s() < end;) {
+  for (double end = sf_clock_mono_s() + timeout_s;
+       !rc && !found && sf_clock_mono_s() < end;) {
     rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
     if (!m) continue;
     sf_event ev;
@@ -241,7 +237,7 @@ int cli_cmd_demo(int argc, char **argv) {
     }
     dir = dirbuf;
   }
-  double t0 = now_s();
+  double t0 = sf_clock_mono_s();
   char data[4200], dataset[4200], staging[4400], base[4400], query[4400], gt[4400];
   char s_rows[32], s_dim[32], s_nlist[32], s_nprobe[32], s_rpf[32], s_pqm[32], s_exp[32];
   snprintf(data, sizeof data, "%s/data", dir);
@@ -349,7 +345,8 @@ int cli_cmd_demo(int argc, char **argv) {
                     s_nprobe,
                     NULL};
   if (!run("search", search)) goto out;
-  fprintf(stderr, "demo: done in %.1f s; the dataset is in %s\n", now_s() - t0, dataset);
+  fprintf(stderr, "demo: done in %.1f s; the dataset is in %s\n", sf_clock_mono_s() - t0,
+          dataset);
   ok = 1;
   goto out;
 fail:

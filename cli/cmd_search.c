@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "cli/cli.h"
+#include "core/base/clock.h"
 #include "core/base/fsutil.h"
 #include "core/search/search.h"
 #include "core/vector/quantizer.h"
@@ -31,12 +32,6 @@ static void help(void) {
       "files are opened, as a query service does when it loads an index;\n"
       "--no-verify skips that and checks each block every time it is scanned.\n"
       "--json prints the results and figures as one JSON object.\n");
-}
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 /* Reads the ground truth: nq rows of at least k ids. */
@@ -188,14 +183,14 @@ int cli_cmd_search(int argc, char **argv) {
     sf_err_set(&err, SF_ENOMEM, "out of memory");
     goto out;
   }
-  double hits = 0, scanned = 0, t0 = now_s(), busy = 0;
+  double hits = 0, scanned = 0, t0 = sf_clock_mono_s(), busy = 0;
   for (uint64_t i = 0; i < nq; i++) {
     uint32_t got;
-    double a = now_s();
+    double a = sf_clock_mono_s();
     if (sf_search_query(s, queries + i * qdim, (uint32_t)k, (uint32_t)nprobe, ids, scores,
                         &got, &err))
       goto out;
-    busy += now_s() - a;
+    busy += sf_clock_mono_s() - a;
     scanned += (double)sf_search_last_scanned(s);
     if (gt) {
       const int32_t *g = gt + i * gdim;
@@ -217,7 +212,7 @@ int cli_cmd_search(int argc, char **argv) {
                                                "ids", ji, "scores", js));
     }
   }
-  double wall = now_s() - t0, qps = busy > 0 ? nq / busy : 0;
+  double wall = sf_clock_mono_s() - t0, qps = busy > 0 ? nq / busy : 0;
   double recall = gt && nq ? hits / ((double)nq * k) : -1;
   if (json) {
     json_t *o = json_pack("{s:I, s:I, s:I, s:I, s:f, s:f, s:o}", "queries",

@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "cli/cli.h"
+#include "core/base/clock.h"
 #include "kafka/broker.h"
 #include "kafka/kconf.h"
 #include "processor/metrics.h"
@@ -84,17 +85,17 @@ static void on_signal(int sig) {
 /* One line per event: ts=... level=... <the processor's key=value pairs>. */
 static void log_line(void *ctx, int level, const char *line) {
   if (level > g_level) return;
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
+  int64_t ms = sf_clock_wall_ms();
+  time_t secs = (time_t)(ms / 1000);
   struct tm tm;
-  gmtime_r(&ts.tv_sec, &tm);
+  gmtime_r(&secs, &tm);
   const char *name = level <= SF_PROC_LOG_ERR       ? "error"
                      : level <= SF_PROC_LOG_WARNING ? "warn"
                      : level <= SF_PROC_LOG_INFO    ? "info"
                                                     : "debug";
   fprintf(stderr, "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ level=%s %s\n",
           tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-          ts.tv_nsec / 1000000, name, line);
+          (long)(ms % 1000), name, line);
 }
 
 int cli_cmd_serve(int argc, char **argv) {

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "core/base/clock.h"
 #include "core/base/fragset.h"
 #include "core/base/fsutil.h"
 #include "core/format/stage.h"
@@ -165,9 +166,7 @@ out:
 
 static void progress(void *arg, uint64_t done, uint64_t total) {
   double *last = arg;
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  double now = ts.tv_sec + ts.tv_nsec * 1e-9;
+  double now = sf_clock_mono_s();
   if (now - *last < 0.2 && done < total) return;
   *last = now;
   fprintf(stderr, "\rstage: %llu / %llu rows (%.0f%%)", (unsigned long long)done,
@@ -311,8 +310,7 @@ int cli_cmd_stage(int argc, char **argv) {
   char *qpath = sf_fs_join(staging, "quantizer");
   sf_quant *q = NULL;
   int status = 1;
-  struct timespec t0, t1;
-  clock_gettime(CLOCK_MONOTONIC, &t0);
+  double t0 = sf_clock_mono_s();
   if (!qpath) {
     sf_err_set(&err, SF_ENOMEM, "out of memory");
     goto out;
@@ -341,8 +339,7 @@ int cli_cmd_stage(int argc, char **argv) {
     free(res.path);
     goto out;
   }
-  clock_gettime(CLOCK_MONOTONIC, &t1);
-  double secs = (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9;
+  double secs = sf_clock_mono_s() - t0;
   char *list = sf_fragset_format(fr);
   if (json) {
     char sum[17];

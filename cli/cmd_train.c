@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "core/base/clock.h"
 #include "core/base/fsutil.h"
 #include "core/vector/kmeans.h"
 #include "core/vector/quantizer.h"
@@ -45,12 +46,6 @@ static void help(void) {
       "Copies the committed quantizer of index NAME into staging root DIR (created),\n"
       "checksum verified, for the workers of an incremental job.\n",
       SF_MAX_NLIST, SF_QUANT_DEFAULT_ITERS);
-}
-
-static double now_s(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
 /* Reads the training rows: all of them, or a sorted deterministic sample of
@@ -222,7 +217,7 @@ int cli_cmd_train(int argc, char **argv) {
                      (unsigned long long)cap, (unsigned long long)nlist);
 
   char *path = NULL;
-  double t0 = now_s();
+  double t0 = sf_clock_mono_s();
   float *x = NULL;
   size_t n = 0;
   uint64_t total = 0;
@@ -258,8 +253,8 @@ int cli_cmd_train(int argc, char **argv) {
       "train: %s %s dim %u nlist %u%s from %zu of %llu rows: checksum %016llx, %.2f s -> "
       "%s\n",
       sf_index_type_name(p.type), sf_metric_name(p.metric), dim, p.nlist, pq, n,
-      (unsigned long long)total, (unsigned long long)sf_quant_checksum(q), now_s() - t0,
-      path);
+      (unsigned long long)total, (unsigned long long)sf_quant_checksum(q),
+      sf_clock_mono_s() - t0, path);
   sf_quant_free(q);
   free(x);
   free(path);

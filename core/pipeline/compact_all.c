@@ -17,6 +17,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/base/clock.h"
 #include "core/catalog/catalog.h"
 #include "core/pipeline/compact.h"
 
@@ -24,12 +25,6 @@
  * compactors: each loss means another made progress, so this only ends a
  * livelock, never a run that is getting somewhere. */
 #define MAX_FRUITLESS_ROUNDS 64
-
-static double now_ms(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec * 1e3 + (double)t.tv_nsec * 1e-6;
-}
 
 static sf_code oom(sf_err *err) {
   return sf_err_set(err, SF_ENOMEM, "out of memory");
@@ -158,9 +153,9 @@ typedef struct task {
 
 static void *task_main(void *arg) {
   task *t = arg;
-  double t0 = now_ms();
+  double t0 = ((double)sf_clock_mono_ns() / 1e6);
   t->rc = sf_compact_run(&t->req, &t->res, &t->err);
-  t->ms = now_ms() - t0;
+  t->ms = ((double)sf_clock_mono_ns() / 1e6) - t0;
   return NULL;
 }
 
@@ -325,7 +320,7 @@ static sf_code run_rounds(run *x, sf_err *err) {
 sf_code sf_compact_all(const sf_compact_all_req *r, sf_compact_all_result *res,
                        sf_err *err) {
   memset(res, 0, sizeof *res);
-  double t0 = now_ms();
+  double t0 = ((double)sf_clock_mono_ns() / 1e6);
   if (!r->dataset || !r->index_name)
     return sf_err_set(err, SF_EINVAL, "a compaction needs a dataset and an index name");
   sf_code rc = sf_mpolicy_params_check(&r->policy, err);
@@ -343,6 +338,6 @@ sf_code sf_compact_all(const sf_compact_all_req *r, sf_compact_all_result *res,
   view_clear(&x.v);
   sf_build_budget_free(own);
   free(ds);
-  res->ms = now_ms() - t0;
+  res->ms = ((double)sf_clock_mono_ns() / 1e6) - t0;
   return rc;
 }
