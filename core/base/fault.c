@@ -35,6 +35,8 @@ static const struct {
     {"serve.after_commit", 0},
     {"serve.after_publish", 0},
     {"serve.producer_fatal", 0},
+    {"serve.compact_mid", 0},
+    {"serve.after_compact", 0},
     {"segwrite.no_copy_file_range", 0},
 };
 #define NPOINTS (sizeof points / sizeof points[0])
