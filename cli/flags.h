@@ -87,6 +87,7 @@ typedef enum cli_flag_id {
   CLI_FLAG_MAX_TRAIN_ROWS,
   CLI_FLAG_ITERS,
   CLI_FLAG_THREADS,
+  CLI_FLAG_COMPACT,
   CLI_FLAG_END
 } cli_flag_id;
 
