@@ -191,8 +191,8 @@ static sf_code announce(sf_proc *p, const compact_item *it, char **ids, size_t n
       .compacted_at_ms = version_time(it->dataset, res->version)};
   sf_code rc;
   for (int attempt = 1;; attempt++) {
-    rc = sf_publish_compacted(p->pub, NULL, &ev, key, p->o.delivery_timeout_ms, NULL,
-                              err);
+    rc =
+        sf_publish_compacted(p->pub, NULL, &ev, key, p->o.delivery_timeout_ms, NULL, err);
     if (!sf_proc_retry_publish(p, rc, attempt, "SegmentsCompacted", NULL, err)) break;
   }
   free(key);
@@ -317,9 +317,8 @@ static int merge_once(sf_proc *p, const compact_item *it, int *conflicts) {
                  (unsigned long long)res.version, res.already, res.merged.segment_id, n,
                  (unsigned long long)res.merged.num_rows,
                  (unsigned long long)res.input_bytes, (unsigned long long)written,
-                 secs * 1e3, (sf_clock_mono_s() - t1) * 1e3, !arc,
-                 arc ? " error=\"" : "", arc ? sf_proc_quoted(m, sizeof m, aerr.msg) : "",
-                 arc ? "\"" : "");
+                 secs * 1e3, (sf_clock_mono_s() - t1) * 1e3, !arc, arc ? " error=\"" : "",
+                 arc ? sf_proc_quoted(m, sizeof m, aerr.msg) : "", arc ? "\"" : "");
     sf_compact_result_clear(&res);
     more = !arc;
   }
