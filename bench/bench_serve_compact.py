@@ -40,24 +40,28 @@ def one(mode):
     s.stop()
     broker.kill()
     wait, fin = [], []
-    merges = 0
+    merges = yields = 0
     for line in s.lines():
         if "event=job_committed" in line:
             wait.append(int(re.search(r"wait_ms=(\d+)", line).group(1)))
             fin.append(float(re.search(r"finalize_ms=([\d.]+)", line).group(1)))
-        merges += "event=compaction_committed" in line
+        if "event=compaction_committed" in line:
+            merges += 1
+            yields += int(re.search(r"yields=(\d+)", line).group(1))
     cat = d.catalog()
     segs = sum(len(ix["segments"]) for ix in cat["indexes"]) if cat else -1
-    return wait, fin, merges, segs
+    return wait, fin, merges, yields, segs
 
 
 res = {m: one(m) for m in ("off", "on")}
 print("%d jobs, one every %.1f s, --max-merges 1, 50 ms per partition copy" % (JOBS, GAP))
-print("%-8s %8s %8s %8s %10s %10s %8s %9s" % ("compact", "p50 ms", "p99 ms", "max ms",
-                                               "fin p50", "fin p99", "merges", "segments"))
-for m, (wait, fin, merges, segs) in res.items():
-    print("%-8s %8d %8d %8d %10.1f %10.1f %8d %9d" % (m, pct(wait, 50), pct(wait, 99), max(wait),
-                                                     pct(fin, 50), pct(fin, 99), merges, segs))
+print("%-8s %8s %8s %8s %10s %10s %8s %8s %9s" % (
+    "compact", "p50 ms", "p99 ms", "max ms", "fin p50", "fin p99", "merges", "yields",
+    "segments"))
+for m, (wait, fin, merges, yields, segs) in res.items():
+    print("%-8s %8d %8d %8d %10.1f %10.1f %8d %8d %9d" % (
+        m, pct(wait, 50), pct(wait, 99), max(wait), pct(fin, 50), pct(fin, 99), merges, yields,
+        segs))
 off, on = res["off"][0], res["on"][0]
 print("on / off: p50 %.2fx, p99 %.2fx" % (pct(on, 50) / max(1, pct(off, 50)),
                                           pct(on, 99) / max(1, pct(off, 99))))

@@ -278,9 +278,12 @@ static int merge_once(sf_proc *p, const compact_item *it, int *conflicts) {
   sf_metrics_set_compactions_running(p->o.metrics, 1);
   atomic_store(&p->compact_running, 1);
   sf_compact_result res;
+  sf_build_budget_stats b0, b1;
+  sf_build_budget_get_stats(p->budget, &b0);
   double t0 = sf_clock_mono_s();
   sf_code rc = sf_compact_run(&req, &res, &err);
   double secs = sf_clock_mono_s() - t0;
+  sf_build_budget_get_stats(p->budget, &b1); /* the only background build: its yields */
   atomic_store(&p->compact_running, 0);
   sf_metrics_set_compactions_running(p->o.metrics, 0);
   int more = 0;
@@ -312,12 +315,14 @@ static int merge_once(sf_proc *p, const compact_item *it, int *conflicts) {
     sf_proc_plog(p, arc ? SF_PROC_LOG_WARNING : SF_PROC_LOG_INFO,
                  "event=compaction_committed dataset=\"%s\" index=%s version=%llu "
                  "already=%d merged=%s inputs=%zu rows=%llu bytes_read=%llu "
-                 "bytes_written=%llu compact_ms=%.2f publish_ms=%.2f announced=%d%s%s%s",
+                 "bytes_written=%llu compact_ms=%.2f yields=%llu publish_ms=%.2f "
+                 "announced=%d%s%s%s",
                  sf_proc_quoted(q, sizeof q, it->dataset), it->index_name,
                  (unsigned long long)res.version, res.already, res.merged.segment_id, n,
                  (unsigned long long)res.merged.num_rows,
                  (unsigned long long)res.input_bytes, (unsigned long long)written,
-                 secs * 1e3, (sf_clock_mono_s() - t1) * 1e3, !arc, arc ? " error=\"" : "",
+                 secs * 1e3, (unsigned long long)(b1.yields - b0.yields),
+                 (sf_clock_mono_s() - t1) * 1e3, !arc, arc ? " error=\"" : "",
                  arc ? sf_proc_quoted(m, sizeof m, aerr.msg) : "", arc ? "\"" : "");
     sf_compact_result_clear(&res);
     more = !arc;
