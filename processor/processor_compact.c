@@ -3,9 +3,10 @@
  * one background thread that merges committed segments of the indexes this
  * member owns, after their commits, within the process's one build budget.
  *
- * The loop (the only thread that knows the assignment) decides after each
- * commit whether this member owns the index (sf_proc_compact_owns) and, if
- * so, queues the index here. The thread takes one index at a time and runs
+ * The loop queues the index of each committed job here. The thread takes
+ * one index at a time, checks that this member owns it
+ * (sf_proc_compact_owns: it asks the brokers for the partition count, so
+ * it runs here, never on the loop, which must not wait on them), and runs
  * the merge policy (core/pipeline/merge_policy.h) on its newest version;
  * each merge it wants is carried out by sf_compact_run (intent, block-copy
  * build, one catalog version that swaps exactly the inputs), and the policy
@@ -62,7 +63,7 @@ static void item_free(compact_item *it) {
   free(it);
 }
 
-/* ---- ownership (the loop's thread) --------------------------------------- */
+/* ---- ownership (the compaction thread) ------------------------------------ */
 
 char *sf_proc_compact_key(const char *dataset, const char *index_name) {
   size_t n = strlen(dataset) + strlen(index_name) + 2;
@@ -72,19 +73,29 @@ char *sf_proc_compact_key(const char *dataset, const char *index_name) {
 }
 
 /* The ShardStaged topic's partition count, from the brokers' metadata;
- * cached until the next rebalance. 0 when unknown. */
+ * cached until the next rebalance. 0 when unknown; a failed request is not
+ * repeated for META_RETRY_MS, so that the loop does not wait on brokers
+ * that do not answer at every commit. */
+#define META_RETRY_MS 10000
 static int32_t staged_partitions(sf_proc *p) {
-  if (p->compact_partitions > 0) return p->compact_partitions;
+  int32_t n = atomic_load(&p->compact_partitions);
+  if (n > 0) return n;
+  int64_t now = sf_clock_mono_ms(), failed = atomic_load(&p->compact_meta_failed_ms);
+  if (failed && now - failed < META_RETRY_MS) return 0;
+  atomic_store(&p->compact_meta_failed_ms, now);
   rd_kafka_topic_t *rkt = rd_kafka_topic_new(p->rk, p->topic, NULL);
   if (!rkt) return 0;
   const struct rd_kafka_metadata *md = NULL;
   if (!rd_kafka_metadata(p->rk, 0, rkt, &md, 2000)) {
-    if (md->topic_cnt == 1 && !md->topics[0].err)
-      p->compact_partitions = md->topics[0].partition_cnt;
+    if (md->topic_cnt == 1 && !md->topics[0].err) n = md->topics[0].partition_cnt;
     rd_kafka_metadata_destroy(md);
   }
   rd_kafka_topic_destroy(rkt);
-  return p->compact_partitions;
+  if (n > 0) {
+    atomic_store(&p->compact_partitions, n);
+    atomic_store(&p->compact_meta_failed_ms, 0);
+  }
+  return n > 0 ? n : 0;
 }
 
 int sf_proc_compact_owns(sf_proc *p, const char *dataset, const char *index_name,
@@ -110,20 +121,13 @@ int sf_proc_compact_owns(sf_proc *p, const char *dataset, const char *index_name
 }
 
 void sf_proc_compact_rebalanced(sf_proc *p) {
-  p->compact_partitions = 0; /* the topic may have grown */
+  atomic_store(&p->compact_partitions, 0); /* the topic may have grown */
+  atomic_store(&p->compact_meta_failed_ms, 0);
 }
 
 void sf_proc_compact_after_commit(sf_proc *p, const char *dataset,
                                   const char *index_name) {
   if (!p->compact_started || !dataset || !index_name) return;
-  int32_t part;
-  char q[600];
-  if (!sf_proc_compact_owns(p, dataset, index_name, &part)) {
-    sf_proc_plog(p, SF_PROC_LOG_DEBUG,
-                 "event=compaction_not_owned dataset=\"%s\" index=%s partition=%d",
-                 sf_proc_quoted(q, sizeof q, dataset), index_name, (int)part);
-    return;
-  }
   pthread_mutex_lock(&p->compact_mu);
   for (compact_item *it = p->compact_head; it; it = it->next)
     if (!strcmp(it->dataset, dataset) && !strcmp(it->index_name, index_name)) {
@@ -341,8 +345,16 @@ void *sf_proc_compact_main(void *arg) {
     if (it) p->compact_head = it->next;
     pthread_mutex_unlock(&p->compact_mu);
     if (!it) break;
-    int conflicts = 0;
-    while (merge_once(p, it, &conflicts)) {
+    int32_t part;
+    if (sf_proc_compact_owns(p, it->dataset, it->index_name, &part)) {
+      int conflicts = 0;
+      while (merge_once(p, it, &conflicts)) {
+      }
+    } else {
+      char q[600];
+      sf_proc_plog(p, SF_PROC_LOG_DEBUG,
+                   "event=compaction_not_owned dataset=\"%s\" index=%s partition=%d",
+                   sf_proc_quoted(q, sizeof q, it->dataset), it->index_name, (int)part);
     }
     item_free(it);
   }

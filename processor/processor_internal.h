@@ -113,7 +113,7 @@ struct sf_proc {
   sf_err fatal_err;
 
   /* Compaction (processor_compact.c). The queue of indexes to compact and
-   * its flags are under compact_mu; compact_partitions is the loop's. */
+   * its flags are under compact_mu. */
   sf_mpolicy_params compact_policy;
   pthread_t compact_thread;
   int compact_started;
@@ -123,7 +123,8 @@ struct sf_proc {
   int compact_quit;
   atomic_int compact_cancel;  /* stops a running merge between partitions */
   atomic_int compact_running; /* a merge is running */
-  int32_t compact_partitions; /* of the ShardStaged topic; 0 = ask the brokers */
+  atomic_int compact_partitions;      /* of the ShardStaged topic; 0 = ask the brokers */
+  atomic_llong compact_meta_failed_ms; /* when asking them last failed; 0 = never */
   atomic_uint_least64_t n_compactions;
 
   atomic_uint_least64_t n_events, n_rejected, n_committed, n_failed, n_pauses;
@@ -135,7 +136,8 @@ struct sf_proc {
 /* The key that decides which member compacts an index: "<dataset>#<index>",
  * malloc'd (caller frees); NULL without memory. */
 char *sf_proc_compact_key(const char *dataset, const char *index_name);
-/* Whether this member owns the index (the loop's thread): it is assigned the
+/* Whether this member owns the index (the compaction thread: it may wait on
+ * the brokers for the partition count): it is assigned the
  * ShardStaged partition that librdkafka's default partitioner gives the key;
  * *partition gets it (-1 when the partition count is unknown, and then the
  * answer is yes). */
@@ -144,7 +146,7 @@ int sf_proc_compact_owns(sf_proc *p, const char *dataset, const char *index_name
 /* A rebalance happened: ownership is computed afresh. */
 void sf_proc_compact_rebalanced(sf_proc *p);
 /* A job of the index committed (the loop's thread): queues the index for
- * compaction if this member owns it. */
+ * the compaction thread, which compacts it if this member owns it. */
 void sf_proc_compact_after_commit(sf_proc *p, const char *dataset,
                                   const char *index_name);
 /* Start and stop (join) the compaction thread; start does nothing unless
