@@ -18,8 +18,9 @@ static void help(void) {
       "usage: segforge broker [--partitions N] [--topic NAME ...] [--nodes N]\n\n"
       "Runs an embedded Kafka cluster (librdkafka's mock cluster) on loopback and\n"
       "prints its bootstrap address on stdout, then serves until SIGINT/SIGTERM.\n"
-      "Creates segforge.shards.staged, segforge.segments.committed and\n"
-      "segforge.shards.rejected, plus each --topic, with N partitions (default 3).\n"
+      "Creates segforge.shards.staged, segforge.segments.committed,\n"
+      "segforge.shards.rejected and segforge.segments.compacted, plus each --topic,\n"
+      "with N partitions (default 3).\n"
       "--nodes runs N brokers (default 1), replicating each partition on all.\n"
       "Everything is in memory, and each partition keeps only its newest ~5 MiB;\n"
       "see docs/broker.md. Production uses a real Kafka cluster.\n\n"
@@ -61,10 +62,10 @@ int cli_cmd_broker(int argc, char **argv) {
   }
   if (optind < argc) return cli_usage("broker", "unexpected argument '%s'", argv[optind]);
 
-  const char *topics[SF_BROKER_MAX_TOPICS] = {"segforge.shards.staged",
-                                              "segforge.segments.committed",
-                                              "segforge.shards.rejected"};
-  size_t nt = 3;
+  const char *topics[SF_BROKER_MAX_TOPICS] = {
+      "segforge.shards.staged", "segforge.segments.committed", "segforge.shards.rejected",
+      "segforge.segments.compacted"};
+  size_t nt = 4;
   for (size_t i = 0; i < nextra; i++) {
     size_t j = 0;
     while (j < nt && strcmp(topics[j], extra[i])) j++;

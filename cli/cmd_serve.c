@@ -33,7 +33,8 @@ static void help(void) {
       "                      [--drain-timeout DUR] [--max-pending-events N]\n"
       "                      [--max-pending-bytes N] [--dataset-root DIR]...\n"
       "                      [--retry-max-backoff DUR] [--log-level "
-      "error|warn|info|debug]\n\n"
+      "error|warn|info|debug]\n"
+      "                      [--compact on|off]\n\n"
       "Consumes ShardStaged events in the consumer group G (default %s), finalizes\n"
       "each job once its shards cover its expected fragments (plan, build with at most\n"
       "--max-merges segment builds at once, commit), and publishes SegmentsCommitted;\n"
@@ -70,7 +71,10 @@ static void help(void) {
       "                     event naming another is refused with PATH_ESCAPE. Without\n"
       "                     it, any dataset this process can write is served\n"
       "  --metrics-addr A   serve Prometheus metrics on http://A/metrics and a liveness\n"
-      "                     probe on http://A/healthz\n",
+      "                     probe on http://A/healthz\n"
+      "  --compact on|off   after commits, merge the committed segments of the indexes\n"
+      "                     this member owns, within the --max-merges slots; job builds\n"
+      "                     go first (default on; see docs/serve.md, Compaction)\n",
       SF_PROC_DEFAULT_GROUP);
 }
 
@@ -117,6 +121,7 @@ int cli_cmd_serve(int argc, char **argv) {
                                 CLI_OPT(CLI_FLAG_MAX_PENDING_BYTES),
                                 {"dataset-root", required_argument, 0, 'r'},
                                 CLI_OPT(CLI_FLAG_RETRY_MAX_BACKOFF),
+                                CLI_OPT(CLI_FLAG_COMPACT),
                                 {"help", no_argument, 0, 'h'},
                                 {0, 0, 0, 0}};
   enum { MAX_ROOTS = 64 };
@@ -125,7 +130,7 @@ int cli_cmd_serve(int argc, char **argv) {
   sf_err err = {0};
   sf_kconf *k = sf_kconf_new();
   if (!k) return cli_fail("serve", &(sf_err){SF_ENOMEM, "out of memory"});
-  sf_proc_opts po = {.log = log_line};
+  sf_proc_opts po = {.log = log_line, .compact = 1};
   uint64_t v, partitions = 4;
   const char *metrics_addr = NULL;
   int c, rc = 0;
@@ -183,6 +188,9 @@ int cli_cmd_serve(int argc, char **argv) {
       }
       case CLI_FLAG_RETRY_MAX_BACKOFF:
         e = cli_flag_ms(c, optarg, &po.retry_max_ms, &err);
+        break;
+      case CLI_FLAG_COMPACT:
+        e = cli_flag_choice(c, optarg, &po.compact, &err); /* off = 0, on = 1 */
         break;
       case 'm':
         metrics_addr = optarg;

@@ -22,6 +22,7 @@
 static const char *const index_types[] = {"IVF_FLAT", "IVF_SQ", "IVF_PQ", NULL};
 static const char *const metrics[] = {"L2", "COSINE", "DOT", NULL};
 static const char *const log_levels[] = {"error", "warn", "info", "debug", NULL};
+static const char *const off_on[] = {"off", "on", NULL};
 
 #define F(id) [CLI_FLAG_##id - CLI_FLAG_FIRST]
 /* clang-format off */
@@ -86,6 +87,8 @@ const cli_flag cli_flags[CLI_FLAG_END - CLI_FLAG_FIRST] = {
       NULL, "event bytes held before the consumer pauses"},
   F(LOG_LEVEL) = {"log-level", "LEVEL", CLI_KIND_CHOICE, 0, 0, NULL, log_levels,
       "the least severe log line shown"},
+  F(COMPACT) = {"compact", "on|off", CLI_KIND_CHOICE, 0, 0, NULL, off_on,
+      "merge committed segments in the background"},
   F(TIMEOUT) = {"timeout", "MS", CLI_KIND_NUMBER, 1, INT32_MAX, NULL, NULL,
       "milliseconds to wait for the broker's acknowledgement"},
   /* Files and the catalog. */

@@ -24,7 +24,8 @@ struct sf_broker {
 };
 
 static const char *const default_topics[] = {
-    "segforge.shards.staged", "segforge.segments.committed", "segforge.shards.rejected"};
+    "segforge.shards.staged", "segforge.segments.committed", "segforge.shards.rejected",
+    "segforge.segments.compacted"};
 
 static void drop_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {}
 

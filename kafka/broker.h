@@ -45,9 +45,9 @@ typedef struct sf_broker_opts {
 
 /* Starts a cluster on 127.0.0.1 (ephemeral ports) with the default topics
  * (segforge.shards.staged, segforge.segments.committed,
- * segforge.shards.rejected), each with `partitions` partitions (1..1024).
- * *out is freed by sf_broker_stop. Errors: SF_EINVAL (bad count), SF_EIO
- * (librdkafka could not create the cluster or a topic, its message quoted). */
+ * segforge.shards.rejected, segforge.segments.compacted), each with `partitions`
+ * partitions (1..1024). *out is freed by sf_broker_stop. Errors: SF_EINVAL (bad count),
+ * SF_EIO (librdkafka could not create the cluster or a topic, its message quoted). */
 sf_code sf_broker_start(unsigned partitions, sf_broker **out, sf_err *err);
 
 /* The same with options: other topics, more brokers. */

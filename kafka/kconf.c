@@ -196,7 +196,7 @@ static sf_code check_roots(const char *key, const char *v, sf_err *err) {
 
 static sf_code check_own(const char *key, const char *v, sf_err *err) {
   if (!strcmp(key, SF_KCONF_TOPIC_STAGED) || !strcmp(key, SF_KCONF_TOPIC_COMMITTED) ||
-      !strcmp(key, SF_KCONF_TOPIC_REJECTED))
+      !strcmp(key, SF_KCONF_TOPIC_REJECTED) || !strcmp(key, SF_KCONF_TOPIC_COMPACTED))
     return check_topic(key, v, err);
   if (!strcmp(key, SF_KCONF_FRAMING)) {
     sf_framing f;
@@ -208,11 +208,12 @@ static sf_code check_own(const char *key, const char *v, sf_err *err) {
   if (!strcmp(key, SF_KCONF_SCHEMA_IDS)) return check_schema_ids(key, v, err);
   if (!strcmp(key, SF_KCONF_DELIVERY_TIMEOUT_MS)) return parse_ms(key, v, NULL, err);
   if (!strcmp(key, SF_KCONF_DATASET_ROOTS)) return check_roots(key, v, err);
-  return sf_err_set(err, SF_EINVAL,
-                    "unknown segforge property '%s' (known: %s, %s, %s, %s, %s, %s, %s)",
-                    key, SF_KCONF_TOPIC_STAGED, SF_KCONF_TOPIC_COMMITTED,
-                    SF_KCONF_TOPIC_REJECTED, SF_KCONF_FRAMING, SF_KCONF_SCHEMA_IDS,
-                    SF_KCONF_DELIVERY_TIMEOUT_MS, SF_KCONF_DATASET_ROOTS);
+  return sf_err_set(
+      err, SF_EINVAL,
+      "unknown segforge property '%s' (known: %s, %s, %s, %s, %s, %s, %s, %s)", key,
+      SF_KCONF_TOPIC_STAGED, SF_KCONF_TOPIC_COMMITTED, SF_KCONF_TOPIC_REJECTED,
+      SF_KCONF_TOPIC_COMPACTED, SF_KCONF_FRAMING, SF_KCONF_SCHEMA_IDS,
+      SF_KCONF_DELIVERY_TIMEOUT_MS, SF_KCONF_DATASET_ROOTS);
 }
 
 sf_code sf_kconf_set(sf_kconf *k, const char *key, const char *value, sf_err *err) {

@@ -40,6 +40,8 @@
 #define SF_KCONF_TOPIC_COMMITTED \
   "segforge.topic.committed" /* segforge.segments.committed */
 #define SF_KCONF_TOPIC_REJECTED "segforge.topic.rejected" /* segforge.shards.rejected */
+#define SF_KCONF_TOPIC_COMPACTED \
+  "segforge.topic.compacted" /* segforge.segments.compacted */
 /* auto | single | confluent (schemas/schema.h, sf_framing_parse) */
 #define SF_KCONF_FRAMING "segforge.framing"
 /* Confluent schema ids, comma-separated "Type=id" (e.g. "ShardStaged=17,
@@ -54,6 +56,7 @@
 #define SF_TOPIC_STAGED_DEFAULT "segforge.shards.staged"
 #define SF_TOPIC_COMMITTED_DEFAULT "segforge.segments.committed"
 #define SF_TOPIC_REJECTED_DEFAULT "segforge.shards.rejected"
+#define SF_TOPIC_COMPACTED_DEFAULT "segforge.segments.compacted"
 
 /* Bounds on what is accepted from outside. */
 #define SF_KCONF_KEY_MAX 256         /* bytes of a key */

@@ -52,6 +52,11 @@ void sf_metrics_init(sf_metrics *m) {
   atomic_init(&m->phase, SF_METRICS_STARTING);
   hist_init(&m->build_seconds, build_bounds);
   hist_init(&m->e2e_seconds, e2e_bounds);
+  atomic_init(&m->compactions_running, 0);
+  for (int i = 0; i < 3; i++) atomic_init(&m->compactions[i], 0);
+  atomic_init(&m->compaction_bytes_read, 0);
+  atomic_init(&m->compaction_bytes_written, 0);
+  hist_init(&m->compaction_seconds, build_bounds);
 }
 
 void sf_metrics_observe(sf_histogram *h, double seconds) {
@@ -117,6 +122,20 @@ void sf_metrics_job_committed(sf_metrics *m, uint64_t bytes_built, double build_
   atomic_fetch_add(&m->bytes_built, bytes_built);
   sf_metrics_observe(&m->build_seconds, build_seconds);
   if (e2e_seconds >= 0) sf_metrics_observe(&m->e2e_seconds, e2e_seconds);
+}
+
+void sf_metrics_set_compactions_running(sf_metrics *m, int64_t running) {
+  if (m) atomic_store(&m->compactions_running, running);
+}
+
+void sf_metrics_compaction_done(sf_metrics *m, sf_metrics_compaction_result r,
+                                uint64_t bytes_read, uint64_t bytes_written,
+                                double seconds) {
+  if (!m || (unsigned)r > SF_METRICS_COMPACTION_FAILED) return;
+  atomic_fetch_add(&m->compactions[r], 1);
+  atomic_fetch_add(&m->compaction_bytes_read, bytes_read);
+  atomic_fetch_add(&m->compaction_bytes_written, bytes_written);
+  sf_metrics_observe(&m->compaction_seconds, seconds);
 }
 
 #define LOAD(x) atomic_load_explicit(&(x), memory_order_relaxed)
@@ -233,6 +252,22 @@ char *sf_metrics_render(const sf_metrics *m, size_t *len) {
             &m->build_seconds);
   histogram(f, "end_to_end_seconds",
             "Time from a job's first staged_at_ms to its commit.", &m->e2e_seconds);
+  gauge(f, "compactions_running", "Merges of committed segments running in serve.",
+        (long long)LOAD(m->compactions_running));
+  header(f, "compactions_total", "counter",
+         "Merges of committed segments ended, by result (discarded: another "
+         "compactor or a replace swapped an input out first).");
+  static const char *const results[3] = {"committed", "discarded", "failed"};
+  for (int r = 0; r < 3; r++)
+    fprintf(f, "segforge_compactions_total{result=\"%s\"} %llu\n", results[r],
+            (unsigned long long)LOAD(m->compactions[r]));
+  counter(f, "compaction_bytes_read_total", "Bytes of input segments merged.",
+          (unsigned long long)LOAD(m->compaction_bytes_read));
+  counter(f, "compaction_bytes_written_total",
+          "Bytes of merged segments written (rewritten bytes).",
+          (unsigned long long)LOAD(m->compaction_bytes_written));
+  histogram(f, "compaction_duration_seconds", "Time to build and commit one merge.",
+            &m->compaction_seconds);
   int64_t turn = LOAD(m->loop_turn_ms);
   header(f, "poll_loop_age_seconds", "gauge",
          "Seconds since the consumer's poll loop last turned (-1 before it runs).");

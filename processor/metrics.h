@@ -27,6 +27,11 @@
  *   build_duration_seconds   histogram  one job's plan + build + commit
  *   end_to_end_seconds       histogram  first staged_at_ms -> committed
  *   poll_loop_age_seconds    gauge    since the poll loop's last turn
+ *   compactions_running      gauge    merges of committed segments running
+ *   compactions_total        counter  by {result="committed"|"discarded"|"failed"}
+ *   compaction_bytes_read_total     counter  input segment bytes merged
+ *   compaction_bytes_written_total  counter  merged segment bytes written
+ *   compaction_duration_seconds     histogram  one merge: build + commit
  *
  * Serving: sf_metrics_serve starts libmicrohttpd with its own listening
  * thread (MHD_USE_INTERNAL_POLLING_THREAD): that thread, created there and
@@ -85,6 +90,11 @@ typedef struct sf_metrics {
   atomic_int phase; /* sf_metrics_phase */
   sf_histogram build_seconds;
   sf_histogram e2e_seconds;
+  /* Compaction in serve (processor/compactor.c). */
+  atomic_int_least64_t compactions_running;
+  atomic_uint_least64_t compactions[3]; /* sf_metrics_compaction_result */
+  atomic_uint_least64_t compaction_bytes_read, compaction_bytes_written;
+  sf_histogram compaction_seconds;
   atomic_flag degraded_lock;
   char degraded[SF_METRICS_DEGRADED_MAX]; /* "" = not degraded */
 } sf_metrics;
@@ -144,6 +154,18 @@ void sf_metrics_job_failed(sf_metrics *m);
  * when e2e_seconds >= 0, its end-to-end time. */
 void sf_metrics_job_committed(sf_metrics *m, uint64_t bytes_built, double build_seconds,
                               double e2e_seconds);
+
+/* How a merge in serve ended. */
+typedef enum sf_metrics_compaction_result {
+  SF_METRICS_COMPACTION_COMMITTED = 0, /* swapped in (or found swapped in) */
+  SF_METRICS_COMPACTION_DISCARDED,     /* an input was swapped out first (ECONFLICT) */
+  SF_METRICS_COMPACTION_FAILED, /* any other error; retried after the next commit */
+} sf_metrics_compaction_result;
+void sf_metrics_set_compactions_running(sf_metrics *m, int64_t running);
+/* One merge ended: its result, bytes read and written, and its time. */
+void sf_metrics_compaction_done(sf_metrics *m, sf_metrics_compaction_result r,
+                                uint64_t bytes_read, uint64_t bytes_written,
+                                double seconds);
 
 /* The exposition text in a malloc'd NUL-terminated string (caller frees);
  * *len (may be NULL) gets its length. NULL when out of memory. */

@@ -308,6 +308,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
   int coop = !strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE");
   char names[512];
   list_partitions(parts, names, sizeof names);
+  sf_proc_compact_rebalanced(p);
   if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
     for (int i = 0; i < parts->cnt; i++) {
       uint32_t gen;
@@ -470,6 +471,12 @@ sf_code sf_proc_new(const sf_proc_opts *o, sf_proc **out, sf_err *err) {
   if (!p->o.drain_timeout_ms) p->o.drain_timeout_ms = 60000;
   if (p->o.retry_max_ms <= 0) p->o.retry_max_ms = 300000;
   p->next_retry_ms = INT64_MAX;
+  if (o->compact_policy)
+    p->compact_policy = *o->compact_policy;
+  else
+    sf_mpolicy_params_default(&p->compact_policy);
+  pthread_mutex_init(&p->compact_mu, NULL);
+  pthread_cond_init(&p->compact_cv, NULL);
   sf_proc_q_init(&p->work);
   sf_proc_q_init(&p->dead);
   sf_proc_q_init(&p->done);
@@ -482,7 +489,9 @@ sf_code sf_proc_new(const sf_proc_opts *o, sf_proc **out, sf_err *err) {
   sf_jobs_opts jo = {.timeout_ms = p->o.staging_timeout_ms,
                      .max_terminal_bytes = p->o.max_pending_bytes / 4,
                      .hooks = {.open = sf_intake_open, .check = sf_intake_check}};
-  if ((rc = sf_build_budget_new(p->o.max_merges, &p->budget, err))) goto out;
+  if ((rc = sf_mpolicy_params_check(&p->compact_policy, err)) ||
+      (rc = sf_build_budget_new(p->o.max_merges, &p->budget, err)))
+    goto out;
   sf_metrics_set_build_slots(p->o.metrics, p->o.max_merges);
   if (!(p->kconf = sf_kconf_dup(o->kconf)) || !(pk = sf_kconf_dup(o->kconf))) {
     rc = sf_err_set(err, SF_ENOMEM, "out of memory");
@@ -543,7 +552,7 @@ static sf_code start_threads(sf_proc *p, sf_err *err) {
   if (pthread_create(&p->dead_thread, NULL, sf_proc_dead_main, p))
     return sf_err_set(err, SF_ENOMEM, "cannot start the dead-letter thread");
   p->dead_started = 1;
-  return SF_OK;
+  return sf_proc_compact_start(p, err);
 }
 
 static void publish_stats(sf_proc *p) {
@@ -588,11 +597,11 @@ static void turn(sf_proc *p, int timeout_ms) {
  * announcement waits for librdkafka's periodic topic scan (up to 1 s).
  * Only latency is at stake, so a failure is a warning. */
 static void prepare_producer(sf_proc *p) {
-  static const sf_event_type out[] = {SF_EVENT_SEGMENTS_COMMITTED,
-                                      SF_EVENT_SHARD_REJECTED};
+  static const sf_event_type out[] = {
+      SF_EVENT_SEGMENTS_COMMITTED, SF_EVENT_SHARD_REJECTED, SF_EVENT_SEGMENTS_COMPACTED};
   sf_err e = {0};
   int64_t t0 = sf_clock_mono_ms();
-  if (sf_publisher_prepare(p->pub, out, 2, PREPARE_TIMEOUT_MS, &e)) {
+  if (sf_publisher_prepare(p->pub, out, p->o.compact ? 3 : 2, PREPARE_TIMEOUT_MS, &e)) {
     char m[600];
     sf_proc_plog(p, SF_PROC_LOG_WARNING, "event=producer_not_ready error=\"%s\"",
                  sf_proc_quoted(m, sizeof m, e.msg));
@@ -616,10 +625,10 @@ sf_code sf_proc_run(sf_proc *p, sf_err *err) {
   if (!rc) {
     sf_proc_plog(p, SF_PROC_LOG_INFO,
                  "event=serving topic=%s group=%s workers=%u max_merges=%u "
-                 "staging_timeout_ms=%lld retry_max_ms=%lld",
+                 "staging_timeout_ms=%lld retry_max_ms=%lld compact=%s",
                  p->topic, sf_kconf_get(p->kconf, "group.id"), p->o.workers,
                  p->o.max_merges, (long long)p->o.staging_timeout_ms,
-                 (long long)p->o.retry_max_ms);
+                 (long long)p->o.retry_max_ms, p->o.compact ? "on" : "off");
     sf_metrics_set_phase(p->o.metrics, SF_METRICS_SERVING);
     while (!p->stop) {
       int64_t until =
@@ -629,6 +638,7 @@ sf_code sf_proc_run(sf_proc *p, sf_err *err) {
   }
   /* Drain: no new work; what is in flight finishes and is announced. */
   p->stop = 1;
+  atomic_store(&p->compact_cancel, 1); /* no merge runs on into the drain */
   sf_metrics_set_phase(p->o.metrics, SF_METRICS_DRAINING);
   if (!p->paused) set_paused(p, 1);
   sf_proc_plog(p, SF_PROC_LOG_INFO, "event=draining building=%zu dead_letters=%zu",
@@ -636,6 +646,7 @@ sf_code sf_proc_run(sf_proc *p, sf_err *err) {
   int64_t deadline = sf_clock_mono_ms() + p->o.drain_timeout_ms;
   while ((p->inflight_finalize || p->inflight_dead) && sf_clock_mono_ms() < deadline)
     turn(p, 50);
+  sf_proc_compact_stop(p);   /* a merge in progress is canceled: a later run redoes it */
   atomic_store(&p->quit, 1); /* threads stop retrying; closing cancels builds */
   commit_offsets(p, NULL, 1);
   rd_kafka_consumer_close(p->rk); /* the revoke drops what is left */
@@ -684,6 +695,9 @@ void sf_proc_free(sf_proc *p) {
   sf_event_decoder_free(p->dec);
   sf_schema_set_free(p->schemas);
   sf_kconf_free(p->kconf);
+  sf_proc_compact_stop(p);
+  pthread_mutex_destroy(&p->compact_mu);
+  pthread_cond_destroy(&p->compact_cv);
   sf_build_budget_free(p->budget);
   free(p->workers);
   sf_proc_q_destroy(&p->work);
@@ -702,4 +716,5 @@ void sf_proc_get_stats(sf_proc *p, sf_proc_stats *s) {
   s->jobs_inflight = atomic_load(&p->s_inflight);
   s->pending_events = atomic_load(&p->s_pending);
   s->jobs_held = atomic_load(&p->s_held);
+  s->compactions = atomic_load(&p->n_compactions);
 }

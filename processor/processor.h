@@ -17,7 +17,12 @@
  *    `max_merges` segment builds run in the whole process, however they
  *    are spread over jobs (one job may use every slot when it is alone);
  *  - one dead-letter thread: writes the failed marker of a failed job and
- *    publishes ShardRejected events, waiting for each delivery report.
+ *    publishes ShardRejected events, waiting for each delivery report;
+ *  - with `compact`, one compaction thread (processor_compact.c): after a
+ *    commit of an index this member owns, it merges the index's committed
+ *    segments as the merge policy wants, one merge at a time, as background
+ *    builds of the same budget (they yield to job builds between
+ *    partitions), and publishes SegmentsCompacted after each.
  * Workers hand results back through a queue and wake the poll loop; librdkafka
  * and the publisher run their own internal threads.
  *
@@ -71,6 +76,7 @@
 #include <stdint.h>
 
 #include "core/base/error.h"
+#include "core/pipeline/merge_policy.h"
 #include "kafka/kconf.h"
 #include "processor/metrics.h"
 
@@ -119,6 +125,11 @@ typedef struct sf_proc_opts {
    * fails; see the top of this file); the first wait is 1 s (or this, if
    * shorter), doubled each time. 0 = 300000 (5 min). */
   int64_t retry_max_ms;
+  /* Background compaction after commits (docs/serve.md, "Compaction"):
+   * 1 = on (serve's default), 0 = off. */
+  int compact;
+  /* The merge policy's parameters (copied); NULL = the defaults. */
+  const sf_mpolicy_params *compact_policy;
   sf_proc_log_fn log; /* may be NULL */
   void *log_ctx;
   sf_metrics *metrics; /* may be NULL; must outlive the processor */
@@ -154,7 +165,8 @@ typedef struct sf_proc_stats {
   uint64_t jobs_failed;
   uint64_t pauses; /* times the consumer paused */
   size_t jobs_open, jobs_inflight, pending_events;
-  size_t jobs_held; /* held: their dataset fails, retried with backoff */
+  size_t jobs_held;     /* held: their dataset fails, retried with backoff */
+  uint64_t compactions; /* merges committed by the compaction thread */
 } sf_proc_stats;
 
 /* A snapshot; may be called from any thread while the loop runs. */

@@ -112,9 +112,48 @@ struct sf_proc {
   sf_code fatal;
   sf_err fatal_err;
 
+  /* Compaction (processor_compact.c). The queue of indexes to compact and
+   * its flags are under compact_mu. */
+  sf_mpolicy_params compact_policy;
+  pthread_t compact_thread;
+  int compact_started;
+  pthread_mutex_t compact_mu;
+  pthread_cond_t compact_cv;
+  struct compact_item *compact_head;
+  int compact_quit;
+  atomic_int compact_cancel;           /* stops a running merge between partitions */
+  atomic_int compact_running;          /* a merge is running */
+  atomic_int compact_partitions;       /* of the ShardStaged topic; 0 = ask the brokers */
+  atomic_llong compact_meta_failed_ms; /* when asking them last failed; 0 = never */
+  atomic_uint_least64_t n_compactions;
+
   atomic_uint_least64_t n_events, n_rejected, n_committed, n_failed, n_pauses;
   atomic_size_t s_open, s_inflight, s_pending, s_held;
 };
+
+/* ---- processor_compact.c ------------------------------------------------------ */
+
+/* The key that decides which member compacts an index: "<dataset>#<index>",
+ * malloc'd (caller frees); NULL without memory. */
+char *sf_proc_compact_key(const char *dataset, const char *index_name);
+/* Whether this member owns the index (the compaction thread: it may wait on
+ * the brokers for the partition count): it is assigned the
+ * ShardStaged partition that librdkafka's default partitioner gives the key;
+ * *partition gets it (-1 when the partition count is unknown, and then the
+ * answer is yes). */
+int sf_proc_compact_owns(sf_proc *p, const char *dataset, const char *index_name,
+                         int32_t *partition);
+/* A rebalance happened: ownership is computed afresh. */
+void sf_proc_compact_rebalanced(sf_proc *p);
+/* A job of the index committed (the loop's thread): queues the index for
+ * the compaction thread, which compacts it if this member owns it. */
+void sf_proc_compact_after_commit(sf_proc *p, const char *dataset,
+                                  const char *index_name);
+/* Start and stop (join) the compaction thread; start does nothing unless
+ * o.compact. Stop cancels a running merge between partitions. */
+sf_code sf_proc_compact_start(sf_proc *p, sf_err *err);
+void sf_proc_compact_stop(sf_proc *p);
+void *sf_proc_compact_main(void *arg);
 
 /* ---- processor_tasks.c and processor_dead.c ---------------------------------- */
 

@@ -668,6 +668,7 @@ static void finalize_done(sf_proc *p, task *t) {
         (unsigned long long)t->version, t->already, t->nsegs, j->nshards,
         (unsigned long long)t->rows, t->finalize_ms, t->publish_ms,
         (long long)(sf_clock_mono_ms() - j->first_seen_ms), (long long)e2e);
+    sf_proc_compact_after_commit(p, j->dataset, j->shards[0].ev.index_name);
     sf_jobs_finish(p->jobs, j, 1);
     sf_proc_task_free(t);
     return;

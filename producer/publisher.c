@@ -148,9 +148,11 @@ sf_code sf_publisher_new(const sf_kconf *k, sf_framing framing, sf_publisher **o
   p->timeout_ms = sf_kconf_get_ms(k, SF_KCONF_DELIVERY_TIMEOUT_MS, DEFAULT_TIMEOUT_MS);
 
   static const char *const keys[SF_EVENT_TYPE_COUNT] = {
-      SF_KCONF_TOPIC_STAGED, SF_KCONF_TOPIC_COMMITTED, SF_KCONF_TOPIC_REJECTED};
+      SF_KCONF_TOPIC_STAGED, SF_KCONF_TOPIC_COMMITTED, SF_KCONF_TOPIC_REJECTED,
+      SF_KCONF_TOPIC_COMPACTED};
   static const char *const defs[SF_EVENT_TYPE_COUNT] = {
-      SF_TOPIC_STAGED_DEFAULT, SF_TOPIC_COMMITTED_DEFAULT, SF_TOPIC_REJECTED_DEFAULT};
+      SF_TOPIC_STAGED_DEFAULT, SF_TOPIC_COMMITTED_DEFAULT, SF_TOPIC_REJECTED_DEFAULT,
+      SF_TOPIC_COMPACTED_DEFAULT};
   sf_code rc;
   for (int t = 0; t < SF_EVENT_TYPE_COUNT; t++)
     if (!(p->topic[t] = strdup(sf_kconf_get_or(k, keys[t], defs[t])))) {
@@ -474,6 +476,13 @@ sf_code sf_publish_rejected(sf_publisher *p, const char *topic,
   sf_event e = {.type = SF_EVENT_SHARD_REJECTED, .u.rejected = *ev};
   return publish_event(p, topic, &e, ev->staging_id ? ev->staging_id : "", timeout_ms, dr,
                        err);
+}
+
+sf_code sf_publish_compacted(sf_publisher *p, const char *topic,
+                             const sf_segments_compacted *ev, const char *key,
+                             int timeout_ms, sf_delivery *dr, sf_err *err) {
+  sf_event e = {.type = SF_EVENT_SEGMENTS_COMPACTED, .u.compacted = *ev};
+  return publish_event(p, topic, &e, key ? key : ev->index_name, timeout_ms, dr, err);
 }
 
 sf_code sf_publish_staged(sf_publisher *p, const char *topic, const sf_shard_staged *ev,

@@ -105,6 +105,12 @@ sf_code sf_publish_committed(sf_publisher *p, const char *topic,
 sf_code sf_publish_rejected(sf_publisher *p, const char *topic,
                             const sf_shard_rejected *ev, int timeout_ms, sf_delivery *dr,
                             sf_err *err);
+/* A compaction's announcement, keyed by `key` (NULL: the index name); serve
+ * keys it by the index's ownership key (docs/serve.md, "Compaction"), so that
+ * the announcements of one index stay in order on one partition. */
+sf_code sf_publish_compacted(sf_publisher *p, const char *topic,
+                             const sf_segments_compacted *ev, const char *key,
+                             int timeout_ms, sf_delivery *dr, sf_err *err);
 sf_code sf_publish_staged(sf_publisher *p, const char *topic, const sf_shard_staged *ev,
                           int timeout_ms, sf_delivery *dr, sf_err *err);
 

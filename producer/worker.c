@@ -116,7 +116,14 @@ void sf_worker_producer(char *buf, size_t size) {
   host[sizeof host - 1] = 0; /* POSIX leaves a cut name unterminated */
   for (char *c = host; *c; c++)
     if ((unsigned char)*c < 0x20 || (unsigned char)*c >= 0x7f) *c = '?';
-  snprintf(buf, size, "%s/%ld", *host ? host : "unknown", (long)getpid());
+  /* The pid names the process: a host name too long for buf is cut so that
+   * the pid stays whole. */
+  char pid[24];
+  int np = snprintf(pid, sizeof pid, "/%ld", (long)getpid());
+  size_t room = size > (size_t)np ? size - (size_t)np - 1 : 0;
+  if (snprintf(buf, size, "%.*s%s", (int)(room < sizeof host ? room : sizeof host),
+               *host ? host : "unknown", pid) >= (int)size)
+    buf[size - 1] = 0; /* buf is smaller than a pid: cut, still terminated */
 }
 
 static sf_code dup_str(char **dst, const char *src, sf_err *err) {

@@ -10,7 +10,7 @@
 #include "schemas/event.h"
 
 static const char *const type_names[SF_EVENT_TYPE_COUNT] = {
-    "ShardStaged", "SegmentsCommitted", "ShardRejected"};
+    "ShardStaged", "SegmentsCommitted", "ShardRejected", "SegmentsCompacted"};
 
 const char *sf_event_type_name(sf_event_type t) {
   return (unsigned)t < SF_EVENT_TYPE_COUNT ? type_names[t] : "UNKNOWN";
@@ -25,8 +25,8 @@ sf_code sf_event_type_parse(const char *s, sf_event_type *out, sf_err *err) {
       return SF_OK;
     }
   return sf_err_set(err, SF_EINVAL,
-                    "unknown event type '%s': use ShardStaged, SegmentsCommitted or "
-                    "ShardRejected",
+                    "unknown event type '%s': use ShardStaged, SegmentsCommitted, "
+                    "ShardRejected or SegmentsCompacted",
                     s ? s : "");
 }
 
@@ -72,6 +72,10 @@ void sf_shard_rejected_clear(sf_shard_rejected *e) {
   if (e) sf_evrec_clear(&sf_evrec_shard_rejected, e);
 }
 
+void sf_segments_compacted_clear(sf_segments_compacted *e) {
+  if (e) sf_evrec_clear(&sf_evrec_segments_compacted, e);
+}
+
 void sf_event_clear(sf_event *e) {
   const sf_evrec *rec = e ? sf_evrec_of(e->type) : NULL;
   if (rec) sf_evrec_clear(rec, sf_event_body(e));
@@ -111,6 +115,11 @@ bool sf_segments_committed_equal(const sf_segments_committed *a,
 
 bool sf_shard_rejected_equal(const sf_shard_rejected *a, const sf_shard_rejected *b) {
   return sf_evrec_equal(&sf_evrec_shard_rejected, a, b, 0);
+}
+
+bool sf_segments_compacted_equal(const sf_segments_compacted *a,
+                                 const sf_segments_compacted *b) {
+  return sf_evrec_equal(&sf_evrec_segments_compacted, a, b, 0);
 }
 
 /* ---- validation ---------------------------------------------------------- */
@@ -248,6 +257,12 @@ sf_code sf_shard_rejected_validate(const sf_shard_rejected *e, sf_event_reason *
   return sf_evrec_validate(&sf_evrec_shard_rejected, e, "ShardRejected", reason, err);
 }
 
+sf_code sf_segments_compacted_validate(const sf_segments_compacted *e,
+                                       sf_event_reason *reason, sf_err *err) {
+  return sf_evrec_validate(&sf_evrec_segments_compacted, e, "SegmentsCompacted", reason,
+                           err);
+}
+
 sf_code sf_event_validate(const sf_event *e, sf_event_reason *reason, sf_err *err) {
   switch (e->type) {
     case SF_EVENT_SHARD_STAGED:
@@ -256,6 +271,8 @@ sf_code sf_event_validate(const sf_event *e, sf_event_reason *reason, sf_err *er
       return sf_segments_committed_validate(&e->u.committed, reason, err);
     case SF_EVENT_SHARD_REJECTED:
       return sf_shard_rejected_validate(&e->u.rejected, reason, err);
+    case SF_EVENT_SEGMENTS_COMPACTED:
+      return sf_segments_compacted_validate(&e->u.compacted, reason, err);
   }
   return sf_event_reject(reason, SF_REASON_INVALID_FIELD, err, "unknown event type %d",
                          (int)e->type);

@@ -1,5 +1,5 @@
 /*
- * event.h - the three events of the design as plain C structs, the stable
+ * event.h - the events of the design as plain C structs, the stable
  * reason codes of rejections, and the field rules every event must keep.
  *
  * The structs are what both directions of the codec speak: the consumer's
@@ -31,8 +31,9 @@ typedef enum sf_event_type {
   SF_EVENT_SHARD_STAGED = 0,
   SF_EVENT_SEGMENTS_COMMITTED = 1,
   SF_EVENT_SHARD_REJECTED = 2,
+  SF_EVENT_SEGMENTS_COMPACTED = 3,
 } sf_event_type;
-#define SF_EVENT_TYPE_COUNT 3
+#define SF_EVENT_TYPE_COUNT 4
 
 /* The record name ("ShardStaged", ...); its Avro full name is
  * "segforge.events." + that. */
@@ -116,6 +117,24 @@ typedef struct sf_segments_committed {
   int64_t committed_at_ms;
 } sf_segments_committed;
 
+/* A compaction's announcement. Its added segments are core's sf_seginfo
+ * too (segment_id, path, bytes, num_rows, fragments; no shard ids: a merged
+ * segment's inputs are segments, listed once in removed_segment_ids). */
+typedef struct sf_segments_compacted {
+  char *event_id; /* <merged segment_id>@<catalog_version> */
+  char *dataset_uri;
+  char *index_name;
+  int64_t catalog_version;
+  char **removed_segment_ids; /* num_removed owned strings */
+  size_t num_removed;
+  sf_seginfo *added_segments; /* num_added owned entries */
+  size_t num_added;
+  int64_t total_rows;
+  int64_t bytes_read;
+  int64_t bytes_written;
+  int64_t compacted_at_ms;
+} sf_segments_compacted;
+
 typedef struct sf_shard_rejected {
   char *reason; /* a stable code, see sf_event_reason_name */
   char *message;
@@ -137,12 +156,14 @@ typedef struct sf_event {
     sf_shard_staged staged;
     sf_segments_committed committed;
     sf_shard_rejected rejected;
+    sf_segments_compacted compacted;
   } u;
 } sf_event;
 
 void sf_shard_staged_clear(sf_shard_staged *e);
 void sf_segments_committed_clear(sf_segments_committed *e);
 void sf_shard_rejected_clear(sf_shard_rejected *e);
+void sf_segments_compacted_clear(sf_segments_compacted *e);
 void sf_event_clear(sf_event *e);
 
 /* Deep copies into *dst (which is overwritten, not cleared first); on
@@ -185,6 +206,8 @@ uint64_t sf_shard_staged_digest(const sf_shard_staged *e, unsigned roles);
 bool sf_segments_committed_equal(const sf_segments_committed *a,
                                  const sf_segments_committed *b);
 bool sf_shard_rejected_equal(const sf_shard_rejected *a, const sf_shard_rejected *b);
+bool sf_segments_compacted_equal(const sf_segments_compacted *a,
+                                 const sf_segments_compacted *b);
 
 /* The field rules (see docs/events.md). On a breach: SF_EDECODE, *reason
  * (if not NULL) set to INVALID_FIELD or PATH_ESCAPE, and err names the field. */
@@ -194,6 +217,8 @@ sf_code sf_segments_committed_validate(const sf_segments_committed *e,
                                        sf_event_reason *reason, sf_err *err);
 sf_code sf_shard_rejected_validate(const sf_shard_rejected *e, sf_event_reason *reason,
                                    sf_err *err);
+sf_code sf_segments_compacted_validate(const sf_segments_compacted *e,
+                                       sf_event_reason *reason, sf_err *err);
 sf_code sf_event_validate(const sf_event *e, sf_event_reason *reason, sf_err *err);
 
 /* Sets *reason (if not NULL) to r and err (if not NULL) to SF_EDECODE with
@@ -313,6 +338,8 @@ extern const sf_evrec sf_evrec_shard_staged;
 extern const sf_evrec sf_evrec_segment_info;
 extern const sf_evrec sf_evrec_segments_committed;
 extern const sf_evrec sf_evrec_shard_rejected;
+extern const sf_evrec sf_evrec_compacted_segment;
+extern const sf_evrec sf_evrec_segments_compacted;
 
 /* The table of an event type (NULL for an unknown one). */
 const sf_evrec *sf_evrec_of(sf_event_type t);

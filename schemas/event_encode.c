@@ -250,6 +250,13 @@ sf_code sf_event_encode_shard_rejected(sf_event_encoder *enc, const sf_shard_rej
   return encode(enc, &ev, out, len, err);
 }
 
+sf_code sf_event_encode_segments_compacted(sf_event_encoder *enc,
+                                           const sf_segments_compacted *e, uint8_t **out,
+                                           size_t *len, sf_err *err) {
+  sf_event ev = {.type = SF_EVENT_SEGMENTS_COMPACTED, .u.compacted = *e};
+  return encode(enc, &ev, out, len, err);
+}
+
 sf_code sf_event_encode(sf_event_encoder *enc, const sf_event *e, uint8_t **out,
                         size_t *len, sf_err *err) {
   if ((unsigned)e->type >= SF_EVENT_TYPE_COUNT)

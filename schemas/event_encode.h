@@ -44,6 +44,9 @@ sf_code sf_event_encode_segments_committed(sf_event_encoder *enc,
                                            size_t *len, sf_err *err);
 sf_code sf_event_encode_shard_rejected(sf_event_encoder *enc, const sf_shard_rejected *e,
                                        uint8_t **out, size_t *len, sf_err *err);
+sf_code sf_event_encode_segments_compacted(sf_event_encoder *enc,
+                                           const sf_segments_compacted *e, uint8_t **out,
+                                           size_t *len, sf_err *err);
 sf_code sf_event_encode(sf_event_encoder *enc, const sf_event *e, uint8_t **out,
                         size_t *len, sf_err *err);
 

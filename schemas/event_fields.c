@@ -125,6 +125,37 @@ static const sf_evfield rejected_fields[] = {
 };
 #undef R_
 
+/* A compacted segment is an sf_seginfo without shard ids: its inputs are
+ * segments, named once in the event's removed_segment_ids. */
+#define G_ sf_seginfo
+static const sf_evfield compacted_segment_fields[] = {
+    ROW(G_, segment_id, SF_EVF_STRING, .rule = SF_EVR_NAME),
+    ROW(G_, path, SF_EVF_STRING, TEXT(SF_EVENT_TEXT_MAX)),
+    ROW(G_, bytes, SF_EVF_LONG, RANGE(0, INT64_MAX)),
+    ROW(G_, num_rows, SF_EVF_LONG, RANGE(0, INT64_MAX)),
+    ROW(G_, fragments, SF_EVF_BITMAP, .rule = SF_EVR_FRAGS),
+};
+#undef G_
+
+#define K_ sf_segments_compacted
+static const sf_evfield compacted_fields[] = {
+    ROW(K_, event_id, SF_EVF_STRING, .rule = SF_EVR_ID),
+    ROW(K_, dataset_uri, SF_EVF_STRING, TEXT(SF_EVENT_TEXT_MAX)),
+    ROW(K_, index_name, SF_EVF_STRING, .rule = SF_EVR_NAME),
+    ROW(K_, catalog_version, SF_EVF_LONG, RANGE(0, INT64_MAX)),
+    ROW(K_, removed_segment_ids, SF_EVF_STRINGS, .aux = offsetof(K_, num_removed),
+        .aux_size = sizeof(size_t), .rule = SF_EVR_NAME,
+        .why_nonempty = "a compaction swaps out at least one segment"),
+    ROW(K_, added_segments, SF_EVF_RECORDS, .aux = offsetof(K_, num_added),
+        .aux_size = sizeof(size_t), .items = &sf_evrec_compacted_segment,
+        .why_nonempty = "a compaction adds at least one segment"),
+    ROW(K_, total_rows, SF_EVF_LONG, RANGE(0, INT64_MAX)),
+    ROW(K_, bytes_read, SF_EVF_LONG, RANGE(0, INT64_MAX)),
+    ROW(K_, bytes_written, SF_EVF_LONG, RANGE(0, INT64_MAX)),
+    ROW(K_, compacted_at_ms, SF_EVF_LONG, RANGE(0, INT64_MAX)),
+};
+#undef K_
+
 #define NROWS(a) (sizeof a / sizeof a[0])
 const sf_evrec sf_evrec_shard_staged = {"ShardStaged", sizeof(sf_shard_staged),
                                         staged_fields, NROWS(staged_fields), true};
@@ -135,6 +166,12 @@ const sf_evrec sf_evrec_segments_committed = {
     NROWS(committed_fields), false};
 const sf_evrec sf_evrec_shard_rejected = {"ShardRejected", sizeof(sf_shard_rejected),
                                           rejected_fields, NROWS(rejected_fields), false};
+const sf_evrec sf_evrec_compacted_segment = {"CompactedSegment", sizeof(sf_seginfo),
+                                             compacted_segment_fields,
+                                             NROWS(compacted_segment_fields), false};
+const sf_evrec sf_evrec_segments_compacted = {
+    "SegmentsCompacted", sizeof(sf_segments_compacted), compacted_fields,
+    NROWS(compacted_fields), false};
 _Static_assert(NROWS(staged_fields) <= SF_EVREC_MAX_FIELDS, "raise SF_EVREC_MAX_FIELDS");
 
 const sf_evrec *sf_evrec_of(sf_event_type t) {
@@ -145,6 +182,8 @@ const sf_evrec *sf_evrec_of(sf_event_type t) {
       return &sf_evrec_segments_committed;
     case SF_EVENT_SHARD_REJECTED:
       return &sf_evrec_shard_rejected;
+    case SF_EVENT_SEGMENTS_COMPACTED:
+      return &sf_evrec_segments_compacted;
   }
   return NULL;
 }

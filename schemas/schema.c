@@ -99,7 +99,8 @@ static sf_code load_one(sf_schema_set *set, const char *json, size_t len,
       strncmp(full, "segforge.events.", 16)) {
     rc = sf_err_set(err, SF_EINVAL,
                     "schema %s defines '%s'; an event schema is one of the records "
-                    "segforge.events.ShardStaged, SegmentsCommitted or ShardRejected",
+                    "segforge.events.ShardStaged, SegmentsCommitted, ShardRejected or "
+                    "SegmentsCompacted",
                     origin, full);
     goto done;
   }

@@ -27,7 +27,7 @@ import avro.schema
 SEGFORGE = os.environ.get("SEGFORGE", "segforge")
 SRC = os.environ.get("SF_SRC", os.path.join(os.path.dirname(__file__), ".."))
 TMP = os.environ.get("SF_TEST_TMP", "/tmp")
-TYPES = ["ShardStaged", "SegmentsCommitted", "ShardRejected"]
+TYPES = ["ShardStaged", "SegmentsCommitted", "ShardRejected", "SegmentsCompacted"]
 failures = []
 
 
@@ -201,8 +201,18 @@ REJECTED_JSON = {
     "source_partition": 3, "source_offset": 4242, "original_value": "c301deadbeef",
     "rejected_at_ms": 77, "producer": None,
 }
+COMPACTED_JSON = {
+    "event_id": "compact-00112233aabbccdd@13", "dataset_uri": "/data/d",
+    "index_name": "embedding_idx", "catalog_version": 13,
+    "removed_segment_ids": ["seg-a", "seg-b"],
+    "added_segments": [
+        {"segment_id": "compact-00112233aabbccdd",
+         "path": "segments/compact-00112233aabbccdd.sfseg", "bytes": 29, "num_rows": 11,
+         "fragments": "0-99,1000000"}],
+    "total_rows": 11, "bytes_read": 30, "bytes_written": 29, "compacted_at_ms": 1700000000999,
+}
 EVENTS = {"ShardStaged": STAGED_JSON, "SegmentsCommitted": COMMITTED_JSON,
-          "ShardRejected": REJECTED_JSON}
+          "ShardRejected": REJECTED_JSON, "SegmentsCompacted": COMPACTED_JSON}
 BITMAPS = {"fragments", "expected_fragments"}
 
 

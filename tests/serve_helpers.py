@@ -26,6 +26,7 @@ SRC = os.environ.get("SF_SRC", os.path.join(os.path.dirname(os.path.abspath(__fi
 TMP = os.environ.get("SF_TEST_TMP", "/tmp")
 STAGED, COMMITTED, REJECTED = ("segforge.shards.staged", "segforge.segments.committed",
                                "segforge.shards.rejected")
+COMPACTED = "segforge.segments.compacted"
 failures = []
 _procs = []
 
@@ -230,7 +231,8 @@ def _load(name):
     return avro.schema.make_avsc_object(json.load(open(os.path.join(SRC, "schemas", name + ".avsc"))), names)
 
 
-SCHEMAS = {t: _load(t) for t in ("ShardStaged", "SegmentsCommitted", "ShardRejected")}
+SCHEMAS = {t: _load(t) for t in ("ShardStaged", "SegmentsCommitted", "ShardRejected",
+                                 "SegmentsCompacted")}
 
 EMPTY = 0xC15D213AA4D7A795
 _T = []

@@ -441,6 +441,79 @@ static void test_a_budget_hands_slots_out_first_come_first_served(void **state) 
   sf_build_budget_free(b);
 }
 
+typedef struct {
+  sf_build_budget *b;
+  atomic_int *step; /* 1 once it holds the slot again after yielding */
+  int yielded;
+} background;
+
+static void *background_take(void *arg) {
+  taker *t = arg;
+  assert_int_equal(sf_build_budget_acquire_background(t->b, NULL, NULL), SF_OK);
+  t->order[atomic_fetch_add(t->next, 1)] = t->id;
+  sf_build_budget_release(t->b);
+  return NULL;
+}
+
+static void *background_yield(void *arg) {
+  background *g = arg;
+  assert_int_equal(sf_build_budget_yield(g->b, NULL, NULL, &g->yielded), SF_OK);
+  atomic_store(g->step, 1);
+  sf_build_budget_release(g->b);
+  return NULL;
+}
+
+static void test_background_builds_wait_behind_job_builds_and_yield_to_them(
+    void **state) {
+  (void)state;
+  sf_build_budget *b = NULL;
+  sf_err err = {0};
+  assert_int_equal(sf_build_budget_new(1, &b, &err), SF_OK);
+  /* Queueing: a background waiter that came first is served after a
+   * foreground one that came later. */
+  assert_int_equal(sf_build_budget_acquire(b, NULL, NULL), SF_OK);
+  int order[2] = {0};
+  atomic_int next = 0;
+  taker bg = {.b = b, .id = 1, .order = order, .next = &next};
+  taker fg = {.b = b, .id = 2, .order = order, .next = &next};
+  pthread_t tb, tf;
+  assert_int_equal(pthread_create(&tb, NULL, background_take, &bg), 0);
+  wait_for_waiters(b, 1);
+  assert_int_equal(pthread_create(&tf, NULL, take_slot, &fg), 0);
+  wait_for_waiters(b, 2);
+  sf_build_budget_release(b);
+  pthread_join(tb, NULL);
+  pthread_join(tf, NULL);
+  assert_int_equal(order[0], 2);
+  assert_int_equal(order[1], 1);
+  /* Yielding: with nobody waiting, a yield keeps the slot ... */
+  int yielded = -1;
+  assert_int_equal(sf_build_budget_acquire_background(b, NULL, NULL), SF_OK);
+  assert_int_equal(sf_build_budget_yield(b, NULL, NULL, &yielded), SF_OK);
+  assert_int_equal(yielded, 0);
+  /* ... and with a job build waiting, hands the slot to it and gets it back
+   * once the job build is done. */
+  int order2[1] = {0};
+  atomic_int next2 = 0, step = 0;
+  taker job = {.b = b, .id = 7, .order = order2, .next = &next2};
+  assert_int_equal(pthread_create(&tf, NULL, take_slot, &job), 0);
+  wait_for_waiters(b, 1);
+  background g = {.b = b, .step = &step};
+  pthread_t ty;
+  assert_int_equal(pthread_create(&ty, NULL, background_yield, &g), 0);
+  pthread_join(tf, NULL);
+  pthread_join(ty, NULL);
+  assert_int_equal(order2[0], 7);
+  assert_int_equal(g.yielded, 1);
+  assert_int_equal(atomic_load(&step), 1);
+  sf_build_budget_stats bs;
+  sf_build_budget_get_stats(b, &bs);
+  assert_int_equal(bs.running, 0);
+  assert_int_equal(bs.peak, 1);
+  assert_int_equal(bs.yields, 1);
+  sf_build_budget_free(b);
+}
+
 static void
 test_a_corrupt_shard_fails_the_build_cancels_the_rest_and_leaves_no_partial_segment(
     void **state) {
@@ -707,6 +780,7 @@ int main(void) {
       cmocka_unit_test(test_builds_sharing_a_budget_never_exceed_its_slots_together),
       cmocka_unit_test(test_a_build_waiting_for_a_slot_gives_up_when_canceled),
       cmocka_unit_test(test_a_budget_hands_slots_out_first_come_first_served),
+      cmocka_unit_test(test_background_builds_wait_behind_job_builds_and_yield_to_them),
       cmocka_unit_test(
           test_a_corrupt_shard_fails_the_build_cancels_the_rest_and_leaves_no_partial_segment),
       cmocka_unit_test(test_a_shard_with_a_bad_header_is_named),

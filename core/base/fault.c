@@ -29,6 +29,7 @@ static const struct {
     {"catalog.after_link", 1},          {"catalog.pause_before_lock", 0},
     {"serve.after_consume", 0},         {"serve.after_commit", 0},
     {"serve.after_publish", 0},         {"serve.producer_fatal", 0},
+    {"serve.compact_mid", 0},           {"serve.after_compact", 0},
     {"segwrite.no_copy_file_range", 0},
 };
 #define NPOINTS (sizeof points / sizeof points[0])

@@ -36,6 +36,10 @@
  *                           offsets not yet released
  *   serve.producer_fatal    no crash: the producer gets a fatal error at
  *                           start, as an idempotence sequence gap would
+ *   serve.compact_mid       a merge of serve's background compaction has
+ *                           copied half its bytes: its temporary file exists
+ *   serve.after_compact     a compaction is committed, SegmentsCompacted
+ *                           not yet published
  *   segwrite.no_copy_file_range
  *                           no crash: segment merges copy through user space
  *                           instead of copy_file_range(2)

@@ -56,6 +56,11 @@ static int canceled(run *r) {
   return atomic_load(&r->failed) || (r->opts->cancel && atomic_load(r->opts->cancel));
 }
 
+/* The budget's stop condition while a build waits for a slot. */
+static int stop_waiting(void *arg) {
+  return canceled(arg);
+}
+
 /* Records the first real error; a build that merely noticed the cancel flag
  * reports SF_ECANCELED, which never hides the error that caused it. */
 static void fail(run *r, const sf_err *e) {
@@ -90,6 +95,7 @@ char *sf_build_segment_path(const char *dataset, const char *segment_id) {
 
 typedef struct job {
   run *r;
+  int *slot_lost; /* set when a yield gave up the budget slot for good */
   const sf_plan_segment *seg;
   char *path;
   sf_seg_reader **src;  /* seg->count readers */
@@ -272,6 +278,14 @@ static sf_code write_segment(job *j, uint64_t *rows, sf_err *err) {
     report(r, bytes, 0, 0);
     if (sf_fault_get("build.slow_partition"))
       nanosleep(&(struct timespec){0, SLOW_PARTITION_NS}, NULL);
+    int yielded = 0;
+    if (r->opts->background && r->opts->budget && p + 1 < j->params.nlist &&
+        sf_build_budget_yield(r->opts->budget, stop_waiting, r, &yielded)) {
+      *j->slot_lost = 1;
+      sf_seg_writer_abort(w);
+      return sf_err_set(err, SF_ECANCELED, "segment %s: canceled", j->seg->segment_id);
+    }
+    if (yielded) since_remap = r->remap_bytes; /* drop the pages while others run */
     if (since_remap >= r->remap_bytes && p + 1 < j->params.nlist) {
       since_remap = 0;
       if ((rc = remap_shards(j, err))) {
@@ -297,8 +311,8 @@ static sf_code write_segment(job *j, uint64_t *rows, sf_err *err) {
   return SF_OK;
 }
 
-static sf_code build_one(run *r, size_t g, sf_err *err) {
-  job j = {.r = r, .seg = &r->plan->segments[g]};
+static sf_code build_one(run *r, size_t g, int *slot_lost, sf_err *err) {
+  job j = {.r = r, .seg = &r->plan->segments[g], .slot_lost = slot_lost};
   sf_code rc = SF_ENOMEM;
   j.path = sf_build_segment_path(r->dataset, j.seg->segment_id);
   j.src = calloc(j.seg->count, sizeof *j.src);
@@ -386,10 +400,6 @@ static size_t sweep_temporaries(const sf_plan *plan, const char *dir) {
 
 /* ---- the pool ------------------------------------------------------------ */
 
-static int stop_waiting(void *arg) {
-  return canceled(arg);
-}
-
 /* Each segment build holds one slot of the process's budget (if any). The
  * segment is taken first, so that only a thread with work waits in the
  * budget's queue (a thread that would find nothing left must not stand in
@@ -401,15 +411,18 @@ static void *worker(void *arg) {
     if (canceled(r)) break;
     size_t g = atomic_fetch_add(&r->next, 1);
     if (g >= r->plan->num_segments) break;
-    if (b && sf_build_budget_acquire(b, stop_waiting, r)) break; /* canceled */
+    if (b && (r->opts->background ? sf_build_budget_acquire_background(b, stop_waiting, r)
+                                  : sf_build_budget_acquire(b, stop_waiting, r)))
+      break; /* canceled */
     unsigned now = atomic_fetch_add(&r->running, 1) + 1;
     pthread_mutex_lock(&r->lock);
     if (now > r->stats.peak_running) r->stats.peak_running = now;
     pthread_mutex_unlock(&r->lock);
     sf_err e = {0};
-    sf_code rc = build_one(r, g, &e);
+    int slot_lost = 0;
+    sf_code rc = build_one(r, g, &slot_lost, &e);
     atomic_fetch_sub(&r->running, 1);
-    if (b) sf_build_budget_release(b);
+    if (b && !slot_lost) sf_build_budget_release(b);
     if (rc) fail(r, &e);
   }
   return NULL;

@@ -85,7 +85,20 @@ void sf_build_budget_free(sf_build_budget *b);
  * and must give it back with sf_build_budget_release. A thread must not
  * wait for a second slot while it holds one. */
 sf_code sf_build_budget_acquire(sf_build_budget *b, int (*stop)(void *ctx), void *ctx);
-/* Gives a slot back (to the oldest waiter, if any). */
+/* The same for a background build (compaction beside jobs): it queues
+ * behind every foreground waiter, so it gets a slot only when no
+ * foreground build waits for one. */
+sf_code sf_build_budget_acquire_background(sf_build_budget *b, int (*stop)(void *ctx),
+                                           void *ctx);
+/* For a background build that holds a slot, at a point where it may pause
+ * (between partitions): when a foreground build waits, hands the slot to it
+ * (*yielded = 1, may be NULL) and waits, holding nothing, to get one back
+ * behind the foreground waiters. SF_OK: the caller holds a slot again (or
+ * never gave it up). SF_ECANCELED: stop said so while it waited; the
+ * caller holds NO slot then and must not release one. */
+sf_code sf_build_budget_yield(sf_build_budget *b, int (*stop)(void *ctx), void *ctx,
+                              int *yielded);
+/* Gives a slot back (to the oldest waiter, if any; foreground first). */
 void sf_build_budget_release(sf_build_budget *b);
 
 typedef struct sf_build_budget_stats {
@@ -94,6 +107,7 @@ typedef struct sf_build_budget_stats {
   unsigned peak;     /* most slots held at once since the budget was made */
   size_t waiting;    /* threads waiting for a slot now */
   uint64_t acquired; /* slots taken in total */
+  uint64_t yields;   /* slots background builds handed to foreground ones */
 } sf_build_budget_stats;
 
 /* A consistent snapshot, from any thread. */
@@ -116,6 +130,14 @@ typedef struct sf_build_opts {
    * pages the CRC checks read from its resident set; 0 = 8 MiB. Peak RSS is
    * about max_merges x (this + one partition of its shards) + fixed costs. */
   uint64_t remap_bytes;
+  /* With a budget: the builds of this call are background work (compaction
+   * in serve). They take slots with sf_build_budget_acquire_background and
+   * yield their slot between partitions whenever a foreground build waits
+   * (sf_build_budget_yield), so that a job's build waits behind one of them
+   * for at most one partition copy. A yielded build keeps its open files
+   * and writer buffers while it waits: memory beyond the slots' bound by
+   * one writer per yielded build (its mapped pages are remapped away). */
+  int background;
 } sf_build_opts;
 
 typedef struct sf_build_stats {

@@ -10,6 +10,15 @@
  * in slices of STOP_POLL_MS so that a stop condition set without a signal
  * (an atomic cancel flag of a revoked job) is noticed promptly; the few
  * wake-ups a second per waiting thread cost nothing next to a build.
+ *
+ * Background builds (compaction in serve) queue behind every foreground
+ * one: a foreground waiter is inserted before the first background waiter,
+ * so a slot goes to a background build only when no foreground build
+ * waits. A background build that holds a slot calls sf_build_budget_yield
+ * between partitions: when a foreground build waits, the slot is handed to
+ * it and the background build queues again at the tail. A job's build
+ * therefore waits behind a compaction for at most the partition copy that
+ * compaction is in the middle of.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -23,7 +32,8 @@
 
 typedef struct waiter {
   struct waiter *next;
-  int granted; /* set by a release that handed this waiter its slot */
+  int granted;    /* set by a release that handed this waiter its slot */
+  int background; /* queued behind every foreground waiter */
 } waiter;
 
 struct sf_build_budget {
@@ -33,8 +43,10 @@ struct sf_build_budget {
   unsigned running;   /* slots held */
   unsigned peak;      /* most slots ever held at once */
   uint64_t acquired;  /* slots taken, in total */
+  uint64_t yields;    /* slots a background build handed to a foreground one */
   waiter *head, *tail;
   size_t waiting;
+  size_t waiting_fg; /* foreground waiters among them (all ahead of the others) */
 };
 
 sf_code sf_build_budget_new(unsigned slots, sf_build_budget **out, sf_err *err) {
@@ -77,9 +89,38 @@ static void unlink_waiter(sf_build_budget *b, waiter *w) {
   *pp = w->next;
   if (b->tail == w) b->tail = prev;
   b->waiting--;
+  if (!w->background) b->waiting_fg--;
 }
 
-sf_code sf_build_budget_acquire(sf_build_budget *b, int (*stop)(void *ctx), void *ctx) {
+/* Queues w: a background waiter at the tail, a foreground one behind the
+ * other foreground waiters and before the first background one. */
+static void enqueue(sf_build_budget *b, waiter *w) {
+  waiter **pp = &b->head;
+  while (*pp && (w->background || !(*pp)->background)) pp = &(*pp)->next;
+  w->next = *pp;
+  *pp = w;
+  if (!w->next) b->tail = w;
+  b->waiting++;
+  if (!w->background) b->waiting_fg++;
+}
+
+/* Waits, under the lock, until w is granted (SF_OK) or stop says so. */
+static sf_code wait_granted(sf_build_budget *b, waiter *w, int (*stop)(void *ctx),
+                            void *ctx) {
+  while (!w->granted) {
+    if (stop && stop(ctx)) {
+      unlink_waiter(b, w);
+      return SF_ECANCELED;
+    }
+    struct timespec until = sf_clock_deadline(STOP_POLL_MS);
+    int e = pthread_cond_timedwait(&b->cv, &b->mu, &until);
+    (void)e; /* ETIMEDOUT or a wake-up: both check again */
+  }
+  return SF_OK; /* the releaser counted the slot for us */
+}
+
+static sf_code acquire(sf_build_budget *b, int background, int (*stop)(void *ctx),
+                       void *ctx) {
   pthread_mutex_lock(&b->mu);
   if (!b->head && b->running < b->slots) {
     b->running++;
@@ -87,38 +128,57 @@ sf_code sf_build_budget_acquire(sf_build_budget *b, int (*stop)(void *ctx), void
     pthread_mutex_unlock(&b->mu);
     return SF_OK;
   }
-  waiter w = {0};
-  if (b->tail)
-    b->tail->next = &w;
-  else
-    b->head = &w;
-  b->tail = &w;
-  b->waiting++;
-  while (!w.granted) {
-    if (stop && stop(ctx)) {
-      unlink_waiter(b, &w);
-      pthread_mutex_unlock(&b->mu);
-      return SF_ECANCELED;
-    }
-    struct timespec until = sf_clock_deadline(STOP_POLL_MS);
-    int e = pthread_cond_timedwait(&b->cv, &b->mu, &until);
-    (void)e; /* ETIMEDOUT or a wake-up: both check again */
+  waiter w = {.background = background};
+  enqueue(b, &w);
+  sf_code rc = wait_granted(b, &w, stop, ctx);
+  pthread_mutex_unlock(&b->mu);
+  return rc;
+}
+
+sf_code sf_build_budget_acquire(sf_build_budget *b, int (*stop)(void *ctx), void *ctx) {
+  return acquire(b, 0, stop, ctx);
+}
+
+sf_code sf_build_budget_acquire_background(sf_build_budget *b, int (*stop)(void *ctx),
+                                           void *ctx) {
+  return acquire(b, 1, stop, ctx);
+}
+
+/* Hands the slot held by the caller to the head waiter. Under the lock. */
+static void hand_over(sf_build_budget *b) {
+  waiter *w = b->head;
+  b->head = w->next;
+  if (!b->head) b->tail = NULL;
+  b->waiting--;
+  if (!w->background) b->waiting_fg--;
+  w->granted = 1;
+  took_one(b);
+  pthread_cond_broadcast(&b->cv);
+}
+
+sf_code sf_build_budget_yield(sf_build_budget *b, int (*stop)(void *ctx), void *ctx,
+                              int *yielded) {
+  if (yielded) *yielded = 0;
+  pthread_mutex_lock(&b->mu);
+  if (!b->waiting_fg) {
+    pthread_mutex_unlock(&b->mu);
+    return SF_OK;
   }
-  pthread_mutex_unlock(&b->mu); /* the releaser counted the slot for us */
-  return SF_OK;
+  hand_over(b); /* the head is a foreground waiter: they queue first */
+  b->yields++;
+  if (yielded) *yielded = 1;
+  waiter w = {.background = 1};
+  enqueue(b, &w);
+  sf_code rc = wait_granted(b, &w, stop, ctx);
+  pthread_mutex_unlock(&b->mu);
+  return rc;
 }
 
 void sf_build_budget_release(sf_build_budget *b) {
   pthread_mutex_lock(&b->mu);
-  waiter *w = b->head;
-  if (w) {
+  if (b->head) {
     /* Hand the slot over: running stays, the oldest waiter holds it now. */
-    b->head = w->next;
-    if (!b->head) b->tail = NULL;
-    b->waiting--;
-    w->granted = 1;
-    took_one(b);
-    pthread_cond_broadcast(&b->cv);
+    hand_over(b);
   } else if (b->running) {
     b->running--;
   }
@@ -132,5 +192,6 @@ void sf_build_budget_get_stats(sf_build_budget *b, sf_build_budget_stats *s) {
   s->peak = b->peak;
   s->waiting = b->waiting;
   s->acquired = b->acquired;
+  s->yields = b->yields;
   pthread_mutex_unlock(&b->mu);
 }

@@ -16,7 +16,8 @@
  * header with ids 1..3, which are configured; 7..8 the single-object header
  * of the older registered version of ShardStaged or ShardRejected (v1,
  * before `producer`), which the bounded reader reads through its plan for
- * that writer and avro-c by schema resolution.
+ * that writer and avro-c by schema resolution; 9 the single-object header
+ * of SegmentsCompacted.
  *
  *   CC=clang cmake -S . -B build-fuzz -DSF_FUZZ=ON
  *   cmake --build build-fuzz --target fuzz_event && ./build-fuzz/fuzz_event
@@ -81,6 +82,8 @@ static bool same(const sf_event *a, const sf_event *b) {
       return sf_segments_committed_equal(&a->u.committed, &b->u.committed);
     case SF_EVENT_SHARD_REJECTED:
       return sf_shard_rejected_equal(&a->u.rejected, &b->u.rejected);
+    case SF_EVENT_SEGMENTS_COMPACTED:
+      return sf_segments_compacted_equal(&a->u.compacted, &b->u.compacted);
   }
   return false;
 }
@@ -89,11 +92,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (size < 1 || size > (1 << 16)) return 0;
   static uint8_t msg[(1 << 16) + 16];
   size_t n = 0;
-  unsigned mode = data[0] % 9;
+  unsigned mode = data[0] % 10;
   if ((mode >= 1 && mode <= 3) || mode >= 7) {
-    uint64_t fp = mode >= 7
-                      ? older[mode - 7]->fingerprint
-                      : sf_schema_current(set, (sf_event_type)(mode - 1))->fingerprint;
+    uint64_t fp =
+        mode == 9   ? sf_schema_current(set, SF_EVENT_SEGMENTS_COMPACTED)->fingerprint
+        : mode >= 7 ? older[mode - 7]->fingerprint
+                    : sf_schema_current(set, (sf_event_type)(mode - 1))->fingerprint;
     msg[n++] = 0xC3;
     msg[n++] = 0x01;
     for (int i = 0; i < 8; i++) msg[n++] = (uint8_t)(fp >> (8 * i));

@@ -1,0 +1,386 @@
+/*
+ * processor_compact.c - compaction in serve (docs/serve.md, "Compaction"):
+ * one background thread that merges committed segments of the indexes this
+ * member owns, after their commits, within the process's one build budget.
+ *
+ * The loop queues the index of each committed job here. The thread takes
+ * one index at a time, checks that this member owns it
+ * (sf_proc_compact_owns: it asks the brokers for the partition count, so
+ * it runs here, never on the loop, which must not wait on them), and runs
+ * the merge policy (core/pipeline/merge_policy.h) on its newest version;
+ * each merge it wants is carried out by sf_compact_run (intent, block-copy
+ * build, one catalog version that swaps exactly the inputs), and the policy
+ * runs again on the version that follows, until it wants no merge.
+ *
+ * Jobs first: the merge's build is a background build of the one budget
+ * (sf_build_opts.background): it takes a slot only when no job build waits
+ * for one, and between partitions it hands its slot to a job build that
+ * waits. So a job's build waits behind a compaction for at most one
+ * partition copy, and the builds of jobs and merges together never exceed
+ * --max-merges. One merge runs at a time: the thread is the only
+ * compactor of the process.
+ *
+ * Safety does not rest on ownership: a merge whose inputs another compactor
+ * (a member that owned the index before a rebalance, `segforge compact`)
+ * swapped out first fails its commit with SF_ECONFLICT and is discarded;
+ * its file falls to gc. A crash at any point leaves the catalog as it was
+ * or with the merge committed; the next commit of the index runs the
+ * policy again, which finds the same merge (the same inputs, the same
+ * merged id) and completes it, reusing a finished file.
+ *
+ * The announcement: after the commit, SegmentsCompacted is published and
+ * its delivery awaited. A crash between the two loses the announcement
+ * (no offset holds it), not the merge; the next SegmentsCommitted or
+ * SegmentsCompacted of the index names a newer version, and query services
+ * reload on either.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/base/clock.h"
+#include "core/base/fault.h"
+#include "core/catalog/catalog.h"
+#include "core/pipeline/compact.h"
+#include "core/pipeline/merge_policy.h"
+#include "processor/processor_internal.h"
+
+/* Conflicts in a row after which an index is left until its next commit:
+ * another compactor is working on it. */
+#define MAX_CONFLICTS 3
+
+/* An index waiting to be compacted. */
+typedef struct compact_item {
+  struct compact_item *next;
+  char *dataset; /* canonical */
+  char *index_name;
+} compact_item;
+
+static void item_free(compact_item *it) {
+  if (!it) return;
+  free(it->dataset);
+  free(it->index_name);
+  free(it);
+}
+
+/* ---- ownership (the compaction thread) ------------------------------------ */
+
+char *sf_proc_compact_key(const char *dataset, const char *index_name) {
+  size_t n = strlen(dataset) + strlen(index_name) + 2;
+  char *k = malloc(n);
+  if (k) snprintf(k, n, "%s#%s", dataset, index_name);
+  return k;
+}
+
+/* The ShardStaged topic's partition count, from the brokers' metadata;
+ * cached until the next rebalance. 0 when unknown; a failed request is not
+ * repeated for META_RETRY_MS, so that the loop does not wait on brokers
+ * that do not answer at every commit. */
+#define META_RETRY_MS 10000
+static int32_t staged_partitions(sf_proc *p) {
+  int32_t n = atomic_load(&p->compact_partitions);
+  if (n > 0) return n;
+  int64_t now = sf_clock_mono_ms(), failed = atomic_load(&p->compact_meta_failed_ms);
+  if (failed && now - failed < META_RETRY_MS) return 0;
+  atomic_store(&p->compact_meta_failed_ms, now);
+  rd_kafka_topic_t *rkt = rd_kafka_topic_new(p->rk, p->topic, NULL);
+  if (!rkt) return 0;
+  const struct rd_kafka_metadata *md = NULL;
+  if (!rd_kafka_metadata(p->rk, 0, rkt, &md, 2000)) {
+    if (md->topic_cnt == 1 && !md->topics[0].err) n = md->topics[0].partition_cnt;
+    rd_kafka_metadata_destroy(md);
+  }
+  rd_kafka_topic_destroy(rkt);
+  if (n > 0) {
+    atomic_store(&p->compact_partitions, n);
+    atomic_store(&p->compact_meta_failed_ms, 0);
+  }
+  return n > 0 ? n : 0;
+}
+
+int sf_proc_compact_owns(sf_proc *p, const char *dataset, const char *index_name,
+                         int32_t *partition) {
+  *partition = -1;
+  int32_t n = staged_partitions(p);
+  char *key = sf_proc_compact_key(dataset, index_name);
+  if (!key || n <= 0) {
+    free(key);
+    return 1; /* unknown: compact anyway, the catalog commit keeps it safe */
+  }
+  /* librdkafka's default partitioner (consistent_random) for a keyed
+   * message: CRC32 of the key modulo the partition count. */
+  *partition = rd_kafka_msg_partitioner_consistent(NULL, key, strlen(key), n, NULL, NULL);
+  free(key);
+  rd_kafka_topic_partition_list_t *a = NULL;
+  int owns = 0;
+  if (!rd_kafka_assignment(p->rk, &a) && a) {
+    owns = rd_kafka_topic_partition_list_find(a, p->topic, *partition) != NULL;
+    rd_kafka_topic_partition_list_destroy(a);
+  }
+  return owns;
+}
+
+void sf_proc_compact_rebalanced(sf_proc *p) {
+  atomic_store(&p->compact_partitions, 0); /* the topic may have grown */
+  atomic_store(&p->compact_meta_failed_ms, 0);
+}
+
+void sf_proc_compact_after_commit(sf_proc *p, const char *dataset,
+                                  const char *index_name) {
+  if (!p->compact_started || !dataset || !index_name) return;
+  pthread_mutex_lock(&p->compact_mu);
+  for (compact_item *it = p->compact_head; it; it = it->next)
+    if (!strcmp(it->dataset, dataset) && !strcmp(it->index_name, index_name)) {
+      pthread_mutex_unlock(&p->compact_mu); /* queued already */
+      return;
+    }
+  compact_item *it = calloc(1, sizeof *it);
+  if (it && (it->dataset = strdup(dataset)) && (it->index_name = strdup(index_name))) {
+    compact_item **pp = &p->compact_head;
+    while (*pp) pp = &(*pp)->next;
+    *pp = it;
+    it = NULL;
+    pthread_cond_signal(&p->compact_cv);
+  }
+  pthread_mutex_unlock(&p->compact_mu);
+  item_free(it); /* out of memory: the next commit asks again */
+}
+
+/* ---- the thread ----------------------------------------------------------- */
+
+typedef struct progress_ctx {
+  int crashed;
+} progress_ctx;
+
+/* The fault point serve.compact_mid: half of the merge is copied. */
+static void on_progress(void *arg, const sf_build_progress *pr) {
+  progress_ctx *c = arg;
+  if (!c->crashed && pr->bytes_total && pr->bytes_done * 2 >= pr->bytes_total &&
+      pr->bytes_done < pr->bytes_total) {
+    c->crashed = 1;
+    (void)sf_fault_point("serve.compact_mid", NULL);
+  }
+}
+
+/* When the version was published (so a re-announcement carries the same
+ * time); now when it cannot be read. */
+static int64_t version_time(const char *dataset, uint64_t version) {
+  sf_catalog *c = NULL;
+  int64_t at = sf_clock_wall_ms();
+  if (!sf_catalog_open_version(dataset, version, &c, NULL))
+    at = (int64_t)sf_catalog_created_at_ms(c);
+  sf_catalog_free(c);
+  return at;
+}
+
+static sf_code announce(sf_proc *p, const compact_item *it, char **ids, size_t n,
+                        const sf_compact_result *res, sf_err *err) {
+  char id[2 * SF_EVENT_ID_MAX];
+  snprintf(id, sizeof id, "%s@%llu", res->merged.segment_id,
+           (unsigned long long)res->version);
+  char *key = sf_proc_compact_key(it->dataset, it->index_name);
+  if (!key) return sf_err_set(err, SF_ENOMEM, "out of memory");
+  sf_segments_compacted ev = {
+      .event_id = id,
+      .dataset_uri = it->dataset,
+      .index_name = it->index_name,
+      .catalog_version = (int64_t)res->version,
+      .removed_segment_ids = ids,
+      .num_removed = n,
+      .added_segments = (sf_seginfo *)&res->merged, /* borrowed: never cleared */
+      .num_added = 1,
+      .total_rows = (int64_t)res->merged.num_rows,
+      .bytes_read = (int64_t)res->input_bytes,
+      .bytes_written = res->build.built ? (int64_t)res->merged.bytes : 0,
+      .compacted_at_ms = version_time(it->dataset, res->version)};
+  sf_code rc;
+  for (int attempt = 1;; attempt++) {
+    rc =
+        sf_publish_compacted(p->pub, NULL, &ev, key, p->o.delivery_timeout_ms, NULL, err);
+    if (!sf_proc_retry_publish(p, rc, attempt, "SegmentsCompacted", NULL, err)) break;
+  }
+  free(key);
+  return rc;
+}
+
+/* The merge the policy wants first for the index, as owned segment ids in
+ * *ids (n of them; NULL when none), with its bytes. */
+static sf_code next_merge(sf_proc *p, const compact_item *it, char ***ids, size_t *n,
+                          uint64_t *bytes, size_t *nsegs, sf_err *err) {
+  *ids = NULL, *n = 0, *bytes = 0, *nsegs = 0;
+  sf_catalog *c = NULL;
+  sf_mpolicy_plan *plan = NULL;
+  sf_code rc = sf_catalog_open_latest(it->dataset, &c, err);
+  const sf_catalog_index *ix = rc ? NULL : sf_catalog_find_index(c, it->index_name);
+  if (!rc && !ix) rc = sf_err_set(err, SF_ENOTFOUND, "no index %s", it->index_name);
+  if (!rc) rc = sf_mpolicy_find_index(&p->compact_policy, ix, NULL, 0, 1, &plan, err);
+  if (!rc && plan->nmerges) {
+    const sf_mpolicy_merge *m = &plan->merges[0];
+    *nsegs = ix->nsegs;
+    if (!(*ids = calloc(m->nsegs, sizeof **ids))) {
+      rc = sf_err_set(err, SF_ENOMEM, "out of memory");
+    } else {
+      for (size_t k = 0; k < m->nsegs && !rc; k++)
+        if (!((*ids)[k] = strdup(ix->segs[m->segs[k]].info.segment_id)))
+          rc = sf_err_set(err, SF_ENOMEM, "out of memory");
+      *n = m->nsegs;
+      *bytes = m->bytes;
+    }
+  } else if (!rc) {
+    *nsegs = ix->nsegs;
+  }
+  sf_mpolicy_plan_free(plan);
+  sf_catalog_free(c);
+  return rc;
+}
+
+static void free_ids(char **ids, size_t n) {
+  for (size_t k = 0; ids && k < n; k++) free(ids[k]);
+  free(ids);
+}
+
+/* One merge of the index: 1 when another may follow, 0 when the index is
+ * done (nothing wanted, an error, or stopping). */
+static int merge_once(sf_proc *p, const compact_item *it, int *conflicts) {
+  char q[600], m[600];
+  char **ids = NULL;
+  size_t n = 0, nsegs = 0;
+  uint64_t bytes = 0;
+  sf_err err = {0};
+  if (next_merge(p, it, &ids, &n, &bytes, &nsegs, &err)) {
+    sf_proc_plog(p, SF_PROC_LOG_WARNING,
+                 "event=compaction_failed dataset=\"%s\" index=%s error=\"%s\"",
+                 sf_proc_quoted(q, sizeof q, it->dataset), it->index_name,
+                 sf_proc_quoted(m, sizeof m, err.msg));
+    free_ids(ids, n);
+    return 0;
+  }
+  if (!n) {
+    sf_proc_plog(p, SF_PROC_LOG_DEBUG,
+                 "event=compaction_idle dataset=\"%s\" index=%s segments=%zu",
+                 sf_proc_quoted(q, sizeof q, it->dataset), it->index_name, nsegs);
+    return 0;
+  }
+  progress_ctx pc = {0};
+  sf_compact_req req = {
+      .dataset = it->dataset,
+      .index_name = it->index_name,
+      .segment_ids = (const char *const *)ids,
+      .nsegments = n,
+      .build = {.max_merges = 1,
+                .budget = p->budget,
+                .background = 1,
+                .cancel = &p->compact_cancel,
+                .progress = on_progress,
+                .progress_ctx = &pc},
+  };
+  sf_proc_plog(p, SF_PROC_LOG_INFO,
+               "event=compaction_started dataset=\"%s\" index=%s segments=%zu inputs=%zu "
+               "bytes=%llu",
+               sf_proc_quoted(q, sizeof q, it->dataset), it->index_name, nsegs, n,
+               (unsigned long long)bytes);
+  sf_metrics_set_compactions_running(p->o.metrics, 1);
+  atomic_store(&p->compact_running, 1);
+  sf_compact_result res;
+  sf_build_budget_stats b0, b1;
+  sf_build_budget_get_stats(p->budget, &b0);
+  double t0 = sf_clock_mono_s();
+  sf_code rc = sf_compact_run(&req, &res, &err);
+  double secs = sf_clock_mono_s() - t0;
+  sf_build_budget_get_stats(p->budget, &b1); /* the only background build: its yields */
+  atomic_store(&p->compact_running, 0);
+  sf_metrics_set_compactions_running(p->o.metrics, 0);
+  int more = 0;
+  if (rc == SF_ECONFLICT) {
+    sf_metrics_compaction_done(p->o.metrics, SF_METRICS_COMPACTION_DISCARDED, 0, 0, secs);
+    sf_proc_plog(p, SF_PROC_LOG_INFO,
+                 "event=compaction_discarded dataset=\"%s\" index=%s reason=\"%s\"",
+                 sf_proc_quoted(q, sizeof q, it->dataset), it->index_name,
+                 sf_proc_quoted(m, sizeof m, err.msg));
+    more = ++*conflicts < MAX_CONFLICTS;
+  } else if (rc) {
+    if (rc != SF_ECANCELED)
+      sf_metrics_compaction_done(p->o.metrics, SF_METRICS_COMPACTION_FAILED, 0, 0, secs);
+    sf_proc_plog(p, rc == SF_ECANCELED ? SF_PROC_LOG_INFO : SF_PROC_LOG_WARNING,
+                 "event=%s dataset=\"%s\" index=%s error=\"%s\"",
+                 rc == SF_ECANCELED ? "compaction_canceled" : "compaction_failed",
+                 sf_proc_quoted(q, sizeof q, it->dataset), it->index_name,
+                 sf_proc_quoted(m, sizeof m, err.msg));
+  } else {
+    *conflicts = 0;
+    uint64_t written = res.build.built ? res.merged.bytes : 0;
+    sf_metrics_compaction_done(p->o.metrics, SF_METRICS_COMPACTION_COMMITTED,
+                               res.input_bytes, written, secs);
+    atomic_fetch_add(&p->n_compactions, 1);
+    (void)sf_fault_point("serve.after_compact", NULL);
+    double t1 = sf_clock_mono_s();
+    sf_err aerr = {0};
+    sf_code arc = announce(p, it, ids, n, &res, &aerr);
+    sf_proc_plog(p, arc ? SF_PROC_LOG_WARNING : SF_PROC_LOG_INFO,
+                 "event=compaction_committed dataset=\"%s\" index=%s version=%llu "
+                 "already=%d merged=%s inputs=%zu rows=%llu bytes_read=%llu "
+                 "bytes_written=%llu compact_ms=%.2f yields=%llu publish_ms=%.2f "
+                 "announced=%d%s%s%s",
+                 sf_proc_quoted(q, sizeof q, it->dataset), it->index_name,
+                 (unsigned long long)res.version, res.already, res.merged.segment_id, n,
+                 (unsigned long long)res.merged.num_rows,
+                 (unsigned long long)res.input_bytes, (unsigned long long)written,
+                 secs * 1e3, (unsigned long long)(b1.yields - b0.yields),
+                 (sf_clock_mono_s() - t1) * 1e3, !arc, arc ? " error=\"" : "",
+                 arc ? sf_proc_quoted(m, sizeof m, aerr.msg) : "", arc ? "\"" : "");
+    sf_compact_result_clear(&res);
+    more = !arc;
+  }
+  free_ids(ids, n);
+  return more && !atomic_load(&p->compact_cancel);
+}
+
+void *sf_proc_compact_main(void *arg) {
+  sf_proc *p = arg;
+  for (;;) {
+    pthread_mutex_lock(&p->compact_mu);
+    while (!p->compact_head && !p->compact_quit)
+      pthread_cond_wait(&p->compact_cv, &p->compact_mu);
+    compact_item *it = p->compact_quit ? NULL : p->compact_head;
+    if (it) p->compact_head = it->next;
+    pthread_mutex_unlock(&p->compact_mu);
+    if (!it) break;
+    int32_t part;
+    if (sf_proc_compact_owns(p, it->dataset, it->index_name, &part)) {
+      int conflicts = 0;
+      while (merge_once(p, it, &conflicts)) {
+      }
+    } else {
+      char q[600];
+      sf_proc_plog(p, SF_PROC_LOG_DEBUG,
+                   "event=compaction_not_owned dataset=\"%s\" index=%s partition=%d",
+                   sf_proc_quoted(q, sizeof q, it->dataset), it->index_name, (int)part);
+    }
+    item_free(it);
+  }
+  return NULL;
+}
+
+sf_code sf_proc_compact_start(sf_proc *p, sf_err *err) {
+  if (!p->o.compact) return SF_OK;
+  if (pthread_create(&p->compact_thread, NULL, sf_proc_compact_main, p))
+    return sf_err_set(err, SF_ENOMEM, "cannot start the compaction thread");
+  p->compact_started = 1;
+  return SF_OK;
+}
+
+void sf_proc_compact_stop(sf_proc *p) {
+  if (!p->compact_started) return;
+  atomic_store(&p->compact_cancel, 1); /* a running merge stops between partitions */
+  pthread_mutex_lock(&p->compact_mu);
+  p->compact_quit = 1;
+  pthread_cond_broadcast(&p->compact_cv);
+  pthread_mutex_unlock(&p->compact_mu);
+  pthread_join(p->compact_thread, NULL);
+  p->compact_started = 0;
+  compact_item *it;
+  while ((it = p->compact_head)) {
+    p->compact_head = it->next;
+    item_free(it);
+  }
+}
