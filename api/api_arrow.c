@@ -91,12 +91,10 @@ static int read_vectors(const column *c, const float **x, uint32_t *dim, sf_erro
       strcmp(s->children[0]->format, "f"))
     return sf_api_fail(
         err, SF_STATUS_INVALID,
-        "Arrow %s has format '%s'%s%s; vectors must be "
-        "FixedSizeList<float32>[dim] (format '+w:<dim>' with a child of "
-        "format 'f')",
+        "Arrow %s has format '%s' of '%s'; vectors must be "
+        "FixedSizeList<float32>[dim] (format '+w:<dim>' of 'f')",
         c->what, s->format,
-        d >= 1 && s->children[0] && s->children[0]->format ? " of '" : "",
-        d >= 1 && s->children[0] && s->children[0]->format ? s->children[0]->format : "");
+        s->children[0] && s->children[0]->format ? s->children[0]->format : "?");
   if (c->first + c->length > a->offset + a->length)
     return sf_api_fail(err, SF_STATUS_INVALID, "Arrow %s is shorter than its parent",
                        c->what);
