@@ -8,6 +8,8 @@
  *
  *   bench_chunks QUANTIZER QUERIES.fvecs NPROBE RUNS FILE OUTDIR ROWS[,ROWS...]
  *
+ * bench/bench_chunks.sh builds it, stages the data and runs it per index
+ * type.
  * Rates are the median of RUNS passes over the queries, every file verified
  * first (as `segforge search` does), so no pass checks a CRC.
  */
