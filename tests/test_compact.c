@@ -297,6 +297,32 @@ static void a_merge_of_unknown_or_too_few_segments_is_refused(void **state) {
   fx_free(&f);
 }
 
+static void a_corrupt_block_in_an_input_refuses_the_merge_naming_the_file(void **state) {
+  fx f;
+  fx_init(&f, "compact-corrupt", 3);
+  char *ids[16];
+  uint64_t v0, v1;
+  size_t n = segment_ids(&f, ids, &v0);
+  /* The first code byte of the second input (its first chunk starts right
+   * after the 64-byte header). */
+  char path[4600], name[300];
+  snprintf(name, sizeof name, "%s" SF_PLAN_SEGMENT_EXT, ids[1]);
+  snprintf(path, sizeof path, "%s/%s/%s", f.ds, SF_PLAN_SEGMENTS_DIR, name);
+  tu_flip_byte(path, 64, 0x01);
+  sf_compact_result res;
+  sf_err err = {0};
+  assert_int_equal(compact(&f, ids, n, &res, &err), SF_ECORRUPT);
+  assert_non_null(strstr(err.msg, name));
+  assert_non_null(strstr(err.msg, "code block CRC32C mismatch"));
+  /* Nothing committed: the index still lists its three inputs. */
+  char *after[16];
+  assert_int_equal(segment_ids(&f, after, &v1), n);
+  assert_true(v1 == v0);
+  free_ids(after, n);
+  free_ids(ids, n);
+  fx_free(&f);
+}
+
 /* ---- racing compactions -------------------------------------------------- */
 
 /* Both merges finish their build before either commits: each waits in its
@@ -629,6 +655,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(a_merge_answers_every_query_exactly_as_its_inputs_did),
       cmocka_unit_test(a_merge_of_unknown_or_too_few_segments_is_refused),
+      cmocka_unit_test(a_corrupt_block_in_an_input_refuses_the_merge_naming_the_file),
       cmocka_unit_test(racing_compactions_of_overlapping_inputs_have_one_winner),
       cmocka_unit_test(a_replace_and_gc_during_a_merge_cannot_take_its_inputs),
       cmocka_unit_test(

@@ -23,6 +23,7 @@
 
 #include "core/base/fsutil.h"
 #include "core/catalog/catalog.h"
+#include "core/format/segfile.h"
 #include "core/format/stage.h"
 #include "core/pipeline/compact.h"
 #include "core/pipeline/finalize.h"
@@ -157,6 +158,38 @@ static void search_all(const fx *f, uint32_t k, int nq, sf_rowid *ids) {
   free(scores);
 }
 
+/* Chunks of the index's segments in the newest version, summed; and
+ * whether every segment that covers one stretch of fragments holds at most
+ * one chunk per partition (a compaction joins its inputs' small chunks, and
+ * their ids ascend when the inputs are consecutive jobs). */
+static uint64_t count_chunks(const fx *f, int *joined) {
+  sf_catalog *c;
+  sf_err err = {0};
+  assert_int_equal(sf_catalog_open_latest(f->ds, &c, &err), SF_OK);
+  char **paths;
+  size_t n;
+  assert_int_equal(
+      sf_catalog_segment_paths(c, sf_catalog_find_index(c, "idx"), &paths, &n, &err),
+      SF_OK);
+  uint64_t chunks = 0;
+  *joined = 1;
+  for (size_t i = 0; i < n; i++) {
+    sf_seg_reader *r;
+    assert_int_equal(sf_seg_open(paths[i], &r, &err), SF_OK);
+    const roaring_bitmap_t *fr = sf_seg_fragments(r);
+    int stretch = roaring_bitmap_maximum(fr) - roaring_bitmap_minimum(fr) + 1 ==
+                  roaring_bitmap_get_cardinality(fr);
+    for (uint32_t p = 0; p < NLIST; p++) {
+      chunks += sf_seg_partition_num_chunks(r, p);
+      if (stretch && sf_seg_partition_num_chunks(r, p) > 1) *joined = 0;
+    }
+    sf_seg_close(r);
+  }
+  sf_catalog_paths_free(paths, n);
+  sf_catalog_free(c);
+  return chunks;
+}
+
 /* The policy wants nothing of the newest version. */
 static void assert_policy_done(const fx *f) {
   sf_catalog *c;
@@ -221,6 +254,9 @@ static void compaction_drops_the_count_to_the_policy_and_answers_the_same_ids(vo
   fx_init(&f, "compact-all-answers");
   sf_rowid before[NQ * K], after[NQ * K];
   search_all(&f, K, NQ, before);
+  int joined;
+  uint64_t chunks_before = count_chunks(&f, &joined);
+  assert_true(chunks_before > JOBS * NLIST / 2); /* a chunk per job and partition */
   mlog l = {0};
   sf_compact_all_result res;
   sf_err err = {0};
@@ -238,6 +274,12 @@ static void compaction_drops_the_count_to_the_policy_and_answers_the_same_ids(vo
   assert_policy_done(&f);
   search_all(&f, K, NQ, after);
   assert_memory_equal(before, after, sizeof before);
+  /* The merges joined the jobs' chunks: one per partition of a segment of
+   * consecutive jobs, so at most one per partition and segment in all. */
+  uint64_t chunks_after = count_chunks(&f, &joined);
+  assert_true(joined);
+  assert_true(chunks_after <= res.segments_after * NLIST);
+  assert_true(chunks_after < chunks_before);
   /* A second run finds nothing to do. */
   sf_compact_all_result again;
   mlog l2 = {0};

@@ -413,6 +413,69 @@ static void test_building_segments_survives_every_allocation_failure(void **stat
   sf_plan_free(o.plan);
 }
 
+/* ---- compaction's build: joining small chunks ------------------------------ */
+
+/* The plan of a compaction of the job's segments (which o->ds must hold):
+ * inputs of kind SEGMENT, one group, as sf_compact_run makes it. */
+static sf_plan *compaction_plan_of(const op *o, const sf_plan *job) {
+  size_t n = job->num_segments;
+  sf_plan_shard *sh = calloc(n, sizeof *sh);
+  sf_err err = {0};
+  for (size_t g = 0; g < n; g++) {
+    sf_seg_reader *r;
+    sh[g].shard_id = job->segments[g].segment_id;
+    sh[g].path = sf_build_segment_path(o->ds, sh[g].shard_id);
+    if (sf_seg_open(sh[g].path, &r, &err)) fail_msg("open: %s", err.msg);
+    sh[g].bytes = sf_seg_file_bytes(r);
+    sh[g].num_rows = sf_seg_num_rows(r);
+    sh[g].params = *sf_seg_get_params(r);
+    sh[g].fragments = roaring_bitmap_copy(sf_seg_fragments(r));
+    sf_seg_close(r);
+  }
+  sf_plan_opts po = {.staging_id = "compact",
+                     .target_segment_bytes = UINT64_MAX,
+                     .index_type = -1,
+                     .input_kind = SF_SEG_KIND_SEGMENT};
+  sf_plan *p;
+  if (sf_plan_make(sh, n, &po, &p, &err)) fail_msg("plan: %s", err.msg);
+  for (size_t g = 0; g < n; g++) {
+    free(sh[g].path);
+    sf_fragset_free(sh[g].fragments);
+  }
+  free(sh);
+  return p;
+}
+
+static void reset_compaction(op *o) {
+  char *p = sf_build_segment_path(o->ds, o->plan->segments[0].segment_id);
+  remove(p);
+  free(p);
+}
+
+static void test_building_a_compaction_survives_every_allocation_failure(void **state) {
+  op o = {.name = "build (compaction)",
+          .run = run_build,
+          .reset = reset_compaction,
+          .after = after_build};
+  fresh_ds(&o, "oom-compaction");
+  sf_plan *job = plan_of(&o);
+  sf_seginfo *segs = NULL;
+  size_t n = 0;
+  sf_build_stats st;
+  sf_err err = {0};
+  sf_build_opts bo = {.max_merges = 1};
+  if (sf_build_run(job, o.ds, &bo, &segs, &n, NULL, &err)) fail_msg("%s", err.msg);
+  sf_build_results_free(segs, n);
+  o.plan = compaction_plan_of(&o, job);
+  sf_plan_free(job);
+  /* The merge joins its inputs' small chunks (the path under test). */
+  if (sf_build_run(o.plan, o.ds, &bo, &segs, &n, &st, &err)) fail_msg("%s", err.msg);
+  sf_build_results_free(segs, n);
+  assert_true(st.chunks_out > 0 && st.chunks_out < st.chunks_in);
+  run_both(&o);
+  sf_plan_free(o.plan);
+}
+
 /* ---- commit ---------------------------------------------------------------- */
 
 static sf_code run_commit(op *o, sf_err *err) {
@@ -599,6 +662,7 @@ int main(void) {
       cmocka_unit_test(test_staging_a_shard_survives_every_allocation_failure),
       cmocka_unit_test(test_planning_a_staging_root_survives_every_allocation_failure),
       cmocka_unit_test(test_building_segments_survives_every_allocation_failure),
+      cmocka_unit_test(test_building_a_compaction_survives_every_allocation_failure),
       cmocka_unit_test(test_committing_survives_every_allocation_failure),
       cmocka_unit_test(test_reading_the_catalog_survives_every_allocation_failure),
       cmocka_unit_test(test_finalizing_a_job_survives_every_allocation_failure),

@@ -61,13 +61,14 @@ static sf_seg_params params(sf_index_type t, uint32_t dim, uint32_t nlist, uint3
   return p;
 }
 
-/* Writes a shard over fragments [f0, f1) of `rows` rows each; each
- * partition's rows go out in up to three add_chunk calls. Appends the
+/* Writes a shard over fragments frags[nf] (ascending) of `rows` rows each;
+ * each partition's rows go out in up to three add_chunk calls. Appends the
  * written pairs to *exp (if not NULL). */
-static void write_shard(const char *path, const sf_seg_params *sp, uint32_t f0,
-                        uint32_t f1, uint32_t rows, pair **exp, size_t *nexp) {
+static void write_shard_of(const char *path, const sf_seg_params *sp,
+                           const uint32_t *frags, uint32_t nf, uint32_t rows, pair **exp,
+                           size_t *nexp) {
   const uint32_t nlist = sp->nlist, cs = sp->code_size;
-  size_t total = (size_t)(f1 - f0) * rows;
+  size_t total = (size_t)nf * rows;
   sf_rowid *ids = malloc((total ? total : 1) * sizeof *ids);
   uint8_t *codes = malloc((total ? total : 1) * cs);
   sf_seg_writer *w;
@@ -75,9 +76,9 @@ static void write_shard(const char *path, const sf_seg_params *sp, uint32_t f0,
   assert_int_equal(sf_seg_writer_open(path, sp, &w, &err), SF_OK);
   for (uint32_t p = 0; p < nlist; p++) {
     uint32_t n = 0;
-    for (uint32_t f = f0; f < f1; f++)
+    for (uint32_t k = 0; k < nf; k++)
       for (uint32_t o = 0; o < rows; o++)
-        if (part_of(SF_ROWID(f, o), nlist) == p) ids[n++] = SF_ROWID(f, o);
+        if (part_of(SF_ROWID(frags[k], o), nlist) == p) ids[n++] = SF_ROWID(frags[k], o);
     for (uint32_t i = 0; i < n; i++)
       for (uint32_t j = 0; j < cs; j++) codes[(size_t)i * cs + j] = code_byte(ids[i], j);
     uint32_t done = 0, pieces = 1 + p % 3;
@@ -93,13 +94,21 @@ static void write_shard(const char *path, const sf_seg_params *sp, uint32_t f0,
       for (uint32_t i = 0; i < n; i++) (*exp)[(*nexp)++] = (pair){p, ids[i]};
     }
   }
-  /* (this CRoaring returns NULL for an empty range) */
-  roaring_bitmap_t *b =
-      f0 < f1 ? roaring_bitmap_from_range(f0, f1, 1) : roaring_bitmap_create();
+  roaring_bitmap_t *b = roaring_bitmap_create();
+  for (uint32_t k = 0; k < nf; k++) roaring_bitmap_add(b, frags[k]);
   assert_int_equal(sf_seg_writer_finish(w, b, &err), SF_OK);
   sf_fragset_free(b);
   free(ids);
   free(codes);
+}
+
+/* write_shard_of over fragments [f0, f1). */
+static void write_shard(const char *path, const sf_seg_params *sp, uint32_t f0,
+                        uint32_t f1, uint32_t rows, pair **exp, size_t *nexp) {
+  uint32_t frags[64] = {0};
+  assert_true(f1 - f0 <= 64);
+  for (uint32_t f = f0; f < f1; f++) frags[f - f0] = f;
+  write_shard_of(path, sp, frags, f1 - f0, rows, exp, nexp);
 }
 
 /* Reads every chunk, checks codes and alignment, returns sorted pairs. */
@@ -330,6 +339,244 @@ static void test_copy_partition_refuses_a_source_with_other_parameters(void **st
     sf_fragset_free(b);
   }
   sf_seg_close(src);
+}
+
+/* ---- joining small chunks ------------------------------------------------- */
+
+/* Joins srcs[n] partition by partition into seg (kind SEGMENT, params of
+ * srcs[0]) with opts o; the union of their bitmaps; *st the join's figures.
+ * Returns the result opened. */
+static sf_seg_reader *join_into(const char *seg, sf_seg_reader *const *srcs, size_t n,
+                                const sf_seg_join_opts *o, sf_seg_join_stats *st) {
+  sf_seg_params sp = *sf_seg_get_params(srcs[0]);
+  sp.kind = SF_SEG_KIND_SEGMENT;
+  sf_seg_writer *w;
+  sf_err err;
+  assert_int_equal(sf_seg_writer_open(seg, &sp, &w, &err), SF_OK);
+  roaring_bitmap_t *all = roaring_bitmap_create();
+  for (size_t k = 0; k < n; k++)
+    roaring_bitmap_or_inplace(all, sf_seg_fragments(srcs[k]));
+  for (uint32_t p = 0; p < sp.nlist; p++)
+    if (sf_seg_writer_join_partition(w, (const sf_seg_reader *const *)srcs, n, p, o,
+                                     &err))
+      fail_msg("join partition %u: %s", p, err.msg);
+  sf_seg_writer_join_stats(w, st);
+  assert_int_equal(sf_seg_writer_finish(w, all, &err), SF_OK);
+  sf_fragset_free(all);
+  sf_seg_reader *r;
+  assert_int_equal(sf_seg_open(seg, &r, &err), SF_OK);
+  assert_int_equal(sf_seg_verify(r, &err), SF_OK);
+  return r;
+}
+
+static uint64_t all_chunks(const sf_seg_reader *r) {
+  uint64_t n = 0;
+  for (uint32_t p = 0; p < sf_seg_get_params(r)->nlist; p++)
+    n += sf_seg_partition_num_chunks(r, p);
+  return n;
+}
+
+static void test_join_keeps_every_row_and_code_in_one_chunk_per_partition(void **state) {
+  const char *dir = tu_tmpdir("seg_join");
+  sf_seg_params sp = params(SF_IVF_SQ, 12, 23, 0);
+  enum { JOBS = 8 };
+  sf_seg_reader *src[JOBS];
+  pair *exp = NULL;
+  size_t nexp = 0;
+  uint64_t chunks_in = 0, rows = 0;
+  sf_err err;
+  for (uint32_t j = 0; j < JOBS; j++) { /* one fragment per job, as incremental jobs */
+    char name[16], path[4096];
+    snprintf(name, sizeof name, "job%u", j);
+    snprintf(path, sizeof path, "%s", tu_path(dir, name));
+    write_shard(path, &sp, j, j + 1, 60, &exp, &nexp);
+    assert_int_equal(sf_seg_open(path, &src[j], &err), SF_OK);
+    chunks_in += all_chunks(src[j]);
+    rows += sf_seg_num_rows(src[j]);
+  }
+  sf_seg_join_stats st;
+  sf_seg_reader *r = join_into(tu_path(dir, "seg"), src, JOBS, NULL, &st);
+  assert_int_equal(sf_seg_num_rows(r), rows);
+  /* ids ascend across the jobs: each non-empty partition is one chunk */
+  for (uint32_t p = 0; p < sp.nlist; p++)
+    assert_int_equal(sf_seg_partition_num_chunks(r, p), sf_seg_partition_rows(r, p) > 0);
+  assert_true(all_chunks(r) < chunks_in / 4);
+  assert_int_equal(st.chunks_in, chunks_in);
+  assert_int_equal(st.chunks_out, all_chunks(r));
+  assert_int_equal(st.rows_joined, rows);
+  size_t n;
+  pair *got = read_all(r, &n); /* every code is its id's, byte for byte */
+  assert_same_pairs(got, n, exp, nexp);
+  free(got);
+  free(exp);
+  sf_seg_close(r);
+  for (int j = 0; j < JOBS; j++) sf_seg_close(src[j]);
+}
+
+/* Adds to partition p one chunk per entry of sizes[], ids from *next on. */
+static void add_chunks(sf_seg_writer *w, uint32_t p, const uint32_t *sizes, size_t n,
+                       sf_rowid *next, uint32_t cs) {
+  sf_rowid ids[64];
+  uint8_t codes[64 * 16];
+  sf_err err;
+  for (size_t k = 0; k < n; k++) {
+    assert_true(sizes[k] <= 64 && cs <= 16);
+    for (uint32_t i = 0; i < sizes[k]; i++) {
+      ids[i] = (*next)++;
+      for (uint32_t j = 0; j < cs; j++) codes[i * cs + j] = code_byte(ids[i], j);
+    }
+    assert_int_equal(sf_seg_writer_add_chunk(w, p, ids, codes, sizes[k], &err), SF_OK);
+  }
+}
+
+static void assert_chunk_rows(const sf_seg_reader *r, uint32_t p, const uint32_t *want,
+                              uint32_t n) {
+  assert_int_equal(sf_seg_partition_num_chunks(r, p), n);
+  sf_seg_scratch *s = sf_seg_scratch_new();
+  sf_err err;
+  for (uint32_t c = 0; c < n; c++) {
+    sf_seg_chunk ch;
+    assert_int_equal(sf_seg_read_chunk(r, p, c, s, &ch, &err), SF_OK);
+    assert_int_equal(ch.nrows, want[c]);
+  }
+  sf_seg_scratch_free(s);
+}
+
+static void test_join_starts_a_new_chunk_where_ids_fall_or_the_run_is_full(void **state) {
+  const char *dir = tu_tmpdir("seg_join_runs");
+  sf_seg_params sp = params(SF_IVF_PQ, 16, 2, 8);
+  char xp[4096], yp[4096];
+  snprintf(xp, sizeof xp, "%s", tu_path(dir, "x"));
+  snprintf(yp, sizeof yp, "%s", tu_path(dir, "y"));
+  sf_seg_writer *w;
+  sf_err err;
+  /* x (fragments 0 and 2): partition 0 holds chunks of 3, 3, 3, 3, 20 and
+   * 2 rows of fragment 0; partition 1 2 rows of fragment 2. y (fragment 1):
+   * partition 0 two chunks of 2 rows, above all of x's; partition 1 two
+   * rows, below x's. */
+  const uint32_t x0[] = {3, 3, 3, 3, 20, 2}, y0[] = {2, 2}, two[] = {2};
+  sf_rowid next = SF_ROWID(0, 0);
+  assert_int_equal(sf_seg_writer_open(xp, &sp, &w, &err), SF_OK);
+  add_chunks(w, 0, x0, 6, &next, sp.code_size);
+  next = SF_ROWID(2, 0);
+  add_chunks(w, 1, two, 1, &next, sp.code_size);
+  roaring_bitmap_t *b = roaring_bitmap_of(2, 0, 2);
+  assert_int_equal(sf_seg_writer_finish(w, b, &err), SF_OK);
+  sf_fragset_free(b);
+  next = SF_ROWID(1, 0);
+  assert_int_equal(sf_seg_writer_open(yp, &sp, &w, &err), SF_OK);
+  add_chunks(w, 0, y0, 2, &next, sp.code_size);
+  next = SF_ROWID(1, 500);
+  add_chunks(w, 1, two, 1, &next, sp.code_size);
+  b = roaring_bitmap_of(1, 1);
+  assert_int_equal(sf_seg_writer_finish(w, b, &err), SF_OK);
+  sf_fragset_free(b);
+  sf_seg_reader *src[2];
+  assert_int_equal(sf_seg_open(xp, &src[0], &err), SF_OK);
+  assert_int_equal(sf_seg_open(yp, &src[1], &err), SF_OK);
+
+  /* Runs of at most 8 rows; chunks of 4 rows or more are copied as they
+   * are. Partition 0: {3,3} (a third 3 would pass 8), {3,3} ended by the
+   * 20-row chunk, copied; then {2} of x and {2,2} of y. Partition 1: y's
+   * ids fall below x's, so two chunks, each copied as it was. */
+  sf_seg_join_opts o = {.max_rows = 8, .min_rows = 4};
+  sf_seg_join_stats st;
+  sf_seg_reader *r = join_into(tu_path(dir, "seg"), src, 2, &o, &st);
+  const uint32_t want0[] = {6, 6, 20, 6}, want1[] = {2, 2};
+  assert_chunk_rows(r, 0, want0, 4);
+  assert_chunk_rows(r, 1, want1, 2);
+  assert_int_equal(st.chunks_in, 10);
+  assert_int_equal(st.chunks_out, 6);
+  assert_int_equal(st.chunks_joined, 7);
+  assert_int_equal(st.rows_joined, 18);
+  size_t n;
+  pair *got = read_all(r, &n);
+  assert_int_equal(n, 42);
+  free(got);
+  sf_seg_close(r);
+
+  /* Defaults: everything below 256 rows joins; partition 0 is one chunk. */
+  r = join_into(tu_path(dir, "seg2"), src, 2, NULL, &st);
+  const uint32_t all0[] = {38};
+  assert_chunk_rows(r, 0, all0, 1);
+  assert_chunk_rows(r, 1, want1, 2);
+  sf_seg_close(r);
+  for (int i = 0; i < 2; i++) sf_seg_close(src[i]);
+}
+
+static void test_join_of_interleaved_inputs_keeps_every_row(void **state) {
+  const char *dir = tu_tmpdir("seg_join_interleaved");
+  sf_seg_params sp = params(SF_IVF_FLAT, 3, 5, 0);
+  const uint32_t fa[] = {0, 2, 4}, fb[] = {1, 3, 5};
+  char ap[4096], bp[4096];
+  snprintf(ap, sizeof ap, "%s", tu_path(dir, "a"));
+  snprintf(bp, sizeof bp, "%s", tu_path(dir, "b"));
+  pair *exp = NULL;
+  size_t nexp = 0;
+  write_shard_of(ap, &sp, fa, 3, 30, &exp, &nexp);
+  write_shard_of(bp, &sp, fb, 3, 30, &exp, &nexp);
+  sf_seg_reader *src[2];
+  sf_err err;
+  assert_int_equal(sf_seg_open(ap, &src[0], &err), SF_OK);
+  assert_int_equal(sf_seg_open(bp, &src[1], &err), SF_OK);
+  sf_seg_join_stats st;
+  sf_seg_reader *r = join_into(tu_path(dir, "seg"), src, 2, NULL, &st);
+  /* b's first id (fragment 1) is below a's last (fragment 4): a new chunk */
+  for (uint32_t p = 0; p < sp.nlist; p++)
+    assert_int_equal(
+        sf_seg_partition_num_chunks(r, p),
+        (sf_seg_partition_rows(src[0], p) > 0) + (sf_seg_partition_rows(src[1], p) > 0));
+  size_t n;
+  pair *got = read_all(r, &n);
+  assert_same_pairs(got, n, exp, nexp);
+  free(got);
+  free(exp);
+  sf_seg_close(r);
+  for (int i = 0; i < 2; i++) sf_seg_close(src[i]);
+}
+
+static void test_join_refuses_a_corrupt_block_naming_the_file_and_goes_on(void **state) {
+  const char *dir = tu_tmpdir("seg_join_corrupt");
+  sf_seg_params sp = params(SF_IVF_SQ, 8, 5, 0);
+  char ap[4096], bp[4096], seg[4096];
+  snprintf(ap, sizeof ap, "%s", tu_path(dir, "a"));
+  snprintf(bp, sizeof bp, "%s", tu_path(dir, "b"));
+  snprintf(seg, sizeof seg, "%s", tu_path(dir, "seg"));
+  write_shard(ap, &sp, 0, 1, 40, NULL, NULL);
+  write_shard(bp, &sp, 1, 2, 40, NULL, NULL);
+  /* b's first code byte: partition 0's first chunk starts at 64 */
+  tu_flip_byte(bp, 64, 0x10);
+  sf_seg_reader *src[2], *meta;
+  sf_err err;
+  assert_int_equal(sf_seg_open(ap, &src[0], &err), SF_OK);
+  assert_int_equal(sf_seg_open(bp, &src[1], &err), SF_OK); /* blocks: checked on read */
+  assert_true(sf_seg_partition_rows(src[1], 0) > 0);
+  sf_seg_params segp = sp;
+  segp.kind = SF_SEG_KIND_SEGMENT;
+  sf_seg_writer *w;
+  assert_int_equal(sf_seg_writer_open(seg, &segp, &w, &err), SF_OK);
+  const sf_seg_reader *const *in = (const sf_seg_reader *const *)src;
+  assert_int_equal(sf_seg_writer_join_partition(w, in, 2, 0, NULL, &err), SF_ECORRUPT);
+  assert_non_null(strstr(err.msg, bp));
+  assert_non_null(strstr(err.msg, "CRC32C"));
+  /* a source opened for its metadata only cannot be joined */
+  assert_int_equal(sf_seg_open_meta(ap, &meta, &err), SF_OK);
+  assert_int_equal(sf_seg_writer_join_partition(w, (const sf_seg_reader *const *)&meta, 1,
+                                                0, NULL, &err),
+                   SF_EINVAL);
+  assert_non_null(strstr(err.msg, "metadata only"));
+  sf_seg_close(meta);
+  /* the refusals wrote nothing: the writer goes on without b */
+  assert_int_equal(sf_seg_writer_join_partition(w, in, 1, 0, NULL, &err), SF_OK);
+  roaring_bitmap_t *b = roaring_bitmap_of(1, 0);
+  assert_int_equal(sf_seg_writer_finish(w, b, &err), SF_OK);
+  sf_fragset_free(b);
+  sf_seg_reader *r;
+  assert_int_equal(sf_seg_open(seg, &r, &err), SF_OK);
+  assert_int_equal(sf_seg_verify(r, &err), SF_OK);
+  assert_int_equal(sf_seg_num_rows(r), sf_seg_partition_rows(src[0], 0));
+  sf_seg_close(r);
+  for (int i = 0; i < 2; i++) sf_seg_close(src[i]);
 }
 
 /* ---- writer contract ------------------------------------------------------ */
@@ -841,6 +1088,10 @@ int main(void) {
       cmocka_unit_test(test_copy_partition_of_three_shards_yields_their_union),
       cmocka_unit_test(test_copy_partition_without_copy_file_range_yields_the_same_union),
       cmocka_unit_test(test_copy_partition_refuses_a_source_with_other_parameters),
+      cmocka_unit_test(test_join_keeps_every_row_and_code_in_one_chunk_per_partition),
+      cmocka_unit_test(test_join_starts_a_new_chunk_where_ids_fall_or_the_run_is_full),
+      cmocka_unit_test(test_join_of_interleaved_inputs_keeps_every_row),
+      cmocka_unit_test(test_join_refuses_a_corrupt_block_naming_the_file_and_goes_on),
       cmocka_unit_test(test_writer_rejects_bad_order_and_unsorted_ids_but_stays_usable),
       cmocka_unit_test(test_abort_and_failed_finish_leave_nothing_behind),
       cmocka_unit_test(test_writer_refuses_inconsistent_parameters),

@@ -60,7 +60,8 @@ sf_code sf_seg_params_check(const sf_seg_params *p, sf_err *err);
 /* ---- writer ----------------------------------------------------------------
  * Writes to "<path>.tmp.*" in the same directory; sf_seg_writer_finish
  * fsyncs and renames it to path. Partitions are written in non-decreasing
- * order, each as any mix of add_chunk and copy_partition calls. A writer is
+ * order, each as any mix of add_chunk, copy_partition and join_partition
+ * calls. A writer is
  * used by one thread at a time.
  *
  * Errors: an argument error (SF_EINVAL, SF_EMISMATCH) or a corrupt source
@@ -87,6 +88,70 @@ sf_code sf_seg_writer_add_chunk(sf_seg_writer *w, uint32_t partition, const sf_r
  * the field). */
 sf_code sf_seg_writer_copy_partition(sf_seg_writer *w, const sf_seg_reader *src,
                                      uint32_t partition, sf_err *err);
+
+/* ---- joining small chunks ------------------------------------------------
+ * Block copy keeps every source's chunks, so an index merged from many small
+ * jobs holds, per partition, one tiny chunk per job, and a search pays per
+ * chunk (docs/format.md, "Why chunks"). join_partition appends partition
+ * `partition` of srcs[0..n), in that order, and joins small chunks on the
+ * way: a chunk of fewer than min_rows rows is CRC-checked, its row ids are
+ * decoded and its code bytes appended unchanged (no re-encoding) to a pending
+ * run, as long as the ids stay strictly ascending across the run and the run
+ * stays within max_rows; otherwise the run is written as one chunk (ids delta
+ * + zstd as add_chunk writes them, new CRCs) and a new run starts. A run of
+ * one source chunk is copied verbatim. A chunk of min_rows rows or more is
+ * block-copied verbatim (with the chunks of the same source next to it) after
+ * the pending run is written. Row ids ascend across sources when each source
+ * covers later fragments than the one before (a compaction of consecutive
+ * jobs, inputs in order of their lowest fragment); where they do not, a new
+ * chunk starts, so the result is correct for any order.
+ *
+ * Memory: one run, max_rows x (code_size + 8) bytes, plus the decoding
+ * scratch of one small chunk; both live in the writer until it is freed.
+ * max_rows is further capped so that a run holds at most
+ * SF_SEG_JOIN_MAX_BYTES of codes (so wide FLAT codes cannot blow the
+ * bound), and min_rows is at most that cap.
+ *
+ * Errors: every block CRC (and the zero padding of what is copied as a
+ * range) of the partition in every source is checked before anything is
+ * written, so a corrupt block is SF_ECORRUPT naming the file, and the writer
+ * may go on. A row-id block behind a valid CRC that does not decode is
+ * found only while writing: that is SF_ECORRUPT too, but the writer is then
+ * broken (as after an I/O error) when part of the partition was written. */
+typedef struct sf_seg_join_opts {
+  /* Rows of a joined chunk at most, <= SF_SEG_MAX_CHUNK_ROWS; 0 = default. */
+  uint32_t max_rows;
+  /* Chunks of at least this many rows are copied as they are; 0 = default. */
+  uint32_t min_rows;
+} sf_seg_join_opts;
+
+/* The defaults, chosen by measurement (bench/bench_chunks.sh; docs/format.md,
+ * "Joining small chunks"): a search pays per chunk about what it pays to
+ * scan one row of IVF_SQ dim 64, or three of IVF_PQ m 8, so chunks of 256
+ * rows or more are within 1-2% of one chunk per partition and are not worth
+ * a rewrite, while chunks of 1 to 8 rows cost 0.3x to 0.9x. Runs of up to
+ * 4096 rows leave nothing measurable to gain and bound the run buffer
+ * (288 KiB for 64-byte codes). */
+#define SF_SEG_JOIN_MAX_ROWS 4096u
+#define SF_SEG_JOIN_MIN_ROWS 256u
+#define SF_SEG_JOIN_MAX_BYTES (8u << 20)
+
+/* What joining did to one writer so far (the build's report and tests). */
+typedef struct sf_seg_join_stats {
+  uint64_t chunks_in;     /* source chunks read by join_partition */
+  uint64_t chunks_joined; /* of them, joined into runs of two or more */
+  uint64_t chunks_out;    /* chunks join_partition wrote */
+  uint64_t rows_joined;   /* rows in runs of two or more chunks */
+} sf_seg_join_stats;
+
+/* Appends partition `partition` of srcs[n] (see above); o may be NULL for
+ * the defaults. Every source's parameters other than kind must equal the
+ * writer's (SF_EMISMATCH naming the field), and each must be mapped
+ * (sf_seg_open, not sf_seg_open_meta: SF_EINVAL). The sources are borrowed. */
+sf_code sf_seg_writer_join_partition(sf_seg_writer *w, const sf_seg_reader *const *srcs,
+                                     size_t n, uint32_t partition,
+                                     const sf_seg_join_opts *o, sf_err *err);
+void sf_seg_writer_join_stats(const sf_seg_writer *w, sf_seg_join_stats *out);
 
 /* Writes the fragment bitmap (required, owned by the caller), directory,
  * footer and header, then fsyncs and renames into place. Frees w whether it

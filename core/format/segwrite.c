@@ -11,7 +11,9 @@
  *
  * Merges use copy_partition: the source's chunks of a partition are one
  * contiguous, 64-aligned byte range, copied as one range at a 64-aligned
- * destination. Only the chunk offsets in the directory change.
+ * destination. Only the chunk offsets in the directory change. Compactions
+ * use join_partition, which copies large chunks the same way and joins small
+ * ones into runs (segfile.h says when and why).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -50,6 +52,13 @@ struct sf_seg_writer {
   uint8_t *raw;  /* varints of one chunk */
   uint8_t *zbuf; /* its compressed form */
   size_t zcap;
+  /* join_partition's pending run (allocated on first use): up to run_cap
+   * rows of ids and codes, and the scratch that decodes a small chunk. */
+  sf_rowid *run_ids;
+  uint8_t *run_codes;
+  uint32_t run_cap;
+  sf_seg_scratch *scratch;
+  sf_seg_join_stats join;
 };
 
 static const uint8_t zeros[SEG_ALIGN];
@@ -68,6 +77,9 @@ static void writer_free(sf_seg_writer *w) {
   free(w->chunks);
   free(w->raw);
   free(w->zbuf);
+  free(w->run_ids);
+  free(w->run_codes);
+  sf_seg_scratch_free(w->scratch);
   free(w);
 }
 
@@ -320,6 +332,166 @@ sf_code sf_seg_writer_copy_partition(sf_seg_writer *w, const sf_seg_reader *src,
   w->part = partition;
   w->rows += sf_seg_partition_rows(src, partition);
   return SF_OK;
+}
+
+/* ---- join_partition ------------------------------------------------------- */
+
+void sf_seg_writer_join_stats(const sf_seg_writer *w, sf_seg_join_stats *out) {
+  *out = w->join;
+}
+
+/* The pending run of join_partition: rows and source chunks so far, and
+ * the source chunk it holds when it holds one (copied verbatim then). */
+typedef struct run {
+  uint32_t rows, chunks;
+  const sf_seg_reader *src;
+  seg_chunk first;
+} run;
+
+/* Appends source chunks [c0, c1) of partition p of src, verbatim, as one
+ * byte range (its padding was checked to be zero). */
+static sf_code copy_chunks(sf_seg_writer *w, const sf_seg_reader *src, uint32_t p,
+                           uint32_t c0, uint32_t c1, sf_err *err) {
+  const uint64_t first = sf_seg_partition_first_chunk(src, p);
+  const seg_chunk a = sf_seg_chunk_entry(src, first + c0);
+  const seg_chunk z = sf_seg_chunk_entry(src, first + c1 - 1);
+  const uint64_t end = sf_seg_chunk_end(src, &z);
+  sf_code rc;
+  if ((rc = reserve_chunks(w, c1 - c0, err)) || (rc = pad_to_align(w, err))) return rc;
+  const uint64_t base = w->off;
+  if ((rc = copy_range(w, src, a.off, end - a.off, err))) return rc;
+  for (uint32_t c = c0; c < c1; c++) {
+    seg_chunk e = sf_seg_chunk_entry(src, first + c);
+    e.off = e.off - a.off + base;
+    seg_chunk_put(w->chunks + w->nchunks++ * SEG_CHUNK_ENTRY, &e);
+    w->rows += e.nrows;
+  }
+  w->part_chunks[p] += c1 - c0;
+  w->part = p;
+  w->join.chunks_out += c1 - c0;
+  return SF_OK;
+}
+
+/* Writes the pending run as one chunk and empties it. */
+static sf_code flush_run(sf_seg_writer *w, uint32_t p, run *r, sf_err *err) {
+  if (!r->rows) return SF_OK;
+  sf_code rc;
+  if (r->chunks == 1) { /* nothing to join: the source's bytes as they are */
+    const uint64_t len = sf_seg_chunk_end(r->src, &r->first) - r->first.off;
+    if ((rc = reserve_chunks(w, 1, err)) || (rc = pad_to_align(w, err))) return rc;
+    seg_chunk e = r->first;
+    e.off = w->off;
+    if ((rc = out(w, sf_seg_reader_data(r->src) + r->first.off, len, err))) return rc;
+    seg_chunk_put(w->chunks + w->nchunks++ * SEG_CHUNK_ENTRY, &e);
+    w->part_chunks[p]++;
+    w->part = p;
+    w->rows += e.nrows;
+  } else {
+    if ((rc = write_chunk(w, p, w->run_ids, w->run_codes, r->rows, err))) return rc;
+    w->join.chunks_joined += r->chunks;
+    w->join.rows_joined += r->rows;
+  }
+  w->join.chunks_out++;
+  r->rows = r->chunks = 0;
+  return SF_OK;
+}
+
+/* Checks every source before anything is written: parameters, mapping,
+ * every block CRC of the partition and the padding between its chunks. */
+static sf_code join_check(sf_seg_writer *w, const sf_seg_reader *const *srcs, size_t n,
+                          uint32_t p, sf_err *err) {
+  for (size_t k = 0; k < n; k++) {
+    const sf_seg_reader *src = srcs[k];
+    sf_code rc = check_same_params(w, src, err);
+    if (rc) return rc;
+    const uint8_t *data = sf_seg_reader_data(src);
+    if (!data)
+      return sf_err_set(err, SF_EINVAL,
+                        "%s was opened for its metadata only; cannot copy",
+                        sf_seg_path(src));
+    const uint32_t nc = sf_seg_partition_num_chunks(src, p);
+    const uint64_t first = sf_seg_partition_first_chunk(src, p);
+    uint64_t end = 0;
+    for (uint32_t c = 0; c < nc; c++) {
+      seg_chunk e = sf_seg_chunk_entry(src, first + c);
+      for (uint64_t i = c ? end : e.off; i < e.off; i++)
+        if (data[i])
+          return sf_seg_corrupt(err, sf_seg_path(src), sf_seg_get_params(src)->kind,
+                                "partition %u non-zero padding before chunk %u", p, c);
+      if ((rc = sf_seg_check_chunk_crcs(src, p, c, &e, err))) return rc;
+      end = sf_seg_chunk_end(src, &e);
+    }
+  }
+  return SF_OK;
+}
+
+/* Sizes the run buffers for cap rows (kept across calls). */
+static sf_code join_reserve(sf_seg_writer *w, uint32_t cap, sf_err *err) {
+  if (!w->scratch && !(w->scratch = sf_seg_scratch_new()))
+    return sf_err_set(err, SF_ENOMEM, "%s: out of memory joining chunks", w->tmp.path);
+  if (w->run_cap >= cap) return SF_OK;
+  free(w->run_ids);
+  free(w->run_codes);
+  w->run_ids = malloc((size_t)cap * sizeof *w->run_ids);
+  w->run_codes = malloc((size_t)cap * w->p.code_size);
+  w->run_cap = w->run_ids && w->run_codes ? cap : 0;
+  if (!w->run_cap)
+    return sf_err_set(err, SF_ENOMEM, "%s: out of memory for a run of %u rows",
+                      w->tmp.path, cap);
+  return SF_OK;
+}
+
+sf_code sf_seg_writer_join_partition(sf_seg_writer *w, const sf_seg_reader *const *srcs,
+                                     size_t n, uint32_t partition,
+                                     const sf_seg_join_opts *o, sf_err *err) {
+  sf_code rc = check_append(w, partition, err);
+  if (rc || (rc = join_check(w, srcs, n, partition, err))) return rc;
+  uint32_t cap = o && o->max_rows ? o->max_rows : SF_SEG_JOIN_MAX_ROWS;
+  uint32_t min = o && o->min_rows ? o->min_rows : SF_SEG_JOIN_MIN_ROWS;
+  const uint32_t by_bytes = SF_SEG_JOIN_MAX_BYTES / w->p.code_size;
+  if (cap > SF_SEG_MAX_CHUNK_ROWS) cap = SF_SEG_MAX_CHUNK_ROWS;
+  if (cap > by_bytes) cap = by_bytes ? by_bytes : 1;
+  if (min > cap) min = cap;
+  if ((rc = join_reserve(w, cap, err))) return rc;
+  const uint64_t chunks_before = w->nchunks;
+  const uint32_t cs = w->p.code_size;
+  run r = {0};
+  for (size_t k = 0; k < n && !rc; k++) {
+    const sf_seg_reader *src = srcs[k];
+    const uint32_t nc = sf_seg_partition_num_chunks(src, partition);
+    const uint64_t first = sf_seg_partition_first_chunk(src, partition);
+    w->join.chunks_in += nc;
+    for (uint32_t c = 0; c < nc && !rc;) {
+      const seg_chunk e = sf_seg_chunk_entry(src, first + c);
+      if (e.nrows >= min) { /* large: copy it and the large ones after it */
+        uint32_t c1 = c + 1;
+        while (c1 < nc && sf_seg_chunk_entry(src, first + c1).nrows >= min) c1++;
+        if (!(rc = flush_run(w, partition, &r, err)))
+          rc = copy_chunks(w, src, partition, c, c1, err);
+        c = c1;
+        continue;
+      }
+      sf_seg_chunk ch;
+      if ((rc = sf_seg_read_chunk_ex(src, partition, c, w->scratch, SF_SEG_READ_NO_CRC,
+                                     &ch, err))) {
+        if (w->nchunks != chunks_before) w->broken = 1; /* part of it is out */
+        break;
+      }
+      if (r.rows && (r.rows + ch.nrows > cap || ch.ids[0] <= w->run_ids[r.rows - 1]) &&
+          (rc = flush_run(w, partition, &r, err)))
+        break;
+      memcpy(w->run_ids + r.rows, ch.ids, (size_t)ch.nrows * sizeof *ch.ids);
+      memcpy(w->run_codes + (size_t)r.rows * cs, ch.codes, (size_t)ch.nrows * cs);
+      if (!r.chunks++) {
+        r.src = src;
+        r.first = e;
+      }
+      r.rows += ch.nrows;
+      c++;
+    }
+  }
+  if (!rc) rc = flush_run(w, partition, &r, err);
+  return rc;
 }
 
 /* Writes bitmap, directory and footer after the data, then the header. */

@@ -243,12 +243,17 @@ oom:
                     j->seg->segment_id);
 }
 
-/* Streams every partition of every shard into a new segment file. */
+/* Streams every partition of every shard into a new segment file. A job's
+ * shards are block-copied (copy_partition); a compaction's segments are
+ * joined (join_partition): their small chunks, one per incremental job,
+ * become few, and large ones are block-copied as before (docs/format.md,
+ * "Joining small chunks", has the measurements behind the choice). */
 static sf_code write_segment(job *j, uint64_t *rows, sf_err *err) {
   run *r = j->r;
   sf_seg_writer *w;
   sf_code rc = sf_seg_writer_open(j->path, &j->params, &w, err);
   if (rc) return rc;
+  const int join = r->plan->input_kind == SF_SEG_KIND_SEGMENT;
   uint64_t counted = 0, since_remap = 0;
   for (uint32_t p = 0; p < j->params.nlist; p++) {
     if (canceled(r)) {
@@ -260,16 +265,25 @@ static sf_code write_segment(job *j, uint64_t *rows, sf_err *err) {
       return rc;
     }
     uint64_t bytes = 0;
-    for (size_t k = 0; k < j->seg->count; k++) {
-      rc = sf_seg_writer_copy_partition(w, j->src[k], p, err);
+    if (join) {
+      /* The inputs are in order of their lowest fragment (the plan's), so
+       * the row ids of consecutive incremental jobs ascend across them and
+       * their small chunks join into few. The error names the file. */
+      rc = sf_seg_writer_join_partition(w, (const sf_seg_reader *const *)j->src,
+                                        j->seg->count, p, NULL, err);
       if (rc) {
         sf_seg_writer_abort(w);
-        {
-          sf_err_prefix(err, "segment %s, %s '%s', partition %" PRIu32,
-                        j->seg->segment_id, noun(r->plan),
-                        r->plan->shards[j->seg->first + k].shard_id, p);
-          return rc;
-        }
+        sf_err_prefix(err, "segment %s, partition %" PRIu32, j->seg->segment_id, p);
+        return rc;
+      }
+    }
+    for (size_t k = 0; k < j->seg->count; k++) {
+      rc = join ? SF_OK : sf_seg_writer_copy_partition(w, j->src[k], p, err);
+      if (rc) {
+        sf_seg_writer_abort(w);
+        sf_err_prefix(err, "segment %s, %s '%s', partition %" PRIu32, j->seg->segment_id,
+                      noun(r->plan), r->plan->shards[j->seg->first + k].shard_id, p);
+        return rc;
       }
       bytes += sf_seg_partition_bytes(j->src[k], p);
     }
@@ -296,6 +310,8 @@ static sf_code write_segment(job *j, uint64_t *rows, sf_err *err) {
     }
   }
   *rows = sf_seg_writer_rows(w);
+  sf_seg_join_stats js;
+  sf_seg_writer_join_stats(w, &js);
   rc = sf_seg_writer_finish(w, j->seg->fragments, err);
   if (rc) {
     sf_err_prefix(err, "segment %s", j->seg->segment_id);
@@ -304,6 +320,8 @@ static sf_code write_segment(job *j, uint64_t *rows, sf_err *err) {
   pthread_mutex_lock(&r->lock);
   r->stats.bytes_copied += counted;
   r->stats.built++;
+  r->stats.chunks_in += js.chunks_in;
+  r->stats.chunks_out += js.chunks_out;
   pthread_mutex_unlock(&r->lock);
   /* Headers, directories and bitmaps are not partition bytes: settle the
    * difference so that the progress total is reached exactly. */

@@ -7,10 +7,14 @@
  * Each thread takes the next unbuilt segment of the plan and builds it
  * partition by partition: for each partition, every shard's compressed
  * chunks are copied verbatim with sf_seg_writer_copy_partition, which
- * verifies every block's CRC on the way. Nothing is decoded and no file is
- * read whole, so memory is bounded by max_merges x (one writer's buffers +
- * one directory per open shard + the mapped pages read since the last
- * remap, see remap_bytes), whatever the size of the index.
+ * verifies every block's CRC on the way. A compaction (a plan whose inputs
+ * are segments) uses sf_seg_writer_join_partition instead, which joins the
+ * inputs' small chunks into runs (decoding only their row ids; codes are
+ * copied unchanged) and copies large chunks verbatim. No code is decoded and
+ * no file is read whole, so memory is bounded by max_merges x (one writer's
+ * buffers, a join's run included + one directory per open shard + the mapped
+ * pages read since the last remap, see remap_bytes), whatever the size of
+ * the index.
  *
  * Crash safety: a segment is written under a temporary name, fsynced,
  * renamed to <dataset>/_indices/segments/<segment_id>.sfseg and the
@@ -146,6 +150,10 @@ typedef struct sf_build_stats {
   unsigned peak_running;      /* most builds observed running at once */
   uint64_t bytes_copied;      /* partition bytes copied by this run */
   size_t temporaries_removed; /* left by crashed runs of these segments */
+  /* Compactions (inputs of kind SEGMENT) join small chunks: the inputs'
+   * chunks read and the chunks written for them. Zero for a job's build,
+   * which copies every chunk as it is. */
+  uint64_t chunks_in, chunks_out;
 } sf_build_stats;
 
 /* Builds every segment of `plan` under <dataset>/_indices/segments/ and

@@ -187,6 +187,9 @@ static sf_code merge(const char *ds, const sf_compact_req *r, const view *v,
   size_t nbuilt = 0;
   sf_code rc = inputs(v, r, &sh, res, err);
   if (rc) return rc;
+  /* The plan orders the inputs by lowest fragment: a merge of consecutive
+   * jobs then reads row ids in ascending order, and the build joins each
+   * partition's small chunks into one. */
   sf_plan_opts po = {.staging_id = COMPACT_STAGING_ID,
                      .target_segment_bytes = UINT64_MAX, /* one group */
                      .index_type = -1,

@@ -6,9 +6,13 @@
  * commits, replaces, gc and other compactions.
  *
  * The merge is a build like a job's (core/pipeline/build.h): a plan whose inputs are
- * the segment files (the same format as shards), built partition by
- * partition with every chunk copied verbatim and CRC-checked, nothing
- * decoded or re-encoded, into a temporary file that is fsynced and renamed.
+ * the segment files (the same format as shards), in order of their lowest
+ * fragment, built partition by partition into a temporary file that is
+ * fsynced and renamed. Every block is CRC-checked; code bytes are copied
+ * unchanged, never re-encoded. Small chunks (one per incremental job and
+ * partition) are joined into runs of ascending row ids, which decodes and
+ * rewrites only their row-id blocks; large chunks are copied verbatim
+ * (sf_seg_writer_join_partition, core/format/segfile.h).
  * It takes a slot of the process's build budget like any segment build, so
  * merges and job builds share one bound.
  *
