@@ -142,7 +142,8 @@ def train(vectors, *, out, index_type="IVF_FLAT", metric="L2", nlist, **options)
 class ShardWriter(_Handle):
     """Writes one shard, <staging>/<shard_id>.sfshard, from vectors and row
     ids in memory. As a context manager it finishes the shard when the block
-    ends normally and discards it when the block raises.
+    ends normally and discards it when the block raises. Once finished, rows,
+    path, bytes and fragments describe the shard, after close() too.
 
     fragments: the fragments the shard declares ("0-3,7"); every row id added
     must lie in one of them. None: those of the rows added. exclusive=False
@@ -159,6 +160,7 @@ class ShardWriter(_Handle):
         self._lock = threading.Lock()  # one call at a time, as the C writer wants
         self.dim = lib.sf_shard_writer_dim(self._h)
         self.finished = False
+        self._done = None
 
     def add(self, vectors, row_ids):
         """Adds rows: vectors float32 (n, dim) C-contiguous, row_ids uint64
@@ -186,7 +188,12 @@ class ShardWriter(_Handle):
                     err = new_error()
                     check(lib.sf_shard_writer_finish(h, err), err)
                     self.finished = True
-                return lib.sf_shard_writer_path(h).decode()
+                    # kept past close(), for the publish that usually follows
+                    self._done = (lib.sf_shard_writer_rows(h),
+                                  lib.sf_shard_writer_path(h).decode(),
+                                  lib.sf_shard_writer_bytes(h),
+                                  take_string(lib.sf_shard_writer_fragments(h)))
+                return self._done[1]
         finally:
             self._release()
 
@@ -201,7 +208,9 @@ class ShardWriter(_Handle):
         finally:
             self.close()
 
-    def _get(self, fn):
+    def _get(self, fn, field):
+        if self.finished:
+            return self._done[field]
         h = self._acquire()
         try:
             with self._lock:
@@ -212,23 +221,24 @@ class ShardWriter(_Handle):
     @property
     def rows(self):
         """Rows added so far."""
-        return self._get(lib.sf_shard_writer_rows)
+        return self._get(lib.sf_shard_writer_rows, 0)
 
     @property
     def path(self):
         """The shard file's path once finished, else None."""
-        p = self._get(lib.sf_shard_writer_path)
-        return p.decode() if p else None
+        p = self._get(lib.sf_shard_writer_path, 1)
+        return p.decode() if isinstance(p, bytes) else p
 
     @property
     def bytes(self):
         """The shard file's size once finished, else 0."""
-        return self._get(lib.sf_shard_writer_bytes)
+        return self._get(lib.sf_shard_writer_bytes, 2)
 
     @property
     def fragments(self):
         """The fragments the shard covers, as a range list."""
-        return take_string(self._get(lib.sf_shard_writer_fragments))
+        f = self._get(lib.sf_shard_writer_fragments, 3)
+        return f if self.finished else take_string(f)
 
 
 _EVENT_KEYS = ("dataset", "index", "column", "staging_id", "expected_fragments", "shard_id",
