@@ -1,85 +1,118 @@
 /*
- * worker_publish.c - a build worker announces the shard it wrote.
+ * worker_publish.c - a worker of a distributed build writes its shard from
+ * vectors it holds in memory, with its own row ids, and announces it.
  *
- * A worker of a distributed build writes its shard into the build's staging
- * root (here with `segforge stage`, or with the core library's
- * sf_stage_shard), then tells segforge with a ShardStaged event. This
- * program does the second half with the worker API: everything about the
- * shard is read from its file; the worker adds what only it knows.
+ *   worker_publish DATASET STAGING_ID SHARD_ID FIRST LAST EXPECTED [BROKERS]
  *
- *   worker_publish BROKERS DATASET STAGING_ID SHARD_FILE SHARD_ID EXPECTED
+ * e.g. worker_publish /data/ds job-7 w0 0 1 0-3 kafka1:9092
  *
- * e.g. worker_publish 127.0.0.1:9092 /data/ds job-7 \
- *        /data/ds/_indices/_staging/job-7/w0.sfshard w0 0-9
+ * The worker covers fragments FIRST..LAST of the job's EXPECTED fragments
+ * (a range list such as "0-3"). Its rows are made up, each a function of
+ * its row id as in train.c and searcher.c; a real worker would read them
+ * from Parquet or Lance, with the row ids the dataset gives them (row id =
+ * fragment << 32 | offset). Without BROKERS it stages and stops: a
+ * finalizer (finalize.c) then needs no Kafka.
  *
- * Build: it is built with the project (target example_worker_publish);
- * outside it, link libsegforge_producer, libsegforge_kafka,
- * libsegforge_schemas, libsegforge_core (in that order) and their
- * dependencies (librdkafka, avro-c, CRoaring, zstd, xxhash, jansson).
+ * Build against the installed library:
+ *   cc worker_publish.c -o worker_publish $(pkg-config --cflags --libs segforge)
  */
+#include <segforge.h>
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "core/base/fragset.h"
-#include "kafka/kconf.h"
-#include "producer/publisher.h"
-#include "producer/worker.h"
+#define DIM 32
+#define ROWS_PER_FRAGMENT 1000
+#define BATCH 256
+
+/* The vector of a row id: one of 16 clusters plus noise, from a hash. */
+static void make_vector(uint64_t row_id, float *v) {
+  uint64_t h = row_id * 0x9e3779b97f4a7c15ull + 1;
+  unsigned cluster = (unsigned)((row_id * 2654435761u) >> 7) % 16;
+  for (int j = 0; j < DIM; j++) {
+    h ^= h >> 31, h *= 0xbf58476d1ce4e5b9ull, h ^= h >> 29;
+    float noise = (float)(h >> 40) / (float)(1u << 24) - 0.5f;
+    v[j] = (float)((cluster * 7 + j * 3) % 11) + noise;
+  }
+}
 
 int main(int argc, char **argv) {
-  if (argc != 7) {
-    fprintf(
-        stderr,
-        "usage: %s BROKERS DATASET STAGING_ID SHARD_FILE SHARD_ID EXPECTED_FRAGMENTS\n",
-        argv[0]);
+  if (argc < 7 || argc > 8) {
+    fprintf(stderr,
+            "usage: %s DATASET STAGING_ID SHARD_ID FIRST_FRAGMENT LAST_FRAGMENT "
+            "EXPECTED_FRAGMENTS [BROKERS]\n",
+            argv[0]);
     return 2;
   }
-  sf_err err = {0};
-  sf_kconf *conf = NULL;
-  sf_publisher *pub = NULL;
-  roaring_bitmap_t *expected = NULL;
-  sf_shard_staged ev = {0};
+  const char *dataset = argv[1], *staging_id = argv[2], *shard_id = argv[3];
+  unsigned first = (unsigned)strtoul(argv[4], NULL, 10);
+  unsigned last = (unsigned)strtoul(argv[5], NULL, 10);
+  sf_error err = {0};
+  char *root = NULL;
+  sf_shard_writer *w = NULL;
+  sf_producer *producer = NULL;
+  sf_options *event = NULL;
   int status = 1;
+  char fragments[64];
+  snprintf(fragments, sizeof fragments, "%u-%u", first, last);
 
-  /* 1. The Kafka client: any librdkafka property may be set here, or read
-   *    with sf_kconf_load_file from a file shared with kcat. */
-  conf = sf_kconf_new();
-  if (!conf) goto out;
-  if (sf_kconf_set(conf, "bootstrap.servers", argv[1], &err)) goto fail;
-  if (sf_kconf_set(conf, "client.id", "worker-example", &err)) goto fail;
-  if (sf_publisher_new(conf, SF_FRAMING_AUTO, &pub, &err)) goto fail;
+  /* 1. The shard writer: it loads the job's quantizer from the staging
+   *    root and refuses any row id outside the fragments it declares. */
+  if (sf_staging_root(dataset, staging_id, &root, &err) ||
+      sf_shard_writer_open(root, shard_id, fragments, NULL, &w, &err))
+    goto fail;
 
-  /* 2. The event: the job's expected fragments are the same in every
-   *    event of the build. */
-  if (sf_fragset_parse(argv[6], "EXPECTED_FRAGMENTS", &expected, &err)) goto fail;
-  sf_worker_info info = {
-      .dataset_uri = argv[2],
-      .index_name = "embedding_idx",
-      .column = "embedding",
-      .staging_id = argv[3],
-      .shard_id = argv[5],
-      .expected_fragments = expected,
-      /* .target_segment_bytes = 1 << 30,  a per-job segment budget */
-  };
-  if (sf_worker_fill_staged(&info, argv[4], &ev, &err)) goto fail;
+  /* 2. Rows in batches, in any order; each call is checked as a whole (a
+   *    NaN, a wrong dimension or a foreign row id adds nothing). */
+  float x[BATCH * DIM];
+  uint64_t ids[BATCH];
+  size_t n = 0;
+  for (unsigned f = first; f <= last; f++)
+    for (unsigned off = 0; off < ROWS_PER_FRAGMENT; off++) {
+      ids[n] = SF_ROW_ID(f, off);
+      make_vector(ids[n], x + n * DIM);
+      if (++n == BATCH || (f == last && off == ROWS_PER_FRAGMENT - 1)) {
+        if (sf_shard_writer_add(w, x, ids, n, DIM, &err)) goto fail;
+        n = 0;
+      }
+    }
 
-  /* 3. Publish and wait for the broker's acknowledgement. A timeout means
-   *    "unknown": publishing again is safe (same event_id). */
-  sf_delivery dr;
-  if (sf_worker_publish(pub, NULL, &ev, 30000, &dr, &err)) goto fail;
-  printf("published %s (%lld rows, fragments ", ev.event_id, (long long)ev.num_rows);
-  char *frags = sf_fragset_format(ev.fragments);
-  printf("%s) to %s [%d] at offset %lld\n", frags ? frags : "?",
-         sf_publisher_topic(pub, SF_EVENT_SHARD_STAGED), (int)dr.partition,
-         (long long)dr.offset);
-  free(frags);
+  /* 3. The file appears atomically under <root>/<shard id>.sfshard. */
+  if (sf_shard_writer_finish(w, &err)) goto fail;
+  printf("staged %s: %llu rows, fragments %s, %llu bytes\n", sf_shard_writer_path(w),
+         (unsigned long long)sf_shard_writer_rows(w), fragments,
+         (unsigned long long)sf_shard_writer_bytes(w));
+
+  /* 4. Announce it. Any librdkafka property goes in as a key/value pair
+   *    (security.protocol, sasl.*, ...). The event's fields other than the
+   *    shard's own (read from the file) come from the worker. */
+  if (argc == 8) {
+    const char *keys[] = {"bootstrap.servers", "client.id"};
+    const char *values[] = {argv[7], "worker-example"};
+    if (sf_producer_new(keys, values, 2, &producer, &err)) goto fail;
+    if (!(event = sf_options_new())) goto out;
+    if (sf_options_set(event, "dataset", dataset, &err) ||
+        sf_options_set(event, "index", "emb_idx", &err) ||
+        sf_options_set(event, "column", "emb", &err) ||
+        sf_options_set(event, "staging_id", staging_id, &err) ||
+        sf_options_set(event, "expected_fragments", argv[6], &err))
+      goto fail;
+    /* Blocks until the broker acknowledged it; publishing again after a
+     * failure is safe (the event id depends only on the content). */
+    sf_delivery_report dr;
+    if (sf_producer_publish_shard(producer, sf_shard_writer_path(w), event, 30000, &dr,
+                                  &err))
+      goto fail;
+    printf("published %s to partition %d at offset %lld\n", dr.event_id,
+           (int)dr.partition, (long long)dr.offset);
+  }
   status = 0;
   goto out;
 fail:
-  fprintf(stderr, "worker_publish: %s: %s\n", sf_code_name(err.code), err.msg);
+  fprintf(stderr, "worker_publish: %s: %s\n", sf_status_name(err.code), err.message);
 out:
-  sf_shard_staged_clear(&ev);
-  sf_fragset_free(expected);
-  sf_publisher_free(pub, 5000);
-  sf_kconf_free(conf);
+  sf_options_free(event);
+  sf_producer_free(producer, 5000);
+  sf_shard_writer_free(w);
+  sf_free(root);
   return status;
 }

@@ -468,15 +468,23 @@ SF_API int sf_index_wait_committed(const char *dataset, const char *staging_id,
 /* ---- searcher --------------------------------------------------------------- */
 
 /* A committed index opened for search: the newest catalog version's segments
- * of the index and its quantizer, mapped. A later commit is not seen; open
- * again to see it (the files an open index maps stay valid, gc or not).
+ * of the index and its quantizer. A later commit is not seen; open again to
+ * see it.
  *
  * Thread-safety: sf_index_search may be called from any number of threads
- * at once on one index. Each call borrows a searcher (scratch state over
- * the shared mapped files and quantizer) from the index's pool, creating
- * one when all are busy, and gives it back; the pool grows to the number of
- * concurrent callers and is freed with the index. The getters are
- * thread-safe too. sf_index_close must not race with a search. */
+ * at once on one index. Each call borrows a searcher (the segment files
+ * mapped, plus one query's scratch state) from the index's pool, opening a
+ * new one when all are busy, and gives it back; the pool grows to the most
+ * calls that ever ran at once and is freed with the index. Searchers share
+ * the quantizer, and the kernel shares the mapped pages. The getters are
+ * thread-safe too. sf_index_close must not race with a search.
+ *
+ * Files: a searcher maps its files when it is opened and keeps them mapped
+ * until the index is closed, so `segforge gc` may remove the files of a
+ * superseded version under it safely. A searcher opened later (a burst of
+ * more concurrent calls than before) opens the files again; if gc removed
+ * them by then, that call fails with SF_STATUS_NOT_FOUND: open the index
+ * again to search the newest version. */
 typedef struct sf_index sf_index;
 
 /* Opens index `index` of dataset (a directory or file:// URI).

@@ -5,14 +5,17 @@
 #
 # The layers, lowest first, and the ranks inside core/:
 #   core/ (base < vector < format < catalog < pipeline = search)
-#   < schemas/ < kafka/ < consumer/ = producer/ < processor/ < cli/ = examples/
+#   < schemas/ < kafka/ < consumer/ = producer/ < processor/ < include/ < api/
+#   < cli/ = examples/
 # Rules:
 #   up       a file includes a file of a layer (or core rank) above its own;
 #   sibling  a file includes a file of another layer of the same rank
 #            (consumer <-> producer, pipeline <-> search, cli <-> examples);
 #   mutual   two modules include each other (a module is one header and its
 #            .c files: catalog.h, catalog_*.c and catalog_internal.h are one);
-#   unknown  an include that names no file of the tree.
+#   unknown  an include that names no file of the tree;
+#   public   a file of examples/ includes a file of the tree (examples use
+#            the installed header alone, <segforge.h>), or include/ does.
 # tests/ and bench/ sit outside the layers and may include anything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,9 +29,13 @@ LAYERS = {
     "core/base": 0, "core/vector": 1, "core/format": 2, "core/catalog": 3,
     "core/pipeline": 4, "core/search": 4,
     "schemas": 10, "kafka": 11, "consumer": 12, "producer": 12,
-    "processor": 13, "cli": 14, "examples": 14,
+    "processor": 13, "include": 14, "api": 15, "cli": 16, "examples": 16,
 }
-TOPS = ["core", "schemas", "kafka", "consumer", "producer", "processor", "cli", "examples"]
+# Layers that may include no file of the tree: the public header stands
+# alone, and the examples are built against the installed library.
+PUBLIC = {"include", "examples"}
+TOPS = ["core", "schemas", "kafka", "consumer", "producer", "processor", "include", "api",
+        "cli", "examples"]
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"')
 
 
@@ -96,6 +103,10 @@ for path in files:
                 errors.append(f"{path}:{lineno}: unknown: \"{inc}\" names no file of the tree")
                 continue
             dst_layer = layer_of(target)
+            if src_layer in PUBLIC:
+                errors.append(f"{path}:{lineno}: public: {src_layer}/ includes \"{inc}\"; "
+                              f"it may use only the installed header <segforge.h>")
+                continue
             if src_layer is None or dst_layer is None:
                 errors.append(f"{path}:{lineno}: unknown: \"{inc}\" is outside every layer")
                 continue
