@@ -66,6 +66,19 @@ def stage(staging, x, ids, shards, chunks=3):
               "shard w%d: %d rows, %d bytes on disk" % (s, w.rows, w.bytes))
 
 
+def raises(cls, code, needle, fn, what):
+    try:
+        fn()
+    except segforge.Error as e:
+        ok = isinstance(e, cls) and e.code == code and needle in e.message
+        check(ok, "%s raises %s (code %d) naming %r: %s" % (what, cls.__name__, code, needle, e))
+        return e
+    except Exception as e:
+        check(False, "%s raises %s, not a segforge.Error: %r" % (what, cls.__name__, e))
+        return e
+    check(False, "%s raises %s (it did not raise)" % (what, cls.__name__))
+
+
 # ---- IVF_FLAT equals brute force -----------------------------------------------------
 n = RPF * FRAGS
 x = rng.integers(-6, 7, size=(n, DIM)).astype(np.float32)
@@ -130,6 +143,47 @@ with segforge.Index(ds, "flat") as ix:
           "8 threads searching one index at once get one thread's answers (%s %s)" %
           (results, errors))
 
+# ---- the same job in steps: plan, build from two threads, commit ---------------------
+steps = segforge.staging_root(ds, "job-steps")
+os.makedirs(steps)
+shutil.copy(os.path.join(flat, "quantizer"), steps)
+stage(steps, x, ids, [(0, 1), (2, 3), (4, 5), (6, 7)])
+with segforge.SegmentBuilder(ds, "steps", "v", "job-steps", target_segment_bytes="140K",
+                             expected_fragments="0-7", index_type="IVF_FLAT") as b:
+    segs = b.plan()
+    check([(s.shards, s.fragments, s.rows, s.built) for s in segs] ==
+          [(["w0", "w1"], "0-3", 2000, False), (["w2", "w3"], "4-7", 2000, False)],
+          "plan: two segments of two shards in fragment order, unbuilt: %s" % (segs,))
+    check(len(segs) == 2 and '"%s"' % segs[0].segment_id in b.plan_json(),
+          "plan_json names the planned segments")
+    errs = []
+
+    def build(i):
+        try:
+            b.build(i)
+        except segforge.Error as e:
+            errs.append(str(e))
+
+    ts = [threading.Thread(target=build, args=(i,)) for i in range(len(segs))]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(120)
+    check(not errs and all(s.built for s in b.segments),
+          "build(i) from two threads builds both segments %s" % errs)
+    version, already = b.commit()
+    check(version == v + 1 and not already, "commit: catalog version %d, new" % version)
+with segforge.SegmentBuilder(ds, "steps", "v", "job-steps", target_segment_bytes="140K") as b:
+    b.plan()
+    check(b.commit() == (version, True), "committing the job again is a no-op: (version, True)")
+with segforge.SegmentBuilder(ds, "steps", "v", "job-steps") as b:
+    b.plan()
+    raises(segforge.ConflictError, 12, "committed once", b.commit,
+           "committing the job again under another plan (one segment per shard)")
+with segforge.Index(ds, "steps") as ix:
+    check(np.array_equal(ix.search(q, k=10)[0], want_i),
+          "the index built in steps answers as the finalized one")
+
 # ---- IVF_SQ and IVF_PQ: recall -------------------------------------------------------
 centers = rng.standard_normal((40, 32)).astype(np.float32) * 3
 cx = (centers[rng.integers(0, 40, n)] + rng.standard_normal((n, 32))).astype(np.float32)
@@ -154,19 +208,6 @@ for kind, extra in (("IVF_SQ", {}), ("IVF_PQ", {"pq_m": 8})):
 
 
 # ---- bad input -----------------------------------------------------------------------
-def raises(cls, code, needle, fn, what):
-    try:
-        fn()
-    except segforge.Error as e:
-        ok = isinstance(e, cls) and e.code == code and needle in e.message
-        check(ok, "%s raises %s (code %d) naming %r: %s" % (what, cls.__name__, code, needle, e))
-        return e
-    except Exception as e:
-        check(False, "%s raises %s, not a segforge.Error: %r" % (what, cls.__name__, e))
-        return e
-    check(False, "%s raises %s (it did not raise)" % (what, cls.__name__))
-
-
 INV, E = 1, segforge.InvalidError
 bad = segforge.staging_root(ds, "job-bad")
 shutil.copytree(flat, bad, ignore=shutil.ignore_patterns("*.sfshard"))

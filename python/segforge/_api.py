@@ -359,15 +359,30 @@ class SegmentBuilder(_Handle):
                                      _b(column, "column"), _b(staging_id, "staging_id"), o,
                                      ctypes.byref(h), err), err)
         self._h = h.value
-        self._lock = threading.Lock()  # plan and commit exclude everything else
+        # build(i) runs beside other build(j); every other call runs alone
+        self._rw = threading.Condition()
+        self._builds = 0
+        self._alone = False
 
     def _call(self, fn, *args, exclusive=True):
         h = self._acquire()
         try:
-            if exclusive:
-                with self._lock:
-                    return fn(h, *args)
-            return fn(h, *args)
+            with self._rw:
+                while self._alone or (exclusive and self._builds):
+                    self._rw.wait()
+                if exclusive:
+                    self._alone = True
+                else:
+                    self._builds += 1
+            try:
+                return fn(h, *args)
+            finally:
+                with self._rw:
+                    if exclusive:
+                        self._alone = False
+                    else:
+                        self._builds -= 1
+                    self._rw.notify_all()
         finally:
             self._release()
 
