@@ -3,7 +3,7 @@
 temporary prefix under lib/python3/dist-packages with the path of the
 installed libsegforge.so.1 recorded in segforge/_libpath.py, it is imported
 by a fresh python3 from outside the tree (no SEGFORGE_LIBRARY, PYTHONPATH
-only), loads that library and runs the issue's quick start verbatim. A
+only), loads that library and runs the README's Python quick start verbatim. A
 DESTDIR install records the prefix's path, not the staging directory's.
 """
 import os
@@ -31,26 +31,28 @@ libs = [os.path.join(d, f) for d, _, fs in os.walk(prefix) for f in fs
 check(len(libs) == 1, "one libsegforge.so.1 is installed: %s" % libs)
 check(not os.path.exists(os.path.join(pkg, "__pycache__")), "no bytecode from the tree")
 
+# The README's Python quick start, run verbatim between a preamble that
+# makes its data (one worker holding fragments 0-3) and a check of its answer.
+readme = open(os.path.join(h.SRC, "README.md")).read()
+block = readme.split("\n## Python\n", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+check("segforge.finalize(" in block and ".search(queries" in block,
+      "the README has a Python quick start")
 quick = textwrap.dedent("""
     import os, sys
-    import numpy as np, segforge
+    import numpy as np
     root = sys.argv[1]
-    print(segforge.library_path)
-    print(segforge.__file__)
     rng = np.random.default_rng(5)
     x = rng.standard_normal((2000, 8)).astype(np.float32)
-    dataset = os.path.join(root, "ds")
-    staging = segforge.staging_root(dataset, "job-1")
-    segforge.train(x, index_type="IVF_FLAT", metric="L2", nlist=16, out=staging)
-    for f in range(4):  # worker f: fragment f, rows 500 f .. 500 f + 499
-        vectors = x[500 * f:500 * (f + 1)]
-        row_ids = (np.uint64(f) << np.uint64(32)) | np.arange(500, dtype=np.uint64)
-        with segforge.ShardWriter(staging, shard_id="w%d" % f) as w:
-            w.add(vectors, row_ids)            # float32 (n, dim), uint64 (n,)
-    segforge.finalize(dataset, index="idx", column="v", staging_id="job-1", expected_fragments="0-3")
+    vectors = x[::-1].copy()  # the worker adds rows in another order than trained
+    i = np.arange(2000, dtype=np.uint64)[::-1]
+    row_ids = ((i // 500) << np.uint64(32)) | (i % 500)  # fragments 0-3, 500 rows each
     queries = x[:20]
-    ids, dists = segforge.Index(dataset, "idx").search(queries, k=10, nprobe=16)
-    want = [(i // 500) << 32 | i % 500 for i in range(20)]
+    dataset = os.path.join(root, "ds")
+""") + "import segforge\nstaging = segforge.staging_root(dataset, 'job-1')\n" + block + \
+    textwrap.dedent("""
+    print(segforge.library_path)
+    print(segforge.__file__)
+    want = [(j // 500) << 32 | j % 500 for j in range(20)]
     print(int((ids[:, 0] == np.array(want, dtype=np.uint64)).sum()), float(dists[:, 0].max()))
 """)
 env = {k: v for k, v in os.environ.items() if k not in ("SEGFORGE_LIBRARY", "PYTHONPATH")}
@@ -59,7 +61,7 @@ env["PYTHONDONTWRITEBYTECODE"] = "1"
 p = subprocess.run(["/usr/bin/python3", "-c", quick, root], capture_output=True, env=env,
                    cwd=root, timeout=300)
 out = p.stdout.decode().split("\n")
-check(p.returncode == 0, "the quick start runs against the installed package (%s)" %
+check(p.returncode == 0, "the README's quick start runs against the installed package (%s)" %
       p.stderr.decode()[-500:])
 if p.returncode == 0:
     check(out[0] == libs[0], "it loads the installed library: %s" % out[0])
