@@ -7,7 +7,7 @@ import threading
 
 import numpy as np
 
-from . import _arrays
+from . import _arrays, _arrow
 from ._errors import InvalidError
 from ._lib import check, lib, new_error, sf_delivery_report, take_string
 
@@ -178,6 +178,39 @@ class ShardWriter(_Handle):
                                               x.shape[1], err), err)
         finally:
             self._release()
+
+    def add_arrow(self, data, row_ids=None, *, vector_field=None, rowid_field=None):
+        """Adds rows from Arrow, without a copy: data is a struct array (or a
+        record batch) with a FixedSizeList<float32>[dim] vector column and a
+        uint64 row id column (vector_field, rowid_field name them; None
+        picks the only column of each type); or data is the vector array and
+        row_ids the row id array. Any object with __arrow_c_array__ will do
+        (pyarrow, polars, nanoarrow...). Sliced arrays are read from their
+        offset; a null, or a column of another type, is refused naming the
+        column and the row."""
+        schema, array, keep = _arrow.export(data, "data" if row_ids is None else "vectors")
+        if row_ids is not None:
+            if vector_field is not None or rowid_field is not None:
+                raise InvalidError("vector_field and rowid_field name the columns of one "
+                                   "struct array; with two arrays, leave them out")
+            ids_schema, ids_array, keep_ids = _arrow.export(row_ids, "row_ids")  # noqa: F841
+        h = self._acquire()
+        try:
+            with self._lock:
+                if self.finished:
+                    raise InvalidError("this ShardWriter is finished; open a new one")
+                err = new_error()
+                if row_ids is None:
+                    rc = lib.sf_shard_writer_add_arrow(h, schema, array,
+                                                       _b(vector_field, "vector_field"),
+                                                       _b(rowid_field, "rowid_field"), err)
+                else:
+                    rc = lib.sf_shard_writer_add_arrow_columns(h, schema, array, ids_schema,
+                                                               ids_array, err)
+                check(rc, err)
+        finally:
+            self._release()
+        del keep  # the capsules lived through the call; now they may release
 
     def finish(self):
         """Sorts and writes the shard atomically; returns its path."""
