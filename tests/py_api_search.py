@@ -16,6 +16,7 @@ import os
 import shutil
 import sys
 import threading
+import time
 
 sys.dont_write_bytecode = True
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -142,6 +143,28 @@ with segforge.Index(ds, "flat") as ix:
     check(not errors and list(results.values()) == ["same"] * 8,
           "8 threads searching one index at once get one thread's answers (%s %s)" %
           (results, errors))
+
+    # ---- the GIL is released during a search -----------------------------------------
+    # While one long search runs in a thread, the main thread must keep
+    # running: its longest stall must be far shorter than the search (were
+    # the GIL held, it would stall for the whole call).
+    big = rng.integers(-6, 7, size=(12000, DIM)).astype(np.float32)
+    span = {}
+
+    def long_search():
+        t0 = time.monotonic()
+        ix.search(big, k=10, nprobe=NLIST)
+        span["t"] = time.monotonic() - t0
+
+    t = threading.Thread(target=long_search)
+    last, stall = time.monotonic(), 0.0
+    t.start()
+    while t.is_alive():
+        now = time.monotonic()
+        stall, last = max(stall, now - last), now
+    t.join()
+    check(span["t"] > 0.2 and stall < span["t"] / 2, "a %.2f s search leaves the other threads "
+          "running (longest stall %.3f s): the GIL is released" % (span["t"], stall))
 
 # ---- the same job in steps: plan, build from two threads, commit ---------------------
 steps = segforge.staging_root(ds, "job-steps")
@@ -277,6 +300,10 @@ raises(E, INV, "nprobe must be in 1..", lambda: ix.search(q, k=5, nprobe=-1), "n
 raises(E, INV, "k must be an integer", lambda: ix.search(q, k=2.5), "k=2.5")
 ix.close()
 raises(E, INV, "closed", lambda: ix.search(q, k=5), "search on a closed index")
+raises(segforge.TimedOutError, 64, "nojob", lambda: segforge.wait_committed(ds, "nojob", 0.2),
+       "waiting 0.2 s for a job nobody commits")
+check(segforge.wait_committed(ds, "job-flat", timeout=0) == v,
+      "wait_committed of a committed job returns its version at once")
 raises(segforge.NotFoundError, 8, "nope", lambda: segforge.Index(ds, "nope"),
        "opening an index that does not exist")
 raises(segforge.NotFoundError, 8, "none", lambda: segforge.Index(os.path.join(root, "none"), "flat"),
