@@ -6,12 +6,14 @@
 # trained, staged by two workers and finalized without Kafka, searched;
 # and a second job whose workers publish to `segforge serve` (on its
 # embedded broker), which commits it while the finalizer example waits.
-# Env: SF_BUILD (the build directory), SF_SRC, SF_TEST_TMP, SEGFORGE.
+# Env: SF_BUILD (the build directory), SF_SRC, SF_TEST_TMP, SEGFORGE,
+# SF_USER_CFLAGS (the sanitizer flags of a sanitized build, for the programs).
 . "$(dirname "$0")/shell_helpers.sh"
 scratch api_install
 B=${SF_BUILD:?set SF_BUILD to the build directory}
 P=$T/prefix
 X=$SF_SRC/examples
+CF=${SF_USER_CFLAGS:-}
 
 cmake --install "$B" --prefix "$P" >"$T/install.log" 2>&1 || { cat "$T/install.log"; echo "FAIL install"; exit 1; }
 libdir=$(dirname "$(find "$P" -name segforge.pc)")/..
@@ -34,7 +36,7 @@ check "pkg-config knows the version" test "$(pkg-config --modversion segforge)" 
 # Shared: pkg-config alone, with the strict warnings of the tree.
 for ex in train worker_publish finalize searcher; do
   check "cc $ex.c \$(pkg-config --cflags --libs segforge)" \
-    cc -std=c11 -Wall -Wextra -Werror -pthread "$X/$ex.c" -o "$T/$ex" \
+    cc -std=c11 -Wall -Wextra -Werror -pthread $CF "$X/$ex.c" -o "$T/$ex" \
     $(pkg-config --cflags --libs segforge)
 done
 # Static: libsegforge.a, then what segforge.pc says it needs, Requires.private
@@ -44,7 +46,7 @@ done
 static_libs="$(pkg-config --libs $(pkg-config --print-requires-private segforge)) \
   $(sed -n 's/^Libs.private: //p' "$libdir/pkgconfig/segforge.pc")"
 check "cc searcher.c libsegforge.a + Requires.private + Libs.private" \
-  cc -std=c11 -Wall -Werror -pthread "$X/searcher.c" -o "$T/searcher_static" \
+  cc -std=c11 -Wall -Werror -pthread $CF "$X/searcher.c" -o "$T/searcher_static" \
   $(pkg-config --cflags segforge) "$libdir/libsegforge.a" $static_libs
 check "the static searcher needs no libsegforge.so" \
   bash -c "! ldd '$T/searcher_static' | grep -q libsegforge"
@@ -61,7 +63,8 @@ add_executable(searcher $X/searcher.c)
 target_link_libraries(searcher segforge::segforge_static Threads::Threads)
 CMAKE
 check "find_package(segforge) builds the examples" bash -c \
-  "cmake -S '$T/consumer' -B '$T/consumer/build' -DCMAKE_PREFIX_PATH='$P' >'$T/cmake.log' 2>&1 &&
+  "cmake -S '$T/consumer' -B '$T/consumer/build' -DCMAKE_PREFIX_PATH='$P' \
+     -DCMAKE_C_FLAGS='$CF' >'$T/cmake.log' 2>&1 &&
    cmake --build '$T/consumer/build' >>'$T/cmake.log' 2>&1 || { cat '$T/cmake.log'; false; }"
 
 export LD_LIBRARY_PATH=$libdir

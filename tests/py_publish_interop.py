@@ -137,12 +137,17 @@ def main():
     check(again["event_id"] == staged[("job-a", "w0")]["event_id"],
           "re-staging the same shard announces the same event_id")
 
-    example = os.path.join(os.path.dirname(SEGFORGE), "example_worker_publish")
+    # The example worker (over the public library) trains its own job,
+    # stages its shard from memory and announces it.
+    bindir = os.path.dirname(SEGFORGE)
+    example = os.path.join(bindir, "example_worker_publish")
     n_expected = 4
     if os.path.exists(example):
-        p = subprocess.run([example, brokers, ds, "job-b", staged[("job-b", "w0")]["path"],
-                            "w0", "0-9"], capture_output=True, timeout=60)
-        check(p.returncode == 0 and b"published job-b/w0@" in p.stdout,
+        subprocess.run([os.path.join(bindir, "example_train"), ds, "job-c"], check=True,
+                       capture_output=True, timeout=60)
+        p = subprocess.run([example, ds, "job-c", "w0", "0", "1", "0-1", brokers],
+                           capture_output=True, timeout=60)
+        check(p.returncode == 0 and b"published job-c/w0@" in p.stdout,
               "examples/worker_publish announces a shard: " + (p.stdout + p.stderr).decode().strip())
         n_expected += 1
 
@@ -166,7 +171,7 @@ def main():
               "%s/%s: producer names the publishing process as host/pid (%s)"
               % (key + (d.get("producer"),)))
         if d["index_name"] != "idx":  # the example program's own event
-            check(key == ("job-b", "w0") and d["index_name"] == "embedding_idx",
+            check(key == ("job-c", "w0") and d["index_name"] == "emb_idx",
                   "the example's event has its own index name")
             continue
         s = staged[key]
@@ -196,7 +201,8 @@ def main():
     p = subprocess.run(["kcat", "-C", "-b", brokers, "-t", TOPIC, "-e", "-q", "-f", "%k\n"],
                        capture_output=True, timeout=30)
     keys = sorted(p.stdout.decode().split())
-    check(keys == sorted(["job-a"] * 3 + ["job-b"] * (n_expected - 3)), "kcat sees the same keys")
+    check(keys == sorted(["job-a"] * 3 + ["job-b"] + ["job-c"] * (n_expected - 4)),
+          "kcat sees the same keys")
 
     # Refusals: before staging for bad flags, after it for the broker.
     p = stage(ds, "job-a", "w2", "0", brokers, "-X", "no.such.property=1", expect=2)
