@@ -12,8 +12,11 @@ import subprocess
 import sys
 import textwrap
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import api_python  # noqa: E402
+
+api_python.setup()  # under the sanitizer build, the child python3 needs it too
 import serve_helpers as h  # noqa: E402
 
 check = h.check

@@ -19,12 +19,10 @@ import threading
 import time
 
 sys.dont_write_bytecode = True
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.join(os.environ.get("SF_SRC", os.path.join(HERE, "..")), "python"))
-if "SEGFORGE_LIBRARY" not in os.environ and "SEGFORGE" in os.environ:
-    os.environ["SEGFORGE_LIBRARY"] = os.path.join(os.path.dirname(os.environ["SEGFORGE"]),
-                                                  "libsegforge.so.1")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import api_python  # noqa: E402
+
+api_python.setup()
 import numpy as np  # noqa: E402
 
 import segforge  # noqa: E402
