@@ -94,9 +94,6 @@ def main():
             t.join()
         return NQ / (time.monotonic() - t0)
 
-    search(threads)  # warm the pool
-    py_one = median_of(runs, lambda: search(1))
-    py_many = median_of(runs, lambda: search(threads))
     singles = [np.ascontiguousarray(q[j:j + 1]) for j in range(NQ)]
 
     def one_by_one():
@@ -105,7 +102,14 @@ def main():
             ix.search(s, k=K, nprobe=NPROBE)
         return NQ / (time.monotonic() - t0)
 
-    py_single = median_of(runs, one_by_one)
+    search(threads)  # warm the pool
+    # Interleaved, so that a change of load on the machine hits all three alike.
+    one, many, single = [], [], []
+    for _ in range(runs):
+        one.append(search(1))
+        many.append(search(threads))
+        single.append(one_by_one())
+    py_one, py_many, py_single = (statistics.median(v) for v in (one, many, single))
     ix.close()
 
     print(c_out, end="")
