@@ -313,6 +313,7 @@ out:
   g_proc = NULL;
   sf_proc_free(p);
   sf_metrics_server_stop(msrv);
+  sf_metrics_destroy(&metrics);
   sf_broker_stop(broker);
   sf_kconf_free(k);
   free(conf_roots);

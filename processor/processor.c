@@ -436,6 +436,10 @@ static sf_code consumer_conf(sf_proc *p, sf_err *err) {
       kset(k, "auto.offset.reset", "earliest", err))
     return err->code;
   if (prefetch_conf(p, err)) return err->code;
+  /* The lag gauges and /readyz read librdkafka's statistics. */
+  if (p->o.metrics && !sf_kconf_has(k, "statistics.interval.ms") &&
+      kset(k, "statistics.interval.ms", "1000", err))
+    return err->code;
   if (p->o.log) sf_kconf_set_logger(k, log_bridge);
   return SF_OK;
 }
@@ -522,6 +526,7 @@ sf_code sf_proc_new(const sf_proc_opts *o, sf_proc **out, sf_err *err) {
   rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
   rd_kafka_conf_set_offset_commit_cb(conf, offset_commit_cb);
   rd_kafka_conf_set_error_cb(conf, error_cb);
+  rd_kafka_conf_set_stats_cb(conf, sf_proc_stats_cb);
   char errstr[512];
   if (!(p->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr))) {
     rd_kafka_conf_destroy(conf);
@@ -586,6 +591,7 @@ static void turn(sf_proc *p, int timeout_ms) {
   int64_t now = sf_clock_mono_ms();
   /* the liveness stamp, from the clock read the turn needs anyway */
   sf_metrics_loop_turn(p->o.metrics, now);
+  sf_proc_status_turn(p, now);
   if (now - p->last_commit_ms >= p->o.commit_interval_ms) {
     commit_offsets(p, NULL, 0);
     publish_stats(p);

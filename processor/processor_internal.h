@@ -37,6 +37,9 @@ typedef struct task {
   int kind;
   sf_job *job;       /* T_FINALIZE, T_DEAD_JOB, T_INTAKE */
   atomic_int cancel; /* set by a revoke; sf_finalize checks it */
+  /* T_FINALIZE, for /jobs: 0 queued, 1 building (set by the finalize
+   * thread), 2 committing (its segments are built). */
+  atomic_int phase;
   /* T_DEAD_EVENT: the rejection (owned fields) and where the event was. */
   sf_shard_rejected rej;
   sf_jobs_ref ref;
@@ -127,6 +130,11 @@ struct sf_proc {
   atomic_llong compact_meta_failed_ms; /* when asking them last failed; 0 = never */
   atomic_uint_least64_t n_compactions;
 
+  /* Status (processor_status.c): partitions assigned at the last
+   * statistics, and when the gauges of jobs by state were refreshed. */
+  size_t assigned;
+  int64_t states_at_ms;
+
   atomic_uint_least64_t n_events, n_rejected, n_committed, n_failed, n_pauses;
   atomic_size_t s_open, s_inflight, s_pending, s_held;
 };
@@ -154,6 +162,14 @@ void sf_proc_compact_after_commit(sf_proc *p, const char *dataset,
 sf_code sf_proc_compact_start(sf_proc *p, sf_err *err);
 void sf_proc_compact_stop(sf_proc *p);
 void *sf_proc_compact_main(void *arg);
+
+/* ---- processor_status.c ------------------------------------------------------- */
+
+/* On each turn of the loop: answers a /jobs request, and refreshes the
+ * gauges of jobs by state once a second. */
+void sf_proc_status_turn(sf_proc *p, int64_t now);
+/* librdkafka's statistics callback: the lag gauges and readiness. */
+int sf_proc_stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque);
 
 /* ---- processor_tasks.c and processor_dead.c ---------------------------------- */
 
