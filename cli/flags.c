@@ -89,8 +89,10 @@ const cli_flag cli_flags[CLI_FLAG_END - CLI_FLAG_FIRST] = {
       "the least severe log line shown"},
   F(COMPACT) = {"compact", "on|off", CLI_KIND_CHOICE, 0, 0, NULL, off_on,
       "merge committed segments in the background"},
+  F(SINCE) = {"since", "DUR", CLI_KIND_DURATION, 1, 365 * DAY, NULL, NULL,
+      "read dead letters published at most DUR ago"},
   F(TIMEOUT) = {"timeout", "MS", CLI_KIND_NUMBER, 1, INT32_MAX, NULL, NULL,
-      "milliseconds to wait for the broker's acknowledgement"},
+      "milliseconds to wait (stage: for the broker's acknowledgement)"},
   /* Files and the catalog. */
   F(MEMORY) = {"memory", "SIZE", CLI_KIND_SIZE, MB, 1024 * GB, "bytes", NULL,
       "codes held at once"},
