@@ -142,17 +142,25 @@ static void on_message(sf_proc *p, const rd_kafka_message_t *m) {
   atomic_fetch_add_explicit(&p->n_events, 1, memory_order_relaxed);
   sf_metrics_event_received(p->o.metrics);
 
+  /* What the table keeps of the message: its value, key, headers and
+   * timestamp, for the dead letters and the trace context. */
+  size_t rec_len = 0;
+  const uint8_t *rec = sf_proc_record_make(p, m, &rec_len);
+  if (!rec) {
+    sf_proc_set_fatal(p, &(sf_err){SF_ENOMEM, "out of memory"});
+    return;
+  }
   sf_shard_staged ev;
   memset(&ev, 0, sizeof ev);
   sf_event_reason reason = SF_REASON_NONE;
   if (sf_event_decode_shard_staged(p->dec, m->payload, m->len, &ev, &reason, &err)) {
     if (reason)
-      sf_proc_send_dead_event(p, m->payload, m->len, ref, reason, err.msg, NULL);
+      sf_proc_send_dead_event(p, rec, rec_len, ref, reason, err.msg, NULL);
     else
       sf_proc_set_fatal(p, &err);
     return;
   }
-  sf_proc_classify(p, &ev, m->payload, m->len, ref, NULL);
+  sf_proc_classify(p, &ev, rec, rec_len, ref, NULL);
   sf_shard_staged_clear(&ev);
 }
 
@@ -709,6 +717,7 @@ void sf_proc_free(sf_proc *p) {
   sf_proc_q_destroy(&p->work);
   sf_proc_q_destroy(&p->dead);
   sf_proc_q_destroy(&p->done);
+  free(p->rec);
   free(p);
 }
 

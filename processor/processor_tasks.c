@@ -208,12 +208,21 @@ static sf_code announce(sf_proc *p, task *t, const sf_finalize_result *res, sf_e
                               .num_shards = (int32_t)nshards,
                               .first_staged_at_ms = j->first_staged_at_ms,
                               .committed_at_ms = t->committed_at_ms};
+  /* The trace context of the job's events (a W3C traceparent header)
+   * carries on to its announcement. */
+  size_t tpl = 0;
+  const uint8_t *tp = sf_proc_job_traceparent(j, &tpl);
+  rd_kafka_headers_t *h = tp ? rd_kafka_headers_new(2) : NULL;
+  if (h) rd_kafka_header_add(h, "traceparent", -1, tp, (ssize_t)tpl);
+  sf_publish_extra x = {.headers = h};
   sf_code rc;
   for (int attempt = 1;; attempt++) {
-    rc = sf_publish_committed(p->pub, NULL, &ev, p->o.delivery_timeout_ms, NULL, err);
+    rc = sf_publish_committed_ex(p->pub, NULL, &ev, &x, p->o.delivery_timeout_ms, NULL,
+                                 err);
     if (!sf_proc_retry_publish(p, rc, attempt, "SegmentsCommitted", j->staging_id, err))
       break;
   }
+  if (h) rd_kafka_headers_destroy(h);
   return rc;
 }
 
