@@ -331,7 +331,9 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
       rd_kafka_assign(rk, parts);
     }
     if (p->paused) rd_kafka_pause_partitions(rk, parts);
-    sf_proc_plog(p, SF_PROC_LOG_INFO, "event=partitions_assigned partitions=%s", names);
+    sf_proc_plog(p, SF_PROC_LOG_INFO,
+                 "event=partitions_assigned partitions=%s protocol=%s", names,
+                 coop ? "cooperative" : "eager");
     return;
   }
   int lost = rd_kafka_assignment_lost(rk);
@@ -349,11 +351,13 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
   } else {
     rd_kafka_assign(rk, NULL);
   }
-  sf_proc_plog(p, SF_PROC_LOG_INFO,
-               "event=partitions_revoked partitions=%s lost=%d jobs_dropped=%zu", names,
-               lost,
-               (before.open + before.ready + before.failed) -
-                   (after.open + after.ready + after.failed));
+  sf_proc_plog(
+      p, SF_PROC_LOG_INFO,
+      "event=partitions_revoked partitions=%s lost=%d jobs_dropped=%zu protocol=%s",
+      names, lost,
+      (before.open + before.ready + before.failed) -
+          (after.open + after.ready + after.failed),
+      coop ? "cooperative" : "eager");
 }
 
 static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
@@ -439,6 +443,12 @@ static sf_code consumer_conf(sf_proc *p, sf_err *err) {
   }
   if (!sf_kconf_has(k, "group.id") && kset(k, "group.id", SF_PROC_DEFAULT_GROUP, err))
     return err->code;
+  /* Cooperative rebalancing: a member joining or leaving moves only the
+   * partitions that change owner, so the open jobs of the others are not
+   * dropped and rebuilt from their events (docs/serve.md, Rebalances). */
+  if (!sf_kconf_has(k, "partition.assignment.strategy") &&
+      kset(k, "partition.assignment.strategy", "cooperative-sticky", err))
+    return err->code;
   /* A new group must read the shards staged before it started. */
   if (!sf_kconf_has(k, "auto.offset.reset") &&
       kset(k, "auto.offset.reset", "earliest", err))
@@ -480,7 +490,7 @@ sf_code sf_proc_new(const sf_proc_opts *o, sf_proc **out, sf_err *err) {
   if (!p->o.max_pending_bytes) p->o.max_pending_bytes = (size_t)256 << 20;
   if (!p->o.staging_timeout_ms) p->o.staging_timeout_ms = 600000;
   if (!p->o.commit_interval_ms) p->o.commit_interval_ms = 100;
-  if (!p->o.drain_timeout_ms) p->o.drain_timeout_ms = 60000;
+  if (!p->o.drain_timeout_ms) p->o.drain_timeout_ms = SF_PROC_DEFAULT_DRAIN_MS;
   if (p->o.retry_max_ms <= 0) p->o.retry_max_ms = 300000;
   p->next_retry_ms = INT64_MAX;
   if (o->compact_policy)
