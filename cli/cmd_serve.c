@@ -135,6 +135,13 @@ int cli_cmd_serve(int argc, char **argv) {
   uint64_t v, partitions = 4;
   const char *metrics_addr = NULL;
   int c, rc = 0;
+  {
+    sf_err env_err = {0};
+    if (cli_env_args(&argc, &argv, "X:", opts, &env_err)) {
+      sf_kconf_free(k);
+      return cli_usage("serve", "%s", env_err.msg);
+    }
+  }
   optind = 1;
   while ((c = getopt_long(argc, argv, "X:", opts, NULL)) != -1) {
     sf_code e = SF_OK;

@@ -161,6 +161,11 @@ int cli_cmd_status(int argc, char **argv) {
                                 {0, 0, 0, 0}};
   const char *addr = NULL;
   int c, as_json = 0;
+  {
+    sf_err env_err = {0};
+    if (cli_env_args(&argc, &argv, "", opts, &env_err))
+      return cli_usage("status", "%s", env_err.msg);
+  }
   optind = 1;
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
     switch (c) {

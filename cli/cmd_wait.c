@@ -68,6 +68,13 @@ int cli_cmd_wait(int argc, char **argv) {
   sf_err err = {0};
   sf_kconf *k = sf_kconf_new();
   if (!k) return cli_fail("wait", &(sf_err){SF_ENOMEM, "out of memory"});
+  {
+    sf_err env_err = {0};
+    if (cli_env_args(&argc, &argv, "X:", opts, &env_err)) {
+      sf_kconf_free(k);
+      return cli_usage("wait", "%s", env_err.msg);
+    }
+  }
   optind = 1;
   while (status < 0 && (c = getopt_long(argc, argv, "X:", opts, NULL)) != -1) {
     sf_code e = SF_OK;
