@@ -25,6 +25,7 @@ static const char *const index_types[] = {"IVF_FLAT", "IVF_SQ", "IVF_PQ", NULL};
 static const char *const metrics[] = {"L2", "COSINE", "DOT", NULL};
 static const char *const log_levels[] = {"error", "warn", "info", "debug", NULL};
 static const char *const off_on[] = {"off", "on", NULL};
+static const char *const log_formats[] = {"logfmt", "json", NULL};
 
 /* The longest librdkafka property name taken from the environment. */
 #define SF_KCONF_KEY_MAX_CLI 256
@@ -92,6 +93,8 @@ const cli_flag cli_flags[CLI_FLAG_END - CLI_FLAG_FIRST] = {
       NULL, "event bytes held before the consumer pauses"},
   F(LOG_LEVEL) = {"log-level", "LEVEL", CLI_KIND_CHOICE, 0, 0, NULL, log_levels,
       "the least severe log line shown"},
+  F(LOG_FORMAT) = {"log-format", "FORMAT", CLI_KIND_CHOICE, 0, 0, NULL, log_formats,
+      "how a log line is written"},
   F(COMPACT) = {"compact", "on|off", CLI_KIND_CHOICE, 0, 0, NULL, off_on,
       "merge committed segments in the background"},
   F(SINCE) = {"since", "DUR", CLI_KIND_DURATION, 1, 365 * DAY, NULL, NULL,

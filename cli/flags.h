@@ -93,6 +93,7 @@ typedef enum cli_flag_id {
   CLI_FLAG_MAX_MERGE_AT_ONCE,
   CLI_FLAG_COMPACT,
   CLI_FLAG_SINCE,
+  CLI_FLAG_LOG_FORMAT,
   CLI_FLAG_END
 } cli_flag_id;
 

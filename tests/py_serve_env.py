@@ -89,4 +89,30 @@ check(rc == 2 and "SEGFORGE_TARGET_SEGMENT_BYTES" in err,
 rc, err = refused(["status"], {"SEGFORGE_METRICS_ADDR": "127.0.0.1:1"})
 check(rc == 1 and "cannot reach segforge serve at 127.0.0.1:1" in err,
       "a flag without its own variable in another command (status --metrics-addr): %r" % err)
+
+# --log-format json (here from the environment): every line one JSON object.
+import json  # noqa: E402
+e = dict(CLEAN, SEGFORGE_LOG_FORMAT="json")
+log = os.path.join(root, "json.log")
+with open(log, "wb") as lf:
+    p = subprocess.Popen([h.SEGFORGE, "serve", "--dataset-root", root], stdout=subprocess.DEVNULL,
+                         stderr=lf, env=e)
+    end = time.time() + 30
+    while time.time() < end and "serving" not in open(log).read():
+        time.sleep(0.1)
+    p.terminate()
+    p.wait(30)
+lines = open(log).read().splitlines()
+objs = []
+for l in lines:
+    try:
+        objs.append(json.loads(l))
+    except ValueError:
+        objs.append(None)
+check(lines and all(o and {"ts", "level", "event"} <= set(o) for o in objs),
+      "--log-format json: each of %d lines a JSON object with ts, level, event" % len(lines))
+srv = [o for o in objs if o and o["event"] == "serving"]
+check(srv and srv[0]["workers"] == 2 and srv[0]["group"] == "segforge-finalizer" and
+      srv[0]["level"] == "info", "the members keep their values, numbers as numbers: %s" % srv)
+check(any(o and o["event"] == "stopped" for o in objs), "through the last line (stopped)")
 h.finish()
