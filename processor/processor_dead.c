@@ -27,19 +27,31 @@ static void add_text(rd_kafka_headers_t *h, const char *name, const char *v) {
 
 /* The dead letter's headers: the rejected event's own (its traceparent
  * among them), Connect's context headers, segforge.reason, and the job's
- * traceparent when the event had none (jobtp, may be NULL). NULL without
- * memory. */
+ * traceparent when the event had none (jobtp, may be NULL). For a dead
+ * letter cut down (`small`), only the event's traceparent, where it was
+ * (topic, partition, offset) and the reason: what made it too large may be
+ * the headers. NULL without memory. */
 static rd_kafka_headers_t *dead_headers(sf_proc *p, const sf_shard_rejected *r,
                                         const sf_proc_record *rec, const uint8_t *jobtp,
-                                        size_t jobtp_len) {
-  rd_kafka_headers_t *h = sf_proc_record_headers(rec, 12);
+                                        size_t jobtp_len, int small) {
+  rd_kafka_headers_t *h =
+      small ? rd_kafka_headers_new(12) : sf_proc_record_headers(rec, 12);
   if (!h) return NULL;
+  const uint8_t *tv;
+  size_t tl;
+  int has_tp = sf_proc_record_header(rec, "traceparent", &tv, &tl);
+  if (small && has_tp)
+    rd_kafka_header_add(h, "traceparent", -1, tv, tv ? (ssize_t)tl : 0);
   char num[32], cls[96];
   add_text(h, CONNECT_ERRORS "topic", r->source_topic ? r->source_topic : "");
   snprintf(num, sizeof num, "%d", (int)r->source_partition);
   add_text(h, CONNECT_ERRORS "partition", num);
   snprintf(num, sizeof num, "%lld", (long long)r->source_offset);
   add_text(h, CONNECT_ERRORS "offset", num);
+  snprintf(cls, sizeof cls, "segforge.reason.%s", r->reason ? r->reason : "NONE");
+  add_text(h, CONNECT_ERRORS "exception.class.name", cls);
+  add_text(h, "segforge.reason", r->reason ? r->reason : "NONE");
+  if (small) return h;
   const char *group = sf_kconf_get(p->kconf, "group.id");
   add_text(h, CONNECT_ERRORS "connector.name", group ? group : "segforge");
   add_text(h, CONNECT_ERRORS "task.id", "0");
@@ -49,13 +61,8 @@ static rd_kafka_headers_t *dead_headers(sf_proc *p, const sf_shard_rejected *r,
                ? "VALUE_CONVERTER"
                : "TASK_PUT");
   add_text(h, CONNECT_ERRORS "class.name", "segforge.processor");
-  snprintf(cls, sizeof cls, "segforge.reason.%s", r->reason ? r->reason : "NONE");
-  add_text(h, CONNECT_ERRORS "exception.class.name", cls);
   add_text(h, CONNECT_ERRORS "exception.message", r->message ? r->message : "");
-  add_text(h, "segforge.reason", r->reason ? r->reason : "NONE");
-  const uint8_t *tv;
-  size_t tl;
-  if (jobtp && !sf_proc_record_header(rec, "traceparent", &tv, &tl))
+  if (jobtp && !has_tp)
     rd_kafka_header_add(h, "traceparent", -1, jobtp, (ssize_t)jobtp_len);
   return h;
 }
@@ -78,7 +85,8 @@ static sf_code publish_rejected_once(sf_proc *p, const sf_shard_rejected *r,
  * that cannot be sent it is logged at error level and given up, so that
  * the offset moves. Retryable failures (broker down) still retry. */
 static sf_code publish_rejected(sf_proc *p, const sf_shard_rejected *r,
-                                const sf_publish_extra *x, sf_err *err) {
+                                const sf_publish_extra *x, const sf_publish_extra *xsmall,
+                                sf_err *err) {
   sf_code rc = publish_rejected_once(p, r, x, err);
   char q[600];
   if (rc == SF_EDECODE || rc == SF_EINVAL) {
@@ -108,7 +116,7 @@ static sf_code publish_rejected(sf_proc *p, const sf_shard_rejected *r,
                  m.staging_id ? m.staging_id : "-", (int)r->source_partition,
                  (long long)r->source_offset, r->original_value_len,
                  sf_proc_quoted(q, sizeof q, why));
-    rc = publish_rejected_once(p, &m, x, err);
+    rc = publish_rejected_once(p, &m, xsmall, err);
     if (rc == SF_EDECODE || rc == SF_EINVAL) {
       sf_proc_plog(p, SF_PROC_LOG_ERR,
                    "event=dead_letter_impossible reason=%s partition=%d offset=%lld "
@@ -136,8 +144,13 @@ static sf_code publish_dead(sf_proc *p, sf_shard_rejected *r, const uint8_t *rec
   sf_shard_rejected v = *r; /* borrowed: never cleared */
   v.original_value = (uint8_t *)pr.value;
   v.original_value_len = pr.value_len;
-  rd_kafka_headers_t *h = dead_headers(p, &v, &pr, jobtp, jobtp_len);
-  if (!h) return sf_err_set(err, SF_ENOMEM, "out of memory");
+  rd_kafka_headers_t *h = dead_headers(p, &v, &pr, jobtp, jobtp_len, 0),
+                     *hs = dead_headers(p, &v, &pr, jobtp, jobtp_len, 1);
+  if (!h || !hs) {
+    if (h) rd_kafka_headers_destroy(h);
+    if (hs) rd_kafka_headers_destroy(hs);
+    return sf_err_set(err, SF_ENOMEM, "out of memory");
+  }
   sf_publish_extra x = {.has_key = 1,
                         .key = pr.has_key ? pr.key : NULL,
                         .key_len = pr.key_len,
@@ -147,8 +160,11 @@ static sf_code publish_dead(sf_proc *p, sf_shard_rejected *r, const uint8_t *rec
     x.key = v.staging_id;
     x.key_len = v.staging_id ? strlen(v.staging_id) : 0;
   }
-  sf_code rc = publish_rejected(p, &v, &x, err);
+  sf_publish_extra xs = x;
+  xs.headers = hs;
+  sf_code rc = publish_rejected(p, &v, &x, &xs, err);
   rd_kafka_headers_destroy(h);
+  rd_kafka_headers_destroy(hs);
   return rc;
 }
 
