@@ -32,6 +32,8 @@ int cli_cmd_gc(int argc, char **argv);
 int cli_cmd_broker(int argc, char **argv);
 int cli_cmd_serve(int argc, char **argv);
 int cli_cmd_compact(int argc, char **argv);
+int cli_cmd_status(int argc, char **argv);
+int cli_cmd_wait(int argc, char **argv);
 /* `train --from-dataset D --index NAME --out S` (cmd_train_from.c). */
 int cli_train_from_dataset(const char *dataset, const char *index, const char *out);
 

@@ -274,6 +274,11 @@ int cli_cmd_commit(int argc, char **argv) {
   const char *quantizer = NULL;
   int replace = 0, verify = 0, json = 0, c;
   sf_err err = {0};
+  {
+    sf_err env_err = {0};
+    if (cli_env_args(&argc, &argv, "", opts, &env_err))
+      return cli_usage("commit", "%s", env_err.msg);
+  }
   optind = 1;
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
     switch (c) {

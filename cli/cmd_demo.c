@@ -181,6 +181,11 @@ int cli_cmd_demo(int argc, char **argv) {
   int itype = SF_IVF_SQ, imetric = SF_L2;
   sf_err err = {0};
   int c;
+  {
+    sf_err env_err = {0};
+    if (cli_env_args(&argc, &argv, "", opts, &env_err))
+      return cli_usage("demo", "%s", env_err.msg);
+  }
   optind = 1;
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
     sf_code rc = SF_OK;

@@ -61,6 +61,11 @@ int cli_cmd_finalize(int argc, char **argv) {
   uint64_t merges = 0;
   int json = 0, c, status = 2;
   sf_err err = {0};
+  {
+    sf_err env_err = {0};
+    if (cli_env_args(&argc, &argv, "", opts, &env_err))
+      return cli_usage("finalize", "%s", env_err.msg);
+  }
   optind = 1;
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
     sf_code rc = SF_OK;

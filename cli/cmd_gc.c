@@ -41,6 +41,11 @@ int cli_cmd_gc(int argc, char **argv) {
   int64_t grace_ms = SF_GC_DEFAULT_GRACE_MS;
   int dry = 0, c;
   sf_err err = {0};
+  {
+    sf_err env_err = {0};
+    if (cli_env_args(&argc, &argv, "", opts, &env_err))
+      return cli_usage("gc", "%s", env_err.msg);
+  }
   optind = 1;
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
     sf_code rc = SF_OK;

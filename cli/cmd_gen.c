@@ -58,6 +58,11 @@ int cli_cmd_gen(int argc, char **argv) {
   int metric = SF_L2;
   sf_err err = {0};
   int c;
+  {
+    sf_err env_err = {0};
+    if (cli_env_args(&argc, &argv, "", opts, &env_err))
+      return cli_usage("gen", "%s", env_err.msg);
+  }
   optind = 1;
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
     sf_code rc = SF_OK;

@@ -79,6 +79,11 @@ int cli_cmd_search(int argc, char **argv) {
   uint64_t k = 10, nprobe = 8, rpf = 0;
   int json = 0, verify = 1, c;
   sf_err err = {0};
+  {
+    sf_err env_err = {0};
+    if (cli_env_args(&argc, &argv, "", opts, &env_err))
+      return cli_usage("search", "%s", env_err.msg);
+  }
   optind = 1;
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
     sf_code rc = SF_OK;

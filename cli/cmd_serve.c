@@ -6,6 +6,7 @@
  * of an embedded broker is printed on stdout, so a script can read it.
  */
 #include <getopt.h>
+#include <jansson.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -34,7 +35,7 @@ static void help(void) {
       "                      [--max-pending-bytes N] [--dataset-root DIR]...\n"
       "                      [--retry-max-backoff DUR] [--log-level "
       "error|warn|info|debug]\n"
-      "                      [--compact on|off]\n\n"
+      "                      [--compact on|off] [--log-format logfmt|json]\n\n"
       "Consumes ShardStaged events in the consumer group G (default %s), finalizes\n"
       "each job once its shards cover its expected fragments (plan, build with at most\n"
       "--max-merges segment builds at once, commit), and publishes SegmentsCommitted;\n"
@@ -66,12 +67,15 @@ static void help(void) {
       "  --max-pending-bytes N  original event bytes held in memory (K/M/G) before\n"
       "                     the consumer pauses (default 256M)\n"
       "  --drain-timeout DUR  on SIGTERM, wait at most DUR for jobs and dead letters\n"
-      "                     in flight (default 60s); the rest is redone after a restart\n"
+      "                     in flight (default 20s: the exit fits a 30s termination\n"
+      "                     grace); the rest is redone after a restart\n"
       "  --dataset-root DIR  serve only datasets in DIR or below it (repeatable); an\n"
       "                     event naming another is refused with PATH_ESCAPE. Without\n"
       "                     it, any dataset this process can write is served\n"
       "  --metrics-addr A   serve Prometheus metrics on http://A/metrics and a liveness\n"
       "                     probe on http://A/healthz\n"
+      "  --log-format logfmt|json  one line per event on stderr: key=value pairs\n"
+      "                     (default), or one JSON object with the same members\n"
       "  --compact on|off   after commits, merge the committed segments of the indexes\n"
       "                     this member owns, within the --max-merges slots; job builds\n"
       "                     go first (default on; see docs/serve.md, Compaction)\n",
@@ -79,6 +83,7 @@ static void help(void) {
 }
 
 static int g_level = SF_PROC_LOG_INFO;
+static int g_json; /* --log-format json */
 static sf_proc *volatile g_proc;
 
 static void on_signal(int sig) {
@@ -86,7 +91,46 @@ static void on_signal(int sig) {
   if (g_proc) sf_proc_stop(g_proc);
 }
 
-/* One line per event: ts=... level=... <the processor's key=value pairs>. */
+/* The processor's "key=value key=\"quoted value\"" pairs (a quoted value
+ * holds no '"', sf_proc_quoted) as members of o; an unquoted number
+ * becomes a JSON number. */
+static void add_pairs(json_t *o, const char *line) {
+  const char *p = line;
+  while (*p) {
+    while (*p == ' ') p++;
+    const char *eq = strchr(p, '=');
+    const char *sp = strchr(p, ' ');
+    if (!*p || !eq || (sp && sp < eq)) break;
+    char key[128];
+    snprintf(key, sizeof key, "%.*s", (int)(eq - p), p);
+    const char *v = eq + 1, *end;
+    int quoted = *v == '"';
+    if (quoted) {
+      v++;
+      end = strchr(v, '"');
+      if (!end) end = v + strlen(v);
+    } else {
+      end = strchr(v, ' ');
+      if (!end) end = v + strlen(v);
+    }
+    char *val = strndup(v, (size_t)(end - v));
+    char *num_end = NULL;
+    double d = val && *val && !quoted ? strtod(val, &num_end) : 0;
+    int is_num = val && *val && !quoted && num_end && !*num_end &&
+                 strspn(val, "-0123456789.") == strlen(val);
+    json_t *jv = !val                          ? json_null()
+                 : is_num && !strchr(val, '.') ? json_integer(strtoll(val, NULL, 10))
+                 : is_num                      ? json_real(d)
+                                               : json_string(val);
+    json_object_set_new(o, key, jv ? jv : json_null());
+    free(val);
+    p = *end == '"' ? end + 1 : end;
+  }
+}
+
+/* One line per event: ts=... level=... <the processor's key=value pairs>,
+ * or with --log-format json one JSON object: {"ts", "level", then the
+ * pairs as members}. */
 static void log_line(void *ctx, int level, const char *line) {
   if (level > g_level) return;
   int64_t ms = sf_clock_wall_ms();
@@ -97,9 +141,26 @@ static void log_line(void *ctx, int level, const char *line) {
                      : level <= SF_PROC_LOG_WARNING ? "warn"
                      : level <= SF_PROC_LOG_INFO    ? "info"
                                                     : "debug";
-  fprintf(stderr, "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ level=%s %s\n",
-          tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-          (long)(ms % 1000), name, line);
+  char ts[96]; /* ints of any size fit: no truncation to check */
+  snprintf(ts, sizeof ts, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
+           tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+           (long)(ms % 1000));
+  if (g_json) {
+    json_t *o = json_object();
+    char *text = NULL;
+    if (o && !json_object_set_new(o, "ts", json_string(ts)) &&
+        !json_object_set_new(o, "level", json_string(name))) {
+      add_pairs(o, line);
+      text = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII);
+    }
+    json_decref(o);
+    if (text) {
+      fprintf(stderr, "%s\n", text);
+      free(text);
+      return;
+    }
+  }
+  fprintf(stderr, "ts=%s level=%s %s\n", ts, name, line);
 }
 
 int cli_cmd_serve(int argc, char **argv) {
@@ -122,6 +183,7 @@ int cli_cmd_serve(int argc, char **argv) {
                                 {"dataset-root", required_argument, 0, 'r'},
                                 CLI_OPT(CLI_FLAG_RETRY_MAX_BACKOFF),
                                 CLI_OPT(CLI_FLAG_COMPACT),
+                                CLI_OPT(CLI_FLAG_LOG_FORMAT),
                                 {"help", no_argument, 0, 'h'},
                                 {0, 0, 0, 0}};
   enum { MAX_ROOTS = 64 };
@@ -134,6 +196,13 @@ int cli_cmd_serve(int argc, char **argv) {
   uint64_t v, partitions = 4;
   const char *metrics_addr = NULL;
   int c, rc = 0;
+  {
+    sf_err env_err = {0};
+    if (cli_env_args(&argc, &argv, "X:", opts, &env_err)) {
+      sf_kconf_free(k);
+      return cli_usage("serve", "%s", env_err.msg);
+    }
+  }
   optind = 1;
   while ((c = getopt_long(argc, argv, "X:", opts, NULL)) != -1) {
     sf_code e = SF_OK;
@@ -188,6 +257,9 @@ int cli_cmd_serve(int argc, char **argv) {
       }
       case CLI_FLAG_RETRY_MAX_BACKOFF:
         e = cli_flag_ms(c, optarg, &po.retry_max_ms, &err);
+        break;
+      case CLI_FLAG_LOG_FORMAT:
+        e = cli_flag_choice(c, optarg, &g_json, &err); /* logfmt = 0, json = 1 */
         break;
       case CLI_FLAG_COMPACT:
         e = cli_flag_choice(c, optarg, &po.compact, &err); /* off = 0, on = 1 */
@@ -313,6 +385,7 @@ out:
   g_proc = NULL;
   sf_proc_free(p);
   sf_metrics_server_stop(msrv);
+  sf_metrics_destroy(&metrics);
   sf_broker_stop(broker);
   sf_kconf_free(k);
   free(conf_roots);

@@ -204,6 +204,13 @@ int cli_cmd_stage(int argc, char **argv) {
   sf_err err = {0};
   publish_opts po = {.conf = sf_kconf_new(), .timeout_ms = 30000};
   if (!po.conf) return cli_fail("stage", &(sf_err){SF_ENOMEM, "out of memory"});
+  {
+    sf_err env_err = {0};
+    if (cli_env_args(&argc, &argv, "X:", opts, &env_err)) {
+      sf_kconf_free(po.conf);
+      return cli_usage("stage", "%s", env_err.msg);
+    }
+  }
   optind = 1;
   while (!bad && (c = getopt_long(argc, argv, "X:", opts, NULL)) != -1) {
     sf_code rc = SF_OK;

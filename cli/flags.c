@@ -7,11 +7,13 @@
 #include <string.h>
 #include <strings.h>
 
+#include "core/base/fragset.h"
 #include "core/base/types.h"
 #include "core/catalog/catalog.h"
 #include "core/format/stage.h"
 #include "core/pipeline/merge_policy.h"
 #include "kafka/broker.h"
+#include "kafka/kconf.h"
 
 #define KB (1ULL << 10)
 #define MB (1ULL << 20)
@@ -23,6 +25,10 @@ static const char *const index_types[] = {"IVF_FLAT", "IVF_SQ", "IVF_PQ", NULL};
 static const char *const metrics[] = {"L2", "COSINE", "DOT", NULL};
 static const char *const log_levels[] = {"error", "warn", "info", "debug", NULL};
 static const char *const off_on[] = {"off", "on", NULL};
+static const char *const log_formats[] = {"logfmt", "json", NULL};
+
+/* The longest librdkafka property name taken from the environment. */
+#define SF_KCONF_KEY_MAX_CLI 256
 
 #define F(id) [CLI_FLAG_##id - CLI_FLAG_FIRST]
 /* clang-format off */
@@ -87,10 +93,14 @@ const cli_flag cli_flags[CLI_FLAG_END - CLI_FLAG_FIRST] = {
       NULL, "event bytes held before the consumer pauses"},
   F(LOG_LEVEL) = {"log-level", "LEVEL", CLI_KIND_CHOICE, 0, 0, NULL, log_levels,
       "the least severe log line shown"},
+  F(LOG_FORMAT) = {"log-format", "FORMAT", CLI_KIND_CHOICE, 0, 0, NULL, log_formats,
+      "how a log line is written"},
   F(COMPACT) = {"compact", "on|off", CLI_KIND_CHOICE, 0, 0, NULL, off_on,
       "merge committed segments in the background"},
+  F(SINCE) = {"since", "DUR", CLI_KIND_DURATION, 1, 365 * DAY, NULL, NULL,
+      "read dead letters published at most DUR ago"},
   F(TIMEOUT) = {"timeout", "MS", CLI_KIND_NUMBER, 1, INT32_MAX, NULL, NULL,
-      "milliseconds to wait for the broker's acknowledgement"},
+      "milliseconds to wait (stage: for the broker's acknowledgement)"},
   /* Files and the catalog. */
   F(MEMORY) = {"memory", "SIZE", CLI_KIND_SIZE, MB, 1024 * GB, "bytes", NULL,
       "codes held at once"},
@@ -305,4 +315,203 @@ void cli_flag_help(FILE *out, const struct option *opts) {
             form);
     first = 0;
   }
+}
+
+/* ---- the environment --------------------------------------------------------- */
+
+#define ENV_PREFIX "SEGFORGE_"
+#define ENV_X_PREFIX "SEGFORGE_X_"
+
+extern char **environ;
+
+typedef struct argvec {
+  char **v;
+  int n, cap;
+} argvec;
+
+static sf_code push(argvec *a, char *s, sf_err *err) {
+  if (!s) return sf_err_set(err, SF_ENOMEM, "out of memory");
+  if (a->n + 2 > a->cap) {
+    int cap = a->cap ? 2 * a->cap : 32;
+    char **nv = realloc(a->v, (size_t)cap * sizeof *nv);
+    if (!nv) {
+      free(s);
+      return sf_err_set(err, SF_ENOMEM, "out of memory");
+    }
+    a->v = nv;
+    a->cap = cap;
+  }
+  a->v[a->n++] = s;
+  a->v[a->n] = NULL;
+  return SF_OK;
+}
+
+/* The variable of a long option: SEGFORGE_MAX_MERGES for max-merges. */
+static void env_name(const char *opt, char *buf, size_t n) {
+  size_t w = (size_t)snprintf(buf, n, "%s", ENV_PREFIX);
+  for (const char *c = opt; *c && w + 1 < n; c++)
+    buf[w++] = *c == '-' ? '_' : (char)toupper((unsigned char)*c);
+  buf[w < n ? w : n - 1] = '\0';
+}
+
+/* A table flag's value from the environment, checked by its kind's parser,
+ * the message naming the variable. */
+static sf_code env_check(const struct option *o, const char *var, const char *val,
+                         sf_err *err) {
+  const cli_flag *f = get(o->val);
+  if (!f) return SF_OK;
+  sf_code rc = SF_OK;
+  uint64_t u;
+  int64_t ms;
+  int i;
+  roaring_bitmap_t *b = NULL;
+  switch (f->kind) {
+    case CLI_KIND_NUMBER:
+    case CLI_KIND_SIZE:
+      rc = cli_flag_u64(o->val, val, &u, err);
+      break;
+    case CLI_KIND_DURATION:
+      rc = cli_flag_ms(o->val, val, &ms, err);
+      break;
+    case CLI_KIND_CHOICE:
+      rc = cli_flag_choice(o->val, val, &i, err);
+      break;
+    case CLI_KIND_ID:
+    case CLI_KIND_SHARD_ID:
+      rc = cli_flag_check_id(o->val, val, err);
+      break;
+    case CLI_KIND_FRAGSET:
+      if (!(rc = cli_flag_fragset(o->val, val, &b, err))) sf_fragset_free(b);
+      break;
+  }
+  if (rc == SF_EINVAL) sf_err_prefix(err, "%s (from the environment)", var);
+  return rc;
+}
+
+/* Whether argv[i] is --config (or --config=F); *skip: its value is the
+ * next argument. */
+static int is_config(const char *arg, int *skip) {
+  *skip = !strcmp(arg, "--config");
+  return *skip || !strncmp(arg, "--config=", 9);
+}
+
+/* Whether argv[i], an option, takes the next argument as its value. */
+static int takes_next(const char *arg, const char *shortopts, const struct option *opts) {
+  if (arg[0] != '-' || !arg[1]) return 0;
+  if (arg[1] != '-') { /* short: "-X" then the value, or "-Xvalue" */
+    const char *p = strchr(shortopts, arg[1]);
+    return p && p[1] == ':' && !arg[2];
+  }
+  if (strchr(arg, '=')) return 0;
+  for (const struct option *o = opts; o->name; o++)
+    if (!strcmp(arg + 2, o->name)) return o->has_arg == required_argument;
+  return 0;
+}
+
+static char *pair(const char *a, const char *b) {
+  char *s = NULL;
+  return asprintf(&s, "%s%s", a, b) < 0 ? NULL : s;
+}
+
+sf_code cli_env_args(int *argc, char ***argv, const char *shortopts,
+                     const struct option *opts, sf_err *err) {
+  static argvec keep; /* the process's: getopt and the command point into it */
+  argvec a = {0};
+  sf_code rc = push(&a, strdup((*argv)[0]), err);
+  char var[160];
+  /* 1. The configuration files: the environment's, then the command line's. */
+  int has_config = 0;
+  for (const struct option *o = opts; o->name; o++)
+    has_config |= !strcmp(o->name, "config");
+  const char *ev = has_config ? getenv(ENV_PREFIX "CONFIG") : NULL;
+  if (!rc && ev) rc = push(&a, pair("--config=", ev), err);
+  for (int i = 1; !rc && i < *argc && strcmp((*argv)[i], "--"); i++) {
+    int skip;
+    if (has_config && is_config((*argv)[i], &skip)) {
+      rc = push(&a, strdup((*argv)[i]), err);
+      if (!rc && skip && i + 1 < *argc) rc = push(&a, strdup((*argv)[++i]), err);
+    } else if (takes_next((*argv)[i], shortopts, opts)) {
+      i++;
+    }
+  }
+  /* 2. The environment's flags, then its librdkafka properties. */
+  for (const struct option *o = opts; !rc && o->name; o++) {
+    if (!strcmp(o->name, "help") || !strcmp(o->name, "config")) continue;
+    env_name(o->name, var, sizeof var);
+    const char *v = getenv(var);
+    if (!v) continue;
+    if (o->has_arg == no_argument) {
+      if (!strcasecmp(v, "1") || !strcasecmp(v, "true") || !strcasecmp(v, "yes"))
+        rc = push(&a, pair("--", o->name), err);
+      else if (*v && strcasecmp(v, "0") && strcasecmp(v, "false") && strcasecmp(v, "no"))
+        rc = sf_err_set(err, SF_EINVAL,
+                        "%s='%s' (from the environment): --%s takes no value; set it to "
+                        "1, true or yes to turn it on, 0, false, no or nothing to leave "
+                        "it off",
+                        var, v, o->name);
+      continue;
+    }
+    if (!(rc = env_check(o, var, v, err))) {
+      char *s = NULL;
+      rc = push(&a, asprintf(&s, "--%s=%s", o->name, v) < 0 ? NULL : s, err);
+    }
+  }
+  const char *x = strstr(shortopts, "X:");
+  for (char **e = environ; !rc && x && *e; e++) {
+    if (strncmp(*e, ENV_X_PREFIX, strlen(ENV_X_PREFIX))) continue;
+    const char *name = *e + strlen(ENV_X_PREFIX), *eq = strchr(name, '=');
+    if (!eq || eq == name) continue;
+    char prop[SF_KCONF_KEY_MAX_CLI];
+    size_t n = (size_t)(eq - name);
+    if (n >= sizeof prop) {
+      rc = sf_err_set(err, SF_EINVAL, "%.*s: the property name is too long",
+                      (int)(eq - *e), *e);
+      break;
+    }
+    for (size_t i = 0; i < n; i++)
+      prop[i] = name[i] == '_' ? '.' : (char)tolower((unsigned char)name[i]);
+    prop[n] = '\0';
+    /* Checked here so that a mistake names its variable. */
+    sf_kconf *probe = sf_kconf_new();
+    if (!probe) {
+      rc = sf_err_set(err, SF_ENOMEM, "out of memory");
+      break;
+    }
+    rc = sf_kconf_set(probe, prop, eq + 1, err);
+    sf_kconf_free(probe);
+    if (rc) {
+      sf_err_prefix(err, "%.*s (from the environment, as -X %s)", (int)(eq - *e), *e,
+                    prop);
+      break;
+    }
+    char *s = NULL;
+    if (!(rc = push(&a, strdup("-X"), err)))
+      rc = push(&a, asprintf(&s, "%s=%s", prop, eq + 1) < 0 ? NULL : s, err);
+  }
+  /* 3. The command line, but its configuration files. */
+  for (int i = 1; !rc && i < *argc; i++) {
+    int skip;
+    if (!strcmp((*argv)[i], "--")) {
+      for (; !rc && i < *argc; i++) rc = push(&a, strdup((*argv)[i]), err);
+      break;
+    }
+    if (has_config && is_config((*argv)[i], &skip)) {
+      i += skip;
+      continue;
+    }
+    int next = takes_next((*argv)[i], shortopts, opts);
+    rc = push(&a, strdup((*argv)[i]), err);
+    if (!rc && next && i + 1 < *argc) rc = push(&a, strdup((*argv)[++i]), err);
+  }
+  if (rc) {
+    for (int i = 0; i < a.n; i++) free(a.v[i]);
+    free(a.v);
+    return rc;
+  }
+  for (int i = 0; i < keep.n; i++) free(keep.v[i]);
+  free(keep.v);
+  keep = a;
+  *argc = a.n;
+  *argv = a.v;
+  return SF_OK;
 }

@@ -92,6 +92,8 @@ typedef enum cli_flag_id {
   CLI_FLAG_SEGMENTS_PER_TIER,
   CLI_FLAG_MAX_MERGE_AT_ONCE,
   CLI_FLAG_COMPACT,
+  CLI_FLAG_SINCE,
+  CLI_FLAG_LOG_FORMAT,
   CLI_FLAG_END
 } cli_flag_id;
 
@@ -116,6 +118,23 @@ sf_code cli_flag_check_id(cli_flag_id id, const char *val, sf_err *err);
 /* FRAGSET: *out is a new bitmap, freed with sf_fragset_free by the caller. */
 sf_code cli_flag_fragset(cli_flag_id id, const char *val, roaring_bitmap_t **out,
                          sf_err *err);
+
+/* Every flag from the environment (docs/cli.md, "From the environment"):
+ * for each long option of opts, SEGFORGE_<NAME> (upper case, '-' as '_';
+ * e.g. SEGFORGE_MAX_MERGES for --max-merges) gives its value, "1"/"true"/
+ * "yes" or "0"/"false"/"no"/"" for one without a value; and when shortopts
+ * has "X:", SEGFORGE_X_<PROPERTY> gives -X <property>=<value>, the property
+ * in lower case with '_' as '.' (SEGFORGE_X_SECURITY_PROTOCOL=ssl is -X
+ * security.protocol=ssl). A flag of the table is checked here, so that a
+ * bad value names its variable. Replaces *argv (*argc) with a new vector,
+ * owned by this module for the life of the process, in the order that
+ * makes the precedence flag > environment > configuration file: the
+ * --config files (the environment's first), then the environment, then
+ * the command line's other arguments; getopt then lets the later of two
+ * values win (a repeatable flag, such as --dataset-root or -X, adds to the
+ * others). Errors: SF_EINVAL naming the variable, SF_ENOMEM. */
+sf_code cli_env_args(int *argc, char ***argv, const char *shortopts,
+                     const struct option *opts, sf_err *err);
 
 /* Writes what a flag accepts ("a whole number from 1 to 256") into buf. */
 void cli_flag_form(cli_flag_id id, char *buf, size_t size);

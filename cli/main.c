@@ -33,6 +33,8 @@ static const struct {
      "the stream processor: consume ShardStaged, commit, announce"},
     {"compact", cli_cmd_compact,
      "merge an index's small segments until the policy is done"},
+    {"status", cli_cmd_status, "the open jobs of a running serve (its /jobs)"},
+    {"wait", cli_cmd_wait, "wait until a job is committed; non-zero if it failed"},
 
 };
 

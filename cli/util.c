@@ -68,6 +68,11 @@ static int plan_args_parse(const char *cmd, int build, void (*help)(void), int a
   *a = (cli_plan_args){.pf = CLI_PLAN_FLAGS_INIT};
   sf_err err = {0};
   int c, status = -1;
+  {
+    sf_err env_err = {0};
+    if (cli_env_args(&argc, &argv, "", use, &env_err))
+      return cli_usage(cmd, "%s", env_err.msg);
+  }
   optind = 1;
   while (status < 0 && (c = getopt_long(argc, argv, "", use, NULL)) != -1) {
     sf_code rc = SF_OK;

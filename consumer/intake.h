@@ -44,9 +44,12 @@
 #include <stdint.h>
 
 #include "core/base/error.h"
+#include "core/catalog/jobstatus.h"
 #include "schemas/event.h"
 
-#define SF_INTAKE_FAILED_DIR "_indices/_failed"
+/* The failed markers: where sf_jobstatus_get (and so `segforge wait`) reads
+ * them. */
+#define SF_INTAKE_FAILED_DIR SF_JOBSTATUS_FAILED_DIR
 
 /* The hooks' context: the dataset roots, and small caches of resolved
  * datasets and staging roots, so that the events of one job cost one

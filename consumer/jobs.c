@@ -1066,6 +1066,14 @@ void sf_jobs_foreach_on_partition(sf_jobs *t, int32_t partition,
   free(list);
 }
 
+void sf_jobs_foreach(const sf_jobs *t, void (*fn)(void *ctx, const sf_job *j),
+                     void *ctx) {
+  for (size_t i = 0; i < t->jobs.cap; i++) {
+    const sf_job *j = t->jobs.tab[i].p;
+    if (j && !terminal(j->state)) fn(ctx, j);
+  }
+}
+
 void sf_jobs_get_stats(const sf_jobs *t, sf_jobs_stats *s) {
   s->open = t->nopen;
   s->ready = t->nready;

@@ -320,6 +320,11 @@ void sf_jobs_job_free(sf_job *j);
 void sf_jobs_foreach_on_partition(sf_jobs *t, int32_t partition,
                                   void (*fn)(void *ctx, sf_job *j), void *ctx);
 
+/* Calls fn for every live job (OPEN, READY, FAILED, WAITING), in no
+ * particular order; fn must not change the table. O(table capacity): for a
+ * status report, not for the hot path. */
+void sf_jobs_foreach(const sf_jobs *t, void (*fn)(void *ctx, const sf_job *j), void *ctx);
+
 /* The job of (dataset in canonical form, staging id) in any state but
  * DROPPED, or NULL. */
 sf_job *sf_jobs_find(const sf_jobs *t, const char *dataset, const char *staging_id);

@@ -10,6 +10,7 @@
  */
 #include "processor/metrics.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <microhttpd.h>
 #include <netdb.h>
@@ -17,11 +18,22 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "core/base/clock.h"
+
+#ifndef SF_VERSION
+#define SF_VERSION "unknown"
+#endif
+#ifndef SF_COMMIT
+#define SF_COMMIT "unknown"
+#endif
+#define STR2(x) #x
+#define STR(x) STR2(x)
+#define LOAD_PHASE(m) atomic_load_explicit(&(m)->phase, memory_order_relaxed)
 
 static const double build_bounds[SF_METRICS_NBUCKETS] = SF_METRICS_BUILD_BUCKETS;
 static const double e2e_bounds[SF_METRICS_NBUCKETS] = SF_METRICS_E2E_BUCKETS;
@@ -57,6 +69,147 @@ void sf_metrics_init(sf_metrics *m) {
   atomic_init(&m->compaction_bytes_read, 0);
   atomic_init(&m->compaction_bytes_written, 0);
   hist_init(&m->compaction_seconds, build_bounds);
+  for (int i = 0; i < 6; i++) atomic_init(&m->job_states[i], 0);
+  atomic_init(&m->oldest_job_ms, 0);
+  atomic_init(&m->partitions_assigned, 0);
+  atomic_init(&m->caught_up, 0);
+  atomic_init(&m->lag_at_ms, 0);
+  atomic_init(&m->jobs_asked, 0);
+  atomic_init(&m->jobs_answered, 0);
+  atomic_flag_clear(&m->text_lock);
+  m->lag_text = NULL;
+  m->jobs_json = NULL;
+}
+
+void sf_metrics_destroy(sf_metrics *m) {
+  free(m->lag_text);
+  free(m->jobs_json);
+  m->lag_text = m->jobs_json = NULL;
+}
+
+static const char *const job_state_names[6] = {"waiting",    "queued", "building",
+                                               "committing", "failed", "held"};
+
+const char *sf_metrics_job_state_name(sf_metrics_job_state s) {
+  return (unsigned)s < 6 ? job_state_names[s] : "unknown";
+}
+
+static void text_lock(sf_metrics *m) {
+  while (atomic_flag_test_and_set_explicit(&m->text_lock, memory_order_acquire)) {
+  }
+}
+
+static void text_unlock(sf_metrics *m) {
+  atomic_flag_clear_explicit(&m->text_lock, memory_order_release);
+}
+
+/* Swaps *slot for s under the lock; frees the old one outside it. */
+static void text_swap(sf_metrics *m, char **slot, char *s) {
+  text_lock(m);
+  char *old = *slot;
+  *slot = s;
+  text_unlock(m);
+  free(old);
+}
+
+/* A copy of *slot (NULL when unset or out of memory). */
+static char *text_copy(sf_metrics *m, char *const *slot) {
+  text_lock(m);
+  char *c = *slot ? strdup(*slot) : NULL;
+  text_unlock(m);
+  return c;
+}
+
+void sf_metrics_set_job_states(sf_metrics *m, const int64_t counts[6],
+                               int64_t oldest_ms) {
+  if (!m) return;
+  for (int i = 0; i < 6; i++)
+    atomic_store_explicit(&m->job_states[i], counts[i], memory_order_relaxed);
+  atomic_store_explicit(&m->oldest_job_ms, oldest_ms, memory_order_relaxed);
+}
+
+void sf_metrics_set_lag(sf_metrics *m, char *text, int64_t assigned, bool caught_up,
+                        int64_t now_ms) {
+  if (!m) {
+    free(text);
+    return;
+  }
+  text_swap(m, &m->lag_text, text);
+  atomic_store(&m->partitions_assigned, assigned);
+  atomic_store(&m->caught_up, caught_up ? 1 : 0);
+  atomic_store(&m->lag_at_ms, now_ms > 0 ? now_ms : 1);
+}
+
+bool sf_metrics_jobs_wanted(sf_metrics *m, uint64_t *ticket) {
+  if (!m) return false;
+  uint64_t asked = atomic_load(&m->jobs_asked);
+  *ticket = asked;
+  return asked != atomic_load(&m->jobs_answered);
+}
+
+void sf_metrics_set_jobs(sf_metrics *m, char *json, uint64_t ticket) {
+  if (!m) {
+    free(json);
+    return;
+  }
+  text_swap(m, &m->jobs_json, json);
+  atomic_store(&m->jobs_answered, ticket);
+}
+
+/* Asks the poll loop for the /jobs document and waits for it: a malloc'd
+ * copy, or NULL when the loop did not answer in time. */
+static char *jobs_document(sf_metrics *m) {
+  uint64_t ticket = atomic_fetch_add(&m->jobs_asked, 1) + 1;
+  int64_t end = sf_clock_mono_ms() + SF_METRICS_JOBS_WAIT_MS;
+  while ((int64_t)(atomic_load(&m->jobs_answered) - ticket) < 0) {
+    if (sf_clock_mono_ms() > end) return NULL;
+    struct timespec ts = {0, 2000000};
+    nanosleep(&ts, NULL);
+  }
+  return text_copy(m, &m->jobs_json);
+}
+
+bool sf_metrics_live(sf_metrics *m, int64_t now_ms, char *why, size_t n) {
+  int phase = LOAD_PHASE(m);
+  int64_t turn = atomic_load_explicit(&m->loop_turn_ms, memory_order_relaxed);
+  if (phase == SF_METRICS_SERVING && turn && now_ms - turn > SF_METRICS_STUCK_MS) {
+    snprintf(why, n, "stuck: the poll loop has not turned for %lld ms",
+             (long long)(now_ms - turn));
+    return false;
+  }
+  snprintf(why, n, "%s",
+           phase == SF_METRICS_STARTING   ? "alive: starting"
+           : phase == SF_METRICS_DRAINING ? "alive: draining"
+                                          : "alive");
+  return true;
+}
+
+bool sf_metrics_ready(sf_metrics *m, int64_t now_ms, char *why, size_t n) {
+  int phase = LOAD_PHASE(m);
+  int64_t turn = atomic_load(&m->loop_turn_ms), at = atomic_load(&m->lag_at_ms);
+  int64_t assigned = atomic_load(&m->partitions_assigned);
+  const char *no = NULL;
+  if (phase == SF_METRICS_STARTING)
+    no = "not ready: starting";
+  else if (phase == SF_METRICS_DRAINING)
+    no = "not ready: draining";
+  else if (!turn || now_ms - turn > SF_METRICS_STUCK_MS)
+    no = "not ready: the poll loop is stuck";
+  else if (!at)
+    no = "not ready: no consumer statistics yet (statistics.interval.ms)";
+  else if (now_ms - at > SF_METRICS_STALE_MS)
+    no = "not ready: the consumer statistics are stale";
+  else if (!assigned)
+    no = "not ready: no partition assigned to this member";
+  else if (!atomic_load(&m->caught_up))
+    no = "not ready: catching up (a partition is over " STR(
+        SF_METRICS_READY_LAG) " messages behind its high watermark)";
+  if (no) {
+    snprintf(why, n, "%s", no);
+    return false;
+  }
+  snprintf(why, n, "ready: %lld partition(s) assigned, caught up", (long long)assigned);
+  return true;
 }
 
 void sf_metrics_observe(sf_histogram *h, double seconds) {
@@ -152,6 +305,90 @@ static void gauge(FILE *f, const char *name, const char *help, long long v) {
 static void counter(FILE *f, const char *name, const char *help, unsigned long long v) {
   header(f, name, "counter", help);
   fprintf(f, "segforge_%s %llu\n", name, v);
+}
+
+/* The lines of text (may be NULL) that begin with prefix: one family's
+ * samples, which must follow its TYPE line. */
+static void lines_with(FILE *f, const char *text, const char *prefix) {
+  size_t n = strlen(prefix);
+  for (const char *l = text; l && *l;) {
+    const char *nl = strchr(l, '\n');
+    size_t len = nl ? (size_t)(nl - l + 1) : strlen(l);
+    if (!strncmp(l, prefix, n)) fwrite(l, 1, len, f);
+    l += len;
+  }
+}
+
+/* The standard process metrics, from /proc/self (Linux). */
+static void process_metrics(FILE *f) {
+  long tick = sysconf(_SC_CLK_TCK), page = sysconf(_SC_PAGESIZE);
+  unsigned long long utime = 0, stime = 0, start = 0, vsize = 0;
+  long long rss = 0;
+  FILE *st = fopen("/proc/self/stat", "r");
+  int ok = 0;
+  if (st) {
+    char buf[1024];
+    size_t got = fread(buf, 1, sizeof buf - 1, st);
+    buf[got] = '\0';
+    fclose(st);
+    /* The command name may hold spaces: fields resume after its ')'. */
+    char *r = strrchr(buf, ')');
+    ok = r && sscanf(r + 2,
+                     "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d "
+                     "%*d %*d %*d %*d %llu %llu %lld",
+                     &utime, &stime, &start, &vsize, &rss) == 5;
+  }
+  double boot = 0;
+  FILE *ps = fopen("/proc/stat", "r");
+  if (ps) {
+    char line[256];
+    while (fgets(line, sizeof line, ps))
+      if (!strncmp(line, "btime ", 6)) boot = strtod(line + 6, NULL);
+    fclose(ps);
+  }
+  if (ok && tick > 0) {
+    fprintf(f,
+            "# HELP process_cpu_seconds_total Total user and system CPU time spent in "
+            "seconds.\n# TYPE process_cpu_seconds_total counter\n"
+            "process_cpu_seconds_total %.2f\n",
+            (double)(utime + stime) / (double)tick);
+    fprintf(f,
+            "# HELP process_resident_memory_bytes Resident memory size in bytes.\n"
+            "# TYPE process_resident_memory_bytes gauge\n"
+            "process_resident_memory_bytes %lld\n",
+            rss * (long long)page);
+    fprintf(f,
+            "# HELP process_virtual_memory_bytes Virtual memory size in bytes.\n"
+            "# TYPE process_virtual_memory_bytes gauge\n"
+            "process_virtual_memory_bytes %llu\n",
+            vsize);
+    if (boot > 0)
+      fprintf(f,
+              "# HELP process_start_time_seconds Start time of the process since unix "
+              "epoch in seconds.\n# TYPE process_start_time_seconds gauge\n"
+              "process_start_time_seconds %.2f\n",
+              boot + (double)start / (double)tick);
+  }
+  long nfds = -1;
+  DIR *d = opendir("/proc/self/fd");
+  if (d) {
+    nfds = 0;
+    for (struct dirent *e; (e = readdir(d));)
+      if (e->d_name[0] != '.') nfds++;
+    closedir(d);
+    nfds--; /* the directory's own descriptor */
+  }
+  if (nfds >= 0)
+    fprintf(f,
+            "# HELP process_open_fds Number of open file descriptors.\n"
+            "# TYPE process_open_fds gauge\nprocess_open_fds %ld\n",
+            nfds);
+  struct rlimit rl;
+  if (!getrlimit(RLIMIT_NOFILE, &rl))
+    fprintf(f,
+            "# HELP process_max_fds Maximum number of open file descriptors.\n"
+            "# TYPE process_max_fds gauge\nprocess_max_fds %llu\n",
+            rl.rlim_cur == RLIM_INFINITY ? 1048576ULL : (unsigned long long)rl.rlim_cur);
 }
 
 static void histogram(FILE *f, const char *name, const char *help,
@@ -268,11 +505,37 @@ char *sf_metrics_render(const sf_metrics *m, size_t *len) {
           (unsigned long long)LOAD(m->compaction_bytes_written));
   histogram(f, "compaction_duration_seconds", "Time to build and commit one merge.",
             &m->compaction_seconds);
+  header(f, "jobs", "gauge",
+         "Open jobs by state (waiting: for shards; queued: for a finalize thread; "
+         "committing: segments built, commit and announcement).");
+  for (int i = 0; i < 6; i++)
+    fprintf(f, "segforge_jobs{state=\"%s\"} %lld\n", job_state_names[i],
+            (long long)LOAD(m->job_states[i]));
+  int64_t oldest = LOAD(m->oldest_job_ms);
+  header(f, "oldest_job_age_seconds", "gauge",
+         "Seconds since the first event of the oldest open job arrived (0: none).");
+  fprintf(f, "segforge_oldest_job_age_seconds %.3f\n",
+          oldest ? (double)(sf_clock_mono_ms() - oldest) / 1e3 : 0.0);
+  gauge(f, "partitions_assigned", "ShardStaged partitions assigned to this member.",
+        (long long)LOAD(m->partitions_assigned));
+  char *lag = text_copy((sf_metrics *)m, &((sf_metrics *)m)->lag_text);
+  header(f, "consumer_lag", "gauge",
+         "Messages between a partition's high watermark and the group's committed "
+         "offset (librdkafka statistics; -1: unknown).");
+  lines_with(f, lag, "segforge_consumer_lag{");
+  header(f, "consumer_read_lag", "gauge",
+         "Messages between a partition's high watermark and the position read.");
+  lines_with(f, lag, "segforge_consumer_read_lag{");
+  free(lag);
+  header(f, "build_info", "gauge", "The build: version and commit; always 1.");
+  fprintf(f, "segforge_build_info{version=\"%s\",commit=\"%s\"} 1\n", SF_VERSION,
+          SF_COMMIT);
   int64_t turn = LOAD(m->loop_turn_ms);
   header(f, "poll_loop_age_seconds", "gauge",
          "Seconds since the consumer's poll loop last turned (-1 before it runs).");
   fprintf(f, "segforge_poll_loop_age_seconds %.3f\n",
           turn ? (double)(sf_clock_mono_ms() - turn) / 1e3 : -1.0);
+  process_metrics(f);
   if (fclose(f) != 0) {
     free(buf);
     return NULL;
@@ -341,11 +604,40 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     return reply(c, ok ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE, text, body,
                  (size_t)n, MHD_RESPMEM_MUST_FREE);
   }
+  if (!strcmp(url, "/livez") || !strcmp(url, "/readyz")) {
+    char why[256];
+    int64_t now = sf_clock_mono_ms();
+    bool ok = url[1] == 'l' ? sf_metrics_live(s->m, now, why, sizeof why)
+                            : sf_metrics_ready(s->m, now, why, sizeof why);
+    char *body = NULL;
+    int n = asprintf(&body, "%s\n", why);
+    if (n < 0) {
+      static char msg[] = "out of memory\n";
+      return reply(c, MHD_HTTP_INTERNAL_SERVER_ERROR, text, msg, sizeof msg - 1,
+                   MHD_RESPMEM_PERSISTENT);
+    }
+    return reply(c, ok ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE, text, body,
+                 (size_t)n, MHD_RESPMEM_MUST_FREE);
+  }
+  if (!strcmp(url, "/jobs")) {
+    char *body = jobs_document(s->m);
+    if (!body) {
+      static char msg[] =
+          "{\"error\":\"the poll loop did not answer within 5 s (starting, stopped or "
+          "stuck)\"}\n";
+      return reply(c, MHD_HTTP_SERVICE_UNAVAILABLE, "application/json", msg,
+                   sizeof msg - 1, MHD_RESPMEM_PERSISTENT);
+    }
+    return reply(c, MHD_HTTP_OK, "application/json", body, strlen(body),
+                 MHD_RESPMEM_MUST_FREE);
+  }
   if (!strcmp(url, "/")) {
-    static char msg[] = "segforge: metrics at /metrics, liveness at /healthz\n";
+    static char msg[] =
+        "segforge: metrics at /metrics, open jobs at /jobs, probes at /livez, /readyz "
+        "and /healthz\n";
     return reply(c, MHD_HTTP_OK, text, msg, sizeof msg - 1, MHD_RESPMEM_PERSISTENT);
   }
-  static char msg[] = "not found: try /metrics or /healthz\n";
+  static char msg[] = "not found: try /metrics, /jobs, /livez, /readyz or /healthz\n";
   return reply(c, MHD_HTTP_NOT_FOUND, text, msg, sizeof msg - 1, MHD_RESPMEM_PERSISTENT);
 }
 

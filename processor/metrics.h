@@ -32,18 +32,35 @@
  *   compaction_bytes_read_total     counter  input segment bytes merged
  *   compaction_bytes_written_total  counter  merged segment bytes written
  *   compaction_duration_seconds     histogram  one merge: build + commit
+ *   jobs                     gauge    open jobs by {state="waiting"|"queued"|
+ *                                     "building"|"committing"|"failed"|"held"}
+ *   oldest_job_age_seconds   gauge    age of the oldest open job (0: none)
+ *   consumer_lag             gauge    by {topic,partition}: the high watermark
+ *                                     minus the group's committed offset
+ *   consumer_read_lag        gauge    by {topic,partition}: minus the position read
+ *   partitions_assigned      gauge    ShardStaged partitions this member owns
+ *   build_info               gauge    1, with {version,commit}
+ * and, unprefixed as Prometheus's client libraries name them, process_cpu_
+ * seconds_total, process_resident_memory_bytes, process_virtual_memory_bytes,
+ * process_open_fds, process_max_fds, process_start_time_seconds (from
+ * /proc/self at each scrape).
  *
  * Serving: sf_metrics_serve starts libmicrohttpd with its own listening
  * thread (MHD_USE_INTERNAL_POLLING_THREAD): that thread, created there and
  * joined by sf_metrics_server_stop, is the only one. It answers GET
- * /metrics, GET /healthz (a liveness probe, see sf_metrics_health) and GET /
- * with a pointer to both; anything else is 404/405.
+ * /metrics, GET /healthz (see sf_metrics_health), GET /livez (the loop
+ * turns), GET /readyz (see sf_metrics_ready), GET /jobs (the open jobs as
+ * JSON, see sf_metrics_jobs_wanted) and GET / with a pointer to them;
+ * anything else is 404/405.
  *
- * One field is not an atomic: the text saying why the service is degraded
- * (held jobs, their datasets and errors), a string set by the poll loop
- * with sf_metrics_set_degraded and read by /healthz, each under a spin
- * lock (an atomic_flag: the struct still needs no destruction); both
- * sides only copy at most SF_METRICS_DEGRADED_MAX bytes while they hold it.
+ * Three fields are not atomics: the text saying why the service is
+ * degraded (held jobs, their datasets and errors), a string set by the poll
+ * loop with sf_metrics_set_degraded and read by /healthz, under a spin lock
+ * (an atomic_flag), both sides copying at most SF_METRICS_DEGRADED_MAX bytes
+ * while they hold it; and two heap strings the poll loop hands over, the
+ * lag samples (sf_metrics_set_lag) and the /jobs document
+ * (sf_metrics_set_jobs), swapped under a second spin lock and copied by the
+ * HTTP thread. sf_metrics_destroy frees those two.
  */
 #ifndef SF_METRICS_H
 #define SF_METRICS_H
@@ -97,7 +114,33 @@ typedef struct sf_metrics {
   sf_histogram compaction_seconds;
   atomic_flag degraded_lock;
   char degraded[SF_METRICS_DEGRADED_MAX]; /* "" = not degraded */
+  /* Jobs by state (sf_metrics_job_state) and the oldest open job's arrival
+   * (CLOCK_MONOTONIC ms; 0: none), refreshed by the poll loop. */
+  atomic_int_least64_t job_states[6];
+  atomic_int_least64_t oldest_job_ms;
+  /* Readiness, from the consumer's statistics (sf_metrics_set_lag). */
+  atomic_int_least64_t partitions_assigned;
+  atomic_int caught_up;
+  atomic_int_least64_t lag_at_ms; /* when the statistics came; 0: never */
+  /* /jobs: a request counter the HTTP thread bumps, the one the poll loop
+   * last answered, and the answer. */
+  atomic_uint_least64_t jobs_asked, jobs_answered;
+  atomic_flag text_lock;
+  char *lag_text;  /* exposition lines of consumer_lag(_read); owned */
+  char *jobs_json; /* the /jobs document; owned */
 } sf_metrics;
+
+/* The states of an open job as /jobs and segforge_jobs name them. */
+typedef enum sf_metrics_job_state {
+  SF_METRICS_JOB_WAITING = 0, /* waiting for shards */
+  SF_METRICS_JOB_QUEUED,      /* complete, waiting for a finalize thread */
+  SF_METRICS_JOB_BUILDING,    /* planning and building its segments */
+  SF_METRICS_JOB_COMMITTING,  /* segments built: catalog commit, announcement */
+  SF_METRICS_JOB_FAILED,      /* failed: marker and dead letters being sent */
+  SF_METRICS_JOB_HELD,        /* its dataset fails: retried with backoff */
+} sf_metrics_job_state;
+/* "waiting", "queued", ... */
+const char *sf_metrics_job_state_name(sf_metrics_job_state s);
 
 typedef enum sf_metrics_phase {
   SF_METRICS_STARTING = 0, /* before the poll loop runs */
@@ -127,8 +170,40 @@ sf_metrics_health_state sf_metrics_health(sf_metrics *m, int64_t now_ms, char *w
 void sf_metrics_set_degraded(sf_metrics *m, const char *why);
 
 /* Zeroes every value and sets the bucket bounds. The struct is caller
- * storage and needs no freeing. */
+ * storage; sf_metrics_destroy frees the strings handed to it. */
 void sf_metrics_init(sf_metrics *m);
+/* Frees the lag text and the /jobs document; m may be initialised again. */
+void sf_metrics_destroy(sf_metrics *m);
+
+/* The gauges of jobs by state (counts[6], by sf_metrics_job_state) and the
+ * arrival of the oldest open job (monotonic ms, 0: none). */
+void sf_metrics_set_job_states(sf_metrics *m, const int64_t counts[6], int64_t oldest_ms);
+
+/* The consumer's statistics, parsed by the poll loop: `text` (taken over,
+ * malloc'd; NULL: none) holds the exposition lines of consumer_lag and
+ * consumer_read_lag; `assigned` partitions, and whether each of them has
+ * read up to its high watermark but at most SF_METRICS_READY_LAG messages. */
+#define SF_METRICS_READY_LAG 100
+void sf_metrics_set_lag(sf_metrics *m, char *text, int64_t assigned, bool caught_up,
+                        int64_t now_ms);
+
+/* /jobs: whether a request waits for the poll loop's answer (*ticket gets
+ * what to pass to sf_metrics_set_jobs); then the loop hands the document
+ * over (json malloc'd, taken over). The HTTP thread waits up to
+ * SF_METRICS_JOBS_WAIT_MS for it and answers 503 past that. */
+#define SF_METRICS_JOBS_WAIT_MS 5000
+bool sf_metrics_jobs_wanted(sf_metrics *m, uint64_t *ticket);
+void sf_metrics_set_jobs(sf_metrics *m, char *json, uint64_t ticket);
+
+/* /readyz at now_ms: ready (true) when serving, some partition assigned,
+ * and the consumer caught up (every assigned partition within
+ * SF_METRICS_READY_LAG of its high watermark) in statistics at most
+ * SF_METRICS_STALE_MS old; why[n] says which. */
+#define SF_METRICS_STALE_MS 15000
+bool sf_metrics_ready(sf_metrics *m, int64_t now_ms, char *why, size_t n);
+/* /livez at now_ms: alive (true) unless the loop ran and has not turned for
+ * SF_METRICS_STUCK_MS (starting and draining are alive). */
+bool sf_metrics_live(sf_metrics *m, int64_t now_ms, char *why, size_t n);
 
 /* Records one observation of `seconds` (negative counts as 0). */
 void sf_metrics_observe(sf_histogram *h, double seconds);

@@ -142,17 +142,25 @@ static void on_message(sf_proc *p, const rd_kafka_message_t *m) {
   atomic_fetch_add_explicit(&p->n_events, 1, memory_order_relaxed);
   sf_metrics_event_received(p->o.metrics);
 
+  /* What the table keeps of the message: its value, key, headers and
+   * timestamp, for the dead letters and the trace context. */
+  size_t rec_len = 0;
+  const uint8_t *rec = sf_proc_record_make(p, m, &rec_len);
+  if (!rec) {
+    sf_proc_set_fatal(p, &(sf_err){SF_ENOMEM, "out of memory"});
+    return;
+  }
   sf_shard_staged ev;
   memset(&ev, 0, sizeof ev);
   sf_event_reason reason = SF_REASON_NONE;
   if (sf_event_decode_shard_staged(p->dec, m->payload, m->len, &ev, &reason, &err)) {
     if (reason)
-      sf_proc_send_dead_event(p, m->payload, m->len, ref, reason, err.msg, NULL);
+      sf_proc_send_dead_event(p, rec, rec_len, ref, reason, err.msg, NULL);
     else
       sf_proc_set_fatal(p, &err);
     return;
   }
-  sf_proc_classify(p, &ev, m->payload, m->len, ref, NULL);
+  sf_proc_classify(p, &ev, rec, rec_len, ref, NULL);
   sf_shard_staged_clear(&ev);
 }
 
@@ -323,7 +331,9 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
       rd_kafka_assign(rk, parts);
     }
     if (p->paused) rd_kafka_pause_partitions(rk, parts);
-    sf_proc_plog(p, SF_PROC_LOG_INFO, "event=partitions_assigned partitions=%s", names);
+    sf_proc_plog(p, SF_PROC_LOG_INFO,
+                 "event=partitions_assigned partitions=%s protocol=%s", names,
+                 coop ? "cooperative" : "eager");
     return;
   }
   int lost = rd_kafka_assignment_lost(rk);
@@ -341,11 +351,13 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
   } else {
     rd_kafka_assign(rk, NULL);
   }
-  sf_proc_plog(p, SF_PROC_LOG_INFO,
-               "event=partitions_revoked partitions=%s lost=%d jobs_dropped=%zu", names,
-               lost,
-               (before.open + before.ready + before.failed) -
-                   (after.open + after.ready + after.failed));
+  sf_proc_plog(
+      p, SF_PROC_LOG_INFO,
+      "event=partitions_revoked partitions=%s lost=%d jobs_dropped=%zu protocol=%s",
+      names, lost,
+      (before.open + before.ready + before.failed) -
+          (after.open + after.ready + after.failed),
+      coop ? "cooperative" : "eager");
 }
 
 static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
@@ -431,11 +443,21 @@ static sf_code consumer_conf(sf_proc *p, sf_err *err) {
   }
   if (!sf_kconf_has(k, "group.id") && kset(k, "group.id", SF_PROC_DEFAULT_GROUP, err))
     return err->code;
+  /* Cooperative rebalancing: a member joining or leaving moves only the
+   * partitions that change owner, so the open jobs of the others are not
+   * dropped and rebuilt from their events (docs/serve.md, Rebalances). */
+  if (!sf_kconf_has(k, "partition.assignment.strategy") &&
+      kset(k, "partition.assignment.strategy", "cooperative-sticky", err))
+    return err->code;
   /* A new group must read the shards staged before it started. */
   if (!sf_kconf_has(k, "auto.offset.reset") &&
       kset(k, "auto.offset.reset", "earliest", err))
     return err->code;
   if (prefetch_conf(p, err)) return err->code;
+  /* The lag gauges and /readyz read librdkafka's statistics. */
+  if (p->o.metrics && !sf_kconf_has(k, "statistics.interval.ms") &&
+      kset(k, "statistics.interval.ms", "1000", err))
+    return err->code;
   if (p->o.log) sf_kconf_set_logger(k, log_bridge);
   return SF_OK;
 }
@@ -468,7 +490,7 @@ sf_code sf_proc_new(const sf_proc_opts *o, sf_proc **out, sf_err *err) {
   if (!p->o.max_pending_bytes) p->o.max_pending_bytes = (size_t)256 << 20;
   if (!p->o.staging_timeout_ms) p->o.staging_timeout_ms = 600000;
   if (!p->o.commit_interval_ms) p->o.commit_interval_ms = 100;
-  if (!p->o.drain_timeout_ms) p->o.drain_timeout_ms = 60000;
+  if (!p->o.drain_timeout_ms) p->o.drain_timeout_ms = SF_PROC_DEFAULT_DRAIN_MS;
   if (p->o.retry_max_ms <= 0) p->o.retry_max_ms = 300000;
   p->next_retry_ms = INT64_MAX;
   if (o->compact_policy)
@@ -522,6 +544,7 @@ sf_code sf_proc_new(const sf_proc_opts *o, sf_proc **out, sf_err *err) {
   rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
   rd_kafka_conf_set_offset_commit_cb(conf, offset_commit_cb);
   rd_kafka_conf_set_error_cb(conf, error_cb);
+  rd_kafka_conf_set_stats_cb(conf, sf_proc_stats_cb);
   char errstr[512];
   if (!(p->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr))) {
     rd_kafka_conf_destroy(conf);
@@ -586,6 +609,7 @@ static void turn(sf_proc *p, int timeout_ms) {
   int64_t now = sf_clock_mono_ms();
   /* the liveness stamp, from the clock read the turn needs anyway */
   sf_metrics_loop_turn(p->o.metrics, now);
+  sf_proc_status_turn(p, now);
   if (now - p->last_commit_ms >= p->o.commit_interval_ms) {
     commit_offsets(p, NULL, 0);
     publish_stats(p);
@@ -703,6 +727,7 @@ void sf_proc_free(sf_proc *p) {
   sf_proc_q_destroy(&p->work);
   sf_proc_q_destroy(&p->dead);
   sf_proc_q_destroy(&p->done);
+  free(p->rec);
   free(p);
 }
 

@@ -92,6 +92,11 @@
  * thread-safe and quick. */
 typedef void (*sf_proc_log_fn)(void *ctx, int level, const char *line);
 
+/* The drain's default: with the exit's last steps (offset commit, leaving
+ * the group, at most 5 s for deliveries in flight) it fits Kubernetes'
+ * default 30 s termination grace (docs/serve.md, Shutdown). */
+#define SF_PROC_DEFAULT_DRAIN_MS 20000
+
 /* The consumer group used when the configuration sets no group.id. */
 #define SF_PROC_DEFAULT_GROUP "segforge-finalizer"
 
@@ -120,7 +125,7 @@ typedef struct sf_proc_opts {
   size_t n_dataset_roots;
   int commit_interval_ms;  /* offset commits at most this often; 0 = 100 */
   int delivery_timeout_ms; /* wait for a delivery report; 0 = the kconf's */
-  int drain_timeout_ms;    /* on stop, wait this long for jobs in flight; 0 = 60000 */
+  int drain_timeout_ms; /* on stop, wait this long for jobs in flight; 0 = the default */
   /* The longest wait between two attempts of a held job (its dataset
    * fails; see the top of this file); the first wait is 1 s (or this, if
    * shorter), doubled each time. 0 = 300000 (5 min). */

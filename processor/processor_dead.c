@@ -17,11 +17,61 @@
 /* How much of the original bytes a cut-down dead letter keeps. */
 #define DEAD_LETTER_MIN_BYTES 1024
 
+/* Kafka Connect's dead-letter headers (DeadLetterQueueReporter), so that
+ * tooling built for Connect's dead-letter queues reads ours. */
+#define CONNECT_ERRORS "__connect.errors."
+
+static void add_text(rd_kafka_headers_t *h, const char *name, const char *v) {
+  rd_kafka_header_add(h, name, -1, v, -1);
+}
+
+/* The dead letter's headers: the rejected event's own (its traceparent
+ * among them), Connect's context headers, segforge.reason, and the job's
+ * traceparent when the event had none (jobtp, may be NULL). For a dead
+ * letter cut down (`small`), only the event's traceparent, where it was
+ * (topic, partition, offset) and the reason: what made it too large may be
+ * the headers. NULL without memory. */
+static rd_kafka_headers_t *dead_headers(sf_proc *p, const sf_shard_rejected *r,
+                                        const sf_proc_record *rec, const uint8_t *jobtp,
+                                        size_t jobtp_len, int small) {
+  rd_kafka_headers_t *h =
+      small ? rd_kafka_headers_new(12) : sf_proc_record_headers(rec, 12);
+  if (!h) return NULL;
+  const uint8_t *tv;
+  size_t tl;
+  int has_tp = sf_proc_record_header(rec, "traceparent", &tv, &tl);
+  if (small && has_tp)
+    rd_kafka_header_add(h, "traceparent", -1, tv, tv ? (ssize_t)tl : 0);
+  char num[32], cls[96];
+  add_text(h, CONNECT_ERRORS "topic", r->source_topic ? r->source_topic : "");
+  snprintf(num, sizeof num, "%d", (int)r->source_partition);
+  add_text(h, CONNECT_ERRORS "partition", num);
+  snprintf(num, sizeof num, "%lld", (long long)r->source_offset);
+  add_text(h, CONNECT_ERRORS "offset", num);
+  snprintf(cls, sizeof cls, "segforge.reason.%s", r->reason ? r->reason : "NONE");
+  add_text(h, CONNECT_ERRORS "exception.class.name", cls);
+  add_text(h, "segforge.reason", r->reason ? r->reason : "NONE");
+  if (small) return h;
+  const char *group = sf_kconf_get(p->kconf, "group.id");
+  add_text(h, CONNECT_ERRORS "connector.name", group ? group : "segforge");
+  add_text(h, CONNECT_ERRORS "task.id", "0");
+  sf_event_reason why = sf_event_reason_parse(r->reason);
+  add_text(h, CONNECT_ERRORS "stage",
+           why == SF_REASON_DECODE_ERROR || why == SF_REASON_UNKNOWN_SCHEMA
+               ? "VALUE_CONVERTER"
+               : "TASK_PUT");
+  add_text(h, CONNECT_ERRORS "class.name", "segforge.processor");
+  add_text(h, CONNECT_ERRORS "exception.message", r->message ? r->message : "");
+  if (jobtp && !has_tp)
+    rd_kafka_header_add(h, "traceparent", -1, jobtp, (ssize_t)jobtp_len);
+  return h;
+}
+
 static sf_code publish_rejected_once(sf_proc *p, const sf_shard_rejected *r,
-                                     sf_err *err) {
+                                     const sf_publish_extra *x, sf_err *err) {
   sf_code rc;
   for (int attempt = 1;; attempt++) {
-    rc = sf_publish_rejected(p->pub, NULL, r, p->o.delivery_timeout_ms, NULL, err);
+    rc = sf_publish_rejected_ex(p->pub, NULL, r, x, p->o.delivery_timeout_ms, NULL, err);
     if (!sf_proc_retry_publish(p, rc, attempt, "ShardRejected", r->staging_id, err))
       break;
   }
@@ -34,8 +84,10 @@ static sf_code publish_rejected_once(sf_proc *p, const sf_shard_rejected *r,
  * truncated, the text made valid UTF-8, the message saying so), and if even
  * that cannot be sent it is logged at error level and given up, so that
  * the offset moves. Retryable failures (broker down) still retry. */
-static sf_code publish_rejected(sf_proc *p, const sf_shard_rejected *r, sf_err *err) {
-  sf_code rc = publish_rejected_once(p, r, err);
+static sf_code publish_rejected(sf_proc *p, const sf_shard_rejected *r,
+                                const sf_publish_extra *x, const sf_publish_extra *xsmall,
+                                sf_err *err) {
+  sf_code rc = publish_rejected_once(p, r, x, err);
   char q[600];
   if (rc == SF_EDECODE || rc == SF_EINVAL) {
     char why[SF_ERR_MSG_MAX], orig[SF_ERR_MSG_MAX], msg[3 * SF_ERR_MSG_MAX];
@@ -64,7 +116,7 @@ static sf_code publish_rejected(sf_proc *p, const sf_shard_rejected *r, sf_err *
                  m.staging_id ? m.staging_id : "-", (int)r->source_partition,
                  (long long)r->source_offset, r->original_value_len,
                  sf_proc_quoted(q, sizeof q, why));
-    rc = publish_rejected_once(p, &m, err);
+    rc = publish_rejected_once(p, &m, xsmall, err);
     if (rc == SF_EDECODE || rc == SF_EINVAL) {
       sf_proc_plog(p, SF_PROC_LOG_ERR,
                    "event=dead_letter_impossible reason=%s partition=%d offset=%lld "
@@ -79,6 +131,53 @@ static sf_code publish_rejected(sf_proc *p, const sf_shard_rejected *r, sf_err *
     if (p->o.metrics) sf_metrics_reject(p->o.metrics, sf_event_reason_parse(r->reason));
   }
   return rc;
+}
+
+/* Publishes the dead letter r of the event whose record is rec[len]:
+ * original_value is the event's value, the message keeps its key and
+ * timestamp, and its headers are dead_headers'. */
+static sf_code publish_dead(sf_proc *p, sf_shard_rejected *r, const uint8_t *rec,
+                            size_t len, const uint8_t *jobtp, size_t jobtp_len,
+                            sf_err *err) {
+  sf_proc_record pr;
+  sf_proc_record_split(rec, len, &pr);
+  sf_shard_rejected v = *r; /* borrowed: never cleared */
+  v.original_value = (uint8_t *)pr.value;
+  v.original_value_len = pr.value_len;
+  rd_kafka_headers_t *h = dead_headers(p, &v, &pr, jobtp, jobtp_len, 0),
+                     *hs = dead_headers(p, &v, &pr, jobtp, jobtp_len, 1);
+  if (!h || !hs) {
+    if (h) rd_kafka_headers_destroy(h);
+    if (hs) rd_kafka_headers_destroy(hs);
+    return sf_err_set(err, SF_ENOMEM, "out of memory");
+  }
+  sf_publish_extra x = {.has_key = 1,
+                        .key = pr.has_key ? pr.key : NULL,
+                        .key_len = pr.key_len,
+                        .timestamp_ms = pr.timestamp_ms > 0 ? pr.timestamp_ms : 0,
+                        .headers = h};
+  if (!pr.has_key) { /* bare bytes (no record): the staging id, as before */
+    x.key = v.staging_id;
+    x.key_len = v.staging_id ? strlen(v.staging_id) : 0;
+  }
+  sf_publish_extra xs = x;
+  xs.headers = hs;
+  sf_code rc = publish_rejected(p, &v, &x, &xs, err);
+  rd_kafka_headers_destroy(h);
+  rd_kafka_headers_destroy(hs);
+  return rc;
+}
+
+/* The trace context of a job: the traceparent of its first event that has
+ * one (borrowed from the job's records), or NULL. */
+const uint8_t *sf_proc_job_traceparent(const sf_job *j, size_t *len) {
+  for (size_t i = 0; i < j->nshards; i++) {
+    sf_proc_record pr;
+    sf_proc_record_split(j->shards[i].raw, j->shards[i].raw_len, &pr);
+    const uint8_t *v;
+    if (sf_proc_record_header(&pr, "traceparent", &v, len) && v) return v;
+  }
+  return NULL;
 }
 
 static int catalog_holds(const char *dataset, const char *staging_id) {
@@ -120,6 +219,8 @@ static void run_dead_job(sf_proc *p, task *t) {
     sf_err_prefix(&t->err, "writing the failed marker of job '%s'", j->staging_id);
     return;
   }
+  size_t tpl = 0;
+  const uint8_t *tp = sf_proc_job_traceparent(j, &tpl);
   char others[SF_ERR_MSG_MAX + 128];
   snprintf(others, sizeof others, "job '%s' failed (%s): %s", j->staging_id,
            sf_event_reason_name(j->reason), jm);
@@ -136,10 +237,9 @@ static void run_dead_job(sf_proc *p, task *t) {
                            .source_topic = (char *)p->topic,
                            .source_partition = s->ref.partition,
                            .source_offset = s->ref.offset,
-                           .original_value = s->raw,
-                           .original_value_len = s->raw_len,
                            .rejected_at_ms = sf_clock_wall_ms()};
-    if ((t->rc = publish_rejected(p, &r, &t->err))) return; /* borrowed: not cleared */
+    if ((t->rc = publish_dead(p, &r, s->raw, s->raw_len, tp, tpl, &t->err)))
+      return;                      /* borrowed: not cleared */
     if (atomic_load(&t->cancel)) { /* revoked: the new owner dead-letters it */
       t->rc = sf_err_set(&t->err, SF_ECANCELED, "canceled");
       return;
@@ -148,8 +248,9 @@ static void run_dead_job(sf_proc *p, task *t) {
 }
 
 static void run_dead(sf_proc *p, task *t) {
-  if (t->kind == T_DEAD_EVENT)
-    t->rc = publish_rejected(p, &t->rej, &t->err);
+  if (t->kind == T_DEAD_EVENT) /* its original_value holds the event's record */
+    t->rc = publish_dead(p, &t->rej, t->rej.original_value, t->rej.original_value_len,
+                         NULL, 0, &t->err);
   else
     run_dead_job(p, t);
 }

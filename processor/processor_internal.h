@@ -37,6 +37,9 @@ typedef struct task {
   int kind;
   sf_job *job;       /* T_FINALIZE, T_DEAD_JOB, T_INTAKE */
   atomic_int cancel; /* set by a revoke; sf_finalize checks it */
+  /* T_FINALIZE, for /jobs: 0 queued, 1 building (set by the finalize
+   * thread), 2 committing (its segments are built). */
+  atomic_int phase;
   /* T_DEAD_EVENT: the rejection (owned fields) and where the event was. */
   sf_shard_rejected rej;
   sf_jobs_ref ref;
@@ -127,6 +130,14 @@ struct sf_proc {
   atomic_llong compact_meta_failed_ms; /* when asking them last failed; 0 = never */
   atomic_uint_least64_t n_compactions;
 
+  /* The record of the message being read (processor_record.c), reused. */
+  uint8_t *rec;
+  size_t rec_cap;
+  /* Status (processor_status.c): partitions assigned at the last
+   * statistics, and when the gauges of jobs by state were refreshed. */
+  size_t assigned;
+  int64_t states_at_ms;
+
   atomic_uint_least64_t n_events, n_rejected, n_committed, n_failed, n_pauses;
   atomic_size_t s_open, s_inflight, s_pending, s_held;
 };
@@ -154,6 +165,45 @@ void sf_proc_compact_after_commit(sf_proc *p, const char *dataset,
 sf_code sf_proc_compact_start(sf_proc *p, sf_err *err);
 void sf_proc_compact_stop(sf_proc *p);
 void *sf_proc_compact_main(void *arg);
+
+/* ---- processor_record.c ------------------------------------------------------- */
+
+/* An event as kept: its value and what the message carried beside it,
+ * borrowed from the record's bytes. */
+typedef struct sf_proc_record {
+  const uint8_t *value;
+  size_t value_len;
+  int64_t timestamp_ms; /* the message's (0 or -1: none) */
+  int has_key;
+  const uint8_t *key;
+  size_t key_len;
+  uint32_t nheaders;
+  const uint8_t *headers, *headers_end; /* encoded; see processor_record.c */
+} sf_proc_record;
+
+/* The record of m in the processor's buffer (valid until the next call):
+ * *len bytes, what the loop hands the job table. NULL without memory. */
+const uint8_t *sf_proc_record_make(sf_proc *p, const rd_kafka_message_t *m, size_t *len);
+/* Splits a record (or bare event bytes) into its parts. */
+void sf_proc_record_split(const uint8_t *rec, size_t len, sf_proc_record *r);
+/* The first header called name: 1 with *v (NULL: a null value), *vl. */
+int sf_proc_record_header(const sf_proc_record *r, const char *name, const uint8_t **v,
+                          size_t *vl);
+/* A new header list (caller destroys) with the record's headers, room for
+ * `extra` more; NULL without memory. */
+rd_kafka_headers_t *sf_proc_record_headers(const sf_proc_record *r, size_t extra);
+
+/* The traceparent header of the job's first event that has one (borrowed
+ * from its records; *len its length), or NULL (processor_dead.c). */
+const uint8_t *sf_proc_job_traceparent(const sf_job *j, size_t *len);
+
+/* ---- processor_status.c ------------------------------------------------------- */
+
+/* On each turn of the loop: answers a /jobs request, and refreshes the
+ * gauges of jobs by state once a second. */
+void sf_proc_status_turn(sf_proc *p, int64_t now);
+/* librdkafka's statistics callback: the lag gauges and readiness. */
+int sf_proc_stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque);
 
 /* ---- processor_tasks.c and processor_dead.c ---------------------------------- */
 

@@ -208,17 +208,34 @@ static sf_code announce(sf_proc *p, task *t, const sf_finalize_result *res, sf_e
                               .num_shards = (int32_t)nshards,
                               .first_staged_at_ms = j->first_staged_at_ms,
                               .committed_at_ms = t->committed_at_ms};
+  /* The trace context of the job's events (a W3C traceparent header)
+   * carries on to its announcement. */
+  size_t tpl = 0;
+  const uint8_t *tp = sf_proc_job_traceparent(j, &tpl);
+  rd_kafka_headers_t *h = tp ? rd_kafka_headers_new(2) : NULL;
+  if (h) rd_kafka_header_add(h, "traceparent", -1, tp, (ssize_t)tpl);
+  sf_publish_extra x = {.headers = h};
   sf_code rc;
   for (int attempt = 1;; attempt++) {
-    rc = sf_publish_committed(p->pub, NULL, &ev, p->o.delivery_timeout_ms, NULL, err);
+    rc = sf_publish_committed_ex(p->pub, NULL, &ev, &x, p->o.delivery_timeout_ms, NULL,
+                                 err);
     if (!sf_proc_retry_publish(p, rc, attempt, "SegmentsCommitted", j->staging_id, err))
       break;
   }
+  if (h) rd_kafka_headers_destroy(h);
   return rc;
+}
+
+/* The build's progress: every segment built means the commit comes next. */
+static void on_progress(void *ctx, const sf_build_progress *bp) {
+  task *t = ctx;
+  if (bp->segments_total && bp->segments_done == bp->segments_total)
+    atomic_store(&t->phase, 2);
 }
 
 static void run_finalize(sf_proc *p, task *t) {
   sf_job *j = t->job;
+  atomic_store(&t->phase, 1);
   const sf_shard_staged *e0 = &j->shards[0].ev;
   sf_plan_shard *ps = calloc(j->nshards, sizeof *ps);
   if (!ps) {
@@ -240,7 +257,11 @@ static void run_finalize(sf_proc *p, task *t) {
       .index_type = -1,
       /* As many threads as the process may build segments at once; every
        * build takes a slot of the one budget that all jobs share. */
-      .build = {.max_merges = p->o.max_merges, .budget = p->budget, .cancel = &t->cancel},
+      .build = {.max_merges = p->o.max_merges,
+                .budget = p->budget,
+                .cancel = &t->cancel,
+                .progress = on_progress,
+                .progress_ctx = t},
   };
   sf_finalize_result res;
   double t0 = sf_clock_mono_s();
@@ -253,6 +274,7 @@ static void run_finalize(sf_proc *p, task *t) {
   free(ps);
   t->finalize_ms = (sf_clock_mono_s() - t0) * 1e3;
   if (t->rc) return;
+  atomic_store(&t->phase, 2);
   (void)sf_fault_point("serve.after_commit", NULL);
   t->already = res.already;
   t->version = res.version;

@@ -350,6 +350,15 @@ static sf_code delivery_error(sf_publisher *p, const char *topic, rd_kafka_resp_
 sf_code sf_publisher_send_dr(sf_publisher *p, const char *topic, const void *key,
                              size_t key_len, const uint8_t *value, size_t len,
                              int timeout_ms, sf_delivery *dr, sf_err *err) {
+  sf_publish_extra x = {.key = key, .key_len = key_len, .has_key = key != NULL};
+  return sf_publisher_send_ex(p, topic, value, len, &x, timeout_ms, dr, err);
+}
+
+sf_code sf_publisher_send_ex(sf_publisher *p, const char *topic, const uint8_t *value,
+                             size_t len, const sf_publish_extra *x, int timeout_ms,
+                             sf_delivery *dr, sf_err *err) {
+  const void *key = x && x->has_key ? x->key : NULL;
+  size_t key_len = key ? x->key_len : 0;
   sf_delivery none = {.err = RD_KAFKA_RESP_ERR_NO_ERROR, .partition = -1, .offset = -1};
   if (dr) *dr = none;
   if (!topic || !*topic) return sf_err_set(err, SF_EINVAL, "publish: empty topic name");
@@ -368,11 +377,15 @@ sf_code sf_publisher_send_dr(sf_publisher *p, const char *topic, const void *key
   if (!s) return sf_err_set(err, SF_ENOMEM, "out of memory");
   s->dr = none;
   for (;;) {
+    /* producev takes the headers over only when it succeeds. */
+    rd_kafka_headers_t *h = x && x->headers ? rd_kafka_headers_copy(x->headers) : NULL;
     rd_kafka_resp_err_t e = rd_kafka_producev(
         p->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, key ? key_len : 0),
         RD_KAFKA_V_VALUE((void *)value, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-        RD_KAFKA_V_OPAQUE(s), RD_KAFKA_V_END);
+        RD_KAFKA_V_TIMESTAMP(x && x->timestamp_ms > 0 ? x->timestamp_ms : 0),
+        RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE(s), RD_KAFKA_V_END);
     if (!e) break;
+    if (h) rd_kafka_headers_destroy(h);
     if (e == RD_KAFKA_RESP_ERR__QUEUE_FULL && sf_clock_mono_ms() < deadline) {
       drain_some(p);
       continue;
@@ -444,9 +457,9 @@ rd_kafka_t *sf_publisher_handle(sf_publisher *p) {
 }
 
 /* Encodes ev under the encoder lock, then sends with no lock held. */
-static sf_code publish_event(sf_publisher *p, const char *topic, const sf_event *ev,
-                             const char *key, int timeout_ms, sf_delivery *dr,
-                             sf_err *err) {
+static sf_code publish_event_ex(sf_publisher *p, const char *topic, const sf_event *ev,
+                                const char *key, const sf_publish_extra *extra,
+                                int timeout_ms, sf_delivery *dr, sf_err *err) {
   if (dr) *dr = (sf_delivery){.partition = -1, .offset = -1};
   uint8_t *buf = NULL;
   size_t len = 0;
@@ -455,10 +468,41 @@ static sf_code publish_event(sf_publisher *p, const char *topic, const sf_event 
   pthread_mutex_unlock(&p->enc_mu);
   if (rc) return rc;
   if (!topic) topic = p->topic[ev->type];
-  rc = sf_publisher_send_dr(p, topic, key, key ? strlen(key) : 0, buf, len, timeout_ms,
-                            dr, err);
+  sf_publish_extra x = {
+      .key = key, .key_len = key ? strlen(key) : 0, .has_key = key != NULL};
+  if (extra) {
+    x.timestamp_ms = extra->timestamp_ms;
+    x.headers = extra->headers;
+    if (extra->has_key) {
+      x.key = extra->key;
+      x.key_len = extra->key_len;
+    }
+  }
+  rc = sf_publisher_send_ex(p, topic, buf, len, &x, timeout_ms, dr, err);
   free(buf);
   return rc;
+}
+
+static sf_code publish_event(sf_publisher *p, const char *topic, const sf_event *ev,
+                             const char *key, int timeout_ms, sf_delivery *dr,
+                             sf_err *err) {
+  return publish_event_ex(p, topic, ev, key, NULL, timeout_ms, dr, err);
+}
+
+sf_code sf_publish_committed_ex(sf_publisher *p, const char *topic,
+                                const sf_segments_committed *ev,
+                                const sf_publish_extra *x, int timeout_ms,
+                                sf_delivery *dr, sf_err *err) {
+  sf_event e = {.type = SF_EVENT_SEGMENTS_COMMITTED, .u.committed = *ev};
+  return publish_event_ex(p, topic, &e, ev->staging_id, x, timeout_ms, dr, err);
+}
+
+sf_code sf_publish_rejected_ex(sf_publisher *p, const char *topic,
+                               const sf_shard_rejected *ev, const sf_publish_extra *x,
+                               int timeout_ms, sf_delivery *dr, sf_err *err) {
+  sf_event e = {.type = SF_EVENT_SHARD_REJECTED, .u.rejected = *ev};
+  return publish_event_ex(p, topic, &e, ev->staging_id ? ev->staging_id : "", x,
+                          timeout_ms, dr, err);
 }
 
 /* sf_event is a tagged union of the structs; the typed helpers wrap their

@@ -94,6 +94,22 @@ sf_code sf_publisher_send_dr(sf_publisher *p, const char *topic, const void *key
                              size_t key_len, const uint8_t *value, size_t len,
                              int timeout_ms, sf_delivery *dr, sf_err *err);
 
+/* What a message carries beside its value, for sends that must keep what
+ * another message had (a dead letter keeps its event's key, headers and
+ * timestamp) or carry context (a trace's traceparent header). */
+typedef struct sf_publish_extra {
+  int has_key;     /* 0: the default key (none, or the typed helper's) */
+  const void *key; /* has_key: this key (NULL: no key) */
+  size_t key_len;
+  int64_t timestamp_ms;              /* 0: now (the producer's time) */
+  const rd_kafka_headers_t *headers; /* copied; NULL: none */
+} sf_publish_extra;
+
+/* sf_publisher_send_dr with the extras (x may be NULL). */
+sf_code sf_publisher_send_ex(sf_publisher *p, const char *topic, const uint8_t *value,
+                             size_t len, const sf_publish_extra *x, int timeout_ms,
+                             sf_delivery *dr, sf_err *err);
+
 /* Typed helpers: validate and encode the event (schemas/event_encode.h,
  * in the publisher's framing), key it, send it, and wait. topic NULL uses
  * the configured topic for the type (segforge.topic.*, else the default).
@@ -105,6 +121,14 @@ sf_code sf_publish_committed(sf_publisher *p, const char *topic,
 sf_code sf_publish_rejected(sf_publisher *p, const char *topic,
                             const sf_shard_rejected *ev, int timeout_ms, sf_delivery *dr,
                             sf_err *err);
+/* The same with the extras (x may be NULL: as above). */
+sf_code sf_publish_committed_ex(sf_publisher *p, const char *topic,
+                                const sf_segments_committed *ev,
+                                const sf_publish_extra *x, int timeout_ms,
+                                sf_delivery *dr, sf_err *err);
+sf_code sf_publish_rejected_ex(sf_publisher *p, const char *topic,
+                               const sf_shard_rejected *ev, const sf_publish_extra *x,
+                               int timeout_ms, sf_delivery *dr, sf_err *err);
 /* A compaction's announcement, keyed by `key` (NULL: the index name); serve
  * keys it by the index's ownership key (docs/serve.md, "Compaction"), so that
  * the announcements of one index stay in order on one partition. */

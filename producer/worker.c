@@ -25,6 +25,7 @@
 #include "core/catalog/catalog.h"
 #include "core/format/segfile.h"
 #include "core/vector/quantizer.h"
+#include "kafka/deadletters.h"
 
 /* realpath with errors that name the path and what it is. */
 static sf_code resolve(const char *path, const char *what, char **out, sf_err *err) {
@@ -280,4 +281,34 @@ sf_code sf_worker_publish(sf_publisher *p, const char *topic, const sf_shard_sta
   sf_code rc = sf_shard_staged_validate(ev, NULL, err);
   if (rc) return rc;
   return sf_publish_staged(p, topic, ev, timeout_ms, dr, err);
+}
+
+/* The dead-letter watch as a probe of the wait. */
+static sf_code dl_probe(void *ctx, int budget_ms, sf_jobstatus *st, sf_err *err) {
+  sf_dlwatch_hit hit;
+  int found = 0;
+  sf_code rc = sf_dlwatch_poll(ctx, budget_ms, &found, &hit, err);
+  if (!rc && found) {
+    st->state = SF_JOBSTATUS_DEAD_LETTER;
+    snprintf(st->reason, sizeof st->reason, "%s", hit.reason);
+    snprintf(st->message, sizeof st->message, "%s", hit.message);
+  }
+  return rc;
+}
+
+sf_code sf_worker_wait(const sf_worker_wait_req *req, sf_jobstatus *st, sf_err *err) {
+  sf_dlwatch *w = NULL;
+  sf_code rc = SF_OK;
+  if (req->kconf && sf_kconf_has(req->kconf, "bootstrap.servers")) {
+    int64_t since = req->since_ms > 0 ? req->since_ms : sf_clock_wall_ms() - 3600 * 1000;
+    if ((rc = sf_dlwatch_new(req->kconf, req->dataset, req->staging_id, since, &w, err)))
+      return rc;
+  }
+  sf_jobstatus_wait_opts o = {.timeout_ms = req->timeout_ms,
+                              .probe = w ? dl_probe : NULL,
+                              .probe_ctx = w,
+                              .cancel = req->cancel};
+  rc = sf_jobstatus_wait(req->dataset, req->staging_id, req->index_name, &o, st, err);
+  sf_dlwatch_free(w);
+  return rc;
 }

@@ -26,9 +26,11 @@
 #define SF_WORKER_H
 
 #include <roaring/roaring.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "core/base/error.h"
+#include "core/catalog/jobstatus.h"
 #include "producer/publisher.h"
 #include "schemas/event.h"
 
@@ -83,5 +85,25 @@ void sf_worker_producer(char *buf, size_t size);
  * topic), waiting for the delivery report (see sf_publish_staged). */
 sf_code sf_worker_publish(sf_publisher *p, const char *topic, const sf_shard_staged *ev,
                           int timeout_ms, sf_delivery *dr, sf_err *err);
+
+/* Waits until the job is done (core/catalog/jobstatus.h): COMMITTED once
+ * the dataset's catalog holds it, FAILED on its failed marker, and, when k
+ * names brokers (bootstrap.servers), DEAD_LETTER on the first ShardRejected
+ * of the job on the dead-letter topic (kafka/deadletters.h) published since
+ * since_ms (wall clock; 0: the last hour), TIMEOUT after timeout_ms (<= 0:
+ * never). SF_OK with the state and a message in *st; errors: the dataset
+ * cannot be read (SF_ENOTFOUND, SF_EIO, ...), committed into another index
+ * than index_name (SF_ECONFLICT; index_name may be NULL), the dead-letter
+ * topic cannot be read (SF_EIO), SF_ECANCELED when *cancel is set. */
+typedef struct sf_worker_wait_req {
+  const char *dataset;
+  const char *staging_id;
+  const char *index_name; /* NULL: any */
+  int64_t timeout_ms;
+  const sf_kconf *kconf; /* NULL or no bootstrap.servers: no dead-letter watch */
+  int64_t since_ms;
+  const atomic_int *cancel; /* may be NULL */
+} sf_worker_wait_req;
+sf_code sf_worker_wait(const sf_worker_wait_req *req, sf_jobstatus *st, sf_err *err);
 
 #endif

@@ -8,6 +8,8 @@ pkgs=(
   libxxhash-dev libmicrohttpd-dev libcmocka-dev libisal-dev clang-format
   python3 python3-avro python3-kafka python3-faiss python3-numpy
   kcat time
+  # systemd-analyze, which checks packaging/segforge.service (tests/cli_packaging.sh)
+  systemd
 )
 # Benchmarks only (bench/*.sh run `scripts/deps.sh --bench`): OpenBLAS for the
 # k-means comparison and the AVX2 FAISS build, and the Fashion-MNIST data.

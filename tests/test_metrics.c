@@ -23,6 +23,7 @@
 #include <cmocka.h>
 /* clang-format on */
 
+#include "core/base/clock.h"
 #include "processor/metrics.h"
 
 /* The value of the sample named exactly `name` (with labels, if any). */
@@ -38,15 +39,18 @@ static double sample(const char *text, const char *name) {
  * samples. */
 static int check_exposition(const char *text) {
   regex_t help, type, smp;
-  assert_int_equal(regcomp(&help, "^# HELP (segforge_[a-z_]+) [^\n]+$", REG_EXTENDED), 0);
-  assert_int_equal(regcomp(&type, "^# TYPE (segforge_[a-z_]+) (counter|gauge|histogram)$",
-                           REG_EXTENDED),
-                   0);
   assert_int_equal(
-      regcomp(&smp,
-              "^(segforge_[a-z_]+)(\\{[a-z]+=\"[^\"]*\"(,[a-z]+=\"[^\"]*\")*\\})? "
-              "(-?[0-9]+(\\.[0-9]+)?([eE][-+]?[0-9]+)?)$",
+      regcomp(&help, "^# HELP ((segforge|process)_[a-z_]+) [^\n]+$", REG_EXTENDED), 0);
+  assert_int_equal(
+      regcomp(&type, "^# TYPE ((segforge|process)_[a-z_]+) (counter|gauge|histogram)$",
               REG_EXTENDED),
+      0);
+  assert_int_equal(
+      regcomp(
+          &smp,
+          "^((segforge|process)_[a-z_]+)(\\{[a-z]+=\"[^\"]*\"(,[a-z]+=\"[^\"]*\")*\\})? "
+          "(-?[0-9]+(\\.[0-9]+)?([eE][-+]?[0-9]+)?)$",
+          REG_EXTENDED),
       0);
   char family[128] = "", ftype[16] = "", helped[128] = "";
   int samples = 0;
@@ -61,11 +65,11 @@ static int check_exposition(const char *text) {
                line + m[1].rm_so);
       continue;
     }
-    if (!regexec(&type, line, 3, m, 0)) {
+    if (!regexec(&type, line, 4, m, 0)) {
       snprintf(family, sizeof family, "%.*s", (int)(m[1].rm_eo - m[1].rm_so),
                line + m[1].rm_so);
-      snprintf(ftype, sizeof ftype, "%.*s", (int)(m[2].rm_eo - m[2].rm_so),
-               line + m[2].rm_so);
+      snprintf(ftype, sizeof ftype, "%.*s", (int)(m[3].rm_eo - m[3].rm_so),
+               line + m[3].rm_so);
       assert_string_equal(family, helped); /* HELP then TYPE, same name */
       last_bucket = inf_bucket = -1;
       continue;
@@ -74,7 +78,7 @@ static int check_exposition(const char *text) {
     char name[128];
     snprintf(name, sizeof name, "%.*s", (int)(m[1].rm_eo - m[1].rm_so),
              line + m[1].rm_so);
-    double v = strtod(line + m[4].rm_so, NULL);
+    double v = strtod(line + m[5].rm_so, NULL);
     size_t fl = strlen(family);
     if (!strcmp(ftype, "histogram")) {
       assert_true(!strncmp(name, family, fl));
@@ -125,6 +129,15 @@ static void rendering_parses_and_follows_the_struct(void **state) {
   sf_metrics_observe(&m.build_seconds, 1e9); /* +Inf only */
   sf_metrics_observe(&m.build_seconds, -1);  /* counts as 0 */
   sf_metrics_observe(&m.e2e_seconds, 7);
+  const int64_t states[6] = {4, 0, 1, 2, 0, 3};
+  sf_metrics_set_job_states(&m, states, sf_clock_mono_ms() - 2500);
+  sf_metrics_set_lag(
+      &m,
+      strdup("segforge_consumer_lag{topic=\"t\",partition=\"0\"} 7\n"
+             "segforge_consumer_read_lag{topic=\"t\",partition=\"0\"} 1\n"
+             "segforge_consumer_lag{topic=\"t\",partition=\"1\"} 0\n"
+             "segforge_consumer_read_lag{topic=\"t\",partition=\"1\"} 0\n"),
+      2, true, sf_clock_mono_ms());
   size_t len = 0;
   char *t = sf_metrics_render(&m, &len);
   assert_non_null(t);
@@ -153,7 +166,39 @@ static void rendering_parses_and_follows_the_struct(void **state) {
   assert_true(sum > 1e9 && sum < 1e9 + 1);
   assert_true(sample(t, "segforge_end_to_end_seconds_bucket{le=\"5\"}") == 0);
   assert_true(sample(t, "segforge_end_to_end_seconds_bucket{le=\"10\"}") == 1);
+  assert_true(sample(t, "segforge_jobs{state=\"waiting\"}") == 4);
+  assert_true(sample(t, "segforge_jobs{state=\"building\"}") == 1);
+  assert_true(sample(t, "segforge_jobs{state=\"committing\"}") == 2);
+  assert_true(sample(t, "segforge_jobs{state=\"held\"}") == 3);
+  double age = sample(t, "segforge_oldest_job_age_seconds");
+  assert_true(age >= 2.5 && age < 60);
+  assert_true(sample(t, "segforge_consumer_lag{topic=\"t\",partition=\"0\"}") == 7);
+  assert_true(sample(t, "segforge_consumer_read_lag{topic=\"t\",partition=\"0\"}") == 1);
+  assert_true(sample(t, "segforge_partitions_assigned") == 2);
+  assert_non_null(strstr(t, "\nsegforge_build_info{version=\""));
+  assert_true(sample(t, "process_open_fds") >= 3);
+  assert_true(sample(t, "process_resident_memory_bytes") > 0);
   free(t);
+  /* The probes: ready once serving, turning, assigned and caught up. */
+  char why[256];
+  int64_t now = sf_clock_mono_ms();
+  assert_true(sf_metrics_live(&m, now, why, sizeof why)); /* starting is alive */
+  assert_false(sf_metrics_ready(&m, now, why, sizeof why));
+  assert_non_null(strstr(why, "starting"));
+  sf_metrics_set_phase(&m, SF_METRICS_SERVING);
+  sf_metrics_loop_turn(&m, now);
+  assert_true(sf_metrics_ready(&m, now, why, sizeof why));
+  sf_metrics_set_lag(&m, NULL, 2, false, now);
+  assert_false(sf_metrics_ready(&m, now, why, sizeof why));
+  assert_non_null(strstr(why, "catching up"));
+  sf_metrics_set_lag(&m, NULL, 0, false, now);
+  assert_false(sf_metrics_ready(&m, now, why, sizeof why));
+  assert_non_null(strstr(why, "no partition assigned"));
+  sf_metrics_set_lag(&m, NULL, 1, true, now);
+  assert_false(sf_metrics_ready(&m, now + SF_METRICS_STALE_MS + 1, why, sizeof why));
+  assert_false(sf_metrics_live(&m, now + SF_METRICS_STUCK_MS + 1, why, sizeof why));
+  assert_non_null(strstr(why, "stuck"));
+  sf_metrics_destroy(&m);
 }
 
 /* A whole HTTP/1.0 exchange with the server; returns the malloc'd reply. */
