@@ -57,6 +57,11 @@ static int check_array(const struct ArrowSchema *s, const struct ArrowArray *a,
     return sf_api_fail(err, SF_STATUS_INVALID,
                        "Arrow %s has a negative length (%lld) or offset (%lld)", what,
                        (long long)a->length, (long long)a->offset);
+  if (a->offset > INT64_MAX - a->length)
+    return sf_api_fail(err, SF_STATUS_INVALID,
+                       "Arrow %s has offset %lld and length %lld, whose sum overflows; "
+                       "pass the array's real offset and length",
+                       what, (long long)a->offset, (long long)a->length);
   if (a->n_buffers != buffers || (buffers && !a->buffers))
     return sf_api_fail(err, SF_STATUS_INVALID,
                        "Arrow %s (format '%s') has %lld buffers; its layout has %lld",
@@ -105,12 +110,15 @@ static int read_vectors(const column *c, const float **x, uint32_t *dim, sf_erro
   int n = snprintf(what, sizeof what, "%s (its float32 values)", c->what);
   if (n < 0 || (size_t)n >= sizeof what) what[0] = '\0';
   if ((rc = check_array(s->children[0], v, what, 2, 0, err))) return rc;
-  /* Slot r of the list holds elements [r * d, (r + 1) * d) of the child. */
-  int64_t e0 = v->offset + c->first * d, ne = c->length * d;
-  if (c->first * d + ne > v->length)
+  /* Slot r of the list holds elements [r * d, (r + 1) * d) of the child.
+   * Compared by division, so that no product can overflow: first + length
+   * is at most the list's offset + length (checked above), and what passes
+   * here keeps (first + length) * d within the child's length. */
+  if (c->first + c->length > v->length / d)
     return sf_api_fail(err, SF_STATUS_INVALID,
                        "Arrow %s has %lld values for %lld vectors of %lld", what,
                        (long long)v->length, (long long)(c->first + c->length), d);
+  int64_t e0 = v->offset + c->first * d, ne = c->length * d;
   bad = first_null(v, e0, ne);
   if (bad >= 0)
     return sf_api_fail(err, SF_STATUS_INVALID,
@@ -235,6 +243,16 @@ int sf_shard_writer_add_arrow(sf_shard_writer *w, const struct ArrowSchema *sche
   if (n1 < 0 || n2 < 0) return sf_api_fail(err, SF_STATUS_INVALID, "bad field names");
   if (!array->children[vi] || !array->children[ii])
     return sf_api_fail(err, SF_STATUS_INVALID, "the Arrow struct has a NULL child array");
+  /* A row of the struct is slot child.offset + parent.offset + i of a
+   * child: that sum must not overflow (each is checked >= 0 by then). */
+  int64_t vo = array->children[vi]->offset, io = array->children[ii]->offset;
+  if (vo < 0 || io < 0 || vo > INT64_MAX - array->offset - array->length ||
+      io > INT64_MAX - array->offset - array->length)
+    return sf_api_fail(err, SF_STATUS_INVALID,
+                       "the Arrow struct's children have offsets (%lld, %lld) that are "
+                       "negative or overflow with the struct's offset %lld; pass the "
+                       "arrays' real offsets",
+                       (long long)vo, (long long)io, (long long)array->offset);
   column vc = {schema->children[vi], array->children[vi],
                array->children[vi]->offset + array->offset, array->length, vwhat};
   column ic = {schema->children[ii], array->children[ii],
