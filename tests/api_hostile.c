@@ -285,6 +285,51 @@ static void writer_misuse_leaves_nothing_behind(void **state) {
   assert_int_equal(files, 2);
 }
 
+/* A job of its own in f's dataset: trained, one shard "h" of rows 0-31
+ * (fragments 0-1). */
+static void stage_small_job(const fixture *f, const char *job) {
+  sf_error err = {0};
+  char *root = NULL;
+  assert_int_equal(sf_staging_root(f->dataset, job, &root, &err), 0);
+  sf_options *t = af_options("nlist=4", NULL);
+  assert_int_equal(sf_train(f->x, N, DIM, t, root, &err), 0);
+  sf_options_free(t);
+  sf_shard_writer *w = NULL;
+  assert_int_equal(sf_shard_writer_open(root, "h", "0-1", NULL, &w, &err), 0);
+  assert_int_equal(sf_shard_writer_add(w, f->x, f->ids, 32, DIM, &err), 0);
+  assert_int_equal(sf_shard_writer_finish(w, &err), 0);
+  sf_shard_writer_free(w);
+  free(root);
+}
+
+static void assert_no_flag(const sf_error *err) {
+  if (strstr(err->message, "--"))
+    fail_msg("the message names a command-line flag: %s", err->message);
+}
+
+/* Errors of the finalizer speak in options, not in command-line flags. */
+static void finalize_errors_name_options(void **state) {
+  fixture *f = *state;
+  sf_error err = {0};
+  stage_small_job(f, "short");
+  sf_options *o = af_options("expected_fragments=0-5", NULL);
+  af_assert_fails(sf_index_finalize(f->dataset, "idx", "v", "short", o, NULL, &err), &err,
+                  SF_STATUS_INCOMPLETE, "expected_fragments");
+  assert_no_flag(&err);
+  sf_options_free(o);
+  assert_int_equal(sf_index_finalize(f->dataset, "idx", "v", "short", NULL, NULL, &err),
+                   0);
+  /* A second job over the same fragments overlaps the first. */
+  stage_small_job(f, "again");
+  sf_builder *b = NULL;
+  assert_int_equal(sf_builder_new(f->dataset, "idx", "v", "again", NULL, &b, &err), 0);
+  assert_int_equal(sf_builder_plan(b, &err), 0);
+  af_assert_fails(sf_builder_commit(b, NULL, NULL, &err), &err, SF_STATUS_OVERLAP,
+                  "option replace");
+  assert_no_flag(&err);
+  sf_builder_free(b);
+}
+
 /* k far beyond the rows, nprobe beyond nlist: the answer is every row,
  * then empty slots, and the memory a search takes follows the rows, not
  * k. */
@@ -327,6 +372,7 @@ int main(void) {
       cmocka_unit_test(arrow_null_children_are_refused),
       cmocka_unit_test(null_handles_are_refused),
       cmocka_unit_test(writer_misuse_leaves_nothing_behind),
+      cmocka_unit_test(finalize_errors_name_options),
       cmocka_unit_test(huge_k_and_nprobe),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
