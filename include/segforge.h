@@ -100,7 +100,7 @@ enum {
   SF_STATUS_CANCELED = 13,   /* work stopped because another part failed */
   SF_STATUS_DECODE = 14,     /* an event field breaks its rule */
   SF_STATUS_LIMIT = 15,      /* a size or count beyond a sane limit */
-  SF_STATUS_TIMEOUT = 64,    /* a wait ran out of time (sf_index_wait_committed) */
+  SF_STATUS_TIMEOUT = 64     /* a wait ran out of time (sf_index_wait_committed) */
 };
 
 #define SF_ERROR_MESSAGE_MAX 512
