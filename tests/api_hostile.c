@@ -331,8 +331,7 @@ static void finalize_errors_name_options(void **state) {
 }
 
 /* k far beyond the rows, nprobe beyond nlist: the answer is every row,
- * then empty slots, and the memory a search takes follows the rows, not
- * k. */
+ * best first, then empty slots. */
 static void huge_k_and_nprobe(void **state) {
   fixture *f = *state;
   sf_error err = {0};
@@ -350,8 +349,7 @@ static void huge_k_and_nprobe(void **state) {
   assert_int_equal(sf_index_finalize(dataset, "idx", "v", "j", NULL, NULL, &err), 0);
   sf_index *ix = NULL;
   assert_int_equal(sf_index_open(dataset, "idx", &ix, &err), 0);
-  /* k = 2^24: 128 MiB of ids the caller gives; the search itself must not
-   * take 12 bytes per k on top (it would take 200 MiB for nothing). */
+  /* k = 2^24: 128 MiB of ids, all but N of them empty slots. */
   const uint32_t k = 1u << 24;
   uint64_t *ids = malloc((size_t)k * sizeof *ids);
   assert_non_null(ids);
