@@ -13,6 +13,7 @@
  * the rows are contiguous in the input and go to sf_shard_writer_add as
  * they are. Nothing is released either: the caller owns the arrays.
  */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -77,6 +78,18 @@ static int check_array(const struct ArrowSchema *s, const struct ArrowArray *a,
   return SF_STATUS_OK;
 }
 
+/* The specification recommends, but does not require, buffers aligned to
+ * their type; the values are read in place as floats and uint64s, which C
+ * allows only at aligned addresses. */
+static int check_aligned(const void *buf, size_t align, const char *what, sf_error *err) {
+  if ((uintptr_t)buf % align == 0) return SF_STATUS_OK;
+  return sf_api_fail(err, SF_STATUS_INVALID,
+                     "Arrow %s has a values buffer at address %p, not aligned to %zu "
+                     "bytes; copy the array into aligned memory (any Arrow library's "
+                     "default allocation is)",
+                     what, buf, align);
+}
+
 static int null_error(const char *what, int64_t row, sf_error *err) {
   return sf_api_fail(err, SF_STATUS_INVALID,
                      "Arrow %s is null at row %lld; a vector and its row id must both be "
@@ -127,6 +140,7 @@ static int read_vectors(const column *c, const float **x, uint32_t *dim, sf_erro
                        c->what, (long long)(bad / d), (long long)(bad % d));
   if (ne && !v->buffers[1])
     return sf_api_fail(err, SF_STATUS_INVALID, "Arrow %s has no values buffer", what);
+  if ((rc = check_aligned(v->buffers[1], sizeof(float), what, err))) return rc;
   *x = (const float *)v->buffers[1] + e0;
   *dim = (uint32_t)d;
   return SF_STATUS_OK;
@@ -150,6 +164,7 @@ static int read_ids(const column *c, const uint64_t **ids, sf_error *err) {
   if (bad >= 0) return null_error(c->what, bad, err);
   if (c->length && !a->buffers[1])
     return sf_api_fail(err, SF_STATUS_INVALID, "Arrow %s has no values buffer", c->what);
+  if ((rc = check_aligned(a->buffers[1], sizeof(uint64_t), c->what, err))) return rc;
   *ids = (const uint64_t *)a->buffers[1] + c->first;
   return SF_STATUS_OK;
 }

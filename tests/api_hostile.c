@@ -132,6 +132,28 @@ static void arrow_lengths_that_overflow_are_refused(void **state) {
   sf_shard_writer_free(w);
 }
 
+/* Buffers the specification allows but C cannot read in place (not
+ * aligned to their type) are refused naming the column. */
+static void arrow_unaligned_buffers_are_refused(void **state) {
+  fixture *f = *state;
+  sf_error err = {0};
+  sf_shard_writer *w = NULL;
+  assert_int_equal(sf_shard_writer_open(f->root, "w", "0-3", NULL, &w, &err), 0);
+  unsigned char *raw = malloc(N * DIM * sizeof(float) + N * sizeof(uint64_t) + 16);
+  assert_non_null(raw);
+  unsigned char *xs = raw + 1, *is = raw + 1 + N * DIM * sizeof(float) + 8;
+  memcpy(xs, f->x, N * DIM * sizeof(float));
+  memcpy(is, f->ids, N * sizeof(uint64_t));
+  columns c;
+  make_columns(&c, (const float *)(const void *)xs, f->ids, N);
+  af_assert_fails(add_columns(w, &c, &err), &err, SF_STATUS_INVALID, "not aligned");
+  make_columns(&c, f->x, (const uint64_t *)(const void *)is, N);
+  af_assert_fails(add_columns(w, &c, &err), &err, SF_STATUS_INVALID, "row id array");
+  assert_int_equal(sf_shard_writer_rows(w), 0);
+  free(raw);
+  sf_shard_writer_free(w);
+}
+
 /* A struct whose schema lists a child that the array leaves NULL, or a
  * NULL child in the schema, is refused naming it. */
 static void arrow_null_children_are_refused(void **state) {
@@ -368,6 +390,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(arrow_lengths_that_overflow_are_refused),
       cmocka_unit_test(arrow_null_children_are_refused),
+      cmocka_unit_test(arrow_unaligned_buffers_are_refused),
       cmocka_unit_test(null_handles_are_refused),
       cmocka_unit_test(writer_misuse_leaves_nothing_behind),
       cmocka_unit_test(finalize_errors_name_options),
