@@ -299,7 +299,10 @@ struct ArrowArray {
  * refused with SF_STATUS_INVALID naming the column and the row; a NULL
  * validity buffer means "no nulls", as the specification says. Wrong
  * formats are refused naming the column, the format found and the one
- * wanted. The arrays are borrowed: the caller still owns and releases
+ * wanted. Values are read in place, so the values buffers must be aligned
+ * to their type (4 bytes for float32, 8 for uint64; SF_STATUS_INVALID
+ * otherwise), and lengths and offsets whose sums or products overflow are
+ * refused. The arrays are borrowed: the caller still owns and releases
  * them. Otherwise as sf_shard_writer_add. */
 SF_API int sf_shard_writer_add_arrow(sf_shard_writer *w, const struct ArrowSchema *schema,
                                      const struct ArrowArray *array,
