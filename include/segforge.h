@@ -525,7 +525,9 @@ SF_API int sf_index_search(sf_index *ix, const float *queries, uint64_t nq, uint
 /* ---- recall ----------------------------------------------------------------- */
 
 /* Exact k nearest rows of each query among n base rows held in memory, by
- * brute force: the ground truth to measure an index against. base_ids[n]
+ * brute force: the ground truth to measure an index against. A NaN or
+ * infinite value in base or queries is refused with SF_STATUS_INVALID
+ * naming the row and element. base_ids[n]
  * gives each base row's row id (NULL: its position). metric: "L2",
  * "COSINE" or "DOT"; distances as sf_index_search reports them for
  * IVF_FLAT, with the same tie rule. distances may be NULL. Reentrant. */

@@ -386,6 +386,35 @@ static void huge_k_and_nprobe(void **state) {
   free(dataset);
 }
 
+/* The brute force refuses what it cannot rank, naming it, rather than
+ * answer without the row (an infinite base row) or with nothing (a NaN
+ * query). */
+static void exact_search_refuses_non_finite(void **state) {
+  fixture *f = *state;
+  sf_error err = {0};
+  float *base = malloc(N * DIM * sizeof *base);
+  assert_non_null(base);
+  memcpy(base, f->x, N * DIM * sizeof *base);
+  float q[2 * DIM];
+  memcpy(q, f->x, sizeof q);
+  uint64_t ids[2 * 3];
+  q[DIM + 2] = NAN;
+  af_assert_fails(sf_exact_search(base, NULL, N, q, 2, DIM, "L2", 3, ids, NULL, &err),
+                  &err, SF_STATUS_INVALID,
+                  "query 1 has a NaN or infinite value at element 2");
+  q[DIM + 2] = f->x[DIM + 2];
+  base[5 * DIM] = INFINITY;
+  af_assert_fails(sf_exact_search(base, NULL, N, q, 2, DIM, "L2", 3, ids, NULL, &err),
+                  &err, SF_STATUS_INVALID,
+                  "base row 5 has a NaN or infinite value at element 0");
+  base[5 * DIM] = f->x[5 * DIM];
+  assert_int_equal(sf_exact_search(base, NULL, N, q, 2, DIM, "L2", 3, ids, NULL, &err),
+                   0);
+  assert_int_equal(ids[0], 0);
+  assert_int_equal(ids[3], 1);
+  free(base);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(arrow_lengths_that_overflow_are_refused),
@@ -395,6 +424,7 @@ int main(void) {
       cmocka_unit_test(writer_misuse_leaves_nothing_behind),
       cmocka_unit_test(finalize_errors_name_options),
       cmocka_unit_test(huge_k_and_nprobe),
+      cmocka_unit_test(exact_search_refuses_non_finite),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
