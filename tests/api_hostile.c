@@ -8,6 +8,7 @@
  */
 #include <dirent.h>
 #include <math.h>
+#include <pthread.h>
 #include <segforge.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -415,6 +416,80 @@ static void exact_search_refuses_non_finite(void **state) {
   free(base);
 }
 
+typedef struct {
+  sf_index *ix;
+  const float *q;
+  int failed, searched;
+  sf_error err;
+} racer;
+
+static void *race_searches(void *arg) {
+  racer *r = arg;
+  uint64_t ids[256 * 4];
+  for (int i = 0; i < 30 && !r->failed; i++) {
+    if (sf_index_search(r->ix, r->q, 256, DIM, 4, NLIST, ids, NULL, &r->err))
+      r->failed = 1;
+    else
+      r->searched++;
+  }
+  return NULL;
+}
+
+/* The files of an open index removed under it (as gc removes a superseded
+ * version's): the searchers already open go on; a search that must open
+ * another fails NOT_FOUND saying to open the index again. */
+static void search_after_files_removed(void **state) {
+  fixture *f = *state;
+  sf_error err = {0};
+  char *dataset = strdup(tu_tmpdir("api_hostile_gc"));
+  char *root = NULL;
+  assert_int_equal(sf_staging_root(dataset, "j", &root, &err), 0);
+  const uint64_t n = 4096;
+  float *x = af_vectors(n, DIM, 8, 3);
+  uint64_t *ids = af_row_ids(n, 1024, 0);
+  sf_options *t = af_options("nlist=4", NULL);
+  assert_int_equal(sf_train(x, n, DIM, t, root, &err), 0);
+  sf_options_free(t);
+  sf_shard_writer *w = NULL;
+  assert_int_equal(sf_shard_writer_open(root, "w", NULL, NULL, &w, &err), 0);
+  assert_int_equal(sf_shard_writer_add(w, x, ids, n, DIM, &err), 0);
+  assert_int_equal(sf_shard_writer_finish(w, &err), 0);
+  sf_shard_writer_free(w);
+  assert_int_equal(sf_index_finalize(dataset, "idx", "v", "j", NULL, NULL, &err), 0);
+  sf_index *ix = NULL;
+  assert_int_equal(sf_index_open(dataset, "idx", &ix, &err), 0);
+  const char *segs = tu_path(dataset, "_indices/segments");
+  DIR *d = opendir(segs);
+  assert_non_null(d);
+  for (struct dirent *e; (e = readdir(d));)
+    if (e->d_name[0] != '.') assert_int_equal(remove(tu_path(segs, e->d_name)), 0);
+  closedir(d);
+  racer r[4];
+  pthread_t th[4];
+  for (int i = 0; i < 4; i++) {
+    r[i] = (racer){.ix = ix, .q = x};
+    assert_int_equal(pthread_create(&th[i], NULL, race_searches, &r[i]), 0);
+  }
+  int failed = 0, searched = 0;
+  for (int i = 0; i < 4; i++) {
+    pthread_join(th[i], NULL);
+    searched += r[i].searched;
+    if (!r[i].failed) continue;
+    failed++;
+    af_assert_fails(SF_STATUS_NOT_FOUND, &r[i].err, SF_STATUS_NOT_FOUND,
+                    "open the index again");
+  }
+  /* The searcher opened with the index still reads the mapped files. */
+  assert_true(searched > 0);
+  assert_true(failed > 0);
+  sf_index_close(ix);
+  free(x);
+  free(ids);
+  free(root);
+  free(dataset);
+  (void)f;
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(arrow_lengths_that_overflow_are_refused),
@@ -425,6 +500,7 @@ int main(void) {
       cmocka_unit_test(finalize_errors_name_options),
       cmocka_unit_test(huge_k_and_nprobe),
       cmocka_unit_test(exact_search_refuses_non_finite),
+      cmocka_unit_test(search_after_files_removed),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
