@@ -13,6 +13,7 @@
  * the rows are contiguous in the input and go to sf_shard_writer_add as
  * they are. Nothing is released either: the caller owns the arrays.
  */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -57,6 +58,11 @@ static int check_array(const struct ArrowSchema *s, const struct ArrowArray *a,
     return sf_api_fail(err, SF_STATUS_INVALID,
                        "Arrow %s has a negative length (%lld) or offset (%lld)", what,
                        (long long)a->length, (long long)a->offset);
+  if (a->offset > INT64_MAX - a->length)
+    return sf_api_fail(err, SF_STATUS_INVALID,
+                       "Arrow %s has offset %lld and length %lld, whose sum overflows; "
+                       "pass the array's real offset and length",
+                       what, (long long)a->offset, (long long)a->length);
   if (a->n_buffers != buffers || (buffers && !a->buffers))
     return sf_api_fail(err, SF_STATUS_INVALID,
                        "Arrow %s (format '%s') has %lld buffers; its layout has %lld",
@@ -70,6 +76,18 @@ static int check_array(const struct ArrowSchema *s, const struct ArrowArray *a,
         what, s->format, (long long)a->n_children, (long long)s->n_children,
         (long long)children);
   return SF_STATUS_OK;
+}
+
+/* The specification recommends, but does not require, buffers aligned to
+ * their type; the values are read in place as floats and uint64s, which C
+ * allows only at aligned addresses. */
+static int check_aligned(const void *buf, size_t align, const char *what, sf_error *err) {
+  if ((uintptr_t)buf % align == 0) return SF_STATUS_OK;
+  return sf_api_fail(err, SF_STATUS_INVALID,
+                     "Arrow %s has a values buffer at address %p, not aligned to %zu "
+                     "bytes; copy the array into aligned memory (any Arrow library's "
+                     "default allocation is)",
+                     what, buf, align);
 }
 
 static int null_error(const char *what, int64_t row, sf_error *err) {
@@ -105,12 +123,15 @@ static int read_vectors(const column *c, const float **x, uint32_t *dim, sf_erro
   int n = snprintf(what, sizeof what, "%s (its float32 values)", c->what);
   if (n < 0 || (size_t)n >= sizeof what) what[0] = '\0';
   if ((rc = check_array(s->children[0], v, what, 2, 0, err))) return rc;
-  /* Slot r of the list holds elements [r * d, (r + 1) * d) of the child. */
-  int64_t e0 = v->offset + c->first * d, ne = c->length * d;
-  if (c->first * d + ne > v->length)
+  /* Slot r of the list holds elements [r * d, (r + 1) * d) of the child.
+   * Compared by division, so that no product can overflow: first + length
+   * is at most the list's offset + length (checked above), and what passes
+   * here keeps (first + length) * d within the child's length. */
+  if (c->first + c->length > v->length / d)
     return sf_api_fail(err, SF_STATUS_INVALID,
                        "Arrow %s has %lld values for %lld vectors of %lld", what,
                        (long long)v->length, (long long)(c->first + c->length), d);
+  int64_t e0 = v->offset + c->first * d, ne = c->length * d;
   bad = first_null(v, e0, ne);
   if (bad >= 0)
     return sf_api_fail(err, SF_STATUS_INVALID,
@@ -119,6 +140,7 @@ static int read_vectors(const column *c, const float **x, uint32_t *dim, sf_erro
                        c->what, (long long)(bad / d), (long long)(bad % d));
   if (ne && !v->buffers[1])
     return sf_api_fail(err, SF_STATUS_INVALID, "Arrow %s has no values buffer", what);
+  if ((rc = check_aligned(v->buffers[1], sizeof(float), what, err))) return rc;
   *x = (const float *)v->buffers[1] + e0;
   *dim = (uint32_t)d;
   return SF_STATUS_OK;
@@ -142,6 +164,7 @@ static int read_ids(const column *c, const uint64_t **ids, sf_error *err) {
   if (bad >= 0) return null_error(c->what, bad, err);
   if (c->length && !a->buffers[1])
     return sf_api_fail(err, SF_STATUS_INVALID, "Arrow %s has no values buffer", c->what);
+  if ((rc = check_aligned(a->buffers[1], sizeof(uint64_t), c->what, err))) return rc;
   *ids = (const uint64_t *)a->buffers[1] + c->first;
   return SF_STATUS_OK;
 }
@@ -235,6 +258,16 @@ int sf_shard_writer_add_arrow(sf_shard_writer *w, const struct ArrowSchema *sche
   if (n1 < 0 || n2 < 0) return sf_api_fail(err, SF_STATUS_INVALID, "bad field names");
   if (!array->children[vi] || !array->children[ii])
     return sf_api_fail(err, SF_STATUS_INVALID, "the Arrow struct has a NULL child array");
+  /* A row of the struct is slot child.offset + parent.offset + i of a
+   * child: that sum must not overflow (each is checked >= 0 by then). */
+  int64_t vo = array->children[vi]->offset, io = array->children[ii]->offset;
+  if (vo < 0 || io < 0 || vo > INT64_MAX - array->offset - array->length ||
+      io > INT64_MAX - array->offset - array->length)
+    return sf_api_fail(err, SF_STATUS_INVALID,
+                       "the Arrow struct's children have offsets (%lld, %lld) that are "
+                       "negative or overflow with the struct's offset %lld; pass the "
+                       "arrays' real offsets",
+                       (long long)vo, (long long)io, (long long)array->offset);
   column vc = {schema->children[vi], array->children[vi],
                array->children[vi]->offset + array->offset, array->length, vwhat};
   column ic = {schema->children[ii], array->children[ii],

@@ -60,11 +60,39 @@ static void copy_msg(sf_error *out, const char *msg) {
   out->message[n] = '\0';
 }
 
+/* The internal layers' messages name the program's flags, which a caller
+ * of the library never sees: each is said in the words of the options
+ * that do the same (sf_builder_new, sf_index_finalize). */
+static const char *const flag_words[][2] = {
+    {"pass --replace", "set option replace=1"},
+    {"--replace", "option replace=1"},
+    {"--expected-fragments", "option expected_fragments"},
+};
+
+/* msg with every flag of flag_words rewritten, into out (cut to fit). */
+static void copy_api_words(sf_error *out, const char *msg) {
+  size_t used = 0, cap = sizeof out->message - 1;
+  while (*msg && used < cap) {
+    size_t f = 0, nf = sizeof flag_words / sizeof *flag_words;
+    while (f < nf && strncmp(msg, flag_words[f][0], strlen(flag_words[f][0]))) f++;
+    const char *piece = f < nf ? flag_words[f][1] : msg;
+    size_t len = f < nf ? strlen(piece) : 1;
+    if (len > cap - used) len = cap - used;
+    memcpy(out->message + used, piece, len);
+    used += len;
+    msg += f < nf ? strlen(flag_words[f][0]) : 1;
+  }
+  out->message[used] = '\0';
+}
+
 int sf_api_from_err(sf_error *out, const sf_err *e) {
   int code = e->code ? (int)e->code : SF_STATUS_INVALID;
   if (out) {
     out->code = code;
-    copy_msg(out, e->msg[0] ? e->msg : sf_status_name(code));
+    if (e->msg[0])
+      copy_api_words(out, e->msg);
+    else
+      copy_msg(out, sf_status_name(code));
   }
   return code;
 }

@@ -46,8 +46,15 @@ static int take(sf_index *ix, sf_search **out, sf_error *err) {
   pthread_mutex_unlock(&ix->mu);
   if (*out) return SF_STATUS_OK;
   sf_err e = {0};
-  if (sf_search_open(ix->q, (const char *const *)ix->paths, ix->npaths, out, &e))
+  if (sf_search_open(ix->q, (const char *const *)ix->paths, ix->npaths, out, &e)) {
+    if (e.code == SF_ENOTFOUND)
+      sf_err_prefix(&e,
+                    "a file of catalog version %llu was removed since the index was "
+                    "opened (segforge gc removes superseded versions); open the index "
+                    "again to search the newest version",
+                    (unsigned long long)ix->version);
     return sf_api_from_err(err, &e);
+  }
   return SF_STATUS_OK;
 }
 

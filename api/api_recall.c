@@ -17,6 +17,19 @@ static void normalise(const float *x, float *out, uint32_t dim) {
     for (uint32_t j = 0; j < dim; j++) out[j] /= nrm;
 }
 
+/* 1 and the first row and element of x (n x dim) that is not finite. */
+static int first_bad(const float *x, uint64_t n, uint32_t dim, uint64_t *row,
+                     uint32_t *col) {
+  for (uint64_t i = 0; i < n; i++)
+    for (uint32_t j = 0; j < dim; j++)
+      if (!isfinite(x[i * dim + j])) {
+        *row = i;
+        *col = j;
+        return 1;
+      }
+  return 0;
+}
+
 int sf_exact_search(const float *base, const uint64_t *base_ids, uint64_t n,
                     const float *queries, uint64_t nq, uint32_t dim, const char *metric,
                     uint32_t k, uint64_t *ids, float *distances, sf_error *err) {
@@ -27,6 +40,17 @@ int sf_exact_search(const float *base, const uint64_t *base_ids, uint64_t n,
                        "sf_exact_search needs base rows, queries, room for the ids, "
                        "dim >= 1 and k >= 1");
   if (sf_metric_parse(metric ? metric : "", &m, &e)) return sf_api_from_err(err, &e);
+  /* A NaN or an infinity compares false with every bound: its row would
+   * vanish from the truth, or its query find nothing, without a word. */
+  int bad_row = 0;
+  uint64_t row = 0;
+  uint32_t col = 0;
+  if ((bad_row = first_bad(base, n, dim, &row, &col)) ||
+      first_bad(queries, nq, dim, &row, &col))
+    return sf_api_fail(err, SF_STATUS_INVALID,
+                       "%s %llu has a NaN or infinite value at element %u; the exact "
+                       "search ranks finite values only",
+                       bad_row ? "base row" : "query", (unsigned long long)row, col);
   const size_t block = 4096;
   float *scores = malloc(block * sizeof *scores);
   float *q = malloc((size_t)dim * sizeof *q);

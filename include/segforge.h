@@ -100,7 +100,7 @@ enum {
   SF_STATUS_CANCELED = 13,   /* work stopped because another part failed */
   SF_STATUS_DECODE = 14,     /* an event field breaks its rule */
   SF_STATUS_LIMIT = 15,      /* a size or count beyond a sane limit */
-  SF_STATUS_TIMEOUT = 64,    /* a wait ran out of time (sf_index_wait_committed) */
+  SF_STATUS_TIMEOUT = 64     /* a wait ran out of time (sf_index_wait_committed) */
 };
 
 #define SF_ERROR_MESSAGE_MAX 512
@@ -299,7 +299,10 @@ struct ArrowArray {
  * refused with SF_STATUS_INVALID naming the column and the row; a NULL
  * validity buffer means "no nulls", as the specification says. Wrong
  * formats are refused naming the column, the format found and the one
- * wanted. The arrays are borrowed: the caller still owns and releases
+ * wanted. Values are read in place, so the values buffers must be aligned
+ * to their type (4 bytes for float32, 8 for uint64; SF_STATUS_INVALID
+ * otherwise), and lengths and offsets whose sums or products overflow are
+ * refused. The arrays are borrowed: the caller still owns and releases
  * them. Otherwise as sf_shard_writer_add. */
 SF_API int sf_shard_writer_add_arrow(sf_shard_writer *w, const struct ArrowSchema *schema,
                                      const struct ArrowArray *array,
@@ -522,7 +525,9 @@ SF_API int sf_index_search(sf_index *ix, const float *queries, uint64_t nq, uint
 /* ---- recall ----------------------------------------------------------------- */
 
 /* Exact k nearest rows of each query among n base rows held in memory, by
- * brute force: the ground truth to measure an index against. base_ids[n]
+ * brute force: the ground truth to measure an index against. A NaN or
+ * infinite value in base or queries is refused with SF_STATUS_INVALID
+ * naming the row and element. base_ids[n]
  * gives each base row's row id (NULL: its position). metric: "L2",
  * "COSINE" or "DOT"; distances as sf_index_search reports them for
  * IVF_FLAT, with the same tie rule. distances may be NULL. Reentrant. */

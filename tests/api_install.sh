@@ -25,6 +25,15 @@ check "libsegforge.so links to it" test "$(readlink "$libdir/libsegforge.so")" =
 check "the static library" test -f "$libdir/libsegforge.a"
 check "one header, segforge.h, and no internal one" \
   test "$(cd "$P/include" && find . -type f)" = ./segforge.h
+# The header alone, in the strictest dialects a user may build with.
+for std in c89 c99 c11; do
+  check "segforge.h compiles as -std=$std -pedantic" \
+    cc -std=$std -Wall -Wextra -pedantic -Werror -fsyntax-only -x c "$P/include/segforge.h"
+done
+for std in c++98 c++11 c++17; do
+  check "segforge.h compiles as -std=$std -pedantic" \
+    g++ -std=$std -Wall -Wextra -pedantic -Werror -fsyntax-only -x c++ "$P/include/segforge.h"
+done
 check "the CMake package" test -f "$libdir/cmake/segforge/segforgeConfig.cmake" -a \
   -f "$libdir/cmake/segforge/segforgeConfigVersion.cmake"
 

@@ -319,7 +319,7 @@ class Producer(_Handle):
             raise InvalidError("the ShardWriter is not finished; publish after finish()")
         opts = dict(event, dataset=os.fspath(dataset), index=index, column=column,
                     staging_id=staging_id, expected_fragments=expected_fragments)
-        ms = _arrays.count(int(timeout * 1000), "timeout in milliseconds", 1, 2**31 - 1)
+        ms = _arrays.timeout_ms(timeout, "timeout", 1)
         report, err = sf_delivery_report(), new_error()
         h = self._acquire()
         try:
@@ -333,7 +333,7 @@ class Producer(_Handle):
     def close(self, timeout=10.0):
         """Waits up to timeout seconds for events in flight, then frees the
         producer; returns how many were not confirmed."""
-        n = self._close_handle(int(timeout * 1000))
+        n = self._close_handle(_arrays.timeout_ms(timeout, "timeout", 0))
         return n or 0
 
 
@@ -369,8 +369,8 @@ def wait_committed(dataset, staging_id, timeout=None):
     """Waits until job staging_id is committed (by `segforge serve` or
     anyone); returns its catalog version. timeout in seconds, None: for
     ever; raises TimedOutError when it runs out."""
-    ms = -1 if timeout is None else _arrays.count(int(timeout * 1000), "timeout in ms", 0,
-                                                  2**31 - 1)
+    ms = -1 if timeout is None else _arrays.timeout_ms(timeout, "timeout (None waits for "
+                                                       "ever)", 0)
     v, err = ctypes.c_uint64(), new_error()
     check(lib.sf_index_wait_committed(_b(dataset, "dataset"), _b(staging_id, "staging_id"), ms,
                                       ctypes.byref(v), err), err)
@@ -447,7 +447,7 @@ class SegmentBuilder(_Handle):
     def build(self, i):
         """Builds segment i (or reuses a valid file); thread-safe for
         different i."""
-        i = _arrays.count(i, "segment index", 0, 2**63)
+        i = _arrays.count(i, "segment index", 0, 2**63 - 1)
         err = new_error()
         check(self._call(lib.sf_builder_build, i, err, exclusive=False), err)
 

@@ -31,7 +31,17 @@ def vectors(a, what, dim=None):
     if not a.flags.c_contiguous:
         raise InvalidError("%s must be C-contiguous (row-major, no strides); got a view with "
                            "strides %s (use np.ascontiguousarray(x))" % (what, a.strides))
+    _aligned(a, what)
     return a
+
+
+def _aligned(a, what):
+    """C reads the array as float or uint64: its address must suit the type
+    (np.frombuffer at an odd offset gives one that does not)."""
+    if not a.flags.aligned:
+        raise InvalidError("%s is not aligned to %d bytes (its data starts at address %#x, "
+                           "e.g. np.frombuffer at an odd offset); pass an aligned copy, "
+                           "x.copy()" % (what, a.dtype.alignment, a.ctypes.data))
 
 
 def row_ids(a, n):
@@ -49,6 +59,7 @@ def row_ids(a, n):
     if not a.flags.c_contiguous:
         raise InvalidError("row_ids must be contiguous; got a view with strides %s (use "
                            "np.ascontiguousarray(ids))" % (a.strides,))
+    _aligned(a, "row_ids")
     return a
 
 
@@ -59,6 +70,21 @@ def count(v, what, lo=1, hi=U32_MAX):
     if not lo <= int(v) <= hi:
         raise InvalidError("%s must be in %d..%d, not %d" % (what, lo, hi, int(v)))
     return int(v)
+
+
+def timeout_ms(seconds, what, lo):
+    """A timeout in seconds (int or float) as whole milliseconds in
+    [lo, 2**31 - 1], named in seconds when it is out of range."""
+    hi = 2**31 - 1
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float, np.integer,
+                                                               np.floating)):
+        raise InvalidError("%s must be a number of seconds, not %s" %
+                           (what, type(seconds).__name__))
+    s = float(seconds)
+    if not (s == s and lo <= s * 1000 <= hi):  # s == s: not NaN
+        raise InvalidError("%s is %r seconds; give %g to %g seconds" %
+                           (what, seconds, lo / 1000, hi / 1000))
+    return int(s * 1000)
 
 
 def ptr(a):
