@@ -175,21 +175,27 @@ int sf_index_search(sf_index *ix, const float *queries, uint64_t nq, uint32_t di
                            (unsigned long long)i, j);
   if (nq == 0) return SF_STATUS_OK;
   sf_search *s = NULL;
-  float *scores = distances ? NULL : malloc((size_t)k * sizeof *scores);
-  int rc = distances || scores ? take(ix, &s, err)
-                               : sf_api_fail(err, SF_STATUS_NOMEM, "out of memory");
+  int rc = take(ix, &s, err);
+  /* No query can return more rows than the index holds: the heap and the
+   * scratch scores are sized by that, not by k, so a huge k on a small
+   * index costs the caller's arrays only. */
+  uint64_t rows = rc ? 0 : sf_search_rows(s);
+  uint32_t kk = rows < k ? (uint32_t)rows : k;
+  float *scores = NULL;
+  if (!rc && !distances && kk && !(scores = malloc((size_t)kk * sizeof *scores)))
+    rc = sf_api_fail(err, SF_STATUS_NOMEM, "out of memory");
   sf_err e = {0};
   for (uint64_t i = 0; !rc && i < nq; i++) {
     uint64_t *id = ids + i * k;
     float *d = distances ? distances + i * k : scores;
     uint32_t got = 0;
-    if (sf_search_query(s, queries + i * dim, k, nprobe, id, d, &got, &e)) {
+    if (kk && sf_search_query(s, queries + i * dim, kk, nprobe, id, d, &got, &e)) {
       rc = sf_api_from_err(err, &e);
       break;
     }
     for (uint32_t j = got; j < k; j++) {
       id[j] = SF_NO_ROW_ID;
-      d[j] = INFINITY;
+      if (distances) d[j] = INFINITY;
     }
   }
   if (s) give_back(ix, s);
