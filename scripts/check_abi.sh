@@ -5,7 +5,7 @@
 # internal function left visible), a removal, or a public function that is
 # declared but not exported all fail the tests.
 #
-#   scripts/check_abi.sh path/to/libsegforge.so
+#   scripts/check_abi.sh path/to/libsegforge.so [path/to/libsegforge.a]
 #
 # After an intended change of the API (new functions in a minor version),
 # regenerate the list with --update and commit it with the header.
@@ -51,6 +51,17 @@ if ! diff_out=$(diff <(echo "$declared") <(echo "$listed")); then
   echo "  ('<' declared but not listed, '>' listed but not declared):" >&2
   echo "$diff_out" | grep '^[<>]' | sed 's/^/  /' >&2
   status=1
+fi
+# The static library, when given: its global definitions are the same
+# names, unversioned (everything else was made local when it was built).
+if [[ -n ${2:-} ]]; then
+  static=$(nm -g --defined-only "$2" | awk 'NF == 3 {print $3}' | LC_ALL=C sort)
+  if ! diff_out=$(diff <(echo "$listed") <(echo "$static")); then
+    echo "check_abi: $2 defines other global symbols than $list" >&2
+    echo "  ('<' listed but not defined, '>' defined but not listed):" >&2
+    echo "$diff_out" | grep '^[<>]' | sed 's/^/  /' >&2
+    status=1
+  fi
 fi
 [[ $status == 0 ]] && echo "check_abi: $(echo "$exported" | wc -l) symbols, as listed"
 exit $status
