@@ -47,18 +47,27 @@ def median(xs):
     return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
 
 
-def search(ds):
-    """(median q/s of RUNS runs, recall@10) at nprobe 16."""
-    qps = []
+def qps_once(ds):
+    return json.loads(run("search", "--json", "--dataset", ds, "--index", "idx", "--queries",
+                          query, "--k", 10, "--nprobe", NPROBE).stdout)["qps"]
+
+
+def search_all(dss):
+    """{ds: median q/s of RUNS runs} at nprobe 16, the datasets' runs
+    interleaved so that a change of the machine's load hits them alike."""
+    qps = {ds: [] for ds in dss}
     for _ in range(RUNS):
-        qps.append(json.loads(run("search", "--json", "--dataset", ds, "--index", "idx",
-                                  "--queries", query, "--k", 10,
-                                  "--nprobe", NPROBE).stdout)["qps"])
+        for ds in dss:
+            qps[ds].append(qps_once(ds))
+    return {ds: median(v) for ds, v in qps.items()}
+
+
+def recall(ds):
     out = run("search", "--dataset", ds, "--index", "idx", "--queries", query, "--groundtruth",
               os.path.join(data, "gt.ivecs"), "--rows-per-fragment", RPJ, "--k", 10,
               "--nprobe", NPROBE).stdout.decode()
     rec = re.search(r"recall@10 = ([\d.]+)", out)
-    return median(qps), rec.group(1) if rec else "?"
+    return rec.group(1) if rec else "?"
 
 
 def index_of(ds):
@@ -129,10 +138,9 @@ def one(mode):
             written += int(re.search(r"bytes_written=(\d+)", line).group(1))
             yields += int(re.search(r"yields=(\d+)", line).group(1))
     ix = index_of(ds)
-    qps, rec = search(ds)
     return dict(ds=ds, wait=wait, fin=fin, merges=merges, read=read, written=written,
                 yields=yields, segments=len(ix["segments"]), bytes=ix["bytes"],
-                rows=ix["num_rows"], qps=qps, recall=rec, publish_s=publish_s,
+                rows=ix["num_rows"], recall=recall(ds), publish_s=publish_s,
                 commit_s=commit_s, settle_s=settle_s, late=late)
 
 
@@ -153,7 +161,11 @@ shutil.copy(os.path.join(root, "quantizer"), st)
 run("stage", "--vectors", base, "--staging", st, "--rows-per-fragment", RPJ, "--fragments",
     "0-%d" % (JOBS - 1), "--shard-id", "all")
 run("finalize", "--dataset", one_ds, "--index", "idx", "--column", "emb", "--staging-id", "all")
-ref_qps, ref_rec = search(one_ds)
+ref_rec = recall(one_ds)
+qps = search_all([res["off"]["ds"], res["on"]["ds"], one_ds])
+ref_qps = qps[one_ds]
+for m in ("off", "on"):
+    res[m]["qps"] = qps[res[m]["ds"]]
 
 ingested = res["off"]["bytes"]  # every job's segment, none rewritten
 for m in ("off", "on"):
@@ -163,7 +175,8 @@ for m in ("off", "on"):
     print("--compact %s: %d jobs published in %.0f s (%d started late), all committed at "
           "%.0f s, compaction done at %.0f s" % (m, JOBS, r["publish_s"], r["late"],
                                                  r["commit_s"], r["settle_s"]))
-print("policy flags of serve --compact on: %s" % (" ".join(POLICY) or "(defaults)"))
+print("policy flags of serve --compact on: %s; load average at the end: %s" % (
+    " ".join(POLICY) or "(defaults)", " ".join(open("/proc/loadavg").read().split()[:3])))
 print("%-10s %9s %8s %8s %9s %9s %8s %8s %10s %8s %10s" % (
     "compact", "segments", "q/s", "recall", "vs one", "p50 ms", "p99 ms", "fin p50",
     "merges", "yields", "write amp"))
