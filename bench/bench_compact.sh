@@ -1,20 +1,39 @@
 #!/usr/bin/env bash
 # Compaction of an index of many incremental jobs (docs/compaction.md).
 #
-#   bench/bench_compact.sh [JOBS] [ROWS_PER_JOB] [NLIST] [RUNS] [-- COMPACT FLAGS...]
+#   bench/bench_compact.sh [--no-broker] [JOBS] [ROWS_PER_JOB] [NLIST] [RUNS] [-- FLAGS...]
 #
 # JOBS (default 1000) jobs of ROWS_PER_JOB rows (default 500; IVF_SQ, dim
 # 64, nlist NLIST default 256) go into one index one by one, as continuous
-# use does: `train --from-dataset`, `stage`, `finalize` (no broker). Then
-# search QPS at nprobe 16 (median of RUNS runs, default 3) with one segment
-# per job, after `segforge compact` (policy flags after --), and for the
-# same rows staged as one shard in one segment (the reference); the segment
-# counts, the bytes compaction rewrote and its write amplification.
+# use does; search QPS at nprobe 16 is the median of RUNS runs (default 3),
+# and is compared with the same rows staged as one shard in one segment
+# (the reference).
+#
+# By default the jobs go through `segforge serve` on its embedded broker
+# (bench/bench_compact.py), once with --compact off and once with --compact
+# on (the policy FLAGS after -- go to that serve), in one run: each job is a
+# worker's `train --from-dataset` and `stage --publish`, one started every
+# GAP seconds at most (default 0.2). It prints, for off and on: the segments
+# left, search QPS as a ratio to one segment, p50 and p99 of a job's commit
+# latency (serve's wait_ms: its event read -> its commit announced) and the
+# ratio on / off, merges, the slots merges yielded to job builds, and the
+# write amplification (bytes written per byte ingested).
+#
+# --no-broker: no serve and no broker; each job is `train --from-dataset`,
+# `stage`, `finalize`, then `segforge compact` (FLAGS after --) runs once at
+# the end: segment counts, QPS before and after, the bytes compaction
+# rewrote and its write amplification.
 #
 # Builds against build-bench/ (the default -O2 build) unless SEGFORGE names
-# a binary. Run on demand; never part of the tests.
+# a binary. Run on demand; never part of the tests. The serve mode needs
+# Debian's python3-kafka and python3-avro.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+mode=serve
+if [ "${1:-}" = --no-broker ]; then
+  mode=cli
+  shift
+fi
 jobs=${1:-1000} rpj=${2:-500} nlist=${3:-256} runs=${4:-3} dim=64 nprobe=16
 shift $(($# < 4 ? $# : 4))
 [ "${1:-}" = -- ] && shift
@@ -24,6 +43,16 @@ else
   cmake -S . -B build-bench >/dev/null
   cmake --build build-bench -j"$(nproc)" --target segforge >/dev/null
   sf=build-bench/segforge
+fi
+if [ $mode = serve ]; then
+  SEGFORGE=$(realpath "$sf") SF_SRC=$PWD
+  export SEGFORGE SF_SRC
+  SF_TEST_TMP=$(mktemp -d "${TMPDIR:-/tmp}/sf-bench-compact.XXXXXX")
+  export SF_TEST_TMP
+  trap 'rm -rf "$SF_TEST_TMP"' EXIT
+  # The script kills the processes it starts when it exits (tests/serve_helpers.py).
+  /usr/bin/python3 bench/bench_compact.py "$jobs" "$rpj" "$nlist" "$runs" "$@"
+  exit
 fi
 work=$(mktemp -d "${TMPDIR:-/tmp}/sf-bench-compact.XXXXXX")
 trap 'rm -rf "$work"' EXIT

@@ -71,10 +71,11 @@ typedef struct out {
   json_t *merges; /* --json */
 } out;
 
-static void on_merge(void *ctx, const sf_compact_merge_report *m) {
+static int on_merge(void *ctx, const sf_compact_merge_report *m) {
   out *o = ctx;
   const char *what = m->status == SF_ECONFLICT
                          ? "discarded (an input was swapped out first)"
+                     : m->status  ? "failed"
                      : m->already ? "done by another compactor"
                      : o->dry     ? "planned"
                                   : "committed";
@@ -92,18 +93,20 @@ static void on_merge(void *ctx, const sf_compact_merge_report *m) {
     json_object_set_new(j, "version", json_integer((json_int_t)m->version));
     json_object_set_new(j, "status",
                         json_string(m->status == SF_ECONFLICT ? "discarded"
+                                    : m->status               ? "failed"
                                     : m->already              ? "already"
                                     : o->dry                  ? "planned"
                                                               : "committed"));
     json_object_set_new(j, "ms", json_real(m->ms));
     json_array_append_new(o->merges, j);
-    return;
+    return 0;
   }
   printf("round %u: %zu segments, %" PRIu64 " bytes, %" PRIu64 " rows -> %s: %s",
          m->round, m->ninputs, m->bytes_read, m->num_rows, m->output, what);
   if (m->version) printf(" in version %" PRIu64, m->version);
   if (!o->dry) printf(", %.0f ms", m->ms);
   printf("%s\n", m->contiguous ? "" : " (in size order)");
+  return 0;
 }
 
 /* Bytes written per byte the index held: 1 + rewritten / before. */

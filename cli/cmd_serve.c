@@ -6,6 +6,7 @@
  * of an embedded broker is printed on stdout, so a script can read it.
  */
 #include <getopt.h>
+#include <inttypes.h>
 #include <jansson.h>
 #include <signal.h>
 #include <stdint.h>
@@ -17,6 +18,7 @@
 
 #include "cli/cli.h"
 #include "core/base/clock.h"
+#include "core/pipeline/merge_policy.h"
 #include "kafka/broker.h"
 #include "kafka/kconf.h"
 #include "processor/metrics.h"
@@ -35,7 +37,9 @@ static void help(void) {
       "                      [--max-pending-bytes N] [--dataset-root DIR]...\n"
       "                      [--retry-max-backoff DUR] [--log-level "
       "error|warn|info|debug]\n"
-      "                      [--compact on|off] [--log-format logfmt|json]\n\n"
+      "                      [--compact on|off] [--floor-segment-bytes N]\n"
+      "                      [--max-segment-bytes N] [--segments-per-tier N]\n"
+      "                      [--max-merge-at-once N] [--log-format logfmt|json]\n\n"
       "Consumes ShardStaged events in the consumer group G (default %s), finalizes\n"
       "each job once its shards cover its expected fragments (plan, build with at most\n"
       "--max-merges segment builds at once, commit), and publishes SegmentsCommitted;\n"
@@ -78,8 +82,15 @@ static void help(void) {
       "                     (default), or one JSON object with the same members\n"
       "  --compact on|off   after commits, merge the committed segments of the indexes\n"
       "                     this member owns, within the --max-merges slots; job builds\n"
-      "                     go first (default on; see docs/serve.md, Compaction)\n",
-      SF_PROC_DEFAULT_GROUP);
+      "                     go first (default on; see docs/serve.md, Compaction)\n"
+      "  --floor-segment-bytes N, --max-segment-bytes N, --segments-per-tier N,\n"
+      "  --max-merge-at-once N  the merge policy of --compact, as for 'segforge\n"
+      "                     compact' (defaults %" PRIu64 "M, %" PRIu64
+      "M, %u, %u;\n"
+      "                     docs/compaction.md)\n",
+      SF_PROC_DEFAULT_GROUP, (uint64_t)(SF_MPOLICY_DEFAULT_FLOOR_SEGMENT_BYTES >> 20),
+      (uint64_t)(SF_MPOLICY_DEFAULT_MAX_SEGMENT_BYTES >> 20),
+      SF_MPOLICY_DEFAULT_SEGMENTS_PER_TIER, SF_MPOLICY_DEFAULT_MAX_MERGE_AT_ONCE);
 }
 
 static int g_level = SF_PROC_LOG_INFO;
@@ -184,6 +195,10 @@ int cli_cmd_serve(int argc, char **argv) {
                                 CLI_OPT(CLI_FLAG_RETRY_MAX_BACKOFF),
                                 CLI_OPT(CLI_FLAG_COMPACT),
                                 CLI_OPT(CLI_FLAG_LOG_FORMAT),
+                                CLI_OPT(CLI_FLAG_FLOOR_SEGMENT_BYTES),
+                                CLI_OPT(CLI_FLAG_MAX_SEGMENT_BYTES),
+                                CLI_OPT(CLI_FLAG_SEGMENTS_PER_TIER),
+                                CLI_OPT(CLI_FLAG_MAX_MERGE_AT_ONCE),
                                 {"help", no_argument, 0, 'h'},
                                 {0, 0, 0, 0}};
   enum { MAX_ROOTS = 64 };
@@ -193,6 +208,8 @@ int cli_cmd_serve(int argc, char **argv) {
   sf_kconf *k = sf_kconf_new();
   if (!k) return cli_fail("serve", &(sf_err){SF_ENOMEM, "out of memory"});
   sf_proc_opts po = {.log = log_line, .compact = 1};
+  sf_mpolicy_params pol;
+  sf_mpolicy_params_default(&pol);
   uint64_t v, partitions = 4;
   const char *metrics_addr = NULL;
   int c, rc = 0;
@@ -264,6 +281,18 @@ int cli_cmd_serve(int argc, char **argv) {
       case CLI_FLAG_COMPACT:
         e = cli_flag_choice(c, optarg, &po.compact, &err); /* off = 0, on = 1 */
         break;
+      case CLI_FLAG_FLOOR_SEGMENT_BYTES:
+        e = cli_flag_u64(c, optarg, &pol.floor_segment_bytes, &err);
+        break;
+      case CLI_FLAG_MAX_SEGMENT_BYTES:
+        e = cli_flag_u64(c, optarg, &pol.max_segment_bytes, &err);
+        break;
+      case CLI_FLAG_SEGMENTS_PER_TIER:
+        if (!(e = cli_flag_u64(c, optarg, &v, &err))) pol.segments_per_tier = (uint32_t)v;
+        break;
+      case CLI_FLAG_MAX_MERGE_AT_ONCE:
+        if (!(e = cli_flag_u64(c, optarg, &v, &err))) pol.max_merge_at_once = (uint32_t)v;
+        break;
       case 'm':
         metrics_addr = optarg;
         break;
@@ -300,6 +329,13 @@ int cli_cmd_serve(int argc, char **argv) {
     sf_kconf_free(k);
     return cli_usage("serve", "unexpected argument '%s'", argv[optind]);
   }
+  /* The one rule the flags' ranges leave: the floor within the max. Checked
+   * before an embedded broker starts. */
+  if (sf_mpolicy_params_check(&pol, &err)) {
+    sf_kconf_free(k);
+    return cli_usage("serve", "%s", err.msg);
+  }
+  po.compact_policy = &pol;
   /* The roots of --config / -X segforge.dataset.roots join the flags'. */
   char *conf_roots = NULL;
   const char *cr = sf_kconf_get(k, SF_KCONF_DATASET_ROOTS);

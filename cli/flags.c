@@ -110,7 +110,7 @@ const cli_flag cli_flags[CLI_FLAG_END - CLI_FLAG_FIRST] = {
       "age before an unreferenced file goes"},
   F(VERSION) = {"version", "N", CLI_KIND_NUMBER, 1, INT64_MAX, NULL, NULL,
       "catalog version"},
-  /* The merge policy of compact (core/pipeline/merge_policy.h): its own
+  /* The merge policy of compact and serve (core/pipeline/merge_policy.h): its own
    * ranges, so that sf_mpolicy_params_check only has the floor <= max
    * rule left to refuse (docs/compaction.md says why the defaults). */
   F(FLOOR_SEGMENT_BYTES) = {"floor-segment-bytes", "N", CLI_KIND_SIZE, 1,

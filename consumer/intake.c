@@ -338,7 +338,7 @@ sf_code sf_intake_open(void *ctx, const char *dir, const sf_shard_staged *ev,
   /* The window, then its archive chunk: a chunk that does not read cannot
    * tell either. */
   int held = 0;
-  rc = sf_catalog_lookup_job(c, ev->staging_id, NULL, &held, &ce);
+  rc = sf_catalog_lookup_job_cached(c, ev->staging_id, NULL, &held, &ce);
   sf_catalog_free(c);
   if (rc)
     return sf_err_set(err, rc,

@@ -7,10 +7,12 @@
  * one index at a time, checks that this member owns it
  * (sf_proc_compact_owns: it asks the brokers for the partition count, so
  * it runs here, never on the loop, which must not wait on them), and runs
- * the merge policy (core/pipeline/merge_policy.h) on its newest version;
- * each merge it wants is carried out by sf_compact_run (intent, block-copy
- * build, one catalog version that swaps exactly the inputs), and the policy
- * runs again on the version that follows, until it wants no merge.
+ * the driver of `segforge compact` on it (sf_compact_all,
+ * core/pipeline/compact.h: the merge policy on the newest version, each
+ * merge by sf_compact_run - intent, block-copy build, one catalog version
+ * that swaps exactly the inputs - and the policy again on the version that
+ * follows, until it wants no merge), one merge at a time. The driver's
+ * hooks log, meter and announce each merge.
  *
  * Jobs first: the merge's build is a background build of the one budget
  * (sf_build_opts.background): it takes a slot only when no job build waits
@@ -42,7 +44,6 @@
 #include "core/base/fault.h"
 #include "core/catalog/catalog.h"
 #include "core/pipeline/compact.h"
-#include "core/pipeline/merge_policy.h"
 #include "processor/processor_internal.h"
 
 /* Conflicts in a row after which an index is left until its next commit:
@@ -148,16 +149,21 @@ void sf_proc_compact_after_commit(sf_proc *p, const char *dataset,
 
 /* ---- the thread ----------------------------------------------------------- */
 
-typedef struct progress_ctx {
-  int crashed;
-} progress_ctx;
+/* One run of the driver on one index: what its hooks share. */
+typedef struct run_ctx {
+  sf_proc *p;
+  const compact_item *it;
+  int32_t partition;        /* the owned partition of the index's key; -1: unknown */
+  int crashed;              /* serve.compact_mid fired in this merge */
+  sf_build_budget_stats b0; /* at the merge's start: its yields follow */
+} run_ctx;
 
 /* The fault point serve.compact_mid: half of the merge is copied. */
 static void on_progress(void *arg, const sf_build_progress *pr) {
-  progress_ctx *c = arg;
-  if (!c->crashed && pr->bytes_total && pr->bytes_done * 2 >= pr->bytes_total &&
+  run_ctx *x = arg;
+  if (!x->crashed && pr->bytes_total && pr->bytes_done * 2 >= pr->bytes_total &&
       pr->bytes_done < pr->bytes_total) {
-    c->crashed = 1;
+    x->crashed = 1;
     (void)sf_fault_point("serve.compact_mid", NULL);
   }
 }
@@ -173,26 +179,27 @@ static int64_t version_time(const char *dataset, uint64_t version) {
   return at;
 }
 
-static sf_code announce(sf_proc *p, const compact_item *it, char **ids, size_t n,
-                        const sf_compact_result *res, sf_err *err) {
+/* SegmentsCompacted for a committed merge m (m->merged set). */
+static sf_code announce(sf_proc *p, const compact_item *it,
+                        const sf_compact_merge_report *m, sf_err *err) {
   char id[2 * SF_EVENT_ID_MAX];
-  snprintf(id, sizeof id, "%s@%llu", res->merged.segment_id,
-           (unsigned long long)res->version);
+  snprintf(id, sizeof id, "%s@%llu", m->merged->segment_id,
+           (unsigned long long)m->version);
   char *key = sf_proc_compact_key(it->dataset, it->index_name);
   if (!key) return sf_err_set(err, SF_ENOMEM, "out of memory");
   sf_segments_compacted ev = {
       .event_id = id,
       .dataset_uri = it->dataset,
       .index_name = it->index_name,
-      .catalog_version = (int64_t)res->version,
-      .removed_segment_ids = ids,
-      .num_removed = n,
-      .added_segments = (sf_seginfo *)&res->merged, /* borrowed: never cleared */
+      .catalog_version = (int64_t)m->version,
+      .removed_segment_ids = (char **)m->inputs, /* borrowed: never cleared */
+      .num_removed = m->ninputs,
+      .added_segments = (sf_seginfo *)m->merged, /* borrowed: never cleared */
       .num_added = 1,
-      .total_rows = (int64_t)res->merged.num_rows,
-      .bytes_read = (int64_t)res->input_bytes,
-      .bytes_written = res->build.built ? (int64_t)res->merged.bytes : 0,
-      .compacted_at_ms = version_time(it->dataset, res->version)};
+      .total_rows = (int64_t)m->merged->num_rows,
+      .bytes_read = (int64_t)m->bytes_read,
+      .bytes_written = m->built ? (int64_t)m->merged->bytes : 0,
+      .compacted_at_ms = version_time(it->dataset, m->version)};
   sf_code rc;
   for (int attempt = 1;; attempt++) {
     rc =
@@ -203,136 +210,112 @@ static sf_code announce(sf_proc *p, const compact_item *it, char **ids, size_t n
   return rc;
 }
 
-/* The merge the policy wants first for the index, as owned segment ids in
- * *ids (n of them; NULL when none), with its bytes. */
-static sf_code next_merge(sf_proc *p, const compact_item *it, char ***ids, size_t *n,
-                          uint64_t *bytes, size_t *nsegs, sf_err *err) {
-  *ids = NULL, *n = 0, *bytes = 0, *nsegs = 0;
-  sf_catalog *c = NULL;
-  sf_mpolicy_plan *plan = NULL;
-  sf_code rc = sf_catalog_open_latest(it->dataset, &c, err);
-  const sf_catalog_index *ix = rc ? NULL : sf_catalog_find_index(c, it->index_name);
-  if (!rc && !ix) rc = sf_err_set(err, SF_ENOTFOUND, "no index %s", it->index_name);
-  if (!rc) rc = sf_mpolicy_find_index(&p->compact_policy, ix, NULL, 0, 1, &plan, err);
-  if (!rc && plan->nmerges) {
-    const sf_mpolicy_merge *m = &plan->merges[0];
-    *nsegs = ix->nsegs;
-    if (!(*ids = calloc(m->nsegs, sizeof **ids))) {
-      rc = sf_err_set(err, SF_ENOMEM, "out of memory");
-    } else {
-      for (size_t k = 0; k < m->nsegs && !rc; k++)
-        if (!((*ids)[k] = strdup(ix->segs[m->segs[k]].info.segment_id)))
-          rc = sf_err_set(err, SF_ENOMEM, "out of memory");
-      *n = m->nsegs;
-      *bytes = m->bytes;
-    }
-  } else if (!rc) {
-    *nsegs = ix->nsegs;
-  }
-  sf_mpolicy_plan_free(plan);
-  sf_catalog_free(c);
-  return rc;
-}
-
-static void free_ids(char **ids, size_t n) {
-  for (size_t k = 0; ids && k < n; k++) free(ids[k]);
-  free(ids);
-}
-
-/* One merge of the index: 1 when another may follow, 0 when the index is
- * done (nothing wanted, an error, or stopping). */
-static int merge_once(sf_proc *p, const compact_item *it, int *conflicts) {
-  char q[600], m[600];
-  char **ids = NULL;
-  size_t n = 0, nsegs = 0;
-  uint64_t bytes = 0;
-  sf_err err = {0};
-  if (next_merge(p, it, &ids, &n, &bytes, &nsegs, &err)) {
-    sf_proc_plog(p, SF_PROC_LOG_WARNING,
-                 "event=compaction_failed dataset=\"%s\" index=%s error=\"%s\"",
-                 sf_proc_quoted(q, sizeof q, it->dataset), it->index_name,
-                 sf_proc_quoted(m, sizeof m, err.msg));
-    free_ids(ids, n);
-    return 0;
-  }
-  if (!n) {
-    sf_proc_plog(p, SF_PROC_LOG_DEBUG,
-                 "event=compaction_idle dataset=\"%s\" index=%s segments=%zu",
-                 sf_proc_quoted(q, sizeof q, it->dataset), it->index_name, nsegs);
-    return 0;
-  }
-  progress_ctx pc = {0};
-  sf_compact_req req = {
-      .dataset = it->dataset,
-      .index_name = it->index_name,
-      .segment_ids = (const char *const *)ids,
-      .nsegments = n,
-      .build = {.max_merges = 1,
-                .budget = p->budget,
-                .background = 1,
-                .cancel = &p->compact_cancel,
-                .progress = on_progress,
-                .progress_ctx = &pc},
-  };
+/* The driver's start hook: a merge of the index begins. */
+static void on_start(void *arg, const sf_compact_merge_report *m) {
+  run_ctx *x = arg;
+  sf_proc *p = x->p;
+  char q[600];
+  x->crashed = 0;
+  sf_build_budget_get_stats(p->budget, &x->b0);
   sf_proc_plog(p, SF_PROC_LOG_INFO,
-               "event=compaction_started dataset=\"%s\" index=%s segments=%zu inputs=%zu "
-               "bytes=%llu",
-               sf_proc_quoted(q, sizeof q, it->dataset), it->index_name, nsegs, n,
-               (unsigned long long)bytes);
+               "event=compaction_started dataset=\"%s\" index=%s round=%u inputs=%zu "
+               "bytes=%llu merged=%s",
+               sf_proc_quoted(q, sizeof q, x->it->dataset), x->it->index_name, m->round,
+               m->ninputs, (unsigned long long)m->bytes_read, m->output);
   sf_metrics_set_compactions_running(p->o.metrics, 1);
   atomic_store(&p->compact_running, 1);
-  sf_compact_result res;
-  sf_build_budget_stats b0, b1;
-  sf_build_budget_get_stats(p->budget, &b0);
-  double t0 = sf_clock_mono_s();
-  sf_code rc = sf_compact_run(&req, &res, &err);
-  double secs = sf_clock_mono_s() - t0;
+}
+
+/* The driver's report hook: a merge ended. Announces a committed merge;
+ * non-zero (the run ends) when the announcement failed. */
+static int on_report(void *arg, const sf_compact_merge_report *m) {
+  run_ctx *x = arg;
+  sf_proc *p = x->p;
+  const compact_item *it = x->it;
+  char q[600], e[600];
+  sf_build_budget_stats b1;
   sf_build_budget_get_stats(p->budget, &b1); /* the only background build: its yields */
   atomic_store(&p->compact_running, 0);
   sf_metrics_set_compactions_running(p->o.metrics, 0);
-  int more = 0;
-  if (rc == SF_ECONFLICT) {
+  double secs = m->ms / 1e3;
+  if (m->status == SF_ECONFLICT) {
     sf_metrics_compaction_done(p->o.metrics, SF_METRICS_COMPACTION_DISCARDED, 0, 0, secs);
-    sf_proc_plog(p, SF_PROC_LOG_INFO,
-                 "event=compaction_discarded dataset=\"%s\" index=%s reason=\"%s\"",
-                 sf_proc_quoted(q, sizeof q, it->dataset), it->index_name,
-                 sf_proc_quoted(m, sizeof m, err.msg));
-    more = ++*conflicts < MAX_CONFLICTS;
-  } else if (rc) {
-    if (rc != SF_ECANCELED)
-      sf_metrics_compaction_done(p->o.metrics, SF_METRICS_COMPACTION_FAILED, 0, 0, secs);
-    sf_proc_plog(p, rc == SF_ECANCELED ? SF_PROC_LOG_INFO : SF_PROC_LOG_WARNING,
-                 "event=%s dataset=\"%s\" index=%s error=\"%s\"",
-                 rc == SF_ECANCELED ? "compaction_canceled" : "compaction_failed",
-                 sf_proc_quoted(q, sizeof q, it->dataset), it->index_name,
-                 sf_proc_quoted(m, sizeof m, err.msg));
-  } else {
-    *conflicts = 0;
-    uint64_t written = res.build.built ? res.merged.bytes : 0;
-    sf_metrics_compaction_done(p->o.metrics, SF_METRICS_COMPACTION_COMMITTED,
-                               res.input_bytes, written, secs);
-    atomic_fetch_add(&p->n_compactions, 1);
-    (void)sf_fault_point("serve.after_compact", NULL);
-    double t1 = sf_clock_mono_s();
-    sf_err aerr = {0};
-    sf_code arc = announce(p, it, ids, n, &res, &aerr);
-    sf_proc_plog(p, arc ? SF_PROC_LOG_WARNING : SF_PROC_LOG_INFO,
-                 "event=compaction_committed dataset=\"%s\" index=%s version=%llu "
-                 "already=%d merged=%s inputs=%zu rows=%llu bytes_read=%llu "
-                 "bytes_written=%llu compact_ms=%.2f yields=%llu publish_ms=%.2f "
-                 "announced=%d%s%s%s",
-                 sf_proc_quoted(q, sizeof q, it->dataset), it->index_name,
-                 (unsigned long long)res.version, res.already, res.merged.segment_id, n,
-                 (unsigned long long)res.merged.num_rows,
-                 (unsigned long long)res.input_bytes, (unsigned long long)written,
-                 secs * 1e3, (unsigned long long)(b1.yields - b0.yields),
-                 (sf_clock_mono_s() - t1) * 1e3, !arc, arc ? " error=\"" : "",
-                 arc ? sf_proc_quoted(m, sizeof m, aerr.msg) : "", arc ? "\"" : "");
-    sf_compact_result_clear(&res);
-    more = !arc;
+    sf_proc_plog(
+        p, SF_PROC_LOG_INFO,
+        "event=compaction_discarded dataset=\"%s\" index=%s merged=%s reason=\"%s\"",
+        sf_proc_quoted(q, sizeof q, it->dataset), it->index_name, m->output,
+        sf_proc_quoted(e, sizeof e, m->error));
+    return 0;
   }
-  free_ids(ids, n);
-  return more && !atomic_load(&p->compact_cancel);
+  if (m->status) { /* the run ends with it; compact_index logs it */
+    if (m->status != SF_ECANCELED)
+      sf_metrics_compaction_done(p->o.metrics, SF_METRICS_COMPACTION_FAILED, 0, 0, secs);
+    return 0;
+  }
+  uint64_t written = m->built ? m->merged->bytes : 0;
+  sf_metrics_compaction_done(p->o.metrics, SF_METRICS_COMPACTION_COMMITTED, m->bytes_read,
+                             written, secs);
+  atomic_fetch_add(&p->n_compactions, 1);
+  (void)sf_fault_point("serve.after_compact", NULL);
+  double t1 = sf_clock_mono_s();
+  sf_err aerr = {0};
+  sf_code arc = announce(p, it, m, &aerr);
+  sf_proc_plog(
+      p, arc ? SF_PROC_LOG_WARNING : SF_PROC_LOG_INFO,
+      "event=compaction_committed dataset=\"%s\" index=%s partition=%d version=%llu "
+      "already=%d merged=%s inputs=%zu rows=%llu bytes_read=%llu "
+      "bytes_written=%llu compact_ms=%.2f yields=%llu publish_ms=%.2f "
+      "announced=%d%s%s%s",
+      sf_proc_quoted(q, sizeof q, it->dataset), it->index_name, (int)x->partition,
+      (unsigned long long)m->version, m->already, m->output, m->ninputs,
+      (unsigned long long)m->merged->num_rows, (unsigned long long)m->bytes_read,
+      (unsigned long long)written, m->ms, (unsigned long long)(b1.yields - x->b0.yields),
+      (sf_clock_mono_s() - t1) * 1e3, !arc, arc ? " error=\"" : "",
+      arc ? sf_proc_quoted(e, sizeof e, aerr.msg) : "", arc ? "\"" : "");
+  return arc != SF_OK;
+}
+
+/* Compacts one owned index with the driver of `segforge compact`
+ * (sf_compact_all), one merge at a time as background builds of the
+ * process's budget, until the policy wants nothing, MAX_CONFLICTS rounds in
+ * a row lose to other compactors, an announcement fails, or serve stops. */
+static void compact_index(sf_proc *p, const compact_item *it, int32_t partition) {
+  run_ctx x = {.p = p, .it = it, .partition = partition};
+  sf_compact_all_req r = {.dataset = it->dataset,
+                          .index_name = it->index_name,
+                          .policy = p->compact_policy,
+                          .max_merges = 1, /* the thread is the process's one compactor */
+                          .build = {.budget = p->budget,
+                                    .background = 1,
+                                    .cancel = &p->compact_cancel,
+                                    .progress = on_progress,
+                                    .progress_ctx = &x},
+                          .report = on_report,
+                          .start = on_start,
+                          .report_ctx = &x,
+                          .max_fruitless_rounds = MAX_CONFLICTS};
+  sf_compact_all_result res;
+  sf_err err = {0};
+  sf_code rc = sf_compact_all(&r, &res, &err);
+  char q[600], m[600];
+  sf_proc_quoted(q, sizeof q, it->dataset);
+  if (rc == SF_ECONFLICT)
+    sf_proc_plog(p, SF_PROC_LOG_INFO,
+                 "event=compaction_left dataset=\"%s\" index=%s merges=%zu discarded=%zu "
+                 "reason=\"%s\"",
+                 q, it->index_name, res.merges, res.discarded,
+                 sf_proc_quoted(m, sizeof m, err.msg));
+  else if (rc)
+    sf_proc_plog(p, rc == SF_ECANCELED ? SF_PROC_LOG_INFO : SF_PROC_LOG_WARNING,
+                 "event=%s dataset=\"%s\" index=%s merges=%zu error=\"%s\"",
+                 rc == SF_ECANCELED ? "compaction_canceled" : "compaction_failed", q,
+                 it->index_name, res.merges, sf_proc_quoted(m, sizeof m, err.msg));
+  else if (!res.stopped) /* the policy wants no merge of the newest version */
+    sf_proc_plog(p, SF_PROC_LOG_DEBUG,
+                 "event=compaction_idle dataset=\"%s\" index=%s segments=%zu merges=%zu "
+                 "discarded=%zu rewritten_bytes=%llu",
+                 q, it->index_name, res.segments_after, res.merges, res.discarded,
+                 (unsigned long long)res.bytes_written);
 }
 
 void *sf_proc_compact_main(void *arg) {
@@ -347,9 +330,7 @@ void *sf_proc_compact_main(void *arg) {
     if (!it) break;
     int32_t part;
     if (sf_proc_compact_owns(p, it->dataset, it->index_name, &part)) {
-      int conflicts = 0;
-      while (merge_once(p, it, &conflicts)) {
-      }
+      compact_index(p, it, part);
     } else {
       char q[600];
       sf_proc_plog(p, SF_PROC_LOG_DEBUG,

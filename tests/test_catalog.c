@@ -940,6 +940,118 @@ static void test_a_chunk_that_does_not_read_is_an_error_never_a_new_job(void **s
   free(orig);
 }
 
+/* Damages (mask 0x04) or restores every archive chunk file of c. */
+static void chunks_damage(const fx *f, const sf_catalog *c, uint8_t **orig, size_t *len,
+                          int damage) {
+  for (size_t i = 0; i < sf_catalog_num_archive_chunks(c); i++) {
+    char path[4600];
+    snprintf(path, sizeof path, "%s/%s/%s", f->ds, SF_CATALOG_JOBS_DIR,
+             sf_catalog_archive_chunk_name(c, i));
+    if (damage)
+      tu_flip_byte(path, len[i] - 30, 0x04);
+    else
+      tu_write_file(path, orig[i], len[i]);
+  }
+}
+
+static void test_intake_lookups_reuse_the_chunks_read_last_and_only_those(void **state) {
+  (void)state;
+  fx f;
+  fx_init(&f, "cat-archive-cache");
+  sf_err err = {0};
+  char job[32], seg[32], frag[16];
+  enum { N = 40, NEVER = 200 };
+  for (int i = 0; i < N; i++) {
+    snprintf(job, sizeof job, "job-%d", i);
+    snprintf(seg, sizeof seg, "seg-%d", i);
+    snprintf(frag, sizeof frag, "%d", i);
+    assert_int_equal(commit_w(&f, job, seg, frag, 2, 5, NULL, &err), SF_OK);
+  }
+  sf_catalog *c;
+  assert_int_equal(sf_catalog_open_latest(f.ds, &c, &err), SF_OK);
+  size_t nch = sf_catalog_num_archive_chunks(c);
+  assert_true(nch >= 4 && nch <= 64);
+  uint8_t *orig[64];
+  size_t len[64];
+  for (size_t i = 0; i < nch; i++) {
+    char path[4600];
+    snprintf(path, sizeof path, "%s/%s/%s", f.ds, SF_CATALOG_JOBS_DIR,
+             sf_catalog_archive_chunk_name(c, i));
+    orig[i] = tu_read_file(path, &len[i]);
+  }
+  uint64_t hits, misses;
+  size_t chunks, hashes;
+  /* Every committed job and ids never committed answer exactly as the
+   * uncached lookup does (twice: the second pass finds the hashes kept). */
+  sf_catalog_chunk_cache_config(SF_CATALOG_CHUNK_CACHE_DEFAULT);
+  for (int pass = 0; pass < 2; pass++)
+    for (int i = 0; i < N + NEVER; i++) {
+      snprintf(job, sizeof job, i < N ? "job-%d" : "never-%d", i);
+      sf_catalog_job a, b;
+      int fa = 0, fb = 0;
+      assert_int_equal(sf_catalog_lookup_job_cached(c, job, &b, &fb, &err), SF_OK);
+      assert_int_equal(sf_catalog_lookup_job(c, job, &a, &fa, &err), SF_OK);
+      assert_int_equal(fa, i < N);
+      assert_int_equal(fb, fa);
+      if (fa) {
+        assert_string_equal(b.staging_id, a.staging_id);
+        assert_int_equal(b.version, a.version);
+        assert_int_equal(b.nsegment_ids, 1);
+        assert_string_equal(b.segment_ids[0], a.segment_ids[0]);
+      }
+      sf_catalog_job_clear(&a);
+      sf_catalog_job_clear(&b);
+    }
+  sf_catalog_chunk_cache_stats(&hits, &misses, &chunks, &hashes);
+  assert_int_equal(chunks, nch); /* every chunk was read, and kept */
+  assert_int_equal(hashes, sf_catalog_num_jobs_total(c) - sf_catalog_num_jobs(c));
+  assert_true(hits > 0); /* new ids answered by the hashes */
+
+  /* With every chunk file damaged: a new id whose chunk's hashes are kept
+   * is answered without a read; the uncached lookup (commits, gc) reads and
+   * stops; so does a cached lookup of a committed job (its hash is there). */
+  chunks_damage(&f, c, orig, len, 1);
+  size_t answered = 0;
+  for (int i = N; i < N + NEVER; i++) {
+    snprintf(job, sizeof job, "never-%d", i);
+    int found = 1;
+    sf_code rc = sf_catalog_lookup_job(c, job, NULL, &found, &err);
+    if (rc == SF_OK) continue; /* its hash falls under no chunk */
+    assert_int_equal(rc, SF_ECORRUPT);
+    found = 1;
+    assert_int_equal(sf_catalog_lookup_job_cached(c, job, NULL, &found, &err), SF_OK);
+    assert_false(found);
+    answered++;
+  }
+  assert_true(answered > 0);
+  int found = 0;
+  assert_int_equal(sf_catalog_lookup_job_cached(c, "job-0", NULL, &found, &err),
+                   SF_ECORRUPT);
+  chunks_damage(&f, c, orig, len, 0);
+
+  /* Bounded: with room for 6 hashes (chunks hold at most 5), reading every
+   * chunk keeps one or two. */
+  sf_catalog_chunk_cache_config(6);
+  for (int i = 0; i < N; i++) {
+    snprintf(job, sizeof job, "job-%d", i);
+    assert_int_equal(sf_catalog_lookup_job(c, job, NULL, &found, &err), SF_OK);
+    sf_catalog_chunk_cache_stats(&hits, &misses, &chunks, &hashes);
+    assert_true(hashes <= 6 && chunks <= 2);
+  }
+  assert_true(chunks >= 1);
+  /* No cache: nothing kept, every cached lookup reads. */
+  sf_catalog_chunk_cache_config(0);
+  for (int i = N; i < N + NEVER; i++) {
+    snprintf(job, sizeof job, "never-%d", i);
+    assert_int_equal(sf_catalog_lookup_job_cached(c, job, NULL, &found, &err), SF_OK);
+  }
+  sf_catalog_chunk_cache_stats(&hits, &misses, &chunks, &hashes);
+  assert_true(hits == 0 && misses > 0 && chunks == 0 && hashes == 0);
+  sf_catalog_chunk_cache_config(SF_CATALOG_CHUNK_CACHE_DEFAULT);
+  for (size_t i = 0; i < nch; i++) free(orig[i]);
+  sf_catalog_free(c);
+}
+
 static void test_a_chunk_swapped_for_another_is_refused_by_its_name(void **state) {
   (void)state;
   fx f;
@@ -1226,6 +1338,7 @@ int main(void) {
       cmocka_unit_test(test_old_jobs_move_to_the_archive_and_stay_recognised_exactly),
       cmocka_unit_test(test_a_version_grows_by_chunk_references_not_by_jobs),
       cmocka_unit_test(test_a_chunk_that_does_not_read_is_an_error_never_a_new_job),
+      cmocka_unit_test(test_intake_lookups_reuse_the_chunks_read_last_and_only_those),
       cmocka_unit_test(test_a_chunk_swapped_for_another_is_refused_by_its_name),
       cmocka_unit_test(test_a_format_1_version_opens_and_its_next_commit_converts_it),
       cmocka_unit_test(test_a_compaction_swaps_exactly_its_inputs_or_nothing),

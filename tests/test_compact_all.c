@@ -222,19 +222,29 @@ typedef struct mlog {
   char trace[8192]; /* "<round>:<output>;" per merge */
 } mlog;
 
-static void record(void *ctx, const sf_compact_merge_report *m) {
+static int record(void *ctx, const sf_compact_merge_report *m) {
   mlog *l = ctx;
   assert_true(m->round >= l->last_round); /* reported round by round */
   l->last_round = m->round;
   if (m->status == SF_ECONFLICT) {
+    assert_non_null(m->error);
+    assert_null(m->merged);
     l->conflicts++;
-    return;
+    return 0;
   }
   assert_int_equal(m->status, SF_OK);
+  assert_null(m->error);
   assert_true(m->ninputs >= 2);
+  if (m->version) { /* committed: the catalog's entry of the merged segment */
+    assert_non_null(m->merged);
+    assert_string_equal(m->merged->segment_id, m->output);
+    assert_int_equal(m->merged->num_rows, m->num_rows);
+    assert_int_equal(m->merged->bytes, m->already ? m->merged->bytes : m->bytes_written);
+  }
   l->merges++;
   size_t n = strlen(l->trace);
   snprintf(l->trace + n, sizeof l->trace - n, "%u:%s;", m->round, m->output);
+  return 0;
 }
 
 static sf_code compact_all(const fx *f, unsigned max_merges, int dry, mlog *l,
@@ -335,6 +345,79 @@ static void the_same_catalog_compacts_to_the_same_segments(void **st) {
   fx_free(&b);
 }
 
+/* The per-merge callbacks serve builds on: start before each merge, the
+ * report after it, and a report that ends the run. */
+typedef struct steps {
+  char trace[8192]; /* "S<output>;" at a start, "R<output>;" at a report */
+  size_t reports, stop_after;
+  size_t gone; /* segments the merges removed: inputs - 1 each */
+} steps;
+
+static void on_start(void *ctx, const sf_compact_merge_report *m) {
+  steps *s = ctx;
+  assert_true(m->ninputs >= 2 && m->bytes_read > 0 && m->num_rows > 0);
+  assert_int_equal(m->version, 0);
+  assert_null(m->merged);
+  size_t n = strlen(s->trace);
+  snprintf(s->trace + n, sizeof s->trace - n, "S%s;", m->output);
+}
+
+static int on_report(void *ctx, const sf_compact_merge_report *m) {
+  steps *s = ctx;
+  assert_int_equal(m->status, SF_OK);
+  assert_non_null(m->merged);
+  assert_true(m->built); /* nothing to reuse: every merge is written */
+  size_t n = strlen(s->trace);
+  snprintf(s->trace + n, sizeof s->trace - n, "R%s;", m->output);
+  s->gone += m->ninputs - 1;
+  return ++s->reports == s->stop_after;
+}
+
+static void each_merge_is_started_then_reported_and_a_report_can_end_the_run(void **st) {
+  fx f;
+  fx_init(&f, "compact-all-steps");
+  steps s = {.stop_after = 2};
+  sf_compact_all_req r = {.dataset = f.ds,
+                          .index_name = "idx",
+                          .policy = policy(),
+                          .max_merges = 1,
+                          .report = on_report,
+                          .start = on_start,
+                          .report_ctx = &s};
+  sf_compact_all_result res;
+  sf_err err = {0};
+  if (sf_compact_all(&r, &res, &err)) fail_msg("compact: %s", err.msg);
+  assert_true(res.stopped);
+  assert_int_equal(res.merges, 2);
+  assert_int_equal(res.rounds, 2);
+  /* Started and reported in turn, one merge at a time. */
+  char want[8192] = "", *p = s.trace;
+  for (int i = 0; i < 2; i++) {
+    const char *sc = strchr(p, ';');
+    assert_non_null(sc);
+    assert_int_equal(p[0], 'S');
+    size_t len = (size_t)(sc - p);
+    size_t n = strlen(want);
+    snprintf(want + n, sizeof want - n, "%.*s;R%.*s;", (int)len, p, (int)len - 1, p + 1);
+    p = strchr(sc + 1, ';') + 1;
+  }
+  assert_string_equal(s.trace, want);
+  /* The figures after are the catalog's. */
+  size_t n;
+  uint64_t v;
+  free(segment_list(&f, &n, &v));
+  assert_int_equal(res.segments_after, n);
+  assert_int_equal(res.version_after, v);
+  assert_int_equal(res.segments_after, JOBS - s.gone);
+  /* The rest is left for the next run, which finishes it. */
+  s = (steps){0};
+  if (sf_compact_all(&r, &res, &err)) fail_msg("compact: %s", err.msg);
+  assert_false(res.stopped);
+  assert_true(res.merges >= 1);
+  assert_policy_done(&f);
+  fx_free(&f);
+}
+
 /* ---- two compactors at once ------------------------------------------- */
 
 typedef struct racer {
@@ -420,6 +503,7 @@ int main(void) {
       cmocka_unit_test(compaction_drops_the_count_to_the_policy_and_answers_the_same_ids),
       cmocka_unit_test(a_dry_run_plans_the_same_merges_and_writes_nothing),
       cmocka_unit_test(the_same_catalog_compacts_to_the_same_segments),
+      cmocka_unit_test(each_merge_is_started_then_reported_and_a_report_can_end_the_run),
       cmocka_unit_test(racing_compactors_leave_every_row_exactly_once),
       cmocka_unit_test(a_missing_index_or_bad_policy_is_refused),
   };

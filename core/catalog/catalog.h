@@ -218,6 +218,26 @@ sf_code sf_catalog_lookup_jobs(const sf_catalog *c, const char *const *ids, size
                                uint8_t *found, sf_err *err);
 /* Frees what a job record owns and zeroes it; accepts NULL. */
 void sf_catalog_job_clear(sf_catalog_job *j);
+
+/* sf_catalog_lookup_job, but answered without a read when the process
+ * keeps the staging-id hashes of the chunk (every lookup that reads a chunk
+ * keeps them, catalog_archive.c says how) and the id's hash is not among
+ * them: serve's intake looks every new job up. The one difference: a chunk
+ * file removed or damaged after the process read it is not noticed by a
+ * lookup the hashes answer (commits and gc read the file every time). */
+sf_code sf_catalog_lookup_job_cached(const sf_catalog *c, const char *staging_id,
+                                     sf_catalog_job *out, int *found, sf_err *err);
+/* The bound of the hashes kept: 8 bytes each, so 8 MiB by default, the
+ * archive of a million jobs; at most SF_CATALOG_CHUNK_CACHE_SLOTS chunks. */
+#define SF_CATALOG_CHUNK_CACHE_DEFAULT ((size_t)1 << 20)
+#define SF_CATALOG_CHUNK_CACHE_SLOTS 4096u
+/* Sets the most hashes kept (0: none), emptying the cache and zeroing its
+ * counts. Thread-safe. */
+void sf_catalog_chunk_cache_config(size_t hashes);
+/* Cached lookups answered from the hashes, and those that read the chunk;
+ * the chunks and hashes kept. */
+void sf_catalog_chunk_cache_stats(uint64_t *hits, uint64_t *misses, size_t *chunks,
+                                  size_t *hashes);
 /* The archive chunks the version references (for gc, which keeps them):
  * file names in <dataset>/SF_CATALOG_JOBS_DIR/, owned by c. */
 size_t sf_catalog_num_archive_chunks(const sf_catalog *c);

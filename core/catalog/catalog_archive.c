@@ -21,6 +21,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -273,6 +274,144 @@ static sf_code chunk_read(const char *ds, const sf_catalog_chunk_ref *r, uint64_
   return rc;
 }
 
+/* ---- the chunk cache ----------------------------------------------------------
+ *
+ * Serve's intake asks, for every new job, whether its staging id was
+ * committed (consumer/intake.c), and an id that is not in the window is
+ * looked for in the one chunk whose hash range holds it: without a cache,
+ * each new job maps, checks and decodes a chunk of up to
+ * SF_CATALOG_ARCHIVE_CHUNK_JOBS jobs (tens of KB). A chunk is
+ * content-addressed and never changes, so the process keeps, for the chunks
+ * it read last, the sorted hashes of their staging ids (8 bytes a job),
+ * keyed by dataset and chunk name, the least recently used going first
+ * when the hashes held would pass the bound. A new id's hash is not among
+ * them, and that answers it exactly, without a read; an id whose hash is
+ * there (a redelivered job, or a collision of the 64-bit hash) is looked
+ * up in the chunk read from the file, as without the cache. Every lookup
+ * that reads a chunk keeps its hashes; only sf_catalog_lookup_job_cached
+ * (intake's) answers from them. A version still has to name the chunk for
+ * it to be asked, so the answer is what reading the file would give,
+ * except that a file removed or damaged after it was read is not noticed
+ * by a lookup the hashes answer (commits and gc read the file every time).
+ * Hashes of a chunk holding a job newer than the version asked are not
+ * used: the read refuses that chunk. */
+typedef struct cache_slot {
+  char *ds; /* owned; NULL: the slot is empty */
+  char name[NAME_HEX + 8];
+  uint64_t *h; /* owned, sorted */
+  size_t n;
+  uint64_t newest; /* the highest version among its jobs */
+  uint64_t used;   /* the tick of its last use */
+} cache_slot;
+
+static struct {
+  pthread_mutex_t mu;
+  cache_slot slots[SF_CATALOG_CHUNK_CACHE_SLOTS];
+  size_t cap, held; /* hashes kept at most (0: no cache), and now */
+  uint64_t tick, hits, misses;
+} g_cache = {.mu = PTHREAD_MUTEX_INITIALIZER, .cap = SF_CATALOG_CHUNK_CACHE_DEFAULT};
+
+static void slot_clear(cache_slot *s) {
+  g_cache.held -= s->n;
+  free(s->ds);
+  free(s->h);
+  memset(s, 0, sizeof *s);
+}
+
+void sf_catalog_chunk_cache_config(size_t hashes) {
+  pthread_mutex_lock(&g_cache.mu);
+  for (unsigned i = 0; i < SF_CATALOG_CHUNK_CACHE_SLOTS; i++)
+    slot_clear(&g_cache.slots[i]);
+  g_cache.cap = hashes;
+  g_cache.hits = g_cache.misses = 0;
+  pthread_mutex_unlock(&g_cache.mu);
+}
+
+void sf_catalog_chunk_cache_stats(uint64_t *hits, uint64_t *misses, size_t *chunks,
+                                  size_t *hashes) {
+  pthread_mutex_lock(&g_cache.mu);
+  *hits = g_cache.hits;
+  *misses = g_cache.misses;
+  *chunks = 0;
+  for (unsigned i = 0; i < SF_CATALOG_CHUNK_CACHE_SLOTS; i++)
+    *chunks += g_cache.slots[i].ds != NULL;
+  *hashes = g_cache.held;
+  pthread_mutex_unlock(&g_cache.mu);
+}
+
+/* Under the lock: the slot of (ds, name), or NULL. */
+static cache_slot *cache_find(const char *ds, const char *name) {
+  for (unsigned i = 0; i < SF_CATALOG_CHUNK_CACHE_SLOTS; i++) {
+    cache_slot *s = &g_cache.slots[i];
+    if (s->ds && !strcmp(s->name, name) && !strcmp(s->ds, ds)) return s;
+  }
+  return NULL;
+}
+
+/* Keeps the hashes of chunk k of (ds, name), taking k->h. */
+static void cache_put(const char *ds, const char *name, chunk *k) {
+  pthread_mutex_lock(&g_cache.mu);
+  if (k->n <= g_cache.cap && !cache_find(ds, name)) { /* another thread may have */
+    for (;;) { /* the least recently used go until it fits and a slot is free */
+      cache_slot *lru = NULL, *empty = NULL;
+      for (unsigned i = 0; i < SF_CATALOG_CHUNK_CACHE_SLOTS; i++) {
+        cache_slot *s = &g_cache.slots[i];
+        if (!s->ds)
+          empty = empty ? empty : s;
+        else if (!lru || s->used < lru->used)
+          lru = s;
+      }
+      if (empty && g_cache.held + k->n <= g_cache.cap) {
+        if ((empty->ds = strdup(ds))) {
+          snprintf(empty->name, sizeof empty->name, "%s", name);
+          empty->h = k->h;
+          empty->n = k->n;
+          k->h = NULL;
+          for (size_t i = 0; i < k->n; i++)
+            if (k->jobs[i].version > empty->newest) empty->newest = k->jobs[i].version;
+          empty->used = ++g_cache.tick;
+          g_cache.held += k->n;
+        }
+        break;
+      }
+      slot_clear(lru); /* held + n > cap >= n, or no slot free: lru exists */
+    }
+  }
+  pthread_mutex_unlock(&g_cache.mu);
+}
+
+static int has_hash(const uint64_t *h, size_t n, uint64_t x) {
+  size_t a = 0, b = n;
+  while (a < b) {
+    size_t m = a + (b - a) / 2;
+    if (h[m] == x) return 1;
+    if (h[m] < x)
+      a = m + 1;
+    else
+      b = m;
+  }
+  return 0;
+}
+
+/* With the cache: 1 when the kept hashes of chunk r say that no id of hash
+ * h is in it (a lookup answered without a read). */
+static int cache_says_absent(const sf_catalog *c, const sf_catalog_chunk_ref *r,
+                             uint64_t h) {
+  pthread_mutex_lock(&g_cache.mu);
+  cache_slot *s = cache_find(c->dataset, r->name);
+  int absent = 0;
+  if (s && s->newest <= c->version) {
+    s->used = ++g_cache.tick;
+    absent = !has_hash(s->h, s->n, h);
+  }
+  if (absent)
+    g_cache.hits++;
+  else
+    g_cache.misses++;
+  pthread_mutex_unlock(&g_cache.mu);
+  return absent;
+}
+
 /* The position of staging id s (hash h) in k, or -1. */
 static ptrdiff_t chunk_find(const chunk *k, uint64_t h, const char *s) {
   size_t a = 0, b = k->n;
@@ -324,8 +463,8 @@ static sf_code need_dataset(const sf_catalog *c, sf_err *err) {
                                  c->version);
 }
 
-sf_code sf_catalog_lookup_job(const sf_catalog *c, const char *staging_id,
-                              sf_catalog_job *out, int *found, sf_err *err) {
+static sf_code lookup_job(const sf_catalog *c, const char *staging_id, int use_cache,
+                          sf_catalog_job *out, int *found, sf_err *err) {
   *found = 0;
   if (out) memset(out, 0, sizeof *out);
   if (!staging_id) return sf_err_set(err, SF_EINVAL, "no staging id given");
@@ -338,15 +477,27 @@ sf_code sf_catalog_lookup_job(const sf_catalog *c, const char *staging_id,
   ptrdiff_t r = find_ref(c->archive, c->narchive, h);
   if (r < 0) return SF_OK;
   sf_code rc = need_dataset(c, err);
+  if (rc || (use_cache && cache_says_absent(c, &c->archive[r], h))) return rc;
   chunk k;
-  if (rc || (rc = chunk_read(c->dataset, &c->archive[r], c->version, &k, err))) return rc;
+  if ((rc = chunk_read(c->dataset, &c->archive[r], c->version, &k, err))) return rc;
   ptrdiff_t at = chunk_find(&k, h, staging_id);
   if (at >= 0) {
     *found = 1;
     if (out) rc = sf_catalog_job_copy(out, &k.jobs[at], err);
   }
+  cache_put(c->dataset, c->archive[r].name, &k);
   chunk_clear(&k);
   return rc;
+}
+
+sf_code sf_catalog_lookup_job(const sf_catalog *c, const char *staging_id,
+                              sf_catalog_job *out, int *found, sf_err *err) {
+  return lookup_job(c, staging_id, 0, out, found, err);
+}
+
+sf_code sf_catalog_lookup_job_cached(const sf_catalog *c, const char *staging_id,
+                                     sf_catalog_job *out, int *found, sf_err *err) {
+  return lookup_job(c, staging_id, 1, out, found, err);
 }
 
 typedef struct pending {
@@ -382,6 +533,7 @@ sf_code sf_catalog_lookup_jobs(const sf_catalog *c, const char *const *ids, size
     if (!(rc = chunk_read(c->dataset, &c->archive[p[a].ref], c->version, &k, err))) {
       for (size_t x = a; x < b; x++)
         found[p[x].i] = chunk_find(&k, p[x].h, ids[p[x].i]) >= 0;
+      cache_put(c->dataset, c->archive[p[a].ref].name, &k);
       chunk_clear(&k);
     }
     a = b;

@@ -114,7 +114,14 @@ void sf_compact_result_clear(sf_compact_result *res);
  * status SF_ECONFLICT, and the next round re-reads the catalog. A merge
  * another compactor already committed is reported as done by it
  * (`already`). The run ends when the policy wants nothing of the newest
- * version, so each discarded merge means another compactor made progress.
+ * version, so each discarded merge means another compactor made progress;
+ * max_fruitless_rounds rounds in a row that lost every merge end it with
+ * SF_ECONFLICT (the other compactor is left to finish).
+ *
+ * The one loop of `segforge compact` and of serve's compaction thread:
+ * serve runs it with one merge at a time on the process's build budget as
+ * background builds (build.background), announces each merge from the
+ * report callback, and ends a run early by returning non-zero from it.
  *
  * Dry run: nothing is written and no slot is taken. The rounds are
  * simulated on the newest version's segments, a merged segment counting
@@ -135,14 +142,28 @@ typedef struct sf_compact_merge_report {
   int contiguous;   /* the policy's sf_mpolicy_merge.contiguous */
   uint64_t version; /* the version that holds it; 0: dry run, discarded */
   int already;      /* another compactor committed this merge first */
-  sf_code status;   /* SF_OK, or SF_ECONFLICT: discarded */
-  double ms;        /* wall time of the merge and its commit */
+  /* SF_OK; SF_ECONFLICT: discarded; another code: the merge failed (the
+   * run then ends with it, after the round's reports). */
+  sf_code status;
+  const char *error; /* status != SF_OK: the merge's message; else NULL */
+  double ms;         /* wall time of the merge and its commit */
+  /* status == SF_OK and not a dry run: the merged segment as the catalog
+   * lists it; else NULL. */
+  const sf_seginfo *merged;
+  int built; /* this run wrote the merged file (0: reused, or already) */
 } sf_compact_merge_report;
 
 /* Called from the calling thread, once per merge in the policy's order,
  * after the merges of its round have finished. Must not call back into
- * the run. */
-typedef void (*sf_compact_report_fn)(void *ctx, const sf_compact_merge_report *m);
+ * the run. Returns 0 to go on; non-zero ends the run after this round's
+ * reports (sf_compact_all returns SF_OK with res->stopped set). */
+typedef int (*sf_compact_report_fn)(void *ctx, const sf_compact_merge_report *m);
+
+/* Called from the calling thread, once per merge in the policy's order,
+ * before the merges of a round start (not in a dry run). Only round,
+ * inputs, ninputs, output, bytes_read (the inputs' bytes as the catalog
+ * lists them), num_rows and contiguous are set. */
+typedef void (*sf_compact_start_fn)(void *ctx, const sf_compact_merge_report *m);
 
 typedef struct sf_compact_all_req {
   const char *dataset;    /* directory or file:// URI */
@@ -157,7 +178,11 @@ typedef struct sf_compact_all_req {
   sf_build_opts build;
   int dry_run;                 /* plan only: nothing is written */
   sf_compact_report_fn report; /* may be NULL */
+  sf_compact_start_fn start;   /* may be NULL; gets report_ctx */
   void *report_ctx;
+  /* Rounds in a row that lost every merge to other compactors before the
+   * run gives up with SF_ECONFLICT; 0 = 64. */
+  unsigned max_fruitless_rounds;
 } sf_compact_all_req;
 
 typedef struct sf_compact_all_result {
@@ -168,13 +193,15 @@ typedef struct sf_compact_all_result {
   size_t discarded;                       /* lost to a racing compactor */
   size_t already;                         /* found committed by another */
   unsigned rounds;                        /* policy calls that wanted merges */
+  int stopped;                            /* the report callback ended the run */
   uint64_t bytes_read, bytes_written;     /* by this run's committed merges */
   double ms;                              /* wall time of the run */
 } sf_compact_all_result;
 
 /* Compacts one index until the policy wants nothing (see above). Errors:
  * SF_ENOTFOUND (no catalog, no such index), SF_EINVAL (invalid policy
- * parameters, naming the flag), SF_ECANCELED (build.cancel was set), and
+ * parameters, naming the flag), SF_ECANCELED (build.cancel was set),
+ * SF_ECONFLICT (max_fruitless_rounds lost rounds in a row), and
  * the first error of a merge other than SF_ECONFLICT: merges committed
  * before it stay committed, and *res says what was done. */
 sf_code sf_compact_all(const sf_compact_all_req *req, sf_compact_all_result *res,

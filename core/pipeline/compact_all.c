@@ -21,9 +21,9 @@
 #include "core/catalog/catalog.h"
 #include "core/pipeline/compact.h"
 
-/* A run gives up when this many rounds in a row lost every merge to racing
- * compactors: each loss means another made progress, so this only ends a
- * livelock, never a run that is getting somewhere. */
+/* By default a run gives up when this many rounds in a row lost every merge
+ * to racing compactors: each loss means another made progress, so this only
+ * ends a livelock, never a run that is getting somewhere. */
 #define MAX_FRUITLESS_ROUNDS 64
 
 static sf_code oom(sf_err *err) {
@@ -159,9 +159,10 @@ static void *task_main(void *arg) {
   return NULL;
 }
 
-static void report(const sf_compact_all_req *r, unsigned round, const task *t,
-                   const sf_mpolicy_merge *mg) {
-  if (!r->report) return;
+/* The report of a merge; 1 when the callback asks the run to end. */
+static int report(const sf_compact_all_req *r, unsigned round, const task *t,
+                  const sf_mpolicy_merge *mg) {
+  if (!r->report) return 0;
   sf_compact_merge_report m = {
       .round = round,
       .inputs = t->inputs,
@@ -176,9 +177,25 @@ static void report(const sf_compact_all_req *r, unsigned round, const task *t,
       .version = t->rc ? 0 : t->res.version,
       .already = !t->rc && t->res.already,
       .status = t->rc,
+      .error = t->rc ? t->err.msg : NULL,
       .ms = t->ms,
+      .merged = !t->rc && !r->dry_run ? &t->res.merged : NULL,
+      .built = !t->rc && !r->dry_run && t->res.build.built,
   };
-  r->report(r->report_ctx, &m);
+  return r->report(r->report_ctx, &m) != 0;
+}
+
+static void announce_start(const sf_compact_all_req *r, unsigned round, const task *t,
+                           const sf_mpolicy_merge *mg) {
+  if (!r->start) return;
+  sf_compact_merge_report m = {.round = round,
+                               .inputs = t->inputs,
+                               .ninputs = t->req.nsegments,
+                               .output = t->output,
+                               .bytes_read = mg->bytes,
+                               .num_rows = mg->num_rows,
+                               .contiguous = mg->contiguous};
+  r->start(r->report_ctx, &m);
 }
 
 /* Runs the tasks (ntasks >= 1), one thread each when there are several. */
@@ -209,8 +226,10 @@ typedef struct run {
 } run;
 
 /* One round on run->v. *wanted = 0 when the policy wants nothing; *won = 1
- * when a merge committed (or was found committed). */
-static sf_code round_run(run *x, unsigned round, int *wanted, int *won, sf_err *err) {
+ * when a merge committed (or was found committed); *stop = 1 when a report
+ * asked the run to end. */
+static sf_code round_run(run *x, unsigned round, int *wanted, int *won, int *stop,
+                         sf_err *err) {
   const sf_compact_all_req *r = x->r;
   sf_mpolicy_plan *plan = NULL;
   unsigned slots = r->max_merges ? r->max_merges : 1;
@@ -243,6 +262,8 @@ static sf_code round_run(run *x, unsigned round, int *wanted, int *won, sf_err *
       for (size_t m = 0; m < plan->nmerges; m++)
         tasks[m].res.input_bytes = plan->merges[m].bytes;
     } else {
+      for (size_t m = 0; m < plan->nmerges; m++)
+        announce_start(r, round, &tasks[m], &plan->merges[m]);
       rc = run_tasks(tasks, plan->nmerges, err);
     }
   }
@@ -251,7 +272,7 @@ static sf_code round_run(run *x, unsigned round, int *wanted, int *won, sf_err *
   for (size_t m = 0; !rc && m < plan->nmerges; m++) {
     task *t = &tasks[m];
     const sf_mpolicy_merge *mg = &plan->merges[m];
-    report(r, round, t, mg);
+    if (report(r, round, t, mg)) *stop = 1;
     if (t->rc == SF_ECONFLICT) {
       x->res->discarded++;
     } else if (t->rc) {
@@ -290,26 +311,33 @@ static sf_code run_rounds(run *x, sf_err *err) {
   res->version_before = res->version_after = x->v.version;
   res->segments_before = res->segments_after = x->v.n;
   res->bytes_before = res->bytes_after = view_bytes(&x->v);
-  unsigned fruitless = 0;
+  unsigned fruitless = 0, max_fruitless = r->max_fruitless_rounds
+                                              ? r->max_fruitless_rounds
+                                              : MAX_FRUITLESS_ROUNDS;
   for (unsigned round = 1;; round++) {
-    if (r->build.cancel && atomic_load(r->build.cancel))
-      return sf_err_set(err, SF_ECANCELED, "compaction of %s canceled after %u rounds",
-                        r->index_name, round - 1);
-    int wanted = 0, won = 0;
-    rc = round_run(x, round, &wanted, &won, err);
+    if (r->build.cancel && atomic_load(r->build.cancel)) {
+      rc = sf_err_set(err, SF_ECANCELED, "compaction of %s canceled after %u rounds",
+                      r->index_name, round - 1);
+      break;
+    }
+    int wanted = 0, won = 0, stop = 0;
+    rc = round_run(x, round, &wanted, &won, &stop, err);
     if (rc || !wanted) break;
     res->rounds++;
+    res->stopped = stop;
     fruitless = won ? 0 : fruitless + 1;
-    if (fruitless >= MAX_FRUITLESS_ROUNDS) {
+    if (!stop && fruitless >= max_fruitless)
       rc = sf_err_set(err, SF_ECONFLICT,
                       "compaction of %s: %u rounds in a row lost every merge to other "
                       "compactors; giving up",
                       r->index_name, fruitless);
-      break;
+    if (!r->dry_run) { /* the figures after, and the next round, see the newest */
+      view_clear(&x->v);
+      sf_err rerr = {0};
+      sf_code rrc = view_read(x->ds, r->index_name, &x->v, rc ? &rerr : err);
+      if (rrc) return rc ? rc : rrc;
     }
-    if (r->dry_run) continue;
-    view_clear(&x->v);
-    if ((rc = view_read(x->ds, r->index_name, &x->v, err))) return rc;
+    if (rc || stop) break;
   }
   res->version_after = x->v.version;
   res->segments_after = x->v.n;
