@@ -158,6 +158,11 @@ int cli_cmd_compact(int argc, char **argv) {
   out o = {0};
   sf_err err = {0};
   int c;
+  {
+    sf_err env_err = {0};
+    if (cli_env_args(&argc, &argv, "", opts, &env_err))
+      return cli_usage("compact", "%s", env_err.msg);
+  }
   optind = 1;
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
     sf_code rc = SF_OK;

@@ -86,6 +86,10 @@ check(rc == 2 and "SEGFORGE_JSON='maybe'" in err, "a switch takes 1/true/yes or 
 rc, err = refused(["plan", "--staging", "/nonexistent"], {"SEGFORGE_TARGET_SEGMENT_BYTES": "1X"})
 check(rc == 2 and "SEGFORGE_TARGET_SEGMENT_BYTES" in err,
       "the same for every command (plan): %r" % err)
+rc, err = refused(["compact", "--dataset", root, "--index", "i"],
+                  {"SEGFORGE_SEGMENTS_PER_TIER": "0"})
+check(rc == 2 and "SEGFORGE_SEGMENTS_PER_TIER (from the environment)" in err,
+      "compact reads the policy from the environment too: %r" % err)
 rc, err = refused(["status"], {"SEGFORGE_METRICS_ADDR": "127.0.0.1:1"})
 check(rc == 1 and "cannot reach segforge serve at 127.0.0.1:1" in err,
       "a flag without its own variable in another command (status --metrics-addr): %r" % err)
