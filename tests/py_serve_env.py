@@ -48,6 +48,14 @@ check(s.get("max_merges") == "3" and s.get("staging_timeout_ms") == "90000" and
       s.get("workers") == "5", "flags from SEGFORGE_<FLAG>: %s" % s)
 s = serving(["--max-merges", "4"], {"SEGFORGE_MAX_MERGES": "3"})
 check(s.get("max_merges") == "4", "the flag wins over the environment: %s" % s.get("max_merges"))
+# A repeatable flag on the command line replaces its variable, not adds to
+# it: an image's SEGFORGE_DATASET_ROOT is narrowed by --dataset-root (were
+# the variable still read, its root that does not exist would stop serve).
+s = serving(["--dataset-root", root], {"SEGFORGE_DATASET_ROOT": "/nonexistent/roots"})
+check(s.get("event") == "serving",
+      "--dataset-root replaces SEGFORGE_DATASET_ROOT, not adds to it: %s" % s)
+s = serving(["--dataset-root=" + root], {"SEGFORGE_DATASET_ROOT": "/nonexistent/roots"})
+check(s.get("event") == "serving", "the same as --dataset-root=DIR: %s" % s)
 s = serving(["--config", conf], {})
 check(s.get("group") == "g-file" and s.get("topic") == "t-file",
       "the configuration file alone: %s %s" % (s.get("group"), s.get("topic")))
