@@ -123,4 +123,22 @@ srv = [o for o in objs if o and o["event"] == "serving"]
 check(srv and srv[0]["workers"] == 2 and srv[0]["group"] == "segforge-finalizer" and
       srv[0]["level"] == "info", "the members keep their values, numbers as numbers: %s" % srv)
 check(any(o and o["event"] == "stopped" for o in objs), "through the last line (stopped)")
+
+# Ids and names stay strings though they look like numbers: a pipeline that
+# maps a member's type from its first value must not see group 7 here and
+# "g-a" there.
+log = os.path.join(root, "json2.log")
+with open(log, "wb") as lf:
+    p = subprocess.Popen([h.SEGFORGE, "serve", "--dataset-root", root, "--group", "007",
+                          "-X", "segforge.topic.staged=2024.10"],
+                         stdout=subprocess.DEVNULL, stderr=lf, env=e)
+    end = time.time() + 30
+    while time.time() < end and "serving" not in open(log).read():
+        time.sleep(0.1)
+    p.terminate()
+    p.wait(30)
+srv = [json.loads(l) for l in open(log).read().splitlines() if '"serving"' in l]
+check(srv and srv[0]["group"] == "007" and srv[0]["topic"] == "2024.10" and
+      srv[0]["workers"] == 2, "a group and a topic that look like numbers stay strings: %s"
+      % srv)
 h.finish()
