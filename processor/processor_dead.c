@@ -183,7 +183,7 @@ static sf_code publish_dead(sf_proc *p, sf_shard_rejected *r, const uint8_t *rec
                         .key_len = pr.key_len,
                         .timestamp_ms = pr.timestamp_ms > 0 ? pr.timestamp_ms : 0,
                         .headers = h};
-  if (!pr.has_key) { /* bare bytes (no record): the staging id, as before */
+  if (!pr.enveloped) { /* bare bytes (no record): the staging id, as before */
     x.key = v.staging_id;
     x.key_len = v.staging_id ? strlen(v.staging_id) : 0;
   }

@@ -174,7 +174,8 @@ typedef struct sf_proc_record {
   const uint8_t *value;
   size_t value_len;
   int64_t timestamp_ms; /* the message's (0 or -1: none) */
-  int has_key;
+  int enveloped;        /* a record, not bare event bytes: key etc. are known */
+  int has_key;          /* enveloped: the message had a key (not null) */
   const uint8_t *key;
   size_t key_len;
   uint32_t nheaders;

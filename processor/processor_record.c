@@ -99,6 +99,7 @@ void sf_proc_record_split(const uint8_t *rec, size_t len, sf_proc_record *r) {
   q += 4;
   if (kl != NUL32 && kl > (size_t)(end - q)) return;
   r->value_len = (size_t)(e - rec);
+  r->enveloped = 1;
   r->timestamp_ms = (int64_t)ts;
   if (kl != NUL32) {
     r->has_key = 1;

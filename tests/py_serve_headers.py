@@ -28,6 +28,9 @@ t4 = [d.stage("t4", "s%d" % i, "%d-%d" % (4 * i, 4 * i + 3), "0-7", index="i4")
       for i in range(2)]
 t5 = [d.stage("t5", "s0", "0-7", "0-7", index="i5")]  # own indexes: no overlap with t1
 bad_raw = h.encode_staged(dict(bad, shard_path="nowhere.sfshard", event_id="t3/missing"))
+# The same shard missing, sent again without a key: its dead letter has none.
+nokey_raw = h.encode_staged(dict(bad, shard_path="nowhere.sfshard", event_id="t3/nokey",
+                                 shard_id="s9"))
 
 TP1 = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 TP2 = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -59,6 +62,9 @@ TS = 1700000000123
 md = prod.send(h.STAGED, key=b"my-key", value=bad_raw, timestamp_ms=TS,
                headers=[("traceparent", TP2), ("x-app", b"worker-7"),
                         ("x-empty", b"")]).get(30)
+
+
+prod.send(h.STAGED, key=None, value=nokey_raw, partition=md.partition).get(30)
 
 
 def read_all(topic, want, timeout=60):
@@ -98,13 +104,18 @@ if "t5" in byjob:
     check(tps == [], "a job with no valid traceparent announces none: %r"
           % [v[:80] for v in tps])
 
-dead = read_all(h.REJECTED, 3)
+dead = read_all(h.REJECTED, 4)
 by = {}
 for m in dead:
     r = h.decode(m.value, "ShardRejected")
     by[(r["staging_id"], r["shard_id"])] = (m, r, dict(m.headers))
-check(len(dead) == 3 and set(by) == {("t2", "s0"), ("t2", "s1"), ("t3", "s0")},
-      "three dead letters: t2's two events, t3's one: %s" % sorted(by))
+check(len(dead) == 4 and
+      set(by) == {("t2", "s0"), ("t2", "s1"), ("t3", "s0"), ("t3", "s9")},
+      "four dead letters: t2's two events, t3's two: %s" % sorted(by))
+m9 = by.get(("t3", "s9"), (None,))[0]
+check(m9 is not None and m9.key is None,
+      "an event without a key: its dead letter has none either: %r"
+      % (m9.key if m9 else "no dead letter"))
 
 m, r, hd = by.get(("t3", "s0"), (None, None, {}))
 if m:
