@@ -393,6 +393,17 @@ int cli_cmd_serve(int argc, char **argv) {
   po.dataset_roots = roots;
   po.n_dataset_roots = nroots;
   if (sf_proc_new(&po, &p, &err)) goto fail;
+  /* Like Kafka's clients ("supplied but isn't a known config"): a variable
+   * no flag of serve reads is said, not refused (another command may). */
+  char unknown[128];
+  for (size_t u = 0; cli_env_unknown(opts, u, unknown, sizeof unknown); u++) {
+    char line[300];
+    snprintf(line, sizeof line,
+             "event=unknown_variable name=%s hint=\"no flag of serve reads it: "
+             "ignored (docs/cli.md)\"",
+             unknown);
+    log_line(NULL, SF_PROC_LOG_WARNING, line);
+  }
   if (!nroots)
     log_line(NULL, SF_PROC_LOG_WARNING,
              "event=any_dataset hint=\"events may name any dataset this process can "

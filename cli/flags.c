@@ -534,3 +534,24 @@ sf_code cli_env_args(int *argc, char ***argv, const char *shortopts,
   *argv = a.v;
   return SF_OK;
 }
+
+int cli_env_unknown(const struct option *opts, size_t i, char *buf, size_t n) {
+  char var[160];
+  for (char **e = environ; *e; e++) {
+    const char *eq = strchr(*e, '=');
+    size_t len = eq ? (size_t)(eq - *e) : strlen(*e);
+    if (strncmp(*e, ENV_PREFIX, strlen(ENV_PREFIX)) ||
+        !strncmp(*e, ENV_X_PREFIX, strlen(ENV_X_PREFIX)))
+      continue;
+    int known = 0;
+    for (const struct option *o = opts; !known && o->name; o++) {
+      if (!strcmp(o->name, "help")) continue;
+      env_name(o->name, var, sizeof var);
+      known = strlen(var) == len && !strncmp(var, *e, len);
+    }
+    if (known || i--) continue;
+    snprintf(buf, n, "%.*s", (int)len, *e);
+    return 1;
+  }
+  return 0;
+}

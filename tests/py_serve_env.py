@@ -56,6 +56,14 @@ check(s.get("event") == "serving",
       "--dataset-root replaces SEGFORGE_DATASET_ROOT, not adds to it: %s" % s)
 s = serving(["--dataset-root=" + root], {"SEGFORGE_DATASET_ROOT": "/nonexistent/roots"})
 check(s.get("event") == "serving", "the same as --dataset-root=DIR: %s" % s)
+# A variable that no flag of serve reads (a typo) is said, not refused.
+s = serving([], {"SEGFORGE_MAX_MERGE": "3", "SEGFORGE_MAX_MERGES": "4",
+                 "SEGFORGE_X_LINGER_MS": "5"})
+said = [l for l in open(os.path.join(root, "serve.log")).read().splitlines()
+        if "event=unknown_variable" in l]
+check(s.get("max_merges") == "4" and len(said) == 1 and "level=warn" in said[0] and
+      "name=SEGFORGE_MAX_MERGE " in said[0],
+      "an unknown SEGFORGE_ variable is warned about, once, by name: %s" % said)
 s = serving(["--config", conf], {})
 check(s.get("group") == "g-file" and s.get("topic") == "t-file",
       "the configuration file alone: %s %s" % (s.get("group"), s.get("topic")))
