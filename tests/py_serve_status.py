@@ -8,6 +8,7 @@ for shards is listed with exactly the fragments it lacks; once its last
 shard arrives it is committed and leaves the list."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -134,6 +135,25 @@ doc = wait_for(lambda: (lambda x: x if x and not x["jobs"] else None)(jobs()))
 check(doc is not None and doc["counts"]["waiting"] == 0, "and no longer listed")
 m = wait_for(lambda: (lambda x: x if x.get(lag_key) == 0 else None)(serve.metrics()))
 check(m is not None, "its offsets committed: lag 0")
+
+# A dataset whose real path is not UTF-8 (a link to a directory named with
+# byte 0xff; the event names the link, its URI is UTF-8): /jobs is still
+# JSON, the job listed, the byte replaced by U+FFFD.
+if os.path.islink(os.path.join(root, "bx")):  # an earlier run's
+    os.unlink(os.path.join(root, "bx"))
+shutil.rmtree(os.path.join(root, "b\udcff"), ignore_errors=True)
+d2 = h.Dataset(os.path.join(root, "bx"), rows=2000, dim=16, rpf=500, nlist=8)
+d2.train("j2")
+_, raw2 = d2.stage("j2", "s0", "0-1", "0-3")
+os.rename(os.path.join(root, "bx"), os.path.join(root, "b\udcff"))
+os.symlink("b\udcff", os.path.join(root, "bx"))
+h.send(prod, "j2", raw2)
+doc = wait_for(lambda: (lambda x: x if x and x.get("jobs") else None)(jobs()))
+j2 = [j for j in (doc or {}).get("jobs", []) if j["staging_id"] == "j2"]
+check(j2 and j2[0]["dataset"] == os.path.join(os.path.realpath(root), "b\ufffd", "ds") and
+      j2[0]["missing_fragments"] == "2-3",
+      "a dataset path that is not UTF-8: /jobs lists the job, the byte replaced: %s"
+      % (doc or jobs()))
 
 check(serve.stop() == 0, "serve exits 0 on SIGTERM")
 broker.kill()
