@@ -31,6 +31,10 @@ check "the README installs under /usr/local" grep -q 'cmake --install build --pr
   "$SRC/README.md"
 if grep -q '^Documentation=file:' "$UNIT"; then bad "Documentation= names no file the install makes"; else
   ok "Documentation= names no file the install makes"; fi
+# The environment file's example: systemd expands no %-specifier there.
+if grep -E '^#   SEGFORGE_[A-Z_]+=.*%' "$UNIT" >/dev/null; then
+  bad "the environment file's example holds no %-specifier"
+else ok "the environment file's example holds no %-specifier"; fi
 sed "s|^ExecStart=/usr/local/bin/segforge|ExecStart=$(realpath "$S")|" "$UNIT" >"$T/segforge.service"
 check "systemd-analyze verify accepts packaging/segforge.service" verify "$T/segforge.service"
 sed 's/^ProtectSystem=strict/ProtectSystem=bogus/' "$T/segforge.service" >"$T/bad.service"
