@@ -90,6 +90,35 @@ p = subprocess.run([h.SEGFORGE, "status", "--metrics-addr", "127.0.0.1:1"],
                    capture_output=True, timeout=30)
 check(p.returncode == 1 and b"cannot reach segforge serve at 127.0.0.1:1" in p.stderr,
       "an address nothing listens on: exit 1 naming it: %r" % p.stderr)
+# An address that never completes the handshake (a listener whose accept
+# queue is full drops the SYN, as a firewall would): exit 1 within the
+# status timeout (10 s), not the kernel's minutes of SYN retries.
+import socket  # noqa: E402
+sink = socket.socket()
+sink.bind(("127.0.0.1", 0))
+sink.listen(0)
+fill = []
+for _ in range(4):
+    c = socket.socket()
+    c.setblocking(False)
+    try:
+        c.connect(sink.getsockname())
+    except BlockingIOError:
+        pass
+    fill.append(c)
+time.sleep(0.3)
+t0 = time.time()
+try:
+    p = subprocess.run([h.SEGFORGE, "status", "--metrics-addr", "127.0.0.1:%d"
+                        % sink.getsockname()[1]], capture_output=True, timeout=40)
+    check(p.returncode == 1 and b"no connection within 10 s" in p.stderr and
+          time.time() - t0 < 20, "an address that drops the connection: exit 1 in %.1f s: %r"
+          % (time.time() - t0, p.stderr))
+except subprocess.TimeoutExpired:
+    check(False, "an address that drops the connection: status still waits after 40 s")
+for c in fill:
+    c.close()
+sink.close()
 p = subprocess.run([h.SEGFORGE, "status"], capture_output=True, timeout=30)
 check(p.returncode == 2 and b"--metrics-addr HOST:PORT is required" in p.stderr,
       "without --metrics-addr: a usage error")
