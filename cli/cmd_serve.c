@@ -102,9 +102,37 @@ static void on_signal(int sig) {
   if (g_proc) sf_proc_stop(g_proc);
 }
 
+/* Whether key names text that may look like a number: an id, a name or a
+ * list. Its value stays a JSON string, so that a log pipeline sees one
+ * type per member (staging_id=007 is "007", not 7; partitions=0 is "0"
+ * like partitions=0,1). */
+static int text_key(const char *key) {
+  static const char *const text[] = {"index",
+                                     "what",
+                                     "reason",
+                                     "protocol",
+                                     "partitions",
+                                     "event",
+                                     "topic",
+                                     "group",
+                                     "dataset",
+                                     "facility",
+                                     "compact",
+                                     "servers",
+                                     "bootstrap_servers",
+                                     "addr",
+                                     "merged",
+                                     NULL};
+  size_t n = strlen(key);
+  if (n >= 3 && !strcmp(key + n - 3, "_id")) return 1;
+  for (int i = 0; text[i]; i++)
+    if (!strcmp(key, text[i])) return 1;
+  return 0;
+}
+
 /* The processor's "key=value key=\"quoted value\"" pairs (a quoted value
  * holds no '"', sf_proc_quoted) as members of o; an unquoted number
- * becomes a JSON number. */
+ * becomes a JSON number, but for text keys (text_key). */
 static void add_pairs(json_t *o, const char *line) {
   const char *p = line;
   while (*p) {
@@ -127,7 +155,7 @@ static void add_pairs(json_t *o, const char *line) {
     char *val = strndup(v, (size_t)(end - v));
     char *num_end = NULL;
     double d = val && *val && !quoted ? strtod(val, &num_end) : 0;
-    int is_num = val && *val && !quoted && num_end && !*num_end &&
+    int is_num = val && *val && !quoted && !text_key(key) && num_end && !*num_end &&
                  strspn(val, "-0123456789.") == strlen(val);
     json_t *jv = !val                          ? json_null()
                  : is_num && !strchr(val, '.') ? json_integer(strtoll(val, NULL, 10))
@@ -401,6 +429,17 @@ int cli_cmd_serve(int argc, char **argv) {
   po.dataset_roots = roots;
   po.n_dataset_roots = nroots;
   if (sf_proc_new(&po, &p, &err)) goto fail;
+  /* Like Kafka's clients ("supplied but isn't a known config"): a variable
+   * no flag of serve reads is said, not refused (another command may). */
+  char unknown[128];
+  for (size_t u = 0; cli_env_unknown(opts, u, unknown, sizeof unknown); u++) {
+    char line[300];
+    snprintf(line, sizeof line,
+             "event=unknown_variable name=%s hint=\"no flag of serve reads it: "
+             "ignored (docs/cli.md)\"",
+             unknown);
+    log_line(NULL, SF_PROC_LOG_WARNING, line);
+  }
   if (!nroots)
     log_line(NULL, SF_PROC_LOG_WARNING,
              "event=any_dataset hint=\"events may name any dataset this process can "

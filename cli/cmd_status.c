@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
@@ -58,8 +59,20 @@ static sf_code http_get(const char *addr, const char *path, char **body, int *st
   int gai = getaddrinfo(host, port, &hints, &res);
   if (gai) return sf_err_set(err, SF_EINVAL, "%s: %s", addr, gai_strerror(gai));
   int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  /* connect waits TIMEOUT_MS at most too (Linux bounds it by the send
+   * timeout): an address that drops the SYN would hold it for minutes. */
+  struct timeval tv = {.tv_sec = TIMEOUT_MS / 1000};
+  if (fd >= 0) setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
   if (fd < 0 || connect(fd, res->ai_addr, res->ai_addrlen)) {
     int e = errno;
+    if (fd >= 0 && (e == EINPROGRESS || e == EAGAIN)) {
+      close(fd);
+      freeaddrinfo(res);
+      return sf_err_set(err, SF_EIO,
+                        "cannot reach segforge serve at %s: no connection within %d s "
+                        "(is the address right, or does a firewall drop it?)",
+                        addr, TIMEOUT_MS / 1000);
+    }
     if (fd >= 0) close(fd);
     freeaddrinfo(res);
     return sf_err_errno(err, SF_EIO, e,

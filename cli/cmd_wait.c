@@ -7,9 +7,11 @@
  * (core/catalog/jobstatus.h).
  */
 #include <getopt.h>
+#include <jansson.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli/cli.h"
@@ -49,6 +51,43 @@ static void help(void) {
       "  1  the dataset cannot be read, or the job is in another index; 2 usage.\n"
       "--brokers (or bootstrap.servers from -X/--config) also watches the dead-letter\n"
       "topic (segforge.topic.rejected) from --since ago (default 1h).\n");
+}
+
+/* A JSON string of s, its bytes that are not UTF-8 each replaced by
+ * U+FFFD; NULL without memory. */
+static json_t *utf8_string(const char *s) {
+  json_t *j = json_string(s);
+  if (j) return j;
+  size_t n = strlen(s);
+  char *w = malloc(3 * n + 1), *o = w;
+  if (!w) return NULL;
+  for (size_t i = 0; i < n;) {
+    size_t k = 1;
+    unsigned char c = (unsigned char)s[i];
+    size_t want = c < 0x80         ? 1
+                  : (c >> 5) == 6  ? 2
+                  : (c >> 4) == 14 ? 3
+                  : (c >> 3) == 30 ? 4
+                                   : 0;
+    if (want && i + want <= n) {
+      k = want;
+      json_t *t = json_stringn(s + i, k);
+      if (t) {
+        json_decref(t);
+        memcpy(o, s + i, k);
+        o += k;
+        i += k;
+        continue;
+      }
+    }
+    memcpy(o, "\xef\xbf\xbd", 3);
+    o += 3;
+    i += 1;
+  }
+  *o = '\0';
+  j = json_string(w);
+  free(w);
+  return j;
 }
 
 int cli_cmd_wait(int argc, char **argv) {
@@ -141,8 +180,26 @@ int cli_cmd_wait(int argc, char **argv) {
   if (rc == SF_ECANCELED) return EXIT_STOPPED;
   if (rc) return cli_fail("wait", &err);
   if (json) {
-    printf("{\"state\":\"%s\",\"version\":%llu,\"reason\":\"%s\"}\n",
-           sf_jobstatus_state_name(st.state), (unsigned long long)st.version, st.reason);
+    /* The reason and message come from a marker or a dead letter that
+     * anyone may have written: jansson escapes them (and refuses invalid
+     * UTF-8, which json_stringn_nocheck would pass through: replaced). */
+    json_t *o = json_object();
+    char *doc = NULL;
+    if (o &&
+        !json_object_set_new(o, "state",
+                             json_string(sf_jobstatus_state_name(st.state))) &&
+        !json_object_set_new(o, "staging_id", utf8_string(req.staging_id)) &&
+        !json_object_set_new(o, "version", json_integer((json_int_t)st.version)) &&
+        !json_object_set_new(
+            o, "index_name",
+            st.index_name[0] ? utf8_string(st.index_name) : json_null()) &&
+        !json_object_set_new(o, "reason", utf8_string(st.reason)) &&
+        !json_object_set_new(o, "message", utf8_string(st.message)))
+      doc = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(o);
+    if (!doc) return cli_fail("wait", &(sf_err){SF_ENOMEM, "out of memory"});
+    printf("%s\n", doc);
+    free(doc);
   } else if (st.state == SF_JOBSTATUS_COMMITTED) {
     printf("committed: %s into index %s, catalog version %llu\n", req.staging_id,
            st.index_name, (unsigned long long)st.version);

@@ -408,6 +408,21 @@ static int takes_next(const char *arg, const char *shortopts, const struct optio
   return 0;
 }
 
+/* Whether the command line (before any "--") gives the long option name,
+ * as "--name V" or "--name=V". */
+static int on_command_line(int argc, char **argv, const char *shortopts,
+                           const struct option *opts, const char *name) {
+  size_t n = strlen(name);
+  for (int i = 1; i < argc && strcmp(argv[i], "--"); i++) {
+    const char *a = argv[i];
+    if (!strncmp(a, "--", 2) && !strncmp(a + 2, name, n) &&
+        (!a[2 + n] || a[2 + n] == '='))
+      return 1;
+    if (takes_next(a, shortopts, opts)) i++;
+  }
+  return 0;
+}
+
 static char *pair(const char *a, const char *b) {
   char *s = NULL;
   return asprintf(&s, "%s%s", a, b) < 0 ? NULL : s;
@@ -437,6 +452,10 @@ sf_code cli_env_args(int *argc, char ***argv, const char *shortopts,
   /* 2. The environment's flags, then its librdkafka properties. */
   for (const struct option *o = opts; !rc && o->name; o++) {
     if (!strcmp(o->name, "help") || !strcmp(o->name, "config")) continue;
+    /* The flag wins: its variable is not read at all, so that a repeatable
+     * flag (--dataset-root) replaces the environment's value instead of
+     * adding to it. */
+    if (on_command_line(*argc, *argv, shortopts, opts, o->name)) continue;
     env_name(o->name, var, sizeof var);
     const char *v = getenv(var);
     if (!v) continue;
@@ -514,4 +533,25 @@ sf_code cli_env_args(int *argc, char ***argv, const char *shortopts,
   *argc = a.n;
   *argv = a.v;
   return SF_OK;
+}
+
+int cli_env_unknown(const struct option *opts, size_t i, char *buf, size_t n) {
+  char var[160];
+  for (char **e = environ; *e; e++) {
+    const char *eq = strchr(*e, '=');
+    size_t len = eq ? (size_t)(eq - *e) : strlen(*e);
+    if (strncmp(*e, ENV_PREFIX, strlen(ENV_PREFIX)) ||
+        !strncmp(*e, ENV_X_PREFIX, strlen(ENV_X_PREFIX)))
+      continue;
+    int known = 0;
+    for (const struct option *o = opts; !known && o->name; o++) {
+      if (!strcmp(o->name, "help")) continue;
+      env_name(o->name, var, sizeof var);
+      known = strlen(var) == len && !strncmp(var, *e, len);
+    }
+    if (known || i--) continue;
+    snprintf(buf, n, "%.*s", (int)len, *e);
+    return 1;
+  }
+  return 0;
 }

@@ -131,10 +131,18 @@ sf_code cli_flag_fragset(cli_flag_id id, const char *val, roaring_bitmap_t **out
  * makes the precedence flag > environment > configuration file: the
  * --config files (the environment's first), then the environment, then
  * the command line's other arguments; getopt then lets the later of two
- * values win (a repeatable flag, such as --dataset-root or -X, adds to the
- * others). Errors: SF_EINVAL naming the variable, SF_ENOMEM. */
+ * values win. A flag given on the command line is not read from the
+ * environment (a repeatable one, --dataset-root, replaces its variable);
+ * -X of different keys add up. Errors: SF_EINVAL naming the variable,
+ * SF_ENOMEM. */
 sf_code cli_env_args(int *argc, char ***argv, const char *shortopts,
                      const struct option *opts, sf_err *err);
+
+/* The i-th SEGFORGE_ variable of the environment (from 0) that no option
+ * of opts reads (not SEGFORGE_X_..., not SEGFORGE_CONFIG when opts has
+ * --config): its name, up to '=', in buf; 0 past the last. A typo
+ * (SEGFORGE_MAX_MERGE) is otherwise ignored in silence. */
+int cli_env_unknown(const struct option *opts, size_t i, char *buf, size_t n);
 
 /* Writes what a flag accepts ("a whole number from 1 to 256") into buf. */
 void cli_flag_form(cli_flag_id id, char *buf, size_t size);

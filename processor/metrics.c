@@ -722,8 +722,12 @@ sf_code sf_metrics_serve(sf_metrics *m, const char *addr, sf_metrics_server **ou
     return err ? err->code : SF_EIO;
   }
   /* No MHD_USE_ERROR_LOG: libraries never print. Few connections and a
-   * short idle timeout: a scraper needs one at a time. */
-  unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO;
+   * short idle timeout: a scraper needs one at a time. A thread per
+   * connection: /jobs waits up to SF_METRICS_JOBS_WAIT_MS for the poll
+   * loop, and on one shared thread that wait held every probe and scrape
+   * behind it (a liveness probe times out after 1 s). */
+  unsigned flags =
+      MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_AUTO;
   if (family == AF_INET6) flags |= MHD_USE_IPv6;
   s->d = MHD_start_daemon(flags, 0, NULL, NULL, handle, s, MHD_OPTION_LISTEN_SOCKET, fd,
                           MHD_OPTION_CONNECTION_LIMIT, (unsigned)16,

@@ -25,10 +25,37 @@ static void add_text(rd_kafka_headers_t *h, const char *name, const char *v) {
   rd_kafka_header_add(h, name, -1, v, -1);
 }
 
+/* Whether n bytes at v are lower-case hex digits, not all zero when
+ * nonzero is set. */
+static int lower_hex(const uint8_t *v, size_t n, int nonzero) {
+  int any = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (!((v[i] >= '0' && v[i] <= '9') || (v[i] >= 'a' && v[i] <= 'f'))) return 0;
+    any |= v[i] != '0';
+  }
+  return any || !nonzero;
+}
+
+/* Whether a traceparent header value is one (W3C Trace Context, level 1):
+ * version-traceid-parentid-flags in lower-case hex, version not ff, trace
+ * and parent ids not zero; version 00 is exactly 55 characters, a later
+ * version may carry more after a '-'. An invalid one is no trace context
+ * and is not propagated. Bounded, so that no event makes the announcement
+ * large. */
+static int traceparent_valid(const uint8_t *v, size_t n) {
+  if (!v || n < 55 || n > 512) return 0;
+  if (!lower_hex(v, 2, 0) || (v[0] == 'f' && v[1] == 'f')) return 0;
+  if (v[2] != '-' || v[35] != '-' || v[52] != '-') return 0;
+  if (!lower_hex(v + 3, 32, 1) || !lower_hex(v + 36, 16, 1) || !lower_hex(v + 53, 2, 0))
+    return 0;
+  if (v[0] == '0' && v[1] == '0') return n == 55;
+  return n == 55 || v[55] == '-';
+}
+
 /* The dead letter's headers: the rejected event's own (its traceparent
  * among them), Connect's context headers, segforge.reason, and the job's
  * traceparent when the event had none (jobtp, may be NULL). For a dead
- * letter cut down (`small`), only the event's traceparent, where it was
+ * letter cut down (`small`), only the event's traceparent (if valid), where it was
  * (topic, partition, offset) and the reason: what made it too large may be
  * the headers. NULL without memory. */
 static rd_kafka_headers_t *dead_headers(sf_proc *p, const sf_shard_rejected *r,
@@ -40,7 +67,7 @@ static rd_kafka_headers_t *dead_headers(sf_proc *p, const sf_shard_rejected *r,
   const uint8_t *tv;
   size_t tl;
   int has_tp = sf_proc_record_header(rec, "traceparent", &tv, &tl);
-  if (small && has_tp)
+  if (small && has_tp && traceparent_valid(tv, tl))
     rd_kafka_header_add(h, "traceparent", -1, tv, tv ? (ssize_t)tl : 0);
   char num[32], cls[96];
   add_text(h, CONNECT_ERRORS "topic", r->source_topic ? r->source_topic : "");
@@ -156,7 +183,7 @@ static sf_code publish_dead(sf_proc *p, sf_shard_rejected *r, const uint8_t *rec
                         .key_len = pr.key_len,
                         .timestamp_ms = pr.timestamp_ms > 0 ? pr.timestamp_ms : 0,
                         .headers = h};
-  if (!pr.has_key) { /* bare bytes (no record): the staging id, as before */
+  if (!pr.enveloped) { /* bare bytes (no record): the staging id, as before */
     x.key = v.staging_id;
     x.key_len = v.staging_id ? strlen(v.staging_id) : 0;
   }
@@ -168,14 +195,16 @@ static sf_code publish_dead(sf_proc *p, sf_shard_rejected *r, const uint8_t *rec
   return rc;
 }
 
-/* The trace context of a job: the traceparent of its first event that has
- * one (borrowed from the job's records), or NULL. */
+/* The trace context of a job: the first valid traceparent of its events
+ * (borrowed from the job's records), or NULL. An event may carry the
+ * header more than once: each value is looked at. */
 const uint8_t *sf_proc_job_traceparent(const sf_job *j, size_t *len) {
   for (size_t i = 0; i < j->nshards; i++) {
     sf_proc_record pr;
     sf_proc_record_split(j->shards[i].raw, j->shards[i].raw_len, &pr);
     const uint8_t *v;
-    if (sf_proc_record_header(&pr, "traceparent", &v, len) && v) return v;
+    for (size_t k = 0; sf_proc_record_header_nth(&pr, "traceparent", k, &v, len); k++)
+      if (traceparent_valid(v, *len)) return v;
   }
   return NULL;
 }

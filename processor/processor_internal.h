@@ -174,7 +174,8 @@ typedef struct sf_proc_record {
   const uint8_t *value;
   size_t value_len;
   int64_t timestamp_ms; /* the message's (0 or -1: none) */
-  int has_key;
+  int enveloped;        /* a record, not bare event bytes: key etc. are known */
+  int has_key;          /* enveloped: the message had a key (not null) */
   const uint8_t *key;
   size_t key_len;
   uint32_t nheaders;
@@ -189,6 +190,9 @@ void sf_proc_record_split(const uint8_t *rec, size_t len, sf_proc_record *r);
 /* The first header called name: 1 with *v (NULL: a null value), *vl. */
 int sf_proc_record_header(const sf_proc_record *r, const char *name, const uint8_t **v,
                           size_t *vl);
+/* The same for the header called name that comes nth (0: the first). */
+int sf_proc_record_header_nth(const sf_proc_record *r, const char *name, size_t nth,
+                              const uint8_t **v, size_t *vl);
 /* A new header list (caller destroys) with the record's headers, room for
  * `extra` more; NULL without memory. */
 rd_kafka_headers_t *sf_proc_record_headers(const sf_proc_record *r, size_t extra);

@@ -99,6 +99,7 @@ void sf_proc_record_split(const uint8_t *rec, size_t len, sf_proc_record *r) {
   q += 4;
   if (kl != NUL32 && kl > (size_t)(end - q)) return;
   r->value_len = (size_t)(e - rec);
+  r->enveloped = 1;
   r->timestamp_ms = (int64_t)ts;
   if (kl != NUL32) {
     r->has_key = 1;
@@ -136,15 +137,20 @@ static int header_at(const uint8_t **q, const uint8_t *end, const uint8_t **name
   return 1;
 }
 
-int sf_proc_record_header(const sf_proc_record *r, const char *name, const uint8_t **v,
-                          size_t *vl) {
+int sf_proc_record_header_nth(const sf_proc_record *r, const char *name, size_t nth,
+                              const uint8_t **v, size_t *vl) {
   const uint8_t *q = r->headers, *n;
   size_t nl, want = strlen(name);
   for (uint32_t i = 0; q && i < r->nheaders; i++) {
     if (!header_at(&q, r->headers_end, &n, &nl, v, vl)) return 0;
-    if (nl == want && !memcmp(n, name, nl)) return 1;
+    if (nl == want && !memcmp(n, name, nl) && !nth--) return 1;
   }
   return 0;
+}
+
+int sf_proc_record_header(const sf_proc_record *r, const char *name, const uint8_t **v,
+                          size_t *vl) {
+  return sf_proc_record_header_nth(r, name, 0, v, vl);
 }
 
 rd_kafka_headers_t *sf_proc_record_headers(const sf_proc_record *r, size_t extra) {

@@ -61,6 +61,42 @@ static char *missing_fragments(const sf_job *j) {
   return s;
 }
 
+/* A JSON string of s (NULL: null), its bytes that are not UTF-8 each
+ * replaced by U+FFFD: a dataset's real path or an error naming a file may
+ * hold any byte, and json_string refuses them, which failed the whole
+ * document. NULL without memory. */
+static json_t *jtext(const char *s) {
+  if (!s) return json_null();
+  json_t *j = json_string(s);
+  if (j) return j;
+  size_t n = strlen(s);
+  char *w = malloc(3 * n + 1), *o = w;
+  if (!w) return NULL;
+  for (size_t i = 0; i < n;) {
+    unsigned char c = (unsigned char)s[i];
+    size_t k = c < 0x80             ? 1
+               : (c & 0xe0) == 0xc0 ? 2
+               : (c & 0xf0) == 0xe0 ? 3
+               : (c & 0xf8) == 0xf0 ? 4
+                                    : 0;
+    json_t *t = k && i + k <= n ? json_stringn(s + i, k) : NULL;
+    if (t) {
+      json_decref(t);
+      memcpy(o, s + i, k);
+      o += k;
+      i += k;
+    } else {
+      memcpy(o, "\xef\xbf\xbd", 3);
+      o += 3;
+      i++;
+    }
+  }
+  *o = '\0';
+  j = json_string(w);
+  free(w);
+  return j;
+}
+
 typedef struct walk {
   sf_proc *p;
   int64_t now;
@@ -81,11 +117,11 @@ static void add_job(walk *w, const sf_job *j) {
   int32_t part = j->nrefs      ? j->refs[0].partition
                  : j->nwaiting ? j->waiting[0].ref.partition
                                : -1;
-  if (!o || json_object_set_new(o, "dataset", json_string(sf_proc_job_dataset(j))) ||
-      json_object_set_new(o, "staging_id", json_string(j->staging_id)) ||
+  if (!o || json_object_set_new(o, "dataset", jtext(sf_proc_job_dataset(j))) ||
+      json_object_set_new(o, "staging_id", jtext(j->staging_id)) ||
       json_object_set_new(o, "index_name",
                           j->nshards && j->shards[0].ev.index_name
-                              ? json_string(j->shards[0].ev.index_name)
+                              ? jtext(j->shards[0].ev.index_name)
                               : json_null()) ||
       json_object_set_new(o, "state", json_string(sf_metrics_job_state_name(st))) ||
       json_object_set_new(o, "missing_fragments",
@@ -105,11 +141,11 @@ static void add_job(walk *w, const sf_job *j) {
     w->oom = 1;
   if (o && (j->state == SF_JOB_FAILED) &&
       (json_object_set_new(o, "reason", json_string(sf_event_reason_name(j->reason))) ||
-       json_object_set_new(o, "message", json_string(j->message ? j->message : ""))))
+       json_object_set_new(o, "message", jtext(j->message ? j->message : ""))))
     w->oom = 1;
   if (o && t && t->held &&
       (json_object_set_new(o, "attempts", json_integer(t->attempts)) ||
-       json_object_set_new(o, "error", json_string(t->held_err.msg))))
+       json_object_set_new(o, "error", jtext(t->held_err.msg))))
     w->oom = 1;
   free(miss);
   free(expected);
@@ -156,8 +192,8 @@ static char *jobs_json(sf_proc *p, walk *w) {
   const char *group = sf_kconf_get(p->kconf, "group.id");
   char *out = NULL;
   if (doc && sorted && counts && !w->oom &&
-      !json_object_set_new(doc, "group", json_string(group ? group : "")) &&
-      !json_object_set_new(doc, "topic", json_string(p->topic)) &&
+      !json_object_set_new(doc, "group", jtext(group ? group : "")) &&
+      !json_object_set_new(doc, "topic", jtext(p->topic)) &&
       !json_object_set_new(doc, "partitions_assigned",
                            json_integer((json_int_t)p->assigned)) &&
       !json_object_set_new(doc, "counts", json_incref(counts)) &&

@@ -22,7 +22,20 @@ verify() {
   out=$(systemd-analyze verify "$1" 2>&1)
   [ $? -eq 0 ] && [ -z "$out" ] || { echo "$out" | sed 's/^/     /'; return 1; }
 }
-sed "s|^ExecStart=/usr/bin/segforge|ExecStart=$(realpath "$S")|" "$UNIT" >"$T/segforge.service"
+# ExecStart is where `cmake --install build` puts the program by default
+# (CMAKE_INSTALL_PREFIX /usr/local, the README's command), and the unit
+# names no file that the install does not make.
+check "ExecStart runs the program where cmake --install puts it" \
+  grep -qx 'ExecStart=/usr/local/bin/segforge serve' "$UNIT"
+check "the README installs under /usr/local" grep -q 'cmake --install build --prefix /usr/local' \
+  "$SRC/README.md"
+if grep -q '^Documentation=file:' "$UNIT"; then bad "Documentation= names no file the install makes"; else
+  ok "Documentation= names no file the install makes"; fi
+# The environment file's example: systemd expands no %-specifier there.
+if grep -E '^#   SEGFORGE_[A-Z_]+=.*%' "$UNIT" >/dev/null; then
+  bad "the environment file's example holds no %-specifier"
+else ok "the environment file's example holds no %-specifier"; fi
+sed "s|^ExecStart=/usr/local/bin/segforge|ExecStart=$(realpath "$S")|" "$UNIT" >"$T/segforge.service"
 check "systemd-analyze verify accepts packaging/segforge.service" verify "$T/segforge.service"
 sed 's/^ProtectSystem=strict/ProtectSystem=bogus/' "$T/segforge.service" >"$T/bad.service"
 if verify "$T/bad.service" >/dev/null; then bad "a bad value is caught by the check"; else
@@ -47,5 +60,11 @@ check "Containerfile is Debian based" grep -q '^FROM debian:bookworm' "$C"
 check "Containerfile installs with scripts/deps.sh" grep -q 'scripts/deps.sh' "$C"
 check "Containerfile runs serve as a non-root user" grep -q '^USER ' "$C"
 check "Containerfile stops with SIGTERM" grep -q '^STOPSIGNAL SIGTERM' "$C"
+# COPY . . brings a checkout's build/ along; building there reuses its
+# CMakeCache.txt, made for another source path, and cmake stops.
+if grep -Eq -- '-B (\./)?build( |$)' "$C"; then bad "Containerfile builds outside the copied tree"; else
+  ok "Containerfile builds outside the copied tree"; fi
+check "Containerfile copies the program from where it builds it" \
+  grep -q '^COPY --from=build /build/segforge ' "$C"
 echo "$passes passed, $fails failed"
 [ "$fails" -eq 0 ]

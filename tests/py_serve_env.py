@@ -48,6 +48,22 @@ check(s.get("max_merges") == "3" and s.get("staging_timeout_ms") == "90000" and
       s.get("workers") == "5", "flags from SEGFORGE_<FLAG>: %s" % s)
 s = serving(["--max-merges", "4"], {"SEGFORGE_MAX_MERGES": "3"})
 check(s.get("max_merges") == "4", "the flag wins over the environment: %s" % s.get("max_merges"))
+# A repeatable flag on the command line replaces its variable, not adds to
+# it: an image's SEGFORGE_DATASET_ROOT is narrowed by --dataset-root (were
+# the variable still read, its root that does not exist would stop serve).
+s = serving(["--dataset-root", root], {"SEGFORGE_DATASET_ROOT": "/nonexistent/roots"})
+check(s.get("event") == "serving",
+      "--dataset-root replaces SEGFORGE_DATASET_ROOT, not adds to it: %s" % s)
+s = serving(["--dataset-root=" + root], {"SEGFORGE_DATASET_ROOT": "/nonexistent/roots"})
+check(s.get("event") == "serving", "the same as --dataset-root=DIR: %s" % s)
+# A variable that no flag of serve reads (a typo) is said, not refused.
+s = serving([], {"SEGFORGE_MAX_MERGE": "3", "SEGFORGE_MAX_MERGES": "4",
+                 "SEGFORGE_X_LINGER_MS": "5"})
+said = [l for l in open(os.path.join(root, "serve.log")).read().splitlines()
+        if "event=unknown_variable" in l]
+check(s.get("max_merges") == "4" and len(said) == 1 and "level=warn" in said[0] and
+      "name=SEGFORGE_MAX_MERGE " in said[0],
+      "an unknown SEGFORGE_ variable is warned about, once, by name: %s" % said)
 s = serving(["--config", conf], {})
 check(s.get("group") == "g-file" and s.get("topic") == "t-file",
       "the configuration file alone: %s %s" % (s.get("group"), s.get("topic")))
@@ -119,4 +135,22 @@ srv = [o for o in objs if o and o["event"] == "serving"]
 check(srv and srv[0]["workers"] == 2 and srv[0]["group"] == "segforge-finalizer" and
       srv[0]["level"] == "info", "the members keep their values, numbers as numbers: %s" % srv)
 check(any(o and o["event"] == "stopped" for o in objs), "through the last line (stopped)")
+
+# Ids and names stay strings though they look like numbers: a pipeline that
+# maps a member's type from its first value must not see group 7 here and
+# "g-a" there.
+log = os.path.join(root, "json2.log")
+with open(log, "wb") as lf:
+    p = subprocess.Popen([h.SEGFORGE, "serve", "--dataset-root", root, "--group", "007",
+                          "-X", "segforge.topic.staged=2024.10"],
+                         stdout=subprocess.DEVNULL, stderr=lf, env=e)
+    end = time.time() + 30
+    while time.time() < end and "serving" not in open(log).read():
+        time.sleep(0.1)
+    p.terminate()
+    p.wait(30)
+srv = [json.loads(l) for l in open(log).read().splitlines() if '"serving"' in l]
+check(srv and srv[0]["group"] == "007" and srv[0]["topic"] == "2024.10" and
+      srv[0]["workers"] == 2, "a group and a topic that look like numbers stay strings: %s"
+      % srv)
 h.finish()

@@ -4,7 +4,10 @@ letter carries Kafka Connect's dead-letter headers (__connect.errors.topic,
 .partition, .offset, .exception.class.name, .exception.message, ...) and
 keeps its event's key, headers and timestamp; a W3C traceparent header on
 ShardStaged is carried to the SegmentsCommitted of its job and to its dead
-letters (an event without one gets its job's)."""
+letters (an event without one gets its job's). A malformed traceparent is
+not a trace context (W3C Trace Context: an invalid one is dropped, not
+propagated): the job's is the first valid one, and a job with none valid
+announces none."""
 import os
 import sys
 import time
@@ -16,16 +19,29 @@ from kafka import KafkaConsumer, TopicPartition  # noqa: E402
 check = h.check
 root = os.path.join(h.TMP, "py_serve_headers")
 d = h.Dataset(os.path.join(root, "a"), rows=4000, dim=16, rpf=500, nlist=16)
-for job in ("t1", "t2", "t3"):
+for job in ("t1", "t2", "t3", "t4", "t5"):
     d.train(job)
 t1 = [d.stage("t1", "s%d" % i, "%d-%d" % (4 * i, 4 * i + 3), "0-7") for i in range(2)]
 t2 = [d.stage("t2", "s0", "0-3", "0-7"), d.stage("t2", "s1", "3-7", "0-7")]  # overlap on 3
 bad, _ = d.stage("t3", "s0", "0-3", "0-7")
+t4 = [d.stage("t4", "s%d" % i, "%d-%d" % (4 * i, 4 * i + 3), "0-7", index="i4")
+      for i in range(2)]
+t5 = [d.stage("t5", "s0", "0-7", "0-7", index="i5")]  # own indexes: no overlap with t1
 bad_raw = h.encode_staged(dict(bad, shard_path="nowhere.sfshard", event_id="t3/missing"))
+# The same shard missing, sent again without a key: its dead letter has none.
+nokey_raw = h.encode_staged(dict(bad, shard_path="nowhere.sfshard", event_id="t3/nokey",
+                                 shard_id="s9"))
 
 TP1 = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 TP2 = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 TP3 = b"00-11111111111111111111111111111111-2222222222222222-01"
+TP4 = b"00-4bf92f3577b34da6a3ce929d0e0e4736-b7ad6b7169203331-00"
+# Not trace contexts: a zero trace id, upper-case hex, version ff, a version
+# 00 with more after it, and 64 KiB of nonsense.
+BAD_TPS = [b"00-00000000000000000000000000000000-b7ad6b7169203331-01",
+           b"00-4BF92F3577B34DA6A3CE929D0E0E4736-B7AD6B7169203331-01",
+           b"ff-4bf92f3577b34da6a3ce929d0e0e4736-b7ad6b7169203331-01",
+           TP4 + b"-extra", b"x" * 65536]
 
 broker, boot = h.start_broker(partitions=2)
 serve = h.Serve(["--brokers", boot, "--group", "g-headers", "-X", "fetch.wait.max.ms=5",
@@ -36,10 +52,19 @@ for ev, raw in t1:
 # t2: only its first event has a trace context; its second fails the job.
 prod.send(h.STAGED, key=b"t2", value=t2[0][1], headers=[("traceparent", TP3)]).get(30)
 prod.send(h.STAGED, key=b"t2", value=t2[1][1]).get(30)
+# t4: its first event's traceparent is malformed, its second's is valid.
+prod.send(h.STAGED, key=b"t4", value=t4[0][1], headers=[("traceparent", BAD_TPS[0])]).get(30)
+prod.send(h.STAGED, key=b"t4", value=t4[1][1], headers=[("traceparent", TP4)]).get(30)
+# t5: one event, only malformed traceparents.
+prod.send(h.STAGED, key=b"t5", value=t5[0][1],
+          headers=[("traceparent", v) for v in BAD_TPS[1:]]).get(30)
 TS = 1700000000123
 md = prod.send(h.STAGED, key=b"my-key", value=bad_raw, timestamp_ms=TS,
                headers=[("traceparent", TP2), ("x-app", b"worker-7"),
                         ("x-empty", b"")]).get(30)
+
+
+prod.send(h.STAGED, key=None, value=nokey_raw, partition=md.partition).get(30)
 
 
 def read_all(topic, want, timeout=60):
@@ -62,20 +87,35 @@ def read_all(topic, want, timeout=60):
     return out
 
 
-committed = read_all(h.COMMITTED, 1)
-check(len(committed) == 1, "t1 is committed and announced")
-if committed:
-    hd = dict(committed[0].headers)
+committed = read_all(h.COMMITTED, 3)
+byjob = {h.decode(m.value, "SegmentsCommitted")["staging_id"]: m for m in committed}
+check(sorted(byjob) == ["t1", "t4", "t5"], "t1, t4 and t5 are committed and announced: %s"
+      % sorted(byjob))
+if "t1" in byjob:
+    hd = dict(byjob["t1"].headers)
     check(hd.get("traceparent") == TP1,
           "SegmentsCommitted carries the traceparent of its job's events: %r" % hd)
+if "t4" in byjob:
+    tps = [v for k, v in byjob["t4"].headers if k == "traceparent"]
+    check(tps == [TP4], "a malformed traceparent is skipped for the job's first valid "
+          "one: %r" % [v[:80] for v in tps])
+if "t5" in byjob:
+    tps = [v for k, v in byjob["t5"].headers if k == "traceparent"]
+    check(tps == [], "a job with no valid traceparent announces none: %r"
+          % [v[:80] for v in tps])
 
-dead = read_all(h.REJECTED, 3)
+dead = read_all(h.REJECTED, 4)
 by = {}
 for m in dead:
     r = h.decode(m.value, "ShardRejected")
     by[(r["staging_id"], r["shard_id"])] = (m, r, dict(m.headers))
-check(len(dead) == 3 and set(by) == {("t2", "s0"), ("t2", "s1"), ("t3", "s0")},
-      "three dead letters: t2's two events, t3's one: %s" % sorted(by))
+check(len(dead) == 4 and
+      set(by) == {("t2", "s0"), ("t2", "s1"), ("t3", "s0"), ("t3", "s9")},
+      "four dead letters: t2's two events, t3's two: %s" % sorted(by))
+m9 = by.get(("t3", "s9"), (None,))[0]
+check(m9 is not None and m9.key is None,
+      "an event without a key: its dead letter has none either: %r"
+      % (m9.key if m9 else "no dead letter"))
 
 m, r, hd = by.get(("t3", "s0"), (None, None, {}))
 if m:

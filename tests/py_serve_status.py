@@ -8,6 +8,7 @@ for shards is listed with exactly the fragments it lacks; once its last
 shard arrives it is committed and leaves the list."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -89,6 +90,35 @@ p = subprocess.run([h.SEGFORGE, "status", "--metrics-addr", "127.0.0.1:1"],
                    capture_output=True, timeout=30)
 check(p.returncode == 1 and b"cannot reach segforge serve at 127.0.0.1:1" in p.stderr,
       "an address nothing listens on: exit 1 naming it: %r" % p.stderr)
+# An address that never completes the handshake (a listener whose accept
+# queue is full drops the SYN, as a firewall would): exit 1 within the
+# status timeout (10 s), not the kernel's minutes of SYN retries.
+import socket  # noqa: E402
+sink = socket.socket()
+sink.bind(("127.0.0.1", 0))
+sink.listen(0)
+fill = []
+for _ in range(4):
+    c = socket.socket()
+    c.setblocking(False)
+    try:
+        c.connect(sink.getsockname())
+    except BlockingIOError:
+        pass
+    fill.append(c)
+time.sleep(0.3)
+t0 = time.time()
+try:
+    p = subprocess.run([h.SEGFORGE, "status", "--metrics-addr", "127.0.0.1:%d"
+                        % sink.getsockname()[1]], capture_output=True, timeout=40)
+    check(p.returncode == 1 and b"no connection within 10 s" in p.stderr and
+          time.time() - t0 < 20, "an address that drops the connection: exit 1 in %.1f s: %r"
+          % (time.time() - t0, p.stderr))
+except subprocess.TimeoutExpired:
+    check(False, "an address that drops the connection: status still waits after 40 s")
+for c in fill:
+    c.close()
+sink.close()
 p = subprocess.run([h.SEGFORGE, "status"], capture_output=True, timeout=30)
 check(p.returncode == 2 and b"--metrics-addr HOST:PORT is required" in p.stderr,
       "without --metrics-addr: a usage error")
@@ -134,6 +164,25 @@ doc = wait_for(lambda: (lambda x: x if x and not x["jobs"] else None)(jobs()))
 check(doc is not None and doc["counts"]["waiting"] == 0, "and no longer listed")
 m = wait_for(lambda: (lambda x: x if x.get(lag_key) == 0 else None)(serve.metrics()))
 check(m is not None, "its offsets committed: lag 0")
+
+# A dataset whose real path is not UTF-8 (a link to a directory named with
+# byte 0xff; the event names the link, its URI is UTF-8): /jobs is still
+# JSON, the job listed, the byte replaced by U+FFFD.
+if os.path.islink(os.path.join(root, "bx")):  # an earlier run's
+    os.unlink(os.path.join(root, "bx"))
+shutil.rmtree(os.path.join(root, "b\udcff"), ignore_errors=True)
+d2 = h.Dataset(os.path.join(root, "bx"), rows=2000, dim=16, rpf=500, nlist=8)
+d2.train("j2")
+_, raw2 = d2.stage("j2", "s0", "0-1", "0-3")
+os.rename(os.path.join(root, "bx"), os.path.join(root, "b\udcff"))
+os.symlink("b\udcff", os.path.join(root, "bx"))
+h.send(prod, "j2", raw2)
+doc = wait_for(lambda: (lambda x: x if x and x.get("jobs") else None)(jobs()))
+j2 = [j for j in (doc or {}).get("jobs", []) if j["staging_id"] == "j2"]
+check(j2 and j2[0]["dataset"] == os.path.join(os.path.realpath(root), "b\ufffd", "ds") and
+      j2[0]["missing_fragments"] == "2-3",
+      "a dataset path that is not UTF-8: /jobs lists the job, the byte replaced: %s"
+      % (doc or jobs()))
 
 check(serve.stop() == 0, "serve exits 0 on SIGTERM")
 broker.kill()

@@ -80,6 +80,24 @@ check(p.returncode == 1 and b"committed into index 'idx', not 'other'" in p.stde
 p = subprocess.run([h.SEGFORGE, "wait", "--dataset", d.ds, "--staging-id", "j1", "--json"],
                    capture_output=True, timeout=60)
 check(p.returncode == 0 and b'"state":"committed"' in p.stdout, "--json: %r" % p.stdout)
+# --json is JSON whatever the marker (or a dead letter) says: a marker
+# written by hand, its reason and message holding quotes, a backslash and
+# a newline.
+import json  # noqa: E402
+os.makedirs(os.path.join(d.ds, "_indices", "_failed"), exist_ok=True)
+with open(os.path.join(d.ds, "_indices", "_failed", "j9"), "w") as f:
+    json.dump({"staging_id": "j9", "reason": 'BAD"REASON\\', "message": 'a "quoted"\nline'},
+              f)
+p = subprocess.run([h.SEGFORGE, "wait", "--dataset", d.ds, "--staging-id", "j9", "--json"],
+                   capture_output=True, timeout=60)
+try:
+    doc = json.loads(p.stdout)
+except ValueError:
+    doc = None
+check(p.returncode == 3 and doc and doc.get("state") == "failed" and
+      doc.get("reason") == 'BAD"REASON\\' and
+      doc.get("message", "").startswith('a "quoted"\nline (failed marker '),
+      "--json of a failed job: one JSON object, reason and message escaped: %r" % p.stdout)
 p = subprocess.run([h.SEGFORGE, "wait", "--staging-id", "j1"], capture_output=True,
                    timeout=60)
 check(p.returncode == 2 and b"--dataset D and --staging-id S are required" in p.stderr,

@@ -305,6 +305,46 @@ static void the_server_answers_metrics_on_an_ephemeral_port(void **state) {
   sf_metrics_server_stop(NULL);
 }
 
+/* /jobs waits up to SF_METRICS_JOBS_WAIT_MS for the poll loop; meanwhile
+ * the probes and /metrics must still answer at once: kubelet's probe
+ * timeout is 1 s, and a /jobs asked while the loop starts, drains or is
+ * stuck must not fail the liveness probe of a process that is fine. */
+static void a_waiting_jobs_request_does_not_hold_the_probes(void **state) {
+  sf_metrics m;
+  sf_metrics_init(&m);
+  sf_metrics_server *s = NULL;
+  sf_err err = {0};
+  assert_int_equal(sf_metrics_serve(&m, "127.0.0.1:0", &s, &err), SF_OK);
+  unsigned port = sf_metrics_server_port(s);
+  /* Nobody answers /jobs (no poll loop): asked, and left waiting. */
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  assert_true(fd >= 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+  static const char jobs[] = "GET /jobs HTTP/1.0\r\n\r\n";
+  assert_int_equal(write(fd, jobs, sizeof jobs - 1), (ssize_t)(sizeof jobs - 1));
+  struct timespec pause = {0, 200000000}; /* the server is in /jobs by now */
+  nanosleep(&pause, NULL);
+  int64_t t0 = sf_clock_mono_ms();
+  expect_reply(port, "GET /livez HTTP/1.0\r\n\r\n", " 200 ", "alive");
+  expect_reply(port, "GET /readyz HTTP/1.0\r\n\r\n", " 503 ", "starting");
+  (void)scrape(port, "segforge_jobs_failed_total");
+  int64_t took = sf_clock_mono_ms() - t0;
+  if (took >= 1000) fail_msg("the probes waited %lld ms behind /jobs", (long long)took);
+  /* The /jobs request itself still gets its 503 once the wait is over. */
+  char buf[512];
+  size_t n = 0;
+  ssize_t got;
+  while (n < sizeof buf - 1 && (got = read(fd, buf + n, sizeof buf - 1 - n)) > 0)
+    n += (size_t)got;
+  buf[n] = '\0';
+  close(fd);
+  assert_non_null(strstr(buf, " 503 "));
+  sf_metrics_server_stop(s);
+  sf_metrics_destroy(&m);
+}
+
 static void bad_addresses_are_refused_with_the_expected_form(void **state) {
   sf_metrics m;
   sf_metrics_init(&m);
@@ -324,6 +364,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(rendering_parses_and_follows_the_struct),
       cmocka_unit_test(the_server_answers_metrics_on_an_ephemeral_port),
+      cmocka_unit_test(a_waiting_jobs_request_does_not_hold_the_probes),
       cmocka_unit_test(bad_addresses_are_refused_with_the_expected_form),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
