@@ -1,7 +1,8 @@
 /*
  * test_kmeans.c - k-means and its assignment kernel: the kernel finds the
  * brute-force nearest centroid for every shape (dims that are not a
- * multiple of 8, k not a multiple of 16, a tail of rows), training improves
+ * multiple of 8, k not a multiple of 16, a tail of rows) by every kernel,
+ * the AVX2 and AVX-512 ones bit for bit alike, training improves
  * on its seeding, is bit-for-bit deterministic for a seed, samples within
  * its cap, and leaves no cluster empty.
  */
@@ -62,6 +63,70 @@ static void test_panel_assignment_equals_brute_force_for_every_shape(void **stat
         free(lab);
         free(sc);
         free(all);
+        free(x);
+        free(c);
+      }
+}
+
+/* Every kernel this CPU has (portable, AVX2, AVX-512) finds the nearest
+ * centroid, ties to the lower index; AVX2 and AVX-512 give the same labels
+ * and scores bit for bit, so training does not depend on which one ran. */
+static void test_assignment_kernels_agree_and_the_avx_ones_bit_for_bit(void **state) {
+  (void)state;
+  const uint32_t dims[] = {1, 3, 16, 33, 784};
+  const uint32_t ks[] = {1, 17, 33, 48, 100, 256};
+  const size_t n = 203;
+  static const char *const impls[] = {"portable", "avx2", "avx512"};
+  for (size_t di = 0; di < sizeof dims / sizeof dims[0]; di++)
+    for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki++)
+      for (int ip = 0; ip < 2; ip++) {
+        const uint32_t d = dims[di], k = ks[ki];
+        float *x = gen(n, d, 10, 3), *c = gen(k, d, 10, 4);
+        /* Duplicates of centroid 0 in later blocks: ties. */
+        for (uint32_t j = 20; j < k; j += 13)
+          memcpy(c + (size_t)j * d, c, sizeof(float) * d);
+        memcpy(x, c, sizeof(float) * d); /* row 0 sits on centroid 0 */
+        sf_kmeans_panel p;
+        assert_int_equal(sf_kmeans_panel_init(&p, c, k, d, ip, NULL), SF_OK);
+        uint32_t *lab[3];
+        float *sc[3];
+        int have[3];
+        for (int m = 0; m < 3; m++) {
+          lab[m] = malloc(sizeof(uint32_t) * n);
+          sc[m] = malloc(sizeof(float) * n);
+          assert_true(lab[m] && sc[m]);
+          have[m] = sf_kmeans_panel_assign_named(impls[m], &p, x, n, lab[m], sc[m]) == 0;
+        }
+        assert_true(have[0]);
+        assert_int_equal(sf_kmeans_panel_assign_named("none", &p, x, n, lab[0], sc[0]),
+                         -1);
+        for (int m = 0; m < 3; m++) {
+          if (!have[m]) continue;
+          if (!ip) assert_int_equal(lab[m][0], 0);
+          for (size_t i = 0; i < n; i++) {
+            const float *v = x + i * d;
+            float best = INFINITY;
+            for (uint32_t j = 0; j < k; j++)
+              best = fminf(best, ip ? -sf_dist_dot(v, c + (size_t)j * d, d)
+                                    : sf_dist_l2sq(v, c + (size_t)j * d, d));
+            float got = ip ? -sf_dist_dot(v, c + (size_t)lab[m][i] * d, d)
+                           : sf_dist_l2sq(v, c + (size_t)lab[m][i] * d, d);
+            float tol = 1e-4f * (fabsf(best) + sf_dist_dot(v, v, d) + 1);
+            assert_true(lab[m][i] < k);
+            assert_true(got <= best + tol);
+            /* a duplicate of centroid 0 never wins over it */
+            assert_false(lab[m][i] >= 20 && (lab[m][i] - 20) % 13 == 0);
+          }
+        }
+        if (have[1] && have[2]) {
+          assert_memory_equal(lab[1], lab[2], sizeof(uint32_t) * n);
+          assert_memory_equal(sc[1], sc[2], sizeof(float) * n);
+        }
+        for (int m = 0; m < 3; m++) {
+          free(lab[m]);
+          free(sc[m]);
+        }
+        sf_kmeans_panel_free(&p);
         free(x);
         free(c);
       }
@@ -183,6 +248,7 @@ static void test_identical_rows_train_without_error(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_panel_assignment_equals_brute_force_for_every_shape),
+      cmocka_unit_test(test_assignment_kernels_agree_and_the_avx_ones_bit_for_bit),
       cmocka_unit_test(test_training_improves_on_its_seeding_in_both_modes),
       cmocka_unit_test(test_training_is_bit_identical_for_a_seed_at_any_thread_count),
       cmocka_unit_test(
