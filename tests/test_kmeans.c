@@ -2,7 +2,8 @@
  * test_kmeans.c - k-means and its assignment kernel: the kernel finds the
  * brute-force nearest centroid for every shape (dims that are not a
  * multiple of 8, k not a multiple of 16, a tail of rows) by every kernel,
- * the AVX2 and AVX-512 ones bit for bit alike, training improves
+ * the AVX2 and AVX-512 ones bit for bit alike, random seeds are distinct
+ * points, training improves
  * on its seeding, is bit-for-bit deterministic for a seed, samples within
  * its cap, and leaves no cluster empty.
  */
@@ -224,6 +225,38 @@ static void test_no_cluster_is_left_empty_when_rows_are_clumped(void **state) {
   free(x);
 }
 
+/* Random seeds are distinct points, not just distinct rows: 2,000 rows
+ * holding 400 values (each 5 times) give 256 distinct seeds, where 256
+ * random rows would repeat about 60 values; with too few distinct values
+ * (100 for 256 seeds) training still succeeds and no cluster stays empty
+ * beyond what the values allow. */
+static void test_random_seeds_are_distinct_points_when_rows_repeat(void **state) {
+  (void)state;
+  const size_t n = 2000;
+  const uint32_t d = 4, k = 256;
+  float *x = malloc(sizeof(float) * n * d), *c = malloc(sizeof(float) * k * d);
+  assert_true(x && c);
+  static const uint32_t distincts[] = {400, 100};
+  for (size_t t = 0; t < 2; t++) {
+    const uint32_t distinct = distincts[t];
+    for (size_t i = 0; i < n; i++)
+      for (uint32_t j = 0; j < d; j++)
+        x[i * d + j] = (float)((i % distinct) * 4 + j) * 0.25f;
+    sf_kmeans_params p = {.k = k, .iters = 0, .seed = 3, .random_init = 1};
+    assert_int_equal(sf_kmeans_train(&p, x, n, d, c, NULL, NULL), SF_OK);
+    uint32_t same = 0;
+    for (uint32_t a = 0; a < k; a++)
+      for (uint32_t b = a + 1; b < k; b++)
+        same += !memcmp(c + (size_t)a * d, c + (size_t)b * d, sizeof(float) * d);
+    if (distinct >= k)
+      assert_int_equal(same, 0);
+    else
+      assert_true(same >= k - distinct); /* the pigeonholes, no fewer */
+  }
+  free(x);
+  free(c);
+}
+
 static void test_more_clusters_than_rows_is_refused_with_the_fix(void **state) {
   (void)state;
   float x[10 * 2] = {0}, c[20 * 2];
@@ -255,6 +288,7 @@ int main(void) {
           test_the_training_sample_is_capped_at_max_rows_or_256_per_centroid),
       cmocka_unit_test(test_sampling_is_deterministic_sorted_and_distinct),
       cmocka_unit_test(test_no_cluster_is_left_empty_when_rows_are_clumped),
+      cmocka_unit_test(test_random_seeds_are_distinct_points_when_rows_repeat),
       cmocka_unit_test(test_more_clusters_than_rows_is_refused_with_the_fix),
       cmocka_unit_test(test_identical_rows_train_without_error),
   };
