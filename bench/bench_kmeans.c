@@ -1,10 +1,10 @@
 /*
  * bench_kmeans.c - k-means assignment by segforge's panel kernel
- * (core/kmeans.c: 4 rows x 16 centroids of FMAs, the running minimum kept
- * in registers) beside OpenBLAS's sgemm (its serial build, one thread) in
- * tiles of 256 rows followed by the same selection (smallest ||c||^2 -
- * 2<x,c>, ties to the lower index): FAISS's assignment step. For each
- * dimension and k: median seconds of RUNS alternated runs over N rows.
+ * (core/vector/kmeans.c: 4 rows x 16 centroids of FMAs with AVX2, 8 rows x
+ * 32 centroids with AVX-512, the running minimum kept in registers) beside OpenBLAS's
+ * sgemm (its serial build, one thread) in tiles of 256 rows followed by the same
+ * selection (smallest ||c||^2 - 2<x,c>, ties to the lower index): FAISS's assignment
+ * step. For each dimension and k: median seconds of RUNS alternated runs over N rows.
  *
  *   bench_kmeans [RUNS] [N]   (defaults 5 and 32768)
  */

@@ -8,7 +8,7 @@
 #
 #   bench/bench_search.sh [--data fmnist|gen] [--rows N] [--dim D] [--nlist N]
 #                         [--nprobes "8 16 32"] [--types "IVF_FLAT IVF_SQ IVF_PQ:16"]
-#                         [--queries N] [--repeat N] [--batch]
+#                         [--queries N] [--repeat N] [--batch] [--iters N]
 #
 # --data fmnist (the default) is Fashion-MNIST, 60,000 x 784, from Debian's
 # dataset-fashion-mnist converted by bench/fmnist_texmex.py (nlist 256;
@@ -19,7 +19,9 @@
 # includes about a microsecond of Python per call), or in one batch for
 # FAISS with --batch. Training runs on one thread: segforge --threads 1,
 # FAISS with OPENBLAS_NUM_THREADS=1 and one OpenMP thread; each uses its own
-# defaults (segforge 20 k-means iterations, FAISS 10 coarse and 25 for PQ).
+# defaults (segforge 20 k-means iterations, FAISS 10 coarse and 25 for PQ);
+# --iters N gives segforge N instead (10 compares IVF_FLAT training with
+# FAISS's at equal iterations).
 # Each FAISS is trained once and saved; then every pass runs segforge and
 # each FAISS in turn, and the figures are medians of --repeat passes. Run
 # on demand; never part of the tests.
@@ -27,6 +29,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh --bench
 data=fmnist rows="" dim="" nlist="" nprobes="8 16 32" types="" queries=1000 repeat=3 batch=0
+iters=()
 while [ $# -gt 0 ]; do
   case $1 in
     --data) data=$2; shift ;;
@@ -38,7 +41,8 @@ while [ $# -gt 0 ]; do
     --queries) queries=$2; shift ;;
     --repeat) repeat=$2; shift ;;
     --batch) batch=1 ;;
-    -h | --help) sed -n '2,27p' "$0"; exit 0 ;;
+    --iters) iters=(--iters "$2"); shift ;;
+    -h | --help) sed -n '2,29p' "$0"; exit 0 ;;
     *) echo "bench_search: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -90,7 +94,7 @@ for t in $types; do
   [ -n "$m" ] && pqflag=(--pq-m "$m")
   t0=$(date +%s.%N)
   $sf train --vectors "$work/data/base.fvecs" --out "$root" --index-type "$type" --metric L2 \
-    --nlist "$nlist" --threads 1 "${pqflag[@]}" >/dev/null
+    --nlist "$nlist" --threads 1 "${pqflag[@]}" "${iters[@]}" >/dev/null
   ttrain=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.2f", b - a}')
   $sf stage --vectors "$work/data/base.fvecs" --staging "$root" --rows-per-fragment "$nrows" \
     --fragments 0 --shard-id s0 >/dev/null

@@ -1,7 +1,9 @@
 /*
  * test_distance.c - the distance kernels: the PQ table scan gives the same
  * sums by its scalar and AVX2 implementations, and both equal the one-code
- * lookup sf_dist_pq_lut, for any code width and count (tails included).
+ * lookup sf_dist_pq_lut, for any code width and count (tails included); the
+ * IVF_SQ scans by both implementations equal a float64 reference; the FLAT
+ * batch scores equal the one-row kernels bit for bit.
  */
 #include <math.h>
 #include <setjmp.h>
@@ -58,10 +60,141 @@ static void test_pq_scan_by_scalar_and_avx2_equals_one_code_lookups_for_any_m_an
     }
 }
 
+static const size_t SQ_DIMS[] = {1, 3, 7, 8, 9, 15, 16, 17, 31, 33, 64, 100, 784};
+static const size_t SQ_NS[] = {0, 1, 3, 4, 5, 7, 8, 9, 33};
+
+/* Random u, v, w and codes; every kernel's output against float64 sums,
+ * within 1e-5 of the sum of absolute terms, and not a score past n. */
+static void check_sq(sf_dist_sq_l2_fn l2, sf_dist_sq_ip_fn ip, size_t dim, size_t n,
+                     sf_rng *r) {
+  float *u = malloc(sizeof(float) * dim), *v = malloc(sizeof(float) * dim);
+  float *w = malloc(sizeof(float) * dim), *out = malloc(sizeof(float) * (n + 1));
+  uint8_t *codes = malloc(dim * n + 1);
+  assert_true(u && v && w && out && codes);
+  for (size_t j = 0; j < dim; j++) {
+    v[j] = (float)sf_rng_uniform(r) * 0.02f;
+    if (j % 5 == 3) v[j] = 0; /* a constant dimension */
+    u[j] = (float)sf_rng_uniform(r) * 6.0f - 1.0f;
+    w[j] = (float)sf_rng_uniform(r) * 2.0f - 1.0f;
+  }
+  for (size_t i = 0; i < dim * n; i++) codes[i] = (uint8_t)sf_rng_below(r, 256);
+  out[n] = 12345.0f;
+  l2(u, v, codes, n, dim, 0.5f, out);
+  for (size_t i = 0; i < n; i++) {
+    double want = 0.5;
+    for (size_t j = 0; j < dim; j++) {
+      double e = (double)u[j] - (double)v[j] * codes[i * dim + j];
+      want += e * e;
+    }
+    assert_true(fabs(out[i] - want) <= 1e-5 * want);
+  }
+  assert_true(out[n] == 12345.0f);
+  ip(w, codes, n, dim, -2.0f, out);
+  for (size_t i = 0; i < n; i++) {
+    double want = -2.0, mag = 2.0;
+    for (size_t j = 0; j < dim; j++) {
+      want -= (double)w[j] * codes[i * dim + j];
+      mag += fabs((double)w[j] * codes[i * dim + j]);
+    }
+    assert_true(fabs(out[i] - want) <= 1e-5 * mag);
+  }
+  assert_true(out[n] == 12345.0f);
+  free(u);
+  free(v);
+  free(w);
+  free(out);
+  free(codes);
+}
+
+static void test_sq_scans_by_scalar_and_avx2_equal_float64_sums_for_any_dim_and_n(
+    void **state) {
+  (void)state;
+  sf_dist_sq_l2_fn l2s = sf_dist_sq_l2_named("scalar"), l2a = sf_dist_sq_l2_named("avx2");
+  sf_dist_sq_ip_fn ips = sf_dist_sq_ip_named("scalar"), ipa = sf_dist_sq_ip_named("avx2");
+  assert_non_null(l2s);
+  assert_non_null(ips);
+  assert_null(sf_dist_sq_l2_named("no-such-kernel"));
+  assert_null(sf_dist_sq_ip_named("no-such-kernel"));
+  assert_true((l2a == NULL) == (ipa == NULL));
+  if (!l2a)
+    print_message("  this CPU has no AVX2: only the scalar SQ kernels are checked\n");
+  sf_rng r;
+  sf_rng_seed(&r, 7);
+  for (size_t a = 0; a < sizeof SQ_DIMS / sizeof *SQ_DIMS; a++)
+    for (size_t b = 0; b < sizeof SQ_NS / sizeof *SQ_NS; b++) {
+      check_sq(l2s, ips, SQ_DIMS[a], SQ_NS[b], &r);
+      if (l2a) check_sq(l2a, ipa, SQ_DIMS[a], SQ_NS[b], &r);
+      check_sq(sf_dist_sq_l2_scan, sf_dist_sq_ip_scan, SQ_DIMS[a], SQ_NS[b], &r);
+    }
+}
+
+/* The scalar and AVX2 SQ kernels rank the same codes alike: on 64 codes of
+ * dim 784 their scores differ by float rounding only. */
+static void test_sq_scalar_and_avx2_scores_agree_at_dim_784(void **state) {
+  (void)state;
+  sf_dist_sq_l2_fn l2s = sf_dist_sq_l2_named("scalar"), l2a = sf_dist_sq_l2_named("avx2");
+  if (!l2a) {
+    print_message("  this CPU has no AVX2: nothing to compare\n");
+    return;
+  }
+  const size_t dim = 784, n = 64;
+  float *u = malloc(sizeof(float) * dim), *v = malloc(sizeof(float) * dim);
+  float *a = malloc(sizeof(float) * n), *b = malloc(sizeof(float) * n);
+  uint8_t *codes = malloc(dim * n);
+  assert_true(u && v && a && b && codes);
+  sf_rng r;
+  sf_rng_seed(&r, 8);
+  for (size_t j = 0; j < dim; j++) {
+    v[j] = (float)sf_rng_uniform(&r) * 0.01f + 0.001f;
+    u[j] = (float)sf_rng_uniform(&r) * 2.56f * v[j] * 100.0f;
+  }
+  for (size_t i = 0; i < dim * n; i++) codes[i] = (uint8_t)sf_rng_below(&r, 256);
+  l2s(u, v, codes, n, dim, 0, a);
+  l2a(u, v, codes, n, dim, 0, b);
+  for (size_t i = 0; i < n; i++) assert_true(fabsf(a[i] - b[i]) <= 1e-5f * a[i]);
+  free(u);
+  free(v);
+  free(a);
+  free(b);
+  free(codes);
+}
+
+/* sf_dist_score_batch (4 rows per pass, prefetching) against the one-row
+ * kernels: equal bit for bit, for every dim tail and row count. */
+static void test_flat_batch_scores_equal_one_row_scores_bit_for_bit(void **state) {
+  (void)state;
+  sf_rng r;
+  sf_rng_seed(&r, 9);
+  for (size_t a = 0; a < sizeof SQ_DIMS / sizeof *SQ_DIMS; a++)
+    for (size_t b = 0; b < sizeof SQ_NS / sizeof *SQ_NS; b++) {
+      const size_t dim = SQ_DIMS[a], n = SQ_NS[b];
+      float *q = malloc(sizeof(float) * dim), *x = malloc(sizeof(float) * (dim * n + 1));
+      float *out = malloc(sizeof(float) * (n + 1));
+      assert_true(q && x && out);
+      for (size_t j = 0; j < dim; j++) q[j] = (float)sf_rng_uniform(&r) * 2.0f - 1.0f;
+      for (size_t i = 0; i < dim * n; i++) x[i] = (float)sf_rng_uniform(&r) * 2.0f - 1.0f;
+      out[n] = 12345.0f;
+      sf_dist_score_batch(SF_L2, q, x, n, dim, out);
+      for (size_t i = 0; i < n; i++)
+        assert_true(out[i] == sf_dist_l2sq(q, x + i * dim, dim));
+      sf_dist_score_batch(SF_DOT, q, x, n, dim, out);
+      for (size_t i = 0; i < n; i++)
+        assert_true(out[i] == -sf_dist_dot(q, x + i * dim, dim));
+      assert_true(out[n] == 12345.0f);
+      free(q);
+      free(x);
+      free(out);
+    }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(
           test_pq_scan_by_scalar_and_avx2_equals_one_code_lookups_for_any_m_and_n),
+      cmocka_unit_test(
+          test_sq_scans_by_scalar_and_avx2_equal_float64_sums_for_any_dim_and_n),
+      cmocka_unit_test(test_sq_scalar_and_avx2_scores_agree_at_dim_784),
+      cmocka_unit_test(test_flat_batch_scores_equal_one_row_scores_bit_for_bit),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

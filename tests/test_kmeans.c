@@ -1,7 +1,9 @@
 /*
  * test_kmeans.c - k-means and its assignment kernel: the kernel finds the
  * brute-force nearest centroid for every shape (dims that are not a
- * multiple of 8, k not a multiple of 16, a tail of rows), training improves
+ * multiple of 8, k not a multiple of 16, a tail of rows) by every kernel,
+ * the AVX2 and AVX-512 ones bit for bit alike, random seeds are distinct
+ * points, training improves
  * on its seeding, is bit-for-bit deterministic for a seed, samples within
  * its cap, and leaves no cluster empty.
  */
@@ -62,6 +64,70 @@ static void test_panel_assignment_equals_brute_force_for_every_shape(void **stat
         free(lab);
         free(sc);
         free(all);
+        free(x);
+        free(c);
+      }
+}
+
+/* Every kernel this CPU has (portable, AVX2, AVX-512) finds the nearest
+ * centroid, ties to the lower index; AVX2 and AVX-512 give the same labels
+ * and scores bit for bit, so training does not depend on which one ran. */
+static void test_assignment_kernels_agree_and_the_avx_ones_bit_for_bit(void **state) {
+  (void)state;
+  const uint32_t dims[] = {1, 3, 16, 33, 784};
+  const uint32_t ks[] = {1, 17, 33, 48, 100, 256};
+  const size_t n = 203;
+  static const char *const impls[] = {"portable", "avx2", "avx512"};
+  for (size_t di = 0; di < sizeof dims / sizeof dims[0]; di++)
+    for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki++)
+      for (int ip = 0; ip < 2; ip++) {
+        const uint32_t d = dims[di], k = ks[ki];
+        float *x = gen(n, d, 10, 3), *c = gen(k, d, 10, 4);
+        /* Duplicates of centroid 0 in later blocks: ties. */
+        for (uint32_t j = 20; j < k; j += 13)
+          memcpy(c + (size_t)j * d, c, sizeof(float) * d);
+        memcpy(x, c, sizeof(float) * d); /* row 0 sits on centroid 0 */
+        sf_kmeans_panel p;
+        assert_int_equal(sf_kmeans_panel_init(&p, c, k, d, ip, NULL), SF_OK);
+        uint32_t *lab[3];
+        float *sc[3];
+        int have[3];
+        for (int m = 0; m < 3; m++) {
+          lab[m] = malloc(sizeof(uint32_t) * n);
+          sc[m] = malloc(sizeof(float) * n);
+          assert_true(lab[m] && sc[m]);
+          have[m] = sf_kmeans_panel_assign_named(impls[m], &p, x, n, lab[m], sc[m]) == 0;
+        }
+        assert_true(have[0]);
+        assert_int_equal(sf_kmeans_panel_assign_named("none", &p, x, n, lab[0], sc[0]),
+                         -1);
+        for (int m = 0; m < 3; m++) {
+          if (!have[m]) continue;
+          if (!ip) assert_int_equal(lab[m][0], 0);
+          for (size_t i = 0; i < n; i++) {
+            const float *v = x + i * d;
+            float best = INFINITY;
+            for (uint32_t j = 0; j < k; j++)
+              best = fminf(best, ip ? -sf_dist_dot(v, c + (size_t)j * d, d)
+                                    : sf_dist_l2sq(v, c + (size_t)j * d, d));
+            float got = ip ? -sf_dist_dot(v, c + (size_t)lab[m][i] * d, d)
+                           : sf_dist_l2sq(v, c + (size_t)lab[m][i] * d, d);
+            float tol = 1e-4f * (fabsf(best) + sf_dist_dot(v, v, d) + 1);
+            assert_true(lab[m][i] < k);
+            assert_true(got <= best + tol);
+            /* a duplicate of centroid 0 never wins over it */
+            assert_false(lab[m][i] >= 20 && (lab[m][i] - 20) % 13 == 0);
+          }
+        }
+        if (have[1] && have[2]) {
+          assert_memory_equal(lab[1], lab[2], sizeof(uint32_t) * n);
+          assert_memory_equal(sc[1], sc[2], sizeof(float) * n);
+        }
+        for (int m = 0; m < 3; m++) {
+          free(lab[m]);
+          free(sc[m]);
+        }
+        sf_kmeans_panel_free(&p);
         free(x);
         free(c);
       }
@@ -159,6 +225,38 @@ static void test_no_cluster_is_left_empty_when_rows_are_clumped(void **state) {
   free(x);
 }
 
+/* Random seeds are distinct points, not just distinct rows: 2,000 rows
+ * holding 400 values (each 5 times) give 256 distinct seeds, where 256
+ * random rows would repeat about 60 values; with too few distinct values
+ * (100 for 256 seeds) training still succeeds and no cluster stays empty
+ * beyond what the values allow. */
+static void test_random_seeds_are_distinct_points_when_rows_repeat(void **state) {
+  (void)state;
+  const size_t n = 2000;
+  const uint32_t d = 4, k = 256;
+  float *x = malloc(sizeof(float) * n * d), *c = malloc(sizeof(float) * k * d);
+  assert_true(x && c);
+  static const uint32_t distincts[] = {400, 100};
+  for (size_t t = 0; t < 2; t++) {
+    const uint32_t distinct = distincts[t];
+    for (size_t i = 0; i < n; i++)
+      for (uint32_t j = 0; j < d; j++)
+        x[i * d + j] = (float)((i % distinct) * 4 + j) * 0.25f;
+    sf_kmeans_params p = {.k = k, .iters = 0, .seed = 3, .random_init = 1};
+    assert_int_equal(sf_kmeans_train(&p, x, n, d, c, NULL, NULL), SF_OK);
+    uint32_t same = 0;
+    for (uint32_t a = 0; a < k; a++)
+      for (uint32_t b = a + 1; b < k; b++)
+        same += !memcmp(c + (size_t)a * d, c + (size_t)b * d, sizeof(float) * d);
+    if (distinct >= k)
+      assert_int_equal(same, 0);
+    else
+      assert_true(same >= k - distinct); /* the pigeonholes, no fewer */
+  }
+  free(x);
+  free(c);
+}
+
 static void test_more_clusters_than_rows_is_refused_with_the_fix(void **state) {
   (void)state;
   float x[10 * 2] = {0}, c[20 * 2];
@@ -183,12 +281,14 @@ static void test_identical_rows_train_without_error(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_panel_assignment_equals_brute_force_for_every_shape),
+      cmocka_unit_test(test_assignment_kernels_agree_and_the_avx_ones_bit_for_bit),
       cmocka_unit_test(test_training_improves_on_its_seeding_in_both_modes),
       cmocka_unit_test(test_training_is_bit_identical_for_a_seed_at_any_thread_count),
       cmocka_unit_test(
           test_the_training_sample_is_capped_at_max_rows_or_256_per_centroid),
       cmocka_unit_test(test_sampling_is_deterministic_sorted_and_distinct),
       cmocka_unit_test(test_no_cluster_is_left_empty_when_rows_are_clumped),
+      cmocka_unit_test(test_random_seeds_are_distinct_points_when_rows_repeat),
       cmocka_unit_test(test_more_clusters_than_rows_is_refused_with_the_fix),
       cmocka_unit_test(test_identical_rows_train_without_error),
   };

@@ -47,6 +47,27 @@ typedef void (*sf_dist_pq_scan_fn)(const float *table, const uint8_t *codes, siz
  * "scalar" always; "avx2" when this CPU has AVX2, else NULL. */
 sf_dist_pq_scan_fn sf_dist_pq_scan_named(const char *impl);
 
+/* The IVF_SQ scans over n codes of dim bytes (code i at codes + i*dim).
+ * L2: out[i] = bias + sum_j (u[j] - v[j]*c_ij)^2, the squared distance to a
+ * decoded residual with u = the query's residual less the decoding offset
+ * and v = the step of each dimension. Inner product: out[i] = bias -
+ * sum_j w[j]*c_ij. The AVX2 kernels score 4 codes per pass, sharing the
+ * loads of u, v and w, and convert 8 bytes to floats per instruction; sums
+ * may differ from the scalar kernels' in the last bits (order of additions). */
+void sf_dist_sq_l2_scan(const float *u, const float *v, const uint8_t *codes, size_t n,
+                        size_t dim, float bias, float *out);
+void sf_dist_sq_ip_scan(const float *w, const uint8_t *codes, size_t n, size_t dim,
+                        float bias, float *out);
+
+typedef void (*sf_dist_sq_l2_fn)(const float *u, const float *v, const uint8_t *codes,
+                                 size_t n, size_t dim, float bias, float *out);
+typedef void (*sf_dist_sq_ip_fn)(const float *w, const uint8_t *codes, size_t n,
+                                 size_t dim, float bias, float *out);
+/* One implementation by name, as sf_dist_pq_scan_named: "scalar" always,
+ * "avx2" when this CPU has AVX2 and FMA, else NULL. */
+sf_dist_sq_l2_fn sf_dist_sq_l2_named(const char *impl);
+sf_dist_sq_ip_fn sf_dist_sq_ip_named(const char *impl);
+
 /* "avx2" or "scalar": which kernels this process uses. */
 const char *sf_dist_impl(void);
 

@@ -19,7 +19,8 @@
  * Assignment is ||x||^2 - 2 x.c + ||c||^2 with ||c||^2 precomputed, computed
  * for 4 rows against 16 centroids at a time from a centroid "panel" (16
  * centroids interleaved per dimension), so the inner loop is a pair of
- * 8-lane FMAs that the compiler vectorises and centroids stay in cache.
+ * 8-lane FMAs per row and centroids stay in cache; where the CPU has
+ * AVX-512F, 8 rows against 32 centroids, one 16-lane FMA per row and block.
  */
 #ifndef SF_KMEANS_H
 #define SF_KMEANS_H
@@ -78,6 +79,15 @@ void sf_kmeans_panel_free(sf_kmeans_panel *p);
  * (clamped at 0) or negated inner product. Allocates nothing. */
 void sf_kmeans_panel_assign(const sf_kmeans_panel *p, const float *x, size_t n,
                             uint32_t *label, float *score);
+
+/* sf_kmeans_panel_assign by a named kernel, for tests and benchmarks:
+ * "portable" always, "avx2" (4 rows x 16 centroids per pass) and "avx512"
+ * (8 rows x 32 centroids, chosen by sf_kmeans_panel_assign where the CPU
+ * has AVX-512F) where this CPU has them. The AVX kernels give the same
+ * labels and scores bit for bit. Returns -1, writing nothing, when the
+ * kernel is not available here. */
+int sf_kmeans_panel_assign_named(const char *impl, const sf_kmeans_panel *p,
+                                 const float *x, size_t n, uint32_t *label, float *score);
 
 /* The same, split over nthreads threads (created and joined inside the
  * call; 0 or 1 runs on the caller's thread). Labels and scores are the same

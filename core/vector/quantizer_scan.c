@@ -6,12 +6,14 @@
  *  - IVF_FLAT: the exact score of the metric on the stored vector.
  *  - IVF_SQ, decode-free. A code c decodes to r_j = vmin_j + (c_j + .5)s_j
  *    around the list's centroid, so for L2
- *        ||q - cent - r||^2 = K + sum_j w_j (t_j - c_j)^2
- *    with w_j = s_j^2, t_j = (q_j - cent_j - vmin_j)/s_j - .5 computed at
- *    set_list (a dimension with s_j = 0 moves its constant into K), and for
+ *        ||q - cent - r||^2 = sum_j (u_j - s_j c_j)^2
+ *    with u_j = q_j - cent_j - vmin_j - .5 s_j computed at set_list (a
+ *    dimension with s_j = 0 contributes u_j^2 whatever the code), and for
  *    inner products  <q, cent + r> = <q,cent> + K' + sum_j (q_j s_j) c_j,
- *    with the weights computed once per query. The row loop converts bytes
- *    to floats and runs one FMA per dimension, 8 dimensions per instruction.
+ *    with the weights computed once per query. The kernels
+ *    (sf_dist_sq_l2_scan, sf_dist_sq_ip_scan) convert 8 bytes to floats per
+ *    instruction and run one FMA pair (L2) or one FMA (ip) per 8 dimensions,
+ *    4 codes per pass.
  *  - IVF_PQ: a table of 256 partial scores per sub-quantizer, then m
  *    lookups per code (sf_dist_pq_scan, AVX2 gathers where the CPU has
  *    them). Under L2 the distance to the code w of list l expands to
@@ -48,130 +50,16 @@
 #define SF_QS_X86 1
 #endif
 
-typedef void (*sq_fn)(const float *t, const float *w, const uint8_t *codes, size_t n,
-                      size_t dim, float bias, float *out);
-
 struct sf_quant_scanner {
   const sf_quant *q;
   float *query;     /* dim */
-  float *t, *w;     /* IVF_SQ: dim each; IVF_PQ: t holds the residual */
+  float *t, *w;     /* IVF_SQ: u and v (L2) or w (ip); IVF_PQ: t is the residual */
   float *lut;       /* IVF_PQ: pq_m * 256, the table of the current list */
   float *qt;        /* IVF_PQ with pre: pq_m * 256, the query's term */
   const float *pre; /* IVF_PQ: the quantizer's per-list term, or NULL */
   float qconst;     /* per-query constant (IVF_SQ under inner products) */
   float bias;       /* per-list constant added to every score */
-  sq_fn sq;
 };
-
-/* ---- IVF_SQ kernels ------------------------------------------------------- */
-
-static void sq_l2_portable(const float *t, const float *w, const uint8_t *codes, size_t n,
-                           size_t dim, float bias, float *out) {
-  for (size_t i = 0; i < n; i++) {
-    const uint8_t *c = codes + i * dim;
-    float acc[8] = {0};
-    size_t j = 0;
-    for (; j + 8 <= dim; j += 8)
-      for (int l = 0; l < 8; l++) {
-        float e = t[j + l] - (float)c[j + l];
-        acc[l] += w[j + l] * e * e;
-      }
-    float s =
-        ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-    for (; j < dim; j++) {
-      float e = t[j] - (float)c[j];
-      s += w[j] * e * e;
-    }
-    out[i] = bias + s;
-  }
-}
-
-static void sq_ip_portable(const float *t, const float *w, const uint8_t *codes, size_t n,
-                           size_t dim, float bias, float *out) {
-  (void)t;
-  for (size_t i = 0; i < n; i++) {
-    const uint8_t *c = codes + i * dim;
-    float acc[8] = {0};
-    size_t j = 0;
-    for (; j + 8 <= dim; j += 8)
-      for (int l = 0; l < 8; l++) acc[l] += w[j + l] * (float)c[j + l];
-    float s =
-        ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-    for (; j < dim; j++) s += w[j] * (float)c[j];
-    out[i] = bias - s;
-  }
-}
-
-#ifdef SF_QS_X86
-__attribute__((target("avx2,fma"))) static inline float hsum8(__m256 v) {
-  __m128 lo = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
-  lo = _mm_add_ss(lo, _mm_shuffle_ps(lo, lo, 1));
-  return _mm_cvtss_f32(lo);
-}
-
-__attribute__((target("avx2,fma"))) static inline __m256 load8u(const uint8_t *p) {
-  __m128i b = _mm_loadl_epi64((const __m128i *)(const void *)p);
-  return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(b));
-}
-
-__attribute__((target("avx2,fma"))) static void sq_l2_avx2(const float *t, const float *w,
-                                                           const uint8_t *codes, size_t n,
-                                                           size_t dim, float bias,
-                                                           float *out) {
-  for (size_t i = 0; i < n; i++) {
-    const uint8_t *c = codes + i * dim;
-    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-    size_t j = 0;
-    for (; j + 16 <= dim; j += 16) {
-      __m256 e0 = _mm256_sub_ps(_mm256_loadu_ps(t + j), load8u(c + j));
-      __m256 e1 = _mm256_sub_ps(_mm256_loadu_ps(t + j + 8), load8u(c + j + 8));
-      a0 = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_loadu_ps(w + j), e0), e0, a0);
-      a1 = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_loadu_ps(w + j + 8), e1), e1, a1);
-    }
-    for (; j + 8 <= dim; j += 8) {
-      __m256 e0 = _mm256_sub_ps(_mm256_loadu_ps(t + j), load8u(c + j));
-      a0 = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_loadu_ps(w + j), e0), e0, a0);
-    }
-    float s = hsum8(_mm256_add_ps(a0, a1));
-    for (; j < dim; j++) {
-      float e = t[j] - (float)c[j];
-      s += w[j] * e * e;
-    }
-    out[i] = bias + s;
-  }
-}
-
-__attribute__((target("avx2,fma"))) static void sq_ip_avx2(const float *t, const float *w,
-                                                           const uint8_t *codes, size_t n,
-                                                           size_t dim, float bias,
-                                                           float *out) {
-  (void)t;
-  for (size_t i = 0; i < n; i++) {
-    const uint8_t *c = codes + i * dim;
-    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-    size_t j = 0;
-    for (; j + 16 <= dim; j += 16) {
-      a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + j), load8u(c + j), a0);
-      a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + j + 8), load8u(c + j + 8), a1);
-    }
-    for (; j + 8 <= dim; j += 8)
-      a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + j), load8u(c + j), a0);
-    float s = hsum8(_mm256_add_ps(a0, a1));
-    for (; j < dim; j++) s += w[j] * (float)c[j];
-    out[i] = bias - s;
-  }
-}
-#endif
-
-static sq_fn pick_sq(int ip) {
-#ifdef SF_QS_X86
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-    return ip ? sq_ip_avx2 : sq_l2_avx2;
-#endif
-  return ip ? sq_ip_portable : sq_l2_portable;
-}
 
 /* ---- the scanner ---------------------------------------------------------- */
 
@@ -234,7 +122,6 @@ sf_code sf_quant_scanner_new_ex(const sf_quant *q, unsigned flags, sf_quant_scan
     sf_quant_scanner_free(s);
     return sf_err_set(err, SF_ENOMEM, "out of memory for a scanner of dim %zu", d);
   }
-  s->sq = pick_sq(q->p.metric == SF_DOT);
   *out = s;
   return SF_OK;
 }
@@ -346,19 +233,14 @@ void sf_quant_scanner_set_list(sf_quant_scanner *s, uint32_t list) {
   const float scale = q->p.metric == SF_COSINE ? 0.5f : 1.0f;
   const float offset = q->p.metric == SF_COSINE ? -1.0f : 0.0f;
   if (q->p.type == SF_IVF_SQ) {
-    double k = 0;
+    /* e_j = sqrt(scale) * (q_j - c_j - vmin_j - (code_j + .5) step_j) =
+     * u_j - v_j code_j; a constant dimension (step 0) keeps e_j = u_j. */
+    const float rs = sqrtf(scale);
     for (uint32_t j = 0; j < d; j++) {
-      float a = s->query[j] - c[j] - q->sq_vmin[j];
-      if (q->sq_step[j] > 0) {
-        s->t[j] = a * q->sq_inv[j] - 0.5f;
-        s->w[j] = scale * q->sq_step[j] * q->sq_step[j];
-      } else { /* a constant dimension: every code decodes to vmin */
-        s->t[j] = 0;
-        s->w[j] = 0;
-        k += (double)a * a;
-      }
+      s->t[j] = rs * (s->query[j] - c[j] - q->sq_vmin[j] - 0.5f * q->sq_step[j]);
+      s->w[j] = rs * q->sq_step[j];
     }
-    s->bias = (float)(scale * k) + offset;
+    s->bias = offset;
   } else if (s->pre) {
     const size_t m = q->p.pq_m;
     pq_add_tables(s->lut, s->pre + (size_t)list * m * SF_QUANT_PQ_KSUB, s->qt, m, scale);
@@ -381,7 +263,10 @@ void sf_quant_scanner_scan(const sf_quant_scanner *s, const uint8_t *codes, size
       break;
     }
     case SF_IVF_SQ:
-      s->sq(s->t, s->w, codes, n, d, s->bias, scores);
+      if (q->p.metric == SF_DOT)
+        sf_dist_sq_ip_scan(s->w, codes, n, d, s->bias, scores);
+      else
+        sf_dist_sq_l2_scan(s->t, s->w, codes, n, d, s->bias, scores);
       break;
     default:
       sf_dist_pq_scan(s->lut, codes, n, q->p.pq_m, s->bias, scores);
