@@ -5,7 +5,7 @@
 # the policy says, search answers the same ids (IVF_FLAT, nprobe = nlist)
 # with the same recall; a second run finds nothing to do; gc then removes
 # the swapped-out segments; a damaged committed quantizer is refused by
-# `train --from-dataset`, naming the file.
+# `train --from-dataset`, naming the file, and so is an --out that is a file.
 # Env: SEGFORGE (the program), SF_TEST_TMP (scratch).
 set -u
 S=${SEGFORGE:?set SEGFORGE to the segforge binary}
@@ -84,6 +84,14 @@ case "$again" in *"$got -> $got segments in 0 merges"*) ok "a second run finds n
 [ "$(segfiles)" = "$got" ] && ok "gc removes the swapped-out segments ($(segfiles) left)" ||
   bad "segment files after gc: $(segfiles), want $got"
 [ "$(search_ids)" = "$ids0" ] || bad "ids differ after gc"
+
+# An --out that exists as a file is refused, naming it and the fix.
+: >"$T/a-file"
+err=$("$S" train --from-dataset "$DS" --index idx --out "$T/a-file" 2>&1 >/dev/null)
+rc=$?
+case "$err" in *"$T/a-file exists and is not a directory"*"choose another staging root"*)
+  [ $rc = 1 ] && ok "an --out that is a file is refused: $err" || bad "exit $rc" ;;
+  *) bad "--out a file: exit $rc, $err" ;; esac
 
 # A damaged committed quantizer is refused, naming the file.
 q=$("$S" inspect --dataset "$DS" --json | py '

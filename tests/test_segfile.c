@@ -802,6 +802,50 @@ static void test_a_flipped_byte_at_every_offset_is_caught_and_names_the_file(
   free(b);
 }
 
+/* What verify refuses, a merge must refuse too: a flipped byte anywhere in
+ * the data region of a source - chunk blocks or the zero padding between
+ * partitions, which no copy carries over - fails the copy or the join of
+ * the whole file, naming the file, so that compaction never swaps out (and
+ * gc never deletes) a damaged segment as if it were sound. */
+static void test_a_flipped_data_byte_fails_every_merge_of_the_file(void **state) {
+  const char *path = small_file("seg_flip_merge");
+  char out[4096];
+  snprintf(out, sizeof out, "%s", tu_path(tu_tmpdir("seg_flip_merge"), "out.sfseg"));
+  size_t n;
+  uint8_t *orig = tu_read_file(path, &n), *b = malloc(n);
+  const layout l = layout_of(orig, n);
+  for (int join = 0; join < 2; join++) {
+    for (size_t off = 64; off < l.bitmap_off; off++) {
+      memcpy(b, orig, n);
+      b[off] ^= 0x01;
+      tu_write_file(path, b, n);
+      sf_seg_reader *src;
+      sf_err err;
+      assert_int_equal(sf_seg_open(path, &src, &err), SF_OK); /* blocks: checked later */
+      sf_seg_params sp = *sf_seg_get_params(src);
+      sp.kind = SF_SEG_KIND_SEGMENT;
+      sf_seg_writer *w;
+      assert_int_equal(sf_seg_writer_open(out, &sp, &w, &err), SF_OK);
+      sf_code rc = SF_OK;
+      for (uint32_t p = 0; p < sp.nlist && !rc; p++)
+        rc = join ? sf_seg_writer_join_partition(w, (const sf_seg_reader *const *)&src, 1,
+                                                 p, NULL, &err)
+                  : sf_seg_writer_copy_partition(w, src, p, &err);
+      if (rc == SF_OK)
+        fail_msg("%s: flipping data byte %zu (of %zu) went unnoticed",
+                 join ? "join" : "copy", off, n);
+      assert_int_equal(rc, SF_ECORRUPT);
+      if (!strstr(err.msg, "small.sfs"))
+        fail_msg("byte %zu: message '%s' lacks the file", off, err.msg);
+      sf_seg_writer_abort(w);
+      sf_seg_close(src);
+    }
+  }
+  tu_write_file(path, orig, n);
+  free(orig);
+  free(b);
+}
+
 static void test_a_truncated_or_extended_file_is_rejected_at_open(void **state) {
   const char *path = small_file("seg_trunc");
   size_t n;
@@ -1097,6 +1141,7 @@ int main(void) {
       cmocka_unit_test(test_writer_refuses_inconsistent_parameters),
       cmocka_unit_test(test_threads_share_one_reader_with_their_own_scratch),
       cmocka_unit_test(test_a_flipped_byte_at_every_offset_is_caught_and_names_the_file),
+      cmocka_unit_test(test_a_flipped_data_byte_fails_every_merge_of_the_file),
       cmocka_unit_test(test_a_truncated_or_extended_file_is_rejected_at_open),
       cmocka_unit_test(test_a_huge_count_behind_a_valid_crc_is_stopped_by_its_bound),
       cmocka_unit_test(test_a_row_id_frame_that_lies_about_its_size_is_rejected),

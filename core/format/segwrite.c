@@ -296,6 +296,35 @@ static sf_code copy_range(sf_seg_writer *w, const sf_seg_reader *src, uint64_t o
   return len ? out(w, sf_seg_reader_data(src) + in, len, err) : SF_OK;
 }
 
+/* The zero padding that borders partition p's chunk range in src (nc > 0
+ * chunks from `first`): before its first chunk, back to the end of the
+ * chunk before it in the file (or the header), and, for the file's last
+ * chunks, up to the fragment bitmap. A copy never carries these bytes over,
+ * but verify refuses a file where they are not zero, and so must a merge:
+ * over all partitions every byte of the data region is then checked. */
+static sf_code check_gaps(const sf_seg_reader *src, uint32_t p, uint64_t first,
+                          uint32_t nc, sf_err *err) {
+  const uint8_t *data = sf_seg_reader_data(src);
+  const seg_chunk a = sf_seg_chunk_entry(src, first);
+  uint64_t from = SEG_HDR_SIZE;
+  if (first) {
+    const seg_chunk prev = sf_seg_chunk_entry(src, first - 1);
+    from = sf_seg_chunk_end(src, &prev);
+  }
+  for (uint64_t i = from; i < a.off; i++)
+    if (data[i])
+      return sf_seg_corrupt(err, sf_seg_path(src), sf_seg_get_params(src)->kind,
+                            "non-zero padding before partition %u", p);
+  if (first + nc == src->first[src->params.nlist]) {
+    const seg_chunk z = sf_seg_chunk_entry(src, first + nc - 1);
+    for (uint64_t i = sf_seg_chunk_end(src, &z); i < src->bitmap_off; i++)
+      if (data[i])
+        return sf_seg_corrupt(err, sf_seg_path(src), sf_seg_get_params(src)->kind,
+                              "non-zero padding before the fragment bitmap");
+  }
+  return SF_OK;
+}
+
 sf_code sf_seg_writer_copy_partition(sf_seg_writer *w, const sf_seg_reader *src,
                                      uint32_t partition, sf_err *err) {
   sf_code rc = check_append(w, partition, err);
@@ -310,6 +339,7 @@ sf_code sf_seg_writer_copy_partition(sf_seg_writer *w, const sf_seg_reader *src,
                       sf_seg_path(src));
   const seg_chunk a = sf_seg_chunk_entry(src, first);
   uint64_t end = a.off;
+  if ((rc = check_gaps(src, partition, first, nc, err))) return rc;
   for (uint32_t c = 0; c < nc; c++) {
     seg_chunk e = sf_seg_chunk_entry(src, first + c);
     for (uint64_t i = end; i < e.off; i++)
@@ -412,6 +442,7 @@ static sf_code join_check(sf_seg_writer *w, const sf_seg_reader *const *srcs, si
     const uint32_t nc = sf_seg_partition_num_chunks(src, p);
     const uint64_t first = sf_seg_partition_first_chunk(src, p);
     uint64_t end = 0;
+    if (nc && (rc = check_gaps(src, p, first, nc, err))) return rc;
     for (uint32_t c = 0; c < nc; c++) {
       seg_chunk e = sf_seg_chunk_entry(src, first + c);
       for (uint64_t i = c ? end : e.off; i < e.off; i++)

@@ -84,6 +84,14 @@ sf_code sf_staging_root_from_index(const sf_staging_root_req *r,
   res->dim = ix->dim;
   res->nlist = ix->nlist;
   if ((rc = load_committed(c, ix, &q, err))) goto out;
+  struct stat st;
+  if (!stat(r->root, &st) && !S_ISDIR(st.st_mode)) {
+    rc = sf_err_set(err, SF_EEXIST,
+                    "staging root %s exists and is not a directory: remove it or choose "
+                    "another staging root",
+                    r->root);
+    goto out;
+  }
   if (!(res->quantizer_path = sf_fs_join(r->root, "quantizer"))) {
     rc = sf_err_set(err, SF_ENOMEM, "out of memory");
     goto out;
