@@ -50,7 +50,7 @@ def worker(args):
     The barrier holds each process to one task, so that the 4 shards are
     written by 4 processes at once."""
     w, bootstrap = args
-    _barrier.wait(60)
+    _barrier.wait(180)
     staging = segforge.staging_root(DS, JOB)
     with segforge.ShardWriter(staging, "w%d" % w, "%d-%d" % (2 * w, 2 * w + 1)) as sw:
         for f in (2 * w + 1, 2 * w):
@@ -76,7 +76,17 @@ def main():
                     os.path.join(ROOT, "serve.log"), embedded=True)
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(WORKERS, initializer=_init, initargs=(ctx.Barrier(WORKERS),)) as pool:
-        done = pool.map(worker, [(w, serve.bootstrap) for w in range(WORKERS)], chunksize=1)
+        # map would wait forever for a task whose process died (Pool restarts
+        # the process but not the task): a bounded wait turns that into a
+        # failure that says so.
+        res = pool.map_async(worker, [(w, serve.bootstrap) for w in range(WORKERS)],
+                             chunksize=1)
+        try:
+            done = res.get(300)
+        except multiprocessing.TimeoutError:
+            check(False, "the 4 worker processes finished within 300 s (one died or hung)")
+            serve.stop()
+            h.finish()
     check(sorted(d[0] for d in done) == list(range(WORKERS)), "the 4 workers returned")
     pids = {d[1] for d in done}
     check(len(pids) == WORKERS and os.getpid() not in pids,
