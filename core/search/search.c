@@ -10,7 +10,6 @@
  */
 #include "core/search/search.h"
 
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,43 +25,35 @@ typedef struct terms_cache {
   float *terms;   /* one per row of the file, partition after partition */
   uint64_t *off;  /* nlist + 1: the first row of each partition */
   uint8_t *known; /* nlist: the partition's terms are filled */
-  size_t bytes;   /* charged to terms_used */
+  size_t bytes;   /* charged to the searcher's terms_left */
 } terms_cache;
 
-static _Atomic size_t terms_used; /* bytes kept by all searchers */
-
-static int terms_reserve(size_t bytes) {
-  size_t cur = atomic_load_explicit(&terms_used, memory_order_relaxed);
-  do {
-    if (bytes > SF_SEARCH_TERMS_MAX - cur) return 0;
-  } while (!atomic_compare_exchange_weak_explicit(
-      &terms_used, &cur, cur + bytes, memory_order_relaxed, memory_order_relaxed));
-  return 1;
-}
-
-static void terms_release(terms_cache *t) {
-  if (t->bytes) atomic_fetch_sub_explicit(&terms_used, t->bytes, memory_order_relaxed);
+static void terms_release(terms_cache *t, size_t *left) {
+  *left += t->bytes;
   free(t->terms);
   free(t->off);
   free(t->known);
   memset(t, 0, sizeof *t);
 }
 
-/* Sets up the kept terms of file r; leaves t->terms NULL when the budget or
- * the memory does not allow (scans then compute terms every time). */
-static void terms_setup(terms_cache *t, const sf_seg_reader *r, uint32_t nlist) {
+/* Sets up the kept terms of file r, charging *left (the searcher's budget);
+ * leaves t->terms NULL when the budget or the memory does not allow (scans
+ * then compute the terms every time). */
+static void terms_setup(terms_cache *t, const sf_seg_reader *r, uint32_t nlist,
+                        size_t *left) {
   t->tried = 1;
   uint64_t rows = sf_seg_num_rows(r);
   if (rows == 0 || rows > SF_SEARCH_TERMS_MAX / sizeof(float)) return;
   size_t bytes =
       (size_t)rows * sizeof(float) + (size_t)(nlist + 1) * sizeof(uint64_t) + nlist;
-  if (!terms_reserve(bytes)) return;
+  if (bytes > *left) return;
+  *left -= bytes;
   t->bytes = bytes;
   t->terms = malloc((size_t)rows * sizeof(float));
   t->off = malloc((size_t)(nlist + 1) * sizeof(uint64_t));
   t->known = calloc(nlist, 1);
   if (!t->terms || !t->off || !t->known) {
-    terms_release(t);
+    terms_release(t, left);
     t->tried = 1;
     return;
   }
@@ -70,7 +61,7 @@ static void terms_setup(terms_cache *t, const sf_seg_reader *r, uint32_t nlist) 
   for (uint32_t l = 0; l < nlist; l++)
     t->off[l + 1] = t->off[l] + sf_seg_partition_rows(r, l);
   if (t->off[nlist] != rows) { /* not what the format promises: keep nothing */
-    terms_release(t);
+    terms_release(t, left);
     t->tried = 1;
   }
 }
@@ -85,8 +76,9 @@ struct sf_search {
   sf_seg_scratch *scratch;
   uint32_t *lists;
   float *prepared, *scores;
-  terms_cache *tc; /* nfiles, when the scanner has terms */
-  float *tbuf;     /* max_chunk: terms not kept */
+  terms_cache *tc;   /* nfiles, when the scanner has terms */
+  size_t terms_left; /* of SF_SEARCH_TERMS_MAX */
+  float *tbuf;       /* max_chunk: terms not kept */
   uint32_t max_chunk;
   unsigned read_flags; /* SF_SEG_READ_NO_CRC once every file is verified */
   sf_topk top;
@@ -103,7 +95,7 @@ void sf_search_free(sf_search *s) {
   free(s->prepared);
   free(s->scores);
   if (s->tc)
-    for (size_t i = 0; i < s->nfiles; i++) terms_release(&s->tc[i]);
+    for (size_t i = 0; i < s->nfiles; i++) terms_release(&s->tc[i], &s->terms_left);
   free(s->tc);
   free(s->tbuf);
   if (s->top_ready) sf_topk_free(&s->top);
@@ -192,6 +184,7 @@ sf_code sf_search_open(const sf_quant *q, const char *const *paths, size_t n,
   s->scores = malloc(sizeof(float) * (s->max_chunk ? s->max_chunk : 1));
   if (s->scores && sf_quant_scanner_has_terms(s->scanner)) {
     s->tc = calloc(s->nfiles ? s->nfiles : 1, sizeof *s->tc);
+    s->terms_left = SF_SEARCH_TERMS_MAX;
     s->tbuf = malloc(sizeof(float) * (s->max_chunk ? s->max_chunk : 1));
   }
   if (!s->scores || (sf_quant_scanner_has_terms(s->scanner) && (!s->tc || !s->tbuf))) {
@@ -243,7 +236,8 @@ sf_code sf_search_query(sf_search *s, const float *query, uint32_t k, uint32_t n
     for (size_t f = 0; f < s->nfiles; f++) {
       uint32_t nc = sf_seg_partition_num_chunks(s->files[f], list);
       terms_cache *tc = s->tc ? &s->tc[f] : NULL;
-      if (tc && !tc->tried) terms_setup(tc, s->files[f], sf_quant_nlist(s->q));
+      if (tc && !tc->tried)
+        terms_setup(tc, s->files[f], sf_quant_nlist(s->q), &s->terms_left);
       float *kept = tc && tc->terms ? tc->terms + tc->off[list] : NULL;
       const uint64_t nkept = kept ? tc->off[list + 1] - tc->off[list] : 0;
       const int known = kept && tc->known[list];

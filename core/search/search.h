@@ -15,8 +15,8 @@
  * no query changes (sf_quant_scanner_has_terms). A searcher keeps the terms
  * of each partition it has scanned, 4 bytes a row, so later queries look
  * up one table per code instead of two; the scores are the same bits
- * either way. All searchers of the process together keep at most
- * SF_SEARCH_TERMS_MAX bytes; a file that does not fit is scanned without.
+ * either way. A searcher keeps at most SF_SEARCH_TERMS_MAX bytes of them
+ * (16M rows); a file that does not fit is scanned without.
  *
  * A searcher holds one query's scratch state and belongs to one thread;
  * open one per thread to search in parallel (the files are mapped, so the
@@ -34,8 +34,8 @@
 
 typedef struct sf_search sf_search;
 
-/* The budget of kept IVF_PQ terms, for all searchers of the process. */
-#define SF_SEARCH_TERMS_MAX ((size_t)256 << 20)
+/* The most bytes of IVF_PQ terms one searcher keeps. */
+#define SF_SEARCH_TERMS_MAX ((size_t)64 << 20)
 
 /* Opens n files for searching with q (which must outlive the searcher).
  * Every file's parameters must match q (SF_EMISMATCH naming the file and the
