@@ -61,6 +61,45 @@ static void test_pq_scan_by_scalar_and_avx2_equals_one_code_lookups_for_any_m_an
     }
 }
 
+/* A code's score must not depend on where it sits in a scan: a search scans
+ * a partition chunk by chunk, and the same rows are split into chunks
+ * differently by one shard, several, or a compaction's output. The scan that
+ * searches use (and the split one) gives each code the bits it gets when
+ * scanned alone, whatever n and offset. */
+static void test_pq_scan_scores_a_code_alike_at_any_position(void **state) {
+  (void)state;
+  static const size_t ms[] = {1, 3, 4, 5, 8, 16, 17, 98};
+  sf_rng r;
+  sf_rng_seed(&r, 17);
+  for (size_t a = 0; a < sizeof ms / sizeof *ms; a++) {
+    const size_t m = ms[a], n = 11;
+    float *table = malloc(sizeof(float) * m * 256),
+          *pre = malloc(sizeof(float) * m * 256);
+    float all[11], part[11], alone, s_all[11], s_alone;
+    uint8_t *codes = malloc(m * n);
+    assert_true(table && pre && codes);
+    for (size_t i = 0; i < m * 256; i++) {
+      table[i] = (float)sf_rng_uniform(&r) * 7.0f - 3.0f;
+      pre[i] = (float)sf_rng_uniform(&r) * 5.0f - 2.0f;
+    }
+    for (size_t i = 0; i < m * n; i++) codes[i] = (uint8_t)sf_rng_below(&r, 256);
+    sf_dist_pq_scan(table, codes, n, m, 0.5f, all);
+    sf_dist_pq_scan_split(table, pre, 1.0f, codes, n, m, 0.5f, NULL, s_all);
+    for (size_t off = 0; off < n; off++) {
+      sf_dist_pq_scan(table, codes + off * m, 1, m, 0.5f, &alone);
+      sf_dist_pq_scan_split(table, pre, 1.0f, codes + off * m, 1, m, 0.5f, NULL,
+                            &s_alone);
+      assert_memory_equal(&all[off], &alone, sizeof alone);
+      assert_memory_equal(&s_all[off], &s_alone, sizeof alone);
+      sf_dist_pq_scan(table, codes + off * m, n - off, m, 0.5f, part);
+      assert_memory_equal(all + off, part, sizeof(float) * (n - off));
+    }
+    free(table);
+    free(pre);
+    free(codes);
+  }
+}
+
 /* The split PQ scan: with pre it computes the codes' terms; given those
  * terms back it gives the same scores bit for bit (what a searcher that
  * keeps them relies on), for any m and n, tails included; terms of NULL are
@@ -256,6 +295,7 @@ int main(void) {
           test_sq_scans_by_scalar_and_avx2_equal_float64_sums_for_any_dim_and_n),
       cmocka_unit_test(test_sq_scalar_and_avx2_scores_agree_at_dim_784),
       cmocka_unit_test(test_pq_split_scan_gives_the_same_bits_with_its_kept_terms),
+      cmocka_unit_test(test_pq_scan_scores_a_code_alike_at_any_position),
       cmocka_unit_test(test_flat_batch_scores_equal_one_row_scores_bit_for_bit),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

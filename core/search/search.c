@@ -198,6 +198,18 @@ fail:
   return rc;
 }
 
+void sf_search_set_terms_budget(sf_search *s, size_t bytes) {
+  if (!s->tc) return;
+  for (size_t i = 0; i < s->nfiles; i++) terms_release(&s->tc[i], &s->terms_left);
+  s->terms_left = bytes < SF_SEARCH_TERMS_MAX ? bytes : SF_SEARCH_TERMS_MAX;
+}
+
+size_t sf_search_terms_bytes(const sf_search *s) {
+  size_t n = 0;
+  for (size_t i = 0; s->tc && i < s->nfiles; i++) n += s->tc[i].bytes;
+  return n;
+}
+
 uint64_t sf_search_rows(const sf_search *s) {
   return s->rows;
 }

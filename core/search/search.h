@@ -37,6 +37,13 @@ typedef struct sf_search sf_search;
 /* The most bytes of IVF_PQ terms one searcher keeps. */
 #define SF_SEARCH_TERMS_MAX ((size_t)64 << 20)
 
+/* For tests: drops the terms s kept and lets it keep at most bytes (capped
+ * at SF_SEARCH_TERMS_MAX) from its next query on, so that a file that does
+ * not fit can be had without a 64 MiB index. Answers do not change. */
+void sf_search_set_terms_budget(sf_search *s, size_t bytes);
+/* The bytes of IVF_PQ terms s keeps now (charged to its budget). */
+size_t sf_search_terms_bytes(const sf_search *s);
+
 /* Opens n files for searching with q (which must outlive the searcher).
  * Every file's parameters must match q (SF_EMISMATCH naming the file and the
  * field) and no fragment may be in two files (SF_EOVERLAP). *out is freed by

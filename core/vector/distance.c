@@ -90,7 +90,11 @@ __attribute__((target("avx2,fma"))) static float dot_avx2(const float *a, const 
 }
 #endif
 
-/* Four codes at a time: four independent chains of dependent adds. */
+/* Four codes at a time: four independent chains of dependent adds. Every
+ * code's sum runs over j in order, in a group of four or alone, so its bits
+ * do not depend on where it sits in the call: a partition is scanned chunk
+ * by chunk, and one shard, several, or a compaction's joined chunks cut the
+ * same rows differently (sf_dist_pq_lut's four chains would not do). */
 static void pq_scan_scalar(const float *table, const uint8_t *codes, size_t n, size_t m,
                            float bias, float *out) {
   size_t i = 0;
@@ -109,7 +113,12 @@ static void pq_scan_scalar(const float *table, const uint8_t *codes, size_t n, s
     out[i + 2] = bias + s2;
     out[i + 3] = bias + s3;
   }
-  for (; i < n; i++) out[i] = bias + sf_dist_pq_lut(table, codes + i * m, m);
+  for (; i < n; i++) {
+    const uint8_t *c = codes + i * m;
+    float s = 0;
+    for (size_t j = 0; j < m; j++) s += table[j * 256 + c[j]];
+    out[i] = bias + s;
+  }
 }
 
 /* The split scan (see distance.h). Every code's two sums run over j in
