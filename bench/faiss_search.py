@@ -44,6 +44,9 @@ def main():
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--one-at-a-time", action="store_true")
+    ap.add_argument("--seed", type=int, default=None,
+                    help="k-means seed of the coarse quantizer and the PQ codebooks "
+                         "(default: FAISS's own, 1234)")
     ap.add_argument("--save")
     ap.add_argument("--load")
     a = ap.parse_args()
@@ -68,6 +71,10 @@ def main():
                                                   faiss.ScalarQuantizer.QT_8bit, metric)
         else:
             index = faiss.IndexIVFPQ(coarse, d, a.nlist, a.pq_m, 8, metric)
+            if a.seed is not None:
+                index.pq.cp.seed = a.seed
+        if a.seed is not None:
+            index.cp.seed = a.seed
         t0 = time.perf_counter()
         index.train(xb)
         train = time.perf_counter() - t0

@@ -9,6 +9,7 @@ then runs itself again with the runtime in LD_PRELOAD and leak detection off
 LeakSanitizer would report; the C tests of the API check the library's
 leaks). Everything else the sanitizers catch still aborts the test.
 """
+import faulthandler
 import os
 import subprocess
 import sys
@@ -27,6 +28,9 @@ def _needs_asan(lib):
 
 
 def setup():
+    # A test that hangs prints every thread's stack and fails, instead of
+    # waiting for ctest's timeout with nothing to show.
+    faulthandler.dump_traceback_later(480, exit=True)
     if "SEGFORGE_LIBRARY" not in os.environ and "SEGFORGE" in os.environ:
         os.environ["SEGFORGE_LIBRARY"] = os.path.join(
             os.path.dirname(os.path.abspath(os.environ["SEGFORGE"])), "libsegforge.so.1")

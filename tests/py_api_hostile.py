@@ -8,7 +8,9 @@
     raise InvalidError naming seconds (not a ValueError of int(), nor a
     message in milliseconds);
   - a segment index out of range names the range a size_t holds;
-  - errors of the finalizer name options, not the program's flags.
+  - errors of the finalizer name options, not the program's flags;
+  - a boolean where a number is meant (nlist=True) is refused naming the
+    option, while boolean options take True and False.
 """
 import os
 import shutil
@@ -83,6 +85,12 @@ b.plan()
 raises(E, INV, "0..%d" % (2**63 - 1), lambda: b.build(2**63), "build(2**63)")
 b.close()
 
+for key in ("nlist", "seed"):
+    kw = {"nlist": 4, key: True}
+    raises(E, INV, key, lambda: segforge.train(x, out=os.path.join(root, "tb"), **kw),
+           "train(%s=True)" % key)
+check(not os.path.exists(os.path.join(root, "tb", "quantizer")), "nothing trained from nlist=True")
+
 # A second job over the same fragments: finalize refuses it naming options.
 staging2 = segforge.staging_root(ds, "job-2")
 segforge.train(x, nlist=4, out=staging2)
@@ -96,4 +104,7 @@ e = raises(segforge.OverlapError, 10, "option replace=1",
            lambda: segforge.finalize(ds, index="idx", column="v", staging_id="job-2"),
            "job-2 over committed fragments")
 check(e is not None and "--" not in e.message, "the message names no command-line flag")
+e = raises(segforge.OverlapError, 10, "option replace=1",
+           lambda: segforge.finalize(ds, index="idx", column="v", staging_id="job-2",
+                                     replace=False), "job-2 with replace=False")
 h.finish()

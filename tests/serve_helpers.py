@@ -10,6 +10,7 @@ import atexit
 import io
 import json
 import os
+import select
 import shutil
 import signal
 import struct
@@ -95,9 +96,14 @@ class Serve:
         self.p = spawn([SEGFORGE, "serve"] + args, env=env, stderr=self.logf)
         self.bootstrap = None
         if embedded:
-            line = self.p.stdout.readline().decode().strip()
+            # Bounded: a serve that never prints its address fails the test
+            # with its log instead of hanging it.
+            ready, _, _ = select.select([self.p.stdout], [], [], 60)
+            line = self.p.stdout.readline().decode().strip() if ready else ""
             if not line.startswith("bootstrap.servers="):
-                raise SystemExit("serve printed no bootstrap address: %r" % line)
+                self.kill9()
+                raise SystemExit("serve printed no bootstrap address within 60 s: %r; log:\n%s"
+                                 % (line, "\n".join(self.lines()[-20:])))
             self.bootstrap = line.split("=", 1)[1]
 
     def lines(self):

@@ -133,6 +133,55 @@ static void test_assignment_kernels_agree_and_the_avx_ones_bit_for_bit(void **st
       }
 }
 
+/* The panel scores of one row (the PQ tables and the coarse probe): every
+ * kernel within rounding of the portable one, and the AVX ones, one, two or
+ * four blocks at a time, bit for bit alike, for dims odd and even, k not a
+ * multiple of 16 (a partial last block) and block counts that leave a
+ * remainder for the grouped kernels. */
+static void test_panel_score_kernels_agree_bit_for_bit(void **state) {
+  (void)state;
+  const uint32_t dims[] = {1, 2, 7, 8, 49, 784};
+  const uint32_t ks[] = {1, 16, 17, 40, 100, 256};
+  static const char *const impls[] = {"portable", "avx2", "avx2x2", "avx512"};
+  for (size_t di = 0; di < sizeof dims / sizeof dims[0]; di++)
+    for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki++)
+      for (int ip = 0; ip < 2; ip++) {
+        const uint32_t d = dims[di], k = ks[ki];
+        float *x = gen(1, d, 1, 5), *c = gen(k, d, 10, 6);
+        sf_kmeans_panel p;
+        assert_int_equal(sf_kmeans_panel_init(&p, c, k, d, ip, NULL), SF_OK);
+        float *out[4], *dflt = malloc(sizeof(float) * (k + 1));
+        int have[4];
+        assert_non_null(dflt);
+        dflt[k] = 12345.f;
+        sf_kmeans_panel_scores(&p, x, dflt);
+        assert_true(dflt[k] == 12345.f); /* nothing written past k */
+        for (int m = 0; m < 4; m++) {
+          out[m] = malloc(sizeof(float) * k);
+          assert_non_null(out[m]);
+          have[m] = sf_kmeans_panel_scores_named(impls[m], &p, x, out[m]);
+        }
+        assert_true(have[0]);
+        assert_false(sf_kmeans_panel_scores_named("none", &p, x, out[0]));
+        for (uint32_t j = 0; j < k; j++) {
+          const float *cj = c + (size_t)j * d;
+          float want =
+              ip ? -sf_dist_dot(x, cj, d) : sf_dist_l2sq(x, cj, d) - sf_dist_dot(x, x, d);
+          float tol = 1e-4f * (sf_dist_dot(x, x, d) + sf_dist_dot(cj, cj, d) + 1);
+          for (int m = 0; m < 4; m++)
+            if (have[m]) assert_true(fabsf(out[m][j] - want) <= tol);
+        }
+        for (int m = 2; m < 4; m++)
+          if (have[1] && have[m]) assert_memory_equal(out[1], out[m], sizeof(float) * k);
+        if (have[1]) assert_memory_equal(out[1], dflt, sizeof(float) * k);
+        for (int m = 0; m < 4; m++) free(out[m]);
+        free(dflt);
+        sf_kmeans_panel_free(&p);
+        free(x);
+        free(c);
+      }
+}
+
 static void test_training_improves_on_its_seeding_in_both_modes(void **state) {
   (void)state;
   float *x = gen(5000, 24, 40, 3);
@@ -282,6 +331,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_panel_assignment_equals_brute_force_for_every_shape),
       cmocka_unit_test(test_assignment_kernels_agree_and_the_avx_ones_bit_for_bit),
+      cmocka_unit_test(test_panel_score_kernels_agree_bit_for_bit),
       cmocka_unit_test(test_training_improves_on_its_seeding_in_both_modes),
       cmocka_unit_test(test_training_is_bit_identical_for_a_seed_at_any_thread_count),
       cmocka_unit_test(

@@ -227,6 +227,55 @@ static void test_four_shards_answer_exactly_like_one_shard_of_the_same_rows(void
   four_shards_equal_one(SF_IVF_PQ, SF_DOT, 8);
 }
 
+/* IVF_PQ under L2 and COSINE: a searcher keeps each scanned partition's
+ * terms (search.h). A query answered cold (first), warm (again after every
+ * query) and by a second searcher that met the queries in reverse order
+ * gets the same ids and the same score bits; a four-file search keeps terms
+ * per file. */
+static void pq_kept_terms_change_no_bit(sf_metric metric) {
+  fixture f;
+  setup_index(&f, SF_IVF_PQ, metric, 64, 8);
+  const char *one[1] = {stage(&f, "all", 0, 11)};
+  const char *four[4] = {stage(&f, "p0", 0, 2), stage(&f, "p1", 3, 5),
+                         stage(&f, "p2", 6, 8), stage(&f, "p3", 9, 11)};
+  for (int files = 1; files <= 4; files += 3) {
+    const char *const *paths = files == 1 ? one : four;
+    sf_search *s1, *s2;
+    sf_err err = {0};
+    assert_int_equal(sf_search_open(f.q, paths, (size_t)files, &s1, &err), SF_OK);
+    assert_int_equal(sf_search_open(f.q, paths, (size_t)files, &s2, &err), SF_OK);
+    static sf_rowid ids[3][NQ * K];
+    static float sc[3][NQ * K];
+    uint32_t got;
+    for (int pass = 0; pass < 2; pass++)
+      for (uint32_t i = 0; i < NQ; i++) {
+        assert_int_equal(sf_search_query(s1, f.queries + i * DIM, K, 8, ids[pass] + i * K,
+                                         sc[pass] + i * K, &got, &err),
+                         SF_OK);
+        assert_int_equal(got, K);
+      }
+    for (uint32_t i = NQ; i-- > 0;) {
+      assert_int_equal(sf_search_query(s2, f.queries + i * DIM, K, 8, ids[2] + i * K,
+                                       sc[2] + i * K, &got, &err),
+                       SF_OK);
+      assert_int_equal(got, K);
+    }
+    for (int v = 1; v < 3; v++) {
+      assert_memory_equal(ids[0], ids[v], sizeof ids[0]);
+      assert_memory_equal(sc[0], sc[v], sizeof sc[0]);
+    }
+    sf_search_free(s1);
+    sf_search_free(s2);
+  }
+  teardown_index(&f);
+}
+
+static void test_pq_kept_terms_change_no_bit_of_any_answer(void **st) {
+  (void)st;
+  pq_kept_terms_change_no_bit(SF_L2);
+  pq_kept_terms_change_no_bit(SF_COSINE);
+}
+
 static void test_overlapping_shards_are_refused_naming_the_fragments(void **st) {
   (void)st;
   fixture f;
@@ -287,6 +336,7 @@ int main(void) {
       cmocka_unit_test(test_recall_at_10_sq_reaches_0_85_for_every_metric),
       cmocka_unit_test(test_recall_at_10_pq_reaches_0_70_for_every_metric),
       cmocka_unit_test(test_four_shards_answer_exactly_like_one_shard_of_the_same_rows),
+      cmocka_unit_test(test_pq_kept_terms_change_no_bit_of_any_answer),
       cmocka_unit_test(test_overlapping_shards_are_refused_naming_the_fragments),
       cmocka_unit_test(test_a_shard_of_another_quantizer_is_refused),
       cmocka_unit_test(test_a_fragment_past_the_end_of_the_file_is_refused),

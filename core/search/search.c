@@ -18,6 +18,54 @@
 #include "core/format/segfile.h"
 #include "core/vector/topk.h"
 
+/* The kept IVF_PQ terms of one file (see search.h): set up on the first
+ * scan of the file, then filled partition by partition. */
+typedef struct terms_cache {
+  int tried;      /* setup ran (terms NULL: the file is scanned without) */
+  float *terms;   /* one per row of the file, partition after partition */
+  uint64_t *off;  /* nlist + 1: the first row of each partition */
+  uint8_t *known; /* nlist: the partition's terms are filled */
+  size_t bytes;   /* charged to the searcher's terms_left */
+} terms_cache;
+
+static void terms_release(terms_cache *t, size_t *left) {
+  *left += t->bytes;
+  free(t->terms);
+  free(t->off);
+  free(t->known);
+  memset(t, 0, sizeof *t);
+}
+
+/* Sets up the kept terms of file r, charging *left (the searcher's budget);
+ * leaves t->terms NULL when the budget or the memory does not allow (scans
+ * then compute the terms every time). */
+static void terms_setup(terms_cache *t, const sf_seg_reader *r, uint32_t nlist,
+                        size_t *left) {
+  t->tried = 1;
+  uint64_t rows = sf_seg_num_rows(r);
+  if (rows == 0 || rows > SF_SEARCH_TERMS_MAX / sizeof(float)) return;
+  size_t bytes =
+      (size_t)rows * sizeof(float) + (size_t)(nlist + 1) * sizeof(uint64_t) + nlist;
+  if (bytes > *left) return;
+  *left -= bytes;
+  t->bytes = bytes;
+  t->terms = malloc((size_t)rows * sizeof(float));
+  t->off = malloc((size_t)(nlist + 1) * sizeof(uint64_t));
+  t->known = calloc(nlist, 1);
+  if (!t->terms || !t->off || !t->known) {
+    terms_release(t, left);
+    t->tried = 1;
+    return;
+  }
+  t->off[0] = 0;
+  for (uint32_t l = 0; l < nlist; l++)
+    t->off[l + 1] = t->off[l] + sf_seg_partition_rows(r, l);
+  if (t->off[nlist] != rows) { /* not what the format promises: keep nothing */
+    terms_release(t, left);
+    t->tried = 1;
+  }
+}
+
 struct sf_search {
   const sf_quant *q;
   sf_quant *owned_q; /* q, when sf_search_open_dataset loaded it */
@@ -28,6 +76,9 @@ struct sf_search {
   sf_seg_scratch *scratch;
   uint32_t *lists;
   float *prepared, *scores;
+  terms_cache *tc;   /* nfiles, when the scanner has terms */
+  size_t terms_left; /* of SF_SEARCH_TERMS_MAX */
+  float *tbuf;       /* max_chunk: terms not kept */
   uint32_t max_chunk;
   unsigned read_flags; /* SF_SEG_READ_NO_CRC once every file is verified */
   sf_topk top;
@@ -43,6 +94,10 @@ void sf_search_free(sf_search *s) {
   free(s->lists);
   free(s->prepared);
   free(s->scores);
+  if (s->tc)
+    for (size_t i = 0; i < s->nfiles; i++) terms_release(&s->tc[i], &s->terms_left);
+  free(s->tc);
+  free(s->tbuf);
   if (s->top_ready) sf_topk_free(&s->top);
   sf_quant_free(s->owned_q);
   free(s);
@@ -127,7 +182,12 @@ sf_code sf_search_open(const sf_quant *q, const char *const *paths, size_t n,
   sf_fragset_free(seen);
   if (rc) goto fail;
   s->scores = malloc(sizeof(float) * (s->max_chunk ? s->max_chunk : 1));
-  if (!s->scores) {
+  if (s->scores && sf_quant_scanner_has_terms(s->scanner)) {
+    s->tc = calloc(s->nfiles ? s->nfiles : 1, sizeof *s->tc);
+    s->terms_left = SF_SEARCH_TERMS_MAX;
+    s->tbuf = malloc(sizeof(float) * (s->max_chunk ? s->max_chunk : 1));
+  }
+  if (!s->scores || (sf_quant_scanner_has_terms(s->scanner) && (!s->tc || !s->tbuf))) {
     rc = sf_err_set(err, SF_ENOMEM, "out of memory");
     goto fail;
   }
@@ -136,6 +196,18 @@ sf_code sf_search_open(const sf_quant *q, const char *const *paths, size_t n,
 fail:
   sf_search_free(s);
   return rc;
+}
+
+void sf_search_set_terms_budget(sf_search *s, size_t bytes) {
+  if (!s->tc) return;
+  for (size_t i = 0; i < s->nfiles; i++) terms_release(&s->tc[i], &s->terms_left);
+  s->terms_left = bytes < SF_SEARCH_TERMS_MAX ? bytes : SF_SEARCH_TERMS_MAX;
+}
+
+size_t sf_search_terms_bytes(const sf_search *s) {
+  size_t n = 0;
+  for (size_t i = 0; s->tc && i < s->nfiles; i++) n += s->tc[i].bytes;
+  return n;
 }
 
 uint64_t sf_search_rows(const sf_search *s) {
@@ -175,12 +247,28 @@ sf_code sf_search_query(sf_search *s, const float *query, uint32_t k, uint32_t n
     sf_quant_scanner_set_list(s->scanner, list);
     for (size_t f = 0; f < s->nfiles; f++) {
       uint32_t nc = sf_seg_partition_num_chunks(s->files[f], list);
+      terms_cache *tc = s->tc ? &s->tc[f] : NULL;
+      if (tc && !tc->tried)
+        terms_setup(tc, s->files[f], sf_quant_nlist(s->q), &s->terms_left);
+      float *kept = tc && tc->terms ? tc->terms + tc->off[list] : NULL;
+      const uint64_t nkept = kept ? tc->off[list + 1] - tc->off[list] : 0;
+      const int known = kept && tc->known[list];
+      uint64_t row = 0;
       for (uint32_t c = 0; c < nc; c++) {
         sf_seg_chunk ch;
         sf_code rc = sf_seg_read_chunk_ex(s->files[f], list, c, s->scratch,
                                           s->read_flags | SF_SEG_READ_NO_IDS, &ch, err);
         if (rc) return rc;
-        sf_quant_scanner_scan(s->scanner, ch.codes, ch.nrows, s->scores);
+        if (!tc) {
+          sf_quant_scanner_scan(s->scanner, ch.codes, ch.nrows, s->scores);
+        } else if (kept && row + ch.nrows <= nkept) {
+          sf_quant_scanner_scan_terms(s->scanner, ch.codes, ch.nrows, kept + row, known,
+                                      s->scores);
+        } else {
+          sf_quant_scanner_scan_terms(s->scanner, ch.codes, ch.nrows, s->tbuf, 0,
+                                      s->scores);
+        }
+        row += ch.nrows;
         s->scanned += ch.nrows;
         float bound = sf_topk_bound(&s->top);
         uint32_t i = 0;
@@ -194,6 +282,7 @@ sf_code sf_search_query(sf_search *s, const float *query, uint32_t k, uint32_t n
           if (s->scores[i] <= sf_topk_bound(&s->top))
             sf_topk_push(&s->top, s->scores[i], ch.ids[i]);
       }
+      if (kept && row == nkept) tc->known[list] = 1;
     }
   }
   uint32_t got = sf_topk_sort(&s->top);

@@ -11,6 +11,13 @@
  * sf_search_open_dataset does the same for one logical index of a dataset:
  * the newest catalog version names its segment files and its quantizer.
  *
+ * IVF_PQ under L2 or COSINE: each code's score has a term of its list that
+ * no query changes (sf_quant_scanner_has_terms). A searcher keeps the terms
+ * of each partition it has scanned, 4 bytes a row, so later queries look
+ * up one table per code instead of two; the scores are the same bits
+ * either way. A searcher keeps at most SF_SEARCH_TERMS_MAX bytes of them
+ * (16M rows); a file that does not fit is scanned without.
+ *
  * A searcher holds one query's scratch state and belongs to one thread;
  * open one per thread to search in parallel (the files are mapped, so the
  * pages are shared).
@@ -26,6 +33,16 @@
 #include "core/vector/quantizer.h"
 
 typedef struct sf_search sf_search;
+
+/* The most bytes of IVF_PQ terms one searcher keeps. */
+#define SF_SEARCH_TERMS_MAX ((size_t)64 << 20)
+
+/* For tests: drops the terms s kept and lets it keep at most bytes (capped
+ * at SF_SEARCH_TERMS_MAX) from its next query on, so that a file that does
+ * not fit can be had without a 64 MiB index. Answers do not change. */
+void sf_search_set_terms_budget(sf_search *s, size_t bytes);
+/* The bytes of IVF_PQ terms s keeps now (charged to its budget). */
+size_t sf_search_terms_bytes(const sf_search *s);
 
 /* Opens n files for searching with q (which must outlive the searcher).
  * Every file's parameters must match q (SF_EMISMATCH naming the file and the

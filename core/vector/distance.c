@@ -90,7 +90,11 @@ __attribute__((target("avx2,fma"))) static float dot_avx2(const float *a, const 
 }
 #endif
 
-/* Four codes at a time: four independent chains of dependent adds. */
+/* Four codes at a time: four independent chains of dependent adds. Every
+ * code's sum runs over j in order, in a group of four or alone, so its bits
+ * do not depend on where it sits in the call: a partition is scanned chunk
+ * by chunk, and one shard, several, or a compaction's joined chunks cut the
+ * same rows differently (sf_dist_pq_lut's four chains would not do). */
 static void pq_scan_scalar(const float *table, const uint8_t *codes, size_t n, size_t m,
                            float bias, float *out) {
   size_t i = 0;
@@ -109,7 +113,65 @@ static void pq_scan_scalar(const float *table, const uint8_t *codes, size_t n, s
     out[i + 2] = bias + s2;
     out[i + 3] = bias + s3;
   }
-  for (; i < n; i++) out[i] = bias + sf_dist_pq_lut(table, codes + i * m, m);
+  for (; i < n; i++) {
+    const uint8_t *c = codes + i * m;
+    float s = 0;
+    for (size_t j = 0; j < m; j++) s += table[j * 256 + c[j]];
+    out[i] = bias + s;
+  }
+}
+
+/* The split scan (see distance.h). Every code's two sums run over j in
+ * order, alone or four codes at a time, so a code's sums do not depend on
+ * where it sits in the call, nor on whether pre is given. */
+static void pq_split_scalar(const float *qt, const float *pre, float scale,
+                            const uint8_t *codes, size_t n, size_t m, float bias,
+                            float *terms, float *out) {
+  size_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const uint8_t *c0 = codes + i * m, *c1 = c0 + m, *c2 = c1 + m, *c3 = c2 + m;
+    float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    for (size_t j = 0; j < m; j++) {
+      const float *t = qt + j * 256;
+      s0 += t[c0[j]];
+      s1 += t[c1[j]];
+      s2 += t[c2[j]];
+      s3 += t[c3[j]];
+    }
+    float b[4];
+    if (pre) {
+      float b0 = 0, b1 = 0, b2 = 0, b3 = 0;
+      for (size_t j = 0; j < m; j++) {
+        const float *t = pre + j * 256;
+        b0 += t[c0[j]];
+        b1 += t[c1[j]];
+        b2 += t[c2[j]];
+        b3 += t[c3[j]];
+      }
+      b[0] = scale * b0, b[1] = scale * b1, b[2] = scale * b2, b[3] = scale * b3;
+      if (terms) memcpy(terms + i, b, sizeof b);
+    } else {
+      memcpy(b, terms + i, sizeof b);
+    }
+    out[i] = bias + (b[0] + s0);
+    out[i + 1] = bias + (b[1] + s1);
+    out[i + 2] = bias + (b[2] + s2);
+    out[i + 3] = bias + (b[3] + s3);
+  }
+  for (; i < n; i++) {
+    const uint8_t *c = codes + i * m;
+    float s = 0, b;
+    for (size_t j = 0; j < m; j++) s += qt[j * 256 + c[j]];
+    if (pre) {
+      b = 0;
+      for (size_t j = 0; j < m; j++) b += pre[j * 256 + c[j]];
+      b = scale * b;
+      if (terms) terms[i] = b;
+    } else {
+      b = terms[i];
+    }
+    out[i] = bias + (b + s);
+  }
 }
 
 #ifdef SF_HAVE_X86
@@ -425,6 +487,7 @@ typedef void (*batch_fn)(const float *, const float *, size_t, size_t, float *);
 static _Atomic(kernel_fn) l2_fn, dot_fn;
 static _Atomic(batch_fn) l2_batch_fn, ndot_batch_fn;
 static _Atomic(sf_dist_pq_scan_fn) pq_fn;
+static _Atomic(sf_dist_pq_split_fn) pq_split_fn;
 static _Atomic(sf_dist_sq_l2_fn) sq_l2_fn;
 static _Atomic(sf_dist_sq_ip_fn) sq_ip_fn;
 
@@ -441,6 +504,7 @@ static void pick(void) {
   kernel_fn l2 = l2_scalar, dot = dot_scalar;
   batch_fn l2b = l2_batch_scalar, ndotb = ndot_batch_scalar;
   sf_dist_pq_scan_fn pq = pq_scan_scalar;
+  sf_dist_pq_split_fn pqs = pq_split_scalar;
   sf_dist_sq_l2_fn sql2 = sq_l2_scalar;
   sf_dist_sq_ip_fn sqip = sq_ip_scalar;
 #ifdef SF_HAVE_X86
@@ -458,6 +522,7 @@ static void pick(void) {
      * Lake too). sf_dist_pq_scan_named("avx2") keeps it for measurement. */
   }
 #endif
+  atomic_store_explicit(&pq_split_fn, pqs, memory_order_relaxed);
   atomic_store_explicit(&pq_fn, pq, memory_order_relaxed);
   atomic_store_explicit(&sq_l2_fn, sql2, memory_order_relaxed);
   atomic_store_explicit(&sq_ip_fn, sqip, memory_order_relaxed);
@@ -546,6 +611,17 @@ void sf_dist_pq_scan(const float *table, const uint8_t *codes, size_t n, size_t 
     f = atomic_load_explicit(&pq_fn, memory_order_relaxed);
   }
   f(table, codes, n, m, bias, out);
+}
+
+void sf_dist_pq_scan_split(const float *qt, const float *pre, float scale,
+                           const uint8_t *codes, size_t n, size_t m, float bias,
+                           float *terms, float *out) {
+  SF_KERNEL(pq_split_fn)(qt, pre, scale, codes, n, m, bias, terms, out);
+}
+
+sf_dist_pq_split_fn sf_dist_pq_split_named(const char *impl) {
+  if (!strcmp(impl, "scalar")) return pq_split_scalar;
+  return NULL;
 }
 
 sf_dist_pq_scan_fn sf_dist_pq_scan_named(const char *impl) {

@@ -47,6 +47,24 @@ typedef void (*sf_dist_pq_scan_fn)(const float *table, const uint8_t *codes, siz
  * "scalar" always; "avx2" when this CPU has AVX2, else NULL. */
 sf_dist_pq_scan_fn sf_dist_pq_scan_named(const char *impl);
 
+/* The IVF_PQ scan with the table split in two (the precomputed path of
+ * quantizer_scan.c): qt, a term of the query, and pre, a term of the list,
+ * both m * 256 floats. For code i (m bytes at codes + i*m):
+ *   terms[i] = scale * sum_j pre[j*256 + c_ij]   (a constant of the code)
+ *   out[i]   = bias + (terms[i] + sum_j qt[j*256 + c_ij])
+ * With pre given, terms[i] is computed (and stored when terms is not NULL);
+ * with pre NULL, terms[] holds values computed before. Either way a code's
+ * score has the same bits: a caller may keep the terms of a list and skip
+ * its pre lookups on later queries. scale is 1 or 0.5 (exact). */
+void sf_dist_pq_scan_split(const float *qt, const float *pre, float scale,
+                           const uint8_t *codes, size_t n, size_t m, float bias,
+                           float *terms, float *out);
+typedef void (*sf_dist_pq_split_fn)(const float *qt, const float *pre, float scale,
+                                    const uint8_t *codes, size_t n, size_t m, float bias,
+                                    float *terms, float *out);
+/* One implementation by name: "scalar" always; others where available. */
+sf_dist_pq_split_fn sf_dist_pq_split_named(const char *impl);
+
 /* The IVF_SQ scans over n codes of dim bytes (code i at codes + i*dim).
  * L2: out[i] = bias + sum_j (u[j] - v[j]*c_ij)^2, the squared distance to a
  * decoded residual with u = the query's residual less the decoding offset

@@ -98,6 +98,12 @@ void sf_kmeans_panel_assign_mt(const sf_kmeans_panel *p, const float *x, size_t 
 /* out[c] for every centroid c < k: the score of one row, up to a per-row
  * constant (for L2 it omits ||x||^2, which does not change the order). */
 void sf_kmeans_panel_scores(const sf_kmeans_panel *p, const float *x, float *out);
+/* sf_kmeans_panel_scores with one kernel by name, for tests and benchmarks:
+ * "portable"; "avx2" (one block at a time), "avx2x2" (two), "avx512" (four)
+ * where the CPU has them. Returns 0 (out untouched) when it does not. All
+ * give the same bits but "portable". */
+int sf_kmeans_panel_scores_named(const char *impl, const sf_kmeans_panel *p,
+                                 const float *x, float *out);
 
 /* Deterministic sample of m of n indices (Knuth's selection sampling):
  * idx[m] receives them in increasing order. m <= n. */

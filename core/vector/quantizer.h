@@ -134,13 +134,24 @@ sf_code sf_quant_scanner_new_ex(const sf_quant *q, unsigned flags, sf_quant_scan
 void sf_quant_scanner_free(sf_quant_scanner *s);
 /* Sets the prepared query (copied). */
 void sf_quant_scanner_set_query(sf_quant_scanner *s, const float *prepared_query);
-/* Sets the list the next codes belong to (IVF_PQ under L2 builds the
- * m x 256 table of the query's residual here). */
+/* Sets the list the next codes belong to (IVF_PQ under L2 without the
+ * precomputed table builds the m x 256 table of the query's residual here). */
 void sf_quant_scanner_set_list(sf_quant_scanner *s, uint32_t list);
 /* scores[i] for n codes (n * code_size bytes, IVF_FLAT codes 4-byte
  * aligned). Call set_query and set_list first. */
 void sf_quant_scanner_scan(const sf_quant_scanner *s, const uint8_t *codes, size_t n,
                            float *scores);
+/* 1 when the scores of s take a term per code and list that does not depend
+ * on the query (IVF_PQ under L2 or COSINE on the precomputed path; see
+ * quantizer_scan.c): a caller may keep them to skip half the lookups of
+ * later queries. */
+int sf_quant_scanner_has_terms(const sf_quant_scanner *s);
+/* sf_quant_scanner_scan for a scanner with terms: known == 0 computes the
+ * codes' terms for the current list into terms[n] along with the scores;
+ * known == 1 takes terms[n] from an earlier call over the same codes and
+ * list. The scores have the same bits either way, and as _scan's. */
+void sf_quant_scanner_scan_terms(const sf_quant_scanner *s, const uint8_t *codes,
+                                 size_t n, float *terms, int known, float *scores);
 
 /* Writes q to path atomically (temporary file, fsync, rename). */
 sf_code sf_quant_save(const sf_quant *q, const char *path, sf_err *err);

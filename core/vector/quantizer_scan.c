@@ -15,13 +15,20 @@
  *    instruction and run one FMA pair (L2) or one FMA (ip) per 8 dimensions,
  *    4 codes per pass.
  *  - IVF_PQ: a table of 256 partial scores per sub-quantizer, then m
- *    lookups per code (sf_dist_pq_scan, AVX2 gathers where the CPU has
- *    them). Under L2 the distance to the code w of list l expands to
+ *    lookups per code (sf_dist_pq_scan). Under L2 the distance to the code w of list l
+ * expands to
  *        ||q - c_l||^2 + sum_j (||w_j||^2 - 2<q_j,w_j>) + sum_j 2<c_lj,w_j>
  *    The middle term is one table per query (set_query: 256*dim
  *    multiply-adds through the codebook panels), the last one a table per
- *    list that the quantizer holds (see quantizer.h for its cap), so
- *    set_list costs dim multiply-adds for ||q - c_l||^2 and m*256 additions.
+ *    list that the quantizer holds (see quantizer.h for its cap). The two
+ *    are not added into one table per list (m*256 additions, and a read of
+ *    the list's 1 KiB per sub-quantizer from a table too large for the
+ *    cache: a third of a query's time at m=98): the scan sums each code's
+ *    lookups in both (sf_dist_pq_scan_split), and the last sum, the term
+ *    sum_j 2<c_lj,w_j> of the code, does not depend on the query, so a
+ *    caller may keep it (sf_quant_scanner_scan_terms; search.c keeps it
+ *    per partition) and later scans look up the query's table alone.
+ *    set_list costs dim multiply-adds for ||q - c_l||^2.
  *    Above the cap, the table is of the query's residual for the list,
  *    rebuilt at set_list (256*dim multiply-adds per list, FAISS's path
  *    without precomputed tables). Under inner products the table does not
@@ -57,6 +64,8 @@ struct sf_quant_scanner {
   float *lut;       /* IVF_PQ: pq_m * 256, the table of the current list */
   float *qt;        /* IVF_PQ with pre: pq_m * 256, the query's term */
   const float *pre; /* IVF_PQ: the quantizer's per-list term, or NULL */
+  const float *cur; /* IVF_PQ with pre: the current list's rows of pre */
+  float scale;      /* IVF_PQ with pre: 1 (L2) or 0.5 (COSINE) */
   float qconst;     /* per-query constant (IVF_SQ under inner products) */
   float bias;       /* per-list constant added to every score */
 };
@@ -173,7 +182,12 @@ void sf_quant_scanner_set_query(sf_quant_scanner *s, const float *prepared_query
   s->bias = 0;
   if (q->p.metric !=
       SF_DOT) { /* the L2 path: all but PQ's query term depends on the list */
-    if (s->pre) pq_table(q, s->query, PQ_NORMS, 1.0f, s->qt);
+    if (s->pre) {
+      pq_table(q, s->query, PQ_NORMS, 1.0f, s->qt);
+      if (q->p.metric == SF_COSINE) /* the scale of set_list, exact */
+        for (size_t k = 0; k < (size_t)q->p.pq_m * SF_QUANT_PQ_KSUB; k++)
+          s->qt[k] *= 0.5f;
+    }
     return;
   }
   if (q->p.type == SF_IVF_SQ) {
@@ -186,36 +200,6 @@ void sf_quant_scanner_set_query(sf_quant_scanner *s, const float *prepared_query
   } else if (q->p.type == SF_IVF_PQ) {
     pq_table(q, s->query, PQ_IP, 1.0f, s->lut);
   }
-}
-
-/* lut = scale * (pre + qt): m * 256 floats, a multiple of 8. */
-static void pq_add_portable(float *restrict lut, const float *restrict pre,
-                            const float *restrict qt, size_t m, float scale) {
-  for (size_t j = 0; j < m; j++, lut += 256, pre += 256, qt += 256)
-    for (size_t k = 0; k < 256; k++) lut[k] = scale * (pre[k] + qt[k]);
-}
-
-#ifdef SF_QS_X86
-__attribute__((target("avx2,fma"))) static void pq_add_avx2(float *restrict lut,
-                                                            const float *restrict pre,
-                                                            const float *restrict qt,
-                                                            size_t m, float scale) {
-  const __m256 f = _mm256_set1_ps(scale);
-  for (size_t k = 0; k < m * 256; k += 8)
-    _mm256_storeu_ps(lut + k, _mm256_mul_ps(f, _mm256_add_ps(_mm256_loadu_ps(pre + k),
-                                                             _mm256_loadu_ps(qt + k))));
-}
-#endif
-
-static void pq_add_tables(float *restrict lut, const float *restrict pre,
-                          const float *restrict qt, size_t m, float scale) {
-#ifdef SF_QS_X86
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-    pq_add_avx2(lut, pre, qt, m, scale);
-    return;
-  }
-#endif
-  pq_add_portable(lut, pre, qt, m, scale);
 }
 
 void sf_quant_scanner_set_list(sf_quant_scanner *s, uint32_t list) {
@@ -242,8 +226,8 @@ void sf_quant_scanner_set_list(sf_quant_scanner *s, uint32_t list) {
     }
     s->bias = offset;
   } else if (s->pre) {
-    const size_t m = q->p.pq_m;
-    pq_add_tables(s->lut, s->pre + (size_t)list * m * SF_QUANT_PQ_KSUB, s->qt, m, scale);
+    s->cur = s->pre + (size_t)list * q->p.pq_m * SF_QUANT_PQ_KSUB;
+    s->scale = scale;
     s->bias = scale * sf_dist_l2sq(s->query, c, d) + offset;
   } else {
     for (uint32_t j = 0; j < d; j++) s->t[j] = s->query[j] - c[j];
@@ -269,6 +253,20 @@ void sf_quant_scanner_scan(const sf_quant_scanner *s, const uint8_t *codes, size
         sf_dist_sq_l2_scan(s->t, s->w, codes, n, d, s->bias, scores);
       break;
     default:
-      sf_dist_pq_scan(s->lut, codes, n, q->p.pq_m, s->bias, scores);
+      if (s->pre)
+        sf_dist_pq_scan_split(s->qt, s->cur, s->scale, codes, n, q->p.pq_m, s->bias, NULL,
+                              scores);
+      else
+        sf_dist_pq_scan(s->lut, codes, n, q->p.pq_m, s->bias, scores);
   }
+}
+
+int sf_quant_scanner_has_terms(const sf_quant_scanner *s) {
+  return s->pre != NULL;
+}
+
+void sf_quant_scanner_scan_terms(const sf_quant_scanner *s, const uint8_t *codes,
+                                 size_t n, float *terms, int known, float *scores) {
+  sf_dist_pq_scan_split(s->qt, known ? NULL : s->cur, s->scale, codes, n, s->q->p.pq_m,
+                        s->bias, terms, scores);
 }

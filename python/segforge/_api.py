@@ -27,8 +27,10 @@ def _b(s, what):
 
 
 def _value(key, v):
+    # "true"/"false", not "1"/"0": a boolean where a number is meant
+    # (nlist=True) is then refused by the library instead of read as 1.
     if isinstance(v, bool):
-        return "1" if v else "0"
+        return "true" if v else "false"
     if isinstance(v, (int, np.integer)):
         return str(int(v))
     if isinstance(v, str):
