@@ -29,7 +29,9 @@ def _needs_asan(lib):
 
 def setup():
     # A test that hangs prints every thread's stack and fails, instead of
-    # waiting for ctest's timeout with nothing to show.
+    # waiting for ctest's timeout with nothing to show; a process that dies
+    # of a signal (a worker of a pool, say) prints its stack first.
+    faulthandler.enable()
     faulthandler.dump_traceback_later(480, exit=True)
     if "SEGFORGE_LIBRARY" not in os.environ and "SEGFORGE" in os.environ:
         os.environ["SEGFORGE_LIBRARY"] = os.path.join(
