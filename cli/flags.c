@@ -99,8 +99,9 @@ const cli_flag cli_flags[CLI_FLAG_END - CLI_FLAG_FIRST] = {
       "merge committed segments in the background"},
   F(SINCE) = {"since", "DUR", CLI_KIND_DURATION, 1, 365 * DAY, NULL, NULL,
       "read dead letters published at most DUR ago"},
-  F(TIMEOUT) = {"timeout", "MS", CLI_KIND_NUMBER, 1, INT32_MAX, NULL, NULL,
-      "milliseconds to wait (stage: for the broker's acknowledgement)"},
+  /* A bare number stays milliseconds, as before units were taken. */
+  F(TIMEOUT) = {"timeout", "DUR", CLI_KIND_DURATION, 1, INT32_MAX, NULL, NULL,
+      "how long to wait (stage: for the broker's acknowledgement)", 1},
   /* Files and the catalog. */
   F(MEMORY) = {"memory", "SIZE", CLI_KIND_SIZE, MB, 1024 * GB, "bytes", NULL,
       "codes held at once"},
@@ -178,8 +179,8 @@ void cli_flag_form(cli_flag_id id, char *buf, size_t size) {
       fmt_ms(f->max, hi, sizeof hi);
       snprintf(buf, size,
                "a duration from %s to %s, such as 500ms, 90s or 10m (a bare number is "
-               "seconds)",
-               lo, hi);
+               "%s)",
+               lo, hi, f->bare_ms == 1 ? "milliseconds" : "seconds");
       break;
     case CLI_KIND_CHOICE: {
       size_t n = (size_t)snprintf(buf, size, "one of");
@@ -251,8 +252,14 @@ sf_code cli_flag_ms(cli_flag_id id, const char *val, int64_t *ms, sf_err *err) {
   static const struct {
     const char *suffix;
     uint64_t ms;
-  } units[] = {{"ms", 1}, {"s", 1000}, {"", 1000}, {"m", 60000}, {"h", 3600000}};
+  } units[] = {{"ms", 1}, {"s", 1000}, {"", 0}, {"m", 60000}, {"h", 3600000}};
   if (!val || !(isdigit((unsigned char)*val) || *val == '.')) return refuse(id, val, err);
+  /* Only digits and one '.' before the unit: strtod would also take "1e3",
+   * "0x10", "infinity". */
+  size_t num = strspn(val, "0123456789.");
+  const char *dot = strchr(val, '.');
+  if (dot && dot < val + num && memchr(dot + 1, '.', (size_t)(val + num - dot - 1)))
+    return refuse(id, val, err);
   char *end, *iend;
   errno = 0;
   unsigned long long n = strtoull(val, &iend, 10);
@@ -260,8 +267,8 @@ sf_code cli_flag_ms(cli_flag_id id, const char *val, int64_t *ms, sf_err *err) {
   double v = strtod(val, &end);
   whole = whole && iend == end; /* exact for whole numbers, which doubles are not */
   for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
-    if (strcmp(end, units[i].suffix)) continue;
-    uint64_t u = units[i].ms;
+    if (end != val + num || strcmp(end, units[i].suffix)) continue;
+    uint64_t u = units[i].ms ? units[i].ms : f->bare_ms ? f->bare_ms : 1000;
     double t = v * (double)u;
     if (whole ? n > f->max / u || n * u < f->min
               /* a positive duration shorter than 1 ms would round to 0 */
