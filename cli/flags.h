@@ -137,7 +137,8 @@ sf_code cli_flag_fragset(cli_flag_id id, const char *val, roaring_bitmap_t **out
  * --config files (the environment's first), then the environment, then
  * the command line's other arguments; getopt then lets the later of two
  * values win. A flag given on the command line is not read from the
- * environment (a repeatable one, --dataset-root, replaces its variable);
+ * environment (a repeatable one, --dataset-root, replaces its variable),
+ * and an abbreviation getopt_long accepts (--dataset-r) counts as given;
  * -X of different keys add up. Errors: SF_EINVAL naming the variable,
  * SF_ENOMEM. */
 sf_code cli_env_args(int *argc, char ***argv, const char *shortopts,
