@@ -32,7 +32,7 @@ static int convert(sf_logline *l, const char **pp, va_list *ap) {
   if ((p[0] == 'h' && p[1] == 'h') || (p[0] == 'l' && p[1] == 'l')) {
     len[0] = p[0], len[1] = p[1];
     p += 2;
-  } else if (strchr("hlzjtL", *p) && *p) {
+  } else if (*p && strchr("hlzjtL", *p)) {
     len[0] = *p++;
   }
   char conv = *p ? *p++ : 's';
@@ -214,8 +214,9 @@ static size_t utf8_seq(const unsigned char *s, uint32_t *cp) {
   return n;
 }
 
+/* An empty value is bare too, "key=", as go-logfmt writes it and any
+ * logfmt reader reads it. */
 static int logfmt_bare(const char *v) {
-  if (!*v) return 0;
   for (const unsigned char *s = (const unsigned char *)v; *s;) {
     uint32_t cp;
     size_t n = utf8_seq(s, &cp);

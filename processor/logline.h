@@ -6,8 +6,8 @@
  * messages of errors) and may hold '"', spaces, '=', backslashes, control
  * characters or bytes that are not UTF-8. The renderers make every line
  * parse back to the exact fields:
- *   logfmt  a value is written bare when it is non-empty and holds no byte
- *           <= ' ', no '=', '"', '\\', DEL and no byte outside valid UTF-8;
+ *   logfmt  a value is written bare (an empty one as "key=") when it holds
+ *           no byte <= ' ', no '=', '"', '\\', DEL and no byte outside valid UTF-8;
  *           otherwise it is quoted, with \" \\ \n \r \t and \u00XX for the
  *           other control characters (go-logfmt's rules, plus '\\' quoted).
  *   JSON    RFC 8259 escapes, ASCII only: other code points as \uXXXX
