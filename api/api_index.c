@@ -24,6 +24,7 @@ struct sf_index {
   char **paths;
   size_t npaths;
   uint64_t version, rows;
+  char *dataset, *index; /* to explain a corrupt segment (the catalog knows); owned */
   pthread_mutex_t mu;
   sf_search **idle; /* free searchers, a stack */
   size_t nidle, cap;
@@ -35,6 +36,8 @@ void sf_index_close(sf_index *ix) {
   free(ix->idle);
   sf_catalog_paths_free(ix->paths, ix->npaths);
   sf_quant_free(ix->q);
+  free(ix->dataset);
+  free(ix->index);
   pthread_mutex_destroy(&ix->mu);
   free(ix);
 }
@@ -53,6 +56,7 @@ static int take(sf_index *ix, sf_search **out, sf_error *err) {
                     "opened (segforge gc removes superseded versions); open the index "
                     "again to search the newest version",
                     (unsigned long long)ix->version);
+    sf_catalog_explain_corrupt_in(ix->dataset, ix->version, ix->index, &e);
     return sf_api_from_err(err, &e);
   }
   return SF_STATUS_OK;
@@ -109,8 +113,14 @@ int sf_index_open(const char *dataset, const char *index, sf_index **out, sf_err
   ix->version = sf_catalog_version(c);
   /* The first searcher checks every file against the quantizer now, so
    * that a bad index fails here rather than at the first query. */
-  if (sf_search_open(ix->q, (const char *const *)ix->paths, ix->npaths, &first, &e))
+  if (!(ix->dataset = strdup(sf_catalog_dataset(c))) || !(ix->index = strdup(index))) {
+    sf_err_set(&e, SF_ENOMEM, "out of memory");
     goto fail;
+  }
+  if (sf_search_open(ix->q, (const char *const *)ix->paths, ix->npaths, &first, &e)) {
+    sf_catalog_explain_corrupt(c, ci, &e);
+    goto fail;
+  }
   ix->rows = sf_search_rows(first);
   give_back(ix, first);
   sf_catalog_free(c);
@@ -190,6 +200,7 @@ int sf_index_search(sf_index *ix, const float *queries, uint64_t nq, uint32_t di
     float *d = distances ? distances + i * k : scores;
     uint32_t got = 0;
     if (kk && sf_search_query(s, queries + i * dim, kk, nprobe, id, d, &got, &e)) {
+      sf_catalog_explain_corrupt_in(ix->dataset, ix->version, ix->index, &e);
       rc = sf_api_from_err(err, &e);
       break;
     }

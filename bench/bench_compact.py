@@ -20,6 +20,10 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 import serve_helpers as h  # noqa: E402
 
+# bench_compact.sh passes the four numbers, always, then the policy flags.
+if len(sys.argv) < 5 or not all(x.isdigit() and int(x) > 0 for x in sys.argv[1:5]):
+    raise SystemExit("usage: bench_compact.py JOBS ROWS_PER_JOB NLIST RUNS [FLAGS...] "
+                     "(run bench/bench_compact.sh): got %r" % sys.argv[1:])
 JOBS, RPJ, NLIST, RUNS = (int(x) for x in sys.argv[1:5])
 POLICY = sys.argv[5:]
 GAP = float(os.environ.get("GAP", "0.2"))

@@ -24,6 +24,10 @@
 # the end: segment counts, QPS before and after, the bytes compaction
 # rewrote and its write amplification.
 #
+# The numbers end at `--` however many are given (`bench_compact.sh 200 --
+# --segments-per-tier 4` is 200 jobs with the defaults after it); anything
+# but a positive whole number there is refused.
+#
 # Builds against build-bench/ (the default -O2 build) unless SEGFORGE names
 # a binary. Run on demand; never part of the tests. The serve mode needs
 # Debian's python3-kafka and python3-avro.
@@ -34,9 +38,36 @@ if [ "${1:-}" = --no-broker ]; then
   mode=cli
   shift
 fi
-jobs=${1:-1000} rpj=${2:-500} nlist=${3:-256} runs=${4:-3} dim=64 nprobe=16
-shift $(($# < 4 ? $# : 4))
+# Up to four positional numbers, then optionally -- and the policy FLAGS:
+# the numbers end at "--" (or at the end), however many there are.
+pos=()
+while [ $# -gt 0 ] && [ "$1" != -- ]; do
+  pos+=("$1")
+  shift
+done
 [ "${1:-}" = -- ] && shift
+usage="usage: bench/bench_compact.sh [--no-broker] [JOBS] [ROWS_PER_JOB] [NLIST] [RUNS] [-- FLAGS...]"
+if [ ${#pos[@]} -gt 4 ]; then
+  echo "bench_compact.sh: ${#pos[@]} numbers before the flags, at most 4 (put -- before the policy flags)" >&2
+  echo "$usage" >&2
+  exit 2
+fi
+for v in "${pos[@]}"; do
+  case "$v" in
+    '' | *[!0-9]* | 0)
+      echo "bench_compact.sh: '$v' is not a positive whole number (JOBS ROWS_PER_JOB NLIST RUNS; flags go after --)" >&2
+      echo "$usage" >&2
+      exit 2
+      ;;
+  esac
+done
+jobs=${pos[0]:-1000} rpj=${pos[1]:-500} nlist=${pos[2]:-256} runs=${pos[3]:-3} dim=64 nprobe=16
+# What the arguments were read as, without running (tests/cli_bench_args.sh).
+if [ -n "${BENCH_ARGS_ONLY:-}" ]; then
+  printf 'mode=%s jobs=%s rows_per_job=%s nlist=%s runs=%s flags=%s\n' "$mode" "$jobs" "$rpj" \
+    "$nlist" "$runs" "$*"
+  exit 0
+fi
 if [ -n "${SEGFORGE:-}" ]; then
   sf=$SEGFORGE
 else

@@ -9,11 +9,17 @@
 # read -> its commit announced, `wait_ms`) and of its finalize time, the
 # merges, and the segments left, for both.
 #
-#   bench/bench_serve_compact.sh          JOBS=40 GAP=1.2 by default
+#   [JOBS=N] [GAP=SECONDS] bench/bench_serve_compact.sh    JOBS=40 GAP=1.2 by default
 #
 # Builds build-bench/ (the default -O2 build). Run on demand; never part of
 # the tests. Needs Debian's python3-kafka and python3-avro.
 set -euo pipefail
+# JOBS and GAP come from the environment; an argument would be ignored in
+# silence, so none is taken.
+if [ $# -gt 0 ]; then
+  echo "bench_serve_compact.sh takes no arguments (got '$*'): set JOBS=N GAP=SECONDS in the environment" >&2
+  exit 2
+fi
 cd "$(dirname "$0")/.."
 b=build-bench
 cmake -S . -B "$b" >/dev/null
@@ -21,4 +27,4 @@ cmake --build "$b" -j2 --target segforge >/dev/null
 export SEGFORGE="$PWD/$b/segforge" SF_SRC="$PWD" SF_TEST_TMP="${SF_TEST_TMP:-$PWD/$b/benchtmp}"
 mkdir -p "$SF_TEST_TMP"
 # The script kills the processes it starts when it exits (tests/serve_helpers.py).
-timeout 1800 /usr/bin/python3 bench/bench_serve_compact.py "$@"
+timeout 1800 /usr/bin/python3 bench/bench_serve_compact.py

@@ -7,8 +7,8 @@
  */
 #include <getopt.h>
 #include <inttypes.h>
-#include <jansson.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +21,7 @@
 #include "core/pipeline/merge_policy.h"
 #include "kafka/broker.h"
 #include "kafka/kconf.h"
+#include "processor/logline.h"
 #include "processor/metrics.h"
 #include "processor/processor.h"
 
@@ -102,75 +103,13 @@ static void on_signal(int sig) {
   if (g_proc) sf_proc_stop(g_proc);
 }
 
-/* Whether key names text that may look like a number: an id, a name or a
- * list. Its value stays a JSON string, so that a log pipeline sees one
- * type per member (staging_id=007 is "007", not 7; partitions=0 is "0"
- * like partitions=0,1). */
-static int text_key(const char *key) {
-  static const char *const text[] = {"index",
-                                     "what",
-                                     "reason",
-                                     "protocol",
-                                     "partitions",
-                                     "event",
-                                     "topic",
-                                     "group",
-                                     "dataset",
-                                     "facility",
-                                     "compact",
-                                     "servers",
-                                     "bootstrap_servers",
-                                     "addr",
-                                     "merged",
-                                     NULL};
-  size_t n = strlen(key);
-  if (n >= 3 && !strcmp(key + n - 3, "_id")) return 1;
-  for (int i = 0; text[i]; i++)
-    if (!strcmp(key, text[i])) return 1;
-  return 0;
-}
-
-/* The processor's "key=value key=\"quoted value\"" pairs (a quoted value
- * holds no '"', sf_proc_quoted) as members of o; an unquoted number
- * becomes a JSON number, but for text keys (text_key). */
-static void add_pairs(json_t *o, const char *line) {
-  const char *p = line;
-  while (*p) {
-    while (*p == ' ') p++;
-    const char *eq = strchr(p, '=');
-    const char *sp = strchr(p, ' ');
-    if (!*p || !eq || (sp && sp < eq)) break;
-    char key[128];
-    snprintf(key, sizeof key, "%.*s", (int)(eq - p), p);
-    const char *v = eq + 1, *end;
-    int quoted = *v == '"';
-    if (quoted) {
-      v++;
-      end = strchr(v, '"');
-      if (!end) end = v + strlen(v);
-    } else {
-      end = strchr(v, ' ');
-      if (!end) end = v + strlen(v);
-    }
-    char *val = strndup(v, (size_t)(end - v));
-    char *num_end = NULL;
-    double d = val && *val && !quoted ? strtod(val, &num_end) : 0;
-    int is_num = val && *val && !quoted && !text_key(key) && num_end && !*num_end &&
-                 strspn(val, "-0123456789.") == strlen(val);
-    json_t *jv = !val                          ? json_null()
-                 : is_num && !strchr(val, '.') ? json_integer(strtoll(val, NULL, 10))
-                 : is_num                      ? json_real(d)
-                                               : json_string(val);
-    json_object_set_new(o, key, jv ? jv : json_null());
-    free(val);
-    p = *end == '"' ? end + 1 : end;
-  }
-}
-
-/* One line per event: ts=... level=... <the processor's key=value pairs>,
- * or with --log-format json one JSON object: {"ts", "level", then the
- * pairs as members}. */
-static void log_line(void *ctx, int level, const char *line) {
+/* One line per event: ts=... level=... <the fields as logfmt>, or with
+ * --log-format json one JSON object: {"ts", "level", then the fields as
+ * members}. The fields are rendered by processor/logline.h, which escapes
+ * every value: ids, paths and messages from events are written as they
+ * are, yet each line parses back to them. */
+static void log_fields(void *ctx, int level, const sf_log_field *f, size_t n) {
+  (void)ctx;
   if (level > g_level) return;
   int64_t ms = sf_clock_wall_ms();
   time_t secs = (time_t)(ms / 1000);
@@ -184,22 +123,33 @@ static void log_line(void *ctx, int level, const char *line) {
   snprintf(ts, sizeof ts, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
            tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
            (long)(ms % 1000));
-  if (g_json) {
-    json_t *o = json_object();
-    char *text = NULL;
-    if (o && !json_object_set_new(o, "ts", json_string(ts)) &&
-        !json_object_set_new(o, "level", json_string(name))) {
-      add_pairs(o, line);
-      text = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII);
-    }
-    json_decref(o);
-    if (text) {
-      fprintf(stderr, "%s\n", text);
-      free(text);
-      return;
-    }
+  size_t (*render)(const sf_log_field *, size_t, char *, size_t) =
+      g_json ? sf_logline_json : sf_logline_logfmt;
+  char stack[8192], *heap = NULL;
+  const char *body = stack;
+  size_t need = render(f, n, stack, sizeof stack);
+  if (need >= sizeof stack) { /* owned here, freed below */
+    heap = malloc(need + 1);
+    if (heap) render(f, n, heap, need + 1);
+    /* Without memory, a line that says so rather than one cut mid-value. */
+    body = heap ? heap : g_json ? "\"event\":\"log_line_lost\"" : "event=log_line_lost";
   }
-  fprintf(stderr, "ts=%s level=%s %s\n", ts, name, line);
+  if (g_json)
+    fprintf(stderr, "{\"ts\":\"%s\",\"level\":\"%s\"%s%s}\n", ts, name, *body ? "," : "",
+            body);
+  else
+    fprintf(stderr, "ts=%s level=%s %s\n", ts, name, body);
+  free(heap);
+}
+
+/* A line of serve's own, from a template of key=value pairs (logline.h). */
+__attribute__((format(printf, 2, 3))) static void slog(int level, const char *fmt, ...) {
+  sf_logline l;
+  va_list ap;
+  va_start(ap, fmt);
+  sf_logline_vformat(&l, fmt, ap);
+  va_end(ap);
+  log_fields(NULL, level, l.f, l.n);
 }
 
 int cli_cmd_serve(int argc, char **argv) {
@@ -235,7 +185,7 @@ int cli_cmd_serve(int argc, char **argv) {
   sf_err err = {0};
   sf_kconf *k = sf_kconf_new();
   if (!k) return cli_fail("serve", &(sf_err){SF_ENOMEM, "out of memory"});
-  sf_proc_opts po = {.log = log_line, .compact = 1};
+  sf_proc_opts po = {.log = log_fields, .compact = 1};
   sf_mpolicy_params pol;
   sf_mpolicy_params_default(&pol);
   uint64_t v, partitions = 4;
@@ -411,18 +361,13 @@ int cli_cmd_serve(int argc, char **argv) {
       goto fail;
     printf("bootstrap.servers=%s\n", sf_broker_bootstraps(broker));
     fflush(stdout);
-    char line[300];
-    snprintf(line, sizeof line,
-             "event=embedded_broker bootstrap_servers=%s partitions=%llu",
-             sf_broker_bootstraps(broker), (unsigned long long)partitions);
-    log_line(NULL, SF_PROC_LOG_INFO, line);
+    slog(SF_PROC_LOG_INFO, "event=embedded_broker bootstrap_servers=%s partitions=%llu",
+         sf_broker_bootstraps(broker), (unsigned long long)partitions);
   }
   if (metrics_addr) {
     if (sf_metrics_serve(&metrics, metrics_addr, &msrv, &err)) goto fail;
-    char line[300];
-    snprintf(line, sizeof line, "event=metrics_serving addr=%s port=%u", metrics_addr,
-             sf_metrics_server_port(msrv));
-    log_line(NULL, SF_PROC_LOG_INFO, line);
+    slog(SF_PROC_LOG_INFO, "event=metrics_serving addr=%s port=%u", metrics_addr,
+         sf_metrics_server_port(msrv));
   }
   po.kconf = k;
   po.metrics = &metrics;
@@ -433,17 +378,15 @@ int cli_cmd_serve(int argc, char **argv) {
    * no flag of serve reads is said, not refused (another command may). */
   char unknown[128];
   for (size_t u = 0; cli_env_unknown(opts, u, unknown, sizeof unknown); u++) {
-    char line[300];
-    snprintf(line, sizeof line,
-             "event=unknown_variable name=%s hint=\"no flag of serve reads it: "
-             "ignored (docs/cli.md)\"",
-             unknown);
-    log_line(NULL, SF_PROC_LOG_WARNING, line);
+    slog(SF_PROC_LOG_WARNING,
+         "event=unknown_variable name=%s hint=\"no flag of serve reads it: ignored "
+         "(docs/cli.md)\"",
+         unknown);
   }
   if (!nroots)
-    log_line(NULL, SF_PROC_LOG_WARNING,
-             "event=any_dataset hint=\"events may name any dataset this process can "
-             "write; restrict them with --dataset-root\"");
+    slog(SF_PROC_LOG_WARNING,
+         "event=any_dataset hint=\"events may name any dataset this process can "
+         "write; restrict them with --dataset-root\"");
   g_proc = p;
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);

@@ -38,7 +38,7 @@ static void help(void) {
       "Announcing the shard (ShardStaged on Kafka, after it is written):\n"
       "  --publish --brokers B [-X key=value ...] [--config FILE] [--topic T]\n"
       "  --dataset-uri D --index-name N --column C --staging-id S\n"
-      "  --expected-fragments LIST [--target-segment-bytes SIZE] [--timeout MS]\n"
+      "  --expected-fragments LIST [--target-segment-bytes SIZE] [--timeout DUR]\n"
       "DIR must be D/_indices/_staging/S. -X passes any librdkafka property (as in\n"
       "kcat; later ones win, after --config FILE's key=value lines). The command\n"
       "returns once the broker acknowledged the event and prints its event_id.\n"
@@ -59,7 +59,8 @@ typedef struct publish_opts {
   sf_kconf *conf;
   const char *brokers, *config, *topic;
   sf_worker_info info;
-  uint64_t target, timeout_ms;
+  uint64_t target;
+  int64_t timeout_ms;
   char *dataset_abs; /* a relative --dataset-uri made absolute (freed by the caller) */
   roaring_bitmap_t *exp; /* --expected-fragments (freed by the caller) */
   sf_publisher *pub;     /* created before staging (freed by the caller) */
@@ -277,7 +278,7 @@ int cli_cmd_stage(int argc, char **argv) {
         rc = cli_flag_u64(c, optarg, &po.target, &err);
         break;
       case CLI_FLAG_TIMEOUT:
-        rc = cli_flag_u64(c, optarg, &po.timeout_ms, &err);
+        rc = cli_flag_ms(c, optarg, &po.timeout_ms, &err);
         break;
       case 'X':
         rc = sf_kconf_parse_arg(po.conf, optarg, &err);

@@ -1,6 +1,6 @@
 /*
  * cmd_wait.c - `segforge wait --dataset D --staging-id S [--index NAME]
- * [--timeout MS] [--brokers LIST ...]`: blocks until the job is committed
+ * [--timeout DUR] [--brokers LIST ...]`: blocks until the job is committed
  * (exit 0), or says why it will not be: its failed marker, a dead letter of
  * one of its events (with --brokers), or the timeout. The logic is
  * sf_worker_wait (producer/worker.h) over sf_jobstatus_wait
@@ -38,7 +38,7 @@ static void on_signal(int sig) {
 
 static void help(void) {
   printf(
-      "usage: segforge wait --dataset D --staging-id S [--index NAME] [--timeout MS]\n"
+      "usage: segforge wait --dataset D --staging-id S [--index NAME] [--timeout DUR]\n"
       "                     [--brokers LIST [-X key=value]... [--config FILE]\n"
       "                      [--since DUR]] [--json]\n\n"
       "Waits until the job S of dataset D is committed: its staging id is in the\n"
@@ -47,7 +47,8 @@ static void help(void) {
       "  3  failed: the job's failed marker (written by serve when it fails a job), or,\n"
       "     with --brokers, a ShardRejected of one of its events on the dead-letter\n"
       "     topic; prints the reason code and the message\n"
-      "  4  --timeout MS milliseconds passed first (default: wait for ever)\n"
+      "  4  --timeout DUR passed first (30s, 5m, 1h; a bare number is milliseconds;\n"
+      "     default: wait for ever)\n"
       "  1  the dataset cannot be read, or the job is in another index; 2 usage.\n"
       "--brokers (or bootstrap.servers from -X/--config) also watches the dead-letter\n"
       "topic (segforge.topic.rejected) from --since ago (default 1h).\n");
@@ -127,11 +128,9 @@ int cli_cmd_wait(int argc, char **argv) {
       case CLI_FLAG_INDEX:
         if (!(e = cli_flag_check_id(c, optarg, &err))) req.index_name = optarg;
         break;
-      case CLI_FLAG_TIMEOUT: { /* milliseconds, as on every command taking it */
-        uint64_t ms = 0;
-        if (!(e = cli_flag_u64(c, optarg, &ms, &err))) req.timeout_ms = (int64_t)ms;
+      case CLI_FLAG_TIMEOUT: /* a bare number is milliseconds, as before units */
+        e = cli_flag_ms(c, optarg, &req.timeout_ms, &err);
         break;
-      }
       case CLI_FLAG_SINCE:
         e = cli_flag_ms(c, optarg, &since, &err);
         break;

@@ -99,8 +99,9 @@ const cli_flag cli_flags[CLI_FLAG_END - CLI_FLAG_FIRST] = {
       "merge committed segments in the background"},
   F(SINCE) = {"since", "DUR", CLI_KIND_DURATION, 1, 365 * DAY, NULL, NULL,
       "read dead letters published at most DUR ago"},
-  F(TIMEOUT) = {"timeout", "MS", CLI_KIND_NUMBER, 1, INT32_MAX, NULL, NULL,
-      "milliseconds to wait (stage: for the broker's acknowledgement)"},
+  /* A bare number stays milliseconds, as before units were taken. */
+  F(TIMEOUT) = {"timeout", "DUR", CLI_KIND_DURATION, 1, INT32_MAX, NULL, NULL,
+      "how long to wait (stage: for the broker's acknowledgement)", 1},
   /* Files and the catalog. */
   F(MEMORY) = {"memory", "SIZE", CLI_KIND_SIZE, MB, 1024 * GB, "bytes", NULL,
       "codes held at once"},
@@ -178,8 +179,8 @@ void cli_flag_form(cli_flag_id id, char *buf, size_t size) {
       fmt_ms(f->max, hi, sizeof hi);
       snprintf(buf, size,
                "a duration from %s to %s, such as 500ms, 90s or 10m (a bare number is "
-               "seconds)",
-               lo, hi);
+               "%s)",
+               lo, hi, f->bare_ms == 1 ? "milliseconds" : "seconds");
       break;
     case CLI_KIND_CHOICE: {
       size_t n = (size_t)snprintf(buf, size, "one of");
@@ -251,8 +252,14 @@ sf_code cli_flag_ms(cli_flag_id id, const char *val, int64_t *ms, sf_err *err) {
   static const struct {
     const char *suffix;
     uint64_t ms;
-  } units[] = {{"ms", 1}, {"s", 1000}, {"", 1000}, {"m", 60000}, {"h", 3600000}};
+  } units[] = {{"ms", 1}, {"s", 1000}, {"", 0}, {"m", 60000}, {"h", 3600000}};
   if (!val || !(isdigit((unsigned char)*val) || *val == '.')) return refuse(id, val, err);
+  /* Only digits and one '.' before the unit: strtod would also take "1e3",
+   * "0x10", "infinity". */
+  size_t num = strspn(val, "0123456789.");
+  const char *dot = strchr(val, '.');
+  if (dot && dot < val + num && memchr(dot + 1, '.', (size_t)(val + num - dot - 1)))
+    return refuse(id, val, err);
   char *end, *iend;
   errno = 0;
   unsigned long long n = strtoull(val, &iend, 10);
@@ -260,8 +267,8 @@ sf_code cli_flag_ms(cli_flag_id id, const char *val, int64_t *ms, sf_err *err) {
   double v = strtod(val, &end);
   whole = whole && iend == end; /* exact for whole numbers, which doubles are not */
   for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
-    if (strcmp(end, units[i].suffix)) continue;
-    uint64_t u = units[i].ms;
+    if (end != val + num || strcmp(end, units[i].suffix)) continue;
+    uint64_t u = units[i].ms ? units[i].ms : f->bare_ms ? f->bare_ms : 1000;
     double t = v * (double)u;
     if (whole ? n > f->max / u || n * u < f->min
               /* a positive duration shorter than 1 ms would round to 0 */
@@ -388,11 +395,38 @@ static sf_code env_check(const struct option *o, const char *var, const char *va
   return rc;
 }
 
-/* Whether argv[i] is --config (or --config=F); *skip: its value is the
- * next argument. */
-static int is_config(const char *arg, int *skip) {
-  *skip = !strcmp(arg, "--config");
-  return *skip || !strncmp(arg, "--config=", 9);
+/* The long option that arg ("--name" or "--name=value") names, as
+ * getopt_long reads it: the exact name, or else a prefix of one option's
+ * name (an abbreviation, --dataset-r for --dataset-root) or of several
+ * that are the same option. NULL when arg is no long option or an
+ * ambiguous prefix (getopt_long refuses it). Abbreviations are accepted,
+ * as getopt_long accepts them everywhere; this makes them count as the
+ * flag for the precedence below. */
+static const struct option *long_opt(const char *arg, const struct option *opts) {
+  if (strncmp(arg, "--", 2) || !arg[2]) return NULL;
+  const char *name = arg + 2;
+  size_t n = strcspn(name, "=");
+  const struct option *found = NULL;
+  int ambiguous = 0;
+  for (const struct option *o = opts; o->name; o++) {
+    if (strncmp(o->name, name, n)) continue;
+    if (strlen(o->name) == n) return o;
+    if (!found)
+      found = o;
+    else if (found->has_arg != o->has_arg || found->flag != o->flag ||
+             found->val != o->val)
+      ambiguous = 1;
+  }
+  return ambiguous ? NULL : found;
+}
+
+/* Whether argv[i] is --config (or --config=F, or an abbreviation); *skip:
+ * its value is the next argument. */
+static int is_config(const char *arg, const struct option *opts, int *skip) {
+  const struct option *o = long_opt(arg, opts);
+  if (!o || strcmp(o->name, "config")) return 0;
+  *skip = !strchr(arg, '=');
+  return 1;
 }
 
 /* Whether argv[i], an option, takes the next argument as its value. */
@@ -403,21 +437,18 @@ static int takes_next(const char *arg, const char *shortopts, const struct optio
     return p && p[1] == ':' && !arg[2];
   }
   if (strchr(arg, '=')) return 0;
-  for (const struct option *o = opts; o->name; o++)
-    if (!strcmp(arg + 2, o->name)) return o->has_arg == required_argument;
-  return 0;
+  const struct option *o = long_opt(arg, opts);
+  return o && o->has_arg == required_argument;
 }
 
 /* Whether the command line (before any "--") gives the long option name,
- * as "--name V" or "--name=V". */
+ * as "--name V" or "--name=V", or abbreviated as getopt_long reads it. */
 static int on_command_line(int argc, char **argv, const char *shortopts,
                            const struct option *opts, const char *name) {
-  size_t n = strlen(name);
   for (int i = 1; i < argc && strcmp(argv[i], "--"); i++) {
     const char *a = argv[i];
-    if (!strncmp(a, "--", 2) && !strncmp(a + 2, name, n) &&
-        (!a[2 + n] || a[2 + n] == '='))
-      return 1;
+    const struct option *o = long_opt(a, opts);
+    if (o && !strcmp(o->name, name)) return 1;
     if (takes_next(a, shortopts, opts)) i++;
   }
   return 0;
@@ -442,7 +473,7 @@ sf_code cli_env_args(int *argc, char ***argv, const char *shortopts,
   if (!rc && ev) rc = push(&a, pair("--config=", ev), err);
   for (int i = 1; !rc && i < *argc && strcmp((*argv)[i], "--"); i++) {
     int skip;
-    if (has_config && is_config((*argv)[i], &skip)) {
+    if (has_config && is_config((*argv)[i], opts, &skip)) {
       rc = push(&a, strdup((*argv)[i]), err);
       if (!rc && skip && i + 1 < *argc) rc = push(&a, strdup((*argv)[++i]), err);
     } else if (takes_next((*argv)[i], shortopts, opts)) {
@@ -514,7 +545,7 @@ sf_code cli_env_args(int *argc, char ***argv, const char *shortopts,
       for (; !rc && i < *argc; i++) rc = push(&a, strdup((*argv)[i]), err);
       break;
     }
-    if (has_config && is_config((*argv)[i], &skip)) {
+    if (has_config && is_config((*argv)[i], opts, &skip)) {
       i += skip;
       continue;
     }

@@ -29,7 +29,8 @@
 typedef enum cli_flag_kind {
   CLI_KIND_NUMBER,   /* a whole number in [min, max] */
   CLI_KIND_SIZE,     /* a whole number with an optional K, M or G suffix (x1024) */
-  CLI_KIND_DURATION, /* 500ms, 90s, 10m, 1h; a bare number is seconds; min, max in ms */
+  CLI_KIND_DURATION, /* 500ms, 90s, 10m, 1h; a bare number counts bare_ms (seconds by
+                        default); min, max in ms */
   CLI_KIND_CHOICE,   /* one of choices (any case); the value is its index */
   CLI_KIND_ID,       /* a catalog id (sf_catalog_check_id): it names a file */
   CLI_KIND_SHARD_ID, /* a shard id (sf_stage_check_id) */
@@ -44,6 +45,8 @@ typedef struct cli_flag {
   const char *unit;           /* SIZE: what is counted ("bytes", "rows") */
   const char *const *choices; /* CHOICE: NULL-terminated, in the order of the enum */
   const char *help;           /* one line: what the value means */
+  uint64_t bare_ms; /* DURATION: the milliseconds a bare number counts; 0 is seconds.
+                       A flag that took a bare number before units keeps its unit. */
 } cli_flag;
 
 /* The ids, in the order of the table. */
@@ -109,7 +112,9 @@ extern const cli_flag cli_flags[CLI_FLAG_END - CLI_FLAG_FIRST];
  * <form>". A flag of another kind is a programming error (SF_EINVAL too). */
 /* NUMBER and SIZE. */
 sf_code cli_flag_u64(cli_flag_id id, const char *val, uint64_t *out, sf_err *err);
-/* DURATION, in milliseconds. */
+/* DURATION, in milliseconds: digits with at most one '.', then ms, s, m or h,
+ * or nothing (the flag's bare unit). Junk, a sign, an exponent, a value out
+ * of range or one that overflows is refused. */
 sf_code cli_flag_ms(cli_flag_id id, const char *val, int64_t *ms, sf_err *err);
 /* CHOICE: *out is the index of the choice. */
 sf_code cli_flag_choice(cli_flag_id id, const char *val, int *out, sf_err *err);
@@ -132,7 +137,8 @@ sf_code cli_flag_fragset(cli_flag_id id, const char *val, roaring_bitmap_t **out
  * --config files (the environment's first), then the environment, then
  * the command line's other arguments; getopt then lets the later of two
  * values win. A flag given on the command line is not read from the
- * environment (a repeatable one, --dataset-root, replaces its variable);
+ * environment (a repeatable one, --dataset-root, replaces its variable),
+ * and an abbreviation getopt_long accepts (--dataset-r) counts as given;
  * -X of different keys add up. Errors: SF_EINVAL naming the variable,
  * SF_ENOMEM. */
 sf_code cli_env_args(int *argc, char ***argv, const char *shortopts,

@@ -57,7 +57,6 @@ static sf_jobs_outcome hold_unresolved(sf_proc *p, sf_shard_staged *ev,
 void sf_proc_classify(sf_proc *p, sf_shard_staged *ev, const uint8_t *raw, size_t len,
                       sf_jobs_ref ref, task **spare) {
   sf_err err = {0};
-  char q[600];
   sf_event_reason reason = SF_REASON_NONE;
   sf_job *j = NULL;
   sf_jobs_outcome o = SF_JOBS_LATE;
@@ -86,11 +85,10 @@ void sf_proc_classify(sf_proc *p, sf_shard_staged *ev, const uint8_t *raw, size_
                    j->staging_id, j->nshards);
       break;
     case SF_JOBS_COMPLETE:
-      sf_proc_plog(
-          p, SF_PROC_LOG_INFO,
-          "event=job_complete staging_id=%s dataset=\"%s\" shards=%zu wait_ms=%lld",
-          j->staging_id, sf_proc_quoted(q, sizeof q, j->dataset), j->nshards,
-          (long long)(sf_clock_mono_ms() - j->first_seen_ms));
+      sf_proc_plog(p, SF_PROC_LOG_INFO,
+                   "event=job_complete staging_id=%s dataset=%s shards=%zu wait_ms=%lld",
+                   j->staging_id, j->dataset, j->nshards,
+                   (long long)(sf_clock_mono_ms() - j->first_seen_ms));
       sf_proc_dispatch(p, j);
       break;
     case SF_JOBS_DUPLICATE:
@@ -121,11 +119,10 @@ void sf_proc_classify(sf_proc *p, sf_shard_staged *ev, const uint8_t *raw, size_
 
 static void on_message(sf_proc *p, const rd_kafka_message_t *m) {
   sf_err err = {0};
-  char q[600];
   if (m->err) {
     if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) return;
     sf_proc_plog(p, SF_PROC_LOG_WARNING, "event=consumer_error error=\"%s\"",
-                 sf_proc_quoted(q, sizeof q, rd_kafka_message_errstr(m)));
+                 rd_kafka_message_errstr(m));
     return;
   }
   /* While stopping, a message is left unread: not tracked, its offset is
@@ -362,7 +359,6 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 
 static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
   sf_proc *p = opaque;
-  char q[600];
   if (err == RD_KAFKA_RESP_ERR__FATAL) {
     char buf[512];
     rd_kafka_fatal_error(rk, buf, sizeof buf);
@@ -372,17 +368,14 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) 
     return;
   }
   sf_proc_plog(p, SF_PROC_LOG_WARNING, "event=kafka_error error=\"%s\" reason=\"%s\"",
-               rd_kafka_err2name((rd_kafka_resp_err_t)err),
-               sf_proc_quoted(q, sizeof q, reason));
+               rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
 }
 
 static void log_bridge(const rd_kafka_t *rk, int level, const char *fac,
                        const char *buf) {
   sf_proc *p = rd_kafka_opaque(rk);
   if (!p || !p->o.log) return;
-  char q[1024];
-  sf_proc_plog(p, level, "event=librdkafka facility=%s message=\"%s\"", fac,
-               sf_proc_quoted(q, sizeof q, buf));
+  sf_proc_plog(p, level, "event=librdkafka facility=%s message=\"%s\"", fac, buf);
 }
 
 /* ---- life cycle
@@ -626,9 +619,7 @@ static void prepare_producer(sf_proc *p) {
   sf_err e = {0};
   int64_t t0 = sf_clock_mono_ms();
   if (sf_publisher_prepare(p->pub, out, p->o.compact ? 3 : 2, PREPARE_TIMEOUT_MS, &e)) {
-    char m[600];
-    sf_proc_plog(p, SF_PROC_LOG_WARNING, "event=producer_not_ready error=\"%s\"",
-                 sf_proc_quoted(m, sizeof m, e.msg));
+    sf_proc_plog(p, SF_PROC_LOG_WARNING, "event=producer_not_ready error=\"%s\"", e.msg);
   } else {
     sf_proc_plog(p, SF_PROC_LOG_INFO, "event=producer_ready ms=%lld",
                  (long long)(sf_clock_mono_ms() - t0));

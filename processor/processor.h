@@ -78,6 +78,7 @@
 #include "core/base/error.h"
 #include "core/pipeline/merge_policy.h"
 #include "kafka/kconf.h"
+#include "processor/logline.h"
 #include "processor/metrics.h"
 
 /* Log levels, as syslog's (librdkafka uses the same numbers). */
@@ -86,11 +87,15 @@
 #define SF_PROC_LOG_INFO 6
 #define SF_PROC_LOG_DEBUG 7
 
-/* One structured log line, "event=<name> key=value ...", without a newline
- * and without time or level (the callback adds what it wants). Called from
- * any of the processor's threads, one line per call; it must be
- * thread-safe and quick. */
-typedef void (*sf_proc_log_fn)(void *ctx, int level, const char *line);
+/* One structured log line: its fields, "event" first, then key=value
+ * pairs, without time or level (the callback adds what it wants). Values
+ * are raw text, often from outside (ids, paths, error messages): the
+ * callback renders them with sf_logline_logfmt or sf_logline_json
+ * (processor/logline.h), which escape them. The fields live until the
+ * callback returns. Called from any of the processor's threads, one line
+ * per call; it must be thread-safe and quick. */
+typedef void (*sf_proc_log_fn)(void *ctx, int level, const sf_log_field *fields,
+                               size_t n);
 
 /* The drain's default: with the exit's last steps (offset commit, leaving
  * the group, at most 5 s for deliveries in flight) it fits Kubernetes'

@@ -214,14 +214,13 @@ static sf_code announce(sf_proc *p, const compact_item *it,
 static void on_start(void *arg, const sf_compact_merge_report *m) {
   run_ctx *x = arg;
   sf_proc *p = x->p;
-  char q[600];
   x->crashed = 0;
   sf_build_budget_get_stats(p->budget, &x->b0);
   sf_proc_plog(p, SF_PROC_LOG_INFO,
-               "event=compaction_started dataset=\"%s\" index=%s round=%u inputs=%zu "
+               "event=compaction_started dataset=%s index=%s round=%u inputs=%zu "
                "bytes=%llu merged=%s",
-               sf_proc_quoted(q, sizeof q, x->it->dataset), x->it->index_name, m->round,
-               m->ninputs, (unsigned long long)m->bytes_read, m->output);
+               x->it->dataset, x->it->index_name, m->round, m->ninputs,
+               (unsigned long long)m->bytes_read, m->output);
   sf_metrics_set_compactions_running(p->o.metrics, 1);
   atomic_store(&p->compact_running, 1);
 }
@@ -232,7 +231,6 @@ static int on_report(void *arg, const sf_compact_merge_report *m) {
   run_ctx *x = arg;
   sf_proc *p = x->p;
   const compact_item *it = x->it;
-  char q[600], e[600];
   sf_build_budget_stats b1;
   sf_build_budget_get_stats(p->budget, &b1); /* the only background build: its yields */
   atomic_store(&p->compact_running, 0);
@@ -240,11 +238,9 @@ static int on_report(void *arg, const sf_compact_merge_report *m) {
   double secs = m->ms / 1e3;
   if (m->status == SF_ECONFLICT) {
     sf_metrics_compaction_done(p->o.metrics, SF_METRICS_COMPACTION_DISCARDED, 0, 0, secs);
-    sf_proc_plog(
-        p, SF_PROC_LOG_INFO,
-        "event=compaction_discarded dataset=\"%s\" index=%s merged=%s reason=\"%s\"",
-        sf_proc_quoted(q, sizeof q, it->dataset), it->index_name, m->output,
-        sf_proc_quoted(e, sizeof e, m->error));
+    sf_proc_plog(p, SF_PROC_LOG_INFO,
+                 "event=compaction_discarded dataset=%s index=%s merged=%s reason=\"%s\"",
+                 it->dataset, it->index_name, m->output, m->error);
     return 0;
   }
   if (m->status) { /* the run ends with it; compact_index logs it */
@@ -260,18 +256,30 @@ static int on_report(void *arg, const sf_compact_merge_report *m) {
   double t1 = sf_clock_mono_s();
   sf_err aerr = {0};
   sf_code arc = announce(p, it, m, &aerr);
-  sf_proc_plog(
-      p, arc ? SF_PROC_LOG_WARNING : SF_PROC_LOG_INFO,
-      "event=compaction_committed dataset=\"%s\" index=%s partition=%d version=%llu "
-      "already=%d merged=%s inputs=%zu rows=%llu bytes_read=%llu "
-      "bytes_written=%llu compact_ms=%.2f yields=%llu publish_ms=%.2f "
-      "announced=%d%s%s%s",
-      sf_proc_quoted(q, sizeof q, it->dataset), it->index_name, (int)x->partition,
-      (unsigned long long)m->version, m->already, m->output, m->ninputs,
-      (unsigned long long)m->merged->num_rows, (unsigned long long)m->bytes_read,
-      (unsigned long long)written, m->ms, (unsigned long long)(b1.yields - x->b0.yields),
-      (sf_clock_mono_s() - t1) * 1e3, !arc, arc ? " error=\"" : "",
-      arc ? sf_proc_quoted(e, sizeof e, aerr.msg) : "", arc ? "\"" : "");
+  double pub_ms = (sf_clock_mono_s() - t1) * 1e3;
+  unsigned long long yields = (unsigned long long)(b1.yields - x->b0.yields);
+  if (arc)
+    sf_proc_plog(
+        p, SF_PROC_LOG_WARNING,
+        "event=compaction_committed dataset=%s index=%s partition=%d version=%llu "
+        "already=%d merged=%s inputs=%zu rows=%llu bytes_read=%llu "
+        "bytes_written=%llu compact_ms=%.2f yields=%llu publish_ms=%.2f "
+        "announced=%d error=\"%s\"",
+        it->dataset, it->index_name, (int)x->partition, (unsigned long long)m->version,
+        m->already, m->output, m->ninputs, (unsigned long long)m->merged->num_rows,
+        (unsigned long long)m->bytes_read, (unsigned long long)written, m->ms, yields,
+        pub_ms, 0, aerr.msg);
+  else
+    sf_proc_plog(
+        p, SF_PROC_LOG_INFO,
+        "event=compaction_committed dataset=%s index=%s partition=%d version=%llu "
+        "already=%d merged=%s inputs=%zu rows=%llu bytes_read=%llu "
+        "bytes_written=%llu compact_ms=%.2f yields=%llu publish_ms=%.2f "
+        "announced=%d",
+        it->dataset, it->index_name, (int)x->partition, (unsigned long long)m->version,
+        m->already, m->output, m->ninputs, (unsigned long long)m->merged->num_rows,
+        (unsigned long long)m->bytes_read, (unsigned long long)written, m->ms, yields,
+        pub_ms, 1);
   return arc != SF_OK;
 }
 
@@ -297,22 +305,20 @@ static void compact_index(sf_proc *p, const compact_item *it, int32_t partition)
   sf_compact_all_result res;
   sf_err err = {0};
   sf_code rc = sf_compact_all(&r, &res, &err);
-  char q[600], m[600];
-  sf_proc_quoted(q, sizeof q, it->dataset);
+  const char *q = it->dataset;
   if (rc == SF_ECONFLICT)
     sf_proc_plog(p, SF_PROC_LOG_INFO,
-                 "event=compaction_left dataset=\"%s\" index=%s merges=%zu discarded=%zu "
+                 "event=compaction_left dataset=%s index=%s merges=%zu discarded=%zu "
                  "reason=\"%s\"",
-                 q, it->index_name, res.merges, res.discarded,
-                 sf_proc_quoted(m, sizeof m, err.msg));
+                 q, it->index_name, res.merges, res.discarded, err.msg);
   else if (rc)
     sf_proc_plog(p, rc == SF_ECANCELED ? SF_PROC_LOG_INFO : SF_PROC_LOG_WARNING,
-                 "event=%s dataset=\"%s\" index=%s merges=%zu error=\"%s\"",
+                 "event=%s dataset=%s index=%s merges=%zu error=\"%s\"",
                  rc == SF_ECANCELED ? "compaction_canceled" : "compaction_failed", q,
-                 it->index_name, res.merges, sf_proc_quoted(m, sizeof m, err.msg));
+                 it->index_name, res.merges, err.msg);
   else if (!res.stopped) /* the policy wants no merge of the newest version */
     sf_proc_plog(p, SF_PROC_LOG_DEBUG,
-                 "event=compaction_idle dataset=\"%s\" index=%s segments=%zu merges=%zu "
+                 "event=compaction_idle dataset=%s index=%s segments=%zu merges=%zu "
                  "discarded=%zu rewritten_bytes=%llu",
                  q, it->index_name, res.segments_after, res.merges, res.discarded,
                  (unsigned long long)res.bytes_written);
@@ -332,10 +338,9 @@ void *sf_proc_compact_main(void *arg) {
     if (sf_proc_compact_owns(p, it->dataset, it->index_name, &part)) {
       compact_index(p, it, part);
     } else {
-      char q[600];
       sf_proc_plog(p, SF_PROC_LOG_DEBUG,
-                   "event=compaction_not_owned dataset=\"%s\" index=%s partition=%d",
-                   sf_proc_quoted(q, sizeof q, it->dataset), it->index_name, (int)part);
+                   "event=compaction_not_owned dataset=%s index=%s partition=%d",
+                   it->dataset, it->index_name, (int)part);
     }
     item_free(it);
   }

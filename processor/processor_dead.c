@@ -115,7 +115,6 @@ static sf_code publish_rejected(sf_proc *p, const sf_shard_rejected *r,
                                 const sf_publish_extra *x, const sf_publish_extra *xsmall,
                                 sf_err *err) {
   sf_code rc = publish_rejected_once(p, r, x, err);
-  char q[600];
   if (rc == SF_EDECODE || rc == SF_EINVAL) {
     char why[SF_ERR_MSG_MAX], orig[SF_ERR_MSG_MAX], msg[3 * SF_ERR_MSG_MAX];
     char sid[SF_EVENT_ID_MAX * 4 + 1], shid[SF_EVENT_ID_MAX * 4 + 1],
@@ -141,15 +140,14 @@ static sf_code publish_rejected(sf_proc *p, const sf_shard_rejected *r,
                  "event=dead_letter_cut_down staging_id=%s partition=%d offset=%lld "
                  "bytes=%zu error=\"%s\"",
                  m.staging_id ? m.staging_id : "-", (int)r->source_partition,
-                 (long long)r->source_offset, r->original_value_len,
-                 sf_proc_quoted(q, sizeof q, why));
+                 (long long)r->source_offset, r->original_value_len, why);
     rc = publish_rejected_once(p, &m, xsmall, err);
     if (rc == SF_EDECODE || rc == SF_EINVAL) {
       sf_proc_plog(p, SF_PROC_LOG_ERR,
                    "event=dead_letter_impossible reason=%s partition=%d offset=%lld "
                    "error=\"%s\"",
                    r->reason ? r->reason : "-", (int)r->source_partition,
-                   (long long)r->source_offset, sf_proc_quoted(q, sizeof q, err->msg));
+                   (long long)r->source_offset, err->msg);
       return SF_OK; /* given up loudly: the offset moves on */
     }
   }

@@ -211,11 +211,11 @@ int sf_proc_stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque);
 
 /* ---- processor_tasks.c and processor_dead.c ---------------------------------- */
 
-/* One structured log line through the user's callback. */
+/* One structured log line through the user's callback: fmt is a template
+ * of key=value pairs (processor/logline.h); values are escaped when the
+ * line is rendered, so outside strings are passed as they are. */
 void sf_proc_plog(sf_proc *p, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-/* s made safe inside key="..." of a log line, into buf (returned). */
-const char *sf_proc_quoted(char *buf, size_t n, const char *s);
 
 void sf_proc_q_init(tqueue *q);
 void sf_proc_q_push(tqueue *q, task *t);

@@ -28,12 +28,12 @@
 
 void sf_proc_plog(sf_proc *p, int level, const char *fmt, ...) {
   if (!p->o.log) return;
-  char line[2048];
+  sf_logline l;
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(line, sizeof line, fmt, ap);
+  sf_logline_vformat(&l, fmt, ap);
   va_end(ap);
-  p->o.log(p->o.log_ctx, level, line);
+  p->o.log(p->o.log_ctx, level, l.f, l.n);
 }
 
 void sf_proc_q_init(tqueue *q) {
@@ -101,18 +101,6 @@ void sf_proc_backoff(sf_proc *p, int ms) {
   for (int slept = 0; slept < ms && !atomic_load(&p->quit); slept += 20) usleep(20000);
 }
 
-/* key="value" safe for one log line: quotes and backslashes become ', and
- * control characters spaces. */
-const char *sf_proc_quoted(char *buf, size_t n, const char *s) {
-  size_t w = 0;
-  for (; s && *s && w + 1 < n; s++) {
-    unsigned char c = (unsigned char)*s;
-    buf[w++] = c == '"' || c == '\\' ? '\'' : c < 0x20 ? ' ' : (char)c;
-  }
-  buf[w] = '\0';
-  return buf;
-}
-
 /* ---- the finalize workers ----------------------------------------------------- */
 
 /* The dead-letter reason of a finalize failure; NONE for a failure that is
@@ -158,11 +146,9 @@ int sf_proc_retry_publish(sf_proc *p, sf_code rc, int attempt, const char *what,
    * forever. The failure goes back to the loop, which stops the service
    * (exit 1) so that a supervisor restarts it with a new producer. */
   if (sf_publisher_fatal(p->pub, err)) return 0;
-  char m[600];
   sf_proc_plog(p, SF_PROC_LOG_WARNING,
                "event=publish_retry what=%s staging_id=%s attempt=%d error=\"%s\"", what,
-               staging_id ? staging_id : "-", attempt,
-               sf_proc_quoted(m, sizeof m, err->msg));
+               staging_id ? staging_id : "-", attempt, err->msg);
   sf_proc_backoff(p, attempt < 25 ? 200 * attempt : 5000);
   return 1;
 }
@@ -339,9 +325,7 @@ void sf_proc_set_fatal(sf_proc *p, const sf_err *e) {
   p->fatal = e->code ? e->code : SF_EIO;
   p->fatal_err = *e;
   p->stop = 1;
-  char m[600];
-  sf_proc_plog(p, SF_PROC_LOG_ERR, "event=fatal error=\"%s\"",
-               sf_proc_quoted(m, sizeof m, e->msg));
+  sf_proc_plog(p, SF_PROC_LOG_ERR, "event=fatal error=\"%s\"", e->msg);
 }
 
 static void release_refs(sf_proc *p, const sf_job *j) {
@@ -370,11 +354,10 @@ void sf_proc_dispatch(sf_proc *p, sf_job *j) {
 }
 
 void sf_proc_send_dead_job(sf_proc *p, sf_job *j, task *reuse) {
-  char m[600];
   sf_proc_plog(p, SF_PROC_LOG_WARNING,
                "event=job_failed staging_id=%s reason=%s shards=%zu message=\"%s\"",
                j->staging_id, sf_event_reason_name(j->reason), j->nshards,
-               sf_proc_quoted(m, sizeof m, j->message ? j->message : ""));
+               j->message ? j->message : "");
   task *t = reuse;
   if (t) {
     memset(&t->err, 0, sizeof t->err);
@@ -401,14 +384,13 @@ static size_t dead_cost(const task *t) {
 void sf_proc_send_dead_event(sf_proc *p, const void *raw, size_t len, sf_jobs_ref ref,
                              sf_event_reason reason, const char *msg,
                              const sf_shard_staged *ev) {
-  char q[600];
   sf_proc_plog(
       p, SF_PROC_LOG_WARNING,
       "event=event_rejected reason=%s staging_id=%s shard_id=%s partition=%d offset=%lld "
       "message=\"%s\"",
       sf_event_reason_name(reason), ev && ev->staging_id ? ev->staging_id : "-",
       ev && ev->shard_id ? ev->shard_id : "-", (int)ref.partition, (long long)ref.offset,
-      sf_proc_quoted(q, sizeof q, msg));
+      msg);
   task *t = task_new(p, T_DEAD_EVENT, NULL);
   if (!t) return;
   sf_shard_rejected *r = &t->rej;
@@ -468,7 +450,7 @@ static void held_report(sf_proc *p) {
     sf_metrics_set_degraded(mx, NULL);
     return;
   }
-  char buf[SF_METRICS_DEGRADED_MAX], m[600], d[600];
+  char buf[SF_METRICS_DEGRADED_MAX];
   size_t w = 0, n = 0;
   w += (size_t)snprintf(buf, sizeof buf,
                         "%zu job%s held: %s dataset fails, the job is retried with "
@@ -480,11 +462,14 @@ static void held_report(sf_proc *p) {
       w += (size_t)snprintf(buf + w, sizeof buf - w, "\n... and %zu more", p->nheld - n);
       break;
     }
-    w += (size_t)snprintf(
-        buf + w, sizeof buf - w,
-        "\nstaging_id=%s dataset=%s what=%s attempts=%d error=\"%s\"", t->job->staging_id,
-        sf_proc_quoted(d, sizeof d, sf_proc_job_dataset(t->job)), held_what(t),
-        t->attempts, sf_proc_quoted(m, sizeof m, t->held_err.msg));
+    /* The same pairs as a log line, escaped the same way (logline.h). */
+    sf_logline l;
+    sf_logline_format(&l, "staging_id=%s dataset=%s what=%s attempts=%d error=\"%s\"",
+                      t->job->staging_id, sf_proc_job_dataset(t->job), held_what(t),
+                      t->attempts, t->held_err.msg);
+    if (w + 2 >= sizeof buf) break; /* full: what is there ends with its NUL */
+    buf[w++] = '\n';
+    w += sf_logline_logfmt(l.f, l.n, buf + w, sizeof buf - w);
   }
   sf_metrics_set_degraded(mx, buf);
 }
@@ -539,29 +524,30 @@ static void hold(sf_proc *p, task *t) {
   t->waiting = 1;
   j->user = t;
   if (t->retry_at_ms < p->next_retry_ms) p->next_retry_ms = t->retry_at_ms;
-  char m[600], d[600], at[96] = "";
   if (t->kind == T_INTAKE) /* where its partition's offset waits */
-    snprintf(at, sizeof at, " events=%zu partition=%d offset=%lld", j->nwaiting,
-             (int)j->waiting[0].ref.partition, (long long)j->waiting[0].ref.offset);
-  sf_proc_plog(p, SF_PROC_LOG_WARNING,
-               "event=job_held staging_id=%s dataset=\"%s\" what=%s%s attempt=%d "
-               "retry_in_ms=%lld held_ms=%lld error=\"%s\"",
-               j->staging_id, sf_proc_quoted(d, sizeof d, sf_proc_job_dataset(j)),
-               held_what(t), at, t->attempts, (long long)wait,
-               (long long)(now - t->held_since_ms),
-               sf_proc_quoted(m, sizeof m, t->err.msg));
+    sf_proc_plog(
+        p, SF_PROC_LOG_WARNING,
+        "event=job_held staging_id=%s dataset=%s what=%s events=%zu partition=%d "
+        "offset=%lld attempt=%d retry_in_ms=%lld held_ms=%lld error=\"%s\"",
+        j->staging_id, sf_proc_job_dataset(j), held_what(t), j->nwaiting,
+        (int)j->waiting[0].ref.partition, (long long)j->waiting[0].ref.offset,
+        t->attempts, (long long)wait, (long long)(now - t->held_since_ms), t->err.msg);
+  else
+    sf_proc_plog(p, SF_PROC_LOG_WARNING,
+                 "event=job_held staging_id=%s dataset=%s what=%s attempt=%d "
+                 "retry_in_ms=%lld held_ms=%lld error=\"%s\"",
+                 j->staging_id, sf_proc_job_dataset(j), held_what(t), t->attempts,
+                 (long long)wait, (long long)(now - t->held_since_ms), t->err.msg);
   held_report(p);
 }
 
 /* A held job came through: logged, and no longer held. */
 static void unhold_recovered(sf_proc *p, task *t) {
   if (!t->held) return;
-  char d[600];
   sf_proc_plog(p, SF_PROC_LOG_INFO,
-               "event=job_recovered staging_id=%s dataset=\"%s\" what=%s attempts=%d "
+               "event=job_recovered staging_id=%s dataset=%s what=%s attempts=%d "
                "held_ms=%lld",
-               t->job->staging_id,
-               sf_proc_quoted(d, sizeof d, sf_proc_job_dataset(t->job)), held_what(t),
+               t->job->staging_id, sf_proc_job_dataset(t->job), held_what(t),
                t->attempts + 1, (long long)(sf_clock_mono_ms() - t->held_since_ms));
   held_unlink(p, t);
 }
@@ -590,10 +576,10 @@ void sf_proc_hold_intake(sf_proc *p, sf_job *j, sf_jobs_ref ref, const sf_err *e
  * behind it. Runs on the loop's thread, which alone calls the hooks. */
 static void retry_intake(sf_proc *p, task *t) {
   sf_job *j = t->job;
-  char sid[SF_EVENT_ID_MAX + 1], d[600];
+  char sid[SF_EVENT_ID_MAX + 1];
   snprintf(sid, sizeof sid, "%s", j->staging_id);
-  sf_proc_quoted(d, sizeof d, sf_proc_job_dataset(j));
-  held_detach(p, t); /* keeps its attempts */
+  char *d = strdup(sf_proc_job_dataset(j)); /* for the log line: j may go; freed below */
+  held_detach(p, t);                        /* keeps its attempts */
   t->job = NULL;
   j->user = NULL;
   size_t n;
@@ -608,12 +594,16 @@ static void retry_intake(sf_proc *p, task *t) {
   for (size_t i = 0; i < n && !p->stop; i++)
     sf_proc_classify(p, &w[i].ev, w[i].raw, w[i].raw_len, w[i].ref, &spare);
   sf_jobs_waiting_free(w, n);
-  if (!spare) return; /* held again */
+  if (!spare) { /* held again */
+    free(d);
+    return;
+  }
   sf_proc_plog(p, SF_PROC_LOG_INFO,
-               "event=job_recovered staging_id=%s dataset=\"%s\" what=intake attempts=%d "
+               "event=job_recovered staging_id=%s dataset=%s what=intake attempts=%d "
                "held_ms=%lld",
-               sid, d, t->attempts + 1,
+               sid, d ? d : "-", t->attempts + 1,
                (long long)(sf_clock_mono_ms() - t->held_since_ms));
+  free(d);
   sf_proc_task_free(t);
   held_report(p);
 }
@@ -672,7 +662,6 @@ static void finalize_done(sf_proc *p, task *t) {
     sf_proc_unhold_free(p, t);
     return;
   }
-  char m[600];
   if (!t->rc) {
     unhold_recovered(p, t);
     release_refs(p, j);
@@ -680,16 +669,14 @@ static void finalize_done(sf_proc *p, task *t) {
     int64_t e2e = t->committed_at_ms - j->first_staged_at_ms;
     sf_metrics_job_committed(p->o.metrics, t->bytes_built, t->finalize_ms / 1e3,
                              t->already ? -1 : (e2e > 0 ? e2e / 1e3 : 0));
-    char q[512];
-    sf_proc_plog(
-        p, SF_PROC_LOG_INFO,
-        "event=job_committed staging_id=%s dataset=\"%s\" version=%llu already=%d "
-        "segments=%zu shards=%zu "
-        "rows=%llu finalize_ms=%.2f publish_ms=%.2f wait_ms=%lld e2e_ms=%lld",
-        j->staging_id, sf_proc_quoted(q, sizeof q, j->dataset),
-        (unsigned long long)t->version, t->already, t->nsegs, j->nshards,
-        (unsigned long long)t->rows, t->finalize_ms, t->publish_ms,
-        (long long)(sf_clock_mono_ms() - j->first_seen_ms), (long long)e2e);
+    sf_proc_plog(p, SF_PROC_LOG_INFO,
+                 "event=job_committed staging_id=%s dataset=%s version=%llu already=%d "
+                 "segments=%zu shards=%zu "
+                 "rows=%llu finalize_ms=%.2f publish_ms=%.2f wait_ms=%lld e2e_ms=%lld",
+                 j->staging_id, j->dataset, (unsigned long long)t->version, t->already,
+                 t->nsegs, j->nshards, (unsigned long long)t->rows, t->finalize_ms,
+                 t->publish_ms, (long long)(sf_clock_mono_ms() - j->first_seen_ms),
+                 (long long)e2e);
     sf_proc_compact_after_commit(p, j->dataset, j->shards[0].ev.index_name);
     sf_jobs_finish(p->jobs, j, 1);
     sf_proc_task_free(t);
@@ -706,7 +693,7 @@ static void finalize_done(sf_proc *p, task *t) {
      * owner), or the process's own fault, which stops the service so that a
      * restart retries. */
     sf_proc_plog(p, SF_PROC_LOG_ERR, "event=job_not_finished staging_id=%s error=\"%s\"",
-                 j->staging_id, sf_proc_quoted(m, sizeof m, t->err.msg));
+                 j->staging_id, t->err.msg);
     if (!p->stop) sf_proc_set_fatal(p, &t->err);
     sf_proc_unhold_free(p, t);
     return;
@@ -748,10 +735,9 @@ static void dead_job_done(sf_proc *p, task *t) {
     /* Not dead-lettered (not delivered while stopping, or a fatal producer):
      * the job stays FAILED holding its offsets, and unless the service is
      * stopping anyway it stops, so that a restart retries. */
-    char m[600];
     sf_proc_plog(p, t->rc == SF_ECANCELED ? SF_PROC_LOG_INFO : SF_PROC_LOG_ERR,
                  "event=dead_letter_not_delivered staging_id=%s error=\"%s\"",
-                 j->staging_id, sf_proc_quoted(m, sizeof m, t->err.msg));
+                 j->staging_id, t->err.msg);
     if (!p->stop && t->rc != SF_ECANCELED) sf_proc_set_fatal(p, &t->err);
   }
   sf_proc_unhold_free(p, t);
@@ -772,12 +758,10 @@ void sf_proc_drain_done(sf_proc *p) {
       if (!t->rc) {
         sf_offsets_done(p->offs, t->ref.partition, t->ref.gen, t->ref.offset);
       } else {
-        char m[600];
         sf_proc_plog(
             p, t->rc == SF_ECANCELED ? SF_PROC_LOG_INFO : SF_PROC_LOG_ERR,
             "event=dead_letter_not_delivered partition=%d offset=%lld error=\"%s\"",
-            (int)t->ref.partition, (long long)t->ref.offset,
-            sf_proc_quoted(m, sizeof m, t->err.msg));
+            (int)t->ref.partition, (long long)t->ref.offset, t->err.msg);
         if (!p->stop && t->rc != SF_ECANCELED) sf_proc_set_fatal(p, &t->err);
       }
       sf_proc_task_free(t);

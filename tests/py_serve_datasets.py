@@ -63,7 +63,7 @@ for d in (A, B):
     jobs = [j["staging_id"] for j in cat.get("jobs", [])] if cat else []
     check(jobs == ["nightly"], "%s: its catalog holds its job (%s)" % (d.root, jobs))
     line = [l for l in serve.lines() if "event=job_committed" in l and
-            'dataset="%s"' % os.path.realpath(d.ds) in l]
+            ' dataset=%s ' % os.path.realpath(d.ds) in l]  # bare: the path needs no quotes
     check(len(line) == 1, "%s: the job_committed log line names its dataset" % d.root)
 
 # ---- contradicting a committed job ---------------------------------------------------

@@ -56,6 +56,14 @@ check(s.get("event") == "serving",
       "--dataset-root replaces SEGFORGE_DATASET_ROOT, not adds to it: %s" % s)
 s = serving(["--dataset-root=" + root], {"SEGFORGE_DATASET_ROOT": "/nonexistent/roots"})
 check(s.get("event") == "serving", "the same as --dataset-root=DIR: %s" % s)
+# getopt_long takes abbreviations; they count as the flag given, too.
+s = serving(["--dataset-r", root], {"SEGFORGE_DATASET_ROOT": "/nonexistent/roots"})
+check(s.get("event") == "serving",
+      "--dataset-r (an abbreviation) replaces SEGFORGE_DATASET_ROOT too: %s" % s)
+s = serving(["--dataset-ro=" + root], {"SEGFORGE_DATASET_ROOT": "/nonexistent/roots"})
+check(s.get("event") == "serving", "the same as --dataset-ro=DIR: %s" % s)
+s = serving(["--work", "4"], {"SEGFORGE_WORKERS": "3"})
+check(s.get("workers") == "4", "--work wins over the environment: %s" % s.get("workers"))
 # A variable that no flag of serve reads (a typo) is said, not refused.
 s = serving([], {"SEGFORGE_MAX_MERGE": "3", "SEGFORGE_MAX_MERGES": "4",
                  "SEGFORGE_X_LINGER_MS": "5"})
@@ -72,6 +80,10 @@ s = serving(["--config", conf], {"SEGFORGE_GROUP": "g-env",
 check(s.get("group") == "g-env" and s.get("topic") == "t-env",
       "the environment (a flag, and a property by SEGFORGE_X_) wins over the file, "
       "wherever --config stands: %s %s" % (s.get("group"), s.get("topic")))
+s = serving(["--conf", conf], {"SEGFORGE_GROUP": "g-env"})
+check(s.get("group") == "g-env" and s.get("topic") == "t-file",
+      "an abbreviated --conf is still the file, under the environment: %s %s"
+      % (s.get("group"), s.get("topic")))
 s = serving(["--group", "g-flag", "--config", conf, "-X", "segforge.topic.staged=t-flag"],
             {"SEGFORGE_GROUP": "g-env", "SEGFORGE_X_SEGFORGE_TOPIC_STAGED": "t-env"})
 check(s.get("group") == "g-flag" and s.get("topic") == "t-flag",

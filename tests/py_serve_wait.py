@@ -73,6 +73,21 @@ p = subprocess.run([h.SEGFORGE, "wait", "--dataset", d.ds, "--staging-id", "j3",
                     "--timeout", "1500"], capture_output=True, timeout=60)
 check(p.returncode == 4 and b"timeout" in p.stderr and b"1500 ms" in p.stderr,
       "without --brokers the same job times out: exit 4: %r" % p.stderr)
+# --timeout takes a duration with a unit; a bare number stays milliseconds.
+for val, ms in (("2s", 2000), ("0.5s", 500), ("700", 700)):
+    t0 = time.time()
+    p = subprocess.run([h.SEGFORGE, "wait", "--dataset", d.ds, "--staging-id", "j3",
+                        "--timeout", val], capture_output=True, timeout=60)
+    took = time.time() - t0
+    check(p.returncode == 4 and ("%d ms" % ms).encode() in p.stderr and
+          ms / 1e3 <= took < ms / 1e3 + 5,
+          "--timeout %s waits %d ms, then exit 4 (%.2f s): %r" % (val, ms, took, p.stderr))
+for val in ("-1s", "5x", "1e3", "0", "3000000h"):
+    p = subprocess.run([h.SEGFORGE, "wait", "--dataset", d.ds, "--staging-id", "j3",
+                        "--timeout", val], capture_output=True, timeout=60)
+    check(p.returncode == 2 and b"--timeout: '" in p.stderr and b"500ms, 90s or 10m" in p.stderr
+          and b"a bare number is milliseconds" in p.stderr,
+          "--timeout %s is refused naming the flag and the forms: %r" % (val, p.stderr))
 p = subprocess.run([h.SEGFORGE, "wait", "--dataset", d.ds, "--staging-id", "j1",
                     "--index", "other", "--timeout", "1500"], capture_output=True, timeout=60)
 check(p.returncode == 1 and b"committed into index 'idx', not 'other'" in p.stderr,

@@ -549,6 +549,65 @@ char *sf_catalog_quantizer_path(const sf_catalog *c, const sf_catalog_index *ix)
   return p;
 }
 
+int sf_catalog_segment_is_merged(const sf_catalog_segment *s) {
+  return s->info.num_shards == 0 && s->staging_id &&
+         !strcmp(s->staging_id, s->info.segment_id);
+}
+
+void sf_catalog_explain_corrupt(const sf_catalog *c, const sf_catalog_index *ix,
+                                sf_err *err) {
+  static const char tag[] = " (file corrupt; ";
+  if (!c || !ix || !err || err->code != SF_ECORRUPT) return;
+  char *at = strstr(err->msg, tag);
+  if (!at) return;
+  const sf_catalog_segment *seg = NULL;
+  for (size_t i = 0; i < ix->nsegs && !seg; i++) {
+    const char *p = strstr(err->msg, ix->segs[i].info.path);
+    if (p && p < at && p[strlen(ix->segs[i].info.path)] == ':') seg = &ix->segs[i];
+  }
+  if (!seg) return;
+  char fix[SF_ERR_MSG_MAX];
+  int n;
+  if (sf_catalog_segment_is_merged(seg)) {
+    n = snprintf(
+        fix, sizeof fix,
+        "segment %s of index %s, catalog version %" PRIu64
+        ", was merged by a compaction (version %" PRIu64
+        "); its inputs are not kept once gc runs: restore the file from a backup",
+        seg->info.segment_id, ix->name, c->version, seg->added_in);
+  } else {
+    char root[4096];
+    struct stat st;
+    int r = snprintf(root, sizeof root, "%s/%s/%s", c->dataset, SF_CATALOG_STAGING_DIR,
+                     seg->staging_id ? seg->staging_id : "");
+    int have = r > 0 && (size_t)r < sizeof root && seg->staging_id &&
+               stat(root, &st) == 0 && S_ISDIR(st.st_mode);
+    n = snprintf(fix, sizeof fix,
+                 "segment %s of index %s, catalog version %" PRIu64
+                 ", was committed by job %s: restore the file from a backup%s",
+                 seg->info.segment_id, ix->name, c->version,
+                 seg->staging_id ? seg->staging_id : "?",
+                 have
+                     ? ", or rebuild it from the job's shards, still in its staging root "
+                       "(move the damaged file aside, then segforge build)"
+                     : " (gc has removed the job's staging root and its shards)");
+  }
+  if (n < 0) return;
+  /* Cut to fit, if need be: the path and what is wrong come first. */
+  size_t keep = (size_t)(at - err->msg) + sizeof tag - 1;
+  snprintf(err->msg + keep, sizeof err->msg - keep, "%s)", fix);
+}
+
+void sf_catalog_explain_corrupt_in(const char *dataset, uint64_t version,
+                                   const char *index, sf_err *err) {
+  if (!err || err->code != SF_ECORRUPT || !dataset || !index) return;
+  sf_catalog *c = NULL;
+  sf_err ignored = {0};
+  if (sf_catalog_open_version(dataset, version, &c, &ignored)) return;
+  sf_catalog_explain_corrupt(c, sf_catalog_find_index(c, index), err);
+  sf_catalog_free(c);
+}
+
 void sf_catalog_paths_free(char **paths, size_t n) {
   for (size_t i = 0; paths && i < n; i++) free(paths[i]);
   free(paths);

@@ -252,6 +252,25 @@ sf_code sf_catalog_segment_paths(const sf_catalog *c, const sf_catalog_index *ix
                                  char ***paths, size_t *n, sf_err *err);
 void sf_catalog_paths_free(char **paths, size_t n);
 
+/* Whether s was made by a compaction rather than a job: a merged segment
+ * lists no shards and carries the compaction's id, its own segment id, as
+ * its staging id. */
+int sf_catalog_segment_is_merged(const sf_catalog_segment *s);
+
+/* When err is a corrupt segment file of ix (SF_ECORRUPT, "<path>: ... (file
+ * corrupt; <remedy>)", the path one of ix's segments), replaces the format
+ * layer's general remedy with the one that fits how the segment was made,
+ * naming the segment, the index and c's version: a job's segment is
+ * restored from a backup or rebuilt from the job's shards while its staging
+ * root remains; a merged one from a backup (its inputs go with gc).
+ * Leaves any other error as it is. */
+void sf_catalog_explain_corrupt(const sf_catalog *c, const sf_catalog_index *ix,
+                                sf_err *err);
+/* The same for the index named index of the given version of dataset,
+ * opened for it (nothing changes when it cannot be read). */
+void sf_catalog_explain_corrupt_in(const char *dataset, uint64_t version,
+                                   const char *index, sf_err *err);
+
 /* The version as JSON: {"version", "created_at_ms", "indexes": [{"name",
  * "column", "index_type", "metric", "dim", "nlist", "quantizer_checksum" (16
  * hex digits), "quantizer_path", "num_rows", "bytes", "segments": [{

@@ -113,9 +113,15 @@ sf_code sf_seg_corrupt(sf_err *err, const char *path, sf_seg_kind kind, const ch
   va_start(ap, fmt);
   vsnprintf(what, sizeof what, fmt, ap);
   va_end(ap);
-  const char *fix = kind == SF_SEG_KIND_SHARD     ? "re-stage the shard"
-                    : kind == SF_SEG_KIND_SEGMENT ? "rebuild the segment from its shards"
-                                                  : "re-create it";
+  const char *fix =
+      kind == SF_SEG_KIND_SHARD ? "re-stage the shard"
+      /* Right for a job's segment and a merged one alike; the
+       * catalog, which knows which it is, says more
+       * (sf_catalog_explain_corrupt). */
+      : kind == SF_SEG_KIND_SEGMENT
+          ? "restore it from a backup, or, for a job's segment whose shards "
+            "are still staged, rebuild it from them"
+          : "re-create it";
   return sf_err_set(err, SF_ECORRUPT, "%s: %s (file corrupt; %s)", path, what, fix);
 }
 

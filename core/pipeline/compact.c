@@ -200,8 +200,10 @@ static sf_code merge(const char *ds, const sf_compact_req *r, const view *v,
                     merged_id);
     goto out;
   }
-  if ((rc = sf_build_run(plan, ds, &r->build, &built, &nbuilt, &res->build, err)))
+  if ((rc = sf_build_run(plan, ds, &r->build, &built, &nbuilt, &res->build, err))) {
+    sf_catalog_explain_corrupt(v->c, v->ix, err); /* an input that does not read */
     goto out;
+  }
   sf_catalog_compaction_req cr = {.dataset = ds,
                                   .index_name = r->index_name,
                                   .inputs = r->segment_ids,

@@ -69,6 +69,10 @@ static void terms_setup(terms_cache *t, const sf_seg_reader *r, uint32_t nlist,
 struct sf_search {
   const sf_quant *q;
   sf_quant *owned_q; /* q, when sf_search_open_dataset loaded it */
+  /* sf_search_open_dataset's index, so that a corrupt segment found later
+   * is explained by the catalog (sf_catalog_explain_corrupt); owned. */
+  char *ds_dataset, *ds_index;
+  uint64_t ds_version;
   sf_seg_reader **files;
   size_t nfiles;
   uint64_t rows, scanned;
@@ -100,7 +104,16 @@ void sf_search_free(sf_search *s) {
   free(s->tbuf);
   if (s->top_ready) sf_topk_free(&s->top);
   sf_quant_free(s->owned_q);
+  free(s->ds_dataset);
+  free(s->ds_index);
   free(s);
+}
+
+/* A corrupt segment of a dataset's index: the remedy its catalog knows. */
+static sf_code explained(const sf_search *s, sf_code rc, sf_err *err) {
+  if (rc == SF_ECORRUPT && s->ds_dataset)
+    sf_catalog_explain_corrupt_in(s->ds_dataset, s->ds_version, s->ds_index, err);
+  return rc;
 }
 
 /* Checks that file f was built with quantizer q. */
@@ -220,14 +233,22 @@ uint64_t sf_search_last_scanned(const sf_search *s) {
 sf_code sf_search_verify(sf_search *s, sf_err *err) {
   for (size_t i = 0; i < s->nfiles; i++) {
     sf_code rc = sf_seg_verify(s->files[i], err);
-    if (rc) return rc;
+    if (rc) return explained(s, rc, err);
   }
   s->read_flags = SF_SEG_READ_NO_CRC;
   return SF_OK;
 }
 
-sf_code sf_search_query(sf_search *s, const float *query, uint32_t k, uint32_t nprobe,
+static sf_code query(sf_search *s, const float *query, uint32_t k, uint32_t nprobe,
+                     sf_rowid *ids, float *scores, uint32_t *n, sf_err *err);
+
+sf_code sf_search_query(sf_search *s, const float *q, uint32_t k, uint32_t nprobe,
                         sf_rowid *ids, float *scores, uint32_t *n, sf_err *err) {
+  return explained(s, query(s, q, k, nprobe, ids, scores, n, err), err);
+}
+
+static sf_code query(sf_search *s, const float *query, uint32_t k, uint32_t nprobe,
+                     sf_rowid *ids, float *scores, uint32_t *n, sf_err *err) {
   *n = 0;
   if (k == 0) return sf_err_set(err, SF_EINVAL, "k must be at least 1");
   if (!s->top_ready || s->top.k != k) {
@@ -315,9 +336,20 @@ sf_code sf_search_open_dataset(const char *dataset, const char *index,
     goto out;
   }
   if ((rc = sf_quant_load(quantizer, &q, err))) goto out;
-  if ((rc = sf_search_open(q, (const char *const *)paths, npaths, out, err))) goto out;
+  if ((rc = sf_search_open(q, (const char *const *)paths, npaths, out, err))) {
+    sf_catalog_explain_corrupt(cat, ix, err);
+    goto out;
+  }
   (*out)->owned_q = q;
   q = NULL;
+  (*out)->ds_version = sf_catalog_version(cat);
+  if (!((*out)->ds_dataset = strdup(sf_catalog_dataset(cat))) ||
+      !((*out)->ds_index = strdup(index))) {
+    rc = sf_err_set(err, SF_ENOMEM, "out of memory");
+    sf_search_free(*out);
+    *out = NULL;
+    goto out;
+  }
 out:
   sf_quant_free(q);
   free(qdefault);
