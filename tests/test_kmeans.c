@@ -368,6 +368,20 @@ static void test_bounded_lloyd_matches_plain_on_ties_and_repairs(void **state) {
   free(x);
 }
 
+/* Rows far from the origin: the expanded form's rounding (relative to
+ * ||x||^2) is then as large as the gaps between centroids, so the kernel's
+ * rounding decides many labels; the bounds must leave those rows to it.
+ * (Dropping the slack altogether is caught by the ties test above.) */
+static void test_bounded_lloyd_leaves_rounding_decided_rows_to_the_kernel(void **state) {
+  (void)state;
+  const size_t n = 4000;
+  const uint32_t d = 16;
+  float *x = gen(n, d, 40, 31);
+  for (size_t i = 0; i < n * d; i++) x[i] = x[i] * 0.01f + 3000.0f;
+  bounded_equals_plain(x, n, d, 32, 20, 1, 0);
+  free(x);
+}
+
 static void test_bounded_lloyd_is_bit_identical_at_1_2_and_3_threads(void **state) {
   (void)state;
   const size_t n = 9000;
@@ -430,6 +444,7 @@ int main(void) {
       cmocka_unit_test(test_identical_rows_train_without_error),
       cmocka_unit_test(test_bounded_lloyd_gives_plain_lloyds_centroids_bit_for_bit),
       cmocka_unit_test(test_bounded_lloyd_matches_plain_on_ties_and_repairs),
+      cmocka_unit_test(test_bounded_lloyd_leaves_rounding_decided_rows_to_the_kernel),
       cmocka_unit_test(test_bounded_lloyd_is_bit_identical_at_1_2_and_3_threads),
       cmocka_unit_test(test_spherical_mode_runs_plain_lloyd_and_auto_picks_by_dim),
   };

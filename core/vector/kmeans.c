@@ -850,8 +850,9 @@ __attribute__((target("avx2,fma"))) static void add_row_avx2(double *s, const fl
  * other centroids more than twice that above its own in squared distance,
  * so rounding cannot make the kernel choose differently: no near-tie is
  * ever decided by the bounds. The slack used is SLACK_MUL * gamma0 (the
- * bound is proven; the factor covers roundings not counted, at a cost of
- * about 1% more rows scanned, measured); bounds are rounded outward after
+ * bound is proven; the factor covers roundings not counted; on
+ * Fashion-MNIST with a single Hamerly bound the slack took the rows scanned
+ * from 0.774 to 0.788); bounds are rounded outward after
  * every float operation. A row's kernel scores do not depend on which rows
  * or blocks share its pass, so the labels, hence the sums and centroids,
  * are plain Lloyd's bit for bit.
