@@ -25,15 +25,16 @@
  * Bounded Lloyd iterations (L2 only, from SF_KMEANS_BOUNDS_MIN_DIM
  * dimensions up unless params ask otherwise): after the first pass, each
  * row keeps an upper bound on the distance to its centroid and a lower
- * bound per group of 16 centroids (Hamerly 2010; per group as in Yinyang
- * k-means, Ding et al. 2015), moved by the centroids' shifts after each
- * update. Rows whose bounds prove their centroid unchanged are not
- * scanned; the others are scanned against the groups their bounds do not
- * rule out. The bounds carry a slack of twice the expanded form's rounding
- * error bound, so the kernel's own near-ties are always decided by the
- * kernel: the labels, hence the centroids, are plain Lloyd's bit for bit,
- * for any thread count. Fashion-MNIST (60,000 x 784, k=256, 20 iterations):
- * 29% of the plain iterations' kernel work, 0.66x the time; below
+ * bound per group of centroids (a 16-centroid panel block up to k=256, at
+ * most 16 groups; Hamerly 2010, kept per group as in Yinyang k-means, Ding
+ * et al. 2015), moved by the centroids' shifts after each update. Rows
+ * whose bounds prove their centroid unchanged are not scanned; the others
+ * are scanned against the groups their bounds do not rule out. A skip needs
+ * a margin of twice the expanded form's rounding-error bound (itself
+ * doubled for safety), so the kernel's own near-ties are always decided by
+ * the kernel: the labels, hence the centroids, are plain Lloyd's bit for
+ * bit, for any thread count. Fashion-MNIST (60,000 x 784, k=256, 20
+ * iterations): 29% of the plain iterations' kernel work, 0.67x the time; below
  * SF_KMEANS_BOUNDS_MIN_DIM the per-row bookkeeping costs more than the
  * short scans it saves (docs/performance.md, bench/bench_lloyd.sh). Extra
  * memory: (2 + groups) floats per row, groups <= 16.
@@ -81,8 +82,9 @@ typedef struct sf_kmeans_stats {
   double obj_init;  /* right after seeding */
   double obj_final; /* with the final centroids */
   int bounded;      /* 1 if the bounded iterations ran */
-  /* Rows the Lloyd iterations sent through the assignment kernel, all
-   * iterations together (plain: rows_used * iters_run). */
+  /* The Lloyd iterations' assignment work, in rows scanned against every
+   * centroid, all iterations together: plain, rows_used * iters_run;
+   * bounded, each scanned row counts the share of the centroids it met. */
   uint64_t rows_scanned;
 } sf_kmeans_stats;
 
