@@ -34,7 +34,7 @@
  * doubled for safety), so the kernel's own near-ties are always decided by
  * the kernel: the labels, hence the centroids, are plain Lloyd's bit for
  * bit, for any thread count. Fashion-MNIST (60,000 x 784, k=256, 20
- * iterations): 29% of the plain iterations' kernel work, 0.67x the time; below
+ * iterations): 32% of the plain iterations' kernel work, 0.67x the time; below
  * SF_KMEANS_BOUNDS_MIN_DIM the per-row bookkeeping costs more than the
  * short scans it saves (docs/performance.md, bench/bench_lloyd.sh). Extra
  * memory: (2 + groups) floats per row, groups <= 16.
@@ -50,8 +50,9 @@
 #define SF_KMEANS_DEFAULT_MAX_PPC 256u /* rows sampled per centroid, as FAISS */
 /* SF_KMEANS_AUTO bounds the Lloyd iterations from this dimension up: on
  * Fashion-MNIST sub-vectors (k=256, 20 iterations) bounded over plain took
- * 1.38x at dim 49, 1.05x at 98, 0.80x at 196, 0.66x at 392 and 0.67x at
- * 784 (bench/bench_lloyd.sh). PQ codebooks (dsub <= 49 here) stay plain. */
+ * 1.21x at dim 49, 0.95x at 98 (1.05x in another run), 0.76x at 196,
+ * 0.64x at 392 and 0.67x at 784 (bench/bench_lloyd.sh). PQ codebooks
+ * (dsub <= 49 here) stay plain. */
 #define SF_KMEANS_BOUNDS_MIN_DIM 128u
 
 typedef struct sf_kmeans_params {
