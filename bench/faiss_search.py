@@ -47,6 +47,8 @@ def main():
     ap.add_argument("--seed", type=int, default=None,
                     help="k-means seed of the coarse quantizer and the PQ codebooks "
                          "(default: FAISS's own, 1234)")
+    ap.add_argument("--coarse-iters", type=int, default=0,
+                    help="k-means iterations of the coarse quantizer (0: FAISS's default, 10)")
     ap.add_argument("--save")
     ap.add_argument("--load")
     a = ap.parse_args()
@@ -75,6 +77,8 @@ def main():
                 index.pq.cp.seed = a.seed
         if a.seed is not None:
             index.cp.seed = a.seed
+        if a.coarse_iters:
+            index.cp.niter = a.coarse_iters
         t0 = time.perf_counter()
         index.train(xb)
         train = time.perf_counter() - t0

@@ -89,18 +89,26 @@ static void test_assignment_kernels_agree_and_the_avx_ones_bit_for_bit(void **st
         memcpy(x, c, sizeof(float) * d); /* row 0 sits on centroid 0 */
         sf_kmeans_panel p;
         assert_int_equal(sf_kmeans_panel_init(&p, c, k, d, ip, NULL), SF_OK);
-        uint32_t *lab[3];
-        float *sc[3];
+        uint32_t *lab[3], *lab2 = malloc(sizeof(uint32_t) * n);
+        float *sc[3], *sec[3], *sc2 = malloc(sizeof(float) * n);
         int have[3];
+        assert_true(lab2 && sc2);
         for (int m = 0; m < 3; m++) {
           lab[m] = malloc(sizeof(uint32_t) * n);
           sc[m] = malloc(sizeof(float) * n);
-          assert_true(lab[m] && sc[m]);
-          have[m] = sf_kmeans_panel_assign_named(impls[m], &p, x, n, lab[m], sc[m]) == 0;
+          sec[m] = malloc(sizeof(float) * n);
+          assert_true(lab[m] && sc[m] && sec[m]);
+          have[m] = sf_kmeans_panel_assign_named(impls[m], &p, x, n, lab[m], sc[m],
+                                                 sec[m]) == 0;
+          if (!have[m]) continue;
+          /* asking for the second changes neither labels nor scores */
+          sf_kmeans_panel_assign_named(impls[m], &p, x, n, lab2, sc2, NULL);
+          assert_memory_equal(lab2, lab[m], sizeof(uint32_t) * n);
+          assert_memory_equal(sc2, sc[m], sizeof(float) * n);
         }
         assert_true(have[0]);
-        assert_int_equal(sf_kmeans_panel_assign_named("none", &p, x, n, lab[0], sc[0]),
-                         -1);
+        assert_int_equal(
+            sf_kmeans_panel_assign_named("none", &p, x, n, lab[0], sc[0], NULL), -1);
         for (int m = 0; m < 3; m++) {
           if (!have[m]) continue;
           if (!ip) assert_int_equal(lab[m][0], 0);
@@ -117,16 +125,31 @@ static void test_assignment_kernels_agree_and_the_avx_ones_bit_for_bit(void **st
             assert_true(got <= best + tol);
             /* a duplicate of centroid 0 never wins over it */
             assert_false(lab[m][i] >= 20 && (lab[m][i] - 20) % 13 == 0);
+            /* the second smallest: brute force over the others */
+            float second = INFINITY;
+            for (uint32_t j = 0; j < k; j++)
+              if (j != lab[m][i])
+                second = fminf(second, ip ? -sf_dist_dot(v, c + (size_t)j * d, d)
+                                          : sf_dist_l2sq(v, c + (size_t)j * d, d));
+            if (k == 1)
+              assert_true(isinf(sec[m][i]));
+            else
+              assert_true(fabsf(sec[m][i] - second) <= tol);
+            assert_true(sec[m][i] >= sc[m][i]);
           }
         }
         if (have[1] && have[2]) {
           assert_memory_equal(lab[1], lab[2], sizeof(uint32_t) * n);
           assert_memory_equal(sc[1], sc[2], sizeof(float) * n);
+          assert_memory_equal(sec[1], sec[2], sizeof(float) * n);
         }
         for (int m = 0; m < 3; m++) {
           free(lab[m]);
           free(sc[m]);
+          free(sec[m]);
         }
+        free(lab2);
+        free(sc2);
         sf_kmeans_panel_free(&p);
         free(x);
         free(c);
@@ -327,6 +350,137 @@ static void test_identical_rows_train_without_error(void **state) {
   for (int i = 0; i < 15; i++) assert_true(isfinite(c[i]));
 }
 
+/* Trains the same data both ways and checks the bounded iterations gave
+ * plain Lloyd's centroids bit for bit while scanning fewer rows. */
+static void bounded_equals_plain(const float *x, size_t n, uint32_t d, uint32_t k,
+                                 uint32_t iters, int random_init, int expect_skips) {
+  float *a = malloc(sizeof(float) * k * d), *b = malloc(sizeof(float) * k * d);
+  assert_true(a && b);
+  sf_kmeans_params p = {.k = k,
+                        .iters = iters,
+                        .seed = 5,
+                        .random_init = random_init,
+                        .lloyd = SF_KMEANS_PLAIN};
+  sf_kmeans_stats sp, sb;
+  assert_int_equal(sf_kmeans_train(&p, x, n, d, a, &sp, NULL), SF_OK);
+  p.lloyd = SF_KMEANS_BOUNDED;
+  assert_int_equal(sf_kmeans_train(&p, x, n, d, b, &sb, NULL), SF_OK);
+  assert_int_equal(sp.bounded, 0);
+  assert_int_equal(sb.bounded, 1);
+  assert_int_equal(sp.iters_run, sb.iters_run);
+  assert_int_equal(sp.repairs, sb.repairs);
+  assert_memory_equal(a, b, sizeof(float) * k * d);
+  assert_true(sp.obj_init == sb.obj_init); /* the same first pass */
+  /* plain sums the kernel's expanded-form scores, bounded the direct
+   * distances: equal within the expanded form's rounding, ~1e-7 ||x||^2 */
+  double norms = 0;
+  for (size_t i = 0; i < n; i++) norms += sf_dist_dot(x + i * d, x + i * d, d);
+  assert_true(fabs(sp.obj_final - sb.obj_final) <= 1e-5 * norms + 1e-6);
+  assert_int_equal(sp.rows_scanned, (uint64_t)sp.rows_used * sp.iters_run);
+  /* the first 2 iterations scan every row; later ones skip some */
+  if (expect_skips && sp.iters_run > 2) assert_true(sb.rows_scanned < sp.rows_scanned);
+  free(a);
+  free(b);
+}
+
+/* Clustered data, dims from PQ's to the coarse quantizer's, k below,
+ * at and above one panel block per group (k=300: groups of 2 blocks). */
+static void test_bounded_lloyd_gives_plain_lloyds_centroids_bit_for_bit(void **state) {
+  (void)state;
+  static const struct {
+    size_t n;
+    uint32_t d, k;
+  } cs[] = {
+      {4000, 2, 256}, {4000, 8, 64}, {6000, 33, 17}, {6000, 96, 300}, {4000, 784, 64}};
+  for (size_t t = 0; t < sizeof cs / sizeof cs[0]; t++) {
+    float *x = gen(cs[t].n, cs[t].d, 50, 10 + t);
+    if (cs[t].d == 784) /* overlapping clusters, or it converges at once */
+      sf_gen_clustered(x, cs[t].n, cs[t].d, 50, 2.0f, 11, 10 + t);
+    bounded_equals_plain(x, cs[t].n, cs[t].d, cs[t].k, 25, cs[t].d < 16, cs[t].d >= 8);
+    free(x);
+  }
+}
+
+/* Ties everywhere: rows in 3 clumps of repeated points, k=24 (empty
+ * clusters repaired), and integer-valued rows with duplicates. Near-ties
+ * are never decided by the bounds, so the result is still plain's. */
+static void test_bounded_lloyd_matches_plain_on_ties_and_repairs(void **state) {
+  (void)state;
+  const size_t n = 3000;
+  const uint32_t d = 6;
+  float *x = malloc(sizeof(float) * n * d);
+  assert_non_null(x);
+  for (size_t i = 0; i < n; i++)
+    for (uint32_t j = 0; j < d; j++)
+      x[i * d + j] = (float)(i % 3) * 10 + (float)((i * 7 + j * 13) % 17) * 0.01f;
+  bounded_equals_plain(x, n, d, 24, 20, 0, 0);
+  for (size_t i = 0; i < n; i++)
+    for (uint32_t j = 0; j < d; j++) x[i * d + j] = (float)((i / 4 * 31 + j * 7) % 5);
+  bounded_equals_plain(x, n, d, 16, 20, 1, 0);
+  free(x);
+}
+
+/* Rows far from the origin: the expanded form's rounding (relative to
+ * ||x||^2) is then as large as the gaps between centroids, so the kernel's
+ * rounding decides many labels; the bounds must leave those rows to it.
+ * (Dropping the slack altogether is caught by the ties test above.) */
+static void test_bounded_lloyd_leaves_rounding_decided_rows_to_the_kernel(void **state) {
+  (void)state;
+  const size_t n = 4000;
+  const uint32_t d = 16;
+  float *x = gen(n, d, 40, 31);
+  for (size_t i = 0; i < n * d; i++) x[i] = x[i] * 0.01f + 3000.0f;
+  bounded_equals_plain(x, n, d, 32, 20, 1, 0);
+  free(x);
+}
+
+static void test_bounded_lloyd_is_bit_identical_at_1_2_and_3_threads(void **state) {
+  (void)state;
+  const size_t n = 9000;
+  const uint32_t d = 40, k = 48;
+  float *x = gen(n, d, 30, 21);
+  float *a = malloc(sizeof(float) * k * d), *b = malloc(sizeof(float) * k * d);
+  assert_true(a && b);
+  sf_kmeans_params p = {.k = k, .iters = 15, .seed = 3, .lloyd = SF_KMEANS_BOUNDED};
+  sf_kmeans_stats s1, st;
+  assert_int_equal(sf_kmeans_train(&p, x, n, d, a, &s1, NULL), SF_OK);
+  for (uint32_t t = 2; t <= 3; t++) {
+    p.nthreads = t;
+    assert_int_equal(sf_kmeans_train(&p, x, n, d, b, &st, NULL), SF_OK);
+    assert_memory_equal(a, b, sizeof(float) * k * d);
+    assert_int_equal(st.iters_run, s1.iters_run);
+    assert_int_equal(st.rows_scanned, s1.rows_scanned);
+  }
+  p.lloyd = SF_KMEANS_PLAIN; /* and it is plain's result */
+  assert_int_equal(sf_kmeans_train(&p, x, n, d, b, NULL, NULL), SF_OK);
+  assert_memory_equal(a, b, sizeof(float) * k * d);
+  free(a);
+  free(b);
+  free(x);
+}
+
+/* Inner-product ranking has no triangle inequality on these scores: the
+ * spherical mode runs plain Lloyd even when bounds are asked for, and the
+ * automatic choice bounds L2 from SF_KMEANS_BOUNDS_MIN_DIM up only. */
+static void test_spherical_mode_runs_plain_lloyd_and_auto_picks_by_dim(void **state) {
+  (void)state;
+  const size_t n = 3000;
+  float *x = gen(n, 24, 20, 8);
+  float c[32 * 24];
+  sf_kmeans_params p = {
+      .k = 32, .iters = 5, .seed = 1, .spherical = 1, .lloyd = SF_KMEANS_BOUNDED};
+  sf_kmeans_stats st;
+  assert_int_equal(sf_kmeans_train(&p, x, n, 24, c, &st, NULL), SF_OK);
+  assert_int_equal(st.bounded, 0);
+  p.spherical = 0;
+  p.lloyd = SF_KMEANS_AUTO;
+  assert_int_equal(sf_kmeans_train(&p, x, n, 24, c, &st, NULL), SF_OK);
+  assert_int_equal(st.bounded, 24 >= SF_KMEANS_BOUNDS_MIN_DIM);
+  assert_int_equal(sf_kmeans_train(&p, x, n, 1, c, &st, NULL), SF_OK);
+  assert_int_equal(st.bounded, 1 >= SF_KMEANS_BOUNDS_MIN_DIM);
+  free(x);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_panel_assignment_equals_brute_force_for_every_shape),
@@ -341,6 +495,11 @@ int main(void) {
       cmocka_unit_test(test_random_seeds_are_distinct_points_when_rows_repeat),
       cmocka_unit_test(test_more_clusters_than_rows_is_refused_with_the_fix),
       cmocka_unit_test(test_identical_rows_train_without_error),
+      cmocka_unit_test(test_bounded_lloyd_gives_plain_lloyds_centroids_bit_for_bit),
+      cmocka_unit_test(test_bounded_lloyd_matches_plain_on_ties_and_repairs),
+      cmocka_unit_test(test_bounded_lloyd_leaves_rounding_decided_rows_to_the_kernel),
+      cmocka_unit_test(test_bounded_lloyd_is_bit_identical_at_1_2_and_3_threads),
+      cmocka_unit_test(test_spherical_mode_runs_plain_lloyd_and_auto_picks_by_dim),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -21,6 +21,23 @@
  * centroids interleaved per dimension), so the inner loop is a pair of
  * 8-lane FMAs per row and centroids stay in cache; where the CPU has
  * AVX-512F, 8 rows against 32 centroids, one 16-lane FMA per row and block.
+ *
+ * Bounded Lloyd iterations (L2 only, from SF_KMEANS_BOUNDS_MIN_DIM
+ * dimensions up unless params ask otherwise): after the first pass, each
+ * row keeps an upper bound on the distance to its centroid and a lower
+ * bound per group of centroids (a 16-centroid panel block up to k=256, at
+ * most 16 groups; Hamerly 2010, kept per group as in Yinyang k-means, Ding
+ * et al. 2015), moved by the centroids' shifts after each update. Rows
+ * whose bounds prove their centroid unchanged are not scanned; the others
+ * are scanned against the groups their bounds do not rule out. A skip needs
+ * a margin of twice the expanded form's rounding-error bound (itself
+ * doubled for safety), so the kernel's own near-ties are always decided by
+ * the kernel: the labels, hence the centroids, are plain Lloyd's bit for
+ * bit, for any thread count. Fashion-MNIST (60,000 x 784, k=256, 20
+ * iterations): 32% of the plain iterations' kernel work, 0.67x the time; below
+ * SF_KMEANS_BOUNDS_MIN_DIM the per-row bookkeeping costs more than the
+ * short scans it saves (docs/performance.md, bench/bench_lloyd.sh). Extra
+ * memory: (2 + groups) floats per row, groups <= 16.
  */
 #ifndef SF_KMEANS_H
 #define SF_KMEANS_H
@@ -31,6 +48,12 @@
 #include "core/base/types.h"
 
 #define SF_KMEANS_DEFAULT_MAX_PPC 256u /* rows sampled per centroid, as FAISS */
+/* SF_KMEANS_AUTO bounds the Lloyd iterations from this dimension up: on
+ * Fashion-MNIST sub-vectors (k=256, 20 iterations) bounded over plain took
+ * 1.21x at dim 49, 0.95x at 98 (1.05x in another run), 0.76x at 196,
+ * 0.64x at 392 and 0.67x at 784 (bench/bench_lloyd.sh). PQ codebooks
+ * (dsub <= 49 here) stay plain. */
+#define SF_KMEANS_BOUNDS_MIN_DIM 128u
 
 typedef struct sf_kmeans_params {
   uint32_t k;        /* clusters; 1 <= k <= n */
@@ -41,7 +64,15 @@ typedef struct sf_kmeans_params {
   int random_init;   /* seed with random distinct rows instead of k-means++ */
   uint32_t nthreads; /* assignment threads (0 or 1: the caller's thread only);
                         results are identical for any count */
+  int lloyd;         /* SF_KMEANS_AUTO (0), _PLAIN or _BOUNDED: see below */
 } sf_kmeans_params;
+
+/* How the Lloyd iterations assign rows. Both give the same centroids. */
+enum {
+  SF_KMEANS_AUTO = 0, /* bounded where it pays (L2, dim >= SF_KMEANS_BOUNDS_MIN_DIM) */
+  SF_KMEANS_PLAIN,    /* every row against every centroid, every iteration */
+  SF_KMEANS_BOUNDED   /* distance bounds skip rows (L2 only; spherical runs plain) */
+};
 
 typedef struct sf_kmeans_stats {
   size_t rows_used;   /* rows in the training sample */
@@ -51,6 +82,11 @@ typedef struct sf_kmeans_stats {
    * nearest centroid (L2), or of negated inner products (spherical). */
   double obj_init;  /* right after seeding */
   double obj_final; /* with the final centroids */
+  int bounded;      /* 1 if the bounded iterations ran */
+  /* The Lloyd iterations' assignment work, in rows scanned against every
+   * centroid, all iterations together: plain, rows_used * iters_run;
+   * bounded, each scanned row counts the share of the centroids it met. */
+  uint64_t rows_scanned;
 } sf_kmeans_stats;
 
 /* Clusters n rows of x (n*dim floats) into p->k centroids, written to
@@ -83,11 +119,15 @@ void sf_kmeans_panel_assign(const sf_kmeans_panel *p, const float *x, size_t n,
 /* sf_kmeans_panel_assign by a named kernel, for tests and benchmarks:
  * "portable" always, "avx2" (4 rows x 16 centroids per pass) and "avx512"
  * (8 rows x 32 centroids, chosen by sf_kmeans_panel_assign where the CPU
- * has AVX-512F) where this CPU has them. The AVX kernels give the same
- * labels and scores bit for bit. Returns -1, writing nothing, when the
- * kernel is not available here. */
+ * has AVX-512F) where this CPU has them. second (may be NULL) receives
+ * each row's second smallest score (its best again for a tie, +inf when
+ * k == 1), what the bounded Lloyd iterations take their lower bounds from;
+ * asking for it does not change the labels or scores. The AVX kernels give
+ * the same labels, scores and seconds bit for bit. Returns -1, writing
+ * nothing, when the kernel is not available here. */
 int sf_kmeans_panel_assign_named(const char *impl, const sf_kmeans_panel *p,
-                                 const float *x, size_t n, uint32_t *label, float *score);
+                                 const float *x, size_t n, uint32_t *label, float *score,
+                                 float *second);
 
 /* The same, split over nthreads threads (created and joined inside the
  * call; 0 or 1 runs on the caller's thread). Labels and scores are the same
