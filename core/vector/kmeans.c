@@ -264,6 +264,89 @@ assign8_avx512_body(const sf_kmeans_panel *p, const float *const xr[8], uint32_t
 }
 #undef SF_KM_FOLD16
 
+/* Small dims (the PQ codebooks: 8 dimensions at m=98), k <= 256: one row at
+ * a time against every block, 8 blocks per pass in registers. The blocked
+ * kernel above spends more there on folding 16 lanes per block and row and
+ * on the per-row selection than on its FMAs; here each row keeps its best
+ * score and block per lane in two registers and the selection is a vector
+ * reduction. Every lane computes what assign8_avx512's computes (FMAs from
+ * 0 in dimension order, then f * acc + bias) and keeps the first block on
+ * ties, so the labels and scores are the same bits (tested). Measured
+ * against the blocked AVX-512 kernel on 60,000 rows, k=256: 0.25-0.4x of
+ * its time at 1-4 dims, 0.5-0.6x at 8, 0.7-0.8x at 16, even at 24-32. */
+#define SF_KM_SMALL_DIM 16
+__attribute__((target("avx512f,fma"))) static void assign_small_avx512(
+    const sf_kmeans_panel *p, const float *x, size_t n, uint32_t *label, float *score) {
+  const __m512 f = _mm512_set1_ps(p->ip ? -1.0f : -2.0f);
+  const uint32_t dim = p->dim, nblk = p->nblk;
+  const size_t bs = (size_t)dim * BLK;
+  const __m512i lane =
+      _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  for (size_t i = 0; i < n; i++) {
+    const float *xi = x + i * dim;
+    __m512 best = _mm512_set1_ps(INFINITY);
+    __m512i bidx = _mm512_setzero_si512();
+#define SF_KM_SFOLD(a, bb)                                                           \
+  do {                                                                               \
+    __m512 sc_ = _mm512_fmadd_ps(f, a, _mm512_loadu_ps(p->bias + (size_t)(bb)*BLK)); \
+    __mmask16 lt_ = _mm512_cmp_ps_mask(sc_, best, _CMP_LT_OQ);                       \
+    best = _mm512_mask_mov_ps(best, lt_, sc_);                                       \
+    bidx = _mm512_mask_mov_epi32(bidx, lt_, _mm512_set1_epi32((int)(bb)));           \
+  } while (0)
+    uint32_t b = 0;
+    for (; b + 8 <= nblk; b += 8) {
+      const float *p0 = p->data + (size_t)b * bs;
+      __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0,
+             a6 = a0, a7 = a0;
+      for (uint32_t j = 0; j < dim; j++) {
+        const __m512 v = _mm512_set1_ps(xi[j]);
+        const float *q = p0 + (size_t)j * BLK;
+        a0 = _mm512_fmadd_ps(v, _mm512_loadu_ps(q), a0);
+        a1 = _mm512_fmadd_ps(v, _mm512_loadu_ps(q + bs), a1);
+        a2 = _mm512_fmadd_ps(v, _mm512_loadu_ps(q + 2 * bs), a2);
+        a3 = _mm512_fmadd_ps(v, _mm512_loadu_ps(q + 3 * bs), a3);
+        a4 = _mm512_fmadd_ps(v, _mm512_loadu_ps(q + 4 * bs), a4);
+        a5 = _mm512_fmadd_ps(v, _mm512_loadu_ps(q + 5 * bs), a5);
+        a6 = _mm512_fmadd_ps(v, _mm512_loadu_ps(q + 6 * bs), a6);
+        a7 = _mm512_fmadd_ps(v, _mm512_loadu_ps(q + 7 * bs), a7);
+      }
+      SF_KM_SFOLD(a0, b);
+      SF_KM_SFOLD(a1, b + 1);
+      SF_KM_SFOLD(a2, b + 2);
+      SF_KM_SFOLD(a3, b + 3);
+      SF_KM_SFOLD(a4, b + 4);
+      SF_KM_SFOLD(a5, b + 5);
+      SF_KM_SFOLD(a6, b + 6);
+      SF_KM_SFOLD(a7, b + 7);
+    }
+    for (; b < nblk; b++) {
+      const float *p0 = p->data + (size_t)b * bs;
+      __m512 a0 = _mm512_setzero_ps();
+      for (uint32_t j = 0; j < dim; j++)
+        a0 = _mm512_fmadd_ps(_mm512_set1_ps(xi[j]), _mm512_loadu_ps(p0 + (size_t)j * BLK),
+                             a0);
+      SF_KM_SFOLD(a0, b);
+    }
+#undef SF_KM_SFOLD
+    /* The smallest score, then the lowest centroid index holding it (each
+     * lane holds the first block that reached its own minimum). */
+    float s = _mm512_reduce_min_ps(best);
+    __mmask16 eq = _mm512_cmp_ps_mask(best, _mm512_set1_ps(s), _CMP_EQ_OQ);
+    __m512i c = _mm512_add_epi32(_mm512_slli_epi32(bidx, 4), lane);
+    uint32_t arg = eq ? (uint32_t)_mm512_mask_reduce_min_epu32(eq, c) : UINT32_MAX;
+    if (arg >= p->k) arg = 0; /* only when every score was NaN */
+    label[i] = arg;
+    if (score) {
+      float v = s;
+      if (!p->ip) {
+        v += sf_dist_dot(xi, xi, dim);
+        if (v < 0) v = 0; /* rounding of the expanded form */
+      }
+      score[i] = v;
+    }
+  }
+}
+
 __attribute__((target("avx512f,fma"))) static void assign8_avx512(
     const sf_kmeans_panel *p, const float *const xr[8], uint32_t b0, uint32_t b1,
     float *best, uint32_t *blk, float *sec) {
@@ -426,6 +509,12 @@ static void assign_rows(assign4_fn assign4, assign8_fn assign8, const sf_kmeans_
                         const float *x, const uint32_t *idx, size_t n, uint32_t *label,
                         float *score, float *second) {
   const size_t d = p->dim;
+#ifdef SF_KM_X86
+  if (assign8 && !idx && !second && p->dim <= SF_KM_SMALL_DIM && p->nblk <= 16) {
+    assign_small_avx512(p, x, n, label, score);
+    return;
+  }
+#endif
   float best[TILE_ROWS * BLK], sec[TILE_ROWS * BLK];
   uint32_t blk[TILE_ROWS * BLK];
   float *secp = second ? sec : NULL;
