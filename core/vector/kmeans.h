@@ -21,6 +21,8 @@
  * centroids interleaved per dimension), so the inner loop is a pair of
  * 8-lane FMAs per row and centroids stay in cache; where the CPU has
  * AVX-512F, 8 rows against 32 centroids, one 16-lane FMA per row and block.
+ * At dims up to 16 with k <= 256 (the PQ codebooks) an AVX-512 kernel takes
+ * one row against every block instead, with the same bits.
  *
  * Bounded Lloyd iterations (L2 only, from SF_KMEANS_BOUNDS_MIN_DIM
  * dimensions up unless params ask otherwise): after the first pass, each
