@@ -434,6 +434,26 @@ static void test_bounded_lloyd_leaves_rounding_decided_rows_to_the_kernel(void *
   free(x);
 }
 
+/* Rows of about 1e-21 to 1e-22: their squares are subnormal floats, whose
+ * rounding error is absolute (up to 2^-150 a product), not relative to
+ * ||x||^2, so a margin of gamma * (||x|| + ||c||)^2 alone let the bounds
+ * decide labels the kernel's underflow decided otherwise (plain and bounded
+ * then ran a different number of iterations). */
+static void test_bounded_lloyd_matches_plain_when_squares_underflow(void **state) {
+  (void)state;
+  static const uint32_t dims[] = {2, 7, 16, 33, 128};
+  static const float scales[] = {1e-21f, 1e-22f};
+  const size_t n = 3001;
+  for (size_t si = 0; si < 2; si++)
+    for (size_t di = 0; di < sizeof dims / sizeof dims[0]; di++) {
+      const uint32_t d = dims[di];
+      float *x = gen(n, d, 23, 40 + di);
+      for (size_t i = 0; i < n * d; i++) x[i] *= scales[si];
+      bounded_equals_plain(x, n, d, 40, 20, 0, 0);
+      free(x);
+    }
+}
+
 static void test_bounded_lloyd_is_bit_identical_at_1_2_and_3_threads(void **state) {
   (void)state;
   const size_t n = 9000;
@@ -498,6 +518,7 @@ int main(void) {
       cmocka_unit_test(test_bounded_lloyd_gives_plain_lloyds_centroids_bit_for_bit),
       cmocka_unit_test(test_bounded_lloyd_matches_plain_on_ties_and_repairs),
       cmocka_unit_test(test_bounded_lloyd_leaves_rounding_decided_rows_to_the_kernel),
+      cmocka_unit_test(test_bounded_lloyd_matches_plain_when_squares_underflow),
       cmocka_unit_test(test_bounded_lloyd_is_bit_identical_at_1_2_and_3_threads),
       cmocka_unit_test(test_spherical_mode_runs_plain_lloyd_and_auto_picks_by_dim),
   };

@@ -1060,16 +1060,21 @@ __attribute__((target("avx2,fma"))) static void add_row_avx2(double *s, const fl
  * ||x||^2 - 2 x.c + ||c||^2 in float, whose error (Higham's summation bound,
  * any order of the d products) is at most gamma0 * (||x|| + ||c||)^2 with
  * gamma0 = (d + 4) * 2^-24, the 4 for the bias, the fused multiply-add and
- * the added ||x||^2. A row or group is skipped only when its bounds put the
- * other centroids more than twice that above its own in squared distance,
- * so rounding cannot make the kernel choose differently: no near-tie is
- * ever decided by the bounds. The slack used is SLACK_MUL * gamma0 (the
- * bound is proven; the factor covers roundings not counted; on
- * Fashion-MNIST with a single Hamerly bound the slack took the rows scanned
- * from 0.774 to 0.788); bounds are rounded outward after
- * every float operation. A row's kernel scores do not depend on which rows
- * or blocks share its pass, so the labels, hence the sums and centroids,
- * are plain Lloyd's bit for bit.
+ * the added ||x||^2. That bound is relative and holds only without
+ * underflow: where squares are subnormal (rows of about 1e-20 and below),
+ * each product or FMA may also lose up to 2^-150 absolutely, at most 3d + 1
+ * of them per score (the kernel's d, ||c||^2's d, ||x||^2's d and the
+ * bias), so every score's error bound also carries abserr =
+ * SLACK_MUL * (3d + 8) * 2^-149, as do the direct distances that tighten
+ * and move the bounds (a shift whose squares underflowed to 0 is not taken
+ * for no shift: only equal bits are). A row or group is skipped only when its bounds put
+ * the other centroids more than twice that above its own in squared distance, so rounding
+ * cannot make the kernel choose differently: no near-tie is ever decided by the bounds.
+ * The slack used is SLACK_MUL * gamma0 (the bound is proven; the factor covers roundings
+ * not counted; on Fashion-MNIST with a single Hamerly bound the slack took the rows
+ * scanned from 0.774 to 0.788); bounds are rounded outward after every float operation. A
+ * row's kernel scores do not depend on which rows or blocks share its pass, so the
+ * labels, hence the sums and centroids, are plain Lloyd's bit for bit.
  *
  * Memory: upper, squared norms and the group lower bounds, (2 + ng) * n
  * floats (ng <= MAX_GROUPS) on top of plain Lloyd's; a copy of the
@@ -1100,6 +1105,7 @@ typedef struct bound_ctx {
   const float *half;        /* k: half the distance to the nearest other centroid */
   float cmax;               /* the largest centroid norm, rounded up */
   float gamma;              /* relative error bound of the kernel's scores */
+  float abserr;             /* absolute error bound of a score from underflow */
   const float *xx;          /* squared row norms, as the kernel computes them */
   size_t n;                 /* rows */
   uint32_t *label;
@@ -1110,8 +1116,8 @@ typedef struct bound_ctx {
 
 /* Twice the kernel's error bound for row i: the margin a skip needs. */
 static inline double skip_margin(const bound_ctx *b, size_t i) {
-  double r = sqrt((double)b->xx[i] * (1 + b->gamma)) + b->cmax;
-  return 2.0 * b->gamma * r * r * (1 + 1e-6);
+  double r = sqrt((double)b->xx[i] * (1 + b->gamma) + b->abserr) + b->cmax;
+  return 2.0 * (b->gamma * r * r * (1 + 1e-6) + b->abserr);
 }
 
 /* lo <= every other distance, u >= the own one: far enough apart? NaN
@@ -1216,7 +1222,7 @@ static void bound_part(void *ctx, size_t a0, size_t b0, size_t part) {
       continue;
     }
     float e = l2_any(b->x + i * d, b->c + (size_t)a * d, d); /* tighten */
-    u = round_up(sqrtf(round_up(e * (1 + b->gamma))));
+    u = round_up(sqrtf(round_up(e * (1 + b->gamma) + b->abserr)));
     b->upper[i] = u;
     lo = 2.0 * b->half[a] - u;
     if (apart(lo > l ? lo : l, u, margin)) continue;
@@ -1248,10 +1254,13 @@ static void bound_centroids(bound_ctx *b, const float *c_old, float *delta, floa
   for (uint32_t j = 0; j < k; j++) {
     const float *cj = b->c + (size_t)j * d;
     float e = c_old ? l2_any(cj, c_old + (size_t)j * d, d) : 0;
-    delta[j] = e > 0 ? round_up(sqrtf(round_up(e * (1 + b->gamma)))) : e;
+    /* e == 0 may be a shift whose squares underflowed: only equal bits
+     * are no shift */
+    int same = !c_old || !memcmp(cj, c_old + (size_t)j * d, sizeof(float) * d);
+    delta[j] = same ? 0 : round_up(sqrtf(round_up(e * (1 + b->gamma) + b->abserr)));
     float *gd = &b->gdelta[j / BLK / b->bpg];
     if (!(delta[j] <= *gd)) *gd = delta[j]; /* NaN too: it then poisons the bounds */
-    float nn = sqrtf(round_up(sf_dist_dot(cj, cj, d) * (1 + b->gamma)));
+    float nn = sqrtf(round_up(sf_dist_dot(cj, cj, d) * (1 + b->gamma) + b->abserr));
     if (!(nn <= cmax)) cmax = nn;
   }
   b->cmax = round_up(cmax);
@@ -1261,8 +1270,9 @@ static void bound_centroids(bound_ctx *b, const float *c_old, float *delta, floa
      * j won its own row, else at least the smallest. */
     float v = lab[j] == j ? s2[j] : s1[j];
     const float *cj = b->c + (size_t)j * d;
-    float r = b->cmax + sqrtf(round_up(sf_dist_dot(cj, cj, d) * (1 + b->gamma)));
-    float e = b->gamma * round_up(r * r);
+    float r =
+        b->cmax + sqrtf(round_up(sf_dist_dot(cj, cj, d) * (1 + b->gamma) + b->abserr));
+    float e = b->gamma * round_up(r * r) + b->abserr;
     half[j] = round_dn(sqrtf(round_dn(v - round_up(e))) * 0.5f);
   }
 }
@@ -1374,6 +1384,7 @@ static sf_code lloyd(const sf_kmeans_params *p, const float *xs, size_t n, uint3
                       .delta = kbuf,
                       .half = kbuf + k,
                       .gamma = SLACK_MUL * (float)(dim + 4) * 0x1p-24f,
+                      .abserr = SLACK_MUL * (float)(3 * (uint64_t)dim + 8) * 0x1p-149f,
                       .xx = xx,
                       .n = n,
                       .label = label,

@@ -33,9 +33,9 @@
  * whose bounds prove their centroid unchanged are not scanned; the others
  * are scanned against the groups their bounds do not rule out. A skip needs
  * a margin of twice the expanded form's rounding-error bound (itself
- * doubled for safety), so the kernel's own near-ties are always decided by
- * the kernel: the labels, hence the centroids, are plain Lloyd's bit for
- * bit, for any thread count. Fashion-MNIST (60,000 x 784, k=256, 20
+ * doubled for safety, with an absolute term for squares that underflow), so the kernel's
+ * own near-ties are always decided by the kernel: the labels, hence the centroids, are
+ * plain Lloyd's bit for bit, for any thread count. Fashion-MNIST (60,000 x 784, k=256, 20
  * iterations): 32% of the plain iterations' kernel work, 0.67x the time; below
  * SF_KMEANS_BOUNDS_MIN_DIM the per-row bookkeeping costs more than the
  * short scans it saves (docs/performance.md, bench/bench_lloyd.sh). Extra
