@@ -15,8 +15,8 @@
  *    instruction and run one FMA pair (L2) or one FMA (ip) per 8 dimensions,
  *    4 codes per pass.
  *  - IVF_PQ: a table of 256 partial scores per sub-quantizer, then m
- *    lookups per code (sf_dist_pq_scan). Under L2 the distance to the code w of list l
- * expands to
+ *    lookups per code (sf_dist_pq_scan). Under L2 the distance to the code
+ *    w of list l expands to
  *        ||q - c_l||^2 + sum_j (||w_j||^2 - 2<q_j,w_j>) + sum_j 2<c_lj,w_j>
  *    The middle term is one table per query (set_query: 256*dim
  *    multiply-adds through the codebook panels), the last one a table per
