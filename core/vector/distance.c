@@ -95,30 +95,37 @@ __attribute__((target("avx2,fma"))) static float dot_avx2(const float *a, const 
  * do not depend on where it sits in the call: a partition is scanned chunk
  * by chunk, and one shard, several, or a compaction's joined chunks cut the
  * same rows differently (sf_dist_pq_lut's four chains would not do). */
+/* The sums every scalar PQ scan is made of: code c's lookups in table over
+ * j in order, for one code or for four interleaved (four chains of adds),
+ * the same bits either way. */
+static inline float pq_sum1(const float *table, const uint8_t *c, size_t m) {
+  float s = 0;
+  for (size_t j = 0; j < m; j++) s += table[j * 256 + c[j]];
+  return s;
+}
+
+static inline void pq_sum4(const float *table, const uint8_t *c0, size_t m, float s[4]) {
+  const uint8_t *c1 = c0 + m, *c2 = c1 + m, *c3 = c2 + m;
+  float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  for (size_t j = 0; j < m; j++) {
+    const float *t = table + j * 256;
+    s0 += t[c0[j]];
+    s1 += t[c1[j]];
+    s2 += t[c2[j]];
+    s3 += t[c3[j]];
+  }
+  s[0] = s0, s[1] = s1, s[2] = s2, s[3] = s3;
+}
+
 static void pq_scan_scalar(const float *table, const uint8_t *codes, size_t n, size_t m,
                            float bias, float *out) {
   size_t i = 0;
   for (; i + 4 <= n; i += 4) {
-    const uint8_t *c0 = codes + i * m, *c1 = c0 + m, *c2 = c1 + m, *c3 = c2 + m;
-    float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-    for (size_t j = 0; j < m; j++) {
-      const float *t = table + j * 256;
-      s0 += t[c0[j]];
-      s1 += t[c1[j]];
-      s2 += t[c2[j]];
-      s3 += t[c3[j]];
-    }
-    out[i] = bias + s0;
-    out[i + 1] = bias + s1;
-    out[i + 2] = bias + s2;
-    out[i + 3] = bias + s3;
+    float s[4];
+    pq_sum4(table, codes + i * m, m, s);
+    for (int r = 0; r < 4; r++) out[i + r] = bias + s[r];
   }
-  for (; i < n; i++) {
-    const uint8_t *c = codes + i * m;
-    float s = 0;
-    for (size_t j = 0; j < m; j++) s += table[j * 256 + c[j]];
-    out[i] = bias + s;
-  }
+  for (; i < n; i++) out[i] = bias + pq_sum1(table, codes + i * m, m);
 }
 
 /* The split scan (see distance.h). Every code's two sums run over j in
@@ -129,48 +136,22 @@ static void pq_split_scalar(const float *qt, const float *pre, float scale,
                             float *terms, float *out) {
   size_t i = 0;
   for (; i + 4 <= n; i += 4) {
-    const uint8_t *c0 = codes + i * m, *c1 = c0 + m, *c2 = c1 + m, *c3 = c2 + m;
-    float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-    for (size_t j = 0; j < m; j++) {
-      const float *t = qt + j * 256;
-      s0 += t[c0[j]];
-      s1 += t[c1[j]];
-      s2 += t[c2[j]];
-      s3 += t[c3[j]];
-    }
-    float b[4];
+    float s[4], b[4];
+    pq_sum4(qt, codes + i * m, m, s);
     if (pre) {
-      float b0 = 0, b1 = 0, b2 = 0, b3 = 0;
-      for (size_t j = 0; j < m; j++) {
-        const float *t = pre + j * 256;
-        b0 += t[c0[j]];
-        b1 += t[c1[j]];
-        b2 += t[c2[j]];
-        b3 += t[c3[j]];
-      }
-      b[0] = scale * b0, b[1] = scale * b1, b[2] = scale * b2, b[3] = scale * b3;
+      pq_sum4(pre, codes + i * m, m, b);
+      for (int r = 0; r < 4; r++) b[r] = scale * b[r];
       if (terms) memcpy(terms + i, b, sizeof b);
     } else {
       memcpy(b, terms + i, sizeof b);
     }
-    out[i] = bias + (b[0] + s0);
-    out[i + 1] = bias + (b[1] + s1);
-    out[i + 2] = bias + (b[2] + s2);
-    out[i + 3] = bias + (b[3] + s3);
+    for (int r = 0; r < 4; r++) out[i + r] = bias + (b[r] + s[r]);
   }
   for (; i < n; i++) {
     const uint8_t *c = codes + i * m;
-    float s = 0, b;
-    for (size_t j = 0; j < m; j++) s += qt[j * 256 + c[j]];
-    if (pre) {
-      b = 0;
-      for (size_t j = 0; j < m; j++) b += pre[j * 256 + c[j]];
-      b = scale * b;
-      if (terms) terms[i] = b;
-    } else {
-      b = terms[i];
-    }
-    out[i] = bias + (b + s);
+    float b = pre ? scale * pq_sum1(pre, c, m) : terms[i];
+    if (pre && terms) terms[i] = b;
+    out[i] = bias + (b + pq_sum1(qt, c, m));
   }
 }
 
